@@ -1,0 +1,28 @@
+"""compressor: neural architecture miniaturization for segmentation networks.
+
+The public API is re-exported here; everything else is an implementation detail.
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from compressor.budget import Budget, BudgetCheck
+from compressor.cost import Cost, measure
+from compressor.errors import CompressorError, ConfigError, ModelLoadError
+from compressor.models import MODELS, build_model, micronet, unet
+
+__all__ = [
+    "__version__",
+    "Budget",
+    "BudgetCheck",
+    "Cost",
+    "measure",
+    "CompressorError",
+    "ConfigError",
+    "ModelLoadError",
+    "MODELS",
+    "build_model",
+    "unet",
+    "micronet",
+]

@@ -1,0 +1,52 @@
+"""The ``compressor`` command line: thin argument parsing over the library.
+
+Each subcommand lives in its own module with ``add_parser(subparsers)`` and ``run(args)``.
+A :class:`~compressor.errors.CompressorError` (a user mistake) becomes one line on stderr
+and exit code 2, without a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from compressor import __version__
+from compressor.cli import cost_command
+from compressor.errors import CompressorError
+
+__all__ = ["main", "build_parser"]
+
+_COMMANDS = (cost_command,)
+
+EXIT_USER_ERROR = 2
+EXIT_INTERRUPTED = 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="compressor",
+        description="Make segmentation networks small: transforms, budgets, search, reports.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for command in _COMMANDS:
+        command.add_parser(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.run(args) or 0)
+    except CompressorError as error:
+        print(f"compressor {args.command}: error: {error}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print(f"compressor {args.command}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,233 @@
+"""What a model costs: parameters, FLOPs (through fvcore), activation memory, latency.
+
+FLOPs follow fvcore's convention: **one fused multiply-add counts as one flop**, so a
+k x k convolution costs ``k*k*C_in/groups*C_out*H_out*W_out`` flops per image. Operators
+fvcore cannot count are listed in :attr:`Cost.unsupported_ops`, never silently dropped.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+from fvcore.nn import FlopCountAnalysis, parameter_count
+from torch import nn
+
+from compressor.errors import ConfigError
+from compressor.units import parse_shape
+
+__all__ = ["Cost", "ModuleCost", "measure", "FLOP_CONVENTION"]
+
+FLOP_CONVENTION = "FLOPs: fvcore count, one multiply-add = one flop"
+
+
+@dataclass(frozen=True)
+class ModuleCost:
+    """Parameters and FLOPs of one submodule (children included)."""
+
+    params: int
+    flops: int
+
+
+@dataclass(frozen=True)
+class Cost:
+    """The cost of a model for one input shape.
+
+    Attributes:
+        params: total number of parameters.
+        trainable_params: parameters with ``requires_grad``.
+        flops: fvcore's count for one forward pass of ``input_shape`` (one multiply-add =
+            one flop), the whole batch.
+        input_shape: the shape the model was measured at.
+        by_module: per-submodule params and FLOPs, keyed by dotted module name as in
+            fvcore's ``by_module()`` (``""`` is the whole model).
+        unsupported_ops: operator name -> number of calls fvcore could not count.
+        activation_bytes: estimate of activation memory for a training step: the bytes
+            of every distinct leaf-module output for ``input_shape`` (what autograd keeps
+            for backward; in-place outputs counted once). An upper bound for inference.
+        latency_ms: median CPU latency of one forward pass, if it was timed.
+        latency_runs: how many timed runs the median is over (0 if not timed).
+    """
+
+    params: int
+    trainable_params: int
+    flops: int
+    input_shape: tuple[int, ...]
+    by_module: Mapping[str, ModuleCost] = field(default_factory=dict)
+    unsupported_ops: Mapping[str, int] = field(default_factory=dict)
+    activation_bytes: int = 0
+    latency_ms: float | None = None
+    latency_runs: int = 0
+
+    def ratios_to(self, baseline: Cost) -> dict[str, float]:
+        """How many times smaller this model is than ``baseline`` (``> 1`` means smaller)."""
+        return {
+            "params": baseline.params / self.params if self.params else float("inf"),
+            "flops": baseline.flops / self.flops if self.flops else float("inf"),
+        }
+
+    def top_level(self) -> dict[str, ModuleCost]:
+        """The direct children of the model (names without a dot), in model order."""
+        return {name: cost for name, cost in self.by_module.items() if name and "." not in name}
+
+    def to_dict(self, *, modules: bool = True) -> dict[str, Any]:
+        """Plain-data form for JSON and trial attributes."""
+        data = asdict(self)
+        data["input_shape"] = list(self.input_shape)
+        data["by_module"] = (
+            {name: asdict(cost) for name, cost in self.by_module.items()} if modules else {}
+        )
+        data["unsupported_ops"] = dict(self.unsupported_ops)
+        return data
+
+
+def measure(
+    model: nn.Module,
+    input_shape: tuple[int, ...] | str = (1, 3, 224, 224),
+    *,
+    latency_runs: int = 0,
+    warmup_runs: int = 2,
+    threads: int | None = None,
+) -> Cost:
+    """Measures ``model`` at ``input_shape``.
+
+    FLOPs come from fvcore's ``FlopCountAnalysis`` (one multiply-add = one flop); ops it
+    cannot count are returned in ``unsupported_ops``. The model is run in eval mode under
+    ``torch.no_grad()`` and put back in its previous mode.
+
+    Args:
+        model: any ``nn.Module`` taking one tensor.
+        input_shape: ``(N, C, H, W)`` or a string ``"1,3,224,224"``.
+        latency_runs: if > 0, time this many forward passes after ``warmup_runs`` and
+            report the median in milliseconds.
+        warmup_runs: untimed passes before timing.
+        threads: torch intra-op threads while timing (None keeps the current setting).
+
+    Returns:
+        A :class:`Cost`.
+
+    Raises:
+        ConfigError: if the shape is malformed or the model cannot run on it.
+
+    Example:
+        >>> from compressor.models import unet
+        >>> measure(unet(), (1, 3, 224, 224)).params
+        31024960
+    """
+    shape = parse_shape(input_shape) if isinstance(input_shape, str) else tuple(input_shape)
+    parse_shape(shape)
+    device = _device_of(model)
+    example = torch.zeros(shape, device=device)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            activation_bytes = _activation_bytes(model, example)
+            flops, by_module_flops, unsupported = _count_flops(model, example)
+            latency_ms = (
+                _median_latency_ms(model, example, latency_runs, warmup_runs, threads)
+                if latency_runs > 0
+                else None
+            )
+    finally:
+        model.train(was_training)
+    params_by_module = parameter_count(model)
+    names = [name for name, _ in model.named_modules()]
+    by_module = {
+        name: ModuleCost(params=int(params_by_module.get(name, 0)), flops=int(by_module_flops.get(name, 0)))
+        for name in names
+    }
+    return Cost(
+        params=sum(p.numel() for p in model.parameters()),
+        trainable_params=sum(p.numel() for p in model.parameters() if p.requires_grad),
+        flops=int(flops),
+        input_shape=shape,
+        by_module=by_module,
+        unsupported_ops=dict(unsupported),
+        activation_bytes=activation_bytes,
+        latency_ms=latency_ms,
+        latency_runs=latency_runs if latency_ms is not None else 0,
+    )
+
+
+def _device_of(model: nn.Module) -> torch.device:
+    for tensor in model.parameters():
+        return tensor.device
+    return torch.device("cpu")
+
+
+def _run_or_explain(model: nn.Module, example: torch.Tensor) -> Any:
+    try:
+        return model(example)
+    except Exception as error:  # noqa: BLE001 - a shape the model does not accept
+        raise ConfigError(
+            f"model {type(model).__name__} cannot run on input shape {tuple(example.shape)}: "
+            f"{str(error).splitlines()[0] if str(error) else type(error).__name__}"
+        ) from error
+
+
+def _activation_bytes(model: nn.Module, example: torch.Tensor) -> int:
+    # In-place layers (ReLU(inplace=True)) return their input's storage: count each once.
+    # The tensors are kept alive so that no address is reused during the pass.
+    kept: dict[int, torch.Tensor] = {}
+
+    def hook(_module: nn.Module, _inputs: Any, output: Any) -> None:
+        for tensor in _tensors_in(output):
+            kept[tensor.untyped_storage().data_ptr()] = tensor
+
+    leaves = [m for m in model.modules() if not any(True for _ in m.children())]
+    handles = [leaf.register_forward_hook(hook) for leaf in leaves]
+    try:
+        _run_or_explain(model, example)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return sum(t.numel() * t.element_size() for t in kept.values())
+
+
+def _tensors_in(value: Any) -> list[torch.Tensor]:
+    if isinstance(value, torch.Tensor):
+        return [value]
+    if isinstance(value, (list, tuple)):
+        return [t for item in value for t in _tensors_in(item)]
+    if isinstance(value, dict):
+        return [t for item in value.values() for t in _tensors_in(item)]
+    return []
+
+
+def _count_flops(model: nn.Module, example: torch.Tensor) -> tuple[int, dict[str, int], dict[str, int]]:
+    analysis = FlopCountAnalysis(model, example)
+    analysis.unsupported_ops_warnings(False)
+    analysis.uncalled_modules_warnings(False)
+    analysis.tracer_warnings("none")
+    try:
+        total = analysis.total()
+    except Exception as error:  # noqa: BLE001 - jit tracing fails on some models
+        raise ConfigError(
+            f"fvcore cannot trace {type(model).__name__} at input shape {tuple(example.shape)}: "
+            f"{str(error).splitlines()[0] if str(error) else type(error).__name__}"
+        ) from error
+    return total, dict(analysis.by_module()), dict(analysis.unsupported_ops())
+
+
+def _median_latency_ms(
+    model: nn.Module, example: torch.Tensor, runs: int, warmup_runs: int, threads: int | None
+) -> float:
+    previous_threads = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        for _ in range(warmup_runs):
+            model(example)
+        timings = []
+        for _ in range(runs):
+            start = time.perf_counter()
+            model(example)
+            timings.append((time.perf_counter() - start) * 1000.0)
+    finally:
+        torch.set_num_threads(previous_threads)
+    return statistics.median(timings)

@@ -1,0 +1,52 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from compressor.cli import main
+
+
+def test_cost_json_reports_the_unet_count(capsys):
+    assert main(["cost", "unet", "--json", "--input-shape", "1,3,64,64"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["params"] == 31_024_960
+    assert data["flops"] > 0 and "encoder" in data["modules"]
+    assert "multiply-add" in data["flop_convention"]
+
+
+def test_cost_against_a_baseline_prints_the_ratio(capsys):
+    assert main(["cost", "micronet", "--baseline", "unet", "--input-shape", "1,3,64,64"]) == 0
+    out = capsys.readouterr().out
+    assert "1.06M" in out and "29.38x" in out
+    assert "one multiply-add = one flop" in out
+    assert "aten::max_pool2d" in out  # uncounted ops are shown
+
+
+def test_model_args_and_inferred_input_channels(capsys):
+    assert main(["cost", "unet", "--model-arg", "in_channels=1", "--model-arg", "base_width=8", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["input_shape"] == [1, 1, 224, 224]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["cost", "no.such.module:fn"], "cannot import module 'no.such.module'"),
+        (["cost", "builtins:dict", "--model-arg", "x=4"], "returned dict, not a torch.nn.Module"),
+        (["cost", "unet", "--input-shape", "1,3,abc"], "--input-shape '1,3,abc'"),
+        (["cost", "unet", "--model-arg", "oops"], "model argument 'oops' must look like key=value"),
+    ],
+)
+def test_user_mistakes_give_one_line_and_exit_2(cli, args, message):
+    result = cli(*args)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0]
+    assert "Traceback" not in result.stderr
+    assert result.stdout == ""
+
+
+def test_help_lists_subcommands(cli):
+    result = cli("--help")
+    assert result.returncode == 0 and "cost" in result.stdout
