@@ -11,6 +11,16 @@ from compressor.budget import Budget, BudgetCheck
 from compressor.cost import Cost, measure
 from compressor.errors import CompressorError, ConfigError, ModelLoadError
 from compressor.models import MODELS, build_model, micronet, unet
+from compressor.saving import SavedModel, load_model, load_saved, save_model
+from compressor.transforms import (
+    TRANSFORMS,
+    Recipe,
+    Transform,
+    TransformError,
+    TransformRecord,
+    apply,
+    register_transform,
+)
 
 __all__ = [
     "__version__",
@@ -25,4 +35,15 @@ __all__ = [
     "build_model",
     "unet",
     "micronet",
+    "SavedModel",
+    "save_model",
+    "load_model",
+    "load_saved",
+    "TRANSFORMS",
+    "Recipe",
+    "Transform",
+    "TransformError",
+    "TransformRecord",
+    "apply",
+    "register_transform",
 ]

@@ -1,0 +1,82 @@
+"""``compressor apply``: run a recipe on a model, print before/after, save the result."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from compressor.cli.common import add_model_arguments, input_shape_from_args, model_from_args
+from compressor.cost import FLOP_CONVENTION
+from compressor.errors import ConfigError
+from compressor.saving import save_model
+from compressor.tables import format_table
+from compressor.transforms import Recipe, TransformRecord, apply, parse_transform_option
+from compressor.units import format_count
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "apply", help="apply transforms to a model",
+        description="Apply a recipe of transforms to a model, print params/FLOPs before and after "
+        f"({FLOP_CONVENTION}) and save the result, loadable with compressor.load_model(PATH).",
+    )
+    add_model_arguments(parser)
+    parser.add_argument("--recipe", metavar="FILE", help="recipe file (YAML or JSON)")
+    parser.add_argument(
+        "--transform", action="append", default=[], metavar="NAME[:key=value,...]",
+        help="a transform step, after the recipe's (repeatable); lists in brackets: dilation:rates=[1,2,5]",
+    )
+    parser.add_argument("--out", metavar="PATH", help="save the transformed model here (.pt)")
+    parser.add_argument("--json", action="store_true", help="print the records as JSON")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    recipe = recipe_from_args(args.recipe, args.transform)
+    model = model_from_args(args)
+    shape = input_shape_from_args(args, model)
+    new_model, records = apply(model, recipe, shape)
+    if args.out:
+        save_model(args.out, new_model, recipe=recipe, base=args.model, input_shape=shape,
+                   metadata={"records": [record.to_dict() for record in records]})
+    if args.json:
+        print(json.dumps({"model": args.model, "input_shape": list(shape), "recipe": recipe.to_data(),
+                          "records": [record.to_dict() for record in records], "out": args.out}, indent=2))
+        return 0
+    print(records_table(args.model, shape, records))
+    for record in records:
+        for note in record.notes:
+            print(f"  {record.transform}: {note}")
+        if record.skipped:
+            print(f"  {record.transform}: left {len(record.skipped)} selected layer(s) alone, e.g. "
+                  + "; ".join(f"{name} {why}" for name, why in list(record.skipped.items())[:2]))
+    print(f"saved to {args.out} (load with compressor.load_model({args.out!r}))" if args.out
+          else "not saved (use --out PATH)")
+    return 0
+
+
+def recipe_from_args(recipe_path: str | None, transform_options: list[str]) -> Recipe:
+    steps = list(Recipe.load(recipe_path).steps) if recipe_path else []
+    steps += [parse_transform_option(option) for option in transform_options]
+    if not steps:
+        raise ConfigError("nothing to apply: give --recipe FILE or --transform NAME")
+    return Recipe.of(steps)
+
+
+def records_table(model_name: str, shape: tuple[int, ...], records: list[TransformRecord]) -> str:
+    first = records[0]
+    rows = [[model_name, format_count(first.params_before), format_count(first.flops_before), "1.00x", "1.00x", "-"]]
+    for index, record in enumerate(records, start=1):
+        rows.append([
+            f"{index}. {record.transform}",
+            format_count(record.params_after),
+            format_count(record.flops_after),
+            f"{first.params_before / max(record.params_after, 1):.2f}x",
+            f"{first.flops_before / max(record.flops_after, 1):.2f}x",
+            str(len(record.changed)),
+        ])
+    size = "x".join(str(s) for s in shape)
+    return format_table(
+        ["step", "params", "FLOPs", "params ratio", "FLOPs ratio", "layers changed"], rows,
+        title=f"{model_name} at input {size}  ({FLOP_CONVENTION}; ratio = input model / step)",
+    )

@@ -1,0 +1,145 @@
+"""Type-checked keyword arguments from plain data (YAML, JSON, ``key=value``).
+
+A callable's signature is its schema: parameter names, type hints and defaults. Unknown
+keys and wrong types become :class:`~compressor.errors.ConfigError` naming the key and
+where it came from.
+"""
+
+from __future__ import annotations
+
+import inspect
+import types
+import typing
+from collections.abc import Callable, Mapping
+from typing import Any, Literal, Union
+
+from compressor.errors import ConfigError
+
+__all__ = ["Parameter", "parameters_of", "check_arguments", "check_value"]
+
+
+class Parameter(typing.NamedTuple):
+    name: str
+    annotation: Any
+    default: Any
+    required: bool
+
+    def type_name(self) -> str:
+        return _type_name(self.annotation)
+
+
+def parameters_of(function: Callable[..., Any]) -> list[Parameter]:
+    """The keyword parameters of ``function`` with resolved type hints."""
+    hints = typing.get_type_hints(function)
+    result = []
+    for name, parameter in inspect.signature(function).parameters.items():
+        if name == "self" or parameter.kind in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD):
+            continue
+        required = parameter.default is inspect.Parameter.empty
+        result.append(Parameter(name, hints.get(name, Any), None if required else parameter.default, required))
+    return result
+
+
+def check_arguments(
+    schema: Callable[..., Any] | list[Parameter], arguments: Mapping[str, Any], *, where: str
+) -> dict[str, Any]:
+    """Checks ``arguments`` against a schema and fills defaults.
+
+    Args:
+        schema: a callable whose signature is the schema, or its :func:`parameters_of`.
+        arguments: plain values, e.g. read from YAML.
+        where: prefix of error messages, e.g. ``"recipe.yaml: transforms[1] (fire)"``.
+
+    Returns:
+        All parameters, given ones converted (ints accepted for floats, lists for tuples)
+        and the rest at their defaults.
+
+    Raises:
+        ConfigError: an unknown key, a missing required key, or a value of the wrong type.
+
+    Example:
+        >>> def scale(*, factor: float = 1.0, name: str | None = None): ...
+        >>> check_arguments(scale, {"factor": 2}, where="x")
+        {'factor': 2.0, 'name': None}
+    """
+    parameters = schema if isinstance(schema, list) else parameters_of(schema)
+    known = {parameter.name: parameter for parameter in parameters}
+    unknown = [key for key in arguments if key not in known]
+    if unknown:
+        raise ConfigError(f"{where}: unknown key {unknown[0]!r}; valid keys: {', '.join(known) or '(none)'}")
+    result = {}
+    for name, parameter in known.items():
+        if name in arguments:
+            result[name] = check_value(arguments[name], parameter.annotation, where=f"{where}: {name}")
+        elif parameter.required:
+            raise ConfigError(f"{where}: missing required key {name!r}")
+        else:
+            result[name] = parameter.default
+    return result
+
+
+def check_value(value: Any, annotation: Any, *, where: str) -> Any:
+    """Checks one value against a type hint; returns it converted where lossless.
+
+    Raises:
+        ConfigError: ``"<where>: expected <type>, got <value>"``.
+    """
+    converted = _convert(value, annotation)
+    if converted is _MISMATCH:
+        raise ConfigError(f"{where}: expected {_type_name(annotation)}, got {value!r}")
+    return converted
+
+
+_MISMATCH = object()
+
+
+def _convert(value: Any, annotation: Any) -> Any:
+    if annotation is Any:
+        return value
+    origin = typing.get_origin(annotation)
+    if origin in (Union, types.UnionType):
+        for option in typing.get_args(annotation):
+            converted = _convert(value, option)
+            if converted is not _MISMATCH:
+                return converted
+        return _MISMATCH
+    if origin is Literal:
+        return value if value in typing.get_args(annotation) else _MISMATCH
+    if annotation is type(None):
+        return None if value is None else _MISMATCH
+    if annotation is bool:
+        return value if isinstance(value, bool) else _MISMATCH
+    if annotation is int:
+        return value if isinstance(value, int) and not isinstance(value, bool) else _MISMATCH
+    if annotation is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        return _MISMATCH
+    if annotation is str:
+        return value if isinstance(value, str) else _MISMATCH
+    if origin in (list, tuple, typing.get_origin(list[int])) or annotation in (list, tuple):
+        if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):
+            return _MISMATCH
+        args = typing.get_args(annotation)
+        item_type = args[0] if args else Any
+        items = [_convert(item, item_type) for item in value]
+        if any(item is _MISMATCH for item in items):
+            return _MISMATCH
+        return tuple(items) if origin is tuple else list(items)
+    return value if isinstance(value, annotation) else _MISMATCH
+
+
+def _type_name(annotation: Any, *, plural: bool = False) -> str:
+    origin = typing.get_origin(annotation)
+    if origin in (Union, types.UnionType):
+        return " or ".join(_type_name(option, plural=plural) for option in typing.get_args(annotation))
+    if origin is Literal:
+        return "one of " + ", ".join(repr(option) for option in typing.get_args(annotation))
+    if annotation is type(None):
+        return "null"
+    if origin in (list, tuple) or annotation in (list, tuple):
+        args = typing.get_args(annotation)
+        return f"list of {_type_name(args[0], plural=True)}" if args else "list"
+    names = {bool: "boolean", int: "integer", float: "number", str: "string"}
+    name = names.get(annotation, getattr(annotation, "__name__", str(annotation)))
+    return f"{name}s" if plural else name

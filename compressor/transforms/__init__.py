@@ -1,0 +1,38 @@
+"""Transforms: the Micro-Net recipe as pluggable steps on any ``nn.Module``.
+
+Importing this package registers every built-in transform in :data:`TRANSFORMS`.
+"""
+
+from __future__ import annotations
+
+from compressor.transforms import (  # noqa: F401  (importing registers them)
+    dilation,
+    downsample_depth,
+    fire,
+    prune,
+    separable,
+    skip_fusion,
+)
+from compressor.transforms.base import (
+    TRANSFORMS,
+    Change,
+    Transform,
+    TransformError,
+    TransformRecord,
+    register_transform,
+)
+from compressor.transforms.engine import apply
+from compressor.transforms.recipe import Recipe, TransformSpec, parse_transform_option
+
+__all__ = [
+    "TRANSFORMS",
+    "Change",
+    "Transform",
+    "TransformError",
+    "TransformRecord",
+    "register_transform",
+    "apply",
+    "Recipe",
+    "TransformSpec",
+    "parse_transform_option",
+]

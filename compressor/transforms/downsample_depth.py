@@ -1,0 +1,216 @@
+"""``downsample_depth``: remove the deepest down-sampling levels of an encoder-decoder."""
+
+from __future__ import annotations
+
+import torch
+import torch.fx
+from torch import nn
+
+from compressor.errors import ConfigError
+from compressor.models.blocks import pad_to_multiple
+from compressor.transforms.base import Change, Transform, TransformError, register_transform
+from compressor.transforms.dilation import set_dilation
+from compressor.transforms.graph import (
+    finish_graph,
+    module_of,
+    node_shape,
+    resolution_levels,
+    trace_with_shapes,
+)
+from compressor.transforms.selection import replace_submodule
+
+__all__ = ["DownsampleDepth"]
+
+
+@register_transform("downsample_depth")
+class DownsampleDepth(Transform):
+    """Removes the ``levels`` deepest resolution levels of an encoder-decoder.
+
+    The model is traced with torch.fx and every tensor gets a resolution level from its
+    shape on the example input. Everything below the kept levels (the down-sampling into
+    them, the layers there, and the up-sampling back) is cut out; the tensor that was
+    down-sampled feeds, through a new 1x1 conv per up-sampling (``downsample_bridge_*``),
+    every place that the up-sampled result fed. So each down-sampling (pooling, strided
+    conv) is paired with its up-sampling (transposed conv, ``Upsample``,
+    ``F.interpolate``) by resolution, and shapes still meet. The result is a
+    ``torch.fx.GraphModule`` that keeps the original layer names.
+
+    With ``stride_to_dilation`` the levels are not cut but flattened DeepLab-style (for
+    networks with no decoder, such as classifiers): the down-sampling into them gets
+    stride 1 and every k x k conv in them gets its dilation multiplied by 2 per level
+    removed, keeping the receptive field. Parameters stay; FLOPs grow.
+
+    Args:
+        levels: how many of the deepest levels to remove (>= 1).
+        stride_to_dilation: flatten the levels instead of cutting them.
+    """
+
+    def __init__(self, *, levels: int = 1, stride_to_dilation: bool = False) -> None:
+        super().__init__()
+        if levels < 1:
+            raise ConfigError(f"downsample_depth: levels must be >= 1, got {levels}")
+        self.levels = levels
+        self.stride_to_dilation = stride_to_dilation
+
+    def transform(self, model: nn.Module, example_input: torch.Tensor) -> tuple[nn.Module, Change]:
+        graph_module = trace_with_shapes(model, example_input, transform=self.name)
+        levels = resolution_levels(graph_module, example_input.shape[-2])
+        deepest = max(levels.values(), default=0)
+        if deepest <= 0:
+            raise TransformError(f"{self.name}: {type(model).__name__} never down-samples its input; nothing to remove")
+        if self.levels > deepest:
+            raise TransformError(
+                f"{self.name}: {type(model).__name__} has {deepest} down-sampling level(s) at input "
+                f"{tuple(example_input.shape)}; cannot remove {self.levels}"
+            )
+        keep = deepest - self.levels
+        region = {node for node, level in levels.items() if level > keep}
+        if self.stride_to_dilation:
+            return self._flatten(model, graph_module, levels, region, keep)
+        return self._cut(graph_module, levels, region, keep, example_input)
+
+    def _cut(
+        self,
+        graph_module: torch.fx.GraphModule,
+        levels: dict[torch.fx.Node, int],
+        region: set[torch.fx.Node],
+        keep: int,
+        example_input: torch.Tensor,
+    ) -> tuple[nn.Module, Change]:
+        entries = {source for node in region for source in node.all_input_nodes if source in levels and source not in region}
+        if len(entries) != 1:
+            names = ", ".join(sorted(_where(node) for node in entries)) or "none"
+            raise TransformError(
+                f"{self.name}: the removed levels must be entered from one tensor; found {len(entries)} ({names})"
+            )
+        (source,) = entries
+        exits = [node for node in graph_module.graph.nodes if node not in region and any(i in region for i in node.all_input_nodes)]
+        spatial_exits = [node for node in exits if node in levels]
+        if not spatial_exits:
+            raise TransformError(
+                f"{self.name}: nothing to pair: no up-sampling brings level {keep + 1} back to level {keep} "
+                f"(the deep part feeds {_where(exits[0]) if exits else 'nothing'}); this looks like a network "
+                "without a decoder; use stride_to_dilation=true"
+            )
+        for node in spatial_exits:
+            if levels[node] != keep:
+                raise TransformError(
+                    f"{self.name}: {_where(node)} brings the deep part to level {levels[node]}, not {keep}; "
+                    "cannot bridge it from one tensor"
+                )
+        down = [_where(node) for node in region if source in node.all_input_nodes]
+        source_channels = node_shape(source)[1]
+        change = Change()
+        for index, exit_node in enumerate(spatial_exits):
+            name = _free_name(graph_module, f"downsample_bridge_{index}")
+            out_channels = node_shape(exit_node)[1]
+            bridge = nn.Conv2d(source_channels, out_channels, 1, bias=False).to(_device(graph_module))
+            graph_module.add_submodule(name, bridge)
+            with graph_module.graph.inserting_before(exit_node):
+                bridged = graph_module.graph.call_module(name, (source,))
+            exit_node.replace_all_uses_with(bridged)
+            change.changed.append(name)
+            change.notes.append(
+                f"down-sampling at {', '.join(sorted(down))} paired with up-sampling at {_where(exit_node)}: "
+                f"bridged {_where(source)} ({source_channels} ch) -> {out_channels} ch with 1x1 conv {name}"
+            )
+        before = {name for name, _ in graph_module.named_modules()}
+        finish_graph(graph_module)
+        leftovers = [node for node in graph_module.graph.nodes if node in region]
+        if leftovers:
+            users = ", ".join(_where(user) for user in leftovers[0].users)
+            raise TransformError(
+                f"{self.name}: cannot cut the deep levels out: {_where(leftovers[0])} is still used by {users}"
+            )
+        gone = before - {name for name, _ in graph_module.named_modules()}
+        change.removed = sorted(name for name in gone if name.rpartition(".")[0] not in gone)
+        self._shrink_padding(graph_module, change)
+        return graph_module, change
+
+    def _shrink_padding(self, graph_module: torch.fx.GraphModule, change: Change) -> None:
+        """Our reference models pad inputs to a multiple of 2**depth: lower that multiple."""
+        factor = 2**self.levels
+        for node in graph_module.graph.nodes:
+            if node.op == "call_function" and node.target is pad_to_multiple and isinstance(node.args[1], int):
+                if node.args[1] % factor == 0:
+                    node.args = (node.args[0], node.args[1] // factor)
+                    change.notes.append(f"input padding multiple lowered to {node.args[1]}")
+        graph_module.recompile()
+
+    def _flatten(
+        self,
+        model: nn.Module,
+        graph_module: torch.fx.GraphModule,
+        levels: dict[torch.fx.Node, int],
+        region: set[torch.fx.Node],
+        keep: int,
+    ) -> tuple[nn.Module, Change]:
+        change = Change()
+        plan = []
+        for node in graph_module.graph.nodes:
+            if node not in region:
+                continue
+            input_level = max((levels[i] for i in node.all_input_nodes if i in levels), default=None)
+            if input_level is None:
+                continue
+            if levels[node] < input_level:
+                raise TransformError(
+                    f"{self.name}: stride_to_dilation cannot keep shapes: {_where(node)} up-samples inside the "
+                    "removed levels; cut them instead (stride_to_dilation=false)"
+                )
+            module = module_of(graph_module, node)
+            if levels[node] > input_level:
+                if not isinstance(module, (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d)):
+                    raise TransformError(
+                        f"{self.name}: stride_to_dilation cannot remove the down-sampling at {_where(node)}; "
+                        "only Conv2d, MaxPool2d and AvgPool2d modules can be given stride 1"
+                    )
+                plan.append(("stride", node, module, input_level))
+            elif isinstance(module, nn.Conv2d) and max(module.kernel_size) > 1 and input_level > keep:
+                plan.append(("dilate", node, module, input_level))
+        for action, node, module, input_level in plan:
+            rate = module.dilation[0] * 2 ** (input_level - keep) if isinstance(module, nn.Conv2d) else 1
+            if action == "stride" and not isinstance(module, nn.Conv2d):
+                replacement = _stride_one_pool(module)
+                replace_submodule(model, node.target, replacement)
+                change.changed.append(node.target)
+                continue
+            if action == "stride":
+                module.stride = (1, 1)
+            if rate > 1 or action == "dilate":
+                reason = set_dilation(module, rate)
+                if reason:
+                    raise TransformError(f"{self.name}: layer {node.target!r} {reason}")
+            change.changed.append(node.target)
+        change.notes.append(f"levels {keep + 1}..{keep + self.levels} flattened: stride 1, dilation x2 per level")
+        return model, change
+
+
+def _stride_one_pool(pool: nn.Module) -> nn.Module:
+    kernel = pool.kernel_size if isinstance(pool.kernel_size, int) else pool.kernel_size[0]
+    padding = pool.padding if isinstance(pool.padding, int) else pool.padding[0]
+    if kernel % 2 == 1 and padding == kernel // 2:
+        pool.stride = 1
+        return pool
+    return nn.Identity()
+
+
+def _where(node: torch.fx.Node) -> str:
+    if node.op == "call_module":
+        return f"layer {node.target!r}"
+    if node.op == "call_function":
+        return f"{getattr(node.target, '__name__', node.target)} (node {node.name!r})"
+    return f"node {node.name!r}"
+
+
+def _free_name(graph_module: torch.fx.GraphModule, base: str) -> str:
+    names = {name for name, _ in graph_module.named_modules()}
+    name, suffix = base, 0
+    while name in names:
+        suffix += 1
+        name = f"{base}_{suffix}"
+    return name
+
+
+def _device(module: nn.Module) -> torch.device:
+    return next((p.device for p in module.parameters()), torch.device("cpu"))

@@ -1,0 +1,124 @@
+"""``apply``: run a recipe on a model, step by step, without touching the input."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterable
+
+import torch
+from torch import nn
+
+from compressor.cost import measure
+from compressor.errors import ConfigError
+from compressor.transforms.base import TransformError, TransformRecord
+from compressor.transforms.recipe import Recipe, TransformSpec, plain_params
+
+__all__ = ["apply"]
+
+
+def apply(
+    model: nn.Module,
+    recipe: Recipe | Iterable[TransformSpec] | list,
+    example_input: torch.Tensor | tuple[int, ...],
+) -> tuple[nn.Module, list[TransformRecord]]:
+    """Applies every step of ``recipe`` to a copy of ``model``.
+
+    Each step validates before it changes anything, works on its own deep copy, and must
+    keep the model's contract: the output for ``example_input`` has the same shape as
+    before. Each record carries fvcore params/FLOPs before and after the step (one
+    multiply-add = one flop) at ``example_input``'s shape.
+
+    Args:
+        model: any ``nn.Module`` taking one tensor; never modified.
+        recipe: a :class:`Recipe`, or plain data accepted by :meth:`Recipe.from_data`.
+        example_input: a tensor, or its shape, used for tracing, shapes and costs.
+
+    Returns:
+        ``(new_model, records)``; ``new_model`` is in the input model's train/eval mode.
+
+    Raises:
+        TransformError: a step does not apply to this network (the message names the
+            step and the layer).
+        ConfigError: the recipe is malformed.
+
+    Example:
+        >>> import compressor
+        >>> small, records = compressor.apply(
+        ...     compressor.unet(base_width=8), [{"name": "separable"}], (1, 3, 32, 32))
+        >>> records[0].params_after < records[0].params_before
+        True
+    """
+    if not isinstance(recipe, Recipe):
+        recipe = Recipe.of(recipe) if _is_specs(recipe) else Recipe.from_data(recipe)
+    example = _example_tensor(model, example_input)
+    shape = tuple(example.shape)
+    was_training = model.training
+    reference_shape = _output_shape(model, example, "the input model")
+    current = model
+    current_cost = measure(current, shape)
+    records: list[TransformRecord] = []
+    for index, spec in enumerate(recipe.steps):
+        step = f"step {index + 1} ({spec.name})"
+        transform = spec.build(where=step)
+        candidate = copy.deepcopy(current).eval()
+        try:
+            transform.check(candidate, example)
+            candidate, change = transform.transform(candidate, example)
+        except TransformError as error:
+            raise TransformError(f"{step}: {error}") from None
+        output_shape = _output_shape(candidate, example, step)
+        if output_shape != reference_shape:
+            raise TransformError(
+                f"{step}: output shape changed from {reference_shape} to {output_shape}; refusing"
+            )
+        cost = measure(candidate, shape)
+        records.append(
+            TransformRecord(
+                transform=spec.name,
+                params=plain_params(transform.params),
+                changed=list(change.changed),
+                removed=list(change.removed),
+                skipped=dict(change.skipped),
+                notes=list(change.notes),
+                params_before=current_cost.params,
+                params_after=cost.params,
+                flops_before=current_cost.flops,
+                flops_after=cost.flops,
+            )
+        )
+        current, current_cost = candidate, cost
+    if current is model:
+        current = copy.deepcopy(model)
+    current.train(was_training)
+    return current, records
+
+
+def _is_specs(recipe: object) -> bool:
+    return isinstance(recipe, (list, tuple)) and all(isinstance(item, TransformSpec) for item in recipe) and bool(recipe)
+
+
+def _example_tensor(model: nn.Module, example_input: torch.Tensor | tuple[int, ...]) -> torch.Tensor:
+    if isinstance(example_input, torch.Tensor):
+        return example_input.detach()
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    return torch.randn(tuple(example_input), generator=torch.Generator().manual_seed(0)).to(device)
+
+
+def _output_shape(model: nn.Module, example: torch.Tensor, what: str) -> tuple[int, ...]:
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            output = model(example)
+    except TransformError:
+        raise
+    except Exception as error:  # noqa: BLE001 - report any failure of the model as the user's input
+        message = str(error).splitlines()[0] if str(error) else type(error).__name__
+        kind = TransformError if what.startswith("step") else ConfigError
+        raise kind(f"{what}: forward pass failed at input {tuple(example.shape)}: {message}") from error
+    finally:
+        model.train(was_training)
+    if not isinstance(output, torch.Tensor):
+        raise ConfigError(f"{what}: the model must return one tensor, got {type(output).__name__}")
+    return tuple(output.shape)
+

@@ -1,0 +1,94 @@
+"""``fire``: k x k convolutions become SqueezeNet fire modules."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from compressor.errors import ConfigError
+from compressor.models.blocks import NORM_KINDS, Fire
+from compressor.transforms.base import Change, register_transform
+from compressor.transforms.selection import LayerTransform, replace_submodule
+
+__all__ = ["FireTransform"]
+
+
+@register_transform("fire")
+class FireTransform(LayerTransform):
+    """Replaces each selected ``Conv2d`` (groups 1, square odd kernel > 1, "same"
+    padding) with a :class:`~compressor.models.blocks.Fire` module of the same input and
+    output channels, stride and dilation: a 1x1 squeeze, then parallel 1x1 and k x k
+    expands concatenated. Micro-Net's setting is ``squeeze_ratio=0.25``,
+    ``expand3x3_share=0.5``.
+
+    The fire module ends without an activation, since the conv it replaces is normally
+    followed by the host network's own norm and activation.
+
+    Args:
+        squeeze_ratio: squeeze channels as a share of the conv's output channels.
+        expand3x3_share: share of the output channels made by the k x k expand.
+        norm: norm after the fire's inner convs (None, "batch", "instance", "group").
+    """
+
+    def __init__(
+        self,
+        *,
+        squeeze_ratio: float = 0.25,
+        expand3x3_share: float = 0.5,
+        norm: str | None = None,
+        **selection,
+    ) -> None:
+        super().__init__(**selection)
+        if not 0.0 < squeeze_ratio <= 4.0:
+            raise ConfigError(f"fire: squeeze_ratio must be in (0, 4], got {squeeze_ratio}")
+        if not 0.0 < expand3x3_share < 1.0:
+            raise ConfigError(f"fire: expand3x3_share must be in (0, 1), got {expand3x3_share}")
+        if norm is not None and norm not in NORM_KINDS:
+            raise ConfigError(f"fire: norm must be one of {', '.join(NORM_KINDS)} or null, got {norm!r}")
+        self.squeeze_ratio = squeeze_ratio
+        self.expand3x3_share = expand3x3_share
+        self.norm = norm
+
+    def transform(self, model: nn.Module, example_input: torch.Tensor) -> tuple[nn.Module, Change]:
+        change = Change()
+        for name, conv in self.selected(model):
+            reason = _unsupported(conv)
+            if reason:
+                self.skip(change, name, reason)
+                continue
+            kernel, dilation, stride = conv.kernel_size[0], conv.dilation[0], conv.stride[0]
+            replacement = Fire(
+                conv.in_channels, conv.out_channels, squeeze_ratio=self.squeeze_ratio,
+                expand3x3_share=self.expand3x3_share, kernel_size=kernel, stride=stride,
+                padding=None if isinstance(conv.padding, str) else conv.padding[0], dilation=dilation, bias=conv.bias is not None,
+                norm=self.norm, activation=False,
+            )
+            replace_submodule(model, name, replacement.to(conv.weight.device))
+            change.changed.append(name)
+        self.require_changes(model, change)
+        return model, change
+
+
+def _unsupported(conv: nn.Conv2d) -> str | None:
+    """Why ``conv`` cannot become a fire module, or None."""
+    if conv.groups != 1:
+        return f"is grouped (groups={conv.groups})"
+    kernel = conv.kernel_size
+    if max(kernel) == 1:
+        return "is a 1x1 conv (a fire module would not be smaller)"
+    if kernel[0] != kernel[1] or kernel[0] % 2 == 0:
+        return f"has kernel {kernel}; fire needs a square odd kernel"
+    if conv.out_channels < 2:
+        return "has fewer than 2 output channels"
+    if conv.stride[0] != conv.stride[1] or conv.dilation[0] != conv.dilation[1]:
+        return "has different strides or dilations along height and width"
+    if isinstance(conv.padding, str):
+        return None if conv.padding == "same" and conv.stride[0] == 1 else f"has padding {conv.padding!r}"
+    if conv.padding[0] != conv.padding[1] or 2 * conv.padding[0] != conv.dilation[0] * (kernel[0] - 1):
+        return (
+            f"has padding {conv.padding} that is not 'same' for kernel {kernel[0]} and dilation "
+            f"{conv.dilation[0]}; the fire's 1x1 expand could not match its output size"
+        )
+    if conv.padding_mode != "zeros":
+        return f"uses padding_mode={conv.padding_mode!r}"
+    return None

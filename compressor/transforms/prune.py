@@ -1,0 +1,167 @@
+"""``prune``: structured channel pruning through torch-pruning's dependency graph."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+import torch_pruning as tp
+from torch import nn
+
+from compressor.errors import ConfigError
+from compressor.transforms.base import Change, TransformError, register_transform
+from compressor.transforms.pruning_support import pruning_compatibility
+from compressor.transforms.selection import LayerTransform
+
+__all__ = ["Prune"]
+
+_PRUNABLE = (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)
+
+
+@register_transform("prune")
+class Prune(LayerTransform):
+    """Removes whole channels until params (or FLOPs) fall by ``ratio``.
+
+    torch-pruning's dependency graph keeps every coupled layer consistent (skips,
+    concatenations, norms). Channels go in ``steps`` rounds of growing channel
+    sparsity until the target is met. With ``scope="uniform"`` every layer loses the
+    same share of channels: a width multiplier. The output head (the last layer that
+    runs) and every layer outside the selection are never pruned.
+
+    Args:
+        ratio: share of the target metric to remove, in [0, 1): 0.5 halves the params.
+        target: "params" or "flops" (torch-pruning's MAC count during the rounds).
+        scope: "global" (channels ranked across layers) or "uniform" (same share per layer).
+        importance: "l1" (smallest L1-norm channels go first) or "random".
+        round_to: keep channel counts multiples of this (hardware-friendly), or null.
+        steps: number of pruning rounds (more: closer to the target).
+        max_layer_ratio: at most this share of any one layer's channels is removed.
+        seed: seed of the random importance.
+    """
+
+    layer_types = _PRUNABLE
+
+    def __init__(
+        self,
+        *,
+        ratio: float = 0.5,
+        target: Literal["params", "flops"] = "params",
+        scope: Literal["global", "uniform"] = "global",
+        importance: Literal["l1", "random"] = "l1",
+        round_to: int | None = None,
+        steps: int = 20,
+        max_layer_ratio: float = 0.95,
+        seed: int = 0,
+        **selection,
+    ) -> None:
+        super().__init__(**selection)
+        if not 0.0 <= ratio < 1.0:
+            raise ConfigError(f"prune: ratio must be in [0, 1), got {ratio}")
+        if steps < 1 or not 0.0 < max_layer_ratio < 1.0:
+            raise ConfigError("prune: steps must be >= 1 and max_layer_ratio in (0, 1)")
+        if round_to is not None and round_to < 1:
+            raise ConfigError(f"prune: round_to must be >= 1 or null, got {round_to}")
+        self.ratio, self.target, self.scope = ratio, target, scope
+        self.importance, self.round_to, self.steps = importance, round_to, steps
+        self.max_layer_ratio, self.seed = max_layer_ratio, seed
+
+    def transform(self, model: nn.Module, example_input: torch.Tensor) -> tuple[nn.Module, Change]:
+        change = Change()
+        selected = self.selected(model)
+        heads = _output_layers(model, example_input)
+        candidates = [(name, module) for name, module in selected if module not in heads]
+        for name, module in selected:
+            if module in heads:
+                change.skipped[name] = "is the output head (protected)"
+        if not candidates:
+            self.require_changes(model, change)
+        if self.ratio == 0.0:
+            raise TransformError("prune: ratio 0 removes nothing; drop the step instead")
+        chosen = {id(module) for _, module in candidates}
+        ignored = [m for m in model.modules() if isinstance(m, _PRUNABLE) and id(m) not in chosen]
+        before_widths = {name: _width(module) for name, module in candidates}
+        start = self._metric(model, example_input)
+        goal = start * (1.0 - self.ratio)
+        reached = start
+        with torch.random.fork_rng(devices=[]), pruning_compatibility(model) as forward_fn:
+            torch.manual_seed(self.seed)
+            try:
+                pruner = tp.pruner.MetaPruner(
+                    model, example_input,
+                    importance=tp.importance.RandomImportance() if self.importance == "random"
+                    else tp.importance.MagnitudeImportance(p=1),
+                    global_pruning=self.scope == "global",
+                    pruning_ratio=self.max_layer_ratio,
+                    max_pruning_ratio=self.max_layer_ratio,
+                    iterative_steps=self.steps,
+                    ignored_layers=ignored,
+                    round_to=self.round_to,
+                    forward_fn=forward_fn,
+                )
+                for _ in range(self.steps):
+                    pruner.step()
+                    reached = self._metric(model, example_input)
+                    if reached <= goal:
+                        break
+            except (TransformError, ConfigError):
+                raise
+            except Exception as error:  # noqa: BLE001 - torch-pruning's own failures
+                message = str(error).splitlines()[0] if str(error) else ""
+                raise TransformError(
+                    f"prune: torch-pruning cannot prune {type(model).__name__}: {type(error).__name__}: {message}"
+                    + _grouped_hint(model)
+                ) from error
+        for name, module in candidates:
+            if _width(module) != before_widths[name]:
+                change.changed.append(name)
+        change.notes.append(
+            f"{self.target} {start:,.0f} -> {reached:,.0f} ({1 - reached / start:.1%} removed; asked {self.ratio:.1%})"
+        )
+        self.require_changes(model, change)
+        return model, change
+
+    def _metric(self, model: nn.Module, example_input: torch.Tensor) -> float:
+        if self.target == "params":
+            return float(sum(p.numel() for p in model.parameters()))
+        was_training = model.training
+        model.eval()
+        try:
+            macs, _ = tp.utils.count_ops_and_params(model, example_input)
+        finally:
+            model.train(was_training)
+        return float(macs)
+
+
+def _grouped_hint(model: nn.Module) -> str:
+    grouped = [
+        f"{name} (groups={m.groups})" for name, m in model.named_modules()
+        if isinstance(m, nn.Conv2d) and 1 < m.groups < m.in_channels
+    ]
+    if not grouped:
+        return ""
+    return (
+        f"; grouped convs such as {', '.join(grouped[:3])} are pruned unreliably by torch-pruning: "
+        "leave them out with exclude=[...]"
+    )
+
+
+def _width(module: nn.Module) -> tuple[int, int]:
+    if isinstance(module, nn.Linear):
+        return module.in_features, module.out_features
+    return module.in_channels, module.out_channels
+
+
+def _output_layers(model: nn.Module, example_input: torch.Tensor) -> set[nn.Module]:
+    """The last prunable layer to run: it makes the output and must keep its width."""
+    order: list[nn.Module] = []
+    handles = [m.register_forward_hook(lambda m, i, o: order.append(m)) for m in model.modules() if isinstance(m, _PRUNABLE)]
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(example_input)
+    finally:
+        model.train(was_training)
+        for handle in handles:
+            handle.remove()
+    return {order[-1]} if order else set()

@@ -1,0 +1,97 @@
+"""Choosing layers by dotted-name glob and channel count, and swapping submodules."""
+
+from __future__ import annotations
+
+import fnmatch
+
+from torch import nn
+
+from compressor.transforms.base import Change, Transform, TransformError
+
+__all__ = ["LayerTransform", "replace_submodule", "conv_channels"]
+
+
+def conv_channels(module: nn.Module) -> tuple[int, int]:
+    """``(in_channels, out_channels)`` of a conv or linear layer."""
+    if isinstance(module, nn.Linear):
+        return module.in_features, module.out_features
+    return module.in_channels, module.out_channels
+
+
+class LayerTransform(Transform):
+    """A transform acting layer by layer on modules chosen by name and width.
+
+    Args:
+        include: dotted-name globs of layers to consider (``"*"`` is all;
+            ``"encoder.*"`` one part of the model).
+        exclude: dotted-name globs of layers to leave alone, even if included.
+        min_channels: only layers whose input and output channels are both at least this.
+        strict: refuse (raise) when a selected layer cannot be transformed, instead of
+            skipping it and saying so in the record.
+    """
+
+    layer_types: tuple[type[nn.Module], ...] = (nn.Conv2d,)
+
+    def __init__(
+        self,
+        *,
+        include: list[str] | str = "*",
+        exclude: list[str] | str | None = None,
+        min_channels: int = 0,
+        strict: bool = False,
+    ) -> None:
+        super().__init__()
+        self.include = [include] if isinstance(include, str) else list(include)
+        self.exclude = [exclude] if isinstance(exclude, str) else list(exclude or [])
+        self.min_channels = min_channels
+        self.strict = strict
+
+    def selected(self, model: nn.Module) -> list[tuple[str, nn.Module]]:
+        """Layers of :attr:`layer_types` matching the include/exclude globs and width."""
+        chosen = []
+        for name, module in model.named_modules():
+            if not name or type(module) not in self.layer_types:
+                continue
+            if not any(fnmatch.fnmatchcase(name, pattern) for pattern in self.include):
+                continue
+            if any(fnmatch.fnmatchcase(name, pattern) for pattern in self.exclude):
+                continue
+            if min(conv_channels(module)) < self.min_channels:
+                continue
+            chosen.append((name, module))
+        return chosen
+
+    def describe_selection(self) -> str:
+        parts = [f"include={self.include}"]
+        if self.exclude:
+            parts.append(f"exclude={self.exclude}")
+        if self.min_channels:
+            parts.append(f"min_channels={self.min_channels}")
+        return " ".join(parts)
+
+    def skip(self, change: Change, layer: str, reason: str) -> None:
+        """Records a selected layer left alone, or refuses in strict mode."""
+        if self.strict:
+            raise TransformError(f"{self.name}: layer {layer!r} {reason}")
+        change.skipped[layer] = reason
+
+    def require_changes(self, model: nn.Module, change: Change) -> None:
+        """Raises when nothing was changed: a selection that does nothing is never silent."""
+        if change.changed:
+            return
+        kinds = "/".join(t.__name__ for t in self.layer_types)
+        if change.skipped:
+            first = "; ".join(f"{name}: {why}" for name, why in list(change.skipped.items())[:3])
+            raise TransformError(
+                f"{self.name}: no layer could be changed ({len(change.skipped)} selected, all skipped: {first})"
+            )
+        raise TransformError(
+            f"{self.name}: no {kinds} layer of {type(model).__name__} matches {self.describe_selection()}"
+        )
+
+
+def replace_submodule(model: nn.Module, name: str, replacement: nn.Module) -> None:
+    """Replaces the submodule at dotted ``name`` (``"encoder.0.conv"``)."""
+    parent_name, _, child = name.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    setattr(parent, child, replacement)
