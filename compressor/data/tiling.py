@@ -1,0 +1,127 @@
+"""Cutting scenes: window grids, train/validation regions with a guard band, patch datasets."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal
+
+import torch
+from torch.utils.data import Dataset
+
+from compressor.data.base import DataError, Normalization, Scene, as_tensors
+
+__all__ = ["window_starts", "grid_windows", "split_regions", "PatchDataset", "Side"]
+
+Side = Literal["right", "left", "bottom", "top"]
+
+
+def window_starts(length: int, window: int, stride: int) -> list[int]:
+    """Start offsets of windows covering ``[0, length)``; the last one ends at ``length``.
+
+    Example:
+        >>> window_starts(10, 4, 4)
+        [0, 4, 6]
+        >>> window_starts(3, 4, 2)
+        [0]
+    """
+    if window >= length:
+        return [0]
+    starts = list(range(0, length - window + 1, stride))
+    if starts[-1] != length - window:
+        starts.append(length - window)
+    return starts
+
+
+def grid_windows(height: int, width: int, window: int, stride: int) -> list[tuple[int, int]]:
+    """``(top, left)`` of every window of a grid covering a ``height x width`` image."""
+    return [(top, left) for top in window_starts(height, window, stride) for left in window_starts(width, window, stride)]
+
+
+def split_regions(
+    scene: Scene, *, val_fraction: float, guard: int, side: Side = "right"
+) -> tuple[Scene, Scene]:
+    """Splits a scene into disjoint train and validation regions separated by a guard band.
+
+    The validation region is the strip of ``val_fraction`` of the scene on ``side``; the
+    ``guard`` pixels next to it belong to neither, so no training patch shares pixels (or
+    the receptive field right across the border) with validation.
+
+    Returns:
+        ``(train, val)`` scenes, views of ``scene``.
+
+    Raises:
+        DataError: if either region would be empty.
+
+    Example:
+        >>> image, labels = np.zeros((100, 200, 1)), np.zeros((100, 200))
+        >>> train, val = split_regions(Scene("t", image, labels), val_fraction=0.25, guard=10)
+        >>> train.width, val.width
+        (140, 50)
+    """
+    if not 0 < val_fraction < 1:
+        raise DataError(f"val_fraction must be between 0 and 1, got {val_fraction}")
+    if guard < 0:
+        raise DataError(f"guard must be >= 0, got {guard}")
+    horizontal = side in ("right", "left")
+    length = scene.width if horizontal else scene.height
+    val_length = int(round(length * val_fraction))
+    train_length = length - val_length - guard
+    if val_length < 1 or train_length < 1:
+        raise DataError(
+            f"{scene.name}: cannot split {length} pixels into validation {val_fraction:.0%} "
+            f"and a guard band of {guard}"
+        )
+    val_start = length - val_length if side in ("right", "bottom") else 0
+    train_start = 0 if side in ("right", "bottom") else val_length + guard
+
+    def strip(start: int, size: int, role: str) -> Scene:
+        name = f"{scene.name}[{role}]"
+        if horizontal:
+            return scene.crop(0, start, scene.height, size, name=name)
+        return scene.crop(start, 0, size, scene.width, name=name)
+
+    return strip(train_start, train_length, "train"), strip(val_start, val_length, "val")
+
+
+class PatchDataset(Dataset):
+    """Square patches on a grid over scenes: item ``i`` is a normalized image and its mask.
+
+    Args:
+        scenes: the scenes to cut; each must be at least ``patch_size`` on both sides.
+        patch_size: side of a patch in pixels.
+        stride: distance between neighbouring patches (``< patch_size`` overlaps them);
+            the last patch of a row or column is aligned with the border.
+        normalization: applied to every image patch.
+
+    Raises:
+        DataError: a scene smaller than a patch, or no scene at all.
+    """
+
+    def __init__(
+        self, scenes: Sequence[Scene], *, patch_size: int, stride: int, normalization: Normalization
+    ) -> None:
+        if not scenes:
+            raise DataError("no training scene to cut patches from")
+        if stride < 1:
+            raise DataError(f"stride must be >= 1, got {stride}")
+        for scene in scenes:
+            if scene.height < patch_size or scene.width < patch_size:
+                raise DataError(
+                    f"{scene.name}: {scene.width}x{scene.height} is smaller than patch_size {patch_size}"
+                )
+        self.scenes = tuple(scenes)
+        self.patch_size = patch_size
+        self.normalization = normalization
+        self.windows = [
+            (index, top, left)
+            for index, scene in enumerate(self.scenes)
+            for top, left in grid_windows(scene.height, scene.width, patch_size, stride)
+        ]
+
+    def __len__(self) -> int:
+        return len(self.windows)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        scene_index, top, left = self.windows[index]
+        image, mask = self.scenes[scene_index].read(top, left, self.patch_size, self.patch_size)
+        return as_tensors(self.normalization(image), mask)
