@@ -362,15 +362,16 @@ def train_model(
         CompressorError: bad data, model, recipe, or a failed training.
     """
     model_config = model or experiment.model
-    seed_everything(experiment.train.seed)
-    data = data or experiment.data.build(cache_dir=cache_dir)
-    network = model_config.build(in_channels=data.in_channels, num_classes=data.num_classes)
     loaded_recipe = None
-    if recipe is not None:
+    if recipe is not None:  # read first: a bad recipe fails before any download or training
         from compressor.transforms import Recipe, apply
 
-        example = torch.zeros(1, data.in_channels, experiment.data.patch_size, experiment.data.patch_size)
         loaded_recipe = Recipe.load(recipe)
+    data = data or experiment.data.build(cache_dir=cache_dir)
+    seed_everything(experiment.train.seed)
+    network = model_config.build(in_channels=data.in_channels, num_classes=data.num_classes)
+    if loaded_recipe is not None:
+        example = torch.zeros(1, data.in_channels, experiment.data.patch_size, experiment.data.patch_size)
         network, _records = apply(network, loaded_recipe, example)
     label = label or model_label(model_config, recipe)
     result = train(network, data, experiment.train, evaluate_at=evaluate_at, callback=callback, description=label)

@@ -106,12 +106,12 @@ class TrainConfig:
     steps: int = 200
     batch_size: int = 8
     optimizer: Literal["adamw", "sgd"] = "adamw"
-    lr: float = 3e-3
+    lr: float = 1e-3
     weight_decay: float = 1e-4
     momentum: float = 0.9
     schedule: Literal["cosine", "constant"] = "cosine"
     warmup_fraction: float = 0.05
-    dice_weight: float = 1.0
+    dice_weight: float = 0.5
     class_weights: Literal["auto", "none"] | list[float] = "auto"
     augment: bool = True
     grad_clip: float | None = 5.0

@@ -1,0 +1,92 @@
+"""``compressor train`` and ``compressor baseline`` from the command line."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from compressor.cli import main
+from compressor.saving import load_saved
+
+
+def _experiment(tmp_path: Path, **changes) -> Path:
+    data = {
+        "name": "tiny",
+        "run_dir": str(tmp_path / "run"),
+        "data": {"name": "synthetic", "patch_size": 32, "val_images": 1, "val_size": 48},
+        "model": {"name": "unet", "args": {"base_width": 8, "depth": 2}},
+        "train": {"steps": 3, "batch_size": 2, "eval_window": 48, "progress": False},
+        "cost": {"input_size": 32},
+    }
+    data.update(changes)
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def test_train_prints_metrics_and_writes_results(tmp_path, capsys):
+    assert main(["train", str(_experiment(tmp_path)), "--threads", "1"]) == 0
+    out = capsys.readouterr().out
+    folder = tmp_path / "run" / "train" / "unet"
+    metrics = json.loads((folder / "metrics.json").read_text())
+    assert f"building IoU {metrics['metrics']['score']:.3f}" in out
+    assert "trained 3 steps" in out and "with 1 threads" in out and str(folder) in out
+    assert metrics["steps_done"] == 3 and metrics["threads"] == 1
+    assert yaml.safe_load((folder / "config.yaml").read_text())["train"]["threads"] == 1
+    saved = load_saved(folder / "model.pt")
+    assert saved.base == "unet" and saved.metadata["metrics"] == metrics["metrics"]
+    assert sum(p.numel() for p in saved.model.parameters()) == metrics["cost"]["params"]
+
+
+def test_train_another_model_with_a_recipe(tmp_path, capsys):
+    recipe = tmp_path / "sep.yaml"
+    recipe.write_text(yaml.safe_dump({"transforms": [{"name": "separable"}]}))
+    config = str(_experiment(tmp_path))
+    assert main(["train", config, "--model", "unet", "--model-arg", "base_width=8", "--model-arg", "depth=2", "--json"]) == 0
+    plain = json.loads(capsys.readouterr().out)
+    assert main(["train", config, "--recipe", str(recipe), "--json"]) == 0
+    transformed = json.loads(capsys.readouterr().out)
+    assert transformed["model"] == "unet+sep" and plain["model"] == "unet"
+    assert transformed["cost"]["params"] < plain["cost"]["params"]
+    saved = load_saved(tmp_path / "run" / "train" / "unet+sep" / "model.pt")
+    assert saved.recipe == {"transforms": [{"name": "separable"}]}
+    assert saved.model(torch.zeros(1, 3, 32, 32)).shape == (1, 2, 32, 32)
+
+
+def test_baseline_trains_then_reuses(tmp_path, capsys):
+    config = str(_experiment(tmp_path, train={"steps": 1, "batch_size": 2, "eval_window": 48, "progress": False}))
+    assert main(["baseline", config, "--models", "micronet"]) == 0
+    first = capsys.readouterr().out
+    assert "micronet" in first and "trained" in first
+    assert main(["baseline", config, "--models", "micronet", "--json"]) == 0
+    records = json.loads(capsys.readouterr().out)
+    assert records[0]["reused"] is True and records[0]["model"] == "micronet"
+    assert Path(records[0]["path"]) == tmp_path / "run" / "baselines" / "micronet.json"
+
+
+@pytest.mark.parametrize(
+    ("contents", "args", "message"),
+    [
+        ({"train": {"stepz": 3}}, [], "tiny.yaml: train.stepz: unknown key; valid keys:"),
+        ({"train": {"lr": "fast"}}, [], "tiny.yaml: train.lr: expected"),
+        ({}, ["--set", "data.name=mnist"], "tiny.yaml: data.name: unknown dataset 'mnist'"),
+        ({}, ["--model", "no.such.module:fn"], "cannot import module 'no.such.module'"),
+        ({}, ["--recipe", "missing-recipe.yaml"], "missing-recipe.yaml"),
+    ],
+)
+def test_mistakes_give_one_line_and_exit_2(cli, tmp_path, contents, args, message):
+    result = cli("train", str(_experiment(tmp_path, **contents)), *args)
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("compressor train: error: ") and message in lines[0]
+    assert "Traceback" not in result.stderr and result.stdout == ""
+
+
+def test_a_missing_experiment_file_is_one_line(cli, tmp_path):
+    result = cli("baseline", str(tmp_path / "none.yaml"))
+    assert result.returncode == 2
+    assert result.stderr.strip() == f"compressor baseline: error: {tmp_path / 'none.yaml'}: cannot read experiment file: No such file or directory"

@@ -1,0 +1,208 @@
+"""Training: it learns, it is deterministic, it fails loudly, it stops when told, it saves."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+from monai.losses import DiceLoss
+from torch import nn
+
+from compressor.data import SyntheticConfig
+from compressor.errors import ConfigError
+from compressor.metrics import ConfusionMatrix
+from compressor.models import micronet, unet
+from compressor.train import (
+    CheckpointError,
+    StopTraining,
+    TrainConfig,
+    TrainingError,
+    class_weights,
+    dice_loss,
+    evaluate,
+    load_checkpoint,
+    predict_scene,
+    save_checkpoint,
+    seed_everything,
+    train,
+)
+
+FAST = TrainConfig(steps=6, batch_size=4, progress=False, eval_window=64, eval_overlap=16)
+
+
+@pytest.fixture(scope="module")
+def buildings():
+    """Binary synthetic scenes: small patches, two 128x128 validation scenes."""
+    return SyntheticConfig(labels="binary", patch_size=32, val_images=2, val_size=128, seed=1).build()
+
+
+def _small_model(seed: int = 0, **kwargs) -> nn.Module:
+    """A narrow U-Net: learns the synthetic buildings in seconds (a Micro-Net this narrow
+    squeezes its fire modules to 2 channels and barely learns)."""
+    seed_everything(seed)
+    return unet(base_width=8, depth=3, norm="batch", **kwargs)
+
+
+def test_a_short_training_clearly_beats_the_all_background_predictor(buildings):
+    config = TrainConfig(steps=120, batch_size=8, progress=False, eval_window=128)
+    result = train(_small_model(), buildings, config)
+    background = ConfusionMatrix(2)
+    for scene in buildings.val:
+        labels = scene.class_indices()
+        background.update(np.zeros_like(labels), labels)
+    baseline = background.compute(buildings.class_names)
+    assert baseline.iou_of("building") == 0.0
+    assert result.metrics.iou_of("building") > 0.3, result.metrics.summary()
+    assert result.metrics.miou > baseline.miou + 0.15
+    assert result.metrics.mean_f1 > baseline.mean_f1 + 0.15
+    assert np.mean(result.losses[-20:]) < 0.85 * np.mean(result.losses[:10])
+
+
+def test_the_same_seed_gives_the_same_metrics(buildings):
+    first = train(_small_model(seed=3), buildings, dataclasses.replace(FAST, seed=3))
+    second = train(_small_model(seed=3), buildings, dataclasses.replace(FAST, seed=3))
+    other = train(_small_model(seed=4), buildings, dataclasses.replace(FAST, seed=4))
+    assert first.losses == second.losses
+    assert first.metrics == second.metrics
+    assert first.losses != other.losses
+
+
+def test_a_nan_loss_is_a_training_error_naming_the_step(buildings):
+    config = dataclasses.replace(FAST, optimizer="sgd", lr=1e30, momentum=0.0, grad_clip=None)
+    with pytest.raises(TrainingError, match=r"training failed at step \d+: the loss is (nan|inf)") as error:
+        train(_small_model(), buildings, config)
+    assert 1 < error.value.step <= FAST.steps
+
+
+def test_an_infinite_gradient_is_a_training_error(buildings):
+    class Steep(nn.Module):
+        """Finite logits and loss, but gradients whose norm overflows float32."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(3, 2, 1)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.conv(x) * 1e30
+
+    with pytest.raises(TrainingError, match=r"training failed at step 1: the gradient norm is inf"):
+        train(Steep(), buildings, FAST)
+
+
+def test_intermediate_evaluations_feed_the_callback_which_can_stop(buildings):
+    calls = []
+
+    def keep_going_until_three(step, metrics):
+        calls.append((step, metrics.pixels))
+        return step < 3
+
+    config = dataclasses.replace(FAST, steps=9)
+    result = train(_small_model(), buildings, config, evaluate_at=[1 / 9, 1 / 3, 2 / 3], callback=keep_going_until_three)
+    assert calls == [(1, 2 * 128 * 128), (3, 2 * 128 * 128)]
+    assert result.stopped_early and result.steps_done == 3 and len(result.losses) == 3
+    assert [step for step, _ in result.history] == [1, 3] and result.metrics is result.history[-1][1]
+
+    def stop(step, metrics):
+        raise StopTraining
+
+    stopped = train(_small_model(), buildings, config, evaluate_at=[2], callback=stop)
+    assert stopped.stopped_early and stopped.steps_done == 2
+
+    finished = train(_small_model(), buildings, config, evaluate_at=[1 / 3], callback=lambda step, metrics: None)
+    assert not finished.stopped_early and [step for step, _ in finished.history] == [3, 9]
+
+
+def test_evaluation_covers_every_validation_pixel(buildings):
+    model = _small_model()
+    metrics = evaluate(model, buildings, FAST)
+    assert metrics.pixels == sum(scene.height * scene.width for scene in buildings.val)
+
+
+def test_sliding_window_equals_one_pass_for_a_pixelwise_model(buildings):
+    """With a 1x1 conv there is no context: any window layout must give the full-image answer."""
+    torch.manual_seed(0)
+    model = nn.Conv2d(3, 2, 1).eval()
+    scene = buildings.val[0]
+    windowed = predict_scene(model, scene, buildings, window=48, overlap=20, batch_size=3)
+    with torch.no_grad():
+        whole = model(torch.from_numpy(buildings.normalization(scene.image))[None]).softmax(1)[0].numpy()
+    np.testing.assert_allclose(windowed, whole, atol=1e-5)
+
+
+def test_dice_loss_agrees_with_monai():
+    generator = torch.Generator().manual_seed(0)
+    logits = torch.randn(3, 4, 9, 7, generator=generator)
+    target = torch.randint(0, 4, (3, 9, 7), generator=generator)
+    reference = DiceLoss(softmax=True, to_onehot_y=True, batch=True, smooth_nr=1.0, smooth_dr=1.0)
+    assert float(dice_loss(logits, target)) == pytest.approx(float(reference(logits, target[:, None])), abs=1e-6)
+
+
+def test_auto_class_weights_favour_rare_classes_and_average_one_over_pixels():
+    frequencies = np.array([0.9, 0.08, 0.02, 0.0])
+    weights = class_weights(frequencies, "auto").numpy()
+    assert weights[0] < weights[1] < weights[2] == weights[3]
+    assert float((weights * frequencies).sum()) == pytest.approx(1.0)
+    assert weights[2] / weights[1] == pytest.approx(2.0)  # 1 / sqrt(frequency)
+    assert class_weights(frequencies, "none") is None
+    with pytest.raises(ConfigError, match="expected 'auto', 'none' or 4 numbers"):
+        class_weights(frequencies, [1.0, 2.0])
+
+
+def test_a_model_with_the_wrong_number_of_classes_is_named(buildings):
+    with pytest.raises(ConfigError, match=r"maps input \(4, 3, 32, 32\) to \(4, 5, 32, 32\); training needs \(4, 2, 32, 32\)"):
+        train(_small_model(num_classes=5), buildings, FAST)
+    with pytest.raises(ConfigError, match=r"cannot run on a batch of shape \(4, 3, 32, 32\)"):
+        train(_small_model(in_channels=1), buildings, FAST)
+
+
+def test_checkpoint_round_trip(buildings, tmp_path):
+    model = _small_model()
+    result = train(model, buildings, FAST, checkpoint_path=tmp_path / "during.pt")
+    assert load_checkpoint(tmp_path / "during.pt").step == FAST.steps
+    path = save_checkpoint(tmp_path / "run" / "model.pt", model, step=6, metrics=result.metrics, extra={"model": "micronet"})
+    assert sorted(item.name for item in path.parent.iterdir()) == ["model.pt"]  # no temporary file left
+    fresh = _small_model(seed=99).eval()
+    example = torch.randn(2, 3, 32, 32)
+    assert not torch.allclose(fresh(example), model(example))
+    checkpoint = load_checkpoint(path, fresh)
+    assert torch.equal(fresh(example), model(example))
+    assert checkpoint.step == 6 and checkpoint.extra == {"model": "micronet"}
+    assert checkpoint.metrics["score"] == result.metrics.to_dict()["score"]
+    with pytest.raises(CheckpointError, match="weights do not fit the model"):
+        load_checkpoint(path, micronet(base_width=4, norm="batch"))
+    (tmp_path / "garbage.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="garbage.pt: not a readable checkpoint"):
+        load_checkpoint(tmp_path / "garbage.pt")
+    with pytest.raises(CheckpointError, match="missing.pt: checkpoint not found"):
+        load_checkpoint(tmp_path / "missing.pt")
+
+
+def test_a_failed_save_leaves_the_previous_checkpoint_intact(buildings, tmp_path):
+    model = _small_model()
+    path = save_checkpoint(tmp_path / "model.pt", model, step=1)
+    before = path.read_bytes()
+
+    class Unsaveable(nn.Module):
+        def state_dict(self, *args, **kwargs):
+            raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError, match="disk full"):
+        save_checkpoint(path, Unsaveable(), step=2)
+    assert path.read_bytes() == before
+    assert [item.name for item in tmp_path.iterdir()] == ["model.pt"]
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"steps": 0}, "train.steps must be >= 1"),
+        ({"lr": -1.0}, "train.lr must be > 0"),
+        ({"eval_overlap": 256}, r"train.eval_overlap must be in \[0, eval_window\)"),
+        ({"device": "tpu"}, "train.device: unknown device 'tpu'"),
+    ],
+)
+def test_bad_settings_are_named(buildings, changes, message):
+    with pytest.raises(ConfigError, match=message):
+        train(_small_model(), buildings, TrainConfig(progress=False, **changes))
