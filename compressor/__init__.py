@@ -10,8 +10,11 @@ __version__ = "0.1.0"
 from compressor.budget import Budget, BudgetCheck
 from compressor.cost import Cost, measure
 from compressor.errors import CompressorError, ConfigError, ModelLoadError
+from compressor.experiment import Experiment, ensure_baselines, load_experiment, train_model
+from compressor.metrics import SegmentationMetrics
 from compressor.models import MODELS, build_model, micronet, unet
 from compressor.saving import SavedModel, load_model, load_saved, save_model
+from compressor.train import StopTraining, TrainConfig, TrainingError, TrainResult, evaluate
 from compressor.transforms import (
     TRANSFORMS,
     Recipe,
@@ -46,4 +49,14 @@ __all__ = [
     "TransformRecord",
     "apply",
     "register_transform",
+    "Experiment",
+    "load_experiment",
+    "train_model",
+    "ensure_baselines",
+    "SegmentationMetrics",
+    "TrainConfig",
+    "TrainResult",
+    "TrainingError",
+    "StopTraining",
+    "evaluate",
 ]
