@@ -53,6 +53,7 @@ def split_regions(
         DataError: if either region would be empty.
 
     Example:
+        >>> import numpy as np
         >>> image, labels = np.zeros((100, 200, 1)), np.zeros((100, 200))
         >>> train, val = split_regions(Scene("t", image, labels), val_fraction=0.25, guard=10)
         >>> train.width, val.width
