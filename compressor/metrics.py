@@ -149,8 +149,9 @@ class SegmentationMetrics:
         return format_table(["class", "IoU", "F1"], rows) + f"\noverall accuracy: {_decimal(self.accuracy)}"
 
     def summary(self) -> str:
-        """One line: ``building IoU 0.412, mIoU 0.688, accuracy 0.963``."""
-        return f"{self.score_name} {self.score:.3f}, mIoU {self.miou:.3f}, mean F1 {self.mean_f1:.3f}, accuracy {self.accuracy:.3f}"
+        """One line: ``building IoU 0.412, mIoU 0.688, mean F1 0.780, accuracy 0.963``."""
+        head = "" if self.score_name == "mIoU" else f"{self.score_name} {self.score:.3f}, "
+        return f"{head}mIoU {self.miou:.3f}, mean F1 {self.mean_f1:.3f}, accuracy {self.accuracy:.3f}"
 
 
 def _nanmean(values: np.ndarray) -> float:
