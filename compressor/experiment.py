@@ -5,7 +5,7 @@ dataclass, loaded by one generic function that checks every key against the data
 fields and type hints, so a new section is one new field. Unknown keys and wrong types
 are :class:`~compressor.errors.ConfigError` naming the file and the dotted key::
 
-    experiments/x.yaml: train.lr: expected a number, got 'fast'
+    experiments/x.yaml: train.lr: expected number, got 'fast'
 
 Example:
     >>> experiment = Experiment.from_dict({"name": "demo", "data": {"name": "synthetic"}, "train": {"steps": 5}})
@@ -23,7 +23,7 @@ import logging
 import re
 import time
 import typing
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -266,11 +266,10 @@ def from_data(cls: type, raw: Any, *, where: str, source: str) -> Any:
     return _construct(lambda: cls(**values), source)
 
 
-def _construct(make: Any, label: str) -> Any:
+def _construct(make: Callable[[], Any], label: str) -> Any:
+    """``make()``, with a user error re-raised as a ``ConfigError`` prefixed by ``label``."""
     try:
         return make()
-    except ConfigError as error:
-        raise ConfigError(f"{label}: {error}") from None
     except CompressorError as error:
         raise ConfigError(f"{label}: {error}") from None
 
@@ -322,21 +321,28 @@ class TrainedModel:
         }
 
 
-def model_label(model: ModelConfig, recipe: str | Path | None = None) -> str:
-    """How a trained model is named in results: ``micronet``, ``unet+fire`` (with a recipe file ``fire.yaml``).
+def model_label(model: ModelConfig, recipe: Any = None) -> str:
+    """How a trained model is named in results.
+
+    ``micronet``; ``unet+fire`` with a recipe file ``fire.yaml``; ``unet+recipe-<hash>``
+    with an in-memory :class:`~compressor.transforms.Recipe`.
 
     Example:
         >>> model_label(ModelConfig(name="unet"), "recipes/fire.yaml")
         'unet+fire'
     """
-    return model.label + (f"+{Path(recipe).stem}" if recipe is not None else "")
+    if recipe is None:
+        return model.label
+    if isinstance(recipe, (str, Path)):
+        return f"{model.label}+{Path(recipe).stem}"
+    return f"{model.label}+recipe-{recipe.hash()[:8]}"
 
 
 def train_model(
     experiment: Experiment,
     *,
     model: ModelConfig | None = None,
-    recipe: str | Path | None = None,
+    recipe: Any = None,
     data: SegmentationData | None = None,
     cache_dir: str | Path | None = None,
     evaluate_at: Sequence[float | int] = (),
@@ -349,7 +355,8 @@ def train_model(
     Args:
         experiment: the experiment.
         model: the model (default: the experiment's ``model`` section).
-        recipe: a transform recipe file applied to the model before training.
+        recipe: a transform recipe applied to the model before training: a YAML
+            file or a :class:`~compressor.transforms.Recipe`.
         data: already built data (default: built from ``experiment.data``).
         cache_dir: the download cache (see :func:`compressor.data.cache_dir`).
         evaluate_at: intermediate evaluations; see :func:`compressor.train.train`.
@@ -357,6 +364,9 @@ def train_model(
         output_dir: where to write ``metrics.json``, ``config.yaml`` and ``model.pt``
             (None: write nothing).
         label: name of the model in results (default: :func:`model_label`).
+
+    Returns:
+        The trained model (moved back to the CPU), its result, its cost.
 
     Raises:
         CompressorError: bad data, model, recipe, or a failed training.
@@ -366,7 +376,7 @@ def train_model(
     if recipe is not None:  # read first: a bad recipe fails before any download or training
         from compressor.transforms import Recipe, apply
 
-        loaded_recipe = Recipe.load(recipe)
+        loaded_recipe = Recipe.load(recipe) if isinstance(recipe, (str, Path)) else recipe
     data = data or experiment.data.build(cache_dir=cache_dir)
     seed_everything(experiment.train.seed)
     network = model_config.build(in_channels=data.in_channels, num_classes=data.num_classes)
@@ -376,7 +386,7 @@ def train_model(
     label = label or model_label(model_config, recipe)
     result = train(network, data, experiment.train, evaluate_at=evaluate_at, callback=callback, description=label)
     cost = measure(network.cpu(), experiment.cost_input_shape(data.in_channels), latency_runs=experiment.cost.latency_runs)
-    recipe_name = None if recipe is None else str(recipe)
+    recipe_name = None if loaded_recipe is None else (str(recipe) if isinstance(recipe, (str, Path)) else loaded_recipe.short())
     trained = TrainedModel(label, network, result, cost, Path(output_dir) if output_dir else None, recipe_name)
     if output_dir is not None:
         _write_run(trained, experiment, model_config, loaded_recipe)

@@ -20,6 +20,7 @@ from compressor.experiment import (
     ensure_baselines,
     load_baselines,
     load_experiment,
+    train_model,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -173,3 +174,16 @@ def test_baselines_are_trained_once_and_retrained_when_settings_change(tmp_path)
 def test_an_unknown_baseline_model_is_refused(tmp_path):
     with pytest.raises(ConfigError, match="baseline model 'vgg' is not registered; valid: micronet, unet"):
         ensure_baselines(_tiny(tmp_path), models=["vgg"])
+
+
+def test_train_model_takes_an_in_memory_recipe(tmp_path):
+    from compressor.transforms import Recipe
+
+    experiment = _tiny(tmp_path)
+    small = ModelConfig(name="unet", args={"base_width": 8, "depth": 2})
+    recipe = Recipe.from_data([{"name": "separable"}])
+    plain = train_model(experiment, model=small)
+    transformed = train_model(experiment, model=small, recipe=recipe)
+    assert transformed.label == f"unet+recipe-{recipe.hash()[:8]}" and transformed.recipe == "separable"
+    assert transformed.cost.params < plain.cost.params
+    assert transformed.result.metrics.pixels == plain.result.metrics.pixels == 48 * 48
