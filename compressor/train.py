@@ -364,7 +364,6 @@ def train(
                     history.append((step, metrics))
                     if checkpoint_path is not None:
                         save_checkpoint(checkpoint_path, model, step=step, metrics=metrics, optimizer=optimizer)
-                    model.train()
                     stopped = _wants_stop(callback, step, metrics)
         finally:
             progress.close()

@@ -115,9 +115,10 @@ def test_intermediate_evaluations_feed_the_callback_which_can_stop(buildings):
 
 
 def test_evaluation_covers_every_validation_pixel(buildings):
-    model = _small_model()
+    model = _small_model().train()
     metrics = evaluate(model, buildings, FAST)
     assert metrics.pixels == sum(scene.height * scene.width for scene in buildings.val)
+    assert model.training  # training goes on after an intermediate evaluation
 
 
 def test_sliding_window_equals_one_pass_for_a_pixelwise_model(buildings):
