@@ -79,9 +79,7 @@ class Transform(abc.ABC):
     """
 
     name: ClassVar[str] = ""
-
-    def __init__(self) -> None:
-        pass
+    params: dict[str, Any]
 
     @classmethod
     def parameters(cls) -> list[Parameter]:
@@ -101,9 +99,7 @@ class Transform(abc.ABC):
         instance.params = checked
         return instance
 
-    params: dict[str, Any]
-
-    def check(self, model: nn.Module, example_input: torch.Tensor) -> None:
+    def check(self, model: nn.Module, example_input: torch.Tensor) -> None:  # noqa: B027 - optional hook
         """Validates ``model`` before anything changes. Raises :class:`TransformError`."""
 
     @abc.abstractmethod

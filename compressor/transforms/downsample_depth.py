@@ -148,10 +148,10 @@ class DownsampleDepth(Transform):
         change = Change()
         plan = []
         for node in graph_module.graph.nodes:
-            if node not in region:
+            if node not in region and not any(i in region for i in node.all_input_nodes):
                 continue
             input_level = max((levels[i] for i in node.all_input_nodes if i in levels), default=None)
-            if input_level is None:
+            if input_level is None or node not in levels:
                 continue
             if levels[node] < input_level:
                 raise TransformError(

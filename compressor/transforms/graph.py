@@ -68,12 +68,17 @@ def resolution_levels(graph_module: torch.fx.GraphModule, input_height: int) -> 
     """Level of every 4-D tensor node: ``round(log2(input_height / height))``.
 
     Level 0 is full resolution, 1 is half, and so on; up-sampled tensors go back down.
+    Globally pooled tensors (1 x 1 from a larger input) have no level: they are not a
+    down-sampling stage.
     """
     levels = {}
     for node in graph_module.graph.nodes:
         shape = node_shape(node)
-        if shape is not None and len(shape) == 4 and shape[-2] > 0 and node.op != "get_attr":
-            levels[node] = round(math.log2(input_height / shape[-2]))
+        if shape is None or len(shape) != 4 or node.op == "get_attr" or shape[-2] < 1:
+            continue
+        if shape[-2] == shape[-1] == 1 and input_height > 1:
+            continue
+        levels[node] = round(math.log2(input_height / shape[-2]))
     return levels
 
 

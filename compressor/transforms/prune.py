@@ -68,11 +68,12 @@ class Prune(LayerTransform):
     def transform(self, model: nn.Module, example_input: torch.Tensor) -> tuple[nn.Module, Change]:
         change = Change()
         selected = self.selected(model)
-        heads = _output_layers(model, example_input)
+        heads, stems = _boundary_layers(model, example_input)
+        heads |= {stem for stem in stems if stem.groups > 1}  # a depthwise stem's channels are the image's
         candidates = [(name, module) for name, module in selected if module not in heads]
         for name, module in selected:
             if module in heads:
-                change.skipped[name] = "is the output head (protected)"
+                change.skipped[name] = "makes the output or is a grouped conv reading the input (protected)"
         if not candidates:
             self.require_changes(model, change)
         if self.ratio == 0.0:
@@ -151,10 +152,18 @@ def _width(module: nn.Module) -> tuple[int, int]:
     return module.in_channels, module.out_channels
 
 
-def _output_layers(model: nn.Module, example_input: torch.Tensor) -> set[nn.Module]:
-    """The last prunable layer to run: it makes the output and must keep its width."""
+def _boundary_layers(model: nn.Module, example_input: torch.Tensor) -> tuple[set[nn.Module], set[nn.Module]]:
+    """``(heads, stems)``: the last prunable layer to run, which makes the output and must
+    keep its width, and the conv layers that read the input image directly."""
     order: list[nn.Module] = []
-    handles = [m.register_forward_hook(lambda m, i, o: order.append(m)) for m in model.modules() if isinstance(m, _PRUNABLE)]
+    stems: set[nn.Module] = set()
+
+    def hook(module: nn.Module, inputs: tuple, _output: object) -> None:
+        order.append(module)
+        if inputs and inputs[0] is example_input and isinstance(module, nn.Conv2d):
+            stems.add(module)
+
+    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, _PRUNABLE)]
     was_training = model.training
     model.eval()
     try:
@@ -164,4 +173,4 @@ def _output_layers(model: nn.Module, example_input: torch.Tensor) -> set[nn.Modu
         model.train(was_training)
         for handle in handles:
             handle.remove()
-    return {order[-1]} if order else set()
+    return ({order[-1]} if order else set()), stems

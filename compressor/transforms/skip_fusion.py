@@ -69,8 +69,10 @@ class SkipFusion(LayerTransform):
         if consumer is None:
             return f"concatenation at node {node.name!r} does not feed exactly one layer", None
         conv = module_of(graph_module, consumer)
-        if type(conv) is not nn.Conv2d or conv.groups != 1:
+        if type(conv) is not nn.Conv2d:
             return f"concatenation at node {node.name!r} feeds {type(conv).__name__}, not a plain Conv2d", consumer
+        if conv.groups != 1:
+            return f"concatenation at node {node.name!r} feeds a grouped conv (groups={conv.groups})", consumer
         if sum(1 for n in graph_module.graph.nodes if n.op == "call_module" and n.target == consumer.target) > 1:
             return "is called more than once (shared weights)", consumer
         return None, consumer
