@@ -1,0 +1,219 @@
+"""How a search stores its trials on Optuna, and how they are read back.
+
+Everything a report, an export or a resumed search needs lives in the Optuna storage
+itself (SQLite, PostgreSQL...), as study and trial user attributes with plain JSON
+values, so any point of a report can be rebuilt from the study alone.
+
+Study attributes (:class:`StudyInfo`): the resolved experiment, the space, the base
+model, the objectives, the metric, the budget, the reference models' costs and scores,
+and where weights are kept.
+
+Trial attributes (:class:`TrialRecord`): the recipe, its measured cost, the constraint
+values, the metrics, the fidelity reached, the times, a status and a failure reason.
+
+Statuses:
+    ``complete``: trained to the end; the trial is COMPLETE with the objective values.
+    ``infeasible``: outside the budget, never trained; COMPLETE (the sampler sees its
+    constraint values), with the worst possible metric as its value.
+    ``stopped``: stopped at a rung by the multi-fidelity rule; Optuna state PRUNED.
+    ``failed``: the recipe was refused or training failed; Optuna state FAIL.
+    ``running``: not finished yet (or its worker died and the heartbeat has not noticed).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+__all__ = [
+    "FORMAT",
+    "STATUSES",
+    "Objective",
+    "StudyInfo",
+    "TrialRecord",
+    "trial_records",
+    "study_info",
+]
+
+FORMAT = 1
+STATUSES = ("complete", "infeasible", "stopped", "failed", "running")
+
+_OBJECTIVE_DIRECTIONS = {"metric": "maximize", "params": "minimize", "flops": "minimize", "latency_ms": "minimize"}
+
+
+@dataclass(frozen=True)
+class Objective:
+    """One objective of a study: ``metric`` (maximized), ``params``, ``flops`` or ``latency_ms`` (minimized)."""
+
+    name: str
+
+    @property
+    def direction(self) -> str:
+        return _OBJECTIVE_DIRECTIONS[self.name]
+
+    @staticmethod
+    def names() -> tuple[str, ...]:
+        return tuple(_OBJECTIVE_DIRECTIONS)
+
+
+@dataclass
+class StudyInfo:
+    """What a search stored on its study (``study.user_attrs``).
+
+    Attributes:
+        experiment: the resolved experiment (plain data; :meth:`Experiment.from_dict` rebuilds it).
+        space: the search space's name.
+        model: the base model's name (``unet`` or an import path).
+        objectives: objective names in the order of the trial values.
+        metric: the metric's key (``score``, ``miou``, ``accuracy``, ``mean_f1``, ``iou:<class>``).
+        metric_label: how to print it (``building IoU``).
+        budget: the limits (``max_params``, ``max_flops``, ``max_latency_ms``; None when unset).
+        references: per reference model (``unet``, ``micronet``): ``params``, ``flops``,
+            ``latency_ms`` and ``metric`` (None until that baseline is trained).
+        input_shape: the shape costs were measured at.
+        artifacts: the folder where Pareto-front weights are kept.
+    """
+
+    experiment: dict[str, Any]
+    space: str
+    model: str
+    objectives: list[str]
+    metric: str = "score"
+    metric_label: str = "score"
+    budget: dict[str, float | None] = field(default_factory=dict)
+    references: dict[str, dict[str, float | None]] = field(default_factory=dict)
+    input_shape: list[int] = field(default_factory=list)
+    artifacts: str = ""
+
+    def to_attrs(self) -> dict[str, Any]:
+        return {"compressor_format": FORMAT, **{name: getattr(self, name) for name in self.__dataclass_fields__}}
+
+    @classmethod
+    def from_attrs(cls, attrs: Mapping[str, Any]) -> StudyInfo:
+        return cls(**{name: attrs[name] for name in cls.__dataclass_fields__ if name in attrs})
+
+
+@dataclass
+class TrialRecord:
+    """One trial as the search stored it (``trial.user_attrs`` plus Optuna's state).
+
+    Attributes:
+        number: Optuna's trial number.
+        status: one of :data:`STATUSES`.
+        recipe: the recipe as plain data (``Recipe.from_data`` rebuilds it).
+        recipe_short: the recipe in one short line.
+        recipe_hash: the recipe's stable hash (equal recipes are trained once).
+        params, flops, latency_ms, activation_bytes: the candidate's cost, measured before training.
+        feasible: inside the budget.
+        constraints: Optuna's constraint values (<= 0 feasible), one per limit.
+        metric: the study's metric: final, or at the rung where the trial stopped.
+        metrics: every final (or last) metric, as ``SegmentationMetrics.to_dict``.
+        fidelity: the fraction of the training reached (1.0 complete, 0.0 untrained).
+        rung_metrics: the metric at each rung reached, keyed by the fraction as text.
+        train_seconds: optimizer time; wall_seconds: the whole trial.
+        failure: why it failed (or ``None``).
+        weights: the artifact id of its kept weights (Pareto-front trials only) or None.
+        duplicate_of: the trial whose result this one reused (same recipe) or None.
+        params_dict: Optuna's sampled parameters.
+        values: Optuna's objective values (None unless COMPLETE).
+    """
+
+    number: int
+    status: str
+    recipe: list[dict[str, Any]] = field(default_factory=list)
+    recipe_short: str = ""
+    recipe_hash: str = ""
+    params: int | None = None
+    flops: int | None = None
+    latency_ms: float | None = None
+    activation_bytes: int | None = None
+    feasible: bool | None = None
+    constraints: list[float] = field(default_factory=list)
+    metric: float | None = None
+    metrics: dict[str, Any] = field(default_factory=dict)
+    fidelity: float = 0.0
+    rung_metrics: dict[str, float] = field(default_factory=dict)
+    train_seconds: float | None = None
+    wall_seconds: float | None = None
+    failure: str | None = None
+    weights: str | None = None
+    duplicate_of: int | None = None
+    params_dict: dict[str, Any] = field(default_factory=dict)
+    values: list[float] | None = None
+
+    # Attributes stored on the Optuna trial; the rest comes from the trial itself.
+    STORED = (
+        "status", "recipe", "recipe_short", "recipe_hash", "params", "flops", "latency_ms", "activation_bytes",
+        "feasible", "constraints", "metric", "metrics", "fidelity", "rung_metrics", "train_seconds",
+        "wall_seconds", "failure", "weights", "duplicate_of",
+    )
+
+    @classmethod
+    def from_trial(cls, trial: FrozenTrial) -> TrialRecord:
+        attrs = trial.user_attrs
+        stored = {name: attrs[name] for name in cls.STORED if name in attrs}
+        status = stored.pop("status", None) or _status_of_state(trial.state)
+        if trial.state == TrialState.FAIL:
+            status = "failed"  # a worker killed mid-trial leaves "running" behind; the state is the truth
+        elif trial.state == TrialState.RUNNING:
+            status = "running"
+        if status == "failed" and not stored.get("failure"):
+            stored["failure"] = "the worker stopped during the trial (interrupted or killed)"
+        return cls(
+            number=trial.number, status=status, params_dict=dict(trial.params),
+            values=list(trial.values) if trial.values is not None else None, **stored,
+        )
+
+    def to_attrs(self) -> dict[str, Any]:
+        return {name: _json_safe(getattr(self, name)) for name in self.STORED}
+
+    @property
+    def trained(self) -> bool:
+        return self.status in ("complete", "stopped")
+
+
+def _status_of_state(state: TrialState) -> str:
+    return {
+        TrialState.COMPLETE: "complete", TrialState.PRUNED: "stopped", TrialState.FAIL: "failed",
+    }.get(state, "running")
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {str(key): _json_safe(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(item) for item in value]
+    return value
+
+
+def study_info(study: optuna.Study) -> StudyInfo:
+    """The search settings stored on ``study``.
+
+    Raises:
+        compressor.errors.ConfigError: the study was not made by ``compressor search``.
+    """
+    from compressor.errors import ConfigError
+
+    attrs = study.user_attrs
+    if attrs.get("compressor_format") != FORMAT:
+        raise ConfigError(f"study {study.study_name!r} was not created by `compressor search` (no search settings on it)")
+    return StudyInfo.from_attrs(attrs)
+
+
+def trial_records(
+    trials: Iterable[FrozenTrial] | optuna.Study, *, states: Sequence[str] | None = None
+) -> list[TrialRecord]:
+    """Every trial (or those whose status is in ``states``) as a :class:`TrialRecord`, by number."""
+    if isinstance(trials, optuna.Study):
+        trials = trials.get_trials(deepcopy=False)
+    records = [TrialRecord.from_trial(trial) for trial in trials]
+    if states is not None:
+        records = [record for record in records if record.status in states]
+    return sorted(records, key=lambda record: record.number)
