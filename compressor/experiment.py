@@ -41,6 +41,7 @@ from compressor.io import atomic_write_text
 from compressor.models import MODELS, build_model
 from compressor.saving import save_model
 from compressor.schema import check_value
+from compressor.search_config import SearchConfig
 from compressor.train import Callback, TrainConfig, TrainResult, seed_everything, train
 
 __all__ = [
@@ -129,6 +130,7 @@ class Experiment:
         train: the training recipe.
         budget: limits on params, FLOPs and latency.
         cost: how costs are measured.
+        search: what ``compressor search`` explores, and how.
     """
 
     name: str = ""
@@ -138,6 +140,7 @@ class Experiment:
     train: TrainConfig = field(default_factory=TrainConfig)
     budget: Budget = field(default_factory=Budget)
     cost: CostConfig = field(default_factory=CostConfig)
+    search: SearchConfig = field(default_factory=SearchConfig)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any] | None, *, source: str = "experiment") -> Experiment:

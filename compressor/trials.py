@@ -77,6 +77,7 @@ class StudyInfo:
             ``latency_ms`` and ``metric`` (None until that baseline is trained).
         input_shape: the shape costs were measured at.
         artifacts: the folder where Pareto-front weights are kept.
+        model_args: the base network's builder arguments (channels and classes included).
     """
 
     experiment: dict[str, Any]
@@ -89,6 +90,7 @@ class StudyInfo:
     references: dict[str, dict[str, float | None]] = field(default_factory=dict)
     input_shape: list[int] = field(default_factory=list)
     artifacts: str = ""
+    model_args: dict[str, Any] = field(default_factory=dict)
 
     def to_attrs(self) -> dict[str, Any]:
         return {"compressor_format": FORMAT, **{name: getattr(self, name) for name in self.__dataclass_fields__}}

@@ -12,12 +12,24 @@ import sys
 from collections.abc import Sequence
 
 from compressor import __version__
-from compressor.cli import apply_command, baseline_command, cost_command, train_command, transforms_command
+from compressor.cli import (
+    apply_command,
+    baseline_command,
+    cost_command,
+    export_command,
+    search_command,
+    train_command,
+    transforms_command,
+    worker_command,
+)
 from compressor.errors import CompressorError
 
 __all__ = ["main", "build_parser"]
 
-_COMMANDS = (cost_command, apply_command, transforms_command, train_command, baseline_command)
+_COMMANDS = (
+    cost_command, apply_command, transforms_command, train_command, baseline_command, search_command,
+    worker_command, export_command,
+)
 
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130

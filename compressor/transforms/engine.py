@@ -8,7 +8,7 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
-from compressor.cost import measure
+from compressor.cost import Cost, measure
 from compressor.errors import ConfigError
 from compressor.transforms.base import TransformError, TransformRecord
 from compressor.transforms.recipe import Recipe, TransformSpec, plain_params
@@ -20,6 +20,8 @@ def apply(
     model: nn.Module,
     recipe: Recipe | Iterable[TransformSpec] | list,
     example_input: torch.Tensor | tuple[int, ...],
+    *,
+    count_flops: bool = True,
 ) -> tuple[nn.Module, list[TransformRecord]]:
     """Applies every step of ``recipe`` to a copy of ``model``.
 
@@ -32,6 +34,8 @@ def apply(
         model: any ``nn.Module`` taking one tensor; never modified.
         recipe: a :class:`Recipe`, or plain data accepted by :meth:`Recipe.from_data`.
         example_input: a tensor, or its shape, used for tracing, shapes and costs.
+        count_flops: count FLOPs with fvcore before and after each step (a search, which
+            measures the result anyway, turns this off; the records then have FLOPs 0).
 
     Returns:
         ``(new_model, records)``; ``new_model`` is in the input model's train/eval mode.
@@ -55,7 +59,8 @@ def apply(
     was_training = model.training
     reference_shape = _output_shape(model, example, "the input model")
     current = model
-    current_cost = measure(current, shape)
+    cost_of = (lambda network: measure(network, shape)) if count_flops else _params_only
+    current_cost = cost_of(current)
     records: list[TransformRecord] = []
     for index, spec in enumerate(recipe.steps):
         step = f"step {index + 1} ({spec.name})"
@@ -71,7 +76,7 @@ def apply(
             raise TransformError(
                 f"{step}: output shape changed from {reference_shape} to {output_shape}; refusing"
             )
-        cost = measure(candidate, shape)
+        cost = cost_of(candidate)
         records.append(
             TransformRecord(
                 transform=spec.name,
@@ -91,6 +96,11 @@ def apply(
         current = copy.deepcopy(model)
     current.train(was_training)
     return current, records
+
+
+def _params_only(model: nn.Module) -> Cost:
+    count = sum(parameter.numel() for parameter in model.parameters())
+    return Cost(params=count, trainable_params=count, flops=0, input_shape=())
 
 
 def _is_specs(recipe: object) -> bool:

@@ -1,0 +1,32 @@
+"""``compressor export``: rebuild a trial's model from its recipe and weights, and save it."""
+
+from __future__ import annotations
+
+import argparse
+
+from compressor.search import default_storage_url, export_trial
+from compressor.units import format_count
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "export", help="save a search trial's model (recipe + kept weights) as a loadable file",
+        description="Rebuild a trial's model exactly as the search built it, load its weights, save it.",
+    )
+    parser.add_argument("--study", required=True, metavar="NAME", help="the study's name")
+    parser.add_argument("--storage", metavar="URL", help="its storage (default: sqlite:///runs/NAME/search.db)")
+    parser.add_argument("--trial", required=True, type=int, metavar="N", help="trial number")
+    parser.add_argument("--out", required=True, metavar="FILE", help="where to save the model (.pt)")
+    parser.add_argument("--untrained", action="store_true", help="the architecture alone, when no weights were kept")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    storage = args.storage or default_storage_url(f"runs/{args.study}")
+    exported = export_trial(storage, args.study, args.trial, args.out, untrained=args.untrained)
+    record = exported.record
+    weights = "trained weights" if exported.trained else "untrained (fresh initialization)"
+    print(f"trial {record.number}: {record.recipe_short}")
+    print(f"{format_count(record.params)} params, {format_count(record.flops)} FLOPs, metric {record.metric}; {weights}")
+    print(f"saved {exported.path}; load it with compressor.load_model({str(exported.path)!r})")
+    return 0

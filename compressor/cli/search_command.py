@@ -1,0 +1,82 @@
+"""``compressor search``: Optuna explores transform recipes under a budget; prints a line per trial."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+
+from compressor.budget import Budget
+from compressor.cli.train_command import add_experiment_arguments, configure_logging, experiment_from_args
+from compressor.experiment import Experiment
+from compressor.search import SearchResult, run_search, with_search
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "search", help="search transform recipes under a budget (Optuna); resumable",
+        description=(
+            "Sample recipes from a search space, measure each candidate's cost before training, train the "
+            "feasible ones (stopping weak ones early), and keep everything in an Optuna study. Running the "
+            "same command again resumes the study."
+        ),
+    )
+    add_experiment_arguments(parser)
+    parser.add_argument("--space", metavar="NAME", help="search space (default: the experiment's search.space)")
+    parser.add_argument("--model", metavar="MODEL", help="base network: 'unet', 'micronet' or 'package.module:callable'")
+    parser.add_argument("--max-params", metavar="X", help="parameter budget, e.g. 300k, 1.5M")
+    parser.add_argument("--max-flops", metavar="Y", help="FLOP budget at the cost input size, e.g. 2G")
+    parser.add_argument("--max-latency-ms", metavar="Z", help="CPU latency budget in milliseconds")
+    parser.add_argument("--n-trials", type=int, metavar="N", help="finished trials the study should hold")
+    parser.add_argument("--timeout", type=float, metavar="S", help="start no new trial after S seconds")
+    parser.add_argument("--storage", metavar="URL", help="Optuna storage URL (default: sqlite:///<run_dir>/search.db)")
+    parser.add_argument("--study", metavar="NAME", help="study name (default: the experiment's name)")
+    parser.add_argument("--sampler", choices=("tpe", "nsga2", "random"), help="sampler (default: tpe)")
+    parser.add_argument("--seed", type=int, metavar="N", help="sampler seed")
+    parser.add_argument("--no-baselines", action="store_true", help="do not train U-Net and Micro-Net first")
+    parser.set_defaults(run=run)
+
+
+def experiment_with_options(args: argparse.Namespace) -> Experiment:
+    experiment = experiment_from_args(args)
+    limits = {"max_params": args.max_params, "max_flops": args.max_flops, "max_latency_ms": args.max_latency_ms}
+    if any(value is not None for value in limits.values()):
+        merged = {**experiment.budget.to_dict(), **{key: value for key, value in limits.items() if value is not None}}
+        experiment = dataclasses.replace(experiment, budget=Budget.from_dict(merged))
+    return with_search(
+        experiment, space=args.space, model=args.model, n_trials=args.n_trials, timeout=args.timeout,
+        storage=args.storage, study=args.study, sampler=args.sampler, seed=args.seed,
+        baselines=False if args.no_baselines else None,
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    configure_logging()
+    experiment = experiment_with_options(args)
+    try:
+        result = run_search(experiment, cache_dir=args.cache_dir, echo=_echo)
+    except KeyboardInterrupt:
+        print("compressor search: interrupted; finished trials are kept in the study: run the same command to resume",
+              file=sys.stderr)
+        raise
+    print(summary(result))
+    return 0
+
+
+def summary(result: SearchResult) -> str:
+    counts = {}
+    for record in result.records:
+        counts[record.status] = counts.get(record.status, 0) + 1
+    states = ", ".join(f"{count} {status}" for status, count in sorted(counts.items()))
+    return "\n".join([
+        "",
+        result.table,
+        "",
+        f"study {result.study_name!r}: {len(result.records)} trials ({states}) in {result.storage_url}; "
+        f"this run took {result.seconds:.0f} s",
+        f"report: compressor report --study {result.study_name} --storage {result.storage_url}",
+    ])
+
+
+def _echo(line: str) -> None:
+    print(line, flush=True)

@@ -1,0 +1,34 @@
+"""``compressor worker``: join a running search from another process or machine."""
+
+from __future__ import annotations
+
+import argparse
+
+from compressor.cli.search_command import _echo, summary
+from compressor.cli.train_command import configure_logging
+from compressor.search import join_search
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "worker", help="join a running search (same storage) as one more worker",
+        description="Run trials of an existing study until it holds its target number of finished trials.",
+    )
+    parser.add_argument("--storage", required=True, metavar="URL", help="the study's Optuna storage URL")
+    parser.add_argument("--study", required=True, metavar="NAME", help="the study's name")
+    parser.add_argument("--n-trials", type=int, metavar="N", help="the study's target (default: as created)")
+    parser.add_argument("--timeout", type=float, metavar="S", help="start no new trial after S seconds")
+    parser.add_argument("--seed", type=int, metavar="N", help="this worker's sampler seed (default: random)")
+    parser.add_argument("--threads", type=int, metavar="N", help="torch CPU threads of this worker")
+    parser.add_argument("--cache-dir", metavar="DIR", help="download cache")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    configure_logging()
+    result = join_search(
+        args.storage, args.study, n_trials=args.n_trials, timeout=args.timeout, seed=args.seed,
+        threads=args.threads, cache_dir=args.cache_dir, echo=_echo,
+    )
+    print(summary(result))
+    return 0

@@ -1,0 +1,155 @@
+"""The search: Optuna explores transform recipes under budgets; multi-objective, multi-fidelity, resumable.
+
+:func:`run_search` starts or resumes the study an experiment describes; :func:`join_search`
+adds a worker to a running study (another process or machine, same storage);
+:func:`export_trial` rebuilds a trial's model from its recipe and kept weights.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import optuna
+from optuna.trial import TrialState
+
+from compressor.experiment import Experiment, ensure_baselines
+from compressor.search.export import export_trial
+from compressor.search.progress import front, front_table, trial_line
+from compressor.search.runner import TrialFailed, TrialRunner
+from compressor.search.setup import SearchSetup, prepare, with_search
+from compressor.search.storage import default_storage_url, load_study, open_storage
+from compressor.search.study import open_search_study, references
+from compressor.search.weights import WeightStore
+from compressor.trials import StudyInfo, TrialRecord, study_info, trial_records
+
+__all__ = [
+    "SearchResult", "run_search", "join_search", "export_trial", "with_search", "default_storage_url",
+    "load_study", "open_storage", "front", "front_table",
+]
+
+COUNTED = (TrialState.COMPLETE, TrialState.PRUNED)
+
+
+@dataclass
+class SearchResult:
+    """What a search run left in its study."""
+
+    study: optuna.Study
+    storage_url: str
+    records: list[TrialRecord]
+    front: list[TrialRecord]
+    table: str
+    seconds: float
+
+    @property
+    def study_name(self) -> str:
+        return self.study.study_name
+
+
+def run_search(
+    experiment: Experiment, *, cache_dir: str | Path | None = None, echo: Callable[[str], None] = print,
+) -> SearchResult:
+    """Starts (or resumes) the search ``experiment.search`` describes and runs it to its target.
+
+    Steps: build the data and the base network; refuse a budget the space cannot meet;
+    open the study (a new one stores the settings and enqueues the space's starting
+    points; an existing one must have been made with the same settings); train the
+    reference models once if asked; run trials until the study holds ``n_trials``
+    finished ones or ``timeout`` passes. Ctrl-C leaves every finished trial in the study.
+
+    Raises:
+        CompressorError: bad settings, an impossible budget, a study made with other settings.
+    """
+    started = time.perf_counter()
+    setup = prepare(experiment, cache_dir=cache_dir, echo=echo)
+    study = open_search_study(setup, sampler_seed=setup.config.seed)
+    echo(f"study {setup.study_name!r} in {setup.storage_url}: space {setup.space.name}, model {setup.model_config.name}, "
+         f"budget {setup.budget.describe()}, objectives {', '.join(setup.config.objectives)}")
+    if setup.config.baselines:
+        ensure_baselines(experiment, cache_dir=cache_dir)
+    study.set_user_attr("references", references(setup))
+    _optimize(setup, study)
+    return _result(setup, study, started)
+
+
+def join_search(
+    storage_url: str, study_name: str, *, n_trials: int | None = None, timeout: float | None = None,
+    seed: int | None = None, threads: int | None = None, cache_dir: str | Path | None = None,
+    echo: Callable[[str], None] = print,
+) -> SearchResult:
+    """Joins a study made by :func:`run_search` as one more worker, until the study's target.
+
+    Args:
+        storage_url: the study's storage (for several machines, a PostgreSQL URL).
+        study_name: its name.
+        n_trials: the study's target (default: the one it was created with).
+        timeout: seconds after which this worker starts no new trial.
+        seed: this worker's sampler seed (default: random, so workers do not repeat each other).
+        threads: torch CPU threads of this worker.
+    """
+    started = time.perf_counter()
+    study = load_study(storage_url, study_name)
+    info = study_info(study)
+    experiment = Experiment.from_dict(info.experiment, source=f"study {study_name!r}")
+    experiment = with_search(experiment, storage=storage_url, study=study_name, n_trials=n_trials, timeout=timeout)
+    if threads is not None:
+        import dataclasses
+
+        experiment = dataclasses.replace(experiment, train=dataclasses.replace(experiment.train, threads=threads))
+    setup = prepare(experiment, cache_dir=cache_dir, echo=echo, check_budget=False)
+    study = open_search_study(setup, sampler_seed=seed, create=False)
+    echo(f"worker joined study {study_name!r} in {storage_url}")
+    _optimize(setup, study)
+    return _result(setup, study, started)
+
+
+def _optimize(setup: SearchSetup, study: optuna.Study) -> None:
+    config = setup.config
+    info = StudyInfo.from_attrs(study.user_attrs)
+    weights = WeightStore(info.artifacts or setup.artifacts)
+    done = len(study.get_trials(deepcopy=False, states=COUNTED))
+    if done >= config.n_trials:
+        setup.echo(f"the study already holds {done} finished trials (target {config.n_trials}); nothing to run")
+        return
+    setup.echo(f"{done} finished trials in the study; running until {config.n_trials}"
+               + (f" or {config.timeout:.0f} s" if config.timeout else ""))
+    failures = 0
+
+    def after_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        nonlocal failures
+        record = TrialRecord.from_trial(trial)
+        setup.echo(trial_line(record, metric_label=info.metric_label, target=config.n_trials))
+        _discard_dominated_weights(study, weights, config.objectives)
+        failures += record.status == "failed"
+        if len(study.get_trials(deepcopy=False, states=COUNTED)) >= config.n_trials:
+            study.stop()
+        elif failures >= max(5, config.n_trials):
+            setup.echo(f"stopping: {failures} trials failed in this run")
+            study.stop()
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study.optimize(
+        TrialRunner(setup, weights), timeout=config.timeout, catch=(TrialFailed,), callbacks=[after_trial],
+        gc_after_trial=True,
+    )
+
+
+def _discard_dominated_weights(study: optuna.Study, weights: WeightStore, objectives: list[str]) -> None:
+    records = trial_records(study)
+    kept = {record.number for record in front(records, objectives)}
+    for record in records:
+        if record.weights and record.number not in kept:
+            weights.discard(record.weights)
+
+
+def _result(setup: SearchSetup, study: optuna.Study, started: float) -> SearchResult:
+    records = trial_records(study)
+    info = study_info(study)
+    table = front_table(records, info.objectives, metric_label=info.metric_label, references=info.references)
+    return SearchResult(
+        study=study, storage_url=setup.storage_url, records=records, front=front(records, info.objectives),
+        table=table, seconds=time.perf_counter() - started,
+    )

@@ -1,0 +1,76 @@
+"""``compressor export``: a trial's model rebuilt from its recipe, with its kept weights."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from torch import nn
+
+from compressor.errors import ConfigError
+from compressor.experiment import Experiment, ModelConfig
+from compressor.saving import save_model
+from compressor.search.setup import build_candidate
+from compressor.search.storage import load_study
+from compressor.search.weights import WeightStore
+from compressor.transforms import Recipe
+from compressor.trials import TrialRecord, study_info
+
+__all__ = ["ExportedTrial", "export_trial", "rebuild_trial"]
+
+
+@dataclass
+class ExportedTrial:
+    record: TrialRecord
+    model: nn.Module
+    recipe: Recipe
+    trained: bool
+    path: Path | None = None
+
+
+def rebuild_trial(storage_url: str, study_name: str, number: int, *, untrained: bool = False) -> ExportedTrial:
+    """The model of trial ``number``: the base network and recipe the search used, and its weights.
+
+    Raises:
+        ConfigError: no such study or trial; a trial without a recipe (it failed before
+            sampling one); weights that were not kept (unless ``untrained``).
+    """
+    study = load_study(storage_url, study_name)
+    info = study_info(study)
+    trials = {trial.number: trial for trial in study.get_trials(deepcopy=False)}
+    if number not in trials:
+        raise ConfigError(f"study {study_name!r} has no trial {number} (trials 0..{max(trials, default=-1)})")
+    record = TrialRecord.from_trial(trials[number])
+    if record.recipe_hash == "":
+        raise ConfigError(f"trial {number} has no recipe ({record.status}: {record.failure or 'not sampled'})")
+    experiment = Experiment.from_dict(info.experiment, source=f"study {study_name!r}")
+    model_config = ModelConfig(name=info.model, args={
+        key: value for key, value in info.model_args.items() if key not in ("in_channels", "num_classes")
+    } if info.model in ("unet", "micronet") else dict(info.model_args))
+    in_channels = int(info.input_shape[1])
+    num_classes = int(info.model_args.get("num_classes", 2))
+    recipe = Recipe.from_data(record.recipe, source=f"trial {number}'s recipe")
+    model = build_candidate(experiment, model_config, recipe, in_channels=in_channels, num_classes=num_classes)
+    trained = not untrained
+    if trained:
+        state = WeightStore(info.artifacts).load(record.weights, number)
+        model.load_state_dict(state, strict=True)
+    return ExportedTrial(record=record, model=model.eval(), recipe=recipe, trained=trained)
+
+
+def export_trial(
+    storage_url: str, study_name: str, number: int, out: str | Path, *, untrained: bool = False
+) -> ExportedTrial:
+    """Rebuilds trial ``number`` (:func:`rebuild_trial`) and saves it with :func:`compressor.save_model`."""
+    exported = rebuild_trial(storage_url, study_name, number, untrained=untrained)
+    info = study_info(load_study(storage_url, study_name))
+    record = exported.record
+    exported.path = save_model(
+        out, exported.model, recipe=exported.recipe, base=info.model, input_shape=tuple(info.input_shape),
+        metadata={
+            "study": study_name, "trial": number, "trained": exported.trained, "metric": record.metric,
+            "metric_name": info.metric_label, "metrics": record.metrics, "params": record.params,
+            "flops": record.flops, "model_args": info.model_args,
+        },
+    )
+    return exported

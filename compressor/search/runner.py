@@ -1,0 +1,157 @@
+"""One search trial, from sampled choices to stored record: the study's objective function."""
+
+from __future__ import annotations
+
+import time
+
+import optuna
+from optuna.trial import TrialState
+
+from compressor.errors import CompressorError
+from compressor.metrics import SegmentationMetrics
+from compressor.pareto import pareto_mask
+from compressor.search.fidelity import rung_key, should_stop
+from compressor.search.setup import SearchSetup, build_candidate
+from compressor.search.weights import WeightStore
+from compressor.train import train
+from compressor.trials import TrialRecord
+
+__all__ = ["TrialFailed", "TrialRunner"]
+
+
+class TrialFailed(CompressorError):
+    """A trial that failed for a stated reason (refused recipe, failed training); the search goes on."""
+
+
+class TrialRunner:
+    """The objective: sample a recipe, build and cost it, train it if feasible, record everything.
+
+    * Cost is measured before training; an infeasible candidate is recorded with its
+      constraint values and never trained (its metric value is 0).
+    * A recipe already finished in the study (same hash) is not trained again: its
+      result is copied and the trial says which one it duplicates.
+    * After each rung the trial may be stopped (:func:`~compressor.search.fidelity.should_stop`);
+      it then ends PRUNED with the metric it reached.
+    * A finished trial that lands on the Pareto front keeps its weights.
+    """
+
+    def __init__(self, setup: SearchSetup, weights: WeightStore) -> None:
+        self.setup = setup
+        self.weights = weights
+
+    def __call__(self, trial: optuna.Trial) -> list[float]:
+        setup = self.setup
+        started = time.perf_counter()
+        record = TrialRecord(number=trial.number, status="running")
+        try:
+            recipe = setup.space(trial, setup.context)
+        except CompressorError as error:
+            return self._fail(trial, record, started, f"the space gave no recipe: {error}")
+        record.recipe = recipe.to_data()["transforms"]
+        record.recipe_hash = recipe.hash()
+        record.recipe_short = setup.space.describe(trial.params, recipe)
+        twin = self._finished_twin(trial, record.recipe_hash)
+        if twin is not None:
+            return self._reuse(trial, record, twin, started)
+        try:
+            network = build_candidate(
+                setup.experiment, setup.model_config, recipe, in_channels=setup.data.in_channels,
+                num_classes=setup.data.num_classes, base=setup.context.model,
+            )
+            cost = setup.measure(network)
+        except CompressorError as error:
+            return self._fail(trial, record, started, str(error))
+        check = setup.budget.check(cost)
+        record.params, record.flops = cost.params, cost.flops
+        record.latency_ms, record.activation_bytes = cost.latency_ms, cost.activation_bytes
+        record.constraints, record.feasible = check.constraints, check.feasible
+        for limit in check.limits:  # what Optuna's samplers read (<= 0 feasible)
+            trial.set_constraint(limit.name, limit.constraint)
+        if not check.feasible:
+            record.status, record.metric = "infeasible", 0.0
+            self._save(trial, record, started)
+            return setup.values(0.0, cost)
+        self._save(trial, record, started)
+
+        def at_rung(step: int, metrics: SegmentationMetrics) -> bool:
+            rung = setup.config.rungs[min(len(record.rung_metrics), len(setup.config.rungs) - 1)]
+            value = setup.metric(metrics)
+            record.rung_metrics[rung_key(rung)] = value
+            trial.set_user_attr("rung_metrics", dict(record.rung_metrics))
+            return not self._stop_at(trial, rung_key(rung), setup.values(value, cost))
+
+        try:
+            result = train(
+                network, setup.data, setup.experiment.train, evaluate_at=list(setup.config.rungs),
+                callback=at_rung, description=f"trial {trial.number}",
+            )
+        except CompressorError as error:
+            return self._fail(trial, record, started, str(error))
+        record.metric = setup.metric(result.metrics)
+        record.metrics = result.metrics.to_dict()
+        record.fidelity = round(result.steps_done / setup.experiment.train.steps, 4)
+        record.train_seconds = round(result.train_seconds, 3)
+        values = setup.values(record.metric, cost)
+        if result.stopped_early:
+            record.status = "stopped"
+            self._save(trial, record, started)
+            raise optuna.TrialPruned(f"stopped at {record.fidelity:.0%} of its training")
+        record.status = "complete"
+        if self._on_front(trial, values):
+            record.weights = self.weights.keep(trial, network.cpu())
+        self._save(trial, record, started)
+        return values
+
+    # -- pieces ---------------------------------------------------------------------------
+
+    def _save(self, trial: optuna.Trial, record: TrialRecord, started: float) -> None:
+        record.wall_seconds = round(time.perf_counter() - started, 3)
+        for key, value in record.to_attrs().items():
+            trial.set_user_attr(key, value)
+
+    def _fail(self, trial: optuna.Trial, record: TrialRecord, started: float, reason: str) -> list[float]:
+        record.status, record.failure = "failed", reason
+        self._save(trial, record, started)
+        raise TrialFailed(reason)
+
+    def _finished_twin(self, trial: optuna.Trial, digest: str) -> optuna.trial.FrozenTrial | None:
+        for other in trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)):
+            if other.number != trial.number and other.user_attrs.get("recipe_hash") == digest:
+                return other
+        return None
+
+    def _reuse(
+        self, trial: optuna.Trial, record: TrialRecord, twin: optuna.trial.FrozenTrial, started: float
+    ) -> list[float]:
+        copied = TrialRecord.from_trial(twin)
+        for key in TrialRecord.STORED:
+            if key not in ("recipe_short", "weights", "wall_seconds"):
+                setattr(record, key, getattr(copied, key))
+        record.duplicate_of = copied.duplicate_of if copied.duplicate_of is not None else twin.number
+        self._save(trial, record, started)
+        if twin.state == TrialState.PRUNED:
+            raise optuna.TrialPruned(f"same recipe as trial {record.duplicate_of}, which was stopped")
+        return list(twin.values)
+
+    def _stop_at(self, trial: optuna.Trial, key: str, point: list[float]) -> bool:
+        config = self.setup.config
+        others = []
+        for other in trial.study.get_trials(deepcopy=False):
+            metric = other.user_attrs.get("rung_metrics", {}).get(key)
+            if other.number == trial.number or metric is None or other.user_attrs.get("duplicate_of") is not None:
+                continue
+            costs = {"params": other.user_attrs.get("params"), "flops": other.user_attrs.get("flops"),
+                     "latency_ms": other.user_attrs.get("latency_ms")}
+            others.append([metric if name == "metric" else costs[name] for name in config.objectives])
+        return should_stop(
+            point, others, self.setup.directions, keep_fraction=config.keep_fraction,
+            min_trials=config.min_trials_at_rung,
+        )
+
+    def _on_front(self, trial: optuna.Trial, values: list[float]) -> bool:
+        """True if ``values`` are not dominated by a finished feasible trial of the study."""
+        finished = [
+            other.values for other in trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+            if other.user_attrs.get("feasible") and other.user_attrs.get("status") == "complete"
+        ]
+        return bool(pareto_mask([values, *finished], self.setup.directions)[0])

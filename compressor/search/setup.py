@@ -1,0 +1,184 @@
+"""Everything a search process needs before its first trial, built once per process."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from compressor.budget import Budget
+from compressor.cost import Cost, measure
+from compressor.data.base import SegmentationData
+from compressor.errors import BudgetError, ConfigError
+from compressor.experiment import Experiment, ModelConfig, to_data
+from compressor.metrics import SegmentationMetrics
+from compressor.search.storage import default_storage_url, sqlite_path
+from compressor.search_config import SearchConfig
+from compressor.train import seed_everything
+from compressor.transforms import Recipe, apply
+from compressor.units import format_count
+from search_spaces import SPACES, SearchContext, SearchSpace
+
+__all__ = ["SearchSetup", "prepare", "metric_value", "metric_label", "base_model_config", "build_candidate"]
+
+
+@dataclass
+class SearchSetup:
+    """A search's settings resolved, its data built and its base network ready."""
+
+    experiment: Experiment
+    config: SearchConfig
+    space: SearchSpace
+    model_config: ModelConfig
+    data: SegmentationData
+    context: SearchContext
+    input_shape: tuple[int, int, int, int]
+    latency_runs: int
+    storage_url: str
+    study_name: str
+    artifacts: Path
+    echo: Callable[[str], None] = print
+
+    @property
+    def budget(self) -> Budget:
+        return self.experiment.budget
+
+    @property
+    def directions(self) -> list[str]:
+        return ["maximize" if name == "metric" else "minimize" for name in self.config.objectives]
+
+    def measure(self, network: nn.Module) -> Cost:
+        return measure(network, self.input_shape, latency_runs=self.latency_runs)
+
+    def metric(self, metrics: SegmentationMetrics) -> float:
+        return metric_value(metrics, self.config.metric)
+
+    def values(self, metric: float, cost: Cost) -> list[float]:
+        """The objective values of a candidate, in the study's order."""
+        known = {"metric": metric, "params": cost.params, "flops": cost.flops, "latency_ms": cost.latency_ms}
+        return [float(known[name]) for name in self.config.objectives]
+
+
+def metric_value(metrics: SegmentationMetrics, key: str) -> float:
+    """The metric ``key`` (see :class:`SearchConfig`) of ``metrics``; NaN counts as 0."""
+    if key.startswith("iou:"):
+        value = metrics.iou_of(key[4:])
+    else:
+        value = getattr(metrics, key)
+    return 0.0 if value != value else float(value)
+
+
+def metric_label(key: str, class_names: tuple[str, ...]) -> str:
+    """``building IoU``, ``mIoU``, ``accuracy``..."""
+    if key == "score":
+        return f"{class_names[1]} IoU" if len(class_names) == 2 else "mIoU"
+    if key.startswith("iou:"):
+        return f"{key[4:]} IoU"
+    return {"miou": "mIoU", "mean_f1": "mean F1"}.get(key, key)
+
+
+def base_model_config(experiment: Experiment, space: SearchSpace, model: str | None = None) -> ModelConfig:
+    """The base network: ``model`` if given, else the space's, else the experiment's.
+
+    The experiment's builder arguments carry over when it names the same network.
+    """
+    name = model or space.model or experiment.model.name
+    args = experiment.model.args if name == experiment.model.name else {}
+    return ModelConfig(name=name, args=dict(args))
+
+
+def build_candidate(
+    experiment: Experiment, model_config: ModelConfig, recipe: Recipe | None, *, in_channels: int, num_classes: int,
+    base: nn.Module | None = None,
+) -> nn.Module:
+    """The candidate network exactly as a search builds it: seeded base, then the seeded recipe.
+
+    Both the search and ``compressor export`` go through here, so an exported trial has
+    the very architecture (and pruned channels) that was trained.
+    """
+    if base is None:
+        seed_everything(experiment.train.seed)
+        base = model_config.build(in_channels=in_channels, num_classes=num_classes)
+    if recipe is None or not len(recipe):
+        return base
+    seed_everything(experiment.train.seed)
+    example = torch.zeros(1, in_channels, experiment.data.patch_size, experiment.data.patch_size)
+    network, _records = apply(base, recipe, example, count_flops=False)
+    return network
+
+
+def prepare(
+    experiment: Experiment, *, cache_dir: str | Path | None = None, echo: Callable[[str], None] = print,
+    check_budget: bool = True,
+) -> SearchSetup:
+    """Resolves the search settings, builds the data and the base network, checks the budget.
+
+    Raises:
+        ConfigError: an unknown space or metric, a model that does not build.
+        BudgetError: a budget that even the space's smallest candidate exceeds.
+    """
+    config = experiment.search
+    space = SPACES.get(config.space)
+    model_config = base_model_config(experiment, space, config.model)
+    data = experiment.data.build(cache_dir=cache_dir)
+    if config.metric.startswith("iou:") and config.metric[4:] not in data.class_names:
+        raise ConfigError(f"search.metric: no class {config.metric[4:]!r}; classes: {', '.join(data.class_names)}")
+    seed_everything(experiment.train.seed)
+    base = model_config.build(in_channels=data.in_channels, num_classes=data.num_classes)
+    example = torch.zeros(1, data.in_channels, experiment.data.patch_size, experiment.data.patch_size)
+    context = SearchContext(base, example, model_config.name)
+    wants_latency = experiment.budget.needs_latency or "latency_ms" in config.objectives
+    storage_url = config.storage or default_storage_url(experiment.run_path)
+    database = sqlite_path(storage_url)
+    artifacts = (database.parent if database is not None else experiment.run_path) / "artifacts"
+    setup = SearchSetup(
+        experiment=experiment, config=config, space=space, model_config=model_config, data=data, context=context,
+        input_shape=experiment.cost_input_shape(data.in_channels),
+        latency_runs=max(experiment.cost.latency_runs, 10) if wants_latency else experiment.cost.latency_runs,
+        storage_url=storage_url, study_name=config.study or experiment.name or "search",
+        artifacts=artifacts.resolve(), echo=echo,
+    )
+    if check_budget and not experiment.budget.is_empty:
+        check_smallest(setup)
+    return setup
+
+
+def check_smallest(setup: SearchSetup) -> None:
+    """Refuses a budget that the space's smallest candidate already exceeds, before any training."""
+    choices = setup.space.smallest(setup.context)
+    recipe = setup.space.fixed(choices, setup.context)
+    network = build_candidate(
+        setup.experiment, setup.model_config, recipe, in_channels=setup.data.in_channels,
+        num_classes=setup.data.num_classes, base=setup.context.model,
+    )
+    cost = setup.measure(network)
+    check = setup.budget.check(cost)
+    if not check.feasible:
+        raise BudgetError(
+            f"no candidate of space {setup.space.name!r} can meet the budget ({setup.budget.describe()}): "
+            f"its smallest ({setup.space.describe(choices, recipe)}) has {format_count(cost.params)} params, "
+            f"{format_count(cost.flops)} FLOPs at {'x'.join(map(str, setup.input_shape[2:]))}"
+            + (f", {cost.latency_ms:.1f} ms" if cost.latency_ms is not None else "")
+        )
+
+
+def experiment_key(experiment: Experiment) -> dict[str, Any]:
+    """What must not change when a study is resumed: data, model, training, cost, budget, space."""
+    train = {key: value for key, value in to_data(experiment.train).items() if key not in ("threads", "progress", "device")}
+    search = to_data(experiment.search)
+    return {
+        "data": to_data(experiment.data), "train": train, "cost": to_data(experiment.cost),
+        "budget": to_data(experiment.budget),
+        "search": {key: search[key] for key in ("space", "model", "objectives", "metric")},
+    }
+
+
+def with_search(experiment: Experiment, **changes: Any) -> Experiment:
+    """``experiment`` with some ``search`` settings replaced (None values are left alone)."""
+    changes = {key: value for key, value in changes.items() if value is not None}
+    return dataclasses.replace(experiment, search=dataclasses.replace(experiment.search, **changes))

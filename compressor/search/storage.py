@@ -1,0 +1,85 @@
+"""Where studies live: Optuna storages (SQLite by default, any SQLAlchemy URL), with heartbeats."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import optuna
+from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+
+from compressor.errors import ConfigError
+
+__all__ = ["default_storage_url", "open_storage", "load_study", "sqlite_path"]
+
+
+def default_storage_url(run_path: str | Path) -> str:
+    """``sqlite:///<run_path>/search.db``: the study file next to the experiment's other results."""
+    return f"sqlite:///{Path(run_path) / 'search.db'}"
+
+
+def sqlite_path(url: str) -> Path | None:
+    """The file of a ``sqlite:///`` URL (None for other storages or an in-memory database)."""
+    prefix = "sqlite:///"
+    if not url.startswith(prefix) or url == prefix or url.endswith(":memory:"):
+        return None
+    return Path(url[len(prefix):])
+
+
+def open_storage(
+    url: str, *, heartbeat_interval: int | None = None, grace_period: int | None = None, max_retry: int = 0,
+    create: bool = True,
+) -> RDBStorage:
+    """An Optuna ``RDBStorage`` on ``url``.
+
+    With a heartbeat interval, a trial whose worker stops beating for ``grace_period``
+    seconds is marked failed when any worker next starts a trial, and retried up to
+    ``max_retry`` times with the same choices.
+
+    Raises:
+        ConfigError: the URL cannot be opened (the message names it), or, with
+            ``create=False``, a SQLite file that does not exist.
+    """
+    path = sqlite_path(url)
+    if path is not None:
+        if not create and not path.exists():
+            raise ConfigError(f"no study storage at {path} (run `compressor search` first, or pass --storage URL)")
+        path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna since 2.8
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            callback = RetryHeartbeatStaleTrialCallback(max_retry=max_retry) if heartbeat_interval and max_retry else None
+            return RDBStorage(
+                url,
+                engine_kwargs={"connect_args": {"timeout": 60}} if path is not None else None,
+                heartbeat_interval=heartbeat_interval,
+                grace_period=grace_period,
+                heartbeat_stale_trial_callback=callback,
+            )
+    except Exception as error:  # SQLAlchemy: bad URL, missing driver, server down
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ConfigError(f"cannot open storage {_redact(url)}: {reason}") from None
+
+
+def load_study(url: str, name: str, **storage_options) -> optuna.Study:
+    """The existing study ``name`` in ``url``.
+
+    Raises:
+        ConfigError: no such storage or study (the message lists the studies there).
+    """
+    storage = open_storage(url, create=False, **storage_options)
+    try:
+        return optuna.load_study(study_name=name, storage=storage)
+    except KeyError:
+        names = [summary.study_name for summary in optuna.get_all_study_summaries(storage)]
+        there = ", ".join(names) if names else "none"
+        raise ConfigError(f"no study {name!r} in {_redact(url)} (studies there: {there})") from None
+
+
+def _redact(url: str) -> str:
+    """The URL without a password."""
+    scheme, sep, rest = url.partition("://")
+    if "@" in rest and ":" in rest.split("@", 1)[0]:
+        user = rest.split("@", 1)[0].split(":", 1)[0]
+        return f"{scheme}{sep}{user}:***@{rest.split('@', 1)[1]}"
+    return url

@@ -1,0 +1,92 @@
+"""Creating, checking and resuming the Optuna study of a search."""
+
+from __future__ import annotations
+
+import warnings
+
+import optuna
+
+from compressor.errors import ConfigError
+from compressor.experiment import ModelConfig, load_baselines, to_data
+from compressor.metrics import SegmentationMetrics
+from compressor.search.setup import SearchSetup, experiment_key, metric_label, metric_value
+from compressor.search.storage import open_storage
+from compressor.trials import FORMAT, StudyInfo
+
+__all__ = ["make_sampler", "open_search_study", "references"]
+
+
+def make_sampler(name: str, seed: int | None) -> optuna.samplers.BaseSampler:
+    """TPE (multivariate, grouped: the spaces are conditional), NSGA-II or random; seeded.
+
+    Budgets reach the samplers as trial constraints (``Trial.set_constraint``), which
+    TPE and NSGA-II read to prefer feasible candidates.
+    """
+    if name == "tpe":
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True, n_startup_trials=5)
+    if name == "nsga2":
+        return optuna.samplers.NSGAIISampler(seed=seed, population_size=8)
+    if name == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    raise ConfigError(f"unknown sampler {name!r}; valid: tpe, nsga2, random")
+
+
+def references(setup: SearchSetup) -> dict[str, dict[str, float | None]]:
+    """U-Net's and Micro-Net's cost at the search's input shape, and their metric if trained."""
+    trained = load_baselines(setup.experiment)
+    found = {}
+    for name in ("unet", "micronet"):
+        network = ModelConfig(name=name).build(in_channels=setup.data.in_channels, num_classes=setup.data.num_classes)
+        cost = setup.measure(network)
+        metric = None
+        if name in trained:
+            metric = metric_value(SegmentationMetrics.from_dict(trained[name].metrics), setup.config.metric)
+        found[name] = {"params": cost.params, "flops": cost.flops, "latency_ms": cost.latency_ms, "metric": metric}
+    return found
+
+
+def open_search_study(setup: SearchSetup, *, sampler_seed: int | None, create: bool = True) -> optuna.Study:
+    """Creates the study, or loads it and checks it was made with the same settings.
+
+    Raises:
+        ConfigError: a study of that name made with other data, training, budget or space.
+    """
+    config = setup.config
+    storage = open_storage(
+        setup.storage_url, heartbeat_interval=config.heartbeat_interval, grace_period=config.grace_period,
+        max_retry=config.max_retry, create=create,
+    )
+    sampler = make_sampler(config.sampler, sampler_seed)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(
+        storage=storage, study_name=setup.study_name, directions=setup.directions, sampler=sampler,
+        load_if_exists=True,
+    )
+    key = experiment_key(setup.experiment)
+    if study.user_attrs.get("compressor_format") == FORMAT:
+        stored = study.user_attrs.get("experiment_key")
+        if stored != key:
+            changed = sorted(part for part in key if key[part] != (stored or {}).get(part))
+            raise ConfigError(
+                f"study {setup.study_name!r} in {setup.storage_url} was run with other {', '.join(changed)} settings; "
+                "pass --study NEW_NAME for a new study (or restore the settings to resume it)"
+            )
+        return study
+    if study.get_trials(deepcopy=False):
+        raise ConfigError(f"study {setup.study_name!r} in {setup.storage_url} was not created by `compressor search`")
+    info = StudyInfo(
+        experiment=setup.experiment.to_dict(), space=setup.space.name, model=setup.model_config.name,
+        objectives=list(config.objectives), metric=config.metric,
+        metric_label=metric_label(config.metric, setup.data.class_names), budget=to_data(setup.budget),
+        references={}, input_shape=list(setup.input_shape), artifacts=str(setup.artifacts),
+        model_args=setup.model_config.builder_args(
+            in_channels=setup.data.in_channels, num_classes=setup.data.num_classes
+        ),
+    )
+    for name, value in {**info.to_attrs(), "experiment_key": key}.items():
+        study.set_user_attr(name, value)
+    for choices in setup.space.starts(setup.context):
+        study.enqueue_trial(dict(choices), skip_if_exists=True)
+    return study

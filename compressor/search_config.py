@@ -1,0 +1,88 @@
+"""The ``search:`` section of an experiment: what to search, for how long, and how."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from compressor.errors import ConfigError
+
+__all__ = ["SearchConfig", "OBJECTIVES", "METRICS"]
+
+OBJECTIVES = ("metric", "params", "flops", "latency_ms")
+METRICS = ("score", "miou", "mean_f1", "accuracy")
+
+
+@dataclass(frozen=True, kw_only=True)
+class SearchConfig:
+    """How to search (the ``search:`` section of an experiment; CLI options override it).
+
+    Attributes:
+        space: the registered search space (``unet_family``, ``generic``).
+        model: the base network (default: the space's own, else the experiment's ``model``).
+        objectives: any of ``metric`` (maximized), ``params``, ``flops``, ``latency_ms``
+            (minimized), in this order in the trial values. ``[metric]`` alone is a
+            single-objective search; the budget still constrains it.
+        metric: ``score`` (the foreground IoU of a two-class problem, else the mIoU),
+            ``miou``, ``mean_f1``, ``accuracy`` or ``iou:<class name>``.
+        n_trials: trials the study should hold (finished and stopped ones; a resumed
+            search counts those already there).
+        timeout: seconds after which no new trial starts (null: no limit).
+        sampler: ``tpe`` (default), ``nsga2`` or ``random``.
+        seed: the sampler's seed.
+        rungs: fractions of the training after which a trial may be stopped (empty: never).
+        keep_fraction: share of the trials at a rung that go on (by Pareto rank); 1/3
+            keeps the best third, as successive halving with eta 3.
+        min_trials_at_rung: no trial is stopped at a rung that fewer other trials reached.
+        baselines: train U-Net and Micro-Net first with the same recipe (once; stored).
+        study: the study's name (default: the experiment's name).
+        storage: an Optuna storage URL (default: ``sqlite:///<run_dir>/search.db``).
+        heartbeat_interval: seconds between a running trial's heartbeats.
+        grace_period: seconds without a heartbeat after which a trial counts as dead.
+        max_retry: how often a dead worker's trial is retried.
+    """
+
+    space: str = "unet_family"
+    model: str | None = None
+    objectives: list[str] = field(default_factory=lambda: ["metric", "params", "flops"])
+    metric: str = "score"
+    n_trials: int = 20
+    timeout: float | None = None
+    sampler: Literal["tpe", "nsga2", "random"] = "tpe"
+    seed: int = 0
+    rungs: list[float] = field(default_factory=lambda: [1 / 9, 1 / 3])
+    keep_fraction: float = 1 / 3
+    min_trials_at_rung: int = 3
+    baselines: bool = True
+    study: str = ""
+    storage: str = ""
+    heartbeat_interval: int = 30
+    grace_period: int = 120
+    max_retry: int = 2
+
+    def __post_init__(self) -> None:
+        if not self.objectives or "metric" not in self.objectives:
+            raise ConfigError(f"search.objectives must include 'metric', got {self.objectives}")
+        unknown = [name for name in self.objectives if name not in OBJECTIVES]
+        if unknown:
+            raise ConfigError(f"search.objectives: unknown objective {unknown[0]!r}; valid: {', '.join(OBJECTIVES)}")
+        if len(set(self.objectives)) != len(self.objectives):
+            raise ConfigError(f"search.objectives: repeated objective in {self.objectives}")
+        if self.metric not in METRICS and not self.metric.startswith("iou:"):
+            raise ConfigError(f"search.metric: unknown metric {self.metric!r}; valid: {', '.join(METRICS)}, iou:<class>")
+        if self.n_trials < 1:
+            raise ConfigError(f"search.n_trials must be >= 1, got {self.n_trials}")
+        if self.timeout is not None and self.timeout <= 0:
+            raise ConfigError(f"search.timeout must be > 0 seconds, got {self.timeout}")
+        if any(not 0 < rung < 1 for rung in self.rungs) or sorted(self.rungs) != list(self.rungs):
+            raise ConfigError(f"search.rungs must be increasing fractions in (0, 1), got {self.rungs}")
+        if not 0 < self.keep_fraction <= 1:
+            raise ConfigError(f"search.keep_fraction must be in (0, 1], got {self.keep_fraction}")
+        for key in ("min_trials_at_rung", "heartbeat_interval", "grace_period", "max_retry"):
+            if getattr(self, key) < (0 if key in ("max_retry", "min_trials_at_rung") else 1):
+                raise ConfigError(f"search.{key} must be >= 1, got {getattr(self, key)}")
+        if self.grace_period <= self.heartbeat_interval:
+            raise ConfigError(
+                f"search.grace_period ({self.grace_period}) must be longer than search.heartbeat_interval "
+                f"({self.heartbeat_interval})"
+            )

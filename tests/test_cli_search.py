@@ -1,0 +1,84 @@
+"""``compressor search``, ``worker`` and ``export`` as a user runs them: separate processes, real files."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import optuna
+from conftest import TESTS
+from optuna.trial import TrialState
+from search_helpers import write_tiny_experiment
+
+from compressor.saving import load_saved
+from compressor.trials import trial_records
+
+
+def test_search_prints_a_line_per_trial_and_the_pareto_table_then_exports(cli, tmp_path):
+    config = write_tiny_experiment(tmp_path / "tiny.yaml", tmp_path / "run", n_trials=2)
+    result = cli("search", str(config), "--sampler", "random", "--seed", "1")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert [line.split()[1] for line in lines if line.startswith("trial ")] == ["0/2", "1/2"]
+    assert "Pareto front (FLOPs: fvcore, 1 multiply-add = 1 flop)" in result.stdout
+    assert "study 'tiny': 2 trials" in result.stdout
+    study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{tmp_path / 'run' / 'search.db'}")
+    best = next(r for r in trial_records(study) if r.weights)
+    out = tmp_path / "best.pt"
+    exported = cli("export", "--study", "tiny", "--storage", f"sqlite:///{tmp_path / 'run' / 'search.db'}",
+                   "--trial", str(best.number), "--out", str(out))
+    assert exported.returncode == 0, exported.stderr
+    assert f"saved {out}" in exported.stdout and load_saved(out).metadata["trial"] == best.number
+
+
+def test_an_impossible_budget_is_one_line_and_exit_2(cli, tmp_path):
+    config = write_tiny_experiment(tmp_path / "tiny.yaml", tmp_path / "run")
+    result = cli("search", str(config), "--max-params", "10")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        line for line in result.stderr.strip().splitlines() if line.startswith("compressor search: error: no candidate")
+    ] and "Traceback" not in result.stderr
+    assert "smallest (cut 3, add" in result.stderr
+
+
+def test_bad_options_and_missing_studies_are_one_line_errors(cli, tmp_path):
+    config = write_tiny_experiment(tmp_path / "tiny.yaml", tmp_path / "run")
+    unknown = cli("search", str(config), "--space", "nope")
+    assert unknown.returncode == 2 and "unknown search space 'nope'; valid names: generic, unet_family" in unknown.stderr
+    missing = cli("export", "--study", "ghost", "--storage", f"sqlite:///{tmp_path / 'none.db'}", "--trial", "0",
+                  "--out", str(tmp_path / "x.pt"))
+    assert missing.returncode == 2 and "no study storage at" in missing.stderr
+    assert not (tmp_path / "x.pt").exists() and not (tmp_path / "none.db").exists()
+    bad_key = cli("search", str(config), "--set", "search.n_trial=3")
+    assert bad_key.returncode == 2 and "search.n_trial: unknown key" in bad_key.stderr
+
+
+def test_ctrl_c_keeps_finished_trials_and_the_same_command_resumes(tmp_path):
+    config = write_tiny_experiment(tmp_path / "tiny.yaml", tmp_path / "run", n_trials=30)
+    env = {**os.environ, "PYTHONPATH": TESTS}
+    command = [sys.executable, "-m", "compressor", "search", str(config)]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    seen = []
+    deadline = time.monotonic() + 240
+    for line in process.stdout:  # wait for two finished trials, then press Ctrl-C
+        seen.append(line)
+        if sum(item.startswith("trial ") for item in seen) == 2 or time.monotonic() > deadline:
+            break
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr
+    assert "finished trials are kept in the study: run the same command to resume" in stderr
+    storage = f"sqlite:///{tmp_path / 'run' / 'search.db'}"
+    kept = {r.number: (r.status, r.values) for r in trial_records(optuna.load_study(study_name="tiny", storage=storage))
+            if r.status in ("complete", "infeasible", "stopped")}
+    assert len(kept) >= 2
+    resumed = subprocess.run([*command, "--n-trials", str(len(kept) + 1)], capture_output=True, text=True, env=env,
+                             timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    study = optuna.load_study(study_name="tiny", storage=storage)
+    after = {r.number: (r.status, r.values) for r in trial_records(study)}
+    assert {number: after[number] for number in kept} == kept
+    assert len(study.get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED))) == len(kept) + 1

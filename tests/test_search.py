@@ -1,0 +1,166 @@
+"""The search on real Optuna studies (SQLite files), real transforms and real training on synthetic scenes."""
+
+from __future__ import annotations
+
+import optuna
+import pytest
+import torch
+from optuna.trial import TrialState
+from search_helpers import tiny_experiment
+
+from compressor.cost import measure
+from compressor.errors import BudgetError, ConfigError
+from compressor.saving import load_saved
+from compressor.search import run_search
+from compressor.search.export import export_trial, rebuild_trial
+from compressor.search.runner import TrialRunner
+from compressor.search.setup import prepare
+from compressor.search.study import open_search_study
+from compressor.search.weights import WeightStore
+from compressor.trials import study_info
+from search_spaces.unet_family import MICRONET_CHOICES
+
+# The base U-Net of the tiny experiment uncut, all standard convs: about 470k params, over the 60k budget.
+OVER_BUDGET = {"levels_removed": 0, "skip": "concat", **{f"conv_L{i}": "standard" for i in range(5)},
+               "dilation": "none", "prune": 0.0}
+
+
+@pytest.fixture(scope="module")
+def searched(tmp_path_factory):
+    """A 5-trial random search; its study got an over-budget candidate and a repeat of Micro-Net enqueued."""
+    run_dir = tmp_path_factory.mktemp("search")
+    experiment = tiny_experiment(run_dir, n_trials=5)
+    study = open_search_study(prepare(experiment, echo=lambda line: None), sampler_seed=0)
+    study.enqueue_trial(OVER_BUDGET)
+    study.enqueue_trial(MICRONET_CHOICES)  # after the space's own start (the same choices): a duplicate
+    lines = []
+    result = run_search(experiment, echo=lines.append)
+    return experiment, result, lines
+
+
+def test_every_trial_is_recorded_with_its_recipe_cost_and_values(searched):
+    _, result, lines = searched
+    records = result.records
+    assert len(records) == 5 and sorted(r.number for r in records) == list(range(5))
+    for record in records:
+        assert record.recipe_hash and record.recipe_short and record.params > 0 and record.flops > 0
+        assert record.wall_seconds > 0
+        if record.status == "complete":
+            assert record.values == [record.metric, record.params, record.flops]
+            assert record.fidelity == 1.0 and record.train_seconds > 0 and "iou" in record.metrics
+    assert sum(line.startswith("trial ") for line in lines) == 5
+
+
+def test_the_papers_recipe_is_tried_first(searched):
+    _, result, _ = searched
+    assert result.records[0].params_dict == MICRONET_CHOICES
+    assert result.records[0].status == "complete"
+
+
+def test_over_budget_candidates_are_recorded_and_never_trained(searched):
+    _, result, _ = searched
+    over = next(r for r in result.records if r.params_dict == OVER_BUDGET)
+    assert over.status == "infeasible" and over.feasible is False
+    assert over.params > 60_000 and over.constraints[0] == pytest.approx(over.params / 60_000 - 1)
+    assert over.train_seconds is None and over.fidelity == 0.0 and over.rung_metrics == {}
+    trial = result.study.trials[over.number]
+    assert trial.constraints == {"params": pytest.approx(over.constraints[0])}  # what Optuna's samplers see
+    for record in result.records:
+        if record.status == "complete":
+            assert record.feasible and all(value <= 0 for value in record.constraints)
+
+
+def test_a_recipe_already_trained_is_not_trained_again(searched):
+    _, result, _ = searched
+    twins = [r for r in result.records if r.params_dict == MICRONET_CHOICES]
+    assert [r.duplicate_of for r in twins] == [None, twins[0].number]
+    assert twins[1].values == twins[0].values and twins[1].metrics == twins[0].metrics
+    assert twins[1].wall_seconds < twins[0].wall_seconds
+
+
+def test_only_pareto_front_trials_keep_weights(searched):
+    _, result, _ = searched
+    store = WeightStore(study_info(result.study).artifacts)
+    front = {record.number for record in result.front}
+    assert front and all(result.records[n].feasible for n in front)
+    for record in result.records:
+        assert store.has(record.weights) == (record.number in front)
+    assert "Pareto front" in result.table and "unet" in result.table
+
+
+def test_export_rebuilds_the_trained_model_with_the_measured_cost(searched, tmp_path):
+    experiment, result, _ = searched
+    best = result.front[0]
+    exported = export_trial(experiment.search.storage or f"sqlite:///{experiment.run_path}/search.db",
+                            "tiny", best.number, tmp_path / "best.pt")
+    saved = load_saved(tmp_path / "best.pt")
+    cost = measure(saved.model, tuple(study_info(result.study).input_shape))
+    assert (cost.params, cost.flops) == (best.params, best.flops)
+    kept = WeightStore(study_info(result.study).artifacts).load(best.weights, best.number)
+    for name, tensor in saved.model.state_dict().items():
+        assert torch.equal(tensor, kept[name]), name
+    assert saved.metadata["trial"] == best.number and exported.trained
+
+
+def test_export_refuses_a_trial_without_weights_unless_untrained(searched):
+    experiment, result, _ = searched
+    url = f"sqlite:///{experiment.run_path}/search.db"
+    over = next(r for r in result.records if r.status == "infeasible")
+    with pytest.raises(ConfigError, match=f"trial {over.number} has no kept weights .*--untrained"):
+        rebuild_trial(url, "tiny", over.number)
+    architecture = rebuild_trial(url, "tiny", over.number, untrained=True)
+    assert measure(architecture.model, (1, 3, 64, 64)).params == over.params
+    with pytest.raises(ConfigError, match="no trial 99"):
+        rebuild_trial(url, "tiny", 99)
+    with pytest.raises(ConfigError, match="no study 'other' .*studies there: tiny"):
+        rebuild_trial(url, "other", 0)
+
+
+def test_running_again_resumes_and_keeps_every_finished_trial(searched, tmp_path):
+    experiment, result, _ = searched
+    before = {r.number: (r.status, r.values, r.recipe_hash) for r in result.records}
+    more = run_search(tiny_experiment(experiment.run_path, n_trials=6), echo=lambda line: None)
+    after = {r.number: (r.status, r.values, r.recipe_hash) for r in more.records}
+    assert {number: after[number] for number in before} == before
+    assert len(more.study.get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED))) == 6
+    lines = []
+    again = run_search(tiny_experiment(experiment.run_path, n_trials=6), echo=lines.append)
+    assert len(again.records) == 6 and any("already holds 6 finished trials" in line for line in lines)
+
+
+def test_other_settings_refuse_to_resume_the_study(searched):
+    experiment, _, _ = searched
+    changed = tiny_experiment(experiment.run_path, overrides=("train.steps=12",), n_trials=6)
+    with pytest.raises(ConfigError, match="study 'tiny' .* was run with other train settings; pass --study"):
+        run_search(changed, echo=lambda line: None)
+
+
+def test_a_budget_no_candidate_can_meet_is_refused_before_training(tmp_path):
+    experiment = tiny_experiment(tmp_path, overrides=("budget.max_params=10",))
+    with pytest.raises(BudgetError, match=r"no candidate of space 'unet_family' can meet the budget \(params <= 10\)"
+                       r": its smallest \(cut 3, add, convs FF .*prune .9\) has .* params"):
+        run_search(experiment, echo=lambda line: None)
+    assert not (tmp_path / "search.db").exists()
+
+
+def _study_with_rung(metrics_and_params: list[tuple[float, int]], directions: list[str]) -> optuna.Study:
+    study = optuna.create_study(directions=directions)
+    for metric, params in metrics_and_params:
+        study.add_trial(optuna.trial.create_trial(
+            state=TrialState.PRUNED, values=None,
+            user_attrs={"rung_metrics": {"0.333": metric}, "params": params, "flops": params * 100},
+        ))
+    return study
+
+
+def test_rung_rule_reads_the_other_trials_of_the_study(tmp_path):
+    """The runner's decision at a rung, on a real study holding three trials that reached it."""
+    setup = prepare(tiny_experiment(tmp_path, objectives=["metric", "params"], min_trials_at_rung=3),
+                    echo=lambda line: None, check_budget=False)
+    runner = TrialRunner(setup, WeightStore(tmp_path / "artifacts"))
+    study = _study_with_rung([(0.5, 1000), (0.4, 1000), (0.3, 1000)], ["maximize", "minimize"])
+    trial = study.ask()
+    assert runner._stop_at(trial, "0.333", [0.1, 1000]) is True  # worse and no smaller than all three
+    assert runner._stop_at(trial, "0.333", [0.45, 1000]) is False  # only one is better: inside the best third
+    assert runner._stop_at(trial, "0.333", [0.1, 10]) is False  # weak but far smaller: on the rung's front
+    assert runner._stop_at(trial, "0.500", [0.1, 1000]) is False  # nobody reached that rung yet
