@@ -1,0 +1,36 @@
+"""``compressor report``: the Pareto report of a search, as files and as a table in the terminal."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from compressor.report import build_report, load_study
+
+
+def default_storage(study: str) -> str:
+    """Where ``compressor search`` keeps a study by default: ``runs/<study>/search.db``."""
+    return f"sqlite:///runs/{study}/search.db"
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "report", help="write the Pareto report of a search (HTML, CSV, plots)",
+        description="Write the Pareto report of a search: index.html (self-contained), trials.csv, pareto.csv, "
+                    "plots and summary.md; print the Pareto table. Reads the finished trials, so it works while "
+                    "the search is still running.",
+    )
+    parser.add_argument("--study", required=True, metavar="NAME", help="the study's name (the experiment's name)")
+    parser.add_argument("--storage", metavar="URL", default=None,
+                        help="Optuna storage URL (default: sqlite:///runs/NAME/search.db)")
+    parser.add_argument("--out", metavar="DIR", default=None, help="output folder (default: reports/NAME)")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    study = load_study(args.storage or default_storage(args.study), args.study)
+    report = build_report(study, Path(args.out) if args.out else Path("reports") / args.study)
+    print(report.pareto_text())
+    print()
+    print(f"report: {report.index_html}")
+    return 0

@@ -1,0 +1,238 @@
+"""Pareto reports of a search against U-Net: tables (pandas), plots (seaborn), one HTML page.
+
+:func:`build_report` reads a study once and writes, into one folder:
+
+- ``index.html``: the page, self-contained (plots embedded, no external reference);
+- ``trials.csv``: one row per finished trial; ``pareto.csv``: the Pareto front;
+- ``pareto_params.png``, ``pareto_flops.png``, ``hypervolume.png`` and, once there are
+  enough trials, ``importance.png``;
+- ``summary.md``: the Pareto table in Markdown.
+
+Every file is written atomically, and only after all of them were computed, so a failure
+never leaves a half-written file and a page never describes plots that do not exist.
+
+Computation (:mod:`~compressor.report.tables`) is kept apart from drawing
+(:mod:`~compressor.report.plots`) and from the page (:mod:`~compressor.report.html`).
+
+Example:
+    >>> from compressor.report import build_report, load_study
+    >>> study = load_study("sqlite:///runs/quickstart/search.db", "quickstart")  # doctest: +SKIP
+    >>> report = build_report(study, "reports/quickstart")                      # doctest: +SKIP
+    >>> report.pareto[["number", "params", "flops", "metric"]]                  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import datetime
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pandas as pd
+
+from compressor.errors import ConfigError
+from compressor.io import atomic_write, atomic_write_text
+from compressor.report import plots
+from compressor.report.html import render_html
+from compressor.report.tables import (
+    HYPERVOLUME_MARGIN,
+    Importance,
+    StudySnapshot,
+    hypervolume_frame,
+    hypervolume_reference,
+    importance_frame,
+    machine_info,
+    pareto_frame,
+    read_study,
+    references_frame,
+    study_overview,
+    trials_frame,
+)
+from compressor.report.text import pareto_text, summary_markdown
+
+__all__ = [
+    "Report",
+    "build_report",
+    "load_study",
+    "read_study",
+    "StudySnapshot",
+    "trials_frame",
+    "pareto_frame",
+    "references_frame",
+    "hypervolume_frame",
+    "hypervolume_reference",
+    "importance_frame",
+    "study_overview",
+    "pareto_text",
+]
+
+REPORT_FILES = ("index.html", "trials.csv", "pareto.csv", "summary.md", "pareto_params.png", "pareto_flops.png",
+                "hypervolume.png", "importance.png")
+
+
+@dataclass
+class Report:
+    """What :func:`build_report` wrote and the numbers behind it.
+
+    Attributes:
+        out_dir: the folder.
+        paths: every file written, by name (``index.html``, ``pareto.csv``, ...).
+        trials, pareto, references, hypervolume: the frames (see :mod:`compressor.report.tables`).
+        importance: parameter importances, or why they were skipped.
+        overview: the page's header numbers (:func:`~compressor.report.tables.study_overview`).
+        machine: the machine named on the page.
+        notes: the extra notes of the page.
+    """
+
+    out_dir: Path
+    paths: dict[str, Path]
+    trials: pd.DataFrame
+    pareto: pd.DataFrame
+    references: pd.DataFrame
+    hypervolume: pd.DataFrame
+    importance: Importance
+    overview: dict[str, Any]
+    machine: dict[str, Any]
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def index_html(self) -> Path:
+        return self.paths["index.html"]
+
+    def pareto_text(self) -> str:
+        """The Pareto table for the terminal."""
+        return pareto_text(self.pareto, self.references, self.overview)
+
+
+def _objective_label(name: str, metric_label: str) -> str:
+    return {"metric": metric_label, "params": "parameters", "flops": "FLOPs", "latency_ms": "latency"}.get(name, name)
+
+
+def build_report(
+    study: optuna.Study | StudySnapshot, out_dir: str | Path, *, generated: datetime.datetime | None = None
+) -> Report:
+    """Writes the report of ``study`` into ``out_dir`` (created if needed) and returns it.
+
+    The study is read once; trials still running are counted but left out of everything else.
+
+    Args:
+        study: a study made by ``compressor search`` (or a snapshot of one).
+        out_dir: the folder to write to; files of an earlier report there are replaced.
+        generated: the time stamped on the page (now by default).
+
+    Returns:
+        The :class:`Report`: paths and frames (``report.pareto`` holds the numbers of ``pareto.csv``).
+
+    Raises:
+        compressor.errors.ConfigError: the study was not made by ``compressor search``.
+    """
+    snapshot = read_study(study)
+    out_dir = Path(out_dir)
+    info = snapshot.info
+    label = info.metric_label or info.metric
+    trials = trials_frame(snapshot)
+    pareto = pareto_frame(snapshot, trials=trials)
+    references = references_frame(snapshot)
+    hypervolume = hypervolume_frame(snapshot)
+    importance = importance_frame(snapshot)
+    overview = study_overview(snapshot)
+    machine = machine_info(snapshot)
+
+    unet = snapshot.unet
+    based_on = ", ".join(
+        f"{_objective_label(name, label)} {HYPERVOLUME_MARGIN:g}x "
+        f"{'U-Net' if unet.get(name) is not None else 'the largest seen'}"
+        for name in snapshot.objectives if name != "metric"
+    )
+    halves = " x ".join(["0.5"] * (len(snapshot.objectives) - ("metric" in snapshot.objectives)))
+    hypervolume_note = (f"Hypervolume: each cost divided by its reference ({based_on}), the metric's reference at 0; "
+                        f"one point of metric m at half of every reference cost has hypervolume m x {halves}.")
+    notes = [hypervolume_note]
+    untrained = references[~references["trained"]]
+    if len(untrained):
+        notes.append(f"Not trained yet: {', '.join(untrained['label'])}; their size is drawn as a dotted line, "
+                     "without a metric. `compressor baseline` trains them.")
+
+    title = f"{snapshot.study_name}: {label}"
+    images = {
+        "pareto_params.png": plots.pareto_figure(
+            trials, references, cost="params", metric_label=label, budget=info.budget, input_shape=info.input_shape,
+            title=f"{title} against parameters"),
+        "pareto_flops.png": plots.pareto_figure(
+            trials, references, cost="flops", metric_label=label, budget=info.budget, input_shape=info.input_shape,
+            title=f"{title} against FLOPs"),
+        "hypervolume.png": plots.hypervolume_figure(
+            hypervolume, title=f"{snapshot.study_name}: hypervolume of the feasible front"),
+    }
+    if importance.skipped:
+        notes.append(f"No parameter importance plot: {importance.note}.")
+    else:
+        images["importance.png"] = plots.importance_figure(
+            importance.frame, labels={name: _objective_label(name, label) for name in snapshot.objectives},
+            title=f"{snapshot.study_name}: parameter importance ({importance.trials} feasible complete trials)")
+        notes.append(f"Parameter importance: {importance.note}; costs in log scale.")
+    pngs = {name: plots.png_bytes(figure) for name, figure in images.items()}
+
+    texts = {
+        "trials.csv": trials.to_csv(index=False),
+        "pareto.csv": pareto.to_csv(index=False),
+        "summary.md": summary_markdown(pareto, references, overview),
+    }
+    texts["index.html"] = render_html(
+        overview=overview, machine=machine, pareto=pareto, references=references, trials=trials, images=pngs,
+        notes=notes, generated=generated,
+    )
+
+    paths: dict[str, Path] = {}
+    for name, data in pngs.items():
+        paths[name] = atomic_write(out_dir / name, lambda file, data=data: file.write(data))
+    for name in ("trials.csv", "pareto.csv", "summary.md", "index.html"):  # the page last
+        paths[name] = atomic_write_text(out_dir / name, texts[name])
+    for path in paths.values():
+        path.chmod(0o644)  # temporary files are created private; a report is for reading
+    for name in REPORT_FILES:
+        if name not in paths:
+            (out_dir / name).unlink(missing_ok=True)  # a plot an earlier report drew and this one skips
+    return Report(
+        out_dir=out_dir, paths=paths, trials=trials, pareto=pareto, references=references, hypervolume=hypervolume,
+        importance=importance, overview=overview, machine=machine, notes=notes,
+    )
+
+
+def _safe_url(url: str) -> str:
+    try:
+        import sqlalchemy
+
+        return sqlalchemy.engine.make_url(url).render_as_string(hide_password=True)
+    except Exception:  # not an SQLAlchemy URL: show it as given
+        return url
+
+
+def load_study(storage_url: str, study_name: str) -> optuna.Study:
+    """Opens an existing study for reading.
+
+    Args:
+        storage_url: an Optuna storage URL (``sqlite:///runs/NAME/search.db``, ``postgresql://...``).
+        study_name: the study's name.
+
+    Raises:
+        compressor.errors.ConfigError: the storage cannot be opened (a SQLite file that does not
+            exist is never created), or holds no study of that name (the message lists those it holds).
+    """
+    shown = _safe_url(storage_url)
+    if storage_url.startswith("sqlite:///"):
+        path = storage_url[len("sqlite:///"):].split("?", 1)[0]
+        if path and path != ":memory:" and not Path(path).is_file():
+            raise ConfigError(
+                f"no study storage at {path} (file not found): run `compressor search` first, or give --storage URL"
+            )
+    try:
+        names = optuna.get_all_study_names(storage=storage_url)
+    except Exception as error:  # any driver or connection error is the user's URL to fix
+        first_line = (str(error).strip().splitlines() or [""])[0]
+        raise ConfigError(f"cannot open the study storage {shown}: {type(error).__name__}: {first_line}") from None
+    if study_name not in names:
+        present = ", ".join(sorted(names)) or "none"
+        raise ConfigError(f"no study {study_name!r} in {shown} (studies there: {present})")
+    return optuna.load_study(study_name=study_name, storage=storage_url)

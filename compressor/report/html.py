@@ -1,0 +1,302 @@
+"""``index.html``: one self-contained page (images as data URIs, inline CSS, no script, no link
+to anything outside), readable straight from disk."""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import html
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import pandas as pd
+
+from compressor import __version__
+from compressor.cost import FLOP_CONVENTION
+from compressor.report.plots import point_category
+from compressor.report.text import format_metric, format_ratio, format_seconds, pareto_rows
+from compressor.units import format_bytes, format_count
+
+__all__ = ["render_html", "FIGURE_CAPTIONS"]
+
+FIGURE_CAPTIONS = {
+    "pareto_params.png": "Every trial against its parameter count. Trials never trained (over budget, failed) sit "
+                         "on the strip below, at their size.",
+    "pareto_flops.png": "The same trials against their FLOPs. FLOPs fall less than parameters when a candidate "
+                        "keeps its features at high resolution.",
+    "hypervolume.png": "How much of the objective space the feasible front dominates, after each trial and "
+                       "against the compute spent.",
+    "importance.png": "Which sampled parameters drive each objective.",
+}
+
+_STATUS_COLORS = {
+    "front": "#1f5fa8", "complete": "#5b8fc9", "stopped": "#d9801f", "infeasible": "#c8372d",
+    "failed": "#6b6b6b", "running": "#2a9d8f",
+}
+
+_CSS = """
+:root { --ink: #1d232b; --muted: #5d6672; --line: #dfe3e8; --soft: #f5f7fa; --accent: #1f5fa8; }
+* { box-sizing: border-box; }
+body { margin: 0; font: 15px/1.5 -apple-system, "Segoe UI", Roboto, "Helvetica Neue", Arial, sans-serif;
+       color: var(--ink); background: #fff; }
+main { max-width: 1320px; margin: 0 auto; padding: 28px 32px 48px; }
+h1 { font-size: 26px; margin: 0 0 4px; }
+h2 { font-size: 19px; margin: 36px 0 10px; padding-bottom: 6px; border-bottom: 1px solid var(--line); }
+.lead { color: var(--muted); margin: 0 0 18px; }
+.facts { display: grid; grid-template-columns: repeat(auto-fit, minmax(260px, 1fr)); gap: 10px 24px;
+         background: var(--soft); border: 1px solid var(--line); border-radius: 8px; padding: 14px 18px; }
+.facts div { min-width: 0; }
+.facts dt { font-size: 12px; text-transform: uppercase; letter-spacing: .04em; color: var(--muted); }
+.facts dd { margin: 0; font-weight: 600; overflow-wrap: anywhere; }
+.badge { display: inline-block; padding: 1px 8px; margin: 1px 4px 1px 0; border-radius: 10px; color: #fff;
+         font-size: 12.5px; font-weight: 600; white-space: nowrap; }
+.empty { background: #fff6e5; border: 1px solid #f0d29b; border-radius: 6px; padding: 10px 14px; }
+table { border-collapse: collapse; width: 100%; font-size: 13.5px; margin: 6px 0 4px; }
+th, td { padding: 5px 9px; border-bottom: 1px solid var(--line); text-align: right; vertical-align: top;
+         white-space: nowrap; }
+td.text.wrap { white-space: normal; min-width: 160px; }
+th { background: var(--soft); font-weight: 600; position: sticky; top: 0; white-space: normal; }
+td.text, th.text { text-align: left; }
+td.recipe { text-align: left; font-family: ui-monospace, SFMono-Regular, Menlo, Consolas, monospace;
+            font-size: 12.5px; white-space: normal; overflow-wrap: anywhere; min-width: 220px; }
+tr.reference td { background: #faf7fd; font-style: italic; }
+tr.front td:first-child { box-shadow: inset 3px 0 0 var(--accent); }
+tbody tr:hover td { background: #eef4fb; }
+.scroll { overflow-x: auto; }
+.figures { display: grid; grid-template-columns: minmax(0, 1100px); justify-content: center; gap: 22px; }
+figure { margin: 0; border: 1px solid var(--line); border-radius: 8px; padding: 10px; background: #fff; }
+figure img { width: 100%; height: auto; display: block; }
+figcaption { color: var(--muted); font-size: 13px; margin-top: 6px; }
+.note { color: var(--muted); }
+ul.notes li { margin-bottom: 6px; }
+footer { margin-top: 40px; color: var(--muted); font-size: 12.5px; }
+"""
+
+
+def _e(value: Any) -> str:
+    return html.escape("" if value is None else str(value))
+
+
+def _missing(value: Any) -> bool:
+    return value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value))
+
+
+def _badge(text: str, key: str) -> str:
+    return f'<span class="badge" style="background:{_STATUS_COLORS.get(key, "#6b6b6b")}">{_e(text)}</span>'
+
+
+def _table(headers: Sequence[str], rows: Sequence[Sequence[str]], *, text_columns: Sequence[int] = (0,),
+           recipe_column: int | None = None, row_classes: Sequence[str] | None = None,
+           raw_columns: Sequence[int] = (), wrap_columns: Sequence[int] = ()) -> str:
+    def cell_class(index: int) -> str:
+        if index == recipe_column:
+            return ' class="recipe"'
+        if index in wrap_columns:
+            return ' class="text wrap"'
+        return ' class="text"' if index in text_columns else ""
+
+    left = ' class="text"'
+    # A non-breaking hyphen keeps "U-Net" whole when a narrow header wraps.
+    head = "".join(f"<th{left if index in text_columns or index == recipe_column else ''}>"
+                   f"{_e(h).replace('U-Net', 'U&#8209;Net')}</th>"
+                   for index, h in enumerate(headers))
+    body = []
+    for number, row in enumerate(rows):
+        css = f' class="{row_classes[number]}"' if row_classes and row_classes[number] else ""
+        cells = "".join(
+            f"<td{cell_class(index)}>{value if index in raw_columns else _e(value)}</td>"
+            for index, value in enumerate(row)
+        )
+        body.append(f"<tr{css}>{cells}</tr>")
+    return f'<div class="scroll"><table><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table></div>'
+
+
+def _budget_text(budget: Mapping[str, Any]) -> str:
+    parts = []
+    for key, value in budget.items():
+        if key == "max_latency_ms":
+            parts.append(f"latency <= {float(value):g} ms")
+        else:
+            parts.append(f"{key.removeprefix('max_')} <= {format_count(value)}")
+    return ", ".join(parts) or "none"
+
+
+def _machine_text(machine: Mapping[str, Any]) -> str:
+    parts = [str(machine.get("platform") or "unknown platform")]
+    if machine.get("cpu_count"):
+        parts.append(f"{machine['cpu_count']} CPU cores")
+    if machine.get("device"):
+        parts.append(str(machine["device"]))
+    return ", ".join(parts)
+
+
+def _over_budget(row: Mapping[str, Any], budget: Mapping[str, Any]) -> str:
+    """Which limits a trial's cost broke: ``params 2.90M > 1.50M``."""
+    broken = []
+    for key, column in (("max_params", "params"), ("max_flops", "flops"), ("max_latency_ms", "latency_ms")):
+        limit, value = budget.get(key), row.get(column)
+        if limit is None or _missing(value) or float(value) <= float(limit):
+            continue
+        if column == "latency_ms":
+            broken.append(f"latency {float(value):.1f} ms > {float(limit):g} ms")
+        else:
+            broken.append(f"{column} {format_count(value)} > {format_count(limit)}")
+    return ", ".join(broken)
+
+
+def _trial_rows(
+    trials: pd.DataFrame, metric_label: str, budget: Mapping[str, Any]
+) -> tuple[list[str], list[list[str]], list[str]]:
+    headers = ["trial", "status", "recipe", "params", "FLOPs", "latency", "memory (train)", metric_label, "fidelity",
+               "params vs U-Net", "FLOPs vs U-Net", "training", "wall", "note"]
+    rows, classes = [], []
+    for _, row in trials.iterrows():
+        category = point_category(row) if row["status"] != "running" else "running"
+        status_label = {"front": "Pareto front", "stopped": "stopped early"}.get(category, row["status"])
+        note = ""
+        if not _missing(row["failure"]):
+            note = str(row["failure"])
+        elif not _missing(row["duplicate_of"]):
+            note = f"same recipe as trial {int(row['duplicate_of'])}, result reused"
+        elif row["status"] == "infeasible":
+            note = "over budget (" + (_over_budget(row, budget) or "a limit") + "): never trained"
+        elif row["status"] == "stopped":
+            note = f"metric at {float(row['fidelity']):.0%} of the training"
+        rows.append([
+            str(row["number"]), _badge(status_label, category), row["recipe_short"] or "(identity)",
+            "-" if _missing(row["params"]) else format_count(int(row["params"])),
+            "-" if _missing(row["flops"]) else format_count(int(row["flops"])),
+            "-" if _missing(row["latency_ms"]) else f"{float(row['latency_ms']):.1f} ms",
+            "-" if _missing(row["activation_bytes"]) else format_bytes(int(row["activation_bytes"])),
+            format_metric(row["metric"]),
+            "-" if _missing(row["fidelity"]) else f"{float(row['fidelity']):.0%}",
+            format_ratio(row["params_ratio"]), format_ratio(row["flops_ratio"]),
+            format_seconds(row["train_seconds"]), format_seconds(row["wall_seconds"]), note,
+        ])
+        classes.append("front" if category == "front" else "")
+    return headers, rows, classes
+
+
+def render_html(
+    *,
+    overview: Mapping[str, Any],
+    machine: Mapping[str, Any],
+    pareto: pd.DataFrame,
+    references: pd.DataFrame,
+    trials: pd.DataFrame,
+    images: Mapping[str, bytes],
+    notes: Sequence[str] = (),
+    generated: datetime.datetime | None = None,
+) -> str:
+    """The whole page as text.
+
+    Args:
+        overview: :func:`compressor.report.tables.study_overview`.
+        machine: :func:`compressor.report.tables.machine_info`.
+        pareto, references, trials: the frames of :mod:`compressor.report.tables`.
+        images: PNG bytes by file name (``pareto_params.png``...), embedded in that order.
+        notes: extra lines for the notes section (a skipped plot, how importance was computed).
+        generated: when the report was made (now by default).
+    """
+    generated = generated or datetime.datetime.now().astimezone()
+    metric_label = overview["metric_label"]
+    counts = overview["by_status"]
+    keys = {"complete": "complete", "infeasible": "infeasible", "stopped": "stopped", "failed": "failed",
+            "running": "running"}
+    badges = " ".join(_badge(f"{count} {status}", keys[status]) for status, count in counts.items() if count) or "none"
+    span = overview["span_seconds"]
+    span_text = format_seconds(span)
+    if overview["first_start"]:
+        span_text += f" ({overview['first_start'].replace('T', ' ')} to " \
+                     f"{(overview['last_complete'] or 'now').replace('T', ' ')})"
+    shape = "x".join(str(size) for size in overview["input_shape"]) or "-"
+    facts = [
+        ("study", overview["study"]),
+        ("search space / base model", f"{overview['space']} on {overview['model']}"),
+        ("objectives", ", ".join({"metric": f"{metric_label} up"}.get(name, f"{name} down")
+                                 for name in overview["objectives"])),
+        ("budget", _budget_text(overview["budget"])),
+        ("costs measured at input", shape),
+        (f"machine ({machine.get('source', 'report')})", _machine_text(machine)),
+        ("compute spent (sum of trial wall time)", format_seconds(overview["wall_seconds"])),
+        ("study span (first start to last end)", span_text),
+    ]
+    facts_html = "".join(f"<div><dt>{_e(name)}</dt><dd>{_e(value)}</dd></div>" for name, value in facts)
+    facts_html += f"<div><dt>trials ({overview['trials']})</dt><dd>{badges}</dd></div>"
+
+    headers, rows = pareto_rows(pareto, references, metric_label=metric_label,
+                                latency="latency_ms" in overview["objectives"])
+    row_classes = ["front"] * len(pareto) + ["reference"] * len(references)
+    pareto_html = _table(headers, rows, text_columns=(0,), recipe_column=len(headers) - 1, row_classes=row_classes)
+    if pareto.empty:
+        finished = sum(count for status, count in counts.items() if status != "running")
+        reason = ("no trial has finished yet" if not finished else
+                  f"no feasible trial has completed yet ({counts['infeasible']} over budget, {counts['stopped']} "
+                  f"stopped early, {counts['failed']} failed)")
+        pareto_html = f'<p class="empty">The Pareto front is empty: {_e(reason)}.</p>' + pareto_html
+
+    figures = []
+    for name, data in images.items():
+        encoded = base64.b64encode(data).decode("ascii")
+        caption = FIGURE_CAPTIONS.get(name, "")
+        figures.append(f'<figure><img alt="{_e(name)}" src="data:image/png;base64,{encoded}">'
+                       f"<figcaption>{_e(name)}: {_e(caption)}</figcaption></figure>")
+
+    trial_headers, trial_rows, trial_classes = _trial_rows(trials, metric_label, overview["budget"])
+    trials_html = _table(trial_headers, trial_rows, text_columns=(0, 1, 13), recipe_column=2,
+                         row_classes=trial_classes, raw_columns=(1,), wrap_columns=(13,)) if trial_rows else \
+        '<p class="note">No finished trial yet.</p>'
+    running = counts.get("running", 0)
+    running_note = (f'<p class="note">{running} trial(s) still running (or whose worker stopped without telling '
+                    "the study) are counted above but not shown: a report reads finished trials only.</p>"
+                    if running else "")
+
+    notes_html = "".join(f"<li>{_e(note)}</li>" for note in notes)
+    title = f"Pareto report: {overview['study']}"
+    return f"""<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{_e(title)}</title>
+<style>{_CSS}</style>
+</head>
+<body>
+<main>
+<h1>{_e(title)}</h1>
+<p class="lead">{_e(metric_label[:1].upper() + metric_label[1:])} against size and compute for every candidate of the search, with U-Net and
+Micro-Net on the same axes. Ratios are U-Net's value divided by the candidate's: how many times smaller.</p>
+<dl class="facts">{facts_html}</dl>
+
+<h2>Pareto front ({len(pareto)})</h2>
+<p class="note">Feasible complete trials that no other one beats on every objective, smallest first; then the
+reference models.</p>
+{pareto_html}
+
+<h2>Plots</h2>
+<div class="figures">{"".join(figures)}</div>
+
+<h2>All trials ({len(trials)})</h2>
+{running_note}
+{trials_html}
+
+<h2>Notes</h2>
+<ul class="notes">
+<li>{_e(FLOP_CONVENTION)}, per forward pass at input {_e(shape)}. Operations fvcore cannot count (additions,
+max-pooling) are left out, for the candidates and the references alike.</li>
+<li>Costs (parameters, FLOPs, latency, training memory) are measured before training; a candidate over the budget
+is recorded with its cost and never trained.</li>
+<li>The Pareto front is taken over the study's objectives ({_e(", ".join(overview["objectives"]))}) among the
+feasible trials trained to the end. A trial stopped early shows the metric of the last rung it reached and is not
+on the front. A trial that repeated an earlier recipe reused its result and is folded into it.</li>
+<li>The step line of each plot is the front of the metric against that one cost; the points of the full front
+(all objectives) are the dark ones, labelled with their trial number.</li>
+{notes_html}
+</ul>
+<footer>Generated by compressor {_e(__version__)} on {_e(generated.strftime("%Y-%m-%d %H:%M %Z").strip())}.
+The same numbers are in trials.csv and pareto.csv next to this page.</footer>
+</main>
+</body>
+</html>
+"""

@@ -1,0 +1,530 @@
+"""The numbers of a report, as pandas DataFrames: no drawing here.
+
+Everything is computed from one :class:`StudySnapshot` (the study's trials read once), so a
+report on a study that is still running is consistent with itself: the trials that had not
+finished when it was read are counted but take part in nothing else.
+
+Conventions:
+    - The Pareto front is taken over the study's objectives (metric up, costs down), among
+      the **feasible complete** trials only: infeasible candidates were never trained, and a
+      trial stopped early has only the metric of a rung.
+    - Ratios are against U-Net: ``params_ratio = U-Net params / params`` (how many times
+      smaller), ``flops_ratio`` likewise.
+    - The hypervolume is measured with every cost divided by its reference value (1.1 times
+      U-Net's cost, or 1.1 times the largest cost seen when there is no U-Net reference) and
+      the metric's reference at 0, so a single point of metric ``m`` at half the reference
+      size in one cost has hypervolume ``m * 0.5``.
+
+Example:
+    >>> import optuna
+    >>> from compressor.trials import StudyInfo, TrialRecord
+    >>> study = optuna.create_study(directions=["maximize", "minimize"])
+    >>> info = StudyInfo({}, "unet_family", "unet", ["metric", "params"], references={"unet": {"params": 1000}})
+    >>> for key, value in info.to_attrs().items():
+    ...     study.set_user_attr(key, value)
+    >>> record = TrialRecord(0, "complete", params=100, flops=10, metric=0.5, feasible=True)
+    >>> study.add_trial(optuna.trial.create_trial(values=[0.5, 100], user_attrs=record.to_attrs()))
+    >>> pareto_frame(study)[["number", "params", "metric", "params_ratio"]].values.tolist()
+    [[0, 100, 0.5, 10.0]]
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import platform
+import warnings
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import optuna
+import pandas as pd
+from optuna.trial import FrozenTrial
+
+from compressor.pareto import hypervolume, nondominated_ranks
+from compressor.trials import STATUSES, StudyInfo, TrialRecord, study_info, trial_records
+
+__all__ = [
+    "COSTS",
+    "REFERENCE_LABELS",
+    "HYPERVOLUME_MARGIN",
+    "StudySnapshot",
+    "read_study",
+    "trials_frame",
+    "pareto_frame",
+    "references_frame",
+    "hypervolume_reference",
+    "hypervolume_frame",
+    "importance_frame",
+    "study_overview",
+    "front_steps",
+    "machine_info",
+]
+
+COSTS = ("params", "flops", "latency_ms")
+REFERENCE_LABELS = {"unet": "U-Net", "micronet": "Micro-Net"}
+HYPERVOLUME_MARGIN = 1.1
+MIN_IMPORTANCE_TRIALS = 4
+
+_DIRECTIONS = {"metric": "maximize", "params": "minimize", "flops": "minimize", "latency_ms": "minimize"}
+_SCALAR_METRICS = ("miou", "mean_f1", "accuracy")
+
+TRIAL_COLUMNS = [
+    "number", "status", "feasible", "on_front", "front_rank", "recipe_short", "params", "flops", "latency_ms",
+    "activation_bytes", "metric", "fidelity", "train_seconds", "wall_seconds", "params_ratio", "flops_ratio",
+    "latency_ratio", "duplicate_of", "failure", "recipe_hash", "weights", "datetime_start", "datetime_complete",
+]
+PARETO_COLUMNS = [
+    "rank", "number", "recipe_short", "params", "flops", "latency_ms", "metric", "params_ratio", "flops_ratio",
+    "latency_ratio", "fidelity", "train_seconds", "duplicates", "weights", "recipe_hash",
+]
+REFERENCE_COLUMNS = ["model", "label", "params", "flops", "latency_ms", "metric", "trained", "params_ratio", "flops_ratio"]
+
+
+@dataclass
+class StudySnapshot:
+    """A study read once: its settings, every trial as a record, and Optuna's own trials.
+
+    Attributes:
+        study_name: the study's name.
+        info: the search settings stored on the study.
+        records: every trial (running ones included), by number.
+        trials: Optuna's frozen trials, in the same order as ``records``.
+        user_attrs: the study's user attributes as stored (``machine`` is read from there if
+            the search put it there).
+    """
+
+    study_name: str
+    info: StudyInfo
+    records: list[TrialRecord]
+    trials: list[FrozenTrial]
+    user_attrs: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def finished(self) -> list[TrialRecord]:
+        """The records of the trials that are over (everything but ``running``)."""
+        return [record for record in self.records if record.status != "running"]
+
+    @property
+    def objectives(self) -> list[str]:
+        """The study's objectives (``metric``, ``params``, ``flops``, ``latency_ms``) in value order."""
+        return list(self.info.objectives) or ["metric", "params"]
+
+    @property
+    def unet(self) -> dict[str, float | None]:
+        """U-Net's reference costs and metric, ``{}`` when the search stored none."""
+        return dict(self.info.references.get("unet") or {})
+
+
+def read_study(study: optuna.Study | StudySnapshot) -> StudySnapshot:
+    """Reads ``study`` once (a snapshot is returned as it is).
+
+    Raises:
+        compressor.errors.ConfigError: the study was not made by ``compressor search``.
+    """
+    if isinstance(study, StudySnapshot):
+        return study
+    info = study_info(study)
+    trials = sorted(study.get_trials(deepcopy=False), key=lambda trial: trial.number)
+    records = trial_records(trials)
+    return StudySnapshot(
+        study_name=study.study_name, info=info, records=records, trials=trials, user_attrs=dict(study.user_attrs)
+    )
+
+
+def _objective_values(record: TrialRecord, objective: str) -> float:
+    value = record.metric if objective == "metric" else getattr(record, objective)
+    return math.nan if value is None else float(value)
+
+
+def _on_front_candidate(record: TrialRecord) -> bool:
+    return record.status == "complete" and record.feasible is not False
+
+
+def _front_ranks(snapshot: StudySnapshot, records: Sequence[TrialRecord]) -> dict[int, int]:
+    """Non-dominated rank (0 = the front) of each feasible complete record, by number."""
+    candidates = [record for record in records if _on_front_candidate(record)]
+    if not candidates:
+        return {}
+    objectives = snapshot.objectives
+    points = [[_objective_values(record, name) for name in objectives] for record in candidates]
+    ranks = nondominated_ranks(points, [_DIRECTIONS[name] for name in objectives])
+    valid = ~np.isnan(np.asarray(points, dtype=float)).any(axis=1)
+    return {record.number: int(rank) for record, rank, ok in zip(candidates, ranks, valid) if ok}
+
+
+def _ratio(reference: float | None, value: float | None) -> float:
+    if reference is None or value is None or value <= 0:
+        return math.nan
+    return float(reference) / float(value)
+
+
+def _iso(moment: Any) -> str | None:
+    return moment.isoformat(timespec="seconds") if moment is not None else None
+
+
+def trials_frame(study: optuna.Study | StudySnapshot, *, include_running: bool = False) -> pd.DataFrame:
+    """One row per trial, by number.
+
+    Columns: ``number``, ``status``, ``feasible``, ``on_front`` (on the Pareto front of the
+    feasible complete trials), ``front_rank`` (non-dominated rank among them, 0 = the front;
+    empty for the others), ``recipe_short``, ``params``, ``flops``, ``latency_ms``,
+    ``activation_bytes``, ``metric``, ``fidelity``, ``train_seconds``, ``wall_seconds``,
+    ``params_ratio`` / ``flops_ratio`` / ``latency_ratio`` (U-Net's value / this one's),
+    ``duplicate_of``, ``failure``, ``recipe_hash``, ``weights``, ``datetime_start``,
+    ``datetime_complete``, then the other metrics (``miou``, ``mean_f1``, ``accuracy``,
+    ``iou:<class>``) and the sampled parameters (``param:<name>``).
+
+    Args:
+        study: the study, or a snapshot of it.
+        include_running: also list the trials not finished yet (their values are partial).
+    """
+    snapshot = read_study(study)
+    unet = snapshot.unet
+    ranks = _front_ranks(snapshot, snapshot.records)
+    rows = []
+    for record, trial in zip(snapshot.records, snapshot.trials):
+        if record.status == "running" and not include_running:
+            continue
+        rank = ranks.get(record.number)
+        row: dict[str, Any] = {
+            "number": record.number,
+            "status": record.status,
+            "feasible": record.feasible,
+            "on_front": rank == 0,
+            "front_rank": rank,
+            "recipe_short": record.recipe_short,
+            "params": record.params,
+            "flops": record.flops,
+            "latency_ms": record.latency_ms,
+            "activation_bytes": record.activation_bytes,
+            "metric": record.metric,
+            "fidelity": record.fidelity,
+            "train_seconds": record.train_seconds,
+            "wall_seconds": record.wall_seconds,
+            "params_ratio": _ratio(unet.get("params"), record.params),
+            "flops_ratio": _ratio(unet.get("flops"), record.flops),
+            "latency_ratio": _ratio(unet.get("latency_ms"), record.latency_ms),
+            "duplicate_of": record.duplicate_of,
+            "failure": record.failure,
+            "recipe_hash": record.recipe_hash,
+            "weights": record.weights,
+            "datetime_start": _iso(trial.datetime_start),
+            "datetime_complete": _iso(trial.datetime_complete),
+        }
+        metrics = record.metrics or {}
+        for key in _SCALAR_METRICS:
+            if key in metrics:
+                row[key] = metrics[key]
+        for name, value in (metrics.get("iou") or {}).items():
+            row[f"iou:{name}"] = value
+        for name, value in record.params_dict.items():
+            row[f"param:{name}"] = value
+        rows.append(row)
+    frame = pd.DataFrame(rows) if rows else pd.DataFrame(columns=TRIAL_COLUMNS)
+    extra = [column for column in frame.columns if column not in TRIAL_COLUMNS]
+    frame = frame[TRIAL_COLUMNS + extra]
+    for column in ("params", "flops", "activation_bytes", "duplicate_of", "front_rank"):
+        frame[column] = frame[column].astype("Int64")
+    frame["on_front"] = frame["on_front"].astype(bool)
+    frame["feasible"] = frame["feasible"].astype("boolean")
+    return frame.reset_index(drop=True)
+
+
+def pareto_frame(study: optuna.Study | StudySnapshot, *, trials: pd.DataFrame | None = None) -> pd.DataFrame:
+    """The feasible complete trials on the Pareto front of the study's objectives.
+
+    Ties (equal objective values, different recipes) are all kept. A trial that reused the
+    result of another (``duplicate_of``, the same recipe) is folded into it: the row of the
+    first one lists the others in ``duplicates``. Empty (with the columns) when no feasible
+    trial has completed.
+
+    Columns: ``rank`` (1 for the smallest: rows are sorted by params, then metric down),
+    ``number``, ``recipe_short``, ``params``, ``flops``, ``latency_ms``, ``metric``, the ratios
+    against U-Net, ``fidelity``, ``train_seconds``, ``duplicates``, ``weights``, ``recipe_hash``.
+
+    Args:
+        study: the study, or a snapshot of it.
+        trials: :func:`trials_frame` of the same snapshot, if already computed.
+    """
+    snapshot = read_study(study)
+    frame = trials_frame(snapshot) if trials is None else trials
+    front = frame.loc[frame["on_front"].astype(bool)].copy()
+    numbers = set(front["number"].tolist())
+    folded: dict[int, list[int]] = {}
+    keep = []
+    for _, row in front.iterrows():
+        original = row["duplicate_of"]
+        if not pd.isna(original) and int(original) in numbers:
+            folded.setdefault(int(original), []).append(int(row["number"]))
+            keep.append(False)
+        else:
+            keep.append(True)
+    front = front[pd.Series(keep, index=front.index, dtype=bool)]
+    front["duplicates"] = [", ".join(str(n) for n in sorted(folded.get(int(n), []))) for n in front["number"]]
+    front = front.sort_values(["params", "metric", "number"], ascending=[True, False, True], kind="stable")
+    front.insert(0, "rank", range(1, len(front) + 1))
+    return front[PARETO_COLUMNS].reset_index(drop=True)
+
+
+def front_steps(trials: pd.DataFrame, cost: str) -> pd.DataFrame:
+    """The two-objective front (metric up, ``cost`` down) of the feasible complete trials.
+
+    This is what a plot of the metric against one cost draws as its step line: the best
+    metric reached at or below each size. Points with equal cost and metric appear once
+    (the lowest trial number). Columns ``number``, ``cost``, ``metric``, sorted by cost.
+
+    Example:
+        >>> frame = pd.DataFrame({"number": [0, 1, 2], "status": ["complete"] * 3, "feasible": [True] * 3,
+        ...                       "params": [10, 20, 30], "metric": [0.2, 0.1, 0.3]})
+        >>> front_steps(frame, "params")["number"].tolist()
+        [0, 2]
+    """
+    usable = trials[
+        (trials["status"] == "complete") & (trials["feasible"].fillna(True).astype(bool))
+        & trials[cost].notna() & trials["metric"].notna()
+    ]
+    if usable.empty:
+        return pd.DataFrame(columns=["number", "cost", "metric"])
+    points = usable[["metric", cost]].astype(float).to_numpy()
+    mask = nondominated_ranks(points.copy(), ["maximize", "minimize"]) == 0  # it negates in place
+    front = pd.DataFrame({
+        "number": usable["number"].astype(int).to_numpy()[mask],
+        "cost": points[mask, 1],
+        "metric": points[mask, 0],
+    })
+    front = front.sort_values(["cost", "metric", "number"], ascending=[True, False, True])
+    return front.drop_duplicates(["cost", "metric"]).reset_index(drop=True)
+
+
+def references_frame(study: optuna.Study | StudySnapshot) -> pd.DataFrame:
+    """The reference models (U-Net, then Micro-Net, then any other) with ratios against U-Net.
+
+    ``trained`` is False when the search stored no metric for that baseline yet; its size is
+    still known and is drawn on the plots, marked "not trained".
+    """
+    snapshot = read_study(study)
+    unet = snapshot.unet
+    order = sorted(snapshot.info.references, key=lambda name: (name not in REFERENCE_LABELS, name != "unet", name))
+    rows = []
+    for name in order:
+        values = snapshot.info.references[name] or {}
+        rows.append({
+            "model": name,
+            "label": REFERENCE_LABELS.get(name, name),
+            "params": values.get("params"),
+            "flops": values.get("flops"),
+            "latency_ms": values.get("latency_ms"),
+            "metric": values.get("metric"),
+            "trained": values.get("metric") is not None,
+            "params_ratio": _ratio(unet.get("params"), values.get("params")),
+            "flops_ratio": _ratio(unet.get("flops"), values.get("flops")),
+        })
+    frame = pd.DataFrame(rows, columns=REFERENCE_COLUMNS)
+    frame["params"] = frame["params"].astype("Int64")
+    frame["flops"] = frame["flops"].astype("Int64")
+    frame["metric"] = frame["metric"].astype(float)
+    return frame
+
+
+def hypervolume_reference(study: optuna.Study | StudySnapshot) -> dict[str, float]:
+    """The hypervolume's reference point, per objective, in the objectives' own units.
+
+    The metric's is 0; a cost's is 1.1 times U-Net's, or 1.1 times the largest value any
+    finished trial measured when the study has no U-Net reference for it (1.0 if none did).
+    """
+    snapshot = read_study(study)
+    unet = snapshot.unet
+    reference = {}
+    for name in snapshot.objectives:
+        if name == "metric":
+            reference[name] = 0.0
+            continue
+        base = unet.get(name)
+        if base is None:
+            seen = [getattr(record, name) for record in snapshot.finished if getattr(record, name) is not None]
+            base = max(seen) if seen else 1.0
+        reference[name] = HYPERVOLUME_MARGIN * float(base)
+    return reference
+
+
+def hypervolume_frame(study: optuna.Study | StudySnapshot) -> pd.DataFrame:
+    """The hypervolume of the feasible Pareto front after each finished trial, by trial number.
+
+    Costs are divided by their reference value first (see :func:`hypervolume_reference`), so the
+    number reads as "the metric times the share of the reference box dominated".
+
+    Columns: ``number``, ``status``, ``hypervolume``, ``front_size`` (distinct points on the
+    front so far), ``feasible_complete`` (how many so far), ``wall_seconds`` and
+    ``train_seconds`` (cumulative compute spent up to and including that trial).
+    """
+    snapshot = read_study(study)
+    objectives = snapshot.objectives
+    reference = hypervolume_reference(snapshot)
+    directions = [_DIRECTIONS[name] for name in objectives]
+    scale = np.array([1.0 if name == "metric" else reference[name] for name in objectives])
+    normalized_reference = [reference[name] / factor for name, factor in zip(objectives, scale)]
+    points: list[list[float]] = []
+    rows = []
+    wall = train = 0.0
+    for record in snapshot.finished:
+        wall += record.wall_seconds or 0.0
+        train += record.train_seconds or 0.0
+        if _on_front_candidate(record):
+            point = [_objective_values(record, name) for name in objectives]
+            if not any(math.isnan(value) for value in point):
+                points.append(point)
+        # Copies: compressor.pareto negates maximized columns of a float array in place.
+        array = np.asarray(points, dtype=float).reshape(-1, len(objectives)) / scale
+        if len(array):
+            front = array[nondominated_ranks(array.copy(), directions) == 0]
+            front_size = len(np.unique(front, axis=0))
+        else:
+            front_size = 0
+        rows.append({
+            "number": record.number,
+            "status": record.status,
+            "hypervolume": hypervolume(array.copy(), directions, normalized_reference),
+            "front_size": front_size,
+            "feasible_complete": len(points),
+            "wall_seconds": wall,
+            "train_seconds": train,
+        })
+    columns = ["number", "status", "hypervolume", "front_size", "feasible_complete", "wall_seconds", "train_seconds"]
+    return pd.DataFrame(rows, columns=columns)
+
+
+@dataclass
+class Importance:
+    """Parameter importances, or why there are none.
+
+    Attributes:
+        frame: columns ``param``, ``objective``, ``importance`` (each objective's sum to 1);
+            empty when skipped.
+        note: why it was skipped, or how it was computed.
+        trials: how many trials it was computed on.
+    """
+
+    frame: pd.DataFrame
+    note: str
+    trials: int = 0
+
+    @property
+    def skipped(self) -> bool:
+        return self.frame.empty
+
+
+def importance_frame(study: optuna.Study | StudySnapshot) -> Importance:
+    """Which sampled parameters drive each objective, by Optuna's PED-ANOVA evaluator.
+
+    Computed on the feasible complete trials only (an infeasible trial's value is a
+    placeholder) and the parameters that every one of them sampled and that vary among them;
+    skipped, with the reason in ``note``, below 4 such trials or without a varying parameter.
+    PED-ANOVA needs no extra package (fANOVA would need scikit-learn); each cost is taken in
+    log scale, and the top quantile is at least 2 trials.
+    """
+    snapshot = read_study(study)
+    empty = pd.DataFrame(columns=["param", "objective", "importance"])
+    selected = [
+        trial for record, trial in zip(snapshot.records, snapshot.trials)
+        if _on_front_candidate(record) and record.metric is not None
+    ]
+    if len(selected) < MIN_IMPORTANCE_TRIALS:
+        return Importance(
+            empty, f"parameter importance needs at least {MIN_IMPORTANCE_TRIALS} feasible complete trials "
+            f"(this study has {len(selected)})", len(selected),
+        )
+    shared = set.intersection(*(set(trial.params) for trial in selected))
+    varying = sorted(
+        name for name in shared
+        if len({repr(trial.params[name]) for trial in selected}) > 1
+        and len({repr(trial.distributions[name]) for trial in selected}) == 1
+    )
+    if not varying:
+        return Importance(empty, "parameter importance skipped: no sampled parameter varies among the feasible "
+                          "complete trials", len(selected))
+    quantile = min(0.5, max(0.1, 2 / len(selected)))
+    evaluator = optuna.importance.PedAnovaImportanceEvaluator(target_quantile=quantile)
+    verbosity = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        scratch = optuna.create_study(directions=["minimize"])
+        for trial in selected:
+            scratch.add_trial(optuna.trial.create_trial(
+                params={name: trial.params[name] for name in varying},
+                distributions={name: trial.distributions[name] for name in varying},
+                value=0.0, user_attrs=trial.user_attrs,
+            ))
+    finally:
+        optuna.logging.set_verbosity(verbosity)
+    rows = []
+    for objective in snapshot.objectives:
+        def target(trial: FrozenTrial, objective: str = objective) -> float:
+            value = float(trial.user_attrs[objective])
+            # PED-ANOVA looks for what makes the target low; costs span decades.
+            return -value if objective == "metric" else math.log10(max(value, 1e-12))
+
+        if any(trial.user_attrs.get(objective) is None for trial in selected):
+            continue
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="PedAnovaImportanceEvaluator computes", category=UserWarning)
+            importances = optuna.importance.get_param_importances(
+                scratch, evaluator=evaluator, params=varying, target=target, normalize=True
+            )
+        rows.extend({"param": name, "objective": objective, "importance": value} for name, value in importances.items())
+    frame = pd.DataFrame(rows, columns=empty.columns) if rows else empty
+    return Importance(
+        frame, f"PED-ANOVA (Optuna) on {len(selected)} feasible complete trials, top {quantile:.0%} quantile",
+        len(selected),
+    )
+
+
+def study_overview(study: optuna.Study | StudySnapshot) -> dict[str, Any]:
+    """What the page's header says: trials by status, compute spent, the study's time span.
+
+    Keys: ``study``, ``space``, ``model``, ``objectives``, ``metric_label``, ``budget``,
+    ``trials`` (total), ``by_status`` (every status, 0 included), ``wall_seconds`` (sum over
+    finished trials), ``train_seconds`` (likewise), ``first_start`` and ``last_complete`` (ISO
+    text or None), ``span_seconds`` (from the first start to the last completion), ``input_shape``.
+    """
+    snapshot = read_study(study)
+    counts = Counter(record.status for record in snapshot.records)
+    starts = [trial.datetime_start for trial in snapshot.trials if trial.datetime_start is not None]
+    ends = [trial.datetime_complete for trial in snapshot.trials if trial.datetime_complete is not None]
+    first, last = (min(starts) if starts else None), (max(ends) if ends else None)
+    span = (last - first).total_seconds() if first is not None and last is not None else None
+    return {
+        "study": snapshot.study_name,
+        "space": snapshot.info.space,
+        "model": snapshot.info.model,
+        "objectives": snapshot.objectives,
+        "metric_label": snapshot.info.metric_label,
+        "budget": {key: value for key, value in (snapshot.info.budget or {}).items() if value is not None},
+        "trials": len(snapshot.records),
+        "by_status": {status: counts.get(status, 0) for status in STATUSES},
+        "wall_seconds": sum(record.wall_seconds or 0.0 for record in snapshot.finished),
+        "train_seconds": sum(record.train_seconds or 0.0 for record in snapshot.finished),
+        "first_start": _iso(first),
+        "last_complete": _iso(last),
+        "span_seconds": span,
+        "input_shape": list(snapshot.info.input_shape),
+    }
+
+
+def machine_info(study: optuna.Study | StudySnapshot) -> dict[str, Any]:
+    """The machine to name on the page: the one the search stored on the study (user attribute
+    ``machine``, a mapping or a line of text), else this one.
+
+    Keys: ``platform``, ``cpu_count``, ``source`` (``"search"`` or ``"report built here"``), and
+    whatever else the search stored.
+    """
+    snapshot = read_study(study)
+    stored = snapshot.user_attrs.get("machine")
+    if isinstance(stored, dict) and stored:
+        return {"source": "search", **stored}
+    if isinstance(stored, str) and stored:
+        return {"source": "search", "platform": stored}
+    return {"source": "report built here", "platform": platform.platform(terse=True), "cpu_count": os.cpu_count()}

@@ -1,0 +1,165 @@
+"""The report as text: the Pareto table for the terminal, for Markdown (``summary.md``) and
+the page, with one way of writing each number."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import pandas as pd
+
+from compressor.tables import format_table
+from compressor.units import format_count
+
+__all__ = [
+    "format_metric",
+    "format_ratio",
+    "format_seconds",
+    "pareto_rows",
+    "pareto_text",
+    "markdown_table",
+    "summary_markdown",
+]
+
+
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NA
+
+
+def format_metric(value: Any) -> str:
+    """``0.2573 -> '0.257'``; ``-`` when missing."""
+    return "-" if _missing(value) else f"{float(value):.3f}"
+
+
+def format_ratio(value: Any) -> str:
+    """How many times smaller: ``29.38 -> '29.4x'``, ``596.6 -> '597x'``; ``-`` when missing."""
+    if _missing(value):
+        return "-"
+    value = float(value)
+    return f"{value:.0f}x" if value >= 100 else f"{value:.1f}x" if value >= 10 else f"{value:.2f}x"
+
+
+def format_seconds(value: Any) -> str:
+    """``75 -> '1 min 15 s'``, ``3725 -> '1 h 02 min'``; ``-`` when missing."""
+    if _missing(value):
+        return "-"
+    seconds = float(value)
+    if seconds < 60:
+        return f"{seconds:.0f} s" if seconds >= 10 else f"{seconds:.1f} s"
+    minutes, seconds = divmod(round(seconds), 60)
+    if minutes < 60:
+        return f"{minutes} min {seconds:02d} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min"
+
+
+def _count(value: Any) -> str:
+    return "-" if _missing(value) else format_count(int(value))
+
+
+def pareto_rows(
+    pareto: pd.DataFrame, references: pd.DataFrame, *, metric_label: str, latency: bool = False
+) -> tuple[list[str], list[list[str]]]:
+    """Headers and text rows of the Pareto table, then one row per reference model.
+
+    Columns: rank, trial, params, FLOPs, [latency,] the metric, params and FLOPs ratios
+    against U-Net, the recipe in short. Reference rows have ``ref`` as rank and the model's
+    name as trial; a reference without a metric says ``not trained``.
+    """
+    headers = ["rank", "trial", "params", "FLOPs", *(["latency"] if latency else []), metric_label,
+               "params vs U-Net", "FLOPs vs U-Net", "recipe"]
+
+    def latency_cell(value: Any) -> list[str]:
+        return ([("-" if _missing(value) else f"{float(value):.1f} ms")] if latency else [])
+
+    rows = []
+    for _, row in pareto.iterrows():
+        recipe = row["recipe_short"] or "(identity)"
+        if row.get("duplicates"):
+            recipe += f"  (same as trial {row['duplicates']})"
+        rows.append([str(row["rank"]), str(row["number"]), _count(row["params"]), _count(row["flops"]),
+                     *latency_cell(row["latency_ms"]), format_metric(row["metric"]), format_ratio(row["params_ratio"]),
+                     format_ratio(row["flops_ratio"]), recipe])
+    for _, ref in references.iterrows():
+        metric = format_metric(ref["metric"]) if ref["trained"] else "not trained"
+        rows.append(["ref", ref["label"], _count(ref["params"]), _count(ref["flops"]), *latency_cell(ref["latency_ms"]),
+                     metric, format_ratio(ref["params_ratio"]), format_ratio(ref["flops_ratio"]), "(reference)"])
+    return headers, rows
+
+
+def _empty_front_line(overview: dict[str, Any]) -> str:
+    counts = overview["by_status"]
+    finished = sum(count for status, count in counts.items() if status != "running")
+    if finished == 0:
+        return "the Pareto front is empty: no trial has finished yet"
+    return (f"the Pareto front is empty: no feasible trial has completed yet ({counts['infeasible']} over budget, "
+            f"{counts['stopped']} stopped early, {counts['failed']} failed)")
+
+
+def pareto_text(pareto: pd.DataFrame, references: pd.DataFrame, overview: dict[str, Any]) -> str:
+    """The Pareto table for the terminal (:func:`compressor.tables.format_table`)."""
+    latency = "latency_ms" in overview["objectives"]
+    headers, rows = pareto_rows(pareto, references, metric_label=overview["metric_label"], latency=latency)
+    # format_table right-aligns every column but the first; padded recipes read left-aligned.
+    width = max([len(headers[-1]), *(len(row[-1]) for row in rows)])
+    headers[-1] = headers[-1].ljust(width)
+    rows = [[*row[:-1], row[-1].ljust(width)] for row in rows]
+    title = (f"Pareto front of study {overview['study']}: {len(pareto)} trial(s); ratio = U-Net / trial "
+             "(how many times smaller); FLOPs: one multiply-add = one flop")
+    text = format_table(headers, rows, title=title)
+    if pareto.empty:
+        text += "\n" + _empty_front_line(overview)
+    return text
+
+
+def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """A GitHub-flavoured Markdown table; numbers right-aligned, ``|`` escaped."""
+
+    def cell(value: str) -> str:
+        return str(value).replace("|", "\\|")
+
+    numeric = [
+        index > 0 and all(_looks_numeric(row[index]) for row in rows) if rows else False
+        for index in range(len(headers))
+    ]
+    lines = ["| " + " | ".join(cell(header) for header in headers) + " |",
+             "|" + "|".join("---:" if right else "---" for right in numeric) + "|"]
+    lines.extend("| " + " | ".join(cell(value) for value in row) + " |" for row in rows)
+    return "\n".join(lines)
+
+
+def _looks_numeric(text: str) -> bool:
+    stripped = str(text).rstrip("xkMGT%ms ").replace(".", "", 1).replace(",", "")
+    return stripped.isdigit() or text in ("-", "not trained")
+
+
+def summary_markdown(pareto: pd.DataFrame, references: pd.DataFrame, overview: dict[str, Any]) -> str:
+    """``summary.md``: a heading, one line on the study, and the Pareto table in Markdown."""
+    latency = "latency_ms" in overview["objectives"]
+    headers, rows = pareto_rows(pareto, references, metric_label=overview["metric_label"], latency=latency)
+    counts = ", ".join(f"{count} {status}" for status, count in overview["by_status"].items() if count)
+    budget = ", ".join(f"{key.removeprefix('max_')} <= {_budget_value(key, value)}"
+                       for key, value in overview["budget"].items()) or "none"
+    lines = [
+        f"# Pareto front of study `{overview['study']}`",
+        "",
+        f"Space `{overview['space']}` on `{overview['model']}`; objectives {', '.join(overview['objectives'])}; "
+        f"budget {budget}; {overview['trials']} trials ({counts or 'none'}); "
+        f"compute {format_seconds(overview['wall_seconds'])}.",
+        "",
+    ]
+    if pareto.empty:
+        lines += [f"_{_empty_front_line(overview).capitalize()}._", ""]
+    lines += [
+        markdown_table(headers, rows),
+        "",
+        "Ratios: U-Net's value divided by the trial's (how many times smaller). "
+        "FLOPs: fvcore count, one multiply-add = one flop.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _budget_value(key: str, value: Any) -> str:
+    return f"{float(value):g} ms" if key == "max_latency_ms" else format_count(value)

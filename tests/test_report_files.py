@@ -1,0 +1,190 @@
+"""The files a report writes, on studies carrying what the search stores."""
+
+from __future__ import annotations
+
+import re
+
+import optuna
+import pandas as pd
+import pytest
+from report_studies import (
+    MICRONET,
+    PNG_SIGNATURE,
+    UNET,
+    add,
+    make_study,
+    realistic_study,
+    skip_drawing,
+    study_info,
+)
+
+import compressor.report as report_module
+from compressor.errors import ConfigError
+from compressor.report import build_report, load_study
+from compressor.trials import trial_records
+
+
+@pytest.fixture(scope="module")
+def stored(tmp_path_factory):
+    """The realistic study (in memory: SQLite is the CLI tests'), plus a trial still running, and its report."""
+    study = realistic_study()
+    study.ask()  # a worker has started trial 20 and not finished it
+    report = build_report(study, tmp_path_factory.mktemp("report"))
+    return study, report
+
+
+def test_every_file_is_written(stored):
+    _, report = stored
+    names = {"index.html", "trials.csv", "pareto.csv", "summary.md", "pareto_params.png", "pareto_flops.png",
+             "hypervolume.png", "importance.png"}
+    assert set(report.paths) == names
+    assert {path.name for path in report.out_dir.iterdir()} == names  # no temporary file left behind
+    for name in names:
+        assert report.paths[name].stat().st_size > 0
+        if name.endswith(".png"):
+            assert report.paths[name].read_bytes().startswith(PNG_SIGNATURE)
+
+
+def test_pareto_csv_holds_the_records_numbers(stored):
+    study, report = stored
+    written = pd.read_csv(report.paths["pareto.csv"])
+    assert written["number"].tolist() == [9, 14, 4, 10, 2, 12, 0, 5]
+    records = {record.number: record for record in trial_records(study)}
+    for _, row in written.iterrows():
+        record = records[int(row["number"])]
+        assert int(row["params"]) == record.params and int(row["flops"]) == record.flops
+        assert row["metric"] == record.metric  # exact: the CSV keeps full precision
+        assert row["params_ratio"] == pytest.approx(UNET["params"] / record.params, rel=1e-12)
+        assert row["recipe_short"] == record.recipe_short
+    assert written.set_index("number").loc[2, "duplicates"] == 17
+
+
+def test_trials_csv_has_one_row_per_finished_trial(stored):
+    _, report = stored
+    written = pd.read_csv(report.paths["trials.csv"])
+    assert written["number"].tolist() == list(range(20))  # trial 20 is running
+    assert written["status"].value_counts().to_dict() == {"complete": 12, "stopped": 4, "infeasible": 3, "failed": 1}
+    assert written["on_front"].sum() == 9  # trials 2 and 17 are the same point
+    assert report.overview["by_status"]["running"] == 1
+
+
+def test_index_html_is_self_contained(stored):
+    _, report = stored
+    page = report.paths["index.html"].read_text()
+    assert "http" not in page.lower()
+    assert 'src="file' not in page and "href=" not in page and "<script" not in page and "@import" not in page
+    sources = re.findall(r'src="([^"]*)"', page)
+    assert len(sources) == 4 and all(source.startswith("data:image/png;base64,") for source in sources)
+    assert "url(" not in page
+
+
+def test_index_html_says_what_was_run(stored):
+    _, report = stored
+    page = report.paths["index.html"].read_text()
+    assert "Pareto report: quickstart" in page
+    for badge in ("12 complete", "3 infeasible", "4 stopped", "1 failed", "1 running"):
+        assert badge in page
+    assert "CPU cores" in page
+    assert "18 min 11 s" in page  # the sum of the trials' wall time
+    assert "one multiply-add = one flop" in page
+    assert "downsample_depth(levels=3) &gt; fire(squeeze_ratio=0.125) &gt; prune(0.8)" in page
+    assert "597x" in page  # trial 9: 31.02M / 52k
+
+
+def test_summary_md_is_the_pareto_table(stored):
+    _, report = stored
+    text = report.paths["summary.md"].read_text()
+    rows = [line for line in text.splitlines() if line.startswith("| ")]
+    assert len(rows) == 1 + 8 + 2  # header, the front, U-Net and Micro-Net
+    assert rows[1].startswith("| 1 | 9 | 52.00k | 610.00M | 0.143 | 597x | 60.5x |")
+    assert rows[-2].startswith("| ref | U-Net | 31.02M | 36.88G | 0.257 | 1.00x | 1.00x |")
+
+
+@pytest.fixture
+def no_drawing(monkeypatch):
+    skip_drawing(monkeypatch)
+
+
+def test_a_failure_leaves_the_previous_report_intact(tmp_path, monkeypatch, no_drawing):
+    study = make_study()
+    add(study, params=500_000, flops=4 * 10**9, metric=0.2)
+    first = build_report(study, tmp_path)
+    before = {path.name: path.read_bytes() for path in tmp_path.iterdir()}
+    add(study, params=300_000, flops=3 * 10**9, metric=0.25)
+
+    def broken(**_):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(report_module, "render_html", broken)
+    with pytest.raises(RuntimeError, match="disk full"):
+        build_report(study, tmp_path)
+    assert {path.name: path.read_bytes() for path in tmp_path.iterdir()} == before
+    assert first.pareto["number"].tolist() == [0]
+
+
+def test_a_skipped_plot_is_removed_and_said(tmp_path, no_drawing):
+    stale = tmp_path / "importance.png"
+    stale.write_bytes(b"from an earlier report")
+    study = make_study()
+    add(study, params=500_000, flops=4 * 10**9, metric=0.2)
+    report = build_report(study, tmp_path)
+    assert not stale.exists() and "importance.png" not in report.paths
+    assert "No parameter importance plot: parameter importance needs at least 4" in \
+        report.paths["index.html"].read_text()
+
+
+def test_all_infeasible_says_the_front_is_empty(tmp_path):
+    study = make_study(study_info(budget={"max_params": 40_000}))
+    for params in (60_000, 200_000):
+        add(study, status="infeasible", params=params, flops=params * 9000)
+    report = build_report(study, tmp_path)
+    assert report.pareto.empty
+    assert "The Pareto front is empty: no feasible trial has completed yet (2 over budget" in \
+        report.paths["index.html"].read_text()
+    assert pd.read_csv(report.paths["pareto.csv"]).empty
+    assert "the Pareto front is empty" in report.pareto_text()
+
+
+def test_baselines_not_trained_yet(tmp_path):
+    references = {"unet": {**UNET, "metric": None}, "micronet": {**MICRONET, "metric": None}}
+    study = make_study(study_info(references=references))
+    add(study, params=500_000, flops=4 * 10**9, metric=0.2)
+    report = build_report(study, tmp_path)
+    assert report.references["trained"].tolist() == [False, False]
+    summary = report.paths["summary.md"].read_text()
+    assert "| ref | U-Net | 31.02M | 36.88G | not trained |" in summary
+    assert "Not trained yet: U-Net, Micro-Net" in report.paths["index.html"].read_text()
+
+
+def test_load_study_never_creates_a_missing_sqlite_file(tmp_path):
+    missing = tmp_path / "runs" / "nope" / "search.db"
+    with pytest.raises(ConfigError, match="no study storage at .*search.db"):
+        load_study(f"sqlite:///{missing}", "nope")
+    assert not missing.exists() and not missing.parent.exists()
+
+
+def test_load_study_lists_the_studies_present(tmp_path):
+    url = f"sqlite:///{tmp_path}/search.db"
+    make_study(storage=url, name="alpha")
+    make_study(storage=url, name="beta")
+    with pytest.raises(ConfigError, match=r"no study 'gamma' in sqlite:///.*search.db \(studies there: alpha, beta\)"):
+        load_study(url, "gamma")
+    assert load_study(url, "beta").study_name == "beta"
+
+
+def test_load_study_bad_url_is_a_config_error():
+    with pytest.raises(ConfigError, match="cannot open the study storage"):
+        load_study("nosuchdriver://x/y", "quickstart")
+
+
+@pytest.mark.postgres
+def test_report_of_a_postgresql_study(request, tmp_path):
+    try:
+        postgres_storage_url = request.getfixturevalue("postgres_storage_url")
+    except pytest.FixtureLookupError:  # tests/conftest.py without its PostgreSQL fixtures
+        pytest.skip("no postgres_storage_url fixture in tests/conftest.py")
+    study = realistic_study(storage=postgres_storage_url)
+    report = build_report(load_study(postgres_storage_url, "quickstart"), tmp_path)
+    assert report.pareto["number"].tolist() == [9, 14, 4, 10, 2, 12, 0, 5]
+    assert len(report.trials) == len(study.trials) == 20
+    optuna.delete_study(study_name="quickstart", storage=postgres_storage_url)
