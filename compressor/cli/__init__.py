@@ -16,15 +16,21 @@ from compressor.cli import (
     apply_command,
     baseline_command,
     cost_command,
+    export_command,
     report_command,
+    search_command,
     train_command,
     transforms_command,
+    worker_command,
 )
 from compressor.errors import CompressorError
 
 __all__ = ["main", "build_parser"]
 
-_COMMANDS = (cost_command, apply_command, transforms_command, train_command, baseline_command, report_command)
+_COMMANDS = (
+    cost_command, apply_command, transforms_command, train_command, baseline_command, search_command,
+    worker_command, export_command, report_command,
+)
 
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
