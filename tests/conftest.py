@@ -3,6 +3,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import uuid
 
 import pytest
 import torch
@@ -29,3 +30,37 @@ def run_cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
 @pytest.fixture
 def cli():
     return run_cli
+
+
+POSTGRES_URL_VARIABLE = "COMPRESSOR_TEST_POSTGRES_URL"
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> str:
+    """The URL of a PostgreSQL server (SQLAlchemy form), from ``COMPRESSOR_TEST_POSTGRES_URL``.
+
+    ``.ci/run`` starts a throwaway server and sets it; without it the test is skipped.
+    """
+    url = os.environ.get(POSTGRES_URL_VARIABLE)
+    if not url:
+        pytest.skip(f"no PostgreSQL server: set {POSTGRES_URL_VARIABLE} (.ci/run starts one)")
+    return url
+
+
+@pytest.fixture
+def postgres_storage_url(postgres_url: str):
+    """The URL of a new, empty database on the server of ``postgres_url``, dropped after the test."""
+    import sqlalchemy
+
+    server = sqlalchemy.engine.make_url(postgres_url)
+    name = f"test_{uuid.uuid4().hex}"
+    admin = sqlalchemy.create_engine(server, isolation_level="AUTOCOMMIT", poolclass=sqlalchemy.pool.NullPool)
+    with admin.connect() as connection:
+        connection.execute(sqlalchemy.text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield server.set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as connection:
+            # FORCE ends the sessions a test left open (PostgreSQL 13 and later).
+            connection.execute(sqlalchemy.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
