@@ -67,7 +67,8 @@ def add(
         number=number, status=status, recipe=[{"name": "prune", "amount": 0.5}],
         recipe_short=recipe or f"recipe-{number}", recipe_hash=f"{number:016x}", params=params, flops=flops,
         latency_ms=flops / 1e8, activation_bytes=params * 40, feasible=feasible,
-        constraints=[-0.5 if feasible else 0.5], metric=metric if trained else None,
+        # like the search: an untrained trial carries the worst metric as a placeholder
+        constraints=[-0.5 if feasible else 0.5], metric=metric if trained else 0.0,
         metrics={"score": metric, "miou": None if metric is None else 0.5 + metric / 2, "accuracy": 0.95,
                  "iou": {"background": 0.95, "building": metric}} if trained else {},
         fidelity=(1.0 if status == "complete" else 1 / 3 if status == "stopped" else 0.0) if fidelity is None

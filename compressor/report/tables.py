@@ -172,7 +172,8 @@ def trials_frame(study: optuna.Study | StudySnapshot, *, include_running: bool =
     Columns: ``number``, ``status``, ``feasible``, ``on_front`` (on the Pareto front of the
     feasible complete trials), ``front_rank`` (non-dominated rank among them, 0 = the front;
     empty for the others), ``recipe_short``, ``params``, ``flops``, ``latency_ms``,
-    ``activation_bytes``, ``metric``, ``fidelity``, ``train_seconds``, ``wall_seconds``,
+    ``activation_bytes``, ``metric`` (empty for a trial never trained), ``fidelity``, ``train_seconds``,
+    ``wall_seconds``,
     ``params_ratio`` / ``flops_ratio`` / ``latency_ratio`` (U-Net's value / this one's),
     ``duplicate_of``, ``failure``, ``recipe_hash``, ``weights``, ``datetime_start``,
     ``datetime_complete``, then the other metrics (``miou``, ``mean_f1``, ``accuracy``,
@@ -201,7 +202,8 @@ def trials_frame(study: optuna.Study | StudySnapshot, *, include_running: bool =
             "flops": record.flops,
             "latency_ms": record.latency_ms,
             "activation_bytes": record.activation_bytes,
-            "metric": record.metric,
+            # An untrained trial's stored metric is a placeholder (the worst value), not a measurement.
+            "metric": record.metric if record.trained else None,
             "fidelity": record.fidelity,
             "train_seconds": record.train_seconds,
             "wall_seconds": record.wall_seconds,
@@ -215,7 +217,7 @@ def trials_frame(study: optuna.Study | StudySnapshot, *, include_running: bool =
             "datetime_start": _iso(trial.datetime_start),
             "datetime_complete": _iso(trial.datetime_complete),
         }
-        metrics = record.metrics or {}
+        metrics = (record.metrics or {}) if record.trained else {}
         for key in _SCALAR_METRICS:
             if key in metrics:
                 row[key] = metrics[key]
