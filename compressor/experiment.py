@@ -522,8 +522,11 @@ def ensure_baselines(
             records.append(stored[model])
             continue
         data = data or experiment.data.build(cache_dir=cache_dir)
+        log.info("baseline %s: training %d steps (once; stored in %s)", model, experiment.train.steps,
+                 baseline_path(experiment, model))
         started = time.perf_counter()
         trained = train_model(experiment, model=ModelConfig(name=model), data=data)
+        log.info("baseline %s: %s in %.0f s", model, trained.result.metrics.summary(), time.perf_counter() - started)
         record = BaselineRecord(
             model=model, key=baseline_key(experiment, model), metrics=trained.result.metrics.to_dict(),
             cost=trained.cost.to_dict(modules=False), steps=trained.result.steps_done,

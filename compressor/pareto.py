@@ -23,8 +23,8 @@ __all__ = ["as_minimization", "dominates", "pareto_mask", "nondominated_ranks", 
 
 
 def as_minimization(points: Sequence[Sequence[float]] | np.ndarray, directions: Sequence[str]) -> np.ndarray:
-    """``points`` as a float array with maximized columns negated."""
-    array = np.asarray(points, dtype=float).reshape(-1, len(directions))
+    """A float copy of ``points`` with maximized columns negated (the input is left alone)."""
+    array = np.array(points, dtype=float).reshape(-1, len(directions))
     for column, direction in enumerate(directions):
         if direction not in ("maximize", "minimize"):
             raise ValueError(f"direction must be 'maximize' or 'minimize', got {direction!r}")

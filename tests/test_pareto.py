@@ -75,11 +75,6 @@ def test_hypervolume_ignores_points_outside_the_reference_and_nan():
     assert hypervolume([], UP_DOWN, reference) == 0.0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="compressor.pareto.as_minimization negates a float ndarray argument in place "
-           "(np.asarray does not copy); callers pass copies until it uses np.array",
-)
 @pytest.mark.parametrize(
     "call",
     [lambda points: nondominated_ranks(points, UP_DOWN), lambda points: hypervolume(points, UP_DOWN, [0.0, 200.0])],

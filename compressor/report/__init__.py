@@ -189,8 +189,6 @@ def build_report(
         paths[name] = atomic_write(out_dir / name, lambda file, data=data: file.write(data))
     for name in ("trials.csv", "pareto.csv", "summary.md", "index.html"):  # the page last
         paths[name] = atomic_write_text(out_dir / name, texts[name])
-    for path in paths.values():
-        path.chmod(0o644)  # temporary files are created private; a report is for reading
     for name in REPORT_FILES:
         if name not in paths:
             (out_dir / name).unlink(missing_ok=True)  # a plot an earlier report drew and this one skips

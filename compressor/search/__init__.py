@@ -7,17 +7,20 @@ adds a worker to a running study (another process or machine, same storage);
 
 from __future__ import annotations
 
+import os
+import platform
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import optuna
+import torch
 from optuna.trial import TrialState
 
 from compressor.experiment import Experiment, ensure_baselines
 from compressor.search.export import export_trial
-from compressor.search.progress import front, front_table, trial_line
+from compressor.search.progress import front, trial_line
 from compressor.search.runner import TrialFailed, TrialRunner
 from compressor.search.setup import SearchSetup, prepare, with_search
 from compressor.search.storage import default_storage_url, load_study, open_storage
@@ -71,6 +74,7 @@ def run_search(
     if setup.config.baselines:
         ensure_baselines(experiment, cache_dir=cache_dir)
     study.set_user_attr("references", references(setup))
+    study.set_user_attr("machine", machine())
     _optimize(setup, study)
     return _result(setup, study, started)
 
@@ -104,6 +108,12 @@ def join_search(
     echo(f"worker joined study {study_name!r} in {storage_url}")
     _optimize(setup, study)
     return _result(setup, study, started)
+
+
+def machine() -> dict[str, object]:
+    """Where the search ran, for the report's header."""
+    return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+            "cpu_count": os.cpu_count(), "torch": torch.__version__}
 
 
 def _optimize(setup: SearchSetup, study: optuna.Study) -> None:
@@ -145,11 +155,19 @@ def _discard_dominated_weights(study: optuna.Study, weights: WeightStore, object
             weights.discard(record.weights)
 
 
+def front_table(study: optuna.Study) -> str:
+    """The Pareto table with U-Net and Micro-Net, as ``compressor report`` prints it."""
+    from compressor.report.tables import pareto_frame, read_study, references_frame, study_overview
+    from compressor.report.text import pareto_text
+
+    snapshot = read_study(study)
+    return pareto_text(pareto_frame(snapshot), references_frame(snapshot), study_overview(snapshot))
+
+
 def _result(setup: SearchSetup, study: optuna.Study, started: float) -> SearchResult:
     records = trial_records(study)
     info = study_info(study)
-    table = front_table(records, info.objectives, metric_label=info.metric_label, references=info.references)
     return SearchResult(
         study=study, storage_url=setup.storage_url, records=records, front=front(records, info.objectives),
-        table=table, seconds=time.perf_counter() - started,
+        table=front_table(study), seconds=time.perf_counter() - started,
     )

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 from compressor.pareto import pareto_mask
-from compressor.tables import format_table
 from compressor.trials import TrialRecord
 from compressor.units import format_count
 
-__all__ = ["trial_line", "front", "front_table"]
+__all__ = ["trial_line", "front"]
 
 
 def trial_line(record: TrialRecord, *, metric_label: str, target: int | None = None) -> str:
@@ -45,29 +44,3 @@ def front(records: Sequence[TrialRecord], objectives: Sequence[str]) -> list[Tri
     directions = ["maximize" if name == "metric" else "minimize" for name in objectives]
     mask = pareto_mask([record.values for record in candidates], directions)
     return sorted((record for record, keep in zip(candidates, mask) if keep), key=lambda record: record.params or 0)
-
-
-def front_table(
-    records: Sequence[TrialRecord], objectives: Sequence[str], *, metric_label: str,
-    references: Mapping[str, Mapping[str, float | None]],
-) -> str:
-    """The Pareto front with U-Net and Micro-Net for scale; ratios are U-Net's cost over the trial's."""
-    unet = references.get("unet", {})
-    rows = []
-    for name, reference in references.items():
-        metric = reference.get("metric")
-        rows.append([name, "", format_count(reference.get("params")), format_count(reference.get("flops")),
-                     "-" if metric is None else f"{metric:.3f}", _ratio(unet.get("params"), reference.get("params")),
-                     _ratio(unet.get("flops"), reference.get("flops")), "(reference)"])
-    for rank, record in enumerate(front(records, objectives), start=1):
-        rows.append([f"#{rank}", record.number, format_count(record.params), format_count(record.flops),
-                     f"{record.metric:.3f}", _ratio(unet.get("params"), record.params),
-                     _ratio(unet.get("flops"), record.flops), record.recipe_short])
-    headers = ["", "trial", "params", "FLOPs", metric_label, "params vs U-Net", "FLOPs vs U-Net", "recipe"]
-    return format_table(headers, rows, title="Pareto front (FLOPs: fvcore, 1 multiply-add = 1 flop)")
-
-
-def _ratio(reference: float | None, value: float | None) -> str:
-    if not reference or not value:
-        return "-"
-    return f"{reference / value:.1f}x"
