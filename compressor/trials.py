@@ -117,6 +117,7 @@ class TrialRecord:
         metrics: every final (or last) metric, as ``SegmentationMetrics.to_dict``.
         fidelity: the fraction of the training reached (1.0 complete, 0.0 untrained).
         rung_metrics: the metric at each rung reached, keyed by the fraction as text.
+        build_seconds: time to draw the recipe, apply it and measure the candidate's cost.
         train_seconds: optimizer time; wall_seconds: the whole trial.
         failure: why it failed (or ``None``).
         weights: the artifact id of its kept weights (Pareto-front trials only) or None.
@@ -140,6 +141,7 @@ class TrialRecord:
     metrics: dict[str, Any] = field(default_factory=dict)
     fidelity: float = 0.0
     rung_metrics: dict[str, float] = field(default_factory=dict)
+    build_seconds: float | None = None
     train_seconds: float | None = None
     wall_seconds: float | None = None
     failure: str | None = None
@@ -151,7 +153,7 @@ class TrialRecord:
     # Attributes stored on the Optuna trial; the rest comes from the trial itself.
     STORED = (
         "status", "recipe", "recipe_short", "recipe_hash", "params", "flops", "latency_ms", "activation_bytes",
-        "feasible", "constraints", "metric", "metrics", "fidelity", "rung_metrics", "train_seconds",
+        "feasible", "constraints", "metric", "metrics", "fidelity", "rung_metrics", "build_seconds", "train_seconds",
         "wall_seconds", "failure", "weights", "duplicate_of",
     )
 

@@ -85,7 +85,7 @@ def test_only_pareto_front_trials_keep_weights(searched):
     assert front and all(result.records[n].feasible for n in front)
     for record in result.records:
         assert store.has(record.weights) == (record.number in front)
-    assert "Pareto front" in result.table and "unet" in result.table
+    assert "Pareto front of study tiny" in result.table and "U-Net" in result.table
 
 
 def test_export_rebuilds_the_trained_model_with_the_measured_cost(searched, tmp_path):
@@ -176,3 +176,20 @@ def test_the_same_seed_and_settings_give_the_same_recipes_and_metrics(tmp_path):
                      for run in runs)
     assert first == second
     assert len({item[0] for item in first}) >= 2  # different candidates were drawn, not one repeated
+
+
+def test_pareto_csv_numbers_equal_a_fresh_measure_of_the_exported_models(searched, tmp_path):
+    """The report's numbers are the models': every front row, rebuilt by export and measured again."""
+    import pandas as pd
+
+    from compressor.report import build_report
+
+    experiment, result, _ = searched
+    report = build_report(result.study, tmp_path / "report")
+    front = pd.read_csv(report.paths["pareto.csv"])
+    assert len(front) == len(result.front) > 0
+    input_shape = tuple(study_info(result.study).input_shape)
+    for row in front.itertuples():
+        model = rebuild_trial(f"sqlite:///{experiment.run_path}/search.db", "tiny", int(row.number)).model
+        cost = measure(model, input_shape)
+        assert (cost.params, cost.flops) == (row.params, row.flops), row.number

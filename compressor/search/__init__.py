@@ -61,7 +61,9 @@ def run_search(
     open the study (a new one stores the settings and enqueues the space's starting
     points; an existing one must have been made with the same settings); train the
     reference models once if asked; run trials until the study holds ``n_trials``
-    finished ones or ``timeout`` passes. Ctrl-C leaves every finished trial in the study.
+    finished ones or ``timeout`` seconds have passed since this call began (the baselines'
+    training counts; a trial already running then finishes). Ctrl-C leaves every finished
+    trial in the study.
 
     Raises:
         CompressorError: bad settings, an impossible budget, a study made with other settings.
@@ -75,7 +77,7 @@ def run_search(
         ensure_baselines(experiment, cache_dir=cache_dir)
     study.set_user_attr("references", references(setup))
     study.set_user_attr("machine", machine())
-    _optimize(setup, study)
+    _optimize(setup, study, started)
     return _result(setup, study, started)
 
 
@@ -106,7 +108,7 @@ def join_search(
     setup = prepare(experiment, cache_dir=cache_dir, echo=echo, check_budget=False)
     study = open_search_study(setup, sampler_seed=seed, create=False)
     echo(f"worker joined study {study_name!r} in {storage_url}")
-    _optimize(setup, study)
+    _optimize(setup, study, started)
     return _result(setup, study, started)
 
 
@@ -116,7 +118,7 @@ def machine() -> dict[str, object]:
             "cpu_count": os.cpu_count(), "torch": torch.__version__}
 
 
-def _optimize(setup: SearchSetup, study: optuna.Study) -> None:
+def _optimize(setup: SearchSetup, study: optuna.Study, started: float) -> None:
     config = setup.config
     info = StudyInfo.from_attrs(study.user_attrs)
     weights = WeightStore(info.artifacts or setup.artifacts)
@@ -124,8 +126,15 @@ def _optimize(setup: SearchSetup, study: optuna.Study) -> None:
     if done >= config.n_trials:
         setup.echo(f"the study already holds {done} finished trials (target {config.n_trials}); nothing to run")
         return
+    timeout = None
+    if config.timeout is not None:
+        timeout = config.timeout - (time.perf_counter() - started)
+        if timeout <= 0:
+            setup.echo(f"the {config.timeout:.0f} s time limit was spent before the first trial (baselines); "
+                       "raise search.timeout or run again (the baselines are stored)")
+            return
     setup.echo(f"{done} finished trials in the study; running until {config.n_trials}"
-               + (f" or {config.timeout:.0f} s" if config.timeout else ""))
+               + (f" or for {timeout:.0f} s more" if timeout is not None else ""))
     failures = 0
 
     def after_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
@@ -142,7 +151,7 @@ def _optimize(setup: SearchSetup, study: optuna.Study) -> None:
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study.optimize(
-        TrialRunner(setup, weights), timeout=config.timeout, catch=(TrialFailed,), callbacks=[after_trial],
+        TrialRunner(setup, weights), timeout=timeout, catch=(TrialFailed,), callbacks=[after_trial],
         gc_after_trial=True,
     )
 

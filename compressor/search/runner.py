@@ -62,6 +62,7 @@ class TrialRunner:
         except CompressorError as error:
             return self._fail(trial, record, started, str(error))
         check = setup.budget.check(cost)
+        record.build_seconds = round(time.perf_counter() - started, 3)
         record.params, record.flops = cost.params, cost.flops
         record.latency_ms, record.activation_bytes = cost.latency_ms, cost.activation_bytes
         record.constraints, record.feasible = check.constraints, check.feasible
@@ -125,7 +126,7 @@ class TrialRunner:
     ) -> list[float]:
         copied = TrialRecord.from_trial(twin)
         for key in TrialRecord.STORED:
-            if key not in ("recipe_short", "weights", "wall_seconds"):
+            if key not in ("recipe_short", "weights", "wall_seconds", "build_seconds", "train_seconds"):
                 setattr(record, key, getattr(copied, key))
         record.duplicate_of = copied.duplicate_of if copied.duplicate_of is not None else twin.number
         self._save(trial, record, started)
