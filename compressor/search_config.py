@@ -27,7 +27,8 @@ class SearchConfig:
             ``miou``, ``mean_f1``, ``accuracy`` or ``iou:<class name>``.
         n_trials: trials the study should hold (finished and stopped ones; a resumed
             search counts those already there).
-        timeout: seconds after which no new trial starts (null: no limit).
+        timeout: seconds after the command starts (reference training included) after
+            which no new trial starts; the running one finishes (null: no limit).
         sampler: ``tpe`` (default), ``nsga2`` or ``random``.
         seed: the sampler's seed.
         rungs: fractions of the training after which a trial may be stopped (empty: never).

@@ -28,7 +28,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--max-flops", metavar="Y", help="FLOP budget at the cost input size, e.g. 2G")
     parser.add_argument("--max-latency-ms", metavar="Z", help="CPU latency budget in milliseconds")
     parser.add_argument("--n-trials", type=int, metavar="N", help="finished trials the study should hold")
-    parser.add_argument("--timeout", type=float, metavar="S", help="start no new trial after S seconds")
+    parser.add_argument("--timeout", type=float, metavar="S", help="start no new trial S seconds after the command started")
     parser.add_argument("--storage", metavar="URL", help="Optuna storage URL (default: sqlite:///<run_dir>/search.db)")
     parser.add_argument("--study", metavar="NAME", help="study name (default: the experiment's name)")
     parser.add_argument("--sampler", choices=("tpe", "nsga2", "random"), help="sampler (default: tpe)")

@@ -61,6 +61,8 @@ class TrialRunner:
             cost = setup.measure(network)
         except CompressorError as error:
             return self._fail(trial, record, started, str(error))
+        except RuntimeError as error:  # torch refusing the candidate (shapes, memory): this trial fails, not the search
+            return self._fail(trial, record, started, f"building the candidate failed: {_first_line(error)}")
         check = setup.budget.check(cost)
         record.build_seconds = round(time.perf_counter() - started, 3)
         record.params, record.flops = cost.params, cost.flops
@@ -88,6 +90,8 @@ class TrialRunner:
             )
         except CompressorError as error:
             return self._fail(trial, record, started, str(error))
+        except RuntimeError as error:  # out of memory and the like: this trial fails, the search goes on
+            return self._fail(trial, record, started, f"training failed: {_first_line(error)}")
         record.metric = setup.metric(result.metrics)
         record.metrics = result.metrics.to_dict()
         record.fidelity = round(result.steps_done / setup.experiment.train.steps, 4)
@@ -156,3 +160,8 @@ class TrialRunner:
             if other.user_attrs.get("feasible") and other.user_attrs.get("status") == "complete"
         ]
         return bool(pareto_mask([values, *finished], self.setup.directions)[0])
+
+
+def _first_line(error: Exception) -> str:
+    text = str(error).strip()
+    return f"{type(error).__name__}: {text.splitlines()[0] if text else ''}"

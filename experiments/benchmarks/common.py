@@ -6,6 +6,7 @@ import json
 import os
 import platform
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -33,22 +34,27 @@ def write_json(name: str, payload: dict[str, Any]) -> Path:
 
 
 def hypervolume_history(
-    records: list[TrialRecord], objectives: list[str], reference: list[float]
+    records: list[TrialRecord], objectives: list[str], reference: list[float],
+    cost: Callable[[TrialRecord], float] = lambda record: record.wall_seconds or 0.0,
 ) -> list[tuple[int, float, float]]:
-    """``(trial number, cumulative seconds, hypervolume of the feasible finished front)`` after each trial."""
+    """``(trial number, cumulative cost, hypervolume of the feasible finished front)`` after each trial.
+
+    ``cost`` is what a trial spent (default: its wall seconds; training steps taken are a
+    load-independent alternative).
+    """
     directions = ["maximize" if name == "metric" else "minimize" for name in objectives]
     points: list[list[float]] = []
     spent = 0.0
     history = []
     for record in sorted(records, key=lambda item: item.number):
-        spent += record.wall_seconds or 0.0
+        spent += cost(record)
         if record.status == "complete" and record.feasible and record.values:
             points.append(list(record.values))
         history.append((record.number, spent, hypervolume(points, directions, reference)))
     return history
 
 
-def hypervolume_at(history: list[tuple[int, float, float]], seconds: float) -> float:
-    """The hypervolume reached once ``seconds`` of compute were spent (0 before the first trial)."""
-    reached = [value for _, spent, value in history if spent <= seconds]
+def hypervolume_at(history: list[tuple[int, float, float]], budget: float) -> float:
+    """The hypervolume reached once ``budget`` of compute was spent (0 before the first trial)."""
+    reached = [value for _, spent, value in history if spent <= budget]
     return reached[-1] if reached else 0.0

@@ -1,0 +1,103 @@
+"""The paper's claim on real pixels: U-Net, Micro-Net and the best found models, IoU over seeds.
+
+1. U-Net and Micro-Net are trained with ``experiments/paper.yaml``'s recipe for each seed
+   (stored baselines are reused).
+2. The ``unet_family`` search of that file runs (or resumes) to its ``n_trials``.
+3. For each budget, the finished trial with the best IoU inside it is retrained with the
+   other seeds (the search's own run is seed 0).
+4. A table: params, FLOPs, IoU mean +- std over the seeds, ratios against U-Net; and the
+   targets: >= 30x fewer params than U-Net at IoU within 1 point, and a model that
+   dominates Micro-Net (no more params, no more FLOPs, no less IoU).
+
+    python experiments/benchmarks/paper_table.py [--seeds 0 1 2] [--set search.n_trials=10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import statistics
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from common import write_json  # noqa: E402
+
+from compressor.experiment import ModelConfig, ensure_baselines, load_experiment, train_model  # noqa: E402
+from compressor.search import run_search  # noqa: E402
+from compressor.search.setup import metric_value  # noqa: E402
+from compressor.tables import format_table  # noqa: E402
+from compressor.transforms import Recipe  # noqa: E402
+from compressor.units import format_count, parse_count  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def with_seed(experiment, seed):
+    return dataclasses.replace(experiment, train=dataclasses.replace(experiment.train, seed=seed))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", default=str(ROOT / "experiments" / "paper.yaml"))
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--budgets", nargs="+", default=["1.5M", "500k", "150k"], help="parameter budgets")
+    parser.add_argument("--set", action="append", default=[], dest="overrides", metavar="KEY=VALUE")
+    args = parser.parse_args()
+    experiment = load_experiment(args.config, overrides=args.overrides)
+    metric = experiment.search.metric
+    rows = {}
+    for seed in args.seeds:  # 1. the references
+        for record in ensure_baselines(with_seed(experiment, seed)):
+            from compressor.metrics import SegmentationMetrics
+
+            score = metric_value(SegmentationMetrics.from_dict(record.metrics), metric)
+            entry = rows.setdefault(record.model, {"params": record.cost["params"], "flops": record.cost["flops"],
+                                                   "scores": []})
+            entry["scores"].append(score)
+    result = run_search(experiment)  # 2. the search (seed 0)
+    finished = [r for r in result.records if r.status == "complete" and r.feasible and r.duplicate_of is None]
+    for budget in args.budgets:  # 3. best inside each budget, retrained with the other seeds
+        limit = parse_count(budget)
+        inside = [r for r in finished if r.params <= limit]
+        if not inside:
+            print(f"no finished trial within {budget} params")
+            continue
+        best = max(inside, key=lambda r: r.metric)
+        name = f"best <= {budget} (trial {best.number})"
+        entry = rows.setdefault(name, {"params": best.params, "flops": best.flops, "scores": [best.metric],
+                                       "recipe": best.recipe_short})
+        for seed in args.seeds[1:]:
+            trained = train_model(with_seed(experiment, seed), model=ModelConfig(name=result.study.user_attrs["model"]),
+                                  recipe=Recipe.from_data(best.recipe))
+            entry["scores"].append(metric_value(trained.result.metrics, metric))
+    unet = rows["unet"]
+    table = []
+    for name, entry in rows.items():
+        scores = entry["scores"]
+        spread = statistics.stdev(scores) if len(scores) > 1 else 0.0
+        table.append([name, format_count(entry["params"]), format_count(entry["flops"]),
+                      f"{statistics.mean(scores):.3f} +- {spread:.3f} (n={len(scores)})",
+                      f"{unet['params'] / entry['params']:.1f}x", f"{unet['flops'] / entry['flops']:.1f}x",
+                      entry.get("recipe", "")])
+    print(format_table(["model", "params", "FLOPs", "IoU mean +- std", "params vs U-Net", "FLOPs vs U-Net", "recipe"],
+                       table, title=f"{experiment.name}: FLOPs at {experiment.cost.input_size}x{experiment.cost.input_size}"
+                                    ", one multiply-add = one flop"))
+    unet_mean = statistics.mean(unet["scores"])
+    micro = rows["micronet"]
+    found = {name: entry for name, entry in rows.items() if name.startswith("best")}
+    paper = [name for name, entry in found.items()
+             if unet["params"] / entry["params"] >= 30 and statistics.mean(entry["scores"]) >= unet_mean - 0.01]
+    dominating = [name for name, entry in found.items()
+                  if entry["params"] <= micro["params"] and entry["flops"] <= micro["flops"]
+                  and statistics.mean(entry["scores"]) >= statistics.mean(micro["scores"])]
+    print(f"target >= 30x fewer params at IoU within 1 point of U-Net's {unet_mean:.3f}: {paper or 'not reached'}")
+    print(f"target dominates Micro-Net: {dominating or 'not reached'}")
+    path = write_json("paper", {"rows": rows, "paper_target": paper, "dominates_micronet": dominating,
+                                "seeds": args.seeds, "trials": len(result.records)})
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
