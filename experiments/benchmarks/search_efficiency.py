@@ -1,0 +1,168 @@
+"""Search efficiency: hypervolume against trials for TPE, NSGA-II and random sampling on one space.
+
+Every run searches ``unet_family`` on a narrow U-Net (base width 8, batch norm) with the same
+synthetic binary data, the same short fixed training (no rung stopping) and the same budget;
+only the sampler and its seed change. After each trial the hypervolume of the feasible
+finished front (building IoU up, params and FLOPs down) is computed against one reference
+for all runs: the reference U-Net's cost from the study's ``references`` attribute, metric 0.
+It is printed as a share of the reference box (``U-Net params x U-Net FLOPs x 1``), the median
+over seeds at a few trial counts, with the ratio to random sampling at equal trials. Writes
+``experiments/benchmarks/results/search_efficiency.json``.
+
+    python experiments/benchmarks/search_efficiency.py                      # 3 samplers x 3 seeds x 24 trials
+    python experiments/benchmarks/search_efficiency.py --trials 48 --at 12 24 36 48 --steps 150
+
+Every candidate is at least a hundred times smaller than the reference U-Net, so with this
+reference the hypervolume share is close to the best IoU found; the cost axes still separate
+fronts of equal IoU. The figure does not depend on timing (trials run with one thread each,
+several runs at a time with ``--jobs``); it is deterministic for the seeds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from common import hypervolume_history, write_json  # noqa: E402
+
+from compressor.experiment import Experiment  # noqa: E402
+from compressor.tables import format_table  # noqa: E402
+
+SAMPLERS = ("tpe", "nsga2", "random")
+LABELS = {"tpe": "TPE", "nsga2": "NSGA-II", "random": "random"}
+OBJECTIVES = ["metric", "params", "flops"]
+
+
+def experiment(run_dir: Path, *, sampler: str, seed: int, trials: int, steps: int) -> Experiment:
+    return Experiment.from_dict({
+        "name": f"efficiency-{sampler}-{seed}", "run_dir": str(run_dir),
+        "data": {"name": "synthetic", "labels": "binary", "patch_size": 48, "train_images": 2000, "val_images": 2,
+                 "val_size": 96, "seed": 0},
+        "model": {"name": "unet", "args": {"base_width": 8, "norm": "batch"}},
+        "train": {"steps": steps, "batch_size": 8, "lr": 0.002, "threads": 1, "seed": 0, "progress": False,
+                  "eval_window": 96, "eval_overlap": 0},
+        "budget": {"max_params": "60k"},
+        "cost": {"input_size": 64},
+        "search": {"space": "unet_family", "n_trials": trials, "sampler": sampler, "seed": seed,
+                   "baselines": False, "rungs": []},
+    }, source="search efficiency benchmark")
+
+
+def run_one(job: tuple[str, int, int, int, bool]) -> dict[str, Any]:
+    """One search (in its own process): the hypervolume share after each trial."""
+    sampler, seed, trials, steps, quiet = job
+    import torch
+
+    from compressor.search import run_search
+
+    torch.set_num_threads(1)  # building and costing candidates too, not only training
+    tag = f"[{LABELS[sampler]} seed {seed}]"
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory() as folder:
+        result = run_search(experiment(Path(folder), sampler=sampler, seed=seed, trials=trials, steps=steps),
+                            echo=(lambda line: None) if quiet else (lambda line: print(tag, line, flush=True)))
+        unet = result.study.user_attrs["references"]["unet"]
+    reference = [0.0, float(unet["params"]), float(unet["flops"])]
+    box = reference[1] * reference[2]
+    history = hypervolume_history(result.records, OBJECTIVES, reference)
+    shares = [value / box for _, _, value in history]
+    best = 0.0
+    best_metric = []
+    for record in result.records:
+        if record.status == "complete" and record.feasible and record.metric is not None:
+            best = max(best, record.metric)
+        best_metric.append(best)
+    statuses: dict[str, int] = {}
+    for record in result.records:
+        statuses[record.status] = statuses.get(record.status, 0) + 1
+    return {
+        "sampler": sampler, "seed": seed, "reference": reference, "hypervolume_share": shares,
+        "best_metric": best_metric, "statuses": statuses, "seconds": round(time.perf_counter() - started, 1),
+        "trials": [{"number": r.number, "status": r.status, "recipe": r.recipe_short, "params": r.params,
+                    "flops": r.flops, "metric": r.metric, "duplicate_of": r.duplicate_of} for r in result.records],
+    }
+
+
+def at(values: list[float], count: int) -> float:
+    """The value after ``count`` trials (the last one if the run holds fewer)."""
+    return values[min(count, len(values)) - 1] if values else 0.0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--trials", type=int, default=24, help="finished trials per search (default 24)")
+    parser.add_argument("--steps", type=int, default=60, help="training steps per trial (default 60)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--samplers", nargs="+", choices=SAMPLERS, default=list(SAMPLERS))
+    parser.add_argument("--at", type=int, nargs="+", default=[8, 16, 24], help="trial counts to report")
+    parser.add_argument("--jobs", type=int, default=2, help="searches run at once, one thread each (default 2)")
+    parser.add_argument("--quiet", action="store_true", help="no line per trial")
+    args = parser.parse_args()
+    load_before = os.getloadavg()
+    started = time.perf_counter()
+    jobs = [(sampler, seed, args.trials, args.steps, args.quiet) for seed in args.seeds for sampler in args.samplers]
+    if args.jobs > 1:
+        with multiprocessing.get_context("spawn").Pool(args.jobs) as pool:
+            runs = pool.map(run_one, jobs, chunksize=1)
+    else:
+        runs = [run_one(job) for job in jobs]
+    seconds = time.perf_counter() - started
+    load_after = os.getloadavg()
+
+    def median(sampler: str, key: str, count: int) -> float:
+        return statistics.median(at(run[key], count) for run in runs if run["sampler"] == sampler)
+
+    others = [sampler for sampler in args.samplers if sampler != "random"]
+    rows = []
+    for count in args.at:
+        row: list[object] = [count]
+        row += [f"{median(sampler, 'hypervolume_share', count):.4f}" for sampler in args.samplers]
+        if "random" in args.samplers:
+            base = median("random", "hypervolume_share", count)
+            row += [f"{median(sampler, 'hypervolume_share', count) / base:.2f}x" if base else "-" for sampler in others]
+        rows.append(row)
+    headers = ["trials"] + [f"HV {LABELS[sampler]}" for sampler in args.samplers]
+    if "random" in args.samplers:
+        headers += [f"{LABELS[sampler]} / random" for sampler in others]
+    print()
+    print(format_table(headers, rows, title=(
+        f"hypervolume share of the U-Net reference box, median over seeds {args.seeds} "
+        f"({args.steps} steps of training per trial, budget 60k params)")))
+    best_rows = [[count] + [f"{median(sampler, 'best_metric', count):.3f}" for sampler in args.samplers]
+                 for count in args.at]
+    print()
+    print(format_table(["trials"] + [f"best IoU {LABELS[sampler]}" for sampler in args.samplers], best_rows,
+                       title="best building IoU of a feasible trial, median over seeds"))
+    print()
+    for sampler in args.samplers:
+        counts: dict[str, list[int]] = {}
+        for run in runs:
+            if run["sampler"] == sampler:
+                for status, count in run["statuses"].items():
+                    counts.setdefault(status, []).append(count)
+        print(f"{LABELS[sampler]}: trials per run by status (per seed): "
+              + ", ".join(f"{status} {values}" for status, values in sorted(counts.items())))
+    print(f"{len(runs)} searches in {seconds:.0f} s with {args.jobs} at a time; "
+          f"load average (1, 5, 15 min) before {tuple(round(x, 2) for x in load_before)}, "
+          f"after {tuple(round(x, 2) for x in load_after)} on {os.cpu_count()} cores")
+    path = write_json("search_efficiency", {
+        "trials": args.trials, "steps": args.steps, "seeds": args.seeds, "samplers": args.samplers, "at": args.at,
+        "jobs": args.jobs, "seconds": round(seconds, 1), "load_before": load_before, "load_after": load_after,
+        "median_hypervolume_share": {sampler: {str(count): median(sampler, "hypervolume_share", count)
+                                               for count in args.at} for sampler in args.samplers},
+        "runs": runs,
+    })
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
