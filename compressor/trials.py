@@ -217,7 +217,8 @@ def trial_records(
     """Every trial (or those whose status is in ``states``) as a :class:`TrialRecord`, by number."""
     if isinstance(trials, optuna.Study):
         trials = trials.get_trials(deepcopy=False)
-    records = [TrialRecord.from_trial(trial) for trial in trials]
+    # A WAITING trial is only enqueued choices (a start point, a retry): not a trial yet.
+    records = [TrialRecord.from_trial(trial) for trial in trials if trial.state != TrialState.WAITING]
     if states is not None:
         records = [record for record in records if record.status in states]
     return sorted(records, key=lambda record: record.number)
