@@ -12,14 +12,28 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
-__all__ = ["atomic_write", "atomic_write_text"]
+from compressor.errors import CompressorError
+
+__all__ = ["atomic_write", "atomic_write_text", "WriteError"]
+
+
+class WriteError(CompressorError, OSError):
+    """A file could not be written (the message names it and says why); what was there is intact."""
 
 
 def atomic_write(path: str | Path, write: Callable[[IO[bytes]], None]) -> Path:
-    """Calls ``write(file)`` on a temporary file next to ``path``, then renames it over ``path``."""
+    """Calls ``write(file)`` on a temporary file next to ``path``, then renames it over ``path``.
+
+    Raises:
+        WriteError: the folder cannot be made, or the file cannot be written or put in place
+            (an ``OSError``: a folder in the way, no permission, a full disk).
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as error:
+        raise _write_error(path, error) from error
     try:
         os.chmod(temporary, _mode_for(path))  # mkstemp makes 0600; keep what a plain open() would give
         with os.fdopen(handle, "wb") as file:
@@ -27,10 +41,23 @@ def atomic_write(path: str | Path, write: Callable[[IO[bytes]], None]) -> Path:
             file.flush()
             os.fsync(file.fileno())
         os.replace(temporary, path)
-    except BaseException:
+    except BaseException as error:
         Path(temporary).unlink(missing_ok=True)
+        if isinstance(error, OSError) and not isinstance(error, WriteError):
+            raise _write_error(path, error) from error
         raise
     return path
+
+
+def _write_error(path: Path, error: OSError) -> WriteError:
+    blocker = next((parent for parent in path.parents if parent.exists() and not parent.is_dir()), None)
+    if blocker is not None:
+        reason = f"{blocker} is a file, not a folder"
+    elif path.is_dir():
+        reason = "a folder of that name is in the way"
+    else:
+        reason = error.strerror or str(error)
+    return WriteError(f"cannot write {path}: {reason}")
 
 
 def _mode_for(path: Path) -> int:

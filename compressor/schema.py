@@ -8,6 +8,7 @@ where it came from.
 from __future__ import annotations
 
 import inspect
+import re
 import types
 import typing
 from collections.abc import Callable, Mapping
@@ -61,6 +62,8 @@ def check_arguments(
         >>> def scale(*, factor: float = 1.0, name: str | None = None): ...
         >>> check_arguments(scale, {"factor": 2}, where="x")
         {'factor': 2.0, 'name': None}
+        >>> check_arguments(scale, {"factor": "1e-3"}, where="x")  # YAML 1.1 reads 1e-3 as a string
+        {'factor': 0.001, 'name': None}
     """
     parameters = schema if isinstance(schema, list) else parameters_of(schema)
     known = {parameter.name: parameter for parameter in parameters}
@@ -91,6 +94,7 @@ def check_value(value: Any, annotation: Any, *, where: str) -> Any:
 
 
 _MISMATCH = object()
+_EXPONENT_NUMBER = re.compile(r"[-+]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)[eE][-+]?[0-9]+")
 
 
 def _convert(value: Any, annotation: Any) -> Any:
@@ -114,6 +118,8 @@ def _convert(value: Any, annotation: Any) -> Any:
     if annotation is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
+        if isinstance(value, str) and _EXPONENT_NUMBER.fullmatch(value.strip()):
+            return float(value)  # 1e-3: a number, though YAML 1.1 (PyYAML) reads it as a string
         return _MISMATCH
     if annotation is str:
         return value if isinstance(value, str) else _MISMATCH

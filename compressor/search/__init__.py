@@ -149,7 +149,9 @@ def _optimize(setup: SearchSetup, study: optuna.Study, started: float) -> None:
             setup.echo(f"stopping: {failures} trials failed in this run")
             study.stop()
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    # ERROR: Optuna would log every failed trial with its traceback; the search prints its own
+    # line per trial, with the reason of a failure, and an unexpected error propagates anyway.
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
     study.optimize(
         TrialRunner(setup, weights), timeout=timeout, catch=(TrialFailed,), callbacks=[after_trial],
         gc_after_trial=True,
@@ -160,7 +162,9 @@ def _discard_dominated_weights(study: optuna.Study, weights: WeightStore, object
     records = trial_records(study)
     kept = {record.number for record in front(records, objectives)}
     for record in records:
-        if record.weights and record.number not in kept:
+        # A trial still running (in another worker) may have stored its weights just before it
+        # is told complete: it is not dominated yet, only unfinished.
+        if record.weights and record.number not in kept and record.status != "running":
             weights.discard(record.weights)
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import optuna
 import torch
 from optuna.artifacts import FileSystemArtifactStore, download_artifact, upload_artifact
+from optuna.artifacts.exceptions import ArtifactNotFound
 from torch import nn
 
 from compressor.errors import ConfigError
@@ -35,7 +36,10 @@ class WeightStore:
 
     def discard(self, artifact_id: str) -> None:
         if self.has(artifact_id):
-            self.store.remove(artifact_id)
+            try:
+                self.store.remove(artifact_id)
+            except ArtifactNotFound:  # another worker of the study removed it first
+                pass
 
     def load(self, artifact_id: str | None, number: int) -> dict[str, torch.Tensor]:
         """The ``state_dict`` kept for trial ``number``.

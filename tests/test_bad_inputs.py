@@ -1,0 +1,241 @@
+"""Every row of docs/bad_inputs.md, run as a user runs it: the real CLI in a fresh process.
+
+The table in docs/bad_inputs.md is the specification: for each row this test runs its command
+(in a folder holding the files the commands name, built by :func:`build_workspace`) and checks
+the exit code and the one-line message the table shows, word for word, plus the key facts
+the message must name and that nothing already on disk was lost, changed or half-written.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import shlex
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pytest
+import yaml
+from conftest import TESTS
+from PIL import Image
+from report_studies import realistic_study
+from search_helpers import tiny_experiment_data
+
+from compressor.trials import trial_records
+
+DOC = Path(TESTS).parent / "docs" / "bad_inputs.md"
+STORAGE = "sqlite:///run/search.db"
+
+
+# -- the files the commands of the table name ----------------------------------------------
+
+def _write_yaml(path: Path, data: dict) -> None:
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+
+
+def _png(path: Path, array: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(array).save(path)
+
+
+def build_workspace(root: Path) -> None:
+    """The files of the table's commands, relative to the folder they run in."""
+    tiny = tiny_experiment_data(Path("run"), n_trials=2)
+    _write_yaml(root / "tiny.yaml", tiny)
+    _write_yaml(root / "bad_key.yaml", {**tiny, "train": {**tiny["train"], "learning_rate": 0.1}})
+    _write_yaml(root / "bad_type.yaml", {**tiny, "train": {**tiny["train"], "steps": "many"}})
+    # A study already in the experiment's default storage: no failing command may touch it.
+    (root / "run").mkdir()
+    realistic_study(storage=f"sqlite:///{root / 'run' / 'search.db'}", name="tiny")
+
+    (root / "not_yaml.yaml").write_text("transforms: [\n  - name: fire\n")
+    (root / "bad_step_key.yaml").write_text("transforms:\n  - name: fire\n    squeeze_rate: 0.2\n")
+    (root / "bad_step_type.yaml").write_text("transforms:\n  - name: fire\n    squeeze_ratio: lots\n")
+    (root / "small.pt").write_bytes(b"a model saved earlier\n")
+
+    spacenet = {"name": "sn", "run_dir": "run_sn", "data": {"name": "spacenet_sample", "patch_size": 32},
+                "model": {"name": "unet", "args": {"base_width": 8}},
+                "train": {"steps": 2, "batch_size": 2, "threads": 1, "progress": False}}
+    _write_yaml(root / "spacenet.yaml", spacenet)
+    (root / "empty-cache").mkdir()
+    (root / "bad-cache").mkdir()
+    (root / "bad-cache" / "solaris-0.4.0-py3-none-any.whl").write_bytes(b"not a wheel\n")
+
+    rng = np.random.default_rng(0)
+    for folder, masks in (("tiles", {"a": (48, 48), "b": (40, 48), "c": (48, 48)}),
+                          ("unpaired", {"a": (48, 48), "b": (48, 48)})):
+        for name in "abc":
+            _png(root / folder / "images" / f"{name}.png", rng.integers(0, 256, (48, 48, 3), dtype=np.uint8))
+            if name in masks:
+                _png(root / folder / "masks" / f"{name}.png", rng.integers(0, 2, masks[name], dtype=np.uint8))
+        _write_yaml(root / f"{folder}.yaml", {**spacenet, "name": folder, "run_dir": f"run_{folder}",
+                                               "data": {"name": "folder", "root": folder, "patch_size": 32}})
+
+    (root / "afile").write_text("a file, not a folder\n")
+    (root / "adir.pt").mkdir()
+    (root / "report").mkdir()
+    (root / "report" / "index.html").write_text("<html>the report written earlier</html>\n")
+    (root / "report" / "summary.md").mkdir()  # in the way of the report's summary.md
+
+
+@pytest.fixture(scope="module")
+def template(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("bad_inputs_template")
+    build_workspace(root)
+    return root
+
+
+@pytest.fixture
+def workspace(template, tmp_path, monkeypatch) -> Path:
+    """A fresh copy of the files, as the current folder (the CLI runs there)."""
+    root = tmp_path / "work"
+    shutil.copytree(template, root)
+    monkeypatch.chdir(root)
+    return root
+
+
+def snapshot(root: Path) -> dict[str, str]:
+    """Every file and folder under ``root``: sha256 of files, ``dir`` for folders."""
+    return {path.relative_to(root).as_posix(): "dir" if path.is_dir() else hashlib.sha256(path.read_bytes()).hexdigest()
+            for path in sorted(root.rglob("*"))}
+
+
+def finished_trials(study_name: str) -> dict[int, tuple]:
+    study = optuna.load_study(study_name=study_name, storage=STORAGE)
+    try:
+        return {t.number: (t.state, t.values, t.user_attrs) for t in study.get_trials(deepcopy=False)}
+    finally:
+        study._storage.remove_session()
+
+
+# -- the table -------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Row:
+    input: str
+    command: str
+    message: str
+    code: int
+
+
+def documented() -> dict[str, Row]:
+    """The rows of the table in docs/bad_inputs.md, by command."""
+    rows = {}
+    for line in DOC.read_text().splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split(" | ")]
+        if len(cells) != 4 or not cells[1].startswith("`"):
+            continue
+        row = Row(cells[0], cells[1].strip("`"), cells[2].strip("`"), int(cells[3]))
+        assert row.command not in rows, f"two rows run {row.command}"
+        rows[row.command] = row
+    return rows
+
+
+@dataclass(frozen=True)
+class Case:
+    command: str                          # exactly as in the table
+    facts: tuple[str, ...] = ()           # what the message must name
+    may_change: tuple[str, ...] = ()      # files (globs) the command may write; everything else stays as it was
+    check: Callable[[Path, object], None] | None = None
+
+
+def _check_nan_search(root: Path, result) -> None:
+    # Every trained candidate diverges at lr 1e12: the first trial (the paper's recipe) fails with
+    # the reason and the search goes on; with this seed the next candidate is over the budget, is
+    # not trained, and completes the study's target of one.
+    records = trial_records(optuna.load_study(study_name="nan", storage=STORAGE))
+    assert [r.status for r in records] == ["failed", "infeasible"]
+    assert records[0].failure == "training failed at step 2: the loss is nan; lower train.lr or check the data"
+    lines = [line for line in result.stdout.splitlines() if line.startswith("trial ")]
+    assert [line.split()[2] for line in lines] == ["failed", "infeasible"]
+    assert "study 'nan': 2 trials (1 failed, 1 infeasible)" in result.stdout
+
+
+def _check_report_kept_the_page(root: Path, result) -> None:
+    # The page is written last: the earlier one is still there; the files written before the
+    # failure are whole (each was renamed into place complete); no scratch file is left.
+    assert (root / "report" / "index.html").read_text() == "<html>the report written earlier</html>\n"
+    with (root / "report" / "pareto.csv").open() as file:
+        assert "number" in next(csv.reader(file))
+    assert not [path.name for path in (root / "report").iterdir() if path.name.endswith(".tmp")]
+
+
+CASES = [
+    Case("compressor apply unet --transform nosuch --out small.pt", ("'nosuch'", "valid names: dilation")),
+    Case("compressor search tiny.yaml --space nope", ("'nope'", "generic, unet_family")),
+    Case("compressor apply unet --recipe not_yaml.yaml --out small.pt", ("not_yaml.yaml", "not valid YAML")),
+    Case("compressor apply unet --recipe bad_step_key.yaml --out small.pt",
+         ("bad_step_key.yaml", "transforms[0] (fire)", "'squeeze_rate'", "valid keys")),
+    Case("compressor apply unet --recipe bad_step_type.yaml --out small.pt",
+         ("bad_step_type.yaml", "squeeze_ratio", "expected number", "'lots'")),
+    Case("compressor search bad_key.yaml", ("bad_key.yaml", "train.learning_rate", "unknown key")),
+    Case("compressor search bad_type.yaml", ("bad_type.yaml", "train.steps", "expected integer", "'many'")),
+    Case("compressor search tiny.yaml --max-params 10", ("params <= 10", "smallest", "params")),
+    Case("compressor search tiny.yaml --max-params 12q", ("max_params", "'12q'")),
+    Case("PIP_NO_INDEX=1 compressor train spacenet.yaml --cache-dir empty-cache",
+         ("cannot download solaris==0.4.0", "put it at empty-cache/solaris-0.4.0-py3-none-any.whl")),
+    Case("compressor train spacenet.yaml --cache-dir bad-cache",
+         ("bad-cache/solaris-0.4.0-py3-none-any.whl", "sha256 is", "expected")),
+    Case("compressor train tiles.yaml", ("differ in size", "b (image 48x48, mask 48x40)")),
+    Case("compressor train unpaired.yaml", ("unpaired", "images without a mask: c")),
+    Case("compressor search tiny.yaml --model no.such.module:fn", ("'no.such.module'", "No module named")),
+    Case("compressor search tiny.yaml --model builtins:dict", ("'builtins:dict'", "not a torch.nn.Module")),
+    Case("compressor apply networks:TinyClassifier --transform downsample_depth --out small.pt",
+         ("downsample_depth", "nothing to pair", "stride_to_dilation")),
+    Case("compressor search tiny.yaml --study nan --set train.lr=1e12 --n-trials 1 --seed 5",
+         may_change=("run/search.db", "run/artifacts"), check=_check_nan_search),
+    Case("compressor apply networks:TinyClassifier --transform fire --out afile/model.pt",
+         ("afile/model.pt", "afile is a file")),
+    Case("compressor apply networks:TinyClassifier --transform fire --out adir.pt", ("adir.pt", "folder")),
+    Case("compressor report --study tiny --storage sqlite:///run/search.db --out report",
+         ("report/summary.md", "folder"),
+         may_change=("report/*.png", "report/trials.csv", "report/pareto.csv"), check=_check_report_kept_the_page),
+]
+
+
+def test_every_row_of_the_table_has_a_case_and_every_case_a_row():
+    assert sorted(documented()) == sorted(case.command for case in CASES)
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("case", CASES, ids=[case.command.split(" ", 2)[-1][:60] for case in CASES])
+def test_a_bad_input_is_one_line_a_nonzero_code_and_loses_nothing(case, workspace, cli, monkeypatch):
+    row = documented()[case.command]
+    words = shlex.split(case.command)
+    while "=" in words[0]:  # VAR=value before the command: its environment
+        name, _, value = words.pop(0).partition("=")
+        monkeypatch.setenv(name, value)
+        if name == "PIP_NO_INDEX":  # no index and no local wheel folder either: as without network
+            monkeypatch.delenv("PIP_FIND_LINKS", raising=False)
+    assert words[0] == "compressor"
+    study_before = finished_trials("tiny")
+    before = snapshot(workspace)
+
+    result = cli(*words[1:], timeout=240)
+
+    assert result.returncode == row.code, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+    prefix = f"compressor {words[1]}: error: "
+    errors = [line for line in result.stderr.splitlines() if line.startswith(prefix)]
+    # Only progress notes ("compressor: fetching ...") besides the error line.
+    assert all(line.startswith("compressor: ") for line in result.stderr.splitlines() if line not in errors), \
+        result.stderr
+    if row.code == 0:
+        assert errors == [] and row.message in result.stdout
+    else:
+        assert row.code == 2 and errors == [row.message], result.stderr
+        for fact in case.facts:
+            assert fact in row.message, fact
+
+    after = snapshot(workspace)
+    changed = {path for path in set(before) | set(after) if before.get(path) != after.get(path)}
+    allowed = {path for path in changed if any(Path(path).match(pattern) or path.startswith(f"{pattern}/")
+                                                 for pattern in case.may_change)}
+    assert changed == allowed, sorted(changed - allowed)
+    assert finished_trials("tiny") == study_before  # the study already there: every trial as it was
+    if case.check is not None:
+        case.check(workspace, result)
