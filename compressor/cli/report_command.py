@@ -5,8 +5,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from compressor.report import build_report, load_study
-
 
 def default_storage(study: str) -> str:
     """Where ``compressor search`` keeps a study by default: ``runs/<study>/search.db``."""
@@ -28,6 +26,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from compressor.report import build_report, load_study  # pandas and seaborn: only when reporting
+
     study = load_study(args.storage or default_storage(args.study), args.study)
     report = build_report(study, Path(args.out) if args.out else Path("reports") / args.study)
     print(report.pareto_text())
