@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import optuna
 from conftest import TESTS
@@ -62,19 +61,18 @@ def test_ctrl_c_keeps_finished_trials_and_the_same_command_resumes(tmp_path):
     command = [sys.executable, "-m", "compressor", "search", str(config)]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     seen = []
-    deadline = time.monotonic() + 240
-    for line in process.stdout:  # wait for two finished trials, then press Ctrl-C
+    for line in process.stdout:  # wait for a finished trial, then press Ctrl-C during the next one
         seen.append(line)
-        if sum(item.startswith("trial ") for item in seen) == 2 or time.monotonic() > deadline:
+        if line.startswith("trial "):
             break
     process.send_signal(signal.SIGINT)
-    _, stderr = process.communicate(timeout=120)
+    _, stderr = process.communicate(timeout=300)
     assert process.returncode == 130, stderr
     assert "finished trials are kept in the study: run the same command to resume" in stderr
     storage = f"sqlite:///{tmp_path / 'run' / 'search.db'}"
     kept = {r.number: (r.status, r.values) for r in trial_records(optuna.load_study(study_name="tiny", storage=storage))
             if r.status in ("complete", "infeasible", "stopped")}
-    assert len(kept) >= 2
+    assert len(kept) >= 1
     resumed = subprocess.run([*command, "--n-trials", str(len(kept) + 1)], capture_output=True, text=True, env=env,
                              timeout=300)
     assert resumed.returncode == 0, resumed.stderr
