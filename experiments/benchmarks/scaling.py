@@ -7,15 +7,20 @@ in each arm, through the command line a user would type:
 * 1 worker: ``compressor search CONFIG --no-baselines --threads 2 --timeout W``;
 * 2 workers: ``compressor search CONFIG --no-baselines --threads 1 --timeout W`` (it creates the
   study), then, as soon as the study exists, ``compressor worker --storage URL --study NAME
-  --threads 1 --seed 1 --timeout W'`` (W' is what is left of the window).
+  --threads 1 --seed 1 --timeout W'`` (W' is what is left of the window);
+* 1 worker with 1 thread, to tell the gain of a second worker from the cost of a second thread
+  on a loaded machine.
 
 Trials count when they finished inside the window, measured from the launch of the first
 process (start-up, data and reference costs included in both arms); ``--timeout`` makes every
 process stop starting trials at the window's end. Each process also gets
 ``OMP_NUM_THREADS`` equal to its ``--threads`` so that building and costing candidates
 (outside training, where torch otherwise uses every core) follow the same setting;
-``--no-thread-env`` leaves the environment alone. With ``--rounds 2`` the arms run
-A, B, B, A so that a drift in the machine's load hits both. Writes
+``--no-thread-env`` leaves the environment alone. Besides the count inside the window, the
+table gives the rate after start-up (from the first trial's start to the window's end) and the
+rate until the last trial ended (the trials running at the window's end included), which
+stays meaningful when a trial is longer than the window. With ``--rounds 2`` the arms run
+in order and then in reverse order, so that a drift in the load hits every arm alike. Writes
 ``experiments/benchmarks/results/scaling.json``.
 
     python experiments/benchmarks/scaling.py                  # 180 s per arm
@@ -43,10 +48,10 @@ sys.path.insert(0, str(Path(__file__).parent))
 from common import write_json  # noqa: E402
 
 from compressor.tables import format_table  # noqa: E402
-from compressor.trials import trial_records  # noqa: E402
+from compressor.trials import TrialRecord, trial_records  # noqa: E402
 
 STUDY = "scaling"
-ARMS = {"1 worker x 2 threads": [2], "2 workers x 1 thread": [1, 1]}
+ARMS = {"1 worker x 2 threads": [2], "2 workers x 1 thread": [1, 1], "1 worker x 1 thread": [1]}
 
 
 def experiment_data(run_dir: Path, steps: int) -> dict[str, Any]:
@@ -121,6 +126,9 @@ def run_arm(name: str, threads: list[int], folder: Path, args: argparse.Namespac
               if trial.datetime_complete is not None and trial.datetime_complete <= window_end]
     records = trial_records(inside)
     starts = [trial.datetime_start for trial in study.get_trials(deepcopy=False) if trial.datetime_start]
+    done = [trial for trial in study.get_trials(deepcopy=False) if trial.datetime_complete is not None
+            and TrialRecord.from_trial(trial).status in ("complete", "stopped", "infeasible")]
+    last = max((trial.datetime_complete for trial in done), default=None)
     finished = [r for r in records if r.status in ("complete", "stopped", "infeasible")]
     trained = [r for r in records if r.status in ("complete", "stopped") and r.duplicate_of is None]
     hour = 3600 / args.window
@@ -135,6 +143,8 @@ def run_arm(name: str, threads: list[int], folder: Path, args: argparse.Namespac
         if trained else None,
         "first_trial_after_seconds": first,
         "finished_per_hour_after_startup": len(finished) * steady_hour,
+        "finished_total": len(done),
+        "finished_per_hour_until_last": len(done) * 3600 / (last - launched).total_seconds() if last else 0.0,
         "trained_per_hour_after_startup": len(trained) * steady_hour,
         "load_before": load_before, "load_after": load_after,
         "logs": {f"worker{index}": (run_dir / f"worker{index}.log").read_text()[-3000:]
@@ -146,13 +156,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--window", type=float, default=180, help="seconds of wall clock per arm (default 180)")
     parser.add_argument("--steps", type=int, default=60, help="training steps per trial (default 60)")
-    parser.add_argument("--rounds", type=int, default=1, choices=(1, 2), help="2: arms in the order A, B, B, A")
+    parser.add_argument("--rounds", type=int, default=1, choices=(1, 2), help="2: the arms in order, then in reverse order")
     parser.add_argument("--grace", type=float, default=120, help="seconds after the window before stragglers are stopped")
+    parser.add_argument("--arms", nargs="+", choices=list(ARMS), default=list(ARMS), metavar="ARM",
+                        help=f"arms to run, in this order (default: all: {', '.join(repr(arm) for arm in ARMS)})")
     parser.add_argument("--keep", metavar="DIR", help="keep the studies and worker logs in DIR")
     parser.add_argument("--no-thread-env", dest="thread_env", action="store_false",
                         help="do not set OMP_NUM_THREADS to each worker's --threads")
     args = parser.parse_args()
-    order = list(ARMS) if args.rounds == 1 else [*ARMS, *reversed(ARMS)]
+    order = list(args.arms) if args.rounds == 1 else [*args.arms, *reversed(args.arms)]
     runs = []
     with tempfile.TemporaryDirectory() as scratch:
         folder = args.keep or scratch
@@ -166,22 +178,23 @@ def main() -> None:
                   f"{run['load_before'][0]:.2f} before, {run['load_after'][0]:.2f} after", flush=True)
     rows = []
     base = None
-    for name in ARMS:
+    for name in args.arms:
         mine = [run for run in runs if run["arm"] == name]
         finished = statistics.median(run["finished_per_hour"] for run in mine)
         trained = statistics.median(run["trained_per_hour"] for run in mine)
         base = base or (finished, trained)
         steady = statistics.median(run["finished_per_hour_after_startup"] for run in mine)
+        until_last = statistics.median(run["finished_per_hour_until_last"] for run in mine)
         startup = [run["first_trial_after_seconds"] for run in mine if run["first_trial_after_seconds"] is not None]
         train_seconds = [run["median_train_seconds"] for run in mine if run["median_train_seconds"]]
         rows.append([name, f"{finished:.0f}", f"{trained:.0f}", f"{finished / base[0]:.2f}x" if base[0] else "-",
                      f"{trained / base[1]:.2f}x" if base[1] else "-",
-                     f"{statistics.median(startup):.0f}" if startup else "-", f"{steady:.0f}",
+                     f"{statistics.median(startup):.0f}" if startup else "-", f"{steady:.0f}", f"{until_last:.0f}",
                      f"{statistics.median(train_seconds):.1f}" if train_seconds else "-"])
     print()
     print(format_table(
         ["arm", "finished trials/h", "trained trials/h", "finished vs 1 worker", "trained vs 1 worker",
-         "start-up s", "finished/h after start-up", "median train s"], rows,
+         "start-up s", "finished/h after start-up", "finished/h until the last ended", "median train s"], rows,
         title=(f"one SQLite study, {args.window:.0f} s window per arm ({len(runs)} runs, order {', '.join(order)}), "
                f"{args.steps} steps per trial; finished = trained + over budget"),
     ))

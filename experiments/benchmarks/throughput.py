@@ -13,11 +13,11 @@ Pareto-front models of a search, rebuilt from their recipes (``rebuild_trial``).
 * peak: a float32 ``N x N`` matmul (N**3 multiply-adds, the same convention), same threads.
 
 Every configuration is warmed up once, then timed ``--repeats`` times in rounds (each round
-times every configuration once, the matmul included), so all figures share the same load;
-the medians are printed. Writes ``experiments/benchmarks/results/throughput.json``.
+times every configuration once, the matmul ``--matmul-runs`` times, for every thread count of
+``--threads``), so all figures share the same load; the medians are printed. Writes ``experiments/benchmarks/results/throughput.json``.
 
     python experiments/benchmarks/throughput.py
-    python experiments/benchmarks/throughput.py --repeats 5 --study quickstart --storage sqlite:///runs/quickstart/search.db
+    python experiments/benchmarks/throughput.py --threads 2 1 --repeats 5 --study quickstart --storage sqlite:///runs/quickstart/search.db
 """
 
 from __future__ import annotations
@@ -110,64 +110,83 @@ def inference_case(name: str, model: nn.Module, batch: int, size: int) -> Case:
 
 def matmul_case(n: int) -> Case:
     a, b = torch.randn(n, n), torch.randn(n, n)
-    return Case("matmul", "peak", 1, n, lambda: torch.mm(a, b), float(n) ** 3, 0)
+    out = torch.empty(n, n)
+    return Case("matmul", "peak", 1, n, lambda: torch.mm(a, b, out=out), float(n) ** 3, 0)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
+    parser.add_argument("--threads", type=int, nargs="+", default=[2],
+                        help="torch thread counts, interleaved in every round (default 2)")
     parser.add_argument("--repeats", type=int, default=3, help="timed rounds after the warm-up (default 3)")
     parser.add_argument("--train-sizes", type=int, nargs="+", default=[64, 128])
     parser.add_argument("--train-batch", type=int, default=8)
     parser.add_argument("--infer-size", type=int, default=256)
     parser.add_argument("--infer-batches", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--matmul", type=int, default=2048, help="side of the peak matmul (default 2048)")
+    parser.add_argument("--matmul-runs", type=int, default=5, help="matmuls timed per round (default 5)")
     parser.add_argument("--study", help="also the Pareto-front models of this study")
     parser.add_argument("--storage", help="the study's storage URL")
     parser.add_argument("--max-front", type=int, default=4, help="at most this many front models (by params)")
     args = parser.parse_args()
     if args.study and not args.storage:
         parser.error("--study needs --storage")
-    torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     loads = [os.getloadavg()]
-    cases = [matmul_case(args.matmul)]
+    cases = []
     for name, model in models(args).items():
         cases += [training_case(name, model, args.train_batch, size) for size in args.train_sizes]
         cases += [inference_case(name, model, batch, args.infer_size) for batch in args.infer_batches]
-    seconds: list[list[float]] = [[] for _ in cases]
+    peak_case = matmul_case(args.matmul)
+    seconds = {threads: [[] for _ in cases] for threads in args.threads}
+    matmul = {threads: [] for threads in args.threads}
     for round_ in range(args.repeats + 1):  # round 0 is the warm-up
-        for index, case in enumerate(cases):
-            started = time.perf_counter()
-            case.run()
-            if round_:
-                seconds[index].append(time.perf_counter() - started)
+        for threads in args.threads:
+            torch.set_num_threads(threads)
+            for _ in range(args.matmul_runs):
+                started = time.perf_counter()
+                peak_case.run()
+                if round_:
+                    matmul[threads].append(time.perf_counter() - started)
+            for index, case in enumerate(cases):
+                started = time.perf_counter()
+                case.run()
+                if round_:
+                    seconds[threads][index].append(time.perf_counter() - started)
         loads.append(os.getloadavg())
         print(f"round {round_}/{args.repeats} done, load average {loads[-1][0]:.2f}", flush=True)
-    medians = [statistics.median(values) for values in seconds]
-    peak = cases[0].flops / medians[0] / 1e9
+    peaks = {threads: peak_case.flops / statistics.median(matmul[threads]) / 1e9 for threads in args.threads}
     results = []
     rows = []
-    for case, median, values in zip(cases[1:], medians[1:], seconds[1:]):
-        achieved = case.flops / median / 1e9
-        results.append({"model": case.model, "mode": case.mode, "batch": case.batch, "size": case.size,
-                        "seconds": values, "median_seconds": median, "images_per_second": case.images / median,
-                        "gflop_per_batch": case.flops / 1e9, "gflops": achieved, "share_of_peak": achieved / peak})
-        rows.append([case.model, case.mode, f"{case.batch}x{case.size}x{case.size}", f"{median:.3f}",
-                     f"{case.images / median:.1f}", f"{case.flops / 1e9:.2f}", f"{achieved:.1f}",
-                     f"{100 * achieved / peak:.0f}%"])
+    for index, case in enumerate(cases):
+        for threads in args.threads:
+            values = seconds[threads][index]
+            median = statistics.median(values)
+            achieved = case.flops / median / 1e9
+            results.append({"model": case.model, "mode": case.mode, "batch": case.batch, "size": case.size,
+                            "threads": threads, "seconds": values, "median_seconds": median,
+                            "images_per_second": case.images / median, "gflop_per_batch": case.flops / 1e9,
+                            "gflops": achieved, "share_of_peak": achieved / peaks[threads]})
+            rows.append([case.model, case.mode, f"{case.batch}x{case.size}x{case.size}", threads, f"{median:.3f}",
+                         f"{case.images / median:.2f}", f"{case.flops / 1e9:.2f}", f"{achieved:.1f}",
+                         f"{100 * achieved / peaks[threads]:.0f}%"])
     print()
     print(format_table(
-        ["model", "mode", "batch", "s / batch", "images/s", "GFLOP / batch", "GFLOP/s", "of peak"], rows,
-        title=(f"median of {args.repeats} rounds after a warm-up, {args.threads} threads; FLOPs: fvcore, one "
-               "multiply-add = one flop; a training step counts 3x its forward"),
+        ["model", "mode", "batch", "threads", "s / batch", "images/s", "GFLOP / batch", "GFLOP/s", "of peak"], rows,
+        title=(f"median of {args.repeats} rounds after a warm-up; FLOPs: fvcore, one multiply-add = one flop; "
+               "a training step counts 3x its forward"),
     ))
-    print(f"peak: {args.matmul}x{args.matmul} float32 matmul, {peak:.1f} GFLOP/s in the same convention "
-          f"({2 * peak:.1f} counting a multiply-add as 2), median {medians[0] * 1e3:.1f} ms; "
-          f"load average (1 min) per round: {', '.join(f'{load[0]:.2f}' for load in loads)} on {os.cpu_count()} cores")
+    for threads in args.threads:
+        print(f"peak with {threads} thread(s): {args.matmul}x{args.matmul} float32 matmul, {peaks[threads]:.1f} GFLOP/s "
+              f"in the same convention ({2 * peaks[threads]:.1f} counting a multiply-add as 2), median of "
+              f"{len(matmul[threads])} runs {statistics.median(matmul[threads]) * 1e3:.0f} ms")
+    print(f"load average (1 min) at the start and after each round: {', '.join(f'{load[0]:.2f}' for load in loads)} "
+          f"on {os.cpu_count()} cores")
     path = write_json("throughput", {
         "threads": args.threads, "repeats": args.repeats, "loads": loads,
-        "peak": {"matmul": args.matmul, "seconds": seconds[0], "gflops": peak}, "results": results,
+        "peak": {str(threads): {"matmul": args.matmul, "seconds": matmul[threads], "gflops": peaks[threads]}
+                 for threads in args.threads},
+        "results": results,
     })
     print(f"wrote {path}")
 
