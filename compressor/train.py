@@ -317,7 +317,7 @@ def train(
     config = config or TrainConfig()
     device = resolve_device(config.device)
     checkpoints = evaluation_steps(config.steps, evaluate_at)
-    with _threads(config.threads) as threads:
+    with torch_threads(config.threads) as threads:
         generator = torch.Generator().manual_seed(config.seed)
         model.to(device).train()
         weights = class_weights(data.class_frequencies(), config.class_weights)
@@ -406,7 +406,8 @@ def _forward_checked(model: nn.Module, images: torch.Tensor, num_classes: int) -
 
 
 @contextlib.contextmanager
-def _threads(count: int | None) -> Iterator[int]:
+def torch_threads(count: int | None) -> Iterator[int]:
+    """Runs the block with ``count`` torch CPU threads (None: as they are), then restores them."""
     previous = torch.get_num_threads()
     if count is not None:
         torch.set_num_threads(count)

@@ -7,10 +7,13 @@ adds a worker to a running study (another process or machine, same storage);
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
+import signal
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -142,6 +145,8 @@ def _optimize(setup: SearchSetup, study: optuna.Study, started: float) -> None:
         record = TrialRecord.from_trial(trial)
         setup.echo(trial_line(record, metric_label=info.metric_label, target=config.n_trials))
         _discard_dominated_weights(study, weights, config.objectives)
+        if interrupted.is_set():  # a library swallowed the KeyboardInterrupt: stop between trials
+            raise KeyboardInterrupt
         failures += record.status == "failed"
         if len(study.get_trials(deepcopy=False, states=COUNTED)) >= config.n_trials:
             study.stop()
@@ -152,10 +157,34 @@ def _optimize(setup: SearchSetup, study: optuna.Study, started: float) -> None:
     # ERROR: Optuna would log every failed trial with its traceback; the search prints its own
     # line per trial, with the reason of a failure, and an unexpected error propagates anyway.
     optuna.logging.set_verbosity(optuna.logging.ERROR)
-    study.optimize(
-        TrialRunner(setup, weights), timeout=timeout, catch=(TrialFailed,), callbacks=[after_trial],
-        gc_after_trial=True,
-    )
+    interrupted = threading.Event()
+    with _remember_ctrl_c(interrupted):
+        study.optimize(
+            TrialRunner(setup, weights), timeout=timeout, catch=(TrialFailed,), callbacks=[after_trial],
+            gc_after_trial=True,
+        )
+
+
+@contextlib.contextmanager
+def _remember_ctrl_c(interrupted: threading.Event) -> Iterator[None]:
+    """Ctrl-C raises KeyboardInterrupt as usual and is also remembered.
+
+    Code deep inside a trial (tracing, C++ callbacks) can turn the interrupt into another
+    error or drop it; the remembered flag still stops the search at the next trial's end.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def on_ctrl_c(signum: int, frame: object) -> None:
+        interrupted.set()
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGINT, on_ctrl_c)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _discard_dominated_weights(study: optuna.Study, weights: WeightStore, objectives: list[str]) -> None:

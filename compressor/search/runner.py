@@ -13,7 +13,7 @@ from compressor.pareto import pareto_mask
 from compressor.search.fidelity import rung_key, should_stop
 from compressor.search.setup import SearchSetup, build_candidate
 from compressor.search.weights import WeightStore
-from compressor.train import train
+from compressor.train import torch_threads, train
 from compressor.trials import TrialRecord
 
 __all__ = ["TrialFailed", "TrialRunner"]
@@ -40,6 +40,11 @@ class TrialRunner:
         self.weights = weights
 
     def __call__(self, trial: optuna.Trial) -> list[float]:
+        # The whole trial, building and costing included, with the training's thread count.
+        with torch_threads(self.setup.experiment.train.threads):
+            return self._run(trial)
+
+    def _run(self, trial: optuna.Trial) -> list[float]:
         setup = self.setup
         started = time.perf_counter()
         record = TrialRecord(number=trial.number, status="running")
@@ -62,6 +67,7 @@ class TrialRunner:
         except CompressorError as error:
             return self._fail(trial, record, started, str(error))
         except RuntimeError as error:  # torch refusing the candidate (shapes, memory): this trial fails, not the search
+            _reraise_interrupt(error)
             return self._fail(trial, record, started, f"building the candidate failed: {_first_line(error)}")
         check = setup.budget.check(cost)
         record.build_seconds = round(time.perf_counter() - started, 3)
@@ -91,6 +97,7 @@ class TrialRunner:
         except CompressorError as error:
             return self._fail(trial, record, started, str(error))
         except RuntimeError as error:  # out of memory and the like: this trial fails, the search goes on
+            _reraise_interrupt(error)
             return self._fail(trial, record, started, f"training failed: {_first_line(error)}")
         record.metric = setup.metric(result.metrics)
         record.metrics = result.metrics.to_dict()
@@ -165,3 +172,9 @@ class TrialRunner:
 def _first_line(error: Exception) -> str:
     text = str(error).strip()
     return f"{type(error).__name__}: {text.splitlines()[0] if text else ''}"
+
+
+def _reraise_interrupt(error: RuntimeError) -> None:
+    """A Ctrl-C that torch wrapped in a RuntimeError (a Python callback interrupted in C++) is still a Ctrl-C."""
+    if "KeyboardInterrupt" in str(error) or isinstance(error.__cause__ or error.__context__, KeyboardInterrupt):
+        raise KeyboardInterrupt from error
