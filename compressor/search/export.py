@@ -14,7 +14,7 @@ from compressor.search.setup import build_candidate
 from compressor.search.storage import load_study
 from compressor.search.weights import WeightStore
 from compressor.transforms import Recipe
-from compressor.trials import TrialRecord, study_info
+from compressor.trials import StudyInfo, TrialRecord, study_info
 
 __all__ = ["ExportedTrial", "export_trial", "rebuild_trial"]
 
@@ -25,6 +25,7 @@ class ExportedTrial:
     model: nn.Module
     recipe: Recipe
     trained: bool
+    info: StudyInfo
     path: Path | None = None
 
 
@@ -55,7 +56,7 @@ def rebuild_trial(storage_url: str, study_name: str, number: int, *, untrained: 
     if trained:
         state = WeightStore(info.artifacts).load(record.weights, number)
         model.load_state_dict(state, strict=True)
-    return ExportedTrial(record=record, model=model.eval(), recipe=recipe, trained=trained)
+    return ExportedTrial(record=record, model=model.eval(), recipe=recipe, trained=trained, info=info)
 
 
 def export_trial(
@@ -63,8 +64,7 @@ def export_trial(
 ) -> ExportedTrial:
     """Rebuilds trial ``number`` (:func:`rebuild_trial`) and saves it with :func:`compressor.save_model`."""
     exported = rebuild_trial(storage_url, study_name, number, untrained=untrained)
-    info = study_info(load_study(storage_url, study_name))
-    record = exported.record
+    info, record = exported.info, exported.record
     exported.path = save_model(
         out, exported.model, recipe=exported.recipe, base=info.model, input_shape=tuple(info.input_shape),
         metadata={
