@@ -5,7 +5,8 @@ warm-up then a cosine decay, cross-entropy with class weights plus a soft Dice l
 (both matter when buildings are 4% of the pixels), random flips and 90-degree rotations,
 gradient clipping. Evaluation covers every pixel of the validation scenes with an
 overlapping sliding window (probabilities averaged where windows overlap), never random
-crops. Runs are deterministic for a given seed, thread count and device.
+crops. Runs are deterministic for a given seed, thread count and device (on a GPU, cuDNN and
+PyTorch are asked for their deterministic kernels while training: see :func:`deterministic_kernels`).
 
 Intermediate evaluations at chosen steps or fractions of the run feed a callback that
 can stop training early: the search prunes weak candidates through it.
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -44,6 +46,8 @@ __all__ = [
     "evaluate",
     "predict_scene",
     "dice_loss",
+    "weighted_cross_entropy",
+    "deterministic_kernels",
     "class_weights",
     "seed_everything",
     "resolve_device",
@@ -257,6 +261,48 @@ def class_weights(frequencies: np.ndarray, setting: str | Sequence[float]) -> to
     return torch.tensor(list(setting), dtype=torch.float32)
 
 
+def weighted_cross_entropy(logits: torch.Tensor, target: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
+    """``F.cross_entropy(logits, target, weight=weights)``, reduced so that it is deterministic on a GPU.
+
+    PyTorch's weighted 2-d reduction adds with atomics on CUDA (a different sum each run);
+    here each pixel's loss times its class weight is summed, then divided by the weights' sum.
+
+    Example:
+        >>> logits, target = torch.randn(2, 3, 4, 4), torch.randint(0, 3, (2, 4, 4))
+        >>> weights = torch.tensor([0.2, 1.0, 3.0])
+        >>> torch.allclose(weighted_cross_entropy(logits, target, weights), F.cross_entropy(logits, target, weight=weights))
+        True
+    """
+    if weights is None:
+        return F.cross_entropy(logits, target)
+    pixel_weights = weights[target]
+    return (F.cross_entropy(logits, target, reduction="none") * pixel_weights).sum() / pixel_weights.sum()
+
+
+@contextlib.contextmanager
+def deterministic_kernels(device: torch.device) -> Iterator[None]:
+    """On a GPU, runs the block with cuDNN's and PyTorch's deterministic kernels, then restores the settings.
+
+    Where an operation has no deterministic CUDA kernel PyTorch warns (``warn_only``) instead
+    of failing. ``CUBLAS_WORKSPACE_CONFIG`` is set (when unset) so cuBLAS is deterministic too;
+    it takes effect if cuBLAS was not used yet in the process. On the CPU nothing changes.
+    """
+    if device.type != "cuda":
+        yield
+        return
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    cudnn = torch.backends.cudnn
+    previous = (cudnn.deterministic, cudnn.benchmark, torch.are_deterministic_algorithms_enabled(),
+                torch.is_deterministic_algorithms_warn_only_enabled())
+    cudnn.deterministic, cudnn.benchmark = True, False
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        yield
+    finally:
+        cudnn.deterministic, cudnn.benchmark = previous[0], previous[1]
+        torch.use_deterministic_algorithms(previous[2], warn_only=previous[3])
+
+
 def dice_loss(logits: torch.Tensor, target: torch.Tensor, *, smooth: float = 1.0) -> torch.Tensor:
     """``1 -`` the mean over classes of the soft Dice score, pooled over the batch.
 
@@ -317,7 +363,7 @@ def train(
     config = config or TrainConfig()
     device = resolve_device(config.device)
     checkpoints = evaluation_steps(config.steps, evaluate_at)
-    with torch_threads(config.threads) as threads:
+    with torch_threads(config.threads) as threads, deterministic_kernels(device):
         generator = torch.Generator().manual_seed(config.seed)
         model.to(device).train()
         weights = class_weights(data.class_frequencies(), config.class_weights)
@@ -337,7 +383,7 @@ def train(
                 images, masks = next(batches)
                 images, masks = images.to(device, non_blocking=True), masks.to(device, non_blocking=True)
                 logits = _forward_checked(model, images, data.num_classes) if step == 0 else model(images)
-                loss = F.cross_entropy(logits, masks, weight=weights)
+                loss = weighted_cross_entropy(logits, masks, weights)
                 if config.dice_weight:
                     loss = loss + config.dice_weight * dice_loss(logits, masks)
                 value = float(loss.detach())

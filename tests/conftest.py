@@ -14,16 +14,20 @@ torch.set_num_threads(min(2, os.cpu_count() or 1))
 TESTS = os.path.dirname(os.path.abspath(__file__))
 
 
+def cli_env() -> dict[str, str]:
+    """The environment of a CLI subprocess: this one's, with the tests folder added to ``PYTHONPATH``."""
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [TESTS, os.environ.get("PYTHONPATH")]))}
+
+
 def run_cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
     """Runs the installed CLI in a fresh process, as a user would.
 
     The tests folder is importable, so ``networks:TinyClassifier`` stands for a user's own
     network given by import path.
     """
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [TESTS, os.environ.get("PYTHONPATH")]))}
     return subprocess.run(
         [sys.executable, "-m", "compressor", *args],
-        capture_output=True, text=True, timeout=timeout, env=env,
+        capture_output=True, text=True, timeout=timeout, env=cli_env(),
     )
 
 

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
 
 import optuna
-from conftest import TESTS
+from conftest import cli_env
 from optuna.trial import TrialState
 from search_helpers import write_tiny_experiment
 
@@ -57,9 +56,8 @@ def test_bad_options_and_missing_studies_are_one_line_errors(cli, tmp_path):
 
 def test_ctrl_c_keeps_finished_trials_and_the_same_command_resumes(tmp_path):
     config = write_tiny_experiment(tmp_path / "tiny.yaml", tmp_path / "run", n_trials=30)
-    env = {**os.environ, "PYTHONPATH": TESTS}
     command = [sys.executable, "-m", "compressor", "search", str(config)]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_env())
     seen = []
     for line in process.stdout:  # wait for a finished trial, then press Ctrl-C during the next one
         seen.append(line)
@@ -73,7 +71,7 @@ def test_ctrl_c_keeps_finished_trials_and_the_same_command_resumes(tmp_path):
     kept = {r.number: (r.status, r.values) for r in trial_records(optuna.load_study(study_name="tiny", storage=storage))
             if r.status in ("complete", "infeasible", "stopped")}
     assert len(kept) >= 1
-    resumed = subprocess.run([*command, "--n-trials", str(len(kept) + 1)], capture_output=True, text=True, env=env,
+    resumed = subprocess.run([*command, "--n-trials", str(len(kept) + 1)], capture_output=True, text=True, env=cli_env(),
                              timeout=300)
     assert resumed.returncode == 0, resumed.stderr
     study = optuna.load_study(study_name="tiny", storage=storage)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import os
 import re
 import signal
 import subprocess
@@ -21,7 +20,7 @@ from pathlib import Path
 import optuna
 import pytest
 import yaml
-from conftest import TESTS
+from conftest import cli_env
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 from search_helpers import tiny_experiment_data
@@ -57,9 +56,8 @@ class Process:
     def __init__(self, folder: Path, name: str, *args: str) -> None:
         self.name = name
         self.out, self.err = folder / f"{name}.out", folder / f"{name}.err"
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [TESTS, os.environ.get("PYTHONPATH")]))}
         with self.out.open("w") as out, self.err.open("w") as err:
-            self.popen = subprocess.Popen([sys.executable, "-m", "compressor", *args], stdout=out, stderr=err, env=env)
+            self.popen = subprocess.Popen([sys.executable, "-m", "compressor", *args], stdout=out, stderr=err, env=cli_env())
 
     @property
     def stdout(self) -> str:

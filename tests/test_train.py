@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 
 import numpy as np
 import pytest
@@ -20,6 +21,7 @@ from compressor.train import (
     TrainConfig,
     TrainingError,
     class_weights,
+    deterministic_kernels,
     dice_loss,
     evaluate,
     load_checkpoint,
@@ -207,3 +209,17 @@ def test_a_failed_save_leaves_the_previous_checkpoint_intact(buildings, tmp_path
 def test_bad_settings_are_named(buildings, changes, message):
     with pytest.raises(ConfigError, match=message):
         train(_small_model(), buildings, TrainConfig(progress=False, **changes))
+
+
+def test_deterministic_kernels_are_asked_for_on_a_gpu_and_the_settings_restored(monkeypatch):
+    """Only flags change (no GPU needed): on a CUDA device cuDNN and PyTorch use deterministic kernels."""
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    cudnn = torch.backends.cudnn
+    before = (cudnn.deterministic, cudnn.benchmark, torch.are_deterministic_algorithms_enabled())
+    with deterministic_kernels(torch.device("cpu")):
+        assert (cudnn.deterministic, cudnn.benchmark, torch.are_deterministic_algorithms_enabled()) == before
+    with deterministic_kernels(torch.device("cuda")):
+        assert cudnn.deterministic and not cudnn.benchmark
+        assert torch.are_deterministic_algorithms_enabled() and torch.is_deterministic_algorithms_warn_only_enabled()
+        assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
+    assert (cudnn.deterministic, cudnn.benchmark, torch.are_deterministic_algorithms_enabled()) == before
