@@ -1,4 +1,4 @@
-"""Shared pieces of the benchmark scripts: the machine, JSON output, hypervolume over a study."""
+"""Shared pieces of the benchmark scripts: the machine, JSON output, the synthetic search, hypervolume."""
 
 from __future__ import annotations
 
@@ -31,6 +31,34 @@ def write_json(name: str, payload: dict[str, Any]) -> Path:
     path = RESULTS / f"{name}.json"
     atomic_write_text(path, json.dumps({"machine": machine(), **payload}, indent=2) + "\n")
     return path
+
+
+def synthetic_search(
+    name: str, run_dir: Path, *, steps: int, threads: int, search: dict[str, Any], patch_size: int = 48,
+    val_size: int = 96, base_width: int = 8, norm: str | None = "batch", lr: float | None = None,
+    eval_overlap: int = 0, max_params: str | None = None, cost_size: int = 64,
+) -> dict[str, Any]:
+    """The experiment (plain data) of a small ``unet_family`` search on synthetic scenes.
+
+    Binary building labels, 2 validation scenes of ``val_size`` pixels, U-Net of ``base_width``,
+    no progress bars; ``search`` adds to (or overrides) ``space: unet_family`` with no baselines.
+    """
+    train = {"steps": steps, "batch_size": 8, "threads": threads, "seed": 0, "progress": False,
+             "eval_window": val_size, "eval_overlap": eval_overlap}
+    if lr is not None:
+        train["lr"] = lr
+    data = {
+        "name": name, "run_dir": str(run_dir),
+        "data": {"name": "synthetic", "labels": "binary", "patch_size": patch_size, "train_images": 2000,
+                 "val_images": 2, "val_size": val_size, "seed": 0},
+        "model": {"name": "unet", "args": {"base_width": base_width, **({"norm": norm} if norm else {})}},
+        "train": train,
+        "cost": {"input_size": cost_size},
+        "search": {"space": "unet_family", "baselines": False, **search},
+    }
+    if max_params is not None:
+        data["budget"] = {"max_params": max_params}
+    return data
 
 
 def hypervolume_history(

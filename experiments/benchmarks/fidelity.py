@@ -19,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from common import hypervolume_at, hypervolume_history, write_json  # noqa: E402
+from common import hypervolume_at, hypervolume_history, synthetic_search, write_json  # noqa: E402
 
 from compressor.experiment import Experiment  # noqa: E402
 from compressor.search import run_search  # noqa: E402
@@ -27,18 +27,11 @@ from compressor.tables import format_table  # noqa: E402
 
 
 def experiment(run_dir: Path, *, seed: int, trials: int, steps: int, rungs: list[float]) -> Experiment:
-    return Experiment.from_dict({
-        "name": "fidelity", "run_dir": str(run_dir),
-        "data": {"name": "synthetic", "labels": "binary", "patch_size": 48, "train_images": 2000, "val_images": 2,
-                 "val_size": 128, "seed": 0},
-        "model": {"name": "unet", "args": {"base_width": 16}},
-        "train": {"steps": steps, "batch_size": 8, "threads": 2, "seed": 0, "progress": False, "eval_window": 128,
-                  "eval_overlap": 16},
-        "budget": {"max_params": "300k"},
-        "cost": {"input_size": 128},
-        "search": {"space": "unet_family", "n_trials": trials, "sampler": "random", "seed": seed,
-                   "baselines": False, "rungs": rungs, "min_trials_at_rung": 3},
-    }, source="fidelity benchmark")
+    return Experiment.from_dict(synthetic_search(
+        "fidelity", run_dir, steps=steps, threads=2, val_size=128, base_width=16, norm=None, eval_overlap=16,
+        max_params="300k", cost_size=128,
+        search={"n_trials": trials, "sampler": "random", "seed": seed, "rungs": rungs, "min_trials_at_rung": 3},
+    ), source="fidelity benchmark")
 
 
 def main() -> None:

@@ -33,7 +33,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from common import write_json  # noqa: E402
+from common import synthetic_search, write_json  # noqa: E402
 
 import compressor  # noqa: E402
 from compressor.experiment import Experiment  # noqa: E402
@@ -53,17 +53,10 @@ RECIPES: dict[str, Any] = {
 
 
 def experiment(run_dir: Path, *, trials: int, steps: int, threads: int, cost_size: int) -> Experiment:
-    return Experiment.from_dict({
-        "name": "overhead", "run_dir": str(run_dir),
-        "data": {"name": "synthetic", "labels": "binary", "patch_size": 64, "train_images": 2000, "val_images": 2,
-                 "val_size": 128, "seed": 0},
-        "model": {"name": "unet", "args": {"base_width": 16, "norm": "batch"}},
-        "train": {"steps": steps, "batch_size": 8, "threads": threads, "seed": 0, "progress": False,
-                  "eval_window": 128, "eval_overlap": 0},
-        "cost": {"input_size": cost_size},
-        "search": {"space": "unet_family", "n_trials": trials, "sampler": "random", "seed": 0, "baselines": False,
-                   "rungs": []},
-    }, source="overhead benchmark")
+    return Experiment.from_dict(synthetic_search(
+        "overhead", run_dir, steps=steps, threads=threads, patch_size=64, val_size=128, base_width=16,
+        cost_size=cost_size, search={"n_trials": trials, "sampler": "random", "seed": 0, "rungs": []},
+    ), source="overhead benchmark")
 
 
 def timed(function: Callable[..., Any], *args: Any, **kwargs: Any) -> tuple[float, Any]:

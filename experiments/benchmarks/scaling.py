@@ -45,7 +45,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from common import write_json  # noqa: E402
+from common import synthetic_search, write_json  # noqa: E402
 
 from compressor.tables import format_table  # noqa: E402
 from compressor.trials import TrialRecord, trial_records  # noqa: E402
@@ -55,18 +55,10 @@ ARMS = {"1 worker x 2 threads": [2], "2 workers x 1 thread": [1, 1], "1 worker x
 
 
 def experiment_data(run_dir: Path, steps: int) -> dict[str, Any]:
-    return {
-        "name": STUDY, "run_dir": str(run_dir),
-        "data": {"name": "synthetic", "labels": "binary", "patch_size": 48, "train_images": 2000, "val_images": 2,
-                 "val_size": 96, "seed": 0},
-        "model": {"name": "unet", "args": {"base_width": 8, "norm": "batch"}},
-        "train": {"steps": steps, "batch_size": 8, "lr": 0.002, "threads": 2, "seed": 0, "progress": False,
-                  "eval_window": 96, "eval_overlap": 0},
-        "budget": {"max_params": "60k"},
-        "cost": {"input_size": 64},
-        "search": {"space": "unet_family", "n_trials": 100000, "sampler": "random", "seed": 0, "baselines": False,
-                   "rungs": []},
-    }
+    return synthetic_search(
+        STUDY, run_dir, steps=steps, threads=2, lr=0.002, max_params="60k",
+        search={"n_trials": 100000, "sampler": "random", "seed": 0, "rungs": []},
+    )
 
 
 def environment(threads: int, thread_env: bool) -> dict[str, str]:

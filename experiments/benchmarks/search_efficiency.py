@@ -32,7 +32,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from common import hypervolume_history, write_json  # noqa: E402
+from common import hypervolume_history, synthetic_search, write_json  # noqa: E402
 
 from compressor.experiment import Experiment  # noqa: E402
 from compressor.tables import format_table  # noqa: E402
@@ -43,18 +43,10 @@ OBJECTIVES = ["metric", "params", "flops"]
 
 
 def experiment(run_dir: Path, *, sampler: str, seed: int, trials: int, steps: int) -> Experiment:
-    return Experiment.from_dict({
-        "name": f"efficiency-{sampler}-{seed}", "run_dir": str(run_dir),
-        "data": {"name": "synthetic", "labels": "binary", "patch_size": 48, "train_images": 2000, "val_images": 2,
-                 "val_size": 96, "seed": 0},
-        "model": {"name": "unet", "args": {"base_width": 8, "norm": "batch"}},
-        "train": {"steps": steps, "batch_size": 8, "lr": 0.002, "threads": 1, "seed": 0, "progress": False,
-                  "eval_window": 96, "eval_overlap": 0},
-        "budget": {"max_params": "60k"},
-        "cost": {"input_size": 64},
-        "search": {"space": "unet_family", "n_trials": trials, "sampler": sampler, "seed": seed,
-                   "baselines": False, "rungs": []},
-    }, source="search efficiency benchmark")
+    return Experiment.from_dict(synthetic_search(
+        f"efficiency-{sampler}-{seed}", run_dir, steps=steps, threads=1, lr=0.002, max_params="60k",
+        search={"n_trials": trials, "sampler": sampler, "seed": seed, "rungs": []},
+    ), source="search efficiency benchmark")
 
 
 def run_one(job: tuple[str, int, int, int, bool]) -> dict[str, Any]:
