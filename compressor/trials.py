@@ -180,6 +180,15 @@ class TrialRecord:
     def trained(self) -> bool:
         return self.status in ("complete", "stopped")
 
+    @property
+    def pareto_candidate(self) -> bool:
+        """Finished, inside the budget, and it learned something (metric above 0).
+
+        Only these can be on a Pareto front: a network that learned nothing (building IoU 0)
+        would otherwise sit on the front for being small, which no one would ship.
+        """
+        return self.status == "complete" and self.feasible is not False and (self.metric or 0.0) > 0.0
+
 
 def _status_of_state(state: TrialState) -> str:
     return {

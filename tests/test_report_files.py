@@ -145,6 +145,16 @@ def test_all_infeasible_says_the_front_is_empty(tmp_path):
     assert "the Pareto front is empty" in report.pareto_text()
 
 
+def test_only_trials_that_learned_nothing_says_so(tmp_path):
+    study = make_study(study_info())
+    add(study, params=20_000, flops=10**8, metric=0.0)
+    report = build_report(study, tmp_path)
+    assert report.pareto.empty
+    assert "The Pareto front is empty: the 1 completed trial(s) learned nothing (metric 0)" in \
+        report.paths["index.html"].read_text()
+    assert "learned nothing" in report.pareto_text()
+
+
 def test_baselines_not_trained_yet(tmp_path):
     references = {"unet": {**UNET, "metric": None}, "micronet": {**MICRONET, "metric": None}}
     study = make_study(study_info(references=references))

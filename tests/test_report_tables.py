@@ -11,6 +11,7 @@ from report_studies import MICRONET, UNET, add, make_study, realistic_study, stu
 
 from compressor.errors import ConfigError
 from compressor.report import tables
+from compressor.search.progress import front
 from compressor.trials import trial_records
 
 TWO = ("metric", "params")
@@ -65,6 +66,18 @@ def test_ties_are_all_on_the_front():
     assert front["number"].tolist() == [0, 1]
     assert front["duplicates"].tolist() == ["", ""]
     assert tables.hypervolume_frame(study)["front_size"].tolist() == [1, 1, 1]  # one distinct point
+
+
+def test_a_trial_that_learned_nothing_is_never_on_the_front_however_small():
+    study = two_objective_study()
+    add(study, params=500, flops=1, metric=0.3)
+    add(study, params=10, flops=1, metric=0.0)  # 50x smaller, building IoU 0: it predicts background everywhere
+    assert tables.pareto_frame(study)["number"].tolist() == [0]
+    trials = tables.trials_frame(study).set_index("number")
+    assert not trials.loc[1, "on_front"] and trials.loc[0, "on_front"]
+    assert tables.front_steps(tables.trials_frame(study), "params")["number"].tolist() == [0]
+    records = trial_records(study)
+    assert [record.number for record in front(records, list(TWO))] == [0]
 
 
 def test_infeasible_points_never_reach_the_front():

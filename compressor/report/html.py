@@ -15,7 +15,13 @@ import pandas as pd
 from compressor import __version__
 from compressor.cost import FLOP_CONVENTION
 from compressor.report.plots import point_category
-from compressor.report.text import format_metric, format_ratio, format_seconds, pareto_rows
+from compressor.report.text import (
+    empty_front_reason,
+    format_metric,
+    format_ratio,
+    format_seconds,
+    pareto_rows,
+)
 from compressor.units import format_bytes, format_count
 
 __all__ = ["render_html", "FIGURE_CAPTIONS"]
@@ -230,11 +236,7 @@ def render_html(
     row_classes = ["front"] * len(pareto) + ["reference"] * len(references)
     pareto_html = _table(headers, rows, text_columns=(0,), recipe_column=len(headers) - 1, row_classes=row_classes)
     if pareto.empty:
-        finished = sum(count for status, count in counts.items() if status != "running")
-        reason = ("no trial has finished yet" if not finished else
-                  f"no feasible trial has completed yet ({counts['infeasible']} over budget, {counts['stopped']} "
-                  f"stopped early, {counts['failed']} failed)")
-        pareto_html = f'<p class="empty">The Pareto front is empty: {_e(reason)}.</p>' + pareto_html
+        pareto_html = f'<p class="empty">The Pareto front is empty: {_e(empty_front_reason(overview))}.</p>' + pareto_html
 
     figures = []
     for name, data in images.items():
@@ -270,8 +272,8 @@ Micro-Net on the same axes. Ratios are U-Net's value divided by the candidate's:
 <dl class="facts">{facts_html}</dl>
 
 <h2>Pareto front ({len(pareto)})</h2>
-<p class="note">Feasible complete trials that no other one beats on every objective, smallest first; then the
-reference models.</p>
+<p class="note">Feasible complete trials that learned something (metric above 0) and that no other one beats on
+every objective, smallest first; then the reference models.</p>
 {pareto_html}
 
 <h2>Plots</h2>
@@ -288,8 +290,8 @@ max-pooling) are left out, for the candidates and the references alike.</li>
 <li>Costs (parameters, FLOPs, latency, training memory) are measured before training; a candidate over the budget
 is recorded with its cost and never trained.</li>
 <li>The Pareto front is taken over the study's objectives ({_e(", ".join(overview["objectives"]))}) among the
-feasible trials trained to the end. A trial stopped early shows the metric of the last rung it reached and is not
-on the front. A trial that repeated an earlier recipe reused its result and is folded into it.</li>
+feasible trials trained to the end with a metric above 0 (a network that learned nothing is no candidate, however
+small). A trial stopped early shows the metric of the last rung it reached and is not on the front. A trial that repeated an earlier recipe reused its result and is folded into it.</li>
 <li>The step line of each plot is the front of the metric against that one cost; the points of the full front
 (all objectives) are the dark ones, labelled with their trial number.</li>
 {notes_html}

@@ -6,8 +6,9 @@ finished when it was read are counted but take part in nothing else.
 
 Conventions:
     - The Pareto front is taken over the study's objectives (metric up, costs down), among
-      the **feasible complete** trials only: infeasible candidates were never trained, and a
-      trial stopped early has only the metric of a rung.
+      the **feasible complete** trials with a metric above 0 only: infeasible candidates were
+      never trained, a trial stopped early has only the metric of a rung, and one that learned
+      nothing (building IoU 0) is no candidate however small.
     - Ratios are against U-Net: ``params_ratio = U-Net params / params`` (how many times
       smaller), ``flops_ratio`` likewise.
     - The hypervolume is measured with every cost divided by its reference value (1.1 times
@@ -140,13 +141,9 @@ def _objective_values(record: TrialRecord, objective: str) -> float:
     return math.nan if value is None else float(value)
 
 
-def _on_front_candidate(record: TrialRecord) -> bool:
-    return record.status == "complete" and record.feasible is not False
-
-
 def _front_ranks(snapshot: StudySnapshot, records: Sequence[TrialRecord]) -> dict[int, int]:
     """Non-dominated rank (0 = the front) of each feasible complete record, by number."""
-    candidates = [record for record in records if _on_front_candidate(record)]
+    candidates = [record for record in records if record.pareto_candidate]
     if not candidates:
         return {}
     objectives = snapshot.objectives
@@ -273,7 +270,7 @@ def pareto_frame(study: optuna.Study | StudySnapshot, *, trials: pd.DataFrame | 
 
 
 def front_steps(trials: pd.DataFrame, cost: str) -> pd.DataFrame:
-    """The two-objective front (metric up, ``cost`` down) of the feasible complete trials.
+    """The two-objective front (metric up, ``cost`` down) of the feasible complete trials with a metric above 0.
 
     This is what a plot of the metric against one cost draws as its step line: the best
     metric reached at or below each size. Points with equal cost and metric appear once
@@ -287,7 +284,7 @@ def front_steps(trials: pd.DataFrame, cost: str) -> pd.DataFrame:
     """
     usable = trials[
         (trials["status"] == "complete") & (trials["feasible"].fillna(True).astype(bool))
-        & trials[cost].notna() & trials["metric"].notna()
+        & trials[cost].notna() & (trials["metric"].fillna(0) > 0)
     ]
     if usable.empty:
         return pd.DataFrame(columns=["number", "cost", "metric"])
@@ -375,7 +372,7 @@ def hypervolume_frame(study: optuna.Study | StudySnapshot) -> pd.DataFrame:
     for record in snapshot.finished:
         wall += record.wall_seconds or 0.0
         train += record.train_seconds or 0.0
-        if _on_front_candidate(record):
+        if record.pareto_candidate:
             point = [_objective_values(record, name) for name in objectives]
             if not any(math.isnan(value) for value in point):
                 points.append(point)
@@ -432,7 +429,7 @@ def importance_frame(study: optuna.Study | StudySnapshot) -> Importance:
     empty = pd.DataFrame(columns=["param", "objective", "importance"])
     selected = [
         trial for record, trial in zip(snapshot.records, snapshot.trials)
-        if _on_front_candidate(record) and record.metric is not None
+        if record.status == "complete" and record.feasible is not False and record.metric is not None
     ]
     if len(selected) < MIN_IMPORTANCE_TRIALS:
         return Importance(

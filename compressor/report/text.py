@@ -88,12 +88,15 @@ def pareto_rows(
     return headers, rows
 
 
-def _empty_front_line(overview: dict[str, Any]) -> str:
+def empty_front_reason(overview: dict[str, Any]) -> str:
+    """Why a study's Pareto front is empty, from the trial counts."""
     counts = overview["by_status"]
     finished = sum(count for status, count in counts.items() if status != "running")
     if finished == 0:
-        return "the Pareto front is empty: no trial has finished yet"
-    return (f"the Pareto front is empty: no feasible trial has completed yet ({counts['infeasible']} over budget, "
+        return "no trial has finished yet"
+    if counts.get("complete"):
+        return f"the {counts['complete']} completed trial(s) learned nothing (metric 0)"
+    return (f"no feasible trial has completed yet ({counts['infeasible']} over budget, "
             f"{counts['stopped']} stopped early, {counts['failed']} failed)")
 
 
@@ -109,7 +112,7 @@ def pareto_text(pareto: pd.DataFrame, references: pd.DataFrame, overview: dict[s
              "(how many times smaller); FLOPs: one multiply-add = one flop")
     text = format_table(headers, rows, title=title)
     if pareto.empty:
-        text += "\n" + _empty_front_line(overview)
+        text += "\nthe Pareto front is empty: " + empty_front_reason(overview)
     return text
 
 
@@ -150,7 +153,7 @@ def summary_markdown(pareto: pd.DataFrame, references: pd.DataFrame, overview: d
         "",
     ]
     if pareto.empty:
-        lines += [f"_{_empty_front_line(overview).capitalize()}._", ""]
+        lines += [f"_The Pareto front is empty: {empty_front_reason(overview)}._", ""]
     lines += [
         markdown_table(headers, rows),
         "",

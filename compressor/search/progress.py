@@ -34,10 +34,12 @@ def trial_line(record: TrialRecord, *, metric_label: str, target: int | None = N
 
 
 def front(records: Sequence[TrialRecord], objectives: Sequence[str]) -> list[TrialRecord]:
-    """The complete, feasible, non-duplicate trials no other such trial dominates, by params."""
+    """The non-duplicate Pareto candidates no other such trial dominates, by params.
+
+    Candidates: see :attr:`TrialRecord.pareto_candidate` (finished, in budget, metric above 0).
+    """
     candidates = [
-        record for record in records
-        if record.status == "complete" and record.feasible and record.duplicate_of is None and record.values
+        record for record in records if record.pareto_candidate and record.duplicate_of is None and record.values
     ]
     if not candidates:
         return []
