@@ -265,16 +265,23 @@ def weighted_cross_entropy(logits: torch.Tensor, target: torch.Tensor, weights: 
     """``F.cross_entropy(logits, target, weight=weights)``, reduced so that it is deterministic on a GPU.
 
     PyTorch's weighted 2-d reduction adds with atomics on CUDA (a different sum each run);
-    here each pixel's loss times its class weight is summed, then divided by the weights' sum.
+    there the loss is :func:`summed_cross_entropy`. On the CPU PyTorch's own reduction is
+    kept, so CPU results are unchanged to the bit.
+    """
+    if weights is None or not logits.is_cuda:
+        return F.cross_entropy(logits, target, weight=weights)
+    return summed_cross_entropy(logits, target, weights)
+
+
+def summed_cross_entropy(logits: torch.Tensor, target: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """The weighted cross-entropy as a plain sum: each pixel's loss times its class weight, over the weights' sum.
 
     Example:
         >>> logits, target = torch.randn(2, 3, 4, 4), torch.randint(0, 3, (2, 4, 4))
         >>> weights = torch.tensor([0.2, 1.0, 3.0])
-        >>> torch.allclose(weighted_cross_entropy(logits, target, weights), F.cross_entropy(logits, target, weight=weights))
+        >>> torch.allclose(summed_cross_entropy(logits, target, weights), F.cross_entropy(logits, target, weight=weights))
         True
     """
-    if weights is None:
-        return F.cross_entropy(logits, target)
     pixel_weights = weights[target]
     return (F.cross_entropy(logits, target, reduction="none") * pixel_weights).sum() / pixel_weights.sum()
 
@@ -284,8 +291,9 @@ def deterministic_kernels(device: torch.device) -> Iterator[None]:
     """On a GPU, runs the block with cuDNN's and PyTorch's deterministic kernels, then restores the settings.
 
     Where an operation has no deterministic CUDA kernel PyTorch warns (``warn_only``) instead
-    of failing. ``CUBLAS_WORKSPACE_CONFIG`` is set (when unset) so cuBLAS is deterministic too;
-    it takes effect if cuBLAS was not used yet in the process. On the CPU nothing changes.
+    of failing, unless the caller had asked for the strict mode already. ``CUBLAS_WORKSPACE_CONFIG``
+    is set (when unset) so cuBLAS is deterministic too; cuBLAS reads it once, when first used in
+    the process, so it stays set afterwards. On the CPU nothing changes.
     """
     if device.type != "cuda":
         yield
@@ -295,7 +303,7 @@ def deterministic_kernels(device: torch.device) -> Iterator[None]:
     previous = (cudnn.deterministic, cudnn.benchmark, torch.are_deterministic_algorithms_enabled(),
                 torch.is_deterministic_algorithms_warn_only_enabled())
     cudnn.deterministic, cudnn.benchmark = True, False
-    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.use_deterministic_algorithms(True, warn_only=previous[3] if previous[2] else True)
     try:
         yield
     finally:

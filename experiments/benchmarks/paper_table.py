@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from common import write_json  # noqa: E402
 
 from compressor.cli.train_command import configure_logging  # noqa: E402
-from compressor.experiment import ensure_baselines, load_experiment, train_model  # noqa: E402
+from compressor.experiment import baseline_key, ensure_baselines, load_experiment, train_model  # noqa: E402
 from compressor.io import atomic_write_text  # noqa: E402
 from compressor.metrics import SegmentationMetrics  # noqa: E402
 from compressor.search import run_search  # noqa: E402
@@ -56,15 +56,17 @@ def with_seed(experiment, seed):
 def retrained_score(experiment, model, record, seed, metric):
     """The metric of trial ``record``'s recipe trained with ``seed``, stored once in ``<run_dir>/retrain/``."""
     path = experiment.run_path / "retrain" / f"trial{record.number}-seed{seed}.json"
+    seeded = with_seed(experiment, seed)
+    key = baseline_key(seeded, model.name)  # data, training (seed included), cost settings
     if path.exists():
         stored = json.loads(path.read_text())
-        if stored["recipe"] == record.recipe and stored["steps"] == experiment.train.steps:
+        if stored.get("key") == key and stored["recipe"] == record.recipe and stored.get("metric") == metric:
             return stored["score"]
     log.info("retraining trial %d (%s) with seed %d", record.number, record.recipe_short, seed)
-    trained = train_model(with_seed(experiment, seed), model=model, recipe=Recipe.from_data(record.recipe))
+    trained = train_model(seeded, model=model, recipe=Recipe.from_data(record.recipe))
     score = metric_value(trained.result.metrics, metric)
     log.info("trial %d seed %d: %s", record.number, seed, trained.result.metrics.summary())
-    atomic_write_text(path, json.dumps({"recipe": record.recipe, "steps": experiment.train.steps, "seed": seed,
+    atomic_write_text(path, json.dumps({"key": key, "recipe": record.recipe, "metric": metric, "seed": seed,
                                         "score": score, "metrics": trained.result.metrics.to_dict()}, indent=2) + "\n")
     return score
 
@@ -87,7 +89,7 @@ def main() -> None:
             entry = rows.setdefault(record.model, {"params": record.cost["params"], "flops": record.cost["flops"],
                                                    "scores": []})
             entry["scores"].append(score)
-    result = run_search(experiment)  # 2. the search (seed 0)
+    result = run_search(experiment)  # 2. the search (the file's seed)
     model = base_model_config(experiment, SPACES.get(experiment.search.space))
     finished = [r for r in result.records if r.status == "complete" and r.feasible and r.duplicate_of is None]
     for budget in args.budgets:  # 3. best inside each budget, retrained with the other seeds
@@ -98,7 +100,8 @@ def main() -> None:
             continue
         best = max(inside, key=lambda r: r.metric)
         name = f"best <= {budget} (trial {best.number})"
-        entry = rows.setdefault(name, {"params": best.params, "flops": best.flops, "scores": [best.metric],
+        own = [best.metric] if experiment.train.seed in args.seeds else []  # the search's run is the file's seed
+        entry = rows.setdefault(name, {"params": best.params, "flops": best.flops, "scores": own,
                                        "recipe": best.recipe_short})
         for seed in args.seeds:
             if seed != experiment.train.seed:
