@@ -28,7 +28,7 @@ __all__ = ["CATEGORIES", "point_category", "pareto_figure", "hypervolume_figure"
 # How each kind of trial is drawn: label, colour, marker, size. Untrained trials go to a strip below.
 CATEGORIES: dict[str, dict[str, Any]] = {
     "front": {"label": "on the Pareto front", "color": "#1f5fa8", "marker": "o", "size": 70, "trained": True},
-    "complete": {"label": "complete, dominated", "color": "#8db3dd", "marker": "o", "size": 42, "trained": True},
+    "complete": {"label": "complete, not on the front", "color": "#8db3dd", "marker": "o", "size": 42, "trained": True},
     "stopped": {"label": "stopped early (metric at its last rung)", "color": "#e8912d", "marker": "v", "size": 46,
                 "trained": True},
     "infeasible": {"label": "over budget (never trained)", "color": "#c8372d", "marker": "X", "size": 52,
@@ -264,7 +264,7 @@ def hypervolume_figure(hypervolume: pd.DataFrame, *, title: str = "", reference_
                 by_trial.legend(loc="lower right", fontsize=8.5)
             else:
                 for axes in (by_trial, by_time):
-                    axes.text(0.5, 0.5, "no feasible complete trial yet", transform=axes.transAxes, ha="center",
+                    axes.text(0.5, 0.5, "no trial on the front yet", transform=axes.transAxes, ha="center",
                               color="#777777")
             by_trial.set_xlim(numbers.min() - 0.5, numbers.max() + 0.5)
             by_time.set_xlim(0, max(minutes.max(), 1e-3) * 1.04)

@@ -142,7 +142,7 @@ def _objective_values(record: TrialRecord, objective: str) -> float:
 
 
 def _front_ranks(snapshot: StudySnapshot, records: Sequence[TrialRecord]) -> dict[int, int]:
-    """Non-dominated rank (0 = the front) of each feasible complete record, by number."""
+    """Non-dominated rank (0 = the front) of each Pareto candidate (``TrialRecord.pareto_candidate``), by number."""
     candidates = [record for record in records if record.pareto_candidate]
     if not candidates:
         return {}
@@ -167,7 +167,7 @@ def trials_frame(study: optuna.Study | StudySnapshot, *, include_running: bool =
     """One row per trial, by number.
 
     Columns: ``number``, ``status``, ``feasible``, ``on_front`` (on the Pareto front of the
-    feasible complete trials), ``front_rank`` (non-dominated rank among them, 0 = the front;
+    feasible complete trials with a metric above 0), ``front_rank`` (non-dominated rank among them, 0 = the front;
     empty for the others), ``recipe_short``, ``params``, ``flops``, ``latency_ms``,
     ``activation_bytes``, ``metric`` (empty for a trial never trained), ``fidelity``, ``train_seconds``,
     ``wall_seconds``,
@@ -234,12 +234,12 @@ def trials_frame(study: optuna.Study | StudySnapshot, *, include_running: bool =
 
 
 def pareto_frame(study: optuna.Study | StudySnapshot, *, trials: pd.DataFrame | None = None) -> pd.DataFrame:
-    """The feasible complete trials on the Pareto front of the study's objectives.
+    """The feasible complete trials (metric above 0) on the Pareto front of the study's objectives.
 
     Ties (equal objective values, different recipes) are all kept. A trial that reused the
     result of another (``duplicate_of``, the same recipe) is folded into it: the row of the
     first one lists the others in ``duplicates``. Empty (with the columns) when no feasible
-    trial has completed.
+    trial has completed with a metric above 0.
 
     Columns: ``rank`` (1 for the smallest: rows are sorted by params, then metric down),
     ``number``, ``recipe_short``, ``params``, ``flops``, ``latency_ms``, ``metric``, the ratios
