@@ -92,6 +92,7 @@ def main() -> None:
     result = run_search(experiment)  # 2. the search (the file's seed)
     model = base_model_config(experiment, SPACES.get(experiment.search.space))
     finished = [r for r in result.records if r.status == "complete" and r.feasible and r.duplicate_of is None]
+    chosen: dict[int, tuple] = {}  # trial number -> (record, the budgets it is the best inside)
     for budget in args.budgets:  # 3. best inside each budget, retrained with the other seeds
         limit = parse_count(budget)
         inside = [r for r in finished if r.params <= limit]
@@ -99,7 +100,9 @@ def main() -> None:
             print(f"no finished trial within {budget} params")
             continue
         best = max(inside, key=lambda r: r.metric)
-        name = f"best <= {budget} (trial {best.number})"
+        chosen.setdefault(best.number, (best, []))[1].append(budget)
+    for best, budgets in chosen.values():
+        name = f"best <= {', <= '.join(budgets)} (trial {best.number})"
         own = [best.metric] if experiment.train.seed in args.seeds else []  # the search's run is the file's seed
         entry = rows.setdefault(name, {"params": best.params, "flops": best.flops, "scores": own,
                                        "recipe": best.recipe_short})
