@@ -273,28 +273,23 @@ def test_weights_a_running_trial_of_another_worker_just_kept_are_not_discarded(t
 
     study = optuna.create_study(directions=["maximize", "minimize", "minimize"])
     store = WeightStore(tmp_path / "artifacts")
-    attrs = {"status": "complete", "feasible": True}
-    best = study.ask()
-    best_weights = store.keep(best, nn.Linear(2, 2))
-    best.set_user_attr("weights", best_weights)
-    for key, value in {**attrs, "metric": 0.9}.items():
-        best.set_user_attr(key, value)
-    study.tell(best, [0.9, 10, 10])
-    worse = study.ask()
-    worse_weights = store.keep(worse, nn.Linear(2, 2))
-    for key, value in {**attrs, "metric": 0.1, "weights": worse_weights}.items():
-        worse.set_user_attr(key, value)
-    study.tell(worse, [0.1, 20, 20])
-    nothing = study.ask()  # smaller than every other one, but it learned nothing: no front trial
-    nothing_weights = store.keep(nothing, nn.Linear(2, 2))
-    for key, value in {**attrs, "metric": 0.0, "weights": nothing_weights}.items():
-        nothing.set_user_attr(key, value)
-    study.tell(nothing, [0.0, 1, 1])
+
+    def trial_with_weights(metric, values=None):
+        """A trial as the runner leaves it: complete, in budget, its metric and weights stored; told if ``values``."""
+        trial = study.ask()
+        weights = store.keep(trial, nn.Linear(2, 2))
+        for key, value in {"status": "complete", "feasible": True, "metric": metric, "weights": weights}.items():
+            trial.set_user_attr(key, value)
+        if values is not None:
+            study.tell(trial, values)
+        return weights
+
+    best_weights = trial_with_weights(0.9, [0.9, 10, 10])
+    worse_weights = trial_with_weights(0.1, [0.1, 20, 20])
+    # smaller than every other one, but it learned nothing: no front trial
+    nothing_weights = trial_with_weights(0.0, [0.0, 1, 1])
     # Another worker's trial: its runner stored "complete" and its weights, Optuna is not told yet.
-    running = study.ask()
-    running_weights = store.keep(running, nn.Linear(2, 2))
-    for key, value in {**attrs, "metric": 0.5, "weights": running_weights}.items():
-        running.set_user_attr(key, value)
+    running_weights = trial_with_weights(0.5)
 
     _discard_dominated_weights(study, store, ["metric", "params", "flops"])
     assert store.has(best_weights) and store.has(running_weights) and not store.has(worse_weights)
