@@ -193,6 +193,8 @@ class SeparableConv2d(nn.Module):
     Args:
         mid_norm: norm between depthwise and pointwise (None, "batch", ...).
         mid_activation: ReLU between depthwise and pointwise.
+        depth_multiplier: depthwise filters per input channel (MobileNet's multiplier);
+            ``m`` filters make the factorization of a k x k kernel rank ``m`` per input channel.
 
     Example:
         >>> SeparableConv2d(32, 64, 3, padding=1)(torch.zeros(1, 32, 8, 8)).shape
@@ -211,17 +213,21 @@ class SeparableConv2d(nn.Module):
         bias: bool = False,
         mid_norm: str | None = None,
         mid_activation: bool = False,
+        depth_multiplier: int = 1,
     ) -> None:
         super().__init__()
+        if depth_multiplier < 1:
+            raise ConfigError(f"separable depth_multiplier must be >= 1, got {depth_multiplier}")
         if padding is None:
             padding = same_padding(kernel_size, dilation)
+        mid_channels = in_channels * depth_multiplier
         self.depthwise = nn.Conv2d(
-            in_channels, in_channels, kernel_size, stride=stride, padding=padding,
+            in_channels, mid_channels, kernel_size, stride=stride, padding=padding,
             dilation=dilation, groups=in_channels, bias=False,
         )
-        self.norm = make_norm(mid_norm, in_channels)
+        self.norm = make_norm(mid_norm, mid_channels)
         self.act = nn.ReLU(inplace=True) if mid_activation else nn.Identity()
-        self.pointwise = nn.Conv2d(in_channels, out_channels, 1, bias=bias)
+        self.pointwise = nn.Conv2d(mid_channels, out_channels, 1, bias=bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.pointwise(self.act(self.norm(self.depthwise(x))))

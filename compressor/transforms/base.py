@@ -12,6 +12,7 @@ from torch import nn
 from compressor.errors import CompressorError
 from compressor.registry import Registry
 from compressor.schema import Parameter, check_arguments, parameters_of
+from compressor.transforms.calibration import Counterpart
 
 __all__ = ["Transform", "TransformError", "TransformRecord", "Change", "TRANSFORMS", "register_transform"]
 
@@ -29,12 +30,17 @@ class Change:
         removed: dotted names of layers taken out.
         skipped: layer name -> why a selected layer was left alone.
         notes: anything else worth telling the user.
+        counterparts: for a changed layer that does not simply replace the layer of the
+            same name (a new bridge, a conv taking ``a + b`` instead of ``cat([a, b])``),
+            where its input and the output it should reproduce are in the input model;
+            the engine measures (and calibrates) every changed layer through these.
     """
 
     changed: list[str] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)
     skipped: dict[str, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    counterparts: dict[str, Counterpart] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -42,6 +48,9 @@ class TransformRecord:
     """One applied step of a recipe: its configuration, what changed, and costs around it.
 
     Costs are fvcore counts at the example input's shape (one multiply-add = one flop).
+    ``errors`` holds, per changed layer, the relative output error of the replacement
+    against the layer it replaced, on the calibration images (or the example input), and
+    ``output_error`` the same for the whole network's output; None where not measurable.
     """
 
     transform: str
@@ -54,6 +63,15 @@ class TransformRecord:
     params_after: int
     flops_before: int
     flops_after: int
+    errors: dict[str, float] = field(default_factory=dict)
+    output_error: float | None = None
+
+    def max_error(self) -> tuple[str, float] | None:
+        """The changed layer with the largest relative output error, or None."""
+        if not self.errors:
+            return None
+        name = max(self.errors, key=self.errors.__getitem__)
+        return name, self.errors[name]
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 import torch.fx
 from torch import nn
@@ -9,6 +11,7 @@ from torch import nn
 from compressor.errors import ConfigError
 from compressor.models.blocks import pad_to_multiple
 from compressor.transforms.base import Change, Transform, TransformError, register_transform
+from compressor.transforms.calibration import Counterpart
 from compressor.transforms.dilation import set_dilation
 from compressor.transforms.graph import (
     finish_graph,
@@ -17,6 +20,7 @@ from compressor.transforms.graph import (
     resolution_levels,
     trace_with_shapes,
 )
+from compressor.transforms.inherit import identity_like
 from compressor.transforms.selection import replace_submodule
 
 __all__ = ["DownsampleDepth"]
@@ -40,15 +44,34 @@ class DownsampleDepth(Transform):
     stride 1 and every k x k conv in them gets its dilation multiplied by 2 per level
     removed, keeping the receptive field. Parameters stay; FLOPs grow.
 
+    With ``init="inherit"`` (the default) a bridge starts identity-like (input channel
+    ``i`` to output channel ``i``), so the decoder first sees the kept features where the
+    deep path's came in; ``calibrate`` refits it by least squares to the deep path's
+    output on real images. ``random`` leaves PyTorch's initialization.
+
     Args:
         levels: how many of the deepest levels to remove (>= 1).
         stride_to_dilation: flatten the levels instead of cutting them.
+        init: ``inherit`` (identity-like bridges) or ``random``.
+        calibrate: batches of real images on which the bridges (and, with
+            ``stride_to_dilation``, the changed convs) are refitted; 0: none.
     """
 
-    def __init__(self, *, levels: int = 1, stride_to_dilation: bool = False) -> None:
+    def __init__(
+        self,
+        *,
+        levels: int = 1,
+        stride_to_dilation: bool = False,
+        init: Literal["inherit", "random"] = "inherit",
+        calibrate: int = 0,
+    ) -> None:
         super().__init__()
         if levels < 1:
             raise ConfigError(f"downsample_depth: levels must be >= 1, got {levels}")
+        if calibrate < 0:
+            raise ConfigError(f"downsample_depth: calibrate must be >= 0 batches, got {calibrate}")
+        self.init = init
+        self.calibrate = calibrate
         self.levels = levels
         self.stride_to_dilation = stride_to_dilation
 
@@ -105,7 +128,12 @@ class DownsampleDepth(Transform):
             name = _free_name(graph_module, f"downsample_bridge_{index}")
             out_channels = node_shape(exit_node)[1]
             bridge = nn.Conv2d(source_channels, out_channels, 1, bias=False).to(_device(graph_module))
+            if self.init == "inherit":
+                identity_like(bridge)
             graph_module.add_submodule(name, bridge)
+            counterpart = _bridge_counterpart(source, region, exit_node)
+            if counterpart is not None:
+                change.counterparts[name] = counterpart
             with graph_module.graph.inserting_before(exit_node):
                 bridged = graph_module.graph.call_module(name, (source,))
             exit_node.replace_all_uses_with(bridged)
@@ -184,6 +212,20 @@ class DownsampleDepth(Transform):
             change.changed.append(node.target)
         change.notes.append(f"levels {keep + 1}..{keep + self.levels} flattened: stride 1, dilation x2 per level")
         return model, change
+
+
+def _bridge_counterpart(
+    source: torch.fx.Node, region: set[torch.fx.Node], exit_node: torch.fx.Node
+) -> Counterpart | None:
+    """The bridge reads ``source`` and stands for ``exit_node``'s output, when both are layers' tensors."""
+    if exit_node.op != "call_module":
+        return None
+    if source.op == "call_module":
+        return Counterpart(input_layer=source.target, input_side="output", target_layer=exit_node.target)
+    readers = [node for node in source.users if node in region and node.op == "call_module"]
+    if not readers:
+        return None
+    return Counterpart(input_layer=readers[0].target, input_side="input", target_layer=exit_node.target)
 
 
 def _stride_one_pool(pool: nn.Module) -> nn.Module:

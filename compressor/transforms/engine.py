@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 import torch
 from torch import nn
 
 from compressor.cost import Cost, measure
 from compressor.errors import ConfigError
-from compressor.transforms.base import TransformError, TransformRecord
+from compressor.registry import UnknownNameError
+from compressor.transforms.base import TRANSFORMS, TransformError, TransformRecord
+from compressor.transforms.calibration import batches_of, calibrate, counterparts_of, layer_errors, output_error
 from compressor.transforms.recipe import Recipe, TransformSpec, plain_params
 
 __all__ = ["apply"]
@@ -22,6 +24,8 @@ def apply(
     example_input: torch.Tensor | tuple[int, ...],
     *,
     count_flops: bool = True,
+    init: str | None = None,
+    calibration: torch.Tensor | Sequence[torch.Tensor] | None = None,
 ) -> tuple[nn.Module, list[TransformRecord]]:
     """Applies every step of ``recipe`` to a copy of ``model``.
 
@@ -36,6 +40,11 @@ def apply(
         example_input: a tensor, or its shape, used for tracing, shapes and costs.
         count_flops: count FLOPs with fvcore before and after each step (a search, which
             measures the result anyway, turns this off; the records then have FLOPs 0).
+        init: ``inherit`` or ``random``: how new layers start, for every step that has an
+            ``init`` parameter and does not set it (None: each transform's default, inherit).
+        calibration: real images, one batch ``(N, C, H, W)`` or a list of batches. Each
+            record's layer errors are measured on the first batch (on ``example_input``
+            without it); a step with ``calibrate: K`` refits its layers on the first K.
 
     Returns:
         ``(new_model, records)``; ``new_model`` is in the input model's train/eval mode.
@@ -43,7 +52,8 @@ def apply(
     Raises:
         TransformError: a step does not apply to this network (the message names the
             step and the layer).
-        ConfigError: the recipe is malformed.
+        ConfigError: the recipe is malformed, or a step asks for calibration and no
+            images were given.
 
     Example:
         >>> import compressor
@@ -61,10 +71,17 @@ def apply(
     current = model
     cost_of = (lambda network: measure(network, shape)) if count_flops else _params_only
     current_cost = cost_of(current)
+    images = _error_images(calibration, example)
     records: list[TransformRecord] = []
     for index, spec in enumerate(recipe.steps):
         step = f"step {index + 1} ({spec.name})"
-        transform = spec.build(where=step)
+        transform = _with_init(spec, init).build(where=step)
+        batches = getattr(transform, "calibrate", 0)
+        if batches and calibration is None:
+            raise ConfigError(
+                f"{step}: calibrate: {batches} needs real images; pass apply(..., calibration=images) "
+                "(compressor compress and the search take them from the training patches)"
+            )
         candidate = copy.deepcopy(current).eval()
         try:
             transform.check(candidate, example)
@@ -76,6 +93,16 @@ def apply(
             raise TransformError(
                 f"{step}: output shape changed from {reference_shape} to {output_shape}; refusing"
             )
+        counterparts = counterparts_of(change.changed, change.counterparts)
+        if batches:
+            calibration_images = batches_of(calibration, batches).to(example.device)
+            refitted = calibrate(current, candidate, counterparts, calibration_images)
+            change.notes.append(
+                f"calibrated {len(refitted)} of {len(counterparts)} changed layers by least squares "
+                f"on {calibration_images.shape[0]} images"
+            )
+        errors = layer_errors(current, candidate, counterparts, images)
+        network_error = output_error(current, candidate, images)
         cost = cost_of(candidate)
         records.append(
             TransformRecord(
@@ -89,6 +116,8 @@ def apply(
                 params_after=cost.params,
                 flops_before=current_cost.flops,
                 flops_after=cost.flops,
+                errors=errors,
+                output_error=None if network_error is None else round(network_error, 6),
             )
         )
         current, current_cost = candidate, cost
@@ -96,6 +125,30 @@ def apply(
         current = copy.deepcopy(model)
     current.train(was_training)
     return current, records
+
+
+def _with_init(spec: TransformSpec, init: str | None) -> TransformSpec:
+    """``spec`` with ``init`` filled in, if its transform takes one and the recipe left it out."""
+    if init is None or "init" in spec.params:
+        return spec
+    try:
+        names = {parameter.name for parameter in TRANSFORMS.get(spec.name).parameters()}
+    except UnknownNameError:
+        return spec  # spec.build names the problem
+    return TransformSpec(spec.name, {**spec.params, "init": init}) if "init" in names else spec
+
+
+def _error_images(calibration: torch.Tensor | Sequence[torch.Tensor] | None, example: torch.Tensor) -> torch.Tensor:
+    """What layer errors are measured on: the first calibration batch, else the example input."""
+    if calibration is None:
+        return example
+    images = calibration if isinstance(calibration, torch.Tensor) else next(iter(calibration), None)
+    if images is None or images.ndim != example.ndim or images.shape[1:2] != example.shape[1:2]:
+        raise ConfigError(
+            f"calibration images must be batches shaped like the example input {tuple(example.shape)} "
+            f"(any batch size, height, width), got {None if images is None else tuple(images.shape)}"
+        )
+    return images.to(example.device)
 
 
 def _params_only(model: nn.Module) -> Cost:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 from torch import nn
 
 from compressor.errors import ConfigError
 from compressor.models.blocks import NORM_KINDS, Fire
 from compressor.transforms.base import Change, register_transform
+from compressor.transforms.inherit import inherit_fire
 from compressor.transforms.selection import LayerTransform, replace_submodule
 
 __all__ = ["FireTransform"]
@@ -24,10 +27,17 @@ class FireTransform(LayerTransform):
     The fire module ends without an activation, since the conv it replaces is normally
     followed by the host network's own norm and activation.
 
+    With ``init="inherit"`` (the default) the squeeze projects onto the leading singular
+    directions of the kernel's input channels (each paired with its negative, so the
+    squeeze's ReLU loses nothing), the k x k expand applies the kernel projected onto them
+    and the 1x1 expand the sum of its taps (see :func:`~compressor.transforms.inherit.inherit_fire`);
+    ``random`` leaves PyTorch's initialization.
+
     Args:
         squeeze_ratio: squeeze channels as a share of the conv's output channels.
         expand3x3_share: share of the output channels made by the k x k expand.
         norm: norm after the fire's inner convs (None, "batch", "instance", "group").
+        init: ``inherit`` (from the replaced conv's weights) or ``random``.
     """
 
     def __init__(
@@ -36,9 +46,11 @@ class FireTransform(LayerTransform):
         squeeze_ratio: float = 0.25,
         expand3x3_share: float = 0.5,
         norm: str | None = None,
+        init: Literal["inherit", "random"] = "inherit",
         **selection,
     ) -> None:
         super().__init__(**selection)
+        self.init = init
         if not 0.0 < squeeze_ratio <= 4.0:
             raise ConfigError(f"fire: squeeze_ratio must be in (0, 4], got {squeeze_ratio}")
         if not 0.0 < expand3x3_share < 1.0:
@@ -63,6 +75,8 @@ class FireTransform(LayerTransform):
                 padding=None if isinstance(conv.padding, str) else conv.padding[0], dilation=dilation, bias=conv.bias is not None,
                 norm=self.norm, activation=False,
             )
+            if self.init == "inherit":
+                inherit_fire(conv, replacement)
             replace_submodule(model, name, replacement.to(conv.weight.device))
             change.changed.append(name)
         self.require_changes(model, change)

@@ -6,6 +6,7 @@ import fnmatch
 
 from torch import nn
 
+from compressor.errors import ConfigError
 from compressor.transforms.base import Change, Transform, TransformError
 
 __all__ = ["LayerTransform", "replace_submodule", "conv_channels"]
@@ -28,6 +29,10 @@ class LayerTransform(Transform):
         min_channels: only layers whose input and output channels are both at least this.
         strict: refuse (raise) when a selected layer cannot be transformed, instead of
             skipping it and saying so in the record.
+        calibrate: batches of real images on which every changed layer is refitted by
+            least squares to reproduce the input model's output there (0: none); the
+            images come from the caller (``apply(..., calibration=...)``, ``compressor
+            compress`` and the search take them from the training patches).
     """
 
     layer_types: tuple[type[nn.Module], ...] = (nn.Conv2d,)
@@ -39,8 +44,12 @@ class LayerTransform(Transform):
         exclude: list[str] | str | None = None,
         min_channels: int = 0,
         strict: bool = False,
+        calibrate: int = 0,
     ) -> None:
         super().__init__()
+        if calibrate < 0:
+            raise ConfigError(f"{self.name}: calibrate must be >= 0 batches, got {calibrate}")
+        self.calibrate = calibrate
         self.include = [include] if isinstance(include, str) else list(include)
         self.exclude = [exclude] if isinstance(exclude, str) else list(exclude or [])
         self.min_channels = min_channels

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import operator
+from typing import Literal
 
 import torch
 import torch.fx
 from torch import nn
 
 from compressor.transforms.base import Change, TransformError, register_transform
+from compressor.transforms.calibration import Counterpart
 from compressor.transforms.graph import finish_graph, module_of, node_shape, trace_with_shapes
+from compressor.transforms.inherit import inherit_fused
 from compressor.transforms.selection import LayerTransform, replace_submodule
 
 __all__ = ["SkipFusion"]
@@ -23,10 +26,18 @@ class SkipFusion(LayerTransform):
 
     Where two tensors of equal shape are concatenated along channels and the result
     feeds exactly one ``Conv2d``, the concatenation becomes an addition and the conv
-    takes half the input channels (its weights start as the mean of the two halves).
-    Selection (``include``, ``exclude``, ``min_channels``) applies to that conv's name.
-    The result is a ``torch.fx.GraphModule`` keeping the original layer names.
+    takes half the input channels. With ``init="inherit"`` (the default) its weights start
+    as the mean of the two halves of the original kernel; ``random`` leaves PyTorch's
+    initialization. Selection (``include``, ``exclude``, ``min_channels``) applies to that
+    conv's name. The result is a ``torch.fx.GraphModule`` keeping the original layer names.
+
+    Args:
+        init: ``inherit`` (from the replaced conv's weights) or ``random``.
     """
+
+    def __init__(self, *, init: Literal["inherit", "random"] = "inherit", **selection) -> None:
+        super().__init__(**selection)
+        self.init = init
 
     def transform(self, model: nn.Module, example_input: torch.Tensor) -> tuple[nn.Module, Change]:
         graph_module = trace_with_shapes(model, example_input, transform=self.name)
@@ -43,8 +54,9 @@ class SkipFusion(LayerTransform):
             if reason:
                 self.skip(change, label, reason)
                 continue
-            self._fuse(graph_module, node, consumer)
+            half = self._fuse(graph_module, node, consumer)
             change.changed.append(consumer.target)
+            change.counterparts[consumer.target] = Counterpart.same(consumer.target, adapt=_halves_added(half))
         if change.changed:
             finish_graph(graph_module)
         self.require_changes(model, change)
@@ -77,7 +89,7 @@ class SkipFusion(LayerTransform):
             return "is called more than once (shared weights)", consumer
         return None, consumer
 
-    def _fuse(self, graph_module: torch.fx.GraphModule, node: torch.fx.Node, consumer: torch.fx.Node) -> None:
+    def _fuse(self, graph_module: torch.fx.GraphModule, node: torch.fx.Node, consumer: torch.fx.Node) -> int:
         first, second = node.args[0]
         with graph_module.graph.inserting_before(node):
             added = graph_module.graph.call_function(operator.add, (first, second))
@@ -89,8 +101,12 @@ class SkipFusion(LayerTransform):
             half, conv.out_channels, conv.kernel_size, stride=conv.stride, padding=conv.padding,
             dilation=conv.dilation, bias=conv.bias is not None, padding_mode=conv.padding_mode,
         ).to(conv.weight.device)
-        with torch.no_grad():
-            fused.weight.copy_((conv.weight[:, :half] + conv.weight[:, half:]) / 2)
-            if conv.bias is not None:
-                fused.bias.copy_(conv.bias)
+        if self.init == "inherit":
+            inherit_fused(conv, fused)
         replace_submodule(graph_module, consumer.target, fused)
+        return half
+
+
+def _halves_added(half: int):
+    """What the fused conv reads, from what the original one read: ``a + b`` from ``cat([a, b])``."""
+    return lambda concatenated: concatenated[:, :half] + concatenated[:, half:]
