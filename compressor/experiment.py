@@ -41,8 +41,9 @@ from compressor.io import atomic_write_text
 from compressor.models import MODELS, build_model
 from compressor.saving import save_model
 from compressor.schema import check_value
+from compressor.finetune import FinetuneConfig
 from compressor.search_config import SearchConfig
-from compressor.train import Callback, TrainConfig, TrainResult, seed_everything, train
+from compressor.train import Callback, TrainConfig, TrainResult, load_checkpoint, save_checkpoint, seed_everything, train
 
 __all__ = [
     "Experiment",
@@ -61,6 +62,8 @@ __all__ = [
     "baseline_path",
     "ensure_baselines",
     "load_baselines",
+    "ensure_parent",
+    "resolve_teacher",
 ]
 
 log = logging.getLogger(__name__)
@@ -131,6 +134,8 @@ class Experiment:
         budget: limits on params, FLOPs and latency.
         cost: how costs are measured.
         search: what ``compressor search`` explores, and how.
+        finetune: how a network with inherited weights is fine-tuned (``compressor
+            compress``, and a search with ``search.init: inherit`` or ``distill``).
     """
 
     name: str = ""
@@ -141,6 +146,7 @@ class Experiment:
     budget: Budget = field(default_factory=Budget)
     cost: CostConfig = field(default_factory=CostConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any] | None, *, source: str = "experiment") -> Experiment:
@@ -383,11 +389,14 @@ def train_model(
     data = data or experiment.data.build(cache_dir=cache_dir)
     seed_everything(experiment.train.seed)
     network = model_config.build(in_channels=data.in_channels, num_classes=data.num_classes)
-    if loaded_recipe is not None:
+    if loaded_recipe is not None:  # a network trained from scratch: new layers keep PyTorch's initialization
         example = torch.zeros(1, data.in_channels, experiment.data.patch_size, experiment.data.patch_size)
-        network, _records = apply(network, loaded_recipe, example)
+        network, _records = apply(network, loaded_recipe, example, init="random")
     label = label or model_label(model_config, recipe)
-    result = train(network, data, experiment.train, evaluate_at=evaluate_at, callback=callback, description=label)
+    teacher = resolve_teacher(experiment, cache_dir=cache_dir) if experiment.train.distill.active else None
+    result = train(
+        network, data, experiment.train, evaluate_at=evaluate_at, callback=callback, description=label, teacher=teacher,
+    )
     cost = measure(network.cpu(), experiment.cost_input_shape(data.in_channels), latency_runs=experiment.cost.latency_runs)
     recipe_name = None if loaded_recipe is None else (str(recipe) if isinstance(recipe, (str, Path)) else loaded_recipe.short())
     trained = TrainedModel(label, network, result, cost, Path(output_dir) if output_dir else None, recipe_name)
@@ -426,7 +435,8 @@ class BaselineRecord:
         steps: optimizer steps trained.
         train_seconds: wall time of the optimizer steps.
         wall_seconds: wall time of training, evaluation and costing together.
-        path: the JSON file it is stored in.
+        path: the JSON file it is stored in; the trained weights are beside it
+            (:attr:`weights_path`, a weights-only checkpoint).
         reused: True if it was read back rather than trained now.
     """
 
@@ -439,6 +449,11 @@ class BaselineRecord:
     wall_seconds: float
     path: Path
     reused: bool = False
+
+    @property
+    def weights_path(self) -> Path:
+        """``<run_dir>/baselines/<model>.pt``: its trained weights (see :func:`load_checkpoint`)."""
+        return self.path.with_suffix(".pt")
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -496,13 +511,16 @@ def ensure_baselines(
     models: Sequence[str] = BASELINE_MODELS,
     force: bool = False,
     cache_dir: str | Path | None = None,
+    need_weights: bool = False,
 ) -> list[BaselineRecord]:
     """Trains the reference models with the experiment's data and training settings, unless already stored.
 
     Each result goes to ``<run_dir>/baselines/<model>.json`` (written atomically) with a
     :func:`baseline_key`; a stored result with the current key is reused, one with
-    another key (the data, training or cost settings changed) is retrained. The
-    resolved experiment is written to ``<run_dir>/baselines/config.yaml``.
+    another key (the data, training or cost settings changed) is retrained. The trained
+    weights go beside it (``<model>.pt``); with ``need_weights`` a stored result whose
+    weights are missing (stored by an older version) is retrained. The resolved experiment
+    is written to ``<run_dir>/baselines/config.yaml``.
 
     Returns:
         One record per model, in order; ``reused`` tells which were not retrained.
@@ -514,6 +532,8 @@ def ensure_baselines(
         if model not in MODELS:
             raise ConfigError(f"baseline model {model!r} is not registered; valid: {', '.join(MODELS.names())}")
     stored = {} if force else load_baselines(experiment, models)
+    if need_weights:
+        stored = {model: record for model, record in stored.items() if record.weights_path.is_file()}
     records = []
     data = None
     for model in models:
@@ -534,7 +554,112 @@ def ensure_baselines(
             path=baseline_path(experiment, model),
         )
         payload = {**record.to_dict(), "experiment": experiment.name, "train": trained.result.to_dict()}
+        save_checkpoint(record.weights_path, trained.model, step=trained.result.steps_done,
+                        metrics=trained.result.metrics, extra={"model": model, "key": record.key})
         atomic_write_text(record.path, json.dumps(payload, indent=2) + "\n")
         records.append(record)
     experiment.save(experiment.run_path / "baselines" / "config.yaml")
     return records
+
+
+@dataclass
+class Parent:
+    """A trained network that candidates inherit their weights from (and may distill from).
+
+    Attributes:
+        model: the trained network (CPU, eval mode).
+        model_config: what it was built from.
+        weights_path: its stored weights (a weights-only checkpoint).
+        metrics: its final evaluation, as stored.
+        steps: optimizer steps it was trained for.
+        reused: True if it was read back rather than trained now.
+    """
+
+    model: nn.Module
+    model_config: ModelConfig
+    weights_path: Path
+    metrics: dict[str, Any]
+    steps: int
+    reused: bool
+
+
+def _default_args(model_config: ModelConfig) -> bool:
+    """True if ``model_config`` is a registered baseline model built with its default arguments."""
+    extra = {key: value for key, value in model_config.args.items() if not (key == "norm" and value == "batch")}
+    return model_config.name in BASELINE_MODELS and not extra
+
+
+def ensure_parent(
+    experiment: Experiment,
+    model_config: ModelConfig,
+    *,
+    steps: int | None = None,
+    data: SegmentationData | None = None,
+    cache_dir: str | Path | None = None,
+) -> Parent:
+    """The base network trained with the experiment's recipe for ``steps``, trained once and stored.
+
+    With the ``train:`` section's own steps and a reference model (``unet``, ``micronet``)
+    the parent is that stored baseline (:func:`ensure_baselines`), so a search that trains
+    its baselines anyway trains nothing more. Otherwise it goes to
+    ``<run_dir>/parents/<label>-<key>.pt`` and ``.json``, keyed like a baseline (data,
+    training, model and its arguments).
+    """
+    steps = steps or experiment.train.steps
+    settings = dataclasses.replace(
+        experiment, train=dataclasses.replace(experiment.train, steps=steps, bn_reestimate=0, distill=type(experiment.train.distill)())
+    )
+    if steps == experiment.train.steps and _default_args(model_config) and not experiment.train.distill.active:
+        (record,) = ensure_baselines(experiment, models=[model_config.name], cache_dir=cache_dir, need_weights=True)
+        path, metrics, reused = record.weights_path, record.metrics, record.reused
+    else:
+        material = {"key": baseline_key(settings, model_config.name), "model": to_data(model_config)}
+        key = hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()[:16]
+        path = settings.run_path / "parents" / f"{model_config.label}-{key}.pt"
+        reused = path.is_file()
+        if reused:
+            metrics = load_checkpoint(path).metrics or {}
+        else:
+            log.info("parent %s: training %d steps (once; stored in %s)", model_config.name, steps, path)
+            trained = train_model(settings, model=model_config, data=data, cache_dir=cache_dir)
+            metrics = trained.result.metrics.to_dict()
+            save_checkpoint(path, trained.model, step=steps, metrics=trained.result.metrics,
+                            extra={"model": to_data(model_config), "key": key})
+            log.info("parent %s: %s", model_config.name, trained.result.metrics.summary())
+    data = data or experiment.data.build(cache_dir=cache_dir)
+    network = model_config.build(in_channels=data.in_channels, num_classes=data.num_classes)
+    load_checkpoint(path, network)
+    return Parent(model=network.eval(), model_config=model_config, weights_path=path, metrics=metrics or {},
+                  steps=steps, reused=reused)
+
+
+def resolve_teacher(
+    experiment: Experiment, spec: str | None = None, *, parent: nn.Module | None = None,
+    cache_dir: str | Path | None = None,
+) -> nn.Module:
+    """The distillation teacher ``spec`` (default: ``train.distill.teacher``) names, as a module.
+
+    ``parent``: the given parent network; ``unet``/``micronet``: the experiment's stored
+    baseline (trained now if missing); anything else: a model file saved by compressor.
+
+    Raises:
+        ConfigError: ``parent`` without a parent (outside a search or ``compress``), or a
+            model file that cannot be read.
+    """
+    from compressor.saving import load_model
+
+    spec = spec or experiment.train.distill.teacher
+    if spec == "parent":
+        if parent is None:
+            raise ConfigError(
+                "train.distill.teacher: 'parent' is the network a candidate was transformed from; it exists in "
+                "compressor compress and in a search with search.init: distill, not here; name a baseline "
+                "(unet, micronet) or a model file"
+            )
+        return parent
+    if spec in BASELINE_MODELS:
+        plain = dataclasses.replace(experiment, train=dataclasses.replace(experiment.train, distill=type(experiment.train.distill)()))
+        return ensure_parent(plain, ModelConfig(name=spec), cache_dir=cache_dir).model
+    if spec is None:
+        raise ConfigError("no distillation teacher given (train.distill.teacher)")
+    return load_model(spec).eval()

@@ -41,6 +41,12 @@ class SearchConfig:
         heartbeat_interval: seconds between a running trial's heartbeats.
         grace_period: seconds without a heartbeat after which a trial counts as dead.
         max_retry: how often a dead worker's trial is retried.
+        init: how candidates start: ``random`` (the base network untrained, new layers
+            initialized by PyTorch, trained from scratch), ``inherit`` (a transformed copy
+            of the base network trained once as the *parent*, each new layer the closest
+            approximation of the trained layer it replaces, fine-tuned with the
+            ``finetune:`` section), or ``distill`` (as ``inherit``, the parent also the
+            distillation teacher).
     """
 
     space: str = "unet_family"
@@ -60,6 +66,7 @@ class SearchConfig:
     heartbeat_interval: int = 30
     grace_period: int = 120
     max_retry: int = 2
+    init: Literal["random", "inherit", "distill"] = "random"
 
     def __post_init__(self) -> None:
         if not self.objectives or "metric" not in self.objectives:

@@ -37,6 +37,9 @@ from compressor.metrics import ConfusionMatrix, SegmentationMetrics
 
 __all__ = [
     "TrainConfig",
+    "DistillConfig",
+    "distillation_loss",
+    "reestimate_batchnorm",
     "TrainResult",
     "TrainingError",
     "CheckpointError",
@@ -80,6 +83,37 @@ Callback = Callable[[int, SegmentationMetrics], "bool | None"]
 
 
 @dataclass(frozen=True, kw_only=True)
+class DistillConfig:
+    """Distillation from a teacher (the ``train.distill:`` section).
+
+    The student's loss gets ``weight * T**2 * KL(softmax(teacher / T) || softmax(student / T))``,
+    averaged over pixels, added to the task loss (Hinton et al.'s scaling keeps the
+    gradient's size independent of ``T``).
+
+    Attributes:
+        teacher: ``parent`` (the network a candidate was transformed from), a baseline
+            (``unet``, ``micronet``: the experiment's stored baseline), or a model file saved
+            by compressor; null: no distillation.
+        weight: weight of the distillation term.
+        temperature: softening temperature ``T``.
+    """
+
+    teacher: str | None = None
+    weight: float = 0.5
+    temperature: float = 2.0
+
+    def __post_init__(self) -> None:
+        if self.weight < 0:
+            raise ConfigError(f"train.distill.weight must be >= 0, got {self.weight}")
+        if not self.temperature > 0:
+            raise ConfigError(f"train.distill.temperature must be > 0, got {self.temperature}")
+
+    @property
+    def active(self) -> bool:
+        return self.teacher is not None and self.weight > 0
+
+
+@dataclass(frozen=True, kw_only=True)
 class TrainConfig:
     """How to train (the ``train:`` section of an experiment).
 
@@ -105,6 +139,10 @@ class TrainConfig:
         eval_overlap: overlap of neighbouring evaluation windows in pixels.
         eval_batch_size: windows per forward pass during evaluation.
         progress: show a progress bar (on a terminal).
+        bn_reestimate: before the first step, batches of training patches run through the
+            model (no gradient) to re-estimate every batch norm's running statistics from
+            scratch; what a transformed network with inherited norms needs (0: none).
+        distill: distillation from a teacher (:class:`DistillConfig`).
     """
 
     steps: int = 200
@@ -126,6 +164,8 @@ class TrainConfig:
     eval_overlap: int = 32
     eval_batch_size: int = 4
     progress: bool = True
+    bn_reestimate: int = 0
+    distill: DistillConfig = field(default_factory=DistillConfig)
 
     def __post_init__(self) -> None:
         for key in ("steps", "batch_size", "eval_window", "eval_batch_size"):
@@ -139,6 +179,8 @@ class TrainConfig:
             raise ConfigError(f"train.eval_overlap must be in [0, eval_window), got {self.eval_overlap}")
         if self.threads is not None and self.threads < 1:
             raise ConfigError(f"train.threads must be >= 1, got {self.threads}")
+        if self.bn_reestimate < 0:
+            raise ConfigError(f"train.bn_reestimate must be >= 0 batches, got {self.bn_reestimate}")
 
 
 @dataclass
@@ -337,6 +379,7 @@ def train(
     callback: Callback | None = None,
     checkpoint_path: str | Path | None = None,
     description: str = "train",
+    teacher: nn.Module | None = None,
 ) -> TrainResult:
     """Trains ``model`` in place on ``data`` and evaluates it on the whole validation set.
 
@@ -351,13 +394,16 @@ def train(
         checkpoint_path: if given, a checkpoint (weights, optimizer state, step,
             metrics) is written there after every evaluation; see :func:`save_checkpoint`.
         description: label of the progress bar.
+        teacher: the model to distill from when ``config.distill`` is active (the caller
+            resolves ``config.distill.teacher`` to a module); run in eval mode, never trained.
 
     Returns:
         A :class:`TrainResult`; the model is left on the training device, in eval mode.
 
     Raises:
         TrainingError: the loss or the gradient norm stopped being finite.
-        ConfigError: the model's output does not fit the data (names the shapes).
+        ConfigError: the model's output does not fit the data, or the teacher's output does
+            not fit the model's (names the shapes); distillation asked for without a teacher.
 
     Example:
         >>> from compressor.data import SyntheticConfig
@@ -371,9 +417,16 @@ def train(
     config = config or TrainConfig()
     device = resolve_device(config.device)
     checkpoints = evaluation_steps(config.steps, evaluate_at)
+    distill = config.distill if config.distill.active else None
+    if distill is not None and teacher is None:
+        raise ConfigError(f"train.distill.teacher is {config.distill.teacher!r} but no teacher model was given")
     with torch_threads(config.threads) as threads, deterministic_kernels(device):
         generator = torch.Generator().manual_seed(config.seed)
         model.to(device).train()
+        if distill is not None:
+            teacher = teacher.to(device).eval()
+        if config.bn_reestimate:
+            reestimate_batchnorm(model, data, batches=config.bn_reestimate, batch_size=config.batch_size, seed=config.seed)
         weights = class_weights(data.class_frequencies(), config.class_weights)
         weights = None if weights is None else weights.to(device)
         optimizer = _optimizer(model, config)
@@ -394,6 +447,10 @@ def train(
                 loss = weighted_cross_entropy(logits, masks, weights)
                 if config.dice_weight:
                     loss = loss + config.dice_weight * dice_loss(logits, masks)
+                if distill is not None:
+                    with torch.no_grad():
+                        target = _teacher_logits(teacher, images, logits) if step == 0 else teacher(images)
+                    loss = loss + distill.weight * distillation_loss(logits, target, distill.temperature)
                 value = float(loss.detach())
                 step += 1
                 if not math.isfinite(value):
@@ -432,6 +489,71 @@ def train(
             metrics=history[-1][1], steps_done=step, stopped_early=stopped, history=history, losses=losses,
             train_seconds=train_seconds, eval_seconds=eval_seconds, device=str(device), threads=threads,
         )
+
+
+def distillation_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """Pixel-wise ``T**2 * KL(softmax(teacher / T) || softmax(student / T))``, averaged over pixels.
+
+    Example:
+        >>> logits = torch.randn(2, 3, 4, 4)
+        >>> float(distillation_loss(logits, logits, 2.0)) == 0.0
+        True
+        >>> float(distillation_loss(logits, -logits, 2.0)) > 0
+        True
+    """
+    log_student = F.log_softmax(student / temperature, dim=1)
+    log_teacher = F.log_softmax(teacher.detach() / temperature, dim=1)
+    per_pixel = (log_teacher.exp() * (log_teacher - log_student)).sum(dim=1)
+    return per_pixel.mean() * temperature**2
+
+
+def _teacher_logits(teacher: nn.Module, images: torch.Tensor, student_logits: torch.Tensor) -> torch.Tensor:
+    """The teacher's first output, with a clear error if it cannot be compared with the student's."""
+    try:
+        logits = teacher(images)
+    except RuntimeError as error:
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ConfigError(f"the distillation teacher cannot run on a batch of shape {tuple(images.shape)}: {first}") from None
+    if not isinstance(logits, torch.Tensor) or logits.shape != student_logits.shape:
+        shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
+        raise ConfigError(
+            f"the distillation teacher maps input {tuple(images.shape)} to {shape}, the model being trained to "
+            f"{tuple(student_logits.shape)}; they must match (same classes, same height and width)"
+        )
+    return logits
+
+
+@torch.no_grad()
+def reestimate_batchnorm(
+    model: nn.Module, data: SegmentationData, *, batches: int, batch_size: int = 8, seed: int = 0
+) -> int:
+    """Recomputes every batch norm's running mean and variance from ``batches`` training batches.
+
+    The statistics are reset and averaged over the batches (cumulative, not the usual
+    moving average), the weights are not touched, and the model goes back to its mode. The
+    patches are drawn with their own generator, so the training that follows sees the same
+    batches as without it. Returns the number of batch-norm layers re-estimated.
+    """
+    norms = [module for module in model.modules() if isinstance(module, nn.modules.batchnorm._BatchNorm)]
+    if not norms or batches < 1:
+        return 0
+    momenta = [norm.momentum for norm in norms]
+    for norm in norms:
+        norm.reset_running_stats()
+        norm.momentum = None
+    device = next((parameter.device for parameter in model.parameters()), torch.device("cpu"))
+    generator = torch.Generator().manual_seed(seed + 7919)
+    was_training = model.training
+    model.train()
+    try:
+        for _ in range(batches):
+            indices = torch.randint(0, len(data.train), (batch_size,), generator=generator).tolist()
+            model(torch.stack([data.train[index][0] for index in indices]).to(device))
+    finally:
+        for norm, momentum in zip(norms, momenta):
+            norm.momentum = momentum
+        model.train(was_training)
+    return len(norms)
 
 
 def _wants_stop(callback: Callback | None, step: int, metrics: SegmentationMetrics) -> bool:

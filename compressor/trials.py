@@ -78,6 +78,9 @@ class StudyInfo:
         input_shape: the shape costs were measured at.
         artifacts: the folder where Pareto-front weights are kept.
         model_args: the base network's builder arguments (channels and classes included).
+        init: ``random``, ``inherit`` or ``distill`` (``search.init``).
+        parent: the stored weights of the trained parent candidates start from (``""``
+            when they start from random weights).
     """
 
     experiment: dict[str, Any]
@@ -91,6 +94,8 @@ class StudyInfo:
     input_shape: list[int] = field(default_factory=list)
     artifacts: str = ""
     model_args: dict[str, Any] = field(default_factory=dict)
+    init: str = "random"
+    parent: str = ""
 
     def to_attrs(self) -> dict[str, Any]:
         return {"compressor_format": FORMAT, **{name: getattr(self, name) for name in self.__dataclass_fields__}}

@@ -9,10 +9,12 @@ from torch import nn
 
 from compressor.errors import ConfigError
 from compressor.experiment import Experiment, ModelConfig
+from compressor.finetune import calibration_batches
 from compressor.saving import save_model
 from compressor.search.setup import build_candidate
 from compressor.search.storage import load_study
 from compressor.search.weights import WeightStore
+from compressor.train import CheckpointError, load_checkpoint
 from compressor.transforms import Recipe
 from compressor.trials import StudyInfo, TrialRecord, study_info
 
@@ -51,7 +53,23 @@ def rebuild_trial(storage_url: str, study_name: str, number: int, *, untrained: 
     in_channels = int(info.input_shape[1])
     num_classes = int(info.model_args.get("num_classes", 2))
     recipe = Recipe.from_data(record.recipe, source=f"trial {number}'s recipe")
-    model = build_candidate(experiment, model_config, recipe, in_channels=in_channels, num_classes=num_classes)
+    base = None
+    if info.init != "random":  # pruning ranked the parent's trained channels: the same parent gives the same widths
+        base = model_config.build(in_channels=in_channels, num_classes=num_classes)
+        try:
+            load_checkpoint(info.parent, base)
+        except CheckpointError as error:
+            raise ConfigError(f"trial {number} was fine-tuned from a parent network that cannot be read: {error}") from None
+    calibration = None
+    if base is not None and experiment.finetune.calibrate:  # calibrated weights steer pruning: calibrate the same way
+        calibration = calibration_batches(
+            experiment.data.build(), experiment.finetune.calibrate, batch_size=experiment.train.batch_size,
+            seed=experiment.train.seed,
+        )
+    model = build_candidate(
+        experiment, model_config, recipe, in_channels=in_channels, num_classes=num_classes, base=base, init=info.init,
+        calibration=calibration,
+    )
     trained = not untrained
     if trained:
         state = WeightStore(info.artifacts).load(record.weights, number)

@@ -61,7 +61,8 @@ class TrialRunner:
         try:
             network = build_candidate(
                 setup.experiment, setup.model_config, recipe, in_channels=setup.data.in_channels,
-                num_classes=setup.data.num_classes, base=setup.context.model,
+                num_classes=setup.data.num_classes, base=setup.context.model, init=setup.init,
+                calibration=setup.calibration,
             )
             cost = setup.measure(network)
         except CompressorError as error:
@@ -91,8 +92,8 @@ class TrialRunner:
 
         try:
             result = train(
-                network, setup.data, setup.experiment.train, evaluate_at=list(setup.config.rungs),
-                callback=at_rung, description=f"trial {trial.number}",
+                network, setup.data, setup.train_config, evaluate_at=list(setup.config.rungs),
+                callback=at_rung, description=f"trial {trial.number}", teacher=setup.teacher,
             )
         except CompressorError as error:
             return self._fail(trial, record, started, str(error))
@@ -101,7 +102,7 @@ class TrialRunner:
             return self._fail(trial, record, started, f"training failed: {_first_line(error)}")
         record.metric = setup.metric(result.metrics)
         record.metrics = result.metrics.to_dict()
-        record.fidelity = round(result.steps_done / setup.experiment.train.steps, 4)
+        record.fidelity = round(result.steps_done / setup.train_config.steps, 4)
         record.train_seconds = round(result.train_seconds, 3)
         values = setup.values(record.metric, cost)
         if result.stopped_early:

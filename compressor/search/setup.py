@@ -15,12 +15,13 @@ from compressor.budget import Budget
 from compressor.cost import Cost, measure
 from compressor.data.base import SegmentationData
 from compressor.errors import BudgetError, ConfigError
-from compressor.experiment import Experiment, ModelConfig, to_data
+from compressor.experiment import Experiment, ModelConfig, Parent, ensure_parent, to_data
+from compressor.finetune import calibration_batches
 from compressor.metrics import SegmentationMetrics
 from compressor.search.storage import default_storage_url, sqlite_path
 from compressor.search_config import SearchConfig
-from compressor.train import seed_everything
-from compressor.transforms import Recipe, apply
+from compressor.train import TrainConfig, seed_everything
+from compressor.transforms import TRANSFORMS, Recipe, TransformSpec, apply
 from compressor.units import format_count
 from search_spaces import SPACES, SearchContext, SearchSpace
 
@@ -43,6 +44,25 @@ class SearchSetup:
     study_name: str
     artifacts: Path
     echo: Callable[[str], None] = print
+    parent: Parent | None = None
+    calibration: list[torch.Tensor] | None = None
+
+    @property
+    def init(self) -> str:
+        """How candidates start: ``random``, ``inherit`` or ``distill``."""
+        return self.config.init
+
+    @property
+    def train_config(self) -> TrainConfig:
+        """How candidates are trained: the ``train:`` section, or the fine-tuning one when they inherit."""
+        if self.parent is None:
+            return self.experiment.train
+        return self.experiment.finetune.train_config(self.experiment.train, distill=self.init == "distill")
+
+    @property
+    def teacher(self) -> nn.Module | None:
+        """The distillation teacher (the parent) when ``init`` is ``distill``."""
+        return self.parent.model if self.parent is not None and self.init == "distill" else None
 
     @property
     def budget(self) -> Budget:
@@ -94,12 +114,15 @@ def base_model_config(experiment: Experiment, space: SearchSpace, model: str | N
 
 def build_candidate(
     experiment: Experiment, model_config: ModelConfig, recipe: Recipe | None, *, in_channels: int, num_classes: int,
-    base: nn.Module | None = None,
+    base: nn.Module | None = None, init: str = "random", calibration: list[torch.Tensor] | None = None,
 ) -> nn.Module:
     """The candidate network exactly as a search builds it: seeded base, then the seeded recipe.
 
     Both the search and ``compressor export`` go through here, so an exported trial has
-    the very architecture (and pruned channels) that was trained.
+    the very architecture (and pruned channels) that was trained. ``base`` is the trained
+    parent when candidates inherit (``init`` ``inherit``): pruning then ranks the parent's
+    trained channels, so export needs that parent too. ``calibration`` images are given to
+    the steps that ask for calibration.
     """
     if base is None:
         seed_everything(experiment.train.seed)
@@ -108,8 +131,21 @@ def build_candidate(
         return base
     seed_everything(experiment.train.seed)
     example = torch.zeros(1, in_channels, experiment.data.patch_size, experiment.data.patch_size)
-    network, _records = apply(base, recipe, example, count_flops=False)
+    if calibration and experiment.finetune.calibrate:
+        recipe = Recipe.of([
+            step if "calibrate" in step.params or not _takes(step.name, "calibrate")
+            else TransformSpec(step.name, {**step.params, "calibrate": experiment.finetune.calibrate})
+            for step in recipe.steps
+        ])
+    network, _records = apply(
+        base, recipe, example, count_flops=False, init="inherit" if init != "random" else "random",
+        calibration=calibration,
+    )
     return network
+
+
+def _takes(transform: str, parameter: str) -> bool:
+    return any(item.name == parameter for item in TRANSFORMS.get(transform).parameters())
 
 
 def prepare(
@@ -128,8 +164,16 @@ def prepare(
     data = experiment.data.build(cache_dir=cache_dir)
     if config.metric.startswith("iou:") and config.metric[4:] not in data.class_names:
         raise ConfigError(f"search.metric: no class {config.metric[4:]!r}; classes: {', '.join(data.class_names)}")
-    seed_everything(experiment.train.seed)
-    base = model_config.build(in_channels=data.in_channels, num_classes=data.num_classes)
+    parent = None
+    if config.init != "random":
+        parent = ensure_parent(experiment, model_config, steps=experiment.finetune.parent_steps, data=data,
+                               cache_dir=cache_dir)
+        echo(f"parent {model_config.name} ({parent.steps} steps, {'stored' if parent.reused else 'trained now'}: "
+             f"{parent.weights_path}): {SegmentationMetrics.from_dict(parent.metrics).summary() if parent.metrics else ''}")
+        base = parent.model
+    else:
+        seed_everything(experiment.train.seed)
+        base = model_config.build(in_channels=data.in_channels, num_classes=data.num_classes)
     example = torch.zeros(1, data.in_channels, experiment.data.patch_size, experiment.data.patch_size)
     context = SearchContext(base, example, model_config.name)
     wants_latency = experiment.budget.needs_latency or "latency_ms" in config.objectives
@@ -141,7 +185,10 @@ def prepare(
         input_shape=experiment.cost_input_shape(data.in_channels),
         latency_runs=max(experiment.cost.latency_runs, 10) if wants_latency else experiment.cost.latency_runs,
         storage_url=storage_url, study_name=config.study or experiment.name or "search",
-        artifacts=artifacts.resolve(), echo=echo,
+        artifacts=artifacts.resolve(), echo=echo, parent=parent,
+        calibration=calibration_batches(
+            data, max(1, experiment.finetune.calibrate), batch_size=experiment.train.batch_size, seed=experiment.train.seed,
+        ) if parent is not None else None,
     )
     if check_budget and not experiment.budget.is_empty:
         check_smallest(setup)
@@ -154,7 +201,7 @@ def check_smallest(setup: SearchSetup) -> None:
     recipe = setup.space.fixed(choices, setup.context)
     network = build_candidate(
         setup.experiment, setup.model_config, recipe, in_channels=setup.data.in_channels,
-        num_classes=setup.data.num_classes, base=setup.context.model,
+        num_classes=setup.data.num_classes, base=setup.context.model, init=setup.init,
     )
     cost = setup.measure(network)
     check = setup.budget.check(cost)
@@ -171,11 +218,15 @@ def experiment_key(experiment: Experiment) -> dict[str, Any]:
     """What must not change when a study is resumed: data, model, training, cost, budget, space."""
     train = {key: value for key, value in to_data(experiment.train).items() if key not in ("threads", "progress", "device")}
     search = to_data(experiment.search)
-    return {
+    key = {
         "data": to_data(experiment.data), "train": train, "cost": to_data(experiment.cost),
         "budget": to_data(experiment.budget),
         "search": {key: search[key] for key in ("space", "model", "objectives", "metric")},
     }
+    if experiment.search.init != "random":  # studies made before inheritance existed keep their key
+        key["search"]["init"] = experiment.search.init
+        key["finetune"] = to_data(experiment.finetune)
+    return key
 
 
 def with_search(experiment: Experiment, **changes: Any) -> Experiment:

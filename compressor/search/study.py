@@ -84,6 +84,7 @@ def open_search_study(setup: SearchSetup, *, sampler_seed: int | None, create: b
         model_args=setup.model_config.builder_args(
             in_channels=setup.data.in_channels, num_classes=setup.data.num_classes
         ),
+        init=setup.init, parent=str(setup.parent.weights_path.resolve()) if setup.parent is not None else "",
     )
     for name, value in {**info.to_attrs(), "experiment_key": key}.items():
         study.set_user_attr(name, value)

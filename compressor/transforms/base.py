@@ -33,14 +33,15 @@ class Change:
         counterparts: for a changed layer that does not simply replace the layer of the
             same name (a new bridge, a conv taking ``a + b`` instead of ``cat([a, b])``),
             where its input and the output it should reproduce are in the input model;
-            the engine measures (and calibrates) every changed layer through these.
+            the engine measures (and calibrates) every changed layer through these;
+            None for a layer nothing in the input model compares with.
     """
 
     changed: list[str] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)
     skipped: dict[str, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
-    counterparts: dict[str, Counterpart] = field(default_factory=dict)
+    counterparts: dict[str, Counterpart | None] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -257,10 +257,17 @@ def _run_eval(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
         model.train(was_training)
 
 
-def counterparts_of(names: Iterable[str], given: dict[str, Counterpart] | None = None) -> dict[str, Counterpart]:
-    """A counterpart for every changed layer: the transform's own, else the layer of the same name."""
+def counterparts_of(
+    names: Iterable[str], given: dict[str, Counterpart | None] | None = None
+) -> dict[str, Counterpart]:
+    """A counterpart for every changed layer: the transform's own, else the layer of the same name.
+
+    A transform maps a layer to None when nothing in the input model is comparable (a conv
+    that now runs at another resolution); that layer is neither measured nor refitted.
+    """
     given = given or {}
-    return {name: given.get(name, Counterpart.same(name)) for name in names}
+    found = {name: given.get(name, Counterpart.same(name)) for name in names}
+    return {name: counterpart for name, counterpart in found.items() if counterpart is not None}
 
 
 def batches_of(images: torch.Tensor | Sequence[torch.Tensor], count: int) -> torch.Tensor:

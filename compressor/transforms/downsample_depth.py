@@ -53,8 +53,9 @@ class DownsampleDepth(Transform):
         levels: how many of the deepest levels to remove (>= 1).
         stride_to_dilation: flatten the levels instead of cutting them.
         init: ``inherit`` (identity-like bridges) or ``random``.
-        calibrate: batches of real images on which the bridges (and, with
-            ``stride_to_dilation``, the changed convs) are refitted; 0: none.
+        calibrate: batches of real images on which the bridges are refitted; 0: none.
+            (Flattened levels run at another resolution than before: nothing there is
+            compared with the input model, measured or refitted.)
     """
 
     def __init__(
@@ -210,6 +211,7 @@ class DownsampleDepth(Transform):
                 if reason:
                     raise TransformError(f"{self.name}: layer {node.target!r} {reason}")
             change.changed.append(node.target)
+            change.counterparts[node.target] = None  # it now sees another resolution: nothing to compare with
         change.notes.append(f"levels {keep + 1}..{keep + self.levels} flattened: stride 1, dilation x2 per level")
         return model, change
 
@@ -220,12 +222,14 @@ def _bridge_counterpart(
     """The bridge reads ``source`` and stands for ``exit_node``'s output, when both are layers' tensors."""
     if exit_node.op != "call_module":
         return None
+    # The down-sampling that reads ``source`` is usually a layer of its own; the layer that made
+    # ``source`` may be shared (one ReLU module used twice), whose tensors cannot be told apart.
+    readers = [node for node in source.users if node in region and node.op == "call_module"]
+    if readers:
+        return Counterpart(input_layer=readers[0].target, input_side="input", target_layer=exit_node.target)
     if source.op == "call_module":
         return Counterpart(input_layer=source.target, input_side="output", target_layer=exit_node.target)
-    readers = [node for node in source.users if node in region and node.op == "call_module"]
-    if not readers:
-        return None
-    return Counterpart(input_layer=readers[0].target, input_side="input", target_layer=exit_node.target)
+    return None
 
 
 def _stride_one_pool(pool: nn.Module) -> nn.Module:

@@ -16,8 +16,10 @@ Each function fills the weights of a freshly built replacement from the original
   with equal variance);
 * :func:`identity_like`: a new 1x1 conv that passes its first channels through.
 
-A norm inside a replacement starts as the identity (a fresh norm layer is one in eval mode,
-up to its epsilon), so the approximation holds for the replacement as built.
+A batch norm inside a replacement starts as the identity (a fresh one is, in eval mode, up
+to its epsilon), so the approximation holds for the replacement as built; an instance or
+group norm inside it normalizes whatever it gets, so through one the approximation is
+only rough (the record's layer errors say how rough).
 
 Example:
     >>> import torch

@@ -30,7 +30,8 @@ class LayerTransform(Transform):
         strict: refuse (raise) when a selected layer cannot be transformed, instead of
             skipping it and saying so in the record.
         calibrate: batches of real images on which every changed layer is refitted by
-            least squares to reproduce the input model's output there (0: none); the
+            least squares to reproduce the input model's output there (0: none; a layer
+            whose output changed shape, as a pruned one, is left as it is); the
             images come from the caller (``apply(..., calibration=...)``, ``compressor
             compress`` and the search take them from the training patches).
     """

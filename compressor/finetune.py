@@ -1,0 +1,94 @@
+"""Fine-tuning a transformed network that inherited its weights: the ``finetune:`` section.
+
+A network that starts from a trained parent's weights wants other settings than one
+trained from scratch: a lower learning rate without warm-up (the weights are already
+good; a from-scratch rate wipes them out), batch-norm statistics re-estimated on the new
+network before anything else, and the parent as a distillation teacher. The section says
+how, and :meth:`FinetuneConfig.train_config` turns the experiment's ``train:`` section
+into the fine-tuning one (data, batch size, augmentation, loss and evaluation unchanged).
+
+Example:
+    >>> from compressor.train import TrainConfig
+    >>> config = FinetuneConfig(lr=3e-4).train_config(TrainConfig(steps=120), distill=True)
+    >>> config.steps, config.lr, config.warmup_fraction, config.distill.teacher
+    (120, 0.0003, 0.0, 'parent')
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import torch
+
+from compressor.data.base import SegmentationData
+from compressor.errors import ConfigError
+from compressor.train import DistillConfig, TrainConfig
+
+__all__ = ["FinetuneConfig", "calibration_batches"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class FinetuneConfig:
+    """How a network with inherited weights is fine-tuned (the ``finetune:`` section).
+
+    Attributes:
+        steps: optimizer steps (null: the ``train:`` section's).
+        lr: peak learning rate (null: the ``train:`` section's).
+        warmup_fraction: share of the steps spent warming up.
+        bn_reestimate: batches of training patches that re-estimate every batch norm's
+            statistics before the first step.
+        calibrate: batches of training patches on which every transform refits the layers
+            it changed by least squares (0: weights inherited from the parent alone).
+        distill_weight: weight of the distillation term when distilling from the parent.
+        temperature: distillation temperature.
+        parent_steps: optimizer steps of the parent a search fine-tunes from (trained once
+            and stored; null: the ``train:`` section's, which reuses the stored baseline).
+    """
+
+    steps: int | None = None
+    lr: float | None = 3e-4
+    warmup_fraction: float = 0.0
+    bn_reestimate: int = 16
+    calibrate: int = 0
+    distill_weight: float = 0.5
+    temperature: float = 2.0
+    parent_steps: int | None = None
+
+    def __post_init__(self) -> None:
+        for key in ("steps", "parent_steps"):
+            value = getattr(self, key)
+            if value is not None and value < 1:
+                raise ConfigError(f"finetune.{key} must be >= 1 or null, got {value}")
+        if self.lr is not None and not self.lr > 0:
+            raise ConfigError(f"finetune.lr must be > 0, got {self.lr}")
+        if not 0 <= self.warmup_fraction < 1:
+            raise ConfigError(f"finetune.warmup_fraction must be in [0, 1), got {self.warmup_fraction}")
+        for key in ("bn_reestimate", "calibrate"):
+            if getattr(self, key) < 0:
+                raise ConfigError(f"finetune.{key} must be >= 0 batches, got {getattr(self, key)}")
+        DistillConfig(weight=self.distill_weight, temperature=self.temperature)  # same checks
+
+    def train_config(self, train: TrainConfig, *, distill: bool) -> TrainConfig:
+        """``train`` with this section's steps, rate, warm-up and batch-norm re-estimation,
+        and distillation from the parent if ``distill``."""
+        return dataclasses.replace(
+            train,
+            steps=self.steps or train.steps,
+            lr=self.lr if self.lr is not None else train.lr,
+            warmup_fraction=self.warmup_fraction,
+            bn_reestimate=self.bn_reestimate,
+            distill=DistillConfig(
+                teacher="parent" if distill else None, weight=self.distill_weight, temperature=self.temperature
+            ),
+        )
+
+
+def calibration_batches(data: SegmentationData, count: int, *, batch_size: int, seed: int = 0) -> list[torch.Tensor]:
+    """``count`` batches of training patches (images only), drawn with their own seeded generator."""
+    generator = torch.Generator().manual_seed(seed + 104729)
+    batches = []
+    for _ in range(count):
+        indices = torch.randint(0, len(data.train), (batch_size,), generator=generator).tolist()
+        batches.append(torch.stack([data.train[index][0] for index in indices]))
+    return batches
