@@ -24,8 +24,9 @@ import torch
 from compressor.data.base import SegmentationData
 from compressor.errors import ConfigError
 from compressor.train import DistillConfig, TrainConfig
+from compressor.transforms import TRANSFORMS, Recipe, TransformSpec
 
-__all__ = ["FinetuneConfig", "calibration_batches"]
+__all__ = ["FinetuneConfig", "calibration_batches", "with_calibration"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -92,3 +93,15 @@ def calibration_batches(data: SegmentationData, count: int, *, batch_size: int, 
         indices = torch.randint(0, len(data.train), (batch_size,), generator=generator).tolist()
         batches.append(torch.stack([data.train[index][0] for index in indices]))
     return batches
+
+
+def with_calibration(recipe: Recipe, batches: int) -> Recipe:
+    """``recipe`` with ``calibrate: batches`` on every step that takes it and does not set it."""
+    if not batches:
+        return recipe
+    steps = []
+    for step in recipe.steps:
+        takes = any(parameter.name == "calibrate" for parameter in TRANSFORMS.get(step.name).parameters())
+        steps.append(TransformSpec(step.name, {**step.params, "calibrate": batches})
+                     if takes and "calibrate" not in step.params else step)
+    return Recipe.of(steps)

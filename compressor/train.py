@@ -57,6 +57,7 @@ __all__ = [
     "evaluation_steps",
     "save_checkpoint",
     "load_checkpoint",
+    "load_weights",
     "Checkpoint",
 ]
 
@@ -779,6 +780,43 @@ def load_checkpoint(path: str | Path, model: nn.Module | None = None, *, map_loc
             first = str(error).strip().splitlines()[-1].strip()
             raise CheckpointError(f"{path}: weights do not fit the model: {first}") from None
     return checkpoint
+
+
+def load_weights(path: str | Path, model: nn.Module) -> None:
+    """Loads weights into ``model`` from a compressor checkpoint or a plain ``state_dict`` file.
+
+    Only tensors and plain data are read (``weights_only``): a weights file cannot run code.
+
+    Raises:
+        CheckpointError: the file is missing or unreadable, or its weights belong to another
+            architecture (names the first mismatched keys or shapes).
+    """
+    path = Path(path)
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: checkpoint not found") from None
+    except Exception as error:  # noqa: BLE001 - torch raises many kinds on a bad file
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise CheckpointError(f"{path}: not a readable weights file (a state_dict or a compressor checkpoint): {first}") from None
+    if isinstance(payload, dict) and payload.get("format") == _CHECKPOINT_FORMAT:
+        load_checkpoint(path, model)
+        return
+    if not isinstance(payload, dict) or not all(isinstance(value, torch.Tensor) for value in payload.values()):
+        raise CheckpointError(f"{path}: not a state_dict (a mapping of names to tensors) nor a compressor checkpoint")
+    missing, unexpected = _key_mismatch(model.state_dict(), payload)
+    if missing or unexpected:
+        raise CheckpointError(
+            f"{path}: weights of another architecture (missing {missing[:3]}, unexpected {unexpected[:3]})"
+        )
+    mismatched = [key for key, value in model.state_dict().items() if tuple(value.shape) != tuple(payload[key].shape)]
+    if mismatched:
+        key = mismatched[0]
+        raise CheckpointError(
+            f"{path}: weights of another architecture: {key} is {tuple(payload[key].shape)} in the file, "
+            f"{tuple(model.state_dict()[key].shape)} in the model ({len(mismatched)} such tensors)"
+        )
+    model.load_state_dict(payload)
 
 
 def _key_mismatch(expected: dict[str, Any], given: dict[str, Any]) -> tuple[list[str], list[str]]:

@@ -15,6 +15,7 @@ from compressor import __version__
 from compressor.cli import (
     apply_command,
     baseline_command,
+    compress_command,
     cost_command,
     export_command,
     report_command,
@@ -28,7 +29,7 @@ from compressor.errors import CompressorError
 __all__ = ["main", "build_parser"]
 
 _COMMANDS = (
-    cost_command, apply_command, transforms_command, train_command, baseline_command, search_command,
+    cost_command, apply_command, transforms_command, train_command, baseline_command, compress_command, search_command,
     worker_command, export_command, report_command,
 )
 

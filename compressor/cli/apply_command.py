@@ -65,8 +65,9 @@ def recipe_from_args(recipe_path: str | None, transform_options: list[str]) -> R
 
 def records_table(model_name: str, shape: tuple[int, ...], records: list[TransformRecord]) -> str:
     first = records[0]
-    rows = [[model_name, format_count(first.params_before), format_count(first.flops_before), "1.00x", "1.00x", "-"]]
+    rows = [[model_name, format_count(first.params_before), format_count(first.flops_before), "1.00x", "1.00x", "-", "-", "-"]]
     for index, record in enumerate(records, start=1):
+        errors = sorted(record.errors.values())
         rows.append([
             f"{index}. {record.transform}",
             format_count(record.params_after),
@@ -74,9 +75,13 @@ def records_table(model_name: str, shape: tuple[int, ...], records: list[Transfo
             f"{first.params_before / max(record.params_after, 1):.2f}x",
             f"{first.flops_before / max(record.flops_after, 1):.2f}x",
             str(len(record.changed)),
+            f"{errors[len(errors) // 2]:.3f} / {errors[-1]:.3f}" if errors else "-",
+            "-" if record.output_error is None else f"{record.output_error:.3f}",
         ])
     size = "x".join(str(s) for s in shape)
     return format_table(
-        ["step", "params", "FLOPs", "params ratio", "FLOPs ratio", "layers changed"], rows,
-        title=f"{model_name} at input {size}  ({FLOP_CONVENTION}; ratio = input model / step)",
+        ["step", "params", "FLOPs", "params ratio", "FLOPs ratio", "layers changed", "layer error (median / max)",
+         "output error"], rows,
+        title=f"{model_name} at input {size}  ({FLOP_CONVENTION}; ratio = input model / step; errors: "
+        "||new - old|| / ||old|| of each changed layer, and of the network's output, against the step's input)",
     )

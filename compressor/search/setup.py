@@ -16,12 +16,12 @@ from compressor.cost import Cost, measure
 from compressor.data.base import SegmentationData
 from compressor.errors import BudgetError, ConfigError
 from compressor.experiment import Experiment, ModelConfig, Parent, ensure_parent, to_data
-from compressor.finetune import calibration_batches
+from compressor.finetune import calibration_batches, with_calibration
 from compressor.metrics import SegmentationMetrics
 from compressor.search.storage import default_storage_url, sqlite_path
 from compressor.search_config import SearchConfig
 from compressor.train import TrainConfig, seed_everything
-from compressor.transforms import TRANSFORMS, Recipe, TransformSpec, apply
+from compressor.transforms import Recipe, apply
 from compressor.units import format_count
 from search_spaces import SPACES, SearchContext, SearchSpace
 
@@ -131,21 +131,14 @@ def build_candidate(
         return base
     seed_everything(experiment.train.seed)
     example = torch.zeros(1, in_channels, experiment.data.patch_size, experiment.data.patch_size)
-    if calibration and experiment.finetune.calibrate:
-        recipe = Recipe.of([
-            step if "calibrate" in step.params or not _takes(step.name, "calibrate")
-            else TransformSpec(step.name, {**step.params, "calibrate": experiment.finetune.calibrate})
-            for step in recipe.steps
-        ])
+    if calibration:
+        recipe = with_calibration(recipe, experiment.finetune.calibrate)
     network, _records = apply(
         base, recipe, example, count_flops=False, init="inherit" if init != "random" else "random",
         calibration=calibration,
     )
     return network
 
-
-def _takes(transform: str, parameter: str) -> bool:
-    return any(item.name == parameter for item in TRANSFORMS.get(transform).parameters())
 
 
 def prepare(

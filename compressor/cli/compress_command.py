@@ -1,0 +1,85 @@
+"""``compressor compress``: a trained network + a recipe + an experiment -> a smaller network that kept what it learned."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from compressor.cli.apply_command import recipe_from_args, records_table
+from compressor.cli.train_command import add_experiment_arguments, configure_logging, experiment_from_args
+from compressor.compress import compress, finetuned
+from compressor.errors import ConfigError
+from compressor.experiment import BASELINE_MODELS, Experiment, ModelConfig, ensure_parent
+from compressor.models import build_model, parse_model_args
+from compressor.saving import load_saved, save_model
+from compressor.train import load_weights
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "compress", help="compress a trained network: transform it keeping its weights, fine-tune with distillation",
+        description="Apply a recipe to a trained network with weight inheritance (and calibration if the experiment's "
+        "finetune.calibrate asks), fine-tune the result on the experiment's data distilling from the original, "
+        "evaluate both on the same validation pixels, and save the result.",
+    )
+    parser.add_argument(
+        "model", metavar="MODEL",
+        help="a model file saved by compressor (compressor train, apply, export), or 'unet', 'micronet', "
+        "'package.module:callable' with --checkpoint (a registered model without it: the experiment's stored baseline)",
+    )
+    add_experiment_arguments(parser)
+    parser.add_argument("--checkpoint", metavar="FILE", help="trained weights for MODEL (a state_dict or a compressor checkpoint)")
+    parser.add_argument("--model-arg", action="append", default=[], metavar="KEY=VALUE",
+                        help="keyword argument for MODEL's builder (repeatable)")
+    parser.add_argument("--recipe", metavar="FILE", help="recipe file (YAML or JSON)")
+    parser.add_argument("--transform", action="append", default=[], metavar="NAME[:key=value,...]",
+                        help="a transform step, after the recipe's (repeatable)")
+    parser.add_argument("--steps", type=int, metavar="N", help="fine-tuning steps (default: finetune.steps, else train.steps)")
+    parser.add_argument("--no-distill", action="store_true", help="fine-tune without distilling from the original")
+    parser.add_argument("--out", metavar="PATH", help="where to save the result (default: <run_dir>/compress/<model>.pt)")
+    parser.add_argument("--json", action="store_true", help="print the results as JSON")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    configure_logging()
+    recipe = recipe_from_args(args.recipe, args.transform)
+    experiment = finetuned(experiment_from_args(args), args.steps)
+    model, label = teacher_from_args(args, experiment)
+    result = compress(model, recipe, experiment, distill=not args.no_distill, cache_dir=args.cache_dir)
+    out = Path(args.out) if args.out else experiment.run_path / "compress" / f"{Path(label).stem}-small.pt"
+    save_model(
+        out, result.student, recipe=recipe, base=label, input_shape=result.student_cost.input_shape,
+        metadata={"teacher": label, **result.to_dict()},
+    )
+    if args.json:
+        print(json.dumps({"model": label, "recipe": recipe.to_data(), "out": str(out), **result.to_dict()}, indent=2))
+        return 0
+    print(records_table(label, result.example_shape, result.records))
+    print()
+    print(result.table(f"teacher ({label})"))
+    print(f"saved to {out} (load with compressor.load_model({str(out)!r}))")
+    return 0
+
+
+def teacher_from_args(args: argparse.Namespace, experiment: Experiment) -> tuple[object, str]:
+    """The trained network MODEL names, and a label for it."""
+    path = Path(args.model)
+    if path.suffix in (".pt", ".pth") or path.is_file():
+        if args.checkpoint or args.model_arg:
+            raise ConfigError(f"{args.model} is a model file: it carries its weights and arguments; "
+                              "drop --checkpoint and --model-arg")
+        return load_saved(path).model, path.name
+    model_args = parse_model_args(args.model_arg)
+    if args.checkpoint:
+        model = build_model(args.model, model_args)
+        load_weights(args.checkpoint, model)
+        return model, args.model
+    if args.model in BASELINE_MODELS and not model_args:
+        parent = ensure_parent(experiment, ModelConfig(name=args.model), cache_dir=args.cache_dir)
+        return parent.model, args.model
+    raise ConfigError(
+        f"MODEL {args.model!r} would be built with random weights: give --checkpoint FILE with its trained weights, "
+        "or a model file"
+    )

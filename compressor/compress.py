@@ -1,0 +1,196 @@
+"""Compress a trained network: transform it keeping its weights, calibrate, fine-tune with distillation.
+
+:func:`compress` is what ``compressor compress`` runs: the trained network is the teacher;
+a copy goes through the recipe with weight inheritance (each new layer the closest
+approximation of the trained layer it replaces, refitted on training patches when
+``finetune.calibrate`` asks), its batch norms are re-estimated, and it is fine-tuned with
+the experiment's ``finetune:`` settings, distilling from the teacher. Teacher and student
+are evaluated on the same validation pixels.
+
+Example:
+    >>> import compressor
+    >>> experiment = compressor.Experiment.from_dict({
+    ...     "data": {"name": "synthetic", "labels": "binary", "patch_size": 32, "train_images": 16,
+    ...              "val_images": 1, "val_size": 32},
+    ...     "train": {"steps": 2, "batch_size": 2, "progress": False, "eval_window": 32, "eval_overlap": 0},
+    ...     "finetune": {"bn_reestimate": 1}})
+    >>> teacher = compressor.unet(in_channels=3, base_width=4, norm="batch")
+    >>> result = compress(teacher, [{"name": "separable"}], experiment)
+    >>> result.student_cost.params < result.teacher_cost.params
+    True
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from compressor.cost import Cost, measure
+from compressor.data.base import SegmentationData
+from compressor.errors import ConfigError
+from compressor.experiment import Experiment
+from compressor.finetune import calibration_batches, with_calibration
+from compressor.metrics import SegmentationMetrics
+from compressor.tables import format_table
+from compressor.train import TrainResult, evaluate, reestimate_batchnorm, train
+from compressor.transforms import Recipe, TransformRecord, apply
+from compressor.units import format_count
+
+__all__ = ["CompressResult", "compress"]
+
+
+@dataclass
+class CompressResult:
+    """What :func:`compress` produced.
+
+    Attributes:
+        student: the compressed, fine-tuned network (CPU, eval mode).
+        records: what each step of the recipe did, with its layer errors.
+        teacher_metrics: the original network on the validation data.
+        inherited_metrics: the student before fine-tuning (batch norms re-estimated).
+        result: the fine-tuning run; ``result.metrics`` is the student's final evaluation.
+        teacher_cost, student_cost: params and FLOPs at the experiment's cost input size.
+        distilled: whether the fine-tuning distilled from the teacher.
+        seconds: wall time of each phase (``transform``, ``finetune``, ``evaluate``).
+        example_shape: the input shape the recipe was applied (and the records costed) at.
+    """
+
+    student: nn.Module
+    records: list[TransformRecord]
+    teacher_metrics: SegmentationMetrics
+    inherited_metrics: SegmentationMetrics
+    result: TrainResult
+    teacher_cost: Cost
+    student_cost: Cost
+    distilled: bool
+    seconds: dict[str, float]
+    example_shape: tuple[int, ...] = ()
+
+    @property
+    def student_metrics(self) -> SegmentationMetrics:
+        return self.result.metrics
+
+    def table(self, label: str = "teacher") -> str:
+        """Teacher, inherited student and fine-tuned student side by side."""
+        metric = self.teacher_metrics.score_name
+        tuned = f"fine-tuned {self.result.steps_done} steps" + (", distilled" if self.distilled else "")
+        rows = []
+        for name, cost, metrics, seconds in (
+            (label, self.teacher_cost, self.teacher_metrics, None),
+            ("student, inherited", self.student_cost, self.inherited_metrics, self.seconds["transform"]),
+            (f"student, {tuned}", self.student_cost, self.student_metrics, self.seconds["finetune"]),
+        ):
+            rows.append([
+                name, format_count(cost.params), format_count(cost.flops), f"{metrics.score:.3f}", f"{metrics.miou:.3f}",
+                f"{self.teacher_cost.params / max(cost.params, 1):.1f}x", f"{self.teacher_cost.flops / max(cost.flops, 1):.1f}x",
+                "-" if seconds is None else f"{seconds:.0f} s",
+            ])
+        shape = "x".join(str(size) for size in self.student_cost.input_shape)
+        return format_table(
+            ["model", "params", "FLOPs", metric, "mIoU", "params ratio", "FLOPs ratio", "time"], rows,
+            title=f"compression at input {shape} (ratio = teacher / model; FLOPs: one multiply-add = one flop)",
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "teacher": {"metrics": self.teacher_metrics.to_dict(), "cost": self.teacher_cost.to_dict(modules=False)},
+            "inherited": {"metrics": self.inherited_metrics.to_dict()},
+            "student": {"metrics": self.student_metrics.to_dict(), "cost": self.student_cost.to_dict(modules=False),
+                        "train": self.result.to_dict()},
+            "records": [record.to_dict() for record in self.records],
+            "distilled": self.distilled,
+            "seconds": {key: round(value, 2) for key, value in self.seconds.items()},
+        }
+
+
+def compress(
+    model: nn.Module,
+    recipe: Recipe | list | str | Path,
+    experiment: Experiment,
+    *,
+    data: SegmentationData | None = None,
+    distill: bool = True,
+    cache_dir: str | Path | None = None,
+) -> CompressResult:
+    """Transforms a trained ``model`` with ``recipe`` keeping its knowledge, and fine-tunes the result.
+
+    Args:
+        model: the trained network (never modified); it is the distillation teacher.
+        recipe: a :class:`Recipe`, its plain data, or a recipe file.
+        experiment: the data, the training recipe (batch size, loss, evaluation) and the
+            ``finetune:`` settings (steps, learning rate, batch-norm re-estimation,
+            calibration, distillation weight and temperature).
+        data: already built data (default: built from ``experiment.data``).
+        distill: distill from ``model`` while fine-tuning.
+        cache_dir: the download cache.
+
+    Raises:
+        ConfigError: the model does not fit the data (input channels, classes), a bad recipe.
+        TransformError: a step does not apply to this network.
+    """
+    if isinstance(recipe, (str, Path)):
+        recipe = Recipe.load(recipe)
+    elif not isinstance(recipe, Recipe):
+        recipe = Recipe.from_data(recipe)
+    data = data or experiment.data.build(cache_dir=cache_dir)
+    settings = experiment.finetune
+    config = settings.train_config(experiment.train, distill=distill)
+    teacher = copy.deepcopy(model).cpu().eval()
+    _check_fits(teacher, data)
+    seconds: dict[str, float] = {}
+    started = time.perf_counter()
+    teacher_metrics = evaluate(teacher, data, config)
+    seconds["evaluate"] = time.perf_counter() - started
+    started = time.perf_counter()
+    calibration = calibration_batches(data, max(1, settings.calibrate), batch_size=config.batch_size, seed=config.seed)
+    example = torch.zeros(1, data.in_channels, experiment.data.patch_size, experiment.data.patch_size)
+    student, records = apply(
+        teacher, with_calibration(recipe, settings.calibrate), example, init="inherit",
+        calibration=calibration,
+    )
+    if settings.bn_reestimate:
+        reestimate_batchnorm(student, data, batches=settings.bn_reestimate, batch_size=config.batch_size, seed=config.seed)
+    seconds["transform"] = time.perf_counter() - started
+    inherited_metrics = evaluate(student, data, config)
+    started = time.perf_counter()
+    result = train(student, data, config, teacher=teacher if distill else None, description="fine-tune")
+    seconds["finetune"] = time.perf_counter() - started
+    shape = experiment.cost_input_shape(data.in_channels)
+    student = student.cpu().eval()
+    return CompressResult(
+        student=student, records=records, teacher_metrics=teacher_metrics, inherited_metrics=inherited_metrics,
+        result=result, teacher_cost=measure(teacher, shape), student_cost=measure(student, shape),
+        distilled=distill, seconds=seconds, example_shape=tuple(example.shape),
+    )
+
+
+def _check_fits(model: nn.Module, data: SegmentationData) -> None:
+    """One line if the trained network cannot segment this data (channels or classes)."""
+    image = data.train[0][0][None]
+    try:
+        with torch.no_grad():
+            output = model(image)
+    except RuntimeError as error:
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ConfigError(f"the model cannot run on the experiment's patches {tuple(image.shape)}: {first}") from None
+    expected = (1, data.num_classes, *image.shape[2:])
+    if not isinstance(output, torch.Tensor) or tuple(output.shape) != expected:
+        got = tuple(output.shape) if isinstance(output, torch.Tensor) else type(output).__name__
+        raise ConfigError(
+            f"the model maps the experiment's patches {tuple(image.shape)} to {got}; the data needs {expected} "
+            f"({data.num_classes} classes: {', '.join(data.class_names)})"
+        )
+
+
+def finetuned(experiment: Experiment, steps: int | None) -> Experiment:
+    """``experiment`` with ``finetune.steps`` set (None: unchanged)."""
+    if steps is None:
+        return experiment
+    return dataclasses.replace(experiment, finetune=dataclasses.replace(experiment.finetune, steps=steps))

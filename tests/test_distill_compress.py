@@ -1,0 +1,192 @@
+"""Distillation, batch-norm re-estimation, trained parents and ``compress``: real training on synthetic scenes."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+from search_helpers import tiny_experiment, write_tiny_experiment
+
+import compressor
+from compressor.compress import compress
+from compressor.data import SyntheticConfig
+from compressor.errors import ConfigError
+from compressor.experiment import ModelConfig, ensure_parent
+from compressor.train import (
+    DistillConfig,
+    TrainConfig,
+    distillation_loss,
+    evaluate,
+    reestimate_batchnorm,
+    train,
+)
+
+
+@pytest.fixture(scope="module")
+def data():
+    return SyntheticConfig(labels="binary", patch_size=32, train_images=32, val_images=1, val_size=48).build()
+
+
+def _config(**changes) -> TrainConfig:
+    settings = {"steps": 4, "batch_size": 4, "progress": False, "eval_window": 48, "eval_overlap": 0, "threads": 1}
+    return TrainConfig(**{**settings, **changes})
+
+
+def test_distillation_loss_is_zero_on_the_teacher_and_its_gradient_pulls_towards_it():
+    torch.manual_seed(0)
+    teacher = torch.randn(2, 3, 8, 8)
+    student = torch.randn(2, 3, 8, 8, requires_grad=True)
+    assert float(distillation_loss(teacher, teacher, 2.0)) == pytest.approx(0.0, abs=1e-7)
+    loss = distillation_loss(student, teacher, 2.0)
+    loss.backward()
+    assert float(loss.detach()) > 0 and torch.isfinite(student.grad).all() and student.grad.abs().sum() > 0
+    with torch.no_grad():  # a small step against the gradient lowers the loss: it points towards the teacher
+        stepped = student - 0.5 * student.grad / student.grad.norm()
+    assert float(distillation_loss(stepped, teacher, 2.0)) < float(loss.detach())
+    # the teacher gets no gradient: it is a target
+    teacher_param = teacher.clone().requires_grad_(True)
+    assert not distillation_loss(student.detach(), teacher_param, 2.0).requires_grad
+
+
+def test_distilling_pulls_the_student_towards_the_teachers_predictions(data):
+    # A teacher with confident predictions of its own (not the labels'): the first channel's sign.
+    teacher = torch.nn.Conv2d(3, 2, 1)
+    with torch.no_grad():
+        teacher.weight.zero_()
+        teacher.weight[0, 0], teacher.weight[1, 0] = 4.0, -4.0
+        teacher.bias.zero_()
+    images = torch.stack([data.train[index][0] for index in range(8)])
+
+    def disagreement(student):
+        with torch.no_grad():
+            return float(distillation_loss(student.eval()(images), teacher(images), 1.0))
+
+    students = {}
+    for weight in (0.0, 5.0):
+        torch.manual_seed(1)
+        student = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(8, 2, 1))
+        result = train(student, data, _config(steps=40, lr=1e-2, distill=DistillConfig(teacher="given", weight=weight)),
+                       teacher=teacher)
+        assert all(torch.isfinite(torch.tensor(result.losses)))
+        students[weight] = disagreement(student)
+    assert students[5.0] < 0.7 * students[0.0]
+
+
+def test_a_teacher_whose_output_does_not_fit_is_refused_in_one_line(data):
+    student = compressor.micronet(in_channels=3, base_width=4, norm="batch")
+    wrong = compressor.micronet(in_channels=3, num_classes=3, base_width=4)
+    with pytest.raises(ConfigError) as error:
+        train(student, data, _config(distill=DistillConfig(teacher="x")), teacher=wrong)
+    message = str(error.value)
+    assert "\n" not in message and "(4, 3, 32, 32)" in message and "(4, 2, 32, 32)" in message
+    with pytest.raises(ConfigError, match="no teacher model was given"):
+        train(student, data, _config(distill=DistillConfig(teacher="x")))
+
+
+def test_batch_norm_re_estimation_sets_the_statistics_and_leaves_the_batches_alone(data):
+    torch.manual_seed(0)
+    model = compressor.micronet(in_channels=3, base_width=4, norm="batch")
+    norm = model.encoder[0].squeeze.norm if hasattr(model.encoder[0], "squeeze") else next(
+        module for module in model.modules() if isinstance(module, torch.nn.BatchNorm2d))
+    assert float(norm.running_var.sub(1).abs().max()) == 0  # fresh: unit variance
+    assert reestimate_batchnorm(model, data, batches=3, batch_size=4) > 0
+    assert float(norm.running_var.sub(1).abs().max()) > 1e-3 and norm.momentum == 0.1
+    # Training in train mode normalises with batch statistics: the losses are the same with and
+    # without re-estimation only if it drew its patches from its own generator.
+    losses = []
+    for batches in (0, 3):
+        torch.manual_seed(0)
+        network = compressor.micronet(in_channels=3, base_width=4, norm="batch")
+        losses.append(train(network, data, _config(bn_reestimate=batches)).losses)
+    assert losses[0] == pytest.approx(losses[1], rel=1e-5)
+
+
+def test_compress_with_exact_inheritance_keeps_the_teachers_predictions(data):
+    torch.manual_seed(0)
+    teacher = compressor.unet(in_channels=3, base_width=4, norm="batch")
+    train(teacher, data, _config(steps=12, lr=3e-3))
+    experiment = compressor.Experiment.from_dict({
+        "data": {"name": "synthetic", "labels": "binary", "patch_size": 32, "train_images": 32, "val_images": 1,
+                 "val_size": 48},
+        "train": {"steps": 2, "batch_size": 4, "progress": False, "eval_window": 48, "eval_overlap": 0, "threads": 1},
+        "finetune": {"bn_reestimate": 0},
+    })
+    # depth multiplier 9 = k*k: the separable factorization of every 3x3 kernel is exact
+    result = compress(teacher, [{"name": "separable", "depth_multiplier": 9}], experiment, data=data)
+    assert result.inherited_metrics.score == pytest.approx(result.teacher_metrics.score, abs=2e-3)
+    assert max(result.records[0].errors.values()) < 1e-4
+    assert result.distilled and result.result.steps_done == 2
+    # a lossy recipe: fewer params; the reported score is the returned student's
+    lossy = compress(teacher, [{"name": "fire", "squeeze_ratio": 0.5}], experiment, data=data)
+    assert lossy.student_cost.params < lossy.teacher_cost.params
+    assert evaluate(lossy.student, data, experiment.train).score == pytest.approx(lossy.student_metrics.score)
+
+
+def test_a_parent_is_the_stored_baseline_at_the_experiments_steps_and_its_own_file_otherwise(tmp_path, data):
+    experiment = tiny_experiment(tmp_path)
+    config = ModelConfig(name="unet", args={"base_width": 8})  # not the baseline's arguments: a parent of its own
+    plain = ModelConfig(name="unet")
+    first = ensure_parent(experiment, plain)
+    assert not first.reused and first.weights_path == tmp_path / "baselines" / "unet.pt"
+    again = ensure_parent(experiment, plain)
+    assert again.reused and all(torch.equal(a, b) for a, b in zip(first.model.state_dict().values(),
+                                                                   again.model.state_dict().values()))
+    longer = ensure_parent(experiment, config, steps=3)
+    assert longer.weights_path.parent == tmp_path / "parents" and longer.steps == 3 and not longer.reused
+    assert ensure_parent(experiment, config, steps=3).reused
+
+
+def test_compress_cli_end_to_end_and_its_refusals(cli, tmp_path):
+    config = write_tiny_experiment(tmp_path / "tiny.yaml", tmp_path / "run")
+    out = tmp_path / "small.pt"
+    result = cli("compress", "unet", str(config), "--transform", "fire:squeeze_ratio=0.25", "--steps", "3",
+                 "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    assert "student, inherited" in result.stdout and "student, fine-tuned 3 steps, distilled" in result.stdout
+    assert "layer error (median / max)" in result.stdout and "baseline unet: training" in result.stderr
+    saved = compressor.load_saved(out)
+    assert saved.base == "unet" and saved.metadata["distilled"] is True
+    params = sum(parameter.numel() for parameter in saved.model.parameters())
+    assert params == saved.metadata["student"]["cost"]["params"] < saved.metadata["teacher"]["cost"]["params"]
+
+    other = tmp_path / "other.pt"
+    torch.save(compressor.micronet(in_channels=3, base_width=4).state_dict(), other)
+    refusals = [
+        (("compress", "unet", str(config), "--model-arg", "base_width=8", "--checkpoint", str(other),
+          "--transform", "fire"), "weights of another architecture (missing ['decoder.0.0.conv.weight'"),
+        (("compress", "networks:ResidualStridedNet", str(config), "--transform", "fire"),
+         "would be built with random weights: give --checkpoint FILE"),
+        (("compress", "unet", str(config), "--set", "finetune.lr=-1", "--transform", "fire"),
+         "finetune.lr must be > 0, got -1"),
+    ]
+    for args, expected in refusals:
+        refused = cli(*args)
+        assert refused.returncode == 2, refused.stderr
+        (line,) = refused.stderr.strip().splitlines()  # all of stderr: one line, no traceback
+        assert line.startswith("compressor compress: error: ") and expected in line, line
+    assert out.exists() and compressor.load_saved(out).metadata["distilled"] is True  # untouched by the refusals
+
+
+def test_a_search_that_inherits_fine_tunes_from_the_parent_and_exports_the_same_models(tmp_path):
+    from compressor.search import run_search
+    from compressor.search.export import rebuild_trial
+    from compressor.trials import study_info
+
+    experiment = tiny_experiment(tmp_path, n_trials=4, init="distill", overrides=("finetune.calibrate=1",))
+    lines = []
+    result = run_search(experiment, echo=lines.append)
+    info = study_info(result.study)
+    assert info.init == "distill" and info.parent.endswith(".pt")
+    assert any(line.startswith("parent unet (9 steps, trained now") for line in lines)
+    finished = [record for record in result.records if record.status == "complete"]
+    assert finished and all(record.fidelity == 1.0 for record in finished)
+    kept = [record for record in result.records if record.weights]
+    assert kept
+    for record in kept:  # the same parent, calibration and recipe give the very architecture that was trained
+        exported = rebuild_trial(result.storage_url, result.study_name, record.number)
+        assert sum(parameter.numel() for parameter in exported.model.parameters()) == record.params
+    # resuming under other starting weights is refused, naming what changed
+    with pytest.raises(ConfigError, match="other search settings"):
+        run_search(dataclasses.replace(experiment, search=dataclasses.replace(experiment.search, init="inherit")),
+                   echo=lambda line: None)
