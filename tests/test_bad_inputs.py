@@ -19,11 +19,14 @@ from pathlib import Path
 import numpy as np
 import optuna
 import pytest
+import torch
 import yaml
 from conftest import TESTS
 from PIL import Image
 from report_studies import realistic_study
 from search_helpers import tiny_experiment_data
+
+import compressor
 
 from compressor.trials import trial_records
 
@@ -56,6 +59,8 @@ def build_workspace(root: Path) -> None:
     (root / "bad_step_key.yaml").write_text("transforms:\n  - name: fire\n    squeeze_rate: 0.2\n")
     (root / "bad_step_type.yaml").write_text("transforms:\n  - name: fire\n    squeeze_ratio: lots\n")
     (root / "small.pt").write_bytes(b"a model saved earlier\n")
+    compressor.save_model(root / "teacher3.pt", compressor.unet(in_channels=3, num_classes=3, base_width=4))
+    torch.save(compressor.micronet(in_channels=3, base_width=4).state_dict(), root / "other_weights.pt")
 
     spacenet = {"name": "sn", "run_dir": "run_sn", "data": {"name": "spacenet_sample", "patch_size": 32},
                 "model": {"name": "unet", "args": {"base_width": 8}},
@@ -188,6 +193,12 @@ CASES = [
          ("downsample_depth", "nothing to pair", "stride_to_dilation")),
     Case("compressor search tiny.yaml --study nan --set train.lr=1e12 --n-trials 1 --seed 5",
          may_change=("run/search.db", "run/artifacts"), check=_check_nan_search),
+    Case("compressor train tiny.yaml --set train.distill.teacher=teacher3.pt",
+         ("distillation teacher", "(4, 3, 32, 32)", "(4, 2, 32, 32)")),
+    Case("compressor compress unet tiny.yaml --model-arg base_width=8 --checkpoint other_weights.pt --transform fire",
+         ("other_weights.pt", "another architecture", "decoder.0.0.squeeze.conv.weight")),
+    Case("compressor compress networks:TinyClassifier tiny.yaml --transform fire",
+         ("'networks:TinyClassifier'", "random weights", "--checkpoint")),
     Case("compressor apply networks:TinyClassifier --transform fire --out afile/model.pt",
          ("afile/model.pt", "afile is a file")),
     Case("compressor apply networks:TinyClassifier --transform fire --out adir.pt", ("adir.pt", "folder")),

@@ -19,7 +19,7 @@ and writes ``results/inheritance.json``: per way the mean and std of building Io
 candidates that collapse (IoU < 0.01), the Spearman rank correlation between the rung and
 the final IoU, and the paper's recipe against its parent U-Net, paired by seed.
 
-    python experiments/benchmarks/inheritance.py --seeds 0 1 2 --steps 60 --parent-steps 120
+    python experiments/benchmarks/inheritance.py --seeds 0 1 2 --steps 60
     python experiments/benchmarks/inheritance.py --summary
 """
 
@@ -100,11 +100,13 @@ def run(args) -> None:
     choices = draw_choices(experiment, data, args.recipes, seed=args.draw_seed)
     done = done_runs()
     example = torch.zeros(1, data.in_channels, 64, 64)
-    for seed in args.seeds:
-        experiment_s = seeded(experiment, seed)
-        parent = ensure_parent(experiment_s, model_config, steps=args.parent_steps, data=data)
-        log.info("seed %d parent: building IoU %s", seed, parent.metrics.get("score"))
-        for index, params in enumerate(choices):
+    parents = {}
+    for seed in args.seeds:  # every parent first: an interrupted run still has every seed of its candidates
+        parents[seed] = ensure_parent(seeded(experiment, seed), model_config, steps=args.parent_steps, data=data)
+        log.info("seed %d parent: building IoU %s", seed, parents[seed].metrics.get("score"))
+    for index, params in enumerate(choices):
+        for seed in args.seeds:
+            experiment_s, parent = seeded(experiment, seed), parents[seed]
             for way in args.ways:
                 if (way, seed, index) in done:
                     continue
