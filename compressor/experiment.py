@@ -37,13 +37,21 @@ from compressor.cost import Cost, measure
 from compressor.data.base import DataConfig, SegmentationData
 from compressor.data.spacenet import SpacenetSampleConfig
 from compressor.errors import CompressorError, ConfigError
+from compressor.finetune import FinetuneConfig
 from compressor.io import atomic_write_text
 from compressor.models import MODELS, build_model
 from compressor.saving import save_model
 from compressor.schema import check_value
-from compressor.finetune import FinetuneConfig
 from compressor.search_config import SearchConfig
-from compressor.train import Callback, TrainConfig, TrainResult, load_checkpoint, save_checkpoint, seed_everything, train
+from compressor.train import (
+    Callback,
+    TrainConfig,
+    TrainResult,
+    load_checkpoint,
+    save_checkpoint,
+    seed_everything,
+    train,
+)
 
 __all__ = [
     "Experiment",
@@ -64,6 +72,7 @@ __all__ = [
     "load_baselines",
     "ensure_parent",
     "resolve_teacher",
+    "train_key",
 ]
 
 log = logging.getLogger(__name__)
@@ -467,14 +476,27 @@ class BaselineRecord:
         return cls(**{name: data[name] for name in fields}, path=path, reused=True)
 
 
+def train_key(config: TrainConfig) -> dict[str, Any]:
+    """The training settings that change a result, as plain data (what baselines and studies are keyed by).
+
+    Threads, progress bars and the device change how fast, not what, and are left out; so
+    are settings at the value that means "off" (no batch-norm re-estimation, no
+    distillation), so results stored before those settings existed keep their keys.
+    """
+    settings = {key: value for key, value in to_data(config).items() if key not in ("threads", "progress", "device")}
+    if not config.bn_reestimate:
+        settings.pop("bn_reestimate")
+    if not config.distill.active:
+        settings.pop("distill")
+    return settings
+
+
 def baseline_key(experiment: Experiment, model: str) -> str:
     """A hash of everything that changes a baseline's result: data, model, training, cost.
 
     Threads, progress bars and the device do not enter it: they change how fast, not what.
     """
-    train_settings = {
-        key: value for key, value in to_data(experiment.train).items() if key not in ("threads", "progress", "device")
-    }
+    train_settings = train_key(experiment.train)
     material = {
         "format": _BASELINE_FORMAT,
         "data": to_data(experiment.data),

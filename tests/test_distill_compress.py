@@ -173,7 +173,8 @@ def test_a_search_that_inherits_fine_tunes_from_the_parent_and_exports_the_same_
     from compressor.search.export import rebuild_trial
     from compressor.trials import study_info
 
-    experiment = tiny_experiment(tmp_path, n_trials=4, init="distill", overrides=("finetune.calibrate=1",))
+    experiment = tiny_experiment(tmp_path, n_trials=4, init="distill", rungs=[0.34], min_trials_at_rung=1,
+                                 overrides=("finetune.calibrate=1",))
     lines = []
     result = run_search(experiment, echo=lines.append)
     info = study_info(result.study)
@@ -181,6 +182,8 @@ def test_a_search_that_inherits_fine_tunes_from_the_parent_and_exports_the_same_
     assert any(line.startswith("parent unet (9 steps, trained now") for line in lines)
     finished = [record for record in result.records if record.status == "complete"]
     assert finished and all(record.fidelity == 1.0 for record in finished)
+    trained = [record for record in result.records if record.status in ("complete", "stopped")]
+    assert trained and all(set(record.rung_metrics) == {"0.340"} for record in trained)  # multi-fidelity rungs as usual
     kept = [record for record in result.records if record.weights]
     assert kept
     for record in kept:  # the same parent, calibration and recipe give the very architecture that was trained
@@ -190,3 +193,12 @@ def test_a_search_that_inherits_fine_tunes_from_the_parent_and_exports_the_same_
     with pytest.raises(ConfigError, match="other search settings"):
         run_search(dataclasses.replace(experiment, search=dataclasses.replace(experiment.search, init="inherit")),
                    echo=lambda line: None)
+
+
+def test_results_stored_before_distillation_existed_keep_their_keys():
+    from compressor.experiment import train_key
+
+    plain = train_key(TrainConfig())
+    assert "bn_reestimate" not in plain and "distill" not in plain  # off: the key of an older version's result
+    changed = train_key(TrainConfig(bn_reestimate=2, distill=DistillConfig(teacher="unet")))
+    assert changed["bn_reestimate"] == 2 and changed["distill"]["teacher"] == "unet"

@@ -15,7 +15,7 @@ from compressor.budget import Budget
 from compressor.cost import Cost, measure
 from compressor.data.base import SegmentationData
 from compressor.errors import BudgetError, ConfigError
-from compressor.experiment import Experiment, ModelConfig, Parent, ensure_parent, to_data
+from compressor.experiment import Experiment, ModelConfig, Parent, ensure_parent, to_data, train_key
 from compressor.finetune import calibration_batches, with_calibration
 from compressor.metrics import SegmentationMetrics
 from compressor.search.storage import default_storage_url, sqlite_path
@@ -209,7 +209,7 @@ def check_smallest(setup: SearchSetup) -> None:
 
 def experiment_key(experiment: Experiment) -> dict[str, Any]:
     """What must not change when a study is resumed: data, model, training, cost, budget, space."""
-    train = {key: value for key, value in to_data(experiment.train).items() if key not in ("threads", "progress", "device")}
+    train = train_key(experiment.train)
     search = to_data(experiment.search)
     key = {
         "data": to_data(experiment.data), "train": train, "cost": to_data(experiment.cost),

@@ -12,7 +12,13 @@ from compressor.cost import Cost, measure
 from compressor.errors import ConfigError
 from compressor.registry import UnknownNameError
 from compressor.transforms.base import TRANSFORMS, TransformError, TransformRecord
-from compressor.transforms.calibration import batches_of, calibrate, counterparts_of, layer_errors, output_error
+from compressor.transforms.calibration import (
+    batches_of,
+    calibrate,
+    counterparts_of,
+    layer_errors,
+    output_error,
+)
 from compressor.transforms.recipe import Recipe, TransformSpec, plain_params
 
 __all__ = ["apply"]
