@@ -113,7 +113,6 @@ PAIRS = list(itertools.permutations(PARAMS, 2))
 PAIR_REFUSALS = {
     ("separable", "fire"): r"step 2 \(fire\): .*is grouped",  # nothing but depthwise and 1x1 convs left
     ("separable", "skip_fusion"): r"step 2 \(skip_fusion\): .*feeds a grouped conv",
-    ("prune", "skip_fusion"): r"step 2 \(skip_fusion\): .*addition needs equal shapes",  # magnitude pruning unbalances the skips (for seed 0's weights)
 }
 
 

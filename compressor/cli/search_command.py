@@ -34,6 +34,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--sampler", choices=("tpe", "nsga2", "random"), help="sampler (default: tpe)")
     parser.add_argument("--seed", type=int, metavar="N", help="sampler seed")
     parser.add_argument("--no-baselines", action="store_true", help="do not train U-Net and Micro-Net first")
+    parser.add_argument(
+        "--init", choices=("random", "inherit", "distill"),
+        help="how candidates start: from scratch, from the trained parent's weights, or those plus distillation "
+        "(default: the experiment's search.init)",
+    )
     parser.set_defaults(run=run)
 
 
@@ -46,7 +51,7 @@ def experiment_with_options(args: argparse.Namespace) -> Experiment:
     return with_search(
         experiment, space=args.space, model=args.model, n_trials=args.n_trials, timeout=args.timeout,
         storage=args.storage, study=args.study, sampler=args.sampler, seed=args.seed,
-        baselines=False if args.no_baselines else None,
+        baselines=False if args.no_baselines else None, init=args.init,
     )
 
 

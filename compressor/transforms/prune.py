@@ -32,7 +32,10 @@ class Prune(LayerTransform):
         ratio: share of the target metric to remove, in [0, 1): 0.5 halves the params.
         target: "params" or "flops" (torch-pruning's MAC count during the rounds).
         scope: "global" (channels ranked across layers) or "uniform" (same share per layer).
-        importance: "l1" (smallest L1-norm channels go first) or "random".
+        importance: "lamp" (the default: Lee et al.'s layer-adaptive magnitude score, each
+            channel's squared norm over the sum of those at least as large in its layer, so
+            global ranking cannot empty a pathway), "l1" or "l2" (smallest norm first,
+            ranked across layers as they are), or "random".
         round_to: keep channel counts multiples of this (hardware-friendly), or null.
         steps: number of pruning rounds (more: closer to the target).
         max_layer_ratio: at most this share of any one layer's channels is removed.
@@ -47,7 +50,7 @@ class Prune(LayerTransform):
         ratio: float = 0.5,
         target: Literal["params", "flops"] = "params",
         scope: Literal["global", "uniform"] = "global",
-        importance: Literal["l1", "random"] = "l1",
+        importance: Literal["lamp", "l1", "l2", "random"] = "lamp",
         round_to: int | None = None,
         steps: int = 20,
         max_layer_ratio: float = 0.95,
@@ -89,8 +92,7 @@ class Prune(LayerTransform):
             try:
                 pruner = tp.pruner.MetaPruner(
                     model, example_input,
-                    importance=tp.importance.RandomImportance() if self.importance == "random"
-                    else tp.importance.MagnitudeImportance(p=1),
+                    importance=_importance(self.importance),
                     global_pruning=self.scope == "global",
                     pruning_ratio=self.max_layer_ratio,
                     max_pruning_ratio=self.max_layer_ratio,
@@ -131,6 +133,21 @@ class Prune(LayerTransform):
         finally:
             model.train(was_training)
         return float(macs)
+
+
+def _importance(name: str) -> tp.importance.Importance:
+    """torch-pruning's channel ranking for ``name``.
+
+    On a trained U-Net pruned by 90% of its params (quickstart parent, 120 steps), global L1,
+    L2, batch-norm-scale and uniform L1 rankings left networks that fine-tuned to building
+    IoU 0 (many kept channels never active); LAMP and random rankings fine-tuned to 0.18 and
+    0.17 in 60 steps. Hence LAMP by default.
+    """
+    if name == "random":
+        return tp.importance.RandomImportance()
+    if name == "lamp":
+        return tp.importance.LAMPImportance(p=2)
+    return tp.importance.MagnitudeImportance(p=1 if name == "l1" else 2)
 
 
 def _grouped_hint(model: nn.Module) -> str:
