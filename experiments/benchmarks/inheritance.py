@@ -13,14 +13,15 @@ On the paper's setup (``experiments/paper.yaml``: the SpaceNet tile, one recipe 
    section), ``distill`` (as ``inherit``, plus distillation from the parent). Its IoU at
    1/9 of the steps (the first rung of a search) and at the end is kept.
 
-Each run is appended to ``results/inheritance.jsonl`` as it ends (a rerun skips what is
-there, so several processes can split the seeds); ``--summary`` prints the tables
-and writes ``results/inheritance.json``: per way the mean and std of building IoU, the
+Each run is appended to ``results/<name>.jsonl`` (``--name``, default ``inheritance``) as
+it ends (a rerun skips what is there, so several processes can split the seeds); ``--summary``
+prints the tables and writes ``results/<name>.json``: per way the mean and std of building IoU, the
 candidates that collapse (IoU < 0.01), the Spearman rank correlation between the rung and
 the final IoU, and the paper's recipe against its parent U-Net, paired by seed.
 
     python experiments/benchmarks/inheritance.py --seeds 0 1 2 --steps 60
     python experiments/benchmarks/inheritance.py --summary
+    python experiments/benchmarks/inheritance.py --candidates 0 --steps 200 --name inheritance-paper200
 """
 
 from __future__ import annotations
@@ -53,7 +54,6 @@ from search_spaces import SPACES, SearchContext  # noqa: E402
 from search_spaces.unet_family import MICRONET_CHOICES  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
-RUNS = RESULTS / "inheritance.jsonl"
 WAYS = ("scratch", "inherit", "distill")
 COLLAPSED = 0.01
 log = logging.getLogger("compressor.inheritance")
@@ -86,10 +86,15 @@ def draw_choices(experiment, data, count: int, seed: int) -> list[dict]:
     return chosen
 
 
-def done_runs() -> set[tuple]:
-    if not RUNS.exists():
+def runs_file(name: str) -> Path:
+    return RESULTS / f"{name}.jsonl"
+
+
+def done_runs(name: str) -> set[tuple]:
+    path = runs_file(name)
+    if not path.exists():
         return set()
-    return {(row["way"], row["seed"], row["candidate"]) for row in map(json.loads, RUNS.read_text().splitlines())}
+    return {(row["way"], row["seed"], row["candidate"]) for row in map(json.loads, path.read_text().splitlines())}
 
 
 def run(args) -> None:
@@ -98,13 +103,15 @@ def run(args) -> None:
     space = SPACES.get("unet_family")
     model_config = ModelConfig(name="unet", args=dict(experiment.model.args))
     choices = draw_choices(experiment, data, args.recipes, seed=args.draw_seed)
-    done = done_runs()
+    done = done_runs(args.name)
     example = torch.zeros(1, data.in_channels, 64, 64)
     parents = {}
     for seed in args.seeds:  # every parent first: an interrupted run still has every seed of its candidates
         parents[seed] = ensure_parent(seeded(experiment, seed), model_config, steps=args.parent_steps, data=data)
         log.info("seed %d parent: building IoU %s", seed, parents[seed].metrics.get("score"))
     for index, params in enumerate(choices):
+        if args.candidates is not None and index not in args.candidates:
+            continue
         for seed in args.seeds:
             experiment_s, parent = seeded(experiment, seed), parents[seed]
             for way in args.ways:
@@ -139,20 +146,21 @@ def run(args) -> None:
                     "parent_iou": parent.metrics.get("score"), "parent_steps": parent.steps,
                     "seconds": round(time.perf_counter() - started, 1),
                 }
-                with RUNS.open("a") as file:
+                with runs_file(args.name).open("a") as file:
                     file.write(json.dumps(row) + "\n")
                 log.info("%s seed %d candidate %d (%s): IoU %.3f (rung %.3f) in %.0f s", way, seed, index,
                          row["recipe"], row["iou"], row["rung_iou"], row["seconds"])
 
 
-def summary() -> None:
-    frame = pd.DataFrame([json.loads(line) for line in RUNS.read_text().splitlines()])
+def summary(name: str) -> None:
+    frame = pd.DataFrame([json.loads(line) for line in runs_file(name).read_text().splitlines()])
     rows, out = [], {"ways": {}}
     for way in WAYS:
         part = frame[frame.way == way]
         if part.empty:
             continue
-        spearman = part.groupby("seed")[["rung_iou", "iou"]].corr(method="spearman").xs("iou", level=1)["rung_iou"]
+        spearman = (part.groupby("seed")[["rung_iou", "iou"]].corr(method="spearman").xs("iou", level=1)["rung_iou"]
+                    if part.candidate.nunique() > 2 else pd.Series(dtype=float))
         collapsed = int((part.iou < COLLAPSED).sum())
         stats = {
             "runs": len(part), "mean_iou": part.iou.mean(), "std_iou": part.iou.std(),
@@ -180,9 +188,29 @@ def summary() -> None:
     print()
     print(format_table(["model", "params", "building IoU mean +- std", "vs parent (paired)"], prow,
                        title="the paper's recipe on U-Net against its trained parent"))
-    out["candidates"] = frame.drop_duplicates("candidate")[["candidate", "recipe", "params", "flops"]].to_dict("records")
+    parent_of = frame.drop_duplicates("seed").set_index("seed").parent_iou
+    unet_params = sum(p.numel() for p in ModelConfig(name="unet").build(in_channels=1, num_classes=2).parameters())
+    crow, candidates = [], []
+    for index, part in frame.groupby("candidate"):
+        first = part.iloc[0]
+        entry = {"candidate": int(index), "recipe": first.recipe, "params": int(first.params), "flops": int(first.flops)}
+        cells = [str(index), format_count(int(first.params)), f"{unet_params / first.params:.0f}x"]
+        for way in WAYS:
+            ious = part[part.way == way].set_index("seed").iou
+            if ious.empty:
+                cells.append("-")
+                continue
+            difference = ious - parent_of.loc[ious.index]
+            entry[way] = {"mean": ious.mean(), "difference_to_parent": difference.mean(), "n": len(ious)}
+            cells.append(f"{ious.mean():.3f} ({difference.mean() * 100:+.1f})")
+        crow.append([*cells, first.recipe])
+        candidates.append(entry)
+    print()
+    print(format_table(["#", "params", "vs U-Net", *[f"{way}: IoU (points vs parent)" for way in WAYS], "recipe"], crow,
+                       title="per candidate, mean over seeds; the difference to the seed's own parent, paired"))
+    out["candidates"] = candidates
     out["runs"] = frame.to_dict("records")
-    print(f"\nwritten {write_json('inheritance', out)}")
+    print(f"\nwritten {write_json(name, out)}")
 
 
 def main() -> None:
@@ -195,15 +223,17 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=200, help="training steps of every candidate, every way")
     parser.add_argument("--parent-steps", type=int, default=None, help="the parents' steps (default: the file's)")
     parser.add_argument("--set", action="append", default=[], dest="overrides", metavar="KEY=VALUE")
+    parser.add_argument("--candidates", type=int, nargs="+", help="only these candidates (0 is the paper's recipe)")
+    parser.add_argument("--name", default="inheritance", help="results/<name>.jsonl and .json")
     parser.add_argument("--summary", action="store_true", help="summarize the stored runs and stop")
     args = parser.parse_args()
     configure_logging()
     logging.getLogger("compressor").setLevel(logging.INFO)
     if args.summary:
-        summary()
+        summary(args.name)
         return
     run(args)
-    summary()
+    summary(args.name)
 
 
 if __name__ == "__main__":
