@@ -108,7 +108,6 @@ def calibrate(
     """
     captured = _capture(original, counterparts, images, inputs=False)
     refitted: list[str] = []
-    handles = []
 
     def hook_for(name: str, target: torch.Tensor) -> Callable:
         def hook(module: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor | None:
@@ -120,16 +119,8 @@ def calibrate(
             return module.forward(args[0])  # not module(...): that would call this hook again
         return hook
 
-    for name, counterpart in counterparts.items():
-        module = _submodule(candidate, name)
-        target = captured.get((counterpart.target_layer, "output"))
-        if module is not None and target is not None:
-            handles.append(module.register_forward_hook(hook_for(name, target)))
-    try:
-        _run_eval(candidate, images)
-    finally:
-        for handle in handles:
-            handle.remove()
+    targets = {name: captured.get((counterpart.target_layer, "output")) for name, counterpart in counterparts.items()}
+    _run_with_hooks(candidate, images, {name: hook_for(name, target) for name, target in targets.items() if target is not None})
     return refitted
 
 
@@ -205,7 +196,6 @@ def _capture(
             wanted.setdefault(counterpart.input_layer, set()).add(counterpart.input_side)
     captured: dict[tuple[str, str], torch.Tensor] = {}
     calls: dict[str, int] = {}
-    handles = []
 
     def hook_for(name: str, sides: set[str]) -> Callable:
         def hook(_module: nn.Module, args: tuple, output: object) -> None:
@@ -216,15 +206,7 @@ def _capture(
                 captured[(name, "output")] = output.detach().clone()
         return hook
 
-    for name, sides in wanted.items():
-        module = _submodule(model, name)
-        if module is not None:
-            handles.append(module.register_forward_hook(hook_for(name, sides)))
-    try:
-        _run_eval(model, images)
-    finally:
-        for handle in handles:
-            handle.remove()
+    _run_with_hooks(model, images, {name: hook_for(name, sides) for name, sides in wanted.items()})
     shared = {name for name, count in calls.items() if count > 1}  # weights used twice: no single target
     return {key: value for key, value in captured.items() if key[0] not in shared}
 
@@ -246,6 +228,20 @@ def _submodule(model: nn.Module, name: str) -> nn.Module | None:
         return model.get_submodule(name)
     except AttributeError:
         return None
+
+
+def _run_with_hooks(model: nn.Module, images: torch.Tensor, hooks: dict[str, Callable]) -> None:
+    """Runs ``model`` on ``images`` (eval mode) with a forward hook on each named layer that exists."""
+    handles = []
+    for name, hook in hooks.items():
+        module = _submodule(model, name)
+        if module is not None:
+            handles.append(module.register_forward_hook(hook))
+    try:
+        _run_eval(model, images)
+    finally:
+        for handle in handles:
+            handle.remove()
 
 
 def _run_eval(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
