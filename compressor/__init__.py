@@ -8,6 +8,7 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 from compressor.budget import Budget, BudgetCheck
+from compressor.compress import CompressResult, compress
 from compressor.cost import Cost, measure
 from compressor.errors import CompressorError, ConfigError, ModelLoadError
 from compressor.experiment import Experiment, ensure_baselines, load_experiment, train_model
@@ -29,6 +30,8 @@ __all__ = [
     "__version__",
     "Budget",
     "BudgetCheck",
+    "compress",
+    "CompressResult",
     "Cost",
     "measure",
     "CompressorError",

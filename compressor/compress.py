@@ -160,7 +160,8 @@ def compress(
     seconds["transform"] = time.perf_counter() - started
     inherited_metrics = evaluate(student, data, config)
     started = time.perf_counter()
-    result = train(student, data, config, teacher=teacher if distill else None, description="fine-tune")
+    tuning = dataclasses.replace(config, bn_reestimate=0)  # re-estimated once already, above
+    result = train(student, data, tuning, teacher=teacher if distill else None, description="fine-tune")
     seconds["finetune"] = time.perf_counter() - started
     shape = experiment.cost_input_shape(data.in_channels)
     student = student.cpu().eval()

@@ -73,6 +73,7 @@ __all__ = [
     "ensure_parent",
     "resolve_teacher",
     "train_key",
+    "without_finetuning",
 ]
 
 log = logging.getLogger(__name__)
@@ -491,12 +492,22 @@ def train_key(config: TrainConfig) -> dict[str, Any]:
     return settings
 
 
+def without_finetuning(experiment: Experiment) -> Experiment:
+    """``experiment`` trained plainly: no distillation, no batch-norm re-estimation (how references are trained)."""
+    if not experiment.train.distill.active and not experiment.train.bn_reestimate:
+        return experiment
+    plain = dataclasses.replace(experiment.train, bn_reestimate=0, distill=type(experiment.train.distill)())
+    return dataclasses.replace(experiment, train=plain)
+
+
 def baseline_key(experiment: Experiment, model: str) -> str:
     """A hash of everything that changes a baseline's result: data, model, training, cost.
 
     Threads, progress bars and the device do not enter it: they change how fast, not what.
+    Nor does distillation or batch-norm re-estimation: references are trained plainly
+    (:func:`without_finetuning`).
     """
-    train_settings = train_key(experiment.train)
+    train_settings = train_key(without_finetuning(experiment).train)
     material = {
         "format": _BASELINE_FORMAT,
         "data": to_data(experiment.data),
@@ -539,7 +550,8 @@ def ensure_baselines(
 
     Each result goes to ``<run_dir>/baselines/<model>.json`` (written atomically) with a
     :func:`baseline_key`; a stored result with the current key is reused, one with
-    another key (the data, training or cost settings changed) is retrained. The trained
+    another key (the data, training or cost settings changed) is retrained. References are
+    trained without the experiment's distillation or batch-norm re-estimation. The trained
     weights go beside it (``<model>.pt``); with ``need_weights`` a stored result whose
     weights are missing (stored by an older version) is retrained. The resolved experiment
     is written to ``<run_dir>/baselines/config.yaml``.
@@ -553,6 +565,7 @@ def ensure_baselines(
     for model in models:
         if model not in MODELS:
             raise ConfigError(f"baseline model {model!r} is not registered; valid: {', '.join(MODELS.names())}")
+    experiment = without_finetuning(experiment)  # a reference distilled from itself would mean nothing
     stored = {} if force else load_baselines(experiment, models)
     if need_weights:
         stored = {model: record for model, record in stored.items() if record.weights_path.is_file()}
@@ -628,10 +641,9 @@ def ensure_parent(
     training, model and its arguments).
     """
     steps = steps or experiment.train.steps
-    settings = dataclasses.replace(
-        experiment, train=dataclasses.replace(experiment.train, steps=steps, bn_reestimate=0, distill=type(experiment.train.distill)())
-    )
-    if steps == experiment.train.steps and _default_args(model_config) and not experiment.train.distill.active:
+    plain = without_finetuning(experiment)
+    settings = dataclasses.replace(plain, train=dataclasses.replace(plain.train, steps=steps))
+    if steps == experiment.train.steps and _default_args(model_config):
         (record,) = ensure_baselines(experiment, models=[model_config.name], cache_dir=cache_dir, need_weights=True)
         path, metrics, reused = record.weights_path, record.metrics, record.reused
     else:
@@ -680,8 +692,7 @@ def resolve_teacher(
             )
         return parent
     if spec in BASELINE_MODELS:
-        plain = dataclasses.replace(experiment, train=dataclasses.replace(experiment.train, distill=type(experiment.train.distill)()))
-        return ensure_parent(plain, ModelConfig(name=spec), cache_dir=cache_dir).model
+        return ensure_parent(experiment, ModelConfig(name=spec), cache_dir=cache_dir).model
     if spec is None:
         raise ConfigError("no distillation teacher given (train.distill.teacher)")
     return load_model(spec).eval()

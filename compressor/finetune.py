@@ -38,13 +38,16 @@ class FinetuneConfig:
         lr: peak learning rate (null: the ``train:`` section's).
         warmup_fraction: share of the steps spent warming up.
         bn_reestimate: batches of training patches that re-estimate every batch norm's
-            statistics before the first step.
+            statistics before the first step (a norm inside a replacement, as ``fire``'s
+            ``norm`` or ``separable``'s ``mid_norm``, then normalizes too: inheritance is
+            closest without inner norms, the transforms' default).
         calibrate: batches of training patches on which every transform refits the layers
             it changed by least squares (0: weights inherited from the parent alone).
         distill_weight: weight of the distillation term when distilling from the parent.
         temperature: distillation temperature.
         parent_steps: optimizer steps of the parent a search fine-tunes from (trained once
-            and stored; null: the ``train:`` section's, which reuses the stored baseline).
+            and stored; null: the ``train:`` section's; the parent of a reference model built
+            with its default arguments is then the stored baseline itself).
     """
 
     steps: int | None = None

@@ -49,6 +49,23 @@ def atomic_write(path: str | Path, write: Callable[[IO[bytes]], None]) -> Path:
     return path
 
 
+def check_writable(path: str | Path) -> Path:
+    """Raises the :class:`WriteError` that writing ``path`` would, before any long work (nothing is created).
+
+    Catches a file standing for one of its folders, a folder in the way, and a folder that
+    exists but cannot be written to.
+    """
+    path = Path(path)
+    existing = next((parent for parent in path.parents if parent.exists()), None)
+    if existing is not None and not existing.is_dir():
+        raise WriteError(f"cannot write {path}: {existing} is a file, not a folder")
+    if path.is_dir():
+        raise WriteError(f"cannot write {path}: a folder of that name is in the way")
+    if existing is not None and not os.access(existing, os.W_OK | os.X_OK):
+        raise WriteError(f"cannot write {path}: {existing} is not writable")
+    return path
+
+
 def _write_error(path: Path, error: OSError) -> WriteError:
     blocker = next((parent for parent in path.parents if parent.exists() and not parent.is_dir()), None)
     if blocker is not None:

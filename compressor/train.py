@@ -15,6 +15,7 @@ can stop training early: the search prunes weak candidates through it.
 from __future__ import annotations
 
 import contextlib
+import copy
 import math
 import os
 import time
@@ -425,7 +426,9 @@ def train(
         generator = torch.Generator().manual_seed(config.seed)
         model.to(device).train()
         if distill is not None:
-            teacher = teacher.to(device).eval()
+            # The caller's teacher (a search's parent, the base of every candidate) stays where it is.
+            here = next((parameter.device for parameter in teacher.parameters()), device)
+            teacher = (teacher if here == device else copy.deepcopy(teacher).to(device)).eval()
         if config.bn_reestimate:
             reestimate_batchnorm(model, data, batches=config.bn_reestimate, batch_size=config.batch_size, seed=config.seed)
         weights = class_weights(data.class_frequencies(), config.class_weights)

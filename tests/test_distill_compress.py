@@ -184,7 +184,7 @@ def test_a_search_that_inherits_fine_tunes_from_the_parent_and_exports_the_same_
     assert finished and all(record.fidelity == 1.0 for record in finished)
     trained = [record for record in result.records if record.status in ("complete", "stopped")]
     assert trained and all(set(record.rung_metrics) == {"0.340"} for record in trained)  # multi-fidelity rungs as usual
-    kept = [record for record in result.records if record.weights]
+    kept = [record for record in result.front if record.weights]  # dominated trials' weights were discarded
     assert kept
     for record in kept:  # the same parent, calibration and recipe give the very architecture that was trained
         exported = rebuild_trial(result.storage_url, result.study_name, record.number)
@@ -202,3 +202,21 @@ def test_results_stored_before_distillation_existed_keep_their_keys():
     assert "bn_reestimate" not in plain and "distill" not in plain  # off: the key of an older version's result
     changed = train_key(TrainConfig(bn_reestimate=2, distill=DistillConfig(teacher="unet")))
     assert changed["bn_reestimate"] == 2 and changed["distill"]["teacher"] == "unet"
+
+
+def test_a_study_made_before_inheritance_rebuilds_its_recipes_as_it_built_them():
+    from compressor.search.setup import as_built_before_inheritance
+    from compressor.transforms import Recipe
+
+    recipe = Recipe.from_data([{"name": "skip_fusion"}, {"name": "fire"}, {"name": "prune", "ratio": 0.5},
+                               {"name": "prune", "ratio": 0.2, "importance": "random"}])
+    built = as_built_before_inheritance(recipe)
+    assert [dict(step.params) for step in built.steps] == [
+        {"init": "inherit"}, {}, {"importance": "l1", "ratio": 0.5}, {"importance": "random", "ratio": 0.2}]
+    # the skip_fusion the old code made from scratch: the mean of the kernel halves of the random U-Net
+    model = compressor.unet(base_width=4)
+    fused, _ = compressor.apply(model, as_built_before_inheritance(Recipe.from_data([{"name": "skip_fusion"}])),
+                                (1, 3, 32, 32), init="random")
+    conv = model.decoder[0][0].conv
+    half = conv.in_channels // 2
+    assert torch.equal(fused.get_submodule("decoder.0.0.conv").weight, (conv.weight[:, :half] + conv.weight[:, half:]) / 2)

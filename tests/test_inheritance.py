@@ -384,3 +384,22 @@ def test_every_changed_layer_has_a_finite_error(transform):
     assert record.output_error is not None and math.isfinite(record.output_error)
     name, worst = record.max_error()
     assert worst == max(record.errors.values()) and record.errors[name] == worst
+
+
+def test_inherited_slots_beyond_the_kernels_rank_still_train():
+    """A squeeze one channel wide, or an odd one, and depthwise filters beyond the rank: exact and trainable."""
+    torch.manual_seed(0)
+    conv = nn.Conv2d(8, 8, 3, padding=1, bias=False)
+    x = torch.randn(2, 8, 8, 8)
+    for ratio in (0.125, 0.625):  # squeeze widths 1 and 5
+        fire = Fire(8, 8, squeeze_ratio=ratio, activation=False)
+        inherit_fire(conv, fire)
+        fire(x).square().sum().backward()
+        assert all(float(parameter.grad.abs().sum()) > 0 for parameter in fire.parameters())
+    separable = SeparableConv2d(8, 4, 3, padding=1, depth_multiplier=6)
+    narrow = nn.Conv2d(8, 4, 3, padding=1, bias=False)  # rank <= 4 per input channel: 2 spare filters each
+    inherit_separable(narrow, separable)
+    assert torch.allclose(separable(x), narrow(x), atol=1e-5)
+    separable(x).square().sum().backward()
+    spare = separable.pointwise.weight.grad.reshape(4, 8, 6)[:, :, 4:]
+    assert float(spare.abs().sum()) > 0  # read with weight 0 at first, but they learn

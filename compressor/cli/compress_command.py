@@ -6,11 +6,14 @@ import argparse
 import json
 from pathlib import Path
 
+import torch
+
 from compressor.cli.apply_command import recipe_from_args, records_table
 from compressor.cli.train_command import add_experiment_arguments, configure_logging, experiment_from_args
 from compressor.compress import compress, finetuned
 from compressor.errors import ConfigError
 from compressor.experiment import BASELINE_MODELS, Experiment, ModelConfig, ensure_parent
+from compressor.io import check_writable
 from compressor.models import build_model, parse_model_args
 from compressor.saving import load_saved, save_model
 from compressor.train import load_weights
@@ -37,7 +40,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         help="a transform step, after the recipe's (repeatable)")
     parser.add_argument("--steps", type=int, metavar="N", help="fine-tuning steps (default: finetune.steps, else train.steps)")
     parser.add_argument("--no-distill", action="store_true", help="fine-tune without distilling from the original")
-    parser.add_argument("--out", metavar="PATH", help="where to save the result (default: <run_dir>/compress/<model>.pt)")
+    parser.add_argument("--out", metavar="PATH", help="where to save the result (default: <run_dir>/compress/<model>-<recipe hash>.pt)")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     parser.set_defaults(run=run)
 
@@ -47,8 +50,9 @@ def run(args: argparse.Namespace) -> int:
     recipe = recipe_from_args(args.recipe, args.transform)
     experiment = finetuned(experiment_from_args(args), args.steps)
     model, label = teacher_from_args(args, experiment)
+    out = Path(args.out) if args.out else experiment.run_path / "compress" / f"{Path(label).stem}-{recipe.hash()[:8]}.pt"
+    check_writable(out)  # before the fine-tuning, not after it
     result = compress(model, recipe, experiment, distill=not args.no_distill, cache_dir=args.cache_dir)
-    out = Path(args.out) if args.out else experiment.run_path / "compress" / f"{Path(label).stem}-small.pt"
     save_model(
         out, result.student, recipe=recipe, base=label, input_shape=result.student_cost.input_shape,
         metadata={"teacher": label, **result.to_dict()},
@@ -57,6 +61,9 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps({"model": label, "recipe": recipe.to_data(), "out": str(out), **result.to_dict()}, indent=2))
         return 0
     print(records_table(label, result.example_shape, result.records))
+    for record in result.records:
+        for note in record.notes:
+            print(f"  {record.transform}: {note}")
     print()
     print(result.table(f"teacher ({label})"))
     print(f"saved to {out} (load with compressor.load_model({str(out)!r}))")
@@ -70,7 +77,15 @@ def teacher_from_args(args: argparse.Namespace, experiment: Experiment) -> tuple
         if args.checkpoint or args.model_arg:
             raise ConfigError(f"{args.model} is a model file: it carries its weights and arguments; "
                               "drop --checkpoint and --model-arg")
-        return load_saved(path).model, path.name
+        try:
+            return load_saved(path).model, path.name
+        except ConfigError as error:
+            if _is_weights_file(path):
+                raise ConfigError(
+                    f"{path} holds weights only, not a network: name the network and give the file as its weights, "
+                    f"e.g. compressor compress unet CONFIG.yaml --checkpoint {path}"
+                ) from None
+            raise error from None
     model_args = parse_model_args(args.model_arg)
     if args.checkpoint:
         model = build_model(args.model, model_args)
@@ -83,3 +98,13 @@ def teacher_from_args(args: argparse.Namespace, experiment: Experiment) -> tuple
         f"MODEL {args.model!r} would be built with random weights: give --checkpoint FILE with its trained weights, "
         "or a model file"
     )
+
+
+def _is_weights_file(path: Path) -> bool:
+    """True for a ``state_dict`` or a compressor checkpoint (read weights-only, nothing runs)."""
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # noqa: BLE001 - not a weights file, whatever torch says
+        return False
+    return isinstance(payload, dict) and ("state_dict" in payload or all(
+        isinstance(value, torch.Tensor) for value in payload.values()))

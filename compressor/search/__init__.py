@@ -74,6 +74,7 @@ def run_search(
     started = time.perf_counter()
     setup = prepare(experiment, cache_dir=cache_dir, echo=echo)
     study = open_search_study(setup, sampler_seed=setup.config.seed)
+    setup.legacy = "init" not in study.user_attrs  # made before weight inheritance: build as it did
     echo(f"study {setup.study_name!r} in {setup.storage_url}: space {setup.space.name}, model {setup.model_config.name}, "
          f"budget {setup.budget.describe()}, objectives {', '.join(setup.config.objectives)}")
     if setup.config.baselines:
@@ -108,8 +109,9 @@ def join_search(
         import dataclasses
 
         experiment = dataclasses.replace(experiment, train=dataclasses.replace(experiment.train, threads=threads))
-    setup = prepare(experiment, cache_dir=cache_dir, echo=echo, check_budget=False)
+    setup = prepare(experiment, cache_dir=cache_dir, echo=echo, check_budget=False, parent_weights=info.parent or None)
     study = open_search_study(setup, sampler_seed=seed, create=False)
+    setup.legacy = "init" not in study.user_attrs
     echo(f"worker joined study {study_name!r} in {storage_url}")
     _optimize(setup, study, started)
     return _result(setup, study, started)

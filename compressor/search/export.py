@@ -11,7 +11,7 @@ from compressor.errors import ConfigError
 from compressor.experiment import Experiment, ModelConfig
 from compressor.finetune import calibration_batches
 from compressor.saving import save_model
-from compressor.search.setup import build_candidate
+from compressor.search.setup import as_built_before_inheritance, build_candidate
 from compressor.search.storage import load_study
 from compressor.search.weights import WeightStore
 from compressor.train import CheckpointError, load_checkpoint
@@ -31,8 +31,13 @@ class ExportedTrial:
     path: Path | None = None
 
 
-def rebuild_trial(storage_url: str, study_name: str, number: int, *, untrained: bool = False) -> ExportedTrial:
+def rebuild_trial(
+    storage_url: str, study_name: str, number: int, *, untrained: bool = False, cache_dir: str | Path | None = None,
+) -> ExportedTrial:
     """The model of trial ``number``: the base network and recipe the search used, and its weights.
+
+    ``untrained`` skips the trial's kept weights: the candidate as it started (from random
+    weights, or, in a study whose candidates inherit, from its parent's).
 
     Raises:
         ConfigError: no such study or trial; a trial without a recipe (it failed before
@@ -53,6 +58,7 @@ def rebuild_trial(storage_url: str, study_name: str, number: int, *, untrained: 
     in_channels = int(info.input_shape[1])
     num_classes = int(info.model_args.get("num_classes", 2))
     recipe = Recipe.from_data(record.recipe, source=f"trial {number}'s recipe")
+    built = recipe if "init" in study.user_attrs else as_built_before_inheritance(recipe)
     base = None
     if info.init != "random":  # pruning ranked the parent's trained channels: the same parent gives the same widths
         base = model_config.build(in_channels=in_channels, num_classes=num_classes)
@@ -63,11 +69,11 @@ def rebuild_trial(storage_url: str, study_name: str, number: int, *, untrained: 
     calibration = None
     if base is not None and experiment.finetune.calibrate:  # calibrated weights steer pruning: calibrate the same way
         calibration = calibration_batches(
-            experiment.data.build(), experiment.finetune.calibrate, batch_size=experiment.train.batch_size,
+            experiment.data.build(cache_dir=cache_dir), experiment.finetune.calibrate, batch_size=experiment.train.batch_size,
             seed=experiment.train.seed,
         )
     model = build_candidate(
-        experiment, model_config, recipe, in_channels=in_channels, num_classes=num_classes, base=base, init=info.init,
+        experiment, model_config, built, in_channels=in_channels, num_classes=num_classes, base=base, init=info.init,
         calibration=calibration,
     )
     trained = not untrained

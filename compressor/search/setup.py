@@ -20,8 +20,8 @@ from compressor.finetune import calibration_batches, with_calibration
 from compressor.metrics import SegmentationMetrics
 from compressor.search.storage import default_storage_url, sqlite_path
 from compressor.search_config import SearchConfig
-from compressor.train import TrainConfig, seed_everything
-from compressor.transforms import Recipe, apply
+from compressor.train import CheckpointError, TrainConfig, load_checkpoint, seed_everything
+from compressor.transforms import Recipe, TransformSpec, apply
 from compressor.units import format_count
 from search_spaces import SPACES, SearchContext, SearchSpace
 
@@ -46,6 +46,7 @@ class SearchSetup:
     echo: Callable[[str], None] = print
     parent: Parent | None = None
     calibration: list[torch.Tensor] | None = None
+    legacy: bool = False
 
     @property
     def init(self) -> str:
@@ -141,9 +142,20 @@ def build_candidate(
 
 
 
+def as_built_before_inheritance(recipe: Recipe) -> Recipe:
+    """``recipe`` as a study made before weight inheritance built it, so its trials rebuild (and
+    resume) the same: ``skip_fusion`` started from the mean of the kernel halves even from scratch,
+    and ``prune`` ranked channels by L1 norm."""
+    legacy = {"skip_fusion": {"init": "inherit"}, "prune": {"importance": "l1"}}
+    return Recipe.of([
+        TransformSpec(step.name, {**legacy.get(step.name, {}), **step.params}) for step in recipe.steps
+    ])
+
+
 def prepare(
     experiment: Experiment, *, cache_dir: str | Path | None = None, echo: Callable[[str], None] = print,
     check_budget: bool = True,
+    parent_weights: str | None = None,
 ) -> SearchSetup:
     """Resolves the search settings, builds the data and the base network, checks the budget.
 
@@ -158,7 +170,9 @@ def prepare(
     if config.metric.startswith("iou:") and config.metric[4:] not in data.class_names:
         raise ConfigError(f"search.metric: no class {config.metric[4:]!r}; classes: {', '.join(data.class_names)}")
     parent = None
-    if config.init != "random":
+    if config.init != "random" and parent_weights:
+        parent = load_parent(experiment, model_config, parent_weights, data=data)
+    elif config.init != "random":
         parent = ensure_parent(experiment, model_config, steps=experiment.finetune.parent_steps, data=data,
                                cache_dir=cache_dir)
         echo(f"parent {model_config.name} ({parent.steps} steps, {'stored' if parent.reused else 'trained now'}: "
@@ -188,13 +202,31 @@ def prepare(
     return setup
 
 
+def load_parent(experiment: Experiment, model_config: ModelConfig, path: str, *, data: SegmentationData) -> Parent:
+    """The parent a study's candidates inherit from, read from the file the study names (a worker's case).
+
+    Raises:
+        ConfigError: the file is not on this machine or does not fit the base network.
+    """
+    network = model_config.build(in_channels=data.in_channels, num_classes=data.num_classes)
+    try:
+        checkpoint = load_checkpoint(path, network)
+    except CheckpointError as error:
+        raise ConfigError(
+            f"this study's candidates inherit from the parent network at {path}, which cannot be read here "
+            f"({error}); copy that file to this path on this machine"
+        ) from None
+    return Parent(model=network.eval(), model_config=model_config, weights_path=Path(path),
+                  metrics=checkpoint.metrics or {}, steps=checkpoint.step or 0, reused=True)
+
+
 def check_smallest(setup: SearchSetup) -> None:
     """Refuses a budget that the space's smallest candidate already exceeds, before any training."""
     choices = setup.space.smallest(setup.context)
     recipe = setup.space.fixed(choices, setup.context)
     network = build_candidate(
         setup.experiment, setup.model_config, recipe, in_channels=setup.data.in_channels,
-        num_classes=setup.data.num_classes, base=setup.context.model, init=setup.init,
+        num_classes=setup.data.num_classes, base=setup.context.model, init=setup.init, calibration=setup.calibration,
     )
     cost = setup.measure(network)
     check = setup.budget.check(cost)

@@ -167,15 +167,16 @@ def _least_squares(
         if columns.shape[0] != outputs.shape[0]:
             return False
         if columns.shape[0] > columns_per_image:
-            keep = torch.randperm(columns.shape[0], generator=generator)[:columns_per_image]
+            keep = torch.randperm(columns.shape[0], generator=generator)[:columns_per_image].to(columns.device)
             columns, outputs = columns[keep], outputs[keep]
         if conv.bias is not None:
-            columns = torch.cat([columns, torch.ones(columns.shape[0], 1, dtype=columns.dtype)], dim=1)
+            columns = torch.cat([columns, columns.new_ones(columns.shape[0], 1)], dim=1)
         gram = columns.T @ columns if gram is None else gram + columns.T @ columns
         cross = columns.T @ outputs if cross is None else cross + columns.T @ outputs
     assert gram is not None and cross is not None
     strength = ridge * float(gram.diagonal().mean()) + 1e-12
-    solution = torch.linalg.solve(gram + strength * torch.eye(gram.shape[0], dtype=gram.dtype), cross)
+    identity = torch.eye(gram.shape[0], dtype=gram.dtype, device=gram.device)
+    solution = torch.linalg.solve(gram + strength * identity, cross)
     if not torch.isfinite(solution).all():
         return False
     weights = solution[: solution.shape[0] - (conv.bias is not None)]

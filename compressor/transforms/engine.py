@@ -85,8 +85,8 @@ def apply(
         batches = getattr(transform, "calibrate", 0)
         if batches and calibration is None:
             raise ConfigError(
-                f"{step}: calibrate: {batches} needs real images; pass apply(..., calibration=images) "
-                "(compressor compress and the search take them from the training patches)"
+                f"{step}: calibrate: {batches} needs real images, which compressor compress and a search with "
+                "search.init: inherit take from the training patches (from Python: apply(..., calibration=images))"
             )
         candidate = copy.deepcopy(current).eval()
         try:

@@ -42,9 +42,7 @@ from torch import nn
 
 from compressor.models.blocks import Fire, SeparableConv2d
 
-__all__ = ["INIT_MODES", "inherit_separable", "inherit_fire", "inherit_fused", "identity_like"]
-
-INIT_MODES = ("inherit", "random")
+__all__ = ["inherit_separable", "inherit_fire", "inherit_fused", "identity_like"]
 
 
 @torch.no_grad()
@@ -63,7 +61,9 @@ def inherit_separable(conv: nn.Conv2d, separable: SeparableConv2d) -> None:
     u, s, vh = torch.linalg.svd(slices, full_matrices=False)  # (I, O, r), (I, r), (I, r, k*k)
     rank = min(multiplier, s.shape[1])
     root = s[:, :rank].sqrt()
-    depthwise = torch.zeros(in_channels, multiplier, kh * kw, dtype=weight.dtype)
+    # Filters beyond the kernel's rank keep their random start and are read with weight 0: the
+    # output is unchanged, and both sides still get gradients (zeros on both would never train).
+    depthwise = separable.depthwise.weight.detach().double().reshape(in_channels, multiplier, kh * kw).clone()
     depthwise[:, :rank] = vh[:, :rank] * root[:, :, None]
     pointwise = torch.zeros(out_channels, in_channels, multiplier, dtype=weight.dtype)
     pointwise[:, :, :rank] = (u[:, :, :rank] * root[:, None, :]).permute(1, 0, 2)
@@ -78,16 +78,17 @@ def inherit_fire(conv: nn.Conv2d, fire: Fire) -> None:
 
     ``P`` (``in x r``) holds the ``r`` leading left singular vectors of the kernel unfolded
     along its input channels; the squeeze computes ``P^T x`` (and ``-P^T x`` beside it when
-    the squeeze ends with a ReLU, so ``r`` is half the squeeze width), the k x k expand
-    applies the projected kernel ``W P`` to it, and the 1x1 expand the sum of the
-    projected kernel's taps. With ``r`` at least the rank of that unfolding, the k x k
-    expand's outputs are exact.
+    the squeeze ends with a ReLU and is at least 2 wide, so ``r`` is half the squeeze width),
+    the k x k expand applies the projected kernel ``W P`` to it, and the 1x1 expand the sum of
+    the projected kernel's taps. With ``r`` at least the rank of that unfolding, the k x k
+    expand's outputs are exact. Squeeze channels beyond ``r`` keep their random start and
+    are read with weight 0, so they do not change the output and still train.
     """
     weight = conv.weight.detach().double()
     out_channels, in_channels = weight.shape[:2]
     squeeze_conv = fire.squeeze.conv
     squeeze_width = squeeze_conv.out_channels
-    paired = not isinstance(fire.squeeze.act, nn.Identity)
+    paired = not isinstance(fire.squeeze.act, nn.Identity) and squeeze_width >= 2
     rank = min(squeeze_width // 2 if paired else squeeze_width, in_channels)
     unfolded = weight.permute(1, 0, 2, 3).reshape(in_channels, -1)
     # The left singular vectors are the eigenvectors of the (in x in) Gram matrix: far cheaper
@@ -95,13 +96,15 @@ def inherit_fire(conv: nn.Conv2d, fire: Fire) -> None:
     _values, vectors = torch.linalg.eigh(unfolded @ unfolded.T)
     basis = vectors.flip(1)[:, :rank]  # (in, r), orthonormal columns, largest eigenvalues first
     projected = torch.einsum("oikl,ir->orkl", weight, basis)  # (out, r, k, k)
-    squeeze = torch.zeros(squeeze_width, in_channels, dtype=weight.dtype)
+    # Squeeze channels left over (an odd width, a width above the input's rank) keep their random
+    # start and are read with weight 0: exact, and still trainable.
+    squeeze = squeeze_conv.weight.detach().double().reshape(squeeze_width, in_channels).clone()
     squeeze[:rank] = basis.T
     if paired:
         squeeze[rank:2 * rank] = -basis.T
     squeeze_conv.weight.copy_(squeeze[:, :, None, None])
     if squeeze_conv.bias is not None:
-        squeeze_conv.bias.zero_()
+        squeeze_conv.bias[: 2 * rank if paired else rank] = 0
     split = fire.expand1x1.conv.out_channels
     for expand, kernel in ((fire.expand1x1.conv, projected[:split].sum(dim=(2, 3), keepdim=True)),
                            (fire.expand3x3.conv, projected[split:])):
