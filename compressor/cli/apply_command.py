@@ -21,14 +21,19 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         f"({FLOP_CONVENTION}) and save the result, loadable with compressor.load_model(PATH).",
     )
     add_model_arguments(parser)
+    add_recipe_arguments(parser)
+    parser.add_argument("--out", metavar="PATH", help="save the transformed model here (.pt)")
+    parser.add_argument("--json", action="store_true", help="print the records as JSON")
+    parser.set_defaults(run=run)
+
+
+def add_recipe_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--recipe FILE`` and repeatable ``--transform`` steps (read with :func:`recipe_from_args`)."""
     parser.add_argument("--recipe", metavar="FILE", help="recipe file (YAML or JSON)")
     parser.add_argument(
         "--transform", action="append", default=[], metavar="NAME[:key=value,...]",
         help="a transform step, after the recipe's (repeatable); lists in brackets: dilation:rates=[1,2,5]",
     )
-    parser.add_argument("--out", metavar="PATH", help="save the transformed model here (.pt)")
-    parser.add_argument("--json", action="store_true", help="print the records as JSON")
-    parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:

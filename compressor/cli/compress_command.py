@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from compressor.cli.apply_command import recipe_from_args, records_table
+from compressor.cli.apply_command import add_recipe_arguments, recipe_from_args, records_table
 from compressor.cli.train_command import add_experiment_arguments, configure_logging, experiment_from_args
 from compressor.compress import compress, finetuned
 from compressor.errors import ConfigError
@@ -35,9 +35,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--checkpoint", metavar="FILE", help="trained weights for MODEL (a state_dict or a compressor checkpoint)")
     parser.add_argument("--model-arg", action="append", default=[], metavar="KEY=VALUE",
                         help="keyword argument for MODEL's builder (repeatable)")
-    parser.add_argument("--recipe", metavar="FILE", help="recipe file (YAML or JSON)")
-    parser.add_argument("--transform", action="append", default=[], metavar="NAME[:key=value,...]",
-                        help="a transform step, after the recipe's (repeatable)")
+    add_recipe_arguments(parser)
     parser.add_argument("--steps", type=int, metavar="N", help="fine-tuning steps (default: finetune.steps, else train.steps)")
     parser.add_argument("--no-distill", action="store_true", help="fine-tune without distilling from the original")
     parser.add_argument("--out", metavar="PATH", help="where to save the result (default: <run_dir>/compress/<model>-<recipe hash>.pt)")

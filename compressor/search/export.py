@@ -11,10 +11,9 @@ from compressor.errors import ConfigError
 from compressor.experiment import Experiment, ModelConfig
 from compressor.finetune import calibration_batches
 from compressor.saving import save_model
-from compressor.search.setup import as_built_before_inheritance, build_candidate
+from compressor.search.setup import as_built_before_inheritance, build_candidate, load_parent
 from compressor.search.storage import load_study
 from compressor.search.weights import WeightStore
-from compressor.train import CheckpointError, load_checkpoint
 from compressor.transforms import Recipe
 from compressor.trials import StudyInfo, TrialRecord, study_info
 
@@ -61,11 +60,7 @@ def rebuild_trial(
     built = recipe if "init" in study.user_attrs else as_built_before_inheritance(recipe)
     base = None
     if info.init != "random":  # pruning ranked the parent's trained channels: the same parent gives the same widths
-        base = model_config.build(in_channels=in_channels, num_classes=num_classes)
-        try:
-            load_checkpoint(info.parent, base)
-        except CheckpointError as error:
-            raise ConfigError(f"trial {number} was fine-tuned from a parent network that cannot be read: {error}") from None
+        base = load_parent(model_config, info.parent, in_channels=in_channels, num_classes=num_classes).model
     calibration = None
     if base is not None and experiment.finetune.calibrate:  # calibrated weights steer pruning: calibrate the same way
         calibration = calibration_batches(

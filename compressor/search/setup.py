@@ -171,7 +171,7 @@ def prepare(
         raise ConfigError(f"search.metric: no class {config.metric[4:]!r}; classes: {', '.join(data.class_names)}")
     parent = None
     if config.init != "random" and parent_weights:
-        parent = load_parent(experiment, model_config, parent_weights, data=data)
+        parent = load_parent(model_config, parent_weights, in_channels=data.in_channels, num_classes=data.num_classes)
     elif config.init != "random":
         parent = ensure_parent(experiment, model_config, steps=experiment.finetune.parent_steps, data=data,
                                cache_dir=cache_dir)
@@ -202,13 +202,13 @@ def prepare(
     return setup
 
 
-def load_parent(experiment: Experiment, model_config: ModelConfig, path: str, *, data: SegmentationData) -> Parent:
-    """The parent a study's candidates inherit from, read from the file the study names (a worker's case).
+def load_parent(model_config: ModelConfig, path: str, *, in_channels: int, num_classes: int) -> Parent:
+    """The parent a study's candidates inherit from, read from the file the study names (a worker, an export).
 
     Raises:
         ConfigError: the file is not on this machine or does not fit the base network.
     """
-    network = model_config.build(in_channels=data.in_channels, num_classes=data.num_classes)
+    network = model_config.build(in_channels=in_channels, num_classes=num_classes)
     try:
         checkpoint = load_checkpoint(path, network)
     except CheckpointError as error:
