@@ -308,11 +308,19 @@ def _join(where: str, key: str) -> str:
 
 
 def to_data(config: Any) -> Any:
-    """Plain YAML/JSON-safe data of a (nested) configuration dataclass."""
+    """Plain YAML/JSON-safe data of a (nested) configuration dataclass.
+
+    A dataclass may name fields in an ``omit_when_default`` class attribute: those are left
+    out while equal to their default, so adding a field keeps the keys of stored results.
+    """
     if isinstance(config, Budget):
         return config.to_dict()
     if dataclasses.is_dataclass(config):
-        return {item.name: to_data(getattr(config, item.name)) for item in dataclasses.fields(config)}
+        omitted = getattr(config, "omit_when_default", ())
+        return {
+            item.name: to_data(getattr(config, item.name)) for item in dataclasses.fields(config)
+            if not (item.name in omitted and getattr(config, item.name) == item.default)
+        }
     if isinstance(config, (list, tuple)):
         return [to_data(item) for item in config]
     if isinstance(config, Mapping):

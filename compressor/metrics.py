@@ -19,7 +19,7 @@ import torch
 from compressor.errors import ConfigError
 from compressor.tables import format_table
 
-__all__ = ["ConfusionMatrix", "SegmentationMetrics"]
+__all__ = ["ConfusionMatrix", "SegmentationMetrics", "metric_value", "constant_metrics"]
 
 
 class ConfusionMatrix:
@@ -152,6 +152,32 @@ class SegmentationMetrics:
         """One line: ``building IoU 0.412, mIoU 0.688, mean F1 0.780, accuracy 0.963``."""
         head = "" if self.score_name == "mIoU" else f"{self.score_name} {self.score:.3f}, "
         return f"{head}mIoU {self.miou:.3f}, mean F1 {self.mean_f1:.3f}, accuracy {self.accuracy:.3f}"
+
+
+def metric_value(metrics: SegmentationMetrics, key: str) -> float:
+    """The metric ``key`` (``score``, ``miou``, ``mean_f1``, ``accuracy``, ``iou:<class>``) of ``metrics``; NaN counts as 0."""
+    if key.startswith("iou:"):
+        value = metrics.iou_of(key[4:])
+    else:
+        value = getattr(metrics, key)
+    return 0.0 if value != value else float(value)
+
+
+def constant_metrics(class_counts: Sequence[int], class_names: Sequence[str]) -> dict[str, SegmentationMetrics]:
+    """The metrics of predicting one class everywhere, per class, on pixels with these true class counts.
+
+    Example:
+        >>> found = constant_metrics([90, 10], ("background", "building"))
+        >>> round(found["building"].score, 2), round(found["background"].miou, 2)
+        (0.1, 0.45)
+    """
+    counts = np.asarray(class_counts, dtype=np.int64)
+    found = {}
+    for index, name in enumerate(class_names):
+        confusion = np.zeros((len(class_names), len(class_names)), dtype=np.int64)
+        confusion[:, index] = counts
+        found[name] = SegmentationMetrics.from_confusion(confusion, class_names)
+    return found
 
 
 def _nanmean(values: np.ndarray) -> float:

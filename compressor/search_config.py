@@ -5,12 +5,48 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from compressor.errors import ConfigError
+from compressor.errors import CompressorError, ConfigError
 
-__all__ = ["SearchConfig", "OBJECTIVES", "METRICS"]
+__all__ = ["SearchConfig", "ConfirmConfig", "OBJECTIVES", "METRICS"]
 
 OBJECTIVES = ("metric", "params", "flops", "latency_ms")
 METRICS = ("score", "miou", "mean_f1", "accuracy")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ConfirmConfig:
+    """The confirmation of a finished search's front (``search.confirm``; ``compressor confirm``).
+
+    Attributes:
+        top: how many front trials to retrain (those adding most to the front's hypervolume);
+            0 confirms nothing.
+        seeds: further training seeds, after the search's own (seed s: s+1 .. s+seeds). The
+            run the search picked on is not counted: picking on it flatters the winners.
+        folds: with a k-fold data section (``data.folds``), also every other fold, for
+            each of those seeds and for the search's own seed.
+        budgets: parameter budgets (``1M``, ``300k``) the report states a claim for: the best
+            confirmed model within each; empty: the study's ``max_params``.
+    """
+
+    top: int = 0
+    seeds: int = 0
+    folds: bool = False
+    budgets: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        from compressor.units import parse_count
+
+        if self.top < 0 or self.seeds < 0:
+            raise ConfigError(f"search.confirm: top and seeds must be >= 0, got top {self.top}, seeds {self.seeds}")
+        for budget in self.budgets:
+            try:
+                parse_count(budget)
+            except (ValueError, CompressorError) as error:
+                raise ConfigError(f"search.confirm.budgets: {budget!r} is not a parameter count ({error})") from None
+
+    @property
+    def active(self) -> bool:
+        return self.top > 0 and (self.seeds > 0 or self.folds)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -47,6 +83,13 @@ class SearchConfig:
             approximation of the trained layer it replaces, fine-tuned with the
             ``finetune:`` section), or ``distill`` (as ``inherit``, the parent also the
             distillation teacher).
+        floor: what a candidate must beat to be on the front, keep its weights, or count
+            as confirmed: ``constant`` (the best constant prediction, one class everywhere,
+            on the validation pixels, plus ``min_gain``; see :mod:`compressor.floor`) or
+            ``zero`` (a metric above 0, the rule of studies made before floors existed).
+        min_gain: the margin over the best constant prediction.
+        confirm: retrain the front's best trials and the references on further seeds
+            (and folds) once the search is done (:class:`ConfirmConfig`).
     """
 
     space: str = "unet_family"
@@ -67,8 +110,13 @@ class SearchConfig:
     grace_period: int = 120
     max_retry: int = 2
     init: Literal["random", "inherit", "distill"] = "random"
+    floor: Literal["constant", "zero"] = "constant"
+    min_gain: float = 0.02
+    confirm: ConfirmConfig = field(default_factory=ConfirmConfig)
 
     def __post_init__(self) -> None:
+        if not 0 <= self.min_gain < 1:
+            raise ConfigError(f"search.min_gain must be in [0, 1), got {self.min_gain}")
         if not self.objectives or "metric" not in self.objectives:
             raise ConfigError(f"search.objectives must include 'metric', got {self.objectives}")
         unknown = [name for name in self.objectives if name not in OBJECTIVES]

@@ -81,6 +81,9 @@ class StudyInfo:
         init: ``random``, ``inherit`` or ``distill`` (``search.init``).
         parent: the stored weights of the trained parent candidates start from (``""``
             when they start from random weights).
+        floor: what a candidate must beat (:meth:`compressor.floor.Floor.to_dict`: the best
+            constant prediction on the validation pixels and the margin); ``{}`` in studies
+            stored before it existed, which keep the old rule (metric above 0).
     """
 
     experiment: dict[str, Any]
@@ -96,6 +99,14 @@ class StudyInfo:
     model_args: dict[str, Any] = field(default_factory=dict)
     init: str = "random"
     parent: str = ""
+    floor: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def threshold(self) -> float:
+        """A Pareto candidate's metric must be above this (see :attr:`floor`)."""
+        from compressor.floor import Floor
+
+        return Floor.from_dict(self.floor).threshold
 
     def to_attrs(self) -> dict[str, Any]:
         return {"compressor_format": FORMAT, **{name: getattr(self, name) for name in self.__dataclass_fields__}}
@@ -185,14 +196,15 @@ class TrialRecord:
     def trained(self) -> bool:
         return self.status in ("complete", "stopped")
 
-    @property
-    def pareto_candidate(self) -> bool:
-        """Finished, inside the budget, and it learned something (metric above 0).
+    def pareto_candidate(self, threshold: float = 0.0) -> bool:
+        """Finished, inside the budget, and it learned something: its metric is above ``threshold``.
 
-        Only these can be on a Pareto front: a network that learned nothing (building IoU 0)
-        would otherwise sit on the front for being small, which no one would ship.
+        Only these can be on a Pareto front: a network that learned nothing (all background,
+        or one class everywhere) would otherwise sit on the front for being small, which no
+        one would ship. The study's threshold is :attr:`StudyInfo.threshold` (the best
+        constant prediction plus a margin; 0 for studies stored before it existed).
         """
-        return self.status == "complete" and self.feasible is not False and (self.metric or 0.0) > 0.0
+        return self.status == "complete" and self.feasible is not False and (self.metric or 0.0) > threshold
 
 
 def _status_of_state(state: TrialState) -> str:

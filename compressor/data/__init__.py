@@ -24,7 +24,7 @@ from compressor.data.cache import CACHE_ENV, PinnedWheel, cache_dir, fetch_wheel
 from compressor.data.folder import PRESETS, FolderConfig
 from compressor.data.spacenet import SOLARIS_SAMPLE, SpacenetSampleConfig, TileSource, read_tile
 from compressor.data.synthetic import LABEL_SETS, SyntheticConfig, synthesize_scene
-from compressor.data.tiling import PatchDataset, grid_windows, split_regions, window_starts
+from compressor.data.tiling import PatchDataset, fold_regions, grid_windows, split_regions, window_starts
 
 __all__ = [
     "DATASETS",
@@ -50,5 +50,6 @@ __all__ = [
     "PatchDataset",
     "grid_windows",
     "split_regions",
+    "fold_regions",
     "window_starts",
 ]

@@ -214,10 +214,14 @@ class DataConfig:
     """Base of every dataset's configuration (the ``data:`` section of an experiment).
 
     Subclasses are frozen keyword-only dataclasses registered with
-    :func:`register_dataset`; ``name`` picks the subclass.
+    :func:`register_dataset`; ``name`` picks the subclass. Fields named in
+    ``omit_when_default`` are left out of the configuration's plain data
+    (:func:`compressor.experiment.to_data`) while at their default, so a field added later
+    does not change the keys that stored baselines and studies were saved under.
     """
 
     kind: ClassVar[str] = ""
+    omit_when_default: ClassVar[tuple[str, ...]] = ()
     name: str = ""
     patch_size: int = 64
 

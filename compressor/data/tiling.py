@@ -10,7 +10,7 @@ from torch.utils.data import Dataset
 
 from compressor.data.base import DataError, Normalization, Scene, as_tensors
 
-__all__ = ["window_starts", "grid_windows", "split_regions", "PatchDataset", "Side"]
+__all__ = ["window_starts", "grid_windows", "split_regions", "fold_regions", "PatchDataset", "Side"]
 
 Side = Literal["right", "left", "bottom", "top"]
 
@@ -83,6 +83,75 @@ def split_regions(
 
     return strip(train_start, train_length, "train"), strip(val_start, val_length, "val")
 
+
+
+def fold_regions(
+    scene: Scene, *, folds: int, fold: int, guard: int, side: Side = "right"
+) -> tuple[list[Scene], Scene]:
+    """Spatial k-fold on one scene: strip ``fold`` of ``folds`` equal strips is validation.
+
+    The strips run across the width for ``side`` ``right``/``left`` (vertical strips,
+    numbered from the left) and across the height for ``bottom``/``top`` (horizontal
+    strips, numbered from the top); strip ``i`` spans ``round(length * i / folds)`` to
+    ``round(length * (i + 1) / folds)``, so the strips of all folds tile the scene and
+    each pixel is validated in exactly one fold. Training is the rest of the scene on
+    either side of the strip, less ``guard`` pixels next to it on each side: one part
+    for an end strip, two for a middle one.
+
+    Args:
+        scene: the scene to cut.
+        folds: number of strips, at least 2.
+        fold: the validation strip, ``0 .. folds - 1``.
+        guard: pixels on each side of the validation strip that belong to neither region.
+        side: only the axis it implies matters.
+
+    Returns:
+        ``(train, val)``: the training parts (``<name>[train-a]`` before the strip,
+        ``<name>[train-b]`` after it) and the strip (``<name>[val fold 1/3]``), views of
+        ``scene``.
+
+    Raises:
+        DataError: ``folds < 2``, ``fold`` out of range, ``guard < 0``, or a region would
+            be empty.
+
+    Example:
+        >>> import numpy as np
+        >>> scene = Scene("t", np.zeros((100, 300, 1)), np.zeros((100, 300)))
+        >>> train, val = fold_regions(scene, folds=3, fold=1, guard=10)
+        >>> [(part.name, part.width) for part in train], (val.name, val.width)
+        ([('t[train-a]', 90), ('t[train-b]', 90)], ('t[val fold 1/3]', 100))
+    """
+    if folds < 2:
+        raise DataError(f"{scene.name}: folds must be at least 2, got {folds}")
+    if not 0 <= fold < folds:
+        raise DataError(f"{scene.name}: fold must be in 0..{folds - 1}, got {fold}")
+    if guard < 0:
+        raise DataError(f"{scene.name}: guard must be >= 0, got {guard}")
+    horizontal = side in ("right", "left")
+    length = scene.width if horizontal else scene.height
+    val_start, val_end = (int(round(length * index / folds)) for index in (fold, fold + 1))
+    if val_end <= val_start:
+        raise DataError(f"{scene.name}: cannot cut {length} pixels into {folds} strips")
+    parts = {"train-a": (0, val_start - guard), "train-b": (val_end + guard, length)}
+    if fold == 0:
+        del parts["train-a"]
+    if fold == folds - 1:
+        del parts["train-b"]
+    for role, (start, end) in parts.items():
+        if end <= start:
+            raise DataError(
+                f"{scene.name}: fold {fold} of {folds} leaves no training pixels in {role} "
+                f"({length} pixels, strips of about {length // folds}, guard {guard})"
+            )
+
+    def strip(start: int, end: int, role: str) -> Scene:
+        name = f"{scene.name}[{role}]"
+        if horizontal:
+            return scene.crop(0, start, scene.height, end - start, name=name)
+        return scene.crop(start, 0, end - start, scene.width, name=name)
+
+    train = [strip(start, end, role) for role, (start, end) in parts.items()]
+    return train, strip(val_start, val_end, f"val fold {fold}/{folds}")
 
 class PatchDataset(Dataset):
     """Square patches on a grid over scenes: item ``i`` is a normalized image and its mask.

@@ -143,7 +143,8 @@ def _objective_values(record: TrialRecord, objective: str) -> float:
 
 def _front_ranks(snapshot: StudySnapshot, records: Sequence[TrialRecord]) -> dict[int, int]:
     """Non-dominated rank (0 = the front) of each Pareto candidate (``TrialRecord.pareto_candidate``), by number."""
-    candidates = [record for record in records if record.pareto_candidate]
+    threshold = snapshot.info.threshold
+    candidates = [record for record in records if record.pareto_candidate(threshold)]
     if not candidates:
         return {}
     objectives = snapshot.objectives
@@ -269,8 +270,9 @@ def pareto_frame(study: optuna.Study | StudySnapshot, *, trials: pd.DataFrame | 
     return front[PARETO_COLUMNS].reset_index(drop=True)
 
 
-def front_steps(trials: pd.DataFrame, cost: str) -> pd.DataFrame:
-    """The two-objective front (metric up, ``cost`` down) of the feasible complete trials with a metric above 0.
+def front_steps(trials: pd.DataFrame, cost: str, threshold: float = 0.0) -> pd.DataFrame:
+    """The two-objective front (metric up, ``cost`` down) of the feasible complete trials with a metric above
+    ``threshold`` (the study's floor, :attr:`~compressor.trials.StudyInfo.threshold`).
 
     This is what a plot of the metric against one cost draws as its step line: the best
     metric reached at or below each size. Points with equal cost and metric appear once
@@ -284,7 +286,7 @@ def front_steps(trials: pd.DataFrame, cost: str) -> pd.DataFrame:
     """
     usable = trials[
         (trials["status"] == "complete") & (trials["feasible"].fillna(True).astype(bool))
-        & trials[cost].notna() & (trials["metric"].fillna(0) > 0)
+        & trials[cost].notna() & (trials["metric"].fillna(0) > threshold)
     ]
     if usable.empty:
         return pd.DataFrame(columns=["number", "cost", "metric"])
@@ -372,7 +374,7 @@ def hypervolume_frame(study: optuna.Study | StudySnapshot) -> pd.DataFrame:
     for record in snapshot.finished:
         wall += record.wall_seconds or 0.0
         train += record.train_seconds or 0.0
-        if record.pareto_candidate:
+        if record.pareto_candidate(snapshot.info.threshold):
             point = [_objective_values(record, name) for name in objectives]
             if not any(math.isnan(value) for value in point):
                 points.append(point)

@@ -80,6 +80,7 @@ def run_search(
     if setup.config.baselines:
         ensure_baselines(experiment, cache_dir=cache_dir)
     study.set_user_attr("references", references(setup))
+    study.set_user_attr("floor", setup.floor.to_dict())
     study.set_user_attr("machine", machine())
     _optimize(setup, study, started)
     return _result(setup, study, started)
@@ -146,7 +147,7 @@ def _optimize(setup: SearchSetup, study: optuna.Study, started: float) -> None:
         nonlocal failures
         record = TrialRecord.from_trial(trial)
         setup.echo(trial_line(record, metric_label=info.metric_label, target=config.n_trials))
-        _discard_dominated_weights(study, weights, config.objectives)
+        _discard_dominated_weights(study, weights, config.objectives, setup.floor.threshold)
         if interrupted.is_set():  # a library swallowed the KeyboardInterrupt: stop between trials
             raise KeyboardInterrupt
         failures += record.status == "failed"
@@ -189,9 +190,11 @@ def _remember_ctrl_c(interrupted: threading.Event) -> Iterator[None]:
         signal.signal(signal.SIGINT, previous)
 
 
-def _discard_dominated_weights(study: optuna.Study, weights: WeightStore, objectives: list[str]) -> None:
+def _discard_dominated_weights(
+    study: optuna.Study, weights: WeightStore, objectives: list[str], threshold: float = 0.0
+) -> None:
     records = trial_records(study)
-    kept = {record.number for record in front(records, objectives)}
+    kept = {record.number for record in front(records, objectives, threshold)}
     for record in records:
         # A trial still running (in another worker) may have stored its weights just before it
         # is told complete: it is not dominated yet, only unfinished.
@@ -212,6 +215,6 @@ def _result(setup: SearchSetup, study: optuna.Study, started: float) -> SearchRe
     records = trial_records(study)
     info = study_info(study)
     return SearchResult(
-        study=study, storage_url=setup.storage_url, records=records, front=front(records, info.objectives),
+        study=study, storage_url=setup.storage_url, records=records, front=front(records, info.objectives, info.threshold),
         table=front_table(study), seconds=time.perf_counter() - started,
     )

@@ -33,13 +33,15 @@ def trial_line(record: TrialRecord, *, metric_label: str, target: int | None = N
                                        record.recipe_short) if part)
 
 
-def front(records: Sequence[TrialRecord], objectives: Sequence[str]) -> list[TrialRecord]:
+def front(records: Sequence[TrialRecord], objectives: Sequence[str], threshold: float = 0.0) -> list[TrialRecord]:
     """The non-duplicate Pareto candidates no other such trial dominates, by params.
 
-    Candidates: see :attr:`TrialRecord.pareto_candidate` (finished, in budget, metric above 0).
+    Candidates: see :meth:`TrialRecord.pareto_candidate` (finished, in budget, metric above
+    ``threshold``, the study's :attr:`~compressor.trials.StudyInfo.threshold`).
     """
     candidates = [
-        record for record in records if record.pareto_candidate and record.duplicate_of is None and record.values
+        record for record in records
+        if record.pareto_candidate(threshold) and record.duplicate_of is None and record.values
     ]
     if not candidates:
         return []

@@ -111,7 +111,7 @@ class TrialRunner:
             self._save(trial, record, started)
             raise optuna.TrialPruned(f"stopped at {record.fidelity:.0%} of its training")
         record.status = "complete"
-        if record.pareto_candidate and self._on_front(trial, values):
+        if record.pareto_candidate(setup.floor.threshold) and self._on_front(trial, values):
             record.weights = self.weights.keep(trial, network.cpu())
         self._save(trial, record, started)
         return values

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +17,8 @@ from compressor.data.base import SegmentationData
 from compressor.errors import BudgetError, ConfigError
 from compressor.experiment import Experiment, ModelConfig, Parent, ensure_parent, to_data, train_key
 from compressor.finetune import calibration_batches, with_calibration
-from compressor.metrics import SegmentationMetrics
+from compressor.floor import Floor
+from compressor.metrics import SegmentationMetrics, metric_value
 from compressor.search.storage import default_storage_url, sqlite_path
 from compressor.search_config import SearchConfig
 from compressor.train import CheckpointError, TrainConfig, load_checkpoint, seed_everything
@@ -47,6 +48,7 @@ class SearchSetup:
     parent: Parent | None = None
     calibration: list[torch.Tensor] | None = None
     legacy: bool = False
+    floor: Floor = field(default_factory=Floor)
 
     @property
     def init(self) -> str:
@@ -83,15 +85,6 @@ class SearchSetup:
         """The objective values of a candidate, in the study's order."""
         known = {"metric": metric, "params": cost.params, "flops": cost.flops, "latency_ms": cost.latency_ms}
         return [float(known[name]) for name in self.config.objectives]
-
-
-def metric_value(metrics: SegmentationMetrics, key: str) -> float:
-    """The metric ``key`` (see :class:`SearchConfig`) of ``metrics``; NaN counts as 0."""
-    if key.startswith("iou:"):
-        value = metrics.iou_of(key[4:])
-    else:
-        value = getattr(metrics, key)
-    return 0.0 if value != value else float(value)
 
 
 def metric_label(key: str, class_names: tuple[str, ...]) -> str:
@@ -196,6 +189,7 @@ def prepare(
         calibration=calibration_batches(
             data, max(1, experiment.finetune.calibrate), batch_size=experiment.train.batch_size, seed=experiment.train.seed,
         ) if parent is not None else None,
+        floor=Floor.of_data(data, config.metric, margin=config.min_gain) if config.floor == "constant" else Floor(),
     )
     if check_budget and not experiment.budget.is_empty:
         check_smallest(setup)
