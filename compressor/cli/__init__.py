@@ -16,6 +16,7 @@ from compressor.cli import (
     apply_command,
     baseline_command,
     compress_command,
+    confirm_command,
     cost_command,
     export_command,
     report_command,
@@ -30,7 +31,7 @@ __all__ = ["main", "build_parser"]
 
 _COMMANDS = (
     cost_command, apply_command, transforms_command, train_command, baseline_command, compress_command, search_command,
-    worker_command, export_command, report_command,
+    worker_command, confirm_command, export_command, report_command,
 )
 
 EXIT_USER_ERROR = 2

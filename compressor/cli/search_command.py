@@ -79,6 +79,7 @@ def summary(result: SearchResult) -> str:
         "",
         f"study {result.study_name!r}: {len(result.records)} trials ({states}) in {result.storage_url}; "
         f"this run took {result.seconds:.0f} s",
+        *([result.confirmation.table(), ""] if result.confirmation is not None else []),
         f"report: compressor report --study {result.study_name} --storage {result.storage_url}",
     ])
 

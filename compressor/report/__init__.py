@@ -3,7 +3,8 @@
 :func:`build_report` reads a study once and writes, into one folder:
 
 - ``index.html``: the page, self-contained (plots embedded, no external reference);
-- ``trials.csv``: one row per finished trial; ``pareto.csv``: the Pareto front;
+- ``trials.csv``: one row per finished trial; ``pareto.csv``: the Pareto front (with the confirmed
+  mean, interval and n of its confirmed trials); ``confirmed.csv``: every confirmed model;
 - ``pareto_params.png``, ``pareto_flops.png``, ``hypervolume.png`` and, once there are
   enough trials, ``importance.png``;
 - ``summary.md``: the Pareto table in Markdown.
@@ -39,6 +40,7 @@ from compressor.report.tables import (
     HYPERVOLUME_MARGIN,
     Importance,
     StudySnapshot,
+    confirmed_frame,
     hypervolume_frame,
     hypervolume_reference,
     importance_frame,
@@ -67,7 +69,7 @@ __all__ = [
     "pareto_text",
 ]
 
-REPORT_FILES = ("index.html", "trials.csv", "pareto.csv", "summary.md", "pareto_params.png", "pareto_flops.png",
+REPORT_FILES = ("index.html", "trials.csv", "pareto.csv", "confirmed.csv", "summary.md", "pareto_params.png", "pareto_flops.png",
                 "hypervolume.png", "importance.png")
 
 
@@ -95,6 +97,7 @@ class Report:
     overview: dict[str, Any]
     machine: dict[str, Any]
     notes: list[str] = field(default_factory=list)
+    confirmed: pd.DataFrame | None = None
 
     @property
     def index_html(self) -> Path:
@@ -138,6 +141,7 @@ def build_report(
     importance = importance_frame(snapshot)
     overview = study_overview(snapshot)
     machine = machine_info(snapshot)
+    confirmed = confirmed_frame(snapshot)
 
     unet = snapshot.unet
     based_on = ", ".join(
@@ -158,10 +162,10 @@ def build_report(
     images = {
         "pareto_params.png": plots.pareto_figure(
             trials, references, cost="params", metric_label=label, budget=info.budget, input_shape=info.input_shape,
-            title=f"{title} against parameters"),
+            title=f"{title} against parameters", confirmed=confirmed, threshold=info.threshold),
         "pareto_flops.png": plots.pareto_figure(
             trials, references, cost="flops", metric_label=label, budget=info.budget, input_shape=info.input_shape,
-            title=f"{title} against FLOPs"),
+            title=f"{title} against FLOPs", confirmed=confirmed, threshold=info.threshold),
         "hypervolume.png": plots.hypervolume_figure(
             hypervolume, title=f"{snapshot.study_name}: hypervolume of the feasible front"),
     }
@@ -177,24 +181,26 @@ def build_report(
     texts = {
         "trials.csv": trials.to_csv(index=False),
         "pareto.csv": pareto.to_csv(index=False),
+        **({"confirmed.csv": confirmed.to_csv(index=False)} if len(confirmed) else {}),
         "summary.md": summary_markdown(pareto, references, overview),
     }
     texts["index.html"] = render_html(
         overview=overview, machine=machine, pareto=pareto, references=references, trials=trials, images=pngs,
-        notes=notes, generated=generated,
+        notes=notes, generated=generated, confirmed=confirmed,
     )
 
     paths: dict[str, Path] = {}
     for name, data in pngs.items():
         paths[name] = atomic_write(out_dir / name, lambda file, data=data: file.write(data))
-    for name in ("trials.csv", "pareto.csv", "summary.md", "index.html"):  # the page last
-        paths[name] = atomic_write_text(out_dir / name, texts[name])
+    for name in ("trials.csv", "pareto.csv", "confirmed.csv", "summary.md", "index.html"):  # the page last
+        if name in texts:
+            paths[name] = atomic_write_text(out_dir / name, texts[name])
     for name in REPORT_FILES:
         if name not in paths:
             (out_dir / name).unlink(missing_ok=True)  # a plot an earlier report drew and this one skips
     return Report(
         out_dir=out_dir, paths=paths, trials=trials, pareto=pareto, references=references, hypervolume=hypervolume,
-        importance=importance, overview=overview, machine=machine, notes=notes,
+        importance=importance, overview=overview, machine=machine, notes=notes, confirmed=confirmed,
     )
 
 

@@ -17,6 +17,7 @@ from compressor.cost import FLOP_CONVENTION
 from compressor.report.plots import point_category
 from compressor.report.text import (
     empty_front_reason,
+    format_confirmed,
     format_metric,
     format_ratio,
     format_seconds,
@@ -184,6 +185,40 @@ def _trial_rows(
     return headers, rows, classes
 
 
+def _confirmed_section(confirmed: pd.DataFrame | None, overview: Mapping[str, Any]) -> str:
+    """The confirmation: every confirmed model's repeats, interval, paired difference, and the claims."""
+    if confirmed is None or confirmed.empty:
+        return ('<p class="note">Not confirmed yet: the numbers above are one training run each (the seed the search '
+                "ran with). <code>compressor confirm --study NAME --seeds N</code> retrains the front's best trials "
+                "and the references on further seeds and adds means with 95% intervals here and on the plots.</p>")
+    metric_label = overview["metric_label"]
+    headers = ["model", "params", "FLOPs", "params vs U-Net", "search run (not counted)",
+               f"confirmed {metric_label} [95% CI] n", "minus U-Net, points [95% CI]", "within 1 point of U-Net",
+               "verdict"]
+    rows, classes = [], []
+    for _, row in confirmed.iterrows():
+        reference = _missing(row["number"])
+        n = int(row["confirmed_n"]) if not _missing(row["confirmed_n"]) else 0
+        if row["subject"] == "unet" or not n:
+            difference = "-"
+        elif n < 2 or _missing(row["vs_unet_low"]):
+            difference = f"{float(row['vs_unet_mean']) * 100:+.1f}" if not _missing(row["vs_unet_mean"]) else "-"
+        else:
+            difference = (f"{float(row['vs_unet_mean']) * 100:+.1f} [{float(row['vs_unet_low']) * 100:+.1f}, "
+                          f"{float(row['vs_unet_high']) * 100:+.1f}]")
+        verdict = ("reference" if reference else "on the confirmed front" if row["on_confirmed_front"] else
+                   "learned" if row["learned"] else "not above the floor" if n else "not run yet")
+        rows.append([str(row["label"]), format_count(row["params"]) if not _missing(row["params"]) else "-",
+                     format_count(row["flops"]) if not _missing(row["flops"]) else "-",
+                     format_ratio(row["params_ratio"]), format_metric(row["search_metric"]),
+                     format_confirmed(row), difference, "-" if reference else str(row["within_1_point_of_unet"]),
+                     verdict])
+        classes.append("reference" if reference else "front" if row["on_confirmed_front"] else "")
+    claims = "".join(f"<li>{_e(claim)}</li>" for claim in overview.get("claims", []))
+    return (_table(headers, rows, text_columns=(0, 7, 8), row_classes=classes)
+            + f'<p class="note">What the data supports, per parameter budget:</p><ul class="notes">{claims}</ul>')
+
+
 def render_html(
     *,
     overview: Mapping[str, Any],
@@ -194,6 +229,7 @@ def render_html(
     images: Mapping[str, bytes],
     notes: Sequence[str] = (),
     generated: datetime.datetime | None = None,
+    confirmed: pd.DataFrame | None = None,
 ) -> str:
     """The whole page as text.
 
@@ -204,6 +240,7 @@ def render_html(
         images: PNG bytes by file name (``pareto_params.png``...), embedded in that order.
         notes: extra lines for the notes section (a skipped plot, how importance was computed).
         generated: when the report was made (now by default).
+        confirmed: :func:`compressor.report.tables.confirmed_frame` (None or empty: not confirmed).
     """
     generated = generated or datetime.datetime.now().astimezone()
     metric_label = overview["metric_label"]
@@ -272,9 +309,18 @@ Micro-Net on the same axes. Ratios are U-Net's value divided by the candidate's:
 <dl class="facts">{facts_html}</dl>
 
 <h2>Pareto front ({len(pareto)})</h2>
-<p class="note">Feasible complete trials that learned something (metric above 0) and that no other one beats on
-every objective, smallest first; then the reference models.</p>
+<p class="note">Feasible complete trials that learned something (a metric above {overview.get("threshold") or 0:.3f}:
+{_e(overview.get("floor") or "above 0")}) and that no other one beats on every objective, smallest first; then the
+reference models.</p>
 {pareto_html}
+
+<h2>Confirmation over further seeds</h2>
+<p class="note">Each model retrained with the search's recipe on further seeds (and folds); the run the search picked
+the front on is shown but not counted, since picking on it flatters the winners. Intervals are 95% Student-t
+intervals of the mean; the difference to U-Net is paired (same seed, same fold). "Within 1 point" is "yes" only if the
+whole interval of the difference lies above -1 point. The confirmed front is recomputed on the confirmed means, among
+the models whose mean beats the floor.</p>
+{_confirmed_section(confirmed, overview)}
 
 <h2>Plots</h2>
 <div class="figures">{"".join(figures)}</div>
@@ -290,8 +336,8 @@ max-pooling) are left out, for the candidates and the references alike.</li>
 <li>Costs (parameters, FLOPs, latency, training memory) are measured before training; a candidate over the budget
 is recorded with its cost and never trained.</li>
 <li>The Pareto front is taken over the study's objectives ({_e(", ".join(overview["objectives"]))}) among the
-feasible trials trained to the end with a metric above 0 (a network that learned nothing is no candidate, however
-small). A trial stopped early shows the metric of the last rung it reached and is not on the front. A trial that repeated an earlier recipe reused its result and is folded into it.</li>
+feasible trials trained to the end that beat the floor ({_e(overview.get("floor") or "a metric above 0")}: a network
+that predicts one class everywhere is no candidate, however small). A trial stopped early shows the metric of the last rung it reached and is not on the front. A trial that repeated an earlier recipe reused its result and is folded into it.</li>
 <li>The step line of each plot is the front of the metric against that one cost; the points of the full front
 (all objectives) are the dark ones, labelled with their trial number.</li>
 {notes_html}

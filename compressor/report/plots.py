@@ -36,6 +36,8 @@ CATEGORIES: dict[str, dict[str, Any]] = {
     "failed": {"label": "failed", "color": "#6b6b6b", "marker": "x", "size": 40, "trained": False},
 }
 REFERENCE_STYLE = {"unet": ("*", 260, "#2b2b2b"), "micronet": ("D", 90, "#6a3d9a")}
+CONFIRMED_COLOR = "#1b8a5a"
+FLOOR_COLOR = "#8a8a8a"
 BUDGET_COLOR = "#c8372d"
 _COST_AXES = {
     "params": {"scale": 1.0, "what": "parameters", "budget": "max_params"},
@@ -89,8 +91,15 @@ def pareto_figure(
     budget: Mapping[str, float | None] | None = None,
     title: str = "",
     input_shape: list[int] | None = None,
+    confirmed: pd.DataFrame | None = None,
+    threshold: float = 0.0,
 ) -> Figure:
     """The metric against one cost (``params`` or ``flops``), every finished trial a point.
+
+    A confirmed model (``confirmed``: :func:`~compressor.report.tables.confirmed_frame`) gets
+    a square at the mean of its repeats with its 95% interval as an error bar, above or below
+    the point of the run the search picked it on. ``threshold`` (the floor, when above 0) is a
+    dotted horizontal line: only trials above it can be on the front.
 
     Trained trials sit on the main axes (Pareto front, dominated, stopped early at the metric
     of their rung); trials never trained (over budget, failed) sit on a strip below it at their
@@ -122,6 +131,14 @@ def pareto_figure(
     xs = [x for x in xs if x > 0]
     low, high = (min(xs) / 1.8, max(xs) * 1.8) if xs else (1.0, 10.0)
     ys = [*trained["metric"].astype(float).tolist(), *refs["metric"].dropna().astype(float).tolist()]
+    bars = pd.DataFrame()
+    if confirmed is not None and len(confirmed):
+        bars = confirmed[confirmed[cost].notna() & confirmed["confirmed_n"].fillna(0).astype(int).gt(0)].copy()
+        bars["x"] = bars[cost].astype(float) / scale
+        ys += [*bars["confirmed_mean"].astype(float).tolist(), *bars["confirmed_low"].dropna().astype(float).tolist(),
+               *bars["confirmed_high"].dropna().astype(float).tolist()]
+    if threshold > 0:
+        ys.append(threshold)
 
     with matplotlib.rc_context(_style()):
         figure = Figure(figsize=(12, 6.6 if len(untrained) else 6.0), layout="constrained")
@@ -149,7 +166,12 @@ def pareto_figure(
             handles.append(Line2D([], [], color=BUDGET_COLOR, linestyle="--",
                                   label=f"budget: <= {_compact(limit_x)} {axis['what']}"))
 
-        steps = front_steps(trials, cost)
+        if threshold > 0:
+            ax.axhline(threshold, color=FLOOR_COLOR, linestyle=(0, (2, 3)), linewidth=1.3, zorder=1)
+            handles.append(Line2D([], [], color=FLOOR_COLOR, linestyle=(0, (2, 3)), linewidth=1.3,
+                                  label=f"floor {threshold:.3f}: best constant prediction + margin"))
+
+        steps = front_steps(trials, cost, threshold)
         if len(steps):
             step_x = steps["cost"].to_numpy(dtype=float) / scale
             step_y = steps["metric"].to_numpy(dtype=float)
@@ -202,7 +224,20 @@ def pareto_figure(
                 handles.append(Line2D([], [], color=color, linestyle=":", linewidth=1.6,
                                       label=f"{ref['label']} size (metric not trained yet)"))
 
-        if not len(trained) and not refs["metric"].notna().any():
+        if len(bars):
+            low = (bars["confirmed_mean"] - bars["confirmed_low"]).fillna(0).clip(lower=0).to_numpy(dtype=float)
+            high = (bars["confirmed_high"] - bars["confirmed_mean"]).fillna(0).clip(lower=0).to_numpy(dtype=float)
+            ax.errorbar(bars["x"].to_numpy(dtype=float), bars["confirmed_mean"].to_numpy(dtype=float),
+                        yerr=[low, high], fmt="s", color=CONFIRMED_COLOR, markerfacecolor="white",
+                        markeredgewidth=1.6, markersize=7, capsize=4, elinewidth=1.5, zorder=6)
+            for _, bar in bars.iterrows():
+                ax.annotate(f"{bar['label']}, n={int(bar['confirmed_n'])}", (bar["x"], float(bar["confirmed_mean"])),
+                            textcoords="offset points", xytext=(7, 3), fontsize=7.5, color=CONFIRMED_COLOR, zorder=6)
+            handles.append(Line2D([], [], linestyle="", marker="s", color=CONFIRMED_COLOR, markerfacecolor="white",
+                                  markeredgewidth=1.6, markersize=7,
+                                  label=f"confirmed: mean of further seeds, 95% CI ({len(bars)})"))
+
+        if not len(trained) and not refs["metric"].notna().any() and not len(bars):
             ax.set_ylim(0, 1)
             ax.text(0.5, 0.5, "no trained trial yet", transform=ax.transAxes, ha="center", va="center",
                     fontsize=12, color="#777777")

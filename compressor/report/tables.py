@@ -45,6 +45,8 @@ import optuna
 import pandas as pd
 from optuna.trial import FrozenTrial
 
+from compressor.confirm.results import Confirmation, read_confirmation
+from compressor.floor import Floor
 from compressor.pareto import hypervolume, nondominated_ranks
 from compressor.trials import STATUSES, StudyInfo, TrialRecord, study_info, trial_records
 
@@ -63,6 +65,8 @@ __all__ = [
     "study_overview",
     "front_steps",
     "machine_info",
+    "confirmed_frame",
+    "CONFIRMED_COLUMNS",
 ]
 
 COSTS = ("params", "flops", "latency_ms")
@@ -83,6 +87,11 @@ PARETO_COLUMNS = [
     "latency_ratio", "fidelity", "train_seconds", "duplicates", "weights", "recipe_hash",
 ]
 REFERENCE_COLUMNS = ["model", "label", "params", "flops", "latency_ms", "metric", "trained", "params_ratio", "flops_ratio"]
+# What pareto.csv and the references carry from a confirmation (NaN where a model was not confirmed).
+CONFIRMED_COLUMNS = [
+    "confirmed_n", "confirmed_mean", "confirmed_low", "confirmed_high", "vs_unet_mean", "vs_unet_low", "vs_unet_high",
+    "within_1_point_of_unet", "on_confirmed_front",
+]
 
 
 @dataclass
@@ -118,6 +127,11 @@ class StudySnapshot:
     def unet(self) -> dict[str, float | None]:
         """U-Net's reference costs and metric, ``{}`` when the search stored none."""
         return dict(self.info.references.get("unet") or {})
+
+    @property
+    def confirmation(self) -> Confirmation | None:
+        """The confirmation stored on the study (``compressor confirm``), or None."""
+        return read_confirmation(self.user_attrs, self.info, self.records)
 
 
 def read_study(study: optuna.Study | StudySnapshot) -> StudySnapshot:
@@ -267,7 +281,47 @@ def pareto_frame(study: optuna.Study | StudySnapshot, *, trials: pd.DataFrame | 
     front["duplicates"] = [", ".join(str(n) for n in sorted(folded.get(int(n), []))) for n in front["number"]]
     front = front.sort_values(["params", "metric", "number"], ascending=[True, False, True], kind="stable")
     front.insert(0, "rank", range(1, len(front) + 1))
-    return front[PARETO_COLUMNS].reset_index(drop=True)
+    front = front[PARETO_COLUMNS].reset_index(drop=True)
+    return _with_confirmed(front, confirmed_frame(snapshot), key="number", by="number")
+
+
+def _with_confirmed(frame: pd.DataFrame, confirmed: pd.DataFrame, *, key: str, by: str) -> pd.DataFrame:
+    """``frame`` with the :data:`CONFIRMED_COLUMNS` of the models ``confirmed`` has (matched on ``key``/``by``)."""
+    columns = confirmed.set_index(by)[CONFIRMED_COLUMNS] if len(confirmed) else None
+    for column in CONFIRMED_COLUMNS:
+        if columns is None:
+            values = [math.nan] * len(frame)
+        else:
+            values = [columns[column].get(value, math.nan) if not _is_missing(value) else math.nan
+                      for value in frame[key]]
+        frame[column] = values
+    frame["confirmed_n"] = pd.array([None if _is_missing(v) else int(v) for v in frame["confirmed_n"]], dtype="Int64")
+    return frame
+
+
+def _is_missing(value: Any) -> bool:
+    return value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value))
+
+
+def confirmed_frame(study: optuna.Study | StudySnapshot) -> pd.DataFrame:
+    """One row per confirmed model (references first): its repeats' mean, 95% interval, the paired
+    difference to U-Net, and whether it is on the front recomputed on confirmed means.
+
+    Columns: ``subject`` (``unet``, ``trial-7``), ``label``, ``number`` (the trial; empty for a
+    reference), ``params``, ``flops``, the ratios against U-Net, ``search_metric`` (the run
+    the search picked on, not counted), ``confirmed_n`` / ``_mean`` / ``_std`` / ``_low`` /
+    ``_high``, ``vs_unet_*`` and ``vs_micronet_*`` (paired, this minus the reference),
+    ``within_1_point_of_unet`` (``yes``, ``no``, ``not settled``), ``learned`` (the mean beats the
+    floor), ``floor``, ``failures``, ``planned``, ``on_confirmed_front``. Empty without a confirmation.
+    """
+    snapshot = read_study(study)
+    confirmation = snapshot.confirmation
+    if confirmation is None:
+        return pd.DataFrame(columns=["subject", "label", "number", *CONFIRMED_COLUMNS])
+    front = {summary.subject for summary in confirmation.front()}
+    rows = [{**summary.row(snapshot.unet), "on_confirmed_front": summary.subject in front}
+            for summary in confirmation.summaries.values()]
+    return pd.DataFrame(rows)
 
 
 def front_steps(trials: pd.DataFrame, cost: str, threshold: float = 0.0) -> pd.DataFrame:
@@ -328,7 +382,7 @@ def references_frame(study: optuna.Study | StudySnapshot) -> pd.DataFrame:
     frame["params"] = frame["params"].astype("Int64")
     frame["flops"] = frame["flops"].astype("Int64")
     frame["metric"] = frame["metric"].astype(float)
-    return frame
+    return _with_confirmed(frame, confirmed_frame(snapshot), key="model", by="subject")
 
 
 def hypervolume_reference(study: optuna.Study | StudySnapshot) -> dict[str, float]:
@@ -512,6 +566,9 @@ def study_overview(study: optuna.Study | StudySnapshot) -> dict[str, Any]:
         "last_complete": _iso(last),
         "span_seconds": span,
         "input_shape": list(snapshot.info.input_shape),
+        "floor": Floor.from_dict(snapshot.info.floor).describe(snapshot.info.metric_label or snapshot.info.metric),
+        "threshold": snapshot.info.threshold,
+        "claims": confirmation.claims() if (confirmation := snapshot.confirmation) is not None else [],
     }
 
 

@@ -16,6 +16,7 @@ __all__ = [
     "format_metric",
     "format_ratio",
     "format_seconds",
+    "format_confirmed",
     "pareto_rows",
     "pareto_text",
     "markdown_table",
@@ -54,6 +55,22 @@ def format_seconds(value: Any) -> str:
     return f"{hours} h {minutes:02d} min"
 
 
+def format_confirmed(row: Any) -> str:
+    """``0.252 [0.207, 0.297] n=4`` from a row's confirmed columns; ``-`` when not confirmed."""
+    n = row.get("confirmed_n")
+    if _missing(n) or not int(n):
+        return "-"
+    if int(n) < 2:
+        return f"{float(row['confirmed_mean']):.3f} n=1"
+    return (f"{float(row['confirmed_mean']):.3f} [{float(row['confirmed_low']):.3f}, "
+            f"{float(row['confirmed_high']):.3f}] n={int(n)}")
+
+
+def has_confirmed(*frames: pd.DataFrame) -> bool:
+    """Whether any row of these frames was confirmed."""
+    return any("confirmed_n" in frame and frame["confirmed_n"].fillna(0).astype(int).gt(0).any() for frame in frames)
+
+
 def _count(value: Any) -> str:
     return "-" if _missing(value) else format_count(int(value))
 
@@ -63,12 +80,18 @@ def pareto_rows(
 ) -> tuple[list[str], list[list[str]]]:
     """Headers and text rows of the Pareto table, then one row per reference model.
 
-    Columns: rank, trial, params, FLOPs, [latency,] the metric, params and FLOPs ratios
-    against U-Net, the recipe in short. Reference rows have ``ref`` as rank and the model's
-    name as trial; a reference without a metric says ``not trained``.
+    Columns: rank, trial, params, FLOPs, [latency,] the metric, [the confirmed mean with its
+    95% interval and n, when the study was confirmed,] params and FLOPs ratios against U-Net,
+    the recipe in short. Reference rows have ``ref`` as rank and the model's name as trial; a
+    reference without a metric says ``not trained``.
     """
+    confirmed = has_confirmed(pareto, references)
     headers = ["rank", "trial", "params", "FLOPs", *(["latency"] if latency else []), metric_label,
+               *([f"confirmed {metric_label} [95% CI] n"] if confirmed else []),
                "params vs U-Net", "FLOPs vs U-Net", "recipe"]
+
+    def confirmed_cell(row: Any) -> list[str]:
+        return [format_confirmed(row)] if confirmed else []
 
     def latency_cell(value: Any) -> list[str]:
         return ([("-" if _missing(value) else f"{float(value):.1f} ms")] if latency else [])
@@ -79,12 +102,13 @@ def pareto_rows(
         if row.get("duplicates"):
             recipe += f"  (same as trial {row['duplicates']})"
         rows.append([str(row["rank"]), str(row["number"]), _count(row["params"]), _count(row["flops"]),
-                     *latency_cell(row["latency_ms"]), format_metric(row["metric"]), format_ratio(row["params_ratio"]),
+                     *latency_cell(row["latency_ms"]), format_metric(row["metric"]), *confirmed_cell(row),
+                     format_ratio(row["params_ratio"]),
                      format_ratio(row["flops_ratio"]), recipe])
     for _, ref in references.iterrows():
         metric = format_metric(ref["metric"]) if ref["trained"] else "not trained"
         rows.append(["ref", ref["label"], _count(ref["params"]), _count(ref["flops"]), *latency_cell(ref["latency_ms"]),
-                     metric, format_ratio(ref["params_ratio"]), format_ratio(ref["flops_ratio"]), "(reference)"])
+                     metric, *confirmed_cell(ref), format_ratio(ref["params_ratio"]), format_ratio(ref["flops_ratio"]), "(reference)"])
     return headers, rows
 
 
@@ -95,7 +119,10 @@ def empty_front_reason(overview: dict[str, Any]) -> str:
     if finished == 0:
         return "no trial has finished yet"
     if counts.get("complete"):
-        return f"the {counts['complete']} completed trial(s) learned nothing (metric 0)"
+        threshold = overview.get("threshold") or 0.0
+        return (f"none of the {counts['complete']} completed trial(s) scored above {threshold:.3f}, what the "
+                "best constant prediction plus the margin scores" if threshold > 0 else
+                f"the {counts['complete']} completed trial(s) learned nothing (metric 0)")
     return (f"no feasible trial has completed yet ({counts['infeasible']} over budget, "
             f"{counts['stopped']} stopped early, {counts['failed']} failed)")
 
@@ -113,6 +140,10 @@ def pareto_text(pareto: pd.DataFrame, references: pd.DataFrame, overview: dict[s
     text = format_table(headers, rows, title=title)
     if pareto.empty:
         text += "\nthe Pareto front is empty: " + empty_front_reason(overview)
+    if overview.get("floor"):
+        text += f"\nfloor: {overview['floor']}"
+    for claim in overview.get("claims", []):
+        text += f"\nconfirmed: {claim}"
     return text
 
 
@@ -157,6 +188,10 @@ def summary_markdown(pareto: pd.DataFrame, references: pd.DataFrame, overview: d
     lines += [
         markdown_table(headers, rows),
         "",
+        *(["What the confirmation supports (mean of the further seeds and folds, 95% t-intervals; the "
+           "difference to U-Net paired on the same repeats):", "",
+           *(f"- {claim}" for claim in overview["claims"]), ""] if overview.get("claims") else []),
+        *([f"Floor: {overview['floor']}.", ""] if overview.get("floor") else []),
         "Ratios: U-Net's value divided by the trial's (how many times smaller). "
         "FLOPs: fvcore count, one multiply-add = one flop.",
         "",

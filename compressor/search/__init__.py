@@ -21,6 +21,7 @@ import optuna
 import torch
 from optuna.trial import TrialState
 
+from compressor.confirm import Confirmation
 from compressor.experiment import Experiment, ensure_baselines
 from compressor.search.export import export_trial
 from compressor.search.progress import front, trial_line
@@ -49,6 +50,7 @@ class SearchResult:
     front: list[TrialRecord]
     table: str
     seconds: float
+    confirmation: Confirmation | None = None
 
     @property
     def study_name(self) -> str:
@@ -83,7 +85,7 @@ def run_search(
     study.set_user_attr("floor", setup.floor.to_dict())
     study.set_user_attr("machine", machine())
     _optimize(setup, study, started)
-    return _result(setup, study, started)
+    return _result(setup, study, started, cache_dir=cache_dir)
 
 
 def join_search(
@@ -115,7 +117,7 @@ def join_search(
     setup.legacy = "init" not in study.user_attrs
     echo(f"worker joined study {study_name!r} in {storage_url}")
     _optimize(setup, study, started)
-    return _result(setup, study, started)
+    return _result(setup, study, started, cache_dir=cache_dir)
 
 
 def machine() -> dict[str, object]:
@@ -211,10 +213,23 @@ def front_table(study: optuna.Study) -> str:
     return pareto_text(pareto_frame(snapshot), references_frame(snapshot), study_overview(snapshot))
 
 
-def _result(setup: SearchSetup, study: optuna.Study, started: float) -> SearchResult:
+def _result(
+    setup: SearchSetup, study: optuna.Study, started: float, *, cache_dir: str | Path | None = None
+) -> SearchResult:
+    confirmation = None
+    if setup.config.confirm.active and _no_trial_running(study):
+        from compressor.confirm.run import run_confirmation
+
+        confirmation = run_confirmation(study, setup.storage_url, config=setup.config.confirm, cache_dir=cache_dir,
+                                        echo=setup.echo)
     records = trial_records(study)
     info = study_info(study)
     return SearchResult(
         study=study, storage_url=setup.storage_url, records=records, front=front(records, info.objectives, info.threshold),
-        table=front_table(study), seconds=time.perf_counter() - started,
+        table=front_table(study), seconds=time.perf_counter() - started, confirmation=confirmation,
     )
+
+
+def _no_trial_running(study: optuna.Study) -> bool:
+    """No worker is running a trial: the front will not change unless the search is resumed."""
+    return not study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))

@@ -1,0 +1,59 @@
+"""``compressor confirm``: retrain a finished search's best trials and the references on further seeds."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+
+from compressor.cli.report_command import default_storage
+from compressor.cli.search_command import _echo
+from compressor.cli.train_command import configure_logging
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "confirm", help="retrain the front's best trials and U-Net, Micro-Net on further seeds (intervals)",
+        description="Retrain the best trials of a finished search's Pareto front and both references on further "
+                    "seeds (and folds), with the search's recipe; store each result on the study (resumable; "
+                    "several processes sharing the storage split the work); print means, 95%% intervals and the "
+                    "paired difference to U-Net. `compressor report` then draws them as error bars.",
+    )
+    parser.add_argument("--study", required=True, metavar="NAME", help="the study's name")
+    parser.add_argument("--storage", metavar="URL", default=None,
+                        help="Optuna storage URL (default: sqlite:///runs/NAME/search.db)")
+    parser.add_argument("--top", type=int, metavar="K", help="front trials to confirm, by their share of the "
+                        "front's hypervolume (default: the study's search.confirm.top, else 3)")
+    parser.add_argument("--trials", type=int, nargs="+", metavar="N", help="confirm these trials instead")
+    parser.add_argument("--seeds", type=int, metavar="N", help="further seeds (default: search.confirm.seeds, else 2)")
+    parser.add_argument("--folds", action="store_true", help="also every fold of a k-fold data section")
+    parser.add_argument("--budget", action="append", default=[], metavar="X", dest="budgets",
+                        help="parameter budget to state a claim for (repeatable, e.g. --budget 1M --budget 300k)")
+    parser.add_argument("--threads", type=int, metavar="N", help="torch CPU threads")
+    parser.add_argument("--cache-dir", metavar="DIR", help="download cache")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from compressor.confirm.run import run_confirmation
+    from compressor.experiment import Experiment
+    from compressor.search.storage import load_study
+    from compressor.search_config import ConfirmConfig
+    from compressor.trials import study_info
+
+    configure_logging()
+    storage = args.storage or default_storage(args.study)
+    study = load_study(storage, args.study)
+    stored = Experiment.from_dict(study_info(study).experiment, source=f"study {args.study!r}").search.confirm
+    config = ConfirmConfig(
+        top=args.top if args.top is not None else (stored.top or 3),
+        seeds=args.seeds if args.seeds is not None else (stored.seeds or (0 if args.folds else 2)),
+        folds=args.folds or stored.folds,
+        budgets=args.budgets or stored.budgets,
+    )
+    confirmation = run_confirmation(study, storage, config=dataclasses.replace(config), trials=args.trials or (),
+                                    cache_dir=args.cache_dir, threads=args.threads, echo=_echo)
+    print()
+    print(confirmation.table())
+    print()
+    print(f"report: compressor report --study {args.study} --storage {storage}")
+    return 0

@@ -1,0 +1,289 @@
+"""What the confirmation runs say: per model, the mean over repeats with its interval, paired with U-Net.
+
+A confirmation (:mod:`compressor.confirm`) retrains a search's best candidates and the
+references on further *repeats* (a training seed, and a fold of the validation data) and
+stores each result as a study user attribute ``confirm/<subject>/<seed>/<fold>``. This module
+reads them back from the study's attributes alone (so the report needs nothing else) and
+summarizes them:
+
+- per model, the mean of its repeats with a 95% t-interval (:class:`~compressor.intervals.Estimate`);
+  the search's own run (the one the front was picked on) is shown but not counted;
+- the paired difference to U-Net and to Micro-Net on the repeats both have;
+- whether it learned something: its mean beats the mean floor of its repeats (the best
+  constant prediction on each repeat's validation pixels, plus the study's margin);
+- the front recomputed on the confirmed means, and a claim per parameter budget.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from compressor.floor import Floor
+from compressor.intervals import WITHIN_POINTS, Estimate, paired_difference, within
+from compressor.pareto import pareto_mask
+from compressor.tables import format_table
+from compressor.trials import StudyInfo, TrialRecord
+from compressor.units import format_count, parse_count
+
+__all__ = [
+    "RESULT_PREFIX", "PLAN_KEY", "Repeat", "Summary", "Confirmation", "result_key", "read_confirmation", "subject_of",
+]
+
+RESULT_PREFIX = "confirm/"
+PLAN_KEY = "confirm_plan"
+REFERENCES = ("unet", "micronet")
+REFERENCE_LABELS = {"unet": "U-Net", "micronet": "Micro-Net"}
+
+Repeat = tuple[int, "int | None"]
+"""A seed and a fold (None: the data's single split)."""
+
+
+def subject_of(trial: int | None = None, reference: str | None = None) -> str:
+    """``trial-7`` or ``unet``: how a confirmed model is keyed."""
+    return reference if reference is not None else f"trial-{trial}"
+
+
+def result_key(subject: str, seed: int, fold: int | None) -> str:
+    """The study attribute a result is stored under: ``confirm/trial-7/1/-``."""
+    return f"{RESULT_PREFIX}{subject}/{seed}/{'-' if fold is None else fold}"
+
+
+@dataclass
+class Summary:
+    """One confirmed model: its repeats and what they support.
+
+    Attributes:
+        subject: ``trial-7``, ``unet`` or ``micronet``.
+        label: ``trial 7``, ``U-Net``, ``Micro-Net``.
+        trial: the trial number (None for a reference).
+        params, flops: its size (the search's measurement).
+        search_metric: the metric of the run the search picked on (not counted).
+        scores: the metric per repeat ``(seed, fold)``.
+        floors: the floor threshold per repeat (best constant prediction + margin).
+        failures: repeats whose training failed (counted as a metric of 0).
+        estimate: mean and 95% interval of ``scores``.
+        vs_unet, vs_micronet: paired differences (this minus the reference), same repeats.
+        planned: how many repeats the plan holds for it.
+    """
+
+    subject: str
+    label: str
+    trial: int | None
+    params: float | None
+    flops: float | None
+    search_metric: float | None
+    scores: dict[Repeat, float] = field(default_factory=dict)
+    floors: dict[Repeat, float] = field(default_factory=dict)
+    failures: int = 0
+    estimate: Estimate = field(default_factory=lambda: Estimate.of([]))
+    vs_unet: Estimate = field(default_factory=lambda: Estimate.of([]))
+    vs_micronet: Estimate = field(default_factory=lambda: Estimate.of([]))
+    planned: int = 0
+
+    @property
+    def is_reference(self) -> bool:
+        return self.trial is None
+
+    @property
+    def floor(self) -> float:
+        """The mean floor threshold over its repeats (0 when none stored)."""
+        return sum(self.floors.values()) / len(self.floors) if self.floors else 0.0
+
+    @property
+    def learned(self) -> bool:
+        """Its confirmed mean beats the best constant prediction (plus the margin)."""
+        return self.estimate.n > 0 and self.estimate.mean > self.floor
+
+    @property
+    def within_unet(self) -> str:
+        """``yes``, ``no`` or ``not settled``: is it within 1 point of U-Net, by the paired interval?"""
+        return within(self.vs_unet) if not self.is_reference else "-"
+
+    def row(self, unet: Mapping[str, float | None]) -> dict[str, Any]:
+        """Plain columns for tables and CSV files."""
+        def ratio(name: str, value: float | None) -> float:
+            base = unet.get(name)
+            return float(base) / float(value) if base and value else math.nan
+
+        return {
+            "subject": self.subject, "label": self.label, "number": self.trial, "params": self.params,
+            "flops": self.flops, "params_ratio": ratio("params", self.params), "flops_ratio": ratio("flops", self.flops),
+            "search_metric": self.search_metric, "confirmed_n": self.estimate.n, "confirmed_mean": self.estimate.mean,
+            "confirmed_std": self.estimate.std, "confirmed_low": self.estimate.low, "confirmed_high": self.estimate.high,
+            "vs_unet_mean": self.vs_unet.mean, "vs_unet_low": self.vs_unet.low, "vs_unet_high": self.vs_unet.high,
+            "vs_micronet_mean": self.vs_micronet.mean, "vs_micronet_low": self.vs_micronet.low,
+            "vs_micronet_high": self.vs_micronet.high, "within_1_point_of_unet": self.within_unet,
+            "learned": self.learned, "floor": self.floor, "failures": self.failures, "planned": self.planned,
+        }
+
+
+@dataclass
+class Confirmation:
+    """Every confirmed model of a study, references first.
+
+    Attributes:
+        summaries: by subject.
+        repeats: the planned repeats (seed, fold), in order.
+        search_repeat: the search's own (seed, fold), not counted.
+        budgets: parameter budgets to state a claim for.
+        objectives: the study's objectives (for the confirmed front).
+        metric_label: how the metric is called (``building IoU``).
+        unet: U-Net's reference costs.
+    """
+
+    summaries: dict[str, Summary]
+    repeats: list[Repeat]
+    search_repeat: Repeat
+    budgets: list[float]
+    objectives: list[str]
+    metric_label: str
+    unet: dict[str, float | None]
+
+    @property
+    def empty(self) -> bool:
+        return not any(summary.estimate.n for summary in self.summaries.values())
+
+    @property
+    def candidates(self) -> list[Summary]:
+        return [summary for summary in self.summaries.values() if not summary.is_reference]
+
+    def front(self) -> list[Summary]:
+        """The confirmed candidates that learned something and that no other one beats on the
+        confirmed mean and the study's costs, by params."""
+        usable = [summary for summary in self.candidates if summary.learned and summary.params is not None]
+        if not usable:
+            return []
+        names = [name for name in self.objectives if name in ("metric", "params", "flops")] or ["metric", "params"]
+        points = [[summary.estimate.mean if name == "metric" else float(getattr(summary, name) or math.nan)
+                   for name in names] for summary in usable]
+        mask = pareto_mask(points, ["maximize" if name == "metric" else "minimize" for name in names])
+        return sorted((summary for summary, keep in zip(usable, mask) if keep), key=lambda summary: summary.params or 0)
+
+    def best_within(self, budget: float) -> Summary | None:
+        """The confirmed candidate with the best mean among those that learned and fit ``budget`` params."""
+        fitting = [summary for summary in self.candidates
+                   if summary.learned and summary.params is not None and summary.params <= budget]
+        return max(fitting, key=lambda summary: summary.estimate.mean, default=None)
+
+    def table(self) -> str:
+        """The confirmed models as a terminal table, then the claim per budget."""
+        label = self.metric_label
+        rows = []
+        front = {summary.subject for summary in self.front()}
+        for summary in self.summaries.values():
+            row = summary.row(self.unet)
+            search = "-" if summary.search_metric is None else f"{summary.search_metric:.3f}"
+            vs = "-" if summary.subject == "unet" else summary.vs_unet.text(scale=100, digits=1, signed=True)
+            verdict = ("reference" if summary.is_reference else
+                       "on the confirmed front" if summary.subject in front else
+                       "learned" if summary.learned else "not above the floor" if summary.estimate.n else "not run yet")
+            rows.append([summary.label, format_count(summary.params), format_count(summary.flops),
+                         f"{row['params_ratio']:.1f}x", search, summary.estimate.text(), vs,
+                         summary.within_unet, verdict])
+        own = f"seed {self.search_repeat[0]}" + ("" if self.search_repeat[1] is None else f" fold {self.search_repeat[1]}")
+        table = format_table(
+            ["model", "params", "FLOPs", "vs U-Net", f"search ({own})", f"confirmed {label} [95% CI] n",
+             "minus U-Net, points [95% CI]", "within 1 point", "verdict"], rows,
+            title=f"confirmation over {len(self.repeats)} repeats (the search's own run is shown, not counted)")
+        return table + "\n" + "\n".join(self.claims())
+
+    def claims(self) -> list[str]:
+        """One sentence per budget: what the data supports about the best model within it."""
+        return [self.claim(budget) for budget in self.budgets]
+
+    def claim(self, budget: float) -> str:
+        label = self.metric_label
+        head = f"<= {format_count(budget)} params"
+        best = self.best_within(budget)
+        if best is None:
+            tried = [summary for summary in self.candidates if summary.params is not None and summary.params <= budget]
+            why = ("none of the confirmed models within it beat the best constant prediction"
+                   if any(summary.estimate.n for summary in tried) else "no confirmed model within it")
+            return f"{head}: not reached ({why})."
+        row = best.row(self.unet)
+        size = f"{row['params_ratio']:.1f}x fewer params and {row['flops_ratio']:.1f}x fewer FLOPs than U-Net"
+        text = f"{head}: {best.label}, at {size}, scores {label} {best.estimate.mean:.3f}"
+        if best.estimate.has_interval:
+            text += f" (95% CI {best.estimate.low:.3f} to {best.estimate.high:.3f}, n={best.estimate.n})"
+        else:
+            text += f" (n={best.estimate.n}, no interval)"
+        difference = best.vs_unet
+        if difference.n == 0:
+            return text + "; U-Net was not run on the same repeats, so no comparison."
+        points = difference.mean * 100
+        side = "above" if points >= 0 else "below"
+        text += f"; {abs(points):.1f} points {side} U-Net"
+        if difference.has_interval:
+            text += f" (paired 95% CI {difference.low * 100:+.1f} to {difference.high * 100:+.1f})"
+        verdict = {"yes": f"within {WITHIN_POINTS * 100:g} point of U-Net, shown",
+                   "no": f"more than {WITHIN_POINTS * 100:g} point below U-Net, shown",
+                   "not settled": f"whether it is within {WITHIN_POINTS * 100:g} point of U-Net is not settled"}
+        return f"{text}: {verdict[within(difference)]}."
+
+
+def read_confirmation(
+    attrs: Mapping[str, Any], info: StudyInfo, records: Sequence[TrialRecord]
+) -> Confirmation | None:
+    """The confirmation stored on a study (its user attributes), or None if it has none."""
+    plan = attrs.get(PLAN_KEY)
+    results = [value for key, value in attrs.items() if key.startswith(RESULT_PREFIX) and isinstance(value, Mapping)]
+    if not plan and not results:
+        return None
+    plan = plan or {}
+    by_number = {record.number: record for record in records}
+    repeats = [(int(seed), None if fold is None else int(fold)) for seed, fold in plan.get("repeats", [])]
+    search_repeat = tuple(plan.get("search_repeat") or (info.experiment.get("train", {}).get("seed", 0), None))
+    summaries: dict[str, Summary] = {}
+
+    def summary(subject: str) -> Summary:
+        if subject not in summaries:
+            if subject in REFERENCES:
+                reference = info.references.get(subject) or {}
+                summaries[subject] = Summary(
+                    subject, REFERENCE_LABELS[subject], None, reference.get("params"), reference.get("flops"),
+                    reference.get("metric"))
+            else:
+                number = int(subject.split("-", 1)[1])
+                record = by_number.get(number)
+                summaries[subject] = Summary(
+                    subject, f"trial {number}", number, getattr(record, "params", None), getattr(record, "flops", None),
+                    getattr(record, "metric", None))
+        return summaries[subject]
+
+    for subject in [*REFERENCES, *plan.get("subjects", [])]:
+        summary(subject).planned = len(repeats)
+    floor = Floor.from_dict(info.floor)
+    for result in sorted(results, key=lambda value: (str(value.get("subject")), value.get("seed", 0))):
+        entry = summary(str(result["subject"]))
+        repeat = (int(result["seed"]), None if result.get("fold") is None else int(result["fold"]))
+        entry.scores[repeat] = float(result.get("metric") or 0.0)
+        # A study that keeps the old rule (no floor stored) asks for a metric above 0 only.
+        entry.floors[repeat] = float(result.get("constant", floor.constant)) + floor.margin if info.floor else 0.0
+        entry.failures += bool(result.get("failure"))
+    unet_scores = summaries["unet"].scores if "unet" in summaries else {}
+    micronet_scores = summaries["micronet"].scores if "micronet" in summaries else {}
+    for entry in summaries.values():
+        entry.estimate = Estimate.of(entry.scores[repeat] for repeat in sorted(entry.scores, key=_order))
+        if entry.subject != "unet":
+            entry.vs_unet = paired_difference(entry.scores, unet_scores)
+        if entry.subject != "micronet":
+            entry.vs_micronet = paired_difference(entry.scores, micronet_scores)
+    ordered = dict(sorted(summaries.items(), key=lambda item: (
+        item[0] not in REFERENCES, REFERENCES.index(item[0]) if item[0] in REFERENCES else 0,
+        item[1].params or 0)))
+    budgets = [parse_count(budget) for budget in plan.get("budgets", [])]
+    if not budgets and info.budget.get("max_params"):
+        budgets = [float(info.budget["max_params"])]
+    return Confirmation(
+        summaries=ordered, repeats=repeats, search_repeat=search_repeat, budgets=budgets,
+        objectives=list(info.objectives), metric_label=info.metric_label or info.metric,
+        unet=dict(info.references.get("unet") or {}),
+    )
+
+
+def _order(repeat: Repeat) -> tuple[int, int]:
+    seed, fold = repeat
+    return seed, -1 if fold is None else fold

@@ -1,0 +1,317 @@
+"""Running a confirmation: the plan, a queue of jobs on Optuna's storage, and each job's training.
+
+A *job* trains one model (a front trial's recipe, or U-Net, or Micro-Net) on one *repeat*
+(a seed, a fold) exactly as the search trained it (the same base network, recipe,
+inheritance, fine-tuning and evaluation), only with that seed and fold. With inheritance the
+parent of a repeat is U-Net trained on that repeat: U-Net's own result on it.
+
+The jobs are trials of a companion study ``<study>.confirm`` in the same storage, enqueued
+once: any number of processes (``compressor confirm`` on several machines sharing a
+PostgreSQL storage) take them one at a time (Optuna hands a waiting trial to one process
+only), heartbeats mark the job of a process that died as failed and re-enqueue it, and a
+rerun enqueues whatever has no result yet. Results go to the search's own study, one user
+attribute per job (:func:`~compressor.confirm.results.result_key`), so the report reads
+them from the study alone.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import platform
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+
+from compressor.confirm.results import (
+    PLAN_KEY,
+    REFERENCE_LABELS,
+    REFERENCES,
+    RESULT_PREFIX,
+    Confirmation,
+    Repeat,
+    read_confirmation,
+    result_key,
+    subject_of,
+)
+from compressor.errors import CompressorError, ConfigError
+from compressor.experiment import Experiment, ensure_baselines
+from compressor.floor import Floor
+from compressor.metrics import SegmentationMetrics, metric_value
+from compressor.pareto import hypervolume
+from compressor.search.progress import front
+from compressor.search.setup import SearchSetup, as_built_before_inheritance, build_candidate, prepare
+from compressor.search.storage import open_storage
+from compressor.search_config import ConfirmConfig
+from compressor.train import torch_threads, train
+from compressor.transforms import Recipe
+from compressor.trials import StudyInfo, TrialRecord, study_info, trial_records
+
+__all__ = ["run_confirmation", "choose_top", "plan_repeats", "queue_name"]
+
+HYPERVOLUME_MARGIN = 1.1
+
+
+class _NoJob(CompressorError):
+    """A queue trial that carries no job (two processes raced for the last one)."""
+
+
+def queue_name(study_name: str) -> str:
+    """``<study>.confirm``: the companion study whose trials are the confirmation jobs."""
+    return f"{study_name}.confirm"
+
+
+def choose_top(records: Sequence[TrialRecord], info: StudyInfo, top: int) -> list[int]:
+    """The ``top`` front trials that add most to the front's hypervolume (each cost divided by
+    1.1 times U-Net's, the metric from 0), largest contribution first."""
+    members = front(records, info.objectives, info.threshold)
+    names = [name for name in info.objectives if name != "latency_ms" or all(r.latency_ms for r in members)]
+    unet = info.references.get("unet") or {}
+    scale = []
+    for name in names:
+        if name == "metric":
+            scale.append(1.0)
+        else:
+            seen = [float(getattr(record, name) or 0.0) for record in members]
+            scale.append(HYPERVOLUME_MARGIN * float(unet.get(name) or max(seen, default=1.0)))
+    directions = ["maximize" if name == "metric" else "minimize" for name in names]
+    reference = [0.0 if name == "metric" else 1.0 for name in names]
+    points = [[(record.metric if name == "metric" else float(getattr(record, name))) / factor
+               for name, factor in zip(names, scale)] for record in members]
+    whole = hypervolume(points, directions, reference)
+    gains = [whole - hypervolume(points[:index] + points[index + 1:], directions, reference)
+             for index in range(len(points))]
+    ranked = sorted(range(len(members)), key=lambda index: (-gains[index], -(members[index].metric or 0.0)))
+    return [members[index].number for index in ranked[:top]]
+
+
+def plan_repeats(experiment: Experiment, config: ConfirmConfig) -> tuple[list[Repeat], Repeat]:
+    """The repeats to run and the search's own (seed, fold), which is not among them.
+
+    Seeds: the search's seed ``s`` and ``s+1 .. s+seeds``; folds: every fold of a k-fold data
+    section with ``folds``, else the search's. The search's own pair is left out.
+
+    Raises:
+        ConfigError: ``folds`` without a k-fold data section.
+    """
+    seed = experiment.train.seed
+    fold = getattr(experiment.data, "resolved_fold", None)
+    count = getattr(experiment.data, "folds", 0) or 0
+    if config.folds and count < 2:
+        raise ConfigError("search.confirm.folds needs data.folds >= 2 (k-fold validation on the spacenet_sample tile)")
+    folds: list[int | None] = list(range(count)) if config.folds else [fold]
+    own = (seed, fold)
+    repeats = [(s, f) for s in range(seed, seed + config.seeds + 1) for f in folds if (s, f) != own]
+    return repeats, own
+
+
+def run_confirmation(
+    study: optuna.Study, storage_url: str, *, config: ConfirmConfig | None = None, trials: Sequence[int] = (),
+    cache_dir: str | Path | None = None, threads: int | None = None, echo: Callable[[str], None] = print,
+) -> Confirmation:
+    """Confirms a finished search's front: plans the jobs, runs them (with any other process
+    doing the same), and returns what the stored results say.
+
+    Args:
+        study: the search's study.
+        storage_url: its storage (the job queue lives there too).
+        config: how many trials, seeds, folds (default: the study's ``search.confirm``).
+        trials: confirm these trial numbers instead of the ``top`` of the front.
+        threads: torch CPU threads (default: the experiment's).
+
+    Raises:
+        ConfigError: nothing to confirm, a trial that is not a finished candidate, folds without k-fold data.
+    """
+    info = study_info(study)
+    experiment = Experiment.from_dict(info.experiment, source=f"study {study.study_name!r}")
+    config = config or experiment.search.confirm
+    if threads is not None:
+        experiment = dataclasses.replace(experiment, train=dataclasses.replace(experiment.train, threads=threads))
+    records = trial_records(study)
+    subjects = [subject_of(number) for number in (_check_trials(records, info, trials) if trials
+                                                   else choose_top(records, info, config.top))]
+    repeats, own = plan_repeats(experiment, config)
+    if not repeats:
+        raise ConfigError("nothing to repeat: give --seeds N (further seeds) or --folds (with data.folds >= 2)")
+    if not subjects:
+        echo(f"no trial of study {study.study_name!r} is on the front (finished, in budget, above the floor); "
+             "confirming the references only")
+    plan = _merge_plan(study.user_attrs.get(PLAN_KEY), subjects, repeats, own, config.budgets)
+    study.set_user_attr(PLAN_KEY, plan)
+    jobs = [{"subject": subject, "seed": seed, "fold": fold}
+            for seed, fold in repeats for subject in [*REFERENCES, *subjects]]
+    queue = _open_queue(storage_url, study.study_name, experiment)
+    pending = _enqueue_missing(queue, study, jobs)
+    done = len(jobs) - pending
+    echo(f"confirming {', '.join(label(subject) for subject in subjects) or 'nothing but the references'} and "
+         f"U-Net, Micro-Net on {len(repeats)} repeats ({_describe(repeats)}; the search's own run, "
+         f"{_describe([own])}, is not counted): {len(jobs)} jobs, {done} done, {pending} to run")
+    runner = _JobRunner(study, info, experiment, records, cache_dir=cache_dir, echo=echo, total=len(jobs))
+    with torch_threads(experiment.train.threads):
+        _work(queue, runner)
+    running = len(queue.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
+    if running:
+        echo(f"{running} jobs are still running in other processes; run `compressor report` again when they end")
+    return read_confirmation(study.user_attrs, info, trial_records(study))
+
+
+def label(subject: str) -> str:
+    return REFERENCE_LABELS.get(subject) or subject.replace("-", " ")
+
+
+def _describe(repeats: Sequence[Repeat]) -> str:
+    return ", ".join(f"seed {seed}" + ("" if fold is None else f" fold {fold}") for seed, fold in repeats)
+
+
+def _check_trials(records: Sequence[TrialRecord], info: StudyInfo, numbers: Sequence[int]) -> list[int]:
+    by_number = {record.number: record for record in records}
+    for number in numbers:
+        record = by_number.get(number)
+        if record is None or record.status != "complete" or record.feasible is False or not record.recipe:
+            state = "no such trial" if record is None else f"{record.status}"
+            raise ConfigError(f"trial {number} cannot be confirmed ({state}): give trials that finished inside the budget")
+    return list(dict.fromkeys(numbers))
+
+
+def _merge_plan(stored: Any, subjects: list[str], repeats: list[Repeat], own: Repeat,
+                budgets: list[str]) -> dict[str, Any]:
+    stored = stored or {}
+    known = [tuple(repeat) for repeat in stored.get("repeats", [])]
+    return {
+        "subjects": list(dict.fromkeys([*stored.get("subjects", []), *subjects])),
+        "repeats": [list(repeat) for repeat in dict.fromkeys([*known, *repeats])],
+        "search_repeat": list(own),
+        "budgets": list(budgets or stored.get("budgets", [])),
+    }
+
+
+def _open_queue(storage_url: str, study_name: str, experiment: Experiment) -> optuna.Study:
+    config = experiment.search
+    storage = open_storage(storage_url, heartbeat_interval=config.heartbeat_interval,
+                           grace_period=config.grace_period, max_retry=config.max_retry)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    return optuna.create_study(storage=storage, study_name=queue_name(study_name), direction="maximize",
+                               sampler=optuna.samplers.RandomSampler(seed=0), load_if_exists=True)
+
+
+def _job_key(job: dict[str, Any]) -> str:
+    return result_key(job["subject"], job["seed"], job["fold"])
+
+
+def _enqueue_missing(queue: optuna.Study, study: optuna.Study, jobs: list[dict[str, Any]]) -> int:
+    """Enqueues each job that has no result and is not waiting or running; returns how many lack a result."""
+    results = {key for key in study.user_attrs if key.startswith(RESULT_PREFIX)}
+    queued = {_job_key(trial.user_attrs["job"]) for trial in queue.get_trials(
+        deepcopy=False, states=(TrialState.WAITING, TrialState.RUNNING)) if trial.user_attrs.get("job")}
+    missing = 0
+    for job in jobs:
+        key = _job_key(job)
+        if key in results:
+            continue
+        missing += 1
+        if key not in queued:
+            queue.enqueue_trial({}, user_attrs={"job": job})
+    return missing
+
+
+def _work(queue: optuna.Study, runner: _JobRunner) -> None:
+    """Takes waiting jobs one at a time until none is left (jobs running elsewhere are theirs)."""
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    while queue.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+        queue.optimize(runner, n_trials=1, catch=(_NoJob,), gc_after_trial=True)
+
+
+class _JobRunner:
+    """The objective of the queue study: run the job a trial carries, store its result on the study."""
+
+    def __init__(self, study: optuna.Study, info: StudyInfo, experiment: Experiment, records: Sequence[TrialRecord],
+                 *, cache_dir: str | Path | None, echo: Callable[[str], None], total: int) -> None:
+        self.study, self.info, self.experiment = study, info, experiment
+        self.records = {record.number: record for record in records}
+        self.cache_dir, self.echo, self.total = cache_dir, echo, total
+        self.legacy = "init" not in study.user_attrs
+        self.setups: dict[Repeat, SearchSetup] = {}
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        job = trial.user_attrs.get("job")
+        if not job:
+            raise _NoJob("no job left for this trial")
+        if _job_key(job) in self.study.user_attrs:  # another process did it (a retried job that was not dead)
+            return float(self.study.user_attrs[_job_key(job)].get("metric") or 0.0)
+        started = time.perf_counter()
+        repeat = (int(job["seed"]), job["fold"])
+        result: dict[str, Any] = {**job, "trial": None, "failure": None, "host": platform.node()}
+        try:
+            if job["subject"] in REFERENCES:
+                result.update(self._reference(job["subject"], repeat))
+            else:
+                result.update(self._candidate(int(job["subject"].split("-", 1)[1]), repeat))
+        except (CompressorError, RuntimeError) as error:  # a recipe that does not train on this seed scores 0
+            if isinstance(error, RuntimeError) and "KeyboardInterrupt" in str(error):
+                raise KeyboardInterrupt from error
+            result.update(metric=0.0, failure=str(error).splitlines()[0] if str(error) else type(error).__name__)
+            result.setdefault("constant", self._constant(repeat))
+        result["seconds"] = round(time.perf_counter() - started, 3)
+        self.study.set_user_attr(_job_key(job), result)
+        trial.set_user_attr("result", {key: value for key, value in result.items() if key != "metrics"})
+        finished = sum(key.startswith(RESULT_PREFIX) for key in self.study.user_attrs)
+        search = self._search_metric(job["subject"])
+        outcome = f"failed: {result['failure']}" if result["failure"] else f"{self.info.metric_label} {result['metric']:.3f}"
+        self.echo(f"confirm {finished}/{self.total}  {label(job['subject']):<10} {_describe([repeat]):<14} {outcome}"
+                  + (f" (search: {search:.3f})" if search is not None else "") + f"  {result['seconds']:.0f} s")
+        return float(result["metric"])
+
+    def _search_metric(self, subject: str) -> float | None:
+        if subject in REFERENCES:
+            return (self.info.references.get(subject) or {}).get("metric")
+        return self.records[int(subject.split("-", 1)[1])].metric
+
+    def _variant(self, repeat: Repeat) -> Experiment:
+        """The experiment with this repeat's seed and fold; its results go under ``<run_dir>/seed<S>[-fold<F>]``."""
+        seed, fold = repeat
+        experiment = self.experiment
+        data = experiment.data if fold is None else dataclasses.replace(experiment.data, fold=fold)
+        if (seed, fold) == (experiment.train.seed, getattr(experiment.data, "resolved_fold", None)):
+            return experiment
+        folder = f"seed{seed}" + ("" if fold is None else f"-fold{fold}")
+        return dataclasses.replace(experiment, data=data, train=dataclasses.replace(experiment.train, seed=seed),
+                                   run_dir=str(experiment.run_path / folder))
+
+    def _setup(self, repeat: Repeat) -> SearchSetup:
+        if repeat not in self.setups:
+            setup = prepare(self._variant(repeat), cache_dir=self.cache_dir, echo=lambda line: None, check_budget=False)
+            setup.legacy = self.legacy
+            self.setups[repeat] = setup
+        return self.setups[repeat]
+
+    def _reference(self, name: str, repeat: Repeat) -> dict[str, Any]:
+        variant = self._variant(repeat)
+        (record,) = ensure_baselines(variant, models=[name], cache_dir=self.cache_dir, need_weights=True)
+        metrics = SegmentationMetrics.from_dict(record.metrics)
+        return {"metric": metric_value(metrics, self.info.metric), "metrics": record.metrics,
+                "params": record.cost.get("params"), "constant": self._constant(repeat)}
+
+    def _constant(self, repeat: Repeat) -> float:
+        if repeat in self.setups:
+            return self.setups[repeat].floor.constant
+        data = self._variant(repeat).data.build(cache_dir=self.cache_dir)
+        return Floor.of_data(data, self.info.metric, margin=0.0).constant
+
+    def _candidate(self, number: int, repeat: Repeat) -> dict[str, Any]:
+        record = self.records[number]
+        setup = self._setup(repeat)
+        recipe = Recipe.from_data(record.recipe, source=f"trial {number}'s recipe")
+        network = build_candidate(
+            setup.experiment, setup.model_config, as_built_before_inheritance(recipe) if setup.legacy else recipe,
+            in_channels=setup.data.in_channels, num_classes=setup.data.num_classes, base=setup.context.model,
+            init=setup.init, calibration=setup.calibration,
+        )
+        seed, fold = repeat
+        result = train(network, setup.data, setup.train_config, teacher=setup.teacher,
+                       description=f"confirm trial {number} seed {seed}" + ("" if fold is None else f" fold {fold}"))
+        return {"trial": number, "metric": setup.metric(result.metrics), "metrics": result.metrics.to_dict(),
+                "params": sum(parameter.numel() for parameter in network.parameters()),
+                "constant": setup.floor.constant}
