@@ -17,6 +17,7 @@ them from the study alone.
 from __future__ import annotations
 
 import dataclasses
+import os
 import platform
 import time
 from collections.abc import Callable, Sequence
@@ -243,7 +244,7 @@ class _JobRunner:
             return float(self.study.user_attrs[_job_key(job)].get("metric") or 0.0)
         started = time.perf_counter()
         repeat = (int(job["seed"]), job["fold"])
-        result: dict[str, Any] = {**job, "trial": None, "failure": None, "host": platform.node()}
+        result: dict[str, Any] = {**job, "trial": None, "failure": None, "host": platform.node(), "pid": os.getpid()}
         try:
             if job["subject"] in REFERENCES:
                 result.update(self._reference(job["subject"], repeat))
