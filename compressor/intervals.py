@@ -74,8 +74,17 @@ class Estimate:
     values: tuple[float, ...] = ()
 
     @classmethod
-    def of(cls, values: Iterable[float]) -> Estimate:
-        """The estimate of ``values`` (NaNs are left out)."""
+    def of(cls, values: Iterable[float], *, bounds: tuple[float, float] | None = None) -> Estimate:
+        """The estimate of ``values`` (NaNs are left out).
+
+        ``bounds``: the range the quantity cannot leave (``(0, 1)`` for an IoU, ``(-1, 1)`` for a
+        difference of two), which the interval is clipped to: with 2 or 3 repeats a t-interval
+        easily reaches past it, and a bound beyond it says nothing more.
+
+        Example:
+            >>> Estimate.of([0.01, 0.3], bounds=(0.0, 1.0)).low
+            0.0
+        """
         kept = tuple(float(value) for value in values if value == value)
         n = len(kept)
         if n == 0:
@@ -85,7 +94,10 @@ class Estimate:
             return cls(mean, math.nan, 1, math.nan, math.nan, kept)
         std = math.sqrt(sum((value - mean) ** 2 for value in kept) / (n - 1))
         half = t_quantile(n - 1) * std / math.sqrt(n)
-        return cls(mean, std, n, mean - half, mean + half, kept)
+        low, high = mean - half, mean + half
+        if bounds is not None:
+            low, high = max(low, bounds[0]), min(high, bounds[1])
+        return cls(mean, std, n, low, high, kept)
 
     @property
     def has_interval(self) -> bool:
@@ -110,10 +122,12 @@ class Estimate:
                 "high": plain(self.high)}
 
 
-def paired_difference(a: Mapping[Hashable, float], b: Mapping[Hashable, float]) -> Estimate:
+def paired_difference(
+    a: Mapping[Hashable, float], b: Mapping[Hashable, float], *, bounds: tuple[float, float] | None = None
+) -> Estimate:
     """The estimate of ``a - b`` over the repeats (keys) both have: a paired comparison."""
     shared = [key for key in a if key in b]
-    return Estimate.of(a[key] - b[key] for key in shared)
+    return Estimate.of((a[key] - b[key] for key in shared), bounds=bounds)
 
 
 def within(difference: Estimate, points: float = WITHIN_POINTS) -> str:

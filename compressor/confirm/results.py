@@ -266,11 +266,13 @@ def read_confirmation(
     unet_scores = summaries["unet"].scores if "unet" in summaries else {}
     micronet_scores = summaries["micronet"].scores if "micronet" in summaries else {}
     for entry in summaries.values():
-        entry.estimate = Estimate.of(entry.scores[repeat] for repeat in sorted(entry.scores, key=_order))
+        # Every metric here (IoU, F1, accuracy) lies in [0, 1], a difference of two in [-1, 1].
+        entry.estimate = Estimate.of((entry.scores[repeat] for repeat in sorted(entry.scores, key=_order)),
+                                     bounds=(0.0, 1.0))
         if entry.subject != "unet":
-            entry.vs_unet = paired_difference(entry.scores, unet_scores)
+            entry.vs_unet = paired_difference(entry.scores, unet_scores, bounds=(-1.0, 1.0))
         if entry.subject != "micronet":
-            entry.vs_micronet = paired_difference(entry.scores, micronet_scores)
+            entry.vs_micronet = paired_difference(entry.scores, micronet_scores, bounds=(-1.0, 1.0))
     ordered = dict(sorted(summaries.items(), key=lambda item: (
         item[0] not in REFERENCES, REFERENCES.index(item[0]) if item[0] in REFERENCES else 0,
         item[1].params or 0)))

@@ -135,8 +135,9 @@ def pareto_figure(
     if confirmed is not None and len(confirmed):
         bars = confirmed[confirmed[cost].notna() & confirmed["confirmed_n"].fillna(0).astype(int).gt(0)].copy()
         bars["x"] = bars[cost].astype(float) / scale
-        ys += [*bars["confirmed_mean"].astype(float).tolist(), *bars["confirmed_low"].dropna().astype(float).tolist(),
-               *bars["confirmed_high"].dropna().astype(float).tolist()]
+        # The means set the scale, not the intervals: 2 or 3 repeats give intervals that would
+        # squash every point into a sliver; a bar longer than the frame runs off its edge.
+        ys += bars["confirmed_mean"].astype(float).tolist()
     if threshold > 0:
         ys.append(threshold)
 

@@ -222,6 +222,9 @@ def _result(
 
         confirmation = run_confirmation(study, setup.storage_url, config=setup.config.confirm, cache_dir=cache_dir,
                                         echo=setup.echo)
+    elif setup.config.confirm.active:
+        setup.echo(f"not confirming yet: a trial is still running (another worker, or one that died); when it ends: "
+                   f"compressor confirm --study {setup.study_name} --storage {setup.storage_url}")
     records = trial_records(study)
     info = study_info(study)
     return SearchResult(

@@ -1,26 +1,24 @@
-"""The paper's claim on real pixels: U-Net, Micro-Net and the best found models, IoU over seeds.
+"""The paper's claim on real pixels, through the search and its confirmation: means, intervals, n.
 
-1. U-Net and Micro-Net are trained with ``experiments/paper.yaml``'s recipe for each seed
-   (stored baselines are reused; seeds other than the file's go to ``<run_dir>/seed<N>``).
-2. The ``unet_family`` search of that file runs (or resumes) to its ``n_trials``.
-3. For each budget, the finished trial with the best IoU inside it is retrained with the
-   other seeds (the search's own run is the file's seed); each retrained score is stored in
-   ``<run_dir>/retrain/`` so a rerun reuses it.
-4. A table: params, FLOPs, IoU mean +- std over the seeds, ratios against U-Net; and the
-   targets: >= 30x fewer params than U-Net at IoU within 1 point, and a model that
-   dominates Micro-Net (no more params, no more FLOPs, no less IoU); stretch: >= 100x fewer
-   params and >= 10x fewer FLOPs at IoU within 1 point.
+A thin caller of the library: ``compressor search`` on ``experiments/paper.yaml`` (U-Net and
+Micro-Net trained once, candidates inheriting the trained U-Net's weights, then
+``search.confirm``: the front's best trials and both references retrained on 5 further
+seeds), then the table the README shows, read from the study's confirmation, and the
+paper's targets judged by the intervals:
 
-    python experiments/benchmarks/paper_table.py [--seeds 0 1 2] [--set search.n_trials=10]
+- at least 30x fewer params than U-Net, within 1 point of it;
+- a model that dominates Micro-Net (no more params, no more FLOPs, a better metric);
+- stretch: at least 100x fewer params and 10x fewer FLOPs, within 1 point of U-Net.
+
+Each is "met" only when the 95% interval of the paired difference says so, "not met" when it
+says the opposite, and "not settled" otherwise.
+
+    python experiments/benchmarks/paper_table.py [--set search.confirm.seeds=3] [--set search.n_trials=10]
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import json
-import logging
-import statistics
 import sys
 from pathlib import Path
 
@@ -29,113 +27,89 @@ sys.path.insert(0, str(Path(__file__).parent))
 from common import write_json  # noqa: E402
 
 from compressor.cli.train_command import configure_logging  # noqa: E402
-from compressor.experiment import baseline_key, ensure_baselines, load_experiment, train_model  # noqa: E402
-from compressor.io import atomic_write_text  # noqa: E402
-from compressor.metrics import SegmentationMetrics  # noqa: E402
+from compressor.confirm.results import Confirmation, Summary  # noqa: E402
+from compressor.experiment import load_experiment  # noqa: E402
+from compressor.intervals import WITHIN_POINTS  # noqa: E402
 from compressor.search import run_search  # noqa: E402
-from compressor.search.setup import base_model_config, metric_value  # noqa: E402
 from compressor.tables import format_table  # noqa: E402
-from compressor.transforms import Recipe  # noqa: E402
-from compressor.units import format_count, parse_count  # noqa: E402
-from search_spaces import SPACES  # noqa: E402
+from compressor.units import format_count  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-log = logging.getLogger("compressor.paper")
+def targets(confirmation: Confirmation) -> dict[str, dict[str, object]]:
+    """Each target: ``met`` / ``not met`` / ``not settled``, and the models that decide it."""
+    unet, micronet = confirmation.summaries["unet"], confirmation.summaries["micronet"]
+    confirmed = [summary for summary in confirmation.candidates if summary.learned]
 
+    def ratio(summary: Summary, name: str) -> float:
+        return float(getattr(unet, name)) / float(getattr(summary, name))
 
-def with_seed(experiment, seed):
-    """The experiment trained with ``seed``; a seed other than the file's keeps its results in ``seed<N>/``."""
-    if seed == experiment.train.seed:
-        return experiment
-    return dataclasses.replace(experiment, train=dataclasses.replace(experiment.train, seed=seed),
-                               run_dir=str(experiment.run_path / f"seed{seed}"))
+    def judge(models: list[Summary], verdict_of) -> dict[str, object]:
+        verdicts = {summary.label: verdict_of(summary) for summary in models}
+        outcome = ("met" if "yes" in verdicts.values() else "not settled" if "not settled" in verdicts.values()
+                   else "not met")
+        return {"outcome": outcome, "models": verdicts}
 
+    def beats_micronet(summary: Summary) -> str:
+        difference = summary.vs_micronet
+        if not difference.has_interval:
+            return "not settled"
+        return "yes" if difference.low > 0 else "no" if difference.high <= 0 else "not settled"
 
-def retrained_score(experiment, model, record, seed, metric):
-    """The metric of trial ``record``'s recipe trained with ``seed``, stored once in ``<run_dir>/retrain/``."""
-    path = experiment.run_path / "retrain" / f"trial{record.number}-seed{seed}.json"
-    seeded = with_seed(experiment, seed)
-    key = baseline_key(seeded, model.name)  # data, training (seed included), cost settings
-    if path.exists():
-        stored = json.loads(path.read_text())
-        if stored.get("key") == key and stored["recipe"] == record.recipe and stored.get("metric") == metric:
-            return stored["score"]
-    log.info("retraining trial %d (%s) with seed %d", record.number, record.recipe_short, seed)
-    trained = train_model(seeded, model=model, recipe=Recipe.from_data(record.recipe))
-    score = metric_value(trained.result.metrics, metric)
-    log.info("trial %d seed %d: %s", record.number, seed, trained.result.metrics.summary())
-    atomic_write_text(path, json.dumps({"key": key, "recipe": record.recipe, "metric": metric, "seed": seed,
-                                        "score": score, "metrics": trained.result.metrics.to_dict()}, indent=2) + "\n")
-    return score
+    return {
+        f"30x fewer params, within {WITHIN_POINTS * 100:g} point of U-Net": judge(
+            [s for s in confirmed if ratio(s, "params") >= 30], lambda s: s.within_unet),
+        "dominates Micro-Net": judge(
+            [s for s in confirmed if s.params <= micronet.params and s.flops <= micronet.flops], beats_micronet),
+        f"stretch: 100x fewer params and 10x fewer FLOPs, within {WITHIN_POINTS * 100:g} point of U-Net": judge(
+            [s for s in confirmed if ratio(s, "params") >= 100 and ratio(s, "flops") >= 10], lambda s: s.within_unet),
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default=str(ROOT / "experiments" / "paper.yaml"))
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--budgets", nargs="+", default=["1M", "300k", "100k"],
-                        help="parameter budgets (1M is ~31x fewer than U-Net, 300k ~103x)")
     parser.add_argument("--set", action="append", default=[], dest="overrides", metavar="KEY=VALUE")
     args = parser.parse_args()
     configure_logging()
     experiment = load_experiment(args.config, overrides=args.overrides)
-    metric = experiment.search.metric
-    rows = {}
-    for seed in args.seeds:  # 1. the references
-        for record in ensure_baselines(with_seed(experiment, seed)):
-            score = metric_value(SegmentationMetrics.from_dict(record.metrics), metric)
-            entry = rows.setdefault(record.model, {"params": record.cost["params"], "flops": record.cost["flops"],
-                                                   "scores": []})
-            entry["scores"].append(score)
-    result = run_search(experiment)  # 2. the search (the file's seed)
-    model = base_model_config(experiment, SPACES.get(experiment.search.space))
-    finished = [r for r in result.records if r.status == "complete" and r.feasible and r.duplicate_of is None]
-    chosen: dict[int, tuple] = {}  # trial number -> (record, the budgets it is the best inside)
-    for budget in args.budgets:  # 3. best inside each budget, retrained with the other seeds
-        limit = parse_count(budget)
-        inside = [r for r in finished if r.params <= limit]
-        if not inside:
-            print(f"no finished trial within {budget} params")
+    result = run_search(experiment)
+    confirmation = result.confirmation
+    if confirmation is None:
+        raise SystemExit("the search did not confirm its front (search.confirm in the experiment file)")
+    label = confirmation.metric_label
+    winners = {budget: confirmation.best_within(budget) for budget in confirmation.budgets}
+    rows = []
+    for summary in confirmation.summaries.values():
+        row = summary.row(confirmation.unet)
+        budgets = [format_count(budget) for budget, best in winners.items() if best is summary]
+        if not summary.is_reference and not budgets:
             continue
-        best = max(inside, key=lambda r: r.metric)
-        chosen.setdefault(best.number, (best, []))[1].append(budget)
-    for best, budgets in chosen.values():
-        name = f"best <= {', <= '.join(budgets)} (trial {best.number})"
-        own = [best.metric] if experiment.train.seed in args.seeds else []  # the search's run is the file's seed
-        entry = rows.setdefault(name, {"params": best.params, "flops": best.flops, "scores": own,
-                                       "recipe": best.recipe_short})
-        for seed in args.seeds:
-            if seed != experiment.train.seed:
-                entry["scores"].append(retrained_score(experiment, model, best, seed, metric))
-    unet = rows["unet"]
-    table = []
-    for name, entry in rows.items():
-        scores = entry["scores"]
-        spread = statistics.stdev(scores) if len(scores) > 1 else 0.0
-        table.append([name, format_count(entry["params"]), format_count(entry["flops"]),
-                      f"{statistics.mean(scores):.3f} +- {spread:.3f} (n={len(scores)})",
-                      f"{unet['params'] / entry['params']:.1f}x", f"{unet['flops'] / entry['flops']:.1f}x",
-                      entry.get("recipe", "")])
-    print(format_table(["model", "params", "FLOPs", "IoU mean +- std", "params vs U-Net", "FLOPs vs U-Net", "recipe"],
-                       table, title=f"{experiment.name}: FLOPs at {experiment.cost.input_size}x{experiment.cost.input_size}"
-                                    ", one multiply-add = one flop"))
-    unet_mean = statistics.mean(unet["scores"])
-    micro = rows["micronet"]
-    found = {name: entry for name, entry in rows.items() if name.startswith("best")}
-    paper = [name for name, entry in found.items()
-             if unet["params"] / entry["params"] >= 30 and statistics.mean(entry["scores"]) >= unet_mean - 0.01]
-    dominating = [name for name, entry in found.items()
-                  if entry["params"] <= micro["params"] and entry["flops"] <= micro["flops"]
-                  and statistics.mean(entry["scores"]) >= statistics.mean(micro["scores"])]
-    print(f"target >= 30x fewer params at IoU within 1 point of U-Net's {unet_mean:.3f}: {paper or 'not reached'}")
-    stretch = [name for name in paper
-               if unet["params"] / found[name]["params"] >= 100 and unet["flops"] / found[name]["flops"] >= 10]
-    print(f"target dominates Micro-Net: {dominating or 'not reached'}")
-    print(f"stretch >= 100x fewer params and >= 10x fewer FLOPs at IoU within 1 point: {stretch or 'not reached'}")
-    path = write_json("paper", {"rows": rows, "paper_target": paper, "dominates_micronet": dominating, "stretch": stretch,
-                                "seeds": args.seeds, "trials": len(result.records)})
+        rows.append([
+            summary.label + (f" (best <= {', <= '.join(budgets)})" if budgets else ""),
+            format_count(summary.params), format_count(summary.flops), summary.estimate.text(),
+            "-" if summary.subject == "unet" else summary.vs_unet.text(scale=100, digits=1, signed=True),
+            f"{row['params_ratio']:.1f}x", f"{row['flops_ratio']:.1f}x",
+            "-" if summary.search_metric is None else f"{summary.search_metric:.3f}",
+        ])
+    print(format_table(
+        ["model", "params", "FLOPs", f"{label}, mean [95% CI] n", "minus U-Net, points [95% CI]", "params vs U-Net",
+         "FLOPs vs U-Net", "search run (not counted)"], rows,
+        title=f"{experiment.name}: {len(confirmation.repeats)} repeats; FLOPs at {experiment.cost.input_size}x"
+              f"{experiment.cost.input_size}, one multiply-add = one flop"))
+    for claim in confirmation.claims():
+        print(claim)
+    judged = targets(confirmation)
+    for name, verdict in judged.items():
+        print(f"target {name}: {verdict['outcome']} ({verdict['models'] or 'no confirmed model qualifies'})")
+    path = write_json("paper", {
+        "study": result.study_name, "repeats": confirmation.repeats, "search_repeat": confirmation.search_repeat,
+        "models": {subject: {**summary.row(confirmation.unet), "scores": {f"{seed}/{fold}": value for (seed, fold), value
+                                                                          in summary.scores.items()}}
+                   for subject, summary in confirmation.summaries.items()},
+        "claims": confirmation.claims(), "targets": judged, "trials": len(result.records),
+    })
     print(f"wrote {path}")
 
 
