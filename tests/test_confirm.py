@@ -94,7 +94,8 @@ def test_a_network_that_predicts_building_everywhere_is_not_on_the_front(tmp_pat
     assert info.floor["constant_class"] == "building" and info.floor["constant"] == pytest.approx(share)
     assert info.threshold == pytest.approx(share + 0.02)
     complete = [record for record in result.records if record.status == "complete"]
-    assert any(record.metric and record.metric > 0 for record in complete)  # the old rule would have a front
+    # Some trial scored above 0 but not above the floor: the old rule would have put it on the front.
+    assert any(0 < record.metric <= info.threshold for record in complete)
     for record in complete:
         assert (record in result.front) == (record.metric > info.threshold)
         assert (record.weights is not None) == (record in result.front)
@@ -143,7 +144,10 @@ def test_a_candidate_that_won_on_one_lucky_seed_is_not_confirmed(tmp_path):
     assert lucky.within_unet == "no" and steady.within_unet == "yes"
     assert [summary.subject for summary in confirmation.front()] == ["trial-1"]  # trial 1 now dominates trial 0
     claims = confirmation.claims()
-    assert claims[0].startswith("<= 1.00M params: trial 1,") and "within 1 point of U-Net, shown" in claims[0]
+    # The claim for a budget speaks of the model the search's run picked (trial 0 within 1M): the further
+    # seeds judge it, and say it is not within a point of U-Net.
+    assert claims[0].startswith("<= 1.00M params: trial 0,") and "more than 1 point below U-Net, shown" in claims[0]
+    assert claims[1].startswith("<= 100.00k params: trial 1,") and "within 1 point of U-Net, shown" in claims[1]
     assert "not reached" in claims[2]  # trial 2 (5k params) scored at the floor: not a model
     report = build_report(study, tmp_path / "report")
     pareto = pd.read_csv(report.paths["pareto.csv"])
@@ -154,7 +158,7 @@ def test_a_candidate_that_won_on_one_lucky_seed_is_not_confirmed(tmp_path):
     page = report.paths["index.html"].read_text()
     assert "Confirmation over further seeds" in page and "within 1 point of U-Net, shown" in page
     summary = report.paths["summary.md"].read_text()
-    assert claims[0] in summary
+    assert claims[0] in summary and claims[1] in summary
     references = references_frame(study).set_index("model")
     assert references.loc["unet", "confirmed_n"] == 3
 
@@ -202,7 +206,6 @@ def test_confirm_retrains_the_front_and_the_references_and_resumes(searched, cap
     study = load_study(storage, "tiny")
     results = {key: value for key, value in study.user_attrs.items() if key.startswith(RESULT_PREFIX)}
     assert len(results) == 2 * jobs
-    # The same recipe on the search's own seed is the trial itself: rerun by hand, seed 1 is reproducible.
     confirmation = read_confirmation(study.user_attrs, study_info(study), [TrialRecord.from_trial(t) for t in study.trials])
     for subject in subjects:
         assert confirmation.summaries[subject].estimate.n == 2
@@ -238,7 +241,7 @@ def test_two_processes_share_the_confirmation_jobs(tmp_path):
                "--seeds", "3", "--threads", "1"]
     first = subprocess.Popen(command, env=environment, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                              text=True)
-    time.sleep(4)  # the first one plans and enqueues the jobs; the second finds them queued
+    time.sleep(2)  # both plan; whichever enqueued a job second leaves it to the first (_taken_elsewhere)
     second = subprocess.run(command, env=environment, cwd=tmp_path, capture_output=True, text=True)
     out, err = first.communicate(timeout=600)
     assert first.returncode == 0 and second.returncode == 0, err + second.stderr

@@ -96,7 +96,7 @@ def test_all_infeasible_gives_an_empty_front_and_zero_hypervolume():
     for params in (100, 200, 300):
         add(study, status="infeasible", params=params, flops=1)
     front = tables.pareto_frame(study)
-    assert front.empty and list(front.columns) == tables.PARETO_COLUMNS + tables.CONFIRMED_COLUMNS
+    assert front.empty and list(front.columns) == tables.PARETO_COLUMNS
     assert tables.hypervolume_frame(study)["hypervolume"].tolist() == [0.0, 0.0, 0.0]
     assert tables.front_steps(tables.trials_frame(study), "params").empty
     assert tables.importance_frame(study).skipped

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from compressor.floor import Floor
-from compressor.intervals import WITHIN_POINTS, Estimate, paired_difference, within
+from compressor.intervals import WITHIN_POINTS, Estimate, within
 from compressor.pareto import pareto_mask
 from compressor.tables import format_table
 from compressor.trials import StudyInfo, TrialRecord
@@ -163,10 +163,14 @@ class Confirmation:
         return sorted((summary for summary, keep in zip(usable, mask) if keep), key=lambda summary: summary.params or 0)
 
     def best_within(self, budget: float) -> Summary | None:
-        """The confirmed candidate with the best mean among those that learned and fit ``budget`` params."""
+        """The confirmed candidate within ``budget`` params that the search's own run ranks first.
+
+        It is picked on the run the search made, not on the further seeds: picking the best of
+        several confirmed means and then quoting that mean's interval would flatter it again.
+        """
         fitting = [summary for summary in self.candidates
-                   if summary.learned and summary.params is not None and summary.params <= budget]
-        return max(fitting, key=lambda summary: summary.estimate.mean, default=None)
+                   if summary.estimate.n and summary.params is not None and summary.params <= budget]
+        return max(fitting, key=lambda summary: summary.search_metric or 0.0, default=None)
 
     def table(self) -> str:
         """The confirmed models as a terminal table, then the claim per budget."""
@@ -181,7 +185,7 @@ class Confirmation:
                        "on the confirmed front" if summary.subject in front else
                        "learned" if summary.learned else "not above the floor" if summary.estimate.n else "not run yet")
             rows.append([summary.label, format_count(summary.params), format_count(summary.flops),
-                         f"{row['params_ratio']:.1f}x", search, summary.estimate.text(), vs,
+                         _times(row["params_ratio"]), search, summary.estimate.text(), vs,
                          summary.within_unet, verdict])
         own = f"seed {self.search_repeat[0]}" + ("" if self.search_repeat[1] is None else f" fold {self.search_repeat[1]}")
         table = format_table(
@@ -199,12 +203,12 @@ class Confirmation:
         head = f"<= {format_count(budget)} params"
         best = self.best_within(budget)
         if best is None:
-            tried = [summary for summary in self.candidates if summary.params is not None and summary.params <= budget]
-            why = ("none of the confirmed models within it beat the best constant prediction"
-                   if any(summary.estimate.n for summary in tried) else "no confirmed model within it")
-            return f"{head}: not reached ({why})."
+            return f"{head}: not reached (no confirmed model within it)."
         row = best.row(self.unet)
-        size = f"{row['params_ratio']:.1f}x fewer params and {row['flops_ratio']:.1f}x fewer FLOPs than U-Net"
+        size = f"{_times(row['params_ratio'])} fewer params and {_times(row['flops_ratio'])} fewer FLOPs than U-Net"
+        if not best.learned:
+            return (f"{head}: not reached: {best.label} (the best within it on the search's run, at {size}) scores "
+                    f"{label} {best.estimate.mean:.3f} on the further seeds, not above the floor {best.floor:.3f}.")
         text = f"{head}: {best.label}, at {size}, scores {label} {best.estimate.mean:.3f}"
         if best.estimate.has_interval:
             text += f" (95% CI {best.estimate.low:.3f} to {best.estimate.high:.3f}, n={best.estimate.n})"
@@ -222,6 +226,11 @@ class Confirmation:
                    "no": f"more than {WITHIN_POINTS * 100:g} point below U-Net, shown",
                    "not settled": f"whether it is within {WITHIN_POINTS * 100:g} point of U-Net is not settled"}
         return f"{text}: {verdict[within(difference)]}."
+
+
+def _paired(a: Mapping[Repeat, float], b: Mapping[Repeat, float]) -> Estimate:
+    """``a - b`` on the repeats both have (same seed, same fold), folds averaged per seed."""
+    return Estimate.of(_blocked({repeat: a[repeat] - b[repeat] for repeat in a if repeat in b}), bounds=(-1.0, 1.0))
 
 
 def read_confirmation(
@@ -267,12 +276,11 @@ def read_confirmation(
     micronet_scores = summaries["micronet"].scores if "micronet" in summaries else {}
     for entry in summaries.values():
         # Every metric here (IoU, F1, accuracy) lies in [0, 1], a difference of two in [-1, 1].
-        entry.estimate = Estimate.of((entry.scores[repeat] for repeat in sorted(entry.scores, key=_order)),
-                                     bounds=(0.0, 1.0))
+        entry.estimate = Estimate.of(_blocked(entry.scores), bounds=(0.0, 1.0))
         if entry.subject != "unet":
-            entry.vs_unet = paired_difference(entry.scores, unet_scores, bounds=(-1.0, 1.0))
+            entry.vs_unet = _paired(entry.scores, unet_scores)
         if entry.subject != "micronet":
-            entry.vs_micronet = paired_difference(entry.scores, micronet_scores, bounds=(-1.0, 1.0))
+            entry.vs_micronet = _paired(entry.scores, micronet_scores)
     ordered = dict(sorted(summaries.items(), key=lambda item: (
         item[0] not in REFERENCES, REFERENCES.index(item[0]) if item[0] in REFERENCES else 0,
         item[1].params or 0)))
@@ -284,6 +292,22 @@ def read_confirmation(
         objectives=list(info.objectives), metric_label=info.metric_label or info.metric,
         unet=dict(info.references.get("unet") or {}),
     )
+
+
+def _times(ratio: float) -> str:
+    return "?x" if ratio != ratio else f"{ratio:.1f}x"
+
+
+def _blocked(values: Mapping[Repeat, float]) -> list[float]:
+    """The values to take an interval over: as they are, or with folds each seed's folds averaged
+    first (the folds of one seed share its training noise and the folds' difficulty is systematic,
+    so they are not independent draws: n counts seeds)."""
+    if all(fold is None for _seed, fold in values):
+        return [values[repeat] for repeat in sorted(values, key=_order)]
+    seeds: dict[int, list[float]] = {}
+    for (seed, _fold), value in sorted(values.items(), key=lambda item: _order(item[0])):
+        seeds.setdefault(seed, []).append(value)
+    return [sum(group) / len(group) for group in seeds.values()]
 
 
 def _order(repeat: Repeat) -> tuple[int, int]:

@@ -20,6 +20,7 @@ import dataclasses
 import os
 import platform
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -54,10 +55,16 @@ from compressor.trials import StudyInfo, TrialRecord, study_info, trial_records
 __all__ = ["run_confirmation", "choose_top", "plan_repeats", "queue_name"]
 
 HYPERVOLUME_MARGIN = 1.1
+PARENT_POLL_SECONDS = 5.0
 
 
 class _NoJob(CompressorError):
-    """A queue trial that carries no job (two processes raced for the last one)."""
+    """A queue trial with nothing to do: it carries no job, or another process has the same job."""
+
+
+class _JobFailed(CompressorError):
+    """A job that failed for a reason that may not recur (a reference that did not train, out of
+    memory): nothing is stored, and the next run retries it."""
 
 
 def queue_name(study_name: str) -> str:
@@ -142,21 +149,35 @@ def run_confirmation(
              "confirming the references only")
     plan = _merge_plan(study.user_attrs.get(PLAN_KEY), subjects, repeats, own, config.budgets)
     study.set_user_attr(PLAN_KEY, plan)
+    # References first, every repeat: a candidate inheriting on repeat r needs U-Net trained on r (its parent).
     jobs = [{"subject": subject, "seed": seed, "fold": fold}
-            for seed, fold in repeats for subject in [*REFERENCES, *subjects]]
+            for subject in [*REFERENCES, *subjects] for seed, fold in repeats]
     queue = _open_queue(storage_url, study.study_name, experiment)
+    _fail_dead_jobs(queue)
     pending = _enqueue_missing(queue, study, jobs)
     done = len(jobs) - pending
     echo(f"confirming {', '.join(label(subject) for subject in subjects) or 'nothing but the references'} and "
          f"U-Net, Micro-Net on {len(repeats)} repeats ({_describe(repeats)}; the search's own run, "
          f"{_describe([own])}, is not counted): {len(jobs)} jobs, {done} done, {pending} to run")
-    runner = _JobRunner(study, info, experiment, records, cache_dir=cache_dir, echo=echo, total=len(jobs))
+    runner = _JobRunner(study, info, experiment, records, queue, cache_dir=cache_dir, echo=echo, total=len(jobs))
     with torch_threads(experiment.train.threads):
         _work(queue, runner)
+    running = {_job_key(trial.user_attrs["job"]) for trial in queue.get_trials(
+        deepcopy=False, states=(TrialState.RUNNING,)) if trial.user_attrs.get("job")}
+    failed = [job for job in jobs if _job_key(job) not in study.user_attrs and _job_key(job) not in running]
+    if failed:
+        named = ", ".join(f"{label(job['subject'])} {_describe([(job['seed'], job['fold'])])}" for job in failed[:4])
+        echo(f"{len(failed)} jobs failed and have no result ({named}{', ...' if len(failed) > 4 else ''}); "
+             "the same command again retries them")
     running = len(queue.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
     if running:
         echo(f"{running} jobs are still running in other processes; run `compressor report` again when they end")
     return read_confirmation(study.user_attrs, info, trial_records(study))
+
+
+def _first_line(error: Exception) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
 
 
 def label(subject: str) -> str:
@@ -218,19 +239,29 @@ def _enqueue_missing(queue: optuna.Study, study: optuna.Study, jobs: list[dict[s
     return missing
 
 
+def _fail_dead_jobs(queue: optuna.Study) -> None:
+    """Jobs of processes that stopped beating: failed, and enqueued again if retries are left."""
+    with warnings.catch_warnings():  # "experimental" in Optuna since 2.9
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(queue)
+
+
 def _work(queue: optuna.Study, runner: _JobRunner) -> None:
     """Takes waiting jobs one at a time until none is left (jobs running elsewhere are theirs)."""
     optuna.logging.set_verbosity(optuna.logging.ERROR)
-    while queue.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
-        queue.optimize(runner, n_trials=1, catch=(_NoJob,), gc_after_trial=True)
+    while True:
+        _fail_dead_jobs(queue)
+        if not queue.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+            return
+        queue.optimize(runner, n_trials=1, catch=(_NoJob, _JobFailed), gc_after_trial=True)
 
 
 class _JobRunner:
     """The objective of the queue study: run the job a trial carries, store its result on the study."""
 
     def __init__(self, study: optuna.Study, info: StudyInfo, experiment: Experiment, records: Sequence[TrialRecord],
-                 *, cache_dir: str | Path | None, echo: Callable[[str], None], total: int) -> None:
-        self.study, self.info, self.experiment = study, info, experiment
+                 queue: optuna.Study, *, cache_dir: str | Path | None, echo: Callable[[str], None], total: int) -> None:
+        self.study, self.info, self.experiment, self.queue = study, info, experiment, queue
         self.records = {record.number: record for record in records}
         self.cache_dir, self.echo, self.total = cache_dir, echo, total
         self.legacy = "init" not in study.user_attrs
@@ -240,21 +271,32 @@ class _JobRunner:
         job = trial.user_attrs.get("job")
         if not job:
             raise _NoJob("no job left for this trial")
-        if _job_key(job) in self.study.user_attrs:  # another process did it (a retried job that was not dead)
-            return float(self.study.user_attrs[_job_key(job)].get("metric") or 0.0)
+        key = _job_key(job)
+        if key in self.study.user_attrs:  # another process did it (a retried job that was not dead)
+            return float(self.study.user_attrs[key].get("metric") or 0.0)
+        if self._taken_elsewhere(trial.number, key):
+            raise _NoJob(f"{key} is another process's job")
         started = time.perf_counter()
         repeat = (int(job["seed"]), job["fold"])
         result: dict[str, Any] = {**job, "trial": None, "failure": None, "host": platform.node(), "pid": os.getpid()}
+        what = f"{label(job['subject'])} {_describe([repeat])}"
         try:
+            result["constant"] = self._constant(repeat)
             if job["subject"] in REFERENCES:
                 result.update(self._reference(job["subject"], repeat))
             else:
                 result.update(self._candidate(int(job["subject"].split("-", 1)[1]), repeat))
-        except (CompressorError, RuntimeError) as error:  # a recipe that does not train on this seed scores 0
-            if isinstance(error, RuntimeError) and "KeyboardInterrupt" in str(error):
+        except CompressorError as error:
+            if job["subject"] in REFERENCES or "constant" not in result:  # not the recipe's doing: retried later
+                self.echo(f"confirm: {what} failed: {_first_line(error)}")
+                raise _JobFailed(_first_line(error)) from None
+            # A recipe that does not train on this seed (a NaN loss...) is a result: it scores 0.
+            result.update(metric=0.0, failure=_first_line(error))
+        except RuntimeError as error:  # out of memory and the like: not a property of the recipe; retried later
+            if "KeyboardInterrupt" in str(error):
                 raise KeyboardInterrupt from error
-            result.update(metric=0.0, failure=str(error).splitlines()[0] if str(error) else type(error).__name__)
-            result.setdefault("constant", self._constant(repeat))
+            self.echo(f"confirm: {what} failed: {_first_line(error)}")
+            raise _JobFailed(_first_line(error)) from None
         result["seconds"] = round(time.perf_counter() - started, 3)
         self.study.set_user_attr(_job_key(job), result)
         trial.set_user_attr("result", {key: value for key, value in result.items() if key != "metrics"})
@@ -265,6 +307,24 @@ class _JobRunner:
                   + (f" (search: {search:.3f})" if search is not None else "") + f"  {result['seconds']:.0f} s")
         return float(result["metric"])
 
+    def _taken_elsewhere(self, number: int, key: str) -> bool:
+        """Another queue trial with the same job, begun before this one, is running or done (two
+        processes that planned at the same moment both enqueued it: the first one runs it)."""
+        return any(
+            other.number < number and other.user_attrs.get("job") and _job_key(other.user_attrs["job"]) == key
+            for other in self.queue.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.COMPLETE))
+        )
+
+    def _wait_for_parent(self, repeat: Repeat) -> None:
+        """With inheritance, a candidate's parent on a repeat is U-Net trained on it: wait while
+        another process trains it, rather than train it a second time beside it."""
+        key = result_key("unet", *repeat)
+        while key not in self.study.user_attrs and any(
+            trial.user_attrs.get("job") and _job_key(trial.user_attrs["job"]) == key
+            for trial in self.queue.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+        ):
+            time.sleep(PARENT_POLL_SECONDS)
+
     def _search_metric(self, subject: str) -> float | None:
         if subject in REFERENCES:
             return (self.info.references.get(subject) or {}).get("metric")
@@ -274,8 +334,10 @@ class _JobRunner:
         """The experiment with this repeat's seed and fold; its results go under ``<run_dir>/seed<S>[-fold<F>]``."""
         seed, fold = repeat
         experiment = self.experiment
-        data = experiment.data if fold is None else dataclasses.replace(experiment.data, fold=fold)
-        if (seed, fold) == (experiment.train.seed, getattr(experiment.data, "resolved_fold", None)):
+        own_fold = getattr(experiment.data, "resolved_fold", None)
+        # The search's own fold keeps the data section as written (its stored baselines keep their keys).
+        data = experiment.data if fold == own_fold else dataclasses.replace(experiment.data, fold=fold)
+        if (seed, fold) == (experiment.train.seed, own_fold):
             return experiment
         folder = f"seed{seed}" + ("" if fold is None else f"-fold{fold}")
         return dataclasses.replace(experiment, data=data, train=dataclasses.replace(experiment.train, seed=seed),
@@ -296,6 +358,9 @@ class _JobRunner:
                 "params": record.cost.get("params"), "constant": self._constant(repeat)}
 
     def _constant(self, repeat: Repeat) -> float:
+        """The best constant prediction's metric on this repeat's validation pixels (0 under ``floor: zero``)."""
+        if not self.info.floor:
+            return 0.0
         if repeat in self.setups:
             return self.setups[repeat].floor.constant
         data = self._variant(repeat).data.build(cache_dir=self.cache_dir)
@@ -303,6 +368,8 @@ class _JobRunner:
 
     def _candidate(self, number: int, repeat: Repeat) -> dict[str, Any]:
         record = self.records[number]
+        if self.info.init != "random":
+            self._wait_for_parent(repeat)
         setup = self._setup(repeat)
         recipe = Recipe.from_data(record.recipe, source=f"trial {number}'s recipe")
         network = build_candidate(

@@ -135,13 +135,13 @@ def build_report(
     info = snapshot.info
     label = info.metric_label or info.metric
     trials = trials_frame(snapshot)
+    confirmed = confirmed_frame(snapshot)
     pareto = pareto_frame(snapshot, trials=trials)
     references = references_frame(snapshot)
     hypervolume = hypervolume_frame(snapshot)
     importance = importance_frame(snapshot)
     overview = study_overview(snapshot)
     machine = machine_info(snapshot)
-    confirmed = confirmed_frame(snapshot)
 
     unet = snapshot.unet
     based_on = ", ".join(
@@ -153,6 +153,10 @@ def build_report(
     hypervolume_note = (f"Hypervolume: each cost divided by its reference ({based_on}), the metric's reference at 0; "
                         f"one point of metric m at half of every reference cost has hypervolume m x {halves}.")
     notes = [hypervolume_note]
+    if not len(confirmed) and info.floor:
+        notes.append("Not confirmed yet: each number above is one training run (the seed the search ran with). "
+                     f"`compressor confirm --study {snapshot.study_name} --seeds N` retrains the front's best trials "
+                     "and the references on further seeds and adds means with 95% intervals to this page.")
     untrained = references[~references["trained"]]
     if len(untrained):
         notes.append(f"Not trained yet: {', '.join(untrained['label'])}; their size is drawn as a dotted line, "

@@ -188,9 +188,7 @@ def _trial_rows(
 def _confirmed_section(confirmed: pd.DataFrame | None, overview: Mapping[str, Any]) -> str:
     """The confirmation: every confirmed model's repeats, interval, paired difference, and the claims."""
     if confirmed is None or confirmed.empty:
-        return ('<p class="note">Not confirmed yet: the numbers above are one training run each (the seed the search '
-                "ran with). <code>compressor confirm --study NAME --seeds N</code> retrains the front's best trials "
-                "and the references on further seeds and adds means with 95% intervals here and on the plots.</p>")
+        return ""
     metric_label = overview["metric_label"]
     headers = ["model", "params", "FLOPs", "params vs U-Net", "search run (not counted)",
                f"confirmed {metric_label} [95% CI] n", "minus U-Net, points [95% CI]", "within 1 point of U-Net",
@@ -215,8 +213,20 @@ def _confirmed_section(confirmed: pd.DataFrame | None, overview: Mapping[str, An
                      verdict])
         classes.append("reference" if reference else "front" if row["on_confirmed_front"] else "")
     claims = "".join(f"<li>{_e(claim)}</li>" for claim in overview.get("claims", []))
-    return (_table(headers, rows, text_columns=(0, 7, 8), row_classes=classes)
-            + f'<p class="note">What the data supports, per parameter budget:</p><ul class="notes">{claims}</ul>')
+    return f"""<h2>Confirmation over further seeds</h2>
+<p class="note">Each model retrained with the search's recipe on further seeds (and folds); the run the search picked
+the front on is shown but not counted, since picking on it flatters the winners. Intervals are 95% Student-t
+intervals of the mean; the difference to U-Net is paired (same seed, same fold). "Within 1 point" is "yes" only if the
+whole interval of the difference lies above -1 point. The confirmed front is recomputed on the confirmed means, among
+the models whose mean beats the floor. The model each budget's sentence speaks of is picked on the search's own run,
+so the further seeds judge it without having chosen it.</p>
+{_table(headers, rows, text_columns=(0, 7, 8), row_classes=classes)}
+<p class="note">What the data supports, per parameter budget:</p><ul class="notes">{claims}</ul>"""
+
+
+def _floor_text(overview: Mapping[str, Any]) -> str:
+    return f"a metric above {overview['threshold']:.3f}: {overview['floor']}" if overview.get("floor") else \
+        "a metric above 0"
 
 
 def render_html(
@@ -309,17 +319,9 @@ Micro-Net on the same axes. Ratios are U-Net's value divided by the candidate's:
 <dl class="facts">{facts_html}</dl>
 
 <h2>Pareto front ({len(pareto)})</h2>
-<p class="note">Feasible complete trials that learned something (a metric above {overview.get("threshold") or 0:.3f}:
-{_e(overview.get("floor") or "above 0")}) and that no other one beats on every objective, smallest first; then the
-reference models.</p>
+<p class="note">Feasible complete trials that learned something ({_e(_floor_text(overview))}) and that no other one
+beats on every objective, smallest first; then the reference models.</p>
 {pareto_html}
-
-<h2>Confirmation over further seeds</h2>
-<p class="note">Each model retrained with the search's recipe on further seeds (and folds); the run the search picked
-the front on is shown but not counted, since picking on it flatters the winners. Intervals are 95% Student-t
-intervals of the mean; the difference to U-Net is paired (same seed, same fold). "Within 1 point" is "yes" only if the
-whole interval of the difference lies above -1 point. The confirmed front is recomputed on the confirmed means, among
-the models whose mean beats the floor.</p>
 {_confirmed_section(confirmed, overview)}
 
 <h2>Plots</h2>
@@ -336,8 +338,8 @@ max-pooling) are left out, for the candidates and the references alike.</li>
 <li>Costs (parameters, FLOPs, latency, training memory) are measured before training; a candidate over the budget
 is recorded with its cost and never trained.</li>
 <li>The Pareto front is taken over the study's objectives ({_e(", ".join(overview["objectives"]))}) among the
-feasible trials trained to the end that beat the floor ({_e(overview.get("floor") or "a metric above 0")}: a network
-that predicts one class everywhere is no candidate, however small). A trial stopped early shows the metric of the last rung it reached and is not on the front. A trial that repeated an earlier recipe reused its result and is folded into it.</li>
+feasible trials trained to the end that learned something ({_e(_floor_text(overview))}: a network that predicts one
+class everywhere is no candidate, however small). A trial stopped early shows the metric of the last rung it reached and is not on the front. A trial that repeated an earlier recipe reused its result and is folded into it.</li>
 <li>The step line of each plot is the front of the metric against that one cost; the points of the full front
 (all objectives) are the dark ones, labelled with their trial number.</li>
 {notes_html}

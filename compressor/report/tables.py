@@ -286,15 +286,14 @@ def pareto_frame(study: optuna.Study | StudySnapshot, *, trials: pd.DataFrame | 
 
 
 def _with_confirmed(frame: pd.DataFrame, confirmed: pd.DataFrame, *, key: str, by: str) -> pd.DataFrame:
-    """``frame`` with the :data:`CONFIRMED_COLUMNS` of the models ``confirmed`` has (matched on ``key``/``by``)."""
-    columns = confirmed.set_index(by)[CONFIRMED_COLUMNS] if len(confirmed) else None
+    """``frame`` with the :data:`CONFIRMED_COLUMNS` of the models ``confirmed`` has (matched on
+    ``key``/``by``); unchanged when nothing was confirmed."""
+    if not len(confirmed):
+        return frame
+    columns = confirmed.set_index(by)[CONFIRMED_COLUMNS]
     for column in CONFIRMED_COLUMNS:
-        if columns is None:
-            values = [math.nan] * len(frame)
-        else:
-            values = [columns[column].get(value, math.nan) if not _is_missing(value) else math.nan
-                      for value in frame[key]]
-        frame[column] = values
+        frame[column] = [columns[column].get(value, math.nan) if not _is_missing(value) else math.nan
+                         for value in frame[key]]
     frame["confirmed_n"] = pd.array([None if _is_missing(v) else int(v) for v in frame["confirmed_n"]], dtype="Int64")
     return frame
 
@@ -321,7 +320,9 @@ def confirmed_frame(study: optuna.Study | StudySnapshot) -> pd.DataFrame:
     front = {summary.subject for summary in confirmation.front()}
     rows = [{**summary.row(snapshot.unet), "on_confirmed_front": summary.subject in front}
             for summary in confirmation.summaries.values()]
-    return pd.DataFrame(rows)
+    frame = pd.DataFrame(rows)
+    frame["number"] = frame["number"].astype("Int64")
+    return frame
 
 
 def front_steps(trials: pd.DataFrame, cost: str, threshold: float = 0.0) -> pd.DataFrame:

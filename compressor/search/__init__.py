@@ -74,6 +74,10 @@ def run_search(
         CompressorError: bad settings, an impossible budget, a study made with other settings.
     """
     started = time.perf_counter()
+    if experiment.search.confirm.active:  # a confirmation it cannot run is refused now, not after the search
+        from compressor.confirm.run import plan_repeats
+
+        plan_repeats(experiment, experiment.search.confirm)
     setup = prepare(experiment, cache_dir=cache_dir, echo=echo)
     study = open_search_study(setup, sampler_seed=setup.config.seed)
     setup.legacy = "init" not in study.user_attrs  # made before weight inheritance: build as it did
@@ -82,7 +86,7 @@ def run_search(
     if setup.config.baselines:
         ensure_baselines(experiment, cache_dir=cache_dir)
     study.set_user_attr("references", references(setup))
-    study.set_user_attr("floor", setup.floor.to_dict())
+    _keep_the_studys_floor(setup, study)
     study.set_user_attr("machine", machine())
     _optimize(setup, study, started)
     return _result(setup, study, started, cache_dir=cache_dir)
@@ -115,9 +119,22 @@ def join_search(
     setup = prepare(experiment, cache_dir=cache_dir, echo=echo, check_budget=False, parent_weights=info.parent or None)
     study = open_search_study(setup, sampler_seed=seed, create=False)
     setup.legacy = "init" not in study.user_attrs
+    _keep_the_studys_floor(setup, study)
     echo(f"worker joined study {study_name!r} in {storage_url}")
     _optimize(setup, study, started)
     return _result(setup, study, started, cache_dir=cache_dir)
+
+
+def _keep_the_studys_floor(setup: SearchSetup, study: optuna.Study) -> None:
+    """The floor a study was made with stays its floor: a study made before floors existed keeps
+    the old rule (a metric above 0) when resumed, so no trial leaves its front and no weights are
+    discarded; a changed ``search.min_gain`` applies to new studies only."""
+    from compressor.floor import Floor
+
+    floor = Floor.from_dict(study.user_attrs.get("floor"))  # stored when the study was made; absent before floors
+    if floor != setup.floor and not (floor.is_zero and setup.floor.is_zero):
+        setup.echo(f"the study keeps the floor it was made with ({floor.describe('the metric') or 'a metric above 0'})")
+    setup.floor = floor
 
 
 def machine() -> dict[str, object]:

@@ -85,6 +85,7 @@ def open_search_study(setup: SearchSetup, *, sampler_seed: int | None, create: b
             in_channels=setup.data.in_channels, num_classes=setup.data.num_classes
         ),
         init=setup.init, parent=str(setup.parent.weights_path.resolve()) if setup.parent is not None else "",
+        floor=setup.floor.to_dict(),
     )
     for name, value in {**info.to_attrs(), "experiment_key": key}.items():
         study.set_user_attr(name, value)

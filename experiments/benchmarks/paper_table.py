@@ -42,14 +42,20 @@ def targets(confirmation: Confirmation) -> dict[str, dict[str, object]]:
     unet, micronet = confirmation.summaries["unet"], confirmation.summaries["micronet"]
     confirmed = [summary for summary in confirmation.candidates if summary.learned]
 
+    confirmed = [summary for summary in confirmed if summary.params and summary.flops]
+
     def ratio(summary: Summary, name: str) -> float:
         return float(getattr(unet, name)) / float(getattr(summary, name))
 
     def judge(models: list[Summary], verdict_of) -> dict[str, object]:
-        verdicts = {summary.label: verdict_of(summary) for summary in models}
-        outcome = ("met" if "yes" in verdicts.values() else "not settled" if "not settled" in verdicts.values()
-                   else "not met")
-        return {"outcome": outcome, "models": verdicts}
+        """One model per target, picked on the search's own run (so the further seeds judge it without
+        having chosen it, and several candidates do not give several chances)."""
+        if not models:
+            return {"outcome": "not met", "model": None, "why": "no confirmed model of that size learned something"}
+        chosen = max(models, key=lambda summary: summary.search_metric or 0.0)
+        verdict = verdict_of(chosen)
+        outcome = {"yes": "met", "no": "not met"}.get(verdict, "not settled")
+        return {"outcome": outcome, "model": chosen.label, "verdict": verdict}
 
     def beats_micronet(summary: Summary) -> str:
         difference = summary.vs_micronet
@@ -102,7 +108,7 @@ def main() -> None:
         print(claim)
     judged = targets(confirmation)
     for name, verdict in judged.items():
-        print(f"target {name}: {verdict['outcome']} ({verdict['models'] or 'no confirmed model qualifies'})")
+        print(f"target {name}: {verdict['outcome']} ({verdict.get('model') or verdict.get('why')})")
     path = write_json("paper", {
         "study": result.study_name, "repeats": confirmation.repeats, "search_repeat": confirmation.search_repeat,
         "models": {subject: {**summary.row(confirmation.unet), "scores": {f"{seed}/{fold}": value for (seed, fold), value

@@ -69,7 +69,7 @@ def models(args: argparse.Namespace) -> dict[str, nn.Module]:
 
         study = load_study(args.storage, args.study)
         info = study_info(study)
-        for record in front(trial_records(study), info.objectives)[: args.max_front]:
+        for record in front(trial_records(study), info.objectives, info.threshold)[: args.max_front]:
             rebuilt = rebuild_trial(args.storage, args.study, record.number, untrained=True)
             found[f"trial {record.number} ({record.recipe_short})"] = rebuilt.model
     return found
