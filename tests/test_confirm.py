@@ -253,3 +253,34 @@ def test_two_processes_share_the_confirmation_jobs(tmp_path):
     ran = [trial.user_attrs["result"] for trial in queue.trials if "result" in trial.user_attrs]
     assert len(ran) == len(results)  # every job ran once, in one of the two processes
     assert {entry["pid"] for entry in ran} == {first.pid, next(iter({e["pid"] for e in ran} - {first.pid}))}
+
+
+def test_repeats_are_further_seeds_and_with_folds_every_fold_but_the_searchs_own():
+    from compressor.confirm.run import plan_repeats
+    from compressor.experiment import Experiment
+    from compressor.search_config import ConfirmConfig
+
+    plain = Experiment.from_dict({"data": {"name": "spacenet_sample"}, "train": {"seed": 3}})
+    assert plan_repeats(plain, ConfirmConfig(top=1, seeds=2)) == ([(4, None), (5, None)], (3, None))
+    folded = Experiment.from_dict({"data": {"name": "spacenet_sample", "folds": 3}, "train": {"seed": 0}})
+    repeats, own = plan_repeats(folded, ConfirmConfig(top=1, seeds=1, folds=True))
+    assert own == (0, 2)  # the strip on val_side (right) is the search's
+    assert repeats == [(0, 0), (0, 1), (1, 0), (1, 1), (1, 2)]
+
+
+def test_with_folds_each_seed_is_one_draw():
+    """Folds of one seed are averaged before the interval: n counts seeds, and pairing stays per fold."""
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    info = StudyInfo(experiment={"train": {"seed": 0}}, space="s", model="unet", objectives=["metric", "params"],
+                     references={"unet": {"params": 1000}})
+    for key, value in info.to_attrs().items():
+        study.set_user_attr(key, value)
+    scores = {("unet", 1, 0): 0.30, ("unet", 1, 1): 0.20, ("unet", 2, 0): 0.32, ("unet", 2, 1): 0.22,
+              ("trial-0", 1, 0): 0.29, ("trial-0", 1, 1): 0.19, ("trial-0", 2, 0): 0.30, ("trial-0", 2, 1): 0.20}
+    for (subject, seed, fold), value in scores.items():
+        study.set_user_attr(result_key(subject, seed, fold),
+                            {"subject": subject, "seed": seed, "fold": fold, "metric": value, "constant": 0.0})
+    confirmation = read_confirmation(study.user_attrs, study_info(study), [])
+    unet, trial = confirmation.summaries["unet"], confirmation.summaries["trial-0"]
+    assert unet.estimate.n == 2 and unet.estimate.values == pytest.approx((0.25, 0.27))
+    assert trial.vs_unet.n == 2 and trial.vs_unet.values == pytest.approx((-0.01, -0.02))
