@@ -35,7 +35,12 @@ __all__ = [
 RESULT_PREFIX = "confirm/"
 PLAN_KEY = "confirm_plan"
 REFERENCES = ("unet", "micronet")
-REFERENCE_LABELS = {"unet": "U-Net", "micronet": "Micro-Net"}
+CONTROL = "unet-finetuned"
+"""In a study whose candidates inherit, U-Net (the parent) fine-tuned exactly as the candidates are:
+a candidate trains for the parent's steps plus its own, so the difference to the plain U-Net mixes
+the cost of compression with the gain of the extra training; this control separates them."""
+REFERENCE_LABELS = {"unet": "U-Net", "micronet": "Micro-Net", CONTROL: "U-Net fine-tuned"}
+MODELS_FIRST = (*REFERENCES, CONTROL)
 
 Repeat = tuple[int, "int | None"]
 """A seed and a fold (None: the data's single split)."""
@@ -66,6 +71,7 @@ class Summary:
         failures: repeats whose training failed (counted as a metric of 0).
         estimate: mean and 95% interval of ``scores``.
         vs_unet, vs_micronet: paired differences (this minus the reference), same repeats.
+        vs_control: the paired difference to U-Net fine-tuned as the candidates are (inheriting studies).
         planned: how many repeats the plan holds for it.
     """
 
@@ -81,6 +87,7 @@ class Summary:
     estimate: Estimate = field(default_factory=lambda: Estimate.of([]))
     vs_unet: Estimate = field(default_factory=lambda: Estimate.of([]))
     vs_micronet: Estimate = field(default_factory=lambda: Estimate.of([]))
+    vs_control: Estimate = field(default_factory=lambda: Estimate.of([]))
     planned: int = 0
 
     @property
@@ -115,7 +122,9 @@ class Summary:
             "confirmed_std": self.estimate.std, "confirmed_low": self.estimate.low, "confirmed_high": self.estimate.high,
             "vs_unet_mean": self.vs_unet.mean, "vs_unet_low": self.vs_unet.low, "vs_unet_high": self.vs_unet.high,
             "vs_micronet_mean": self.vs_micronet.mean, "vs_micronet_low": self.vs_micronet.low,
-            "vs_micronet_high": self.vs_micronet.high, "within_1_point_of_unet": self.within_unet,
+            "vs_micronet_high": self.vs_micronet.high, "vs_unet_finetuned_mean": self.vs_control.mean,
+            "vs_unet_finetuned_low": self.vs_control.low, "vs_unet_finetuned_high": self.vs_control.high,
+            "within_1_point_of_unet": self.within_unet,
             "learned": self.learned, "floor": self.floor, "failures": self.failures, "planned": self.planned,
         }
 
@@ -177,20 +186,23 @@ class Confirmation:
         label = self.metric_label
         rows = []
         front = {summary.subject for summary in self.front()}
+        control = CONTROL in self.summaries
         for summary in self.summaries.values():
             row = summary.row(self.unet)
             search = "-" if summary.search_metric is None else f"{summary.search_metric:.3f}"
             vs = "-" if summary.subject == "unet" else summary.vs_unet.text(scale=100, digits=1, signed=True)
+            vs_control = [summary.vs_control.text(scale=100, digits=1, signed=True)] if control else []
             verdict = ("reference" if summary.is_reference else
                        "on the confirmed front" if summary.subject in front else
                        "learned" if summary.learned else "not above the floor" if summary.estimate.n else "not run yet")
             rows.append([summary.label, format_count(summary.params), format_count(summary.flops),
-                         _times(row["params_ratio"]), search, summary.estimate.text(), vs,
+                         _times(row["params_ratio"]), search, summary.estimate.text(), vs, *vs_control,
                          summary.within_unet, verdict])
         own = f"seed {self.search_repeat[0]}" + ("" if self.search_repeat[1] is None else f" fold {self.search_repeat[1]}")
         table = format_table(
             ["model", "params", "FLOPs", "vs U-Net", f"search ({own})", f"confirmed {label} [95% CI] n",
-             "minus U-Net, points [95% CI]", "within 1 point", "verdict"], rows,
+             "minus U-Net, points [95% CI]", *(["minus U-Net fine-tuned"] if control else []), "within 1 point",
+             "verdict"], rows,
             title=f"confirmation over {len(self.repeats)} repeats (the search's own run is shown, not counted)")
         return table + "\n" + "\n".join(self.claims())
 
@@ -225,7 +237,16 @@ class Confirmation:
         verdict = {"yes": f"within {WITHIN_POINTS * 100:g} point of U-Net, shown",
                    "no": f"more than {WITHIN_POINTS * 100:g} point below U-Net, shown",
                    "not settled": f"whether it is within {WITHIN_POINTS * 100:g} point of U-Net is not settled"}
-        return f"{text}: {verdict[within(difference)]}."
+        if difference.has_interval and difference.low > 0:
+            verdict["yes"] = "above U-Net, shown"
+        text = f"{text}: {verdict[within(difference)]}"
+        control = best.vs_control
+        if control.n:
+            text += (f"; against U-Net fine-tuned as long as the candidates (the extra training alone), "
+                     f"{control.mean * 100:+.1f} points")
+            if control.has_interval:
+                text += f" (paired 95% CI {control.low * 100:+.1f} to {control.high * 100:+.1f})"
+        return text + "."
 
 
 def _paired(a: Mapping[Repeat, float], b: Mapping[Repeat, float]) -> Estimate:
@@ -249,11 +270,11 @@ def read_confirmation(
 
     def summary(subject: str) -> Summary:
         if subject not in summaries:
-            if subject in REFERENCES:
-                reference = info.references.get(subject) or {}
+            if subject in MODELS_FIRST:
+                reference = info.references.get("unet" if subject == CONTROL else subject) or {}
                 summaries[subject] = Summary(
                     subject, REFERENCE_LABELS[subject], None, reference.get("params"), reference.get("flops"),
-                    reference.get("metric"))
+                    None if subject == CONTROL else reference.get("metric"))
             else:
                 number = int(subject.split("-", 1)[1])
                 record = by_number.get(number)
@@ -274,6 +295,7 @@ def read_confirmation(
         entry.failures += bool(result.get("failure"))
     unet_scores = summaries["unet"].scores if "unet" in summaries else {}
     micronet_scores = summaries["micronet"].scores if "micronet" in summaries else {}
+    control_scores = summaries[CONTROL].scores if CONTROL in summaries else {}
     for entry in summaries.values():
         # Every metric here (IoU, F1, accuracy) lies in [0, 1], a difference of two in [-1, 1].
         entry.estimate = Estimate.of(_blocked(entry.scores), bounds=(0.0, 1.0))
@@ -281,8 +303,10 @@ def read_confirmation(
             entry.vs_unet = _paired(entry.scores, unet_scores)
         if entry.subject != "micronet":
             entry.vs_micronet = _paired(entry.scores, micronet_scores)
+        if entry.subject not in MODELS_FIRST:
+            entry.vs_control = _paired(entry.scores, control_scores)
     ordered = dict(sorted(summaries.items(), key=lambda item: (
-        item[0] not in REFERENCES, REFERENCES.index(item[0]) if item[0] in REFERENCES else 0,
+        item[0] not in MODELS_FIRST, MODELS_FIRST.index(item[0]) if item[0] in MODELS_FIRST else 0,
         item[1].params or 0)))
     budgets = [parse_count(budget) for budget in plan.get("budgets", [])]
     if not budgets and info.budget.get("max_params"):

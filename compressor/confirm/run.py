@@ -16,6 +16,7 @@ them from the study alone.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import os
 import platform
@@ -29,6 +30,7 @@ import optuna
 from optuna.trial import TrialState
 
 from compressor.confirm.results import (
+    CONTROL,
     PLAN_KEY,
     REFERENCE_LABELS,
     REFERENCES,
@@ -48,7 +50,7 @@ from compressor.search.progress import front
 from compressor.search.setup import SearchSetup, as_built_before_inheritance, build_candidate, prepare
 from compressor.search.storage import open_storage
 from compressor.search_config import ConfirmConfig
-from compressor.train import torch_threads, train
+from compressor.train import seed_everything, torch_threads, train
 from compressor.transforms import Recipe
 from compressor.trials import StudyInfo, TrialRecord, study_info, trial_records
 
@@ -150,8 +152,9 @@ def run_confirmation(
     plan = _merge_plan(study.user_attrs.get(PLAN_KEY), subjects, repeats, own, config.budgets)
     study.set_user_attr(PLAN_KEY, plan)
     # References first, every repeat: a candidate inheriting on repeat r needs U-Net trained on r (its parent).
+    controls = [CONTROL] if info.init != "random" else []
     jobs = [{"subject": subject, "seed": seed, "fold": fold}
-            for subject in [*REFERENCES, *subjects] for seed, fold in repeats]
+            for subject in [*REFERENCES, *controls, *subjects] for seed, fold in repeats]
     queue = _open_queue(storage_url, study.study_name, experiment)
     _fail_dead_jobs(queue)
     pending = _enqueue_missing(queue, study, jobs)
@@ -284,10 +287,12 @@ class _JobRunner:
             result["constant"] = self._constant(repeat)
             if job["subject"] in REFERENCES:
                 result.update(self._reference(job["subject"], repeat))
+            elif job["subject"] == CONTROL:
+                result.update(self._fine_tuned_parent(repeat))
             else:
                 result.update(self._candidate(int(job["subject"].split("-", 1)[1]), repeat))
         except CompressorError as error:
-            if job["subject"] in REFERENCES or "constant" not in result:  # not the recipe's doing: retried later
+            if job["subject"] in (*REFERENCES, CONTROL) or "constant" not in result:  # not the recipe's doing: retried
                 self.echo(f"confirm: {what} failed: {_first_line(error)}")
                 raise _JobFailed(_first_line(error)) from None
             # A recipe that does not train on this seed (a NaN loss...) is a result: it scores 0.
@@ -326,6 +331,8 @@ class _JobRunner:
             time.sleep(PARENT_POLL_SECONDS)
 
     def _search_metric(self, subject: str) -> float | None:
+        if subject == CONTROL:
+            return None
         if subject in REFERENCES:
             return (self.info.references.get(subject) or {}).get("metric")
         return self.records[int(subject.split("-", 1)[1])].metric
@@ -365,6 +372,17 @@ class _JobRunner:
             return self.setups[repeat].floor.constant
         data = self._variant(repeat).data.build(cache_dir=self.cache_dir)
         return Floor.of_data(data, self.info.metric, margin=0.0).constant
+
+    def _fine_tuned_parent(self, repeat: Repeat) -> dict[str, Any]:
+        """The control: the parent itself (no transform) fine-tuned exactly as a candidate is."""
+        self._wait_for_parent(repeat)
+        setup = self._setup(repeat)
+        seed_everything(setup.experiment.train.seed)
+        network = copy.deepcopy(setup.context.model)
+        result = train(network, setup.data, setup.train_config, teacher=setup.teacher,
+                       description=f"confirm U-Net fine-tuned seed {repeat[0]}")
+        return {"metric": setup.metric(result.metrics), "metrics": result.metrics.to_dict(),
+                "params": sum(parameter.numel() for parameter in network.parameters())}
 
     def _candidate(self, number: int, repeat: Repeat) -> dict[str, Any]:
         record = self.records[number]

@@ -190,27 +190,33 @@ def _confirmed_section(confirmed: pd.DataFrame | None, overview: Mapping[str, An
     if confirmed is None or confirmed.empty:
         return ""
     metric_label = overview["metric_label"]
+    control = "unet-finetuned" in set(confirmed["subject"])
     headers = ["model", "params", "FLOPs", "params vs U-Net", "search run (not counted)",
-               f"confirmed {metric_label} [95% CI] n", "minus U-Net, points [95% CI]", "within 1 point of U-Net",
+               f"confirmed {metric_label} [95% CI] n", "minus U-Net, points [95% CI]",
+               *(["minus U-Net fine-tuned as long, points [95% CI]"] if control else []), "within 1 point of U-Net",
                "verdict"]
     rows, classes = [], []
+
+    def points(row: Any, prefix: str) -> str:
+        if _missing(row[f"{prefix}_mean"]):
+            return "-"
+        if _missing(row[f"{prefix}_low"]):
+            return f"{float(row[f'{prefix}_mean']) * 100:+.1f}"
+        return (f"{float(row[f'{prefix}_mean']) * 100:+.1f} [{float(row[f'{prefix}_low']) * 100:+.1f}, "
+                f"{float(row[f'{prefix}_high']) * 100:+.1f}]")
+
     for _, row in confirmed.iterrows():
         reference = _missing(row["number"])
         n = int(row["confirmed_n"]) if not _missing(row["confirmed_n"]) else 0
-        if row["subject"] == "unet" or not n:
-            difference = "-"
-        elif n < 2 or _missing(row["vs_unet_low"]):
-            difference = f"{float(row['vs_unet_mean']) * 100:+.1f}" if not _missing(row["vs_unet_mean"]) else "-"
-        else:
-            difference = (f"{float(row['vs_unet_mean']) * 100:+.1f} [{float(row['vs_unet_low']) * 100:+.1f}, "
-                          f"{float(row['vs_unet_high']) * 100:+.1f}]")
+        difference = "-" if row["subject"] == "unet" or not n else points(row, "vs_unet")
+        extra = [points(row, "vs_unet_finetuned") if n else "-"] if control else []
         verdict = ("reference" if reference else "on the confirmed front" if row["on_confirmed_front"] else
                    "learned" if row["learned"] else "not above the floor" if n else "not run yet")
         rows.append([str(row["label"]), format_count(row["params"]) if not _missing(row["params"]) else "-",
                      format_count(row["flops"]) if not _missing(row["flops"]) else "-",
                      format_ratio(row["params_ratio"]), format_metric(row["search_metric"]),
-                     format_confirmed(row), difference, "-" if reference else str(row["within_1_point_of_unet"]),
-                     verdict])
+                     format_confirmed(row), difference, *extra,
+                     "-" if reference else str(row["within_1_point_of_unet"]), verdict])
         classes.append("reference" if reference else "front" if row["on_confirmed_front"] else "")
     claims = "".join(f"<li>{_e(claim)}</li>" for claim in overview.get("claims", []))
     return f"""<h2>Confirmation over further seeds</h2>
@@ -219,8 +225,10 @@ the front on is shown but not counted, since picking on it flatters the winners.
 intervals of the mean; the difference to U-Net is paired (same seed, same fold). "Within 1 point" is "yes" only if the
 whole interval of the difference lies above -1 point. The confirmed front is recomputed on the confirmed means, among
 the models whose mean beats the floor. The model each budget's sentence speaks of is picked on the search's own run,
-so the further seeds judge it without having chosen it.</p>
-{_table(headers, rows, text_columns=(0, 7, 8), row_classes=classes)}
+so the further seeds judge it without having chosen it. When candidates inherit the trained U-Net's weights, they
+train for U-Net's steps plus their own; "U-Net fine-tuned" is U-Net given the same extra training, without any
+transform, so the difference to it is the cost of the compression alone.</p>
+{_table(headers, rows, text_columns=(0, len(headers) - 2, len(headers) - 1), row_classes=classes)}
 <p class="note">What the data supports, per parameter budget:</p><ul class="notes">{claims}</ul>"""
 
 
