@@ -284,3 +284,25 @@ def test_with_folds_each_seed_is_one_draw():
     unet, trial = confirmation.summaries["unet"], confirmation.summaries["trial-0"]
     assert unet.estimate.n == 2 and unet.estimate.values == pytest.approx((0.25, 0.27))
     assert trial.vs_unet.n == 2 and trial.vs_unet.values == pytest.approx((-0.01, -0.02))
+
+
+def test_an_inheriting_study_is_confirmed_against_u_net_fine_tuned_as_long(tmp_path):
+    """Candidates train for the parent's steps plus their own: the control is the parent fine-tuned the same way."""
+    from compressor.confirm.run import run_confirmation
+    from compressor.search_config import ConfirmConfig
+
+    experiment = tiny_experiment(tmp_path, n_trials=2, init="inherit")
+    result = run_search(experiment, echo=lambda line: None)
+    lines: list[str] = []
+    confirmation = run_confirmation(result.study, result.storage_url, config=ConfirmConfig(top=1, seeds=1),
+                                    echo=lines.append)
+    control = confirmation.summaries["unet-finetuned"]
+    assert control.estimate.n == 1 and control.is_reference and control.search_metric is None
+    stored = result.study.user_attrs[result_key("unet-finetuned", 1, None)]
+    data = experiment.data.build()
+    parent = experiment.model.build(in_channels=data.in_channels, num_classes=data.num_classes)
+    assert stored["params"] == sum(parameter.numel() for parameter in parent.parameters())  # no transform
+    (candidate,) = confirmation.candidates
+    assert candidate.vs_control.n == 1
+    assert candidate.vs_control.mean == pytest.approx(candidate.estimate.mean - control.estimate.mean)
+    assert "U-Net fine-tuned" in lines[0] and "U-Net fine-tuned" in confirmation.table()

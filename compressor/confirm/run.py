@@ -159,8 +159,8 @@ def run_confirmation(
     _fail_dead_jobs(queue)
     pending = _enqueue_missing(queue, study, jobs)
     done = len(jobs) - pending
-    echo(f"confirming {', '.join(label(subject) for subject in subjects) or 'nothing but the references'} and "
-         f"U-Net, Micro-Net on {len(repeats)} repeats ({_describe(repeats)}; the search's own run, "
+    models = ", ".join(label(subject) for subject in [*REFERENCES, *controls, *subjects])
+    echo(f"confirming {models} on {len(repeats)} repeats ({_describe(repeats)}; the search's own run, "
          f"{_describe([own])}, is not counted): {len(jobs)} jobs, {done} done, {pending} to run")
     runner = _JobRunner(study, info, experiment, records, queue, cache_dir=cache_dir, echo=echo, total=len(jobs))
     with torch_threads(experiment.train.threads):
