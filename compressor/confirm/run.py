@@ -162,7 +162,8 @@ def run_confirmation(
     models = ", ".join(label(subject) for subject in [*REFERENCES, *controls, *subjects])
     echo(f"confirming {models} on {len(repeats)} repeats ({_describe(repeats)}; the search's own run, "
          f"{_describe([own])}, is not counted): {len(jobs)} jobs, {done} done, {pending} to run")
-    runner = _JobRunner(study, info, experiment, records, queue, cache_dir=cache_dir, echo=echo, total=len(jobs))
+    runner = _JobRunner(study, info, experiment, records, queue, cache_dir=cache_dir, echo=echo,
+                        keys={_job_key(job) for job in jobs})
     with torch_threads(experiment.train.threads):
         _work(queue, runner)
     running = {_job_key(trial.user_attrs["job"]) for trial in queue.get_trials(
@@ -263,10 +264,11 @@ class _JobRunner:
     """The objective of the queue study: run the job a trial carries, store its result on the study."""
 
     def __init__(self, study: optuna.Study, info: StudyInfo, experiment: Experiment, records: Sequence[TrialRecord],
-                 queue: optuna.Study, *, cache_dir: str | Path | None, echo: Callable[[str], None], total: int) -> None:
+                 queue: optuna.Study, *, cache_dir: str | Path | None, echo: Callable[[str], None],
+                 keys: set[str]) -> None:
         self.study, self.info, self.experiment, self.queue = study, info, experiment, queue
         self.records = {record.number: record for record in records}
-        self.cache_dir, self.echo, self.total = cache_dir, echo, total
+        self.cache_dir, self.echo, self.keys = cache_dir, echo, keys
         self.legacy = "init" not in study.user_attrs
         self.setups: dict[Repeat, SearchSetup] = {}
 
@@ -305,10 +307,10 @@ class _JobRunner:
         result["seconds"] = round(time.perf_counter() - started, 3)
         self.study.set_user_attr(_job_key(job), result)
         trial.set_user_attr("result", {key: value for key, value in result.items() if key != "metrics"})
-        finished = sum(key.startswith(RESULT_PREFIX) for key in self.study.user_attrs)
+        finished = len(self.keys & set(self.study.user_attrs))
         search = self._search_metric(job["subject"])
         outcome = f"failed: {result['failure']}" if result["failure"] else f"{self.info.metric_label} {result['metric']:.3f}"
-        self.echo(f"confirm {finished}/{self.total}  {label(job['subject']):<10} {_describe([repeat]):<14} {outcome}"
+        self.echo(f"confirm {finished}/{len(self.keys)}  {label(job['subject']):<10} {_describe([repeat]):<14} {outcome}"
                   + (f" (search: {search:.3f})" if search is not None else "") + f"  {result['seconds']:.0f} s")
         return float(result["metric"])
 
