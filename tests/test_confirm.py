@@ -306,3 +306,24 @@ def test_an_inheriting_study_is_confirmed_against_u_net_fine_tuned_as_long(tmp_p
     assert candidate.vs_control.n == 1
     assert candidate.vs_control.mean == pytest.approx(candidate.estimate.mean - control.estimate.mean)
     assert "U-Net fine-tuned" in lines[0] and "U-Net fine-tuned" in confirmation.table()
+
+
+def test_a_job_on_the_searchs_own_seed_reproduces_the_trial(searched):
+    """The confirmation trains exactly what the search trained: on the search's seed it gives the same number."""
+    from compressor.confirm.run import _JobRunner, _open_queue
+    from compressor.experiment import Experiment
+
+    _experiment, storage = searched
+    study = load_study(storage, "tiny")
+    info = study_info(study)
+    experiment = Experiment.from_dict(info.experiment)
+    records = trial_records_of(study)
+    trained = next(record for record in records if record.status == "complete" and record.duplicate_of is None)
+    runner = _JobRunner(study, info, experiment, records, _open_queue(storage, "tiny", experiment), cache_dir=None,
+                        echo=lambda line: None, keys=set())
+    assert runner._candidate(trained.number, (experiment.train.seed, None))["metric"] == trained.metric
+
+
+def trial_records_of(study: optuna.Study) -> list[TrialRecord]:
+    return [TrialRecord.from_trial(trial) for trial in study.get_trials(deepcopy=False)
+            if trial.state != optuna.trial.TrialState.WAITING]

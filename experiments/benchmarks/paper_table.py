@@ -27,9 +27,9 @@ sys.path.insert(0, str(Path(__file__).parent))
 from common import write_json  # noqa: E402
 
 from compressor.cli.train_command import configure_logging  # noqa: E402
-from compressor.confirm.results import Confirmation, Summary  # noqa: E402
+from compressor.confirm.results import CONTROL, Confirmation, Summary  # noqa: E402
 from compressor.experiment import load_experiment  # noqa: E402
-from compressor.intervals import WITHIN_POINTS  # noqa: E402
+from compressor.intervals import WITHIN_POINTS, within  # noqa: E402
 from compressor.search import run_search  # noqa: E402
 from compressor.tables import format_table  # noqa: E402
 from compressor.units import format_count  # noqa: E402
@@ -55,7 +55,11 @@ def targets(confirmation: Confirmation) -> dict[str, dict[str, object]]:
         chosen = max(models, key=lambda summary: summary.search_metric or 0.0)
         verdict = verdict_of(chosen)
         outcome = {"yes": "met", "no": "not met"}.get(verdict, "not settled")
-        return {"outcome": outcome, "model": chosen.label, "verdict": verdict}
+        found = {"outcome": outcome, "model": chosen.label, "verdict": verdict}
+        if chosen.vs_control.n and verdict_of is not beats_micronet:  # against U-Net trained as long
+            control = within(chosen.vs_control)
+            found["against U-Net fine-tuned as long"] = {"yes": "met", "no": "not met"}.get(control, "not settled")
+        return found
 
     def beats_micronet(summary: Summary) -> str:
         difference = summary.vs_micronet
@@ -90,17 +94,17 @@ def main() -> None:
     for summary in confirmation.summaries.values():
         row = summary.row(confirmation.unet)
         budgets = [format_count(budget) for budget, best in winners.items() if best is summary]
-        if not summary.is_reference and not budgets:
-            continue
         rows.append([
             summary.label + (f" (best <= {', <= '.join(budgets)})" if budgets else ""),
             format_count(summary.params), format_count(summary.flops), summary.estimate.text(),
             "-" if summary.subject == "unet" else summary.vs_unet.text(scale=100, digits=1, signed=True),
+            "-" if summary.subject in ("unet", CONTROL) else summary.vs_control.text(scale=100, digits=1, signed=True),
             f"{row['params_ratio']:.1f}x", f"{row['flops_ratio']:.1f}x",
             "-" if summary.search_metric is None else f"{summary.search_metric:.3f}",
         ])
     print(format_table(
-        ["model", "params", "FLOPs", f"{label}, mean [95% CI] n", "minus U-Net, points [95% CI]", "params vs U-Net",
+        ["model", "params", "FLOPs", f"{label}, mean [95% CI] n", "minus U-Net, points [95% CI]",
+         "minus U-Net fine-tuned", "params vs U-Net",
          "FLOPs vs U-Net", "search run (not counted)"], rows,
         title=f"{experiment.name}: {len(confirmation.repeats)} repeats; FLOPs at {experiment.cost.input_size}x"
               f"{experiment.cost.input_size}, one multiply-add = one flop"))
@@ -108,7 +112,9 @@ def main() -> None:
         print(claim)
     judged = targets(confirmation)
     for name, verdict in judged.items():
-        print(f"target {name}: {verdict['outcome']} ({verdict.get('model') or verdict.get('why')})")
+        control = verdict.get("against U-Net fine-tuned as long")
+        print(f"target {name}: {verdict['outcome']} ({verdict.get('model') or verdict.get('why')})"
+              + (f"; against U-Net fine-tuned as long: {control}" if control else ""))
     path = write_json("paper", {
         "study": result.study_name, "repeats": confirmation.repeats, "search_repeat": confirmation.search_repeat,
         "models": {subject: {**summary.row(confirmation.unet), "scores": {f"{seed}/{fold}": value for (seed, fold), value
