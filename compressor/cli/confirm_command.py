@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 
 from compressor.cli.report_command import default_storage
 from compressor.cli.search_command import _echo
@@ -15,7 +14,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "confirm", help="retrain the front's best trials and U-Net, Micro-Net on further seeds (intervals)",
         description="Retrain the best trials of a finished search's Pareto front and both references on further "
                     "seeds (and folds), with the search's recipe; store each result on the study (resumable; "
-                    "several processes sharing the storage split the work); print means, 95%% intervals and the "
+                    "several processes sharing the storage split the work); print means, 95% intervals and the "
                     "paired difference to U-Net. `compressor report` then draws them as error bars.",
     )
     parser.add_argument("--study", required=True, metavar="NAME", help="the study's name")
@@ -50,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
         folds=args.folds or stored.folds,
         budgets=args.budgets or stored.budgets,
     )
-    confirmation = run_confirmation(study, storage, config=dataclasses.replace(config), trials=args.trials or (),
+    confirmation = run_confirmation(study, storage, config=config, trials=args.trials or (),
                                     cache_dir=args.cache_dir, threads=args.threads, echo=_echo)
     print()
     print(confirmation.table())
