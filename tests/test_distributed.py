@@ -298,3 +298,56 @@ def test_weights_a_running_trial_of_another_worker_just_kept_are_not_discarded(t
     # Two workers discarding the same dominated weights: the second finds them gone, and goes on.
     monkeypatch.setattr(store, "has", lambda artifact_id: True)
     store.discard(worse_weights)
+
+
+@pytest.mark.timeout(400)
+@pytest.mark.parametrize("kind", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def test_confirmation_jobs_of_a_killed_process_are_retried_and_two_processes_share_the_rest(kind, request, tmp_path):
+    url = storage_url(request, kind) or f"sqlite:///{tmp_path / 'run' / 'search.db'}"
+    config = write_experiment(tmp_path, n_trials=3, heartbeat_interval=HEARTBEAT_INTERVAL, grace_period=GRACE_PERIOD)
+    search = Process(tmp_path, "search", "search", str(config), "--storage", url)
+    search.finish(timeout=240)
+    confirm = ("confirm", "--study", STUDY, "--storage", url, "--top", "1", "--seeds", "2", "--threads", "1")
+    killed = Process(tmp_path, "killed", *confirm)
+    queue_name = f"{STUDY}.confirm"
+
+    def running_job() -> str | None:
+        try:
+            queue = optuna.load_study(study_name=queue_name, storage=url)
+        except KeyError:
+            return None
+        try:
+            running = [t for t in queue.get_trials(deepcopy=False, states=(TrialState.RUNNING,)) if t.user_attrs.get("job")]
+            return running[0].user_attrs["job"]["subject"] if running else None
+        finally:
+            close(queue)
+
+    processes = [killed]
+    try:
+        wait_for(lambda: running_job() is not None, 240, "a confirmation job to start", killed)
+        killed.popen.send_signal(signal.SIGKILL)
+        killed.popen.wait(timeout=30)
+        time.sleep(GRACE_PERIOD + 1)  # its heartbeat is now older than the grace period: the job is dead
+        processes = [Process(tmp_path, f"confirm{index}", *confirm) for index in (1, 2)]
+        for process in processes:
+            process.finish(timeout=300)
+    finally:
+        for process in [killed, *processes]:
+            process.stop()
+
+    study = open_study(url)
+    queue = optuna.load_study(study_name=queue_name, storage=url)
+    try:
+        subjects = study.user_attrs["confirm_plan"]["subjects"]
+        expected = {f"confirm/{subject}/{seed}/-" for subject in ["unet", "micronet", *subjects] for seed in (1, 2)}
+        assert {key for key in study.user_attrs if key.startswith("confirm/")} == expected
+        # The killed process's job failed by its heartbeat and ran again; every job ran once to the end.
+        assert any(trial.state == TrialState.FAIL for trial in queue.trials)
+        done = [trial.user_attrs["result"] for trial in queue.trials if trial.state == TrialState.COMPLETE
+                and "result" in trial.user_attrs]
+        keys = [f"confirm/{entry['subject']}/{entry['seed']}/-" for entry in done]
+        assert sorted(keys) == sorted(expected)
+    finally:
+        close(study)
+        close(queue)
+
