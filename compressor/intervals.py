@@ -21,7 +21,7 @@ import math
 from collections.abc import Hashable, Iterable, Mapping
 from dataclasses import dataclass
 
-__all__ = ["Estimate", "t_quantile", "paired_difference", "within", "WITHIN_POINTS"]
+__all__ = ["Estimate", "t_quantile", "paired_difference", "within", "format_interval", "WITHIN_POINTS"]
 
 # Student's t, two-sided 95% (the 0.975 quantile), for 1..30 degrees of freedom.
 _T975 = (
@@ -104,15 +104,17 @@ class Estimate:
         return self.n >= 2
 
     def text(self, *, scale: float = 1.0, digits: int = 3, signed: bool = False) -> str:
-        """``0.252 [0.207, 0.297] n=4`` (``scale=100``: in points)."""
+        """``0.252 [0.207, 0.297] n=4`` (``scale=100``: in points).
+
+        Example:
+            >>> Estimate.of([-0.0004, 0.118]).text(scale=100, digits=1, signed=True)
+            '+5.9 [-69.3, +81.1] n=2'
+            >>> Estimate.of([0.0, -0.0004]).text(scale=100, digits=1, signed=True)
+            '+0.0 [-0.3, +0.2] n=2'
+        """
         if self.n == 0:
             return "-"
-        sign = "+" if signed else ""
-        number = f"{{:{sign}.{digits}f}}"
-        mean = number.format(self.mean * scale)
-        if not self.has_interval:
-            return f"{mean} n=1"
-        return f"{mean} [{number.format(self.low * scale)}, {number.format(self.high * scale)}] n={self.n}"
+        return format_interval(self.mean, self.low, self.high, n=self.n, scale=scale, digits=digits, signed=signed)
 
     def to_dict(self) -> dict[str, float | int | None]:
         def plain(value: float) -> float | None:
@@ -120,6 +122,27 @@ class Estimate:
 
         return {"mean": plain(self.mean), "std": plain(self.std), "n": self.n, "low": plain(self.low),
                 "high": plain(self.high)}
+
+
+def format_interval(
+    mean: float, low: float, high: float, *, n: int | None = None, scale: float = 1.0, digits: int = 3,
+    signed: bool = False,
+) -> str:
+    """``mean [low, high] n=N``; without a ``low`` (NaN: one repeat) just the mean.
+
+    Example:
+        >>> format_interval(-0.0004, -0.0004, 0.118, n=3, scale=100, digits=1, signed=True)
+        '+0.0 [+0.0, +11.8] n=3'
+    """
+    sign = "+" if signed else ""
+
+    def number(value: float) -> str:  # rounded first, so -0.04 prints as 0.0, not -0.0
+        return f"{round(value * scale, digits) + 0.0:{sign}.{digits}f}"
+
+    count = "" if n is None else f" n={n}"
+    if low != low or high != high:
+        return f"{number(mean)}{count}"
+    return f"{number(mean)} [{number(low)}, {number(high)}]{count}"
 
 
 def paired_difference(

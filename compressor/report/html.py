@@ -14,6 +14,7 @@ import pandas as pd
 
 from compressor import __version__
 from compressor.cost import FLOP_CONVENTION
+from compressor.intervals import format_interval
 from compressor.report.plots import point_category
 from compressor.report.text import (
     empty_front_reason,
@@ -200,10 +201,9 @@ def _confirmed_section(confirmed: pd.DataFrame | None, overview: Mapping[str, An
     def points(row: Any, prefix: str) -> str:
         if _missing(row[f"{prefix}_mean"]):
             return "-"
-        if _missing(row[f"{prefix}_low"]):
-            return f"{float(row[f'{prefix}_mean']) * 100:+.1f}"
-        return (f"{float(row[f'{prefix}_mean']) * 100:+.1f} [{float(row[f'{prefix}_low']) * 100:+.1f}, "
-                f"{float(row[f'{prefix}_high']) * 100:+.1f}]")
+        low, high = (math.nan if _missing(row[f"{prefix}_{end}"]) else float(row[f"{prefix}_{end}"])
+                     for end in ("low", "high"))
+        return format_interval(float(row[f"{prefix}_mean"]), low, high, scale=100, digits=1, signed=True)
 
     for _, row in confirmed.iterrows():
         reference = _missing(row["number"])

@@ -9,6 +9,7 @@ from typing import Any
 
 import pandas as pd
 
+from compressor.intervals import format_interval
 from compressor.tables import format_table
 from compressor.units import format_count
 
@@ -60,10 +61,8 @@ def format_confirmed(row: Any) -> str:
     n = row.get("confirmed_n")
     if _missing(n) or not int(n):
         return "-"
-    if int(n) < 2:
-        return f"{float(row['confirmed_mean']):.3f} n=1"
-    return (f"{float(row['confirmed_mean']):.3f} [{float(row['confirmed_low']):.3f}, "
-            f"{float(row['confirmed_high']):.3f}] n={int(n)}")
+    low, high = (math.nan if _missing(row[column]) else float(row[column]) for column in ("confirmed_low", "confirmed_high"))
+    return format_interval(float(row["confirmed_mean"]), low, high, n=int(n))
 
 
 def has_confirmed(*frames: pd.DataFrame) -> bool:
