@@ -195,3 +195,16 @@ def test_pareto_csv_numbers_equal_a_fresh_measure_of_the_exported_models(searche
         model = rebuild_trial(f"sqlite:///{experiment.run_path}/search.db", "tiny", int(row.number)).model
         cost = measure(model, input_shape)
         assert (cost.params, cost.flops) == (row.params, row.flops), row.number
+
+
+def test_a_repeat_of_an_over_budget_recipe_is_infeasible_for_optuna_too(tmp_path):
+    """Optuna's own view (best_trials, what dashboards and constrained samplers read) must not list it."""
+    experiment = tiny_experiment(tmp_path, n_trials=3)
+    study = open_search_study(prepare(experiment, echo=lambda line: None), sampler_seed=0)
+    study.enqueue_trial(OVER_BUDGET)
+    study.enqueue_trial(OVER_BUDGET, skip_if_exists=False)
+    result = run_search(experiment, echo=lambda line: None)
+    first, repeat = [t for t in result.study.trials if t.params == OVER_BUDGET]
+    assert repeat.user_attrs["duplicate_of"] == first.number
+    assert repeat.constraints == first.constraints and first.constraints["params"] > 0
+    assert {t.number for t in result.study.best_trials}.isdisjoint({first.number, repeat.number})

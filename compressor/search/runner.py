@@ -142,6 +142,8 @@ class TrialRunner:
             if key not in ("recipe_short", "weights", "wall_seconds", "build_seconds", "train_seconds"):
                 setattr(record, key, getattr(copied, key))
         record.duplicate_of = copied.duplicate_of if copied.duplicate_of is not None else twin.number
+        for name, value in twin.constraints.items():  # what Optuna's own view (best_trials, samplers) reads
+            trial.set_constraint(name, value)
         self._save(trial, record, started)
         if twin.state == TrialState.PRUNED:
             raise optuna.TrialPruned(f"same recipe as trial {record.duplicate_of}, which was stopped")
