@@ -88,6 +88,9 @@ def test_only_pareto_front_trials_keep_weights(searched):
     for record in result.records:
         assert store.has(record.weights) == (record.number in front)
     assert "Pareto front of study tiny" in result.table and "U-Net" in result.table
+    for number in front:  # stored as bytes, not as whatever the system's MIME table guesses for ".pt"
+        metas = optuna.artifacts.get_all_artifact_meta(result.study.trials[number], storage=result.study._storage)
+        assert [meta.mimetype for meta in metas] == ["application/octet-stream"]
 
 
 def test_export_rebuilds_the_trained_model_with_the_measured_cost(searched, tmp_path):

@@ -29,7 +29,9 @@ class WeightStore:
         with tempfile.TemporaryDirectory(dir=self.folder, prefix=".upload-") as scratch:
             path = Path(scratch) / f"trial-{trial.number}.pt"
             torch.save({key: value.detach().cpu() for key, value in model.state_dict().items()}, path)
-            return upload_artifact(artifact_store=self.store, file_path=str(path), study_or_trial=trial)
+            # A .pt file is a zip of tensors: say so, rather than what the extension guesses on this system.
+            return upload_artifact(artifact_store=self.store, file_path=str(path), study_or_trial=trial,
+                                   mimetype="application/octet-stream")
 
     def has(self, artifact_id: str | None) -> bool:
         return bool(artifact_id) and (self.folder / artifact_id).exists()
