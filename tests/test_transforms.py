@@ -130,12 +130,16 @@ def test_uniform_prune_is_a_width_multiplier_and_round_to_holds():
 
 
 def test_random_prune_is_deterministic_by_seed():
-    def widths(seed):
-        new, _ = apply(unet(base_width=8), [{"name": "prune", "importance": "random", "seed": seed}], SHAPE)
-        return [m.weight.shape for m in new.modules() if isinstance(m, nn.Conv2d)]
-
     torch.manual_seed(0)
-    assert widths(1) == widths(1)
+    base = unet(base_width=8)
+
+    def kept(seed):
+        new, _ = apply(base, [{"name": "prune", "importance": "random", "seed": seed}], SHAPE)
+        return [m.weight for m in new.modules() if isinstance(m, nn.Conv2d)]
+
+    first, again, other = kept(1), kept(1), kept(2)
+    assert all(torch.equal(a, b) for a, b in zip(first, again, strict=True))  # the same channels, same weights
+    assert not all(a.shape == b.shape and torch.equal(a, b) for a, b in zip(first, other))  # another seed, others
 
 
 @pytest.mark.parametrize("network", ["monai_basic_unet", "monai_unet"])
