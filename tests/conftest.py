@@ -32,6 +32,21 @@ def run_cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
     )
 
 
+
+def assert_refusal(result: subprocess.CompletedProcess, command: str, *facts: str) -> str:
+    """A user mistake as the CLI must report it: exit code 2, exactly one ``compressor COMMAND:
+    error:`` line on stderr (besides ``compressor: `` progress notes), no traceback anywhere,
+    and the ``facts`` in that line. Returns the line."""
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+    lines = result.stderr.strip().splitlines()
+    errors = [line for line in lines if line.startswith(f"compressor {command}: error: ")]
+    assert len(errors) == 1, result.stderr
+    assert all(line.startswith("compressor: ") for line in lines if line not in errors), result.stderr
+    for fact in facts:
+        assert fact in errors[0], (fact, errors[0])
+    return errors[0]
+
 @pytest.fixture(autouse=True)
 def _same_random_state():
     """Each test starts from the same torch and numpy random state, whatever ran before it.

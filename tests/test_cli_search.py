@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 import optuna
-from conftest import cli_env
+from conftest import assert_refusal, cli_env
 from optuna.trial import TrialState
 from search_helpers import write_tiny_experiment
 
@@ -45,13 +45,13 @@ def test_an_impossible_budget_is_one_line_and_exit_2(cli, tmp_path):
 def test_bad_options_and_missing_studies_are_one_line_errors(cli, tmp_path):
     config = write_tiny_experiment(tmp_path / "tiny.yaml", tmp_path / "run")
     unknown = cli("search", str(config), "--space", "nope")
-    assert unknown.returncode == 2 and "unknown search space 'nope'; valid names: generic, unet_family" in unknown.stderr
+    assert_refusal(unknown, "search", "unknown search space 'nope'; valid names: generic, unet_family")
     missing = cli("export", "--study", "ghost", "--storage", f"sqlite:///{tmp_path / 'none.db'}", "--trial", "0",
                   "--out", str(tmp_path / "x.pt"))
-    assert missing.returncode == 2 and "no study storage at" in missing.stderr
+    assert_refusal(missing, "export", "no study storage at")
     assert not (tmp_path / "x.pt").exists() and not (tmp_path / "none.db").exists()
     bad_key = cli("search", str(config), "--set", "search.n_trial=3")
-    assert bad_key.returncode == 2 and "search.n_trial: unknown key" in bad_key.stderr
+    assert_refusal(bad_key, "search", "search.n_trial: unknown key")
 
 
 def test_ctrl_c_keeps_finished_trials_and_the_same_command_resumes(tmp_path):
