@@ -351,3 +351,41 @@ def test_confirmation_jobs_of_a_killed_process_are_retried_and_two_processes_sha
         close(study)
         close(queue)
 
+
+
+@pytest.mark.timeout(300)
+def test_kill_9_then_the_same_command_at_once_recovers_the_trial_without_waiting_for_heartbeats(tmp_path):
+    """The grace period is long (120 s), the rerun immediate: only the process check can fail the dead trial."""
+    config = write_experiment(tmp_path, steps=12, n_trials=3, heartbeat_interval=30, grace_period=120)
+    url = f"sqlite:///{tmp_path / 'run' / 'search.db'}"
+    first = Process(tmp_path, "first", "search", str(config))
+    try:
+        wait_for(lambda: f"study '{STUDY}' in" in first.stdout, 120, "the study", first)
+        study = open_study(url)
+        wait_for(lambda: any(t.state == TrialState.RUNNING and t.user_attrs.get("feasible")
+                             for t in study.get_trials(deepcopy=False)), 180, "a trial in training", first)
+        (dead,) = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+        close(study)
+        assert dead.user_attrs["process"]["pid"] == first.popen.pid
+        first.popen.send_signal(signal.SIGKILL)
+        first.popen.wait(timeout=30)
+    finally:
+        first.stop()
+    started = time.monotonic()
+    second = Process(tmp_path, "second", "search", str(config))
+    try:
+        second.finish(timeout=110)  # well inside the grace period
+    finally:
+        second.stop()
+    assert time.monotonic() - started < 120
+    assert f"trial {dead.number} was running in a process on this host that is gone: failed, and run again" \
+        in second.stdout
+    study = open_study(url)
+    try:
+        trials = {trial.number: trial for trial in study.get_trials(deepcopy=False)}
+        assert trials[dead.number].state == TrialState.FAIL
+        (retry,) = [t for t in trials.values() if RetryHeartbeatStaleTrialCallback.retried_trial_number(t) == dead.number]
+        assert retry.params == dead.params and retry.state in FINISHED
+        assert not [t for t in trials.values() if t.state == TrialState.RUNNING]
+    finally:
+        close(study)

@@ -46,6 +46,7 @@ from compressor.experiment import Experiment, ensure_baselines
 from compressor.floor import Floor
 from compressor.metrics import SegmentationMetrics, metric_value
 from compressor.pareto import hypervolume
+from compressor.search.liveness import PROCESS_KEY, fail_dead_trials, process_identity
 from compressor.search.progress import front
 from compressor.search.setup import SearchSetup, as_built_before_inheritance, build_candidate, prepare
 from compressor.search.storage import open_storage
@@ -156,7 +157,7 @@ def run_confirmation(
     jobs = [{"subject": subject, "seed": seed, "fold": fold}
             for subject in [*REFERENCES, *controls, *subjects] for seed, fold in repeats]
     queue = _open_queue(storage_url, study.study_name, experiment)
-    _fail_dead_jobs(queue)
+    _fail_dead_jobs(queue, experiment.search.max_retry)
     pending = _enqueue_missing(queue, study, jobs)
     done = len(jobs) - pending
     models = ", ".join(label(subject) for subject in [*REFERENCES, *controls, *subjects])
@@ -165,7 +166,7 @@ def run_confirmation(
     runner = _JobRunner(study, info, experiment, records, queue, cache_dir=cache_dir, echo=echo,
                         keys={_job_key(job) for job in jobs})
     with torch_threads(experiment.train.threads):
-        _work(queue, runner)
+        _work(queue, runner, experiment.search.max_retry)
     running = {_job_key(trial.user_attrs["job"]) for trial in queue.get_trials(
         deepcopy=False, states=(TrialState.RUNNING,)) if trial.user_attrs.get("job")}
     failed = [job for job in jobs if _job_key(job) not in study.user_attrs and _job_key(job) not in running]
@@ -243,18 +244,20 @@ def _enqueue_missing(queue: optuna.Study, study: optuna.Study, jobs: list[dict[s
     return missing
 
 
-def _fail_dead_jobs(queue: optuna.Study) -> None:
-    """Jobs of processes that stopped beating: failed, and enqueued again if retries are left."""
+def _fail_dead_jobs(queue: optuna.Study, max_retry: int) -> None:
+    """Jobs of processes that are gone (on this host) or stopped beating: failed, and enqueued
+    again if retries are left."""
+    fail_dead_trials(queue, max_retry=max_retry)
     with warnings.catch_warnings():  # "experimental" in Optuna since 2.9
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         optuna.storages.fail_stale_trials(queue)
 
 
-def _work(queue: optuna.Study, runner: _JobRunner) -> None:
+def _work(queue: optuna.Study, runner: _JobRunner, max_retry: int) -> None:
     """Takes waiting jobs one at a time until none is left (jobs running elsewhere are theirs)."""
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     while True:
-        _fail_dead_jobs(queue)
+        _fail_dead_jobs(queue, max_retry)
         if not queue.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
             return
         queue.optimize(runner, n_trials=1, catch=(_NoJob, _JobFailed), gc_after_trial=True)
@@ -276,6 +279,7 @@ class _JobRunner:
         job = trial.user_attrs.get("job")
         if not job:
             raise _NoJob("no job left for this trial")
+        trial.set_user_attr(PROCESS_KEY, process_identity())
         key = _job_key(job)
         if key in self.study.user_attrs:  # another process did it (a retried job that was not dead)
             return float(self.study.user_attrs[key].get("metric") or 0.0)

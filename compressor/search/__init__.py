@@ -24,6 +24,7 @@ from optuna.trial import TrialState
 from compressor.confirm import Confirmation
 from compressor.experiment import Experiment, ensure_baselines
 from compressor.search.export import export_trial
+from compressor.search.liveness import fail_dead_trials, others_running
 from compressor.search.progress import front, trial_line
 from compressor.search.runner import TrialFailed, TrialRunner
 from compressor.search.setup import SearchSetup, prepare, with_search
@@ -83,6 +84,7 @@ def run_search(
     setup.legacy = "init" not in study.user_attrs  # made before weight inheritance: build as it did
     echo(f"study {setup.study_name!r} in {setup.storage_url}: space {setup.space.name}, model {setup.model_config.name}, "
          f"budget {setup.budget.describe()}, objectives {', '.join(setup.config.objectives)}")
+    _recover_dead_trials(setup, study)
     if setup.config.baselines:
         ensure_baselines(experiment, cache_dir=cache_dir)
     study.set_user_attr("references", references(setup))
@@ -121,8 +123,17 @@ def join_search(
     setup.legacy = "init" not in study.user_attrs
     _keep_the_studys_floor(setup, study)
     echo(f"worker joined study {study_name!r} in {storage_url}")
+    _recover_dead_trials(setup, study)
     _optimize(setup, study, started)
     return _result(setup, study, started, cache_dir=cache_dir)
+
+
+def _recover_dead_trials(setup: SearchSetup, study: optuna.Study) -> None:
+    """Fails and retries the running trials whose process on this host is gone (see :mod:`.liveness`)."""
+    dead = fail_dead_trials(study, max_retry=setup.config.max_retry)
+    if dead:
+        setup.echo(f"trial {', '.join(map(str, dead))} was running in a process on this host that is gone: "
+                   f"failed{', and run again' if setup.config.max_retry else ''}")
 
 
 def _keep_the_studys_floor(setup: SearchSetup, study: optuna.Study) -> None:
@@ -233,6 +244,10 @@ def front_table(study: optuna.Study) -> str:
 def _result(
     setup: SearchSetup, study: optuna.Study, started: float, *, cache_dir: str | Path | None = None
 ) -> SearchResult:
+    others = others_running(study)
+    if others:
+        setup.echo(f"still running elsewhere: {', '.join(others)} (another worker; if its process died on another "
+                   f"host, its heartbeat fails it {setup.config.grace_period} s after it stopped)")
     confirmation = None
     if setup.config.confirm.active and _no_trial_running(study):
         from compressor.confirm.run import run_confirmation

@@ -11,6 +11,7 @@ from compressor.errors import CompressorError
 from compressor.metrics import SegmentationMetrics
 from compressor.pareto import pareto_mask
 from compressor.search.fidelity import rung_key, should_stop
+from compressor.search.liveness import PROCESS_KEY, process_identity
 from compressor.search.setup import SearchSetup, as_built_before_inheritance, build_candidate
 from compressor.search.weights import WeightStore
 from compressor.train import torch_threads, train
@@ -47,6 +48,7 @@ class TrialRunner:
     def _run(self, trial: optuna.Trial) -> list[float]:
         setup = self.setup
         started = time.perf_counter()
+        trial.set_user_attr(PROCESS_KEY, process_identity())  # a run on this host can tell if it died
         record = TrialRecord(number=trial.number, status="running")
         try:
             recipe = setup.space(trial, setup.context)
