@@ -30,6 +30,7 @@ from compressor.units import format_count, parse_count
 
 __all__ = [
     "RESULT_PREFIX", "PLAN_KEY", "Repeat", "Summary", "Confirmation", "result_key", "read_confirmation", "subject_of",
+    "trial_of",
 ]
 
 RESULT_PREFIX = "confirm/"
@@ -49,6 +50,11 @@ Repeat = tuple[int, "int | None"]
 def subject_of(trial: int | None = None, reference: str | None = None) -> str:
     """``trial-7`` or ``unet``: how a confirmed model is keyed."""
     return reference if reference is not None else f"trial-{trial}"
+
+
+def trial_of(subject: str) -> int:
+    """The trial number of a subject ``trial-7``."""
+    return int(subject.split("-", 1)[1])
 
 
 def result_key(subject: str, seed: int, fold: int | None) -> str:
@@ -276,7 +282,7 @@ def read_confirmation(
                     subject, REFERENCE_LABELS[subject], None, reference.get("params"), reference.get("flops"),
                     None if subject == CONTROL else reference.get("metric"))
             else:
-                number = int(subject.split("-", 1)[1])
+                number = trial_of(subject)
                 record = by_number.get(number)
                 summaries[subject] = Summary(
                     subject, f"trial {number}", number, getattr(record, "params", None), getattr(record, "flops", None),

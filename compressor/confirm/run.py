@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 import os
 import platform
 import time
@@ -40,6 +41,7 @@ from compressor.confirm.results import (
     read_confirmation,
     result_key,
     subject_of,
+    trial_of,
 )
 from compressor.errors import CompressorError, ConfigError
 from compressor.experiment import Experiment, ensure_baselines
@@ -57,7 +59,6 @@ from compressor.trials import StudyInfo, TrialRecord, study_info, trial_records
 
 __all__ = ["run_confirmation", "choose_top", "plan_repeats", "queue_name"]
 
-HYPERVOLUME_MARGIN = 1.1
 PARENT_POLL_SECONDS = 5.0
 
 
@@ -75,23 +76,21 @@ def queue_name(study_name: str) -> str:
     return f"{study_name}.confirm"
 
 
-def choose_top(records: Sequence[TrialRecord], info: StudyInfo, top: int) -> list[int]:
-    """The ``top`` front trials that add most to the front's hypervolume (each cost divided by
-    1.1 times U-Net's, the metric from 0), largest contribution first."""
-    members = front(records, info.objectives, info.threshold)
-    names = [name for name in info.objectives if name != "latency_ms" or all(r.latency_ms for r in members)]
-    unet = info.references.get("unet") or {}
-    scale = []
-    for name in names:
-        if name == "metric":
-            scale.append(1.0)
-        else:
-            seen = [float(getattr(record, name) or 0.0) for record in members]
-            scale.append(HYPERVOLUME_MARGIN * float(unet.get(name) or max(seen, default=1.0)))
+def choose_top(study: optuna.Study, top: int) -> list[int]:
+    """The ``top`` front trials that add most to the front's hypervolume, largest contribution
+    first; costs normalized as the report's hypervolume is
+    (:func:`~compressor.report.tables.hypervolume_reference`: 1.1 times U-Net's, the metric from 0)."""
+    from compressor.report.tables import hypervolume_reference, read_study
+
+    snapshot = read_study(study)
+    members = front(snapshot.records, snapshot.objectives, snapshot.info.threshold)
+    bounds = hypervolume_reference(snapshot)
+    names = snapshot.objectives
+    scale = [1.0 if name == "metric" else bounds[name] for name in names]
     directions = ["maximize" if name == "metric" else "minimize" for name in names]
     reference = [0.0 if name == "metric" else 1.0 for name in names]
-    points = [[(record.metric if name == "metric" else float(getattr(record, name))) / factor
-               for name, factor in zip(names, scale)] for record in members]
+    points = [[math.nan if (value := record.metric if name == "metric" else getattr(record, name)) is None
+               else float(value) / factor for name, factor in zip(names, scale)] for record in members]
     whole = hypervolume(points, directions, reference)
     gains = [whole - hypervolume(points[:index] + points[index + 1:], directions, reference)
              for index in range(len(points))]
@@ -143,7 +142,7 @@ def run_confirmation(
         experiment = dataclasses.replace(experiment, train=dataclasses.replace(experiment.train, threads=threads))
     records = trial_records(study)
     subjects = [subject_of(number) for number in (_check_trials(records, info, trials) if trials
-                                                   else choose_top(records, info, config.top))]
+                                                   else choose_top(study, config.top))]
     repeats, own = plan_repeats(experiment, config)
     if not repeats:
         raise ConfigError("nothing to repeat: give --seeds N (further seeds) or --folds (with data.folds >= 2)")
@@ -174,9 +173,8 @@ def run_confirmation(
         named = ", ".join(f"{label(job['subject'])} {_describe([(job['seed'], job['fold'])])}" for job in failed[:4])
         echo(f"{len(failed)} jobs failed and have no result ({named}{', ...' if len(failed) > 4 else ''}); "
              "the same command again retries them")
-    running = len(queue.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
     if running:
-        echo(f"{running} jobs are still running in other processes; run `compressor report` again when they end")
+        echo(f"{len(running)} jobs are still running in other processes; run `compressor report` again when they end")
     return read_confirmation(study.user_attrs, info, trial_records(study))
 
 
@@ -274,6 +272,7 @@ class _JobRunner:
         self.cache_dir, self.echo, self.keys = cache_dir, echo, keys
         self.legacy = "init" not in study.user_attrs
         self.setups: dict[Repeat, SearchSetup] = {}
+        self.constants: dict[Repeat, float] = {}
 
     def __call__(self, trial: optuna.Trial) -> float:
         job = trial.user_attrs.get("job")
@@ -296,7 +295,7 @@ class _JobRunner:
             elif job["subject"] == CONTROL:
                 result.update(self._fine_tuned_parent(repeat))
             else:
-                result.update(self._candidate(int(job["subject"].split("-", 1)[1]), repeat))
+                result.update(self._candidate(trial_of(job["subject"]), repeat))
         except CompressorError as error:
             if job["subject"] in (*REFERENCES, CONTROL) or "constant" not in result:  # not the recipe's doing: retried
                 self.echo(f"confirm: {what} failed: {_first_line(error)}")
@@ -341,7 +340,7 @@ class _JobRunner:
             return None
         if subject in REFERENCES:
             return (self.info.references.get(subject) or {}).get("metric")
-        return self.records[int(subject.split("-", 1)[1])].metric
+        return self.records[trial_of(subject)].metric
 
     def _variant(self, repeat: Repeat) -> Experiment:
         """The experiment with this repeat's seed and fold; its results go under ``<run_dir>/seed<S>[-fold<F>]``."""
@@ -368,16 +367,20 @@ class _JobRunner:
         (record,) = ensure_baselines(variant, models=[name], cache_dir=self.cache_dir, need_weights=True)
         metrics = SegmentationMetrics.from_dict(record.metrics)
         return {"metric": metric_value(metrics, self.info.metric), "metrics": record.metrics,
-                "params": record.cost.get("params"), "constant": self._constant(repeat)}
+                "params": record.cost.get("params")}
 
     def _constant(self, repeat: Repeat) -> float:
-        """The best constant prediction's metric on this repeat's validation pixels (0 under ``floor: zero``)."""
+        """The best constant prediction's metric on this repeat's validation pixels (0 under ``floor: zero``),
+        computed once per repeat."""
         if not self.info.floor:
             return 0.0
-        if repeat in self.setups:
-            return self.setups[repeat].floor.constant
-        data = self._variant(repeat).data.build(cache_dir=self.cache_dir)
-        return Floor.of_data(data, self.info.metric, margin=0.0).constant
+        if repeat not in self.constants:
+            if repeat in self.setups:
+                self.constants[repeat] = self.setups[repeat].floor.constant
+            else:
+                data = self._variant(repeat).data.build(cache_dir=self.cache_dir)
+                self.constants[repeat] = Floor.of_data(data, self.info.metric, margin=0.0).constant
+        return self.constants[repeat]
 
     def _fine_tuned_parent(self, repeat: Repeat) -> dict[str, Any]:
         """The control: the parent itself (no transform) fine-tuned exactly as a candidate is."""

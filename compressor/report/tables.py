@@ -31,6 +31,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import platform
@@ -128,9 +129,9 @@ class StudySnapshot:
         """U-Net's reference costs and metric, ``{}`` when the search stored none."""
         return dict(self.info.references.get("unet") or {})
 
-    @property
+    @functools.cached_property
     def confirmation(self) -> Confirmation | None:
-        """The confirmation stored on the study (``compressor confirm``), or None."""
+        """The confirmation stored on the study (``compressor confirm``), or None (read once)."""
         return read_confirmation(self.user_attrs, self.info, self.records)
 
 
@@ -292,14 +293,9 @@ def _with_confirmed(frame: pd.DataFrame, confirmed: pd.DataFrame, *, key: str, b
         return frame
     columns = confirmed.set_index(by)[CONFIRMED_COLUMNS]
     for column in CONFIRMED_COLUMNS:
-        frame[column] = [columns[column].get(value, math.nan) if not _is_missing(value) else math.nan
-                         for value in frame[key]]
-    frame["confirmed_n"] = pd.array([None if _is_missing(v) else int(v) for v in frame["confirmed_n"]], dtype="Int64")
+        frame[column] = [math.nan if pd.isna(value) else columns[column].get(value, math.nan) for value in frame[key]]
+    frame["confirmed_n"] = pd.array([None if pd.isna(v) else int(v) for v in frame["confirmed_n"]], dtype="Int64")
     return frame
-
-
-def _is_missing(value: Any) -> bool:
-    return value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value))
 
 
 def confirmed_frame(study: optuna.Study | StudySnapshot) -> pd.DataFrame:

@@ -249,7 +249,7 @@ def _result(
         setup.echo(f"still running elsewhere: {', '.join(others)} (another worker; if its process died on another "
                    f"host, its heartbeat fails it {setup.config.grace_period} s after it stopped)")
     confirmation = None
-    if setup.config.confirm.active and _no_trial_running(study):
+    if setup.config.confirm.active and not others:  # the front is final unless the search is resumed
         from compressor.confirm.run import run_confirmation
 
         confirmation = run_confirmation(study, setup.storage_url, config=setup.config.confirm, cache_dir=cache_dir,
@@ -264,7 +264,3 @@ def _result(
         table=front_table(study), seconds=time.perf_counter() - started, confirmation=confirmation,
     )
 
-
-def _no_trial_running(study: optuna.Study) -> bool:
-    """No worker is running a trial: the front will not change unless the search is resumed."""
-    return not study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
