@@ -38,6 +38,7 @@ from compressor.errors import ConfigError
 from compressor.experiment import Experiment
 from compressor.finetune import calibration_batches, with_calibration
 from compressor.metrics import SegmentationMetrics
+from compressor.outputs import model_output
 from compressor.tables import format_table
 from compressor.train import TrainResult, evaluate, reestimate_batchnorm, train
 from compressor.transforms import Recipe, TransformRecord, apply
@@ -177,7 +178,7 @@ def _check_fits(model: nn.Module, data: SegmentationData) -> None:
     image = data.train[0][0][None]
     try:
         with torch.no_grad():
-            output = model(image)
+            output = model_output(model, image)
     except RuntimeError as error:
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise ConfigError(f"the model cannot run on the experiment's patches {tuple(image.shape)}: {first}") from None

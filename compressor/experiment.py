@@ -37,6 +37,7 @@ from compressor.cost import Cost, measure
 from compressor.data.base import DataConfig, SegmentationData
 from compressor.data.spacenet import SpacenetSampleConfig
 from compressor.errors import CompressorError, ConfigError
+from compressor.outputs import declare_output
 from compressor.finetune import FinetuneConfig
 from compressor.io import atomic_write_text
 from compressor.models import MODELS, build_model
@@ -88,10 +89,15 @@ class ModelConfig:
         args: keyword arguments of the builder. For the built-in models ``norm``
             defaults to ``batch`` (what makes training from scratch on a CPU budget
             work), and ``in_channels`` and ``num_classes`` come from the data.
+        output: for a model returning a dict or tuple, the key or index of the
+            segmentation (None: ``out``, or the only tensor); see :mod:`compressor.outputs`.
     """
+
+    omit_when_default = ("output",)
 
     name: str = "micronet"
     args: dict[str, Any] = field(default_factory=dict)
+    output: str | int | None = None
 
     def builder_args(self, *, in_channels: int, num_classes: int) -> dict[str, Any]:
         """The keyword arguments the builder gets.
@@ -109,7 +115,8 @@ class ModelConfig:
 
     def build(self, *, in_channels: int, num_classes: int) -> nn.Module:
         """Builds the model for data with ``in_channels`` and ``num_classes``."""
-        return build_model(self.name, self.builder_args(in_channels=in_channels, num_classes=num_classes))
+        model = build_model(self.name, self.builder_args(in_channels=in_channels, num_classes=num_classes))
+        return declare_output(model, self.output)
 
     @property
     def label(self) -> str:

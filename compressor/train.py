@@ -35,6 +35,7 @@ from compressor.data.tiling import window_starts
 from compressor.errors import CompressorError, ConfigError
 from compressor.io import atomic_write
 from compressor.metrics import ConfusionMatrix, SegmentationMetrics
+from compressor.outputs import model_output
 
 __all__ = [
     "TrainConfig",
@@ -447,13 +448,13 @@ def train(
                 started = time.perf_counter()
                 images, masks = next(batches)
                 images, masks = images.to(device, non_blocking=True), masks.to(device, non_blocking=True)
-                logits = _forward_checked(model, images, data.num_classes) if step == 0 else model(images)
+                logits = _forward_checked(model, images, data.num_classes) if step == 0 else model_output(model, images)
                 loss = weighted_cross_entropy(logits, masks, weights)
                 if config.dice_weight:
                     loss = loss + config.dice_weight * dice_loss(logits, masks)
                 if distill is not None:
                     with torch.no_grad():
-                        target = _teacher_logits(teacher, images, logits) if step == 0 else teacher(images)
+                        target = _teacher_logits(teacher, images, logits) if step == 0 else model_output(teacher, images)
                     loss = loss + distill.weight * distillation_loss(logits, target, distill.temperature)
                 value = float(loss.detach())
                 step += 1
@@ -514,7 +515,7 @@ def distillation_loss(student: torch.Tensor, teacher: torch.Tensor, temperature:
 def _teacher_logits(teacher: nn.Module, images: torch.Tensor, student_logits: torch.Tensor) -> torch.Tensor:
     """The teacher's first output, with a clear error if it cannot be compared with the student's."""
     try:
-        logits = teacher(images)
+        logits = model_output(teacher, images)
     except RuntimeError as error:
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise ConfigError(f"the distillation teacher cannot run on a batch of shape {tuple(images.shape)}: {first}") from None
@@ -572,7 +573,7 @@ def _wants_stop(callback: Callback | None, step: int, metrics: SegmentationMetri
 def _forward_checked(model: nn.Module, images: torch.Tensor, num_classes: int) -> torch.Tensor:
     """The first forward pass, with a clear error if the model does not fit the data."""
     try:
-        logits = model(images)
+        logits = model_output(model, images)
     except RuntimeError as error:
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise ConfigError(f"the model cannot run on a batch of shape {tuple(images.shape)}: {first}") from None
@@ -682,7 +683,7 @@ def predict_scene(
     for start in range(0, len(corners), batch_size):
         chunk = corners[start:start + batch_size]
         windows = np.stack([data.normalization(scene.read(top, left, height, width)[0]) for top, left in chunk])
-        probabilities = model(torch.from_numpy(windows).to(device)).float().softmax(dim=1).cpu().numpy()
+        probabilities = model_output(model, torch.from_numpy(windows).to(device)).float().softmax(dim=1).cpu().numpy()
         for (top, left), probability in zip(chunk, probabilities):
             total[:, top:top + height, left:left + width] += probability
             hits[top:top + height, left:left + width] += 1

@@ -30,11 +30,8 @@ REFUSALS = {
     ("skip_fusion", "grouped_instance"): r"has no torch.cat",
     ("skip_fusion", "classifier"): r"has no torch.cat",
     ("skip_fusion", "monai_segresnet"): r"has no torch.cat",
-    ("skip_fusion", "monai_unet"): r"joins shapes \(2, 16, 8, 8\) and \(2, 32, 8, 8\)",
+    ("skip_fusion", "monai_unet"): r"feeds ConvTranspose2d, not a plain Conv2d",  # its up-sampling reads the cat
     ("downsample_depth", "classifier"): r"nothing to pair.*stride_to_dilation",
-    # MONAI's UpCat branches on torch.jit.isinstance, which fx cannot see through
-    ("downsample_depth", "monai_basic_unet"): r"torch.fx graph of BasicUNet does not run",
-    ("skip_fusion", "monai_basic_unet"): r"torch.fx graph of BasicUNet does not run",
 }
 
 

@@ -7,6 +7,7 @@ import argparse
 from torch import nn
 
 from compressor.models import build_model, parse_model_args
+from compressor.outputs import declare_output, parse_output_key
 from compressor.units import parse_shape
 
 __all__ = ["add_model_arguments", "model_from_args", "input_shape_from_args", "default_input_shape"]
@@ -23,13 +24,19 @@ def add_model_arguments(parser: argparse.ArgumentParser, *, positional: bool = T
         help="keyword argument for the model builder (repeatable), e.g. norm=batch",
     )
     parser.add_argument(
+        "--model-output", metavar="KEY", default=None,
+        help="for a model returning a dict or tuple: the key (or index) of the segmentation "
+        "(default: 'out', or the only tensor)",
+    )
+    parser.add_argument(
         "--input-shape", metavar="N,C,H,W", default=None,
         help="input shape to measure at (default: 1,C,224,224 with C read from the first conv)",
     )
 
 
 def model_from_args(args: argparse.Namespace, spec: str | None = None) -> nn.Module:
-    return build_model(spec or args.model, parse_model_args(args.model_arg))
+    model = build_model(spec or args.model, parse_model_args(args.model_arg))
+    return declare_output(model, parse_output_key(args.model_output))
 
 
 def default_input_shape(model: nn.Module, size: int = 224) -> tuple[int, int, int, int]:

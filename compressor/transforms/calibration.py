@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from compressor.outputs import model_output
 from compressor.models.blocks import Fire, SeparableConv2d
 
 __all__ = [
@@ -249,7 +250,7 @@ def _run_eval(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
     was_training = model.training
     model.eval()
     try:
-        return model(images)
+        return model_output(model, images)
     finally:
         model.train(was_training)
 

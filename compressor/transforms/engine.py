@@ -10,6 +10,7 @@ from torch import nn
 
 from compressor.cost import Cost, measure
 from compressor.errors import ConfigError
+from compressor.outputs import declare_output, declared_output, primary_output
 from compressor.registry import UnknownNameError
 from compressor.transforms.base import TRANSFORMS, TransformError, TransformRecord
 from compressor.transforms.calibration import (
@@ -94,6 +95,7 @@ def apply(
             candidate, change = transform.transform(candidate, example)
         except TransformError as error:
             raise TransformError(f"{step}: {error}") from None
+        declare_output(candidate, declared_output(model))  # a traced graph does not carry it
         output_shape = _output_shape(candidate, example, step)
         if output_shape != reference_shape:
             raise TransformError(
@@ -187,7 +189,8 @@ def _output_shape(model: nn.Module, example: torch.Tensor, what: str) -> tuple[i
         raise kind(f"{what}: forward pass failed at input {tuple(example.shape)}: {message}") from error
     finally:
         model.train(was_training)
-    if not isinstance(output, torch.Tensor):
-        raise ConfigError(f"{what}: the model must return one tensor, got {type(output).__name__}")
-    return tuple(output.shape)
+    try:
+        return tuple(primary_output(output, declared_output(model), what=what).shape)
+    except ConfigError as error:
+        raise (TransformError if what.startswith("step") else ConfigError)(str(error)) from None
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import math
 
 import torch
@@ -9,52 +11,72 @@ import torch.fx
 from torch import nn
 from torch.fx.passes.shape_prop import ShapeProp
 
+from compressor.errors import ConfigError
+from compressor.outputs import declared_output, primary_output
 from compressor.transforms.base import TransformError
+from compressor.transforms.capture import CaptureError, capture
 
-__all__ = ["trace_with_shapes", "node_shape", "resolution_levels", "finish_graph", "module_of"]
+__all__ = ["trace_with_shapes", "branch_note", "node_shape", "resolution_levels", "finish_graph", "module_of"]
 
 
 def trace_with_shapes(model: nn.Module, example_input: torch.Tensor, *, transform: str) -> torch.fx.GraphModule:
-    """Symbolically traces ``model`` and records each node's output shape in ``node.meta``.
+    """Captures ``model``'s graph on ``example_input`` and records each node's output shape
+    in ``node.meta`` (see :mod:`compressor.transforms.capture`).
+
+    Python branches the model takes on the example's shapes are followed; each is listed
+    in ``graph_module.meta["branches"]`` (``file:line (code)``).
 
     Raises:
-        TransformError: naming ``transform`` and the reason, if fx cannot trace the model
-            (data-dependent control flow, for example).
+        TransformError: naming ``transform``, the module and source line at fault, if the
+            graph cannot be captured or does not compute what the model computes.
     """
+    name = type(model).__name__
     try:
-        graph_module = torch.fx.symbolic_trace(model)
-    except Exception as error:  # noqa: BLE001 - fx raises many kinds of errors
-        raise TransformError(
-            f"{transform}: torch.fx cannot trace {type(model).__name__} ({_first_line(error)}); "
-            "this transform needs the model's graph"
-        ) from None
+        captured = capture(model, example_input)
+    except CaptureError as error:
+        where = f" ({error.where})" if error.where else ""
+        raise TransformError(f"{transform}: cannot capture the graph of {name}{where}: {error}; "
+                             "this transform needs the model's graph") from None
+    graph_module = captured.graph_module
     # Type annotations of the traced forward become string globals in the generated
     # code, which GraphModule pickling (torch.save) cannot handle; they carry nothing we use.
     for node in graph_module.graph.nodes:
         node.type = None
     graph_module.recompile()
+    graph_module.meta["branches"] = list(captured.branches)
     was_training = model.training
     model.eval()
     graph_module.eval()
     try:
-        with torch.no_grad():
+        with torch.no_grad(), contextlib.redirect_stderr(io.StringIO()):
             expected = model(example_input)
             try:
                 traced = ShapeProp(graph_module).propagate(example_input)
-            except Exception as error:  # noqa: BLE001 - the traced graph is not the model
+            except Exception as error:  # noqa: BLE001 - the captured graph is not the model
                 raise TransformError(
-                    f"{transform}: the torch.fx graph of {type(model).__name__} does not run "
-                    f"({_first_line(error.__cause__ or error)}); its forward() probably branches on values fx cannot see"
+                    f"{transform}: the captured graph of {name} does not run "
+                    f"({_first_line(error.__cause__ or error)}); refusing to rewrite it"
                 ) from None
     finally:
         model.train(was_training)
         graph_module.train(was_training)
-    if not _same_output(expected, traced):
+    if not _same_output(expected, traced, declared_output(model)):
         raise TransformError(
-            f"{transform}: the torch.fx graph of {type(model).__name__} computes something else than the "
-            "model (its forward() branches on values fx cannot see); refusing to rewrite it"
+            f"{transform}: the captured graph of {name} computes something else than the model "
+            "(its forward() depends on something the graph cannot hold); refusing to rewrite it"
         )
     return graph_module
+
+
+def branch_note(graph_module: torch.fx.GraphModule) -> list[str]:
+    """A note for the user if capturing followed Python branches of the model on the example."""
+    branches = graph_module.meta.get("branches") or []
+    if not branches:
+        return []
+    return [
+        f"graph captured for inputs shaped like the example: followed {len(branches)} Python branch(es) "
+        f"of forward() on its shapes, first at {branches[0]}"
+    ]
 
 
 def node_shape(node: torch.fx.Node) -> tuple[int, ...] | None:
@@ -101,7 +123,9 @@ def _first_line(error: Exception) -> str:
     return text.splitlines()[0] if text else type(error).__name__
 
 
-def _same_output(expected: object, traced: object) -> bool:
-    if isinstance(expected, torch.Tensor) and isinstance(traced, torch.Tensor):
-        return expected.shape == traced.shape and torch.allclose(expected, traced, rtol=1e-4, atol=1e-5)
-    return type(expected) is type(traced)
+def _same_output(expected: object, traced: object, key: str | int | None) -> bool:
+    try:
+        expected, traced = primary_output(expected, key), primary_output(traced, key)
+    except ConfigError:
+        return False
+    return expected.shape == traced.shape and torch.allclose(expected, traced, rtol=1e-4, atol=1e-5)

@@ -11,9 +11,10 @@ Each function fills the weights of a freshly built replacement from the original
   them (the 1x1 expand from the sum of the projected taps: its response to a locally
   constant input); the squeeze's ReLU is kept exact by pairing each direction with its
   negative, ``relu(z) - relu(-z) = z``;
-* :func:`inherit_fused`: ``conv(cat([a, b]))`` -> ``conv'(a + b)`` from the mean of the two
-  halves of the kernel (the least-squares choice when ``a`` and ``b`` are uncorrelated
-  with equal variance);
+* :func:`inherit_fused`: ``conv(cat([a, b, ...]))`` -> ``conv'(a + b + ...)`` from the mean
+  of the kernel's chunks (the least-squares choice when the tensors are uncorrelated with
+  equal variance); a wider tensor is first averaged down by groups of channels
+  (:func:`group_average`) and its chunk folded to match;
 * :func:`identity_like`: a new 1x1 conv that passes its first channels through.
 
 A batch norm inside a replacement starts as the identity (a fresh one is, in eval mode, up
@@ -42,7 +43,7 @@ from torch import nn
 
 from compressor.models.blocks import Fire, SeparableConv2d
 
-__all__ = ["inherit_separable", "inherit_fire", "inherit_fused", "identity_like"]
+__all__ = ["inherit_separable", "inherit_fire", "inherit_fused", "group_average", "identity_like"]
 
 
 @torch.no_grad()
@@ -120,11 +121,40 @@ def inherit_fire(conv: nn.Conv2d, fire: Fire) -> None:
 
 
 @torch.no_grad()
-def inherit_fused(conv: nn.Conv2d, fused: nn.Conv2d) -> None:
-    """``fused``'s kernel is the mean of the two input-channel halves of ``conv``'s; the bias is copied."""
-    half = fused.in_channels
-    fused.weight.copy_((conv.weight[:, :half] + conv.weight[:, half:]) / 2)
+def inherit_fused(conv: nn.Conv2d, fused: nn.Conv2d, widths: list[int] | None = None) -> None:
+    """``fused``'s kernel is the mean of the input-channel chunks of ``conv``'s (two halves by
+    default; one chunk per concatenated tensor of ``widths``); the bias is copied.
+
+    A chunk wider than ``fused`` is for a tensor projected down to ``fused``'s width by
+    :func:`group_average` (channel ``j`` the mean of a group of ``k`` channels): its
+    kernel is folded by summing each group, which reproduces it when a group's channels
+    are alike.
+    """
+    width = fused.in_channels
+    widths = widths or [width, width]
+    chunks = torch.split(conv.weight, widths, dim=1)
+    folded = [chunk if chunk.shape[1] == width else _fold(chunk, width) for chunk in chunks]
+    fused.weight.copy_(torch.stack(folded).mean(dim=0))
     _copy_bias(conv, fused)
+
+
+def _fold(kernel: torch.Tensor, width: int) -> torch.Tensor:
+    """``(out, k * width, kh, kw)`` -> ``(out, width, kh, kw)``, summing each group of ``k`` inputs."""
+    group = kernel.shape[1] // width
+    return kernel[:, :group * width].reshape(kernel.shape[0], width, group, *kernel.shape[2:]).sum(dim=2)
+
+
+@torch.no_grad()
+def group_average(projection: nn.Conv2d) -> None:
+    """A 1x1 conv from ``k * n`` to ``n`` channels whose output ``j`` is the mean of inputs
+    ``j*k .. j*k+k-1`` (inputs past ``k * n`` are dropped); the bias starts at zero."""
+    width, wide = projection.out_channels, projection.in_channels
+    group = wide // width
+    projection.weight.zero_()
+    for j in range(width):
+        projection.weight[j, j * group:(j + 1) * group, 0, 0] = 1.0 / group
+    if projection.bias is not None:
+        projection.bias.zero_()
 
 
 @torch.no_grad()

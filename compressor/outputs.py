@@ -1,0 +1,114 @@
+"""Which tensor of a model's output is the segmentation.
+
+Many networks return more than one tensor: torchvision's segmentation models return a
+dict (``{"out": ..., "aux": ...}``), others a tuple (masks and class labels). Cost,
+transforms, training, distillation and export all read the one tensor chosen here: the
+declared key or index if the model has one (:func:`declare_output`), else ``"out"`` of a
+dict, else the only tensor.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from torch import nn
+
+from compressor.errors import ConfigError
+
+__all__ = ["OUTPUT_ATTRIBUTE", "declare_output", "declared_output", "primary_output", "model_output", "parse_output_key"]
+
+#: The model attribute holding the declared output key (kept by deep copies and saving).
+OUTPUT_ATTRIBUTE = "compressor_output"
+
+
+def declare_output(model: nn.Module, key: str | int | None) -> nn.Module:
+    """Marks which entry of ``model``'s output is the segmentation; returns ``model``.
+
+    Example:
+        >>> import compressor
+        >>> model = declare_output(compressor.unet(base_width=4), "out")
+        >>> declared_output(model)
+        'out'
+    """
+    if key is None:
+        if OUTPUT_ATTRIBUTE in vars(model):
+            delattr(model, OUTPUT_ATTRIBUTE)
+    else:
+        # Set in __dict__ directly: nn.Module.__setattr__ would do the same for a str or int.
+        object.__setattr__(model, OUTPUT_ATTRIBUTE, key)
+    return model
+
+
+def declared_output(model: nn.Module) -> str | int | None:
+    """The key or index declared on ``model``, or None."""
+    return vars(model).get(OUTPUT_ATTRIBUTE)
+
+
+def parse_output_key(text: str | int | None) -> str | int | None:
+    """``"0"`` -> 0 (a tuple index), ``"out"`` -> ``"out"``, None -> None."""
+    if text is None or isinstance(text, int):
+        return text
+    text = str(text).strip()
+    return int(text) if text.lstrip("-").isdigit() else text
+
+
+def primary_output(output: Any, key: str | int | None = None, *, what: str = "the model") -> torch.Tensor:
+    """The segmentation tensor of a model's ``output``.
+
+    Raises:
+        ConfigError: the output has no tensor, or several and none is declared or named
+            ``out``, or the declared key is not there (the message lists what there is).
+
+    Example:
+        >>> x = torch.zeros(1, 2, 4, 4)
+        >>> primary_output({"out": x, "aux": x + 1}) is x
+        True
+        >>> primary_output((x, torch.zeros(1, 5)), 0) is x
+        True
+    """
+    if isinstance(output, torch.Tensor):
+        return output
+    if isinstance(output, Mapping):
+        if key is not None:
+            if key not in output:
+                raise ConfigError(f"{what} returns a dict with keys {_listed(output)}; it has no output {key!r}")
+            return _tensor(output[key], key, what)
+        if "out" in output:
+            return _tensor(output["out"], "out", what)
+        tensors = [name for name, value in output.items() if isinstance(value, torch.Tensor)]
+        if len(tensors) == 1:
+            return output[tensors[0]]
+        raise ConfigError(
+            f"{what} returns a dict with keys {_listed(output)} and none is 'out'; "
+            "declare the segmentation's key (--model-output KEY, model.output in an experiment)"
+        )
+    if isinstance(output, (tuple, list)):
+        if key is not None:
+            if not isinstance(key, int) or not -len(output) <= key < len(output):
+                raise ConfigError(f"{what} returns a {type(output).__name__} of {len(output)}; it has no output {key!r}")
+            return _tensor(output[key], key, what)
+        indices = [index for index, value in enumerate(output) if isinstance(value, torch.Tensor)]
+        if len(indices) == 1:
+            return output[indices[0]]
+        raise ConfigError(
+            f"{what} returns a {type(output).__name__} of {len(output)} outputs; declare the segmentation's "
+            "index (--model-output 0, model.output in an experiment)"
+        )
+    raise ConfigError(f"{what} returns {type(output).__name__}, not a tensor, a dict or a tuple of tensors")
+
+
+def model_output(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
+    """``model(images)``'s segmentation tensor, by the key declared on ``model``."""
+    return primary_output(model(images), declared_output(model), what=type(model).__name__)
+
+
+def _tensor(value: Any, key: str | int, what: str) -> torch.Tensor:
+    if not isinstance(value, torch.Tensor):
+        raise ConfigError(f"{what}'s output {key!r} is a {type(value).__name__}, not a tensor")
+    return value
+
+
+def _listed(output: Mapping) -> str:
+    return ", ".join(repr(key) for key in output) or "(none)"
