@@ -37,10 +37,10 @@ from compressor.cost import Cost, measure
 from compressor.data.base import DataConfig, SegmentationData
 from compressor.data.spacenet import SpacenetSampleConfig
 from compressor.errors import CompressorError, ConfigError
-from compressor.outputs import declare_output
 from compressor.finetune import FinetuneConfig
 from compressor.io import atomic_write_text
 from compressor.models import MODELS, build_model
+from compressor.outputs import declare_output
 from compressor.saving import save_model
 from compressor.schema import check_value
 from compressor.search_config import SearchConfig

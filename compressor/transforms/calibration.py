@@ -21,8 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from compressor.outputs import model_output
 from compressor.models.blocks import Fire, SeparableConv2d
+from compressor.outputs import model_output
 
 __all__ = [
     "Counterpart", "layer_errors", "calibrate", "output_error", "relative_error", "counterparts_of", "batches_of",
