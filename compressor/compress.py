@@ -34,11 +34,10 @@ from torch import nn
 
 from compressor.cost import Cost, measure
 from compressor.data.base import SegmentationData
-from compressor.errors import ConfigError
 from compressor.experiment import Experiment
 from compressor.finetune import calibration_batches, with_calibration
 from compressor.metrics import SegmentationMetrics
-from compressor.outputs import model_output
+from compressor.outputs import check_fits
 from compressor.tables import format_table
 from compressor.train import TrainResult, evaluate, reestimate_batchnorm, train
 from compressor.transforms import Recipe, TransformRecord, apply
@@ -144,7 +143,7 @@ def compress(
     settings = experiment.finetune
     config = settings.train_config(experiment.train, distill=distill)
     teacher = copy.deepcopy(model).cpu().eval()
-    _check_fits(teacher, data)
+    check_fits(teacher, data)
     seconds: dict[str, float] = {}
     started = time.perf_counter()
     teacher_metrics = evaluate(teacher, data, config)
@@ -171,24 +170,6 @@ def compress(
         result=result, teacher_cost=measure(teacher, shape), student_cost=measure(student, shape),
         distilled=distill, seconds=seconds, example_shape=tuple(example.shape),
     )
-
-
-def _check_fits(model: nn.Module, data: SegmentationData) -> None:
-    """One line if the trained network cannot segment this data (channels or classes)."""
-    image = data.train[0][0][None]
-    try:
-        with torch.no_grad():
-            output = model_output(model, image)
-    except RuntimeError as error:
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise ConfigError(f"the model cannot run on the experiment's patches {tuple(image.shape)}: {first}") from None
-    expected = (1, data.num_classes, *image.shape[2:])
-    if not isinstance(output, torch.Tensor) or tuple(output.shape) != expected:
-        got = tuple(output.shape) if isinstance(output, torch.Tensor) else type(output).__name__
-        raise ConfigError(
-            f"the model maps the experiment's patches {tuple(image.shape)} to {got}; the data needs {expected} "
-            f"({data.num_classes} classes: {', '.join(data.class_names)})"
-        )
 
 
 def finetuned(experiment: Experiment, steps: int | None) -> Experiment:

@@ -633,7 +633,7 @@ class Parent:
     reused: bool
 
 
-def _default_args(model_config: ModelConfig) -> bool:
+def is_reference_model(model_config: ModelConfig) -> bool:
     """True if ``model_config`` is a registered baseline model built with its default arguments."""
     extra = {key: value for key, value in model_config.args.items() if not (key == "norm" and value == "batch")}
     return model_config.name in BASELINE_MODELS and not extra
@@ -658,7 +658,7 @@ def ensure_parent(
     steps = steps or experiment.train.steps
     plain = without_finetuning(experiment)
     settings = dataclasses.replace(plain, train=dataclasses.replace(plain.train, steps=steps))
-    if steps == experiment.train.steps and _default_args(model_config):
+    if steps == experiment.train.steps and is_reference_model(model_config):
         (record,) = ensure_baselines(experiment, models=[model_config.name], cache_dir=cache_dir, need_weights=True)
         path, metrics, reused = record.weights_path, record.metrics, record.reused
     else:

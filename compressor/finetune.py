@@ -105,6 +105,6 @@ def with_calibration(recipe: Recipe, batches: int) -> Recipe:
     steps = []
     for step in recipe.steps:
         takes = any(parameter.name == "calibrate" for parameter in TRANSFORMS.get(step.name).parameters())
-        steps.append(TransformSpec(step.name, {**step.params, "calibrate": batches})
+        steps.append(TransformSpec(step.name, {**step.params, "calibrate": batches}, step.optional)
                      if takes and "calibrate" not in step.params else step)
     return Recipe.of(steps)

@@ -17,7 +17,10 @@ from torch import nn
 
 from compressor.errors import ConfigError
 
-__all__ = ["OUTPUT_ATTRIBUTE", "declare_output", "declared_output", "primary_output", "model_output", "parse_output_key"]
+__all__ = [
+    "OUTPUT_ATTRIBUTE", "declare_output", "declared_output", "primary_output", "model_output", "parse_output_key",
+    "check_fits",
+]
 
 #: The model attribute holding the declared output key (kept by deep copies and saving).
 OUTPUT_ATTRIBUTE = "compressor_output"
@@ -102,6 +105,42 @@ def primary_output(output: Any, key: str | int | None = None, *, what: str = "th
 def model_output(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
     """``model(images)``'s segmentation tensor, by the key declared on ``model``."""
     return primary_output(model(images), declared_output(model), what=type(model).__name__)
+
+
+def check_fits(network: nn.Module, data: Any, *, what: str = "the model") -> None:
+    """Runs ``network`` on one training patch of ``data`` (a ``SegmentationData``): one line,
+    before any training, if it cannot segment that data (input channels, classes, output size).
+
+    Raises:
+        ConfigError: naming ``what``, what it gives and what the data needs.
+    """
+    image = data.train[0][0][None]
+    expected = (1, data.num_classes, *image.shape[2:])
+    was_training = network.training
+    network.eval()
+    try:
+        with torch.no_grad():
+            output = model_output(network, image)
+    except ConfigError as error:
+        raise ConfigError(f"{what}: {error}") from None
+    except RuntimeError as error:
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ConfigError(
+            f"{what} cannot run on the data's patches {tuple(image.shape)} ({data.in_channels} channels): {first}"
+        ) from None
+    finally:
+        network.train(was_training)
+    shape = tuple(output.shape)
+    if len(shape) == 4 and shape[0] == 1 and shape[1] != data.num_classes:
+        raise ConfigError(
+            f"{what} outputs {shape[1]} classes but the data has {data.num_classes} ({', '.join(data.class_names)}); "
+            f"build it for {data.num_classes} (e.g. --model-arg classes={data.num_classes}, as its builder names it)"
+        )
+    if shape != expected:
+        raise ConfigError(
+            f"{what} maps a patch {tuple(image.shape)} to {shape}; the data needs {expected} "
+            "(one logit map per class, at the input's height and width)"
+        )
 
 
 def _tensor(value: Any, key: str | int, what: str) -> torch.Tensor:

@@ -71,7 +71,12 @@ class SearchConfig:
         keep_fraction: share of the trials at a rung that go on (by Pareto rank); 1/3
             keeps the best third, as successive halving with eta 3.
         min_trials_at_rung: no trial is stopped at a rung that fewer other trials reached.
-        baselines: train U-Net and Micro-Net first with the same recipe (once; stored).
+        baselines: train the references first with the same recipe (once; stored); false:
+            none is trained, their sizes are still shown.
+        references: the reference models trained beside the search and drawn with its
+            front: any of ``base`` (the search's own base network, e.g. the user's), ``unet``
+            and ``micronet``; the ratios (x times smaller) are against the first. None:
+            ``[unet, micronet]``, with ``base`` first when the base is another network.
         study: the study's name (default: the experiment's name).
         storage: an Optuna storage URL (default: ``sqlite:///<run_dir>/search.db``).
         heartbeat_interval: seconds between a running trial's heartbeats.
@@ -92,6 +97,8 @@ class SearchConfig:
             (and folds) once the search is done (:class:`ConfirmConfig`).
     """
 
+    omit_when_default = ("references",)
+
     space: str = "unet_family"
     model: str | None = None
     objectives: list[str] = field(default_factory=lambda: ["metric", "params", "flops"])
@@ -104,6 +111,7 @@ class SearchConfig:
     keep_fraction: float = 1 / 3
     min_trials_at_rung: int = 3
     baselines: bool = True
+    references: list[Literal["base", "unet", "micronet"]] | None = None
     study: str = ""
     storage: str = ""
     heartbeat_interval: int = 30
@@ -115,6 +123,8 @@ class SearchConfig:
     confirm: ConfirmConfig = field(default_factory=ConfirmConfig)
 
     def __post_init__(self) -> None:
+        if self.references is not None and (not self.references or len(set(self.references)) != len(self.references)):
+            raise ConfigError(f"search.references must name each of base, unet, micronet at most once, got {self.references}")
         if not 0 <= self.min_gain < 1:
             raise ConfigError(f"search.min_gain must be in [0, 1), got {self.min_gain}")
         if not self.objectives or "metric" not in self.objectives:

@@ -73,8 +73,9 @@ class StudyInfo:
         metric: the metric's key (``score``, ``miou``, ``accuracy``, ``mean_f1``, ``iou:<class>``).
         metric_label: how to print it (``building IoU``).
         budget: the limits (``max_params``, ``max_flops``, ``max_latency_ms``; None when unset).
-        references: per reference model (``unet``, ``micronet``): ``params``, ``flops``,
-            ``latency_ms`` and ``metric`` (None until that baseline is trained).
+        references: per reference model (``unet``, ``micronet``, ``base``: the search's own
+            base network): ``params``, ``flops``, ``latency_ms`` and ``metric`` (None until
+            that reference is trained), and for ``base`` its ``label``.
         input_shape: the shape costs were measured at.
         artifacts: the folder where Pareto-front weights are kept.
         model_args: the base network's builder arguments (channels and classes included).
@@ -84,6 +85,8 @@ class StudyInfo:
         floor: what a candidate must beat (:meth:`compressor.floor.Floor.to_dict`: the best
             constant prediction on the validation pixels and the margin); ``{}`` in studies
             stored before it existed, which keep the old rule (metric above 0).
+        ratio_to: the reference the report's ratios (x times smaller) are against:
+            ``unet``, or ``base`` for a search on another network.
     """
 
     experiment: dict[str, Any]
@@ -100,6 +103,7 @@ class StudyInfo:
     init: str = "random"
     parent: str = ""
     floor: dict[str, Any] = field(default_factory=dict)
+    ratio_to: str = "unet"
 
     @property
     def threshold(self) -> float:

@@ -7,6 +7,7 @@ import uuid
 
 import numpy as np
 import pytest
+import third_party  # noqa: F401 - first, so torchvision imports beside a CPU torch (see its docstring)
 import torch
 
 torch.set_num_threads(min(2, os.cpu_count() or 1))

@@ -32,6 +32,8 @@ REFUSALS = {
     ("skip_fusion", "monai_segresnet"): r"has no torch.cat",
     ("skip_fusion", "monai_unet"): r"feeds ConvTranspose2d, not a plain Conv2d",  # its up-sampling reads the cat
     ("downsample_depth", "classifier"): r"nothing to pair.*stride_to_dilation",
+    # each stride-1 3x3 conv is alone at its resolution: the cascade's first rate, 1, is its rate already
+    ("dilation", "classifier"): r"already has the rate it gives .*nothing to change",
 }
 
 

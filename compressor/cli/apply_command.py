@@ -49,12 +49,8 @@ def run(args: argparse.Namespace) -> int:
                           "records": [record.to_dict() for record in records], "out": args.out}, indent=2))
         return 0
     print(records_table(args.model, shape, records))
-    for record in records:
-        for note in record.notes:
-            print(f"  {record.transform}: {note}")
-        if record.skipped:
-            print(f"  {record.transform}: left {len(record.skipped)} selected layer(s) alone, e.g. "
-                  + "; ".join(f"{name} {why}" for name, why in list(record.skipped.items())[:2]))
+    for line in record_notes(records):
+        print(line)
     print(f"saved to {args.out} (load with compressor.load_model({args.out!r}))" if args.out
           else "not saved (use --out PATH)")
     return 0
@@ -68,10 +64,26 @@ def recipe_from_args(recipe_path: str | None, transform_options: list[str]) -> R
     return Recipe.of(steps)
 
 
+def record_notes(records: list[TransformRecord]) -> list[str]:
+    """The lines under the records table: skipped steps, notes, layers left alone."""
+    lines = []
+    for record in records:
+        if record.skipped_step is not None:
+            lines.append(f"  {record.transform}: skipped (optional step): {record.skipped_step}")
+        lines.extend(f"  {record.transform}: {note}" for note in record.notes)
+        if record.skipped:
+            lines.append(f"  {record.transform}: left {len(record.skipped)} selected layer(s) alone, e.g. "
+                         + "; ".join(f"{name} {why}" for name, why in list(record.skipped.items())[:2]))
+    return lines
+
+
 def records_table(model_name: str, shape: tuple[int, ...], records: list[TransformRecord]) -> str:
     first = records[0]
     rows = [[model_name, format_count(first.params_before), format_count(first.flops_before), "1.00x", "1.00x", "-", "-", "-"]]
     for index, record in enumerate(records, start=1):
+        if record.skipped_step is not None:
+            rows.append([f"{index}. {record.transform}", "skipped", "", "", "", "", "", ""])
+            continue
         errors = sorted(record.errors.values())
         rows.append([
             f"{index}. {record.transform}",

@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 
 from torch import nn
 
+from compressor.experiment import ModelConfig
 from compressor.models import build_model, parse_model_args
 from compressor.outputs import declare_output, parse_output_key
 from compressor.units import parse_shape
 
-__all__ = ["add_model_arguments", "model_from_args", "input_shape_from_args", "default_input_shape"]
+__all__ = [
+    "add_model_arguments", "model_from_args", "input_shape_from_args", "default_input_shape",
+    "add_base_model_arguments", "model_config_from_args",
+]
 
 
 def add_model_arguments(parser: argparse.ArgumentParser, *, positional: bool = True) -> None:
@@ -19,6 +24,14 @@ def add_model_arguments(parser: argparse.ArgumentParser, *, positional: bool = T
             "model", metavar="MODEL",
             help="'unet', 'micronet', or an import path 'package.module:callable'",
         )
+    _add_builder_arguments(parser)
+    parser.add_argument(
+        "--input-shape", metavar="N,C,H,W", default=None,
+        help="input shape to measure at (default: 1,C,224,224 with C read from the first conv)",
+    )
+
+
+def _add_builder_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--model-arg", action="append", default=[], metavar="KEY=VALUE",
         help="keyword argument for the model builder (repeatable), e.g. norm=batch",
@@ -28,10 +41,27 @@ def add_model_arguments(parser: argparse.ArgumentParser, *, positional: bool = T
         help="for a model returning a dict or tuple: the key (or index) of the segmentation "
         "(default: 'out', or the only tensor)",
     )
-    parser.add_argument(
-        "--input-shape", metavar="N,C,H,W", default=None,
-        help="input shape to measure at (default: 1,C,224,224 with C read from the first conv)",
-    )
+
+
+def add_base_model_arguments(parser: argparse.ArgumentParser, help_model: str) -> None:
+    """``--model`` (defaulting to the experiment's), ``--model-arg`` and ``--model-output``."""
+    parser.add_argument("--model", metavar="MODEL", help=help_model)
+    _add_builder_arguments(parser)
+
+
+def model_config_from_args(args: argparse.Namespace, default: ModelConfig) -> ModelConfig:
+    """``default`` (the experiment's model) with ``--model``, ``--model-arg`` and ``--model-output`` applied.
+
+    Builder arguments and the output key carry over only while the model stays the same.
+    """
+    extra = parse_model_args(args.model_arg)
+    output = parse_output_key(args.model_output)
+    if args.model and args.model != default.name:
+        default = ModelConfig(name=args.model)
+    if not extra and output is None:
+        return default
+    return dataclasses.replace(default, args={**default.args, **extra},
+                               output=default.output if output is None else output)
 
 
 def model_from_args(args: argparse.Namespace, spec: str | None = None) -> nn.Module:

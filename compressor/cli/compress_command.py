@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from compressor.cli.apply_command import add_recipe_arguments, recipe_from_args, records_table
+from compressor.cli.apply_command import add_recipe_arguments, recipe_from_args, record_notes, records_table
 from compressor.cli.train_command import add_experiment_arguments, configure_logging, experiment_from_args
 from compressor.compress import compress, finetuned
 from compressor.errors import ConfigError
@@ -59,9 +59,8 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps({"model": label, "recipe": recipe.to_data(), "out": str(out), **result.to_dict()}, indent=2))
         return 0
     print(records_table(label, result.example_shape, result.records))
-    for record in result.records:
-        for note in record.notes:
-            print(f"  {record.transform}: {note}")
+    for line in record_notes(result.records):
+        print(line)
     print()
     print(result.table(f"teacher ({label})"))
     print(f"saved to {out} (load with compressor.load_model({str(out)!r}))")

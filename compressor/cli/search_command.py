@@ -7,6 +7,7 @@ import dataclasses
 import sys
 
 from compressor.budget import Budget
+from compressor.cli.common import add_base_model_arguments, model_config_from_args
 from compressor.cli.train_command import add_experiment_arguments, configure_logging, experiment_from_args
 from compressor.experiment import Experiment
 from compressor.search import SearchResult, run_search, with_search
@@ -23,7 +24,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     add_experiment_arguments(parser)
     parser.add_argument("--space", metavar="NAME", help="search space (default: the experiment's search.space)")
-    parser.add_argument("--model", metavar="MODEL", help="base network: 'unet', 'micronet' or 'package.module:callable'")
+    add_base_model_arguments(parser, "base network: 'unet', 'micronet' or 'package.module:callable'")
     parser.add_argument("--max-params", metavar="X", help="parameter budget, e.g. 300k, 1.5M")
     parser.add_argument("--max-flops", metavar="Y", help="FLOP budget at the cost input size, e.g. 2G")
     parser.add_argument("--max-latency-ms", metavar="Z", help="CPU latency budget in milliseconds")
@@ -44,6 +45,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def experiment_with_options(args: argparse.Namespace) -> Experiment:
     experiment = experiment_from_args(args)
+    if args.model or args.model_arg or args.model_output is not None:
+        model = model_config_from_args(args, experiment.model)
+        experiment = dataclasses.replace(experiment, model=model)
+        args.model = model.name
     limits = {"max_params": args.max_params, "max_flops": args.max_flops, "max_latency_ms": args.max_latency_ms}
     if any(value is not None for value in limits.values()):
         merged = {**experiment.budget.to_dict(), **{key: value for key, value in limits.items() if value is not None}}
@@ -65,6 +70,10 @@ def run(args: argparse.Namespace) -> int:
               file=sys.stderr)
         raise
     print(summary(result))
+    finished = [record for record in result.records if record.status != "running"]
+    if finished and all(record.status == "failed" for record in finished):
+        print(f"compressor search: error: every trial failed; the first: {finished[0].failure}", file=sys.stderr)
+        return 1
     return 0
 
 

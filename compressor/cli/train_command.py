@@ -7,15 +7,14 @@ import json
 import logging
 import sys
 
+from compressor.cli.common import add_base_model_arguments, model_config_from_args
 from compressor.experiment import (
     Experiment,
-    ModelConfig,
     TrainedModel,
     load_experiment,
     model_label,
     train_model,
 )
-from compressor.models import parse_model_args
 from compressor.units import format_count
 
 
@@ -25,11 +24,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         description="Train one model on an experiment's data with its recipe; evaluate on the whole validation set.",
     )
     add_experiment_arguments(parser)
-    parser.add_argument("--model", metavar="MODEL", help="'unet', 'micronet' or 'package.module:callable' (default: the experiment's)")
-    parser.add_argument(
-        "--model-arg", action="append", default=[], metavar="KEY=VALUE",
-        help="keyword argument for --model's builder (repeatable), e.g. base_width=32",
-    )
+    add_base_model_arguments(parser, "'unet', 'micronet' or 'package.module:callable' (default: the experiment's)")
     parser.add_argument("--recipe", metavar="FILE", help="transform recipe (YAML) applied to the model before training")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     parser.set_defaults(run=run)
@@ -84,11 +79,7 @@ def configure_logging() -> None:
 def run(args: argparse.Namespace) -> int:
     configure_logging()
     experiment = experiment_from_args(args)
-    model = experiment.model
-    if args.model:
-        model = ModelConfig(name=args.model, args=parse_model_args(args.model_arg))
-    elif args.model_arg:
-        model = ModelConfig(name=model.name, args={**model.args, **parse_model_args(args.model_arg)})
+    model = model_config_from_args(args, experiment.model)
     label = model_label(model, args.recipe)
     output_dir = experiment.run_path / "train" / label
     trained = train_model(

@@ -16,6 +16,7 @@ from compressor import __version__
 from compressor.cost import FLOP_CONVENTION
 from compressor.intervals import format_interval
 from compressor.report.plots import point_category
+from compressor.report.tables import ratio_label_of
 from compressor.report.text import (
     empty_front_reason,
     format_confirmed,
@@ -154,10 +155,10 @@ def _over_budget(row: Mapping[str, Any], budget: Mapping[str, Any]) -> str:
 
 
 def _trial_rows(
-    trials: pd.DataFrame, metric_label: str, budget: Mapping[str, Any]
+    trials: pd.DataFrame, metric_label: str, budget: Mapping[str, Any], ratio_label: str = "U-Net"
 ) -> tuple[list[str], list[list[str]], list[str]]:
     headers = ["trial", "status", "recipe", "params", "FLOPs", "latency", "memory (train)", metric_label, "fidelity",
-               "params vs U-Net", "FLOPs vs U-Net", "training", "wall", "note"]
+               f"params vs {ratio_label}", f"FLOPs vs {ratio_label}", "training", "wall", "note"]
     rows, classes = [], []
     for _, row in trials.iterrows():
         category = point_category(row) if row["status"] != "running" else "running"
@@ -300,7 +301,8 @@ def render_html(
         figures.append(f'<figure><img alt="{_e(name)}" src="data:image/png;base64,{encoded}">'
                        f"<figcaption>{_e(name)}: {_e(caption)}</figcaption></figure>")
 
-    trial_headers, trial_rows, trial_classes = _trial_rows(trials, metric_label, overview["budget"])
+    trial_headers, trial_rows, trial_classes = _trial_rows(trials, metric_label, overview["budget"],
+                                                             ratio_label_of(references))
     trials_html = _table(trial_headers, trial_rows, text_columns=(0, 1, 13), recipe_column=2,
                          row_classes=trial_classes, raw_columns=(1,), wrap_columns=(13,)) if trial_rows else \
         '<p class="note">No finished trial yet.</p>'

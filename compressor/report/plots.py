@@ -21,7 +21,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 
-from compressor.report.tables import front_steps
+from compressor.report.tables import front_steps, ratio_label_of
 
 __all__ = ["CATEGORIES", "point_category", "pareto_figure", "hypervolume_figure", "importance_figure", "png_bytes"]
 
@@ -106,7 +106,8 @@ def pareto_figure(
     size. The step line is the front of the metric against this cost alone. U-Net and Micro-Net
     are labelled markers (a dotted vertical line when their metric is not known yet), the
     budget a dashed line with the region beyond it shaded, the x axis is logarithmic and the
-    top axis reads as "how many times smaller than U-Net".
+    top axis reads as "how many times smaller than U-Net" (or than the search's own base
+    network, when it is the first reference).
     """
     axis = _COST_AXES[cost]
     scale = axis["scale"]
@@ -122,8 +123,10 @@ def pareto_figure(
     untrained = rows[~rows.index.isin(trained.index)]
     refs = references[references[cost].notna()].copy()
     refs["x"] = refs[cost].astype(float) / scale
-    unet_rows = refs[refs["model"] == "unet"]
-    unet_x = float(unet_rows["x"].iloc[0]) if len(unet_rows) else None
+    # The ratio reference is the references' first row: U-Net, or the search's own base network.
+    ratio_rows = refs[refs["model"] == references["model"].iloc[0]] if len(references) else refs.iloc[:0]
+    unet_x = float(ratio_rows["x"].iloc[0]) if len(ratio_rows) else None
+    ratio_label = ratio_label_of(references)
     limit = (budget or {}).get(axis["budget"])
     limit_x = float(limit) / scale if limit else None
 
@@ -270,7 +273,7 @@ def pareto_figure(
             top.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
             top.xaxis.set_major_formatter(FuncFormatter(_ratio_label))
             top.xaxis.set_minor_formatter(NullFormatter())
-            top.set_xlabel("compression vs U-Net (x times smaller)")
+            top.set_xlabel(f"compression vs {ratio_label} (x times smaller)")
         ax.set_title(title or f"{metric_label} against {axis['what']}", loc="left")
         # Outside the axes: a legend inside would hide points or labels somewhere, sooner or later.
         ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8.5, borderaxespad=0)

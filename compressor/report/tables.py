@@ -54,6 +54,8 @@ from compressor.trials import STATUSES, StudyInfo, TrialRecord, study_info, tria
 __all__ = [
     "COSTS",
     "REFERENCE_LABELS",
+    "reference_label",
+    "ratio_label_of",
     "HYPERVOLUME_MARGIN",
     "StudySnapshot",
     "read_study",
@@ -129,6 +131,16 @@ class StudySnapshot:
         """U-Net's reference costs and metric, ``{}`` when the search stored none."""
         return dict(self.info.references.get("unet") or {})
 
+    @property
+    def ratio_reference(self) -> dict[str, Any]:
+        """The reference the ratios are against (U-Net, or the search's own base network)."""
+        return dict(self.info.references.get(self.info.ratio_to) or {})
+
+    @property
+    def ratio_label(self) -> str:
+        """How that reference is named in headers: ``U-Net``, or the base network's name."""
+        return reference_label(self.info.ratio_to, self.info.references)
+
     @functools.cached_property
     def confirmation(self) -> Confirmation | None:
         """The confirmation stored on the study (``compressor confirm``), or None (read once)."""
@@ -169,6 +181,16 @@ def _front_ranks(snapshot: StudySnapshot, records: Sequence[TrialRecord]) -> dic
     return {record.number: int(rank) for record, rank, ok in zip(candidates, ranks, valid) if ok}
 
 
+def ratio_label_of(references: pd.DataFrame) -> str:
+    """The name of the reference the ratios are against: the first row of :func:`references_frame`."""
+    return str(references["label"].iloc[0]) if len(references) else "U-Net"
+
+
+def reference_label(name: str, references: dict[str, dict[str, Any]]) -> str:
+    """``U-Net``, ``Micro-Net``, or the label a search stored (its own base network's name)."""
+    return REFERENCE_LABELS.get(name) or str((references.get(name) or {}).get("label") or name)
+
+
 def _ratio(reference: float | None, value: float | None) -> float:
     if reference is None or value is None or value <= 0:
         return math.nan
@@ -187,7 +209,7 @@ def trials_frame(study: optuna.Study | StudySnapshot, *, include_running: bool =
     empty for the others), ``recipe_short``, ``params``, ``flops``, ``latency_ms``,
     ``activation_bytes``, ``metric`` (empty for a trial never trained), ``fidelity``, ``train_seconds``,
     ``wall_seconds``,
-    ``params_ratio`` / ``flops_ratio`` / ``latency_ratio`` (U-Net's value / this one's),
+    ``params_ratio`` / ``flops_ratio`` / ``latency_ratio`` (the ratio reference's value / this one's: U-Net's, or the base network's),
     ``duplicate_of``, ``failure``, ``recipe_hash``, ``weights``, ``datetime_start``,
     ``datetime_complete``, then the other metrics (``miou``, ``mean_f1``, ``accuracy``,
     ``iou:<class>``) and the sampled parameters (``param:<name>``).
@@ -197,7 +219,7 @@ def trials_frame(study: optuna.Study | StudySnapshot, *, include_running: bool =
         include_running: also list the trials not finished yet (their values are partial).
     """
     snapshot = read_study(study)
-    unet = snapshot.unet
+    unet = snapshot.ratio_reference
     ranks = _front_ranks(snapshot, snapshot.records)
     rows = []
     for record, trial in zip(snapshot.records, snapshot.trials):
@@ -353,20 +375,22 @@ def front_steps(trials: pd.DataFrame, cost: str, threshold: float = 0.0) -> pd.D
 
 
 def references_frame(study: optuna.Study | StudySnapshot) -> pd.DataFrame:
-    """The reference models (U-Net, then Micro-Net, then any other) with ratios against U-Net.
+    """The reference models (the one ratios are against first: U-Net, or the base network), with ratios.
 
     ``trained`` is False when the search stored no metric for that baseline yet; its size is
     still known and is drawn on the plots, marked "not trained".
     """
     snapshot = read_study(study)
-    unet = snapshot.unet
-    order = sorted(snapshot.info.references, key=lambda name: (name not in REFERENCE_LABELS, name != "unet", name))
+    unet = snapshot.ratio_reference
+    first = snapshot.info.ratio_to
+    order = sorted(snapshot.info.references,
+                   key=lambda name: (name != first, name not in REFERENCE_LABELS, name != "unet", name))
     rows = []
     for name in order:
         values = snapshot.info.references[name] or {}
         rows.append({
             "model": name,
-            "label": REFERENCE_LABELS.get(name, name),
+            "label": reference_label(name, snapshot.info.references),
             "params": values.get("params"),
             "flops": values.get("flops"),
             "latency_ms": values.get("latency_ms"),

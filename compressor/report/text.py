@@ -10,6 +10,7 @@ from typing import Any
 import pandas as pd
 
 from compressor.intervals import format_interval
+from compressor.report.tables import ratio_label_of
 from compressor.tables import format_table
 from compressor.units import format_count
 
@@ -80,14 +81,15 @@ def pareto_rows(
     """Headers and text rows of the Pareto table, then one row per reference model.
 
     Columns: rank, trial, params, FLOPs, [latency,] the metric, [the confirmed mean with its
-    95% interval and n, when the study was confirmed,] params and FLOPs ratios against U-Net,
+    95% interval and n, when the study was confirmed,] params and FLOPs ratios against U-Net
+    (or the search's own base network, when it is the first reference),
     the recipe in short. Reference rows have ``ref`` as rank and the model's name as trial; a
     reference without a metric says ``not trained``.
     """
     confirmed = has_confirmed(pareto, references)
     headers = ["rank", "trial", "params", "FLOPs", *(["latency"] if latency else []), metric_label,
                *([f"confirmed {metric_label} [95% CI] n"] if confirmed else []),
-               "params vs U-Net", "FLOPs vs U-Net", "recipe"]
+               f"params vs {ratio_label_of(references)}", f"FLOPs vs {ratio_label_of(references)}", "recipe"]
 
     def confirmed_cell(row: Any) -> list[str]:
         return [format_confirmed(row)] if confirmed else []

@@ -22,7 +22,8 @@ import torch
 from optuna.trial import TrialState
 
 from compressor.confirm import Confirmation
-from compressor.experiment import Experiment, ensure_baselines
+from compressor.experiment import BASELINE_MODELS, Experiment, Parent, ensure_baselines, ensure_parent
+from compressor.metrics import SegmentationMetrics
 from compressor.search.export import export_trial
 from compressor.search.liveness import fail_dead_trials, others_running
 from compressor.search.progress import front, trial_line
@@ -85,13 +86,28 @@ def run_search(
     echo(f"study {setup.study_name!r} in {setup.storage_url}: space {setup.space.name}, model {setup.model_config.name}, "
          f"budget {setup.budget.describe()}, objectives {', '.join(setup.config.objectives)}")
     _recover_dead_trials(setup, study)
+    base = None
     if setup.config.baselines:
-        ensure_baselines(experiment, cache_dir=cache_dir)
-    study.set_user_attr("references", references(setup))
+        builtin = [name for name in setup.references if name in BASELINE_MODELS]
+        if builtin:
+            ensure_baselines(experiment, models=builtin, cache_dir=cache_dir)
+        if "base" in setup.references:
+            base = _train_base_reference(setup, cache_dir=cache_dir)
+    study.set_user_attr("references", references(setup, base))
     _keep_the_studys_floor(setup, study)
     study.set_user_attr("machine", machine())
     _optimize(setup, study, started)
     return _result(setup, study, started, cache_dir=cache_dir)
+
+
+def _train_base_reference(setup: SearchSetup, *, cache_dir: str | Path | None) -> Parent:
+    """The search's own base network trained with the experiment's recipe (once; stored), as U-Net is."""
+    base = ensure_parent(setup.experiment, setup.model_config, steps=setup.experiment.train.steps, data=setup.data,
+                         cache_dir=cache_dir)
+    summary = SegmentationMetrics.from_dict(base.metrics).summary() if base.metrics else "no metrics stored"
+    setup.echo(f"reference {setup.model_config.name} ({base.steps} steps, "
+               f"{'stored' if base.reused else 'trained now'}: {base.weights_path}): {summary}")
+    return base
 
 
 def join_search(

@@ -15,10 +15,20 @@ from compressor.budget import Budget
 from compressor.cost import Cost, measure
 from compressor.data.base import SegmentationData
 from compressor.errors import BudgetError, ConfigError
-from compressor.experiment import Experiment, ModelConfig, Parent, ensure_parent, to_data, train_key
+from compressor.experiment import (
+    BASELINE_MODELS,
+    Experiment,
+    ModelConfig,
+    Parent,
+    ensure_parent,
+    is_reference_model,
+    to_data,
+    train_key,
+)
 from compressor.finetune import calibration_batches, with_calibration
 from compressor.floor import Floor
 from compressor.metrics import SegmentationMetrics, metric_value
+from compressor.outputs import check_fits
 from compressor.search.storage import default_storage_url, sqlite_path
 from compressor.search_config import SearchConfig
 from compressor.train import CheckpointError, TrainConfig, load_checkpoint, seed_everything
@@ -26,7 +36,9 @@ from compressor.transforms import Recipe, TransformSpec, apply
 from compressor.units import format_count
 from search_spaces import SPACES, SearchContext, SearchSpace
 
-__all__ = ["SearchSetup", "prepare", "metric_value", "metric_label", "base_model_config", "build_candidate"]
+__all__ = [
+    "SearchSetup", "prepare", "metric_value", "metric_label", "base_model_config", "build_candidate",
+]
 
 
 @dataclass
@@ -86,6 +98,20 @@ class SearchSetup:
         known = {"metric": metric, "params": cost.params, "flops": cost.flops, "latency_ms": cost.latency_ms}
         return [float(known[name]) for name in self.config.objectives]
 
+    @property
+    def references(self) -> list[str]:
+        """The reference models, ratios against the first (``search.references`` resolved).
+
+        ``base`` is the search's own base network; when that is U-Net or Micro-Net it is
+        that reference already, and is named so.
+        """
+        builtin = self.model_config.name in BASELINE_MODELS and is_reference_model(self.model_config)
+        names = self.config.references
+        if names is None:
+            names = ["unet", "micronet"] if builtin else ["base", "unet", "micronet"]
+        resolved = [self.model_config.name if name == "base" and builtin else name for name in names]
+        return list(dict.fromkeys(resolved))
+
 
 def metric_label(key: str, class_names: tuple[str, ...]) -> str:
     """``building IoU``, ``mIoU``, ``accuracy``..."""
@@ -99,11 +125,13 @@ def metric_label(key: str, class_names: tuple[str, ...]) -> str:
 def base_model_config(experiment: Experiment, space: SearchSpace, model: str | None = None) -> ModelConfig:
     """The base network: ``model`` if given, else the space's, else the experiment's.
 
-    The experiment's builder arguments carry over when it names the same network.
+    The experiment's builder arguments (and declared output) carry over when it names the
+    same network.
     """
     name = model or space.model or experiment.model.name
-    args = experiment.model.args if name == experiment.model.name else {}
-    return ModelConfig(name=name, args=dict(args))
+    if name == experiment.model.name:
+        return dataclasses.replace(experiment.model, args=dict(experiment.model.args))
+    return ModelConfig(name=name)
 
 
 def build_candidate(
@@ -141,7 +169,7 @@ def as_built_before_inheritance(recipe: Recipe) -> Recipe:
     and ``prune`` ranked channels by L1 norm."""
     legacy = {"skip_fusion": {"init": "inherit"}, "prune": {"importance": "l1"}}
     return Recipe.of([
-        TransformSpec(step.name, {**legacy.get(step.name, {}), **step.params}) for step in recipe.steps
+        TransformSpec(step.name, {**legacy.get(step.name, {}), **step.params}, step.optional) for step in recipe.steps
     ])
 
 
@@ -162,6 +190,8 @@ def prepare(
     data = experiment.data.build(cache_dir=cache_dir)
     if config.metric.startswith("iou:") and config.metric[4:] not in data.class_names:
         raise ConfigError(f"search.metric: no class {config.metric[4:]!r}; classes: {', '.join(data.class_names)}")
+    check_fits(model_config.build(in_channels=data.in_channels, num_classes=data.num_classes), data,
+               what=f"model {model_config.name}")
     parent = None
     if config.init != "random" and parent_weights:
         parent = load_parent(model_config, parent_weights, in_channels=data.in_channels, num_classes=data.num_classes)

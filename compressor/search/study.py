@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import warnings
+from typing import Any
 
 import optuna
 
 from compressor.errors import ConfigError
-from compressor.experiment import ModelConfig, load_baselines, to_data
+from compressor.experiment import ModelConfig, Parent, load_baselines, to_data
 from compressor.metrics import SegmentationMetrics
 from compressor.search.setup import SearchSetup, experiment_key, metric_label, metric_value
 from compressor.search.storage import open_storage
@@ -33,17 +34,24 @@ def make_sampler(name: str, seed: int | None) -> optuna.samplers.BaseSampler:
     raise ConfigError(f"unknown sampler {name!r}; valid: tpe, nsga2, random")
 
 
-def references(setup: SearchSetup) -> dict[str, dict[str, float | None]]:
-    """U-Net's and Micro-Net's cost at the search's input shape, and their metric if trained."""
+def references(setup: SearchSetup, base: Parent | None = None) -> dict[str, dict[str, Any]]:
+    """Each reference model's cost at the search's input shape, and its metric if trained.
+
+    ``base`` (the search's own network trained with the experiment's recipe) gives the
+    ``base`` reference's metric; it is labelled with the network's name.
+    """
     trained = load_baselines(setup.experiment)
-    found = {}
-    for name in ("unet", "micronet"):
-        network = ModelConfig(name=name).build(in_channels=setup.data.in_channels, num_classes=setup.data.num_classes)
+    found: dict[str, dict[str, Any]] = {}
+    for name in setup.references:
+        config = setup.model_config if name == "base" else ModelConfig(name=name)
+        network = config.build(in_channels=setup.data.in_channels, num_classes=setup.data.num_classes)
         cost = setup.measure(network)
-        metric = None
-        if name in trained:
-            metric = metric_value(SegmentationMetrics.from_dict(trained[name].metrics), setup.config.metric)
+        metrics = base.metrics if name == "base" and base is not None else (
+            trained[name].metrics if name in trained else None)
+        metric = metric_value(SegmentationMetrics.from_dict(metrics), setup.config.metric) if metrics else None
         found[name] = {"params": cost.params, "flops": cost.flops, "latency_ms": cost.latency_ms, "metric": metric}
+        if name == "base":
+            found[name]["label"] = setup.model_config.name
     return found
 
 
@@ -86,6 +94,7 @@ def open_search_study(setup: SearchSetup, *, sampler_seed: int | None, create: b
         ),
         init=setup.init, parent=str(setup.parent.weights_path.resolve()) if setup.parent is not None else "",
         floor=setup.floor.to_dict(),
+        ratio_to=setup.references[0],
     )
     for name, value in {**info.to_attrs(), "experiment_key": key}.items():
         study.set_user_attr(name, value)

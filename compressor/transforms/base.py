@@ -52,6 +52,7 @@ class TransformRecord:
     ``errors`` holds, per changed layer, the relative output error of the replacement
     against the layer it replaced, on the calibration images (or the example input), and
     ``output_error`` the same for the whole network's output; None where not measurable.
+    An optional step that did not apply has ``skipped_step`` (the refusal) and changes nothing.
     """
 
     transform: str
@@ -66,6 +67,8 @@ class TransformRecord:
     flops_after: int
     errors: dict[str, float] = field(default_factory=dict)
     output_error: float | None = None
+    #: for an optional step that did not apply: why (the model went on unchanged)
+    skipped_step: str | None = None
 
     def max_error(self) -> tuple[str, float] | None:
         """The changed layer with the largest relative output error, or None."""
@@ -98,6 +101,9 @@ class Transform(abc.ABC):
     """
 
     name: ClassVar[str] = ""
+    #: parameters added after studies were stored: left out of a recipe's hash while at their
+    #: default, so a stored recipe keeps its hash (and its finished twin) across versions
+    omit_when_default: ClassVar[tuple[str, ...]] = ()
     params: dict[str, Any]
 
     @classmethod

@@ -141,6 +141,9 @@ def capture(model: nn.Module, example_input: torch.Tensor) -> Captured:
     finally:
         model.train(was_training)
     name = type(model).__name__
+    # A saved GraphModule is rebuilt by re-tracing its generated code (straight-line, no
+    # branches left) with the tracer class recorded here: the plain one needs no example.
+    graph._tracer_cls = torch.fx.Tracer
     graph_module = torch.fx.GraphModule(tracer.root, graph, name)
     values = {node: tracer.values.get(node) for node in graph_module.graph.nodes}
     return Captured(graph_module, values, tracer.branches)

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from compressor.errors import ConfigError
-from compressor.transforms.base import Change, register_transform
+from compressor.transforms.base import Change, TransformError, register_transform
 from compressor.transforms.selection import LayerTransform
 from compressor.transforms.shapes import ConvCall, conv_calls
 
@@ -27,16 +27,25 @@ class Dilation(LayerTransform):
     set to ``dilation * (k - 1) / 2`` so spatial sizes do not change; a conv whose
     padding is not "same" is skipped (or refused with ``strict``).
 
+    A conv that already has a rate other than 1 (DeepLab's ASPP, a dilated backbone
+    stage) keeps it unless ``overwrite`` is true; it still takes its place in the
+    cascade. Only convs whose rate actually changes are reported as changed; a conv
+    given the rate it already has is left out of the count.
+
     Args:
         rates: the encoder cascade, e.g. ``[1, 1, 2, 3]`` or ``[1, 2, 5]``.
         decoder_rates: the cascade for decoder stages; None means ``rates`` reversed.
+        overwrite: re-rate convs that already have a rate other than 1.
     """
+
+    omit_when_default = ("overwrite",)
 
     def __init__(
         self,
         *,
         rates: list[int] = (1, 1, 2, 3),
         decoder_rates: list[int] | None = None,
+        overwrite: bool = False,
         **selection,
     ) -> None:
         super().__init__(**selection)
@@ -47,6 +56,7 @@ class Dilation(LayerTransform):
                 raise ConfigError(f"dilation: {key} must be a non-empty list of integers >= 1, got {cascade}")
         self.rates = rates
         self.decoder_rates = decoder_rates
+        self.overwrite = overwrite
 
     def transform(self, model: nn.Module, example_input: torch.Tensor) -> tuple[nn.Module, Change]:
         change = Change()
@@ -65,12 +75,17 @@ class Dilation(LayerTransform):
             for call, rate in zip(stage, cascade):
                 if call.name not in selected:
                     continue
+                before = call.module.dilation
+                if before != (1, 1) and not self.overwrite:
+                    change.skipped[call.name] = f"already has rate {before[0]}; kept (overwrite: true re-rates it)"
+                    continue
                 reason = set_dilation(call.module, rate)
                 if reason:
                     self.skip(change, call.name, reason)
                     continue
-                change.changed.append(call.name)
                 rates_used.append(rate)
+                if call.module.dilation != before:
+                    change.changed.append(call.name)
             if rates_used:
                 size = "x".join(map(str, stage[0].input_size))
                 change.notes.append(f"{kind} stage {index} at {size}: rates {rates_used}")
@@ -78,6 +93,11 @@ class Dilation(LayerTransform):
         for name, conv in self.selected(model):
             if name not in in_stages and max(conv.kernel_size) > 1:
                 change.skipped[name] = "is strided or never runs in forward(); its rate is left alone"
+        if not change.changed and change.notes:
+            raise TransformError(
+                f"{self.name}: every conv of {type(model).__name__} the cascade reached already has the rate it "
+                f"gives ({'; '.join(change.notes[:2])}); nothing to change"
+            )
         self.require_changes(model, change)
         return model, change
 

@@ -108,6 +108,13 @@ class DownsampleDepth(Transform):
                 f"{self.name}: the removed levels must be entered from one tensor; found {len(entries)} ({names})"
             )
         (source,) = entries
+        head = _output_head(graph_module)
+        if head is not None and head in region:
+            raise TransformError(
+                f"{self.name}: the removed levels hold the layer that makes the output ({_where(head)}): "
+                "cutting them would leave a 1x1 bridge as the whole head; use stride_to_dilation=true to run "
+                "those levels at a finer resolution instead"
+            )
         exits = [node for node in graph_module.graph.nodes if node not in region and any(i in region for i in node.all_input_nodes)]
         spatial_exits = [node for node in exits if node in levels]
         if not spatial_exits:
@@ -116,32 +123,51 @@ class DownsampleDepth(Transform):
                 f"(the deep part feeds {_where(exits[0]) if exits else 'nothing'}); this looks like a network "
                 "without a decoder; use stride_to_dilation=true"
             )
+        resized = {}
         for node in spatial_exits:
-            if levels[node] != keep:
+            if levels[node] > keep:
                 raise TransformError(
-                    f"{self.name}: {_where(node)} brings the deep part to level {levels[node]}, not {keep}; "
-                    "cannot bridge it from one tensor"
+                    f"{self.name}: {_where(node)} brings the deep part to level {levels[node]}, deeper than the "
+                    f"kept level {keep}; cannot bridge it from one tensor"
                 )
+            if levels[node] < keep:
+                # It up-samples past the kept level (DeepLabV3+'s x4): it can read the bridge instead of
+                # the deep tensor if it resizes to a size, or by a factor that can shrink.
+                deep = [i for i in node.all_input_nodes if i in region and i in levels]
+                reason = _rescale(graph_module, node, 2 ** (levels[deep[0]] - keep)) if len(deep) == 1 else (
+                    "reads several deep tensors")
+                if reason:
+                    raise TransformError(
+                        f"{self.name}: {_where(node)} brings the deep part to level {levels[node]}, past the kept "
+                        f"level {keep}, and {reason}; cannot bridge it from one tensor"
+                    )
+                resized[node] = deep[0]
         down = [_where(node) for node in region if source in node.all_input_nodes]
+        params_before = sum(parameter.numel() for parameter in graph_module.parameters())
         source_channels = node_shape(source)[1]
         change = Change()
         for index, exit_node in enumerate(spatial_exits):
             name = _free_name(graph_module, f"downsample_bridge_{index}")
-            out_channels = node_shape(exit_node)[1]
+            stands_for = resized.get(exit_node, exit_node)
+            out_channels = node_shape(stands_for)[1]
             bridge = nn.Conv2d(source_channels, out_channels, 1, bias=False).to(_device(graph_module))
             if self.init == "inherit":
                 identity_like(bridge)
             graph_module.add_submodule(name, bridge)
-            counterpart = _bridge_counterpart(source, region, exit_node)
+            counterpart = _bridge_counterpart(source, region, stands_for)
             if counterpart is not None:
                 change.counterparts[name] = counterpart
             with graph_module.graph.inserting_before(exit_node):
                 bridged = graph_module.graph.call_module(name, (source,))
-            exit_node.replace_all_uses_with(bridged)
+            if exit_node in resized:
+                exit_node.replace_input_with(stands_for, bridged)
+            else:
+                exit_node.replace_all_uses_with(bridged)
             change.changed.append(name)
             change.notes.append(
                 f"down-sampling at {', '.join(sorted(down))} paired with up-sampling at {_where(exit_node)}: "
                 f"bridged {_where(source)} ({source_channels} ch) -> {out_channels} ch with 1x1 conv {name}"
+                + (" (it now up-samples from the kept level)" if exit_node in resized else "")
             )
         before = {name for name, _ in graph_module.named_modules()}
         finish_graph(graph_module)
@@ -153,6 +179,11 @@ class DownsampleDepth(Transform):
             )
         gone = before - {name for name, _ in graph_module.named_modules()}
         change.removed = sorted(name for name in gone if name.rpartition(".")[0] not in gone)
+        params_after = sum(parameter.numel() for parameter in graph_module.parameters())
+        change.notes.append(
+            f"the cut levels held {1 - params_after / max(params_before, 1):.0%} of the parameters "
+            f"({len(change.removed)} layer(s) removed, e.g. {', '.join(change.removed[:3])})"
+        )
         self._shrink_padding(graph_module, change)
         return graph_module, change
 
@@ -183,9 +214,18 @@ class DownsampleDepth(Transform):
             if input_level is None or node not in levels:
                 continue
             if levels[node] < input_level:
+                if node not in region:
+                    # It leaves the flattened levels: it now starts from the kept level.
+                    reason = _rescale(graph_module, node, 2 ** (input_level - keep))
+                    if reason is None:
+                        continue
+                    raise TransformError(
+                        f"{self.name}: stride_to_dilation cannot keep shapes: {_where(node)} up-samples out of the "
+                        f"flattened levels and {reason}"
+                    )
                 raise TransformError(
                     f"{self.name}: stride_to_dilation cannot keep shapes: {_where(node)} up-samples inside the "
-                    "removed levels; cut them instead (stride_to_dilation=false)"
+                    "flattened levels (an encoder-decoder there); cut them instead (stride_to_dilation=false)"
                 )
             module = module_of(graph_module, node)
             if levels[node] > input_level:
@@ -214,6 +254,47 @@ class DownsampleDepth(Transform):
             change.counterparts[node.target] = None  # it now sees another resolution: nothing to compare with
         change.notes.append(f"levels {keep + 1}..{keep + self.levels} flattened: stride 1, dilation x2 per level")
         return model, change
+
+
+_UPSAMPLERS = (nn.Upsample, nn.UpsamplingBilinear2d, nn.UpsamplingNearest2d)
+
+
+def _rescale(graph_module: torch.fx.GraphModule, node: torch.fx.Node, factor: int) -> str | None:
+    """Makes the resizing ``node`` start from a tensor ``factor`` times larger; returns why not.
+
+    A resize to a ``size`` needs nothing; one by ``scale_factor`` gets it divided by ``factor``.
+    """
+    module = module_of(graph_module, node)
+    if isinstance(module, _UPSAMPLERS):
+        if module.size is not None:
+            return None
+        scale = module.scale_factor
+        module.scale_factor = tuple(s / factor for s in scale) if isinstance(scale, tuple) else scale / factor
+        return None
+    if node.op == "call_function" and node.target is torch.nn.functional.interpolate:
+        arguments = dict(zip(("input", "size", "scale_factor"), node.args)) | dict(node.kwargs)
+        if arguments.get("size") is not None:
+            return None
+        scale = arguments.get("scale_factor")
+        if isinstance(scale, (int, float)):
+            args = list(node.args)
+            if len(args) > 2:
+                args[2] = scale / factor
+                node.args = tuple(args)
+            else:
+                node.kwargs = {**node.kwargs, "scale_factor": scale / factor}
+            return None
+        return "its scale factor is not a constant"
+    return f"is {_where(node)}, not a resize (F.interpolate, nn.Upsample) that could start from there"
+
+
+def _output_head(graph_module: torch.fx.GraphModule) -> torch.fx.Node | None:
+    """The last conv or linear layer to run: the one that makes the output."""
+    head = None
+    for node in graph_module.graph.nodes:
+        if isinstance(module_of(graph_module, node), (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
+            head = node
+    return head
 
 
 def _bridge_counterpart(

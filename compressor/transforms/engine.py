@@ -58,7 +58,8 @@ def apply(
 
     Raises:
         TransformError: a step does not apply to this network (the message names the
-            step and the layer).
+            step and the layer). An ``optional`` step that does not apply is skipped
+            instead: its record has ``skipped_step`` (the reason) and changes nothing.
         ConfigError: the recipe is malformed, or a step asks for calibration and no
             images were given.
 
@@ -94,7 +95,10 @@ def apply(
             transform.check(candidate, example)
             candidate, change = transform.transform(candidate, example)
         except TransformError as error:
-            raise TransformError(f"{step}: {error}") from None
+            if not spec.optional:
+                raise TransformError(f"{step}: {error}") from None
+            records.append(_skipped(spec, transform, current_cost, str(error)))
+            continue
         declare_output(candidate, declared_output(model))  # a traced graph does not carry it
         output_shape = _output_shape(candidate, example, step)
         if output_shape != reference_shape:
@@ -135,6 +139,15 @@ def apply(
     return current, records
 
 
+def _skipped(spec: TransformSpec, transform, cost: Cost, reason: str) -> TransformRecord:
+    """The record of an optional step that did not apply: nothing changed, and why."""
+    return TransformRecord(
+        transform=spec.name, params=plain_params(transform.params), changed=[], removed=[], skipped={}, notes=[],
+        params_before=cost.params, params_after=cost.params, flops_before=cost.flops, flops_after=cost.flops,
+        skipped_step=reason,
+    )
+
+
 def _with_init(spec: TransformSpec, init: str | None) -> TransformSpec:
     """``spec`` with ``init`` filled in, if its transform takes one and the recipe left it out."""
     if init is None or "init" in spec.params:
@@ -143,7 +156,7 @@ def _with_init(spec: TransformSpec, init: str | None) -> TransformSpec:
         names = {parameter.name for parameter in TRANSFORMS.get(spec.name).parameters()}
     except UnknownNameError:
         return spec  # spec.build names the problem
-    return TransformSpec(spec.name, {**spec.params, "init": init}) if "init" in names else spec
+    return TransformSpec(spec.name, {**spec.params, "init": init}, spec.optional) if "init" in names else spec
 
 
 def _error_images(calibration: torch.Tensor | Sequence[torch.Tensor] | None, example: torch.Tensor) -> torch.Tensor:

@@ -10,6 +10,7 @@ from torch import nn
 
 from compressor.errors import ConfigError
 from compressor.transforms.base import Change, TransformError, register_transform
+from compressor.transforms.deadline import DeadlineExceeded, deadline
 from compressor.transforms.pruning_support import pruning_compatibility
 from compressor.transforms.selection import LayerTransform
 
@@ -40,9 +41,14 @@ class Prune(LayerTransform):
         steps: number of pruning rounds (more: closer to the target).
         max_layer_ratio: at most this share of any one layer's channels is removed.
         seed: seed of the random importance.
+        time_limit: seconds the pruning may take before it is refused (0: no limit).
+            torch-pruning's grouping of coupled channels can run for hours on some graphs
+            (segmentation_models_pytorch's MAnet: over 10 minutes at 64x64); the limit holds
+            in the main thread, which is where the CLI and searches run.
     """
 
     layer_types = _PRUNABLE
+    omit_when_default = ("time_limit",)
 
     def __init__(
         self,
@@ -55,9 +61,12 @@ class Prune(LayerTransform):
         steps: int = 20,
         max_layer_ratio: float = 0.95,
         seed: int = 0,
+        time_limit: float = 120.0,
         **selection,
     ) -> None:
         super().__init__(**selection)
+        if time_limit < 0:
+            raise ConfigError(f"prune: time_limit must be >= 0 seconds, got {time_limit}")
         if not 0.0 <= ratio < 1.0:
             raise ConfigError(f"prune: ratio must be in [0, 1), got {ratio}")
         if steps < 1 or not 0.0 < max_layer_ratio < 1.0:
@@ -66,7 +75,7 @@ class Prune(LayerTransform):
             raise ConfigError(f"prune: round_to must be >= 1 or null, got {round_to}")
         self.ratio, self.target, self.scope = ratio, target, scope
         self.importance, self.round_to, self.steps = importance, round_to, steps
-        self.max_layer_ratio, self.seed = max_layer_ratio, seed
+        self.max_layer_ratio, self.seed, self.time_limit = max_layer_ratio, seed, time_limit
 
     def transform(self, model: nn.Module, example_input: torch.Tensor) -> tuple[nn.Module, Change]:
         change = Change()
@@ -90,24 +99,31 @@ class Prune(LayerTransform):
         with torch.random.fork_rng(devices=[]), pruning_compatibility(model) as forward_fn:
             torch.manual_seed(self.seed)
             try:
-                pruner = tp.pruner.MetaPruner(
-                    model, example_input,
-                    importance=_importance(self.importance),
-                    global_pruning=self.scope == "global",
-                    pruning_ratio=self.max_layer_ratio,
-                    max_pruning_ratio=self.max_layer_ratio,
-                    iterative_steps=self.steps,
-                    ignored_layers=ignored,
-                    round_to=self.round_to,
-                    forward_fn=forward_fn,
-                )
-                for _ in range(self.steps):
-                    pruner.step()
-                    reached = self._metric(model, example_input)
-                    if reached <= goal:
-                        break
+                with deadline(self.time_limit):
+                    pruner = tp.pruner.MetaPruner(
+                        model, example_input,
+                        importance=_importance(self.importance),
+                        global_pruning=self.scope == "global",
+                        pruning_ratio=self.max_layer_ratio,
+                        max_pruning_ratio=self.max_layer_ratio,
+                        iterative_steps=self.steps,
+                        ignored_layers=ignored,
+                        round_to=self.round_to,
+                        forward_fn=forward_fn,
+                    )
+                    for _ in range(self.steps):
+                        pruner.step()
+                        reached = self._metric(model, example_input)
+                        if reached <= goal:
+                            break
             except (TransformError, ConfigError):
                 raise
+            except DeadlineExceeded:
+                raise TransformError(
+                    f"prune: torch-pruning did not finish grouping the coupled channels of {type(model).__name__} "
+                    f"within time_limit {self.time_limit:g} s (its grouping explodes on some graphs); narrow the "
+                    "selection with include=/exclude=, or raise time_limit"
+                ) from None
             except Exception as error:  # noqa: BLE001 - torch-pruning's own failures
                 message = str(error).splitlines()[0] if str(error) else ""
                 raise TransformError(

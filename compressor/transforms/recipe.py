@@ -24,6 +24,8 @@ class TransformSpec:
 
     name: str
     params: Mapping[str, Any] = field(default_factory=dict)
+    #: a step that does not apply to the network is skipped (and reported) instead of refused
+    optional: bool = False
 
     def build(self, *, where: str | None = None) -> Transform:
         """The configured :class:`Transform`; raises ``ConfigError`` on a bad name or parameter."""
@@ -35,11 +37,16 @@ class TransformSpec:
         return cls.from_params(dict(self.params), where=where)
 
     def short(self) -> str:
-        """A compact one-word form: ``fire(squeeze_ratio=0.125)``."""
+        """A compact one-word form: ``fire(squeeze_ratio=0.125)``; an optional step ends in ``?``."""
+        mark = "?" if self.optional else ""
         if not self.params:
-            return self.name
+            return self.name + mark
         values = ",".join(f"{key}={_short_value(value)}" for key, value in self.params.items())
-        return f"{self.name}({values})"
+        return f"{self.name}({values}){mark}"
+
+    def to_data(self) -> dict[str, Any]:
+        """``{"name": ..., **params}``, with ``optional: true`` if set."""
+        return {"name": self.name, **plain_params(self.params), **({"optional": True} if self.optional else {})}
 
 
 @dataclass(frozen=True)
@@ -52,8 +59,11 @@ class Recipe:
         transforms:
           - name: downsample_depth
             levels: 2
+            optional: true      # skipped, and reported, where it does not apply
           - name: fire
             squeeze_ratio: 0.25
+
+    ``strict: false`` beside ``transforms`` makes every step optional.
 
     Example:
         >>> recipe = Recipe.from_data({"transforms": [{"name": "separable"}]})
@@ -72,10 +82,14 @@ class Recipe:
         Raises:
             ConfigError: naming ``source``, the step and the key at fault.
         """
+        strict = True
         if isinstance(data, Mapping):
-            unknown = [key for key in data if key != "transforms"]
+            unknown = [key for key in data if key not in ("transforms", "strict")]
             if unknown:
-                raise ConfigError(f"{source}: unknown key {unknown[0]!r}; a recipe has only 'transforms'")
+                raise ConfigError(f"{source}: unknown key {unknown[0]!r}; a recipe has only 'transforms' and 'strict'")
+            strict = data.get("strict", True)
+            if not isinstance(strict, bool):
+                raise ConfigError(f"{source}: strict must be true or false, got {strict!r}")
             data = data.get("transforms") or []
         if not isinstance(data, list):
             raise ConfigError(f"{source}: expected a list of transforms, got {type(data).__name__}")
@@ -86,8 +100,11 @@ class Recipe:
                 item = {"name": item}
             if not isinstance(item, Mapping) or not isinstance(item.get("name"), str):
                 raise ConfigError(f"{where}: expected a mapping with a 'name', got {item!r}")
-            params = {key: value for key, value in item.items() if key != "name"}
-            spec = TransformSpec(item["name"], params)
+            params = {key: value for key, value in item.items() if key not in ("name", "optional")}
+            optional = item.get("optional", False)
+            if not isinstance(optional, bool):
+                raise ConfigError(f"{where}: optional must be true or false, got {optional!r}")
+            spec = TransformSpec(item["name"], params, optional or not strict)
             spec.build(where=f"{where} ({spec.name})")
             steps.append(spec)
         return cls(tuple(steps))
@@ -115,15 +132,12 @@ class Recipe:
     @classmethod
     def of(cls, specs: Iterable[TransformSpec | tuple[str, Mapping[str, Any]]]) -> Recipe:
         """Builds a recipe from specs or ``(name, params)`` pairs, validating each."""
-        items = [
-            {"name": spec.name, **spec.params} if isinstance(spec, TransformSpec) else {"name": spec[0], **spec[1]}
-            for spec in specs
-        ]
+        items = [spec.to_data() if isinstance(spec, TransformSpec) else {"name": spec[0], **spec[1]} for spec in specs]
         return cls.from_data(items)
 
     def to_data(self) -> dict[str, Any]:
         """The on-disk form: ``{"transforms": [{"name": ..., **params}, ...]}``."""
-        return {"transforms": [{"name": step.name, **plain_params(step.params)} for step in self.steps]}
+        return {"transforms": [step.to_data() for step in self.steps]}
 
     def save(self, path: str | Path) -> None:
         """Writes the recipe as YAML (or JSON when the suffix is ``.json``), atomically."""
@@ -137,10 +151,17 @@ class Recipe:
         atomic_write_text(path, text)
 
     def normalized(self) -> list[dict[str, Any]]:
-        """Every step with all its parameters, defaults filled in."""
-        return [
-            {"name": step.name, **plain_params(step.build().params)} for step in self.steps
-        ]
+        """Every step with all its parameters, defaults filled in (``optional`` only where set)."""
+        normalized = []
+        for step in self.steps:
+            transform = step.build()
+            defaults = {parameter.name: parameter.default for parameter in transform.parameters()}
+            params = {
+                key: value for key, value in plain_params(transform.params).items()
+                if not (key in transform.omit_when_default and value == plain_params(defaults).get(key))
+            }
+            normalized.append({"name": step.name, **params, **({"optional": True} if step.optional else {})})
+        return normalized
 
     def hash(self) -> str:
         """A stable 16-hex-digit hash of the normalized recipe, for caching.
@@ -163,7 +184,7 @@ def parse_transform_option(text: str) -> TransformSpec:
 
     Example:
         >>> parse_transform_option("dilation:rates=[1,2,5],include=encoder.*")
-        TransformSpec(name='dilation', params={'rates': [1, 2, 5], 'include': 'encoder.*'})
+        TransformSpec(name='dilation', params={'rates': [1, 2, 5], 'include': 'encoder.*'}, optional=False)
 
     Raises:
         ConfigError: a pair without ``=``.

@@ -55,6 +55,8 @@ class SkipFusion(LayerTransform):
         project: join tensors of unequal widths through 1x1 projections (else skip them).
     """
 
+    omit_when_default = ("project",)
+
     def __init__(
         self, *, init: Literal["inherit", "random"] = "inherit", project: bool = True, **selection
     ) -> None:

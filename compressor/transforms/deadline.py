@@ -1,0 +1,47 @@
+"""A time limit on work that runs in Python loops we do not own (torch-pruning's grouping)."""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import threading
+from collections.abc import Iterator
+
+__all__ = ["DeadlineExceeded", "deadline"]
+
+
+class DeadlineExceeded(Exception):
+    """The work did not finish within its time limit."""
+
+
+@contextlib.contextmanager
+def deadline(seconds: float | None) -> Iterator[bool]:
+    """Raises :class:`DeadlineExceeded` inside the block once ``seconds`` have passed.
+
+    Uses a real-time interval timer, so it bounds Python code only (a long single C call
+    finishes first) and works in the main thread only: elsewhere, or with ``seconds``
+    None or 0, the block runs unbounded. Yields whether the limit is armed. An outer
+    timer (another deadline, or the caller's own SIGALRM) is restored afterwards.
+
+    Example:
+        >>> with deadline(5) as armed:
+        ...     total = sum(range(1000))
+        >>> total
+        499500
+    """
+    if not seconds or threading.current_thread() is not threading.main_thread():
+        yield False
+        return
+
+    def expire(_signum: int, _frame: object) -> None:
+        raise DeadlineExceeded(f"did not finish within {seconds:g} s")
+
+    previous_handler = signal.signal(signal.SIGALRM, expire)
+    previous_timer = signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield True
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous_handler)
+        if previous_timer[0]:
+            signal.setitimer(signal.ITIMER_REAL, *previous_timer)
