@@ -1,7 +1,8 @@
 """``generic``: a space for any network, drawn from the transforms that apply to it.
 
 Each transform is first tried alone on the base network (once per study); only those
-that do not refuse it become choices. Choices (Optuna parameter names), where they apply:
+that do not refuse it become choices; ``skip_fusion`` after a cut is optional (the cut may
+take every concatenation with it). Choices (Optuna parameter names), where they apply:
 ``levels_removed`` (0..the most levels ``downsample_depth`` can cut, up to 3), ``skip``
 (``concat``/``add``), ``conv`` (``standard``/``separable``/``fire`` on every k x k conv), ``fire_squeeze``, ``fire_share3x3``, ``dilation``,
 ``prune`` (0..0.9). A combination can still be refused (a pair that does not compose on
@@ -61,7 +62,8 @@ def generic(trial: optuna.trial.BaseTrial, context: SearchContext) -> Recipe:
         if removed:
             steps.append(("downsample_depth", {"levels": removed}))
     if found["skip_fusion"] and trial.suggest_categorical("skip", ["concat", "add"]) == "add":
-        steps.append(("skip_fusion", {}))
+        # The cut may take every concatenation with it (a shallow U-Net keeps none): then skip it.
+        steps.append(("skip_fusion", {"optional": True} if steps else {}))
     convs = _convs(found)
     if len(convs) > 1:
         conv = trial.suggest_categorical("conv", convs)

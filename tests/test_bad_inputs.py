@@ -57,6 +57,7 @@ def build_workspace(root: Path) -> None:
     (root / "not_yaml.yaml").write_text("transforms: [\n  - name: fire\n")
     (root / "bad_step_key.yaml").write_text("transforms:\n  - name: fire\n    squeeze_rate: 0.2\n")
     (root / "bad_step_type.yaml").write_text("transforms:\n  - name: fire\n    squeeze_ratio: lots\n")
+    (root / "bad_optional.yaml").write_text("transforms:\n  - name: fire\n    optional: maybe\n")
     (root / "small.pt").write_bytes(b"a model saved earlier\n")
     compressor.save_model(root / "teacher3.pt", compressor.unet(in_channels=3, num_classes=3, base_width=4))
     torch.save(compressor.micronet(in_channels=3, base_width=4).state_dict(), root / "other_weights.pt")
@@ -178,7 +179,11 @@ CASES = [
          ("bad_step_type.yaml", "squeeze_ratio", "expected number", "'lots'")),
     Case("compressor search bad_key.yaml", ("bad_key.yaml", "train.learning_rate", "unknown key")),
     Case("compressor search bad_type.yaml", ("bad_type.yaml", "train.steps", "expected integer", "'many'")),
+    Case("compressor apply unet --recipe bad_optional.yaml --out small.pt",
+         ("bad_optional.yaml", "transforms[0]", "optional", "'maybe'")),
     Case("compressor search tiny.yaml --max-params 10", ("params <= 10", "smallest", "params")),
+    Case("compressor search tiny.yaml --study classes --model networks:ResidualStridedNet --model-arg num_classes=3",
+         ("networks:ResidualStridedNet", "outputs 3 classes", "the data has 2", "--model-arg")),
     Case("compressor search tiny.yaml --max-params 12q", ("max_params", "'12q'")),
     Case("PIP_NO_INDEX=1 compressor train spacenet.yaml --cache-dir empty-cache",
          ("cannot download solaris==0.4.0", "put it at empty-cache/solaris-0.4.0-py3-none-any.whl")),
@@ -241,6 +246,8 @@ def test_a_bad_input_is_one_line_a_nonzero_code_and_loses_nothing(case, workspac
         result.stderr
     if row.code == 0:
         assert errors == [] and row.message in result.stdout
+    elif row.code == 1:  # the work ran and ended with no result: the reason in the output, one error line
+        assert row.message in result.stdout and len(errors) == 1, result.stderr
     else:
         assert row.code == 2 and errors == [row.message], result.stderr
         for fact in case.facts:

@@ -78,3 +78,12 @@ def test_ctrl_c_keeps_finished_trials_and_the_same_command_resumes(tmp_path):
     after = {r.number: (r.status, r.values) for r in trial_records(study)}
     assert {number: after[number] for number in kept} == kept
     assert len(study.get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED))) == len(kept) + 1
+
+
+def test_a_search_in_which_no_trial_trains_exits_non_zero_with_the_first_failure(cli, tmp_path):
+    config = write_tiny_experiment(tmp_path / "tiny.yaml", tmp_path / "run", n_trials=2)
+    result = cli("search", str(config), "--set", "train.lr=1e30")
+    assert result.returncode == 1, result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("compressor search: error:")]
+    assert errors == [errors[0]] and "no trial trained: " in errors[0] and "the loss is nan" in errors[0]
+    assert "Traceback" not in result.stderr

@@ -211,7 +211,7 @@ class DataBranch(nn.Module):
 
 
 def test_a_branch_on_tensor_values_is_refused_naming_the_line():
-    with pytest.raises(TransformError, match=r"cannot capture the graph of DataBranch \(at test_third_party_networks"
+    with pytest.raises(TransformError, match=r"cannot capture the graph of DataBranch \(at tests/test_third_party_networks"
                                                r"\.py:\d+ \(if x\.mean\(\) > 0:\)\): forward\(\) branches on a tensor"):
         apply(DataBranch(), ["downsample_depth"], (1, 3, 16, 16))
 
@@ -237,3 +237,47 @@ def test_the_contract_matrix_script_runs_on_two_networks(tmp_path):
     cells = {(row["network"], row["transform"]): row for row in rows}
     assert cells[("smp Unet-resnet18", "separable")]["params_ratio"] > 1
     assert "feeds ConvTranspose2d" in cells[("MONAI UNet", "skip_fusion")]["refused"]
+
+
+def test_search_on_a_users_network_trains_it_as_the_reference_and_reports_against_it(tmp_path):
+    _needs("smp Unet-resnet18")
+    from search_helpers import write_tiny_experiment
+
+    config = write_tiny_experiment(tmp_path / "tiny.yaml", tmp_path / "run", n_trials=3, baselines=True,
+                                   references=["base"])
+    result = run_cli("search", str(config), "--space", "generic", "--model", "third_party:small_smp_unet",
+                     "--model-arg", "classes=2", timeout=600)
+    assert result.returncode == 0, result.stderr
+    assert "reference third_party:small_smp_unet (9 steps, trained now" in result.stdout
+    assert not (tmp_path / "run" / "baselines").exists()  # U-Net and Micro-Net were not asked for
+    storage = f"sqlite:///{tmp_path / 'run' / 'search.db'}"
+    report = run_cli("report", "--study", "tiny", "--storage", storage, "--out", str(tmp_path / "report"))
+    assert report.returncode == 0, report.stderr
+    import pandas as pd
+
+    params = sum(p.numel() for p in third_party.small_smp_unet().parameters())
+    summary = (tmp_path / "report" / "summary.md").read_text()
+    header = next(line for line in summary.splitlines() if line.startswith("| rank |"))
+    assert "params vs third_party:small_smp_unet" in header and "U-Net" not in header
+    (reference,) = [line for line in summary.splitlines() if line.startswith("| ref |")]
+    cells = [cell.strip() for cell in reference.strip("|").split("|")]
+    assert cells[1] == "third_party:small_smp_unet" and cells[5:7] == ["1.00x", "1.00x"]
+    assert 0 <= float(cells[4]) <= 1  # its metric: it was trained as the reference
+    trials = pd.read_csv(tmp_path / "report" / "trials.csv")
+    measured = trials[trials["params"].notna()]
+    assert len(measured) and (measured["params_ratio"] - params / measured["params"]).abs().max() < 1e-6
+    page = (tmp_path / "report" / "index.html").read_text()
+    assert "params vs third_party:small_smp_unet" in page and "compression vs" not in summary
+
+
+def test_a_network_for_other_classes_is_refused_before_any_training(tmp_path):
+    _needs("smp Unet-resnet18")
+    from search_helpers import write_tiny_experiment
+
+    config = write_tiny_experiment(tmp_path / "tiny.yaml", tmp_path / "run", baselines=True)
+    result = run_cli("search", str(config), "--space", "generic", "--model", "third_party:small_smp_unet",
+                     "--model-arg", "classes=6")
+    assert_refusal(result, "search", "model third_party:small_smp_unet outputs 6 classes but the data has 2",
+                   "--model-arg classes=2")
+    assert not (tmp_path / "run" / "baselines").exists() and not (tmp_path / "run" / "parents").exists()
+    assert not (tmp_path / "run" / "search.db").exists()

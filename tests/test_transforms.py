@@ -97,7 +97,7 @@ def test_stride_to_dilation_flattens_a_classifier_deeplab_style():
 
 
 def test_stride_to_dilation_refuses_encoder_decoders():
-    with pytest.raises(TransformError, match="up-samples inside the removed levels"):
+    with pytest.raises(TransformError, match="up-samples out of the flattened levels .* cut the levels instead"):
         apply(unet(base_width=8), [{"name": "downsample_depth", "stride_to_dilation": True}], SHAPE)
 
 

@@ -147,3 +147,12 @@ def build(name: str, *, classes: int = 2, in_channels: int = 3, seed: int = 0) -
     builder, _ = {**NETWORKS, **SLOW_NETWORKS}[name]
     torch.manual_seed(seed)
     return builder(classes=classes, in_channels=in_channels).eval()
+
+
+def small_smp_unet(classes: int = 2, in_channels: int = 3) -> nn.Module:
+    """smp's Unet with a 3-level resnet18 encoder (0.8M params): a user's network small enough to
+    train in a test. Its builder calls the classes ``classes``, as smp does."""
+    import segmentation_models_pytorch as smp
+
+    return smp.Unet("resnet18", encoder_weights=None, encoder_depth=3, decoder_channels=(32, 16, 8),
+                    classes=classes, in_channels=in_channels)

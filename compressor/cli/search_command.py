@@ -70,9 +70,10 @@ def run(args: argparse.Namespace) -> int:
               file=sys.stderr)
         raise
     print(summary(result))
-    finished = [record for record in result.records if record.status != "running"]
-    if finished and all(record.status == "failed" for record in finished):
-        print(f"compressor search: error: every trial failed; the first: {finished[0].failure}", file=sys.stderr)
+    failed = [record for record in result.records if record.status == "failed"]
+    if failed and not any(record.trained for record in result.records):
+        print(f"compressor search: error: no trial trained: {len(failed)} failed, the first with: {failed[0].failure}",
+              file=sys.stderr)
         return 1
     return 0
 

@@ -324,8 +324,9 @@ def render_html(
 <body>
 <main>
 <h1>{_e(title)}</h1>
-<p class="lead">{_e(metric_label[:1].upper() + metric_label[1:])} against size and compute for every candidate of the search, with U-Net and
-Micro-Net on the same axes. Ratios are U-Net's value divided by the candidate's: how many times smaller.</p>
+<p class="lead">{_e(metric_label[:1].upper() + metric_label[1:])} against size and compute for every candidate of the search, with the
+reference models ({_e(", ".join(references["label"]))}) on the same axes. Ratios are {_e(ratio_label_of(references))}'s value divided
+by the candidate's: how many times smaller.</p>
 <dl class="facts">{facts_html}</dl>
 
 <h2>Pareto front ({len(pareto)})</h2>

@@ -193,7 +193,7 @@ def summary_markdown(pareto: pd.DataFrame, references: pd.DataFrame, overview: d
            "difference to U-Net paired on the same repeats):", "",
            *(f"- {claim}" for claim in overview["claims"]), ""] if overview.get("claims") else []),
         *([f"Floor: {overview['floor']}.", ""] if overview.get("floor") else []),
-        "Ratios: U-Net's value divided by the trial's (how many times smaller). "
+        f"Ratios: {ratio_label_of(references)}'s value divided by the trial's (how many times smaller). "
         "FLOPs: fvcore count, one multiply-add = one flop.",
         "",
     ]

@@ -105,12 +105,21 @@ class SearchSetup:
         ``base`` is the search's own base network; when that is U-Net or Micro-Net it is
         that reference already, and is named so.
         """
-        builtin = self.model_config.name in BASELINE_MODELS and is_reference_model(self.model_config)
         names = self.config.references
         if names is None:
-            names = ["unet", "micronet"] if builtin else ["base", "unet", "micronet"]
-        resolved = [self.model_config.name if name == "base" and builtin else name for name in names]
+            ours = self.model_config.name in BASELINE_MODELS
+            names = ["unet", "micronet"] if ours else ["base", "unet", "micronet"]
+        same = is_reference_model(self.model_config)  # the base is that reference, as trained for it
+        resolved = [self.model_config.name if name == "base" and same else name for name in names]
         return list(dict.fromkeys(resolved))
+
+    @property
+    def base_label(self) -> str:
+        """The base network's name in tables: its import path, or ``unet (base_width=8)``."""
+        config = self.model_config
+        if config.name not in BASELINE_MODELS or not config.args:
+            return config.name
+        return f"{config.name} ({', '.join(f'{key}={value}' for key, value in config.args.items())})"
 
 
 def metric_label(key: str, class_names: tuple[str, ...]) -> str:

@@ -51,7 +51,7 @@ def references(setup: SearchSetup, base: Parent | None = None) -> dict[str, dict
         metric = metric_value(SegmentationMetrics.from_dict(metrics), setup.config.metric) if metrics else None
         found[name] = {"params": cost.params, "flops": cost.flops, "latency_ms": cost.latency_ms, "metric": metric}
         if name == "base":
-            found[name]["label"] = setup.model_config.name
+            found[name]["label"] = setup.base_label
     return found
 
 

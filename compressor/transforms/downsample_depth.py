@@ -14,6 +14,7 @@ from compressor.transforms.base import Change, Transform, TransformError, regist
 from compressor.transforms.calibration import Counterpart
 from compressor.transforms.dilation import set_dilation
 from compressor.transforms.graph import (
+    branch_note,
     finish_graph,
     module_of,
     node_shape,
@@ -90,8 +91,11 @@ class DownsampleDepth(Transform):
         keep = deepest - self.levels
         region = {node for node, level in levels.items() if level > keep}
         if self.stride_to_dilation:
-            return self._flatten(model, graph_module, levels, region, keep)
-        return self._cut(graph_module, levels, region, keep, example_input)
+            result, change = self._flatten(model, graph_module, levels, region, keep)
+        else:
+            result, change = self._cut(graph_module, levels, region, keep, example_input)
+        change.notes.extend(branch_note(graph_module))
+        return result, change
 
     def _cut(
         self,
@@ -221,7 +225,8 @@ class DownsampleDepth(Transform):
                         continue
                     raise TransformError(
                         f"{self.name}: stride_to_dilation cannot keep shapes: {_where(node)} up-samples out of the "
-                        f"flattened levels and {reason}"
+                        f"flattened levels and {reason}; in an encoder-decoder, cut the levels instead "
+                        "(stride_to_dilation=false)"
                     )
                 raise TransformError(
                     f"{self.name}: stride_to_dilation cannot keep shapes: {_where(node)} up-samples inside the "
@@ -285,7 +290,7 @@ def _rescale(graph_module: torch.fx.GraphModule, node: torch.fx.Node, factor: in
                 node.kwargs = {**node.kwargs, "scale_factor": scale / factor}
             return None
         return "its scale factor is not a constant"
-    return f"is {_where(node)}, not a resize (F.interpolate, nn.Upsample) that could start from there"
+    return "is not a resize (F.interpolate, nn.Upsample) that could start from the kept level"
 
 
 def _output_head(graph_module: torch.fx.GraphModule) -> torch.fx.Node | None:
