@@ -67,3 +67,27 @@ def test_short_form_for_tables():
     recipe = Recipe.from_data([{"name": "downsample_depth", "levels": 2}, {"name": "dilation", "rates": [1, 2, 5]}])
     assert recipe.short() == "downsample_depth(levels=2) > dilation(rates=1-2-5)"
     assert Recipe().short() == "(identity)"
+
+
+def test_parameters_added_later_leave_stored_recipe_hashes_as_they_were():
+    """Studies store recipe hashes (a finished twin is found by it). ``overwrite`` (dilation), ``project``
+    (skip_fusion) and ``time_limit`` (prune) came later: at their defaults they stay out of the hash, so
+    these hashes, computed by the version before them, still hold; set, they change it."""
+    paper = [{"name": "downsample_depth", "levels": 2}, {"name": "skip_fusion"}, {"name": "fire", "squeeze_ratio": 0.25},
+             {"name": "dilation", "rates": [1, 2, 5]}, {"name": "prune", "ratio": 0.7}]
+    assert Recipe.from_data(paper).hash() == "9654373bae3ed05d"
+    assert Recipe.from_data([{"name": "prune", "ratio": 0.5, "importance": "l1"}]).hash() == "7a5b3c2377e8a01d"
+    assert Recipe.from_data([{"name": "dilation"}]).hash() == "ba205b1bcfc0f0a7"
+    assert Recipe.from_data([{"name": "dilation", "overwrite": True}]).hash() != "ba205b1bcfc0f0a7"
+    assert Recipe.from_data([{"name": "dilation", "optional": True}]).hash() != "ba205b1bcfc0f0a7"
+
+
+def test_optional_steps_round_trip_and_strict_false_makes_every_step_optional(tmp_path):
+    recipe = Recipe.from_data({"strict": False, "transforms": ["fire", {"name": "prune", "ratio": 0.5}]})
+    assert [step.optional for step in recipe.steps] == [True, True]
+    assert recipe.short() == "fire? > prune(ratio=0.5)?"
+    recipe.save(tmp_path / "r.yaml")
+    assert Recipe.load(tmp_path / "r.yaml") == recipe
+    mixed = Recipe.from_data([{"name": "fire", "optional": True}, "prune"])
+    assert [step.optional for step in mixed.steps] == [True, False]
+    assert Recipe.of(mixed.steps) == mixed

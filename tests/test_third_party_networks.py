@@ -182,7 +182,17 @@ def test_torchvisions_deeplab_flattens_with_stride_to_dilation():
     model = third_party.build("tv DeepLabV3-MobileNetV3")
     new, (record,) = apply(model, [{"name": "downsample_depth", "stride_to_dilation": True}], SHAPE)
     assert record.flops_after > record.flops_before and record.params_after == record.params_before
+    assert any(note.startswith("FLOPs rose") for note in record.notes)  # the table's notes say so
     assert new(torch.randn(SHAPE))["out"].shape == (1, 2, 64, 64)
+
+
+def test_a_cut_that_costs_flops_says_so():
+    """The bridge standing for MobileNetV2's last stage (96 -> 1280 channels at 1/16) costs more
+    than the stage did at 1/32: params fall, FLOPs rise, and the record's notes say it."""
+    _needs("smp Unet-mobilenet_v2")
+    _, (record,) = apply(third_party.build("smp Unet-mobilenet_v2"), ["downsample_depth"], (1, 3, 128, 128))
+    assert record.params_after < record.params_before and record.flops_after > record.flops_before
+    assert any(note.startswith("FLOPs rose") for note in record.notes)
 
 
 def test_prune_on_smps_manet_refuses_within_its_time_limit():
@@ -258,16 +268,16 @@ def test_search_on_a_users_network_trains_it_as_the_reference_and_reports_agains
     params = sum(p.numel() for p in third_party.small_smp_unet().parameters())
     summary = (tmp_path / "report" / "summary.md").read_text()
     header = next(line for line in summary.splitlines() if line.startswith("| rank |"))
-    assert "params vs third_party:small_smp_unet" in header and "U-Net" not in header
+    assert "params vs small_smp_unet (base)" in header and "U-Net" not in header
     (reference,) = [line for line in summary.splitlines() if line.startswith("| ref |")]
     cells = [cell.strip() for cell in reference.strip("|").split("|")]
-    assert cells[1] == "third_party:small_smp_unet" and cells[5:7] == ["1.00x", "1.00x"]
+    assert cells[1] == "small_smp_unet (base)" and cells[5:7] == ["1.00x", "1.00x"]
     assert 0 <= float(cells[4]) <= 1  # its metric: it was trained as the reference
     trials = pd.read_csv(tmp_path / "report" / "trials.csv")
     measured = trials[trials["params"].notna()]
     assert len(measured) and (measured["params_ratio"] - params / measured["params"]).abs().max() < 1e-6
     page = (tmp_path / "report" / "index.html").read_text()
-    assert "params vs third_party:small_smp_unet" in page and "compression vs" not in summary
+    assert "params vs small_smp_unet (base)" in page and "compression vs" not in summary
 
 
 def test_a_network_for_other_classes_is_refused_before_any_training(tmp_path):

@@ -136,7 +136,7 @@ def pareto_text(pareto: pd.DataFrame, references: pd.DataFrame, overview: dict[s
     width = max([len(headers[-1]), *(len(row[-1]) for row in rows)])
     headers[-1] = headers[-1].ljust(width)
     rows = [[*row[:-1], row[-1].ljust(width)] for row in rows]
-    title = (f"Pareto front of study {overview['study']}: {len(pareto)} trial(s); ratio = U-Net / trial "
+    title = (f"Pareto front of study {overview['study']}: {len(pareto)} trial(s); ratio = {ratio_label_of(references)} / trial "
              "(how many times smaller); FLOPs: one multiply-add = one flop")
     text = format_table(headers, rows, title=title)
     if pareto.empty:

@@ -115,11 +115,9 @@ class SearchSetup:
 
     @property
     def base_label(self) -> str:
-        """The base network's name in tables: its import path, or ``unet (base_width=8)``."""
-        config = self.model_config
-        if config.name not in BASELINE_MODELS or not config.args:
-            return config.name
-        return f"{config.name} ({', '.join(f'{key}={value}' for key, value in config.args.items())})"
+        """The base network's short name in tables: ``Unet (base)`` for
+        ``segmentation_models_pytorch:Unet``, ``unet (base)`` for a U-Net of other widths."""
+        return f"{self.model_config.name.rpartition(':')[2]} (base)"
 
 
 def metric_label(key: str, class_names: tuple[str, ...]) -> str:

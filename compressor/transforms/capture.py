@@ -227,6 +227,7 @@ def _model_line(error: BaseException) -> str:
 def _describe(filename: str, lineno: int | None) -> str:
     parts = Path(filename).parts
     short = "/".join(parts[-2:]) if len(parts) >= 2 else filename
+    linecache.checkcache(filename)  # a file edited since it was cached is read again
     code = linecache.getline(filename, lineno or 0).strip()
     return f"{short}:{lineno}" + (f" ({code})" if code else "")
 

@@ -116,6 +116,8 @@ def apply(
         errors = layer_errors(current, candidate, counterparts, images)
         network_error = output_error(current, candidate, images)
         cost = cost_of(candidate)
+        if count_flops and cost.flops > current_cost.flops:
+            change.notes.append(f"FLOPs rose {cost.flops / max(current_cost.flops, 1) - 1:.1%} with this step")
         records.append(
             TransformRecord(
                 transform=spec.name,
