@@ -87,3 +87,14 @@ def test_a_search_in_which_no_trial_trains_exits_non_zero_with_the_first_failure
     errors = [line for line in result.stderr.splitlines() if line.startswith("compressor search: error:")]
     assert errors == [errors[0]] and "no trial trained: " in errors[0] and "the loss is nan" in errors[0]
     assert "Traceback" not in result.stderr
+
+
+def test_model_args_without_model_are_for_the_network_the_space_searches(cli, tmp_path):
+    """The experiment trains Micro-Net, the unet_family space searches U-Net: --model-arg alone is for U-Net."""
+    config = write_tiny_experiment(tmp_path / "tiny.yaml", tmp_path / "run", n_trials=1)
+    result = cli("search", str(config), "--set", "model.name=micronet", "--set", "model.args={}",
+                 "--model-arg", "base_width=4", "--model-arg", "norm=batch")
+    assert result.returncode == 0, result.stderr
+    study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{tmp_path / 'run' / 'search.db'}")
+    assert study.user_attrs["model"] == "unet"
+    assert study.user_attrs["model_args"]["base_width"] == 4 and study.user_attrs["model_args"]["norm"] == "batch"

@@ -220,3 +220,24 @@ def test_a_study_made_before_inheritance_rebuilds_its_recipes_as_it_built_them()
     conv = model.decoder[0][0].conv
     half = conv.in_channels // 2
     assert torch.equal(fused.get_submodule("decoder.0.0.conv").weight, (conv.weight[:, :half] + conv.weight[:, half:]) / 2)
+
+
+def test_a_study_made_before_dilation_kept_rates_rebuilds_with_overwrite():
+    """Micro-Net's fire modules are dilated already. dilation now keeps such rates by default; a study
+    made before (no ``dilation_keeps_rates`` attribute) rebuilds its trials as they were trained:
+    overwriting them. A new study stores the attribute; a recipe's own ``overwrite`` is kept."""
+    from compressor.search.setup import BUILT_AS_NOW, KEEPS_RATES, as_built_for
+    from compressor.transforms import Recipe
+
+    recipe = Recipe.from_data([{"name": "dilation", "rates": [1, 2, 5]}, {"name": "fire"}])
+    old = as_built_for(recipe, {"init": "inherit"})
+    assert [dict(step.params) for step in old.steps] == [{"rates": [1, 2, 5], "overwrite": True}, {}]
+    assert as_built_for(recipe, BUILT_AS_NOW) is recipe and BUILT_AS_NOW[KEEPS_RATES] is True
+    kept = Recipe.from_data([{"name": "dilation", "overwrite": False}])
+    assert dict(as_built_for(kept, {}).steps[0].params) == {"overwrite": False}
+    model = compressor.micronet(base_width=8)
+    _, (now,) = compressor.apply(model, recipe.steps[:1], (1, 3, 32, 32))
+    _, (then,) = compressor.apply(model, old.steps[:1], (1, 3, 32, 32))
+    kept_rates = {name for name, why in now.skipped.items() if why.startswith("already has rate")}
+    rerated_then = set(then.changed) - set(now.changed)  # what the old rules changed and the new ones keep
+    assert rerated_then and rerated_then <= kept_rates

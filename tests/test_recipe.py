@@ -79,7 +79,9 @@ def test_parameters_added_later_leave_stored_recipe_hashes_as_they_were():
     assert Recipe.from_data([{"name": "prune", "ratio": 0.5, "importance": "l1"}]).hash() == "7a5b3c2377e8a01d"
     assert Recipe.from_data([{"name": "dilation"}]).hash() == "ba205b1bcfc0f0a7"
     assert Recipe.from_data([{"name": "dilation", "overwrite": True}]).hash() != "ba205b1bcfc0f0a7"
-    assert Recipe.from_data([{"name": "dilation", "optional": True}]).hash() != "ba205b1bcfc0f0a7"
+    # optional decides refusal, not what an applying step builds: the paper's recipe file kept its hash
+    assert Recipe.from_data([{"name": "dilation", "optional": True}]).hash() == "ba205b1bcfc0f0a7"
+    assert Recipe.load("experiments/recipes/micronet_like.yaml").hash() == "c85ccd7a59a34880"
 
 
 def test_optional_steps_round_trip_and_strict_false_makes_every_step_optional(tmp_path):

@@ -291,3 +291,15 @@ def test_a_network_for_other_classes_is_refused_before_any_training(tmp_path):
                    "--model-arg classes=2")
     assert not (tmp_path / "run" / "baselines").exists() and not (tmp_path / "run" / "parents").exists()
     assert not (tmp_path / "run" / "search.db").exists()
+
+
+def test_the_head_is_found_on_the_way_to_out_not_at_the_aux_head():
+    """With aux_loss, torchvision's auxiliary classifier runs last; the cut must still see that the
+    deepest level holds the real head (the one making ``out``) and refuse."""
+    _needs("tv DeepLabV3-MobileNetV3")
+    from torchvision.models.segmentation import deeplabv3_mobilenet_v3_large
+
+    torch.manual_seed(0)
+    model = deeplabv3_mobilenet_v3_large(weights=None, weights_backbone=None, num_classes=2, aux_loss=True).eval()
+    with pytest.raises(TransformError, match=r"makes the output \(layer 'classifier.4'\)"):
+        apply(model, ["downsample_depth"], SHAPE)

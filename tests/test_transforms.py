@@ -161,3 +161,26 @@ def test_bad_parameters_name_the_key():
         apply(unet(base_width=8), [{"name": "fire", "squeeze_ratio": "big"}], SHAPE)
     with pytest.raises(ConfigError, match="fire: squeeze_ratio must be in"):
         apply(unet(base_width=8), [{"name": "fire", "squeeze_ratio": 9.0}], SHAPE)
+
+
+class _FunctionalHead(torch.nn.Module):
+    """A DeepLab-like network without a decoder: its head up-samples x4 with F.interpolate."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = torch.nn.Conv2d(3, 8, 3, stride=2, padding=1)
+        self.deep = torch.nn.Conv2d(8, 8, 3, stride=2, padding=1)
+        self.conv = torch.nn.Conv2d(8, 8, 3, padding=1)
+        self.head = torch.nn.Conv2d(8, 2, 1)
+
+    def forward(self, x):
+        y = self.head(self.conv(self.deep(self.stem(x))))
+        return torch.nn.functional.interpolate(y, scale_factor=4.0, mode="bilinear", align_corners=False)
+
+
+def test_stride_to_dilation_rescales_a_functional_upsampling():
+    model = _FunctionalHead()
+    new, (record,) = apply(model, [{"name": "downsample_depth", "stride_to_dilation": True}], (1, 3, 32, 32))
+    assert new(torch.randn(1, 3, 32, 32)).shape == (1, 2, 32, 32)
+    assert new.get_submodule("deep").stride == (1, 1) and new.get_submodule("conv").dilation == (2, 2)
+    assert record.flops_after > record.flops_before

@@ -14,7 +14,7 @@ from compressor.units import parse_shape
 
 __all__ = [
     "add_model_arguments", "model_from_args", "input_shape_from_args", "default_input_shape",
-    "add_base_model_arguments", "model_config_from_args",
+    "add_base_model_arguments", "add_builder_arguments", "model_config_from_args",
 ]
 
 
@@ -24,14 +24,14 @@ def add_model_arguments(parser: argparse.ArgumentParser, *, positional: bool = T
             "model", metavar="MODEL",
             help="'unet', 'micronet', or an import path 'package.module:callable'",
         )
-    _add_builder_arguments(parser)
+    add_builder_arguments(parser)
     parser.add_argument(
         "--input-shape", metavar="N,C,H,W", default=None,
         help="input shape to measure at (default: 1,C,224,224 with C read from the first conv)",
     )
 
 
-def _add_builder_arguments(parser: argparse.ArgumentParser) -> None:
+def add_builder_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--model-arg", action="append", default=[], metavar="KEY=VALUE",
         help="keyword argument for the model builder (repeatable), e.g. norm=batch",
@@ -46,7 +46,7 @@ def _add_builder_arguments(parser: argparse.ArgumentParser) -> None:
 def add_base_model_arguments(parser: argparse.ArgumentParser, help_model: str) -> None:
     """``--model`` (defaulting to the experiment's), ``--model-arg`` and ``--model-output``."""
     parser.add_argument("--model", metavar="MODEL", help=help_model)
-    _add_builder_arguments(parser)
+    add_builder_arguments(parser)
 
 
 def model_config_from_args(args: argparse.Namespace, default: ModelConfig) -> ModelConfig:

@@ -9,12 +9,14 @@ from pathlib import Path
 import torch
 
 from compressor.cli.apply_command import add_recipe_arguments, recipe_from_args, record_notes, records_table
+from compressor.cli.common import add_builder_arguments
 from compressor.cli.train_command import add_experiment_arguments, configure_logging, experiment_from_args
 from compressor.compress import compress, finetuned
 from compressor.errors import ConfigError
 from compressor.experiment import BASELINE_MODELS, Experiment, ModelConfig, ensure_parent
 from compressor.io import check_writable
 from compressor.models import build_model, parse_model_args
+from compressor.outputs import declare_output, parse_output_key
 from compressor.saving import load_saved, save_model
 from compressor.train import load_weights
 
@@ -33,8 +35,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     add_experiment_arguments(parser)
     parser.add_argument("--checkpoint", metavar="FILE", help="trained weights for MODEL (a state_dict or a compressor checkpoint)")
-    parser.add_argument("--model-arg", action="append", default=[], metavar="KEY=VALUE",
-                        help="keyword argument for MODEL's builder (repeatable)")
+    add_builder_arguments(parser)
     add_recipe_arguments(parser)
     parser.add_argument("--steps", type=int, metavar="N", help="fine-tuning steps (default: finetune.steps, else train.steps)")
     parser.add_argument("--no-distill", action="store_true", help="fine-tune without distilling from the original")
@@ -75,7 +76,10 @@ def teacher_from_args(args: argparse.Namespace, experiment: Experiment) -> tuple
             raise ConfigError(f"{args.model} is a model file: it carries its weights and arguments; "
                               "drop --checkpoint and --model-arg")
         try:
-            return load_saved(path).model, path.name
+            model = load_saved(path).model
+            if args.model_output is not None:
+                declare_output(model, parse_output_key(args.model_output))
+            return model, path.name
         except ConfigError as error:
             if _is_weights_file(path):
                 raise ConfigError(
@@ -85,7 +89,7 @@ def teacher_from_args(args: argparse.Namespace, experiment: Experiment) -> tuple
             raise error from None
     model_args = parse_model_args(args.model_arg)
     if args.checkpoint:
-        model = build_model(args.model, model_args)
+        model = declare_output(build_model(args.model, model_args), parse_output_key(args.model_output))
         load_weights(args.checkpoint, model)
         return model, args.model
     if args.model in BASELINE_MODELS and not model_args:

@@ -11,6 +11,7 @@ from compressor.cli.common import add_base_model_arguments, model_config_from_ar
 from compressor.cli.train_command import add_experiment_arguments, configure_logging, experiment_from_args
 from compressor.experiment import Experiment
 from compressor.search import SearchResult, run_search, with_search
+from search_spaces import SPACES
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -46,9 +47,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def experiment_with_options(args: argparse.Namespace) -> Experiment:
     experiment = experiment_from_args(args)
     if args.model or args.model_arg or args.model_output is not None:
+        # --model-arg without --model is for the network the search would use: the space's own, else the experiment's
+        space = SPACES.get(args.space or experiment.search.space)
+        args.model = args.model or experiment.search.model or space.model or experiment.model.name
         model = model_config_from_args(args, experiment.model)
         experiment = dataclasses.replace(experiment, model=model)
-        args.model = model.name
     limits = {"max_params": args.max_params, "max_flops": args.max_flops, "max_latency_ms": args.max_latency_ms}
     if any(value is not None for value in limits.values()):
         merged = {**experiment.budget.to_dict(), **{key: value for key, value in limits.items() if value is not None}}

@@ -50,7 +50,7 @@ from compressor.metrics import SegmentationMetrics, metric_value
 from compressor.pareto import hypervolume
 from compressor.search.liveness import PROCESS_KEY, fail_dead_trials, process_identity
 from compressor.search.progress import front
-from compressor.search.setup import SearchSetup, as_built_before_inheritance, build_candidate, prepare
+from compressor.search.setup import SearchSetup, as_built_for, build_candidate, prepare
 from compressor.search.storage import open_storage
 from compressor.search_config import ConfirmConfig
 from compressor.train import seed_everything, torch_threads, train
@@ -270,7 +270,7 @@ class _JobRunner:
         self.study, self.info, self.experiment, self.queue = study, info, experiment, queue
         self.records = {record.number: record for record in records}
         self.cache_dir, self.echo, self.keys = cache_dir, echo, keys
-        self.legacy = "init" not in study.user_attrs
+        self.built_as = dict(study.user_attrs)
         self.setups: dict[Repeat, SearchSetup] = {}
         self.constants: dict[Repeat, float] = {}
 
@@ -358,7 +358,7 @@ class _JobRunner:
     def _setup(self, repeat: Repeat) -> SearchSetup:
         if repeat not in self.setups:
             setup = prepare(self._variant(repeat), cache_dir=self.cache_dir, echo=lambda line: None, check_budget=False)
-            setup.legacy = self.legacy
+            setup.built_as = self.built_as
             self.setups[repeat] = setup
         return self.setups[repeat]
 
@@ -400,7 +400,7 @@ class _JobRunner:
         setup = self._setup(repeat)
         recipe = Recipe.from_data(record.recipe, source=f"trial {number}'s recipe")
         network = build_candidate(
-            setup.experiment, setup.model_config, as_built_before_inheritance(recipe) if setup.legacy else recipe,
+            setup.experiment, setup.model_config, as_built_for(recipe, setup.built_as),
             in_channels=setup.data.in_channels, num_classes=setup.data.num_classes, base=setup.context.model,
             init=setup.init, calibration=setup.calibration,
         )

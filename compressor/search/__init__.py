@@ -82,7 +82,7 @@ def run_search(
         plan_repeats(experiment, experiment.search.confirm)
     setup = prepare(experiment, cache_dir=cache_dir, echo=echo)
     study = open_search_study(setup, sampler_seed=setup.config.seed)
-    setup.legacy = "init" not in study.user_attrs  # made before weight inheritance: build as it did
+    setup.built_as = dict(study.user_attrs)  # a study made by an earlier version: build as it did
     echo(f"study {setup.study_name!r} in {setup.storage_url}: space {setup.space.name}, model {setup.model_config.name}, "
          f"budget {setup.budget.describe()}, objectives {', '.join(setup.config.objectives)}")
     _recover_dead_trials(setup, study)
@@ -136,7 +136,7 @@ def join_search(
         experiment = dataclasses.replace(experiment, train=dataclasses.replace(experiment.train, threads=threads))
     setup = prepare(experiment, cache_dir=cache_dir, echo=echo, check_budget=False, parent_weights=info.parent or None)
     study = open_search_study(setup, sampler_seed=seed, create=False)
-    setup.legacy = "init" not in study.user_attrs
+    setup.built_as = dict(study.user_attrs)
     _keep_the_studys_floor(setup, study)
     echo(f"worker joined study {study_name!r} in {storage_url}")
     _recover_dead_trials(setup, study)

@@ -11,7 +11,7 @@ from compressor.errors import ConfigError
 from compressor.experiment import Experiment, ModelConfig
 from compressor.finetune import calibration_batches
 from compressor.saving import save_model
-from compressor.search.setup import as_built_before_inheritance, build_candidate, load_parent
+from compressor.search.setup import as_built_for, build_candidate, load_parent
 from compressor.search.storage import load_study
 from compressor.search.weights import WeightStore
 from compressor.transforms import Recipe
@@ -53,11 +53,12 @@ def rebuild_trial(
     experiment = Experiment.from_dict(info.experiment, source=f"study {study_name!r}")
     model_config = ModelConfig(name=info.model, args={
         key: value for key, value in info.model_args.items() if key not in ("in_channels", "num_classes")
-    } if info.model in ("unet", "micronet") else dict(info.model_args))
+    } if info.model in ("unet", "micronet") else dict(info.model_args),
+        output=experiment.model.output if experiment.model.name == info.model else None)
     in_channels = int(info.input_shape[1])
     num_classes = int(info.model_args.get("num_classes", 2))
     recipe = Recipe.from_data(record.recipe, source=f"trial {number}'s recipe")
-    built = recipe if "init" in study.user_attrs else as_built_before_inheritance(recipe)
+    built = as_built_for(recipe, study.user_attrs)
     base = None
     if info.init != "random":  # pruning ranked the parent's trained channels: the same parent gives the same widths
         base = load_parent(model_config, info.parent, in_channels=in_channels, num_classes=num_classes).model

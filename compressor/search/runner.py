@@ -12,7 +12,7 @@ from compressor.metrics import SegmentationMetrics
 from compressor.pareto import pareto_mask
 from compressor.search.fidelity import rung_key, should_stop
 from compressor.search.liveness import PROCESS_KEY, process_identity
-from compressor.search.setup import SearchSetup, as_built_before_inheritance, build_candidate
+from compressor.search.setup import SearchSetup, as_built_for, build_candidate
 from compressor.search.weights import WeightStore
 from compressor.train import torch_threads, train
 from compressor.trials import TrialRecord
@@ -61,7 +61,7 @@ class TrialRunner:
         if twin is not None:
             return self._reuse(trial, record, twin, started)
         try:
-            built = as_built_before_inheritance(recipe) if setup.legacy else recipe
+            built = as_built_for(recipe, setup.built_as)
             network = build_candidate(
                 setup.experiment, setup.model_config, built, in_channels=setup.data.in_channels,
                 num_classes=setup.data.num_classes, base=setup.context.model, init=setup.init,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -59,7 +59,7 @@ class SearchSetup:
     echo: Callable[[str], None] = print
     parent: Parent | None = None
     calibration: list[torch.Tensor] | None = None
-    legacy: bool = False
+    built_as: dict[str, Any] = field(default_factory=lambda: dict(BUILT_AS_NOW))
     floor: Floor = field(default_factory=Floor)
 
     @property
@@ -170,11 +170,36 @@ def build_candidate(
 
 
 
+#: Study attribute of the studies whose ``dilation`` leaves existing rates alone by default (all
+#: made since it stopped overwriting them); a study without it is rebuilt with ``overwrite: true``.
+KEEPS_RATES = "dilation_keeps_rates"
+#: The attributes a new study stores to say how its recipes are built (see :func:`as_built_for`).
+BUILT_AS_NOW = {"init": "", KEEPS_RATES: True}
+
+
 def as_built_before_inheritance(recipe: Recipe) -> Recipe:
     """``recipe`` as a study made before weight inheritance built it, so its trials rebuild (and
     resume) the same: ``skip_fusion`` started from the mean of the kernel halves even from scratch,
-    and ``prune`` ranked channels by L1 norm."""
-    legacy = {"skip_fusion": {"init": "inherit"}, "prune": {"importance": "l1"}}
+    ``prune`` ranked channels by L1 norm (and ``dilation`` overwrote existing rates)."""
+    return as_built_for(recipe, {})
+
+
+def as_built_for(recipe: Recipe, attrs: Mapping[str, Any]) -> Recipe:
+    """``recipe`` as the study whose user attributes are ``attrs`` built it, so its trials rebuild
+    (export, confirmation) and resume the same across versions of the transforms.
+
+    A study made before weight inheritance (no ``init``) started ``skip_fusion`` from the mean of
+    the kernel halves even from scratch and ranked ``prune``'s channels by L1 norm; one made before
+    :data:`KEEPS_RATES` had ``dilation`` overwrite rates the network already had. A parameter the
+    recipe sets itself is kept.
+    """
+    legacy: dict[str, dict[str, Any]] = {}
+    if "init" not in attrs:
+        legacy |= {"skip_fusion": {"init": "inherit"}, "prune": {"importance": "l1"}}
+    if KEEPS_RATES not in attrs:
+        legacy["dilation"] = {"overwrite": True}
+    if not any(step.name in legacy for step in recipe.steps):
+        return recipe
     return Recipe.of([
         TransformSpec(step.name, {**legacy.get(step.name, {}), **step.params}, step.optional) for step in recipe.steps
     ])

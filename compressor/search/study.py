@@ -10,7 +10,7 @@ import optuna
 from compressor.errors import ConfigError
 from compressor.experiment import ModelConfig, Parent, load_baselines, to_data
 from compressor.metrics import SegmentationMetrics
-from compressor.search.setup import SearchSetup, experiment_key, metric_label, metric_value
+from compressor.search.setup import KEEPS_RATES, SearchSetup, experiment_key, metric_label, metric_value
 from compressor.search.storage import open_storage
 from compressor.trials import FORMAT, StudyInfo
 
@@ -96,7 +96,7 @@ def open_search_study(setup: SearchSetup, *, sampler_seed: int | None, create: b
         floor=setup.floor.to_dict(),
         ratio_to=setup.references[0],
     )
-    for name, value in {**info.to_attrs(), "experiment_key": key}.items():
+    for name, value in {**info.to_attrs(), "experiment_key": key, KEEPS_RATES: True}.items():
         study.set_user_attr(name, value)
     for choices in setup.space.starts(setup.context):
         study.enqueue_trial(dict(choices), skip_if_exists=True)

@@ -114,6 +114,8 @@ class _ConcreteTracer(torch.fx.Tracer):
         value = self.values[obj.node]
         if isinstance(value, torch.Tensor):
             return super().iter(obj)
+        if isinstance(value, dict):
+            return iter(list(value))  # a dict iterates over its keys, which are constants
         return iter([obj[index] for index in range(len(value))])
 
     def keys(self, obj: torch.fx.Proxy) -> Any:
@@ -132,7 +134,7 @@ def capture(model: nn.Module, example_input: torch.Tensor) -> Captured:
     was_training = model.training
     model.eval()
     try:
-        with torch.no_grad(), _python_sees_values(tracer), _quiet_stderr():
+        with torch.no_grad(), _python_sees_values(tracer):
             graph = tracer.trace(model)
     except Exception as error:  # noqa: BLE001 - tracing runs the user's code
         module = next(reversed(tracer.module_stack), "") if getattr(tracer, "module_stack", None) else ""
@@ -170,10 +172,11 @@ def _python_sees_values(tracer: _ConcreteTracer) -> Iterator[None]:
         return original_isinstance(obj, target_type)
 
     def concrete_len(proxy: torch.fx.Proxy) -> int:
+        # The length of a shape or a list of features is the network's structure, fixed for inputs
+        # of the example's rank: not a branch worth a note.
         value = tracer.values.get(proxy.node) if proxy.tracer is tracer else None
         if value is None or isinstance(value, torch.Tensor):
             return original_len(proxy)
-        tracer.branches.append(_caller_line())
         return len(value)
 
     torch.jit.isinstance, torch.fx.Proxy.__len__ = concrete_isinstance, concrete_len
@@ -181,21 +184,6 @@ def _python_sees_values(tracer: _ConcreteTracer) -> Iterator[None]:
         yield
     finally:
         torch.jit.isinstance, torch.fx.Proxy.__len__ = original_isinstance, original_len
-
-
-@contextlib.contextmanager
-def _quiet_stderr() -> Iterator[None]:
-    """Some torch passes print a traceback before raising; the caller reports the error itself."""
-    with contextlib.redirect_stderr(_Discard()):
-        yield
-
-
-class _Discard:
-    def write(self, text: str) -> int:
-        return len(text)
-
-    def flush(self) -> None:
-        pass
 
 
 def _fetch(root: nn.Module, target: str) -> Any:

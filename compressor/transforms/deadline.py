@@ -5,13 +5,15 @@ from __future__ import annotations
 import contextlib
 import signal
 import threading
+import time
 from collections.abc import Iterator
 
 __all__ = ["DeadlineExceeded", "deadline"]
 
 
-class DeadlineExceeded(Exception):
-    """The work did not finish within its time limit."""
+class DeadlineExceeded(BaseException):
+    """The work did not finish within its time limit (a ``BaseException``, as ``KeyboardInterrupt``
+    is, so that the ``except Exception`` of the code it interrupts does not swallow it)."""
 
 
 @contextlib.contextmanager
@@ -36,6 +38,7 @@ def deadline(seconds: float | None) -> Iterator[bool]:
     def expire(_signum: int, _frame: object) -> None:
         raise DeadlineExceeded(f"did not finish within {seconds:g} s")
 
+    started = time.monotonic()
     previous_handler = signal.signal(signal.SIGALRM, expire)
     previous_timer = signal.setitimer(signal.ITIMER_REAL, seconds)
     try:
@@ -43,5 +46,6 @@ def deadline(seconds: float | None) -> Iterator[bool]:
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous_handler)
-        if previous_timer[0]:
-            signal.setitimer(signal.ITIMER_REAL, *previous_timer)
+        if previous_timer[0]:  # the outer timer goes on with what it had left (at least a moment)
+            left = max(previous_timer[0] - (time.monotonic() - started), 1e-3)
+            signal.setitimer(signal.ITIMER_REAL, left, previous_timer[1])

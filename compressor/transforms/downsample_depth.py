@@ -10,6 +10,7 @@ from torch import nn
 
 from compressor.errors import ConfigError
 from compressor.models.blocks import pad_to_multiple
+from compressor.outputs import declared_output
 from compressor.transforms.base import Change, Transform, TransformError, register_transform
 from compressor.transforms.calibration import Counterpart
 from compressor.transforms.dilation import set_dilation
@@ -112,7 +113,7 @@ class DownsampleDepth(Transform):
                 f"{self.name}: the removed levels must be entered from one tensor; found {len(entries)} ({names})"
             )
         (source,) = entries
-        head = _output_head(graph_module)
+        head = _output_head(graph_module, declared_output(graph_module))
         if head is not None and head in region:
             raise TransformError(
                 f"{self.name}: the removed levels hold the layer that makes the output ({_where(head)}): "
@@ -211,6 +212,7 @@ class DownsampleDepth(Transform):
     ) -> tuple[nn.Module, Change]:
         change = Change()
         plan = []
+        graph_changed = False  # a functional resize rescaled: only the graph holds that change
         for node in graph_module.graph.nodes:
             if node not in region and not any(i in region for i in node.all_input_nodes):
                 continue
@@ -222,6 +224,7 @@ class DownsampleDepth(Transform):
                     # It leaves the flattened levels: it now starts from the kept level.
                     reason = _rescale(graph_module, node, 2 ** (input_level - keep))
                     if reason is None:
+                        graph_changed |= node.op == "call_function"
                         continue
                     raise TransformError(
                         f"{self.name}: stride_to_dilation cannot keep shapes: {_where(node)} up-samples out of the "
@@ -247,6 +250,7 @@ class DownsampleDepth(Transform):
             if action == "stride" and not isinstance(module, nn.Conv2d):
                 replacement = _stride_one_pool(module)
                 replace_submodule(model, node.target, replacement)
+                replace_submodule(graph_module, node.target, replacement)
                 change.changed.append(node.target)
                 continue
             if action == "stride":
@@ -258,6 +262,9 @@ class DownsampleDepth(Transform):
             change.changed.append(node.target)
             change.counterparts[node.target] = None  # it now sees another resolution: nothing to compare with
         change.notes.append(f"levels {keep + 1}..{keep + self.levels} flattened: stride 1, dilation x2 per level")
+        if graph_changed:
+            graph_module.recompile()
+            return graph_module, change
         return model, change
 
 
@@ -271,6 +278,8 @@ def _rescale(graph_module: torch.fx.GraphModule, node: torch.fx.Node, factor: in
     """
     module = module_of(graph_module, node)
     if isinstance(module, _UPSAMPLERS):
+        if sum(1 for other in graph_module.graph.nodes if other.op == "call_module" and other.target == node.target) > 1:
+            return f"is layer {node.target!r}, called at several places (a rescale would change them all)"
         if module.size is not None:
             return None
         scale = module.scale_factor
@@ -293,13 +302,42 @@ def _rescale(graph_module: torch.fx.GraphModule, node: torch.fx.Node, factor: in
     return "is not a resize (F.interpolate, nn.Upsample) that could start from the kept level"
 
 
-def _output_head(graph_module: torch.fx.GraphModule) -> torch.fx.Node | None:
-    """The last conv or linear layer to run: the one that makes the output."""
-    head = None
-    for node in graph_module.graph.nodes:
+def _output_head(graph_module: torch.fx.GraphModule, key: str | int | None) -> torch.fx.Node | None:
+    """The layer that makes the segmentation: the last conv or linear layer on its way to the output
+    (an auxiliary head that runs after it, as torchvision's ``aux`` does, is not it)."""
+    order = {node: index for index, node in enumerate(graph_module.graph.nodes)}
+    output = next(node for node in reversed(graph_module.graph.nodes) if node.op == "output")
+    start = _segmentation_node(output.args[0], key)
+    if start is None:
+        return None
+    seen, stack, head = set(), [start], None
+    while stack:
+        node = stack.pop()
+        if node in seen:
+            continue
+        seen.add(node)
         if isinstance(module_of(graph_module, node), (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
-            head = node
+            if head is None or order[node] > order[head]:
+                head = node
+            continue  # the nearest layer on this path; what feeds it is not the head
+        stack.extend(node.all_input_nodes)
     return head
+
+
+def _segmentation_node(returned: object, key: str | int | None) -> torch.fx.Node | None:
+    """The node of the returned structure that :func:`compressor.outputs.primary_output` would pick."""
+    if isinstance(returned, torch.fx.Node):
+        return returned
+    if isinstance(returned, dict):
+        if key is None:
+            key = "out" if "out" in returned else next(iter(returned), None) if len(returned) == 1 else None
+        return _segmentation_node(returned.get(key), None) if key is not None else None
+    if isinstance(returned, (list, tuple)):
+        if key is None and len(returned) == 1:
+            key = 0
+        return _segmentation_node(returned[key], None) if isinstance(key, int) and -len(returned) <= key < len(
+            returned) else None
+    return None
 
 
 def _bridge_counterpart(

@@ -102,9 +102,11 @@ def apply(
         declare_output(candidate, declared_output(model))  # a traced graph does not carry it
         output_shape = _output_shape(candidate, example, step)
         if output_shape != reference_shape:
-            raise TransformError(
-                f"{step}: output shape changed from {reference_shape} to {output_shape}; refusing"
-            )
+            reason = f"output shape changed from {reference_shape} to {output_shape}; refusing"
+            if not spec.optional:
+                raise TransformError(f"{step}: {reason}")
+            records.append(_skipped(spec, transform, current_cost, f"{spec.name}: {reason}"))
+            continue
         counterparts = counterparts_of(change.changed, change.counterparts)
         if batches:
             calibration_images = batches_of(calibration, batches).to(example.device)

@@ -12,7 +12,7 @@ from torch import nn
 from torch.fx.passes.shape_prop import ShapeProp
 
 from compressor.errors import ConfigError
-from compressor.outputs import declared_output, primary_output
+from compressor.outputs import declare_output, declared_output, primary_output
 from compressor.transforms.base import TransformError
 from compressor.transforms.capture import CaptureError, capture
 
@@ -44,6 +44,7 @@ def trace_with_shapes(model: nn.Module, example_input: torch.Tensor, *, transfor
         node.type = None
     graph_module.recompile()
     graph_module.meta["branches"] = list(captured.branches)
+    declare_output(graph_module, declared_output(model))
     was_training = model.training
     model.eval()
     graph_module.eval()

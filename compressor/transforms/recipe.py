@@ -151,7 +151,11 @@ class Recipe:
         atomic_write_text(path, text)
 
     def normalized(self) -> list[dict[str, Any]]:
-        """Every step with all its parameters, defaults filled in (``optional`` only where set)."""
+        """Every step with all its parameters, defaults filled in.
+
+        ``optional`` is left out: it decides whether a step that does not apply is refused, not
+        what a step that applies builds, so it does not change a recipe's result.
+        """
         normalized = []
         for step in self.steps:
             transform = step.build()
@@ -160,7 +164,7 @@ class Recipe:
                 key: value for key, value in plain_params(transform.params).items()
                 if not (key in transform.omit_when_default and value == plain_params(defaults).get(key))
             }
-            normalized.append({"name": step.name, **params, **({"optional": True} if step.optional else {})})
+            normalized.append({"name": step.name, **params})
         return normalized
 
     def hash(self) -> str:
