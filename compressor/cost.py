@@ -18,6 +18,7 @@ from fvcore.nn import FlopCountAnalysis, parameter_count
 from torch import nn
 
 from compressor.errors import ConfigError
+from compressor.threads import torch_threads
 from compressor.units import parse_shape
 
 __all__ = ["Cost", "ModuleCost", "measure", "FLOP_CONVENTION"]
@@ -91,7 +92,7 @@ def measure(
     *,
     latency_runs: int = 0,
     warmup_runs: int = 2,
-    threads: int | None = None,
+    threads: int | str | None = None,
 ) -> Cost:
     """Measures ``model`` at ``input_shape``.
 
@@ -105,7 +106,7 @@ def measure(
         latency_runs: if > 0, time this many forward passes after ``warmup_runs`` and
             report the median in milliseconds.
         warmup_runs: untimed passes before timing.
-        threads: torch intra-op threads while timing (None keeps the current setting).
+        threads: torch intra-op threads while timing (``auto``: the available cores; None keeps the current setting).
 
     Returns:
         A :class:`Cost`.
@@ -215,12 +216,9 @@ def _count_flops(model: nn.Module, example: torch.Tensor) -> tuple[int, dict[str
 
 
 def _median_latency_ms(
-    model: nn.Module, example: torch.Tensor, runs: int, warmup_runs: int, threads: int | None
+    model: nn.Module, example: torch.Tensor, runs: int, warmup_runs: int, threads: int | str | None
 ) -> float:
-    previous_threads = torch.get_num_threads()
-    if threads is not None:
-        torch.set_num_threads(threads)
-    try:
+    with torch_threads(threads):
         for _ in range(warmup_runs):
             model(example)
         timings = []
@@ -228,6 +226,4 @@ def _median_latency_ms(
             start = time.perf_counter()
             model(example)
             timings.append((time.perf_counter() - start) * 1000.0)
-    finally:
-        torch.set_num_threads(previous_threads)
     return statistics.median(timings)

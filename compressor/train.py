@@ -36,6 +36,7 @@ from compressor.errors import CompressorError, ConfigError
 from compressor.io import atomic_write
 from compressor.metrics import ConfusionMatrix, SegmentationMetrics
 from compressor.outputs import model_output
+from compressor.threads import torch_threads
 
 __all__ = [
     "TrainConfig",
@@ -136,7 +137,8 @@ class TrainConfig:
         grad_clip: maximum gradient norm (null: no clipping).
         seed: seeds the model's initialization (when the caller builds it after
             :func:`seed_everything`), the patch order and the augmentations.
-        threads: torch CPU threads while training (null: leave as is).
+        threads: torch CPU threads while training: ``auto`` (the default: the cores this
+            process may use, see :mod:`compressor.threads`), a count, or null (leave as is).
         device: ``auto`` (a GPU when present), ``cpu``, ``cuda``, ``cuda:1``...
         eval_window: side of the sliding window used for evaluation.
         eval_overlap: overlap of neighbouring evaluation windows in pixels.
@@ -161,7 +163,7 @@ class TrainConfig:
     augment: bool = True
     grad_clip: float | None = 5.0
     seed: int = 0
-    threads: int | None = None
+    threads: int | Literal["auto"] | None = "auto"
     device: str = "auto"
     eval_window: int = 256
     eval_overlap: int = 32
@@ -180,8 +182,8 @@ class TrainConfig:
             raise ConfigError(f"train.warmup_fraction must be in [0, 1), got {self.warmup_fraction}")
         if not 0 <= self.eval_overlap < self.eval_window:
             raise ConfigError(f"train.eval_overlap must be in [0, eval_window), got {self.eval_overlap}")
-        if self.threads is not None and self.threads < 1:
-            raise ConfigError(f"train.threads must be >= 1, got {self.threads}")
+        if isinstance(self.threads, int) and self.threads < 1:
+            raise ConfigError(f"train.threads must be 'auto' or >= 1, got {self.threads}")
         if self.bn_reestimate < 0:
             raise ConfigError(f"train.bn_reestimate must be >= 0 batches, got {self.bn_reestimate}")
 
@@ -584,18 +586,6 @@ def _forward_checked(model: nn.Module, images: torch.Tensor, num_classes: int) -
             f"training needs {expected} (one logit map per class, same height and width)"
         )
     return logits
-
-
-@contextlib.contextmanager
-def torch_threads(count: int | None) -> Iterator[int]:
-    """Runs the block with ``count`` torch CPU threads (None: as they are), then restores them."""
-    previous = torch.get_num_threads()
-    if count is not None:
-        torch.set_num_threads(count)
-    try:
-        yield torch.get_num_threads()
-    finally:
-        torch.set_num_threads(previous)
 
 
 def _optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:

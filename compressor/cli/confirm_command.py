@@ -7,6 +7,7 @@ import argparse
 from compressor.cli.report_command import default_storage
 from compressor.cli.search_command import _echo
 from compressor.cli.train_command import configure_logging
+from compressor.threads import parse_threads
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -27,7 +28,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--folds", action="store_true", help="also every fold of a k-fold data section")
     parser.add_argument("--budget", action="append", default=[], metavar="X", dest="budgets",
                         help="parameter budget to state a claim for (repeatable, e.g. --budget 1M --budget 300k)")
-    parser.add_argument("--threads", type=int, metavar="N", help="torch CPU threads")
+    parser.add_argument("--threads", type=parse_threads, metavar="N", help="torch CPU threads")
     parser.add_argument("--cache-dir", metavar="DIR", help="download cache")
     parser.set_defaults(run=run)
 

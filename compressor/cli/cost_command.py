@@ -9,6 +9,7 @@ from compressor.cli.common import add_model_arguments, input_shape_from_args, mo
 from compressor.cost import FLOP_CONVENTION, Cost, measure
 from compressor.models import build_model
 from compressor.tables import format_table
+from compressor.threads import parse_threads
 from compressor.units import format_bytes, format_count
 
 
@@ -20,7 +21,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     add_model_arguments(parser)
     parser.add_argument("--baseline", metavar="MODEL", help="model to compare against (built with default arguments)")
     parser.add_argument("--latency-runs", type=int, default=0, metavar="N", help="time N forward passes, report the median")
-    parser.add_argument("--threads", type=int, default=None, help="torch threads while timing")
+    parser.add_argument("--threads", type=parse_threads, default=None, help="torch threads while timing")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.set_defaults(run=run)
 

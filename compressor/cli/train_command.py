@@ -15,6 +15,7 @@ from compressor.experiment import (
     model_label,
     train_model,
 )
+from compressor.threads import parse_threads
 from compressor.units import format_count
 
 
@@ -37,7 +38,7 @@ def add_experiment_arguments(parser: argparse.ArgumentParser) -> None:
         "--set", action="append", default=[], dest="overrides", metavar="KEY=VALUE",
         help="override a setting of the file (repeatable), e.g. train.steps=50",
     )
-    parser.add_argument("--threads", type=int, metavar="N", help="torch CPU threads (same as --set train.threads=N)")
+    parser.add_argument("--threads", type=parse_threads, metavar="N", help="torch CPU threads, a count or auto (same as --set train.threads=N)")
     parser.add_argument("--cache-dir", metavar="DIR", help="download cache (default: $COMPRESSOR_CACHE_DIR or ~/.cache/compressor)")
 
 

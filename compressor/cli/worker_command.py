@@ -7,6 +7,7 @@ import argparse
 from compressor.cli.search_command import _echo, summary
 from compressor.cli.train_command import configure_logging
 from compressor.search import join_search
+from compressor.threads import parse_threads
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -19,7 +20,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--n-trials", type=int, metavar="N", help="the study's target (default: as created)")
     parser.add_argument("--timeout", type=float, metavar="S", help="start no new trial after S seconds")
     parser.add_argument("--seed", type=int, metavar="N", help="this worker's sampler seed (default: random)")
-    parser.add_argument("--threads", type=int, metavar="N", help="torch CPU threads of this worker")
+    parser.add_argument("--threads", type=parse_threads, metavar="N", help="torch CPU threads of this worker")
     parser.add_argument("--cache-dir", metavar="DIR", help="download cache")
     parser.set_defaults(run=run)
 

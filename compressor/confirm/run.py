@@ -53,7 +53,8 @@ from compressor.search.progress import front
 from compressor.search.setup import SearchSetup, as_built_for, build_candidate, prepare
 from compressor.search.storage import open_storage
 from compressor.search_config import ConfirmConfig
-from compressor.train import seed_everything, torch_threads, train
+from compressor.threads import torch_threads
+from compressor.train import seed_everything, train
 from compressor.transforms import Recipe
 from compressor.trials import StudyInfo, TrialRecord, study_info, trial_records
 

@@ -14,7 +14,8 @@ from compressor.search.fidelity import rung_key, should_stop
 from compressor.search.liveness import PROCESS_KEY, process_identity
 from compressor.search.setup import SearchSetup, as_built_for, build_candidate
 from compressor.search.weights import WeightStore
-from compressor.train import torch_threads, train
+from compressor.threads import torch_threads
+from compressor.train import train
 from compressor.trials import TrialRecord
 
 __all__ = ["TrialFailed", "TrialRunner"]
