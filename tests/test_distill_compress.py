@@ -241,3 +241,17 @@ def test_a_study_made_before_dilation_kept_rates_rebuilds_with_overwrite():
     kept_rates = {name for name, why in now.skipped.items() if why.startswith("already has rate")}
     rerated_then = set(then.changed) - set(now.changed)  # what the old rules changed and the new ones keep
     assert rerated_then and rerated_then <= kept_rates
+
+
+def test_a_worker_joins_an_inheriting_study_from_the_parent_file_it_names(tmp_path):
+    """A worker reads the parent file the study names instead of training it (it used to fail with an
+    UnboundLocalError there) and adds trials built from that parent."""
+    from compressor.search import join_search, run_search
+
+    experiment = tiny_experiment(tmp_path, n_trials=1, init="inherit")
+    first = run_search(experiment, echo=lambda line: None)
+    parent = first.study.user_attrs["parent"]
+    lines = []
+    joined = join_search(f"sqlite:///{tmp_path / 'search.db'}", "tiny", n_trials=2, echo=lines.append)
+    assert len(joined.records) == 2 and not any(line.startswith("parent ") for line in lines)  # not trained again
+    assert joined.study.user_attrs["parent"] == parent

@@ -222,20 +222,21 @@ def prepare(
     data = experiment.data.build(cache_dir=cache_dir)
     if config.metric.startswith("iou:") and config.metric[4:] not in data.class_names:
         raise ConfigError(f"search.metric: no class {config.metric[4:]!r}; classes: {', '.join(data.class_names)}")
-    check_fits(model_config.build(in_channels=data.in_channels, num_classes=data.num_classes), data,
-               what=f"model {model_config.name}")
+    seed_everything(experiment.train.seed)
+    base = model_config.build(in_channels=data.in_channels, num_classes=data.num_classes)
+    check_fits(base, data, what=f"model {model_config.name}")  # before any training
     parent = None
-    if config.init != "random" and parent_weights:
-        parent = load_parent(model_config, parent_weights, in_channels=data.in_channels, num_classes=data.num_classes)
-    elif config.init != "random":
-        parent = ensure_parent(experiment, model_config, steps=experiment.finetune.parent_steps, data=data,
-                               cache_dir=cache_dir)
-        echo(f"parent {model_config.name} ({parent.steps} steps, {'stored' if parent.reused else 'trained now'}: "
-             f"{parent.weights_path}): {SegmentationMetrics.from_dict(parent.metrics).summary() if parent.metrics else ''}")
+    if config.init != "random":
+        if parent_weights:
+            parent = load_parent(model_config, parent_weights, in_channels=data.in_channels,
+                                 num_classes=data.num_classes)
+        else:
+            parent = ensure_parent(experiment, model_config, steps=experiment.finetune.parent_steps, data=data,
+                                   cache_dir=cache_dir)
+            echo(f"parent {model_config.name} ({parent.steps} steps, {'stored' if parent.reused else 'trained now'}: "
+                 f"{parent.weights_path}): "
+                 f"{SegmentationMetrics.from_dict(parent.metrics).summary() if parent.metrics else ''}")
         base = parent.model
-    else:
-        seed_everything(experiment.train.seed)
-        base = model_config.build(in_channels=data.in_channels, num_classes=data.num_classes)
     example = torch.zeros(1, data.in_channels, experiment.data.patch_size, experiment.data.patch_size)
     context = SearchContext(base, example, model_config.name)
     wants_latency = experiment.budget.needs_latency or "latency_ms" in config.objectives
