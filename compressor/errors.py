@@ -6,7 +6,7 @@ so every message must name the thing at fault (file, key, layer, value) on its o
 
 from __future__ import annotations
 
-__all__ = ["CompressorError", "ConfigError", "ModelLoadError", "BudgetError"]
+__all__ = ["CompressorError", "ConfigError", "ModelLoadError", "BudgetError", "first_line"]
 
 
 class CompressorError(Exception):
@@ -23,3 +23,17 @@ class ModelLoadError(CompressorError):
 
 class BudgetError(ConfigError):
     """A budget limit is malformed (bad unit, negative or zero)."""
+
+
+def first_line(error: BaseException) -> str:
+    """The first line of ``error``'s message (its type's name if it has none): what a one-line
+    error quotes of a failure raised by the user's model or a library.
+
+    Example:
+        >>> first_line(RuntimeError("shapes do not match\\nat node 3"))
+        'shapes do not match'
+        >>> first_line(KeyError())
+        'KeyError'
+    """
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__

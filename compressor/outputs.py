@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from compressor.errors import ConfigError
+from compressor.errors import ConfigError, first_line
 
 __all__ = [
     "OUTPUT_ATTRIBUTE", "declare_output", "declared_output", "primary_output", "model_output", "parse_output_key",
@@ -124,7 +124,7 @@ def check_fits(network: nn.Module, data: Any, *, what: str = "the model") -> Non
     except ConfigError as error:
         raise ConfigError(f"{what}: {error}") from None
     except RuntimeError as error:
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        first = first_line(error)
         raise ConfigError(
             f"{what} cannot run on the data's patches {tuple(image.shape)} ({data.in_channels} channels): {first}"
         ) from None

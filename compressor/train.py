@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 
 from compressor.data.base import Scene, SegmentationData
 from compressor.data.tiling import window_starts
-from compressor.errors import CompressorError, ConfigError
+from compressor.errors import CompressorError, ConfigError, first_line
 from compressor.io import atomic_write
 from compressor.metrics import ConfusionMatrix, SegmentationMetrics
 from compressor.outputs import model_output
@@ -519,12 +519,11 @@ def _teacher_logits(teacher: nn.Module, images: torch.Tensor, student_logits: to
     try:
         logits = model_output(teacher, images)
     except RuntimeError as error:
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        first = first_line(error)
         raise ConfigError(f"the distillation teacher cannot run on a batch of shape {tuple(images.shape)}: {first}") from None
-    if not isinstance(logits, torch.Tensor) or logits.shape != student_logits.shape:
-        shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
+    if logits.shape != student_logits.shape:  # model_output gives a tensor, or says why not
         raise ConfigError(
-            f"the distillation teacher maps input {tuple(images.shape)} to {shape}, the model being trained to "
+            f"the distillation teacher maps input {tuple(images.shape)} to {tuple(logits.shape)}, the model being trained to "
             f"{tuple(student_logits.shape)}; they must match (same classes, same height and width)"
         )
     return logits
@@ -577,7 +576,7 @@ def _forward_checked(model: nn.Module, images: torch.Tensor, num_classes: int) -
     try:
         logits = model_output(model, images)
     except RuntimeError as error:
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        first = first_line(error)
         raise ConfigError(f"the model cannot run on a batch of shape {tuple(images.shape)}: {first}") from None
     expected = (images.shape[0], num_classes, *images.shape[2:])
     if tuple(logits.shape) != expected:
@@ -791,7 +790,7 @@ def load_weights(path: str | Path, model: nn.Module) -> None:
     except FileNotFoundError:
         raise CheckpointError(f"{path}: checkpoint not found") from None
     except Exception as error:  # noqa: BLE001 - torch raises many kinds on a bad file
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        first = first_line(error)
         raise CheckpointError(f"{path}: not a readable weights file (a state_dict or a compressor checkpoint): {first}") from None
     if isinstance(payload, dict) and payload.get("format") == _CHECKPOINT_FORMAT:
         load_checkpoint(path, model)

@@ -43,7 +43,7 @@ from compressor.confirm.results import (
     subject_of,
     trial_of,
 )
-from compressor.errors import CompressorError, ConfigError
+from compressor.errors import CompressorError, ConfigError, first_line
 from compressor.experiment import Experiment, ensure_baselines
 from compressor.floor import Floor
 from compressor.metrics import SegmentationMetrics, metric_value
@@ -179,10 +179,6 @@ def run_confirmation(
     return read_confirmation(study.user_attrs, info, trial_records(study))
 
 
-def _first_line(error: Exception) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
-
 
 def label(subject: str) -> str:
     return REFERENCE_LABELS.get(subject) or subject.replace("-", " ")
@@ -299,15 +295,15 @@ class _JobRunner:
                 result.update(self._candidate(trial_of(job["subject"]), repeat))
         except CompressorError as error:
             if job["subject"] in (*REFERENCES, CONTROL) or "constant" not in result:  # not the recipe's doing: retried
-                self.echo(f"confirm: {what} failed: {_first_line(error)}")
-                raise _JobFailed(_first_line(error)) from None
+                self.echo(f"confirm: {what} failed: {first_line(error)}")
+                raise _JobFailed(first_line(error)) from None
             # A recipe that does not train on this seed (a NaN loss...) is a result: it scores 0.
-            result.update(metric=0.0, failure=_first_line(error))
+            result.update(metric=0.0, failure=first_line(error))
         except RuntimeError as error:  # out of memory and the like: not a property of the recipe; retried later
             if "KeyboardInterrupt" in str(error):
                 raise KeyboardInterrupt from error
-            self.echo(f"confirm: {what} failed: {_first_line(error)}")
-            raise _JobFailed(_first_line(error)) from None
+            self.echo(f"confirm: {what} failed: {first_line(error)}")
+            raise _JobFailed(first_line(error)) from None
         result["seconds"] = round(time.perf_counter() - started, 3)
         self.study.set_user_attr(_job_key(job), result)
         trial.set_user_attr("result", {key: value for key, value in result.items() if key != "metrics"})

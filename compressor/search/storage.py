@@ -8,7 +8,7 @@ from pathlib import Path
 import optuna
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 
-from compressor.errors import ConfigError
+from compressor.errors import ConfigError, first_line
 
 __all__ = ["default_storage_url", "open_storage", "load_study", "sqlite_path"]
 
@@ -57,7 +57,7 @@ def open_storage(
                 heartbeat_stale_trial_callback=callback,
             )
     except Exception as error:  # SQLAlchemy: bad URL, missing driver, server down
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        reason = first_line(error)
         raise ConfigError(f"cannot open storage {_redact(url)}: {reason}") from None
 
 

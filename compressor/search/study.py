@@ -43,8 +43,8 @@ def references(setup: SearchSetup, base: Parent | None = None) -> dict[str, dict
     trained = load_baselines(setup.experiment)
     found: dict[str, dict[str, Any]] = {}
     for name in setup.references:
-        config = setup.model_config if name == "base" else ModelConfig(name=name)
-        network = config.build(in_channels=setup.data.in_channels, num_classes=setup.data.num_classes)
+        network = setup.context.model if name == "base" else ModelConfig(name=name).build(
+            in_channels=setup.data.in_channels, num_classes=setup.data.num_classes)
         cost = setup.measure(network)
         metrics = base.metrics if name == "base" and base is not None else (
             trained[name].metrics if name in trained else None)

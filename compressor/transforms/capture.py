@@ -31,6 +31,8 @@ import torch
 import torch.fx
 from torch import nn
 
+from compressor.errors import first_line
+
 __all__ = ["CaptureError", "Captured", "capture"]
 
 _TORCH_DIR = str(Path(torch.__file__).parent)
@@ -139,7 +141,7 @@ def capture(model: nn.Module, example_input: torch.Tensor) -> Captured:
     except Exception as error:  # noqa: BLE001 - tracing runs the user's code
         module = next(reversed(tracer.module_stack), "") if getattr(tracer, "module_stack", None) else ""
         where = ", ".join(part for part in (f"module {module!r}" if module else "", _model_line(error)) if part)
-        raise CaptureError(_first_line(error), where) from None
+        raise CaptureError(first_line(error), where) from None
     finally:
         model.train(was_training)
     name = type(model).__name__
@@ -219,7 +221,3 @@ def _describe(filename: str, lineno: int | None) -> str:
     code = linecache.getline(filename, lineno or 0).strip()
     return f"{short}:{lineno}" + (f" ({code})" if code else "")
 
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__

@@ -11,7 +11,7 @@ import torch.fx
 from torch import nn
 from torch.fx.passes.shape_prop import ShapeProp
 
-from compressor.errors import ConfigError
+from compressor.errors import ConfigError, first_line
 from compressor.outputs import declare_output, declared_output, primary_output
 from compressor.transforms.base import TransformError
 from compressor.transforms.capture import CaptureError, capture
@@ -56,7 +56,7 @@ def trace_with_shapes(model: nn.Module, example_input: torch.Tensor, *, transfor
             except Exception as error:  # noqa: BLE001 - the captured graph is not the model
                 raise TransformError(
                     f"{transform}: the captured graph of {name} does not run "
-                    f"({_first_line(error.__cause__ or error)}); refusing to rewrite it"
+                    f"({first_line(error.__cause__ or error)}); refusing to rewrite it"
                 ) from None
     finally:
         model.train(was_training)
@@ -118,10 +118,6 @@ def module_of(graph_module: torch.fx.GraphModule, node: torch.fx.Node) -> nn.Mod
     """The submodule a ``call_module`` node calls, else None."""
     return graph_module.get_submodule(node.target) if node.op == "call_module" else None
 
-
-def _first_line(error: Exception) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
 
 
 def _same_output(expected: object, traced: object, key: str | int | None) -> bool:
