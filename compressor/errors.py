@@ -2,11 +2,17 @@
 
 The CLI turns any :class:`CompressorError` into one line on stderr and exit code 2,
 so every message must name the thing at fault (file, key, layer, value) on its own.
+A message says what is wrong, in the library's terms; what to type about it (a flag, a
+command) is the CLI's to add (:mod:`compressor.cli.advice`), keyed by the error's class,
+so the library's errors read right from Python too.
 """
 
 from __future__ import annotations
 
-__all__ = ["CompressorError", "ConfigError", "ModelLoadError", "BudgetError", "first_line"]
+__all__ = [
+    "CompressorError", "ConfigError", "ModelLoadError", "BudgetError", "MissingStorageError", "StudyMismatchError",
+    "NoWeightsError", "NothingToRepeatError", "OutputChoiceError", "ClassCountError", "first_line",
+]
 
 
 class CompressorError(Exception):
@@ -23,6 +29,34 @@ class ModelLoadError(CompressorError):
 
 class BudgetError(ConfigError):
     """A budget limit is malformed (bad unit, negative or zero)."""
+
+
+class MissingStorageError(ConfigError):
+    """A study's storage (a SQLite file) does not exist."""
+
+
+class StudyMismatchError(ConfigError):
+    """A study of that name exists and was made with other settings."""
+
+
+class NoWeightsError(ConfigError):
+    """A trial kept no weights (only the front's trials keep theirs)."""
+
+
+class NothingToRepeatError(ConfigError):
+    """A confirmation asked for no further seed and no fold."""
+
+
+class OutputChoiceError(ConfigError):
+    """A model returns several tensors and none is declared the segmentation."""
+
+
+class ClassCountError(ConfigError):
+    """A network outputs another number of classes than the data has (``classes``: the data's)."""
+
+    def __init__(self, message: str, *, classes: int) -> None:
+        super().__init__(message)
+        self.classes = classes
 
 
 def first_line(error: BaseException) -> str:

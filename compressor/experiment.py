@@ -39,6 +39,7 @@ from compressor.data.spacenet import SpacenetSampleConfig
 from compressor.errors import CompressorError, ConfigError
 from compressor.finetune import FinetuneConfig
 from compressor.io import atomic_write_text
+from compressor.keyvalue import parse_pair
 from compressor.models import MODELS, build_model
 from compressor.outputs import declare_output
 from compressor.saving import save_model
@@ -228,19 +229,16 @@ def apply_overrides(raw: dict[str, Any], overrides: Sequence[str], *, source: st
     """
     result = copy.deepcopy(raw)
     for override in overrides:
-        key, sep, value = override.partition("=")
+        key, value = parse_pair(override, what=f"{source}: override", form="section.key=value")
         parts = [part.strip() for part in key.split(".")]
-        if not sep or not all(parts):
+        if not all(parts):
             raise ConfigError(f"{source}: override {override!r} must look like section.key=value")
         target = result
         for part in parts[:-1]:
             target = target.setdefault(part, {})
             if not isinstance(target, dict):
                 raise ConfigError(f"{source}: override {override!r}: {part!r} is not a section")
-        try:
-            target[parts[-1]] = yaml.safe_load(value) if value.strip() else ""
-        except yaml.YAMLError:
-            target[parts[-1]] = value
+        target[parts[-1]] = value
     return result
 
 

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from compressor.errors import ConfigError, first_line
+from compressor.errors import ClassCountError, ConfigError, OutputChoiceError, first_line
 
 __all__ = [
     "OUTPUT_ATTRIBUTE", "declare_output", "declared_output", "primary_output", "model_output", "parse_output_key",
@@ -83,9 +83,8 @@ def primary_output(output: Any, key: str | int | None = None, *, what: str = "th
         tensors = [name for name, value in output.items() if isinstance(value, torch.Tensor)]
         if len(tensors) == 1:
             return output[tensors[0]]
-        raise ConfigError(
-            f"{what} returns a dict with keys {_listed(output)} and none is 'out'; "
-            "declare the segmentation's key (--model-output KEY, model.output in an experiment)"
+        raise OutputChoiceError(
+            f"{what} returns a dict with keys {_listed(output)} and none is 'out'; the segmentation's key is not declared"
         )
     if isinstance(output, (tuple, list)):
         if key is not None:
@@ -95,9 +94,8 @@ def primary_output(output: Any, key: str | int | None = None, *, what: str = "th
         indices = [index for index, value in enumerate(output) if isinstance(value, torch.Tensor)]
         if len(indices) == 1:
             return output[indices[0]]
-        raise ConfigError(
-            f"{what} returns a {type(output).__name__} of {len(output)} outputs; declare the segmentation's "
-            "index (--model-output 0, model.output in an experiment)"
+        raise OutputChoiceError(
+            f"{what} returns a {type(output).__name__} of {len(output)} outputs; the segmentation's index is not declared"
         )
     raise ConfigError(f"{what} returns {type(output).__name__}, not a tensor, a dict or a tuple of tensors")
 
@@ -132,9 +130,9 @@ def check_fits(network: nn.Module, data: Any, *, what: str = "the model") -> Non
         network.train(was_training)
     shape = tuple(output.shape)
     if len(shape) == 4 and shape[0] == 1 and shape[1] != data.num_classes:
-        raise ConfigError(
-            f"{what} outputs {shape[1]} classes but the data has {data.num_classes} ({', '.join(data.class_names)}); "
-            f"build it for {data.num_classes} (e.g. --model-arg classes={data.num_classes}, as its builder names it)"
+        raise ClassCountError(
+            f"{what} outputs {shape[1]} classes but the data has {data.num_classes} ({', '.join(data.class_names)})",
+            classes=data.num_classes,
         )
     if shape != expected:
         raise ConfigError(

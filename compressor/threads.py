@@ -77,7 +77,7 @@ def parse_threads(text: str) -> int | str:
     except ValueError:
         count = 0
     if count < 1:
-        raise ConfigError(f"--threads must be 'auto' or a count >= 1, got {text!r}")
+        raise ConfigError(f"threads must be 'auto' or a count >= 1, got {text!r}")
     return count
 
 

@@ -1,12 +1,14 @@
-"""Search spaces: functions ``(trial, context) -> Recipe``, registered by name.
+"""The built-in search spaces: functions ``(trial, context) -> Recipe``, registered by name.
 
 ``unet_family`` is the Micro-Net paper's axes on the reference U-Net; ``generic`` draws
-from the transforms that apply to any other network.
+from every registered transform that applies to any other network. They reach
+:data:`compressor.spaces.SPACES` through this distribution's ``compressor.search_spaces``
+entry points (``setup.cfg``), as a space of another package would.
 """
 
 from __future__ import annotations
 
+from compressor.spaces import SPACES, SearchContext, SearchSpace, register_space
 from search_spaces import generic, unet_family  # noqa: F401  (registers the spaces)
-from search_spaces.base import SPACES, SearchContext, SearchSpace, register_space
 
 __all__ = ["SPACES", "SearchContext", "SearchSpace", "register_space"]

@@ -1,12 +1,23 @@
-"""``generic``: a space for any network, drawn from the transforms that apply to it.
+"""``generic``: a space for any network, drawn from every registered transform that applies to it.
 
-Each transform is first tried alone on the base network (once per study); only those
-that do not refuse it become choices; ``skip_fusion`` after a cut is optional (the cut may
-take every concatenation with it). Choices (Optuna parameter names), where they apply:
+Each transform is first tried alone on the base network (once per study, with its
+:meth:`~compressor.transforms.Transform.applicability`); those that do not refuse it become
+choices, each drawn by its own :meth:`~compressor.transforms.Transform.suggest`, in
+:attr:`~compressor.transforms.Transform.search_order` (the paper's order: depth, skips, conv
+kind, dilation, then pruning). Transforms of one ``search_group`` are alternatives: one
+choice named after the group picks one of them or none (``conv``: ``standard``,
+``separable`` or ``fire``). A transform of another package, registered through the
+``compressor.transforms`` entry points, is sampled the same way (by default, one yes/no
+choice named after it). A transform that refuses a trait an earlier step leaves (see
+``refuses`` and ``produces``) is not drawn after it.
+
+Choices of the built-in transforms (Optuna parameter names), where they apply:
 ``levels_removed`` (0..the most levels ``downsample_depth`` can cut, up to 3), ``skip``
-(``concat``/``add``), ``conv`` (``standard``/``separable``/``fire`` on every k x k conv), ``fire_squeeze``, ``fire_share3x3``, ``dilation``,
-``prune`` (0..0.9). A combination can still be refused (a pair that does not compose on
-that network); that trial fails with the reason and the search goes on.
+(``concat``/``add``; ``skip_fusion`` after a cut is optional, since the cut may take every
+concatenation with it), ``conv`` (``standard``/``separable``/``fire`` on every k x k conv),
+``fire_squeeze``, ``fire_share3x3``, ``dilation``, ``prune`` (0..0.9). A combination can
+still be refused (a pair that does not compose on that network); that trial fails with the
+reason and the search goes on.
 """
 
 from __future__ import annotations
@@ -15,70 +26,74 @@ from typing import Any
 
 import optuna
 
-from compressor.transforms import Recipe
-from search_spaces.base import SearchContext, register_space
-from search_spaces.unet_family import DILATIONS, PRUNE_STEPS
+from compressor.spaces import SearchContext, register_space
+from compressor.transforms import TRANSFORMS, Recipe, Transform
 
-__all__ = ["generic", "applicable"]
+__all__ = ["generic", "applicable", "sampled_transforms"]
 
-MAX_LEVELS_REMOVED = 3
+#: the name of a group's "none of them" choice
+UNCHANGED = {"conv": "standard"}
+
+
+def sampled_transforms() -> list[type[Transform]]:
+    """Every registered transform, in the order ``generic`` samples them."""
+    classes = [TRANSFORMS.get(name) for name in TRANSFORMS.names()]
+    return sorted(classes, key=lambda cls: (cls.search_order, cls.name))
 
 
 def applicable(context: SearchContext) -> dict[str, Any]:
-    """What applies to the base network: ``levels`` (how many can be cut) and a flag per transform."""
-    levels = 0
-    while levels < MAX_LEVELS_REMOVED and context.applies("downsample_depth", levels=levels + 1):
-        levels += 1
-    return {
-        "levels": levels,
-        "skip_fusion": context.applies("skip_fusion"),
-        "separable": context.applies("separable"),
-        "fire": context.applies("fire"),
-        "dilation": context.applies("dilation", rates=[1, 2]),
-        "prune": context.applies("prune", ratio=0.3),
-    }
+    """What each transform's :meth:`applicability` says of the base network, by name (falsy: it does not apply)."""
+    return {cls.name: cls.applicability(context) for cls in sampled_transforms()}
 
 
-def _convs(found: dict[str, Any]) -> list[str]:
-    return ["standard"] + [kind for kind in ("separable", "fire") if found[kind]]
+def _choices(context: SearchContext) -> list[tuple[str | None, list[type[Transform]]]]:
+    """The choices in order: ``(group, members that apply)``, or ``(None, [transform])`` for one alone."""
+    found = applicable(context)
+    choices: list[tuple[str | None, list[type[Transform]]]] = []
+    groups: dict[str, list[type[Transform]]] = {}
+    for cls in sampled_transforms():
+        if not found[cls.name]:
+            continue
+        if cls.search_group is None:
+            choices.append((None, [cls]))
+        elif cls.search_group in groups:
+            groups[cls.search_group].append(cls)
+        else:
+            groups[cls.search_group] = [cls]
+            choices.append((cls.search_group, groups[cls.search_group]))
+    return choices
 
 
 def _smallest(context: SearchContext) -> dict[str, Any]:
     found = applicable(context)
-    convs = _convs(found)
-    return {
-        "levels_removed": found["levels"], "skip": "add", "conv": convs[-1],
-        "fire_squeeze": 0.125, "fire_share3x3": 0.25, "dilation": "none", "prune": 0.9,
-    }
+    smallest: dict[str, Any] = {}
+    for group, members in _choices(context):
+        if group is not None:
+            smallest[group] = members[-1].name
+        for cls in members:
+            smallest.update(cls.smallest(found[cls.name]))
+    return smallest
 
 
 @register_space("generic", smallest=_smallest)
 def generic(trial: optuna.trial.BaseTrial, context: SearchContext) -> Recipe:
-    """Any network: the transforms that apply to it, in the paper's order, with their parameters."""
+    """Any network: every registered transform that applies to it, in the paper's order, with their parameters."""
     found = applicable(context)
     steps: list[tuple[str, dict[str, Any]]] = []
-    if found["levels"]:
-        removed = trial.suggest_int("levels_removed", 0, found["levels"])
-        if removed:
-            steps.append(("downsample_depth", {"levels": removed}))
-    if found["skip_fusion"] and trial.suggest_categorical("skip", ["concat", "add"]) == "add":
-        # The cut may take every concatenation with it (a shallow U-Net keeps none): then skip it.
-        steps.append(("skip_fusion", {"optional": True} if steps else {}))
-    convs = _convs(found)
-    if len(convs) > 1:
-        conv = trial.suggest_categorical("conv", convs)
-        if conv != "standard":
-            params: dict[str, Any] = {}
-            if conv == "fire":
-                params["squeeze_ratio"] = trial.suggest_categorical("fire_squeeze", [0.125, 0.25, 0.5])
-                params["expand3x3_share"] = trial.suggest_categorical("fire_share3x3", [0.25, 0.5, 0.75])
-            steps.append((conv, params))
-    if found["dilation"]:
-        rates = DILATIONS[trial.suggest_categorical("dilation", list(DILATIONS))]
-        if rates:
-            steps.append(("dilation", {"rates": rates}))
-    if found["prune"]:
-        ratio = trial.suggest_float("prune", 0.0, 0.9, step=0.1)
-        if ratio > 0:
-            steps.append(("prune", {"ratio": round(ratio, 2), "steps": PRUNE_STEPS}))
+    left: set[str] = set()  # the traits the steps so far leave (``separable``: no dense conv)
+    for group, members in _choices(context):
+        members = [cls for cls in members if not left & set(cls.refuses)]  # it would refuse what they left
+        if not members:
+            continue
+        chosen = members[0]
+        if group is not None:
+            unchanged = UNCHANGED.get(group, "none")
+            pick = trial.suggest_categorical(group, [unchanged, *(cls.name for cls in members)])
+            if pick == unchanged:
+                continue
+            chosen = next(cls for cls in members if cls.name == pick)
+        params = chosen.suggest(trial, found[chosen.name], steps)
+        if params is not None:
+            steps.append((chosen.name, params))
+            left |= chosen.produces
     return Recipe.of(steps)

@@ -31,15 +31,17 @@ from typing import Any
 
 import optuna
 
+from compressor.spaces import SearchContext, register_space
 from compressor.transforms import Recipe
-from search_spaces.base import SearchContext, register_space
+from compressor.transforms.dilation import Dilation
+from compressor.transforms.prune import Prune
 
 __all__ = ["unet_family", "MICRONET_CHOICES", "DILATIONS"]
 
-DILATIONS = {"none": None, "1-2": [1, 2], "1-2-3": [1, 2, 3], "1-1-2-3": [1, 1, 2, 3], "1-2-5": [1, 2, 5]}
+DILATIONS = Dilation.CASCADES
 CONV_TYPES = ("standard", "separable", "fire")
 MAX_LEVELS_REMOVED = 3
-PRUNE_STEPS = 8  # torch-pruning rounds: fewer is faster, the ratio lands within a few percent
+PRUNE_STEPS = Prune.SEARCH_STEPS
 
 # The paper's Micro-Net as choices of this space (tried first in a new study).
 MICRONET_CHOICES: dict[str, Any] = {

@@ -12,13 +12,22 @@ import torch
 
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
+PLUGINS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "plugins")
+# A package that declares a transform through an entry point, installed for this session as pip
+# would (the package and its .dist-info on the path): the contract suite and the search spaces
+# pick it up from the registry like the built-in ones (tests/test_plugins.py).
+sys.path.insert(0, PLUGINS)
+collect_ignore = ["plugins"]
+
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
 
 
 def cli_env() -> dict[str, str]:
-    """The environment of a CLI subprocess: this one's, with the tests folder added to ``PYTHONPATH``."""
-    return {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [TESTS, os.environ.get("PYTHONPATH")]))}
+    """The environment of a CLI subprocess: this one's, with the tests folder and the plugins
+    installed for the session added to ``PYTHONPATH``."""
+    return {**os.environ,
+            "PYTHONPATH": os.pathsep.join(filter(None, [TESTS, PLUGINS, os.environ.get("PYTHONPATH")]))}
 
 
 def run_cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:

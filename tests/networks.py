@@ -123,3 +123,17 @@ NETWORKS = {
     "monai_unet": monai_unet,
     "monai_segresnet": monai_segresnet,
 }
+
+# What in each network makes a transform refuse it (compressor.transforms.NETWORK_TRAITS): the
+# contract suite expects a transform to refuse exactly the networks with a trait it lists in
+# its `refuses`, and to work on every other.
+TRAITS = {
+    "unet": set(),
+    "micronet": {"concat-into-other"},  # its only cats are inside fire modules, feeding a ReLU
+    "residual_strided": set(),
+    "grouped_instance": {"no-concat"},
+    "classifier": {"no-concat", "no-resolution-pair", "no-conv-run"},
+    "monai_basic_unet": set(),
+    "monai_unet": {"concat-into-other"},  # its up-sampling (a transposed conv) reads the cat
+    "monai_segresnet": {"no-concat"},
+}

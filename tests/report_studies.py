@@ -1,7 +1,7 @@
 """Hand-made Optuna studies carrying what ``compressor search`` stores, for the report tests.
 
 Each trial is added with :func:`optuna.trial.create_trial` and the user attributes of a
-:class:`~compressor.trials.TrialRecord`; the study carries a :class:`~compressor.trials.StudyInfo`.
+:class:`~compressor.study.TrialRecord`; the study carries a :class:`~compressor.study.StudyInfo`.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import optuna
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
 
-from compressor.trials import StudyInfo, TrialRecord
+from compressor.study import StudyInfo, TrialRecord
 
 UNET = {"params": 31_024_960, "flops": 36_883_857_408, "latency_ms": 410.0, "metric": 0.257}
 MICRONET = {"params": 1_055_920, "flops": 7_202_062_336, "latency_ms": 180.0, "metric": 0.260}

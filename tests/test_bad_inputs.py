@@ -27,7 +27,7 @@ from report_studies import realistic_study
 from search_helpers import tiny_experiment_data
 
 import compressor
-from compressor.trials import trial_records
+from compressor.study import trial_records
 
 DOC = Path(TESTS).parent / "docs" / "bad_inputs.md"
 STORAGE = "sqlite:///run/search.db"

@@ -41,8 +41,10 @@ def test_a_transform_that_does_not_apply_is_one_line_and_exit_2(cli):
 
 def test_unknown_transform_lists_the_valid_ones(cli):
     result = cli("apply", "unet", "--transform", "squeeze")
+    # every registered transform, the plugin installed for the tests (tests/plugins) included
     assert_refusal(result, "apply",
-                   "unknown transform 'squeeze'; valid names: dilation, downsample_depth, fire, prune, separable, skip_fusion")
+                   "unknown transform 'squeeze'; valid names: dilation, downsample_depth, fire, low_rank, prune, "
+                   "separable, skip_fusion")
 
 
 def test_nothing_to_apply_is_an_error(cli):

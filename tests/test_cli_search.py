@@ -12,7 +12,7 @@ from optuna.trial import TrialState
 from search_helpers import write_tiny_experiment
 
 from compressor.saving import load_saved
-from compressor.trials import trial_records
+from compressor.study import trial_records
 
 
 def test_search_prints_a_line_per_trial_and_the_pareto_table_then_exports(cli, tmp_path):

@@ -25,8 +25,7 @@ from compressor.report import build_report
 from compressor.report.plots import pareto_figure
 from compressor.report.tables import confirmed_frame, references_frame, trials_frame
 from compressor.search import run_search
-from compressor.search.storage import load_study
-from compressor.trials import StudyInfo, TrialRecord, study_info
+from compressor.study import StudyInfo, TrialRecord, load_study, study_info
 
 ROOT = Path(__file__).resolve().parents[1]
 

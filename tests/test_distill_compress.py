@@ -171,7 +171,7 @@ def test_compress_cli_end_to_end_and_its_refusals(cli, tmp_path):
 def test_a_search_that_inherits_fine_tunes_from_the_parent_and_exports_the_same_models(tmp_path):
     from compressor.search import run_search
     from compressor.search.export import rebuild_trial
-    from compressor.trials import study_info
+    from compressor.study import study_info
 
     experiment = tiny_experiment(tmp_path, n_trials=4, init="distill", rungs=[0.34], min_trials_at_rung=1,
                                  overrides=("finetune.calibrate=1",))

@@ -26,7 +26,7 @@ from optuna.trial import TrialState
 from search_helpers import tiny_experiment_data
 
 from compressor.search import front
-from compressor.trials import study_info, trial_records
+from compressor.study import study_info, trial_records
 
 pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
 

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from compressor.pareto import as_minimization, dominates, hypervolume, nondominated_ranks, pareto_mask
+from compressor.study import as_minimization, dominates, hypervolume, nondominated_ranks, pareto_mask
 
 UP_DOWN = ["maximize", "minimize"]
 
@@ -84,3 +84,37 @@ def test_inputs_are_not_modified(call):
     points = np.array([[0.3, 100.0], [0.2, 50.0]])
     call(points)
     assert points.tolist() == [[0.3, 100.0], [0.2, 50.0]]
+
+
+def _union_of_boxes(points, bound):
+    """The volume of the union of the boxes [point, bound] by inclusion-exclusion (minimization)."""
+    import itertools
+
+    total = 0.0
+    for size in range(1, len(points) + 1):
+        for subset in itertools.combinations(points, size):
+            corner = np.max(np.array(subset), axis=0)
+            total += (-1) ** (size + 1) * float(np.prod(np.clip(bound - corner, 0, None)))
+    return total
+
+
+@pytest.mark.parametrize("dimensions", [2, 3, 4])
+@pytest.mark.parametrize("seed", range(5))
+def test_hypervolume_equals_the_inclusion_exclusion_of_the_boxes(dimensions, seed):
+    rng = np.random.default_rng(seed)
+    points = rng.uniform(0.0, 1.0, size=(7, dimensions)).round(2)  # rounded: ties and shared edges happen
+    bound = np.full(dimensions, 1.0)
+    expected = _union_of_boxes(points, bound)
+    assert expected > 0
+    assert hypervolume(points, ["minimize"] * dimensions, bound) == pytest.approx(expected, rel=1e-9)
+
+
+def test_no_private_optuna_module_is_imported():
+    import pathlib
+
+    root = pathlib.Path(__file__).resolve().parents[1]
+    sources = [*root.glob("compressor/**/*.py"), *root.glob("search_spaces/**/*.py"), *root.glob("tests/*.py"),
+               *root.glob("experiments/**/*.py")]
+    offending = [str(path.relative_to(root)) for path in sources
+                 if "optuna._" in path.read_text() and path.name != "test_pareto.py"]
+    assert sources and offending == []

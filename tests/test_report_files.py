@@ -21,7 +21,7 @@ from report_studies import (
 import compressor.report as report_module
 from compressor.errors import ConfigError
 from compressor.report import build_report, load_study
-from compressor.trials import trial_records
+from compressor.study import trial_records
 
 
 @pytest.fixture(scope="module")
@@ -183,7 +183,7 @@ def test_load_study_lists_the_studies_present(tmp_path):
 
 
 def test_load_study_bad_url_is_a_config_error():
-    with pytest.raises(ConfigError, match="cannot open the study storage"):
+    with pytest.raises(ConfigError, match="cannot open storage nosuchdriver://x/y: "):
         load_study("nosuchdriver://x/y", "quickstart")
 
 

@@ -5,14 +5,12 @@ from __future__ import annotations
 import math
 
 import optuna
-import pandas as pd
 import pytest
 from report_studies import MICRONET, UNET, add, make_study, realistic_study, study_info
 
 from compressor.errors import ConfigError
 from compressor.report import tables
-from compressor.search.progress import front
-from compressor.trials import trial_records
+from compressor.study import front, hypervolume_reference, trial_records
 
 TWO = ("metric", "params")
 
@@ -135,14 +133,14 @@ def test_hypervolume_grows_by_hand_computed_steps():
     assert frame["front_size"].tolist() == [1, 2, 2, 2, 2, 2]
     assert frame["feasible_complete"].tolist() == [1, 2, 2, 2, 3, 4]
     assert frame["wall_seconds"].tolist() == pytest.approx([60.0 * n for n in range(1, 7)])
-    assert tables.hypervolume_reference(study) == {"metric": 0.0, "params": pytest.approx(1100.0)}
+    assert hypervolume_reference(study) == {"metric": 0.0, "params": pytest.approx(1100.0)}
 
 
 def test_without_a_u_net_reference_the_largest_cost_seen_sets_the_box():
     study = two_objective_study(references={})
     add(study, params=400, flops=1, metric=0.5)
     add(study, status="infeasible", params=1000, flops=1)
-    assert tables.hypervolume_reference(study)["params"] == pytest.approx(1100.0)
+    assert hypervolume_reference(study)["params"] == pytest.approx(1100.0)
     assert tables.hypervolume_frame(study)["hypervolume"].iloc[-1] == pytest.approx(0.5 * (1 - 400 / 1100))
     frame = tables.trials_frame(study)
     assert frame["params_ratio"].isna().all()
@@ -160,18 +158,16 @@ def test_references_not_trained_yet_keep_their_size():
     assert frame["params"].tolist() == [UNET["params"], MICRONET["params"]]
     assert frame["params_ratio"].tolist() == pytest.approx([1.0, UNET["params"] / MICRONET["params"]])
     # the hypervolume box still comes from U-Net's size
-    assert tables.hypervolume_reference(study)["params"] == pytest.approx(1.1 * UNET["params"])
+    assert hypervolume_reference(study)["params"] == pytest.approx(1.1 * UNET["params"])
 
 
 def test_front_steps_is_the_two_objective_front_of_one_cost():
-    frame = pd.DataFrame({
-        "number": [0, 1, 2, 3, 4, 5],
-        "status": ["complete", "complete", "complete", "stopped", "complete", "complete"],
-        "feasible": [True, True, True, True, False, True],
-        "params": [100, 200, 300, 50, 10, 100],
-        "metric": [0.2, 0.1, 0.3, 0.9, 0.9, 0.2],
-    })
-    steps = tables.front_steps(frame, "params")
+    study = two_objective_study()
+    for params, metric, status, feasible in [(100, 0.2, "complete", True), (200, 0.1, "complete", True),
+                                             (300, 0.3, "complete", True), (50, 0.9, "stopped", True),
+                                             (10, 0.9, "complete", False), (100, 0.2, "complete", True)]:
+        add(study, params=params, flops=1, metric=metric, status=status, feasible=feasible)
+    steps = tables.front_steps(tables.trials_frame(study), "params")
     assert steps["number"].tolist() == [0, 2]  # 5 equals 0 and appears once; 3 stopped, 4 infeasible
     assert steps["cost"].tolist() == [100.0, 300.0] and steps["metric"].tolist() == [0.2, 0.3]
 

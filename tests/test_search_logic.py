@@ -11,7 +11,7 @@ from search_helpers import tiny_experiment
 
 from compressor.report.tables import pareto_frame
 from compressor.search import run_search
-from compressor.trials import trial_records
+from compressor.study import trial_records
 
 
 def test_rungs_stop_weak_trials_in_a_real_search(tmp_path):

@@ -105,9 +105,10 @@ def test_generic_offers_only_what_applies_to_a_classifier():
     torch.manual_seed(0)
     context = SearchContext(TinyClassifier(), torch.zeros(1, 3, 32, 32), "networks:TinyClassifier")
     found = applicable(context)
-    assert found["levels"] == 0 and not found["skip_fusion"]  # nothing to pair, no concatenation
+    assert found["downsample_depth"] == 0 and not found["skip_fusion"]  # nothing to pair, no concatenation
     assert found["separable"] and found["fire"] and found["prune"]
-    trial = optuna.trial.FixedTrial({"conv": "separable", "dilation": "none", "prune": 0.5})
+    # low_rank: the plugin installed for the tests (tests/plugins), sampled like the built-in transforms
+    trial = optuna.trial.FixedTrial({"conv": "separable", "dilation": "none", "low_rank": False, "prune": 0.5})
     recipe = SPACES.get("generic")(trial, context)
     assert [step.name for step in recipe.steps] == ["separable", "prune"]
     network, _ = apply(context.model, recipe, context.example, count_flops=False)
@@ -123,7 +124,7 @@ def test_generic_on_a_residual_encoder_decoder_samples_recipes_that_apply():
     for _ in range(5):
         trial = study.ask()
         recipe = space(trial, context)
-        assert all(step.name in {"downsample_depth", "skip_fusion", "separable", "fire", "dilation", "prune"}
+        assert all(step.name in {"downsample_depth", "skip_fusion", "separable", "fire", "dilation", "low_rank", "prune"}
                    for step in recipe.steps)
         network, _ = apply(context.model, recipe, context.example, count_flops=False)
         applied += network(context.example).shape == (1, 2, 32, 32)

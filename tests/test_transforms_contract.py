@@ -8,33 +8,25 @@ import pytest
 import torch
 
 from compressor import TRANSFORMS, TransformError, apply, measure, unet
+from compressor.transforms import NETWORK_TRAITS
 from compressor.transforms.selection import LayerTransform
 
-from networks import NETWORKS
+from networks import NETWORKS, TRAITS
 
 SHAPE = (2, 3, 32, 32)
 
-# Parameters each transform is exercised with; every registered transform must appear here.
-PARAMS = {
-    "separable": {},
-    "fire": {},
-    "dilation": {"rates": [1, 2, 3]},
-    "downsample_depth": {"levels": 1},
-    "prune": {"ratio": 0.3},
-    "skip_fusion": {},
-}
+# Every registered transform, built-in or from an installed package's entry point (the test
+# plugin in tests/plugins is one), with the parameters it gives as its example.
+NAMES = TRANSFORMS.names()
 
-# Where a transform must refuse, and the reason its message must give. Everything else must work.
-REFUSALS = {
-    ("skip_fusion", "micronet"): r"feeds ReLU, not a plain Conv2d",  # its only cats are inside fire modules
-    ("skip_fusion", "grouped_instance"): r"has no torch.cat",
-    ("skip_fusion", "classifier"): r"has no torch.cat",
-    ("skip_fusion", "monai_segresnet"): r"has no torch.cat",
-    ("skip_fusion", "monai_unet"): r"feeds ConvTranspose2d, not a plain Conv2d",  # its up-sampling reads the cat
-    ("downsample_depth", "classifier"): r"nothing to pair.*stride_to_dilation",
-    # each stride-1 3x3 conv is alone at its resolution: the cascade's first rate, 1, is its rate already
-    ("dilation", "classifier"): r"already has the rate it gives .*nothing to change",
-}
+
+def example(name: str) -> dict:
+    return {"name": name, **TRANSFORMS.get(name).example}
+
+
+def expected_refusal(name: str, traits: set[str]) -> str | None:
+    """The message a transform must refuse with on a network with ``traits`` (None: it must work)."""
+    return next((pattern for trait, pattern in TRANSFORMS.get(name).refuses.items() if trait in traits), None)
 
 
 def build(network: str) -> torch.nn.Module:
@@ -42,8 +34,13 @@ def build(network: str) -> torch.nn.Module:
     return NETWORKS[network]()
 
 
-def test_every_registered_transform_is_exercised():
-    assert set(PARAMS) == set(TRANSFORMS.names())
+def test_the_suite_covers_every_transform_and_trait():
+    assert {"separable", "fire", "dilation", "downsample_depth", "prune", "skip_fusion"} <= set(NAMES)
+    assert set(TRAITS) == set(NETWORKS)
+    assert set().union(*TRAITS.values()) <= set(NETWORK_TRAITS)
+    for name in NAMES:  # a transform speaks the shared vocabulary of traits
+        cls = TRANSFORMS.get(name)
+        assert set(cls.refuses) | set(cls.produces) <= set(NETWORK_TRAITS), name
 
 
 def test_the_suite_covers_enough_kinds_of_network():
@@ -56,26 +53,26 @@ def _snapshot(model: torch.nn.Module) -> tuple[str, dict[str, torch.Tensor]]:
 
 
 @pytest.mark.parametrize("network", list(NETWORKS))
-@pytest.mark.parametrize("name", list(PARAMS))
+@pytest.mark.parametrize("name", NAMES)
 def test_transform_keeps_the_contract_or_refuses_clearly(name, network):
     model = build(network)
     structure, weights = _snapshot(model)
-    example = torch.randn(SHAPE, generator=torch.Generator().manual_seed(1))
-    expected_refusal = REFUSALS.get((name, network))
-    if expected_refusal:
-        with pytest.raises(TransformError, match=expected_refusal) as refusal:
-            apply(model, [{"name": name, **PARAMS[name]}], example)
+    inputs = torch.randn(SHAPE, generator=torch.Generator().manual_seed(1))
+    refusal_pattern = expected_refusal(name, TRAITS[network])
+    if refusal_pattern:
+        with pytest.raises(TransformError, match=refusal_pattern) as refusal:
+            apply(model, [example(name)], inputs)
         message = str(refusal.value)
         module_names = [n for n, _ in model.named_modules() if n]
         assert "\n" not in message
         assert type(model).__name__ in message or "node '" in message or any(n in message for n in module_names)
     else:
-        new_model, records = apply(model, [{"name": name, **PARAMS[name]}], example)
+        new_model, records = apply(model, [example(name)], inputs)
         (record,) = records
         # output shape kept; forward and backward work
         new_model.train()
-        output = new_model(example)
-        assert output.shape == model.eval()(example).shape
+        output = new_model(inputs)
+        assert output.shape == model.eval()(inputs).shape
         output.float().pow(2).mean().backward()
         grads = [p.grad for p in new_model.parameters() if p.requires_grad]
         assert grads and all(g is not None and torch.isfinite(g).all() for g in grads)
@@ -91,10 +88,10 @@ def test_transform_keeps_the_contract_or_refuses_clearly(name, network):
     assert all(torch.equal(weights[key], value) for key, value in model.state_dict().items())
 
 
-@pytest.mark.parametrize("name", [n for n in PARAMS if issubclass(TRANSFORMS.get(n), LayerTransform)])
+@pytest.mark.parametrize("name", [n for n in NAMES if issubclass(TRANSFORMS.get(n), LayerTransform)])
 def test_a_selection_that_matches_nothing_is_reported(name):
     with pytest.raises(TransformError, match=r"no .* layer of UNet matches include=\['no_such_layer\*'\]"):
-        apply(build("unet"), [{"name": name, "include": "no_such_layer*", **PARAMS[name]}], SHAPE)
+        apply(build("unet"), [{**example(name), "include": "no_such_layer*"}], SHAPE)
 
 
 def test_min_channels_and_exclude_narrow_the_selection():
@@ -106,22 +103,18 @@ def test_min_channels_and_exclude_narrow_the_selection():
         assert min(conv.in_channels, conv.out_channels) >= 32
 
 
-PAIRS = list(itertools.permutations(PARAMS, 2))
-
-# Ordered pairs that must refuse at their second step, and why; every other pair must compose.
-PAIR_REFUSALS = {
-    ("separable", "fire"): r"step 2 \(fire\): .*is grouped",  # nothing but depthwise and 1x1 convs left
-    ("separable", "skip_fusion"): r"step 2 \(skip_fusion\): .*feeds a grouped conv",
-}
+PAIRS = list(itertools.permutations(NAMES, 2))
 
 
 @pytest.mark.parametrize(("first", "second"), PAIRS, ids=[f"{a}>{b}" for a, b in PAIRS])
 def test_pairs_of_transforms_compose_or_refuse_clearly(first, second):
+    """On U-Net, the second step refuses exactly where the first leaves a trait it refuses
+    (``separable`` leaves no dense conv for ``fire``, and a cat feeding a grouped conv)."""
     model = unet(base_width=8, norm="batch")
-    recipe = [{"name": first, **PARAMS[first]}, {"name": second, **PARAMS[second]}]
-    refusal = PAIR_REFUSALS.get((first, second))
-    if refusal:
-        with pytest.raises(TransformError, match=refusal):
+    recipe = [example(first), example(second)]
+    pattern = expected_refusal(second, TRAITS["unet"] | TRANSFORMS.get(first).produces)
+    if pattern:
+        with pytest.raises(TransformError, match=rf"step 2 \({second}\): .*{pattern}"):
             apply(model, recipe, SHAPE)
         return
     new_model, records = apply(model, recipe, SHAPE)

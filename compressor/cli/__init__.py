@@ -25,6 +25,7 @@ from compressor.cli import (
     transforms_command,
     worker_command,
 )
+from compressor.cli.advice import with_advice
 from compressor.errors import CompressorError
 
 __all__ = ["main", "build_parser"]
@@ -56,7 +57,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.run(args) or 0)
     except CompressorError as error:
-        print(f"compressor {args.command}: error: {error}", file=sys.stderr)
+        print(f"compressor {args.command}: error: {with_advice(error, args.command)}", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         print(f"compressor {args.command}: interrupted", file=sys.stderr)

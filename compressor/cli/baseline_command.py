@@ -6,7 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
-from compressor.cli.train_command import add_experiment_arguments, configure_logging, experiment_from_args
+from compressor.cli.console import configure_logging
+from compressor.cli.experiment_args import add_experiment_arguments, experiment_from_args
 from compressor.experiment import BASELINE_MODELS, BaselineRecord, ensure_baselines
 from compressor.tables import format_table
 from compressor.units import format_count

@@ -8,9 +8,10 @@ from pathlib import Path
 
 import torch
 
-from compressor.cli.apply_command import add_recipe_arguments, recipe_from_args, record_notes, records_table
 from compressor.cli.common import add_builder_arguments
-from compressor.cli.train_command import add_experiment_arguments, configure_logging, experiment_from_args
+from compressor.cli.console import configure_logging
+from compressor.cli.experiment_args import add_experiment_arguments, experiment_from_args
+from compressor.cli.recipe_args import add_recipe_arguments, recipe_from_args, record_notes, records_table
 from compressor.compress import compress, finetuned
 from compressor.errors import ConfigError
 from compressor.experiment import BASELINE_MODELS, Experiment, ModelConfig, ensure_parent

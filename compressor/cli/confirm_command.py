@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from compressor.cli.report_command import default_storage
-from compressor.cli.search_command import _echo
-from compressor.cli.train_command import configure_logging
+from compressor.cli.console import configure_logging, echo
+from compressor.cli.study_args import add_study_arguments, storage_from_args
 from compressor.threads import parse_threads
 
 
@@ -18,9 +17,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                     "several processes sharing the storage split the work); print means, 95% intervals and the "
                     "paired difference to U-Net. `compressor report` then draws them as error bars.",
     )
-    parser.add_argument("--study", required=True, metavar="NAME", help="the study's name")
-    parser.add_argument("--storage", metavar="URL", default=None,
-                        help="Optuna storage URL (default: sqlite:///runs/NAME/search.db)")
+    add_study_arguments(parser)
     parser.add_argument("--top", type=int, metavar="K", help="front trials to confirm, by their share of the "
                         "front's hypervolume (default: the study's search.confirm.top, else 3)")
     parser.add_argument("--trials", type=int, nargs="+", metavar="N", help="confirm these trials instead")
@@ -36,12 +33,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from compressor.confirm.run import run_confirmation
     from compressor.experiment import Experiment
-    from compressor.search.storage import load_study
     from compressor.search_config import ConfirmConfig
-    from compressor.trials import study_info
+    from compressor.study import load_study, study_info
 
     configure_logging()
-    storage = args.storage or default_storage(args.study)
+    storage = storage_from_args(args)
     study = load_study(storage, args.study)
     stored = Experiment.from_dict(study_info(study).experiment, source=f"study {args.study!r}").search.confirm
     config = ConfirmConfig(
@@ -51,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
         budgets=args.budgets or stored.budgets,
     )
     confirmation = run_confirmation(study, storage, config=config, trials=args.trials or (),
-                                    cache_dir=args.cache_dir, threads=args.threads, echo=_echo)
+                                    cache_dir=args.cache_dir, threads=args.threads, echo=echo)
     print()
     print(confirmation.table())
     print()

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from compressor.search import default_storage_url, export_trial
+from compressor.cli.study_args import add_study_arguments, storage_from_args
+from compressor.search import export_trial
 from compressor.units import format_count
 
 
@@ -13,8 +14,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "export", help="save a search trial's model (recipe + kept weights) as a loadable file",
         description="Rebuild a trial's model exactly as the search built it, load its weights, save it.",
     )
-    parser.add_argument("--study", required=True, metavar="NAME", help="the study's name")
-    parser.add_argument("--storage", metavar="URL", help="its storage (default: sqlite:///runs/NAME/search.db)")
+    add_study_arguments(parser)
     parser.add_argument("--trial", required=True, type=int, metavar="N", help="trial number")
     parser.add_argument("--out", required=True, metavar="FILE", help="where to save the model (.pt)")
     parser.add_argument("--untrained", action="store_true", help="the architecture alone, when no weights were kept")
@@ -22,7 +22,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    storage = args.storage or default_storage_url(f"runs/{args.study}")
+    storage = storage_from_args(args)
     exported = export_trial(storage, args.study, args.trial, args.out, untrained=args.untrained)
     record = exported.record
     weights = "trained weights" if exported.trained else "untrained (fresh initialization)"

@@ -5,10 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-
-def default_storage(study: str) -> str:
-    """Where ``compressor search`` keeps a study by default: ``runs/<study>/search.db``."""
-    return f"sqlite:///runs/{study}/search.db"
+from compressor.cli.study_args import add_study_arguments, storage_from_args
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -18,9 +15,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                     "plots and summary.md; print the Pareto table. Reads the finished trials, so it works while "
                     "the search is still running.",
     )
-    parser.add_argument("--study", required=True, metavar="NAME", help="the study's name (the experiment's name)")
-    parser.add_argument("--storage", metavar="URL", default=None,
-                        help="Optuna storage URL (default: sqlite:///runs/NAME/search.db)")
+    add_study_arguments(parser, help_study="the study's name (the experiment's name)")
     parser.add_argument("--out", metavar="DIR", default=None, help="output folder (default: reports/NAME)")
     parser.set_defaults(run=run)
 
@@ -28,7 +23,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from compressor.report import build_report, load_study  # pandas and seaborn: only when reporting
 
-    study = load_study(args.storage or default_storage(args.study), args.study)
+    study = load_study(storage_from_args(args), args.study)
     report = build_report(study, Path(args.out) if args.out else Path("reports") / args.study)
     print(report.pareto_text())
     print()

@@ -8,10 +8,12 @@ import sys
 
 from compressor.budget import Budget
 from compressor.cli.common import add_base_model_arguments, model_config_from_args
-from compressor.cli.train_command import add_experiment_arguments, configure_logging, experiment_from_args
+from compressor.cli.console import configure_logging, echo
+from compressor.cli.experiment_args import add_experiment_arguments, experiment_from_args
+from compressor.cli.search_summary import summary
 from compressor.experiment import Experiment
-from compressor.search import SearchResult, run_search, with_search
-from search_spaces import SPACES
+from compressor.search import run_search, with_search
+from compressor.spaces import SPACES
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -67,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
     configure_logging()
     experiment = experiment_with_options(args)
     try:
-        result = run_search(experiment, cache_dir=args.cache_dir, echo=_echo)
+        result = run_search(experiment, cache_dir=args.cache_dir, echo=echo)
     except KeyboardInterrupt:
         print("compressor search: interrupted; finished trials are kept in the study: run the same command to resume",
               file=sys.stderr)
@@ -81,21 +83,3 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def summary(result: SearchResult) -> str:
-    counts = {}
-    for record in result.records:
-        counts[record.status] = counts.get(record.status, 0) + 1
-    states = ", ".join(f"{count} {status}" for status, count in sorted(counts.items()))
-    return "\n".join([
-        "",
-        result.table,
-        "",
-        f"study {result.study_name!r}: {len(result.records)} trials ({states}) in {result.storage_url}; "
-        f"this run took {result.seconds:.0f} s",
-        *([result.confirmation.table(), ""] if result.confirmation is not None else []),
-        f"report: compressor report --study {result.study_name} --storage {result.storage_url}",
-    ])
-
-
-def _echo(line: str) -> None:
-    print(line, flush=True)

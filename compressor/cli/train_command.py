@@ -4,18 +4,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
-import sys
 
 from compressor.cli.common import add_base_model_arguments, model_config_from_args
+from compressor.cli.console import configure_logging
+from compressor.cli.experiment_args import add_experiment_arguments, experiment_from_args
 from compressor.experiment import (
-    Experiment,
     TrainedModel,
-    load_experiment,
     model_label,
     train_model,
 )
-from compressor.threads import parse_threads
 from compressor.units import format_count
 
 
@@ -29,52 +26,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--recipe", metavar="FILE", help="transform recipe (YAML) applied to the model before training")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     parser.set_defaults(run=run)
-
-
-def add_experiment_arguments(parser: argparse.ArgumentParser) -> None:
-    """The experiment file and the options that adjust it (shared with ``baseline``)."""
-    parser.add_argument("config", metavar="CONFIG.yaml", help="experiment file")
-    parser.add_argument(
-        "--set", action="append", default=[], dest="overrides", metavar="KEY=VALUE",
-        help="override a setting of the file (repeatable), e.g. train.steps=50",
-    )
-    parser.add_argument("--threads", type=parse_threads, metavar="N", help="torch CPU threads, a count or auto (same as --set train.threads=N)")
-    parser.add_argument("--cache-dir", metavar="DIR", help="download cache (default: $COMPRESSOR_CACHE_DIR or ~/.cache/compressor)")
-
-
-def experiment_from_args(args: argparse.Namespace) -> Experiment:
-    overrides = list(args.overrides)
-    if args.threads is not None:
-        overrides.append(f"train.threads={args.threads}")
-    return load_experiment(args.config, overrides=overrides)
-
-
-class _CurrentStderrHandler(logging.StreamHandler):
-    """Writes to whatever ``sys.stderr`` is at the time of each message (not the one at set-up).
-
-    The CLI can run in-process several times (tests capture and close stderr in between).
-    """
-
-    def __init__(self) -> None:
-        super().__init__(sys.stderr)
-
-    @property
-    def stream(self):  # noqa: D102
-        return sys.stderr
-
-    @stream.setter
-    def stream(self, value) -> None:
-        pass
-
-
-def configure_logging() -> None:
-    """Library progress messages (downloads, reuse of stored results) as ``compressor: ...`` on stderr."""
-    logger = logging.getLogger("compressor")
-    if not logger.handlers:
-        handler = _CurrentStderrHandler()
-        handler.setFormatter(logging.Formatter("compressor: %(message)s"))
-        logger.addHandler(handler)
-        logger.setLevel(logging.INFO)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from compressor.cli.search_command import _echo, summary
-from compressor.cli.train_command import configure_logging
+from compressor.cli.console import configure_logging, echo
+from compressor.cli.search_summary import summary
 from compressor.search import join_search
 from compressor.threads import parse_threads
 
@@ -29,7 +29,7 @@ def run(args: argparse.Namespace) -> int:
     configure_logging()
     result = join_search(
         args.storage, args.study, n_trials=args.n_trials, timeout=args.timeout, seed=args.seed,
-        threads=args.threads, cache_dir=args.cache_dir, echo=_echo,
+        threads=args.threads, cache_dir=args.cache_dir, echo=echo,
     )
     print(summary(result))
     return 0

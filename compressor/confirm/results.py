@@ -23,9 +23,8 @@ from typing import Any
 
 from compressor.floor import Floor
 from compressor.intervals import WITHIN_POINTS, Estimate, within
-from compressor.pareto import pareto_mask
+from compressor.study import StudyInfo, TrialRecord, directions, pareto_mask
 from compressor.tables import format_table
-from compressor.trials import StudyInfo, TrialRecord
 from compressor.units import format_count, parse_count
 
 __all__ = [
@@ -174,7 +173,7 @@ class Confirmation:
         names = [name for name in self.objectives if name in ("metric", "params", "flops")] or ["metric", "params"]
         points = [[summary.estimate.mean if name == "metric" else float(getattr(summary, name) or math.nan)
                    for name in names] for summary in usable]
-        mask = pareto_mask(points, ["maximize" if name == "metric" else "minimize" for name in names])
+        mask = pareto_mask(points, directions(names))
         return sorted((summary for summary, keep in zip(usable, mask) if keep), key=lambda summary: summary.params or 0)
 
     def best_within(self, budget: float) -> Summary | None:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import math
 import os
 import platform
 import time
@@ -43,20 +42,29 @@ from compressor.confirm.results import (
     subject_of,
     trial_of,
 )
-from compressor.errors import CompressorError, ConfigError, first_line
+from compressor.errors import CompressorError, ConfigError, NothingToRepeatError, first_line
 from compressor.experiment import Experiment, ensure_baselines
 from compressor.floor import Floor
 from compressor.metrics import SegmentationMetrics, metric_value
-from compressor.pareto import hypervolume
 from compressor.search.liveness import PROCESS_KEY, fail_dead_trials, process_identity
-from compressor.search.progress import front
 from compressor.search.setup import SearchSetup, as_built_for, build_candidate, prepare
-from compressor.search.storage import open_storage
 from compressor.search_config import ConfirmConfig
+from compressor.study import (
+    StudyInfo,
+    TrialRecord,
+    directions,
+    front,
+    hypervolume,
+    hypervolume_reference,
+    open_storage,
+    point,
+    read_study,
+    study_info,
+    trial_records,
+)
 from compressor.threads import torch_threads
 from compressor.train import seed_everything, train
 from compressor.transforms import Recipe
-from compressor.trials import StudyInfo, TrialRecord, study_info, trial_records
 
 __all__ = ["run_confirmation", "choose_top", "plan_repeats", "queue_name"]
 
@@ -80,20 +88,17 @@ def queue_name(study_name: str) -> str:
 def choose_top(study: optuna.Study, top: int) -> list[int]:
     """The ``top`` front trials that add most to the front's hypervolume, largest contribution
     first; costs normalized as the report's hypervolume is
-    (:func:`~compressor.report.tables.hypervolume_reference`: 1.1 times U-Net's, the metric from 0)."""
-    from compressor.report.tables import hypervolume_reference, read_study
-
+    (:func:`~compressor.study.hypervolume_reference`: 1.1 times U-Net's, the metric from 0)."""
     snapshot = read_study(study)
     members = front(snapshot.records, snapshot.objectives, snapshot.info.threshold)
     bounds = hypervolume_reference(snapshot)
     names = snapshot.objectives
     scale = [1.0 if name == "metric" else bounds[name] for name in names]
-    directions = ["maximize" if name == "metric" else "minimize" for name in names]
+    signs = directions(names)
     reference = [0.0 if name == "metric" else 1.0 for name in names]
-    points = [[math.nan if (value := record.metric if name == "metric" else getattr(record, name)) is None
-               else float(value) / factor for name, factor in zip(names, scale)] for record in members]
-    whole = hypervolume(points, directions, reference)
-    gains = [whole - hypervolume(points[:index] + points[index + 1:], directions, reference)
+    points = [[value / factor for value, factor in zip(point(record, names), scale)] for record in members]
+    whole = hypervolume(points, signs, reference)
+    gains = [whole - hypervolume(points[:index] + points[index + 1:], signs, reference)
              for index in range(len(points))]
     ranked = sorted(range(len(members)), key=lambda index: (-gains[index], -(members[index].metric or 0.0)))
     return [members[index].number for index in ranked[:top]]
@@ -146,7 +151,7 @@ def run_confirmation(
                                                    else choose_top(study, config.top))]
     repeats, own = plan_repeats(experiment, config)
     if not repeats:
-        raise ConfigError("nothing to repeat: give --seeds N (further seeds) or --folds (with data.folds >= 2)")
+        raise NothingToRepeatError("nothing to repeat: no further seed and no fold asked for")
     if not subjects:
         echo(f"no trial of study {study.study_name!r} is on the front (finished, in budget, above the floor); "
              "confirming the references only")

@@ -6,10 +6,10 @@ import importlib
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-import yaml
 from torch import nn
 
-from compressor.errors import ConfigError, ModelLoadError
+from compressor.errors import ModelLoadError
+from compressor.keyvalue import parse_pairs
 from compressor.models.micronet import micronet
 from compressor.models.unet import unet
 from compressor.registry import Registry
@@ -84,19 +84,9 @@ def _import_callable(spec: str) -> Callable[..., Any]:
 
 
 def parse_model_args(pairs: Iterable[str]) -> dict[str, Any]:
-    """Parses ``key=value`` strings; values are read as YAML scalars (``8``, ``true``, ``null``).
+    """Parses ``key=value`` strings (:mod:`compressor.keyvalue`); values are read as YAML (``8``, ``true``, ``null``).
 
     Raises:
         ConfigError: a pair without ``=`` or with an empty key.
     """
-    args: dict[str, Any] = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        key = key.strip()
-        if not sep or not key:
-            raise ConfigError(f"model argument {pair!r} must look like key=value")
-        try:
-            args[key] = yaml.safe_load(value) if value.strip() else ""
-        except yaml.YAMLError:
-            args[key] = value
-    return args
+    return parse_pairs(pairs, what="model argument")

@@ -32,26 +32,29 @@ from typing import Any
 import optuna
 import pandas as pd
 
-from compressor.errors import ConfigError
 from compressor.io import atomic_write, atomic_write_text
 from compressor.report import plots
 from compressor.report.html import render_html
 from compressor.report.tables import (
-    HYPERVOLUME_MARGIN,
     Importance,
-    StudySnapshot,
     confirmed_frame,
     hypervolume_frame,
-    hypervolume_reference,
     importance_frame,
     machine_info,
     pareto_frame,
-    read_study,
     references_frame,
     study_overview,
     trials_frame,
 )
 from compressor.report.text import pareto_text, summary_markdown
+from compressor.study import (
+    HYPERVOLUME_MARGIN,
+    StudySnapshot,
+    hypervolume_reference,
+    load_study,
+    objective_label,
+    read_study,
+)
 
 __all__ = [
     "Report",
@@ -67,6 +70,7 @@ __all__ = [
     "importance_frame",
     "study_overview",
     "pareto_text",
+    "front_table",
 ]
 
 REPORT_FILES = ("index.html", "trials.csv", "pareto.csv", "confirmed.csv", "summary.md", "pareto_params.png", "pareto_flops.png",
@@ -108,10 +112,6 @@ class Report:
         return pareto_text(self.pareto, self.references, self.overview)
 
 
-def _objective_label(name: str, metric_label: str) -> str:
-    return {"metric": metric_label, "params": "parameters", "flops": "FLOPs", "latency_ms": "latency"}.get(name, name)
-
-
 def build_report(
     study: optuna.Study | StudySnapshot, out_dir: str | Path, *, generated: datetime.datetime | None = None
 ) -> Report:
@@ -145,7 +145,7 @@ def build_report(
 
     unet = snapshot.unet
     based_on = ", ".join(
-        f"{_objective_label(name, label)} {HYPERVOLUME_MARGIN:g}x "
+        f"{objective_label(name, label)} {HYPERVOLUME_MARGIN:g}x "
         f"{'U-Net' if unet.get(name) is not None else 'the largest seen'}"
         for name in snapshot.objectives if name != "metric"
     )
@@ -177,7 +177,7 @@ def build_report(
         notes.append(f"No parameter importance plot: {importance.note}.")
     else:
         images["importance.png"] = plots.importance_figure(
-            importance.frame, labels={name: _objective_label(name, label) for name in snapshot.objectives},
+            importance.frame, labels={name: objective_label(name, label) for name in snapshot.objectives},
             title=f"{snapshot.study_name}: parameter importance ({importance.trials} feasible complete trials)")
         notes.append(f"Parameter importance: {importance.note}; costs in log scale.")
     pngs = {name: plots.png_bytes(figure) for name, figure in images.items()}
@@ -208,39 +208,7 @@ def build_report(
     )
 
 
-def _safe_url(url: str) -> str:
-    try:
-        import sqlalchemy
-
-        return sqlalchemy.engine.make_url(url).render_as_string(hide_password=True)
-    except Exception:  # not an SQLAlchemy URL: show it as given
-        return url
-
-
-def load_study(storage_url: str, study_name: str) -> optuna.Study:
-    """Opens an existing study for reading.
-
-    Args:
-        storage_url: an Optuna storage URL (``sqlite:///runs/NAME/search.db``, ``postgresql://...``).
-        study_name: the study's name.
-
-    Raises:
-        compressor.errors.ConfigError: the storage cannot be opened (a SQLite file that does not
-            exist is never created), or holds no study of that name (the message lists those it holds).
-    """
-    shown = _safe_url(storage_url)
-    if storage_url.startswith("sqlite:///"):
-        path = storage_url[len("sqlite:///"):].split("?", 1)[0]
-        if path and path != ":memory:" and not Path(path).is_file():
-            raise ConfigError(
-                f"no study storage at {path} (file not found): run `compressor search` first, or give --storage URL"
-            )
-    try:
-        names = optuna.get_all_study_names(storage=storage_url)
-    except Exception as error:  # any driver or connection error is the user's URL to fix
-        first_line = (str(error).strip().splitlines() or [""])[0]
-        raise ConfigError(f"cannot open the study storage {shown}: {type(error).__name__}: {first_line}") from None
-    if study_name not in names:
-        present = ", ".join(sorted(names)) or "none"
-        raise ConfigError(f"no study {study_name!r} in {shown} (studies there: {present})")
-    return optuna.load_study(study_name=study_name, storage=storage_url)
+def front_table(study: optuna.Study | StudySnapshot) -> str:
+    """The Pareto table with the reference models, as ``compressor report`` and ``compressor search`` print it."""
+    snapshot = read_study(study)
+    return pareto_text(pareto_frame(snapshot), references_frame(snapshot), study_overview(snapshot))

@@ -177,7 +177,7 @@ def pareto_figure(
             handles.append(Line2D([], [], color=FLOOR_COLOR, linestyle=(0, (2, 3)), linewidth=1.3,
                                   label=f"floor {threshold:.3f}: best constant prediction + margin"))
 
-        steps = front_steps(trials, cost, threshold)
+        steps = front_steps(trials, cost)
         if len(steps):
             step_x = steps["cost"].to_numpy(dtype=float) / scale
             step_y = steps["metric"].to_numpy(dtype=float)

@@ -18,7 +18,7 @@ Conventions:
 
 Example:
     >>> import optuna
-    >>> from compressor.trials import StudyInfo, TrialRecord
+    >>> from compressor.study import StudyInfo, TrialRecord
     >>> study = optuna.create_study(directions=["maximize", "minimize"])
     >>> info = StudyInfo({}, "unet_family", "unet", ["metric", "params"], references={"unet": {"params": 1000}})
     >>> for key, value in info.to_attrs().items():
@@ -31,14 +31,12 @@ Example:
 
 from __future__ import annotations
 
-import functools
 import math
 import os
 import platform
 import warnings
 from collections import Counter
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -48,21 +46,28 @@ from optuna.trial import FrozenTrial
 
 from compressor.confirm.results import Confirmation, read_confirmation
 from compressor.floor import Floor
-from compressor.pareto import hypervolume, nondominated_ranks
-from compressor.trials import STATUSES, StudyInfo, TrialRecord, study_info, trial_records
+from compressor.study import (
+    REFERENCE_LABELS,
+    STATUSES,
+    StudySnapshot,
+    directions,
+    folded_duplicates,
+    front,
+    front_ranks,
+    hypervolume,
+    hypervolume_reference,
+    nondominated_ranks,
+    point,
+    read_study,
+    reference_label,
+)
 
 __all__ = [
-    "COSTS",
-    "REFERENCE_LABELS",
-    "reference_label",
     "ratio_label_of",
-    "HYPERVOLUME_MARGIN",
-    "StudySnapshot",
-    "read_study",
+    "confirmation_of",
     "trials_frame",
     "pareto_frame",
     "references_frame",
-    "hypervolume_reference",
     "hypervolume_frame",
     "importance_frame",
     "study_overview",
@@ -72,12 +77,8 @@ __all__ = [
     "CONFIRMED_COLUMNS",
 ]
 
-COSTS = ("params", "flops", "latency_ms")
-REFERENCE_LABELS = {"unet": "U-Net", "micronet": "Micro-Net"}
-HYPERVOLUME_MARGIN = 1.1
 MIN_IMPORTANCE_TRIALS = 4
 
-_DIRECTIONS = {"metric": "maximize", "params": "minimize", "flops": "minimize", "latency_ms": "minimize"}
 _SCALAR_METRICS = ("miou", "mean_f1", "accuracy")
 
 TRIAL_COLUMNS = [
@@ -97,98 +98,16 @@ CONFIRMED_COLUMNS = [
 ]
 
 
-@dataclass
-class StudySnapshot:
-    """A study read once: its settings, every trial as a record, and Optuna's own trials.
-
-    Attributes:
-        study_name: the study's name.
-        info: the search settings stored on the study.
-        records: every trial (running ones included), by number.
-        trials: Optuna's frozen trials, in the same order as ``records``.
-        user_attrs: the study's user attributes as stored (``machine`` is read from there if
-            the search put it there).
-    """
-
-    study_name: str
-    info: StudyInfo
-    records: list[TrialRecord]
-    trials: list[FrozenTrial]
-    user_attrs: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def finished(self) -> list[TrialRecord]:
-        """The records of the trials that are over (everything but ``running``)."""
-        return [record for record in self.records if record.status != "running"]
-
-    @property
-    def objectives(self) -> list[str]:
-        """The study's objectives (``metric``, ``params``, ``flops``, ``latency_ms``) in value order."""
-        return list(self.info.objectives) or ["metric", "params"]
-
-    @property
-    def unet(self) -> dict[str, float | None]:
-        """U-Net's reference costs and metric, ``{}`` when the search stored none."""
-        return dict(self.info.references.get("unet") or {})
-
-    @property
-    def ratio_reference(self) -> dict[str, Any]:
-        """The reference the ratios are against (U-Net, or the search's own base network)."""
-        return dict(self.info.references.get(self.info.ratio_to) or {})
-
-    @property
-    def ratio_label(self) -> str:
-        """How that reference is named in headers: ``U-Net``, or the base network's name."""
-        return reference_label(self.info.ratio_to, self.info.references)
-
-    @functools.cached_property
-    def confirmation(self) -> Confirmation | None:
-        """The confirmation stored on the study (``compressor confirm``), or None (read once)."""
-        return read_confirmation(self.user_attrs, self.info, self.records)
-
-
-def read_study(study: optuna.Study | StudySnapshot) -> StudySnapshot:
-    """Reads ``study`` once (a snapshot is returned as it is).
-
-    Raises:
-        compressor.errors.ConfigError: the study was not made by ``compressor search``.
-    """
-    if isinstance(study, StudySnapshot):
-        return study
-    info = study_info(study)
-    trials = sorted(study.get_trials(deepcopy=False), key=lambda trial: trial.number)
-    records = trial_records(trials)
-    return StudySnapshot(
-        study_name=study.study_name, info=info, records=records, trials=trials, user_attrs=dict(study.user_attrs)
-    )
-
-
-def _objective_values(record: TrialRecord, objective: str) -> float:
-    value = record.metric if objective == "metric" else getattr(record, objective)
-    return math.nan if value is None else float(value)
-
-
-def _front_ranks(snapshot: StudySnapshot, records: Sequence[TrialRecord]) -> dict[int, int]:
-    """Non-dominated rank (0 = the front) of each Pareto candidate (``TrialRecord.pareto_candidate``), by number."""
-    threshold = snapshot.info.threshold
-    candidates = [record for record in records if record.pareto_candidate(threshold)]
-    if not candidates:
-        return {}
-    objectives = snapshot.objectives
-    points = [[_objective_values(record, name) for name in objectives] for record in candidates]
-    ranks = nondominated_ranks(points, [_DIRECTIONS[name] for name in objectives])
-    valid = ~np.isnan(np.asarray(points, dtype=float)).any(axis=1)
-    return {record.number: int(rank) for record, rank, ok in zip(candidates, ranks, valid) if ok}
+def confirmation_of(snapshot: StudySnapshot) -> Confirmation | None:
+    """The confirmation stored on the study (``compressor confirm``), or None; read once per snapshot."""
+    if "confirmation" not in snapshot.derived:
+        snapshot.derived["confirmation"] = read_confirmation(snapshot.user_attrs, snapshot.info, snapshot.records)
+    return snapshot.derived["confirmation"]
 
 
 def ratio_label_of(references: pd.DataFrame) -> str:
     """The name of the reference the ratios are against: the first row of :func:`references_frame`."""
     return str(references["label"].iloc[0]) if len(references) else "U-Net"
-
-
-def reference_label(name: str, references: dict[str, dict[str, Any]]) -> str:
-    """``U-Net``, ``Micro-Net``, or the label a search stored (its own base network's name)."""
-    return REFERENCE_LABELS.get(name) or str((references.get(name) or {}).get("label") or name)
 
 
 def _ratio(reference: float | None, value: float | None) -> float:
@@ -220,7 +139,7 @@ def trials_frame(study: optuna.Study | StudySnapshot, *, include_running: bool =
     """
     snapshot = read_study(study)
     unet = snapshot.ratio_reference
-    ranks = _front_ranks(snapshot, snapshot.records)
+    ranks = front_ranks(snapshot.records, snapshot.objectives, snapshot.info.threshold)
     rows = []
     for record, trial in zip(snapshot.records, snapshot.trials):
         if record.status == "running" and not include_running:
@@ -272,12 +191,12 @@ def trials_frame(study: optuna.Study | StudySnapshot, *, include_running: bool =
 
 
 def pareto_frame(study: optuna.Study | StudySnapshot, *, trials: pd.DataFrame | None = None) -> pd.DataFrame:
-    """The feasible complete trials (metric above 0) on the Pareto front of the study's objectives.
+    """The trials on the study's Pareto front (:func:`compressor.study.front`), one row each.
 
     Ties (equal objective values, different recipes) are all kept. A trial that reused the
     result of another (``duplicate_of``, the same recipe) is folded into it: the row of the
     first one lists the others in ``duplicates``. Empty (with the columns) when no feasible
-    trial has completed with a metric above 0.
+    trial has completed with a metric above the floor.
 
     Columns: ``rank`` (1 for the smallest: rows are sorted by params, then metric down),
     ``number``, ``recipe_short``, ``params``, ``flops``, ``latency_ms``, ``metric``, the ratios
@@ -289,23 +208,13 @@ def pareto_frame(study: optuna.Study | StudySnapshot, *, trials: pd.DataFrame | 
     """
     snapshot = read_study(study)
     frame = trials_frame(snapshot) if trials is None else trials
-    front = frame.loc[frame["on_front"].astype(bool)].copy()
-    numbers = set(front["number"].tolist())
-    folded: dict[int, list[int]] = {}
-    keep = []
-    for _, row in front.iterrows():
-        original = row["duplicate_of"]
-        if not pd.isna(original) and int(original) in numbers:
-            folded.setdefault(int(original), []).append(int(row["number"]))
-            keep.append(False)
-        else:
-            keep.append(True)
-    front = front[pd.Series(keep, index=front.index, dtype=bool)]
-    front["duplicates"] = [", ".join(str(n) for n in sorted(folded.get(int(n), []))) for n in front["number"]]
-    front = front.sort_values(["params", "metric", "number"], ascending=[True, False, True], kind="stable")
-    front.insert(0, "rank", range(1, len(front) + 1))
-    front = front[PARETO_COLUMNS].reset_index(drop=True)
-    return _with_confirmed(front, confirmed_frame(snapshot), key="number", by="number")
+    numbers = [record.number for record in front(snapshot.records, snapshot.objectives, snapshot.info.threshold)]
+    folded = folded_duplicates(snapshot.records)
+    rows = frame.set_index("number", drop=False).loc[numbers].reset_index(drop=True)
+    rows["duplicates"] = [", ".join(map(str, folded.get(number, []))) for number in numbers]
+    rows.insert(0, "rank", range(1, len(rows) + 1))
+    rows = rows[PARETO_COLUMNS].reset_index(drop=True)
+    return _with_confirmed(rows, confirmed_frame(snapshot), key="number", by="number")
 
 
 def _with_confirmed(frame: pd.DataFrame, confirmed: pd.DataFrame, *, key: str, by: str) -> pd.DataFrame:
@@ -332,7 +241,7 @@ def confirmed_frame(study: optuna.Study | StudySnapshot) -> pd.DataFrame:
     floor), ``floor``, ``failures``, ``planned``, ``on_confirmed_front``. Empty without a confirmation.
     """
     snapshot = read_study(study)
-    confirmation = snapshot.confirmation
+    confirmation = confirmation_of(snapshot)
     if confirmation is None:
         return pd.DataFrame(columns=["subject", "label", "number", *CONFIRMED_COLUMNS])
     front = {summary.subject for summary in confirmation.front()}
@@ -343,28 +252,25 @@ def confirmed_frame(study: optuna.Study | StudySnapshot) -> pd.DataFrame:
     return frame
 
 
-def front_steps(trials: pd.DataFrame, cost: str, threshold: float = 0.0) -> pd.DataFrame:
-    """The two-objective front (metric up, ``cost`` down) of the feasible complete trials with a metric above
-    ``threshold`` (the study's floor, :attr:`~compressor.trials.StudyInfo.threshold`).
+def front_steps(trials: pd.DataFrame, cost: str) -> pd.DataFrame:
+    """The two-objective front (metric up, ``cost`` down) of the trials that are Pareto candidates
+    (those :func:`trials_frame` gives a ``front_rank``: finished, feasible, above the floor).
 
     This is what a plot of the metric against one cost draws as its step line: the best
     metric reached at or below each size. Points with equal cost and metric appear once
     (the lowest trial number). Columns ``number``, ``cost``, ``metric``, sorted by cost.
 
     Example:
-        >>> frame = pd.DataFrame({"number": [0, 1, 2], "status": ["complete"] * 3, "feasible": [True] * 3,
-        ...                       "params": [10, 20, 30], "metric": [0.2, 0.1, 0.3]})
+        >>> frame = pd.DataFrame({"number": [0, 1, 2, 3], "front_rank": [0, 1, 0, None],
+        ...                       "params": [10, 20, 30, 5], "metric": [0.2, 0.1, 0.3, 0.9]})
         >>> front_steps(frame, "params")["number"].tolist()
         [0, 2]
     """
-    usable = trials[
-        (trials["status"] == "complete") & (trials["feasible"].fillna(True).astype(bool))
-        & trials[cost].notna() & (trials["metric"].fillna(0) > threshold)
-    ]
+    usable = trials[trials["front_rank"].notna() & trials[cost].notna()]
     if usable.empty:
         return pd.DataFrame(columns=["number", "cost", "metric"])
     points = usable[["metric", cost]].astype(float).to_numpy()
-    mask = nondominated_ranks(points.copy(), ["maximize", "minimize"]) == 0  # it negates in place
+    mask = nondominated_ranks(points, ["maximize", "minimize"]) == 0
     front = pd.DataFrame({
         "number": usable["number"].astype(int).to_numpy()[mask],
         "cost": points[mask, 1],
@@ -406,27 +312,6 @@ def references_frame(study: optuna.Study | StudySnapshot) -> pd.DataFrame:
     return _with_confirmed(frame, confirmed_frame(snapshot), key="model", by="subject")
 
 
-def hypervolume_reference(study: optuna.Study | StudySnapshot) -> dict[str, float]:
-    """The hypervolume's reference point, per objective, in the objectives' own units.
-
-    The metric's is 0; a cost's is 1.1 times U-Net's, or 1.1 times the largest value any
-    finished trial measured when the study has no U-Net reference for it (1.0 if none did).
-    """
-    snapshot = read_study(study)
-    unet = snapshot.unet
-    reference = {}
-    for name in snapshot.objectives:
-        if name == "metric":
-            reference[name] = 0.0
-            continue
-        base = unet.get(name)
-        if base is None:
-            seen = [getattr(record, name) for record in snapshot.finished if getattr(record, name) is not None]
-            base = max(seen) if seen else 1.0
-        reference[name] = HYPERVOLUME_MARGIN * float(base)
-    return reference
-
-
 def hypervolume_frame(study: optuna.Study | StudySnapshot) -> pd.DataFrame:
     """The hypervolume of the feasible Pareto front after each finished trial, by trial number.
 
@@ -440,7 +325,7 @@ def hypervolume_frame(study: optuna.Study | StudySnapshot) -> pd.DataFrame:
     snapshot = read_study(study)
     objectives = snapshot.objectives
     reference = hypervolume_reference(snapshot)
-    directions = [_DIRECTIONS[name] for name in objectives]
+    signs = directions(objectives)
     scale = np.array([1.0 if name == "metric" else reference[name] for name in objectives])
     normalized_reference = [reference[name] / factor for name, factor in zip(objectives, scale)]
     points: list[list[float]] = []
@@ -450,20 +335,19 @@ def hypervolume_frame(study: optuna.Study | StudySnapshot) -> pd.DataFrame:
         wall += record.wall_seconds or 0.0
         train += record.train_seconds or 0.0
         if record.pareto_candidate(snapshot.info.threshold):
-            point = [_objective_values(record, name) for name in objectives]
-            if not any(math.isnan(value) for value in point):
-                points.append(point)
-        # Copies: compressor.pareto negates maximized columns of a float array in place.
+            values = point(record, objectives)
+            if not any(math.isnan(value) for value in values):
+                points.append(values)
         array = np.asarray(points, dtype=float).reshape(-1, len(objectives)) / scale
         if len(array):
-            front = array[nondominated_ranks(array.copy(), directions) == 0]
+            front = array[nondominated_ranks(array, signs) == 0]
             front_size = len(np.unique(front, axis=0))
         else:
             front_size = 0
         rows.append({
             "number": record.number,
             "status": record.status,
-            "hypervolume": hypervolume(array.copy(), directions, normalized_reference),
+            "hypervolume": hypervolume(array, signs, normalized_reference),
             "front_size": front_size,
             "feasible_complete": len(points),
             "wall_seconds": wall,
@@ -589,7 +473,7 @@ def study_overview(study: optuna.Study | StudySnapshot) -> dict[str, Any]:
         "input_shape": list(snapshot.info.input_shape),
         "floor": Floor.from_dict(snapshot.info.floor).describe(snapshot.info.metric_label or snapshot.info.metric),
         "threshold": snapshot.info.threshold,
-        "claims": confirmation.claims() if (confirmation := snapshot.confirmation) is not None else [],
+        "claims": confirmation.claims() if (confirmation := confirmation_of(snapshot)) is not None else [],
     }
 
 

@@ -26,17 +26,25 @@ from compressor.experiment import BASELINE_MODELS, Experiment, Parent, ensure_ba
 from compressor.metrics import SegmentationMetrics
 from compressor.search.export import export_trial
 from compressor.search.liveness import fail_dead_trials, others_running
-from compressor.search.progress import front, trial_line
+from compressor.search.progress import trial_line
 from compressor.search.runner import TrialFailed, TrialRunner
 from compressor.search.setup import SearchSetup, prepare, with_search
-from compressor.search.storage import default_storage_url, load_study, open_storage
 from compressor.search.study import open_search_study, references
 from compressor.search.weights import WeightStore
-from compressor.trials import StudyInfo, TrialRecord, study_info, trial_records
+from compressor.study import (
+    StudyInfo,
+    TrialRecord,
+    default_storage_url,
+    front,
+    load_study,
+    open_storage,
+    study_info,
+    trial_records,
+)
 
 __all__ = [
     "SearchResult", "run_search", "join_search", "export_trial", "with_search", "default_storage_url",
-    "load_study", "open_storage", "front", "front_table",
+    "load_study", "open_storage", "front",
 ]
 
 COUNTED = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -50,7 +58,6 @@ class SearchResult:
     storage_url: str
     records: list[TrialRecord]
     front: list[TrialRecord]
-    table: str
     seconds: float
     confirmation: Confirmation | None = None
 
@@ -248,15 +255,6 @@ def _discard_dominated_weights(
             weights.discard(record.weights)
 
 
-def front_table(study: optuna.Study) -> str:
-    """The Pareto table with U-Net and Micro-Net, as ``compressor report`` prints it."""
-    from compressor.report.tables import pareto_frame, read_study, references_frame, study_overview
-    from compressor.report.text import pareto_text
-
-    snapshot = read_study(study)
-    return pareto_text(pareto_frame(snapshot), references_frame(snapshot), study_overview(snapshot))
-
-
 def _result(
     setup: SearchSetup, study: optuna.Study, started: float, *, cache_dir: str | Path | None = None
 ) -> SearchResult:
@@ -277,6 +275,6 @@ def _result(
     info = study_info(study)
     return SearchResult(
         study=study, storage_url=setup.storage_url, records=records, front=front(records, info.objectives, info.threshold),
-        table=front_table(study), seconds=time.perf_counter() - started, confirmation=confirmation,
+        seconds=time.perf_counter() - started, confirmation=confirmation,
     )
 

@@ -12,10 +12,9 @@ from compressor.experiment import Experiment, ModelConfig
 from compressor.finetune import calibration_batches
 from compressor.saving import save_model
 from compressor.search.setup import as_built_for, build_candidate, load_parent
-from compressor.search.storage import load_study
 from compressor.search.weights import WeightStore
+from compressor.study import StudyInfo, TrialRecord, load_study, study_info
 from compressor.transforms import Recipe
-from compressor.trials import StudyInfo, TrialRecord, study_info
 
 __all__ = ["ExportedTrial", "export_trial", "rebuild_trial"]
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from compressor.pareto import nondominated_ranks
+from compressor.study import nondominated_ranks
 
 __all__ = ["rung_key", "should_stop"]
 

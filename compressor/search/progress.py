@@ -1,14 +1,11 @@
-"""What a search prints: a line per trial and the Pareto table at the end."""
+"""What a search prints: a line per trial."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
-from compressor.pareto import pareto_mask
-from compressor.trials import TrialRecord
+from compressor.study import TrialRecord
 from compressor.units import format_count
 
-__all__ = ["trial_line", "front"]
+__all__ = ["trial_line"]
 
 
 def trial_line(record: TrialRecord, *, metric_label: str, target: int | None = None) -> str:
@@ -31,20 +28,3 @@ def trial_line(record: TrialRecord, *, metric_label: str, target: int | None = N
     seconds = f"{record.wall_seconds:.0f} s" if record.wall_seconds is not None else ""
     return "  ".join(part for part in (f"{number:<10}", f"{record.status:<10}", cost, outcome, seconds,
                                        record.recipe_short) if part)
-
-
-def front(records: Sequence[TrialRecord], objectives: Sequence[str], threshold: float = 0.0) -> list[TrialRecord]:
-    """The non-duplicate Pareto candidates no other such trial dominates, by params.
-
-    Candidates: see :meth:`TrialRecord.pareto_candidate` (finished, in budget, metric above
-    ``threshold``, the study's :attr:`~compressor.trials.StudyInfo.threshold`).
-    """
-    candidates = [
-        record for record in records
-        if record.pareto_candidate(threshold) and record.duplicate_of is None and record.values
-    ]
-    if not candidates:
-        return []
-    directions = ["maximize" if name == "metric" else "minimize" for name in objectives]
-    mask = pareto_mask([record.values for record in candidates], directions)
-    return sorted((record for record, keep in zip(candidates, mask) if keep), key=lambda record: record.params or 0)

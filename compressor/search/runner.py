@@ -9,14 +9,13 @@ from optuna.trial import TrialState
 
 from compressor.errors import CompressorError
 from compressor.metrics import SegmentationMetrics
-from compressor.pareto import pareto_mask
 from compressor.search.fidelity import rung_key, should_stop
 from compressor.search.liveness import PROCESS_KEY, process_identity
 from compressor.search.setup import SearchSetup, as_built_for, build_candidate
 from compressor.search.weights import WeightStore
+from compressor.study import TrialRecord, front, trial_records
 from compressor.threads import torch_threads
 from compressor.train import train
-from compressor.trials import TrialRecord
 
 __all__ = ["TrialFailed", "TrialRunner"]
 
@@ -114,7 +113,7 @@ class TrialRunner:
             self._save(trial, record, started)
             raise optuna.TrialPruned(f"stopped at {record.fidelity:.0%} of its training")
         record.status = "complete"
-        if record.pareto_candidate(setup.floor.threshold) and self._on_front(trial, values):
+        if self._on_front(trial, record):
             record.weights = self.weights.keep(trial, network.cpu())
         self._save(trial, record, started)
         return values
@@ -167,13 +166,11 @@ class TrialRunner:
             min_trials=config.min_trials_at_rung,
         )
 
-    def _on_front(self, trial: optuna.Trial, values: list[float]) -> bool:
-        """True if ``values`` are not dominated by a finished feasible trial of the study."""
-        finished = [
-            other.values for other in trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-            if other.user_attrs.get("feasible") and other.user_attrs.get("status") == "complete"
-        ]
-        return bool(pareto_mask([values, *finished], self.setup.directions)[0])
+    def _on_front(self, trial: optuna.Trial, record: TrialRecord) -> bool:
+        """True if the finished ``record`` is on the study's front (:func:`compressor.study.front`)."""
+        records = [other for other in trial_records(trial.study) if other.number != record.number]
+        kept = front([*records, record], self.setup.config.objectives, self.setup.floor.threshold)
+        return any(member.number == record.number for member in kept)
 
 
 def _first_line(error: Exception) -> str:

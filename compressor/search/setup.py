@@ -29,12 +29,12 @@ from compressor.finetune import calibration_batches, with_calibration
 from compressor.floor import Floor
 from compressor.metrics import SegmentationMetrics, metric_value
 from compressor.outputs import check_fits
-from compressor.search.storage import default_storage_url, sqlite_path
 from compressor.search_config import SearchConfig
+from compressor.spaces import SPACES, SearchContext, SearchSpace
+from compressor.study import default_storage_url, directions, objective_values, sqlite_path
 from compressor.train import CheckpointError, TrainConfig, load_checkpoint, seed_everything
 from compressor.transforms import Recipe, TransformSpec, apply
 from compressor.units import format_count
-from search_spaces import SPACES, SearchContext, SearchSpace
 
 __all__ = [
     "SearchSetup", "prepare", "metric_value", "metric_label", "base_model_config", "build_candidate",
@@ -85,7 +85,7 @@ class SearchSetup:
 
     @property
     def directions(self) -> list[str]:
-        return ["maximize" if name == "metric" else "minimize" for name in self.config.objectives]
+        return directions(self.config.objectives)
 
     def measure(self, network: nn.Module) -> Cost:
         return measure(network, self.input_shape, latency_runs=self.latency_runs)
@@ -95,8 +95,7 @@ class SearchSetup:
 
     def values(self, metric: float, cost: Cost) -> list[float]:
         """The objective values of a candidate, in the study's order."""
-        known = {"metric": metric, "params": cost.params, "flops": cost.flops, "latency_ms": cost.latency_ms}
-        return [float(known[name]) for name in self.config.objectives]
+        return objective_values(metric, cost.to_dict(modules=False), self.config.objectives)
 
     @property
     def references(self) -> list[str]:

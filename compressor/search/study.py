@@ -7,12 +7,11 @@ from typing import Any
 
 import optuna
 
-from compressor.errors import ConfigError
+from compressor.errors import ConfigError, StudyMismatchError
 from compressor.experiment import ModelConfig, Parent, load_baselines, to_data
 from compressor.metrics import SegmentationMetrics
 from compressor.search.setup import KEEPS_RATES, SearchSetup, experiment_key, metric_label, metric_value
-from compressor.search.storage import open_storage
-from compressor.trials import FORMAT, StudyInfo
+from compressor.study import FORMAT, StudyInfo, open_storage
 
 __all__ = ["make_sampler", "open_search_study", "references"]
 
@@ -77,9 +76,8 @@ def open_search_study(setup: SearchSetup, *, sampler_seed: int | None, create: b
         stored = study.user_attrs.get("experiment_key")
         if stored != key:
             changed = sorted(part for part in key if key[part] != (stored or {}).get(part))
-            raise ConfigError(
-                f"study {setup.study_name!r} in {setup.storage_url} was run with other {', '.join(changed)} settings; "
-                "pass --study NEW_NAME for a new study (or restore the settings to resume it)"
+            raise StudyMismatchError(
+                f"study {setup.study_name!r} in {setup.storage_url} was run with other {', '.join(changed)} settings"
             )
         return study
     if study.get_trials(deepcopy=False):

@@ -11,7 +11,7 @@ from optuna.artifacts import FileSystemArtifactStore, download_artifact, upload_
 from optuna.artifacts.exceptions import ArtifactNotFound
 from torch import nn
 
-from compressor.errors import ConfigError
+from compressor.errors import NoWeightsError
 
 __all__ = ["WeightStore"]
 
@@ -47,12 +47,11 @@ class WeightStore:
         """The ``state_dict`` kept for trial ``number``.
 
         Raises:
-            ConfigError: none was kept (the trial left the Pareto front or never finished).
+            NoWeightsError: none was kept (the trial left the Pareto front or never finished).
         """
         if not self.has(artifact_id):
-            raise ConfigError(
-                f"trial {number} has no kept weights in {self.folder} (only trials on the Pareto front keep "
-                "theirs); pass --untrained to export its architecture alone"
+            raise NoWeightsError(
+                f"trial {number} has no kept weights in {self.folder} (only trials on the Pareto front keep theirs)"
             )
         with tempfile.TemporaryDirectory() as scratch:
             path = Path(scratch) / "weights.pt"

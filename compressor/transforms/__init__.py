@@ -1,6 +1,7 @@
 """Transforms: the Micro-Net recipe as pluggable steps on any ``nn.Module``.
 
-Importing this package registers every built-in transform in :data:`TRANSFORMS`.
+Importing this package registers every built-in transform in :data:`TRANSFORMS`; transforms
+of other packages join it through the ``compressor.transforms`` entry points.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from compressor.transforms import (  # noqa: F401  (importing registers them)
     skip_fusion,
 )
 from compressor.transforms.base import (
+    NETWORK_TRAITS,
     TRANSFORMS,
     Change,
     Transform,
@@ -25,6 +27,7 @@ from compressor.transforms.engine import apply
 from compressor.transforms.recipe import Recipe, TransformSpec, parse_transform_option
 
 __all__ = [
+    "NETWORK_TRAITS",
     "TRANSFORMS",
     "Change",
     "Transform",

@@ -3,18 +3,35 @@
 from __future__ import annotations
 
 import abc
+import functools
+import inspect
 from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
-from compressor.errors import CompressorError
+from compressor.errors import CompressorError, ConfigError
 from compressor.registry import Registry
 from compressor.schema import Parameter, check_arguments, parameters_of
 from compressor.transforms.calibration import Counterpart
 
-__all__ = ["Transform", "TransformError", "TransformRecord", "Change", "TRANSFORMS", "register_transform"]
+__all__ = [
+    "Transform", "TransformError", "TransformRecord", "Change", "TRANSFORMS", "register_transform", "NETWORK_TRAITS",
+]
+
+#: What in a network can make a transform refuse it. A transform lists the traits it refuses
+#: in :attr:`Transform.refuses` (with the refusal's message) and the traits its output has in
+#: :attr:`Transform.produces`; the contract suite expects exactly those refusals on networks
+#: that have the traits, and success everywhere else.
+NETWORK_TRAITS = {
+    "no-concat": "no torch.cat in its forward pass",
+    "concat-into-other": "a concatenation feeds something other than a plain dense Conv2d "
+                         "(an activation, a transposed or grouped conv)",
+    "no-resolution-pair": "no down-sampling paired with an up-sampling back to its resolution (a classifier)",
+    "no-conv-run": "no stride-1 k x k conv that shares its resolution with another",
+    "no-dense-conv": "no dense (groups=1) k x k conv: only depthwise and 1 x 1 convs",
+}
 
 
 class TransformError(CompressorError):
@@ -106,6 +123,47 @@ class Transform(abc.ABC):
     omit_when_default: ClassVar[tuple[str, ...]] = ()
     params: dict[str, Any]
 
+    # -- how it describes itself (listings, the contract suite, the ``generic`` search space) --
+
+    #: parameters that show it at work: ``compressor transforms`` prints them, the contract
+    #: suite applies them to every test network, a search probes whether it applies with them
+    example: ClassVar[dict[str, Any]] = {}
+    #: the :data:`NETWORK_TRAITS` it refuses, each with a regular expression its message matches
+    refuses: ClassVar[dict[str, str]] = {}
+    #: the :data:`NETWORK_TRAITS` a network has after it (``separable`` leaves no dense conv)
+    produces: ClassVar[frozenset[str]] = frozenset()
+    #: where ``generic`` samples it, in the paper's order: depth 10, skips 20, conv kinds 30,
+    #: dilation 40, pruning 50 (last: it prunes what the others built); others 45 by default
+    search_order: ClassVar[int] = 45
+    #: transforms that are alternatives to one another (``separable`` and ``fire`` both
+    #: replace convs): ``generic`` picks one of the group, or none, with one choice of that name
+    search_group: ClassVar[str | None] = None
+
+    @classmethod
+    def applicability(cls, context: Any) -> Any:
+        """Whether (and how far) it applies to the search's base network, probed once per study;
+        falsy: ``generic`` leaves it out. ``context`` is a :class:`compressor.spaces.SearchContext`.
+
+        The default applies :attr:`example` to the network alone.
+        """
+        return context.applies(cls.name, **cls.example)
+
+    @classmethod
+    def suggest(cls, trial: Any, found: Any, steps: list[tuple[str, dict[str, Any]]]) -> dict[str, Any] | None:
+        """Its parameters drawn from the Optuna ``trial``, or None to leave it out of this recipe.
+
+        ``found`` is what :meth:`applicability` returned; ``steps`` the recipe so far. Each
+        choice is a named Optuna parameter. The default is one yes/no choice named after the
+        transform, with :attr:`example` as its parameters.
+        """
+        return dict(cls.example) if trial.suggest_categorical(cls.name, [False, True]) else None
+
+    @classmethod
+    def smallest(cls, found: Any) -> dict[str, Any]:
+        """The choices of :meth:`suggest` that make the smallest network (the search refuses a
+        budget that even these miss). The default: use it."""
+        return {cls.name: True}
+
     @classmethod
     def parameters(cls) -> list[Parameter]:
         """The transform's parameters, gathered from ``__init__`` along the class hierarchy."""
@@ -115,6 +173,40 @@ class Transform(abc.ABC):
                 for parameter in parameters_of(vars(klass)["__init__"]):
                     seen[parameter.name] = parameter
         return list(seen.values())
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Each subclass's ``__init__`` records the arguments it was called with as :attr:`params`
+        (the outermost call), so an instance made in Python can be put in a recipe."""
+        super().__init_subclass__(**kwargs)
+        init = cls.__dict__.get("__init__")
+        if init is None or getattr(init, "_records_params", False):
+            return
+
+        @functools.wraps(init)
+        def recording(self: Transform, *args: Any, **params: Any) -> None:
+            outermost = "params" not in self.__dict__
+            if outermost:
+                bound = inspect.signature(init).bind(self, *args, **params)
+                given = {name: value for name, value in bound.arguments.items() if name != "self"}
+                for name, parameter in inspect.signature(init).parameters.items():
+                    if parameter.kind is inspect.Parameter.VAR_KEYWORD:
+                        given.update(given.pop(name, {}))
+                self.params = given
+            init(self, *args, **params)
+
+        recording._records_params = True  # type: ignore[attr-defined]
+        cls.__init__ = recording  # type: ignore[method-assign]
+
+    def to_data(self) -> dict[str, Any]:
+        """This configured transform as a recipe step: ``{"name": ..., **params}``.
+
+        Raises:
+            ConfigError: its class is not registered (no name a recipe could refer to).
+        """
+        if not self.name or TRANSFORMS.get_or_none(self.name) is not type(self):
+            raise ConfigError(f"{type(self).__name__} is not a registered transform; decorate its class with "
+                              "@register_transform(NAME) (or declare a compressor.transforms entry point)")
+        return {"name": self.name, **self.params}
 
     @classmethod
     def from_params(cls, params: dict[str, Any], *, where: str | None = None) -> Transform:
@@ -132,14 +224,20 @@ class Transform(abc.ABC):
         """Changes ``model`` (a copy the engine owns) and says what changed."""
 
 
-TRANSFORMS: Registry[type[Transform]] = Registry("transform")
+def _check_transform(name: str, cls: type[Transform]) -> None:
+    if not (isinstance(cls, type) and issubclass(cls, Transform)):
+        raise TypeError(f"transform {name!r} must be a Transform subclass, got {cls!r}")
+    cls.name = name
+
+
+TRANSFORMS: Registry[type[Transform]] = Registry(
+    "transform", entry_points="compressor.transforms", on_register=_check_transform)
 
 
 def register_transform(name: str):
-    """Class decorator: registers a :class:`Transform` subclass under ``name``."""
+    """Class decorator: registers a :class:`Transform` subclass under ``name``.
 
-    def decorator(cls: type[Transform]) -> type[Transform]:
-        cls.name = name
-        return TRANSFORMS.register(name)(cls)
-
-    return decorator
+    A transform in another package can instead be declared as a ``compressor.transforms``
+    entry point (``name = package.module:Class``); it is registered under that name.
+    """
+    return TRANSFORMS.register(name)

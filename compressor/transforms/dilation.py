@@ -38,6 +38,26 @@ class Dilation(LayerTransform):
         overwrite: re-rate convs that already have a rate other than 1.
     """
 
+    example = {"rates": [1, 2, 3]}
+    # each stride-1 3x3 conv alone at its resolution: the cascade's first rate, 1, is its rate already
+    refuses = {"no-conv-run": r"already has the rate it gives .*nothing to change"}
+    search_order = 40
+    #: the cascades a search draws from, by name (``none``: no dilation)
+    CASCADES = {"none": None, "1-2": [1, 2], "1-2-3": [1, 2, 3], "1-1-2-3": [1, 1, 2, 3], "1-2-5": [1, 2, 5]}
+
+    @classmethod
+    def applicability(cls, context):
+        return context.applies(cls.name, rates=[1, 2])
+
+    @classmethod
+    def suggest(cls, trial, found, steps):
+        rates = cls.CASCADES[trial.suggest_categorical("dilation", list(cls.CASCADES))]
+        return {"rates": rates} if rates else None
+
+    @classmethod
+    def smallest(cls, found):
+        return {"dilation": "none"}
+
     omit_when_default = ("overwrite",)
 
     def __init__(

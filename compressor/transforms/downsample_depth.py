@@ -60,6 +60,29 @@ class DownsampleDepth(Transform):
             compared with the input model, measured or refitted.)
     """
 
+    example = {"levels": 1}
+    refuses = {"no-resolution-pair": r"nothing to pair.*stride_to_dilation"}
+    search_order = 10
+    #: the most levels a search cuts
+    MAX_LEVELS = 3
+
+    @classmethod
+    def applicability(cls, context):
+        """How many levels can be cut (0 to :attr:`MAX_LEVELS`)."""
+        levels = 0
+        while levels < cls.MAX_LEVELS and context.applies(cls.name, levels=levels + 1):
+            levels += 1
+        return levels
+
+    @classmethod
+    def suggest(cls, trial, found, steps):
+        removed = trial.suggest_int("levels_removed", 0, found)
+        return {"levels": removed} if removed else None
+
+    @classmethod
+    def smallest(cls, found):
+        return {"levels_removed": found}
+
     def __init__(
         self,
         *,

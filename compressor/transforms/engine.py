@@ -12,7 +12,7 @@ from compressor.cost import Cost, measure
 from compressor.errors import ConfigError
 from compressor.outputs import declare_output, declared_output, primary_output
 from compressor.registry import UnknownNameError
-from compressor.transforms.base import TRANSFORMS, TransformError, TransformRecord
+from compressor.transforms.base import TRANSFORMS, Transform, TransformError, TransformRecord
 from compressor.transforms.calibration import (
     batches_of,
     calibrate,
@@ -27,7 +27,7 @@ __all__ = ["apply"]
 
 def apply(
     model: nn.Module,
-    recipe: Recipe | Iterable[TransformSpec] | list,
+    recipe: Recipe | Transform | Iterable[TransformSpec | Transform] | list,
     example_input: torch.Tensor | tuple[int, ...],
     *,
     count_flops: bool = True,
@@ -43,7 +43,8 @@ def apply(
 
     Args:
         model: any ``nn.Module`` taking one tensor; never modified.
-        recipe: a :class:`Recipe`, or plain data accepted by :meth:`Recipe.from_data`.
+        recipe: a :class:`Recipe`, a configured :class:`Transform` (``Separable(mid_activation=True)``)
+            or a list of them, or plain data accepted by :meth:`Recipe.from_data`.
         example_input: a tensor, or its shape, used for tracing, shapes and costs.
         count_flops: count FLOPs with fvcore before and after each step (a search, which
             measures the result anyway, turns this off; the records then have FLOPs 0).
@@ -70,6 +71,8 @@ def apply(
         >>> records[0].params_after < records[0].params_before
         True
     """
+    if isinstance(recipe, Transform):
+        recipe = [recipe]
     if not isinstance(recipe, Recipe):
         recipe = Recipe.of(recipe) if _is_specs(recipe) else Recipe.from_data(recipe)
     example = _example_tensor(model, example_input)

@@ -40,6 +40,23 @@ class FireTransform(LayerTransform):
         init: ``inherit`` (from the replaced conv's weights) or ``random``.
     """
 
+    example = {}
+    refuses = {"no-dense-conv": r"is grouped"}
+    search_order = 31
+    search_group = "conv"
+    #: the squeeze ratios and 3x3 shares a search draws from
+    SQUEEZE_RATIOS = (0.125, 0.25, 0.5)
+    EXPAND3X3_SHARES = (0.25, 0.5, 0.75)
+
+    @classmethod
+    def suggest(cls, trial, found, steps):
+        return {"squeeze_ratio": trial.suggest_categorical("fire_squeeze", list(cls.SQUEEZE_RATIOS)),
+                "expand3x3_share": trial.suggest_categorical("fire_share3x3", list(cls.EXPAND3X3_SHARES))}
+
+    @classmethod
+    def smallest(cls, found):
+        return {"fire_squeeze": min(cls.SQUEEZE_RATIOS), "fire_share3x3": min(cls.EXPAND3X3_SHARES)}
+
     def __init__(
         self,
         *,

@@ -47,6 +47,20 @@ class Prune(LayerTransform):
             in the main thread, which is where the CLI and searches run.
     """
 
+    example = {"ratio": 0.3}
+    search_order = 50
+    #: torch-pruning rounds in a search: fewer is faster, the ratio lands within a few percent
+    SEARCH_STEPS = 8
+
+    @classmethod
+    def suggest(cls, trial, found, steps):
+        ratio = trial.suggest_float("prune", 0.0, 0.9, step=0.1)
+        return {"ratio": round(ratio, 2), "steps": cls.SEARCH_STEPS} if ratio > 0 else None
+
+    @classmethod
+    def smallest(cls, found):
+        return {"prune": 0.9}
+
     layer_types = _PRUNABLE
     omit_when_default = ("time_limit",)
 

@@ -12,6 +12,7 @@ from typing import Any
 import yaml
 
 from compressor.errors import ConfigError
+from compressor.keyvalue import parse_pairs, split_outside_brackets
 from compressor.registry import UnknownNameError
 from compressor.transforms.base import TRANSFORMS, Transform
 
@@ -98,6 +99,8 @@ class Recipe:
             where = f"{source}: transforms[{index}]"
             if isinstance(item, str):
                 item = {"name": item}
+            elif isinstance(item, Transform):
+                item = item.to_data()
             if not isinstance(item, Mapping) or not isinstance(item.get("name"), str):
                 raise ConfigError(f"{where}: expected a mapping with a 'name', got {item!r}")
             params = {key: value for key, value in item.items() if key not in ("name", "optional")}
@@ -130,9 +133,10 @@ class Recipe:
         return cls.from_data(data, source=str(path))
 
     @classmethod
-    def of(cls, specs: Iterable[TransformSpec | tuple[str, Mapping[str, Any]]]) -> Recipe:
-        """Builds a recipe from specs or ``(name, params)`` pairs, validating each."""
-        items = [spec.to_data() if isinstance(spec, TransformSpec) else {"name": spec[0], **spec[1]} for spec in specs]
+    def of(cls, specs: Iterable[TransformSpec | Transform | tuple[str, Mapping[str, Any]]]) -> Recipe:
+        """Builds a recipe from specs, configured transforms or ``(name, params)`` pairs, validating each."""
+        items = [spec.to_data() if isinstance(spec, (TransformSpec, Transform)) else {"name": spec[0], **spec[1]}
+                 for spec in specs]
         return cls.from_data(items)
 
     def to_data(self) -> dict[str, Any]:
@@ -184,7 +188,7 @@ class Recipe:
 
 
 def parse_transform_option(text: str) -> TransformSpec:
-    """Parses the CLI form ``NAME[:key=value,key=value]``; lists are written in brackets.
+    """Parses the command line's form of a step, ``NAME[:key=value,key=value]``; lists in brackets.
 
     Example:
         >>> parse_transform_option("dilation:rates=[1,2,5],include=encoder.*")
@@ -194,31 +198,8 @@ def parse_transform_option(text: str) -> TransformSpec:
         ConfigError: a pair without ``=``.
     """
     name, _, rest = text.partition(":")
-    params: dict[str, Any] = {}
-    for pair in _split_outside_brackets(rest):
-        key, sep, value = pair.partition("=")
-        if not sep or not key.strip():
-            raise ConfigError(f"--transform {text!r}: {pair!r} must look like key=value")
-        try:
-            params[key.strip()] = yaml.safe_load(value) if value.strip() else ""
-        except yaml.YAMLError:
-            params[key.strip()] = value
+    params = parse_pairs(split_outside_brackets(rest), what=f"transform step {text!r}: parameter")
     return TransformSpec(name.strip(), params)
-
-
-def _split_outside_brackets(text: str) -> list[str]:
-    parts, depth, current = [], 0, ""
-    for char in text:
-        depth += char in "[{("
-        depth -= char in "]})"
-        if char == "," and depth == 0:
-            parts.append(current)
-            current = ""
-        else:
-            current += char
-    if current.strip():
-        parts.append(current)
-    return parts
 
 
 def plain_params(params: Mapping[str, Any]) -> dict[str, Any]:

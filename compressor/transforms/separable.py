@@ -36,6 +36,19 @@ class Separable(LayerTransform):
         init: ``inherit`` (from the replaced conv's weights) or ``random``.
     """
 
+    example = {}
+    produces = frozenset({"no-dense-conv", "concat-into-other"})
+    search_order = 30
+    search_group = "conv"
+
+    @classmethod
+    def suggest(cls, trial, found, steps):
+        return {}
+
+    @classmethod
+    def smallest(cls, found):
+        return {}
+
     def __init__(
         self,
         *,

@@ -55,6 +55,24 @@ class SkipFusion(LayerTransform):
         project: join tensors of unequal widths through 1x1 projections (else skip them).
     """
 
+    example = {}
+    refuses = {
+        "no-concat": r"has no torch.cat",
+        "concat-into-other": r"feeds (a grouped conv|\w+, not a plain Conv2d)",
+    }
+    search_order = 20
+
+    @classmethod
+    def suggest(cls, trial, found, steps):
+        if trial.suggest_categorical("skip", ["concat", "add"]) != "add":
+            return None
+        # a cut before it may take every concatenation with it (a shallow U-Net keeps none): then skip it
+        return {"optional": True} if steps else {}
+
+    @classmethod
+    def smallest(cls, found):
+        return {"skip": "add"}
+
     omit_when_default = ("project",)
 
     def __init__(

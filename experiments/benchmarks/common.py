@@ -13,8 +13,7 @@ from typing import Any
 import torch
 
 from compressor.io import atomic_write_text
-from compressor.pareto import hypervolume
-from compressor.trials import TrialRecord
+from compressor.study import TrialRecord, hypervolume
 
 RESULTS = Path(__file__).parent / "results"
 

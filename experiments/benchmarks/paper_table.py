@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from common import write_json  # noqa: E402
 
-from compressor.cli.train_command import configure_logging  # noqa: E402
+from compressor.cli.console import configure_logging  # noqa: E402
 from compressor.confirm.results import CONTROL, Confirmation, Summary  # noqa: E402
 from compressor.experiment import load_experiment  # noqa: E402
 from compressor.intervals import WITHIN_POINTS, within  # noqa: E402

@@ -47,8 +47,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from common import synthetic_search, write_json  # noqa: E402
 
+from compressor.study import TrialRecord, trial_records  # noqa: E402
 from compressor.tables import format_table  # noqa: E402
-from compressor.trials import TrialRecord, trial_records  # noqa: E402
 
 STUDY = "scaling"
 ARMS = {"1 worker x 2 threads": [2], "2 workers x 1 thread": [1, 1], "1 worker x 1 thread": [1]}

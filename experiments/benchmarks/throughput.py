@@ -65,7 +65,7 @@ def models(args: argparse.Namespace) -> dict[str, nn.Module]:
     if args.study:
         from compressor.search import front, load_study
         from compressor.search.export import rebuild_trial
-        from compressor.trials import study_info, trial_records
+        from compressor.study import study_info, trial_records
 
         study = load_study(args.storage, args.study)
         info = study_info(study)

@@ -1,4 +1,8 @@
-"""Where studies live: Optuna storages (SQLite by default, any SQLAlchemy URL), with heartbeats."""
+"""Where studies live: Optuna storages (SQLite by default, any SQLAlchemy URL), with heartbeats.
+
+One rule for the default: the study of an experiment is ``runs/<name>/search.db`` (its run
+folder), and a study named on the command line without ``--storage`` is looked for there.
+"""
 
 from __future__ import annotations
 
@@ -8,13 +12,28 @@ from pathlib import Path
 import optuna
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 
-from compressor.errors import ConfigError, first_line
+from compressor.errors import ConfigError, MissingStorageError, first_line
 
-__all__ = ["default_storage_url", "open_storage", "load_study", "sqlite_path"]
+__all__ = ["default_storage_url", "open_storage", "load_study", "sqlite_path", "redact", "RUNS"]
+
+#: the folder that holds each experiment's run folder (``runs/<name>``)
+RUNS = Path("runs")
 
 
-def default_storage_url(run_path: str | Path) -> str:
-    """``sqlite:///<run_path>/search.db``: the study file next to the experiment's other results."""
+def default_storage_url(run_path: str | Path | None = None, *, study: str | None = None) -> str:
+    """``sqlite:///<run_path>/search.db``: the study file next to the experiment's other results.
+
+    With ``study`` instead of a run folder: that of the experiment the study is named after
+    (``runs/<study>``), where ``compressor search`` put it.
+
+    Example:
+        >>> default_storage_url(study="quickstart")
+        'sqlite:///runs/quickstart/search.db'
+    """
+    if run_path is None:
+        if study is None:
+            raise TypeError("default_storage_url needs a run folder or a study name")
+        run_path = RUNS / study
     return f"sqlite:///{Path(run_path) / 'search.db'}"
 
 
@@ -43,7 +62,7 @@ def open_storage(
     path = sqlite_path(url)
     if path is not None:
         if not create and not path.exists():
-            raise ConfigError(f"no study storage at {path} (run `compressor search` first, or pass --storage URL)")
+            raise MissingStorageError(f"no study storage at {path} (file not found)")
         path.parent.mkdir(parents=True, exist_ok=True)
     try:
         with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna since 2.8
@@ -58,7 +77,7 @@ def open_storage(
             )
     except Exception as error:  # SQLAlchemy: bad URL, missing driver, server down
         reason = first_line(error)
-        raise ConfigError(f"cannot open storage {_redact(url)}: {reason}") from None
+        raise ConfigError(f"cannot open storage {redact(url)}: {reason}") from None
 
 
 def load_study(url: str, name: str, **storage_options) -> optuna.Study:
@@ -68,18 +87,23 @@ def load_study(url: str, name: str, **storage_options) -> optuna.Study:
         ConfigError: no such storage or study (the message lists the studies there).
     """
     storage = open_storage(url, create=False, **storage_options)
-    try:
-        return optuna.load_study(study_name=name, storage=storage)
-    except KeyError:
-        names = [summary.study_name for summary in optuna.get_all_study_summaries(storage)]
+    names = sorted(optuna.get_all_study_names(storage))
+    if name not in names:
         there = ", ".join(names) if names else "none"
-        raise ConfigError(f"no study {name!r} in {_redact(url)} (studies there: {there})") from None
+        raise ConfigError(f"no study {name!r} in {redact(url)} (studies there: {there})")
+    return optuna.load_study(study_name=name, storage=storage)
 
 
-def _redact(url: str) -> str:
-    """The URL without a password."""
+def redact(url: str) -> str:
+    """The URL with its password (if any) masked, for messages and pages.
+
+    Example:
+        >>> redact("postgresql://search:secret@db:5432/studies")
+        'postgresql://search:***@db:5432/studies'
+    """
     scheme, sep, rest = url.partition("://")
-    if "@" in rest and ":" in rest.split("@", 1)[0]:
-        user = rest.split("@", 1)[0].split(":", 1)[0]
-        return f"{scheme}{sep}{user}:***@{rest.split('@', 1)[1]}"
-    return url
+    credentials, at, host = rest.rpartition("@")
+    if not at or ":" not in credentials:
+        return url
+    user = credentials.split(":", 1)[0]
+    return f"{scheme}{sep}{user}:***@{host}"

@@ -1,8 +1,7 @@
-"""Pareto dominance, non-dominated ranks and hypervolume of small point sets.
+"""Pareto dominance and non-dominated ranks of small point sets.
 
 Points are rows of objective values with a direction per column (``"maximize"`` or
-``"minimize"``); internally everything is turned into minimization. The hypervolume
-itself is Optuna's (the WFG algorithm its samplers use), not ours.
+``"minimize"``); internally everything is turned into minimization (on a copy).
 
 Example:
     >>> points = [[0.30, 500], [0.25, 200], [0.20, 300], [0.30, 500]]
@@ -17,9 +16,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-from optuna._hypervolume import compute_hypervolume
 
-__all__ = ["as_minimization", "dominates", "pareto_mask", "nondominated_ranks", "hypervolume"]
+__all__ = ["as_minimization", "dominates", "pareto_mask", "nondominated_ranks"]
 
 
 def as_minimization(points: Sequence[Sequence[float]] | np.ndarray, directions: Sequence[str]) -> np.ndarray:
@@ -68,23 +66,3 @@ def nondominated_ranks(points: Sequence[Sequence[float]] | np.ndarray, direction
         rank += 1
     ranks[~valid] = rank
     return ranks
-
-
-def hypervolume(
-    points: Sequence[Sequence[float]] | np.ndarray, directions: Sequence[str], reference: Sequence[float]
-) -> float:
-    """The volume dominated by ``points`` and bounded by ``reference`` (0 for no point or none better).
-
-    ``reference`` is in the objectives' own units and directions (for a maximized metric, a
-    value below every point's, such as 0; for a minimized cost, a value above every point's).
-    Points not strictly better than the reference in every objective add nothing.
-    """
-    array = as_minimization(points, directions)
-    bound = as_minimization([reference], directions)[0]
-    if len(array) == 0:
-        return 0.0
-    array = array[~np.isnan(array).any(axis=1)]
-    array = array[np.all(array < bound, axis=1)]
-    if len(array) == 0:
-        return 0.0
-    return float(compute_hypervolume(array, bound))

@@ -1,4 +1,9 @@
-"""What a search space is: a function ``(trial, context) -> Recipe`` with a name and a smallest point."""
+"""What a search space is: a function ``(trial, context) -> Recipe`` with a name and a smallest point.
+
+The spaces themselves live outside the core (the top-level ``search_spaces`` package, or
+another installed package) and reach :data:`SPACES` through the ``compressor.search_spaces``
+entry points, so the search never imports them by name.
+"""
 
 from __future__ import annotations
 
@@ -94,7 +99,7 @@ class SearchSpace:
         return self.fixed(self.smallest(context), context)
 
 
-SPACES: Registry[SearchSpace] = Registry("search space")
+SPACES: Registry[SearchSpace] = Registry("search space", entry_points="compressor.search_spaces")
 
 
 def register_space(

@@ -1,4 +1,4 @@
-"""How a search stores its trials on Optuna, and how they are read back.
+"""A study's records: how a search stores its settings and trials on Optuna, and how they are read back.
 
 Everything a report, an export or a resumed search needs lives in the Optuna storage
 itself (SQLite, PostgreSQL...), as study and trial user attributes with plain JSON
@@ -33,7 +33,6 @@ from optuna.trial import FrozenTrial, TrialState
 __all__ = [
     "FORMAT",
     "STATUSES",
-    "Objective",
     "StudyInfo",
     "TrialRecord",
     "trial_records",
@@ -42,24 +41,6 @@ __all__ = [
 
 FORMAT = 1
 STATUSES = ("complete", "infeasible", "stopped", "failed", "running")
-
-_OBJECTIVE_DIRECTIONS = {"metric": "maximize", "params": "minimize", "flops": "minimize", "latency_ms": "minimize"}
-
-
-@dataclass(frozen=True)
-class Objective:
-    """One objective of a study: ``metric`` (maximized), ``params``, ``flops`` or ``latency_ms`` (minimized)."""
-
-    name: str
-
-    @property
-    def direction(self) -> str:
-        return _OBJECTIVE_DIRECTIONS[self.name]
-
-    @staticmethod
-    def names() -> tuple[str, ...]:
-        return tuple(_OBJECTIVE_DIRECTIONS)
-
 
 @dataclass
 class StudyInfo:

@@ -1,0 +1,20 @@
+"""``--study NAME`` and ``--storage URL``: which study a command reads (``report``, ``confirm``, ``export``)."""
+
+from __future__ import annotations
+
+import argparse
+
+from compressor.study import default_storage_url
+
+__all__ = ["add_study_arguments", "storage_from_args"]
+
+
+def add_study_arguments(parser: argparse.ArgumentParser, *, help_study: str = "the study's name") -> None:
+    parser.add_argument("--study", required=True, metavar="NAME", help=help_study)
+    parser.add_argument("--storage", metavar="URL", default=None,
+                        help=f"Optuna storage URL (default: {default_storage_url(study='NAME')})")
+
+
+def storage_from_args(args: argparse.Namespace) -> str:
+    """``--storage``, else where ``compressor search`` keeps the study of that name."""
+    return args.storage or default_storage_url(study=args.study)

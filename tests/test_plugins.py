@@ -1,0 +1,120 @@
+"""A transform from another package (tests/plugins/compressor_low_rank), reaching compressor
+only through its ``compressor.transforms`` entry point: listed, run from a recipe, covered by
+the contract suite and sampled by ``generic``, with nothing in compressor/ naming it."""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import subprocess
+import sys
+
+import optuna
+import pytest
+import test_transforms_contract
+import torch
+from conftest import PLUGINS, TESTS, assert_refusal, cli_env, run_cli
+
+from compressor import TRANSFORMS, apply, load_model, unet
+from compressor.registry import Registry
+from compressor.spaces import SPACES, SearchContext
+
+from networks import ResidualStridedNet
+
+ROOT = pathlib.Path(TESTS).parent
+
+
+def _cli(*args: str, with_plugin: bool) -> subprocess.CompletedProcess:
+    env = cli_env()
+    if not with_plugin:
+        env["PYTHONPATH"] = TESTS
+    return subprocess.run([sys.executable, "-m", "compressor", *args], capture_output=True, text=True, env=env,
+                          timeout=300, cwd=TESTS)
+
+
+def test_nothing_in_compressor_names_the_plugin():
+    sources = [path for path in (ROOT / "compressor").rglob("*.py")]
+    assert sources and not [path for path in sources if "low_rank" in path.read_text() or "LowRank" in path.read_text()]
+
+
+def test_it_is_listed_only_when_installed():
+    listed = _cli("transforms", with_plugin=True)
+    assert listed.returncode == 0, listed.stderr
+    assert "low_rank: Replaces each dense k x k ``Conv2d``" in listed.stdout
+    assert "[from compressor_low_rank]" in listed.stdout and "example: rank_ratio=0.5" in listed.stdout
+    absent = _cli("transforms", with_plugin=False)
+    assert absent.returncode == 0 and "low_rank" not in absent.stdout and "separable:" in absent.stdout
+
+
+def test_it_runs_from_a_recipe_on_the_command_line(tmp_path):
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("transforms:\n  - name: low_rank\n    rank_ratio: 0.25\n  - name: prune\n    ratio: 0.3\n")
+    out = tmp_path / "small.pt"
+    result = run_cli("apply", "unet", "--model-arg", "base_width=8", "--recipe", str(recipe), "--input-shape",
+                     "1,3,64,64", "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    assert "1. low_rank" in result.stdout and "2. prune" in result.stdout
+    model = load_model(out)
+    assert model(torch.zeros(1, 3, 64, 64)).shape == (1, 2, 64, 64)
+    assert sum(p.numel() for p in model.parameters()) < sum(p.numel() for p in unet(base_width=8).parameters())
+
+
+def test_a_bad_parameter_of_the_plugin_is_one_line(tmp_path):
+    result = _cli("apply", "unet", "--transform", "low_rank:rank_ratio=2", with_plugin=True)
+    assert_refusal(result, "apply", "low_rank: rank_ratio must be between 0 and 1, got 2")
+
+
+def test_python_users_pass_an_instance_and_the_svd_keeps_the_layer_at_full_rank():
+    low_rank = TRANSFORMS.get("low_rank")
+    model = unet(base_width=8).eval()
+    example = torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    nearly_full, (record,) = apply(model, low_rank(rank_ratio=0.99, include="encoder.0.*"), example)
+    assert record.transform == "low_rank" and record.changed
+    assert max(record.errors.values()) < 0.2  # 99% of the rank: each changed layer nearly as it was
+    _, (coarse,) = apply(model, low_rank(rank_ratio=0.1, include="encoder.0.*"), example)
+    assert max(coarse.errors.values()) > max(record.errors.values())
+
+
+def test_the_contract_suite_covers_it():
+    assert "low_rank" in test_transforms_contract.NAMES
+    assert ("separable", "low_rank") in test_transforms_contract.PAIRS
+    # after separable only depthwise and 1x1 convs are left: the pair must refuse, as it declares
+    assert test_transforms_contract.expected_refusal(
+        "low_rank", TRANSFORMS.get("separable").produces) == r"no layer could be changed"
+
+
+def test_generic_samples_it():
+    torch.manual_seed(0)
+    context = SearchContext(ResidualStridedNet(), torch.zeros(1, 3, 32, 32), "networks:ResidualStridedNet")
+    space = SPACES.get("generic")
+    fixed = optuna.trial.FixedTrial({"levels_removed": 0, "skip": "concat", "conv": "standard", "dilation": "none",
+                                     "low_rank": True, "prune": 0.0})
+    assert [step.name for step in space(fixed, context).steps] == ["low_rank"]
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    chosen = []
+    for _ in range(8):
+        trial = study.ask()
+        recipe = space(trial, context)
+        chosen.append("low_rank" in [step.name for step in recipe.steps])
+        assert chosen[-1] == trial.params["low_rank"]
+        study.tell(trial, 0.0)
+    assert any(chosen) and not all(chosen)
+    # its smallest point uses it
+    assert space.smallest(context)["low_rank"] is True
+
+
+def test_a_broken_entry_point_is_named_when_asked_for(tmp_path, monkeypatch):
+    info = tmp_path / "broken_plugin-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: broken-plugin\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text("[compressor.test_widgets]\nknob = no_such_module:Knob\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    widgets = Registry("widget", entry_points="compressor.test_widgets")
+    assert widgets.names() == []
+    with pytest.raises(KeyError, match=r"widget 'knob': entry point no_such_module:Knob failed to load: "
+                                       r"ModuleNotFoundError"):
+        widgets.get("knob")
+
+
+def test_plugins_folder_is_on_the_path_of_every_cli_test():
+    assert PLUGINS in cli_env()["PYTHONPATH"].split(os.pathsep)
