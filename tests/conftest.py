@@ -23,14 +23,14 @@ collect_ignore = ["plugins"]
 TESTS = os.path.dirname(os.path.abspath(__file__))
 
 
-def cli_env() -> dict[str, str]:
+def cli_env(*, plugins: bool = True) -> dict[str, str]:
     """The environment of a CLI subprocess: this one's, with the tests folder and the plugins
     installed for the session added to ``PYTHONPATH``."""
     return {**os.environ,
-            "PYTHONPATH": os.pathsep.join(filter(None, [TESTS, PLUGINS, os.environ.get("PYTHONPATH")]))}
+            "PYTHONPATH": os.pathsep.join(filter(None, [TESTS, PLUGINS if plugins else "", os.environ.get("PYTHONPATH")]))}
 
 
-def run_cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+def run_cli(*args: str, timeout: float = 300, plugins: bool = True) -> subprocess.CompletedProcess:
     """Runs the installed CLI in a fresh process, as a user would.
 
     The tests folder is importable, so ``networks:TinyClassifier`` stands for a user's own
@@ -38,7 +38,7 @@ def run_cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
     """
     return subprocess.run(
         [sys.executable, "-m", "compressor", *args],
-        capture_output=True, text=True, timeout=timeout, env=cli_env(),
+        capture_output=True, text=True, timeout=timeout, env=cli_env(plugins=plugins),
     )
 
 

@@ -235,7 +235,7 @@ def test_a_bad_input_is_one_line_a_nonzero_code_and_loses_nothing(case, workspac
     study_before = finished_trials("tiny")
     before = snapshot(workspace)
 
-    result = cli(*words[1:], timeout=240)
+    result = cli(*words[1:], timeout=240, plugins=False)  # what a user sees: no test plugin installed
 
     assert result.returncode == row.code, result.stdout + result.stderr
     assert "Traceback" not in result.stderr, result.stderr

@@ -65,7 +65,7 @@ def test_a_missing_storage_is_refused_without_creating_it(tmp_path, monkeypatch,
     monkeypatch.chdir(tmp_path)
     assert main(["report", "--study", "quickstart"]) == 2
     assert capsys.readouterr().err.strip() == (
-        "compressor report: error: no study storage at runs/quickstart/search.db (file not found): "
-        "run `compressor search` first, or give --storage URL"
+        "compressor report: error: no study storage at runs/quickstart/search.db (file not found); "
+        "run `compressor search` first, or pass --storage URL"
     )
     assert not (tmp_path / "runs").exists() and not (tmp_path / "reports").exists()

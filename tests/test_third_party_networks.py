@@ -97,7 +97,7 @@ class TwoHeads(nn.Module):
 
 
 def test_a_tuple_output_needs_its_index_declared():
-    with pytest.raises(compressor.errors.ConfigError, match=r"tuple of 2 outputs; declare the segmentation's index"):
+    with pytest.raises(compressor.errors.ConfigError, match=r"tuple of 2 outputs; the segmentation's index is not declared$"):
         apply(TwoHeads(), ["separable"], (1, 3, 16, 16))
     model = declare_output(TwoHeads(), 0)
     new, (record,) = apply(model, ["separable"], (1, 3, 16, 16))

@@ -25,9 +25,16 @@ __all__ = ["point", "front_ranks", "front", "folded_duplicates"]
 
 
 def point(record: TrialRecord, objectives: Sequence[str]) -> list[float]:
-    """The record's objective values in ``objectives`` order (NaN where unknown)."""
+    """The record's objective values in ``objectives`` order (NaN where unknown).
+
+    Read from the record's metric and costs; where one is missing, from the values Optuna
+    was told, when they are the study's objectives (as many).
+    """
     costs = {"params": record.params, "flops": record.flops, "latency_ms": record.latency_ms}
-    return objective_values(record.metric, costs, objectives)
+    values = objective_values(record.metric, costs, objectives)
+    if any(map(math.isnan, values)) and record.values is not None and len(record.values) == len(objectives):
+        return [float(value) for value in record.values]
+    return values
 
 
 def front_ranks(records: Sequence[TrialRecord], objectives: Sequence[str], threshold: float = 0.0) -> dict[int, int]:
