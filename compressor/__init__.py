@@ -1,65 +1,36 @@
 """compressor: neural architecture miniaturization for segmentation networks.
 
-The public API is re-exported here; everything else is an implementation detail.
+The public API is re-exported here, and imported on first use: ``import compressor.errors``
+(or the CLI's ``--help``) loads that module alone, not torch-pruning, fvcore and the rest.
+Everything else is an implementation detail; docs/architecture.md shows the layers.
 """
 
 from __future__ import annotations
 
+from compressor.lazy import lazy_exports
+
 __version__ = "0.1.0"
 
-from compressor.budget import Budget, BudgetCheck
-from compressor.compress import CompressResult, compress
-from compressor.cost import Cost, measure
-from compressor.errors import CompressorError, ConfigError, ModelLoadError
-from compressor.experiment import Experiment, ensure_baselines, load_experiment, train_model
-from compressor.metrics import SegmentationMetrics
-from compressor.models import MODELS, build_model, micronet, unet
-from compressor.saving import SavedModel, load_model, load_saved, save_model
-from compressor.train import StopTraining, TrainConfig, TrainingError, TrainResult, evaluate
-from compressor.transforms import (
-    TRANSFORMS,
-    Recipe,
-    Transform,
-    TransformError,
-    TransformRecord,
-    apply,
-    register_transform,
-)
+#: each public name and the module it lives in
+_PUBLIC = {
+    "Budget": "compressor.budget", "BudgetCheck": "compressor.budget",
+    "compress": "compressor.compress", "CompressResult": "compressor.compress",
+    "Cost": "compressor.cost", "measure": "compressor.cost",
+    "CompressorError": "compressor.errors", "ConfigError": "compressor.errors", "ModelLoadError": "compressor.errors",
+    "Experiment": "compressor.experiment", "ensure_baselines": "compressor.experiment",
+    "load_experiment": "compressor.experiment", "train_model": "compressor.experiment",
+    "SegmentationMetrics": "compressor.metrics",
+    "MODELS": "compressor.models", "build_model": "compressor.models", "micronet": "compressor.models",
+    "unet": "compressor.models",
+    "SavedModel": "compressor.saving", "load_model": "compressor.saving", "load_saved": "compressor.saving",
+    "save_model": "compressor.saving",
+    "StopTraining": "compressor.train", "TrainConfig": "compressor.train", "TrainingError": "compressor.train",
+    "TrainResult": "compressor.train", "evaluate": "compressor.train",
+    "TRANSFORMS": "compressor.transforms", "Recipe": "compressor.transforms", "Transform": "compressor.transforms",
+    "TransformError": "compressor.transforms", "TransformRecord": "compressor.transforms",
+    "apply": "compressor.transforms", "register_transform": "compressor.transforms",
+}
 
-__all__ = [
-    "__version__",
-    "Budget",
-    "BudgetCheck",
-    "compress",
-    "CompressResult",
-    "Cost",
-    "measure",
-    "CompressorError",
-    "ConfigError",
-    "ModelLoadError",
-    "MODELS",
-    "build_model",
-    "unet",
-    "micronet",
-    "SavedModel",
-    "save_model",
-    "load_model",
-    "load_saved",
-    "TRANSFORMS",
-    "Recipe",
-    "Transform",
-    "TransformError",
-    "TransformRecord",
-    "apply",
-    "register_transform",
-    "Experiment",
-    "load_experiment",
-    "train_model",
-    "ensure_baselines",
-    "SegmentationMetrics",
-    "TrainConfig",
-    "TrainResult",
-    "TrainingError",
-    "StopTraining",
-    "evaluate",
-]
+__all__ = ["__version__", *_PUBLIC]
+
+__getattr__, __dir__ = lazy_exports(globals(), _PUBLIC)

@@ -12,9 +12,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
-from compressor.errors import CompressorError
+import yaml
 
-__all__ = ["atomic_write", "atomic_write_text", "WriteError"]
+from compressor.errors import CompressorError, ConfigError
+
+__all__ = ["atomic_write", "atomic_write_text", "WriteError", "read_yaml"]
 
 
 class WriteError(CompressorError, OSError):
@@ -90,3 +92,21 @@ def _mode_for(path: Path) -> int:
 def atomic_write_text(path: str | Path, text: str) -> Path:
     """Writes ``text`` (UTF-8) to ``path`` atomically."""
     return atomic_write(path, lambda file: file.write(text.encode()))
+
+
+def read_yaml(path: str | Path, *, what: str, formats: str = "YAML") -> object:
+    """The data of a YAML (or JSON) file.
+
+    Raises:
+        ConfigError: ``path: cannot read <what>: <why>``, or ``path: not valid <formats> at line N``.
+    """
+    try:
+        text = Path(path).read_text()
+    except OSError as error:
+        raise ConfigError(f"{path}: cannot read {what}: {error.strerror or error}") from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        line = f" at line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"{path}: not valid {formats}{line}") from None

@@ -1,6 +1,7 @@
 """The ``compressor`` command line: thin argument parsing over the library.
 
-Each subcommand lives in its own module with ``add_parser(subparsers)`` and ``run(args)``.
+Each subcommand lives in its own module with ``COMMAND`` (its name, help and description),
+``add_arguments(parser)`` and ``run(args)``.
 A :class:`~compressor.errors.CompressorError` (a user mistake) becomes one line on stderr
 and exit code 2, without a traceback.
 """
@@ -26,6 +27,7 @@ from compressor.cli import (
     worker_command,
 )
 from compressor.cli.advice import with_advice
+from compressor.cli.console import configure_logging
 from compressor.errors import CompressorError
 
 __all__ = ["main", "build_parser"]
@@ -47,13 +49,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for command in _COMMANDS:
-        command.add_parser(subparsers)
+        subparser = subparsers.add_parser(**command.COMMAND)
+        command.add_arguments(subparser)
+        subparser.set_defaults(run=command.run)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    configure_logging()  # the library's progress notes, as `compressor: ...` lines on stderr
     try:
         return int(args.run(args) or 0)
     except CompressorError as error:

@@ -11,18 +11,16 @@ from compressor.cost import FLOP_CONVENTION
 from compressor.saving import save_model
 from compressor.transforms import apply
 
+COMMAND = {"name": "apply", "help": "apply transforms to a model",
+           "description": "Apply a recipe of transforms to a model, print params/FLOPs before and after "
+        f"({FLOP_CONVENTION}) and save the result, loadable with compressor.load_model(PATH)."}
 
-def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser(
-        "apply", help="apply transforms to a model",
-        description="Apply a recipe of transforms to a model, print params/FLOPs before and after "
-        f"({FLOP_CONVENTION}) and save the result, loadable with compressor.load_model(PATH).",
-    )
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_model_arguments(parser)
     add_recipe_arguments(parser)
     parser.add_argument("--out", metavar="PATH", help="save the transformed model here (.pt)")
     parser.add_argument("--json", action="store_true", help="print the records as JSON")
-    parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -6,21 +6,18 @@ import argparse
 import json
 from pathlib import Path
 
-from compressor.cli.console import configure_logging
 from compressor.cli.experiment_args import add_experiment_arguments, experiment_from_args
 from compressor.experiment import BASELINE_MODELS, BaselineRecord, ensure_baselines
 from compressor.tables import format_table
 from compressor.units import format_count
 
+COMMAND = {"name": "baseline", "help": "train U-Net and Micro-Net once per experiment and store their metrics and costs",
+           "description": "Train the reference models with the experiment's data and training settings and "
+                          "store their metrics and costs in <run_dir>/baselines/; stored results are reused "
+                          "while the settings are unchanged."}
 
-def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser(
-        "baseline", help="train U-Net and Micro-Net once per experiment and store their metrics and costs",
-        description=(
-            "Train the reference models with the experiment's data and training settings and store their "
-            "metrics and costs in <run_dir>/baselines/; stored results are reused while the settings are unchanged."
-        ),
-    )
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_experiment_arguments(parser)
     parser.add_argument(
         "--models", default=",".join(BASELINE_MODELS), metavar="NAMES",
@@ -28,11 +25,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--force", action="store_true", help="retrain even if stored results are current")
     parser.add_argument("--json", action="store_true", help="print the records as JSON")
-    parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    configure_logging()
     experiment = experiment_from_args(args)
     models = [name.strip() for name in args.models.split(",") if name.strip()]
     records = ensure_baselines(experiment, models=models, force=args.force, cache_dir=args.cache_dir)

@@ -9,7 +9,6 @@ from pathlib import Path
 import torch
 
 from compressor.cli.common import add_builder_arguments
-from compressor.cli.console import configure_logging
 from compressor.cli.experiment_args import add_experiment_arguments, experiment_from_args
 from compressor.cli.recipe_args import add_recipe_arguments, recipe_from_args, record_notes, records_table
 from compressor.compress import compress, finetuned
@@ -21,14 +20,14 @@ from compressor.outputs import declare_output, parse_output_key
 from compressor.saving import load_saved, save_model
 from compressor.train import load_weights
 
+COMMAND = {"name": "compress", "help": "compress a trained network: transform it keeping its weights, fine-tune with distillation",
+           "description": "Apply a recipe to a trained network with weight inheritance (and calibration if "
+                          "the experiment's finetune.calibrate asks), fine-tune the result on the "
+                          "experiment's data distilling from the original, evaluate both on the same "
+                          "validation pixels, and save the result."}
 
-def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser(
-        "compress", help="compress a trained network: transform it keeping its weights, fine-tune with distillation",
-        description="Apply a recipe to a trained network with weight inheritance (and calibration if the experiment's "
-        "finetune.calibrate asks), fine-tune the result on the experiment's data distilling from the original, "
-        "evaluate both on the same validation pixels, and save the result.",
-    )
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "model", metavar="MODEL",
         help="a model file saved by compressor (compressor train, apply, export), or 'unet', 'micronet', "
@@ -42,11 +41,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--no-distill", action="store_true", help="fine-tune without distilling from the original")
     parser.add_argument("--out", metavar="PATH", help="where to save the result (default: <run_dir>/compress/<model>-<recipe hash>.pt)")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
-    parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    configure_logging()
     recipe = recipe_from_args(args.recipe, args.transform)
     experiment = finetuned(experiment_from_args(args), args.steps)
     model, label = teacher_from_args(args, experiment)

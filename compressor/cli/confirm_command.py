@@ -4,19 +4,19 @@ from __future__ import annotations
 
 import argparse
 
-from compressor.cli.console import configure_logging, echo
+from compressor.cli.console import echo
 from compressor.cli.study_args import add_study_arguments, storage_from_args
 from compressor.threads import parse_threads
 
+COMMAND = {"name": "confirm", "help": "retrain the front's best trials and U-Net, Micro-Net on further seeds (intervals)",
+           "description": "Retrain the best trials of a finished search's Pareto front and both references "
+                          "on further seeds (and folds), with the search's recipe; store each result on the "
+                          "study (resumable; several processes sharing the storage split the work); print "
+                          "means, 95% intervals and the paired difference to U-Net. `compressor report` then"
+                          " draws them as error bars."}
 
-def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser(
-        "confirm", help="retrain the front's best trials and U-Net, Micro-Net on further seeds (intervals)",
-        description="Retrain the best trials of a finished search's Pareto front and both references on further "
-                    "seeds (and folds), with the search's recipe; store each result on the study (resumable; "
-                    "several processes sharing the storage split the work); print means, 95% intervals and the "
-                    "paired difference to U-Net. `compressor report` then draws them as error bars.",
-    )
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_study_arguments(parser)
     parser.add_argument("--top", type=int, metavar="K", help="front trials to confirm, by their share of the "
                         "front's hypervolume (default: the study's search.confirm.top, else 3)")
@@ -27,7 +27,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         help="parameter budget to state a claim for (repeatable, e.g. --budget 1M --budget 300k)")
     parser.add_argument("--threads", type=parse_threads, metavar="N", help="torch CPU threads")
     parser.add_argument("--cache-dir", metavar="DIR", help="download cache")
-    parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -36,7 +35,6 @@ def run(args: argparse.Namespace) -> int:
     from compressor.search_config import ConfirmConfig
     from compressor.study import load_study, study_info
 
-    configure_logging()
     storage = storage_from_args(args)
     study = load_study(storage, args.study)
     stored = Experiment.from_dict(study_info(study).experiment, source=f"study {args.study!r}").search.confirm

@@ -12,18 +12,16 @@ from compressor.tables import format_table
 from compressor.threads import parse_threads
 from compressor.units import format_bytes, format_count
 
+COMMAND = {"name": "cost", "help": "count params and FLOPs of a model",
+           "description": f"Count params and FLOPs of a model ({FLOP_CONVENTION})."}
 
-def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser(
-        "cost", help="count params and FLOPs of a model",
-        description=f"Count params and FLOPs of a model ({FLOP_CONVENTION}).",
-    )
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_model_arguments(parser)
     parser.add_argument("--baseline", metavar="MODEL", help="model to compare against (built with default arguments)")
     parser.add_argument("--latency-runs", type=int, default=0, metavar="N", help="time N forward passes, report the median")
     parser.add_argument("--threads", type=parse_threads, default=None, help="torch threads while timing")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -8,17 +8,16 @@ from compressor.cli.study_args import add_study_arguments, storage_from_args
 from compressor.search import export_trial
 from compressor.units import format_count
 
+COMMAND = {"name": "export", "help": "save a search trial's model (recipe + kept weights) as a loadable file",
+           "description": "Rebuild a trial's model exactly as the search built it, load its weights, save "
+                          "it."}
 
-def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser(
-        "export", help="save a search trial's model (recipe + kept weights) as a loadable file",
-        description="Rebuild a trial's model exactly as the search built it, load its weights, save it.",
-    )
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_study_arguments(parser)
     parser.add_argument("--trial", required=True, type=int, metavar="N", help="trial number")
     parser.add_argument("--out", required=True, metavar="FILE", help="where to save the model (.pt)")
     parser.add_argument("--untrained", action="store_true", help="the architecture alone, when no weights were kept")
-    parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -7,17 +7,15 @@ from pathlib import Path
 
 from compressor.cli.study_args import add_study_arguments, storage_from_args
 
+COMMAND = {"name": "report", "help": "write the Pareto report of a search (HTML, CSV, plots)",
+           "description": "Write the Pareto report of a search: index.html (self-contained), trials.csv, "
+                          "pareto.csv, plots and summary.md; print the Pareto table. Reads the finished "
+                          "trials, so it works while the search is still running."}
 
-def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser(
-        "report", help="write the Pareto report of a search (HTML, CSV, plots)",
-        description="Write the Pareto report of a search: index.html (self-contained), trials.csv, pareto.csv, "
-                    "plots and summary.md; print the Pareto table. Reads the finished trials, so it works while "
-                    "the search is still running.",
-    )
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_study_arguments(parser, help_study="the study's name (the experiment's name)")
     parser.add_argument("--out", metavar="DIR", default=None, help="output folder (default: reports/NAME)")
-    parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:

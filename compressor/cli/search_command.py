@@ -8,23 +8,20 @@ import sys
 
 from compressor.budget import Budget
 from compressor.cli.common import add_base_model_arguments, model_config_from_args
-from compressor.cli.console import configure_logging, echo
+from compressor.cli.console import echo
 from compressor.cli.experiment_args import add_experiment_arguments, experiment_from_args
 from compressor.cli.search_summary import summary
 from compressor.experiment import Experiment
 from compressor.search import run_search, with_search
 from compressor.spaces import SPACES
 
+COMMAND = {"name": "search", "help": "search transform recipes under a budget (Optuna); resumable",
+           "description": "Sample recipes from a search space, measure each candidate's cost before "
+                          "training, train the feasible ones (stopping weak ones early), and keep everything"
+                          " in an Optuna study. Running the same command again resumes the study."}
 
-def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser(
-        "search", help="search transform recipes under a budget (Optuna); resumable",
-        description=(
-            "Sample recipes from a search space, measure each candidate's cost before training, train the "
-            "feasible ones (stopping weak ones early), and keep everything in an Optuna study. Running the "
-            "same command again resumes the study."
-        ),
-    )
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_experiment_arguments(parser)
     parser.add_argument("--space", metavar="NAME", help="search space (default: the experiment's search.space)")
     add_base_model_arguments(parser, "base network: 'unet', 'micronet' or 'package.module:callable'")
@@ -43,7 +40,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="how candidates start: from scratch, from the trained parent's weights, or those plus distillation "
         "(default: the experiment's search.init)",
     )
-    parser.set_defaults(run=run)
 
 
 def experiment_with_options(args: argparse.Namespace) -> Experiment:
@@ -66,7 +62,6 @@ def experiment_with_options(args: argparse.Namespace) -> Experiment:
 
 
 def run(args: argparse.Namespace) -> int:
-    configure_logging()
     experiment = experiment_with_options(args)
     try:
         result = run_search(experiment, cache_dir=args.cache_dir, echo=echo)

@@ -6,7 +6,6 @@ import argparse
 import json
 
 from compressor.cli.common import add_base_model_arguments, model_config_from_args
-from compressor.cli.console import configure_logging
 from compressor.cli.experiment_args import add_experiment_arguments, experiment_from_args
 from compressor.experiment import (
     TrainedModel,
@@ -15,21 +14,19 @@ from compressor.experiment import (
 )
 from compressor.units import format_count
 
+COMMAND = {"name": "train", "help": "train one model of an experiment and print its metrics",
+           "description": "Train one model on an experiment's data with its recipe; evaluate on the whole "
+                          "validation set."}
 
-def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser(
-        "train", help="train one model of an experiment and print its metrics",
-        description="Train one model on an experiment's data with its recipe; evaluate on the whole validation set.",
-    )
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_experiment_arguments(parser)
     add_base_model_arguments(parser, "'unet', 'micronet' or 'package.module:callable' (default: the experiment's)")
     parser.add_argument("--recipe", metavar="FILE", help="transform recipe (YAML) applied to the model before training")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
-    parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    configure_logging()
     experiment = experiment_from_args(args)
     model = model_config_from_args(args, experiment.model)
     label = model_label(model, args.recipe)

@@ -8,10 +8,11 @@ import inspect
 
 from compressor.transforms import NETWORK_TRAITS, TRANSFORMS
 
+COMMAND = {"name": "transforms", "help": "list transforms and their parameters"}
 
-def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("transforms", help="list transforms and their parameters")
-    parser.set_defaults(run=run)
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """No options."""
 
 
 def run(args: argparse.Namespace) -> int:

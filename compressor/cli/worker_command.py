@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import argparse
 
-from compressor.cli.console import configure_logging, echo
+from compressor.cli.console import echo
 from compressor.cli.search_summary import summary
 from compressor.search import join_search
 from compressor.threads import parse_threads
 
+COMMAND = {"name": "worker", "help": "join a running search (same storage) as one more worker",
+           "description": "Run trials of an existing study until it holds its target number of finished "
+                          "trials."}
 
-def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser(
-        "worker", help="join a running search (same storage) as one more worker",
-        description="Run trials of an existing study until it holds its target number of finished trials.",
-    )
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--storage", required=True, metavar="URL", help="the study's Optuna storage URL")
     parser.add_argument("--study", required=True, metavar="NAME", help="the study's name")
     parser.add_argument("--n-trials", type=int, metavar="N", help="the study's target (default: as created)")
@@ -22,11 +22,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--seed", type=int, metavar="N", help="this worker's sampler seed (default: random)")
     parser.add_argument("--threads", type=parse_threads, metavar="N", help="torch CPU threads of this worker")
     parser.add_argument("--cache-dir", metavar="DIR", help="download cache")
-    parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    configure_logging()
     result = join_search(
         args.storage, args.study, n_trials=args.n_trials, timeout=args.timeout, seed=args.seed,
         threads=args.threads, cache_dir=args.cache_dir, echo=echo,

@@ -11,45 +11,19 @@ Example:
 
 from __future__ import annotations
 
-from compressor.data.base import (
-    DATASETS,
-    DataConfig,
-    DataError,
-    Normalization,
-    Scene,
-    SegmentationData,
-    register_dataset,
-)
-from compressor.data.cache import CACHE_ENV, PinnedWheel, cache_dir, fetch_wheel
-from compressor.data.folder import PRESETS, FolderConfig
-from compressor.data.spacenet import SOLARIS_SAMPLE, SpacenetSampleConfig, TileSource, read_tile
-from compressor.data.synthetic import LABEL_SETS, SyntheticConfig, synthesize_scene
-from compressor.data.tiling import PatchDataset, fold_regions, grid_windows, split_regions, window_starts
+from compressor.data import folder, spacenet, synthetic  # noqa: F401  (importing registers the kinds)
+from compressor.lazy import lazy_exports
 
-__all__ = [
-    "DATASETS",
-    "DataConfig",
-    "DataError",
-    "Normalization",
-    "Scene",
-    "SegmentationData",
-    "register_dataset",
-    "CACHE_ENV",
-    "PinnedWheel",
-    "cache_dir",
-    "fetch_wheel",
-    "FolderConfig",
-    "PRESETS",
-    "SpacenetSampleConfig",
-    "TileSource",
-    "SOLARIS_SAMPLE",
-    "read_tile",
-    "SyntheticConfig",
-    "LABEL_SETS",
-    "synthesize_scene",
-    "PatchDataset",
-    "grid_windows",
-    "split_regions",
-    "fold_regions",
-    "window_starts",
-]
+_PUBLIC = {
+    **dict.fromkeys(["DATASETS", "DataConfig", "DataError", "Normalization", "Scene", "SegmentationData",
+                     "register_dataset"], "compressor.data.base"),
+    **dict.fromkeys(["CACHE_ENV", "PinnedWheel", "cache_dir", "fetch_wheel"], "compressor.data.cache"),
+    **dict.fromkeys(["FolderConfig", "PRESETS"], "compressor.data.folder"),
+    **dict.fromkeys(["SpacenetSampleConfig", "TileSource", "SOLARIS_SAMPLE", "read_tile"], "compressor.data.spacenet"),
+    **dict.fromkeys(["SyntheticConfig", "LABEL_SETS", "synthesize_scene"], "compressor.data.synthetic"),
+    **dict.fromkeys(["PatchDataset", "grid_windows", "split_regions", "fold_regions", "window_starts"],
+                    "compressor.data.tiling"),
+}
+
+__all__ = list(_PUBLIC)
+__getattr__, __dir__ = lazy_exports(globals(), _PUBLIC)

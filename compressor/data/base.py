@@ -243,7 +243,7 @@ class DataConfig:
         return DATASETS.get(str(raw["name"]))
 
 
-DATASETS: Registry[type[DataConfig]] = Registry("dataset")
+DATASETS: Registry[type[DataConfig]] = Registry("dataset", entry_points="compressor.datasets")
 
 
 def register_dataset(config_class: type[DataConfig]) -> type[DataConfig]:

@@ -106,6 +106,14 @@ class DoubleConv(nn.Sequential):
         )
 
 
+def check_fire_shares(squeeze_ratio: float, expand3x3_share: float) -> None:
+    """Refuses a squeeze ratio outside (0, 4] or a 3x3 share outside (0, 1), naming the value."""
+    if not 0.0 < squeeze_ratio <= 4.0:
+        raise ConfigError(f"fire: squeeze_ratio must be in (0, 4], got {squeeze_ratio}")
+    if not 0.0 < expand3x3_share < 1.0:
+        raise ConfigError(f"fire: expand3x3_share must be in (0, 1), got {expand3x3_share}")
+
+
 class Fire(nn.Module):
     """SqueezeNet's fire module with the in/out contract of a plain convolution.
 
@@ -139,25 +147,12 @@ class Fire(nn.Module):
     """
 
     def __init__(
-        self,
-        in_channels: int,
-        out_channels: int,
-        *,
-        squeeze_ratio: float = 0.25,
-        expand3x3_share: float = 0.5,
-        kernel_size: int = 3,
-        stride: int = 1,
-        padding: int | None = None,
-        dilation: int = 1,
-        bias: bool = False,
-        norm: str | None = None,
-        activation: bool = True,
+        self, in_channels: int, out_channels: int, *, squeeze_ratio: float = 0.25, expand3x3_share: float = 0.5,
+        kernel_size: int = 3, stride: int = 1, padding: int | None = None, dilation: int = 1, bias: bool = False,
+        norm: str | None = None, activation: bool = True,
     ) -> None:
         super().__init__()
-        if not 0.0 < squeeze_ratio <= 4.0:
-            raise ConfigError(f"fire squeeze_ratio must be in (0, 4], got {squeeze_ratio}")
-        if not 0.0 < expand3x3_share < 1.0:
-            raise ConfigError(f"fire expand3x3_share must be in (0, 1), got {expand3x3_share}")
+        check_fire_shares(squeeze_ratio, expand3x3_share)
         if out_channels < 2:
             raise ConfigError(f"fire needs at least 2 output channels, got {out_channels}")
         if padding is None:
@@ -202,17 +197,8 @@ class SeparableConv2d(nn.Module):
     """
 
     def __init__(
-        self,
-        in_channels: int,
-        out_channels: int,
-        kernel_size: int = 3,
-        *,
-        stride: int = 1,
-        padding: int | None = None,
-        dilation: int = 1,
-        bias: bool = False,
-        mid_norm: str | None = None,
-        mid_activation: bool = False,
+        self, in_channels: int, out_channels: int, kernel_size: int = 3, *, stride: int = 1, padding: int | None = None,
+        dilation: int = 1, bias: bool = False, mid_norm: str | None = None, mid_activation: bool = False,
         depth_multiplier: int = 1,
     ) -> None:
         super().__init__()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.fx
@@ -36,18 +37,9 @@ class MicroNet(nn.Module):
     """
 
     def __init__(
-        self,
-        *,
-        in_channels: int = 3,
-        num_classes: int = 2,
-        base_width: int = 64,
-        depth: int = 2,
-        encoder_rates: Sequence[int] = (1, 1, 2, 3),
-        decoder_rates: Sequence[int] = (3, 2, 1),
-        squeeze_ratio: float = 0.25,
-        expand3x3_share: float = 0.5,
-        bias: bool = False,
-        norm: str | None = None,
+        self, *, in_channels: int = 3, num_classes: int = 2, base_width: int = 64, depth: int = 2,
+        encoder_rates: Sequence[int] = (1, 1, 2, 3), decoder_rates: Sequence[int] = (3, 2, 1),
+        squeeze_ratio: float = 0.25, expand3x3_share: float = 0.5, bias: bool = False, norm: str | None = None,
     ) -> None:
         super().__init__()
         _check_positive(in_channels=in_channels, num_classes=num_classes, base_width=base_width)
@@ -95,25 +87,13 @@ class MicroNet(nn.Module):
         return crop_like(self.head(x), original)
 
 
-def micronet(
-    *,
-    in_channels: int = 3,
-    num_classes: int = 2,
-    base_width: int = 64,
-    depth: int = 2,
-    encoder_rates: Sequence[int] = (1, 1, 2, 3),
-    decoder_rates: Sequence[int] = (3, 2, 1),
-    squeeze_ratio: float = 0.25,
-    expand3x3_share: float = 0.5,
-    bias: bool = False,
-    norm: str | None = None,
-) -> MicroNet:
+def micronet(**options: Any) -> MicroNet:
     """Builds Micro-Net as in the paper.
 
     With the defaults it has exactly 1,055,920 parameters: 29.38x fewer than
     :func:`~compressor.models.unet` (the paper reports 29.26x).
 
-    Args:
+    Args (keyword only, those of :class:`MicroNet`):
         in_channels: channels of the input image.
         num_classes: channels of the output logits.
         base_width: fire width ``e`` of the first stage; it doubles per stage.
@@ -129,8 +109,4 @@ def micronet(
         >>> sum(p.numel() for p in micronet().parameters())
         1055920
     """
-    return MicroNet(
-        in_channels=in_channels, num_classes=num_classes, base_width=base_width, depth=depth,
-        encoder_rates=tuple(encoder_rates), decoder_rates=tuple(decoder_rates),
-        squeeze_ratio=squeeze_ratio, expand3x3_share=expand3x3_share, bias=bias, norm=norm,
-    )
+    return MicroNet(**options)

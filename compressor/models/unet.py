@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.fx
 from torch import nn
@@ -27,13 +29,7 @@ class UNet(nn.Module):
     """
 
     def __init__(
-        self,
-        *,
-        in_channels: int = 3,
-        num_classes: int = 2,
-        base_width: int = 64,
-        depth: int = 4,
-        bias: bool = False,
+        self, *, in_channels: int = 3, num_classes: int = 2, base_width: int = 64, depth: int = 4, bias: bool = False,
         norm: str | None = None,
     ) -> None:
         super().__init__()
@@ -71,21 +67,13 @@ class UNet(nn.Module):
         return crop_like(self.head(x), original)
 
 
-def unet(
-    *,
-    in_channels: int = 3,
-    num_classes: int = 2,
-    base_width: int = 64,
-    depth: int = 4,
-    bias: bool = False,
-    norm: str | None = None,
-) -> UNet:
+def unet(**options: Any) -> UNet:
     """Builds the reference U-Net.
 
     With the defaults (3 input channels, 2 classes, no bias, no norm) it has exactly
     31,024,960 parameters, as in the paper.
 
-    Args:
+    Args (keyword only, those of :class:`UNet`):
         in_channels: channels of the input image.
         num_classes: channels of the output logits.
         base_width: channels of the first level; level ``i`` has ``base_width * 2**i``.
@@ -99,10 +87,7 @@ def unet(
         >>> sum(p.numel() for p in model.parameters())
         31024960
     """
-    return UNet(
-        in_channels=in_channels, num_classes=num_classes, base_width=base_width,
-        depth=depth, bias=bias, norm=norm,
-    )
+    return UNet(**options)
 
 
 def _check_positive(**values: int) -> None:

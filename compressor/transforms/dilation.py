@@ -61,11 +61,7 @@ class Dilation(LayerTransform):
     omit_when_default = ("overwrite",)
 
     def __init__(
-        self,
-        *,
-        rates: list[int] = (1, 1, 2, 3),
-        decoder_rates: list[int] | None = None,
-        overwrite: bool = False,
+        self, *, rates: list[int] = (1, 1, 2, 3), decoder_rates: list[int] | None = None, overwrite: bool = False,
         **selection,
     ) -> None:
         super().__init__(**selection)
@@ -74,9 +70,7 @@ class Dilation(LayerTransform):
         for key, cascade in (("rates", rates), ("decoder_rates", decoder_rates)):
             if not cascade or any(rate < 1 for rate in cascade):
                 raise ConfigError(f"dilation: {key} must be a non-empty list of integers >= 1, got {cascade}")
-        self.rates = rates
-        self.decoder_rates = decoder_rates
-        self.overwrite = overwrite
+        self.rates, self.decoder_rates, self.overwrite = rates, decoder_rates, overwrite
 
     def transform(self, model: nn.Module, example_input: torch.Tensor) -> tuple[nn.Module, Change]:
         change = Change()

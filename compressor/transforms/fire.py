@@ -8,10 +8,10 @@ import torch
 from torch import nn
 
 from compressor.errors import ConfigError
-from compressor.models.blocks import NORM_KINDS, Fire
+from compressor.models.blocks import NORM_KINDS, Fire, check_fire_shares
 from compressor.transforms.base import Change, register_transform
 from compressor.transforms.inherit import inherit_fire
-from compressor.transforms.selection import LayerTransform, replace_submodule
+from compressor.transforms.selection import LayerTransform
 
 __all__ = ["FireTransform"]
 
@@ -58,20 +58,12 @@ class FireTransform(LayerTransform):
         return {"fire_squeeze": min(cls.SQUEEZE_RATIOS), "fire_share3x3": min(cls.EXPAND3X3_SHARES)}
 
     def __init__(
-        self,
-        *,
-        squeeze_ratio: float = 0.25,
-        expand3x3_share: float = 0.5,
-        norm: str | None = None,
-        init: Literal["inherit", "random"] = "inherit",
-        **selection,
+        self, *, squeeze_ratio: float = 0.25, expand3x3_share: float = 0.5, norm: str | None = None,
+        init: Literal["inherit", "random"] = "inherit", **selection,
     ) -> None:
         super().__init__(**selection)
         self.init = init
-        if not 0.0 < squeeze_ratio <= 4.0:
-            raise ConfigError(f"fire: squeeze_ratio must be in (0, 4], got {squeeze_ratio}")
-        if not 0.0 < expand3x3_share < 1.0:
-            raise ConfigError(f"fire: expand3x3_share must be in (0, 1), got {expand3x3_share}")
+        check_fire_shares(squeeze_ratio, expand3x3_share)
         if norm is not None and norm not in NORM_KINDS:
             raise ConfigError(f"fire: norm must be one of {', '.join(NORM_KINDS)} or null, got {norm!r}")
         self.squeeze_ratio = squeeze_ratio
@@ -92,10 +84,7 @@ class FireTransform(LayerTransform):
                 padding=None if isinstance(conv.padding, str) else conv.padding[0], dilation=dilation, bias=conv.bias is not None,
                 norm=self.norm, activation=False,
             )
-            if self.init == "inherit":
-                inherit_fire(conv, replacement)
-            replace_submodule(model, name, replacement.to(conv.weight.device))
-            change.changed.append(name)
+            self.replace(model, change, name, conv, replacement, inherit_fire)
         self.require_changes(model, change)
         return model, change
 

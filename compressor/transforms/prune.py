@@ -13,6 +13,7 @@ from compressor.transforms.base import Change, TransformError, register_transfor
 from compressor.transforms.deadline import DeadlineExceeded, deadline
 from compressor.transforms.pruning_support import pruning_compatibility
 from compressor.transforms.selection import LayerTransform
+from compressor.transforms.shapes import run_hooked
 
 __all__ = ["Prune"]
 
@@ -210,14 +211,5 @@ def _boundary_layers(model: nn.Module, example_input: torch.Tensor) -> tuple[set
         if inputs and inputs[0] is example_input and isinstance(module, nn.Conv2d):
             stems.add(module)
 
-    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, _PRUNABLE)]
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            model(example_input)
-    finally:
-        model.train(was_training)
-        for handle in handles:
-            handle.remove()
+    run_hooked(model, example_input, [m for m in model.modules() if isinstance(m, _PRUNABLE)], hook)
     return ({order[-1]} if order else set()), stems

@@ -12,6 +12,7 @@ from typing import Any
 import yaml
 
 from compressor.errors import ConfigError
+from compressor.io import atomic_write_text, read_yaml
 from compressor.keyvalue import parse_pairs, split_outside_brackets
 from compressor.registry import UnknownNameError
 from compressor.transforms.base import TRANSFORMS, Transform
@@ -119,18 +120,7 @@ class Recipe:
         Raises:
             ConfigError: the file is missing, not YAML/JSON, or invalid (naming the file).
         """
-        path = Path(path)
-        try:
-            text = path.read_text()
-        except OSError as error:
-            raise ConfigError(f"{path}: cannot read recipe: {error.strerror or error}") from None
-        try:
-            data = yaml.safe_load(text)
-        except yaml.YAMLError as error:
-            mark = getattr(error, "problem_mark", None)
-            line = f" at line {mark.line + 1}" if mark else ""
-            raise ConfigError(f"{path}: not valid YAML or JSON{line}") from None
-        return cls.from_data(data, source=str(path))
+        return cls.from_data(read_yaml(path, what="recipe", formats="YAML or JSON"), source=str(path))
 
     @classmethod
     def of(cls, specs: Iterable[TransformSpec | Transform | tuple[str, Mapping[str, Any]]]) -> Recipe:
@@ -145,8 +135,6 @@ class Recipe:
 
     def save(self, path: str | Path) -> None:
         """Writes the recipe as YAML (or JSON when the suffix is ``.json``), atomically."""
-        from compressor.io import atomic_write_text
-
         path = Path(path)
         if path.suffix == ".json":
             text = json.dumps(self.to_data(), indent=2) + "\n"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fnmatch
+from collections.abc import Callable
 
 from torch import nn
 
@@ -39,13 +40,8 @@ class LayerTransform(Transform):
     layer_types: tuple[type[nn.Module], ...] = (nn.Conv2d,)
 
     def __init__(
-        self,
-        *,
-        include: list[str] | str = "*",
-        exclude: list[str] | str | None = None,
-        min_channels: int = 0,
-        strict: bool = False,
-        calibrate: int = 0,
+        self, *, include: list[str] | str = "*", exclude: list[str] | str | None = None, min_channels: int = 0,
+        strict: bool = False, calibrate: int = 0,
     ) -> None:
         super().__init__()
         if calibrate < 0:
@@ -84,6 +80,16 @@ class LayerTransform(Transform):
         if self.strict:
             raise TransformError(f"{self.name}: layer {layer!r} {reason}")
         change.skipped[layer] = reason
+
+    def replace(self, model: nn.Module, change: Change, name: str, layer: nn.Module, replacement: nn.Module,
+                inherit: Callable[[nn.Module, nn.Module], None] | None = None) -> None:
+        """Puts ``replacement`` where the selected ``layer`` was (on its device) and records it;
+        with ``init: inherit`` (when the transform has that parameter), ``inherit(layer, replacement)``
+        first carries the layer's weights over."""
+        if inherit is not None and getattr(self, "init", "inherit") == "inherit":
+            inherit(layer, replacement)
+        replace_submodule(model, name, replacement.to(layer.weight.device))
+        change.changed.append(name)
 
     def require_changes(self, model: nn.Module, change: Change) -> None:
         """Raises when nothing was changed: a selection that does nothing is never silent."""

@@ -11,7 +11,7 @@ from compressor.errors import ConfigError
 from compressor.models.blocks import NORM_KINDS, SeparableConv2d
 from compressor.transforms.base import Change, register_transform
 from compressor.transforms.inherit import inherit_separable
-from compressor.transforms.selection import LayerTransform, replace_submodule
+from compressor.transforms.selection import LayerTransform
 
 __all__ = ["Separable"]
 
@@ -83,9 +83,6 @@ class Separable(LayerTransform):
                 mid_norm=self.mid_norm, mid_activation=self.mid_activation, depth_multiplier=self.depth_multiplier,
             )
             replacement.depthwise.padding_mode = conv.padding_mode
-            if self.init == "inherit":
-                inherit_separable(conv, replacement)
-            replace_submodule(model, name, replacement.to(conv.weight.device))
-            change.changed.append(name)
+            self.replace(model, change, name, conv, replacement, inherit_separable)
         self.require_changes(model, change)
         return model, change

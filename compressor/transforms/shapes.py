@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -35,7 +36,17 @@ def conv_calls(model: nn.Module, example_input: torch.Tensor) -> list[ConvCall]:
         seen.add(id(module))
         calls.append(ConvCall(names[id(module)], module, tuple(inputs[0].shape[-2:]), tuple(output.shape[-2:])))
 
-    handles = [m.register_forward_hook(hook) for m in model.modules() if type(m) is nn.Conv2d]
+    run_hooked(model, example_input, [m for m in model.modules() if type(m) is nn.Conv2d], hook)
+    return calls
+
+
+def run_hooked(
+    model: nn.Module, example_input: torch.Tensor, modules: list[nn.Module],
+    hook: Callable[[nn.Module, tuple, object], None],
+) -> None:
+    """Runs ``model`` once on ``example_input`` in eval mode without gradients, with ``hook`` as a
+    forward hook on each of ``modules``; the hooks and the train/eval mode are restored after."""
+    handles = [module.register_forward_hook(hook) for module in modules]
     was_training = model.training
     model.eval()
     try:
@@ -45,4 +56,3 @@ def conv_calls(model: nn.Module, example_input: torch.Tensor) -> list[ConvCall]:
         model.train(was_training)
         for handle in handles:
             handle.remove()
-    return calls

@@ -1,0 +1,112 @@
+"""How a model is trained: the ``train:`` section of an experiment (:class:`TrainConfig`) and distillation."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from compressor.errors import ConfigError
+
+__all__ = ["DistillConfig", "TrainConfig"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class DistillConfig:
+    """Distillation from a teacher (the ``train.distill:`` section).
+
+    The student's loss gets ``weight * T**2 * KL(softmax(teacher / T) || softmax(student / T))``,
+    averaged over pixels, added to the task loss (Hinton et al.'s scaling keeps the
+    gradient's size independent of ``T``).
+
+    Attributes:
+        teacher: ``parent`` (the network a candidate was transformed from), a baseline
+            (``unet``, ``micronet``: the experiment's stored baseline), or a model file saved
+            by compressor; null: no distillation.
+        weight: weight of the distillation term.
+        temperature: softening temperature ``T``.
+    """
+
+    teacher: str | None = None
+    weight: float = 0.5
+    temperature: float = 2.0
+
+    def __post_init__(self) -> None:
+        if self.weight < 0:
+            raise ConfigError(f"train.distill.weight must be >= 0, got {self.weight}")
+        if not self.temperature > 0:
+            raise ConfigError(f"train.distill.temperature must be > 0, got {self.temperature}")
+
+    @property
+    def active(self) -> bool:
+        return self.teacher is not None and self.weight > 0
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainConfig:
+    """How to train (the ``train:`` section of an experiment).
+
+    Attributes:
+        steps: optimizer steps.
+        batch_size: patches per step.
+        optimizer: ``adamw`` or ``sgd`` (with Nesterov momentum).
+        lr: peak learning rate.
+        weight_decay: decoupled (AdamW) or L2 (SGD) weight decay.
+        momentum: SGD momentum.
+        schedule: ``cosine`` (decay to 0 after the warm-up) or ``constant``.
+        warmup_fraction: share of the steps spent ramping the learning rate up linearly.
+        dice_weight: weight of the soft Dice loss added to the cross-entropy.
+        class_weights: ``auto`` (inverse square root of the class frequencies in the
+            training patches), ``none``, or one weight per class.
+        augment: random flips and 90-degree rotations of training patches.
+        grad_clip: maximum gradient norm (null: no clipping).
+        seed: seeds the model's initialization (when the caller builds it after
+            :func:`seed_everything`), the patch order and the augmentations.
+        threads: torch CPU threads while training: ``auto`` (the default: the cores this
+            process may use, see :mod:`compressor.threads`), a count, or null (leave as is).
+        device: ``auto`` (a GPU when present), ``cpu``, ``cuda``, ``cuda:1``...
+        eval_window: side of the sliding window used for evaluation.
+        eval_overlap: overlap of neighbouring evaluation windows in pixels.
+        eval_batch_size: windows per forward pass during evaluation.
+        progress: show a progress bar (on a terminal).
+        bn_reestimate: before the first step, batches of training patches run through the
+            model (no gradient) to re-estimate every batch norm's running statistics from
+            scratch; what a transformed network with inherited norms needs (0: none).
+        distill: distillation from a teacher (:class:`DistillConfig`).
+    """
+
+    steps: int = 200
+    batch_size: int = 8
+    optimizer: Literal["adamw", "sgd"] = "adamw"
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    momentum: float = 0.9
+    schedule: Literal["cosine", "constant"] = "cosine"
+    warmup_fraction: float = 0.05
+    dice_weight: float = 0.5
+    class_weights: Literal["auto", "none"] | list[float] = "auto"
+    augment: bool = True
+    grad_clip: float | None = 5.0
+    seed: int = 0
+    threads: int | Literal["auto"] | None = "auto"
+    device: str = "auto"
+    eval_window: int = 256
+    eval_overlap: int = 32
+    eval_batch_size: int = 4
+    progress: bool = True
+    bn_reestimate: int = 0
+    distill: DistillConfig = field(default_factory=DistillConfig)
+
+    def __post_init__(self) -> None:
+        for key in ("steps", "batch_size", "eval_window", "eval_batch_size"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"train.{key} must be >= 1, got {getattr(self, key)}")
+        if not self.lr > 0:
+            raise ConfigError(f"train.lr must be > 0, got {self.lr}")
+        if not 0 <= self.warmup_fraction < 1:
+            raise ConfigError(f"train.warmup_fraction must be in [0, 1), got {self.warmup_fraction}")
+        if not 0 <= self.eval_overlap < self.eval_window:
+            raise ConfigError(f"train.eval_overlap must be in [0, eval_window), got {self.eval_overlap}")
+        if isinstance(self.threads, int) and self.threads < 1:
+            raise ConfigError(f"train.threads must be 'auto' or >= 1, got {self.threads}")
+        if self.bn_reestimate < 0:
+            raise ConfigError(f"train.bn_reestimate must be >= 0 batches, got {self.bn_reestimate}")

@@ -1,0 +1,351 @@
+"""The training loop: :func:`train` with intermediate evaluations a callback can stop on."""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from compressor.data.base import SegmentationData
+from compressor.errors import CompressorError, ConfigError, first_line
+from compressor.metrics import SegmentationMetrics
+from compressor.outputs import model_output
+from compressor.threads import torch_threads
+from compressor.train.checkpoints import save_checkpoint
+from compressor.train.config import TrainConfig
+from compressor.train.determinism import deterministic_kernels, resolve_device
+from compressor.train.evaluation import evaluate, forward_checked
+from compressor.train.losses import class_weights, dice_loss, distillation_loss, weighted_cross_entropy
+
+__all__ = ["TrainingError", "StopTraining", "Callback", "TrainResult", "evaluation_steps", "train", "reestimate_batchnorm"]
+
+
+class TrainingError(CompressorError):
+    """Training failed (a non-finite loss or gradient); names the step and the reason."""
+
+    def __init__(self, step: int, reason: str) -> None:
+        super().__init__(f"training failed at step {step}: {reason}")
+        self.step = step
+        self.reason = reason
+
+
+class StopTraining(Exception):
+    """Raised by a callback to end training now; the last evaluation becomes the result."""
+
+
+Callback = Callable[[int, SegmentationMetrics], "bool | None"]
+"""``callback(step, metrics)``: return False (or raise :class:`StopTraining`) to stop."""
+
+
+@dataclass
+class TrainResult:
+    """What a training run produced.
+
+    Attributes:
+        metrics: the final evaluation, or the last intermediate one if stopped early.
+        steps_done: optimizer steps taken.
+        stopped_early: a callback stopped the run.
+        history: ``(step, metrics)`` of every evaluation, in order.
+        losses: the training loss of every step.
+        train_seconds: wall time of the optimizer steps (data and augmentation included).
+        eval_seconds: wall time of the evaluations.
+        device: where it ran.
+        threads: torch CPU threads it ran with.
+    """
+
+    metrics: SegmentationMetrics
+    steps_done: int
+    stopped_early: bool
+    history: list[tuple[int, SegmentationMetrics]]
+    losses: list[float]
+    train_seconds: float
+    eval_seconds: float
+    device: str
+    threads: int
+
+    @property
+    def wall_seconds(self) -> float:
+        return self.train_seconds + self.eval_seconds
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe summary (the loss curve is kept, 4 significant digits)."""
+        return {
+            "metrics": self.metrics.to_dict(),
+            "steps_done": self.steps_done,
+            "stopped_early": self.stopped_early,
+            "history": [{"step": step, **metrics.to_dict()} for step, metrics in self.history],
+            "losses": [float(f"{loss:.4g}") for loss in self.losses],
+            "train_seconds": round(self.train_seconds, 3),
+            "eval_seconds": round(self.eval_seconds, 3),
+            "wall_seconds": round(self.wall_seconds, 3),
+            "device": self.device,
+            "threads": self.threads,
+        }
+
+
+def evaluation_steps(total_steps: int, at: Sequence[float | int]) -> list[int]:
+    """Turns fractions of the run (floats in (0, 1)) and step numbers (ints) into sorted steps.
+
+    The last step is always evaluated anyway and is left out.
+
+    Example:
+        >>> evaluation_steps(900, [1 / 9, 1 / 3, 450])
+        [100, 300, 450]
+    """
+    steps = set()
+    for point in at:
+        if isinstance(point, float):
+            if not 0 < point < 1:
+                raise ConfigError(f"an evaluation fraction must be in (0, 1), got {point}")
+            step = max(1, round(point * total_steps))
+        else:
+            step = int(point)
+            if step < 1:
+                raise ConfigError(f"an evaluation step must be >= 1, got {point}")
+        if step < total_steps:
+            steps.add(step)
+    return sorted(steps)
+
+
+def train(
+    model: nn.Module,
+    data: SegmentationData,
+    config: TrainConfig | None = None,
+    *,
+    evaluate_at: Sequence[float | int] = (),
+    callback: Callback | None = None,
+    checkpoint_path: str | Path | None = None,
+    description: str = "train",
+    teacher: nn.Module | None = None,
+) -> TrainResult:
+    """Trains ``model`` in place on ``data`` and evaluates it on the whole validation set.
+
+    Args:
+        model: any module mapping ``(N, C, H, W)`` to logits ``(N, classes, H, W)``.
+        data: training patches and validation scenes.
+        config: the recipe (defaults: :class:`TrainConfig`).
+        evaluate_at: extra evaluations during training, as fractions of the run
+            (``1 / 9``) or step numbers; see :func:`evaluation_steps`.
+        callback: called as ``callback(step, metrics)`` after each of those evaluations;
+            returning False or raising :class:`StopTraining` ends the run there.
+        checkpoint_path: if given, a checkpoint (weights, optimizer state, step,
+            metrics) is written there after every evaluation; see :func:`save_checkpoint`.
+        description: label of the progress bar.
+        teacher: the model to distill from when ``config.distill`` is active (the caller
+            resolves ``config.distill.teacher`` to a module); run in eval mode, never trained.
+
+    Returns:
+        A :class:`TrainResult`; the model is left on the training device, in eval mode.
+
+    Raises:
+        TrainingError: the loss or the gradient norm stopped being finite.
+        ConfigError: the model's output does not fit the data, or the teacher's output does
+            not fit the model's (names the shapes); distillation asked for without a teacher.
+
+    Example:
+        >>> from compressor.data import SyntheticConfig
+        >>> from compressor.models import micronet
+        >>> data = SyntheticConfig(patch_size=16, val_images=1, val_size=32).build()
+        >>> result = train(micronet(base_width=4, norm="batch"), data,
+        ...                TrainConfig(steps=2, batch_size=2, progress=False), evaluate_at=[1])
+        >>> [step for step, _ in result.history], result.steps_done
+        ([1, 2], 2)
+    """
+    config = config or TrainConfig()
+    device = resolve_device(config.device)
+    checkpoints = evaluation_steps(config.steps, evaluate_at)
+    distill = config.distill if config.distill.active else None
+    if distill is not None and teacher is None:
+        raise ConfigError(f"train.distill.teacher is {config.distill.teacher!r} but no teacher model was given")
+    with torch_threads(config.threads) as threads, deterministic_kernels(device):
+        generator = torch.Generator().manual_seed(config.seed)
+        model.to(device).train()
+        if distill is not None:
+            # The caller's teacher (a search's parent, the base of every candidate) stays where it is.
+            here = next((parameter.device for parameter in teacher.parameters()), device)
+            teacher = (teacher if here == device else copy.deepcopy(teacher).to(device)).eval()
+        if config.bn_reestimate:
+            reestimate_batchnorm(model, data, batches=config.bn_reestimate, batch_size=config.batch_size, seed=config.seed)
+        weights = class_weights(data.class_frequencies(), config.class_weights)
+        weights = None if weights is None else weights.to(device)
+        optimizer = _optimizer(model, config)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(config))
+        batches = _batches(data, config, generator)
+        history: list[tuple[int, SegmentationMetrics]] = []
+        losses: list[float] = []
+        train_seconds = eval_seconds = 0.0
+        stopped = False
+        step = 0
+        progress = tqdm(total=config.steps, desc=description, unit="step", disable=None if config.progress else True, leave=False)
+        try:
+            while step < config.steps and not stopped:
+                started = time.perf_counter()
+                images, masks = next(batches)
+                images, masks = images.to(device, non_blocking=True), masks.to(device, non_blocking=True)
+                logits = forward_checked(model, images, data.num_classes) if step == 0 else model_output(model, images)
+                loss = weighted_cross_entropy(logits, masks, weights)
+                if config.dice_weight:
+                    loss = loss + config.dice_weight * dice_loss(logits, masks)
+                if distill is not None:
+                    with torch.no_grad():
+                        target = _teacher_logits(teacher, images, logits) if step == 0 else model_output(teacher, images)
+                    loss = loss + distill.weight * distillation_loss(logits, target, distill.temperature)
+                value = float(loss.detach())
+                step += 1
+                if not math.isfinite(value):
+                    raise TrainingError(step, f"the loss is {value}; lower train.lr or check the data")
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                if config.grad_clip is not None:
+                    norm = float(nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip))
+                    if not math.isfinite(norm):
+                        raise TrainingError(step, f"the gradient norm is {norm}; lower train.lr")
+                optimizer.step()
+                scheduler.step()
+                losses.append(value)
+                train_seconds += time.perf_counter() - started
+                progress.update()
+                if step % 10 == 0 or step == config.steps:
+                    progress.set_postfix(loss=f"{np.mean(losses[-10:]):.3f}")
+                if step in checkpoints:
+                    started = time.perf_counter()
+                    metrics = evaluate(model, data, config)
+                    eval_seconds += time.perf_counter() - started
+                    history.append((step, metrics))
+                    if checkpoint_path is not None:
+                        save_checkpoint(checkpoint_path, model, step=step, metrics=metrics, optimizer=optimizer)
+                    stopped = _wants_stop(callback, step, metrics)
+        finally:
+            progress.close()
+        if not stopped:
+            started = time.perf_counter()
+            history.append((step, evaluate(model, data, config)))
+            eval_seconds += time.perf_counter() - started
+            if checkpoint_path is not None:
+                save_checkpoint(checkpoint_path, model, step=step, metrics=history[-1][1], optimizer=optimizer)
+        model.eval()
+        return TrainResult(
+            metrics=history[-1][1], steps_done=step, stopped_early=stopped, history=history, losses=losses,
+            train_seconds=train_seconds, eval_seconds=eval_seconds, device=str(device), threads=threads,
+        )
+
+
+def _teacher_logits(teacher: nn.Module, images: torch.Tensor, student_logits: torch.Tensor) -> torch.Tensor:
+    """The teacher's first output, with a clear error if it cannot be compared with the student's."""
+    try:
+        logits = model_output(teacher, images)
+    except RuntimeError as error:
+        first = first_line(error)
+        raise ConfigError(f"the distillation teacher cannot run on a batch of shape {tuple(images.shape)}: {first}") from None
+    if logits.shape != student_logits.shape:  # model_output gives a tensor, or says why not
+        raise ConfigError(
+            f"the distillation teacher maps input {tuple(images.shape)} to {tuple(logits.shape)}, the model being trained to "
+            f"{tuple(student_logits.shape)}; they must match (same classes, same height and width)"
+        )
+    return logits
+
+
+@torch.no_grad()
+def reestimate_batchnorm(
+    model: nn.Module, data: SegmentationData, *, batches: int, batch_size: int = 8, seed: int = 0
+) -> int:
+    """Recomputes every batch norm's running mean and variance from ``batches`` training batches.
+
+    The statistics are reset and averaged over the batches (cumulative, not the usual
+    moving average), the weights are not touched, and the model goes back to its mode. The
+    patches are drawn with their own generator, so the training that follows sees the same
+    batches as without it. Returns the number of batch-norm layers re-estimated.
+    """
+    norms = [module for module in model.modules() if isinstance(module, nn.modules.batchnorm._BatchNorm)]
+    if not norms or batches < 1:
+        return 0
+    momenta = [norm.momentum for norm in norms]
+    for norm in norms:
+        norm.reset_running_stats()
+        norm.momentum = None
+    device = next((parameter.device for parameter in model.parameters()), torch.device("cpu"))
+    generator = torch.Generator().manual_seed(seed + 7919)
+    was_training = model.training
+    model.train()
+    try:
+        for _ in range(batches):
+            indices = torch.randint(0, len(data.train), (batch_size,), generator=generator).tolist()
+            model(torch.stack([data.train[index][0] for index in indices]).to(device))
+    finally:
+        for norm, momentum in zip(norms, momenta):
+            norm.momentum = momentum
+        model.train(was_training)
+    return len(norms)
+
+
+def _wants_stop(callback: Callback | None, step: int, metrics: SegmentationMetrics) -> bool:
+    if callback is None:
+        return False
+    try:
+        return callback(step, metrics) is False
+    except StopTraining:
+        return True
+
+
+def _optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    parameters = [parameter for parameter in model.parameters() if parameter.requires_grad]
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(
+            parameters, lr=config.lr, momentum=config.momentum, nesterov=config.momentum > 0,
+            weight_decay=config.weight_decay,
+        )
+    return torch.optim.AdamW(parameters, lr=config.lr, weight_decay=config.weight_decay)
+
+
+def _schedule(config: TrainConfig) -> Callable[[int], float]:
+    warmup = int(config.warmup_fraction * config.steps)
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        if config.schedule == "constant":
+            return 1.0
+        progress = (step - warmup) / max(1, config.steps - warmup)
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+    return factor
+
+
+def _batches(
+    data: SegmentationData, config: TrainConfig, generator: torch.Generator
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Endless shuffled full batches; every epoch is a new permutation of the patches."""
+    count = len(data.train)
+    while True:
+        order = torch.randperm(count, generator=generator).tolist()
+        for start in range(0, max(count - config.batch_size, 0) + 1, config.batch_size):
+            items = [data.train[index] for index in order[start:start + config.batch_size]]
+            images = torch.stack([image for image, _ in items])
+            masks = torch.stack([mask for _, mask in items])
+            if config.augment:
+                images, masks = _augment(images, masks, generator)
+            yield images, masks
+
+
+def _augment(
+    images: torch.Tensor, masks: torch.Tensor, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One of the 8 symmetries of the square for each patch: a flip, then 0-3 quarter turns."""
+    choices = torch.randint(0, 8, (images.shape[0],), generator=generator).tolist()
+    out_images, out_masks = [], []
+    for image, mask, choice in zip(images, masks, choices):
+        if choice >= 4:
+            image, mask = image.flip(-1), mask.flip(-1)
+        turns = choice % 4
+        out_images.append(torch.rot90(image, turns, dims=(-2, -1)))
+        out_masks.append(torch.rot90(mask, turns, dims=(-2, -1)))
+    return torch.stack(out_images), torch.stack(out_masks)
