@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import optuna
+import pytest
 from conftest import assert_refusal, cli_env
 from optuna.trial import TrialState
 from search_helpers import write_tiny_experiment
@@ -89,6 +90,7 @@ def test_a_search_in_which_no_trial_trains_exits_non_zero_with_the_first_failure
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.slow  # kept out of the default run for CI's time; `pytest -m slow` runs it
 def test_model_args_without_model_are_for_the_network_the_space_searches(cli, tmp_path):
     """The experiment trains Micro-Net, the unet_family space searches U-Net: --model-arg alone is for U-Net."""
     config = write_tiny_experiment(tmp_path / "tiny.yaml", tmp_path / "run", n_trials=1)

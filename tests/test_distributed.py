@@ -184,7 +184,10 @@ def storage_url(request, kind: str) -> str | None:
 
 
 @pytest.mark.timeout(300)
-@pytest.mark.parametrize("kind", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+# On SQLite, test_kill_9_then_the_same_command_at_once_recovers_the_trial_without_waiting_for_heartbeats
+# covers the same recovery in the default run; this one (the heartbeat path) is slow there.
+@pytest.mark.parametrize("kind", [pytest.param("sqlite", marks=pytest.mark.slow),
+                                  pytest.param("postgres", marks=pytest.mark.postgres)])
 def test_kill_9_in_a_trial_then_the_same_command_fails_and_retries_it(kind, request, tmp_path):
     """kill -9 while a trial trains; restarted, the heartbeat marks it failed and it is run again."""
     target = 3
