@@ -11,7 +11,8 @@ from __future__ import annotations
 
 __all__ = [
     "CompressorError", "ConfigError", "ModelLoadError", "BudgetError", "MissingStorageError", "StudyMismatchError",
-    "NoWeightsError", "NothingToRepeatError", "OutputChoiceError", "ClassCountError", "first_line",
+    "NoWeightsError", "NothingToRepeatError", "OutputChoiceError", "ClassCountError", "UntrustedModelError",
+    "first_line",
 ]
 
 
@@ -49,6 +50,10 @@ class NothingToRepeatError(ConfigError):
 
 class OutputChoiceError(ConfigError):
     """A model returns several tensors and none is declared the segmentation."""
+
+
+class UntrustedModelError(ConfigError):
+    """Loading a model file would run code of the file's choosing (a pickle, or an arbitrary builder)."""
 
 
 class ClassCountError(ConfigError):

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from compressor.annotations import annotate, annotation
 from compressor.errors import ClassCountError, ConfigError, OutputChoiceError, first_line
 
 __all__ = [
@@ -35,18 +36,12 @@ def declare_output(model: nn.Module, key: str | int | None) -> nn.Module:
         >>> declared_output(model)
         'out'
     """
-    if key is None:
-        if OUTPUT_ATTRIBUTE in vars(model):
-            delattr(model, OUTPUT_ATTRIBUTE)
-    else:
-        # Set in __dict__ directly: nn.Module.__setattr__ would do the same for a str or int.
-        object.__setattr__(model, OUTPUT_ATTRIBUTE, key)
-    return model
+    return annotate(model, OUTPUT_ATTRIBUTE, key)
 
 
 def declared_output(model: nn.Module) -> str | int | None:
     """The key or index declared on ``model``, or None."""
-    return vars(model).get(OUTPUT_ATTRIBUTE)
+    return annotation(model, OUTPUT_ATTRIBUTE)
 
 
 def parse_output_key(text: str | int | None) -> str | int | None:

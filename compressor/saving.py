@@ -1,20 +1,44 @@
-"""Saving a transformed model with its recipe, and loading it back in one call."""
+"""Model files that cannot run code: weights as tensors, the architecture as data, rebuilt on load.
+
+A file written by :func:`save_model` holds the network's ``state_dict``, its
+:mod:`~compressor.origin` (the builder it came from, its arguments, the transform steps
+applied since and the input shape they were traced at), the declared output and JSON-like
+metadata. :func:`load_saved` reads it with ``torch.load(weights_only=True)`` (tensors and
+plain containers only: no object of the file's choosing is ever built) and rebuilds the
+network: the builder is a registered model, an ``nn.Module`` class or a function of a known
+model package (``segmentation_models_pytorch``, ``torchvision.models``, ``monai.networks``,
+``timm``), the steps are registered transforms with checked parameters.
+
+A pickled module (what compressor wrote before, or ``save_model(..., pickle=True)``) runs
+code stored in the file when loaded, so it is loaded only with ``trust=True`` (``--trust``
+on the command line); so is a file whose builder is another function.
+"""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from pickle import UnpicklingError
 from typing import Any
 
 import torch
 from torch import nn
 
-from compressor.errors import ConfigError
+from compressor.errors import ConfigError, UntrustedModelError, first_line
 from compressor.io import atomic_write
+from compressor.models import MODELS, build_model
+from compressor.models.loading import resolve_builder
+from compressor.origin import Origin, origin_of, set_origin
+from compressor.outputs import declare_output, declared_output
+from compressor.transforms import apply
 
-__all__ = ["SavedModel", "save_model", "load_model", "load_saved"]
+__all__ = ["SavedModel", "save_model", "load_model", "load_saved", "TRUSTED_MODEL_PACKAGES"]
 
-_FORMAT = "compressor.model/1"
+_FORMAT = "compressor.model/2"
+_PICKLED = "compressor.model/1"
+#: packages whose model-building functions a file may name (their classes are always fine)
+TRUSTED_MODEL_PACKAGES = ("segmentation_models_pytorch.", "torchvision.models.", "monai.networks.", "timm.")
 
 
 @dataclass
@@ -36,67 +60,137 @@ def save_model(
     base: str | None = None,
     input_shape: tuple[int, ...] | None = None,
     metadata: dict[str, Any] | None = None,
+    pickle: bool = False,
 ) -> Path:
-    """Saves the whole module (architecture and weights) with its recipe, atomically.
-
-    The file is a pickle (``torch.save``) of the module: load it only from sources you
-    trust, with :func:`load_model`. Classes of a user's own network must be importable
-    when loading.
+    """Saves the network's weights and architecture (as data), with its recipe, atomically.
 
     Args:
         path: destination file.
-        model: the module (a transformed model is often a ``torch.fx.GraphModule``).
-        recipe: a :class:`~compressor.transforms.Recipe` or its plain data.
-        base: the spec of the model the recipe was applied to (``"unet"``, ``"pkg.mod:fn"``).
+        model: a network compressor built (:func:`compressor.build_model`, :func:`compressor.unet`,
+            :func:`compressor.apply`, a loaded model file), which knows its origin.
+        recipe: a :class:`~compressor.transforms.Recipe` or its plain data (for the record).
+        base: the spec of the model the recipe was applied to (for the record).
         input_shape: the example input shape the model was transformed and costed at.
         metadata: anything else JSON-like (costs, metrics).
+        pickle: write the whole module as a pickle instead (any network; loading it then needs
+            ``trust=True``).
+
+    Raises:
+        ConfigError: ``model`` has no origin (compressor did not build it) and ``pickle`` is off.
     """
     if recipe is not None and hasattr(recipe, "to_data"):
         recipe = recipe.to_data()
-    payload = {
-        "format": _FORMAT,
-        "model": model,
-        "recipe": recipe,
-        "base": base,
-        "input_shape": list(input_shape) if input_shape else None,
-        "metadata": dict(metadata or {}),
+    record = {
+        "recipe": recipe, "base": base, "input_shape": list(input_shape) if input_shape else None,
+        # plain JSON types only: the file must load with weights_only=True
+        "metadata": json.loads(json.dumps(dict(metadata or {}), default=str)),
     }
+    if pickle:
+        payload = {"format": _PICKLED, "model": model, **record}
+        return atomic_write(path, lambda file: torch.save(payload, file))
+    origin = origin_of(model)
+    if origin is None:
+        raise ConfigError(
+            f"cannot save {type(model).__name__} as data: compressor does not know how it was built; build it with "
+            "compressor.build_model(SPEC, ARGS) (a registered name, a model class or a factory's import path), "
+            "or save it as a pickle (pickle=True), which loads only with trust=True"
+        )
+    state = {key: value.detach().cpu() for key, value in model.state_dict().items()}
+    payload = {"format": _FORMAT, "origin": origin.to_dict(), "output": declared_output(model), "state_dict": state,
+               **record}
     return atomic_write(path, lambda file: torch.save(payload, file))
 
 
-def load_saved(path: str | Path, *, map_location: str | torch.device = "cpu") -> SavedModel:
-    """Loads a file written by :func:`save_model` with its recipe and metadata.
+def load_saved(path: str | Path, *, map_location: str | torch.device = "cpu", trust: bool = False) -> SavedModel:
+    """Loads a file written by :func:`save_model`: the network rebuilt, with its recipe and metadata.
+
+    Args:
+        trust: also load a pickled module, or call a builder that is neither registered, a model
+            class nor a known model package's function; both run code the file chose. Only for
+            files you trust.
 
     Raises:
-        ConfigError: the file is missing or was not written by :func:`save_model`.
+        ConfigError: the file is missing, not a compressor model file, or its weights do not fit.
+        UntrustedModelError: it would run code of the file's choosing and ``trust`` is off.
     """
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: no such model file")
     try:
-        payload = torch.load(path, map_location=map_location, weights_only=False)
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+    except UnpicklingError:  # objects beyond tensors and plain data: a pickled module, or worse
+        if not trust:
+            raise UntrustedModelError(
+                f"{path}: a pickled model (compressor's old format, or saved with pickle=True): loading it runs "
+                "code stored in the file, which is done only for a file you trust (trust=True)"
+            ) from None
+        payload = _load_pickle(path, map_location)
     except Exception as error:  # noqa: BLE001 - corrupted or foreign file
-        raise ConfigError(f"{path}: cannot load model file: {type(error).__name__}: {error}") from None
-    if not isinstance(payload, dict) or payload.get("format") != _FORMAT:
+        raise ConfigError(f"{path}: cannot load model file: {type(error).__name__}: {first_line(error)}") from None
+    if not isinstance(payload, dict) or payload.get("format") not in (_FORMAT, _PICKLED):
         raise ConfigError(f"{path}: not a model file saved by compressor")
+    model = payload["model"] if payload["format"] == _PICKLED else _rebuild(path, payload, trust=trust)
     shape = payload.get("input_shape")
     return SavedModel(
-        model=payload["model"],
-        recipe=payload.get("recipe"),
-        base=payload.get("base"),
-        input_shape=tuple(shape) if shape else None,
-        metadata=payload.get("metadata") or {},
+        model=model, recipe=payload.get("recipe"), base=payload.get("base"),
+        input_shape=tuple(shape) if shape else None, metadata=payload.get("metadata") or {},
     )
 
 
-def load_model(path: str | Path, *, map_location: str | torch.device = "cpu") -> nn.Module:
-    """Loads the module saved by :func:`save_model` (or ``compressor apply --out``).
+def load_model(path: str | Path, *, map_location: str | torch.device = "cpu", trust: bool = False) -> nn.Module:
+    """Loads the network saved by :func:`save_model` (or ``compressor apply --out``); see :func:`load_saved`.
 
     Example:
         >>> import tempfile, os, compressor
         >>> path = os.path.join(tempfile.mkdtemp(), "model.pt")
-        >>> _ = compressor.save_model(path, compressor.unet(base_width=4))
+        >>> small, _ = compressor.apply(compressor.unet(base_width=4), [{"name": "fire"}], (1, 3, 32, 32))
+        >>> _ = compressor.save_model(path, small)
         >>> type(compressor.load_model(path)).__name__
         'UNet'
     """
-    return load_saved(path, map_location=map_location).model
+    return load_saved(path, map_location=map_location, trust=trust).model
+
+
+def _load_pickle(path: Path, map_location: str | torch.device) -> Any:
+    try:
+        return torch.load(path, map_location=map_location, weights_only=False)
+    except Exception as error:  # noqa: BLE001 - a missing class, a corrupted file
+        raise ConfigError(f"{path}: cannot load model file: {type(error).__name__}: {first_line(error)}") from None
+
+
+def _rebuild(path: Path, payload: dict[str, Any], *, trust: bool) -> nn.Module:
+    """The network a format-2 file describes, with its weights."""
+    try:
+        origin = Origin.from_dict(payload["origin"])
+        state = payload["state_dict"]
+    except (KeyError, TypeError, ValueError) as error:
+        raise ConfigError(f"{path}: a damaged model file ({type(error).__name__}: {first_line(error)})") from None
+    _check_builder(path, origin.base, trust=trust)
+    model = declare_output(build_model(origin.base, origin.args), payload.get("output"))
+    if origin.steps:
+        # the weights come from the file: new layers need not start from the old ones, nor be refitted
+        steps = [{**step, **{key: value for key, value in (("init", "random"), ("calibrate", 0)) if key in step}}
+                 for step in origin.steps]
+        model, _ = apply(model, steps, origin.input_shape, count_flops=False)
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as error:
+        raise ConfigError(f"{path}: its weights do not fit the network rebuilt from its architecture: "
+                          f"{first_line(error)}") from None
+    return set_origin(model.eval(), origin)
+
+
+def _check_builder(path: Path, base: str, *, trust: bool) -> None:
+    """Refuses (unless ``trust``) a builder that could be any function: calling it runs what it does."""
+    if trust or base in MODELS:
+        return
+    builder = resolve_builder(base)
+    if isinstance(builder, type) and issubclass(builder, nn.Module):
+        return
+    if base.partition(":")[0].startswith(TRUSTED_MODEL_PACKAGES) or f"{base.partition(':')[0]}." in TRUSTED_MODEL_PACKAGES:
+        return
+    raise UntrustedModelError(
+        f"{path}: its network is built by {base!r}, a function that is neither a registered model nor a model "
+        "class; loading the file would call it, which is done only for a file you trust (trust=True), or register "
+        "the function as a model (a compressor.models entry point)"
+    )

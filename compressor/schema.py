@@ -132,6 +132,14 @@ def _convert(value: Any, annotation: Any) -> Any:
         if any(item is _MISMATCH for item in items):
             return _MISMATCH
         return tuple(items) if origin is tuple else list(items)
+    if origin is dict or annotation is dict:
+        if not isinstance(value, dict):
+            return _MISMATCH
+        key_type, item_type = typing.get_args(annotation) or (Any, Any)
+        pairs = [(_convert(key, key_type), _convert(item, item_type)) for key, item in value.items()]
+        if any(key is _MISMATCH or item is _MISMATCH for key, item in pairs):
+            return _MISMATCH
+        return dict(pairs)
     return value if isinstance(value, annotation) else _MISMATCH
 
 
@@ -146,6 +154,9 @@ def _type_name(annotation: Any, *, plural: bool = False) -> str:
     if origin in (list, tuple) or annotation in (list, tuple):
         args = typing.get_args(annotation)
         return f"list of {_type_name(args[0], plural=True)}" if args else "list"
+    if origin is dict or annotation is dict:
+        args = typing.get_args(annotation)
+        return f"mapping of {_type_name(args[0])} to {_type_name(args[1])}" if args else "mapping"
     names = {bool: "boolean", int: "integer", float: "number", str: "string"}
     name = names.get(annotation, getattr(annotation, "__name__", str(annotation)))
     return f"{name}s" if plural else name

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import os
 import shlex
 import shutil
 from collections.abc import Callable
@@ -44,6 +45,13 @@ def _png(path: Path, array: np.ndarray) -> None:
     Image.fromarray(array).save(path)
 
 
+class _RunsCode:
+    """What a malicious pickle holds: unpickling it runs a command (here, one that leaves a file)."""
+
+    def __reduce__(self):
+        return (os.system, ("touch pwned",))
+
+
 def build_workspace(root: Path) -> None:
     """The files of the table's commands, relative to the folder they run in."""
     tiny = tiny_experiment_data(Path("run"), n_trials=2)
@@ -60,6 +68,8 @@ def build_workspace(root: Path) -> None:
     (root / "bad_optional.yaml").write_text("transforms:\n  - name: fire\n    optional: maybe\n")
     (root / "small.pt").write_bytes(b"a model saved earlier\n")
     compressor.save_model(root / "teacher3.pt", compressor.unet(in_channels=3, num_classes=3, base_width=4))
+    torch.save({"format": "compressor.model/1", "model": _RunsCode()}, root / "evil.pt")
+    compressor.save_model(root / "legacy.pt", compressor.unet(base_width=4), pickle=True)
     torch.save(compressor.micronet(in_channels=3, base_width=4).state_dict(), root / "other_weights.pt")
 
     spacenet = {"name": "sn", "run_dir": "run_sn", "data": {"name": "spacenet_sample", "patch_size": 32},
@@ -160,6 +170,11 @@ def _check_nan_search(root: Path, result) -> None:
     assert "study 'nan': 2 trials (1 failed, 1 infeasible)" in result.stdout
 
 
+def _check_written_safe(root: Path, result) -> None:
+    # what compress wrote from the trusted pickle is the safe form: tensors and data, no pickled module
+    assert torch.load(root / "legacy_small.pt", weights_only=True)["format"] == "compressor.model/2"
+
+
 def _check_report_kept_the_page(root: Path, result) -> None:
     # The page is written last: the earlier one is still there; the files written before the
     # failure are whole (each was renamed into place complete); no scratch file is left.
@@ -203,6 +218,10 @@ CASES = [
          ("other_weights.pt", "another architecture", "decoder.0.0.squeeze.conv.weight")),
     Case("compressor compress networks:TinyClassifier tiny.yaml --transform fire",
          ("'networks:TinyClassifier'", "random weights", "--checkpoint")),
+    # nothing in the pickle runs: it would have left the file `pwned`, and the folder must be as it was
+    Case("compressor compress evil.pt tiny.yaml --transform fire", ("evil.pt", "pickled model", "--trust")),
+    Case("compressor compress legacy.pt tiny.yaml --transform fire --steps 1 --trust --out legacy_small.pt",
+         may_change=("legacy_small.pt",), check=_check_written_safe),
     Case("compressor apply networks:TinyClassifier --transform fire --out afile/model.pt",
          ("afile/model.pt", "afile is a file")),
     Case("compressor apply networks:TinyClassifier --transform fire --out adir.pt", ("adir.pt", "folder")),

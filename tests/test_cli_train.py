@@ -37,6 +37,7 @@ def test_train_prints_metrics_and_writes_results(tmp_path, capsys):
     assert "trained 3 steps" in out and "with 1 threads" in out and str(folder) in out
     assert metrics["steps_done"] == 3 and metrics["threads"] == 1
     assert yaml.safe_load((folder / "config.yaml").read_text())["train"]["threads"] == 1
+    assert torch.load(folder / "model.pt", weights_only=True)["format"] == "compressor.model/2"  # no pickle
     saved = load_saved(folder / "model.pt")
     assert saved.base == "unet" and saved.metadata["metrics"] == metrics["metrics"]
     assert sum(p.numel() for p in saved.model.parameters()) == metrics["cost"]["params"]

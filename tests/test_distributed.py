@@ -176,6 +176,42 @@ def test_a_search_and_a_worker_share_one_postgresql_study(postgres_storage_url, 
     assert f"report: {tmp_path / 'report' / 'index.html'}" in report.stdout
 
 
+@pytest.mark.postgres
+@pytest.mark.timeout(400)
+def test_four_processes_on_one_postgresql_study_lose_and_repeat_no_trial(postgres_storage_url, tmp_path):
+    """Load: a search and three workers on one study, short trials. Every trial is numbered once and
+    finished; the target is met, overshot by at most one trial per extra process (3), since each
+    process stops after the trial in which it sees the target reached."""
+    url, target, workers = postgres_storage_url, 8, 3
+    config = write_experiment(tmp_path, n_trials=target)
+    search = Process(tmp_path, "search", "search", str(config), "--storage", url)
+    processes = [search]
+    try:
+        wait_for(lambda: f"study '{STUDY}' in {url}" in search.stdout, 120, "the search to create the study", search)
+        for seed in range(1, workers + 1):
+            processes.append(Process(tmp_path, f"worker{seed}", "worker", "--storage", url, "--study", STUDY,
+                                     "--seed", str(seed)))
+        for process in processes:
+            process.finish(timeout=300)
+    finally:
+        for process in processes:
+            process.stop()
+
+    study = open_study(url)
+    try:
+        trials = study.get_trials(deepcopy=False)
+        numbers = sorted(trial.number for trial in trials)
+        assert numbers == list(range(len(trials)))  # no duplicate number, no gap
+        ran = [process.trials() for process in processes]
+        assert sorted(number for own in ran for number in own) == numbers  # each trial run by one process
+        assert sum(1 for own in ran if own) >= 2, ran  # they really ran together
+        assert all(trial.state in FINISHED for trial in trials), [(t.number, t.state) for t in trials]  # none lost
+        finished = len([trial for trial in trials if trial.state in FINISHED])
+        assert target <= finished <= target + workers, (finished, ran)
+    finally:
+        close(study)
+
+
 def storage_url(request, kind: str) -> str | None:
     """The ``--storage`` of a kill test: a fresh PostgreSQL database, or None for the default SQLite file."""
     if kind == "postgres":

@@ -1,4 +1,5 @@
-"""Optuna's RDBStorage on a real PostgreSQL server, shared by worker processes.
+"""compressor's study storage (:func:`compressor.study.open_storage`: Optuna's RDBStorage with
+heartbeats and retries) on a real PostgreSQL server, shared by worker processes.
 
 The server comes from ``COMPRESSOR_TEST_POSTGRES_URL`` (``.ci/run`` starts one); each test gets
 a new, empty database through the ``postgres_storage_url`` fixture. Without the variable these
@@ -14,24 +15,17 @@ import sys
 import time
 from pathlib import Path
 
+import optuna
 import pytest
+import sqlalchemy
 
-optuna = pytest.importorskip("optuna")
-sqlalchemy = pytest.importorskip("sqlalchemy")
+from compressor.study import open_storage
 
 pytestmark = [
     pytest.mark.postgres,
     # heartbeats, fail_stale_trials and the retry callback are marked experimental by Optuna.
     pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning"),
 ]
-
-# Optuna 4.9 renamed the callback that handles the trials of dead workers.
-RetryCallback = getattr(optuna.storages, "RetryHeartbeatStaleTrialCallback", None) \
-    or optuna.storages.RetryFailedTrialCallback
-STALE_CALLBACK_ARGUMENT = (
-    "heartbeat_stale_trial_callback" if hasattr(optuna.storages, "RetryHeartbeatStaleTrialCallback")
-    else "failed_trial_callback"
-)
 
 HEARTBEAT_INTERVAL = 1
 GRACE_PERIOD = 2
@@ -42,10 +36,12 @@ WORKER = """
 import os, sys, time, pathlib
 import optuna
 
+from compressor.study import open_storage
+
 url, study_name, n_trials, sync, name, heartbeat, grace, mode = sys.argv[1:]
 sync = pathlib.Path(sync)
 optuna.logging.set_verbosity(optuna.logging.WARNING)
-storage = optuna.storages.RDBStorage(url, heartbeat_interval=int(heartbeat), grace_period=int(grace))
+storage = open_storage(url, heartbeat_interval=int(heartbeat), grace_period=int(grace), create=False)
 study = optuna.load_study(study_name=study_name, storage=storage)
 (sync / f"ready-{name}").touch()
 deadline = time.monotonic() + 60
@@ -89,10 +85,8 @@ def finish(worker: subprocess.Popen, timeout: float = 120) -> None:
     assert worker.returncode == 0, f"worker exited {worker.returncode}\nstdout:\n{out}\nstderr:\n{err}"
 
 
-def rdb_storage(url: str, **kwargs):
-    return optuna.storages.RDBStorage(
-        url, heartbeat_interval=HEARTBEAT_INTERVAL, grace_period=GRACE_PERIOD, **kwargs,
-    )
+def rdb_storage(url: str, max_retry: int = 0):
+    return open_storage(url, heartbeat_interval=HEARTBEAT_INTERVAL, grace_period=GRACE_PERIOD, max_retry=max_retry)
 
 
 def count_rows(url: str, sql: str, **params) -> int:
@@ -166,7 +160,7 @@ def test_two_worker_processes_share_one_study_and_record_every_trial_once(postgr
 
 
 def test_a_killed_workers_trial_fails_after_the_grace_period_and_is_retried(postgres_storage_url, tmp_path):
-    storage = rdb_storage(postgres_storage_url, **{STALE_CALLBACK_ARGUMENT: RetryCallback(max_retry=1)})
+    storage = rdb_storage(postgres_storage_url, max_retry=1)
     try:
         study = optuna.create_study(study_name="crash", storage=storage)
         worker = start_worker(postgres_storage_url, "crash", 1, tmp_path, "doomed", mode="hang")
@@ -200,7 +194,7 @@ def test_a_killed_workers_trial_fails_after_the_grace_period_and_is_retried(post
         trials = sorted(study.get_trials(deepcopy=False), key=lambda t: t.number)
         assert [t.state for t in trials] == [optuna.trial.TrialState.FAIL, optuna.trial.TrialState.COMPLETE]
         assert trials[1].params == trials[0].params
-        assert RetryCallback.retried_trial_number(trials[1]) == 0
+        assert optuna.storages.RetryHeartbeatStaleTrialCallback.retried_trial_number(trials[1]) == 0
         assert trials[1].user_attrs["worker"] == "heir"
     finally:
         storage.engine.dispose()

@@ -100,6 +100,8 @@ def test_export_rebuilds_the_trained_model_with_the_measured_cost(searched, tmp_
     best = result.front[0]
     exported = export_trial(experiment.search.storage or f"sqlite:///{experiment.run_path}/search.db",
                             "tiny", best.number, tmp_path / "best.pt")
+    # the safe form: tensors and data only, the architecture rebuilt from the study's recipe
+    assert torch.load(tmp_path / "best.pt", weights_only=True)["format"] == "compressor.model/2"
     saved = load_saved(tmp_path / "best.pt")
     cost = measure(saved.model, tuple(study_info(result.study).input_shape))
     assert (cost.params, cost.flops) == (best.params, best.flops)

@@ -14,6 +14,7 @@ from compressor.errors import (
     NoWeightsError,
     OutputChoiceError,
     StudyMismatchError,
+    UntrustedModelError,
 )
 
 __all__ = ["ADVICE", "with_advice"]
@@ -28,6 +29,7 @@ ADVICE: dict[type[CompressorError], str | dict[str, str]] = {
         "search": "set search.confirm.seeds to N (further seeds) or search.confirm.folds (with data.folds >= 2)",
     },
     OutputChoiceError: "declare it with --model-output KEY (model.output in an experiment)",
+    UntrustedModelError: "pass --trust to load it anyway, if you trust where the file came from",
     ClassCountError: "build it for {error.classes} (e.g. --model-arg classes={error.classes}, as its builder names it)",
 }
 

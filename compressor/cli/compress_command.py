@@ -41,6 +41,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-distill", action="store_true", help="fine-tune without distilling from the original")
     parser.add_argument("--out", metavar="PATH", help="where to save the result (default: <run_dir>/compress/<model>-<recipe hash>.pt)")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
+    parser.add_argument("--trust", action="store_true",
+                        help="also load a MODEL file that runs code when loaded (a pickled module, compressor's old "
+                        "format, or a network built by an arbitrary function); only for a file you trust")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -74,7 +77,7 @@ def teacher_from_args(args: argparse.Namespace, experiment: Experiment) -> tuple
             raise ConfigError(f"{args.model} is a model file: it carries its weights and arguments; "
                               "drop --checkpoint and --model-arg")
         try:
-            model = load_saved(path).model
+            model = load_saved(path, trust=args.trust).model
             if args.model_output is not None:
                 declare_output(model, parse_output_key(args.model_output))
             return model, path.name

@@ -12,11 +12,12 @@ from compressor.errors import ModelLoadError
 from compressor.keyvalue import parse_pairs
 from compressor.models.micronet import micronet
 from compressor.models.unet import unet
+from compressor.origin import Origin, set_origin
 from compressor.registry import Registry
 
 __all__ = ["MODELS", "build_model", "parse_model_args"]
 
-MODELS: Registry[Callable[..., nn.Module]] = Registry("model")
+MODELS: Registry[Callable[..., nn.Module]] = Registry("model", entry_points="compressor.models")
 MODELS.register("unet")(unet)
 MODELS.register("micronet")(micronet)
 
@@ -45,15 +46,7 @@ def build_model(spec: str | nn.Module, args: Mapping[str, Any] | None = None) ->
     if isinstance(spec, nn.Module):
         return spec
     args = dict(args or {})
-    if ":" in spec:
-        builder = _import_callable(spec)
-    elif spec in MODELS:
-        builder = MODELS.get(spec)
-    else:
-        raise ModelLoadError(
-            f"unknown model {spec!r}; use one of {', '.join(MODELS.names())} "
-            "or an import path 'package.module:callable'"
-        )
+    builder = resolve_builder(spec)
     try:
         model = builder(**args)
     except Exception as error:  # noqa: BLE001 - the user's code may raise anything
@@ -62,7 +55,22 @@ def build_model(spec: str | nn.Module, args: Mapping[str, Any] | None = None) ->
         raise ModelLoadError(
             f"model {spec!r} returned {type(model).__name__}, not a torch.nn.Module"
         )
-    return model
+    return set_origin(model, Origin(base=spec, args=args))
+
+
+def resolve_builder(spec: str) -> Callable[..., Any]:
+    """The callable a model spec names: a registered model, or an import path (the module is imported).
+
+    Raises:
+        ModelLoadError: an unknown name, or an import path that does not resolve to a callable.
+    """
+    if ":" in spec:
+        return _import_callable(spec)
+    if spec in MODELS:
+        return MODELS.get(spec)
+    raise ModelLoadError(
+        f"unknown model {spec!r}; use one of {', '.join(MODELS.names())} or an import path 'package.module:callable'"
+    )
 
 
 def _import_callable(spec: str) -> Callable[..., Any]:

@@ -12,6 +12,7 @@ from torch import nn
 from compressor.errors import ConfigError
 from compressor.models.blocks import Fire, crop_like, make_norm, pad_to_multiple
 from compressor.models.unet import _check_positive
+from compressor.origin import Origin, set_origin
 
 # fx.wrap patches the name in the calling module, so each user of the helpers wraps them:
 # tracing then records one leaf call instead of failing on their shape checks.
@@ -109,4 +110,4 @@ def micronet(**options: Any) -> MicroNet:
         >>> sum(p.numel() for p in micronet().parameters())
         1055920
     """
-    return MicroNet(**options)
+    return set_origin(MicroNet(**options), Origin(base="micronet", args=dict(options)))

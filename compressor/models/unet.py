@@ -10,6 +10,7 @@ from torch import nn
 
 from compressor.errors import ConfigError
 from compressor.models.blocks import DoubleConv, crop_like, make_norm, pad_to_multiple
+from compressor.origin import Origin, set_origin
 
 # fx.wrap patches the name in the calling module, so each user of the helpers wraps them:
 # tracing then records one leaf call instead of failing on their shape checks.
@@ -87,7 +88,7 @@ def unet(**options: Any) -> UNet:
         >>> sum(p.numel() for p in model.parameters())
         31024960
     """
-    return UNet(**options)
+    return set_origin(UNet(**options), Origin(base="unet", args=dict(options)))
 
 
 def _check_positive(**values: int) -> None:

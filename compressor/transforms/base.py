@@ -216,6 +216,14 @@ class Transform(abc.ABC):
         instance.params = checked
         return instance
 
+    def replay(self, model: nn.Module) -> dict[str, Any]:
+        """Parameters that rebuild exactly what this step made of ``model`` (its result) from the
+        same architecture whatever its weights, beyond :attr:`params`; recorded in the network's
+        :mod:`~compressor.origin` so a saved model is rebuilt as data. The default: none, the
+        parameters decide the architecture. ``prune`` returns the widths it left, which depend on
+        the weights it ranked."""
+        return {}
+
     def check(self, model: nn.Module, example_input: torch.Tensor) -> None:  # noqa: B027 - optional hook
         """Validates ``model`` before anything changes. Raises :class:`TransformError`."""
 

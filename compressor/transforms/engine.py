@@ -10,6 +10,7 @@ from torch import nn
 
 from compressor.cost import Cost, measure
 from compressor.errors import ConfigError
+from compressor.origin import origin_of, set_origin
 from compressor.outputs import declare_output, declared_output, primary_output
 from compressor.registry import UnknownNameError
 from compressor.transforms.base import TRANSFORMS, Transform, TransformError, TransformRecord
@@ -84,6 +85,7 @@ def apply(
     current_cost = cost_of(current)
     images = _error_images(calibration, example)
     records: list[TransformRecord] = []
+    origin = origin_of(model)
     for index, spec in enumerate(recipe.steps):
         step = f"step {index + 1} ({spec.name})"
         transform = _with_init(spec, init).build(where=step)
@@ -140,10 +142,13 @@ def apply(
             )
         )
         current, current_cost = candidate, cost
+        if origin is not None:
+            step_data = {"name": spec.name, **plain_params(transform.params), **transform.replay(candidate)}
+            origin = origin.then(step_data, shape)
     if current is model:
         current = copy.deepcopy(model)
     current.train(was_training)
-    return current, records
+    return set_origin(current, origin), records
 
 
 def _skipped(spec: TransformSpec, transform, cost: Cost, reason: str) -> TransformRecord:

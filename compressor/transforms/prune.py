@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 import torch_pruning as tp
@@ -46,6 +46,9 @@ class Prune(LayerTransform):
             torch-pruning's grouping of coupled channels can run for hours on some graphs
             (segmentation_models_pytorch's MAnet: over 10 minutes at 64x64); the limit holds
             in the main thread, which is where the CLI and searches run.
+        widths: replay a pruning: the output width to leave each named layer at (what
+            :meth:`replay` recorded), instead of ranking channels by ``ratio``; the trailing
+            channels go, through the same dependency graph. A saved model is rebuilt so.
     """
 
     example = {"ratio": 0.3}
@@ -63,7 +66,7 @@ class Prune(LayerTransform):
         return {"prune": 0.9}
 
     layer_types = _PRUNABLE
-    omit_when_default = ("time_limit",)
+    omit_when_default = ("time_limit", "widths")
 
     def __init__(
         self,
@@ -77,6 +80,7 @@ class Prune(LayerTransform):
         max_layer_ratio: float = 0.95,
         seed: int = 0,
         time_limit: float = 120.0,
+        widths: dict[str, int] | None = None,
         **selection,
     ) -> None:
         super().__init__(**selection)
@@ -91,8 +95,15 @@ class Prune(LayerTransform):
         self.ratio, self.target, self.scope = ratio, target, scope
         self.importance, self.round_to, self.steps = importance, round_to, steps
         self.max_layer_ratio, self.seed, self.time_limit = max_layer_ratio, seed, time_limit
+        self.widths = dict(widths) if widths is not None else None
+
+    def replay(self, model: nn.Module) -> dict[str, Any]:
+        return {"widths": {name: _width(module)[1] for name, module in model.named_modules()
+                           if isinstance(module, _PRUNABLE)}}
 
     def transform(self, model: nn.Module, example_input: torch.Tensor) -> tuple[nn.Module, Change]:
+        if self.widths is not None:
+            return self._to_widths(model, example_input)
         change = Change()
         selected = self.selected(model)
         heads, stems = _boundary_layers(model, example_input)
@@ -151,6 +162,29 @@ class Prune(LayerTransform):
         change.notes.append(
             f"{self.target} {start:,.0f} -> {reached:,.0f} ({1 - reached / start:.1%} removed; asked {self.ratio:.1%})"
         )
+        self.require_changes(model, change)
+        return model, change
+
+    def _to_widths(self, model: nn.Module, example_input: torch.Tensor) -> tuple[nn.Module, Change]:
+        """Prunes the trailing output channels of each named layer down to its recorded width."""
+        change = Change()
+        layers = dict(model.named_modules())
+        unknown = sorted(set(self.widths) - set(layers))
+        if unknown:
+            raise TransformError(f"prune: widths name layers {type(model).__name__} does not have: {unknown[:3]}")
+        with pruning_compatibility(model) as forward_fn:
+            graph = tp.DependencyGraph().build_dependency(model, example_inputs=example_input, forward_fn=forward_fn)
+            for name, width in self.widths.items():
+                layer = layers[name]
+                current = _width(layer)[1]
+                if current == width:
+                    continue
+                if not 0 < width < current:
+                    raise TransformError(f"prune: layer {name!r} has {current} output channels, cannot leave {width}")
+                pruner = graph.get_pruner_of_module(layer)
+                group = graph.get_pruning_group(layer, pruner.prune_out_channels, idxs=list(range(width, current)))
+                group.prune()
+                change.changed.append(name)
         self.require_changes(model, change)
         return model, change
 

@@ -1,0 +1,95 @@
+"""Model files that cannot run code: weights as tensors, the architecture as data, rebuilt on load."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+from torch import nn
+
+import compressor
+from compressor.errors import ConfigError, UntrustedModelError
+from compressor.origin import origin_of
+from compressor.outputs import declare_output, declared_output
+
+SHAPE = (1, 3, 64, 64)
+RECIPE = [{"name": "downsample_depth", "levels": 1}, {"name": "skip_fusion"}, {"name": "fire"},
+          {"name": "prune", "ratio": 0.5, "steps": 4}]
+
+
+@pytest.fixture(scope="module")
+def small() -> nn.Module:
+    torch.manual_seed(0)
+    network, _ = compressor.apply(compressor.unet(base_width=8, norm="batch"), RECIPE, SHAPE)
+    return network.eval()
+
+
+def test_a_saved_network_is_tensors_and_data_and_comes_back_the_same(small, tmp_path):
+    path = compressor.save_model(tmp_path / "small.pt", small, metadata={"metric": 0.5})
+    payload = torch.load(path, weights_only=True)  # would raise on any pickled object
+    assert payload["format"] == "compressor.model/2" and "model" not in payload
+    assert [step["name"] for step in payload["origin"]["steps"]] == [step["name"] for step in RECIPE]
+    assert payload["origin"]["steps"][-1]["widths"]  # the pruned widths: they depend on the weights ranked
+    loaded = compressor.load_saved(path)
+    example = torch.randn(SHAPE, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(loaded.model(example), small(example))
+    assert loaded.metadata == {"metric": 0.5} and origin_of(loaded.model) == origin_of(small)
+    again = compressor.save_model(tmp_path / "again.pt", loaded.model)  # a loaded network saves again
+    assert torch.equal(compressor.load_model(again)(example), small(example))
+
+
+def test_the_declared_output_and_a_model_class_by_import_path_come_back(tmp_path):
+    network = declare_output(compressor.build_model("networks:ResidualStridedNet", {"width": 4}), "out")
+    path = compressor.save_model(tmp_path / "net.pt", network)
+    loaded = compressor.load_model(path)
+    assert type(loaded).__name__ == "ResidualStridedNet" and declared_output(loaded) == "out"
+
+
+def test_a_pickle_is_refused_unless_trusted_and_nothing_in_it_runs(tmp_path):
+    marker = tmp_path / "pwned"
+
+    class RunsCode:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    evil = tmp_path / "evil.pt"
+    torch.save({"format": "compressor.model/1", "model": RunsCode()}, evil)
+    with pytest.raises(UntrustedModelError, match=r"evil.pt: a pickled model .*\(trust=True\)$"):
+        compressor.load_model(evil)
+    assert not marker.exists()
+    legacy = compressor.save_model(tmp_path / "legacy.pt", compressor.unet(base_width=4), pickle=True)
+    with pytest.raises(UntrustedModelError):
+        compressor.load_model(legacy)
+    assert type(compressor.load_model(legacy, trust=True)).__name__ == "UNet"
+
+
+def test_a_file_naming_an_arbitrary_function_as_builder_is_refused_unless_trusted(tmp_path):
+    marker = tmp_path / "pwned"
+    crafted = tmp_path / "crafted.pt"
+    torch.save({"format": "compressor.model/2", "origin": {"base": "subprocess:run",
+                                                           "args": {"args": ["touch", str(marker)]}},
+                "state_dict": {}}, crafted)
+    with pytest.raises(UntrustedModelError, match=r"built by 'subprocess:run', a function"):
+        compressor.load_model(crafted)
+    assert not marker.exists()
+    # a factory function of the user's own: saved as data, loaded only when trusted (or registered)
+    factory = compressor.save_model(tmp_path / "factory.pt", compressor.build_model("networks:monai_segresnet"))
+    with pytest.raises(UntrustedModelError, match="networks:monai_segresnet"):
+        compressor.load_model(factory)
+    assert type(compressor.load_model(factory, trust=True)).__name__ == "SegResNet"
+
+
+def test_what_cannot_be_saved_or_loaded_is_one_clear_error(small, tmp_path):
+    with pytest.raises(ConfigError, match=r"cannot save Conv2d as data: compressor does not know how it was built"):
+        compressor.save_model(tmp_path / "conv.pt", nn.Conv2d(3, 2, 1))
+    assert not (tmp_path / "conv.pt").exists()
+    path = compressor.save_model(tmp_path / "small.pt", small)
+    payload = torch.load(path, weights_only=True)
+    payload["state_dict"] = {key: value[:1] if value.ndim else value for key, value in payload["state_dict"].items()}
+    torch.save(payload, tmp_path / "cut.pt")
+    with pytest.raises(ConfigError, match=r"cut.pt: its weights do not fit the network rebuilt from its architecture"):
+        compressor.load_model(tmp_path / "cut.pt")
+    (tmp_path / "junk.pt").write_bytes(b"not a model\n")
+    with pytest.raises(ConfigError, match=r"junk.pt: "):
+        compressor.load_model(tmp_path / "junk.pt")
