@@ -1,0 +1,51 @@
+"""Reads of memory-mapped scenes return copies and let the mapped pages go (see BENCHMARKS.md,
+"Data at full scale", for the memory this keeps flat); the data stays right afterwards."""
+
+from __future__ import annotations
+
+import numpy as np
+import tifffile
+
+from compressor.data import FolderConfig
+from compressor.data.base import Normalization, Scene, class_index_decoder, release
+from compressor.data.readers import read_array
+
+
+def test_windows_of_a_mapped_tile_are_copies_and_stay_right_after_release(tmp_path):
+    rng = np.random.default_rng(0)
+    image, mask = rng.integers(0, 255, (300, 200, 3), dtype=np.uint8), rng.integers(0, 2, (300, 200), dtype=np.uint8)
+    tifffile.imwrite(tmp_path / "a.tif", image)
+    tifffile.imwrite(tmp_path / "m.tif", mask)
+    mapped, mapped_mask = read_array(tmp_path / "a.tif"), read_array(tmp_path / "m.tif")
+    assert isinstance(mapped, np.memmap) and isinstance(mapped_mask, np.memmap)
+    scene = Scene("a", mapped, mapped_mask, class_index_decoder(2)).crop(10, 20, 200, 150)
+    window, labels = scene.read(5, 7, 64, 32)
+    assert not np.shares_memory(window, mapped) and not np.shares_memory(labels, mapped_mask)
+    release(mapped, mapped_mask)  # again: reading on works from the page cache
+    assert np.array_equal(window, image[15:79, 27:59]) and np.array_equal(labels, mask[15:79, 27:59])
+    assert np.array_equal(scene.read(0, 0, 200, 150)[0], image[10:210, 20:170])
+    assert np.array_equal(scene.class_indices(), mask[10:210, 20:170])
+    release(np.zeros(3))  # an array in memory: nothing to do
+
+
+def test_the_normalization_of_mapped_tiles_equals_that_of_the_same_pixels_in_memory(tmp_path):
+    rng = np.random.default_rng(1)
+    images = [rng.integers(0, 4000, (120, 90, 3), dtype=np.uint16) for _ in range(3)]
+    for index, image in enumerate(images):
+        tifffile.imwrite(tmp_path / f"{index}.tif", image)
+    mapped = [read_array(tmp_path / f"{index}.tif") for index in range(3)]
+    assert Normalization.fit(mapped, max_samples=2000) == Normalization.fit(images, max_samples=2000)
+
+
+def test_an_inria_folder_builds_from_mapped_tiles(tmp_path):
+    rng = np.random.default_rng(2)
+    for name in ("austin1", "austin6", "austin7"):
+        (tmp_path / "images").mkdir(exist_ok=True)
+        (tmp_path / "gt").mkdir(exist_ok=True)
+        tifffile.imwrite(tmp_path / "images" / f"{name}.tif", rng.integers(0, 255, (96, 96, 3), dtype=np.uint8))
+        tifffile.imwrite(tmp_path / "gt" / f"{name}.tif", (rng.random((96, 96)) < 0.3).astype(np.uint8) * 255)
+    data = FolderConfig(root=str(tmp_path), preset="inria", patch_size=32).build()
+    assert [scene.name.rpartition("/")[2] for scene in data.val] == ["austin1.tif"] and len(data.train) == 2 * 9
+    assert all(isinstance(scene.image, np.memmap) for scene in data.train.scenes)
+    image, mask = data.train[0]
+    assert image.shape == (3, 32, 32) and set(mask.unique().tolist()) <= {0, 1}
