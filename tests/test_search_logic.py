@@ -7,10 +7,11 @@ from __future__ import annotations
 import time
 
 import pytest
+from optuna.trial import TrialState
 from search_helpers import tiny_experiment
 
 from compressor.report.tables import pareto_frame
-from compressor.search import run_search
+from compressor.search import run_search, with_search
 from compressor.study import trial_records
 
 
@@ -30,6 +31,15 @@ def test_rungs_stop_weak_trials_in_a_real_search(tmp_path):
         assert record.train_seconds < max(r.train_seconds for r in complete)
     assert all(record.fidelity == 1.0 for record in complete)
 
+    # The same recipe again (enqueued, as a sampler would draw it): not trained again, stopped like
+    # the trial it repeats, and PRUNED for Optuna too.
+    first = stopped[0]
+    result.study.enqueue_trial(first.params_dict)
+    again = run_search(with_search(experiment, n_trials=9), echo=lambda line: None)
+    (repeat,) = [r for r in trial_records(again.study) if r.number == len(records)]
+    assert (repeat.status, repeat.duplicate_of, repeat.metric) == ("stopped", first.number, first.metric)
+    assert again.study.trials[repeat.number].state == TrialState.PRUNED and not repeat.train_seconds
+
 
 def test_nsga2_honours_the_budget_and_optunas_front_is_compressors(tmp_path):
     """Optuna's best_trials (what dashboards, notebooks and the samplers read) are the feasible trials
@@ -45,6 +55,16 @@ def test_nsga2_honours_the_budget_and_optunas_front_is_compressors(tmp_path):
     assert all(records[n].duplicate_of is not None or not records[n].metric for n in best - front)
     infeasible = [r for r in records.values() if r.status == "infeasible"]
     assert infeasible and all(r.number not in best for r in infeasible)
+
+
+def test_tpe_gets_the_constraints_and_keeps_over_budget_trials_off_optunas_front(tmp_path):
+    experiment = tiny_experiment(tmp_path, n_trials=8, sampler="tpe")
+    result = run_search(experiment, echo=lambda line: None)
+    records = {r.number: r for r in trial_records(result.study)}
+    infeasible = [r.number for r in records.values() if r.status == "infeasible"]
+    assert infeasible and all(result.study.trials[n].constraints["params"] > 0 for n in infeasible)
+    best = {trial.number for trial in result.study.best_trials}
+    assert best and not best & set(infeasible) and all(records[n].feasible for n in best)
 
 
 def test_a_flop_budget_decides_feasibility_in_a_real_search(tmp_path):
