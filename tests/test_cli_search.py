@@ -81,6 +81,7 @@ def test_ctrl_c_keeps_finished_trials_and_the_same_command_resumes(tmp_path):
     assert len(study.get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED))) == len(kept) + 1
 
 
+@pytest.mark.slow  # kept out of the default run for CI's time; `pytest -m slow` runs it
 def test_a_search_in_which_no_trial_trains_exits_non_zero_with_the_first_failure(cli, tmp_path):
     config = write_tiny_experiment(tmp_path / "tiny.yaml", tmp_path / "run", n_trials=2)
     result = cli("search", str(config), "--set", "train.lr=1e30")

@@ -340,7 +340,9 @@ def test_weights_a_running_trial_of_another_worker_just_kept_are_not_discarded(t
 
 
 @pytest.mark.timeout(400)
-@pytest.mark.parametrize("kind", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+# Slow-marked on SQLite (`pytest -m slow`); CI runs it on PostgreSQL.
+@pytest.mark.parametrize("kind", [pytest.param("sqlite", marks=pytest.mark.slow),
+                                  pytest.param("postgres", marks=pytest.mark.postgres)])
 def test_confirmation_jobs_of_a_killed_process_are_retried_and_two_processes_share_the_rest(kind, request, tmp_path):
     url = storage_url(request, kind) or f"sqlite:///{tmp_path / 'run' / 'search.db'}"
     config = write_experiment(tmp_path, n_trials=3, heartbeat_interval=HEARTBEAT_INTERVAL, grace_period=GRACE_PERIOD)

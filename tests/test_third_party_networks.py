@@ -236,6 +236,7 @@ def test_a_capture_refusal_prints_one_line_and_no_traceback():
     assert_refusal(result, "apply", "cannot capture the graph of DataBranch", "if x.mean() > 0:")
 
 
+@pytest.mark.slow  # kept out of the default run for CI's time; `pytest -m slow` runs it
 def test_the_contract_matrix_script_runs_on_two_networks(tmp_path):
     _needs("smp Unet-resnet18")
     sys.path.insert(0, "experiments/benchmarks")
