@@ -14,7 +14,7 @@ __version__ = "0.1.0"
 #: each public name and the module it lives in
 _PUBLIC = {
     "Budget": "compressor.budget", "BudgetCheck": "compressor.budget",
-    "compress": "compressor.compress", "CompressResult": "compressor.compress",
+    "compress": "compressor.compression", "CompressResult": "compressor.compression",
     "Cost": "compressor.cost", "measure": "compressor.cost",
     "CompressorError": "compressor.errors", "ConfigError": "compressor.errors", "ModelLoadError": "compressor.errors",
     "Experiment": "compressor.experiment", "ensure_baselines": "compressor.experiment",

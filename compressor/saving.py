@@ -11,11 +11,13 @@ model package (``segmentation_models_pytorch``, ``torchvision.models``, ``monai.
 
 A pickled module (what compressor wrote before, or ``save_model(..., pickle=True)``) runs
 code stored in the file when loaded, so it is loaded only with ``trust=True`` (``--trust``
-on the command line); so is a file whose builder is another function.
+on the command line); so is a file whose builder is anything else (your own network class:
+register it as a model, a ``compressor.models`` entry point, and its files load without trust).
 """
 
 from __future__ import annotations
 
+import importlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,10 +27,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from compressor.errors import ConfigError, UntrustedModelError, first_line
+from compressor.errors import CompressorError, ConfigError, UntrustedModelError, first_line
 from compressor.io import atomic_write
 from compressor.models import MODELS, build_model
-from compressor.models.loading import resolve_builder
 from compressor.origin import Origin, origin_of, set_origin
 from compressor.outputs import declare_output, declared_output
 from compressor.transforms import apply
@@ -95,7 +96,13 @@ def save_model(
             "compressor.build_model(SPEC, ARGS) (a registered name, a model class or a factory's import path), "
             "or save it as a pickle (pickle=True), which loads only with trust=True"
         )
+    try:  # the architecture must be plain data too, or the file would not load with weights_only
+        json.dumps(origin.to_dict())
+    except (TypeError, ValueError) as error:
+        raise ConfigError(f"cannot save {type(model).__name__} as data: its builder's arguments are not plain data "
+                          f"({error}); save it as a pickle (pickle=True), which loads only with trust=True") from None
     state = {key: value.detach().cpu() for key, value in model.state_dict().items()}
+    _check_rebuilds(model, origin, state)
     payload = {"format": _FORMAT, "origin": origin.to_dict(), "output": declared_output(model), "state_dict": state,
                **record}
     return atomic_write(path, lambda file: torch.save(payload, file))
@@ -129,7 +136,9 @@ def load_saved(path: str | Path, *, map_location: str | torch.device = "cpu", tr
         raise ConfigError(f"{path}: cannot load model file: {type(error).__name__}: {first_line(error)}") from None
     if not isinstance(payload, dict) or payload.get("format") not in (_FORMAT, _PICKLED):
         raise ConfigError(f"{path}: not a model file saved by compressor")
-    model = payload["model"] if payload["format"] == _PICKLED else _rebuild(path, payload, trust=trust)
+    model = payload.get("model") if payload["format"] == _PICKLED else _rebuild(path, payload, trust=trust)
+    if not isinstance(model, nn.Module):
+        raise ConfigError(f"{path}: not a model file saved by compressor (it holds no network)")
     shape = payload.get("input_shape")
     return SavedModel(
         model=model, recipe=payload.get("recipe"), base=payload.get("base"),
@@ -167,11 +176,9 @@ def _rebuild(path: Path, payload: dict[str, Any], *, trust: bool) -> nn.Module:
         raise ConfigError(f"{path}: a damaged model file ({type(error).__name__}: {first_line(error)})") from None
     _check_builder(path, origin.base, trust=trust)
     model = declare_output(build_model(origin.base, origin.args), payload.get("output"))
-    if origin.steps:
-        # the weights come from the file: new layers need not start from the old ones, nor be refitted
-        steps = [{**step, **{key: value for key, value in (("init", "random"), ("calibrate", 0)) if key in step}}
-                 for step in origin.steps]
-        model, _ = apply(model, steps, origin.input_shape, count_flops=False)
+    if origin.steps and origin.input_shape is None:
+        raise ConfigError(f"{path}: a damaged model file (transform steps without the input shape they ran at)")
+    model = _architecture(model, origin)
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as error:
@@ -180,17 +187,62 @@ def _rebuild(path: Path, payload: dict[str, Any], *, trust: bool) -> nn.Module:
     return set_origin(model.eval(), origin)
 
 
+def _architecture(base: nn.Module, origin: Origin) -> nn.Module:
+    """``base`` with ``origin``'s steps applied again (the weights are whatever they are: they are
+    replaced, so new layers start at random and nothing is refitted)."""
+    if not origin.steps:
+        return base
+    steps = [{**step, **{key: value for key, value in (("init", "random"), ("calibrate", 0)) if key in step}}
+             for step in origin.steps]
+    model, _ = apply(base, steps, origin.input_shape, count_flops=False)
+    return model
+
+
+def _check_rebuilds(model: nn.Module, origin: Origin, state: dict[str, torch.Tensor]) -> None:
+    """Refuses to write a file that would not load: the architecture built again from ``origin`` must
+    have exactly ``state``'s tensors (a layer a transform changed without recording it would not)."""
+    try:
+        rebuilt = _architecture(build_model(origin.base, origin.args), origin).state_dict()
+    except CompressorError as error:
+        raise ConfigError(f"cannot save {type(model).__name__} as data: its architecture does not build again "
+                          f"({first_line(error)}); save it as a pickle (pickle=True)") from None
+    wrong = [key for key in state if key not in rebuilt or rebuilt[key].shape != state[key].shape]
+    wrong += [key for key in rebuilt if key not in state]
+    if wrong:
+        raise ConfigError(f"cannot save {type(model).__name__} as data: built again from its recipe, it differs at "
+                          f"{', '.join(wrong[:3])}; save it as a pickle (pickle=True), which loads only with trust=True")
+
+
 def _check_builder(path: Path, base: str, *, trust: bool) -> None:
-    """Refuses (unless ``trust``) a builder that could be any function: calling it runs what it does."""
+    """Refuses (unless ``trust``) a builder that could run code of the file's choosing.
+
+    Decided from the name before anything is imported: a registered model; or a model class (an
+    ``nn.Module`` subclass defined in the package it is named from) or a torchvision model builder,
+    of one of :data:`TRUSTED_MODEL_PACKAGES`, named by a single attribute (no path through another
+    module). Anything else would import a module the file names, or call a function it names.
+    """
     if trust or base in MODELS:
         return
-    builder = resolve_builder(base)
-    if isinstance(builder, type) and issubclass(builder, nn.Module):
-        return
-    if base.partition(":")[0].startswith(TRUSTED_MODEL_PACKAGES) or f"{base.partition(':')[0]}." in TRUSTED_MODEL_PACKAGES:
-        return
+    module_name, _, attribute = base.partition(":")
+    package = next((prefix for prefix in TRUSTED_MODEL_PACKAGES
+                    if module_name == prefix.rstrip(".") or module_name.startswith(prefix)), None)
+    if package is not None and attribute.isidentifier():
+        builder = getattr(importlib.import_module(module_name), attribute, None)
+        defined_in = str(getattr(builder, "__module__", "") or "")
+        if defined_in == package.rstrip(".") or defined_in.startswith(package):
+            if isinstance(builder, type) and issubclass(builder, nn.Module):
+                return
+            if package == "torchvision.models." and attribute in _torchvision_models():
+                return
     raise UntrustedModelError(
-        f"{path}: its network is built by {base!r}, a function that is neither a registered model nor a model "
-        "class; loading the file would call it, which is done only for a file you trust (trust=True), or register "
-        "the function as a model (a compressor.models entry point)"
+        f"{path}: its network is built by {base!r}, which is neither a registered model nor a model class of "
+        f"{', '.join(prefix.rstrip('.') for prefix in TRUSTED_MODEL_PACKAGES)}; loading the file would import or "
+        "call it, which is done only for a file you trust (trust=True), or register the builder as a model "
+        "(a compressor.models entry point)"
     )
+
+
+def _torchvision_models() -> set[str]:
+    import torchvision.models
+
+    return set(torchvision.models.list_models())

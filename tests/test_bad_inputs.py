@@ -28,6 +28,7 @@ from report_studies import realistic_study
 from search_helpers import tiny_experiment_data
 
 import compressor
+from compressor.origin import set_origin
 from compressor.study import trial_records
 
 DOC = Path(TESTS).parent / "docs" / "bad_inputs.md"
@@ -69,7 +70,9 @@ def build_workspace(root: Path) -> None:
     (root / "small.pt").write_bytes(b"a model saved earlier\n")
     compressor.save_model(root / "teacher3.pt", compressor.unet(in_channels=3, num_classes=3, base_width=4))
     torch.save({"format": "compressor.model/1", "model": _RunsCode()}, root / "evil.pt")
-    compressor.save_model(root / "legacy.pt", compressor.unet(base_width=4), pickle=True)
+    # what compressor wrote before model files held their architecture: a pickled module, no origin on it
+    torch.save({"format": "compressor.model/1", "model": set_origin(compressor.unet(base_width=4), None),
+                "recipe": None, "base": "unet", "input_shape": None, "metadata": {}}, root / "legacy.pt")
     torch.save(compressor.micronet(in_channels=3, base_width=4).state_dict(), root / "other_weights.pt")
 
     spacenet = {"name": "sn", "run_dir": "run_sn", "data": {"name": "spacenet_sample", "patch_size": 32},
@@ -171,8 +174,12 @@ def _check_nan_search(root: Path, result) -> None:
 
 
 def _check_written_safe(root: Path, result) -> None:
-    # what compress wrote from the trusted pickle is the safe form: tensors and data, no pickled module
-    assert torch.load(root / "legacy_small.pt", weights_only=True)["format"] == "compressor.model/2"
+    # its result holds no architecture as data either: a pickle, said so, loading only when trusted
+    assert "legacy_small.pt is a pickle too" in result.stdout
+    student = compressor.load_model(root / "legacy_small.pt", trust=True)
+    assert student(torch.zeros(1, 3, 32, 32)).shape == (1, 2, 32, 32)
+    with pytest.raises(compressor.errors.UntrustedModelError):
+        compressor.load_model(root / "legacy_small.pt")
 
 
 def _check_report_kept_the_page(root: Path, result) -> None:

@@ -9,7 +9,7 @@ import torch
 from search_helpers import tiny_experiment, write_tiny_experiment
 
 import compressor
-from compressor.compress import compress
+from compressor.compression import compress
 from compressor.data import SyntheticConfig
 from compressor.errors import ConfigError
 from compressor.experiment import ModelConfig, ensure_parent

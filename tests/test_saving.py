@@ -39,11 +39,34 @@ def test_a_saved_network_is_tensors_and_data_and_comes_back_the_same(small, tmp_
     assert torch.equal(compressor.load_model(again)(example), small(example))
 
 
-def test_the_declared_output_and_a_model_class_by_import_path_come_back(tmp_path):
-    network = declare_output(compressor.build_model("networks:ResidualStridedNet", {"width": 4}), "out")
-    path = compressor.save_model(tmp_path / "net.pt", network)
-    loaded = compressor.load_model(path)
-    assert type(loaded).__name__ == "ResidualStridedNet" and declared_output(loaded) == "out"
+def test_a_model_class_of_a_known_package_loads_and_the_users_own_needs_trust(tmp_path):
+    network = declare_output(compressor.build_model("monai.networks.nets:BasicUNet", {
+        "spatial_dims": 2, "in_channels": 3, "out_channels": 2, "features": [4, 4, 8, 8, 16, 4]}), "out")
+    loaded = compressor.load_model(compressor.save_model(tmp_path / "monai.pt", network))
+    assert type(loaded).__name__ == "BasicUNet" and declared_output(loaded) == "out"
+    # a class of the user's own module: importing it runs that module, so only when trusted (or registered)
+    own = compressor.save_model(tmp_path / "net.pt", compressor.build_model("networks:ResidualStridedNet", {"width": 4}))
+    with pytest.raises(UntrustedModelError, match=r"'networks:ResidualStridedNet', which is neither a registered"):
+        compressor.load_model(own)
+    assert type(compressor.load_model(own, trust=True)).__name__ == "ResidualStridedNet"
+
+
+@pytest.mark.parametrize("base", [
+    "monai.networks.utils:torch.os.system",   # a path through another module to any function
+    "monai.networks.utils:torch",             # a module, not a model
+    "monai.networks:save_state",              # a function of a known package that writes files
+    "evilmod:Net",                            # a module of the file's choosing: never imported
+])
+def test_a_builder_the_file_chooses_cannot_run_code(base, tmp_path, monkeypatch):
+    marker = tmp_path / "pwned"
+    (tmp_path / "evilmod.py").write_text(f"import pathlib\npathlib.Path({str(marker)!r}).touch()\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    crafted = tmp_path / "crafted.pt"
+    torch.save({"format": "compressor.model/2", "origin": {"base": base, "args": {"command": f"touch {marker}"}},
+                "state_dict": {}}, crafted)
+    with pytest.raises(UntrustedModelError, match="neither a registered model nor a model class"):
+        compressor.load_model(crafted)
+    assert not marker.exists()
 
 
 def test_a_pickle_is_refused_unless_trusted_and_nothing_in_it_runs(tmp_path):
@@ -70,7 +93,7 @@ def test_a_file_naming_an_arbitrary_function_as_builder_is_refused_unless_truste
     torch.save({"format": "compressor.model/2", "origin": {"base": "subprocess:run",
                                                            "args": {"args": ["touch", str(marker)]}},
                 "state_dict": {}}, crafted)
-    with pytest.raises(UntrustedModelError, match=r"built by 'subprocess:run', a function"):
+    with pytest.raises(UntrustedModelError, match=r"built by 'subprocess:run', which is neither"):
         compressor.load_model(crafted)
     assert not marker.exists()
     # a factory function of the user's own: saved as data, loaded only when trusted (or registered)
@@ -78,12 +101,24 @@ def test_a_file_naming_an_arbitrary_function_as_builder_is_refused_unless_truste
     with pytest.raises(UntrustedModelError, match="networks:monai_segresnet"):
         compressor.load_model(factory)
     assert type(compressor.load_model(factory, trust=True)).__name__ == "SegResNet"
+    with pytest.raises(UntrustedModelError, match=r"built by 'subprocess:run', which is neither"):
+        compressor.load_model(crafted)
 
 
 def test_what_cannot_be_saved_or_loaded_is_one_clear_error(small, tmp_path):
     with pytest.raises(ConfigError, match=r"cannot save Conv2d as data: compressor does not know how it was built"):
         compressor.save_model(tmp_path / "conv.pt", nn.Conv2d(3, 2, 1))
     assert not (tmp_path / "conv.pt").exists()
+    # a layer changed behind the recipe's back: the file would not load, so it is not written
+    changed = compressor.unet(base_width=4)
+    changed.head = nn.Conv2d(4, 2, 3, padding=1)
+    with pytest.raises(ConfigError, match=r"built again from its recipe, it differs at head.weight"):
+        compressor.save_model(tmp_path / "changed.pt", changed)
+    assert not (tmp_path / "changed.pt").exists()
+    plain = {"format": "compressor.model/1", "recipe": None}  # loads weights-only, and holds no network
+    torch.save(plain, tmp_path / "plain.pt")
+    with pytest.raises(ConfigError, match=r"plain.pt: not a model file saved by compressor \(it holds no network\)"):
+        compressor.load_model(tmp_path / "plain.pt")
     path = compressor.save_model(tmp_path / "small.pt", small)
     payload = torch.load(path, weights_only=True)
     payload["state_dict"] = {key: value[:1] if value.ndim else value for key, value in payload["state_dict"].items()}

@@ -29,7 +29,12 @@ ADVICE: dict[type[CompressorError], str | dict[str, str]] = {
         "search": "set search.confirm.seeds to N (further seeds) or search.confirm.folds (with data.folds >= 2)",
     },
     OutputChoiceError: "declare it with --model-output KEY (model.output in an experiment)",
-    UntrustedModelError: "pass --trust to load it anyway, if you trust where the file came from",
+    UntrustedModelError: {
+        "compress": "pass --trust to load it anyway, if you trust where the file came from",
+        **dict.fromkeys(("train", "search", "worker", "confirm", "baseline"),
+                        "if you trust it, load it once in Python (compressor.load_model(PATH, trust=True)) and "
+                        "save it again with compressor.save_model, which writes the safe form"),
+    },
     ClassCountError: "build it for {error.classes} (e.g. --model-arg classes={error.classes}, as its builder names it)",
 }
 

@@ -11,11 +11,12 @@ import torch
 from compressor.cli.common import add_builder_arguments
 from compressor.cli.experiment_args import add_experiment_arguments, experiment_from_args
 from compressor.cli.recipe_args import add_recipe_arguments, recipe_from_args, record_notes, records_table
-from compressor.compress import compress, finetuned
+from compressor.compression import compress, finetuned
 from compressor.errors import ConfigError
 from compressor.experiment import BASELINE_MODELS, Experiment, ModelConfig, ensure_parent
 from compressor.io import check_writable
 from compressor.models import build_model, parse_model_args
+from compressor.origin import origin_of
 from compressor.outputs import declare_output, parse_output_key
 from compressor.saving import load_saved, save_model
 from compressor.train import load_weights
@@ -52,10 +53,12 @@ def run(args: argparse.Namespace) -> int:
     model, label = teacher_from_args(args, experiment)
     out = Path(args.out) if args.out else experiment.run_path / "compress" / f"{Path(label).stem}-{recipe.hash()[:8]}.pt"
     check_writable(out)  # before the fine-tuning, not after it
+    # A trusted pickle from before model files held their architecture: its result can only be a pickle too.
+    as_pickle = origin_of(model) is None
     result = compress(model, recipe, experiment, distill=not args.no_distill, cache_dir=args.cache_dir)
     save_model(
         out, result.student, recipe=recipe, base=label, input_shape=result.student_cost.input_shape,
-        metadata={"teacher": label, **result.to_dict()},
+        metadata={"teacher": label, **result.to_dict()}, pickle=as_pickle,
     )
     if args.json:
         print(json.dumps({"model": label, "recipe": recipe.to_data(), "out": str(out), **result.to_dict()}, indent=2))
@@ -66,6 +69,9 @@ def run(args: argparse.Namespace) -> int:
     print()
     print(result.table(f"teacher ({label})"))
     print(f"saved to {out} (load with compressor.load_model({str(out)!r}))")
+    if as_pickle:
+        print(f"  {label} holds no architecture as data (an older pickle), so {out} is a pickle too: it loads with "
+              "compressor.load_model(PATH, trust=True) or --trust")
     return 0
 
 

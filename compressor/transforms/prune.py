@@ -169,19 +169,22 @@ class Prune(LayerTransform):
         """Prunes the trailing output channels of each named layer down to its recorded width."""
         change = Change()
         layers = dict(model.named_modules())
-        unknown = sorted(set(self.widths) - set(layers))
+        unknown = sorted(set(self.widths) - (set(layers) - {""}))
         if unknown:
             raise TransformError(f"prune: widths name layers {type(model).__name__} does not have: {unknown[:3]}")
         with pruning_compatibility(model) as forward_fn:
             graph = tp.DependencyGraph().build_dependency(model, example_inputs=example_input, forward_fn=forward_fn)
             for name, width in self.widths.items():
                 layer = layers[name]
+                pruner = graph.get_pruner_of_module(layer)
+                if not isinstance(layer, _PRUNABLE) or pruner is None:
+                    raise TransformError(f"prune: widths name layer {name!r}, a {type(layer).__name__}, which "
+                                         "prune does not narrow")
                 current = _width(layer)[1]
                 if current == width:
                     continue
                 if not 0 < width < current:
                     raise TransformError(f"prune: layer {name!r} has {current} output channels, cannot leave {width}")
-                pruner = graph.get_pruner_of_module(layer)
                 group = graph.get_pruning_group(layer, pruner.prune_out_channels, idxs=list(range(width, current)))
                 group.prune()
                 change.changed.append(name)
