@@ -12,9 +12,8 @@ from compressor.tables import format_table
 from compressor.units import format_count
 
 COMMAND = {"name": "baseline", "help": "train U-Net and Micro-Net once per experiment and store their metrics and costs",
-           "description": "Train the reference models with the experiment's data and training settings and "
-                          "store their metrics and costs in <run_dir>/baselines/; stored results are reused "
-                          "while the settings are unchanged."}
+           "description": "Train the reference models with the experiment's data and training settings and store "
+                          "their metrics and costs in <run_dir>/baselines/; reused while the settings are unchanged."}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -16,9 +16,9 @@ from compressor.search import run_search, with_search
 from compressor.spaces import SPACES
 
 COMMAND = {"name": "search", "help": "search transform recipes under a budget (Optuna); resumable",
-           "description": "Sample recipes from a search space, measure each candidate's cost before "
-                          "training, train the feasible ones (stopping weak ones early), and keep everything"
-                          " in an Optuna study. Running the same command again resumes the study."}
+           "description": "Sample recipes from a search space, measure each candidate's cost before training, "
+                          "train the feasible ones (stopping weak ones early), and keep everything in an Optuna "
+                          "study. Running the same command again resumes the study."}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
