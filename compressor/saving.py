@@ -174,11 +174,10 @@ def _rebuild(path: Path, payload: dict[str, Any], *, trust: bool) -> nn.Module:
         state = payload["state_dict"]
     except (KeyError, TypeError, ValueError) as error:
         raise ConfigError(f"{path}: a damaged model file ({type(error).__name__}: {first_line(error)})") from None
-    _check_builder(path, origin.base, trust=trust)
-    model = declare_output(build_model(origin.base, origin.args), payload.get("output"))
     if origin.steps and origin.input_shape is None:
         raise ConfigError(f"{path}: a damaged model file (transform steps without the input shape they ran at)")
-    model = _architecture(model, origin)
+    _check_builder(path, origin.base, trust=trust)
+    model = _architecture(declare_output(build_model(origin.base, origin.args), payload.get("output")), origin)
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as error:

@@ -46,9 +46,9 @@ def applicable(context: SearchContext) -> dict[str, Any]:
     return {cls.name: cls.applicability(context) for cls in sampled_transforms()}
 
 
-def _choices(context: SearchContext) -> list[tuple[str | None, list[type[Transform]]]]:
-    """The choices in order: ``(group, members that apply)``, or ``(None, [transform])`` for one alone."""
-    found = applicable(context)
+def _choices(found: dict[str, Any]) -> list[tuple[str | None, list[type[Transform]]]]:
+    """The choices in order, given :func:`applicable`'s answers: ``(group, members that apply)``, or
+    ``(None, [transform])`` for one alone."""
     choices: list[tuple[str | None, list[type[Transform]]]] = []
     groups: dict[str, list[type[Transform]]] = {}
     for cls in sampled_transforms():
@@ -67,7 +67,7 @@ def _choices(context: SearchContext) -> list[tuple[str | None, list[type[Transfo
 def _smallest(context: SearchContext) -> dict[str, Any]:
     found = applicable(context)
     smallest: dict[str, Any] = {}
-    for group, members in _choices(context):
+    for group, members in _choices(found):
         if group is not None:
             smallest[group] = members[-1].name
         for cls in members:
@@ -81,7 +81,7 @@ def generic(trial: optuna.trial.BaseTrial, context: SearchContext) -> Recipe:
     found = applicable(context)
     steps: list[tuple[str, dict[str, Any]]] = []
     left: set[str] = set()  # the traits the steps so far leave (``separable``: no dense conv)
-    for group, members in _choices(context):
+    for group, members in _choices(found):
         members = [cls for cls in members if not left & set(cls.refuses)]  # it would refuse what they left
         if not members:
             continue
