@@ -56,6 +56,14 @@ class UntrustedModelError(ConfigError):
     """Loading a model file would run code of the file's choosing (a pickle, or an arbitrary builder)."""
 
 
+class MissingExtraError(CompressorError):
+    """An optional dependency (an extra of ``setup.cfg``, e.g. ``deploy``) is not installed."""
+
+
+class ExportError(ConfigError):
+    """A network cannot be exported, or its export does not run or does not match it."""
+
+
 class ClassCountError(ConfigError):
     """A network outputs another number of classes than the data has (``classes``: the data's)."""
 
