@@ -18,6 +18,7 @@ from fvcore.nn import FlopCountAnalysis, parameter_count
 from torch import nn
 
 from compressor.errors import ConfigError
+from compressor.latency import LatencyConfig, measure_latency
 from compressor.threads import torch_threads
 from compressor.units import parse_shape
 
@@ -52,6 +53,8 @@ class Cost:
             for backward; in-place outputs counted once). An upper bound for inference.
         latency_ms: median CPU latency of one forward pass, if it was timed.
         latency_runs: how many timed runs the median is over (0 if not timed).
+        latency_p90_ms: the 90th percentile of those runs.
+        latency_runtime: what ran them: ``torch`` or ``onnxruntime``.
     """
 
     params: int
@@ -63,6 +66,8 @@ class Cost:
     activation_bytes: int = 0
     latency_ms: float | None = None
     latency_runs: int = 0
+    latency_p90_ms: float | None = None
+    latency_runtime: str | None = None
 
     def ratios_to(self, baseline: Cost) -> dict[str, float]:
         """How many times smaller this model is than ``baseline`` (``> 1`` means smaller)."""
@@ -93,6 +98,7 @@ def measure(
     latency_runs: int = 0,
     warmup_runs: int = 2,
     threads: int | str | None = None,
+    latency: LatencyConfig | None = None,
 ) -> Cost:
     """Measures ``model`` at ``input_shape``.
 
@@ -107,6 +113,8 @@ def measure(
             report the median in milliseconds.
         warmup_runs: untimed passes before timing.
         threads: torch intra-op threads while timing (``auto``: the available cores; None keeps the current setting).
+        latency: time the model as this says instead (runtime, threads, batch, input size,
+            repeats; :mod:`compressor.latency`); its input size defaults to ``input_shape``'s.
 
     Returns:
         A :class:`Cost`.
@@ -131,9 +139,11 @@ def measure(
             flops, by_module_flops, unsupported = _count_flops(model, example)
             latency_ms = (
                 _median_latency_ms(model, example, latency_runs, warmup_runs, threads)
-                if latency_runs > 0
+                if latency_runs > 0 and latency is None
                 else None
             )
+        timed = (measure_latency(model, latency, latency.input_shape(shape[1], shape[-1]))
+                 if latency is not None else None)
     finally:
         model.train(was_training)
     params_by_module = parameter_count(model)
@@ -150,8 +160,10 @@ def measure(
         by_module=by_module,
         unsupported_ops=dict(unsupported),
         activation_bytes=activation_bytes,
-        latency_ms=latency_ms,
-        latency_runs=latency_runs if latency_ms is not None else 0,
+        latency_ms=timed.median_ms if timed else latency_ms,
+        latency_runs=timed.repeats if timed else (latency_runs if latency_ms is not None else 0),
+        latency_p90_ms=timed.p90_ms if timed else None,
+        latency_runtime=timed.runtime if timed else ("torch" if latency_ms is not None else None),
     )
 
 

@@ -10,6 +10,8 @@ from compressor.errors import CompressorError, ConfigError
 __all__ = ["SearchConfig", "ConfirmConfig", "OBJECTIVES", "METRICS"]
 
 OBJECTIVES = ("metric", "params", "flops", "latency_ms")
+#: other names accepted in ``search.objectives``
+OBJECTIVE_ALIASES = {"latency": "latency_ms"}
 METRICS = ("score", "miou", "mean_f1", "accuracy")
 
 
@@ -56,8 +58,8 @@ class SearchConfig:
     Attributes:
         space: the registered search space (``unet_family``, ``generic``).
         model: the base network (default: the space's own, else the experiment's ``model``).
-        objectives: any of ``metric`` (maximized), ``params``, ``flops``, ``latency_ms``
-            (minimized), in this order in the trial values. ``[metric]`` alone is a
+        objectives: any of ``metric`` (maximized), ``params``, ``flops``, ``latency``
+            (``latency_ms``, measured as ``cost.latency`` says; minimized), in this order in the trial values. ``[metric]`` alone is a
             single-objective search; the budget still constrains it.
         metric: ``score`` (the foreground IoU of a two-class problem, else the mIoU),
             ``miou``, ``mean_f1``, ``accuracy`` or ``iou:<class name>``.
@@ -127,6 +129,8 @@ class SearchConfig:
             raise ConfigError(f"search.references must name each of base, unet, micronet at most once, got {self.references}")
         if not 0 <= self.min_gain < 1:
             raise ConfigError(f"search.min_gain must be in [0, 1), got {self.min_gain}")
+        # ``latency`` is the name people use; trial values and tables keep the stored name
+        object.__setattr__(self, "objectives", [OBJECTIVE_ALIASES.get(name, name) for name in self.objectives])
         if not self.objectives or "metric" not in self.objectives:
             raise ConfigError(f"search.objectives must include 'metric', got {self.objectives}")
         unknown = [name for name in self.objectives if name not in OBJECTIVES]

@@ -19,6 +19,7 @@ from compressor.cli import (
     compress_command,
     confirm_command,
     cost_command,
+    deploy_command,
     export_command,
     report_command,
     search_command,
@@ -34,7 +35,7 @@ __all__ = ["main", "build_parser"]
 
 _COMMANDS = (
     cost_command, apply_command, transforms_command, train_command, baseline_command, compress_command, search_command,
-    worker_command, confirm_command, export_command, report_command,
+    worker_command, confirm_command, export_command, deploy_command, report_command,
 )
 
 EXIT_USER_ERROR = 2

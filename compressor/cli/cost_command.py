@@ -7,9 +7,10 @@ import json
 
 from compressor.cli.common import add_model_arguments, input_shape_from_args, model_from_args
 from compressor.cost import FLOP_CONVENTION, Cost, measure
+from compressor.latency import RUNTIMES, LatencyConfig
 from compressor.models import build_model
 from compressor.tables import format_table
-from compressor.threads import parse_threads
+from compressor.threads import parse_threads, resolve_threads
 from compressor.units import format_bytes, format_count
 
 COMMAND = {"name": "cost", "help": "count params and FLOPs of a model",
@@ -20,17 +21,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_model_arguments(parser)
     parser.add_argument("--baseline", metavar="MODEL", help="model to compare against (built with default arguments)")
     parser.add_argument("--latency-runs", type=int, default=0, metavar="N", help="time N forward passes, report the median")
-    parser.add_argument("--threads", type=parse_threads, default=None, help="torch threads while timing")
+    parser.add_argument("--threads", type=parse_threads, default=None, help="threads while timing")
+    parser.add_argument("--runtime", choices=RUNTIMES, default=None,
+                        help="time on this runtime (onnxruntime: exported to ONNX first; the deploy extra); "
+                             "median and p90 of --latency-runs passes (default 20), 1 thread unless --threads")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
 
 def run(args: argparse.Namespace) -> int:
     model = model_from_args(args)
     shape = input_shape_from_args(args, model)
-    cost = measure(model, shape, latency_runs=args.latency_runs, threads=args.threads)
+    latency = None
+    if args.runtime:
+        threads = 1 if args.threads is None else resolve_threads(args.threads)
+        latency = LatencyConfig(runtime=args.runtime, threads=threads, repeats=args.latency_runs or 20)
+    timing = {"latency_runs": args.latency_runs, "threads": args.threads, "latency": latency}
+    cost = measure(model, shape, **timing)
     baseline = None
     if args.baseline:
-        baseline = measure(build_model(args.baseline), shape, latency_runs=args.latency_runs, threads=args.threads)
+        baseline = measure(build_model(args.baseline), shape, **timing)
     if args.json:
         print(json.dumps(cost_json(args.model, cost, args.baseline, baseline), indent=2))
     else:
@@ -62,25 +71,34 @@ def cost_text(name: str, cost: Cost, baseline_name: str | None, baseline: Cost |
         f"activation memory (estimate, training): {format_bytes(cost.activation_bytes)}",
     ]
     if cost.latency_ms is not None:
-        lines.append(f"CPU latency: {cost.latency_ms:.1f} ms (median of {cost.latency_runs})")
+        p90 = f", p90 {cost.latency_p90_ms:.1f} ms" if cost.latency_p90_ms is not None else ""
+        lines.append(f"CPU latency ({cost.latency_runtime}): {cost.latency_ms:.1f} ms (median of {cost.latency_runs}{p90})")
     if cost.unsupported_ops:
         ops = ", ".join(f"{op} x{count}" for op, count in sorted(cost.unsupported_ops.items()))
         lines.append(f"not counted by fvcore: {ops}")
     if baseline is not None:
         ratios = cost.ratios_to(baseline)
+        latency_headers = ["latency", "latency ratio"] if cost.latency_ms is not None else []
         lines.append("")
         lines.append(
             format_table(
-                ["model", "params", "FLOPs", "params ratio", "FLOPs ratio"],
+                ["model", "params", "FLOPs", "params ratio", "FLOPs ratio", *latency_headers],
                 [
-                    [baseline_name, format_count(baseline.params), format_count(baseline.flops), "1.00x", "1.00x"],
+                    [baseline_name, format_count(baseline.params), format_count(baseline.flops), "1.00x", "1.00x",
+                     *_latency_cells(baseline, baseline)],
                     [name, format_count(cost.params), format_count(cost.flops),
-                     f"{ratios['params']:.2f}x", f"{ratios['flops']:.2f}x"],
+                     f"{ratios['params']:.2f}x", f"{ratios['flops']:.2f}x", *_latency_cells(cost, baseline)],
                 ],
                 title=f"against {baseline_name} (ratio = baseline / model: how many times smaller)",
             )
         )
     return "\n".join(lines)
+
+
+def _latency_cells(cost: Cost, baseline: Cost) -> list[str]:
+    if cost.latency_ms is None or baseline.latency_ms is None:
+        return []
+    return [f"{cost.latency_ms:.1f} ms", f"{baseline.latency_ms / cost.latency_ms:.2f}x"]
 
 
 def _share(part: int, whole: int) -> str:

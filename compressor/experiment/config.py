@@ -20,6 +20,7 @@ from compressor.experiment.typed import from_data, to_data
 from compressor.finetune import FinetuneConfig
 from compressor.io import atomic_write_text, read_yaml
 from compressor.keyvalue import parse_pair
+from compressor.latency import LatencyConfig
 from compressor.models import MODELS, build_model
 from compressor.outputs import declare_output
 from compressor.search_config import SearchConfig
@@ -81,11 +82,18 @@ class CostConfig:
     Attributes:
         input_size: side of the square input that params, FLOPs and latency are
             measured at (FLOPs grow with it; budgets refer to it).
-        latency_runs: forward passes timed for the median latency (0: not timed).
+        latency_runs: forward passes timed for the median latency in eager PyTorch with the
+            process's threads (0: not timed); ``latency`` replaces it.
+        latency: how latency is measured: runtime (``torch`` or ``onnxruntime``), threads,
+            batch, input size, repeats (:class:`~compressor.latency.LatencyConfig`). None: not
+            timed, unless a latency budget or objective asks (then as ``latency_runs`` did).
     """
+
+    omit_when_default = ("latency",)
 
     input_size: int = 224
     latency_runs: int = 0
+    latency: LatencyConfig | None = None
 
 
 @dataclass(frozen=True, kw_only=True)

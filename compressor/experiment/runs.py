@@ -117,7 +117,8 @@ def train_model(
     result = train(
         network, data, experiment.train, evaluate_at=evaluate_at, callback=callback, description=label, teacher=teacher,
     )
-    cost = measure(network.cpu(), experiment.cost_input_shape(data.in_channels), latency_runs=experiment.cost.latency_runs)
+    cost = measure(network.cpu(), experiment.cost_input_shape(data.in_channels), latency_runs=experiment.cost.latency_runs,
+                   latency=experiment.cost.latency)
     recipe_name = None if loaded_recipe is None else (str(recipe) if isinstance(recipe, (str, Path)) else loaded_recipe.short())
     trained = TrainedModel(label, network, result, cost, Path(output_dir) if output_dir else None, recipe_name)
     if output_dir is not None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import types
 import typing
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -47,8 +48,11 @@ def from_data(cls: type, raw: Any, *, where: str, source: str) -> Any:
     for key, value in raw.items():
         annotation = hints[key]
         dotted = _join(where, key)
+        nested = _optional_dataclass(annotation)
         if dataclasses.is_dataclass(annotation) or annotation is Budget:
             values[key] = from_data(annotation, value, where=dotted, source=source)
+        elif nested is not None:
+            values[key] = None if value is None else from_data(nested, value, where=dotted, source=source)
         elif typing.get_origin(annotation) is dict:
             values[key] = _check_mapping(value, annotation, label=f"{source}: {dotted}")
         else:
@@ -60,6 +64,14 @@ def from_data(cls: type, raw: Any, *, where: str, source: str) -> Any:
     if missing:
         raise ConfigError(f"{source}: {_join(where, missing[0])}: missing required key")
     return _construct(lambda: cls(**values), source)
+
+
+def _optional_dataclass(annotation: Any) -> type | None:
+    """``X`` for ``X | None`` where ``X`` is a dataclass (an optional section), else None."""
+    options = [option for option in typing.get_args(annotation) if option is not type(None)]
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType) and len(options) == 1:
+        return options[0] if dataclasses.is_dataclass(options[0]) else None
+    return None
 
 
 def _construct(make: Callable[[], Any], label: str) -> Any:

@@ -34,7 +34,13 @@ def quantize_int8(model: OnnxModel, calibration: Sequence[torch.Tensor | np.ndar
     require_deploy("int8 quantization")
     if not calibration:
         raise ConfigError("int8 quantization needs calibration images (training patches); none were given")
-    from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     batches = [_array(batch) for batch in calibration]

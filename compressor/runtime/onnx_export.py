@@ -92,8 +92,12 @@ class OnnxModel:
         worst = 0.0
         network = network.eval()
         for images in inputs:
-            with torch.inference_mode():
-                expected = model_output(network, images.float().cpu()).float().numpy()
+            try:
+                with torch.inference_mode():
+                    expected = model_output(network, images.float().cpu()).float().numpy()
+            except Exception as error:  # noqa: BLE001 - the network refuses this input in PyTorch too
+                raise ExportError(f"the network cannot run on an input of shape "
+                                  f"{'x'.join(map(str, images.shape))}: {first_line(error)}") from None
             got = self.run(images, session=session)
             if got.shape != expected.shape:
                 raise ExportError(f"the ONNX model gives logits of shape {got.shape} for input "

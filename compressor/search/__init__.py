@@ -24,7 +24,7 @@ from optuna.trial import TrialState
 from compressor.confirm import Confirmation
 from compressor.experiment import BASELINE_MODELS, Experiment, Parent, ensure_baselines, ensure_parent
 from compressor.metrics import SegmentationMetrics
-from compressor.search.export import export_trial
+from compressor.search.export import export_trial, rebuild_trial
 from compressor.search.liveness import fail_dead_trials, others_running
 from compressor.search.progress import trial_line
 from compressor.search.runner import TrialFailed, TrialRunner
@@ -43,7 +43,7 @@ from compressor.study import (
 )
 
 __all__ = [
-    "SearchResult", "run_search", "join_search", "export_trial", "with_search", "default_storage_url",
+    "SearchResult", "run_search", "join_search", "export_trial", "rebuild_trial", "with_search", "default_storage_url",
     "load_study", "open_storage", "front",
 ]
 

@@ -27,6 +27,7 @@ from compressor.experiment import (
 )
 from compressor.finetune import calibration_batches, with_calibration
 from compressor.floor import Floor
+from compressor.latency import LatencyConfig
 from compressor.metrics import SegmentationMetrics, metric_value
 from compressor.outputs import check_fits
 from compressor.search_config import SearchConfig
@@ -61,6 +62,7 @@ class SearchSetup:
     calibration: list[torch.Tensor] | None = None
     built_as: dict[str, Any] = field(default_factory=lambda: dict(BUILT_AS_NOW))
     floor: Floor = field(default_factory=Floor)
+    latency: LatencyConfig | None = None
 
     @property
     def init(self) -> str:
@@ -88,7 +90,7 @@ class SearchSetup:
         return directions(self.config.objectives)
 
     def measure(self, network: nn.Module) -> Cost:
-        return measure(network, self.input_shape, latency_runs=self.latency_runs)
+        return measure(network, self.input_shape, latency_runs=self.latency_runs, latency=self.latency)
 
     def metric(self, metrics: SegmentationMetrics) -> float:
         return metric_value(metrics, self.config.metric)
@@ -252,6 +254,7 @@ def prepare(
             data, max(1, experiment.finetune.calibrate), batch_size=experiment.train.batch_size, seed=experiment.train.seed,
         ) if parent is not None else None,
         floor=Floor.of_data(data, config.metric, margin=config.min_gain) if config.floor == "constant" else Floor(),
+        latency=experiment.cost.latency,
     )
     if check_budget and not experiment.budget.is_empty:
         check_smallest(setup)

@@ -1,0 +1,57 @@
+"""The options of a deployment (``deploy``, ``export --format onnx``) and the run they describe."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from torch import nn
+
+from compressor.cli.console import echo
+from compressor.data.base import SegmentationData
+from compressor.deploy import Deployment, deploy
+from compressor.latency import LatencyConfig
+from compressor.runtime.onnx_export import DEFAULT_OPSET
+from compressor.threads import parse_threads, resolve_threads
+from compressor.train import TrainConfig
+
+__all__ = ["add_deploy_arguments", "deploy_from_args"]
+
+
+def add_deploy_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("deployment (ONNX; needs the deploy extra)")
+    group.add_argument("--opset", type=int, default=DEFAULT_OPSET, metavar="N", help=f"ONNX opset (default {DEFAULT_OPSET})")
+    group.add_argument("--input-size", type=int, default=256, metavar="S",
+                       help="side of the square input traced and checked; batch, height and width stay dynamic "
+                            "(default 256)")
+    group.add_argument("--int8", action="store_true",
+                       help="also write <out>.int8.onnx: static int8 quantization calibrated on training patches "
+                            "(needs the network's data)")
+    group.add_argument("--calibration", type=int, default=8, metavar="N",
+                       help="batches of training patches that calibrate int8 (default 8)")
+    group.add_argument("--no-eval", action="store_true", help="do not score the forms on the validation scenes")
+    group.add_argument("--latency", action="store_true",
+                       help="time PyTorch, ONNX Runtime fp32 (and int8) side by side, interleaved, at batch 1")
+    group.add_argument("--latency-threads", type=parse_threads, default=1, metavar="N",
+                       help="threads of every runtime while timing, a count or auto (default 1)")
+    group.add_argument("--repeats", type=int, default=20, metavar="N", help="timed passes of each form (default 20)")
+
+
+def deploy_from_args(
+    args: argparse.Namespace, network: nn.Module, out: str | Path, *, in_channels: int,
+    data: SegmentationData | None, train_config: TrainConfig | None, metric_label: str = "",
+) -> Deployment:
+    """Runs :func:`compressor.deploy.deploy` as the options say, printing progress and the summary."""
+    latency = None
+    if args.latency:
+        latency = LatencyConfig(runtime="torch", threads=resolve_threads(args.latency_threads) or 1,
+                                repeats=args.repeats, input_size=args.input_size)
+    deployment = deploy(
+        network, out, in_channels=in_channels, input_size=args.input_size, opset=args.opset, data=data,
+        train_config=train_config, int8=args.int8, calibration=args.calibration, evaluate_metrics=not args.no_eval,
+        latency=latency, echo=echo,
+    )
+    for line in deployment.summary_lines():
+        print(line)
+    print(f"what was measured: {deployment.path}.json")
+    return deployment

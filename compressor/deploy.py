@@ -1,0 +1,184 @@
+"""A trained network made ready to ship: ONNX file checked against PyTorch, optional int8, measured.
+
+:func:`deploy` exports the network (:func:`compressor.runtime.to_onnx`: batch norms folded,
+batch, height and width dynamic), checks the ONNX model against PyTorch on random inputs of
+two shapes and, when the data is given, on real training patches (the largest absolute logit
+difference of each), and only then writes the file. With ``int8`` it also writes a
+post-training static int8 model calibrated on training patches. With the data it scores each
+form on the validation scenes (the same sliding window as training's evaluation), and with a
+latency setting it times them side by side (interleaved, same threads, medians).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from compressor.data.base import SegmentationData
+from compressor.errors import ConfigError, ExportError
+from compressor.finetune import calibration_batches
+from compressor.io import atomic_write_text, check_writable
+from compressor.latency import Latency, LatencyConfig, forward_runner, time_interleaved
+from compressor.metrics import SegmentationMetrics
+from compressor.runtime.int8 import quantize_int8
+from compressor.runtime.onnx_export import DEFAULT_OPSET, OnnxModel, to_onnx
+from compressor.runtime.session import OnnxRuntimeModule
+from compressor.threads import available_cores
+from compressor.train import TrainConfig, evaluate
+
+__all__ = ["Deployment", "deploy", "int8_path", "DIFF_TOLERANCE"]
+
+#: the largest logit difference between the ONNX model and PyTorch that passes the check
+#: (float32 kernels of the two runtimes sum in other orders: measured differences are 1e-7 to 1e-5)
+DIFF_TOLERANCE = 1e-3
+
+
+@dataclass
+class Deployment:
+    """What :func:`deploy` wrote and measured."""
+
+    path: Path
+    model: OnnxModel
+    checks: dict[str, float]
+    int8: OnnxModel | None = None
+    int8_path: Path | None = None
+    metrics: dict[str, SegmentationMetrics] = field(default_factory=dict)
+    latency: dict[str, Latency] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data (the ``.json`` written next to the ONNX file)."""
+        return {
+            "onnx": str(self.path), "opset": self.model.opset, "input_shape": list(self.model.input_shape),
+            "dynamic_axes": ["batch", "height", "width"], "batch_norms_folded": self.model.folding.folded,
+            "batch_norms_left": self.model.folding.left, "size_bytes": self.model.size_bytes,
+            "max_abs_diff": self.checks,
+            "int8": None if self.int8 is None else {"onnx": str(self.int8_path), "size_bytes": self.int8.size_bytes},
+            "metrics": {name: metrics.to_dict() for name, metrics in self.metrics.items()},
+            "latency_ms": {name: {"median": timing.median_ms, "p90": timing.p90_ms, "threads": timing.threads,
+                                  "input_shape": list(timing.input_shape), "repeats": timing.repeats}
+                           for name, timing in self.latency.items()},
+        }
+
+    def summary_lines(self, metric: Callable[[SegmentationMetrics], str] = lambda metrics: metrics.summary()) -> list[str]:
+        """What a person reads after a deployment, a line per fact."""
+        lines = [f"wrote {self.path}: {self.model.describe()}",
+                 "checked against PyTorch, max abs difference of the logits: "
+                 + "; ".join(f"{diff:.1e} on {label}" for label, diff in self.checks.items())]
+        if self.int8 is not None:
+            lines.append(f"wrote {self.int8_path}: int8, {self.int8.size_bytes / 1e6:.2f} MB "
+                         f"({self.model.size_bytes / max(1, self.int8.size_bytes):.1f}x smaller than fp32)")
+        for name, metrics in self.metrics.items():
+            lines.append(f"validation, {name}: {metric(metrics)}")
+        if self.latency:
+            first = next(iter(self.latency.values()))
+            shape = "x".join(map(str, first.input_shape))
+            lines.append(f"latency at {shape}, {first.threads} thread{'s' if first.threads != 1 else ''}, "
+                         f"interleaved, median (p90) of {first.repeats}: "
+                         + ", ".join(f"{name} {timing.median_ms:.1f} ms ({timing.p90_ms:.1f})"
+                                     for name, timing in self.latency.items()))
+        return lines
+
+
+def int8_path(path: str | Path) -> Path:
+    """Where the int8 model of ``model.onnx`` goes: ``model.int8.onnx``."""
+    path = Path(path)
+    return path.with_name(f"{path.stem}.int8{path.suffix or '.onnx'}")
+
+
+def deploy(
+    network: nn.Module, out: str | Path, *, in_channels: int, input_size: int = 256, opset: int = DEFAULT_OPSET,
+    data: SegmentationData | None = None, train_config: TrainConfig | None = None, int8: bool = False,
+    calibration: int = 8, evaluate_metrics: bool = True, latency: LatencyConfig | None = None,
+    echo: Callable[[str], None] = lambda line: None,
+) -> Deployment:
+    """Exports ``network`` to ``out`` (ONNX), checks it, and optionally quantizes, scores and times it.
+
+    Args:
+        network: the trained network (not modified).
+        out: the ``.onnx`` file to write; a ``.json`` with what was measured goes next to it.
+        in_channels: the input's channels.
+        input_size: side of the square input traced and checked (height and width stay dynamic).
+        opset: the ONNX opset.
+        data: the network's data: real inputs for the check, calibration patches for int8 and
+            validation scenes for the scores. None: random inputs only, and no int8.
+        train_config: the evaluation's window and overlap (default: training's defaults).
+        int8: also write ``<out stem>.int8.onnx``, quantized with ``calibration`` batches of
+            training patches.
+        evaluate_metrics: score every form on the validation scenes (needs ``data``).
+        latency: time PyTorch eager, ONNX Runtime fp32 (and int8) side by side at its batch,
+            input size (default ``input_size``) and threads.
+        echo: progress lines.
+
+    Raises:
+        MissingExtraError: onnx or onnxruntime is not installed.
+        ConfigError: int8 without data to calibrate on; ``out`` cannot be written.
+        ExportError: an operation the exporter cannot express, a shape the runtime refuses,
+            or an export whose logits differ from PyTorch's beyond :data:`DIFF_TOLERANCE`;
+            nothing is written then.
+    """
+    out = Path(out)
+    if int8 and data is None:
+        raise ConfigError("int8 quantization needs calibration data (training patches): give the network's "
+                          "data (an experiment file); nothing was written")
+    check_writable(out)
+    network = network.cpu().eval()
+    exported = to_onnx(network, (1, in_channels, input_size, input_size), opset=opset)
+    echo(f"exported: {exported.describe()}")
+    checks = _check(exported, network, in_channels, input_size, data)
+    quantized = None
+    if int8:
+        assert data is not None
+        batches = calibration_batches(data, calibration, batch_size=(train_config or TrainConfig()).batch_size)
+        echo(f"int8: calibrating on {calibration} batches of training patches")
+        quantized = quantize_int8(exported, batches)
+    deployment = Deployment(path=exported.save(out), model=exported, checks=checks, int8=quantized)
+    if quantized is not None:
+        deployment.int8_path = quantized.save(int8_path(out))
+    if data is not None and evaluate_metrics:
+        threads = available_cores()
+        forms = {"PyTorch": network, "ONNX Runtime fp32": OnnxRuntimeModule(exported.data, threads=threads)}
+        if quantized is not None:
+            forms["ONNX Runtime int8"] = OnnxRuntimeModule(quantized.data, threads=threads)
+        for name, model in forms.items():
+            echo(f"scoring {name} on the validation scenes")
+            deployment.metrics[name] = evaluate(model, data, train_config)
+    if latency is not None:
+        shape = latency.input_shape(in_channels, input_size)
+        runners = {"torch": forward_runner(network, "torch", shape, threads=latency.threads),
+                   "onnxruntime fp32": forward_runner(exported, "onnxruntime", shape, threads=latency.threads)}
+        if quantized is not None:
+            runners["onnxruntime int8"] = forward_runner(quantized, "onnxruntime", shape, threads=latency.threads)
+        echo(f"timing {', '.join(runners)} at {'x'.join(map(str, shape))}, {latency.threads} thread(s), "
+             f"{latency.repeats} passes each, interleaved")
+        timings = time_interleaved(runners, repeats=latency.repeats, warmup=latency.warmup, threads=latency.threads)
+        deployment.latency = {name: Latency.of(values, runtime=name, threads=latency.threads, input_shape=shape)
+                              for name, values in timings.items()}
+    atomic_write_text(out.with_name(f"{out.name}.json"), json.dumps(deployment.to_dict(), indent=2) + "\n")
+    return deployment
+
+
+def _check(
+    exported: OnnxModel, network: nn.Module, in_channels: int, size: int, data: SegmentationData | None,
+) -> dict[str, float]:
+    """The largest logit difference on each kind of input; refuses the export beyond the tolerance."""
+    generator = torch.Generator().manual_seed(0)
+    other = (2, in_channels, size, max(32, size // 2 - (size // 2) % 32))
+    inputs = {f"random {'x'.join(map(str, shape))}": torch.randn(*shape, generator=generator)
+              for shape in ((1, in_channels, size, size), other)}
+    if data is not None:
+        batch = calibration_batches(data, 1, batch_size=4, seed=1)[0]
+        inputs[f"real {'x'.join(map(str, batch.shape))} (training patches)"] = batch
+    checks = {}
+    for label, images in inputs.items():
+        diff = exported.max_abs_diff(network, [images])
+        if not diff <= DIFF_TOLERANCE:
+            raise ExportError(f"the ONNX model's logits differ from PyTorch's by {diff:.2g} on {label} "
+                              f"(tolerance {DIFF_TOLERANCE:g}); nothing was written")
+        checks[label] = diff
+    return checks
