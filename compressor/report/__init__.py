@@ -74,7 +74,7 @@ __all__ = [
 ]
 
 REPORT_FILES = ("index.html", "trials.csv", "pareto.csv", "confirmed.csv", "summary.md", "pareto_params.png", "pareto_flops.png",
-                "hypervolume.png", "importance.png")
+                "pareto_latency.png", "hypervolume.png", "importance.png")
 
 
 @dataclass
@@ -170,6 +170,10 @@ def build_report(
         "pareto_flops.png": plots.pareto_figure(
             trials, references, cost="flops", metric_label=label, budget=info.budget, input_shape=info.input_shape,
             title=f"{title} against FLOPs", confirmed=confirmed, threshold=info.threshold),
+        **({"pareto_latency.png": plots.pareto_figure(
+            trials, references, cost="latency_ms", metric_label=label, budget=info.budget, input_shape=info.input_shape,
+            title=f"{title} against latency", confirmed=confirmed, threshold=info.threshold,
+            latency_note=_latency_note(info.experiment))} if trials["latency_ms"].notna().any() else {}),
         "hypervolume.png": plots.hypervolume_figure(
             hypervolume, title=f"{snapshot.study_name}: hypervolume of the feasible front"),
     }
@@ -206,6 +210,18 @@ def build_report(
         out_dir=out_dir, paths=paths, trials=trials, pareto=pareto, references=references, hypervolume=hypervolume,
         importance=importance, overview=overview, machine=machine, notes=notes, confirmed=confirmed,
     )
+
+
+def _latency_note(experiment: dict[str, Any]) -> str:
+    """How the study measured latency, from its experiment: ``onnxruntime, 1 thread, batch 1 at 224x224``."""
+    cost = (experiment or {}).get("cost") or {}
+    latency = cost.get("latency")
+    if not latency:
+        return "PyTorch eager, the process's threads"
+    size = latency.get("input_size") or cost.get("input_size")
+    threads = latency.get("threads", 1)
+    return (f"{latency.get('runtime', 'torch')}, {threads} thread{'s' if threads != 1 else ''}, "
+            f"batch {latency.get('batch', 1)} at {size}x{size}")
 
 
 def front_table(study: optuna.Study | StudySnapshot) -> str:

@@ -24,6 +24,7 @@ from compressor.report.text import (
     format_ratio,
     format_seconds,
     pareto_rows,
+    shows_latency,
 )
 from compressor.units import format_bytes, format_count
 
@@ -34,6 +35,8 @@ FIGURE_CAPTIONS = {
                          "on the strip below, at their size.",
     "pareto_flops.png": "The same trials against their FLOPs. FLOPs fall less than parameters when a candidate "
                         "keeps its features at high resolution.",
+    "pareto_latency.png": "The same trials against their latency on the runtime the study measured (see the axis). "
+                          "Latency falls less than FLOPs: small networks leave the CPU's arithmetic idle.",
     "hypervolume.png": "How much of the objective space the feasible front dominates, after each trial and "
                        "against the compute spent.",
     "importance.png": "Which sampled parameters drive each objective.",
@@ -288,7 +291,7 @@ def render_html(
     facts_html += f"<div><dt>trials ({overview['trials']})</dt><dd>{badges}</dd></div>"
 
     headers, rows = pareto_rows(pareto, references, metric_label=metric_label,
-                                latency="latency_ms" in overview["objectives"])
+                                latency=shows_latency(pareto, overview))
     row_classes = ["front"] * len(pareto) + ["reference"] * len(references)
     pareto_html = _table(headers, rows, text_columns=(0,), recipe_column=len(headers) - 1, row_classes=row_classes)
     if pareto.empty:

@@ -42,6 +42,7 @@ BUDGET_COLOR = "#c8372d"
 _COST_AXES = {
     "params": {"scale": 1.0, "what": "parameters", "budget": "max_params"},
     "flops": {"scale": 1e9, "what": "GFLOPs", "budget": "max_flops"},
+    "latency_ms": {"scale": 1.0, "what": "latency", "budget": "max_latency_ms"},
 }
 
 
@@ -93,8 +94,11 @@ def pareto_figure(
     input_shape: list[int] | None = None,
     confirmed: pd.DataFrame | None = None,
     threshold: float = 0.0,
+    latency_note: str = "",
 ) -> Figure:
-    """The metric against one cost (``params`` or ``flops``), every finished trial a point.
+    """The metric against one cost (``params``, ``flops`` or ``latency_ms``), every finished trial a point.
+
+    ``latency_note`` says how latency was measured (runtime, threads, input), on the axis.
 
     A confirmed model (``confirmed``: :func:`~compressor.report.tables.confirmed_frame`) gets
     a square at the mean of its repeats with its 95% interval as an error bar, above or below
@@ -114,6 +118,8 @@ def pareto_figure(
     shape = "x".join(str(size) for size in input_shape) if input_shape else ""
     if cost == "flops":
         xlabel = f"GFLOPs per forward pass{' at ' + shape if shape else ''} (1 multiply-add = 1 flop), log scale"
+    elif cost == "latency_ms":
+        xlabel = f"latency per forward pass, ms{' (' + latency_note + ')' if latency_note else ''}, log scale"
     else:
         xlabel = "parameters, log scale"
     rows = trials[trials[cost].notna()].copy()
@@ -212,7 +218,8 @@ def pareto_figure(
 
         for _, ref in refs.iterrows():
             marker, size, color = REFERENCE_STYLE.get(ref["model"], ("P", 90, "#2b2b2b"))
-            name = f"{ref['label']} ({_compact(ref['x'])}{' GFLOPs' if cost == 'flops' else ''})"
+            unit = {"flops": " GFLOPs", "latency_ms": " ms"}.get(cost, "")
+            name = f"{ref['label']} ({_compact(ref['x'])}{unit})"
             if pd.notna(ref["metric"]):
                 ax.scatter([ref["x"]], [float(ref["metric"])], marker=marker, s=size, color=color,
                            edgecolor="white", linewidth=0.8, zorder=5)
@@ -273,7 +280,8 @@ def pareto_figure(
             top.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
             top.xaxis.set_major_formatter(FuncFormatter(_ratio_label))
             top.xaxis.set_minor_formatter(NullFormatter())
-            top.set_xlabel(f"compression vs {ratio_label} (x times smaller)")
+            top.set_xlabel(f"speed-up vs {ratio_label} (x times faster)" if cost == "latency_ms"
+                           else f"compression vs {ratio_label} (x times smaller)")
         ax.set_title(title or f"{metric_label} against {axis['what']}", loc="left")
         # Outside the axes: a legend inside would hide points or labels somewhere, sooner or later.
         ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8.5, borderaxespad=0)

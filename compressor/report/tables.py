@@ -90,7 +90,8 @@ PARETO_COLUMNS = [
     "rank", "number", "recipe_short", "params", "flops", "latency_ms", "metric", "params_ratio", "flops_ratio",
     "latency_ratio", "fidelity", "train_seconds", "duplicates", "weights", "recipe_hash",
 ]
-REFERENCE_COLUMNS = ["model", "label", "params", "flops", "latency_ms", "metric", "trained", "params_ratio", "flops_ratio"]
+REFERENCE_COLUMNS = ["model", "label", "params", "flops", "latency_ms", "metric", "trained", "params_ratio", "flops_ratio",
+                     "latency_ratio"]
 # What pareto.csv and the references carry from a confirmation (NaN where a model was not confirmed).
 CONFIRMED_COLUMNS = [
     "confirmed_n", "confirmed_mean", "confirmed_low", "confirmed_high", "vs_unet_mean", "vs_unet_low", "vs_unet_high",
@@ -304,6 +305,7 @@ def references_frame(study: optuna.Study | StudySnapshot) -> pd.DataFrame:
             "trained": values.get("metric") is not None,
             "params_ratio": _ratio(unet.get("params"), values.get("params")),
             "flops_ratio": _ratio(unet.get("flops"), values.get("flops")),
+            "latency_ratio": _ratio(unet.get("latency_ms"), values.get("latency_ms")),
         })
     frame = pd.DataFrame(rows, columns=REFERENCE_COLUMNS)
     frame["params"] = frame["params"].astype("Int64")

@@ -89,13 +89,17 @@ def pareto_rows(
     confirmed = has_confirmed(pareto, references)
     headers = ["rank", "trial", "params", "FLOPs", *(["latency"] if latency else []), metric_label,
                *([f"confirmed {metric_label} [95% CI] n"] if confirmed else []),
-               f"params vs {ratio_label_of(references)}", f"FLOPs vs {ratio_label_of(references)}", "recipe"]
+               f"params vs {ratio_label_of(references)}", f"FLOPs vs {ratio_label_of(references)}",
+               *([f"latency vs {ratio_label_of(references)}"] if latency else []), "recipe"]
 
     def confirmed_cell(row: Any) -> list[str]:
         return [format_confirmed(row)] if confirmed else []
 
     def latency_cell(value: Any) -> list[str]:
         return ([("-" if _missing(value) else f"{float(value):.1f} ms")] if latency else [])
+
+    def latency_ratio(row: Any) -> list[str]:
+        return [format_ratio(row.get("latency_ratio"))] if latency else []
 
     rows = []
     for _, row in pareto.iterrows():
@@ -105,12 +109,18 @@ def pareto_rows(
         rows.append([str(row["rank"]), str(row["number"]), _count(row["params"]), _count(row["flops"]),
                      *latency_cell(row["latency_ms"]), format_metric(row["metric"]), *confirmed_cell(row),
                      format_ratio(row["params_ratio"]),
-                     format_ratio(row["flops_ratio"]), recipe])
+                     format_ratio(row["flops_ratio"]), *latency_ratio(row), recipe])
     for _, ref in references.iterrows():
         metric = format_metric(ref["metric"]) if ref["trained"] else "not trained"
         rows.append(["ref", ref["label"], _count(ref["params"]), _count(ref["flops"]), *latency_cell(ref["latency_ms"]),
-                     metric, *confirmed_cell(ref), format_ratio(ref["params_ratio"]), format_ratio(ref["flops_ratio"]), "(reference)"])
+                     metric, *confirmed_cell(ref), format_ratio(ref["params_ratio"]), format_ratio(ref["flops_ratio"]),
+                     *latency_ratio(ref), "(reference)"])
     return headers, rows
+
+
+def shows_latency(pareto: pd.DataFrame, overview: dict[str, Any]) -> bool:
+    """Whether the tables show latency: it is an objective, or the front's latency was measured."""
+    return "latency_ms" in overview["objectives"] or bool(len(pareto) and pareto["latency_ms"].notna().any())
 
 
 def empty_front_reason(overview: dict[str, Any]) -> str:
@@ -130,7 +140,7 @@ def empty_front_reason(overview: dict[str, Any]) -> str:
 
 def pareto_text(pareto: pd.DataFrame, references: pd.DataFrame, overview: dict[str, Any]) -> str:
     """The Pareto table for the terminal (:func:`compressor.tables.format_table`)."""
-    latency = "latency_ms" in overview["objectives"]
+    latency = shows_latency(pareto, overview)
     headers, rows = pareto_rows(pareto, references, metric_label=overview["metric_label"], latency=latency)
     # format_table right-aligns every column but the first; padded recipes read left-aligned.
     width = max([len(headers[-1]), *(len(row[-1]) for row in rows)])
@@ -171,7 +181,7 @@ def _looks_numeric(text: str) -> bool:
 
 def summary_markdown(pareto: pd.DataFrame, references: pd.DataFrame, overview: dict[str, Any]) -> str:
     """``summary.md``: a heading, one line on the study, and the Pareto table in Markdown."""
-    latency = "latency_ms" in overview["objectives"]
+    latency = shows_latency(pareto, overview)
     headers, rows = pareto_rows(pareto, references, metric_label=overview["metric_label"], latency=latency)
     counts = ", ".join(f"{count} {status}" for status, count in overview["by_status"].items() if count)
     budget = ", ".join(f"{key.removeprefix('max_')} <= {_budget_value(key, value)}"
