@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from compressor.cli.console import echo
 from compressor.cli.study_args import add_study_arguments, storage_from_args
+from compressor.errors import ConfigError
 
 COMMAND = {"name": "report", "help": "write the Pareto report of a search (HTML, CSV, plots)",
            "description": "Write the Pareto report of a search: index.html (self-contained), trials.csv, "
@@ -16,13 +18,34 @@ COMMAND = {"name": "report", "help": "write the Pareto report of a search (HTML,
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_study_arguments(parser, help_study="the study's name (the experiment's name)")
     parser.add_argument("--out", metavar="DIR", default=None, help="output folder (default: reports/NAME)")
+    parser.add_argument("--int8", action="store_true",
+                        help="deploy the front's models first: ONNX and int8 (calibrated on the study's training "
+                             "patches) in DIR/onnx, scored on the validation scenes and timed at batch 1 on PyTorch, "
+                             "ONNX Runtime fp32 and int8 (interleaved); adds int8 columns (the deploy extra)")
+    parser.add_argument("--latency-threads", type=int, default=1, metavar="N", help="threads while timing (--int8; default 1)")
+    parser.add_argument("--latency-size", type=int, default=256, metavar="S",
+                        help="square input side while timing (--int8; default 256)")
+    parser.add_argument("--cache-dir", metavar="DIR", help="download cache for the study's data (--int8)")
 
 
 def run(args: argparse.Namespace) -> int:
     from compressor.report import build_report, load_study  # pandas and seaborn: only when reporting
 
-    study = load_study(storage_from_args(args), args.study)
-    report = build_report(study, Path(args.out) if args.out else Path("reports") / args.study)
+    storage = storage_from_args(args)
+    study = load_study(storage, args.study)
+    out_dir = Path(args.out) if args.out else Path("reports") / args.study
+    if args.int8:
+        from compressor.latency import LatencyConfig
+        from compressor.report.tables import pareto_frame
+        from compressor.search.deployment import deploy_trials
+
+        front = pareto_frame(study)
+        numbers = [int(number) for number, weights in zip(front["number"], front["weights"]) if weights]
+        if not numbers:
+            raise ConfigError(f"study {args.study!r} has no front yet: nothing to deploy")
+        deploy_trials(storage, args.study, numbers, out_dir, cache_dir=args.cache_dir, echo=echo,
+                      latency=LatencyConfig(threads=args.latency_threads, input_size=args.latency_size))
+    report = build_report(study, out_dir)
     print(report.pareto_text())
     print()
     print(f"report: {report.index_html}")

@@ -45,6 +45,7 @@ from compressor.report.tables import (
     references_frame,
     study_overview,
     trials_frame,
+    with_deployed,
 )
 from compressor.report.text import pareto_text, summary_markdown
 from compressor.study import (
@@ -136,7 +137,7 @@ def build_report(
     label = info.metric_label or info.metric
     trials = trials_frame(snapshot)
     confirmed = confirmed_frame(snapshot)
-    pareto = pareto_frame(snapshot, trials=trials)
+    pareto = with_deployed(pareto_frame(snapshot, trials=trials), out_dir)
     references = references_frame(snapshot)
     hypervolume = hypervolume_frame(snapshot)
     importance = importance_frame(snapshot)

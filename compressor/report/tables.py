@@ -37,6 +37,7 @@ import platform
 import warnings
 from collections import Counter
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -493,3 +494,26 @@ def machine_info(study: optuna.Study | StudySnapshot) -> dict[str, Any]:
     if isinstance(stored, str) and stored:
         return {"source": "search", "platform": stored}
     return {"source": "report built here", "platform": platform.platform(terse=True), "cpu_count": os.cpu_count()}
+
+
+#: what ``compressor report --int8`` adds to the front's rows (from ``deployed.csv``)
+DEPLOYED_REPORT_COLUMNS = ["fp32_metric", "int8_metric", "int8_bytes", "latency_fp32_ms", "latency_int8_ms"]
+
+
+def with_deployed(pareto: pd.DataFrame, folder: Path) -> pd.DataFrame:
+    """``pareto`` with the int8 columns of ``folder/deployed.csv`` for the trials it still describes
+    (same trial, same kept weights); the columns are absent when nothing was deployed."""
+    path = Path(folder) / "deployed.csv"
+    if not path.is_file() or pareto.empty:
+        return pareto
+    deployed = pd.read_csv(path)
+    if deployed.empty or not {"number", "weights", *DEPLOYED_REPORT_COLUMNS} <= set(deployed.columns):
+        return pareto
+    rows = {(int(row["number"]), str(row["weights"])): row for _, row in deployed.iterrows()}
+    keys = [(int(number), str(weights)) for number, weights in zip(pareto["number"], pareto["weights"])]
+    if not any(key in rows for key in keys):
+        return pareto
+    pareto = pareto.copy()
+    for column in DEPLOYED_REPORT_COLUMNS:
+        pareto[column] = [float(rows[key][column]) if key in rows else float("nan") for key in keys]
+    return pareto

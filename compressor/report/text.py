@@ -87,10 +87,13 @@ def pareto_rows(
     reference without a metric says ``not trained``.
     """
     confirmed = has_confirmed(pareto, references)
+    deployed = "int8_metric" in pareto.columns
     headers = ["rank", "trial", "params", "FLOPs", *(["latency"] if latency else []), metric_label,
                *([f"confirmed {metric_label} [95% CI] n"] if confirmed else []),
                f"params vs {ratio_label_of(references)}", f"FLOPs vs {ratio_label_of(references)}",
-               *([f"latency vs {ratio_label_of(references)}"] if latency else []), "recipe"]
+               *([f"latency vs {ratio_label_of(references)}"] if latency else []),
+               *([f"int8 {metric_label}", "int8 vs fp32, points", "int8 latency (fp32)", "int8 MB"] if deployed else []),
+               "recipe"]
 
     def confirmed_cell(row: Any) -> list[str]:
         return [format_confirmed(row)] if confirmed else []
@@ -101,6 +104,16 @@ def pareto_rows(
     def latency_ratio(row: Any) -> list[str]:
         return [format_ratio(row.get("latency_ratio"))] if latency else []
 
+    def int8_cells(row: Any) -> list[str]:
+        if not deployed:
+            return []
+        if _missing(row["int8_metric"]):
+            return ["-"] * 4
+        points = 100.0 * (float(row["int8_metric"]) - float(row["fp32_metric"]))
+        return [format_metric(row["int8_metric"]), f"{points:+.2f}",
+                f"{float(row['latency_int8_ms']):.1f} ms ({float(row['latency_fp32_ms']):.1f})",
+                f"{float(row['int8_bytes']) / 1e6:.2f}"]
+
     rows = []
     for _, row in pareto.iterrows():
         recipe = row["recipe_short"] or "(identity)"
@@ -109,12 +122,12 @@ def pareto_rows(
         rows.append([str(row["rank"]), str(row["number"]), _count(row["params"]), _count(row["flops"]),
                      *latency_cell(row["latency_ms"]), format_metric(row["metric"]), *confirmed_cell(row),
                      format_ratio(row["params_ratio"]),
-                     format_ratio(row["flops_ratio"]), *latency_ratio(row), recipe])
+                     format_ratio(row["flops_ratio"]), *latency_ratio(row), *int8_cells(row), recipe])
     for _, ref in references.iterrows():
         metric = format_metric(ref["metric"]) if ref["trained"] else "not trained"
         rows.append(["ref", ref["label"], _count(ref["params"]), _count(ref["flops"]), *latency_cell(ref["latency_ms"]),
                      metric, *confirmed_cell(ref), format_ratio(ref["params_ratio"]), format_ratio(ref["flops_ratio"]),
-                     *latency_ratio(ref), "(reference)"])
+                     *latency_ratio(ref), *(["-"] * 4 if deployed else []), "(reference)"])
     return headers, rows
 
 
