@@ -28,7 +28,9 @@ from report_studies import realistic_study
 from search_helpers import tiny_experiment_data
 
 import compressor
+from compressor.models import build_model
 from compressor.origin import set_origin
+from compressor.runtime import deploy_available
 from compressor.study import trial_records
 
 DOC = Path(TESTS).parent / "docs" / "bad_inputs.md"
@@ -74,6 +76,8 @@ def build_workspace(root: Path) -> None:
     torch.save({"format": "compressor.model/1", "model": set_origin(compressor.unet(base_width=4), None),
                 "recipe": None, "base": "unet", "input_shape": None, "metadata": {}}, root / "legacy.pt")
     torch.save(compressor.micronet(in_channels=3, base_width=4).state_dict(), root / "other_weights.pt")
+    compressor.save_model(root / "spectral.pt", build_model("deploy_networks:SpectralNet"))
+    compressor.save_model(root / "four_bands.pt", compressor.unet(in_channels=4, base_width=4))
 
     spacenet = {"name": "sn", "run_dir": "run_sn", "data": {"name": "spacenet_sample", "patch_size": 32},
                 "model": {"name": "unet", "args": {"base_width": 8}},
@@ -237,6 +241,11 @@ CASES = [
     Case("compressor confirm --study tiny --storage sqlite:///run/search.db --folds",
          ("search.confirm.folds", "data.folds >= 2")),
     Case("compressor train spacenet.yaml --set data.fold=2", ("spacenet.yaml", "data.fold", "data.folds >= 2")),
+    Case("compressor deploy teacher3.pt --out model.onnx --int8", ("--int8", "calibration data", "--experiment")),
+    Case("compressor deploy spectral.pt --out model.onnx --trust",
+         ("module 'features.1' (Spectral)", "aten::fft_fft2", "opset 17")),
+    Case("compressor deploy four_bands.pt --out model.onnx --experiment tiny.yaml",
+         ("input of shape 1x3x256x256", "4 channels")),
     Case("compressor report --study tiny --storage sqlite:///run/search.db --out report",
          ("report/summary.md", "folder"),
          may_change=("report/*.png", "report/trials.csv", "report/pareto.csv"), check=_check_report_kept_the_page),
@@ -251,6 +260,8 @@ def test_every_row_of_the_table_has_a_case_and_every_case_a_row():
 @pytest.mark.parametrize("case", CASES, ids=[case.command.split(" ", 2)[-1][:60] for case in CASES])
 def test_a_bad_input_is_one_line_a_nonzero_code_and_loses_nothing(case, workspace, cli, monkeypatch):
     row = documented()[case.command]
+    if case.command.startswith("compressor deploy") and not deploy_available():
+        pytest.skip("the deploy extra (onnx, onnxruntime) is not installed: pip install -e '.[deploy]'")
     words = shlex.split(case.command)
     while "=" in words[0]:  # VAR=value before the command: its environment
         name, _, value = words.pop(0).partition("=")

@@ -1,0 +1,194 @@
+"""Deployment: ONNX export with batch norm folded, dynamic sizes, the check against PyTorch,
+int8, latency on a chosen runtime, the CLI, a latency-objective search and the report's int8 columns."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from conftest import assert_refusal, run_cli
+from search_helpers import tiny_experiment_data, write_tiny_experiment
+
+import compressor
+from compressor.errors import ConfigError, ExportError, MissingExtraError
+from compressor.runtime import deploy_available
+from compressor.study import load_study
+
+pytestmark = pytest.mark.skipif(
+    not deploy_available(), reason="the deploy extra (onnx, onnxruntime) is not installed: pip install -e '.[deploy]'")
+
+
+def _with_norm_statistics(network: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
+    """Batch norms with statistics and affine parameters far from identity, so a wrong fold shows."""
+    generator = torch.Generator().manual_seed(seed)
+    for layer in network.modules():
+        if isinstance(layer, torch.nn.BatchNorm2d):
+            size = layer.num_features
+            layer.running_mean.copy_(torch.rand(size, generator=generator) * 2 - 1)
+            layer.running_var.copy_(torch.rand(size, generator=generator) + 0.5)
+            layer.weight.data.copy_(torch.rand(size, generator=generator) + 0.5)
+            layer.bias.data.copy_(torch.rand(size, generator=generator) - 0.5)
+    return network.eval()
+
+
+def _fire_unet() -> torch.nn.Module:
+    network = _with_norm_statistics(compressor.unet(base_width=4, norm="batch"))
+    smaller, _ = compressor.apply(network, [{"name": "downsample_depth", "levels": 2}, {"name": "fire"},
+                                            {"name": "dilation"}], (1, 3, 32, 32), count_flops=False)
+    return _with_norm_statistics(smaller, seed=1)
+
+
+def _op_types(exported) -> list[str]:
+    import onnx
+
+    return [node.op_type for node in onnx.load_from_string(exported.data).graph.node]
+
+
+def test_every_batch_norm_is_folded_also_after_a_fire_modules_concat_and_the_logits_match():
+    from compressor.runtime import to_onnx
+
+    for network in (_with_norm_statistics(compressor.unet(base_width=4, norm="batch")), _fire_unet()):
+        norms = sum(isinstance(layer, torch.nn.BatchNorm2d) for layer in network.modules())
+        exported = to_onnx(network, (1, 3, 32, 32))
+        assert (exported.folding.folded, exported.folding.left) == (norms, 0)
+        assert "BatchNormalization" not in _op_types(exported)
+        # height and width are dynamic: shapes never traced, odd ones included, give PyTorch's logits
+        inputs = [torch.randn(1, 3, 32, 32), torch.randn(2, 3, 45, 70), torch.randn(1, 3, 17, 33)]
+        assert exported.max_abs_diff(network, inputs) < 1e-4
+
+
+def test_the_fire_module_norms_are_left_by_the_exporter_and_folded_by_us():
+    from compressor.runtime import to_onnx
+
+    network = _fire_unet()
+    left_by_exporter = to_onnx(network, (1, 3, 32, 32), fold=False)
+    assert _op_types(left_by_exporter).count("BatchNormalization") > 0  # what folding is for
+    assert left_by_exporter.folding.left == _op_types(left_by_exporter).count("BatchNormalization")
+
+
+def test_an_operation_the_exporter_cannot_express_names_the_module_that_calls_it():
+    from deploy_networks import SpectralNet
+
+    from compressor.runtime import to_onnx
+
+    with pytest.raises(ExportError) as error:
+        to_onnx(SpectralNet(), (1, 3, 16, 16))
+    assert str(error.value) == ("cannot export to ONNX (opset 17): module 'features.1' (Spectral): "
+                                "Exporting the operator 'aten::fft_fft2' to ONNX opset version 17 is not supported")
+
+
+def test_a_shape_the_runtime_refuses_is_one_line_naming_the_input():
+    from compressor.runtime import to_onnx
+
+    exported = to_onnx(compressor.unet(base_width=4), (1, 3, 32, 32))
+    with pytest.raises(ExportError) as error:
+        exported.run(np.zeros((1, 4, 32, 32), np.float32))
+    message = str(error.value)
+    assert message.startswith("ONNX Runtime refuses input of shape 1x4x32x32: ")
+    assert "image" in message and "\n" not in message
+
+
+def test_int8_without_calibration_images_is_refused():
+    from compressor.runtime import quantize_int8, to_onnx
+
+    with pytest.raises(ConfigError, match="needs calibration images"):
+        quantize_int8(to_onnx(compressor.unet(base_width=4), (1, 3, 32, 32)), [])
+
+
+def test_a_missing_extra_is_one_line_naming_the_packages(monkeypatch):
+    import importlib.util
+
+    from compressor.runtime import require_deploy
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "onnxruntime" else real(name, *a))
+    with pytest.raises(MissingExtraError) as error:
+        require_deploy("exporting to ONNX")
+    assert str(error.value) == "exporting to ONNX needs onnxruntime (the deploy extra), which is not installed"
+
+
+def test_latency_on_onnxruntime_is_a_median_and_p90_of_the_exported_model():
+    from compressor.latency import LatencyConfig
+
+    cost = compressor.measure(compressor.unet(base_width=4, norm="batch"), (1, 3, 64, 64),
+                              latency=LatencyConfig(runtime="onnxruntime", repeats=5, input_size=32))
+    assert cost.latency_runtime == "onnxruntime" and cost.latency_runs == 5
+    assert 0 < cost.latency_ms <= cost.latency_p90_ms
+    assert cost.flops > 0  # FLOPs stay at the cost's own shape
+
+
+def test_deploy_cli_writes_a_checked_onnx_and_int8_with_scores_and_latency(tmp_path):
+    experiment = write_tiny_experiment(tmp_path / "tiny.yaml", tmp_path / "run")
+    network = _with_norm_statistics(compressor.unet(base_width=4, norm="batch"))
+    compressor.save_model(tmp_path / "net.pt", network)
+    out = tmp_path / "deployed" / "net.onnx"
+
+    result = run_cli("deploy", str(tmp_path / "net.pt"), "--out", str(out), "--experiment", str(experiment),
+                     "--input-size", "64", "--int8", "--calibration", "2", "--latency", "--repeats", "3")
+
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    assert "max abs difference of the logits" in result.stdout
+    measured = json.loads(Path(f"{out}.json").read_text())
+    assert measured["opset"] == 17 and measured["dynamic_axes"] == ["batch", "height", "width"]
+    assert measured["batch_norms_folded"] == 18 and measured["batch_norms_left"] == 0
+    assert len(measured["max_abs_diff"]) == 3 and max(measured["max_abs_diff"].values()) < 1e-3
+    assert any(label.startswith("real ") for label in measured["max_abs_diff"])
+    assert out.stat().st_size == measured["size_bytes"]
+    int8 = out.with_name("net.int8.onnx")
+    assert int8.stat().st_size == measured["int8"]["size_bytes"] < measured["size_bytes"] / 2
+    assert set(measured["metrics"]) == {"PyTorch", "ONNX Runtime fp32", "ONNX Runtime int8"}
+    torch_miou = measured["metrics"]["PyTorch"]["miou"]
+    assert measured["metrics"]["ONNX Runtime fp32"]["miou"] == pytest.approx(torch_miou, abs=1e-4)
+    assert set(measured["latency_ms"]) == {"torch", "onnxruntime fp32", "onnxruntime int8"}
+    # the file runs by itself in ONNX Runtime, at a size never traced
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    image = torch.randn(1, 3, 48, 80)
+    with torch.no_grad():
+        expected = network(image).numpy()
+    assert np.abs(session.run(None, {"image": image.numpy()})[0] - expected).max() < 1e-4
+
+
+def test_a_refused_export_leaves_no_file(tmp_path):
+    compressor.save_model(tmp_path / "spectral.pt", compressor.build_model("deploy_networks:SpectralNet"))
+    result = run_cli("deploy", str(tmp_path / "spectral.pt"), "--out", str(tmp_path / "s.onnx"), "--trust")
+    assert_refusal(result, "deploy", "module 'features.1' (Spectral)")
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["spectral.pt"]
+
+
+def test_latency_objective_search_on_onnxruntime_then_report_with_int8_columns(tmp_path):
+    data = tiny_experiment_data(tmp_path / "run", n_trials=3, objectives=["metric", "params", "latency"])
+    data["cost"]["latency"] = {"runtime": "onnxruntime", "repeats": 3}
+    data["search"]["seed"] = 1
+    (tmp_path / "lat.yaml").write_text(yaml.safe_dump(data))
+
+    searched = run_cli("search", str(tmp_path / "lat.yaml"))
+    assert searched.returncode == 0, searched.stderr
+    storage = f"sqlite:///{tmp_path / 'run' / 'search.db'}"
+    study = load_study(storage, "tiny")
+    assert study.directions[2].name == "MINIMIZE" and len(study.directions) == 3
+    measured = [trial for trial in study.trials if trial.user_attrs.get("latency_ms") is not None]
+    assert measured and all(trial.values[2] == trial.user_attrs["latency_ms"] for trial in measured
+                            if trial.values is not None)
+
+    report_dir = tmp_path / "report"
+    reported = run_cli("report", "--study", "tiny", "--storage", storage, "--out", str(report_dir), "--int8",
+                       "--latency-size", "64")
+    assert reported.returncode == 0, reported.stderr
+    assert (report_dir / "pareto_latency.png").stat().st_size > 10_000
+    header = next(line for line in reported.stdout.splitlines() if line.startswith("rank "))
+    assert "latency vs U-Net" in header and "int8 building IoU" in header
+    import pandas as pd
+
+    pareto = pd.read_csv(report_dir / "pareto.csv")
+    deployed = pd.read_csv(report_dir / "deployed.csv")
+    assert sorted(deployed["number"]) == sorted(pareto["number"])
+    assert pareto["int8_metric"].notna().all() and (pareto["latency_int8_ms"] > 0).all()
+    for number in deployed["number"]:
+        assert (report_dir / "onnx" / f"trial-{number}.int8.onnx").is_file()
