@@ -192,3 +192,20 @@ def test_latency_objective_search_on_onnxruntime_then_report_with_int8_columns(t
     assert pareto["int8_metric"].notna().all() and (pareto["latency_int8_ms"] > 0).all()
     for number in deployed["number"]:
         assert (report_dir / "onnx" / f"trial-{number}.int8.onnx").is_file()
+
+    # one trial as an ONNX file, from the study alone (its data gives the real inputs of the check)
+    number = int(deployed["number"].iloc[0])
+    exported = run_cli("export", "--study", "tiny", "--storage", storage, "--trial", str(number),
+                       "--out", str(tmp_path / "trial.onnx"), "--input-size", "64", "--no-eval")
+    assert exported.returncode == 0, exported.stderr
+    assert "on real 4x3x32x32 (training patches)" in exported.stdout
+    assert json.loads((tmp_path / "trial.onnx.json").read_text())["batch_norms_left"] == 0
+
+
+def test_cost_cli_times_on_onnxruntime_against_a_baseline():
+    result = run_cli("cost", "micronet", "--input-shape", "1,3,64,64", "--runtime", "onnxruntime",
+                     "--latency-runs", "3", "--baseline", "unet")
+    assert result.returncode == 0, result.stderr
+    assert "CPU latency (onnxruntime): " in result.stdout and "(median of 3, p90 " in result.stdout
+    header = next(line for line in result.stdout.splitlines() if line.startswith("model "))
+    assert header.split()[-2:] == ["latency", "ratio"]

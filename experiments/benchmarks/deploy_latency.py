@@ -92,8 +92,9 @@ def main() -> None:
         row["latency_ratio"] = {name: unet["latency_ms"][name] / value for name, value in row["latency_ms"].items()}
 
     print("latency of every complete trial (ONNX Runtime fp32, architecture only)", flush=True)
+    # the candidates of a front by the project's rules: complete, within budget, above the floor
     complete = [record for record in trial_records(study) if record.status == "complete" and record.metric is not None
-                and record.feasible]
+                and record.feasible and record.metric > info.threshold]
     runners, flops = {}, {}
     for record in complete:
         network = rebuild_trial(storage, args.study, record.number, untrained=True).model
