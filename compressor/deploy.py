@@ -26,6 +26,7 @@ from compressor.finetune import calibration_batches
 from compressor.io import atomic_write_text, check_writable
 from compressor.latency import Latency, LatencyConfig, forward_runner, time_interleaved
 from compressor.metrics import SegmentationMetrics
+from compressor.outputs import model_output
 from compressor.runtime.int8 import quantize_int8
 from compressor.runtime.onnx_export import DEFAULT_OPSET, OnnxModel, to_onnx
 from compressor.runtime.session import OnnxRuntimeModule
@@ -137,9 +138,11 @@ def deploy(
         batches = calibration_batches(data, calibration, batch_size=(train_config or TrainConfig()).batch_size)
         echo(f"int8: calibrating on {calibration} batches of training patches")
         quantized = quantize_int8(exported, batches)
-    deployment = Deployment(path=exported.save(out), model=exported, checks=checks, int8=quantized)
-    if quantized is not None:
-        deployment.int8_path = quantized.save(int8_path(out))
+        quantized.run(batches[0])  # the int8 model loads and runs before anything is written
+    # Everything is measured before anything is written: a failure (or Ctrl-C) while scoring or
+    # timing leaves no new .onnx beside an old .json that describes another export.
+    deployment = Deployment(path=out, model=exported, checks=checks, int8=quantized,
+                            int8_path=int8_path(out) if quantized is not None else None)
     if data is not None and evaluate_metrics:
         threads = available_cores()
         forms = {"PyTorch": network, "ONNX Runtime fp32": OnnxRuntimeModule(exported.data, threads=threads)}
@@ -159,6 +162,9 @@ def deploy(
         timings = time_interleaved(runners, repeats=latency.repeats, warmup=latency.warmup, threads=latency.threads)
         deployment.latency = {name: Latency.of(values, runtime=name, threads=latency.threads, input_shape=shape)
                               for name, values in timings.items()}
+    exported.save(out)
+    if quantized is not None:
+        quantized.save(int8_path(out))
     atomic_write_text(out.with_name(f"{out.name}.json"), json.dumps(deployment.to_dict(), indent=2) + "\n")
     return deployment
 
@@ -168,9 +174,17 @@ def _check(
 ) -> dict[str, float]:
     """The largest logit difference on each kind of input; refuses the export beyond the tolerance."""
     generator = torch.Generator().manual_seed(0)
-    other = (2, in_channels, size, max(32, size // 2 - (size // 2) % 32))
-    inputs = {f"random {'x'.join(map(str, shape))}": torch.randn(*shape, generator=generator)
-              for shape in ((1, in_channels, size, size), other)}
+    shapes = [(1, in_channels, size, size), (2, in_channels, size, max(32, size // 2 - (size // 2) % 32))]
+    inputs = {f"random {'x'.join(map(str, shape))}": torch.randn(*shape, generator=generator) for shape in shapes}
+    # a height and width no power of two divides, where the pads and crops of dynamic sizes act:
+    # checked when PyTorch itself takes it (some networks take multiples of 32 only)
+    odd = torch.randn(1, in_channels, size + 7, size // 2 + 3, generator=generator)
+    try:
+        with torch.inference_mode():
+            model_output(network, odd)
+        inputs[f"random {'x'.join(map(str, odd.shape))}"] = odd
+    except Exception:  # noqa: BLE001 - the network refuses such sizes in PyTorch too: nothing to compare
+        pass
     if data is not None:
         batch = calibration_batches(data, 1, batch_size=4, seed=1)[0]
         inputs[f"real {'x'.join(map(str, batch.shape))} (training patches)"] = batch

@@ -20,7 +20,7 @@ from report_studies import (
 
 import compressor.report as report_module
 from compressor.errors import ConfigError
-from compressor.report import build_report, load_study
+from compressor.report import build_report, load_study, plots
 from compressor.study import trial_records
 
 
@@ -198,3 +198,30 @@ def test_report_of_a_postgresql_study(request, tmp_path):
     assert report.pareto["number"].tolist() == [9, 14, 4, 10, 2, 12, 0, 5]
     assert len(report.trials) == len(study.trials) == 20
     optuna.delete_study(study_name="quickstart", storage=postgres_storage_url)
+
+
+def test_a_study_that_asks_for_latency_is_drawn_and_tabled_against_it(tmp_path):
+    study = make_study(study_info(objectives=("metric", "params", "latency_ms")))
+    add(study, params=500_000, flops=4 * 10**9, metric=0.2)  # latency flops / 1e8: 40 ms
+    add(study, params=50_000, flops=10**9, metric=0.15)  # 10 ms
+    report = build_report(study, tmp_path)
+    assert "pareto_latency.png" in report.paths
+    rows = [line for line in report.paths["summary.md"].read_text().splitlines() if line.startswith("| ")]
+    header = [cell.strip() for cell in rows[0].strip("|").split("|")]
+    assert header[4] == "latency" and "latency vs U-Net" in header
+    column = header.index("latency vs U-Net")
+    cells = {row.split("|")[2].strip(): row.strip("|").split("|")[column].strip() for row in rows[2:]}
+    assert cells["1"] == "41.0x" and cells["0"] == "10.2x" and cells["U-Net"] == "1.00x"  # U-Net: 410 ms
+    assert cells["Micro-Net"] == "2.28x"  # 410 / 180
+    # a confirmation stores no latency: its bars are left off the latency plot, nothing fails
+    figure = plots.pareto_figure(report.trials, report.references, cost="latency_ms", metric_label="building IoU",
+                                 confirmed=pd.DataFrame({"params": [50_000], "flops": [10**9], "confirmed_n": [2]}))
+    assert figure.axes
+
+
+def test_a_study_that_did_not_ask_for_latency_has_no_latency_plot(tmp_path):
+    study = make_study()  # the trials carry a latency (the helper stores one), the study asked for none
+    add(study, params=500_000, flops=4 * 10**9, metric=0.2)
+    report = build_report(study, tmp_path)
+    assert "pareto_latency.png" not in report.paths
+    assert "latency" not in report.paths["summary.md"].read_text()

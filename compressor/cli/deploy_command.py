@@ -8,6 +8,7 @@ from compressor.cli.common import default_input_shape
 from compressor.cli.deploy_args import add_deploy_arguments, deploy_from_args
 from compressor.errors import ConfigError
 from compressor.experiment import load_experiment
+from compressor.io import check_writable
 from compressor.saving import load_saved
 
 COMMAND = {"name": "deploy", "help": "export a saved model to ONNX (batch norm folded, dynamic size), optionally int8",
@@ -35,6 +36,7 @@ def run(args: argparse.Namespace) -> int:
     if args.int8 and experiment is None:
         raise ConfigError("--int8 needs calibration data: give --experiment CONFIG.yaml, the experiment the network "
                           "was trained with (its training patches calibrate); nothing was written")
+    check_writable(args.out)  # before the data is built (perhaps downloaded)
     saved = load_saved(args.model, trust=args.trust)
     data = experiment.data.build(cache_dir=args.cache_dir) if experiment is not None else None
     in_channels = data.in_channels if data is not None else default_input_shape(saved.model)[1]

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from compressor.cli.deploy_args import add_deploy_arguments, deploy_from_args
 from compressor.cli.study_args import add_study_arguments, storage_from_args
+from compressor.errors import ConfigError
 from compressor.experiment import Experiment
 from compressor.io import check_writable
 from compressor.search import export_trial, rebuild_trial
@@ -32,6 +33,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     storage = storage_from_args(args)
     onnx = (args.format or ("onnx" if Path(args.out).suffix.lower() == ".onnx" else "pt")) == "onnx"
+    if not onnx and (args.int8 or args.latency):
+        raise ConfigError("--int8 and --latency apply to an ONNX export: add --format onnx, or give --out a .onnx file")
     if onnx:
         check_writable(args.out)  # before the rebuild and the data
         exported = rebuild_trial(storage, args.study, args.trial, untrained=args.untrained, cache_dir=args.cache_dir)

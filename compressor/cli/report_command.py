@@ -8,6 +8,7 @@ from pathlib import Path
 from compressor.cli.console import echo
 from compressor.cli.study_args import add_study_arguments, storage_from_args
 from compressor.errors import ConfigError
+from compressor.threads import parse_threads, resolve_threads
 
 COMMAND = {"name": "report", "help": "write the Pareto report of a search (HTML, CSV, plots)",
            "description": "Write the Pareto report of a search: index.html (self-contained), trials.csv, "
@@ -22,9 +23,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="deploy the front's models first: ONNX and int8 (calibrated on the study's training "
                              "patches) in DIR/onnx, scored on the validation scenes and timed at batch 1 on PyTorch, "
                              "ONNX Runtime fp32 and int8 (interleaved); adds int8 columns (the deploy extra)")
-    parser.add_argument("--latency-threads", type=int, default=1, metavar="N", help="threads while timing (--int8; default 1)")
-    parser.add_argument("--latency-size", type=int, default=256, metavar="S",
-                        help="square input side while timing (--int8; default 256)")
+    parser.add_argument("--latency-threads", type=parse_threads, default=None, metavar="N",
+                        help="threads while timing, a count or auto (--int8; default: the study's cost.latency, else 1)")
+    parser.add_argument("--latency-size", type=int, default=None, metavar="S",
+                        help="square input side while timing (--int8; default: the study's cost.latency, else 256)")
     parser.add_argument("--cache-dir", metavar="DIR", help="download cache for the study's data (--int8)")
 
 
@@ -35,7 +37,6 @@ def run(args: argparse.Namespace) -> int:
     study = load_study(storage, args.study)
     out_dir = Path(args.out) if args.out else Path("reports") / args.study
     if args.int8:
-        from compressor.latency import LatencyConfig
         from compressor.report.tables import pareto_frame
         from compressor.search.deployment import deploy_trials
 
@@ -44,9 +45,21 @@ def run(args: argparse.Namespace) -> int:
         if not numbers:
             raise ConfigError(f"study {args.study!r} has no front yet: nothing to deploy")
         deploy_trials(storage, args.study, numbers, out_dir, cache_dir=args.cache_dir, echo=echo,
-                      latency=LatencyConfig(threads=args.latency_threads, input_size=args.latency_size))
+                      latency=_latency(study, args))
     report = build_report(study, out_dir)
     print(report.pareto_text())
     print()
     print(f"report: {report.index_html}")
     return 0
+
+
+def _latency(study: object, args: argparse.Namespace) -> object:
+    """How ``--int8`` times the front: as the study measured latency (``cost.latency``), unless told otherwise."""
+    from compressor.latency import LatencyConfig
+    from compressor.study import study_info
+
+    cost = (study_info(study).experiment or {}).get("cost") or {}
+    asked = cost.get("latency") or {}
+    threads = resolve_threads(args.latency_threads) if args.latency_threads is not None else asked.get("threads", 1)
+    size = args.latency_size or (asked.get("input_size") or cost.get("input_size") if asked else 256)
+    return LatencyConfig(threads=int(threads), input_size=int(size), repeats=int(asked.get("repeats", 20)))

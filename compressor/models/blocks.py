@@ -227,7 +227,7 @@ def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
     """
     pad_h = -x.shape[-2] % multiple
     pad_w = -x.shape[-1] % multiple
-    if pad_h == 0 and pad_w == 0 and not torch.jit.is_tracing():  # traced for export: no branch on the shape
+    if pad_h == 0 and pad_w == 0 and not torch.onnx.is_in_onnx_export():  # exported: no branch on the shape
         return x
     return F.pad(x, (0, pad_w, 0, pad_h))
 
@@ -235,6 +235,6 @@ def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
 def crop_like(x: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
     """Crops the bottom and right of ``x`` to the height and width of ``reference``."""
     height, width = reference.shape[-2:]
-    if x.shape[-2] == height and x.shape[-1] == width and not torch.jit.is_tracing():
+    if x.shape[-2] == height and x.shape[-1] == width and not torch.onnx.is_in_onnx_export():
         return x
     return x[..., :height, :width]

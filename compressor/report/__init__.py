@@ -174,7 +174,8 @@ def build_report(
         **({"pareto_latency.png": plots.pareto_figure(
             trials, references, cost="latency_ms", metric_label=label, budget=info.budget, input_shape=info.input_shape,
             title=f"{title} against latency", confirmed=confirmed, threshold=info.threshold,
-            latency_note=_latency_note(info.experiment))} if trials["latency_ms"].notna().any() else {}),
+            latency_note=_latency_note(info.experiment))}
+            if overview["latency"] and trials["latency_ms"].notna().any() else {}),
         "hypervolume.png": plots.hypervolume_figure(
             hypervolume, title=f"{snapshot.study_name}: hypervolume of the feasible front"),
     }

@@ -141,7 +141,7 @@ def pareto_figure(
     low, high = (min(xs) / 1.8, max(xs) * 1.8) if xs else (1.0, 10.0)
     ys = [*trained["metric"].astype(float).tolist(), *refs["metric"].dropna().astype(float).tolist()]
     bars = pd.DataFrame()
-    if confirmed is not None and len(confirmed):
+    if confirmed is not None and len(confirmed) and cost in confirmed.columns:
         bars = confirmed[confirmed[cost].notna() & confirmed["confirmed_n"].fillna(0).astype(int).gt(0)].copy()
         bars["x"] = bars[cost].astype(float) / scale
         # The fine-tuned U-Net has U-Net's size: set it a little to the right, so both bars show.

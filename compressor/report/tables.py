@@ -477,7 +477,15 @@ def study_overview(study: optuna.Study | StudySnapshot) -> dict[str, Any]:
         "floor": Floor.from_dict(snapshot.info.floor).describe(snapshot.info.metric_label or snapshot.info.metric),
         "threshold": snapshot.info.threshold,
         "claims": confirmation.claims() if (confirmation := confirmation_of(snapshot)) is not None else [],
+        "latency": asks_latency(snapshot),
     }
+
+
+def asks_latency(snapshot: StudySnapshot) -> bool:
+    """Whether the study asked for latency: an objective, a budget, or a ``cost.latency`` section."""
+    cost = (snapshot.info.experiment or {}).get("cost") or {}
+    return ("latency_ms" in snapshot.objectives or (snapshot.info.budget or {}).get("max_latency_ms") is not None
+            or bool(cost.get("latency")))
 
 
 def machine_info(study: optuna.Study | StudySnapshot) -> dict[str, Any]:

@@ -132,8 +132,8 @@ def pareto_rows(
 
 
 def shows_latency(pareto: pd.DataFrame, overview: dict[str, Any]) -> bool:
-    """Whether the tables show latency: it is an objective, or the front's latency was measured."""
-    return "latency_ms" in overview["objectives"] or bool(len(pareto) and pareto["latency_ms"].notna().any())
+    """Whether the tables show latency: the study asked for it (an objective, a budget, ``cost.latency``)."""
+    return "latency_ms" in overview["objectives"] or bool(overview.get("latency"))
 
 
 def empty_front_reason(overview: dict[str, Any]) -> str:

@@ -69,7 +69,8 @@ def fold_batch_norms(model: Any, *, already_folded: int = 0) -> FoldReport:
 
     folded, removed = 0, []
     for norm in [node for node in graph.node if node.op_type == "BatchNormalization"]:
-        if len(norm.output) != 1:  # training-mode norm: running statistics are outputs
+        training = any(attribute.name == "training_mode" and attribute.i for attribute in norm.attribute)
+        if len(norm.output) != 1 or training:  # training-mode norm: batch statistics, running ones are outputs
             continue
         parameters = [constant(name) for name in norm.input[1:5]]
         if any(value is None for value in parameters):
@@ -127,7 +128,8 @@ def _scale_conv(conv: Any, scale: np.ndarray, shift: np.ndarray, graph: Any, con
 
     weight = constant(conv.input[1])
     bias = constant(conv.input[2]) if len(conv.input) > 2 and conv.input[2] else np.zeros(scale.shape[0], weight.dtype)
-    axis_shape = (-1, 1, 1, 1)[: weight.ndim] if conv.op_type == "Conv" else (1, -1, 1, 1)[: weight.ndim]
+    axis_shape = [1] * weight.ndim
+    axis_shape[0 if conv.op_type == "Conv" else 1] = -1  # Conv: (out, in/g, ...); ConvTranspose: (in, out, ...)
     new_weight = (weight.astype(np.float64) * scale.reshape(axis_shape)).astype(weight.dtype)
     new_bias = (bias.astype(np.float64) * scale + shift).astype(weight.dtype)
     names = {tensor.name for tensor in graph.initializer}

@@ -20,6 +20,7 @@ import copy
 import io
 import os
 import sys
+import threading
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -41,8 +42,10 @@ __all__ = ["OnnxModel", "to_onnx", "DEFAULT_OPSET", "INPUT_NAME", "OUTPUT_NAME"]
 #: ONNX opset of an export unless asked otherwise (ONNX Runtime 1.16+ runs it, and it has
 #: every operator the transforms make)
 DEFAULT_OPSET = 17
+MIN_OPSET, MAX_OPSET = 11, 21
 INPUT_NAME, OUTPUT_NAME = "image", "logits"
 _DYNAMIC = {0: "batch", 2: "height", 3: "width"}
+_EXPORT_LOCK = threading.RLock()
 
 
 @dataclass(frozen=True)
@@ -135,8 +138,9 @@ def to_onnx(
         ExportError: an operation the exporter cannot express, naming the module that calls it.
     """
     onnx, _ = require_deploy("exporting to ONNX")
-    if not 7 <= opset <= 21:
-        raise ExportError(f"opset {opset} is not one this exporter writes (7 to 21)")
+    if not MIN_OPSET <= opset <= MAX_OPSET:
+        raise ExportError(f"opset {opset} is not one this exporter writes for these networks ({MIN_OPSET} to {MAX_OPSET}: "
+                          "dynamic padding needs 11)")
     module = _Segmentation(copy.deepcopy(network).cpu().float().eval())
     example = torch.randn(*input_shape)
     try:
@@ -147,8 +151,9 @@ def to_onnx(
     proto = onnx.load_from_string(data)
     norms = sum(isinstance(layer, nn.modules.batchnorm._BatchNorm) for layer in module.modules())
     left_by_exporter = sum(node.op_type == "BatchNormalization" for node in proto.graph.node)
-    folding = (fold_batch_norms(proto, already_folded=norms - left_by_exporter) if fold
-               else FoldReport(folded=norms - left_by_exporter, left=left_by_exporter))
+    by_exporter = max(0, norms - left_by_exporter)  # a norm module called twice is two nodes
+    folding = (fold_batch_norms(proto, already_folded=by_exporter) if fold
+               else FoldReport(folded=by_exporter, left=left_by_exporter))
     return OnnxModel(data=proto.SerializeToString(), opset=opset, folding=folding, input_shape=tuple(input_shape))
 
 
@@ -171,19 +176,27 @@ def _quiet_exporter_log() -> Iterator[None]:
     """Keeps the exporter's C++ log (its whole TorchScript graph when an operation fails; torch
     turns the log on whatever its setting) off standard output: the log goes to a discarded
     stream for the length of the export."""
-    torch._C._jit_set_onnx_log_output_stream("stderr")
-    sys.stderr.flush()
-    saved = os.dup(2)
-    try:
-        with open(os.devnull, "wb") as devnull:
-            os.dup2(devnull.fileno(), 2)
-            try:
+    with _EXPORT_LOCK:  # file descriptor 2 is the process's: one export at a time redirects it
+        torch._C._jit_set_onnx_log_output_stream("stderr")
+        sys.stderr.flush()
+        try:
+            saved = os.dup(2)
+        except OSError:  # no standard error to redirect: the log goes nowhere anyway
+            saved = None
+        try:
+            if saved is None:
                 yield
-            finally:
-                os.dup2(saved, 2)
-    finally:
-        os.close(saved)
-        torch._C._jit_set_onnx_log_output_stream("stdout")
+                return
+            with open(os.devnull, "wb") as devnull:
+                os.dup2(devnull.fileno(), 2)
+                try:
+                    yield
+                finally:
+                    os.dup2(saved, 2)
+        finally:
+            if saved is not None:
+                os.close(saved)
+            torch._C._jit_set_onnx_log_output_stream("stdout")
 
 
 def _reason(error: BaseException) -> str:

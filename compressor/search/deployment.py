@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from compressor.deploy import deploy
+from compressor.errors import ConfigError
 from compressor.experiment import Experiment
 from compressor.io import atomic_write_text
 from compressor.latency import LatencyConfig
@@ -47,10 +48,13 @@ def deploy_trials(
             data = experiment.data.build(cache_dir=cache_dir)
         echo(f"deploy {index}/{len(numbers)}  trial {number}: {trial.record.recipe_short}")
         size = latency.input_size or experiment.cost.input_size
-        deployment = deploy(
-            trial.model, out_dir / "onnx" / f"trial-{number}.onnx", in_channels=data.in_channels, input_size=size,
-            data=data, train_config=experiment.train, int8=True, latency=latency,
-        )
+        try:
+            deployment = deploy(
+                trial.model, out_dir / "onnx" / f"trial-{number}.onnx", in_channels=data.in_channels, input_size=size,
+                data=data, train_config=experiment.train, int8=True, latency=latency,
+            )
+        except ConfigError as error:  # which of the front's trials, in the one line
+            raise ConfigError(f"trial {number}: {error}") from None
         metric = trial.info.metric
         scores = {name: metric_value(metrics, metric) for name, metrics in deployment.metrics.items()}
         rows.append({
