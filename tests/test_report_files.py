@@ -210,7 +210,7 @@ def test_a_study_that_asks_for_latency_is_drawn_and_tabled_against_it(tmp_path):
     header = [cell.strip() for cell in rows[0].strip("|").split("|")]
     assert header[4] == "latency" and "latency vs U-Net" in header
     column = header.index("latency vs U-Net")
-    table = [[cell.strip() for cell in row.strip("|").split("|")] for row in rows[2:]]
+    table = [[cell.strip() for cell in row.strip("|").split("|")] for row in rows[1:]]
     cells = {row[1]: row[column] for row in table}
     assert cells["1"] == "41.0x" and cells["0"] == "10.2x" and cells["U-Net"] == "1.00x"  # U-Net: 410 ms
     assert cells["Micro-Net"] == "2.28x"  # 410 / 180
