@@ -187,3 +187,21 @@ def test_train_model_takes_an_in_memory_recipe(tmp_path):
     assert transformed.label == f"unet+recipe-{recipe.hash()[:8]}" and transformed.recipe == "separable"
     assert transformed.cost.params < plain.cost.params
     assert transformed.result.metrics.pixels == plain.result.metrics.pixels == 48 * 48
+
+
+def test_how_latency_is_timed_retrains_no_baseline_but_the_input_size_does():
+
+    from compressor.experiment import baseline_key
+    from compressor.latency import LatencyConfig
+
+    experiment = Experiment.from_dict({"name": "k"})
+    timed = dataclasses.replace(experiment, cost=dataclasses.replace(
+        experiment.cost, latency=LatencyConfig(runtime="onnxruntime", threads=2)))
+    resized = dataclasses.replace(experiment, cost=dataclasses.replace(experiment.cost, input_size=256))
+    assert baseline_key(timed, "unet") == baseline_key(experiment, "unet")
+    assert baseline_key(resized, "unet") != baseline_key(experiment, "unet")
+    # the study's key keeps the latency section: a resumed search must time as it did
+    from compressor.search.setup import experiment_key
+
+    assert experiment_key(timed)["cost"]["latency"]["runtime"] == "onnxruntime"
+    assert "latency" not in experiment_key(experiment)["cost"]

@@ -112,7 +112,8 @@ def baseline_key(experiment: Experiment, model: str) -> str:
 
     Threads, progress bars and the device do not enter it: they change how fast, not what.
     Nor does distillation or batch-norm re-estimation: references are trained plainly
-    (:func:`without_finetuning`).
+    (:func:`without_finetuning`). Nor does how latency is timed (``cost.latency``): it changes
+    no weight, and a search times its references again anyway.
     """
     train_settings = train_key(without_finetuning(experiment).train)
     material = {
@@ -120,7 +121,7 @@ def baseline_key(experiment: Experiment, model: str) -> str:
         "data": to_data(experiment.data),
         "model": to_data(ModelConfig(name=model)),
         "train": train_settings,
-        "cost": to_data(experiment.cost),
+        "cost": {key: value for key, value in to_data(experiment.cost).items() if key != "latency"},
     }
     canonical = json.dumps(material, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
