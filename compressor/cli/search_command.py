@@ -27,7 +27,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_base_model_arguments(parser, "base network: 'unet', 'micronet' or 'package.module:callable'")
     parser.add_argument("--max-params", metavar="X", help="parameter budget, e.g. 300k, 1.5M")
     parser.add_argument("--max-flops", metavar="Y", help="FLOP budget at the cost input size, e.g. 2G")
-    parser.add_argument("--max-latency-ms", metavar="Z", help="CPU latency budget in milliseconds")
+    parser.add_argument("--max-latency-ms", metavar="Z", help="latency budget in milliseconds, timed as cost.latency says (runtime, threads, "
+                        "input; without that section: PyTorch eager, the process's threads)")
     parser.add_argument("--n-trials", type=int, metavar="N", help="finished trials the study should hold")
     parser.add_argument("--timeout", type=float, metavar="S", help="start no new trial S seconds after the command started")
     parser.add_argument("--storage", metavar="URL", help="Optuna storage URL (default: sqlite:///<run_dir>/search.db)")
