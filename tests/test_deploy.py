@@ -4,6 +4,7 @@ int8, latency on a chosen runtime, the CLI, a latency-objective search and the r
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -172,6 +173,8 @@ def test_latency_objective_search_on_onnxruntime_then_report_with_int8_columns(t
 
     searched = run_cli("search", str(tmp_path / "lat.yaml"))
     assert searched.returncode == 0, searched.stderr
+    trial_lines = [line for line in searched.stdout.splitlines() if line.startswith("trial ")]
+    assert trial_lines and all(re.search(r"FLOPs +\d+\.\d ms  ", line) for line in trial_lines), trial_lines
     storage = f"sqlite:///{tmp_path / 'run' / 'search.db'}"
     study = load_study(storage, "tiny")
     assert study.directions[2].name == "MINIMIZE" and len(study.directions) == 3

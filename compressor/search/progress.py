@@ -12,6 +12,8 @@ def trial_line(record: TrialRecord, *, metric_label: str, target: int | None = N
     """``trial 4/20  complete   738k params  4.68G FLOPs  building IoU 0.262  95 s  cut 2, add, ...``."""
     number = f"trial {record.number}" + (f"/{target}" if target else "")
     cost = f"{format_count(record.params):>7} params  {format_count(record.flops):>7} FLOPs"
+    if record.latency_ms is not None:  # timed: the study asked for latency
+        cost += f"  {record.latency_ms:>6.1f} ms"
     if record.status == "complete":
         outcome = f"{metric_label} {record.metric:.3f}"
         if record.duplicate_of is not None:
