@@ -175,6 +175,7 @@ def test_rung_rule_reads_the_other_trials_of_the_study(tmp_path):
     assert runner._stop_at(trial, "0.500", [0.1, 1000]) is False  # nobody reached that rung yet
 
 
+@pytest.mark.slow  # CI time: test_confirm reproduces a trial from its seed, test_train a training
 def test_the_same_seed_and_settings_give_the_same_recipes_and_metrics(tmp_path):
     """Determinism on CPU: two searches in separate folders, TPE seeded alike, one thread."""
     runs = [

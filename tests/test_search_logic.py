@@ -41,6 +41,7 @@ def test_rungs_stop_weak_trials_in_a_real_search(tmp_path):
     assert again.study.trials[repeat.number].state == TrialState.PRUNED and not repeat.train_seconds
 
 
+@pytest.mark.slow  # CI time: the TPE test below checks the same constraints on the default sampler
 def test_nsga2_honours_the_budget_and_optunas_front_is_compressors(tmp_path):
     """Optuna's best_trials (what dashboards, notebooks and the samplers read) are the feasible trials
     compressor puts on its front; the ones left out are duplicates or learned nothing (metric 0)."""
@@ -67,6 +68,7 @@ def test_tpe_gets_the_constraints_and_keeps_over_budget_trials_off_optunas_front
     assert best and not best & set(infeasible) and all(records[n].feasible for n in best)
 
 
+@pytest.mark.slow  # CI time: the TPE test checks a budget's constraints in a real search, test_budget FLOP limits
 def test_a_flop_budget_decides_feasibility_in_a_real_search(tmp_path):
     experiment = tiny_experiment(tmp_path, ("budget.max_params=null", "budget.max_flops=12M"), n_trials=6)
     result = run_search(experiment, echo=lambda line: None)
