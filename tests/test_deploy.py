@@ -158,13 +158,6 @@ def test_deploy_cli_writes_a_checked_onnx_and_int8_with_scores_and_latency(tmp_p
     assert np.abs(session.run(None, {"image": image.numpy()})[0] - expected).max() < 1e-4
 
 
-def test_a_refused_export_leaves_no_file(tmp_path):
-    compressor.save_model(tmp_path / "spectral.pt", compressor.build_model("deploy_networks:SpectralNet"))
-    result = run_cli("deploy", str(tmp_path / "spectral.pt"), "--out", str(tmp_path / "s.onnx"), "--trust")
-    assert_refusal(result, "deploy", "module 'features.1' (Spectral)")
-    assert sorted(path.name for path in tmp_path.iterdir()) == ["spectral.pt"]
-
-
 def test_latency_objective_search_on_onnxruntime_then_report_with_int8_columns(tmp_path):
     data = tiny_experiment_data(tmp_path / "run", n_trials=2, objectives=["metric", "params", "latency"])
     data["cost"]["latency"] = {"runtime": "onnxruntime", "repeats": 2, "warmup": 1}

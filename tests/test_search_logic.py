@@ -15,6 +15,7 @@ from compressor.search import run_search, with_search
 from compressor.study import trial_records
 
 
+@pytest.mark.slow  # CI time: test_search's rung-rule test checks the rule on a real study
 def test_rungs_stop_weak_trials_in_a_real_search(tmp_path):
     """With a rung at 1/3 of the training, trials ranked outside the best third there stop: recorded
     as stopped, at that fidelity, with the metric they had there, and never trained further."""
