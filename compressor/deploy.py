@@ -189,8 +189,17 @@ def _check(
         batch = calibration_batches(data, 1, batch_size=4, seed=1)[0]
         inputs[f"real {'x'.join(map(str, batch.shape))} (training patches)"] = batch
     checks = {}
+    traced = "x".join(map(str, exported.input_shape[2:]))
     for label, images in inputs.items():
-        diff = exported.max_abs_diff(network, [images])
+        try:
+            diff = exported.max_abs_diff(network, [images])
+        except ExportError as error:
+            if not str(error).startswith("ONNX Runtime refuses"):
+                raise
+            raise ExportError(
+                f"the ONNX model does not run on {label}, which PyTorch runs: the network decides something from "
+                f"its input's size in Python, and the export kept what it decided at {traced}. {error}; "
+                "nothing was written") from None
         if not diff <= DIFF_TOLERANCE:
             raise ExportError(f"the ONNX model's logits differ from PyTorch's by {diff:.2g} on {label} "
                               f"(tolerance {DIFF_TOLERANCE:g}); nothing was written")

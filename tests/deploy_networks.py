@@ -24,3 +24,21 @@ class SpectralNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(self.stem(x)))
+
+
+class ShapeBranchNet(nn.Module):
+    """Down, up, concatenate with the input: the up-sampled map is padded only when the input's
+    size is odd, a Python branch on the shape, as MONAI's BasicUNet does. Tracing keeps the branch
+    taken at the traced size."""
+
+    def __init__(self, in_channels: int = 3, num_classes: int = 2) -> None:
+        super().__init__()
+        self.down = nn.Conv2d(in_channels, 4, 3, stride=2, padding=1)
+        self.up = nn.ConvTranspose2d(4, 4, 2, stride=2)
+        self.head = nn.Conv2d(in_channels + 4, num_classes, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        up = self.up(self.down(x))
+        if up.shape[-2:] != x.shape[-2:]:
+            up = up[..., : x.shape[-2], : x.shape[-1]]
+        return self.head(torch.cat([x, up], dim=1))

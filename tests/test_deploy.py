@@ -229,3 +229,17 @@ def test_export_to_a_model_file_refuses_the_onnx_only_options(tmp_path):
                      "--out", str(tmp_path / "m.pt"), "--int8")
     assert_refusal(result, "export", "--int8 and --latency apply to an ONNX export")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_network_that_branches_on_its_input_size_is_refused_naming_the_node(tmp_path, capfd):
+    from deploy_networks import ShapeBranchNet
+
+    from compressor.deploy import deploy
+
+    with pytest.raises(ExportError) as error:
+        deploy(ShapeBranchNet().eval(), tmp_path / "m.onnx", in_channels=3, input_size=32)
+    message = str(error.value)
+    assert message.startswith("the ONNX model does not run on random 1x3x39x19, which PyTorch runs: ")
+    assert "kept what it decided at 32x32" in message and "Concat" in message and "\n" not in message
+    assert list(tmp_path.iterdir()) == []
+    assert capfd.readouterr().err == ""  # ONNX Runtime logs nothing of its own beside the error

@@ -32,7 +32,7 @@ def open_session(model: bytes | str, *, threads: int = 1) -> Any:
     options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
     # no busy-waiting workers after a run: they would steal the cores from whatever runs next (timed side by side)
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    options.log_severity_level = 3  # errors only: the runtime's warnings are not the user's concern
+    options.log_severity_level = 4  # fatal only: a refused input is raised as one line, not logged as well
     try:
         return onnxruntime.InferenceSession(model, sess_options=options, providers=["CPUExecutionProvider"])
     except Exception as error:  # noqa: BLE001 - onnxruntime raises its own exception types
