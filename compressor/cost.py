@@ -8,7 +8,6 @@ fvcore cannot count are listed in :attr:`Cost.unsupported_ops`, never silently d
 from __future__ import annotations
 
 import statistics
-import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -18,8 +17,7 @@ from fvcore.nn import FlopCountAnalysis, parameter_count
 from torch import nn
 
 from compressor.errors import ConfigError
-from compressor.latency import LatencyConfig, measure_latency
-from compressor.threads import torch_threads
+from compressor.latency import LatencyConfig, forward_runner, measure_latency, time_interleaved
 from compressor.units import parse_shape
 
 __all__ = ["Cost", "ModuleCost", "measure", "FLOP_CONVENTION"]
@@ -138,7 +136,9 @@ def measure(
             activation_bytes = _activation_bytes(model, example)
             flops, by_module_flops, unsupported = _count_flops(model, example)
             latency_ms = (
-                _median_latency_ms(model, example, latency_runs, warmup_runs, threads)
+                statistics.median(time_interleaved(
+                    {"torch": forward_runner(model, "torch", shape)}, repeats=latency_runs, warmup=warmup_runs,
+                    threads=threads)["torch"])
                 if latency_runs > 0 and latency is None
                 else None
             )
@@ -226,16 +226,3 @@ def _count_flops(model: nn.Module, example: torch.Tensor) -> tuple[int, dict[str
         ) from error
     return total, dict(analysis.by_module()), dict(analysis.unsupported_ops())
 
-
-def _median_latency_ms(
-    model: nn.Module, example: torch.Tensor, runs: int, warmup_runs: int, threads: int | str | None
-) -> float:
-    with torch_threads(threads):
-        for _ in range(warmup_runs):
-            model(example)
-        timings = []
-        for _ in range(runs):
-            start = time.perf_counter()
-            model(example)
-            timings.append((time.perf_counter() - start) * 1000.0)
-    return statistics.median(timings)

@@ -66,7 +66,7 @@ class Deployment:
                            for name, timing in self.latency.items()},
         }
 
-    def summary_lines(self, metric: Callable[[SegmentationMetrics], str] = lambda metrics: metrics.summary()) -> list[str]:
+    def summary_lines(self) -> list[str]:
         """What a person reads after a deployment, a line per fact."""
         lines = [f"wrote {self.path}: {self.model.describe()}",
                  "checked against PyTorch, max abs difference of the logits: "
@@ -75,7 +75,7 @@ class Deployment:
             lines.append(f"wrote {self.int8_path}: int8, {self.int8.size_bytes / 1e6:.2f} MB "
                          f"({self.model.size_bytes / max(1, self.int8.size_bytes):.1f}x smaller than fp32)")
         for name, metrics in self.metrics.items():
-            lines.append(f"validation, {name}: {metric(metrics)}")
+            lines.append(f"validation, {name}: {metrics.summary()}")
         if self.latency:
             first = next(iter(self.latency.values()))
             shape = "x".join(map(str, first.input_shape))

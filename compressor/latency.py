@@ -65,13 +65,6 @@ class LatencyConfig:
         size = self.input_size or default_size
         return (self.batch, in_channels, size, size)
 
-    def describe(self, default_size: int | None = None) -> str:
-        """``onnxruntime, 1 thread, batch 1 at 256x256, median of 20``."""
-        size = self.input_size or default_size
-        where = f" at {size}x{size}" if size else ""
-        return (f"{self.runtime}, {self.threads} thread{'s' if self.threads != 1 else ''}, batch {self.batch}{where}, "
-                f"median of {self.repeats}")
-
 
 @dataclass(frozen=True)
 class Latency:
@@ -136,12 +129,13 @@ def forward_runner(
 
 
 def time_interleaved(
-    runners: Mapping[str, Callable[[], Any]], *, repeats: int, warmup: int = 3, threads: int = 1,
+    runners: Mapping[str, Callable[[], Any]], *, repeats: int, warmup: int = 3, threads: int | str | None = 1,
 ) -> dict[str, list[float]]:
     """Milliseconds of each runner's passes, taken in turn (A, B, C, A, B, C, ...).
 
     Interleaving spreads a machine's slow moments over every runner alike, so medians taken
-    side by side compare. torch runs with ``threads`` intra-op threads for the duration.
+    side by side compare. torch runs with ``threads`` intra-op threads for the duration
+    (``auto``: the available cores; None: as they are).
     """
     timings: dict[str, list[float]] = {name: [] for name in runners}
     with torch_threads(threads):

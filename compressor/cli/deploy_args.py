@@ -39,7 +39,7 @@ def add_deploy_arguments(parser: argparse.ArgumentParser) -> None:
 
 def deploy_from_args(
     args: argparse.Namespace, network: nn.Module, out: str | Path, *, in_channels: int,
-    data: SegmentationData | None, train_config: TrainConfig | None, metric_label: str = "",
+    data: SegmentationData | None, train_config: TrainConfig | None,
 ) -> Deployment:
     """Runs :func:`compressor.deploy.deploy` as the options say, printing progress and the summary."""
     latency = None

@@ -291,7 +291,7 @@ def render_html(
     facts_html += f"<div><dt>trials ({overview['trials']})</dt><dd>{badges}</dd></div>"
 
     headers, rows = pareto_rows(pareto, references, metric_label=metric_label,
-                                latency=shows_latency(pareto, overview))
+                                latency=shows_latency(overview))
     row_classes = ["front"] * len(pareto) + ["reference"] * len(references)
     pareto_html = _table(headers, rows, text_columns=(0,), recipe_column=len(headers) - 1, row_classes=row_classes)
     if pareto.empty:

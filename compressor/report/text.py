@@ -131,7 +131,7 @@ def pareto_rows(
     return headers, rows
 
 
-def shows_latency(pareto: pd.DataFrame, overview: dict[str, Any]) -> bool:
+def shows_latency(overview: dict[str, Any]) -> bool:
     """Whether the tables show latency: the study asked for it (an objective, a budget, ``cost.latency``)."""
     return "latency_ms" in overview["objectives"] or bool(overview.get("latency"))
 
@@ -153,7 +153,7 @@ def empty_front_reason(overview: dict[str, Any]) -> str:
 
 def pareto_text(pareto: pd.DataFrame, references: pd.DataFrame, overview: dict[str, Any]) -> str:
     """The Pareto table for the terminal (:func:`compressor.tables.format_table`)."""
-    latency = shows_latency(pareto, overview)
+    latency = shows_latency(overview)
     headers, rows = pareto_rows(pareto, references, metric_label=overview["metric_label"], latency=latency)
     # format_table right-aligns every column but the first; padded recipes read left-aligned.
     width = max([len(headers[-1]), *(len(row[-1]) for row in rows)])
@@ -194,7 +194,7 @@ def _looks_numeric(text: str) -> bool:
 
 def summary_markdown(pareto: pd.DataFrame, references: pd.DataFrame, overview: dict[str, Any]) -> str:
     """``summary.md``: a heading, one line on the study, and the Pareto table in Markdown."""
-    latency = shows_latency(pareto, overview)
+    latency = shows_latency(overview)
     headers, rows = pareto_rows(pareto, references, metric_label=overview["metric_label"], latency=latency)
     counts = ", ".join(f"{count} {status}" for status, count in overview["by_status"].items() if count)
     budget = ", ".join(f"{key.removeprefix('max_')} <= {_budget_value(key, value)}"
