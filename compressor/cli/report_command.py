@@ -58,8 +58,6 @@ def _latency(study: object, args: argparse.Namespace) -> object:
     from compressor.latency import LatencyConfig
     from compressor.study import study_info
 
-    cost = (study_info(study).experiment or {}).get("cost") or {}
-    asked = cost.get("latency") or {}
-    threads = resolve_threads(args.latency_threads) if args.latency_threads is not None else asked.get("threads", 1)
-    size = args.latency_size or (asked.get("input_size") or cost.get("input_size") if asked else 256)
-    return LatencyConfig(threads=int(threads), input_size=int(size), repeats=int(asked.get("repeats", 20)))
+    asked = study_info(study).latency or LatencyConfig(input_size=256)
+    threads = resolve_threads(args.latency_threads) if args.latency_threads is not None else asked.threads
+    return LatencyConfig(threads=threads, input_size=args.latency_size or asked.input_size or 256, repeats=asked.repeats)

@@ -50,6 +50,7 @@ from compressor.report.tables import (
 from compressor.report.text import pareto_text, summary_markdown
 from compressor.study import (
     HYPERVOLUME_MARGIN,
+    StudyInfo,
     StudySnapshot,
     hypervolume_reference,
     load_study,
@@ -174,7 +175,7 @@ def build_report(
         **({"pareto_latency.png": plots.pareto_figure(
             trials, references, cost="latency_ms", metric_label=label, budget=info.budget, input_shape=info.input_shape,
             title=f"{title} against latency", confirmed=confirmed, threshold=info.threshold,
-            latency_note=_latency_note(info.experiment))}
+            latency_note=_latency_note(info))}
             if overview["latency"] and trials["latency_ms"].notna().any() else {}),
         "hypervolume.png": plots.hypervolume_figure(
             hypervolume, title=f"{snapshot.study_name}: hypervolume of the feasible front"),
@@ -214,16 +215,14 @@ def build_report(
     )
 
 
-def _latency_note(experiment: dict[str, Any]) -> str:
-    """How the study measured latency, from its experiment: ``onnxruntime, 1 thread, batch 1 at 224x224``."""
-    cost = (experiment or {}).get("cost") or {}
-    latency = cost.get("latency")
-    if not latency:
+def _latency_note(info: StudyInfo) -> str:
+    """How the study measured latency: ``onnxruntime, 1 thread, batch 1 at 224x224``."""
+    latency = info.latency
+    if latency is None:
         return "PyTorch eager, the process's threads"
-    size = latency.get("input_size") or cost.get("input_size")
-    threads = latency.get("threads", 1)
-    return (f"{latency.get('runtime', 'torch')}, {threads} thread{'s' if threads != 1 else ''}, "
-            f"batch {latency.get('batch', 1)} at {size}x{size}")
+    size = latency.input_size
+    return (f"{latency.runtime}, {latency.threads} thread{'s' if latency.threads != 1 else ''}, "
+            f"batch {latency.batch} at {size}x{size}")
 
 
 def front_table(study: optuna.Study | StudySnapshot) -> str:

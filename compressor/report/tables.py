@@ -483,9 +483,8 @@ def study_overview(study: optuna.Study | StudySnapshot) -> dict[str, Any]:
 
 def asks_latency(snapshot: StudySnapshot) -> bool:
     """Whether the study asked for latency: an objective, a budget, or a ``cost.latency`` section."""
-    cost = (snapshot.info.experiment or {}).get("cost") or {}
     return ("latency_ms" in snapshot.objectives or (snapshot.info.budget or {}).get("max_latency_ms") is not None
-            or bool(cost.get("latency")))
+            or snapshot.info.latency is not None)
 
 
 def machine_info(study: optuna.Study | StudySnapshot) -> dict[str, Any]:

@@ -25,10 +25,13 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
+
+if TYPE_CHECKING:
+    from compressor.latency import LatencyConfig
 
 __all__ = [
     "FORMAT",
@@ -92,6 +95,18 @@ class StudyInfo:
         from compressor.floor import Floor
 
         return Floor.from_dict(self.floor).threshold
+
+    @property
+    def latency(self) -> LatencyConfig | None:
+        """How the study timed latency: its ``cost.latency`` section, the input size filled in from
+        ``cost.input_size``; None without that section."""
+        from compressor.latency import LatencyConfig  # torch: only when asked
+
+        cost = (self.experiment or {}).get("cost") or {}
+        section = cost.get("latency")
+        if not section:
+            return None
+        return LatencyConfig(**{**section, "input_size": section.get("input_size") or cost.get("input_size")})
 
     def to_attrs(self) -> dict[str, Any]:
         return {"compressor_format": FORMAT, **{name: getattr(self, name) for name in self.__dataclass_fields__}}
