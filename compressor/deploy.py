@@ -101,7 +101,7 @@ def deploy(
     """Exports ``network`` to ``out`` (ONNX), checks it, and optionally quantizes, scores and times it.
 
     Args:
-        network: the trained network (not modified).
+        network: the trained network; it is moved to the CPU and put in eval mode, its weights untouched.
         out: the ``.onnx`` file to write; a ``.json`` with what was measured goes next to it.
         in_channels: the input's channels.
         input_size: side of the square input traced and checked (height and width stay dynamic).

@@ -19,7 +19,7 @@ import torch
 
 from compressor.errors import ConfigError, ExportError, first_line
 from compressor.runtime.extra import require_deploy
-from compressor.runtime.onnx_export import OnnxModel
+from compressor.runtime.onnx_export import INPUT_NAME, OnnxModel
 
 __all__ = ["quantize_int8"]
 
@@ -51,7 +51,7 @@ def quantize_int8(model: OnnxModel, calibration: Sequence[torch.Tensor | np.ndar
 
         def get_next(self) -> dict[str, np.ndarray] | None:
             batch = next(self.batches, None)
-            return None if batch is None else {"image": batch}
+            return None if batch is None else {INPUT_NAME: batch}
 
         def rewind(self) -> None:
             self.batches = iter(batches)
