@@ -17,11 +17,9 @@ register it as a model, a ``compressor.models`` entry point, and its files load 
 
 from __future__ import annotations
 
-import importlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from pickle import UnpicklingError
 from typing import Any
 
 import torch
@@ -29,17 +27,19 @@ from torch import nn
 
 from compressor.errors import CompressorError, ConfigError, UntrustedModelError, first_line
 from compressor.io import atomic_write
-from compressor.models import MODELS, build_model
+from compressor.models import build_model
+from compressor.models.policy import TRUSTED_MODEL_PACKAGES, building_from
 from compressor.origin import Origin, origin_of, set_origin
 from compressor.outputs import declare_output, declared_output
+from compressor.tensor_files import PickledObjectsError, read_tensor_file, sniff
+from compressor.train.checkpoints import weights_mismatch
 from compressor.transforms import apply
+from compressor.units import parse_shape
 
 __all__ = ["SavedModel", "save_model", "load_model", "load_saved", "TRUSTED_MODEL_PACKAGES"]
 
 _FORMAT = "compressor.model/2"
 _PICKLED = "compressor.model/1"
-#: packages whose model-building functions a file may name (their classes are always fine)
-TRUSTED_MODEL_PACKAGES = ("segmentation_models_pytorch.", "torchvision.models.", "monai.networks.", "timm.")
 
 
 @dataclass
@@ -121,28 +121,26 @@ def load_saved(path: str | Path, *, map_location: str | torch.device = "cpu", tr
         UntrustedModelError: it would run code of the file's choosing and ``trust`` is off.
     """
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: no such model file")
     try:
-        payload = torch.load(path, map_location=map_location, weights_only=True)
-    except UnpicklingError:  # objects beyond tensors and plain data: a pickled module, or worse
+        payload = read_tensor_file(path, what="model file", map_location=map_location)
+    except PickledObjectsError as error:  # objects beyond tensors and plain data: a pickled module, or worse
         if not trust:
             raise UntrustedModelError(
                 f"{path}: a pickled model (compressor's old format, or saved with pickle=True): loading it runs "
                 "code stored in the file, which is done only for a file you trust (trust=True)"
             ) from None
+        if _sniffed(path) != "zip":
+            raise error from None
         payload = _load_pickle(path, map_location)
-    except Exception as error:  # noqa: BLE001 - corrupted or foreign file
-        raise ConfigError(f"{path}: cannot load model file: {type(error).__name__}: {first_line(error)}") from None
     if not isinstance(payload, dict) or payload.get("format") not in (_FORMAT, _PICKLED):
-        raise ConfigError(f"{path}: not a model file saved by compressor")
+        raise ConfigError(f"{path}: not a model file saved by compressor ({_what_it_holds(payload)})")
     model = payload.get("model") if payload["format"] == _PICKLED else _rebuild(path, payload, trust=trust)
     if not isinstance(model, nn.Module):
         raise ConfigError(f"{path}: not a model file saved by compressor (it holds no network)")
-    shape = payload.get("input_shape")
     return SavedModel(
-        model=model, recipe=payload.get("recipe"), base=payload.get("base"),
-        input_shape=tuple(shape) if shape else None, metadata=payload.get("metadata") or {},
+        model=model, recipe=payload.get("recipe"), base=payload.get("base") if isinstance(payload.get("base"), str) else None,
+        input_shape=_input_shape(path, payload.get("input_shape")),
+        metadata=payload.get("metadata") if isinstance(payload.get("metadata"), dict) else {},
     )
 
 
@@ -160,6 +158,13 @@ def load_model(path: str | Path, *, map_location: str | torch.device = "cpu", tr
     return load_saved(path, map_location=map_location, trust=trust).model
 
 
+def _sniffed(path: Path) -> str:
+    try:
+        return sniff(path)
+    except OSError:
+        return "unreadable"
+
+
 def _load_pickle(path: Path, map_location: str | torch.device) -> Any:
     try:
         return torch.load(path, map_location=map_location, weights_only=False)
@@ -168,22 +173,51 @@ def _load_pickle(path: Path, map_location: str | torch.device) -> Any:
 
 
 def _rebuild(path: Path, payload: dict[str, Any], *, trust: bool) -> nn.Module:
-    """The network a format-2 file describes, with its weights."""
+    """The network a format-2 file describes, with its weights; built under the policy of
+    :mod:`compressor.models.policy` unless ``trust``."""
+    origin_data, state = payload.get("origin"), payload.get("state_dict")
+    if not isinstance(origin_data, dict) or not isinstance(origin_data.get("base"), str):
+        raise ConfigError(f"{path}: a damaged model file (its architecture is not a mapping naming a builder)")
+    if not isinstance(state, dict) or not all(isinstance(key, str) and isinstance(value, torch.Tensor)
+                                              for key, value in state.items()):
+        raise ConfigError(f"{path}: a damaged model file (its state_dict is not a mapping of names to tensors)")
     try:
-        origin = Origin.from_dict(payload["origin"])
-        state = payload["state_dict"]
+        origin = Origin.from_dict(origin_data)
     except (KeyError, TypeError, ValueError) as error:
         raise ConfigError(f"{path}: a damaged model file ({type(error).__name__}: {first_line(error)})") from None
+    if not isinstance(origin_data.get("args") or {}, dict) or not all(
+            isinstance(step, dict) and isinstance(step.get("name"), str) for step in origin.steps):
+        raise ConfigError(f"{path}: a damaged model file (its builder arguments or steps are not mappings)")
     if origin.steps and origin.input_shape is None:
         raise ConfigError(f"{path}: a damaged model file (transform steps without the input shape they ran at)")
-    _check_builder(path, origin.base, trust=trust)
-    model = _architecture(declare_output(build_model(origin.base, origin.args), payload.get("output")), origin)
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as error:
-        raise ConfigError(f"{path}: its weights do not fit the network rebuilt from its architecture: "
-                          f"{first_line(error)}") from None
+    if origin.input_shape is not None:
+        parse_shape(origin.input_shape, what=f"{path}: its input shape")
+    # A network many times larger than the file's own tensors is not what the file holds (a pruned
+    # network may be a thousand times smaller than the one it was pruned from; not more).
+    tensors = sum(value.numel() for value in state.values())
+    with building_from(str(path), trust=trust, max_params=max(50_000_000, 1000 * tensors)):
+        model = _architecture(declare_output(build_model(origin.base, origin.args), payload.get("output")), origin)
+    mismatch = weights_mismatch(model.state_dict(), state)
+    if mismatch:
+        raise ConfigError(f"{path}: its weights do not fit the network rebuilt from its architecture: {mismatch}")
+    model.load_state_dict(state, strict=True)
     return set_origin(model.eval(), origin)
+
+
+def _input_shape(path: Path, shape: Any) -> tuple[int, ...] | None:
+    if not shape:
+        return None
+    if not isinstance(shape, (list, tuple)):
+        raise ConfigError(f"{path}: a damaged model file (its input shape is {shape!r}, not a list of sizes)")
+    return parse_shape(tuple(shape), what=f"{path}: its input shape")
+
+
+def _what_it_holds(payload: Any) -> str:
+    if isinstance(payload, dict) and payload and all(isinstance(value, torch.Tensor) for value in payload.values()):
+        return "it holds a state_dict: weights without the network"
+    if isinstance(payload, dict) and "state_dict" in payload:
+        return "it holds a checkpoint: weights without the network"
+    return f"it holds a {type(payload).__name__}"
 
 
 def _architecture(base: nn.Module, origin: Origin) -> nn.Module:
@@ -210,38 +244,3 @@ def _check_rebuilds(model: nn.Module, origin: Origin, state: dict[str, torch.Ten
     if wrong:
         raise ConfigError(f"cannot save {type(model).__name__} as data: built again from its recipe, it differs at "
                           f"{', '.join(wrong[:3])}; save it as a pickle (pickle=True), which loads only with trust=True")
-
-
-def _check_builder(path: Path, base: str, *, trust: bool) -> None:
-    """Refuses (unless ``trust``) a builder that could run code of the file's choosing.
-
-    Decided from the name before anything is imported: a registered model; or a model class (an
-    ``nn.Module`` subclass defined in the package it is named from) or a torchvision model builder,
-    of one of :data:`TRUSTED_MODEL_PACKAGES`, named by a single attribute (no path through another
-    module). Anything else would import a module the file names, or call a function it names.
-    """
-    if trust or base in MODELS:
-        return
-    module_name, _, attribute = base.partition(":")
-    package = next((prefix for prefix in TRUSTED_MODEL_PACKAGES
-                    if module_name == prefix.rstrip(".") or module_name.startswith(prefix)), None)
-    if package is not None and attribute.isidentifier():
-        builder = getattr(importlib.import_module(module_name), attribute, None)
-        defined_in = str(getattr(builder, "__module__", "") or "")
-        if defined_in == package.rstrip(".") or defined_in.startswith(package):
-            if isinstance(builder, type) and issubclass(builder, nn.Module):
-                return
-            if package == "torchvision.models." and attribute in _torchvision_models():
-                return
-    raise UntrustedModelError(
-        f"{path}: its network is built by {base!r}, which is neither a registered model nor a model class of "
-        f"{', '.join(prefix.rstrip('.') for prefix in TRUSTED_MODEL_PACKAGES)}; loading the file would import or "
-        "call it, which is done only for a file you trust (trust=True), or register the builder as a model "
-        "(a compressor.models entry point)"
-    )
-
-
-def _torchvision_models() -> set[str]:
-    import torchvision.models
-
-    return set(torchvision.models.list_models())

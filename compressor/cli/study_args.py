@@ -6,13 +6,22 @@ import argparse
 
 from compressor.study import default_storage_url
 
-__all__ = ["add_study_arguments", "storage_from_args"]
+__all__ = ["add_study_arguments", "add_trust_argument", "storage_from_args"]
 
 
 def add_study_arguments(parser: argparse.ArgumentParser, *, help_study: str = "the study's name") -> None:
     parser.add_argument("--study", required=True, metavar="NAME", help=help_study)
     parser.add_argument("--storage", metavar="URL", default=None,
                         help=f"Optuna storage URL (default: {default_storage_url(study='NAME')})")
+
+
+def add_trust_argument(parser: argparse.ArgumentParser) -> None:
+    """``--trust``: build the study's network and use its folders as stored (see :mod:`compressor.search.stored`)."""
+    parser.add_argument("--trust", action="store_true",
+                        help="build the network the study names with the arguments it stores, and use the folders it "
+                             "names, whatever they are (a study is otherwise read as data: a registered model or a "
+                             "model class of a known package, plain architecture arguments, no downloads); only when "
+                             "you trust everyone who can write to its storage")
 
 
 def storage_from_args(args: argparse.Namespace) -> str:

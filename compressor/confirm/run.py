@@ -48,6 +48,7 @@ from compressor.floor import Floor
 from compressor.metrics import SegmentationMetrics, metric_value
 from compressor.search.liveness import PROCESS_KEY, fail_dead_trials, process_identity
 from compressor.search.setup import SearchSetup, as_built_for, build_candidate, prepare
+from compressor.search.stored import building_study, stored_experiment
 from compressor.search_config import ConfirmConfig
 from compressor.study import (
     StudyInfo,
@@ -127,6 +128,7 @@ def plan_repeats(experiment: Experiment, config: ConfirmConfig) -> tuple[list[Re
 def run_confirmation(
     study: optuna.Study, storage_url: str, *, config: ConfirmConfig | None = None, trials: Sequence[int] = (),
     cache_dir: str | Path | None = None, threads: int | None = None, echo: Callable[[str], None] = print,
+    trust: bool = False,
 ) -> Confirmation:
     """Confirms a finished search's front: plans the jobs, runs them (with any other process
     doing the same), and returns what the stored results say.
@@ -137,12 +139,14 @@ def run_confirmation(
         config: how many trials, seeds, folds (default: the study's ``search.confirm``).
         trials: confirm these trial numbers instead of the ``top`` of the front.
         threads: torch CPU threads (default: the experiment's).
+        trust: build the study's network and use its paths as stored; without it the study is
+            data (:mod:`compressor.search.stored`).
 
     Raises:
         ConfigError: nothing to confirm, a trial that is not a finished candidate, folds without k-fold data.
     """
     info = study_info(study)
-    experiment = Experiment.from_dict(info.experiment, source=f"study {study.study_name!r}")
+    experiment = stored_experiment(study.study_name, info, trust=trust)
     config = config or experiment.search.confirm
     if threads is not None:
         experiment = dataclasses.replace(experiment, train=dataclasses.replace(experiment.train, threads=threads))
@@ -170,7 +174,7 @@ def run_confirmation(
          f"{_describe([own])}, is not counted): {len(jobs)} jobs, {done} done, {pending} to run")
     runner = _JobRunner(study, info, experiment, records, queue, cache_dir=cache_dir, echo=echo,
                         keys={_job_key(job) for job in jobs})
-    with torch_threads(experiment.train.threads):
+    with torch_threads(experiment.train.threads), building_study(study.study_name, info, trust=trust):
         _work(queue, runner, experiment.search.max_retry)
     running = {_job_key(trial.user_attrs["job"]) for trial in queue.get_trials(
         deepcopy=False, states=(TrialState.RUNNING,)) if trial.user_attrs.get("job")}

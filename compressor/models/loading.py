@@ -3,19 +3,21 @@
 from __future__ import annotations
 
 import importlib
+import warnings
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from torch import nn
 
-from compressor.errors import ModelLoadError
+from compressor.errors import ModelLoadError, first_line
 from compressor.keyvalue import parse_pairs
+from compressor.models import policy
 from compressor.models.micronet import micronet
 from compressor.models.unet import unet
 from compressor.origin import Origin, set_origin
 from compressor.registry import Registry
 
-__all__ = ["MODELS", "build_model", "parse_model_args"]
+__all__ = ["MODELS", "build_model", "allowed", "parse_model_args"]
 
 MODELS: Registry[Callable[..., nn.Module]] = Registry("model", entry_points="compressor.models")
 MODELS.register("unet")(unet)
@@ -46,16 +48,48 @@ def build_model(spec: str | nn.Module, args: Mapping[str, Any] | None = None) ->
     if isinstance(spec, nn.Module):
         return spec
     args = dict(args or {})
+    source = policy.current_source()
+    if source is not None:  # a model file's or a study's network: data, built under the policy
+        builder, args = allowed(spec, args)
+        with policy.no_downloads(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # a stored network's deprecation notes are not the user's to act on
+            policy.check_size(spec, builder, args, source)
+            model = _call(spec, builder, args)
+    else:
+        model = _call(spec, resolve_builder(spec), args)
+    return set_origin(model, Origin(base=spec, args=args))
+
+
+def allowed(spec: str, args: Mapping[str, Any] | None = None) -> tuple[Callable[..., Any], dict[str, Any]]:
+    """The builder ``spec`` names and the arguments to build it with, as the policy of
+    :mod:`compressor.models.policy` allows them while a file or a study is being built (nothing
+    is built; outside :func:`~compressor.models.policy.building_from`, everything is allowed).
+
+    Raises:
+        UntrustedModelError: what the policy refuses.
+        ModelLoadError: a builder that cannot be found.
+    """
+    args = dict(args or {})
+    source = policy.current_source()
+    if source is None:
+        return resolve_builder(spec), args
+    registered = spec in MODELS
+    policy.check_builder(spec, registered=registered, source=source)
     builder = resolve_builder(spec)
+    return builder, policy.checked_args(spec, builder, args, registered=registered, source=source)
+
+
+def _call(spec: str, builder: Callable[..., Any], args: dict[str, Any]) -> nn.Module:
     try:
         model = builder(**args)
     except Exception as error:  # noqa: BLE001 - the user's code may raise anything
-        raise ModelLoadError(f"model {spec!r} failed to build with {args}: {error}") from error
+        raise ModelLoadError(f"model {spec!r} failed to build with {args}: {type(error).__name__}: "
+                             f"{first_line(error)}") from error
     if not isinstance(model, nn.Module):
         raise ModelLoadError(
             f"model {spec!r} returned {type(model).__name__}, not a torch.nn.Module"
         )
-    return set_origin(model, Origin(base=spec, args=args))
+    return model
 
 
 def resolve_builder(spec: str) -> Callable[..., Any]:

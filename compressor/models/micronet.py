@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 from typing import Any
 
@@ -111,3 +112,6 @@ def micronet(**options: Any) -> MicroNet:
         1055920
     """
     return set_origin(MicroNet(**options), Origin(base="micronet", args=dict(options)))
+
+
+micronet.__signature__ = inspect.signature(MicroNet)  # its keywords are MicroNet's (what a model file may give)

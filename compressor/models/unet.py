@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 import torch
@@ -89,6 +90,9 @@ def unet(**options: Any) -> UNet:
         31024960
     """
     return set_origin(UNet(**options), Origin(base="unet", args=dict(options)))
+
+
+unet.__signature__ = inspect.signature(UNet)  # its keywords are UNet's (what a model file may give)
 
 
 def _check_positive(**values: int) -> None:

@@ -32,6 +32,7 @@ DEPLOYED_COLUMNS = [
 def deploy_trials(
     storage_url: str, study_name: str, numbers: Sequence[int], out_dir: str | Path, *,
     latency: LatencyConfig, cache_dir: str | Path | None = None, echo: Callable[[str], None] = lambda line: None,
+    trust: bool = False,
 ) -> list[dict[str, Any]]:
     """Deploys each trial of ``numbers`` to ``out_dir/onnx/trial-N.onnx`` (and ``.int8.onnx``); writes ``deployed.csv``.
 
@@ -42,7 +43,7 @@ def deploy_trials(
     out_dir = Path(out_dir)
     rows, data, experiment = [], None, None
     for index, number in enumerate(numbers, 1):
-        trial = rebuild_trial(storage_url, study_name, number, cache_dir=cache_dir)
+        trial = rebuild_trial(storage_url, study_name, number, cache_dir=cache_dir, trust=trust)
         if experiment is None:
             experiment = Experiment.from_dict(trial.info.experiment, source=f"study {study_name!r}")
             data = experiment.data.build(cache_dir=cache_dir)

@@ -8,10 +8,11 @@ from pathlib import Path
 from torch import nn
 
 from compressor.errors import ConfigError
-from compressor.experiment import Experiment, ModelConfig
+from compressor.experiment import ModelConfig
 from compressor.finetune import calibration_batches
 from compressor.saving import save_model
 from compressor.search.setup import as_built_for, build_candidate, load_parent
+from compressor.search.stored import building_study, stored_experiment
 from compressor.search.weights import WeightStore
 from compressor.study import StudyInfo, TrialRecord, load_study, study_info
 from compressor.transforms import Recipe
@@ -31,11 +32,14 @@ class ExportedTrial:
 
 def rebuild_trial(
     storage_url: str, study_name: str, number: int, *, untrained: bool = False, cache_dir: str | Path | None = None,
+    trust: bool = False,
 ) -> ExportedTrial:
     """The model of trial ``number``: the base network and recipe the search used, and its weights.
 
     ``untrained`` skips the trial's kept weights: the candidate as it started (from random
-    weights, or, in a study whose candidates inherit, from its parent's).
+    weights, or, in a study whose candidates inherit, from its parent's). Without ``trust`` the
+    study is data (:mod:`compressor.search.stored`): its network is built under the policy of
+    model files, its paths checked.
 
     Raises:
         ConfigError: no such study or trial; a trial without a recipe (it failed before
@@ -49,7 +53,7 @@ def rebuild_trial(
     record = TrialRecord.from_trial(trials[number])
     if record.recipe_hash == "":
         raise ConfigError(f"trial {number} has no recipe ({record.status}: {record.failure or 'not sampled'})")
-    experiment = Experiment.from_dict(info.experiment, source=f"study {study_name!r}")
+    experiment = stored_experiment(study_name, info, trust=trust)
     model_config = ModelConfig(name=info.model, args={
         key: value for key, value in info.model_args.items() if key not in ("in_channels", "num_classes")
     } if info.model in ("unet", "micronet") else dict(info.model_args),
@@ -59,18 +63,19 @@ def rebuild_trial(
     recipe = Recipe.from_data(record.recipe, source=f"trial {number}'s recipe")
     built = as_built_for(recipe, study.user_attrs)
     base = None
-    if info.init != "random":  # pruning ranked the parent's trained channels: the same parent gives the same widths
-        base = load_parent(model_config, info.parent, in_channels=in_channels, num_classes=num_classes).model
-    calibration = None
-    if base is not None and experiment.finetune.calibrate:  # calibrated weights steer pruning: calibrate the same way
-        calibration = calibration_batches(
-            experiment.data.build(cache_dir=cache_dir), experiment.finetune.calibrate, batch_size=experiment.train.batch_size,
-            seed=experiment.train.seed,
+    with building_study(study_name, info, trust=trust):
+        if info.init != "random":  # pruning ranked the parent's trained channels: the same parent gives the same widths
+            base = load_parent(model_config, info.parent, in_channels=in_channels, num_classes=num_classes).model
+        calibration = None
+        if base is not None and experiment.finetune.calibrate:  # calibrated weights steer pruning: calibrate the same way
+            calibration = calibration_batches(
+                experiment.data.build(cache_dir=cache_dir), experiment.finetune.calibrate,
+                batch_size=experiment.train.batch_size, seed=experiment.train.seed,
+            )
+        model = build_candidate(
+            experiment, model_config, built, in_channels=in_channels, num_classes=num_classes, base=base, init=info.init,
+            calibration=calibration,
         )
-    model = build_candidate(
-        experiment, model_config, built, in_channels=in_channels, num_classes=num_classes, base=base, init=info.init,
-        calibration=calibration,
-    )
     trained = not untrained
     if trained:
         state = WeightStore(info.artifacts).load(record.weights, number)
@@ -79,10 +84,10 @@ def rebuild_trial(
 
 
 def export_trial(
-    storage_url: str, study_name: str, number: int, out: str | Path, *, untrained: bool = False
+    storage_url: str, study_name: str, number: int, out: str | Path, *, untrained: bool = False, trust: bool = False,
 ) -> ExportedTrial:
     """Rebuilds trial ``number`` (:func:`rebuild_trial`) and saves it with :func:`compressor.save_model`."""
-    exported = rebuild_trial(storage_url, study_name, number, untrained=untrained)
+    exported = rebuild_trial(storage_url, study_name, number, untrained=untrained, trust=trust)
     info, record = exported.info, exported.record
     exported.path = save_model(
         out, exported.model, recipe=exported.recipe, base=info.model, input_shape=tuple(info.input_shape),

@@ -9,9 +9,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from compressor.errors import CompressorError, first_line
+from compressor.errors import CompressorError, ConfigError
 from compressor.io import atomic_write
 from compressor.metrics import SegmentationMetrics
+from compressor.tensor_files import read_tensor_file
 
 __all__ = ["CheckpointError", "Checkpoint", "save_checkpoint", "load_checkpoint", "load_weights"]
 
@@ -68,68 +69,80 @@ def load_checkpoint(path: str | Path, model: nn.Module | None = None, *, map_loc
             fit ``model`` (names the first mismatched keys).
     """
     path = Path(path)
-    try:
-        payload = torch.load(path, map_location=map_location, weights_only=True)
-    except FileNotFoundError:
-        raise CheckpointError(f"{path}: checkpoint not found") from None
-    except Exception as error:  # noqa: BLE001 - torch raises many kinds on a bad file
-        raise CheckpointError(f"{path}: not a readable checkpoint: {error}") from None
+    payload = _read(path, "checkpoint", map_location)
     if not isinstance(payload, dict) or payload.get("format") != _CHECKPOINT_FORMAT:
         raise CheckpointError(f"{path}: not a compressor checkpoint")
+    state = payload.get("state_dict")
+    if not _is_state_dict(state):
+        raise CheckpointError(f"{path}: a damaged checkpoint (its state_dict is not a mapping of names to tensors)")
     checkpoint = Checkpoint(
-        state_dict=payload["state_dict"], step=payload.get("step"), metrics=payload.get("metrics"),
-        optimizer=payload.get("optimizer"), extra=payload.get("extra") or {},
+        state_dict=state, step=_plain(payload.get("step"), int), metrics=_plain(payload.get("metrics"), dict),
+        optimizer=_plain(payload.get("optimizer"), dict), extra=_plain(payload.get("extra"), dict) or {},
     )
     if model is not None:
-        missing, unexpected = _key_mismatch(model.state_dict(), checkpoint.state_dict)
-        if missing or unexpected:
-            raise CheckpointError(
-                f"{path}: weights do not fit the model (missing {missing[:3]}, unexpected {unexpected[:3]})"
-            )
-        try:
-            model.load_state_dict(checkpoint.state_dict)
-        except RuntimeError as error:
-            first = str(error).strip().splitlines()[-1].strip()
-            raise CheckpointError(f"{path}: weights do not fit the model: {first}") from None
+        mismatch = weights_mismatch(model.state_dict(), checkpoint.state_dict)
+        if mismatch:
+            raise CheckpointError(f"{path}: weights do not fit the model: {mismatch}")
+        model.load_state_dict(checkpoint.state_dict)
     return checkpoint
 
 
 def load_weights(path: str | Path, model: nn.Module) -> None:
     """Loads weights into ``model`` from a compressor checkpoint or a plain ``state_dict`` file.
 
-    Only tensors and plain data are read (``weights_only``): a weights file cannot run code.
+    Only tensors and plain data are read (:func:`compressor.tensor_files.read_tensor_file`): a
+    weights file cannot run code.
 
     Raises:
         CheckpointError: the file is missing or unreadable, or its weights belong to another
             architecture (names the first mismatched keys or shapes).
     """
     path = Path(path)
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise CheckpointError(f"{path}: checkpoint not found") from None
-    except Exception as error:  # noqa: BLE001 - torch raises many kinds on a bad file
-        first = first_line(error)
-        raise CheckpointError(f"{path}: not a readable weights file (a state_dict or a compressor checkpoint): {first}") from None
+    payload = _read(path, "weights file (a state_dict or a compressor checkpoint)", "cpu")
     if isinstance(payload, dict) and payload.get("format") == _CHECKPOINT_FORMAT:
         load_checkpoint(path, model)
         return
-    if not isinstance(payload, dict) or not all(isinstance(value, torch.Tensor) for value in payload.values()):
+    if not _is_state_dict(payload):
         raise CheckpointError(f"{path}: not a state_dict (a mapping of names to tensors) nor a compressor checkpoint")
-    missing, unexpected = _key_mismatch(model.state_dict(), payload)
-    if missing or unexpected:
-        raise CheckpointError(
-            f"{path}: weights of another architecture (missing {missing[:3]}, unexpected {unexpected[:3]})"
-        )
-    mismatched = [key for key, value in model.state_dict().items() if tuple(value.shape) != tuple(payload[key].shape)]
-    if mismatched:
-        key = mismatched[0]
-        raise CheckpointError(
-            f"{path}: weights of another architecture: {key} is {tuple(payload[key].shape)} in the file, "
-            f"{tuple(model.state_dict()[key].shape)} in the model ({len(mismatched)} such tensors)"
-        )
+    mismatch = weights_mismatch(model.state_dict(), payload)
+    if mismatch:
+        raise CheckpointError(f"{path}: weights of another architecture ({mismatch})")
     model.load_state_dict(payload)
 
 
-def _key_mismatch(expected: dict[str, Any], given: dict[str, Any]) -> tuple[list[str], list[str]]:
-    return sorted(set(expected) - set(given)), sorted(set(given) - set(expected))
+def weights_mismatch(expected: dict[str, torch.Tensor], given: dict[str, torch.Tensor]) -> str | None:
+    """What keeps ``given`` from loading into a network whose ``state_dict`` is ``expected``, or None.
+
+    Example:
+        >>> import torch
+        >>> weights_mismatch({"a": torch.zeros(2)}, {"a": torch.zeros(3), "b": torch.zeros(1)})
+        "unexpected ['b']"
+        >>> weights_mismatch({"a": torch.zeros(2)}, {"a": torch.zeros(3)})
+        'a is (3,) in the file, (2,) in the model (1 such tensors)'
+    """
+    missing, unexpected = sorted(set(expected) - set(given)), sorted(set(given) - set(expected))
+    if missing or unexpected:
+        return ", ".join(part for part in (f"missing {missing[:3]}" if missing else "",
+                                           f"unexpected {unexpected[:3]}" if unexpected else "") if part)
+    mismatched = [key for key, value in expected.items() if tuple(value.shape) != tuple(given[key].shape)]
+    if mismatched:
+        key = mismatched[0]
+        return (f"{key} is {tuple(given[key].shape)} in the file, {tuple(expected[key].shape)} in the model "
+                f"({len(mismatched)} such tensors)")
+    return None
+
+
+def _read(path: Path, what: str, map_location: str) -> Any:
+    try:
+        return read_tensor_file(path, what=what, map_location=map_location)
+    except ConfigError as error:
+        raise CheckpointError(str(error)) from None
+
+
+def _is_state_dict(value: Any) -> bool:
+    return isinstance(value, dict) and all(isinstance(key, str) and isinstance(item, torch.Tensor)
+                                           for key, item in value.items())
+
+
+def _plain(value: Any, kind: type) -> Any:
+    return value if isinstance(value, kind) and not isinstance(value, bool) else None

@@ -1,0 +1,302 @@
+"""Model files and studies are data: crafted ones run nothing, fetch nothing, write nothing.
+
+Each crafted input is what an attacker (or a careless colleague) would hand over: a model file
+whose third-party class is given arguments that download, read or write (issue 24), or a study
+whose stored network, folders or parent were rewritten. Every one must be refused in one line
+with exit code 2, before anything is built: the marker files stay absent and an empty
+``TORCH_HOME`` stays empty.
+"""
+
+from __future__ import annotations
+
+import shutil
+import urllib.error
+import zipfile
+from pathlib import Path
+
+import optuna
+import pytest
+import third_party
+import torch
+from search_helpers import tiny_experiment, write_tiny_experiment
+
+import compressor
+from compressor.cli import main
+from compressor.errors import ConfigError, UntrustedModelError
+from compressor.models import build_model
+from compressor.models.policy import building_from, no_downloads
+from compressor.search import run_search
+from compressor.tensor_files import NotATensorFileError, read_tensor_file
+
+SMP = "segmentation_models_pytorch"
+
+
+def craft(path: Path, base: str, args: dict, *, state: dict | None = None, **fields) -> Path:
+    """A model file as :func:`compressor.save_model` lays it out, with the builder and arguments of our choosing."""
+    payload = {"format": "compressor.model/2", "origin": {"base": base, "args": args, "steps": [], "input_shape": None},
+               "output": None, "state_dict": {} if state is None else state, "recipe": None, "base": None,
+               "input_shape": None, "metadata": {}, **fields}
+    torch.save(payload, path)
+    return path
+
+
+@pytest.fixture
+def world(tmp_path, monkeypatch):
+    """A working folder, an empty TORCH_HOME, and a secret file a crafted URL points at."""
+    monkeypatch.chdir(tmp_path)
+    home = tmp_path / "torch_home"
+    home.mkdir()
+    monkeypatch.setenv("TORCH_HOME", str(home))
+    (tmp_path / "secret.txt").write_text("a file the attacker wants copied\n")
+    write_tiny_experiment(tmp_path / "tiny.yaml", Path("runs"))
+    return tmp_path
+
+
+def refused(capfd, argv: list[str], *facts: str) -> str:
+    """Runs the CLI in this process; asserts exit 2, one error line holding ``facts``, no traceback."""
+    code = main(argv)
+    err = capfd.readouterr().err
+    assert code == 2, err
+    assert "Traceback" not in err, err
+    lines = err.strip().splitlines()
+    errors = [line for line in lines if line.startswith(f"compressor {argv[0]}: error: ")]
+    assert len(errors) == 1 and all(line.startswith("compressor: ") for line in lines if line not in errors), err
+    for fact in facts:
+        assert fact in errors[0], (fact, errors[0])
+    return errors[0]
+
+
+def nothing_fetched(world: Path) -> None:
+    assert list((world / "torch_home").rglob("*")) == []
+    assert not (world / "cache").exists()
+    assert not (world / "pwned").exists()
+
+
+# -- crafted model files -------------------------------------------------------------------------
+
+CRAFTED = {
+    # MONAI's HoVerNet downloads its encoder from pretrained_url through torch.hub (file:// too)
+    "hovernet_url": ("monai.networks.nets:HoVerNet", {"pretrained_url": "file://{world}/secret.txt"},
+                     ("pretrained_url", "monai.networks.nets:HoVerNet")),
+    # smp with a timm encoder: timm fetches from the overlay's URL into the cache folder the file names
+    "smp_timm_overlay": (f"{SMP}:Unet", {"encoder_name": "tu-resnet18", "encoder_weights": None,
+                                         "pretrained_cfg_overlay": {"url": "file://{world}/secret.txt"},
+                                         "cache_dir": "{world}/cache"},
+                         ("pretrained_cfg_overlay", f"{SMP}:Unet")),
+    "smp_cache_dir": (f"{SMP}:Unet", {"encoder_name": "resnet18", "encoder_weights": None, "cache_dir": "{world}/cache"},
+                      ("cache_dir",)),
+    "smp_imagenet": (f"{SMP}:Unet", {"encoder_name": "resnet18", "encoder_weights": "imagenet"},
+                     ("encoder_weights", "'imagenet'", "loads weights")),
+    "smp_hub_encoder": (f"{SMP}:Unet", {"encoder_name": "tu-hf-hub:timm/resnet18.a1_in1k", "encoder_weights": None},
+                        ("encoder_name", "a path or a URL")),
+    # MONAI's ResNet with a pretrained path: a file to read and unpickle
+    "monai_resnet_pretrained": ("monai.networks.nets:ResNet", {"block": "basic", "layers": [1, 1, 1, 1],
+                                                                "block_inplanes": [8, 16, 32, 64],
+                                                                "pretrained": "{world}/secret.txt"},
+                                ("pretrained", "loads weights")),
+    "unknown_argument": (f"{SMP}:Unet", {"encoder_name": "resnet18", "encoder_weights": None, "hook": 1},
+                         ("argument hook", "not an architecture argument")),
+    "code_builder": ("subprocess:run", {"args": "touch pwned", "shell": True}, ("'subprocess:run'", "neither")),
+    "missing_module": ("monai.networks.nosuch:Foo", {}, ("monai.networks.nosuch", "cannot be imported")),
+    "huge_unet": ("unet", {"base_width": 100_000}, ("parameters, more than",)),
+}
+
+
+def _filled(value, world: Path):
+    if isinstance(value, str):
+        return value.replace("{world}", str(world))
+    if isinstance(value, dict):
+        return {key: _filled(item, world) for key, item in value.items()}
+    return value
+
+
+@pytest.mark.parametrize("command", ["deploy", "compress"])
+@pytest.mark.parametrize("name", sorted(CRAFTED))
+def test_a_crafted_model_file_is_refused_before_anything_is_built(name, command, world, capfd):
+    base, args, facts = CRAFTED[name]
+    if base.startswith(("monai", SMP)) and third_party.missing_reason(base.split(".")[0].split(":")[0]):
+        pytest.skip(third_party.missing_reason(base.split(".")[0].split(":")[0]))
+    craft(world / "evil.pt", base, _filled(args, world))
+    argv = (["deploy", "evil.pt", "--out", "evil.onnx"] if command == "deploy"
+            else ["compress", "evil.pt", "tiny.yaml", "--transform", "fire"])
+    refused(capfd, argv, "evil.pt", *facts)
+    nothing_fetched(world)
+    assert not (world / "evil.onnx").exists() and not (world / "runs").exists()
+
+
+def test_the_same_file_builds_when_trusted(world):
+    # --trust calls the builder with the stored arguments: the policy is what stopped it, not luck
+    path = craft(world / "cached.pt", f"{SMP}:Unet", {"encoder_name": "resnet18", "encoder_weights": None,
+                                                      "encoder_depth": 3, "decoder_channels": [32, 16, 8], "hook": 1})
+    with pytest.raises(UntrustedModelError, match="argument hook"):
+        compressor.load_model(path)
+    with pytest.raises(ConfigError, match="its weights do not fit the network rebuilt"):  # built: no weights in it
+        compressor.load_model(path, trust=True)
+
+
+def test_a_teacher_file_named_by_an_experiment_is_data_too(world, capfd):
+    craft(world / "teacher.pt", "monai.networks.nets:HoVerNet", {"pretrained_url": f"file://{world}/secret.txt"})
+    refused(capfd, ["train", "tiny.yaml", "--set", "train.distill.teacher=teacher.pt"], "teacher.pt", "pretrained_url")
+    nothing_fetched(world)
+
+
+def test_a_users_smp_file_still_loads_without_trust_with_weights_off(tmp_path):
+    if third_party.missing_reason(SMP):
+        pytest.skip(third_party.missing_reason(SMP))
+    # encoder_weights not given: smp would download imagenet weights; a file's network is built with them off
+    model = build_model(f"{SMP}:Unet", {"encoder_name": "resnet18", "encoder_weights": None, "encoder_depth": 3,
+                                        "decoder_channels": [32, 16, 8]})
+    path = compressor.save_model(tmp_path / "user.pt", model)
+    payload = torch.load(path, weights_only=True)
+    del payload["origin"]["args"]["encoder_weights"]
+    torch.save(payload, path)
+    loaded = compressor.load_model(path)
+    example = torch.randn(1, 3, 64, 64)
+    assert torch.equal(loaded(example), model.eval()(example))
+
+
+def test_the_size_is_counted_before_anything_is_allocated(tmp_path):
+    # 75 trillion parameters would be 300 TB: refused from the meta device's count alone
+    path = craft(tmp_path / "huge.pt", "unet", {"base_width": 100_000})
+    with pytest.raises(UntrustedModelError, match=r"75,740,002,900,000 parameters"):
+        compressor.load_model(path)
+    # the bound follows the file: a network far larger than the tensors it holds is not its network
+    small = craft(tmp_path / "small.pt", "unet", {"base_width": 96}, state={"x": torch.zeros(10)})
+    with pytest.raises(UntrustedModelError, match=r"69,\d{3},\d{3} parameters, more than the 50,000,000"):
+        compressor.load_model(small)
+    with building_from("the user's own", trust=True):  # trusted: built, then refused only for its weights
+        with pytest.raises(ConfigError, match="weights do not fit"):
+            compressor.load_model(small, trust=True)
+
+
+def test_torch_hub_reaches_nothing_inside_the_second_wall(world):
+    hub_before = torch.hub.get_dir()
+    with no_downloads():
+        with pytest.raises(urllib.error.URLError, match="downloads are off"):
+            torch.hub.load_state_dict_from_url(f"file://{world}/secret.txt")
+        hub = Path(torch.hub.get_dir())
+        assert hub != Path(hub_before) and [path for path in hub.rglob("*") if path.is_file()] == []
+    assert torch.hub.get_dir() == hub_before
+    nothing_fetched(world)
+
+
+# -- files that are not what they say -------------------------------------------------------------
+
+def test_a_file_is_named_as_what_it_is(tmp_path):
+    (tmp_path / "model.onnx").write_bytes(b"\x08\x07\x12\x07pytorch")
+    (tmp_path / "model.json").write_text('{"format": "compressor.model/2"}')
+    (tmp_path / "empty.pt").write_bytes(b"")
+    for name, says in (("model.onnx", "an ONNX file"), ("model.json", "a JSON file"), ("empty.pt", "an empty file")):
+        with pytest.raises(NotATensorFileError, match=says) as caught:
+            compressor.load_model(tmp_path / name)
+        assert "pickle" not in str(caught.value) and "trust" not in str(caught.value)
+
+
+def test_a_deflated_archive_is_refused_before_it_is_unpacked(tmp_path):
+    # 1.1 MB on disk that would unpack to 200 MB: torch.save never compresses, so this is not one of its files
+    stored = tmp_path / "plain.pt"
+    torch.save({"state": torch.zeros(12_500_000)}, stored)
+    bomb = tmp_path / "bomb.pt"
+    with zipfile.ZipFile(stored) as source, zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as target:
+        for entry in source.infolist():
+            target.writestr(entry.filename, source.read(entry.filename))
+    assert bomb.stat().st_size < stored.stat().st_size // 20
+    with pytest.raises(NotATensorFileError, match="unpack to .* bytes from .*refused before reading"):
+        read_tensor_file(bomb, what="model file")
+    assert read_tensor_file(stored, what="model file")["state"].numel() == 12_500_000
+
+
+@pytest.mark.parametrize(("change", "says"), [
+    ({"state_dict": "weights"}, "its state_dict is not a mapping of names to tensors"),
+    ({"state_dict": [1, 2]}, "its state_dict is not a mapping of names to tensors"),
+    ({"origin": ["unet"]}, "its architecture is not a mapping naming a builder"),
+    ({"input_shape": [1, -3, 32, 32]}, "input shape"),
+    ({"input_shape": [1, 3, 2.5, 32]}, "input shape"),
+    ({"input_shape": "big"}, "input shape"),
+])
+def test_a_damaged_model_file_is_one_line(change, says, tmp_path, capfd):
+    path = compressor.save_model(tmp_path / "good.pt", compressor.unet(base_width=4))
+    payload = torch.load(path, weights_only=True)
+    payload.update(change)
+    torch.save(payload, tmp_path / "bad.pt")
+    message = refused(capfd, ["deploy", str(tmp_path / "bad.pt"), "--out", str(tmp_path / "x.onnx")], "bad.pt", says)
+    assert "pickle" not in message
+
+
+def test_weights_that_do_not_fit_say_where(tmp_path):
+    path = compressor.save_model(tmp_path / "good.pt", compressor.unet(base_width=4))
+    payload = torch.load(path, weights_only=True)
+    payload["state_dict"]["head.weight"] = torch.zeros(2, 5, 1, 1)
+    torch.save(payload, path)
+    with pytest.raises(ConfigError, match=r"head.weight is \(2, 5, 1, 1\) in the file, \(2, 4, 1, 1\) in the model"):
+        compressor.load_model(path)
+
+
+# -- studies --------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def made_study(tmp_path_factory) -> Path:
+    """A real study of one trained trial (the tiny search), made once; tests change copies of it."""
+    root = tmp_path_factory.mktemp("made_study")
+    run_search(tiny_experiment(root / "run", n_trials=1), echo=lambda line: None)
+    return root
+
+
+@pytest.fixture
+def study_copy(made_study, world) -> Path:
+    shutil.copytree(made_study / "run", world / "run")
+    return world / "run" / "search.db"
+
+
+def _rewrite(db: Path, **attrs) -> None:
+    study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{db}")
+    for key, value in attrs.items():
+        study.set_user_attr(key, value)
+
+
+def _stored(db: Path, key: str):
+    return optuna.load_study(study_name="tiny", storage=f"sqlite:///{db}").user_attrs[key]
+
+
+STUDY_COMMANDS = {
+    "worker": ["worker", "--storage", "sqlite:///run/search.db", "--study", "tiny", "--n-trials", "2"],
+    "export": ["export", "--storage", "sqlite:///run/search.db", "--study", "tiny", "--trial", "0", "--out", "t.pt"],
+    "confirm": ["confirm", "--storage", "sqlite:///run/search.db", "--study", "tiny", "--seeds", "1", "--top", "1"],
+}
+
+
+@pytest.mark.parametrize("command", sorted(STUDY_COMMANDS))
+def test_a_study_whose_model_runs_a_command_runs_nothing(command, study_copy, world, capfd):
+    experiment = _stored(study_copy, "experiment")
+    evil = {"name": "subprocess:run", "args": {"args": "touch pwned", "shell": True}}
+    _rewrite(study_copy, experiment={**experiment, "model": evil, "search": {**experiment["search"], "model": evil["name"]}},
+             model="subprocess:run", model_args=evil["args"])
+    refused(capfd, STUDY_COMMANDS[command], "study 'tiny'", "'subprocess:run'", "--trust")
+    nothing_fetched(world)
+    assert not (world / "t.pt").exists()
+
+
+@pytest.mark.parametrize(("attrs", "says"), [
+    ({"artifacts": "{world}/elsewhere"}, "not a folder named 'artifacts'"),
+    ({"artifacts": "{world}/run/../../artifacts"}, "goes through '..'"),
+    ({"parent": "{world}/run/../../etc/passwd.pt"}, "goes through '..'"),
+    ({"parent": "/etc/passwd"}, "not a .pt weights file"),
+    ({"model_args": ["base_width", 8]}, "its stored model_args is not a mapping"),
+    ({"input_shape": [1, 3, "x", 64]}, "input_shape"),
+])
+def test_a_studys_paths_and_settings_are_checked(attrs, says, study_copy, world, capfd):
+    _rewrite(study_copy, **_filled(attrs, world))
+    refused(capfd, STUDY_COMMANDS["export"], "study 'tiny'", says)
+    assert not (world / "elsewhere").exists() and not (world / "t.pt").exists()
+
+
+def test_a_study_whose_run_folder_leaves_the_working_folder_is_refused(study_copy, world, capfd):
+    experiment = _stored(study_copy, "experiment")
+    _rewrite(study_copy, experiment={**experiment, "run_dir": "runs/../../outside"})
+    refused(capfd, STUDY_COMMANDS["confirm"], "study 'tiny'", "run folder", "goes through '..'")
+    assert not (world.parent / "outside").exists()
+
+
+def test_the_users_own_study_exports_without_trust(study_copy, world, capfd):
+    assert main(STUDY_COMMANDS["export"]) == 0, capfd.readouterr().err
+    assert compressor.load_model(world / "t.pt")(torch.zeros(1, 3, 32, 32)).shape == (1, 2, 32, 32)
