@@ -13,7 +13,7 @@ import platform
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,7 +25,7 @@ from compressor.confirm import Confirmation
 from compressor.experiment import BASELINE_MODELS, Experiment, Parent, ensure_baselines, ensure_parent
 from compressor.metrics import SegmentationMetrics
 from compressor.search.export import export_trial, rebuild_trial
-from compressor.search.liveness import fail_dead_trials, others_running
+from compressor.search.liveness import fail_dead_trials, others_running, retries
 from compressor.search.progress import trial_line
 from compressor.search.runner import TrialFailed, TrialRunner
 from compressor.search.setup import SearchSetup, prepare, with_search
@@ -92,7 +92,7 @@ def run_search(
     setup.built_as = dict(study.user_attrs)  # a study made by an earlier version: build as it did
     echo(f"study {setup.study_name!r} in {setup.storage_url}: space {setup.space.name}, model {setup.model_config.name}, "
          f"budget {setup.budget.describe()}, objectives {', '.join(setup.config.objectives)}")
-    _recover_dead_trials(setup, study)
+    said_waiting = _recover_dead_trials(setup, study)
     base = None
     if setup.config.baselines:
         builtin = [name for name in setup.references if name in BASELINE_MODELS]
@@ -104,7 +104,7 @@ def run_search(
     _keep_the_studys_floor(setup, study)
     study.set_user_attr("machine", machine())
     _optimize(setup, study, started)
-    return _result(setup, study, started, cache_dir=cache_dir)
+    return _result(setup, study, started, cache_dir=cache_dir, said_waiting=said_waiting)
 
 
 def _train_base_reference(setup: SearchSetup, *, cache_dir: str | Path | None) -> Parent:
@@ -146,17 +146,49 @@ def join_search(
     setup.built_as = dict(study.user_attrs)
     _keep_the_studys_floor(setup, study)
     echo(f"worker joined study {study_name!r} in {storage_url}")
-    _recover_dead_trials(setup, study)
+    said_waiting = _recover_dead_trials(setup, study)
     _optimize(setup, study, started)
-    return _result(setup, study, started, cache_dir=cache_dir)
+    return _result(setup, study, started, cache_dir=cache_dir, said_waiting=said_waiting)
 
 
-def _recover_dead_trials(setup: SearchSetup, study: optuna.Study) -> None:
-    """Fails and retries the running trials whose process on this host is gone (see :mod:`.liveness`)."""
+def _recover_dead_trials(setup: SearchSetup, study: optuna.Study, *, then_runs: bool = True) -> set[int]:
+    """Fails and retries the running trials whose process on this host is gone (see :mod:`.liveness`),
+    and says so, with what becomes of each retry: run by this process (``then_runs``: trials follow,
+    and the retry is within the study's target), run by another one, or left waiting (and why).
+    Returns the failed trials whose retry it said waits."""
     dead = fail_dead_trials(study, max_retry=setup.config.max_retry)
-    if dead:
-        setup.echo(f"trial {', '.join(map(str, dead))} was running in a process on this host that is gone: "
-                   f"failed{', and run again' if setup.config.max_retry else ''}")
+    if not dead:
+        return set()
+    retried = retries(study)
+    queue = [trial.number for trial in study.get_trials(deepcopy=False, states=(TrialState.WAITING,))]
+    room = setup.config.n_trials - len(study.get_trials(deepcopy=False, states=COUNTED))
+    fates: dict[str, list[int]] = {}
+    waiting = set()
+    for number in dead:
+        retry = retried.get(number)
+        if retry is None:
+            fate = ("failed (search.max_retry is 0: not run again)" if not setup.config.max_retry else
+                    f"failed, not run again (retried search.max_retry={setup.config.max_retry} times already)")
+        elif retry.state != TrialState.WAITING or (then_runs and queue.index(retry.number) < room):
+            fate = "failed, and run again"  # next by this process, or another process took it already
+        else:
+            fate = f"failed; {_why_waiting(room, then_runs=then_runs, what='its retry')}"
+            waiting.add(number)
+        fates.setdefault(fate, []).append(number)
+    for fate, numbers in fates.items():
+        setup.echo(f"trial {', '.join(map(str, numbers))} was running in a process on this host that is gone: {fate}")
+    return waiting
+
+
+def _why_waiting(room: int, *, then_runs: bool, what: str) -> str:
+    """``its retry waits in the study (the target is reached): run with a higher --n-trials to run it``."""
+    if room <= 0:
+        reason, advice = "the target is reached", "run with a higher --n-trials to run it"
+    elif then_runs:
+        reason, advice = "the trials queued before it reach the target", "run with a higher --n-trials to run it"
+    else:
+        reason, advice = "this run ended before it", "run the search or a worker again to run it"
+    return f"{what} waits in the study ({reason}): {advice}"
 
 
 def _keep_the_studys_floor(setup: SearchSetup, study: optuna.Study) -> None:
@@ -256,12 +288,21 @@ def _discard_dominated_weights(
 
 
 def _result(
-    setup: SearchSetup, study: optuna.Study, started: float, *, cache_dir: str | Path | None = None
+    setup: SearchSetup, study: optuna.Study, started: float, *, cache_dir: str | Path | None = None,
+    said_waiting: Iterable[int] = (),
 ) -> SearchResult:
+    # A process on this host that died while this one ran (a worker killed meanwhile) runs nothing:
+    # its trial is failed now, never reported as running elsewhere; retries left waiting are said to wait.
+    said_waiting = {*said_waiting, *_recover_dead_trials(setup, study, then_runs=False)}
+    room = setup.config.n_trials - len(study.get_trials(deepcopy=False, states=COUNTED))
+    for failed, retry in sorted(retries(study).items()):
+        if retry.state == TrialState.WAITING and failed not in said_waiting:
+            setup.echo(_why_waiting(room, then_runs=False,
+                                    what=f"trial {retry.number}, the retry of failed trial {failed},"))
     others = others_running(study)
     if others:
-        setup.echo(f"still running elsewhere: {', '.join(others)} (another worker; if its process died on another "
-                   f"host, its heartbeat fails it {setup.config.grace_period} s after it stopped)")
+        setup.echo(f"still running in another process: {', '.join(others)} (another worker; if its process died on "
+                   f"another host, its heartbeat fails it {setup.config.grace_period} s after it stopped)")
     confirmation = None
     if setup.config.confirm.active and not others:  # the front is final unless the search is resumed
         from compressor.confirm.run import run_confirmation

@@ -5,8 +5,9 @@ than it takes a user to run the killed command again; the new run then finishes 
 trial still shows as running. So a running trial also records where it runs: the host, the
 process id and that process's start time (which tells a dead process from a new one that got its
 id). A search, a worker or a confirmation on the same host fails every running trial whose
-process is gone before it starts, and retries it like a heartbeat failure would. Trials of other
-hosts still go by heartbeats.
+process is gone before it starts, and retries it like a heartbeat failure would; at its end it does
+so again (a worker on this host may have died meanwhile), so a dead process on this host is never
+reported as running elsewhere. Trials of other hosts still go by heartbeats.
 """
 
 from __future__ import annotations
@@ -18,9 +19,12 @@ from typing import Any
 
 import optuna
 from optuna.storages import RetryHeartbeatStaleTrialCallback
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 
-__all__ = ["PROCESS_KEY", "process_identity", "is_gone", "fail_dead_trials", "others_running"]
+__all__ = [
+    "PROCESS_KEY", "process_identity", "is_gone", "is_this_process", "describe_process", "fail_dead_trials",
+    "others_running", "retries",
+]
 
 PROCESS_KEY = "process"
 
@@ -38,6 +42,19 @@ def _start_time(pid: int) -> str | None:
 def process_identity() -> dict[str, Any]:
     """This process, as a running trial records it."""
     return {"host": platform.node(), "pid": os.getpid(), "started": _start_time(os.getpid())}
+
+
+def is_this_process(identity: dict[str, Any]) -> bool:
+    """True if ``identity`` is this very process."""
+    return bool(identity) and identity.get("host") == platform.node() and identity.get("pid") == os.getpid()
+
+
+def describe_process(identity: dict[str, Any]) -> str:
+    """``pid 812 on this host``, ``pid 812 on host-a`` or ``an unknown process``."""
+    if not identity:
+        return "an unknown process"
+    host = "this host" if identity.get("host") == platform.node() else identity.get("host")
+    return f"pid {identity.get('pid')} on {host}"
 
 
 def is_gone(identity: dict[str, Any]) -> bool:
@@ -76,12 +93,22 @@ def fail_dead_trials(study: optuna.Study, *, max_retry: int) -> list[int]:
 
 
 def others_running(study: optuna.Study) -> list[str]:
-    """``trial 4 (pid 812 on host-a)`` for each running trial that is not this process's."""
+    """``trial 4 (pid 812 on host-a)`` for each running trial that is not this process's and whose process
+    is not known to be gone (a dead process on this host runs nothing: :func:`fail_dead_trials` fails its trial)."""
     found = []
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         identity = trial.user_attrs.get(PROCESS_KEY) or {}
-        if identity.get("host") == platform.node() and identity.get("pid") == os.getpid():
+        if is_this_process(identity) or is_gone(identity):
             continue
-        where = f"pid {identity['pid']} on {identity['host']}" if identity else "an unknown process"
-        found.append(f"trial {trial.number} ({where})")
+        found.append(f"trial {trial.number} ({describe_process(identity)})")
+    return found
+
+
+def retries(study: optuna.Study) -> dict[int, FrozenTrial]:
+    """Failed trial number -> its retry (waiting in the queue, running or finished), for each retried trial."""
+    found = {}
+    for trial in study.get_trials(deepcopy=False):
+        history = trial.system_attrs.get("retry_history") or []
+        if history:
+            found[history[-1]] = trial
     return found

@@ -12,6 +12,7 @@ from compressor.metrics import SegmentationMetrics
 from compressor.search.fidelity import rung_key, should_stop
 from compressor.search.liveness import PROCESS_KEY, process_identity
 from compressor.search.setup import SearchSetup, as_built_for, build_candidate
+from compressor.search.twins import wait_for_twin
 from compressor.search.weights import WeightStore
 from compressor.study import TrialRecord, front, trial_records
 from compressor.threads import torch_threads
@@ -30,11 +31,16 @@ class TrialRunner:
     * Cost is measured before training; an infeasible candidate is recorded with its
       constraint values and never trained (its metric value is 0).
     * A recipe already finished in the study (same hash) is not trained again: its
-      result is copied and the trial says which one it duplicates.
+      result is copied and the trial says which one it duplicates. One that another live
+      process is training now is waited for (every ``twin_poll`` s, at most ``twin_wait`` s),
+      then reused the same way (:mod:`.twins`).
     * After each rung the trial may be stopped (:func:`~compressor.search.fidelity.should_stop`);
       it then ends PRUNED with the metric it reached.
     * A finished trial that lands on the Pareto front keeps its weights.
     """
+
+    twin_poll = 1.0  # seconds between looks at the study while a twin trains the same recipe
+    twin_wait = 3600.0  # the longest wait for it; then the recipe is trained here too
 
     def __init__(self, setup: SearchSetup, weights: WeightStore) -> None:
         self.setup = setup
@@ -57,7 +63,7 @@ class TrialRunner:
         record.recipe = recipe.to_data()["transforms"]
         record.recipe_hash = recipe.hash()
         record.recipe_short = setup.space.describe(trial.params, recipe)
-        twin = self._finished_twin(trial, record.recipe_hash)
+        twin = wait_for_twin(trial, record.recipe_hash, echo=setup.echo, poll=self.twin_poll, max_wait=self.twin_wait)
         if twin is not None:
             return self._reuse(trial, record, twin, started)
         try:
@@ -129,12 +135,6 @@ class TrialRunner:
         record.status, record.failure = "failed", reason
         self._save(trial, record, started)
         raise TrialFailed(reason)
-
-    def _finished_twin(self, trial: optuna.Trial, digest: str) -> optuna.trial.FrozenTrial | None:
-        for other in trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)):
-            if other.number != trial.number and other.user_attrs.get("recipe_hash") == digest:
-                return other
-        return None
 
     def _reuse(
         self, trial: optuna.Trial, record: TrialRecord, twin: optuna.trial.FrozenTrial, started: float
