@@ -12,7 +12,7 @@ from __future__ import annotations
 __all__ = [
     "CompressorError", "ConfigError", "ModelLoadError", "BudgetError", "MissingStorageError", "StudyMismatchError",
     "NoWeightsError", "NothingToRepeatError", "OutputChoiceError", "ClassCountError", "UntrustedModelError",
-    "first_line",
+    "RunFailedError", "first_line",
 ]
 
 
@@ -54,6 +54,13 @@ class OutputChoiceError(ConfigError):
 
 class UntrustedModelError(ConfigError):
     """Loading a model file would run code of the file's choosing (a pickle, or an arbitrary builder)."""
+
+
+class RunFailedError(CompressorError):
+    """The work started and could not go on (a folder it writes turned read-only, a full disk): the
+    CLI says why in one line, as for any error, with exit code 1 (a run that failed) instead of 2."""
+
+    exit_code = 1
 
 
 class MissingExtraError(CompressorError):

@@ -24,8 +24,9 @@ import torch
 import yaml
 from conftest import TESTS
 from PIL import Image
-from report_studies import realistic_study
+from report_studies import add, make_study, realistic_study
 from search_helpers import tiny_experiment_data
+from test_refusals_io import huge_png
 
 import compressor
 from compressor.models import build_model
@@ -97,6 +98,12 @@ def build_workspace(root: Path) -> None:
         _write_yaml(root / f"{folder}.yaml", {**spacenet, "name": folder, "run_dir": f"run_{folder}",
                                                "data": {"name": "folder", "root": folder, "patch_size": 32}})
 
+    huge_png(root / "huge" / "images" / "a.png")  # 20000x20000 by its header
+    _png(root / "huge" / "masks" / "a.png", np.zeros((48, 48), dtype=np.uint8))
+    _write_yaml(root / "huge.yaml", {**spacenet, "name": "huge", "run_dir": "run_huge",
+                                     "data": {"name": "folder", "root": "huge", "patch_size": 32}})
+    named = make_study(storage=f"sqlite:///{root / 'named.db'}", name="../../x")
+    add(named, params=500_000, flops=4 * 10**9, metric=0.2)
     (root / "afile").write_text("a file, not a folder\n")
     (root / "adir.pt").mkdir()
     (root / "report").mkdir()
@@ -195,6 +202,13 @@ def _check_report_kept_the_page(root: Path, result) -> None:
     assert not [path.name for path in (root / "report").iterdir() if path.name.endswith(".tmp")]
 
 
+def _check_report_inside_reports(root: Path, result) -> None:
+    # the whole report in one folder of reports/, nothing beside the workspace (where ../../x would be)
+    assert (root / "reports" / "_._.._x" / "summary.md").is_file()
+    assert [path.name for path in (root / "reports").iterdir()] == ["_._.._x"]
+    assert not (root.parent.parent / "x").exists()
+
+
 CASES = [
     Case("compressor apply unet --transform nosuch --out small.pt", ("'nosuch'", "valid names: dilation")),
     Case("compressor search tiny.yaml --space nope", ("'nope'", "generic, unet_family")),
@@ -249,6 +263,10 @@ CASES = [
     Case("compressor report --study tiny --storage sqlite:///run/search.db --out report",
          ("report/summary.md", "folder"),
          may_change=("report/*.png", "report/trials.csv", "report/pareto.csv"), check=_check_report_kept_the_page),
+    Case("compressor search tiny.yaml --storage sqlite:///:memory:", ("sqlite:///:memory:", "in-memory", "outlive")),
+    Case("compressor train huge.yaml", ("huge/images/a.png", "20000x20000", "decompression bombs")),
+    Case("compressor report --study ../../x --storage sqlite:///named.db", may_change=("reports",),
+         check=_check_report_inside_reports),
 ]
 
 

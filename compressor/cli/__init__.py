@@ -3,7 +3,8 @@
 Each subcommand lives in its own module with ``COMMAND`` (its name, help and description),
 ``add_arguments(parser)`` and ``run(args)``.
 A :class:`~compressor.errors.CompressorError` (a user mistake) becomes one line on stderr
-and exit code 2, without a traceback.
+and exit code 2, without a traceback (1 for a :class:`~compressor.errors.RunFailedError`: a
+run that started and could not go on, such as a full disk).
 """
 
 from __future__ import annotations
@@ -64,7 +65,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.run(args) or 0)
     except CompressorError as error:
         print(f"compressor {args.command}: error: {with_advice(error, args.command)}", file=sys.stderr)
-        return EXIT_USER_ERROR
+        return getattr(error, "exit_code", EXIT_USER_ERROR)
     except KeyboardInterrupt:
         print(f"compressor {args.command}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED

@@ -31,11 +31,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from compressor.report import build_report, load_study  # pandas and seaborn: only when reporting
+    # pandas and seaborn: only when reporting
+    from compressor.report import build_report, default_out_dir, load_study
 
     storage = storage_from_args(args)
     study = load_study(storage, args.study)
-    out_dir = Path(args.out) if args.out else Path("reports") / args.study
+    out_dir = Path(args.out) if args.out else default_out_dir(args.study)  # never outside reports/
     if args.int8:
         from compressor.report.tables import pareto_frame
         from compressor.search.deployment import deploy_trials

@@ -6,6 +6,7 @@ tiles costs little memory until patches are read.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -14,6 +15,7 @@ import tifffile
 from PIL import Image, UnidentifiedImageError
 
 from compressor.data.base import DataError, MaskDecoder
+from compressor.units import format_count
 
 __all__ = ["IMAGE_SUFFIXES", "image_size", "read_array", "palette_decoder", "value_decoder"]
 
@@ -32,10 +34,43 @@ def image_size(path: Path) -> tuple[int, int]:
             with tifffile.TiffFile(path) as tiff:
                 shape = tiff.series[0].shape
                 return _height_width(shape, tiff.series[0].axes)
-        with Image.open(path) as image:
+        with _open_image(path) as image:
             return image.height, image.width
     except (OSError, ValueError, UnidentifiedImageError, tifffile.TiffFileError) as error:
         raise DataError(f"{path}: cannot read image: {error}") from None
+
+
+def _open_image(path: Path) -> Image.Image:
+    """``Image.open``; an image over Pillow's pixel limit (its guard against decompression bombs) is
+    refused in one line naming the file and its size; one between the warning and the limit is read
+    quietly (a dataset's own large tile).
+
+    Raises:
+        DataError: the image has more pixels than Pillow decodes.
+    """
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            return Image.open(path)
+    except Image.DecompressionBombError:
+        limit = 2 * (Image.MAX_IMAGE_PIXELS or 0)  # Pillow warns above its limit and refuses above twice that
+        width, height = _header_size(path)
+        raise DataError(
+            f"{path}: an image of {width}x{height} pixels ({format_count(width * height)}), more than the "
+            f"{format_count(limit)} pixels Pillow decodes (its guard against decompression bombs); cut it into "
+            "tiles, or save it as a TIFF (read without that limit)"
+        ) from None
+
+
+def _header_size(path: Path) -> tuple[int, int]:
+    """``(width, height)`` from the image's header, with Pillow's pixel limit lifted: nothing is decoded."""
+    limit = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = None
+    try:
+        with Image.open(path) as image:
+            return image.width, image.height
+    finally:
+        Image.MAX_IMAGE_PIXELS = limit
 
 
 def _height_width(shape: Sequence[int], axes: str) -> tuple[int, int]:
@@ -62,7 +97,7 @@ def read_array(path: Path) -> np.ndarray:
             if array.ndim == 3 and array.shape[0] < min(array.shape[1:]) and array.shape[0] <= 4:
                 array = np.moveaxis(array, 0, -1)  # planar (C, H, W) TIFFs
             return array
-        with Image.open(path) as image:
+        with _open_image(path) as image:
             return np.asarray(image)
     except (OSError, ValueError, UnidentifiedImageError, tifffile.TiffFileError) as error:
         raise DataError(f"{path}: cannot read image: {error}") from None

@@ -25,6 +25,7 @@ Example:
 from __future__ import annotations
 
 import datetime
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -61,6 +62,7 @@ from compressor.study import (
 __all__ = [
     "Report",
     "build_report",
+    "default_out_dir",
     "load_study",
     "read_study",
     "StudySnapshot",
@@ -74,6 +76,23 @@ __all__ = [
     "pareto_text",
     "front_table",
 ]
+
+#: where ``compressor report`` writes a study's report unless told (``reports/<study>``)
+REPORTS = Path("reports")
+
+
+def default_out_dir(study_name: str) -> Path:
+    """``reports/<study>``, the study's name made one safe folder name, so that no name leaves
+    ``reports/``: a path separator, a colon or a control character becomes ``_``, and so does a
+    leading dot (no ``..``, no hidden folder).
+
+    Example:
+        >>> default_out_dir("quickstart").as_posix(), default_out_dir("../../x").as_posix()
+        ('reports/quickstart', 'reports/_._.._x')
+    """
+    safe = re.sub(r"[/\\:\x00-\x1f\x7f]", "_", study_name)
+    return REPORTS / ("_" + safe[1:] if safe.startswith(".") else safe or "_")
+
 
 REPORT_FILES = ("index.html", "trials.csv", "pareto.csv", "confirmed.csv", "summary.md", "pareto_params.png", "pareto_flops.png",
                 "pareto_latency.png", "hypervolume.png", "importance.png")

@@ -4,6 +4,7 @@ the page, with one way of writing each number."""
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -22,6 +23,7 @@ __all__ = [
     "pareto_rows",
     "pareto_text",
     "markdown_table",
+    "markdown_text",
     "summary_markdown",
 ]
 
@@ -171,11 +173,24 @@ def pareto_text(pareto: pd.DataFrame, references: pd.DataFrame, overview: dict[s
     return text
 
 
+def markdown_text(value: Any) -> str:
+    """``value`` (a name: a study, a model, a label, or a sentence holding one) as Markdown text that
+    shows it as written and nothing else: ``&`` and ``<`` as entities, so no HTML tag, comment or
+    autolink can start; line breaks as spaces, so it stays on its line (a heading, a table row).
+
+    Example:
+        >>> markdown_text("<img src=x onerror=alert(1)> & co")
+        '&lt;img src=x onerror=alert(1)> &amp; co'
+    """
+    return re.sub(r"\s*[\r\n]+\s*", " ", str(value)).replace("&", "&amp;").replace("<", "&lt;")
+
+
 def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    """A GitHub-flavoured Markdown table; numbers right-aligned, ``|`` escaped."""
+    """A GitHub-flavoured Markdown table; numbers right-aligned, every cell as text
+    (:func:`markdown_text`), ``|`` escaped."""
 
     def cell(value: str) -> str:
-        return str(value).replace("|", "\\|")
+        return markdown_text(value).replace("|", "\\|")
 
     numeric = [
         index > 0 and all(_looks_numeric(row[index]) for row in rows) if rows else False
@@ -200,23 +215,24 @@ def summary_markdown(pareto: pd.DataFrame, references: pd.DataFrame, overview: d
     budget = ", ".join(f"{key.removeprefix('max_')} <= {_budget_value(key, value)}"
                        for key, value in overview["budget"].items()) or "none"
     lines = [
-        f"# Pareto front of study `{overview['study']}`",
+        f"# Pareto front of study {markdown_text(overview['study'])}",
         "",
-        f"Space `{overview['space']}` on `{overview['model']}`; objectives {', '.join(overview['objectives'])}; "
+        f"Space {markdown_text(overview['space'])} on {markdown_text(overview['model'])}; "
+        f"objectives {markdown_text(', '.join(overview['objectives']))}; "
         f"budget {budget}; {overview['trials']} trials ({counts or 'none'}); "
         f"compute {format_seconds(overview['wall_seconds'])}.",
         "",
     ]
     if pareto.empty:
-        lines += [f"_The Pareto front is empty: {empty_front_reason(overview)}._", ""]
+        lines += [f"_The Pareto front is empty: {markdown_text(empty_front_reason(overview))}._", ""]
     lines += [
         markdown_table(headers, rows),
         "",
         *(["What the confirmation supports (mean of the further seeds and folds, 95% t-intervals; the "
            "difference to U-Net paired on the same repeats):", "",
-           *(f"- {claim}" for claim in overview["claims"]), ""] if overview.get("claims") else []),
-        *([f"Floor: {overview['floor']}.", ""] if overview.get("floor") else []),
-        f"Ratios: {ratio_label_of(references)}'s value divided by the trial's (how many times smaller). "
+           *(f"- {markdown_text(claim)}" for claim in overview["claims"]), ""] if overview.get("claims") else []),
+        *([f"Floor: {markdown_text(overview['floor'])}.", ""] if overview.get("floor") else []),
+        f"Ratios: {markdown_text(ratio_label_of(references))}'s value divided by the trial's (how many times smaller). "
         "FLOPs: fvcore count, one multiply-add = one flop.",
         "",
     ]

@@ -41,6 +41,7 @@ from compressor.study import (
     study_info,
     trial_records,
 )
+from compressor.study.storage import writes_to
 
 __all__ = [
     "SearchResult", "run_search", "join_search", "export_trial", "rebuild_trial", "with_search", "default_storage_url",
@@ -246,7 +247,7 @@ def _optimize(setup: SearchSetup, study: optuna.Study, started: float) -> None:
     # line per trial, with the reason of a failure, and an unexpected error propagates anyway.
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     interrupted = threading.Event()
-    with _remember_ctrl_c(interrupted):
+    with _remember_ctrl_c(interrupted), writes_to(setup.storage_url):  # a read-only or full storage: one line
         study.optimize(
             TrialRunner(setup, weights), timeout=timeout, catch=(TrialFailed,), callbacks=[after_trial],
             gc_after_trial=True,

@@ -7,7 +7,7 @@ import time
 import optuna
 from optuna.trial import TrialState
 
-from compressor.errors import CompressorError
+from compressor.errors import CompressorError, RunFailedError, first_line
 from compressor.metrics import SegmentationMetrics
 from compressor.search.fidelity import rung_key, should_stop
 from compressor.search.liveness import PROCESS_KEY, process_identity
@@ -49,7 +49,10 @@ class TrialRunner:
     def __call__(self, trial: optuna.Trial) -> list[float]:
         # The whole trial, building and costing included, with the training's thread count.
         with torch_threads(self.setup.experiment.train.threads):
-            return self._run(trial)
+            try:
+                return self._run(trial)
+            except OSError as error:  # a read-only folder, a full disk: no later trial would fare better
+                raise _cannot_go_on(trial, error) from None
 
     def _run(self, trial: optuna.Trial) -> list[float]:
         setup = self.setup
@@ -171,6 +174,23 @@ class TrialRunner:
         records = [other for other in trial_records(trial.study) if other.number != record.number]
         kept = front([*records, record], self.setup.config.objectives, self.setup.floor.threshold)
         return any(member.number == record.number for member in kept)
+
+
+def _cannot_go_on(trial: optuna.Trial, error: OSError) -> RunFailedError:
+    """The error that ends the search when a trial cannot write (its weights, a file): the trial is
+    recorded failed with the reason first (Optuna then marks it FAIL), as far as the storage still takes it."""
+    if isinstance(error, CompressorError):  # a WriteError: its message names the file
+        reason = str(error)
+    elif error.filename is not None and error.strerror:
+        reason = f"{error.filename}: {error.strerror}"
+    else:
+        reason = first_line(error)
+    try:
+        trial.set_user_attr("status", "failed")
+        trial.set_user_attr("failure", reason)
+    except Exception:  # noqa: BLE001 - the study may sit on the full disk too: it stays as Optuna leaves it
+        pass
+    return RunFailedError(f"trial {trial.number} failed and the search stopped: {reason}")
 
 
 def _first_line(error: Exception) -> str:

@@ -33,6 +33,7 @@ from compressor.outputs import check_fits
 from compressor.search_config import SearchConfig
 from compressor.spaces import SPACES, SearchContext, SearchSpace
 from compressor.study import default_storage_url, directions, objective_values, sqlite_path
+from compressor.study.storage import check_lasting
 from compressor.train import CheckpointError, TrainConfig, load_checkpoint, seed_everything
 from compressor.transforms import Recipe, TransformSpec, apply
 from compressor.units import format_count
@@ -214,10 +215,12 @@ def prepare(
     """Resolves the search settings, builds the data and the base network, checks the budget.
 
     Raises:
-        ConfigError: an unknown space or metric, a model that does not build.
+        ConfigError: an unknown space or metric, a model that does not build, an in-memory storage.
         BudgetError: a budget that even the space's smallest candidate exceeds.
     """
     config = experiment.search
+    if config.storage:
+        check_lasting(config.storage)  # before any data is built or network trained
     space = SPACES.get(config.space)
     model_config = base_model_config(experiment, space, config.model)
     data = experiment.data.build(cache_dir=cache_dir)

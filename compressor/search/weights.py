@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import shutil
 import tempfile
 from pathlib import Path
+from typing import BinaryIO
 
 import optuna
 import torch
@@ -11,7 +13,8 @@ from optuna.artifacts import FileSystemArtifactStore, download_artifact, upload_
 from optuna.artifacts.exceptions import ArtifactNotFound
 from torch import nn
 
-from compressor.errors import NoWeightsError
+from compressor.errors import NoWeightsError, first_line
+from compressor.io import WriteError, atomic_write
 
 __all__ = ["WeightStore"]
 
@@ -20,18 +23,41 @@ class WeightStore:
     """Trained weights (``state_dict``) of trials, in an Optuna ``FileSystemArtifactStore``."""
 
     def __init__(self, folder: str | Path) -> None:
+        """Raises:
+            WriteError: the folder cannot be made (a file in the way, no permission).
+        """
         self.folder = Path(folder)
-        self.folder.mkdir(parents=True, exist_ok=True)
-        self.store = FileSystemArtifactStore(str(self.folder))
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise WriteError(f"cannot make the weights folder {self.folder}: {self._why(error)}") from None
+        self.store = _AtomicStore(str(self.folder))
 
     def keep(self, trial: optuna.Trial, model: nn.Module) -> str:
-        """Stores ``model``'s weights as an artifact of ``trial``; returns the artifact id."""
-        with tempfile.TemporaryDirectory(dir=self.folder, prefix=".upload-") as scratch:
-            path = Path(scratch) / f"trial-{trial.number}.pt"
-            torch.save({key: value.detach().cpu() for key, value in model.state_dict().items()}, path)
-            # A .pt file is a zip of tensors: say so, rather than what the extension guesses on this system.
-            return upload_artifact(artifact_store=self.store, file_path=str(path), study_or_trial=trial,
-                                   mimetype="application/octet-stream")
+        """Stores ``model``'s weights as an artifact of ``trial``; returns the artifact id.
+
+        Raises:
+            WriteError: they cannot be written (a read-only folder, a full disk); no scratch file is left.
+        """
+        state = {key: value.detach().cpu() for key, value in model.state_dict().items()}
+        try:
+            with tempfile.TemporaryDirectory(dir=self.folder, prefix=".upload-") as scratch:
+                path = Path(scratch) / f"trial-{trial.number}.pt"
+                with path.open("wb") as file:  # to a file, torch reports a failed write as the OSError it is
+                    torch.save(state, file)
+                # A .pt file is a zip of tensors: say so, rather than what the extension guesses on this system.
+                return upload_artifact(artifact_store=self.store, file_path=str(path), study_or_trial=trial,
+                                       mimetype="application/octet-stream")
+        except OSError as error:
+            raise WriteError(f"cannot write the weights of trial {trial.number} in {self.folder}: "
+                             f"{self._why(error)}") from None
+
+    def _why(self, error: OSError) -> str:
+        if self.folder.exists() and not self.folder.is_dir():
+            return "a file of that name is in the way"
+        if isinstance(error, WriteError) and isinstance(error.__cause__, OSError):
+            error = error.__cause__  # what atomic_write met
+        return error.strerror or first_line(error)
 
     def has(self, artifact_id: str | None) -> bool:
         return bool(artifact_id) and (self.folder / artifact_id).exists()
@@ -57,3 +83,11 @@ class WeightStore:
             path = Path(scratch) / "weights.pt"
             download_artifact(artifact_store=self.store, file_path=str(path), artifact_id=artifact_id)
             return torch.load(path, map_location="cpu", weights_only=True)
+
+
+class _AtomicStore(FileSystemArtifactStore):
+    """Optuna's file-system store, each artifact written whole or not at all: a write that fails
+    (a full disk) leaves no partial file under the artifact's name (:func:`~compressor.io.atomic_write`)."""
+
+    def write(self, artifact_id: str, content_body: BinaryIO) -> None:
+        atomic_write(self._get_filepath(artifact_id), lambda file: shutil.copyfileobj(content_body, file))

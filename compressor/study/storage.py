@@ -6,15 +6,19 @@ folder), and a study named on the command line without ``--storage`` is looked f
 
 from __future__ import annotations
 
+import contextlib
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import optuna
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+from sqlalchemy.engine import make_url
 
-from compressor.errors import ConfigError, MissingStorageError, first_line
+from compressor.errors import ConfigError, MissingStorageError, RunFailedError, first_line
 
-__all__ = ["default_storage_url", "open_storage", "load_study", "sqlite_path", "redact", "RUNS"]
+__all__ = ["default_storage_url", "open_storage", "load_study", "sqlite_path", "check_lasting", "writes_to", "redact",
+           "RUNS"]
 
 #: the folder that holds each experiment's run folder (``runs/<name>``)
 RUNS = Path("runs")
@@ -45,6 +49,35 @@ def sqlite_path(url: str) -> Path | None:
     return Path(url[len(prefix):])
 
 
+def check_lasting(url: str) -> str:
+    """``url``, refused if it is an in-memory database (``sqlite://``, ``sqlite:///:memory:``, ``mode=memory``).
+
+    A study must outlive the process that writes it: the search's results are read later by
+    ``report``, ``confirm`` and ``worker``, and even within the process Optuna's heartbeat
+    thread opens its own connection, which would see another, empty, database.
+
+    Raises:
+        ConfigError: the URL names an in-memory database.
+
+    Example:
+        >>> check_lasting("sqlite:///runs/quickstart/search.db")
+        'sqlite:///runs/quickstart/search.db'
+    """
+    try:
+        parsed = make_url(url)
+    except Exception:  # noqa: BLE001 - not a URL at all: open_storage says so when it tries it
+        return url
+    database = parsed.database or ""
+    if parsed.get_backend_name() == "sqlite" and (
+        database in ("", ":memory:") or database.startswith("file::memory:") or parsed.query.get("mode") == "memory"
+    ):
+        raise ConfigError(
+            f"storage {redact(url)} is an in-memory database, lost when the process ends; a study must outlive it: "
+            "give a file (sqlite:///PATH/search.db) or a database server's URL"
+        )
+    return url
+
+
 def open_storage(
     url: str, *, heartbeat_interval: int | None = None, grace_period: int | None = None, max_retry: int = 0,
     create: bool = True,
@@ -56,14 +89,21 @@ def open_storage(
     ``max_retry`` times with the same choices.
 
     Raises:
-        ConfigError: the URL cannot be opened (the message names it), or, with
-            ``create=False``, a SQLite file that does not exist.
+        ConfigError: the URL cannot be opened (the message names it) or is an in-memory
+            database (:func:`check_lasting`), or, with ``create=False``, a SQLite file that
+            does not exist.
     """
-    path = sqlite_path(url)
+    path = sqlite_path(check_lasting(url))
     if path is not None:
         if not create and not path.exists():
             raise MissingStorageError(f"no study storage at {path} (file not found)")
-        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as error:  # a file where a folder of the path should be; no permission
+            blocker = next((folder for folder in (path.parent, *path.parent.parents)
+                            if folder.exists() and not folder.is_dir()), None)
+            why = f"{blocker} is a file, not a folder" if blocker else error.strerror or first_line(error)
+            raise ConfigError(f"cannot open storage {redact(url)}: cannot make the folder {path.parent}: {why}") from None
     try:
         with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna since 2.8
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -92,6 +132,19 @@ def load_study(url: str, name: str, **storage_options) -> optuna.Study:
         there = ", ".join(names) if names else "none"
         raise ConfigError(f"no study {name!r} in {redact(url)} (studies there: {there})")
     return optuna.load_study(study_name=name, storage=storage)
+
+
+@contextlib.contextmanager
+def writes_to(url: str) -> Iterator[None]:
+    """Work that writes the study in ``url``: when the storage stops taking writes (a read-only
+    file or folder, a full disk), one :class:`RunFailedError` naming it and why, not Optuna's
+    ``StorageInternalError`` with SQLAlchemy's traceback."""
+    try:
+        yield
+    except optuna.exceptions.StorageInternalError as error:
+        cause = error.__cause__ or error.__context__ or error
+        reason = first_line(getattr(cause, "orig", None) or cause)  # the driver's words, without SQLAlchemy's SQL
+        raise RunFailedError(f"cannot write the study in {redact(url)}: {reason}") from None
 
 
 def redact(url: str) -> str:
