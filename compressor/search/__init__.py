@@ -29,6 +29,7 @@ from compressor.search.liveness import fail_dead_trials, others_running, retries
 from compressor.search.progress import trial_line
 from compressor.search.runner import TrialFailed, TrialRunner
 from compressor.search.setup import SearchSetup, prepare, with_search
+from compressor.search.stored import building_study, stored_experiment
 from compressor.search.study import open_search_study, references
 from compressor.search.weights import WeightStore
 from compressor.study import (
@@ -121,7 +122,7 @@ def _train_base_reference(setup: SearchSetup, *, cache_dir: str | Path | None) -
 def join_search(
     storage_url: str, study_name: str, *, n_trials: int | None = None, timeout: float | None = None,
     seed: int | None = None, threads: int | None = None, cache_dir: str | Path | None = None,
-    echo: Callable[[str], None] = print,
+    echo: Callable[[str], None] = print, trust: bool = False,
 ) -> SearchResult:
     """Joins a study made by :func:`run_search` as one more worker, until the study's target.
 
@@ -132,24 +133,28 @@ def join_search(
         timeout: seconds after which this worker starts no new trial.
         seed: this worker's sampler seed (default: random, so workers do not repeat each other).
         threads: torch CPU threads of this worker.
+        trust: build the study's network and use its paths as stored, whatever they are; without
+            it the study is data (:mod:`compressor.search.stored`).
     """
     started = time.perf_counter()
     study = load_study(storage_url, study_name)
     info = study_info(study)
-    experiment = Experiment.from_dict(info.experiment, source=f"study {study_name!r}")
+    experiment = stored_experiment(study_name, info, trust=trust)
     experiment = with_search(experiment, storage=storage_url, study=study_name, n_trials=n_trials, timeout=timeout)
     if threads is not None:
         import dataclasses
 
         experiment = dataclasses.replace(experiment, train=dataclasses.replace(experiment.train, threads=threads))
-    setup = prepare(experiment, cache_dir=cache_dir, echo=echo, check_budget=False, parent_weights=info.parent or None)
+    with building_study(study_name, info, trust=trust):
+        setup = prepare(experiment, cache_dir=cache_dir, echo=echo, check_budget=False,
+                        parent_weights=info.parent or None)
     study = open_search_study(setup, sampler_seed=seed, create=False)
     setup.built_as = dict(study.user_attrs)
     _keep_the_studys_floor(setup, study)
     echo(f"worker joined study {study_name!r} in {storage_url}")
     said_waiting = _recover_dead_trials(setup, study)
     _optimize(setup, study, started)
-    return _result(setup, study, started, cache_dir=cache_dir, said_waiting=said_waiting)
+    return _result(setup, study, started, cache_dir=cache_dir, said_waiting=said_waiting, trust=trust)
 
 
 def _recover_dead_trials(setup: SearchSetup, study: optuna.Study, *, then_runs: bool = True) -> set[int]:
@@ -202,6 +207,18 @@ def _keep_the_studys_floor(setup: SearchSetup, study: optuna.Study) -> None:
     if floor != setup.floor and not (floor.is_zero and setup.floor.is_zero):
         setup.echo(f"the study keeps the floor it was made with ({floor.describe('the metric') or 'a metric above 0'})")
     setup.floor = floor
+
+
+def _made_from(setup: SearchSetup, study: optuna.Study) -> bool:
+    """True if the study stores the network of the experiment this process was given (the user's
+    own, trusted as their Python is): its confirmation builds it as the search did."""
+    info = study_info(study)
+    own = setup.experiment.to_dict()
+    stored = info.experiment if isinstance(info.experiment, dict) else {}
+    return (stored.get("model") == own["model"] and (stored.get("search") or {}).get("model") == own["search"]["model"]
+            and (stored.get("run_dir"), stored.get("name")) == (own["run_dir"], own["name"])
+            and info.artifacts in ("", str(setup.artifacts))
+            and info.parent in ("", str(setup.parent.weights_path.resolve()) if setup.parent else ""))
 
 
 def machine() -> dict[str, object]:
@@ -290,7 +307,7 @@ def _discard_dominated_weights(
 
 def _result(
     setup: SearchSetup, study: optuna.Study, started: float, *, cache_dir: str | Path | None = None,
-    said_waiting: Iterable[int] = (),
+    said_waiting: Iterable[int] = (), trust: bool = False,
 ) -> SearchResult:
     # A process on this host that died while this one ran (a worker killed meanwhile) runs nothing:
     # its trial is failed now, never reported as running elsewhere; retries left waiting are said to wait.
@@ -309,7 +326,7 @@ def _result(
         from compressor.confirm.run import run_confirmation
 
         confirmation = run_confirmation(study, setup.storage_url, config=setup.config.confirm, cache_dir=cache_dir,
-                                        echo=setup.echo)
+                                        echo=setup.echo, trust=trust or _made_from(setup, study))
     elif setup.config.confirm.active:
         setup.echo(f"not confirming yet: a trial is still running (another worker, or one that died); when it ends: "
                    f"compressor confirm --study {setup.study_name} --storage {setup.storage_url}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -15,8 +16,13 @@ from torch import nn
 
 from compressor.errors import NoWeightsError, first_line
 from compressor.io import WriteError, atomic_write
+from compressor.tensor_files import read_tensor_file
 
 __all__ = ["WeightStore"]
+
+#: what Optuna names an artifact (a UUID); a trial's ``weights`` attribute is read from the study, so
+#: anything else (a path, ``../x``) is not one of this store's files
+_ARTIFACT_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 
 class WeightStore:
@@ -60,7 +66,9 @@ class WeightStore:
         return error.strerror or first_line(error)
 
     def has(self, artifact_id: str | None) -> bool:
-        return bool(artifact_id) and (self.folder / artifact_id).exists()
+        """True if ``artifact_id`` names a file this store wrote (an id, never a path) and it is there."""
+        return isinstance(artifact_id, str) and _ARTIFACT_ID.fullmatch(artifact_id) is not None and \
+            (self.folder / artifact_id).is_file()
 
     def discard(self, artifact_id: str) -> None:
         if self.has(artifact_id):
@@ -82,7 +90,10 @@ class WeightStore:
         with tempfile.TemporaryDirectory() as scratch:
             path = Path(scratch) / "weights.pt"
             download_artifact(artifact_store=self.store, file_path=str(path), artifact_id=artifact_id)
-            return torch.load(path, map_location="cpu", weights_only=True)
+            state = read_tensor_file(path, what=f"weights file of trial {number}")
+        if not isinstance(state, dict) or not all(isinstance(value, torch.Tensor) for value in state.values()):
+            raise NoWeightsError(f"trial {number}'s kept weights in {self.folder} are not a state_dict")
+        return state
 
 
 class _AtomicStore(FileSystemArtifactStore):
