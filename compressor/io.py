@@ -14,7 +14,7 @@ from typing import IO
 
 import yaml
 
-from compressor.errors import CompressorError, ConfigError
+from compressor.errors import CompressorError, ConfigError, first_line
 
 __all__ = ["atomic_write", "atomic_write_text", "WriteError", "read_yaml"]
 
@@ -95,18 +95,65 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
 
 
 def read_yaml(path: str | Path, *, what: str, formats: str = "YAML") -> object:
-    """The data of a YAML (or JSON) file.
+    """The data of a YAML (or JSON) file: UTF-8 text, each key at most once in a mapping.
 
     Raises:
-        ConfigError: ``path: cannot read <what>: <why>``, or ``path: not valid <formats> at line N``.
+        ConfigError: ``path: cannot read <what>: <why>`` (also: not UTF-8 text), ``path: not
+            valid <formats> at line N``, or ``path: duplicate key 'k' at line N (first at line M)``.
     """
     try:
-        text = Path(path).read_text()
+        data = Path(path).read_bytes()
     except OSError as error:
         raise ConfigError(f"{path}: cannot read {what}: {error.strerror or error}") from None
     try:
-        return yaml.safe_load(text)
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise ConfigError(
+            f"{path}: cannot read {what}: not UTF-8 text (byte 0x{data[error.start]:02x} at offset {error.start})"
+        ) from None
+    try:
+        return yaml.load(text, Loader=UniqueKeyLoader)  # noqa: S506 - a SafeLoader
+    except DuplicateKeyError as error:
+        raise ConfigError(f"{path}: {error}") from None
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         line = f" at line {mark.line + 1}" if mark else ""
         raise ConfigError(f"{path}: not valid {formats}{line}") from None
+    except ValueError as error:  # an integer of more digits than Python converts (4300)
+        raise ConfigError(f"{path}: not valid {formats}: {first_line(error)}") from None
+
+
+class DuplicateKeyError(yaml.YAMLError):
+    """A mapping of a YAML file gives a key twice (PyYAML would keep the last, silently)."""
+
+
+class UniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` refusing a key given twice in one mapping (:class:`DuplicateKeyError`).
+
+    A key a merge (``<<: *defaults``) brings in may be given again: that is what merges are for.
+
+    Example:
+        >>> yaml.load("a: 1\\nb: {c: 2}", Loader=UniqueKeyLoader)
+        {'a': 1, 'b': {'c': 2}}
+        >>> yaml.load("{a: 1, a: 2}", Loader=UniqueKeyLoader)
+        Traceback (most recent call last):
+        ...
+        compressor.io.DuplicateKeyError: duplicate key 'a' at line 1 (first at line 1)
+    """
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        if isinstance(node, yaml.MappingNode):
+            first_lines: dict[object, int] = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                line = key_node.start_mark.line + 1
+                try:
+                    first = first_lines.get(key)
+                except TypeError:  # an unhashable key: SafeLoader says so
+                    continue
+                if first is not None:
+                    raise DuplicateKeyError(f"duplicate key {key!r} at line {line} (first at line {first})")
+                first_lines[key] = line
+        return super().construct_mapping(node, deep=deep)

@@ -23,12 +23,13 @@ __all__ = ["parse_value", "parse_pair", "parse_pairs", "split_outside_brackets"]
 
 
 def parse_value(text: str) -> Any:
-    """``text`` read as YAML; empty text is ``""``, and text YAML cannot read stays as it is."""
+    """``text`` read as YAML; empty text is ``""``, and text YAML cannot read stays as it is
+    (also an integer of more digits than Python converts)."""
     if not text.strip():
         return ""
     try:
         return yaml.safe_load(text)
-    except yaml.YAMLError:
+    except (yaml.YAMLError, ValueError):
         return text
 
 

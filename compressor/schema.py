@@ -8,12 +8,14 @@ where it came from.
 from __future__ import annotations
 
 import inspect
+import math
 import re
 import types
 import typing
 from collections.abc import Callable, Mapping
 from typing import Any, Literal, Union
 
+from compressor.bounds import shown
 from compressor.errors import ConfigError
 
 __all__ = ["Parameter", "parameters_of", "check_arguments", "check_value"]
@@ -85,12 +87,44 @@ def check_value(value: Any, annotation: Any, *, where: str) -> Any:
     """Checks one value against a type hint; returns it converted where lossless.
 
     Raises:
-        ConfigError: ``"<where>: expected <type>, got <value>"``.
+        ConfigError: ``"<where>: expected <type>, got <value>"``; NaN or infinity where a
+            number is expected: ``"<where>: expected a finite number, got nan"``.
     """
     converted = _convert(value, annotation)
     if converted is _MISMATCH:
-        raise ConfigError(f"{where}: expected {_type_name(annotation)}, got {value!r}")
+        if _non_finite(value) and _takes_float(annotation):
+            raise ConfigError(f"{where}: expected a finite number, got {shown(value, limit=200)}")
+        raise ConfigError(f"{where}: expected {_type_name(annotation)}, got {shown(value, limit=200)}")
     return converted
+
+
+def _as_float(value: Any) -> float | None:
+    """``value`` as a float (infinity for an integer too large for one); None if not a number."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        try:
+            return float(value)
+        except OverflowError:
+            return math.inf
+    if isinstance(value, float):
+        return value
+    if isinstance(value, str) and _EXPONENT_NUMBER.fullmatch(value.strip()):
+        return float(value)  # 1e-3: a number, though YAML 1.1 (PyYAML) reads it as a string
+    return None
+
+
+def _non_finite(value: Any) -> bool:
+    """NaN, infinity, or an integer too large for a float (or a list holding one)."""
+    if isinstance(value, (list, tuple)):
+        return any(_non_finite(item) for item in value)
+    number = _as_float(value)
+    return number is not None and not math.isfinite(number)
+
+
+def _takes_float(annotation: Any) -> bool:
+    """Whether a number is among the types of ``annotation`` (also inside a list or union)."""
+    return annotation is float or any(_takes_float(option) for option in typing.get_args(annotation))
 
 
 _MISMATCH = object()
@@ -115,12 +149,9 @@ def _convert(value: Any, annotation: Any) -> Any:
         return value if isinstance(value, bool) else _MISMATCH
     if annotation is int:
         return value if isinstance(value, int) and not isinstance(value, bool) else _MISMATCH
-    if annotation is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str) and _EXPONENT_NUMBER.fullmatch(value.strip()):
-            return float(value)  # 1e-3: a number, though YAML 1.1 (PyYAML) reads it as a string
-        return _MISMATCH
+    if annotation is float:  # finite: NaN and infinity are refused wherever a number is read
+        number = _as_float(value)
+        return number if number is not None and math.isfinite(number) else _MISMATCH
     if annotation is str:
         return value if isinstance(value, str) else _MISMATCH
     if origin in (list, tuple, typing.get_origin(list[int])) or annotation in (list, tuple):

@@ -18,7 +18,8 @@ from pathlib import Path
 
 import torch
 
-from compressor.errors import ConfigError
+from compressor.bounds import check_threads
+from compressor.bounds import parse_threads as bounded_threads
 
 __all__ = ["available_cores", "resolve_threads", "torch_threads", "parse_threads"]
 
@@ -58,27 +59,26 @@ def _cgroup_quota(root: Path) -> float | None:
 
 
 def resolve_threads(value: int | str | None) -> int | None:
-    """``auto`` -> :func:`available_cores`; a count as it is; None (leave torch's setting) as it is."""
+    """``auto`` -> :func:`available_cores`; a count as it is; None (leave torch's setting) as it is.
+
+    Raises:
+        ConfigError: a count out of :func:`compressor.bounds.check_threads`'s range (torch
+            crashes on 100000 threads and stalls the machine on 5000).
+    """
     if value == "auto":
         return available_cores()
-    return value
+    return check_threads(value, "threads")
 
 
 def parse_threads(text: str) -> int | str:
-    """The CLI's ``--threads``: ``auto`` or a count >= 1.
+    """A command line's threads: ``auto`` or a count in [1, 4 x the machine's cores]
+    (:func:`compressor.bounds.parse_threads`; an option's ``type=`` is
+    :func:`compressor.bounds.threads_argument`, which names the flag).
 
     Raises:
         ConfigError: anything else.
     """
-    if text == "auto":
-        return text
-    try:
-        count = int(text)
-    except ValueError:
-        count = 0
-    if count < 1:
-        raise ConfigError(f"threads must be 'auto' or a count >= 1, got {text!r}")
-    return count
+    return bounded_threads(text, "threads")
 
 
 @contextlib.contextmanager

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import math
+import operator
 import re
 
+from compressor.bounds import check_shape, shown
 from compressor.errors import ConfigError
 
 __all__ = ["parse_count", "format_count", "format_bytes", "parse_shape"]
@@ -62,17 +64,31 @@ def format_bytes(value: float | int | None) -> str:
 
 
 def parse_shape(text: str | list[int] | tuple[int, ...], *, what: str = "input shape") -> tuple[int, ...]:
-    """Parses ``"1,3,256,256"`` (or a sequence) into a tuple of positive ints.
+    """Parses ``"1,3,256,256"`` (or a sequence) into a tuple of positive ints, within the
+    bounds of :func:`compressor.bounds.check_shape` (each at most 16384, 2**28 elements in all).
 
     Raises:
-        ConfigError: naming the text, if an entry is not a positive integer or there are
-            fewer than 3 dimensions.
+        ConfigError: naming ``what`` and the text, if an entry is not an integer in range, there
+            are fewer than 3 dimensions, or too many elements.
     """
     parts = text.replace("x", ",").split(",") if isinstance(text, str) else list(text)
+    label = shown(text if isinstance(text, str) else ",".join(shown(part, limit=20) for part in parts), limit=80)
     try:
-        shape = tuple(int(str(part).strip()) for part in parts)
+        shape = tuple(_integer(part) for part in parts)
     except ValueError:
-        raise ConfigError(f"{what} {text!r}: expected comma-separated integers like 1,3,256,256") from None
+        raise ConfigError(f"{what} {label}: expected comma-separated integers like 1,3,256,256") from None
     if len(shape) < 3 or any(size < 1 for size in shape):
-        raise ConfigError(f"{what} {text!r}: expected at least 3 positive integers like 1,3,256,256")
-    return shape
+        raise ConfigError(f"{what} {label}: expected at least 3 positive integers like 1,3,256,256")
+    return check_shape(shape, what)
+
+
+def _integer(part: object) -> int:
+    """An entry of a shape: an integer (NumPy's too), or text holding one; else ValueError."""
+    if isinstance(part, str):
+        return int(part.strip())
+    if isinstance(part, bool):
+        raise ValueError(part)
+    try:
+        return operator.index(part)
+    except TypeError:
+        raise ValueError(part) from None

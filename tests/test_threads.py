@@ -62,5 +62,6 @@ def test_auto_is_the_default_and_bad_values_are_refused():
     with pytest.raises(ConfigError, match=r"train.threads must be 'auto' or >= 1, got 0"):
         Experiment.from_dict({"train": {"threads": 0}})
     assert parse_threads("auto") == "auto" and parse_threads("2") == 2
-    with pytest.raises(ConfigError, match="threads must be 'auto' or a count >= 1, got '0'"):
-        parse_threads("0")
+    for bad in ("0", "many", "100000"):
+        with pytest.raises(ConfigError, match=rf"threads must be 'auto' or a count in \[1, \d+\] .*, got '{bad}'"):
+            parse_threads(bad)

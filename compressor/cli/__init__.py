@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from compressor import __version__
 from compressor.cli import (
@@ -43,8 +44,32 @@ EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
 
 
+class _BadOption(Exception):
+    """An option's value refused by its ``type=`` with a :class:`CompressorError` (see :class:`_Parser`)."""
+
+    def __init__(self, prog: str, error: CompressorError) -> None:
+        super().__init__(str(error))
+        self.prog = prog
+        self.error = error
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, except that an option's value refused by its ``type=`` with a
+    :class:`CompressorError` (a bound of :mod:`compressor.bounds`: ``--threads 100000``) is our one
+    line, ``compressor CMD: error: <message>`` and exit code 2, without argparse's usage and its
+    "invalid value" wording; :func:`main` prints it."""
+
+    def error(self, message: str) -> NoReturn:
+        cause = sys.exc_info()[1]  # argparse calls this while handling the ArgumentError it raised
+        while cause is not None and not isinstance(cause, CompressorError):
+            cause = cause.__context__
+        if cause is not None:
+            raise _BadOption(self.prog, cause)
+        super().error(message)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="compressor",
         description="Make segmentation networks small: transforms, budgets, search, reports.",
     )
@@ -59,7 +84,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except _BadOption as bad:
+        print(f"{bad.prog}: error: {with_advice(bad.error, bad.prog.split()[-1])}", file=sys.stderr)
+        return EXIT_USER_ERROR
     configure_logging()  # the library's progress notes, as `compressor: ...` lines on stderr
     try:
         return int(args.run(args) or 0)

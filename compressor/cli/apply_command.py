@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from compressor.bounds import output_argument
 from compressor.cli.common import add_model_arguments, input_shape_from_args, model_from_args
 from compressor.cli.recipe_args import add_recipe_arguments, recipe_from_args, record_notes, records_table
 from compressor.cost import FLOP_CONVENTION
@@ -19,7 +20,7 @@ COMMAND = {"name": "apply", "help": "apply transforms to a model",
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_model_arguments(parser)
     add_recipe_arguments(parser)
-    parser.add_argument("--out", metavar="PATH", help="save the transformed model here (.pt)")
+    parser.add_argument("--out", type=output_argument("--out"), metavar="PATH", help="save the transformed model here (.pt)")
     parser.add_argument("--json", action="store_true", help="print the records as JSON")
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import torch
 
+from compressor.bounds import STEPS, output_argument
 from compressor.cli.common import add_builder_arguments
 from compressor.cli.experiment_args import add_experiment_arguments, experiment_from_args
 from compressor.cli.recipe_args import add_recipe_arguments, recipe_from_args, record_notes, records_table
@@ -38,9 +39,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", metavar="FILE", help="trained weights for MODEL (a state_dict or a compressor checkpoint)")
     add_builder_arguments(parser)
     add_recipe_arguments(parser)
-    parser.add_argument("--steps", type=int, metavar="N", help="fine-tuning steps (default: finetune.steps, else train.steps)")
+    parser.add_argument("--steps", type=STEPS.argument("--steps"), metavar="N", help="fine-tuning steps (default: finetune.steps, else train.steps)")
     parser.add_argument("--no-distill", action="store_true", help="fine-tune without distilling from the original")
-    parser.add_argument("--out", metavar="PATH", help="where to save the result (default: <run_dir>/compress/<model>-<recipe hash>.pt)")
+    parser.add_argument("--out", type=output_argument("--out"), metavar="PATH", help="where to save the result (default: <run_dir>/compress/<model>-<recipe hash>.pt)")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     parser.add_argument("--trust", action="store_true",
                         help="also load a MODEL file that runs code when loaded (a pickled module, compressor's old "

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import argparse
 
+from compressor.bounds import CONFIRM_COUNT, COUNT, threads_argument
 from compressor.cli.console import echo
 from compressor.cli.study_args import add_study_arguments, storage_from_args
-from compressor.threads import parse_threads
 
 COMMAND = {"name": "confirm", "help": "retrain the front's best trials and U-Net, Micro-Net on further seeds (intervals)",
            "description": "Retrain the best trials of a finished search's Pareto front and both references "
@@ -18,14 +18,14 @@ COMMAND = {"name": "confirm", "help": "retrain the front's best trials and U-Net
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_study_arguments(parser)
-    parser.add_argument("--top", type=int, metavar="K", help="front trials to confirm, by their share of the "
+    parser.add_argument("--top", type=CONFIRM_COUNT.argument("--top"), metavar="K", help="front trials to confirm, by their share of the "
                         "front's hypervolume (default: the study's search.confirm.top, else 3)")
-    parser.add_argument("--trials", type=int, nargs="+", metavar="N", help="confirm these trials instead")
-    parser.add_argument("--seeds", type=int, metavar="N", help="further seeds (default: search.confirm.seeds, else 2)")
+    parser.add_argument("--trials", type=COUNT.argument("--trials"), nargs="+", metavar="N", help="confirm these trials instead")
+    parser.add_argument("--seeds", type=CONFIRM_COUNT.argument("--seeds"), metavar="N", help="further seeds (default: search.confirm.seeds, else 2)")
     parser.add_argument("--folds", action="store_true", help="also every fold of a k-fold data section")
     parser.add_argument("--budget", action="append", default=[], metavar="X", dest="budgets",
                         help="parameter budget to state a claim for (repeatable, e.g. --budget 1M --budget 300k)")
-    parser.add_argument("--threads", type=parse_threads, metavar="N", help="torch CPU threads")
+    parser.add_argument("--threads", type=threads_argument("--threads"), metavar="N", help="torch CPU threads")
     parser.add_argument("--cache-dir", metavar="DIR", help="download cache")
 
 

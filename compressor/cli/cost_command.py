@@ -5,12 +5,13 @@ from __future__ import annotations
 import argparse
 import json
 
+from compressor.bounds import COUNT, threads_argument
 from compressor.cli.common import add_model_arguments, input_shape_from_args, model_from_args
 from compressor.cost import FLOP_CONVENTION, Cost, measure
 from compressor.latency import RUNTIMES, LatencyConfig
 from compressor.models import build_model
 from compressor.tables import format_table
-from compressor.threads import parse_threads, resolve_threads
+from compressor.threads import resolve_threads
 from compressor.units import format_bytes, format_count
 
 COMMAND = {"name": "cost", "help": "count params and FLOPs of a model",
@@ -20,8 +21,8 @@ COMMAND = {"name": "cost", "help": "count params and FLOPs of a model",
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_model_arguments(parser)
     parser.add_argument("--baseline", metavar="MODEL", help="model to compare against (built with default arguments)")
-    parser.add_argument("--latency-runs", type=int, default=0, metavar="N", help="time N forward passes, report the median")
-    parser.add_argument("--threads", type=parse_threads, default=None, help="threads while timing")
+    parser.add_argument("--latency-runs", type=COUNT.argument("--latency-runs"), default=0, metavar="N", help="time N forward passes, report the median")
+    parser.add_argument("--threads", type=threads_argument("--threads"), default=None, help="threads while timing")
     parser.add_argument("--runtime", choices=RUNTIMES, default=None,
                         help="time on this runtime (onnxruntime: exported to ONNX first; the deploy extra); "
                              "median and p90 of --latency-runs passes (default 20), 1 thread unless --threads")

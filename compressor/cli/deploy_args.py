@@ -7,12 +7,13 @@ from pathlib import Path
 
 from torch import nn
 
+from compressor.bounds import POSITIVE_COUNT, SIDE, threads_argument
 from compressor.cli.console import echo
 from compressor.data.base import SegmentationData
 from compressor.deploy import Deployment, deploy
 from compressor.latency import LatencyConfig
 from compressor.runtime.onnx_export import DEFAULT_OPSET
-from compressor.threads import parse_threads, resolve_threads
+from compressor.threads import resolve_threads
 from compressor.train import TrainConfig
 
 __all__ = ["add_deploy_arguments", "deploy_from_args"]
@@ -21,20 +22,20 @@ __all__ = ["add_deploy_arguments", "deploy_from_args"]
 def add_deploy_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("deployment (ONNX; needs the deploy extra)")
     group.add_argument("--opset", type=int, default=DEFAULT_OPSET, metavar="N", help=f"ONNX opset (default {DEFAULT_OPSET})")
-    group.add_argument("--input-size", type=int, default=256, metavar="S",
+    group.add_argument("--input-size", type=SIDE.argument("--input-size"), default=256, metavar="S",
                        help="side of the square input traced and checked; batch, height and width stay dynamic "
                             "(default 256)")
     group.add_argument("--int8", action="store_true",
                        help="also write <out>.int8.onnx: static int8 quantization calibrated on training patches "
                             "(needs the network's data)")
-    group.add_argument("--calibration", type=int, default=8, metavar="N",
+    group.add_argument("--calibration", type=POSITIVE_COUNT.argument("--calibration"), default=8, metavar="N",
                        help="batches of training patches that calibrate int8 (default 8)")
     group.add_argument("--no-eval", action="store_true", help="do not score the forms on the validation scenes")
     group.add_argument("--latency", action="store_true",
                        help="time PyTorch, ONNX Runtime fp32 (and int8) side by side, interleaved, at batch 1")
-    group.add_argument("--latency-threads", type=parse_threads, default=1, metavar="N",
+    group.add_argument("--latency-threads", type=threads_argument("--latency-threads"), default=1, metavar="N",
                        help="threads of every runtime while timing, a count or auto (default 1)")
-    group.add_argument("--repeats", type=int, default=20, metavar="N", help="timed passes of each form (default 20)")
+    group.add_argument("--repeats", type=POSITIVE_COUNT.argument("--repeats"), default=20, metavar="N", help="timed passes of each form (default 20)")
 
 
 def deploy_from_args(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from compressor.bounds import output_argument
 from compressor.cli.common import default_input_shape
 from compressor.cli.deploy_args import add_deploy_arguments, deploy_from_args
 from compressor.errors import ConfigError
@@ -21,7 +22,7 @@ COMMAND = {"name": "deploy", "help": "export a saved model to ONNX (batch norm f
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", metavar="MODEL.pt", help="a model file saved by compressor (train, apply, compress, export)")
-    parser.add_argument("--out", required=True, metavar="FILE.onnx", help="where to write the ONNX model")
+    parser.add_argument("--out", required=True, type=output_argument("--out"), metavar="FILE.onnx", help="where to write the ONNX model")
     parser.add_argument("--experiment", metavar="CONFIG.yaml",
                         help="the experiment the network was trained with: its data gives real inputs for the check, "
                              "calibration patches for --int8 and validation scenes for the scores")

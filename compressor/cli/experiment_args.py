@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from compressor.bounds import threads_argument
 from compressor.experiment import Experiment, load_experiment
-from compressor.threads import parse_threads
 
 __all__ = ["add_experiment_arguments", "experiment_from_args"]
 
@@ -17,7 +17,7 @@ def add_experiment_arguments(parser: argparse.ArgumentParser) -> None:
         "--set", action="append", default=[], dest="overrides", metavar="KEY=VALUE",
         help="override a setting of the file (repeatable), e.g. train.steps=50",
     )
-    parser.add_argument("--threads", type=parse_threads, metavar="N", help="torch CPU threads, a count or auto (same as --set train.threads=N)")
+    parser.add_argument("--threads", type=threads_argument("--threads"), metavar="N", help="torch CPU threads, a count or auto (same as --set train.threads=N)")
     parser.add_argument("--cache-dir", metavar="DIR", help="download cache (default: $COMPRESSOR_CACHE_DIR or ~/.cache/compressor)")
 
 

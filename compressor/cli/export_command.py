@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from compressor.bounds import COUNT, output_argument
 from compressor.cli.deploy_args import add_deploy_arguments, deploy_from_args
 from compressor.cli.study_args import add_study_arguments, storage_from_args
 from compressor.errors import ConfigError
@@ -20,8 +21,8 @@ COMMAND = {"name": "export", "help": "save a search trial's model (recipe + kept
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_study_arguments(parser)
-    parser.add_argument("--trial", required=True, type=int, metavar="N", help="trial number")
-    parser.add_argument("--out", required=True, metavar="FILE", help="where to save the model (.pt, or .onnx)")
+    parser.add_argument("--trial", required=True, type=COUNT.argument("--trial"), metavar="N", help="trial number")
+    parser.add_argument("--out", required=True, type=output_argument("--out"), metavar="FILE", help="where to save the model (.pt, or .onnx)")
     parser.add_argument("--untrained", action="store_true", help="the architecture alone, when no weights were kept")
     parser.add_argument("--format", choices=("pt", "onnx"), default=None,
                         help="pt: a compressor model file (load_model); onnx: an ONNX file, checked against PyTorch "

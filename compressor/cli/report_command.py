@@ -5,10 +5,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from compressor.bounds import SIDE, output_argument, threads_argument
 from compressor.cli.console import echo
 from compressor.cli.study_args import add_study_arguments, storage_from_args
 from compressor.errors import ConfigError
-from compressor.threads import parse_threads, resolve_threads
+from compressor.threads import resolve_threads
 
 COMMAND = {"name": "report", "help": "write the Pareto report of a search (HTML, CSV, plots)",
            "description": "Write the Pareto report of a search: index.html (self-contained), trials.csv, "
@@ -18,14 +19,14 @@ COMMAND = {"name": "report", "help": "write the Pareto report of a search (HTML,
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_study_arguments(parser, help_study="the study's name (the experiment's name)")
-    parser.add_argument("--out", metavar="DIR", default=None, help="output folder (default: reports/NAME)")
+    parser.add_argument("--out", type=output_argument("--out"), metavar="DIR", default=None, help="output folder (default: reports/NAME)")
     parser.add_argument("--int8", action="store_true",
                         help="deploy the front's models first: ONNX and int8 (calibrated on the study's training "
                              "patches) in DIR/onnx, scored on the validation scenes and timed at batch 1 on PyTorch, "
                              "ONNX Runtime fp32 and int8 (interleaved); adds int8 columns (the deploy extra)")
-    parser.add_argument("--latency-threads", type=parse_threads, default=None, metavar="N",
+    parser.add_argument("--latency-threads", type=threads_argument("--latency-threads"), default=None, metavar="N",
                         help="threads while timing, a count or auto (--int8; default: the study's cost.latency, else 1)")
-    parser.add_argument("--latency-size", type=int, default=None, metavar="S",
+    parser.add_argument("--latency-size", type=SIDE.argument("--latency-size"), default=None, metavar="S",
                         help="square input side while timing (--int8; default: the study's cost.latency, else 256)")
     parser.add_argument("--cache-dir", metavar="DIR", help="download cache for the study's data (--int8)")
 

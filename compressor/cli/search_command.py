@@ -6,6 +6,7 @@ import argparse
 import dataclasses
 import sys
 
+from compressor.bounds import POSITIVE_COUNT, SECONDS, SEED
 from compressor.budget import Budget
 from compressor.cli.common import add_base_model_arguments, model_config_from_args
 from compressor.cli.console import echo
@@ -29,12 +30,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-flops", metavar="Y", help="FLOP budget at the cost input size, e.g. 2G")
     parser.add_argument("--max-latency-ms", metavar="Z", help="latency budget in milliseconds, timed as cost.latency says (runtime, threads, "
                         "input; without that section: PyTorch eager, the process's threads)")
-    parser.add_argument("--n-trials", type=int, metavar="N", help="finished trials the study should hold")
-    parser.add_argument("--timeout", type=float, metavar="S", help="start no new trial S seconds after the command started")
+    parser.add_argument("--n-trials", type=POSITIVE_COUNT.argument("--n-trials"), metavar="N", help="finished trials the study should hold")
+    parser.add_argument("--timeout", type=SECONDS.argument("--timeout"), metavar="S", help="start no new trial S seconds after the command started")
     parser.add_argument("--storage", metavar="URL", help="Optuna storage URL (default: sqlite:///<run_dir>/search.db)")
     parser.add_argument("--study", metavar="NAME", help="study name (default: the experiment's name)")
     parser.add_argument("--sampler", choices=("tpe", "nsga2", "random"), help="sampler (default: tpe)")
-    parser.add_argument("--seed", type=int, metavar="N", help="sampler seed")
+    parser.add_argument("--seed", type=SEED.argument("--seed"), metavar="N", help="sampler seed")
     parser.add_argument("--no-baselines", action="store_true", help="do not train U-Net and Micro-Net first")
     parser.add_argument(
         "--init", choices=("random", "inherit", "distill"),

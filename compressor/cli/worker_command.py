@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import argparse
 
+from compressor.bounds import POSITIVE_COUNT, SECONDS, SEED, threads_argument
 from compressor.cli.console import echo
 from compressor.cli.search_summary import summary
 from compressor.search import join_search
-from compressor.threads import parse_threads
 
 COMMAND = {"name": "worker", "help": "join a running search (same storage) as one more worker",
            "description": "Run trials of an existing study until it holds its target number of finished "
@@ -17,10 +17,10 @@ COMMAND = {"name": "worker", "help": "join a running search (same storage) as on
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--storage", required=True, metavar="URL", help="the study's Optuna storage URL")
     parser.add_argument("--study", required=True, metavar="NAME", help="the study's name")
-    parser.add_argument("--n-trials", type=int, metavar="N", help="the study's target (default: as created)")
-    parser.add_argument("--timeout", type=float, metavar="S", help="start no new trial after S seconds")
-    parser.add_argument("--seed", type=int, metavar="N", help="this worker's sampler seed (default: random)")
-    parser.add_argument("--threads", type=parse_threads, metavar="N", help="torch CPU threads of this worker")
+    parser.add_argument("--n-trials", type=POSITIVE_COUNT.argument("--n-trials"), metavar="N", help="the study's target (default: as created)")
+    parser.add_argument("--timeout", type=SECONDS.argument("--timeout"), metavar="S", help="start no new trial after S seconds")
+    parser.add_argument("--seed", type=SEED.argument("--seed"), metavar="N", help="this worker's sampler seed (default: random)")
+    parser.add_argument("--threads", type=threads_argument("--threads"), metavar="N", help="torch CPU threads of this worker")
     parser.add_argument("--cache-dir", metavar="DIR", help="download cache")
 
 

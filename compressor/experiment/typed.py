@@ -8,6 +8,7 @@ import typing
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from compressor.bounds import check_config_value
 from compressor.budget import Budget
 from compressor.errors import CompressorError, ConfigError
 from compressor.schema import check_value
@@ -21,7 +22,9 @@ def from_data(cls: type, raw: Any, *, where: str, source: str) -> Any:
     Nested dataclass fields recurse; a class with a ``subclass_for(raw)`` classmethod
     (the ``data:`` section) picks its subclass from the data first; :class:`Budget`
     goes through :meth:`Budget.from_dict`. Validation in ``__post_init__`` that raises
-    a :class:`CompressorError` is reported with ``source`` in front.
+    a :class:`CompressorError` is reported with ``source`` in front; then every numeric key
+    is checked against its bounds (:data:`compressor.bounds.CONFIG_BOUNDS`; NaN and infinity
+    are refused already as numbers, by :func:`compressor.schema.check_value`).
 
     Raises:
         ConfigError: ``"<source>: <dotted key>: <problem>"``.
@@ -63,7 +66,10 @@ def from_data(cls: type, raw: Any, *, where: str, source: str) -> Any:
     ]
     if missing:
         raise ConfigError(f"{source}: {_join(where, missing[0])}: missing required key")
-    return _construct(lambda: cls(**values), source)
+    config = _construct(lambda: cls(**values), source)
+    for key, value in values.items():  # after the class's own checks, which relate keys and say more
+        check_config_value(_join(where, key), value, where=f"{source}: {_join(where, key)}")
+    return config
 
 
 def _optional_dataclass(annotation: Any) -> type | None:
