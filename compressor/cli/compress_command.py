@@ -20,6 +20,7 @@ from compressor.models import build_model, parse_model_args
 from compressor.origin import origin_of
 from compressor.outputs import declare_output, parse_output_key
 from compressor.saving import load_saved, save_model
+from compressor.tensor_files import read_tensor_file
 from compressor.train import load_weights
 
 COMMAND = {"name": "compress", "help": "compress a trained network: transform it keeping its weights, fine-tune with distillation",
@@ -112,8 +113,10 @@ def teacher_from_args(args: argparse.Namespace, experiment: Experiment) -> tuple
 def _is_weights_file(path: Path) -> bool:
     """True for a ``state_dict`` or a compressor checkpoint (read weights-only, nothing runs)."""
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:  # noqa: BLE001 - not a weights file, whatever torch says
+        payload = read_tensor_file(path, what="weights file")
+    except ConfigError:  # not a weights file, whatever it is
         return False
+    if not isinstance(payload, dict) or str(payload.get("format", "")).startswith("compressor.model/"):
+        return False  # a model file, refused for what it is
     return isinstance(payload, dict) and ("state_dict" in payload or all(
         isinstance(value, torch.Tensor) for value in payload.values()))

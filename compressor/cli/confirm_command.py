@@ -6,7 +6,7 @@ import argparse
 
 from compressor.bounds import CONFIRM_COUNT, COUNT, threads_argument
 from compressor.cli.console import echo
-from compressor.cli.study_args import add_study_arguments, storage_from_args
+from compressor.cli.study_args import add_study_arguments, add_trust_argument, storage_from_args
 
 COMMAND = {"name": "confirm", "help": "retrain the front's best trials and U-Net, Micro-Net on further seeds (intervals)",
            "description": "Retrain the best trials of a finished search's Pareto front and both references "
@@ -27,6 +27,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="parameter budget to state a claim for (repeatable, e.g. --budget 1M --budget 300k)")
     parser.add_argument("--threads", type=threads_argument("--threads"), metavar="N", help="torch CPU threads")
     parser.add_argument("--cache-dir", metavar="DIR", help="download cache")
+    add_trust_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -45,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
         budgets=args.budgets or stored.budgets,
     )
     confirmation = run_confirmation(study, storage, config=config, trials=args.trials or (),
-                                    cache_dir=args.cache_dir, threads=args.threads, echo=echo)
+                                    cache_dir=args.cache_dir, threads=args.threads, echo=echo, trust=args.trust)
     print()
     print(confirmation.table())
     print()

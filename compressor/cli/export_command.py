@@ -7,7 +7,7 @@ from pathlib import Path
 
 from compressor.bounds import COUNT, output_argument
 from compressor.cli.deploy_args import add_deploy_arguments, deploy_from_args
-from compressor.cli.study_args import add_study_arguments, storage_from_args
+from compressor.cli.study_args import add_study_arguments, add_trust_argument, storage_from_args
 from compressor.errors import ConfigError
 from compressor.experiment import Experiment
 from compressor.io import check_writable
@@ -28,6 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="pt: a compressor model file (load_model); onnx: an ONNX file, checked against PyTorch "
                              "on random inputs and the study's data (the deploy extra). Default: from --out's suffix")
     parser.add_argument("--cache-dir", metavar="DIR", help="download cache for the study's data (with --format onnx)")
+    add_trust_argument(parser)
     add_deploy_arguments(parser)
 
 
@@ -38,9 +39,10 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("--int8 and --latency apply to an ONNX export: add --format onnx, or give --out a .onnx file")
     if onnx:
         check_writable(args.out)  # before the rebuild and the data
-        exported = rebuild_trial(storage, args.study, args.trial, untrained=args.untrained, cache_dir=args.cache_dir)
+        exported = rebuild_trial(storage, args.study, args.trial, untrained=args.untrained, cache_dir=args.cache_dir,
+                                 trust=args.trust)
     else:
-        exported = export_trial(storage, args.study, args.trial, args.out, untrained=args.untrained)
+        exported = export_trial(storage, args.study, args.trial, args.out, untrained=args.untrained, trust=args.trust)
     record = exported.record
     weights = "trained weights" if exported.trained else "untrained (fresh initialization)"
     print(f"trial {record.number}: {record.recipe_short}")

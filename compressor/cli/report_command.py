@@ -7,7 +7,7 @@ from pathlib import Path
 
 from compressor.bounds import SIDE, output_argument, threads_argument
 from compressor.cli.console import echo
-from compressor.cli.study_args import add_study_arguments, storage_from_args
+from compressor.cli.study_args import add_study_arguments, add_trust_argument, storage_from_args
 from compressor.errors import ConfigError
 from compressor.threads import resolve_threads
 
@@ -29,6 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--latency-size", type=SIDE.argument("--latency-size"), default=None, metavar="S",
                         help="square input side while timing (--int8; default: the study's cost.latency, else 256)")
     parser.add_argument("--cache-dir", metavar="DIR", help="download cache for the study's data (--int8)")
+    add_trust_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -47,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
         if not numbers:
             raise ConfigError(f"study {args.study!r} has no front yet: nothing to deploy")
         deploy_trials(storage, args.study, numbers, out_dir, cache_dir=args.cache_dir, echo=echo,
-                      latency=_latency(study, args))
+                      latency=_latency(study, args), trust=args.trust)
     report = build_report(study, out_dir)
     print(report.pareto_text())
     print()

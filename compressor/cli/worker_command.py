@@ -7,6 +7,7 @@ import argparse
 from compressor.bounds import POSITIVE_COUNT, SECONDS, SEED, threads_argument
 from compressor.cli.console import echo
 from compressor.cli.search_summary import summary
+from compressor.cli.study_args import add_trust_argument
 from compressor.search import join_search
 
 COMMAND = {"name": "worker", "help": "join a running search (same storage) as one more worker",
@@ -22,12 +23,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=SEED.argument("--seed"), metavar="N", help="this worker's sampler seed (default: random)")
     parser.add_argument("--threads", type=threads_argument("--threads"), metavar="N", help="torch CPU threads of this worker")
     parser.add_argument("--cache-dir", metavar="DIR", help="download cache")
+    add_trust_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:
     result = join_search(
         args.storage, args.study, n_trials=args.n_trials, timeout=args.timeout, seed=args.seed,
-        threads=args.threads, cache_dir=args.cache_dir, echo=echo,
+        threads=args.threads, cache_dir=args.cache_dir, echo=echo, trust=args.trust,
     )
     print(summary(result))
     return 0
