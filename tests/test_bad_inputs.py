@@ -27,6 +27,7 @@ from PIL import Image
 from report_studies import add, make_study, realistic_study
 from search_helpers import tiny_experiment_data
 from test_refusals_io import huge_png
+from test_untrusted_inputs import craft as craft_model_file
 
 import compressor
 from compressor.bounds import THREADS_PER_CORE, max_threads
@@ -112,6 +113,13 @@ def build_workspace(root: Path) -> None:
     (root / "report").mkdir()
     (root / "report" / "index.html").write_text("<html>the report written earlier</html>\n")
     (root / "report" / "summary.md").mkdir()  # in the way of the report's summary.md
+    # a model file whose third-party class would download (torch.hub) from a URL it names
+    craft_model_file(root / "hovernet.pt", "monai.networks.nets:HoVerNet", {"pretrained_url": "https://example.com/w.pth"})
+    (root / "model.onnx").write_bytes(b"\x08\x07\x12\x07pytorch")  # what compressor deploy writes
+    # a study whose stored network is a command: anyone who can write the storage chose it
+    evil = realistic_study(storage=f"sqlite:///{root / 'evil.db'}", name="evil")
+    evil.set_user_attr("model", "subprocess:run")
+    evil.set_user_attr("model_args", {"args": "touch pwned", "shell": True})
 
 
 @pytest.fixture(scope="module")
@@ -281,6 +289,10 @@ CASES = [
     Case("compressor apply unet --recipe binary.yaml --out small.pt", ("binary.yaml", "recipe", "not UTF-8")),
     Case("compressor search tiny.yaml --storage sqlite:///:memory:", ("sqlite:///:memory:", "in-memory", "outlive")),
     Case("compressor train huge.yaml", ("huge/images/a.png", "20000x20000", "decompression bombs")),
+    Case("compressor deploy hovernet.pt --out model2.onnx", ("hovernet.pt", "pretrained_url", "--trust")),
+    Case("compressor deploy model.onnx --out model2.onnx", ("model.onnx", "an ONNX file")),
+    Case("compressor export --study evil --storage sqlite:///evil.db --trial 0 --out t.pt",
+         ("study 'evil'", "'subprocess:run'", "--trust")),
     Case("compressor report --study ../../x --storage sqlite:///named.db", may_change=("reports",),
          check=_check_report_inside_reports),
 ]
