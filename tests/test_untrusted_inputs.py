@@ -97,7 +97,7 @@ CRAFTED = {
     "unknown_argument": (f"{SMP}:Unet", {"encoder_name": "resnet18", "encoder_weights": None, "hook": 1},
                          ("argument hook", "not an architecture argument")),
     "code_builder": ("subprocess:run", {"args": "touch pwned", "shell": True}, ("'subprocess:run'", "neither")),
-    "missing_module": ("monai.networks.nosuch:Foo", {}, ("monai.networks.nosuch", "cannot be imported")),
+    "missing_module": ("monai.networks.nosuch:Foo", {}, ("cannot import module 'monai.networks.nosuch'",)),
     "huge_unet": ("unet", {"base_width": 100_000}, ("parameters, more than",)),
 }
 
@@ -300,3 +300,13 @@ def test_a_study_whose_run_folder_leaves_the_working_folder_is_refused(study_cop
 def test_the_users_own_study_exports_without_trust(study_copy, world, capfd):
     assert main(STUDY_COMMANDS["export"]) == 0, capfd.readouterr().err
     assert compressor.load_model(world / "t.pt")(torch.zeros(1, 3, 32, 32)).shape == (1, 2, 32, 32)
+
+
+def test_a_study_made_with_more_threads_than_here_is_joined_with_fewer(study_copy, world, capfd):
+    # a study made on a large machine stores its thread count; here it is out of bounds, --threads replaces it
+    experiment = _stored(study_copy, "experiment")
+    _rewrite(study_copy, experiment={**experiment, "train": {**experiment["train"], "threads": 100_000}})
+    argv = ["worker", "--storage", "sqlite:///run/search.db", "--study", "tiny", "--n-trials", "1"]
+    refused(capfd, argv, "study 'tiny'", "train.threads", "100000")
+    assert main([*argv, "--threads", "1"]) == 0, capfd.readouterr().err
+    assert "nothing to run" in capfd.readouterr().out

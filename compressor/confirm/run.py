@@ -146,10 +146,8 @@ def run_confirmation(
         ConfigError: nothing to confirm, a trial that is not a finished candidate, folds without k-fold data.
     """
     info = study_info(study)
-    experiment = stored_experiment(study.study_name, info, trust=trust)
+    experiment = stored_experiment(study.study_name, info, trust=trust, threads=threads)
     config = config or experiment.search.confirm
-    if threads is not None:
-        experiment = dataclasses.replace(experiment, train=dataclasses.replace(experiment.train, threads=threads))
     records = trial_records(study)
     subjects = [subject_of(number) for number in (_check_trials(records, info, trials) if trials
                                                    else choose_top(study, config.top))]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import warnings
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
@@ -111,10 +110,7 @@ def _import_callable(spec: str) -> Callable[..., Any]:
     module_name, _, attribute = spec.partition(":")
     if not module_name or not attribute:
         raise ModelLoadError(f"model import path {spec!r} must look like 'package.module:callable'")
-    try:
-        module = importlib.import_module(module_name)
-    except Exception as error:  # noqa: BLE001 - ImportError, or whatever the module raises
-        raise ModelLoadError(f"cannot import module {module_name!r} of model {spec!r}: {error}") from error
+    module = policy.import_module_of(spec)
     target: Any = module
     for part in attribute.split("."):
         if not hasattr(target, part):

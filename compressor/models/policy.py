@@ -181,6 +181,19 @@ def trusted_package(module_name: str) -> str | None:
                  if module_name == prefix.rstrip(".") or module_name.startswith(prefix)), None)
 
 
+def import_module_of(spec: str) -> Any:
+    """The module of ``package.module:callable``, imported.
+
+    Raises:
+        ModelLoadError: it cannot be imported here (missing, or a library that fails to import).
+    """
+    module_name = spec.partition(":")[0]
+    try:
+        return importlib.import_module(module_name)
+    except Exception as error:  # noqa: BLE001 - ImportError, or whatever the module raises
+        raise ModelLoadError(f"cannot import module {module_name!r} of model {spec!r}: {first_line(error)}") from None
+
+
 def check_builder(spec: str, *, registered: bool, source: DataSource) -> None:
     """Refuses a builder that would run code of the file's choosing.
 
@@ -198,10 +211,9 @@ def check_builder(spec: str, *, registered: bool, source: DataSource) -> None:
     package = trusted_package(module_name)
     if package is not None and attribute.isidentifier():
         try:
-            module = importlib.import_module(module_name)
-        except Exception as error:  # noqa: BLE001 - a missing module, or a library that cannot import here
-            raise ModelLoadError(f"{source.name}: its network is built by {spec!r}, whose module cannot be imported "
-                                 f"here: {type(error).__name__}: {first_line(error)}") from None
+            module = import_module_of(spec)
+        except ModelLoadError as error:
+            raise ModelLoadError(f"{source.name}: {error}") from None
         builder = getattr(module, attribute, None)
         defined_in = str(getattr(builder, "__module__", "") or "")
         if defined_in == package.rstrip(".") or defined_in.startswith(package):

@@ -139,12 +139,8 @@ def join_search(
     started = time.perf_counter()
     study = load_study(storage_url, study_name)
     info = study_info(study)
-    experiment = stored_experiment(study_name, info, trust=trust)
+    experiment = stored_experiment(study_name, info, trust=trust, threads=threads)
     experiment = with_search(experiment, storage=storage_url, study=study_name, n_trials=n_trials, timeout=timeout)
-    if threads is not None:
-        import dataclasses
-
-        experiment = dataclasses.replace(experiment, train=dataclasses.replace(experiment.train, threads=threads))
     with building_study(study_name, info, trust=trust):
         setup = prepare(experiment, cache_dir=cache_dir, echo=echo, check_budget=False,
                         parent_weights=info.parent or None)

@@ -67,16 +67,21 @@ def check_study(study_name: str, info: StudyInfo, *, trust: bool) -> None:
             raise _untrusted(where, f"its parent {info.parent!r} is not a .pt weights file")
 
 
-def stored_experiment(study_name: str, info: StudyInfo, *, trust: bool) -> Experiment:
+def stored_experiment(study_name: str, info: StudyInfo, *, trust: bool, threads: int | str | None = None) -> Experiment:
     """The experiment ``study_name`` stored, checked (:func:`check_study`); unless ``trust``, its run
     folder not reached through ``..`` and the networks it names allowed (:func:`check_study_models`).
+    ``threads`` replaces the stored ``train.threads`` before it is checked (a study made on a
+    machine with more cores is joined with fewer threads).
 
     Raises:
         ConfigError: a stored setting that is not valid.
         UntrustedModelError: a run folder reached through ``..``, or another path of :func:`check_study`.
     """
     check_study(study_name, info, trust=trust)
-    experiment = Experiment.from_dict(info.experiment, source=f"study {study_name!r}")
+    data = info.experiment
+    if threads is not None:
+        data = {**data, "train": {**(data.get("train") or {}), "threads": threads}}
+    experiment = Experiment.from_dict(data, source=f"study {study_name!r}")
     if not trust:
         _inside(str(experiment.run_path), f"study {study_name!r}", "run folder")
         check_study_models(study_name, info, experiment, trust=trust)
