@@ -18,6 +18,7 @@ register it as a model, a ``compressor.models`` entry point, and its files load 
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,8 @@ from compressor.units import parse_shape
 __all__ = ["SavedModel", "save_model", "load_model", "load_saved", "TRUSTED_MODEL_PACKAGES"]
 
 _FORMAT = "compressor.model/2"
+#: the largest example input a file's steps are traced again at (1x4x2048x2048)
+_MAX_TRACE_ELEMENTS = 1 << 24
 _PICKLED = "compressor.model/1"
 
 
@@ -192,6 +195,9 @@ def _rebuild(path: Path, payload: dict[str, Any], *, trust: bool) -> nn.Module:
         raise ConfigError(f"{path}: a damaged model file (transform steps without the input shape they ran at)")
     if origin.input_shape is not None:
         parse_shape(origin.input_shape, what=f"{path}: its input shape")
+        if math.prod(origin.input_shape) > _MAX_TRACE_ELEMENTS:  # the steps are traced again at that shape
+            raise ConfigError(f"{path}: its transform steps ran at input shape {origin.input_shape}, more than the "
+                              f"{_MAX_TRACE_ELEMENTS:,} values a file's steps are traced again at")
     # A network many times larger than the file's own tensors is not what the file holds (a pruned
     # network may be a thousand times smaller than the one it was pruned from; not more).
     tensors = sum(value.numel() for value in state.values())

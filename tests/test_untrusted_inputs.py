@@ -98,7 +98,8 @@ CRAFTED = {
                          ("argument hook", "not an architecture argument")),
     "code_builder": ("subprocess:run", {"args": "touch pwned", "shell": True}, ("'subprocess:run'", "neither")),
     "missing_module": ("monai.networks.nosuch:Foo", {}, ("cannot import module 'monai.networks.nosuch'",)),
-    "huge_unet": ("unet", {"base_width": 100_000}, ("parameters, more than",)),
+    "huge_unet": ("unet", {"base_width": 60_000}, ("parameters, more than",)),
+    "deep_unet": ("unet", {"depth": 100_000}, ("argument depth", "out of range")),
 }
 
 
@@ -156,9 +157,9 @@ def test_a_users_smp_file_still_loads_without_trust_with_weights_off(tmp_path):
 
 
 def test_the_size_is_counted_before_anything_is_allocated(tmp_path):
-    # 75 trillion parameters would be 300 TB: refused from the meta device's count alone
-    path = craft(tmp_path / "huge.pt", "unet", {"base_width": 100_000})
-    with pytest.raises(UntrustedModelError, match=r"75,740,002,900,000 parameters"):
+    # 27 trillion parameters would be 109 TB: refused from the meta device's count alone
+    path = craft(tmp_path / "huge.pt", "unet", {"base_width": 60_000})
+    with pytest.raises(UntrustedModelError, match=r"27,266,401,740,000 parameters"):
         compressor.load_model(path)
     # the bound follows the file: a network far larger than the tensors it holds is not its network
     small = craft(tmp_path / "small.pt", "unet", {"base_width": 96}, state={"x": torch.zeros(10)})
@@ -213,6 +214,8 @@ def test_a_deflated_archive_is_refused_before_it_is_unpacked(tmp_path):
     ({"input_shape": [1, -3, 32, 32]}, "input shape"),
     ({"input_shape": [1, 3, 2.5, 32]}, "input shape"),
     ({"input_shape": "big"}, "input shape"),
+    ({"origin": {"base": "unet", "args": {"base_width": 4}, "steps": [{"name": "fire"}], "input_shape": [1, 3, 8192, 8192]}},
+     "traced again at"),
 ])
 def test_a_damaged_model_file_is_one_line(change, says, tmp_path, capfd):
     path = compressor.save_model(tmp_path / "good.pt", compressor.unet(base_width=4))

@@ -12,7 +12,7 @@ from torch import nn
 
 from compressor.errors import ConfigError
 from compressor.models.blocks import Fire, crop_like, make_norm, pad_to_multiple
-from compressor.models.unet import _check_positive
+from compressor.models.unet import MAX_DEPTH, _check_positive
 from compressor.origin import Origin, set_origin
 
 # fx.wrap patches the name in the calling module, so each user of the helpers wraps them:
@@ -45,8 +45,8 @@ class MicroNet(nn.Module):
     ) -> None:
         super().__init__()
         _check_positive(in_channels=in_channels, num_classes=num_classes, base_width=base_width)
-        if depth < 0:
-            raise ConfigError(f"micronet depth must be >= 0, got {depth}")
+        if not 0 <= depth <= MAX_DEPTH:
+            raise ConfigError(f"micronet depth must be in [0, {MAX_DEPTH}] (an input is cut by 2**depth), got {depth}")
         if not encoder_rates or not decoder_rates:
             raise ConfigError("micronet needs at least one encoder rate and one decoder rate")
         make_norm(norm, 1)

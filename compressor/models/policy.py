@@ -126,7 +126,7 @@ _HARMLESS = {"init_weights"}  # a bool: initialize at random, or not
 
 #: parameters a network built from a file or a study may have at most (counted on the meta device)
 MAX_PARAMS = 500_000_000
-_MAX_INT = 1 << 24
+_MAX_INT = 1 << 16  # channels, classes, sizes, counts of layers: never more in an architecture
 _MAX_FLOAT = 1e6
 _MAX_WORD = 64
 _MAX_ITEMS = 64

@@ -36,8 +36,8 @@ class UNet(nn.Module):
     ) -> None:
         super().__init__()
         _check_positive(in_channels=in_channels, num_classes=num_classes, base_width=base_width)
-        if depth < 0:
-            raise ConfigError(f"unet depth must be >= 0, got {depth}")
+        if not 0 <= depth <= MAX_DEPTH:
+            raise ConfigError(f"unet depth must be in [0, {MAX_DEPTH}] (an input is cut by 2**depth), got {depth}")
         make_norm(norm, 1)  # validates the name before any layer is built
         widths = [base_width * 2**level for level in range(depth + 1)]
         self.size_multiple = 2**depth
@@ -93,6 +93,10 @@ def unet(**options: Any) -> UNet:
 
 
 unet.__signature__ = inspect.signature(UNet)  # its keywords are UNet's (what a model file may give)
+
+
+#: the most max-pool levels a reference network takes: an input is padded to a multiple of 2**depth
+MAX_DEPTH = 12
 
 
 def _check_positive(**values: int) -> None:
