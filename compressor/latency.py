@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from compressor.bounds import BATCH, COUNT, MAX_ELEMENTS, POSITIVE_COUNT, SIDE, check_threads
 from compressor.errors import ConfigError
 from compressor.threads import torch_threads
 
@@ -55,11 +56,16 @@ class LatencyConfig:
     warmup: int = 3
 
     def __post_init__(self) -> None:
-        for name in ("threads", "batch", "repeats"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"latency.{name} must be >= 1, got {getattr(self, name)}")
-        if self.warmup < 0 or (self.input_size is not None and self.input_size < 1):
-            raise ConfigError(f"latency: warmup must be >= 0 and input_size >= 1, got {self.warmup}, {self.input_size}")
+        if check_threads(self.threads, "latency.threads") in (None, "auto"):
+            raise ConfigError(f"latency.threads must be a count of threads, got {self.threads!r}")
+        BATCH.check(self.batch, "latency.batch")
+        POSITIVE_COUNT.check(self.repeats, "latency.repeats")
+        COUNT.check(self.warmup, "latency.warmup")
+        if self.input_size is not None:
+            SIDE.check(self.input_size, "latency.input_size")
+            if self.batch * self.input_size**2 > MAX_ELEMENTS // 4:  # a timed input of at most 1x4x8192x8192
+                raise ConfigError(f"latency: a batch of {self.batch} at {self.input_size}x{self.input_size} is more than "
+                                  f"the {MAX_ELEMENTS // 4:,} pixels an input may have")
 
     def input_shape(self, in_channels: int, default_size: int) -> tuple[int, int, int, int]:
         size = self.input_size or default_size

@@ -40,8 +40,9 @@ from compressor.units import parse_shape
 __all__ = ["SavedModel", "save_model", "load_model", "load_saved", "TRUSTED_MODEL_PACKAGES"]
 
 _FORMAT = "compressor.model/2"
-#: the largest example input a file's steps are traced again at (1x4x2048x2048)
-_MAX_TRACE_ELEMENTS = 1 << 24
+#: the largest example input a file's steps are traced again at without trust (1x4x512x512; compressor
+#: applies its steps at the cost's input size, 224 by default)
+_MAX_TRACE_ELEMENTS = 1 << 20
 _PICKLED = "compressor.model/1"
 
 
@@ -178,12 +179,18 @@ def _load_pickle(path: Path, map_location: str | torch.device) -> Any:
 def _rebuild(path: Path, payload: dict[str, Any], *, trust: bool) -> nn.Module:
     """The network a format-2 file describes, with its weights; built under the policy of
     :mod:`compressor.models.policy` unless ``trust``."""
-    origin_data, state = payload.get("origin"), payload.get("state_dict")
+    origin_data, state, output = payload.get("origin"), payload.get("state_dict"), payload.get("output")
     if not isinstance(origin_data, dict) or not isinstance(origin_data.get("base"), str):
         raise ConfigError(f"{path}: a damaged model file (its architecture is not a mapping naming a builder)")
     if not isinstance(state, dict) or not all(isinstance(key, str) and isinstance(value, torch.Tensor)
-                                              for key, value in state.items()):
+                                              and value.device.type != "meta" for key, value in state.items()):
         raise ConfigError(f"{path}: a damaged model file (its state_dict is not a mapping of names to tensors)")
+    if output is not None and (isinstance(output, bool) or not isinstance(output, (str, int))):
+        raise ConfigError(f"{path}: a damaged model file (its declared output {output!r} is not a key or an index)")
+    shape = origin_data.get("input_shape")
+    if shape is not None and (not isinstance(shape, (list, tuple)) or
+                              not all(isinstance(size, int) and not isinstance(size, bool) for size in shape)):
+        raise ConfigError(f"{path}: a damaged model file (its input shape {str(shape)[:40]!r} is not a list of sizes)")
     try:
         origin = Origin.from_dict(origin_data)
     except (KeyError, TypeError, ValueError) as error:
@@ -195,18 +202,23 @@ def _rebuild(path: Path, payload: dict[str, Any], *, trust: bool) -> nn.Module:
         raise ConfigError(f"{path}: a damaged model file (transform steps without the input shape they ran at)")
     if origin.input_shape is not None:
         parse_shape(origin.input_shape, what=f"{path}: its input shape")
-        if math.prod(origin.input_shape) > _MAX_TRACE_ELEMENTS:  # the steps are traced again at that shape
+        if math.prod(origin.input_shape) > _MAX_TRACE_ELEMENTS and not trust:  # the steps are traced again at it
             raise ConfigError(f"{path}: its transform steps ran at input shape {origin.input_shape}, more than the "
                               f"{_MAX_TRACE_ELEMENTS:,} values a file's steps are traced again at")
     # A network many times larger than the file's own tensors is not what the file holds (a pruned
-    # network may be a thousand times smaller than the one it was pruned from; not more).
-    tensors = sum(value.numel() for value in state.values())
-    with building_from(str(path), trust=trust, max_params=max(50_000_000, 1000 * tensors)):
-        model = _architecture(declare_output(build_model(origin.base, origin.args), payload.get("output")), origin)
+    # network may be a thousand times smaller than the one it was pruned from; not more). Counted in
+    # stored bytes: a tensor expanded from one value is one value.
+    stored = sum({id(value.untyped_storage()): value.untyped_storage().nbytes() for value in state.values()}.values())
+    with building_from(str(path), trust=trust, max_params=max(50_000_000, 1000 * stored // 4)):
+        model = _architecture(declare_output(build_model(origin.base, origin.args), output), origin)
     mismatch = weights_mismatch(model.state_dict(), state)
     if mismatch:
         raise ConfigError(f"{path}: its weights do not fit the network rebuilt from its architecture: {mismatch}")
-    model.load_state_dict(state, strict=True)
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as error:
+        raise ConfigError(f"{path}: its weights do not load into the network rebuilt from its architecture: "
+                          f"{first_line(error)}") from None
     return set_origin(model.eval(), origin)
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import warnings
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
@@ -50,10 +52,17 @@ def build_model(spec: str | nn.Module, args: Mapping[str, Any] | None = None) ->
     source = policy.current_source()
     if source is not None:  # a model file's or a study's network: data, built under the policy
         builder, args = allowed(spec, args)
-        with policy.no_downloads(), warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # a stored network's deprecation notes are not the user's to act on
+        # A stored network's deprecation notes and prints are not the user's to act on.
+        with policy.no_downloads(), warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
             policy.check_size(spec, builder, args, source)
-            model = _call(spec, builder, args)
+            try:
+                with policy.construction_budget(spec, source):
+                    model = _call(spec, builder, args)
+            except ModelLoadError as error:  # the budget stopped it: say so, as the policy's refusal
+                if isinstance(error.__cause__, policy.ConstructionLimitError):
+                    raise policy.refusal(source, str(error.__cause__)) from None
+                raise
     else:
         model = _call(spec, resolve_builder(spec), args)
     return set_origin(model, Origin(base=spec, args=args))
@@ -88,6 +97,11 @@ def _call(spec: str, builder: Callable[..., Any], args: dict[str, Any]) -> nn.Mo
         raise ModelLoadError(
             f"model {spec!r} returned {type(model).__name__}, not a torch.nn.Module"
         )
+    try:
+        model.state_dict()
+    except Exception as error:  # noqa: BLE001 - a subclass that skipped nn.Module.__init__
+        raise ModelLoadError(f"model {spec!r} returned a {type(model).__name__} that does not work as a "
+                             f"torch.nn.Module ({type(error).__name__}: {first_line(error)})") from None
     return model
 
 

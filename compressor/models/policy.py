@@ -47,6 +47,7 @@ import math
 import re
 import tempfile
 import threading
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator, Mapping
@@ -56,16 +57,18 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from compressor.errors import ModelLoadError, UntrustedModelError, first_line
 
 __all__ = [
     "building_from", "current_source", "DataSource", "check_builder", "checked_args", "check_size", "no_downloads",
-    "TRUSTED_MODEL_PACKAGES", "ARCHITECTURE_ARGS", "WEIGHT_ARGS", "MAX_PARAMS",
+    "TRUSTED_MODEL_PACKAGES", "ARCHITECTURE_ARGS", "WEIGHT_ARGS", "MAX_PARAMS", "BUILD_SECONDS", "construction_budget",
+    "ConstructionLimitError",
 ]
 
 #: packages whose model classes a file or a study may name (and torchvision's model builders)
-TRUSTED_MODEL_PACKAGES = ("segmentation_models_pytorch.", "torchvision.models.", "monai.networks.", "timm.")
+TRUSTED_MODEL_PACKAGES = ("segmentation_models_pytorch.", "torchvision.models.", "monai.networks.", "timm.models.")
 
 #: arguments that load weights, and the value that keeps them off
 WEIGHT_ARGS: dict[str, Any] = {
@@ -112,7 +115,7 @@ ARCHITECTURE_ARGS: dict[str, frozenset[str]] = {
         "num_channel_initial", "extract_levels", "pooling", "concat_skip", "encode_kernel_sizes", "acti_type",
         "layer_params", "channel_matching", "out_shape", "global_resp_norm", "bias_downsample",
     },
-    "timm.": _COMMON | {
+    "timm.models.": _COMMON | {
         "in_chans", "drop_path_rate", "global_pool", "output_stride", "out_indices", "img_size", "patch_size",
         "embed_dim", "qkv_bias", "stem_type", "stem_width", "base_width", "cardinality", "dims", "width_multiplier",
         "block_args", "channel_multiplier", "depth_multiplier", "pretrained",
@@ -123,6 +126,12 @@ ARCHITECTURE_ARGS: dict[str, frozenset[str]] = {
 _FETCHING_WORDS = {"url", "urls", "pretrained", "weights", "weight", "checkpoint", "ckpt", "cache", "dir", "dirs",
                    "path", "paths", "file", "files", "filename", "hub", "overlay", "download", "repo", "cfg"}
 _HARMLESS = {"init_weights"}  # a bool: initialize at random, or not
+# Where the tensors are made: the network is built on the CPU (a meta device leaves it without weights).
+_PLACEMENT = {"device", "dtype", "factory_kwargs"}
+# A default that names a file (``sam_vit_b_01ec64.pth``) or a URL: the class reads it unless told otherwise.
+_NAMES_A_FILE = re.compile(r"[/\\:]|\.[A-Za-z][A-Za-z0-9]{0,4}$")
+#: seconds a network from a file or a study may take to build (each of the meta and the real build)
+BUILD_SECONDS = 30.0
 
 #: parameters a network built from a file or a study may have at most (counted on the meta device)
 MAX_PARAMS = 500_000_000
@@ -232,66 +241,123 @@ def check_builder(spec: str, *, registered: bool, source: DataSource) -> None:
 def checked_args(
     spec: str, builder: Callable[..., Any], args: Mapping[str, Any], *, registered: bool, source: DataSource
 ) -> dict[str, Any]:
-    """``args`` checked against the policy, with the builder's weight arguments turned off.
+    """``args`` checked against the policy, with the builder's weight arguments set to their off value.
 
     Raises:
         UntrustedModelError: an argument that is not an architecture argument, names a way to
-            fetch or write something, or holds anything but a plain value; a builder that would
-            start from downloaded weights in a study whose weights are not replaced.
+            fetch or write something, or holds anything but a plain value; a builder whose own
+            default names a file or a URL; a builder that would start from downloaded weights in
+            a study whose weights are not replaced.
     """
     parameters = _parameters(builder)
     allowed: Any = parameters if registered else ARCHITECTURE_ARGS[trusted_package(spec.partition(":")[0]) or ""]
     if registered and _takes_any_keyword(builder):  # installed code that takes any keyword: the checks below hold
         allowed = _Everything()
+    build_args: dict[str, Any] = {}
     for name, value in args.items():
         where = f"argument {name} of {spec}"
         if not isinstance(name, str) or not name.isidentifier():
-            raise _refuse(source, f"{where} is not a keyword")
+            raise refusal(source, f"{where} is not a keyword")
         if name in WEIGHT_ARGS:
             if value not in (None, False):
-                raise _refuse(source, f"{where} is {value!r}, which loads weights; a network is built from a file or "
+                raise refusal(source, f"{where} is {value!r}, which loads weights; a network is built from a file or "
                                       f"a study with them off ({name}={WEIGHT_ARGS[name]})")
+            build_args[name] = WEIGHT_ARGS[name]  # the library's own off value (smp reads False as "load")
             continue
-        if _fetching(name):
-            raise _refuse(source, f"{where} names a download, a cache or a file, not the architecture")
+        if name in _PLACEMENT or (_fetching(name) and not (name in allowed and not registered)):
+            raise refusal(source, f"{where} names a download, a cache, a file or a device, not the architecture")
         if name not in allowed:
             kind = "a parameter of the model" if registered else \
                 f"an architecture argument compressor knows for {spec.split('.')[0]}"
-            raise _refuse(source, f"{where} is not {kind}")
-        _check_value(value, where, source)
-    build_args = dict(args)
-    for name, off in WEIGHT_ARGS.items():
-        if name in args or name not in parameters:
+            raise refusal(source, f"{where} is not {kind}")
+        build_args[name] = _checked_value(value, where, source)
+    for name, parameter in parameters.items():
+        if name in args:
             continue
-        default = parameters[name].default
-        if default not in (None, False, inspect.Parameter.empty) and not source.replaces_weights:
-            raise _refuse(source, f"{spec} starts from downloaded weights ({name} defaults to {default!r}) and "
-                                  "this study's candidates start from that network's weights; building it without "
-                                  "them would not build the study's network")
-        build_args[name] = off
+        if name in WEIGHT_ARGS:
+            if parameter.default not in (None, False, inspect.Parameter.empty) and not source.replaces_weights:
+                raise refusal(source, f"{spec} starts from downloaded weights ({name} defaults to {parameter.default!r}) "
+                                      "and this study's candidates start from that network's weights; building it "
+                                      "without them would not build the study's network")
+            build_args[name] = WEIGHT_ARGS[name]
+        elif isinstance(parameter.default, str) and _NAMES_A_FILE.search(parameter.default):
+            raise refusal(source, f"{spec} reads {parameter.default!r} by default ({name}); a network is built from a "
+                                  "file or a study only when it reads nothing")
     return build_args
+
+
+class ConstructionLimitError(UntrustedModelError):
+    """Building a network from a file or a study took more memory or time than it may."""
+
+
+class _Budget(TorchDispatchMode):
+    """Counts the bytes a build asks for (every new tensor, on any device) and the time it takes,
+    and stops it past either limit, before the allocation that would cross it."""
+
+    def __init__(self, max_bytes: int, seconds: float, what: str) -> None:
+        super().__init__()
+        self.max_bytes, self.deadline, self.what = max_bytes, time.monotonic() + seconds, what
+        self.seconds, self.total = seconds, 0
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
+        kwargs = kwargs or {}
+        if time.monotonic() > self.deadline:
+            raise ConstructionLimitError(f"{self.what} took more than {self.seconds:.0f} s to build")
+        size = _requested_bytes(func, args, kwargs)
+        if size:
+            self.total += size
+            if self.total > self.max_bytes:
+                raise ConstructionLimitError(f"{self.what} asks for more than {self.max_bytes / 2**30:.1f} GiB of "
+                                             "tensors while it is built")
+        return func(*args, **kwargs)
+
+
+def _requested_bytes(func: Any, args: tuple, kwargs: dict) -> int:
+    """The bytes a factory op (``empty``, ``zeros``, ``full``...) is about to allocate, else 0."""
+    name = getattr(func, "__name__", "")
+    if not name.startswith(_FACTORIES) or not args or not isinstance(args[0], (list, tuple)):
+        return 0
+    try:
+        count = math.prod(int(size) for size in args[0])
+    except (TypeError, ValueError):
+        return 0
+    dtype = kwargs.get("dtype") or torch.get_default_dtype()
+    return count * (dtype.itemsize if isinstance(dtype, torch.dtype) else 4)
+
+
+_FACTORIES = ("empty", "zeros", "ones", "full", "rand", "randn", "randint", "new_empty", "new_zeros", "new_ones")
+
+
+@contextlib.contextmanager
+def construction_budget(what: str, source: DataSource) -> Iterator[None]:
+    """While inside, a build may ask for at most ``4 x source.max_params`` bytes (plus 64 MiB) of
+    tensors and take at most :data:`BUILD_SECONDS`; past either it stops with
+    :class:`ConstructionLimitError` before the allocation that crosses it."""
+    with _Budget(4 * source.max_params + (64 << 20), BUILD_SECONDS, what):
+        yield
 
 
 def check_size(spec: str, builder: Callable[..., Any], args: Mapping[str, Any], source: DataSource) -> None:
     """Builds the network on the ``meta`` device (no memory) and refuses it above ``source.max_params``.
 
-    A builder that cannot build on the meta device (it computes on its tensors' values) is
-    left to the real build.
+    The meta build runs under :func:`construction_budget` too (a constructor may loop for long over
+    tiny layers). A builder that cannot build on the meta device (it computes on its tensors'
+    values, as smp's Segformer does) is left to the real build, which runs under the same budget.
 
     Raises:
-        UntrustedModelError: too many parameters.
+        UntrustedModelError: too many parameters, or too much time or memory to build.
     """
     try:
-        with torch.device("meta"):
+        with construction_budget(spec, source), torch.device("meta"):
             model = builder(**args)
+        count = sum(parameter.numel() for parameter in model.parameters()
+                    if not isinstance(parameter, nn.parameter.UninitializedParameter))
+    except ConstructionLimitError as error:
+        raise refusal(source, str(error)) from None
     except Exception:  # noqa: BLE001 - not buildable without memory; the real build says what is wrong
         return
-    if not isinstance(model, nn.Module):
-        return
-    count = sum(parameter.numel() for parameter in model.parameters()
-                if not isinstance(parameter, nn.parameter.UninitializedParameter))
     if count > source.max_params:
-        raise _refuse(source, f"{spec} with these arguments has {count:,} parameters, more than the {source.max_params:,} "
+        raise refusal(source, f"{spec} with these arguments has {count:,} parameters, more than the {source.max_params:,} "
                               "a model file or a study may build")
 
 
@@ -365,49 +431,51 @@ def _fetching(name: str) -> bool:
     return name not in _HARMLESS and bool(_FETCHING_WORDS & set(name.lower().split("_")))
 
 
-def _check_value(value: Any, where: str, source: DataSource, depth: int = 0) -> None:
-    """A plain value: bool, None, a bounded finite number, a short word, or a short list or mapping of those."""
+def _checked_value(value: Any, where: str, source: DataSource, depth: int = 0) -> Any:
+    """``value`` if it is a plain value (bool, None, a bounded finite number, a short word, or a
+    short list or mapping of those), with weight keys inside a mapping set to their off value."""
     if depth > _MAX_DEPTH:
-        raise _refuse(source, f"{where}: nested deeper than {_MAX_DEPTH} levels")
+        raise refusal(source, f"{where}: nested deeper than {_MAX_DEPTH} levels")
     if value is None or isinstance(value, bool):
-        return
+        return value
     if isinstance(value, int):
         if abs(value) > _MAX_INT:
-            raise _refuse(source, f"{where}: {value} is out of range (at most {_MAX_INT:,} in size)")
-        return
+            raise refusal(source, f"{where}: {value} is out of range (at most {_MAX_INT:,} in size)")
+        return value
     if isinstance(value, float):
         if not math.isfinite(value) or abs(value) > _MAX_FLOAT:
-            raise _refuse(source, f"{where}: {value} is not a finite number of at most {_MAX_FLOAT:g} in size")
-        return
+            raise refusal(source, f"{where}: {value} is not a finite number of at most {_MAX_FLOAT:g} in size")
+        return value
     if isinstance(value, str):
         if len(value) > _MAX_WORD:
-            raise _refuse(source, f"{where}: a string of {len(value)} characters (at most {_MAX_WORD})")
+            raise refusal(source, f"{where}: a string of {len(value)} characters (at most {_MAX_WORD})")
         if value and not _WORD.fullmatch(value) or value.startswith("."):
-            raise _refuse(source, f"{where}: {value!r} is a path or a URL; a model file or a study holds the "
+            raise refusal(source, f"{where}: {value!r} is a path or a URL; a model file or a study holds the "
                                   "architecture as plain values")
-        return
+        return value
     if isinstance(value, (list, tuple)):
         if len(value) > _MAX_ITEMS:
-            raise _refuse(source, f"{where}: a list of {len(value)} items (at most {_MAX_ITEMS})")
-        for item in value:
-            _check_value(item, where, source, depth + 1)
-        return
+            raise refusal(source, f"{where}: a list of {len(value)} items (at most {_MAX_ITEMS})")
+        return type(value)(_checked_value(item, where, source, depth + 1) for item in value)
     if isinstance(value, Mapping):
         if len(value) > _MAX_ITEMS:
-            raise _refuse(source, f"{where}: a mapping of {len(value)} items (at most {_MAX_ITEMS})")
+            raise refusal(source, f"{where}: a mapping of {len(value)} items (at most {_MAX_ITEMS})")
+        checked = {}
         for key, item in value.items():
             if not isinstance(key, str) or not key.isidentifier():
-                raise _refuse(source, f"{where}: key {key!r} is not a name")
+                raise refusal(source, f"{where}: key {key!r} is not a name")
             if key in WEIGHT_ARGS and item in (None, False):
+                checked[key] = WEIGHT_ARGS[key]
                 continue
-            if key in WEIGHT_ARGS or _fetching(key):
-                raise _refuse(source, f"{where}: key {key} names a download, a cache or a file")
-            _check_value(item, f"{where}.{key}", source, depth + 1)
-        return
-    raise _refuse(source, f"{where}: a {type(value).__name__}, not a plain value")
+            if key in WEIGHT_ARGS or key in _PLACEMENT or _fetching(key):
+                raise refusal(source, f"{where}: key {key} names a download, a cache, a file or a device")
+            checked[key] = _checked_value(item, f"{where}.{key}", source, depth + 1)
+        return checked
+    raise refusal(source, f"{where}: a {type(value).__name__}, not a plain value")
 
 
-def _refuse(source: DataSource, reason: str) -> UntrustedModelError:
+def refusal(source: DataSource, reason: str) -> UntrustedModelError:
+    """The one-line refusal of ``reason`` for a network from ``source``."""
     return UntrustedModelError(f"{source.name}: {reason}; built so only from a file or study you trust (trust=True)")
 
 

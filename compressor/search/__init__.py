@@ -28,7 +28,7 @@ from compressor.search.export import export_trial, rebuild_trial
 from compressor.search.liveness import fail_dead_trials, others_running, retries
 from compressor.search.progress import trial_line
 from compressor.search.runner import TrialFailed, TrialRunner
-from compressor.search.setup import SearchSetup, prepare, with_search
+from compressor.search.setup import SearchSetup, check_joinable, prepare, with_search
 from compressor.search.stored import building_study, stored_experiment
 from compressor.search.study import open_search_study, references
 from compressor.search.weights import WeightStore
@@ -141,6 +141,7 @@ def join_search(
     info = study_info(study)
     experiment = stored_experiment(study_name, info, trust=trust, threads=threads)
     experiment = with_search(experiment, storage=storage_url, study=study_name, n_trials=n_trials, timeout=timeout)
+    check_joinable(study, info, experiment)  # before anything is trained or written
     with building_study(study_name, info, trust=trust):
         setup = prepare(experiment, cache_dir=cache_dir, echo=echo, check_budget=False,
                         parent_weights=info.parent or None)

@@ -78,7 +78,7 @@ def rebuild_trial(
         )
     trained = not untrained
     if trained:
-        state = WeightStore(info.artifacts).load(record.weights, number)
+        state = WeightStore(info.artifacts, create=False).load(record.weights, number)
         model.load_state_dict(state, strict=True)
     return ExportedTrial(record=record, model=model.eval(), recipe=recipe, trained=trained, info=info)
 

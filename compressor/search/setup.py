@@ -14,7 +14,7 @@ from torch import nn
 from compressor.budget import Budget
 from compressor.cost import Cost, measure
 from compressor.data.base import SegmentationData
-from compressor.errors import BudgetError, ConfigError
+from compressor.errors import BudgetError, ConfigError, StudyMismatchError
 from compressor.experiment import (
     BASELINE_MODELS,
     Experiment,
@@ -314,6 +314,27 @@ def experiment_key(experiment: Experiment) -> dict[str, Any]:
         key["search"]["init"] = experiment.search.init
         key["finetune"] = to_data(experiment.finetune)
     return key
+
+
+def check_joinable(study: Any, info: Any, experiment: Experiment) -> None:
+    """Refuses to join a study whose stored settings disagree with each other, before any work: its
+    key must be the one its experiment gives (a worker then builds what the search built), and a
+    study whose candidates inherit must name the parent file they inherit from (a worker never
+    trains one).
+
+    Raises:
+        StudyMismatchError: the key differs.
+        ConfigError: an inheriting study without a parent.
+    """
+    stored = study.user_attrs.get("experiment_key")
+    key = experiment_key(experiment)
+    if stored != key:
+        changed = sorted(part for part in key if key[part] != (stored or {}).get(part)) or ["its"]
+        raise StudyMismatchError(f"study {study.study_name!r}: its stored experiment does not give its stored key "
+                                 f"({', '.join(changed)} settings differ); it was not written by compressor search")
+    if experiment.search.init != "random" and not info.parent:
+        raise ConfigError(f"study {study.study_name!r}: its candidates inherit (search.init: "
+                          f"{experiment.search.init}) but it names no parent weights file to inherit from")
 
 
 def with_search(experiment: Experiment, **changes: Any) -> Experiment:

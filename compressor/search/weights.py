@@ -28,13 +28,16 @@ _ARTIFACT_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9
 class WeightStore:
     """Trained weights (``state_dict``) of trials, in an Optuna ``FileSystemArtifactStore``."""
 
-    def __init__(self, folder: str | Path) -> None:
-        """Raises:
+    def __init__(self, folder: str | Path, *, create: bool = True) -> None:
+        """``create``: make the folder (a search keeping weights); off to read what is there (an export).
+
+        Raises:
             WriteError: the folder cannot be made (a file in the way, no permission).
         """
         self.folder = Path(folder)
         try:
-            self.folder.mkdir(parents=True, exist_ok=True)
+            if create:
+                self.folder.mkdir(parents=True, exist_ok=True)
         except OSError as error:
             raise WriteError(f"cannot make the weights folder {self.folder}: {self._why(error)}") from None
         self.store = _AtomicStore(str(self.folder))

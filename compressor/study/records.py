@@ -100,13 +100,19 @@ class StudyInfo:
     def latency(self) -> LatencyConfig | None:
         """How the study timed latency: its ``cost.latency`` section, the input size filled in from
         ``cost.input_size``; None without that section."""
+        from compressor.errors import ConfigError, first_line
         from compressor.latency import LatencyConfig  # torch: only when asked
 
         cost = (self.experiment or {}).get("cost") or {}
         section = cost.get("latency")
         if not section:
             return None
-        return LatencyConfig(**{**section, "input_size": section.get("input_size") or cost.get("input_size")})
+        if not isinstance(section, dict) or not isinstance(cost, dict):
+            raise ConfigError(f"the study's cost.latency is not a mapping: {str(section)[:60]!r}")
+        try:
+            return LatencyConfig(**{**section, "input_size": section.get("input_size") or cost.get("input_size")})
+        except TypeError as error:  # a key LatencyConfig does not have
+            raise ConfigError(f"the study's cost.latency is not valid: {first_line(error)}") from None
 
     def to_attrs(self) -> dict[str, Any]:
         return {"compressor_format": FORMAT, **{name: getattr(self, name) for name in self.__dataclass_fields__}}
