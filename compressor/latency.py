@@ -56,15 +56,15 @@ class LatencyConfig:
     warmup: int = 3
 
     def __post_init__(self) -> None:
-        if check_threads(self.threads, "latency.threads") in (None, "auto"):
-            raise ConfigError(f"latency.threads must be a count of threads, got {self.threads!r}")
-        BATCH.check(self.batch, "latency.batch")
-        POSITIVE_COUNT.check(self.repeats, "latency.repeats")
-        COUNT.check(self.warmup, "latency.warmup")
+        if check_threads(self.threads, "cost.latency.threads") in (None, "auto"):
+            raise ConfigError(f"cost.latency.threads must be a count of threads, got {self.threads!r}")
+        BATCH.check(self.batch, "cost.latency.batch")
+        POSITIVE_COUNT.check(self.repeats, "cost.latency.repeats")
+        COUNT.check(self.warmup, "cost.latency.warmup")
         if self.input_size is not None:
-            SIDE.check(self.input_size, "latency.input_size")
+            SIDE.check(self.input_size, "cost.latency.input_size")
             if self.batch * self.input_size**2 > MAX_ELEMENTS // 4:  # a timed input of at most 1x4x8192x8192
-                raise ConfigError(f"latency: a batch of {self.batch} at {self.input_size}x{self.input_size} is more than "
+                raise ConfigError(f"cost.latency: a batch of {self.batch} at {self.input_size}x{self.input_size} is more than "
                                   f"the {MAX_ELEMENTS // 4:,} pixels an input may have")
 
     def input_shape(self, in_channels: int, default_size: int) -> tuple[int, int, int, int]:

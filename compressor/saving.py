@@ -17,6 +17,7 @@ register it as a model, a ``compressor.models`` entry point, and its files load 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 from dataclasses import dataclass, field
@@ -29,7 +30,14 @@ from torch import nn
 from compressor.errors import CompressorError, ConfigError, UntrustedModelError, first_line
 from compressor.io import atomic_write
 from compressor.models import build_model
-from compressor.models.policy import TRUSTED_MODEL_PACKAGES, building_from
+from compressor.models.policy import (
+    TRUSTED_MODEL_PACKAGES,
+    ConstructionLimitError,
+    DataSource,
+    building_from,
+    refusal,
+    steps_budget,
+)
 from compressor.origin import Origin, origin_of, set_origin
 from compressor.outputs import declare_output, declared_output
 from compressor.tensor_files import PickledObjectsError, read_tensor_file, sniff
@@ -210,7 +218,13 @@ def _rebuild(path: Path, payload: dict[str, Any], *, trust: bool) -> nn.Module:
     # stored bytes: a tensor expanded from one value is one value.
     stored = sum({id(value.untyped_storage()): value.untyped_storage().nbytes() for value in state.values()}.values())
     with building_from(str(path), trust=trust, max_params=max(50_000_000, 1000 * stored // 4)):
-        model = _architecture(declare_output(build_model(origin.base, origin.args), output), origin)
+        base = declare_output(build_model(origin.base, origin.args), output)
+        try:
+            with contextlib.nullcontext() if trust or not origin.steps else steps_budget(f"{path}'s transform steps"):
+                model = _architecture(base, origin)
+        except CompressorError as error:  # the budget, raised inside a transform and named as its failure
+            limit = next((cause for cause in _causes(error) if isinstance(cause, ConstructionLimitError)), None)
+            raise (refusal(DataSource(str(path)), str(limit)) if limit else error) from None
     mismatch = weights_mismatch(model.state_dict(), state)
     if mismatch:
         raise ConfigError(f"{path}: its weights do not fit the network rebuilt from its architecture: {mismatch}")
@@ -220,6 +234,15 @@ def _rebuild(path: Path, payload: dict[str, Any], *, trust: bool) -> nn.Module:
         raise ConfigError(f"{path}: its weights do not load into the network rebuilt from its architecture: "
                           f"{first_line(error)}") from None
     return set_origin(model.eval(), origin)
+
+
+def _causes(error: BaseException) -> list[BaseException]:
+    found, seen = [], set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        found.append(error)
+        error = error.__cause__ or error.__context__
+    return found
 
 
 def _input_shape(path: Path, shape: Any) -> tuple[int, ...] | None:

@@ -404,3 +404,47 @@ def test_a_studys_latency_section_is_checked_before_report_int8_times_anything(l
     experiment = _stored(study_copy, "experiment")
     _rewrite(study_copy, experiment={**experiment, "cost": {**experiment["cost"], "latency": latency}})
     refused(capfd, ["report", "--storage", "sqlite:///run/search.db", "--study", "tiny", "--int8", "--out", "r"], says)
+
+
+def test_tensors_made_by_any_op_count_against_the_budget(tmp_path):
+    # torchvision's Swin makes its relative-position index with arange, meshgrid and a broadcast
+    # subtraction: 2 x window**4 int64 values a block, from a 1.6 KB file of allowlisted arguments
+    path = craft(tmp_path / "swin.pt", "torchvision.models.swin_transformer:SwinTransformer",
+                 {"patch_size": [4, 4], "embed_dim": 8, "depths": [2], "num_heads": [1], "window_size": [64, 64],
+                  "num_classes": 2})
+    with pytest.raises(UntrustedModelError, match="asks for more than 0.2 GiB of tensors while it is built"):
+        compressor.load_model(path)
+
+
+def test_a_files_transform_steps_run_under_a_budget_too(tmp_path, monkeypatch):
+    # a step's parameters may ask for a network far larger than its base: a separable convolution of
+    # depth multiplier 20000 on a 4-wide U-Net, or a pruning of 65536 steps without a time limit
+    monkeypatch.setattr(policy, "STEPS_BYTES", 64 << 20)
+    wide = craft(tmp_path / "wide.pt", "unet", {"base_width": 4, "depth": 2}, input_shape=None)
+    payload = torch.load(wide, weights_only=True)
+    payload["origin"].update(steps=[{"name": "separable", "depth_multiplier": 20000}], input_shape=[1, 3, 32, 32])
+    torch.save(payload, wide)
+    with pytest.raises(UntrustedModelError, match="transform steps asks for more than 0.1 GiB"):
+        compressor.load_model(wide)
+    monkeypatch.setattr(policy, "STEPS_SECONDS", 2.0)
+    slow = tmp_path / "slow.pt"
+    payload["origin"].update(steps=[{"name": "prune", "ratio": 0.5, "steps": 65536, "time_limit": 0}])
+    torch.save(payload, slow)
+    started = time.perf_counter()
+    with pytest.raises(UntrustedModelError, match="transform steps took more than 2 s"):
+        compressor.load_model(slow)
+    assert time.perf_counter() - started < 30
+
+
+def test_a_list_shared_many_times_in_the_pickle_is_counted_as_often(tmp_path, capfd):
+    # pickle stores a repeated object once: 64**4 values in a 2 KB file; counted without copying, and
+    # the message stays one short line
+    nested = 7
+    for _ in range(4):
+        nested = [nested] * 64
+    craft(tmp_path / "nest.pt", "unet", {"base_width": nested})
+    assert (tmp_path / "nest.pt").stat().st_size < 10_000
+    started = time.perf_counter()
+    line = refused(capfd, ["deploy", str(tmp_path / "nest.pt"), "--out", str(tmp_path / "o.onnx")],
+                   "more than 4,096 values in all")
+    assert len(line) < 400 and time.perf_counter() - started < 10

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import reprlib
 import warnings
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
@@ -20,6 +21,8 @@ from compressor.registry import Registry
 
 __all__ = ["MODELS", "build_model", "allowed", "parse_model_args"]
 
+_SHORT = reprlib.Repr()  # builder arguments in a message: a few levels and items, never the whole of a shared list
+_SHORT.maxlevel, _SHORT.maxdict, _SHORT.maxlist, _SHORT.maxtuple, _SHORT.maxstring, _SHORT.maxother = 3, 8, 8, 8, 60, 60
 MODELS: Registry[Callable[..., nn.Module]] = Registry("model", entry_points="compressor.models")
 MODELS.register("unet")(unet)
 MODELS.register("micronet")(micronet)
@@ -91,7 +94,7 @@ def _call(spec: str, builder: Callable[..., Any], args: dict[str, Any]) -> nn.Mo
     try:
         model = builder(**args)
     except Exception as error:  # noqa: BLE001 - the user's code may raise anything
-        raise ModelLoadError(f"model {spec!r} failed to build with {args}: {type(error).__name__}: "
+        raise ModelLoadError(f"model {spec!r} failed to build with {_SHORT.repr(args)}: {type(error).__name__}: "
                              f"{first_line(error)}") from error
     if not isinstance(model, nn.Module):
         raise ModelLoadError(

@@ -57,6 +57,8 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.multiprocessing.reductions import StorageWeakRef
+from torch.utils import _pytree as pytree
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from compressor.errors import ModelLoadError, UntrustedModelError, first_line
@@ -140,6 +142,10 @@ _MAX_FLOAT = 1e6
 _MAX_WORD = 64
 _MAX_ITEMS = 64
 _MAX_DEPTH = 4
+_MAX_NODES = 4096
+#: seconds and bytes a file's transform steps may take when they are applied again
+STEPS_SECONDS = 120.0
+STEPS_BYTES = 4 * MAX_PARAMS + (64 << 20)
 _WORD = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+-]*")
 
 
@@ -254,6 +260,7 @@ def checked_args(
     if registered and _takes_any_keyword(builder):  # installed code that takes any keyword: the checks below hold
         allowed = _Everything()
     build_args: dict[str, Any] = {}
+    nodes = [_MAX_NODES]  # values left to visit, across every argument (a pickle may share one list many times)
     for name, value in args.items():
         where = f"argument {name} of {spec}"
         if not isinstance(name, str) or not name.isidentifier():
@@ -270,7 +277,7 @@ def checked_args(
             kind = "a parameter of the model" if registered else \
                 f"an architecture argument compressor knows for {spec.split('.')[0]}"
             raise refusal(source, f"{where} is not {kind}")
-        build_args[name] = _checked_value(value, where, source)
+        build_args[name] = _checked_value(value, where, source, nodes=nodes)
     for name, parameter in parameters.items():
         if name in args:
             continue
@@ -291,50 +298,89 @@ class ConstructionLimitError(UntrustedModelError):
 
 
 class _Budget(TorchDispatchMode):
-    """Counts the bytes a build asks for (every new tensor, on any device) and the time it takes,
-    and stops it past either limit, before the allocation that would cross it."""
+    """Watches every tensor op while a network from a file or a study is built: the bytes of the
+    tensors that are alive (every new storage an op returns, on any device, counted until it is
+    freed) and the time taken; past either limit the op raises :class:`ConstructionLimitError`.
+
+    A factory op (``empty``, ``zeros``...) is checked before it allocates; any other op that makes a
+    new tensor (``arange``, ``cat``, ``repeat``, ``tensor`` from a list...) right after, so one op
+    can overshoot by its own output (which torch refuses to allocate when it exceeds the machine).
+    """
 
     def __init__(self, max_bytes: int, seconds: float, what: str) -> None:
         super().__init__()
         self.max_bytes, self.deadline, self.what = max_bytes, time.monotonic() + seconds, what
-        self.seconds, self.total = seconds, 0
+        self.seconds, self.live = seconds, 0
+        self.storages: list[tuple[StorageWeakRef, int]] = []
 
     def __torch_dispatch__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
         kwargs = kwargs or {}
         if time.monotonic() > self.deadline:
             raise ConstructionLimitError(f"{self.what} took more than {self.seconds:.0f} s to build")
-        size = _requested_bytes(func, args, kwargs)
-        if size:
-            self.total += size
-            if self.total > self.max_bytes:
-                raise ConstructionLimitError(f"{self.what} asks for more than {self.max_bytes / 2**30:.1f} GiB of "
-                                             "tensors while it is built")
-        return func(*args, **kwargs)
+        self._admit(_requested_bytes(func, args, kwargs))
+        output = func(*args, **kwargs)
+        given = {_storage_key(value) for value in pytree.tree_leaves((args, kwargs)) if isinstance(value, torch.Tensor)}
+        for value in pytree.tree_leaves(output):
+            if isinstance(value, torch.Tensor) and _storage_key(value) not in given:
+                storage = value.untyped_storage()
+                given.add(_storage_key(value))
+                self.storages.append((StorageWeakRef(storage), storage.nbytes()))
+                self._admit(0, counted=storage.nbytes())
+        return output
+
+    def _admit(self, upcoming: int, *, counted: int = 0) -> None:
+        self.live += counted
+        if self.live + upcoming <= self.max_bytes:
+            return
+        self.storages = [(ref, size) for ref, size in self.storages if not ref.expired()]  # what is still alive
+        self.live = sum(size for _, size in self.storages)
+        if self.live + upcoming > self.max_bytes:
+            raise ConstructionLimitError(f"{self.what} asks for more than {self.max_bytes / 2**30:.1f} GiB of "
+                                         "tensors while it is built")
+
+
+def _storage_key(tensor: torch.Tensor) -> int:
+    try:
+        return tensor.untyped_storage()._cdata
+    except (RuntimeError, NotImplementedError):  # a tensor without storage (a sparse or wrapper tensor)
+        return id(tensor)
 
 
 def _requested_bytes(func: Any, args: tuple, kwargs: dict) -> int:
     """The bytes a factory op (``empty``, ``zeros``, ``full``...) is about to allocate, else 0."""
     name = getattr(func, "__name__", "")
-    if not name.startswith(_FACTORIES) or not args or not isinstance(args[0], (list, tuple)):
+    if not name.startswith(_FACTORIES):
+        return 0
+    sizes = next((value for value in args if isinstance(value, (list, tuple))), None)
+    if sizes is None:
         return 0
     try:
-        count = math.prod(int(size) for size in args[0])
+        count = math.prod(int(size) for size in sizes)
     except (TypeError, ValueError):
         return 0
     dtype = kwargs.get("dtype") or torch.get_default_dtype()
     return count * (dtype.itemsize if isinstance(dtype, torch.dtype) else 4)
 
 
-_FACTORIES = ("empty", "zeros", "ones", "full", "rand", "randn", "randint", "new_empty", "new_zeros", "new_ones")
+_FACTORIES = ("empty", "zeros", "ones", "full", "rand", "randn", "randint", "new_empty", "new_zeros", "new_ones",
+              "new_full")
 
 
 @contextlib.contextmanager
-def construction_budget(what: str, source: DataSource) -> Iterator[None]:
-    """While inside, a build may ask for at most ``4 x source.max_params`` bytes (plus 64 MiB) of
-    tensors and take at most :data:`BUILD_SECONDS`; past either it stops with
-    :class:`ConstructionLimitError` before the allocation that crosses it."""
-    with _Budget(4 * source.max_params + (64 << 20), BUILD_SECONDS, what):
+def construction_budget(what: str, source: DataSource, *, max_bytes: int | None = None,
+                        seconds: float | None = None) -> Iterator[None]:
+    """While inside, the live tensors may hold at most ``max_bytes`` (default ``4 x source.max_params``
+    plus 64 MiB) and the work take at most ``seconds`` (default :data:`BUILD_SECONDS`); past either
+    it stops with :class:`ConstructionLimitError`."""
+    limit = 4 * source.max_params + (64 << 20) if max_bytes is None else max_bytes
+    with _Budget(limit, BUILD_SECONDS if seconds is None else seconds, what):
         yield
+
+
+def steps_budget(what: str) -> contextlib.AbstractContextManager[None]:
+    """The budget a file's transform steps are applied again under (:data:`STEPS_BYTES`,
+    :data:`STEPS_SECONDS`): a step's parameters may ask for a network far larger than its base."""
+    return construction_budget(what, DataSource(what), max_bytes=STEPS_BYTES, seconds=STEPS_SECONDS)
 
 
 def check_size(spec: str, builder: Callable[..., Any], args: Mapping[str, Any], source: DataSource) -> None:
@@ -431,9 +477,13 @@ def _fetching(name: str) -> bool:
     return name not in _HARMLESS and bool(_FETCHING_WORDS & set(name.lower().split("_")))
 
 
-def _checked_value(value: Any, where: str, source: DataSource, depth: int = 0) -> Any:
+def _checked_value(value: Any, where: str, source: DataSource, depth: int = 0, *, nodes: list[int]) -> Any:
     """``value`` if it is a plain value (bool, None, a bounded finite number, a short word, or a
-    short list or mapping of those), with weight keys inside a mapping set to their off value."""
+    short list or mapping of those; :data:`_MAX_NODES` values in all), with weight keys inside a
+    mapping set to their off value."""
+    nodes[0] -= 1
+    if nodes[0] < 0:
+        raise refusal(source, f"{where}: the arguments hold more than {_MAX_NODES:,} values in all")
     if depth > _MAX_DEPTH:
         raise refusal(source, f"{where}: nested deeper than {_MAX_DEPTH} levels")
     if value is None or isinstance(value, bool):
@@ -456,7 +506,7 @@ def _checked_value(value: Any, where: str, source: DataSource, depth: int = 0) -
     if isinstance(value, (list, tuple)):
         if len(value) > _MAX_ITEMS:
             raise refusal(source, f"{where}: a list of {len(value)} items (at most {_MAX_ITEMS})")
-        return type(value)(_checked_value(item, where, source, depth + 1) for item in value)
+        return type(value)(_checked_value(item, where, source, depth + 1, nodes=nodes) for item in value)
     if isinstance(value, Mapping):
         if len(value) > _MAX_ITEMS:
             raise refusal(source, f"{where}: a mapping of {len(value)} items (at most {_MAX_ITEMS})")
@@ -469,7 +519,7 @@ def _checked_value(value: Any, where: str, source: DataSource, depth: int = 0) -
                 continue
             if key in WEIGHT_ARGS or key in _PLACEMENT or _fetching(key):
                 raise refusal(source, f"{where}: key {key} names a download, a cache, a file or a device")
-            checked[key] = _checked_value(item, f"{where}.{key}", source, depth + 1)
+            checked[key] = _checked_value(item, f"{where}.{key}", source, depth + 1, nodes=nodes)
         return checked
     raise refusal(source, f"{where}: a {type(value).__name__}, not a plain value")
 
