@@ -448,3 +448,16 @@ def test_a_list_shared_many_times_in_the_pickle_is_counted_as_often(tmp_path, ca
     line = refused(capfd, ["deploy", str(tmp_path / "nest.pt"), "--out", str(tmp_path / "o.onnx")],
                    "more than 4,096 values in all")
     assert len(line) < 400 and time.perf_counter() - started < 10
+
+
+def test_a_searchs_own_confirmation_trusts_only_the_experiment_it_was_given(made_study):
+    # a search confirms its front with the network of the experiment this process was given (the
+    # user's own code, trusted as their Python is); a study storing another network is data
+    from compressor.search import _made_from
+    from compressor.search.setup import prepare
+    from compressor.study import load_study
+
+    study = load_study(f"sqlite:///{made_study / 'run' / 'search.db'}", "tiny")
+    assert _made_from(prepare(tiny_experiment(made_study / "run", n_trials=1), echo=lambda line: None), study)
+    other = tiny_experiment(made_study / "run", ("model.args.base_width=4",), n_trials=1)
+    assert not _made_from(prepare(other, echo=lambda line: None), study)
