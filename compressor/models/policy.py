@@ -17,8 +17,11 @@ for tensors:
 - **weights are off**: ``encoder_weights``, ``weights``, ``weights_backbone``, ``pretrained`` and
   ``pretrained_backbone`` may only be None or false, and are set so when the builder has them
   (a file's weights come from the file; a study's parent from its weights file);
+- **no default reads a file**: a class whose own default names a file or a URL is refused;
 - **the size is counted first**: the network is built on PyTorch's ``meta`` device (no memory)
-  and refused above a parameter bound, before anything is allocated;
+  and refused above a parameter bound, before anything is allocated; every build (meta or real)
+  runs under a budget of live tensor bytes and seconds (:func:`construction_budget`), so a class
+  that cannot be built on the meta device, or loops for long, is stopped as well;
 - **nothing is fetched**: while it builds, torch.hub's folder is an empty throwaway one and
   every ``urllib`` download (``http``, ``file``...) is refused, so a library that tries to fetch
   weights fails instead of writing or reading anything.
