@@ -216,7 +216,7 @@ def _rebuild(path: Path, payload: dict[str, Any], *, trust: bool) -> nn.Module:
     # A network many times larger than the file's own tensors is not what the file holds (a pruned
     # network may be a thousand times smaller than the one it was pruned from; not more). Counted in
     # stored bytes: a tensor expanded from one value is one value.
-    stored = sum({id(value.untyped_storage()): value.untyped_storage().nbytes() for value in state.values()}.values())
+    stored = sum({value.untyped_storage()._cdata: value.untyped_storage().nbytes() for value in state.values()}.values())
     with building_from(str(path), trust=trust, max_params=max(50_000_000, 1000 * stored // 4)):
         base = declare_output(build_model(origin.base, origin.args), output)
         try:
