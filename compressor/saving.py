@@ -40,7 +40,7 @@ from compressor.models.policy import (
 )
 from compressor.origin import Origin, origin_of, set_origin
 from compressor.outputs import declare_output, declared_output
-from compressor.tensor_files import PickledObjectsError, read_tensor_file, sniff
+from compressor.tensor_files import PickledObjectsError, read_tensor_file
 from compressor.train.checkpoints import weights_mismatch
 from compressor.transforms import apply
 from compressor.units import parse_shape
@@ -135,14 +135,12 @@ def load_saved(path: str | Path, *, map_location: str | torch.device = "cpu", tr
     path = Path(path)
     try:
         payload = read_tensor_file(path, what="model file", map_location=map_location)
-    except PickledObjectsError as error:  # objects beyond tensors and plain data: a pickled module, or worse
+    except PickledObjectsError:  # objects beyond tensors and plain data: a pickled module, or worse
         if not trust:
             raise UntrustedModelError(
                 f"{path}: a pickled model (compressor's old format, or saved with pickle=True): loading it runs "
                 "code stored in the file, which is done only for a file you trust (trust=True)"
             ) from None
-        if _sniffed(path) != "zip":
-            raise error from None
         payload = _load_pickle(path, map_location)
     if not isinstance(payload, dict) or payload.get("format") not in (_FORMAT, _PICKLED):
         raise ConfigError(f"{path}: not a model file saved by compressor ({_what_it_holds(payload)})")
@@ -168,13 +166,6 @@ def load_model(path: str | Path, *, map_location: str | torch.device = "cpu", tr
         'UNet'
     """
     return load_saved(path, map_location=map_location, trust=trust).model
-
-
-def _sniffed(path: Path) -> str:
-    try:
-        return sniff(path)
-    except OSError:
-        return "unreadable"
 
 
 def _load_pickle(path: Path, map_location: str | torch.device) -> Any:

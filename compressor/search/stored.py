@@ -95,17 +95,12 @@ def check_study_models(study_name: str, info: StudyInfo, experiment: Experiment,
     Raises:
         UntrustedModelError: a builder or an argument the policy refuses.
     """
-    named = {(info.model, _key(info.model_args)): info.model_args,
-             (experiment.model.name, _key(experiment.model.args)): experiment.model.args}
+    named = [(info.model, info.model_args), (experiment.model.name, experiment.model.args)]
     if experiment.search.model:
-        named.setdefault((experiment.search.model, _key({})), {})
+        named.append((experiment.search.model, {}))
     with building_study(study_name, info, trust=trust):
-        for (spec, _), args in named.items():
+        for spec, args in named:
             allowed(spec, args)
-
-
-def _key(args: Any) -> str:
-    return repr(sorted(args.items())) if isinstance(args, dict) else repr(args)
 
 
 @contextlib.contextmanager
