@@ -43,19 +43,35 @@ def run_cli(*args: str, timeout: float = 300, plugins: bool = True) -> subproces
 
 
 
-def assert_refusal(result: subprocess.CompletedProcess, command: str, *facts: str) -> str:
-    """A user mistake as the CLI must report it: exit code 2, exactly one ``compressor COMMAND:
-    error:`` line on stderr (besides ``compressor: `` progress notes), no traceback anywhere,
-    and the ``facts`` in that line. Returns the line."""
-    assert result.returncode == 2, result.stdout + result.stderr
-    assert "Traceback" not in result.stderr, result.stderr
-    lines = result.stderr.strip().splitlines()
+def one_error_line(err: str, command: str, *facts: str, out: str = "") -> str:
+    """The one ``compressor COMMAND: error:`` line of ``err`` (besides ``compressor: `` progress
+    notes), with no traceback in ``err`` or ``out`` and the ``facts`` in that line."""
+    assert "Traceback" not in err and "Traceback" not in out, err
+    lines = err.strip().splitlines()
     errors = [line for line in lines if line.startswith(f"compressor {command}: error: ")]
-    assert len(errors) == 1, result.stderr
-    assert all(line.startswith("compressor: ") for line in lines if line not in errors), result.stderr
+    assert len(errors) == 1, err
+    assert all(line.startswith("compressor: ") for line in lines if line not in errors), err
     for fact in facts:
         assert fact in errors[0], (fact, errors[0])
     return errors[0]
+
+
+def assert_refusal(result: subprocess.CompletedProcess, command: str, *facts: str) -> str:
+    """A user mistake as the CLI must report it, in a fresh process: exit code 2 and
+    :func:`one_error_line`. Returns the line."""
+    assert result.returncode == 2, result.stdout + result.stderr
+    return one_error_line(result.stderr, command, *facts)
+
+
+def refused_in_process(capfd, argv: list[str], *facts: str) -> str:
+    """Runs the CLI in this process (``compressor.cli.main``); asserts exit code 2 and
+    :func:`one_error_line`. Returns the line."""
+    from compressor.cli import main
+
+    code = main(argv)
+    out, err = capfd.readouterr()
+    assert code == 2, out + err
+    return one_error_line(err, argv[0], *facts, out=out)
 
 @pytest.fixture(autouse=True)
 def _same_random_state():

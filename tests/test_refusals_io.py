@@ -25,6 +25,7 @@ import optuna
 import pytest
 import torch
 import yaml
+from conftest import one_error_line
 from optuna.trial import TrialState
 from PIL import Image
 from report_studies import add, make_study, skip_drawing, study_info
@@ -44,12 +45,7 @@ from compressor.study.storage import check_lasting
 def one_error(capfd, command: str) -> str:
     """The one ``compressor COMMAND: error:`` line on stderr; nothing else there but progress notes."""
     out, err = capfd.readouterr()
-    assert "Traceback" not in err and "Traceback" not in out, err
-    lines = err.strip().splitlines()
-    errors = [line for line in lines if line.startswith(f"compressor {command}: error: ")]
-    assert len(errors) == 1, err
-    assert all(line.startswith("compressor: ") for line in lines if line not in errors), err
-    return errors[0]
+    return one_error_line(err, command, out=out)
 
 
 def files_under(root: Path) -> set[str]:

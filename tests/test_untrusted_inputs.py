@@ -19,6 +19,7 @@ import optuna
 import pytest
 import third_party
 import torch
+from conftest import refused_in_process as refused
 from search_helpers import tiny_experiment, write_tiny_experiment
 
 import compressor
@@ -51,20 +52,6 @@ def world(tmp_path, monkeypatch):
     (tmp_path / "secret.txt").write_text("a file the attacker wants copied\n")
     write_tiny_experiment(tmp_path / "tiny.yaml", Path("runs"))
     return tmp_path
-
-
-def refused(capfd, argv: list[str], *facts: str) -> str:
-    """Runs the CLI in this process; asserts exit 2, one error line holding ``facts``, no traceback."""
-    code = main(argv)
-    err = capfd.readouterr().err
-    assert code == 2, err
-    assert "Traceback" not in err, err
-    lines = err.strip().splitlines()
-    errors = [line for line in lines if line.startswith(f"compressor {argv[0]}: error: ")]
-    assert len(errors) == 1 and all(line.startswith("compressor: ") for line in lines if line not in errors), err
-    for fact in facts:
-        assert fact in errors[0], (fact, errors[0])
-    return errors[0]
 
 
 def nothing_fetched(world: Path) -> None:
