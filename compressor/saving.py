@@ -33,9 +33,7 @@ from compressor.models import build_model
 from compressor.models.policy import (
     TRUSTED_MODEL_PACKAGES,
     ConstructionLimitError,
-    DataSource,
     building_from,
-    refusal,
     steps_budget,
 )
 from compressor.origin import Origin, origin_of, set_origin
@@ -211,11 +209,10 @@ def _rebuild(path: Path, payload: dict[str, Any], *, trust: bool) -> nn.Module:
     with building_from(str(path), trust=trust, max_params=max(50_000_000, 1000 * stored // 4)):
         base = declare_output(build_model(origin.base, origin.args), output)
         try:
-            with contextlib.nullcontext() if trust or not origin.steps else steps_budget(f"{path}'s transform steps"):
+            with contextlib.nullcontext() if trust or not origin.steps else steps_budget(str(path)):
                 model = _architecture(base, origin)
         except CompressorError as error:  # the budget, raised inside a transform and named as its failure
-            limit = next((cause for cause in _causes(error) if isinstance(cause, ConstructionLimitError)), None)
-            raise (refusal(DataSource(str(path)), str(limit)) if limit else error) from None
+            raise next((cause for cause in _causes(error) if isinstance(cause, ConstructionLimitError)), error) from None
     mismatch = weights_mismatch(model.state_dict(), state)
     if mismatch:
         raise ConfigError(f"{path}: its weights do not fit the network rebuilt from its architecture: {mismatch}")

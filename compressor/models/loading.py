@@ -59,13 +59,8 @@ def build_model(spec: str | nn.Module, args: Mapping[str, Any] | None = None) ->
         with policy.no_downloads(), warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
             warnings.simplefilter("ignore")
             policy.check_size(spec, builder, args, source)
-            try:
-                with policy.construction_budget(spec, source):
-                    model = _call(spec, builder, args)
-            except ModelLoadError as error:  # the budget stopped it: say so, as the policy's refusal
-                if isinstance(error.__cause__, policy.ConstructionLimitError):
-                    raise policy.refusal(source, str(error.__cause__)) from None
-                raise
+            with policy.construction_budget(spec, source):
+                model = _call(spec, builder, args)
     else:
         model = _call(spec, resolve_builder(spec), args)
     return set_origin(model, Origin(base=spec, args=args))
@@ -93,6 +88,8 @@ def allowed(spec: str, args: Mapping[str, Any] | None = None) -> tuple[Callable[
 def _call(spec: str, builder: Callable[..., Any], args: dict[str, Any]) -> nn.Module:
     try:
         model = builder(**args)
+    except policy.ConstructionLimitError:  # the policy's budget stopped it: its own one-line refusal
+        raise
     except Exception as error:  # noqa: BLE001 - the user's code may raise anything
         raise ModelLoadError(f"model {spec!r} failed to build with {_SHORT.repr(args)}: {type(error).__name__}: "
                              f"{first_line(error)}") from error

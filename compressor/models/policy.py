@@ -310,16 +310,17 @@ class _Budget(TorchDispatchMode):
     can overshoot by its own output (which torch refuses to allocate when it exceeds the machine).
     """
 
-    def __init__(self, max_bytes: int, seconds: float, what: str) -> None:
+    def __init__(self, max_bytes: int, seconds: float, what: str, source: DataSource) -> None:
         super().__init__()
-        self.max_bytes, self.deadline, self.what = max_bytes, time.monotonic() + seconds, what
+        self.max_bytes, self.deadline, self.what, self.source = max_bytes, time.monotonic() + seconds, what, source
         self.seconds, self.live = seconds, 0
         self.storages: list[tuple[StorageWeakRef, int]] = []
 
     def __torch_dispatch__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
         kwargs = kwargs or {}
         if time.monotonic() > self.deadline:
-            raise ConstructionLimitError(f"{self.what} took more than {self.seconds:.0f} s to build")
+            raise refusal(self.source, f"{self.what} took more than {self.seconds:.0f} s to build",
+                          kind=ConstructionLimitError)
         self._admit(_requested_bytes(func, args, kwargs))
         output = func(*args, **kwargs)
         given = {_storage_key(value) for value in pytree.tree_leaves((args, kwargs)) if isinstance(value, torch.Tensor)}
@@ -338,8 +339,8 @@ class _Budget(TorchDispatchMode):
         self.storages = [(ref, size) for ref, size in self.storages if not ref.expired()]  # what is still alive
         self.live = sum(size for _, size in self.storages)
         if self.live + upcoming > self.max_bytes:
-            raise ConstructionLimitError(f"{self.what} asks for more than {self.max_bytes / 2**30:.1f} GiB of "
-                                         "tensors while it is built")
+            raise refusal(self.source, f"{self.what} asks for more than {self.max_bytes / 2**30:.1f} GiB of tensors "
+                                       "while it is built", kind=ConstructionLimitError)
 
 
 def _storage_key(tensor: torch.Tensor) -> int:
@@ -376,14 +377,15 @@ def construction_budget(what: str, source: DataSource, *, max_bytes: int | None 
     plus 64 MiB) and the work take at most ``seconds`` (default :data:`BUILD_SECONDS`); past either
     it stops with :class:`ConstructionLimitError`."""
     limit = 4 * source.max_params + (64 << 20) if max_bytes is None else max_bytes
-    with _Budget(limit, BUILD_SECONDS if seconds is None else seconds, what):
+    with _Budget(limit, BUILD_SECONDS if seconds is None else seconds, what, source):
         yield
 
 
-def steps_budget(what: str) -> contextlib.AbstractContextManager[None]:
-    """The budget a file's transform steps are applied again under (:data:`STEPS_BYTES`,
+def steps_budget(path: str) -> contextlib.AbstractContextManager[None]:
+    """The budget the file ``path``'s transform steps are applied again under (:data:`STEPS_BYTES`,
     :data:`STEPS_SECONDS`): a step's parameters may ask for a network far larger than its base."""
-    return construction_budget(what, DataSource(what), max_bytes=STEPS_BYTES, seconds=STEPS_SECONDS)
+    return construction_budget(f"{path}'s transform steps", DataSource(path), max_bytes=STEPS_BYTES,
+                               seconds=STEPS_SECONDS)
 
 
 def check_size(spec: str, builder: Callable[..., Any], args: Mapping[str, Any], source: DataSource) -> None:
@@ -401,8 +403,8 @@ def check_size(spec: str, builder: Callable[..., Any], args: Mapping[str, Any], 
             model = builder(**args)
         count = sum(parameter.numel() for parameter in model.parameters()
                     if not isinstance(parameter, nn.parameter.UninitializedParameter))
-    except ConstructionLimitError as error:
-        raise refusal(source, str(error)) from None
+    except ConstructionLimitError:
+        raise
     except Exception:  # noqa: BLE001 - not buildable without memory; the real build says what is wrong
         return
     if count > source.max_params:
@@ -527,9 +529,10 @@ def _checked_value(value: Any, where: str, source: DataSource, depth: int = 0, *
     raise refusal(source, f"{where}: a {type(value).__name__}, not a plain value")
 
 
-def refusal(source: DataSource, reason: str) -> UntrustedModelError:
+def refusal(source: DataSource, reason: str, *, kind: type[UntrustedModelError] = UntrustedModelError
+            ) -> UntrustedModelError:
     """The one-line refusal of ``reason`` for a network from ``source``."""
-    return UntrustedModelError(f"{source.name}: {reason}; built so only from a file or study you trust (trust=True)")
+    return kind(f"{source.name}: {reason}; built so only from a file or study you trust (trust=True)")
 
 
 def _torchvision_models() -> set[str]:
