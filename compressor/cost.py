@@ -7,7 +7,6 @@ fvcore cannot count are listed in :attr:`Cost.unsupported_ops`, never silently d
 
 from __future__ import annotations
 
-import statistics
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -17,7 +16,8 @@ from fvcore.nn import FlopCountAnalysis, parameter_count
 from torch import nn
 
 from compressor.errors import ConfigError
-from compressor.latency import LatencyConfig, forward_runner, measure_latency, time_interleaved
+from compressor.latency import Latency, LatencyConfig, forward_runner, measure_latency, time_interleaved
+from compressor.threads import resolve_threads
 from compressor.units import parse_shape
 
 __all__ = ["Cost", "ModuleCost", "measure", "FLOP_CONVENTION"]
@@ -135,15 +135,14 @@ def measure(
         with torch.no_grad():
             activation_bytes = _activation_bytes(model, example)
             flops, by_module_flops, unsupported = _count_flops(model, example)
-            latency_ms = (
-                statistics.median(time_interleaved(
-                    {"torch": forward_runner(model, "torch", shape)}, repeats=latency_runs, warmup=warmup_runs,
-                    threads=threads)["torch"])
-                if latency_runs > 0 and latency is None
-                else None
-            )
-        timed = (measure_latency(model, latency, latency.input_shape(shape[1], shape[-1]))
-                 if latency is not None else None)
+            timed = None
+            if latency_runs > 0 and latency is None:  # eager torch at the cost's own shape
+                timings = time_interleaved({"torch": forward_runner(model, "torch", shape)}, repeats=latency_runs,
+                                           warmup=warmup_runs, threads=threads)["torch"]
+                used = resolve_threads(threads) or torch.get_num_threads()
+                timed = Latency.of(timings, runtime="torch", threads=used, input_shape=shape)
+        if latency is not None:
+            timed = measure_latency(model, latency, latency.input_shape(shape[1], shape[-1]))
     finally:
         model.train(was_training)
     params_by_module = parameter_count(model)
@@ -160,10 +159,10 @@ def measure(
         by_module=by_module,
         unsupported_ops=dict(unsupported),
         activation_bytes=activation_bytes,
-        latency_ms=timed.median_ms if timed else latency_ms,
-        latency_runs=timed.repeats if timed else (latency_runs if latency_ms is not None else 0),
+        latency_ms=timed.median_ms if timed else None,
+        latency_runs=timed.repeats if timed else 0,
         latency_p90_ms=timed.p90_ms if timed else None,
-        latency_runtime=timed.runtime if timed else ("torch" if latency_ms is not None else None),
+        latency_runtime=timed.runtime if timed else None,
     )
 
 

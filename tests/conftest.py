@@ -10,7 +10,9 @@ import pytest
 import third_party  # noqa: F401 - first, so torchvision imports beside a CPU torch (see its docstring)
 import torch
 
-torch.set_num_threads(min(2, os.cpu_count() or 1))
+# One torch thread per test process: the default run spreads its tests over the cores with
+# pytest-xdist (one worker per core), and tiny networks gain nothing from a second thread.
+torch.set_num_threads(1)
 
 PLUGINS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "plugins")
 # A package that declares a transform through an entry point, installed for this session as pip
@@ -63,15 +65,32 @@ def assert_refusal(result: subprocess.CompletedProcess, command: str, *facts: st
     return one_error_line(result.stderr, command, *facts)
 
 
-def refused_in_process(capfd, argv: list[str], *facts: str) -> str:
-    """Runs the CLI in this process (``compressor.cli.main``); asserts exit code 2 and
-    :func:`one_error_line`. Returns the line."""
+def cli_in_process(capfd, *args: str) -> subprocess.CompletedProcess:
+    """Runs the CLI in this process (``compressor.cli.main``), as :func:`run_cli` does in a new one,
+    without the 2 s of importing torch and the library again: what it wrote to the file descriptors
+    1 and 2 (child processes' output included) as ``stdout`` and ``stderr``. An exception that
+    escapes ``main`` (a traceback a user would see) escapes here too. The torch thread count the
+    command sets is put back."""
     from compressor.cli import main
 
-    code = main(argv)
+    threads = torch.get_num_threads()
+    capfd.readouterr()
+    try:
+        code = main(list(args))
+    except SystemExit as exit:  # argparse's --help and --version, as a process would end
+        code = exit.code if isinstance(exit.code, int) else 0 if exit.code is None else 1
+    finally:
+        torch.set_num_threads(threads)
     out, err = capfd.readouterr()
-    assert code == 2, out + err
-    return one_error_line(err, argv[0], *facts, out=out)
+    return subprocess.CompletedProcess(["compressor", *args], code, out, err)
+
+
+def refused_in_process(capfd, argv: list[str], *facts: str) -> str:
+    """Runs the CLI in this process (:func:`cli_in_process`); asserts exit code 2 and
+    :func:`one_error_line`. Returns the line."""
+    result = cli_in_process(capfd, *argv)
+    assert result.returncode == 2, result.stdout + result.stderr
+    return one_error_line(result.stderr, argv[0], *facts, out=result.stdout)
 
 @pytest.fixture(autouse=True)
 def _same_random_state():
@@ -86,22 +105,34 @@ def _same_random_state():
 
 
 @pytest.fixture
-def cli():
-    return run_cli
+def cli(capfd):
+    """``cli(*args)``: the CLI run in this process (:func:`cli_in_process`), its result as
+    :func:`run_cli` gives it. Tests that need a process of its own (signals, kills, a pickle that
+    would run code, the plugins left out) call :func:`run_cli`."""
+
+    def run(*args: str, timeout: float | None = None) -> subprocess.CompletedProcess:
+        return cli_in_process(capfd, *args)
+
+    return run
 
 
 POSTGRES_URL_VARIABLE = "COMPRESSOR_TEST_POSTGRES_URL"
+REQUIRE_POSTGRES_VARIABLE = "COMPRESSOR_REQUIRE_POSTGRES"
 
 
 @pytest.fixture(scope="session")
 def postgres_url() -> str:
     """The URL of a PostgreSQL server (SQLAlchemy form), from ``COMPRESSOR_TEST_POSTGRES_URL``.
 
-    ``.ci/run`` starts a throwaway server and sets it; without it the test is skipped.
+    ``.ci/run`` starts a throwaway server and sets it; without it the test is skipped, or fails
+    when ``COMPRESSOR_REQUIRE_POSTGRES=1`` (``.ci/run`` sets it: CI is not green without them).
     """
     url = os.environ.get(POSTGRES_URL_VARIABLE)
     if not url:
-        pytest.skip(f"no PostgreSQL server: set {POSTGRES_URL_VARIABLE} (.ci/run starts one)")
+        reason = f"no PostgreSQL server: set {POSTGRES_URL_VARIABLE} (.ci/run starts one)"
+        if os.environ.get(REQUIRE_POSTGRES_VARIABLE) == "1":  # CI: the distributed checks must run
+            pytest.fail(f"{reason}; {REQUIRE_POSTGRES_VARIABLE}=1 asks for one", pytrace=False)
+        pytest.skip(reason)
     return url
 
 

@@ -1,4 +1,9 @@
-"""Every row of docs/bad_inputs.md, run as a user runs it: the real CLI in a fresh process.
+"""Every row of docs/bad_inputs.md, run as a user runs it: the real CLI.
+
+The rows marked ``process=True`` run in a fresh process (a pickle that would run code, a search
+that diverges, pip without an index, the lists of names the test plugins would lengthen); the
+others run ``compressor.cli.main`` in this process (:func:`conftest.cli_in_process`), which
+checks the same exit code and output without importing torch again for each row.
 
 The table in docs/bad_inputs.md is the specification: for each row this test runs its command
 (in a folder holding the files the commands name, built by :func:`build_workspace`) and checks
@@ -22,7 +27,7 @@ import optuna
 import pytest
 import torch
 import yaml
-from conftest import TESTS
+from conftest import TESTS, run_cli
 from PIL import Image
 from report_studies import add, make_study, realistic_study
 from search_helpers import tiny_experiment_data
@@ -182,6 +187,7 @@ class Case:
     may_change: tuple[str, ...] = ()      # files (globs) the command may write; everything else stays as it was
     check: Callable[[Path, object], None] | None = None
     here: Callable[[str], str] | None = None  # the table's message as this machine words it (its cores)
+    process: bool = False                 # run in a fresh process (else in this one: see the module's docstring)
 
 
 def _cores_here(message: str) -> str:
@@ -228,8 +234,8 @@ def _check_report_inside_reports(root: Path, result) -> None:
 
 
 CASES = [
-    Case("compressor apply unet --transform nosuch --out small.pt", ("'nosuch'", "valid names: dilation")),
-    Case("compressor search tiny.yaml --space nope", ("'nope'", "generic, unet_family")),
+    Case("compressor apply unet --transform nosuch --out small.pt", ("'nosuch'", "valid names: dilation"), process=True),
+    Case("compressor search tiny.yaml --space nope", ("'nope'", "generic, unet_family"), process=True),
     Case("compressor apply unet --recipe not_yaml.yaml --out small.pt", ("not_yaml.yaml", "not valid YAML")),
     Case("compressor apply unet --recipe bad_step_key.yaml --out small.pt",
          ("bad_step_key.yaml", "transforms[0] (fire)", "'squeeze_rate'", "valid keys")),
@@ -244,7 +250,7 @@ CASES = [
          ("networks:ResidualStridedNet", "outputs 3 classes", "the data has 2", "--model-arg")),
     Case("compressor search tiny.yaml --max-params 12q", ("max_params", "'12q'")),
     Case("PIP_NO_INDEX=1 compressor train spacenet.yaml --cache-dir empty-cache",
-         ("cannot download solaris==0.4.0", "put it at empty-cache/solaris-0.4.0-py3-none-any.whl")),
+         ("cannot download solaris==0.4.0", "put it at empty-cache/solaris-0.4.0-py3-none-any.whl"), process=True),
     Case("compressor train spacenet.yaml --cache-dir bad-cache",
          ("bad-cache/solaris-0.4.0-py3-none-any.whl", "sha256 is", "expected")),
     Case("compressor train tiles.yaml", ("differ in size", "b (image 48x48, mask 48x40)")),
@@ -254,7 +260,7 @@ CASES = [
     Case("compressor apply networks:TinyClassifier --transform downsample_depth --out small.pt",
          ("downsample_depth", "nothing to pair", "stride_to_dilation")),
     Case("compressor search tiny.yaml --study nan --set train.lr=1e12 --n-trials 1 --seed 5",
-         may_change=("run/search.db", "run/artifacts"), check=_check_nan_search),
+         may_change=("run/search.db", "run/artifacts"), check=_check_nan_search, process=True),
     Case("compressor train tiny.yaml --set train.distill.teacher=teacher3.pt",
          ("distillation teacher", "(4, 3, 32, 32)", "(4, 2, 32, 32)")),
     Case("compressor compress unet tiny.yaml --model-arg base_width=8 --checkpoint other_weights.pt --transform fire",
@@ -262,7 +268,7 @@ CASES = [
     Case("compressor compress networks:TinyClassifier tiny.yaml --transform fire",
          ("'networks:TinyClassifier'", "random weights", "--checkpoint")),
     # nothing in the pickle runs: it would have left the file `pwned`, and the folder must be as it was
-    Case("compressor compress evil.pt tiny.yaml --transform fire", ("evil.pt", "pickled model", "--trust")),
+    Case("compressor compress evil.pt tiny.yaml --transform fire", ("evil.pt", "pickled model", "--trust"), process=True),
     Case("compressor compress legacy.pt tiny.yaml --transform fire --steps 1 --trust --out legacy_small.pt",
          may_change=("legacy_small.pt",), check=_check_written_safe),
     Case("compressor apply networks:TinyClassifier --transform fire --out afile/model.pt",
@@ -318,7 +324,10 @@ def test_a_bad_input_is_one_line_a_nonzero_code_and_loses_nothing(case, workspac
     study_before = finished_trials("tiny")
     before = snapshot(workspace)
 
-    result = cli(*words[1:], timeout=240, plugins=False)  # what a user sees: no test plugin installed
+    if case.process:
+        result = run_cli(*words[1:], timeout=240, plugins=False)  # what a user sees: no test plugin installed
+    else:
+        result = cli(*words[1:])
 
     assert result.returncode == row.code, result.stdout + result.stderr
     assert "Traceback" not in result.stderr, result.stderr

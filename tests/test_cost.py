@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import time
+
 import pytest
 import torch
 from torch import nn
@@ -79,10 +81,24 @@ def test_reference_models_at_224_match_the_design_numbers():
     assert small.ratios_to(big)["params"] == pytest.approx(29.38, abs=0.005)
 
 
+class OneSlowCallInFive(nn.Conv2d):
+    """A conv that stalls 80 ms on every fifth call: any 5 timed passes hold exactly one stall."""
+
+    calls = 0
+
+    def forward(self, x):
+        self.calls += 1
+        if self.calls % 5 == 0:
+            time.sleep(0.08)
+        return super().forward(x)
+
+
 def test_latency_is_a_median_of_the_requested_runs():
-    cost = measure(nn.Conv2d(3, 4, 3), (1, 3, 16, 16), latency_runs=5, threads=1)
+    """One stalled pass in five moves a mean by 16 ms; the median stays at the usual pass, the
+    90th percentile shows the stall."""
+    cost = measure(OneSlowCallInFive(3, 4, 3), (1, 3, 16, 16), latency_runs=5, threads=1)
     assert cost.latency_runs == 5
-    assert cost.latency_ms is not None and cost.latency_ms > 0
+    assert 0 < cost.latency_ms < 8 and cost.latency_p90_ms > 40
     assert measure(nn.Conv2d(3, 4, 3), (1, 3, 16, 16)).latency_ms is None
 
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from conftest import assert_refusal, run_cli
+from conftest import assert_refusal
 from search_helpers import tiny_experiment_data, write_tiny_experiment
 
 import compressor
@@ -122,13 +122,13 @@ def test_latency_on_onnxruntime_is_a_median_and_p90_of_the_exported_model():
     assert cost.flops > 0  # FLOPs stay at the cost's own shape
 
 
-def test_deploy_cli_writes_a_checked_onnx_and_int8_with_scores_and_latency(tmp_path):
+def test_deploy_cli_writes_a_checked_onnx_and_int8_with_scores_and_latency(cli, tmp_path):
     experiment = write_tiny_experiment(tmp_path / "tiny.yaml", tmp_path / "run")
     network = _with_norm_statistics(compressor.unet(base_width=4, norm="batch"))
     compressor.save_model(tmp_path / "net.pt", network)
     out = tmp_path / "deployed" / "net.onnx"
 
-    result = run_cli("deploy", str(tmp_path / "net.pt"), "--out", str(out), "--experiment", str(experiment),
+    result = cli("deploy", str(tmp_path / "net.pt"), "--out", str(out), "--experiment", str(experiment),
                      "--input-size", "64", "--int8", "--calibration", "2", "--latency", "--repeats", "3")
 
     assert result.returncode == 0, result.stderr
@@ -158,14 +158,14 @@ def test_deploy_cli_writes_a_checked_onnx_and_int8_with_scores_and_latency(tmp_p
     assert np.abs(session.run(None, {"image": image.numpy()})[0] - expected).max() < 1e-4
 
 
-def test_latency_objective_search_on_onnxruntime_then_report_with_int8_columns(tmp_path):
+def test_latency_objective_search_on_onnxruntime_then_report_with_int8_columns(cli, tmp_path):
     data = tiny_experiment_data(tmp_path / "run", n_trials=2, objectives=["metric", "params", "latency"])
     data["cost"]["latency"] = {"runtime": "onnxruntime", "repeats": 2, "warmup": 1}
     data["search"]["seed"] = 1
     data["search"]["references"] = ["micronet"]  # test time: timing U-Net's 31M parameters adds nothing here
     (tmp_path / "lat.yaml").write_text(yaml.safe_dump(data))
 
-    searched = run_cli("search", str(tmp_path / "lat.yaml"))
+    searched = cli("search", str(tmp_path / "lat.yaml"))
     assert searched.returncode == 0, searched.stderr
     trial_lines = [line for line in searched.stdout.splitlines() if line.startswith("trial ")]
     assert trial_lines and all(re.search(r"FLOPs +\d+\.\d ms  ", line) for line in trial_lines), trial_lines
@@ -177,7 +177,7 @@ def test_latency_objective_search_on_onnxruntime_then_report_with_int8_columns(t
                             if trial.values is not None)
 
     report_dir = tmp_path / "report"
-    reported = run_cli("report", "--study", "tiny", "--storage", storage, "--out", str(report_dir), "--int8",
+    reported = cli("report", "--study", "tiny", "--storage", storage, "--out", str(report_dir), "--int8",
                        "--latency-size", "32")
     assert reported.returncode == 0, reported.stderr
     assert (report_dir / "pareto_latency.png").stat().st_size > 10_000
@@ -194,15 +194,15 @@ def test_latency_objective_search_on_onnxruntime_then_report_with_int8_columns(t
 
     # one trial as an ONNX file, from the study alone (its data gives the real inputs of the check)
     number = int(deployed["number"].iloc[0])
-    exported = run_cli("export", "--study", "tiny", "--storage", storage, "--trial", str(number),
+    exported = cli("export", "--study", "tiny", "--storage", storage, "--trial", str(number),
                        "--out", str(tmp_path / "trial.onnx"), "--input-size", "64", "--no-eval")
     assert exported.returncode == 0, exported.stderr
     assert "on real 4x3x32x32 (training patches)" in exported.stdout
     assert json.loads((tmp_path / "trial.onnx.json").read_text())["batch_norms_left"] == 0
 
 
-def test_cost_cli_times_on_onnxruntime_against_a_baseline():
-    result = run_cli("cost", "unet", "--model-arg", "base_width=4", "--input-shape", "1,3,32,32", "--runtime",
+def test_cost_cli_times_on_onnxruntime_against_a_baseline(cli):
+    result = cli("cost", "unet", "--model-arg", "base_width=4", "--input-shape", "1,3,32,32", "--runtime",
                      "onnxruntime", "--latency-runs", "3", "--baseline", "micronet")
     assert result.returncode == 0, result.stderr
     assert "CPU latency (onnxruntime): " in result.stdout and "(median of 3, p90 " in result.stdout
@@ -224,8 +224,8 @@ def test_an_interrupted_deployment_writes_nothing(tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_export_to_a_model_file_refuses_the_onnx_only_options(tmp_path):
-    result = run_cli("export", "--study", "tiny", "--storage", f"sqlite:///{tmp_path}/none.db", "--trial", "0",
+def test_export_to_a_model_file_refuses_the_onnx_only_options(cli, tmp_path):
+    result = cli("export", "--study", "tiny", "--storage", f"sqlite:///{tmp_path}/none.db", "--trial", "0",
                      "--out", str(tmp_path / "m.pt"), "--int8")
     assert_refusal(result, "export", "--int8 and --latency apply to an ONNX export")
     assert list(tmp_path.iterdir()) == []
@@ -243,3 +243,53 @@ def test_a_network_that_branches_on_its_input_size_is_refused_naming_the_node(tm
     assert "kept what it decided at 32x32" in message and "Concat" in message and "\n" not in message
     assert list(tmp_path.iterdir()) == []
     assert capfd.readouterr().err == ""  # ONNX Runtime logs nothing of its own beside the error
+
+
+class LocalMeanSign(torch.nn.Module):
+    """Building where the 3x3 mean of the (normalized) input is above 0: a network whose decision
+    varies from pixel to pixel with the pixels' values, through a ReLU, as a trained one's does."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.local = torch.nn.Conv2d(3, 2, 3, padding=1)
+        self.head = torch.nn.Conv2d(2, 2, 1)
+        with torch.no_grad():
+            self.local.weight.copy_(torch.stack([torch.full((3, 3, 3), 1 / 27), torch.full((3, 3, 3), -1 / 27)]))
+            self.local.bias.zero_()
+            self.head.weight.copy_(torch.tensor([[-1.0, 1.0], [1.0, -1.0]])[:, :, None, None])
+            self.head.bias.zero_()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.relu(self.local(x)))
+
+
+def test_int8_calibrated_on_normalized_patches_predicts_as_the_network_does(tmp_path):
+    """int8's activation ranges come from the training patches as the network sees them
+    (normalized); calibrated on anything else, every activation rounds to one value."""
+    from search_helpers import tiny_experiment
+
+    from compressor.deploy import deploy
+    from compressor.finetune import calibration_batches
+
+    data = tiny_experiment(tmp_path / "run").data.build()
+    network = LocalMeanSign().eval()
+    deployment = deploy(network, tmp_path / "m.onnx", in_channels=3, input_size=32, data=data,
+                                          int8=True, calibration=2, evaluate_metrics=False)
+    images = torch.cat(calibration_batches(data, 4, batch_size=4, seed=7))
+    with torch.no_grad():
+        expected = network(images).argmax(dim=1)
+    assert 0.1 < expected.float().mean() < 0.9  # both classes predicted: agreement could fail
+    predicted = torch.from_numpy(deployment.int8.run(images)).argmax(dim=1)
+    assert (predicted == expected).float().mean() > 0.95
+
+
+def test_an_export_that_differs_from_pytorch_beyond_the_tolerance_is_refused_and_writes_nothing(tmp_path, monkeypatch):
+    import compressor.deploy as deploy_module
+
+    network = compressor.unet(base_width=4).eval()
+    (tmp_path / "m.onnx").write_bytes(b"an older export")
+    monkeypatch.setattr(deploy_module, "DIFF_TOLERANCE", 1e-12)  # float32 rounding alone goes past it
+    with pytest.raises(ExportError) as error:
+        deploy_module.deploy(network, tmp_path / "m.onnx", in_channels=3, input_size=32)
+    assert "tolerance 1e-12" in str(error.value) and "nothing was written" in str(error.value)
+    assert [p.name for p in tmp_path.iterdir()] == ["m.onnx"] and (tmp_path / "m.onnx").read_bytes() == b"an older export"

@@ -49,6 +49,19 @@ def test_distillation_loss_is_zero_on_the_teacher_and_its_gradient_pulls_towards
     assert not distillation_loss(student.detach(), teacher_param, 2.0).requires_grad
 
 
+def test_the_distillation_gradient_keeps_its_scale_at_any_temperature():
+    """Softened targets shrink the gradient by 1/T^2 (Hinton et al.); the loss is scaled by T^2 so that
+    changing the temperature does not change the step size of the distillation term."""
+    torch.manual_seed(0)
+    teacher = torch.randn(2, 3, 8, 8)
+    norms = {}
+    for temperature in (4.0, 8.0):
+        student = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(1)).requires_grad_(True)
+        distillation_loss(student, teacher, temperature).backward()
+        norms[temperature] = float(student.grad.norm())
+    assert 0.8 < norms[8.0] / norms[4.0] < 1.25, norms  # without T^2 it would be about 1/4
+
+
 def test_distilling_pulls_the_student_towards_the_teachers_predictions(data):
     # A teacher with confident predictions of its own (not the labels'): the first channel's sign.
     teacher = torch.nn.Conv2d(3, 2, 1)
@@ -100,6 +113,20 @@ def test_batch_norm_re_estimation_sets_the_statistics_and_leaves_the_batches_alo
         network = compressor.micronet(in_channels=3, base_width=4, norm="batch")
         losses.append(train(network, data, _config(bn_reestimate=batches)).losses)
     assert losses[0] == pytest.approx(losses[1], rel=1e-5)
+
+
+def test_batch_norm_re_estimation_averages_over_the_batches_not_a_moving_average(data):
+    """The statistics are the average over the batches (momentum None), not an exponential average
+    from the reset values: behind a layer that adds 5 to the normalized patches, the running
+    mean comes out near 5 (a moving average of 3 batches would give about 1.4)."""
+    shift = torch.nn.Conv2d(3, 3, 1)
+    with torch.no_grad():
+        shift.weight.copy_(torch.eye(3)[:, :, None, None])
+        shift.bias.fill_(5.0)
+    model = torch.nn.Sequential(shift, torch.nn.BatchNorm2d(3))
+    reestimate_batchnorm(model, data, batches=3, batch_size=4)
+    assert torch.allclose(model[1].running_mean, torch.full((3,), 5.0), atol=0.5), model[1].running_mean
+    assert model[1].momentum == 0.1  # put back for training
 
 
 def test_compress_with_exact_inheritance_keeps_the_teachers_predictions(data):

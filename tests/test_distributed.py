@@ -2,7 +2,8 @@
 
 Real processes (``python -m compressor ...``), real training on the tiny synthetic experiment
 of ``search_helpers``, real storages: a PostgreSQL server (``COMPRESSOR_TEST_POSTGRES_URL``,
-started by ``.ci/run``; the tests marked ``postgres`` skip without it) and the default SQLite
+started by ``.ci/run``; the tests marked ``postgres`` skip without it, or fail with
+``COMPRESSOR_REQUIRE_POSTGRES=1``) and the default SQLite
 file. Every process runs under a time limit, so a hung worker fails the test instead of CI.
 """
 

@@ -200,6 +200,34 @@ def test_skip_fusion_is_exact_when_both_halves_are_equal():
     assert random.errors["fuse"] > 0.5 and random.output_error > 0.5
 
 
+class WideTwin(nn.Module):
+    """``fuse(cat([a, b]))`` with ``b`` twice as wide as ``a``: each channel of ``a`` repeated."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 4, 3, padding=1)
+        self.fuse = nn.Conv2d(12, 5, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a = self.stem(x)
+        return self.fuse(torch.cat([a, a.repeat_interleave(2, dim=1)], dim=1))
+
+
+def test_skip_fusion_through_a_projection_is_exact_when_each_group_is_alike():
+    """The wider tensor is projected to the narrow width by group means and the fused kernel folds
+    that chunk by summing each group: with the channels of every group alike the output is unchanged."""
+    torch.manual_seed(0)
+    model = WideTwin().eval()
+    shape = (2, 3, 10, 10)
+    new, (record,) = apply(model, ["skip_fusion"], shape)
+    projections = [m for name, m in new.named_modules() if isinstance(m, nn.Conv2d) and m.kernel_size == (1, 1)]
+    assert [(p.in_channels, p.out_channels) for p in projections] == [(8, 4)]
+    x = torch.randn(*shape)
+    with torch.no_grad():
+        assert torch.allclose(new(x), model(x), atol=1e-5)
+    assert record.output_error < 1e-5
+
+
 def test_skip_fusion_starts_from_the_mean_of_the_kernel_halves():
     """With different halves the fused kernel is their mean and the bias is kept; the output is close, not equal."""
     torch.manual_seed(0)

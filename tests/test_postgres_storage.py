@@ -3,7 +3,7 @@ heartbeats and retries) on a real PostgreSQL server, shared by worker processes.
 
 The server comes from ``COMPRESSOR_TEST_POSTGRES_URL`` (``.ci/run`` starts one); each test gets
 a new, empty database through the ``postgres_storage_url`` fixture. Without the variable these
-tests are skipped with the reason.
+tests are skipped with the reason, or fail when ``COMPRESSOR_REQUIRE_POSTGRES=1`` (as in CI).
 """
 from __future__ import annotations
 

@@ -250,19 +250,19 @@ def test_the_contract_matrix_script_runs_on_two_networks(tmp_path):
     assert "feeds ConvTranspose2d" in cells[("MONAI UNet", "skip_fusion")]["refused"]
 
 
-def test_search_on_a_users_network_trains_it_as_the_reference_and_reports_against_it(tmp_path):
+def test_search_on_a_users_network_trains_it_as_the_reference_and_reports_against_it(cli, tmp_path):
     _needs("smp Unet-resnet18")
     from search_helpers import write_tiny_experiment
 
     config = write_tiny_experiment(tmp_path / "tiny.yaml", tmp_path / "run", n_trials=3, baselines=True,
                                    references=["base"])
-    result = run_cli("search", str(config), "--space", "generic", "--model", "third_party:small_smp_unet",
+    result = cli("search", str(config), "--space", "generic", "--model", "third_party:small_smp_unet",
                      "--model-arg", "classes=2", timeout=600)
     assert result.returncode == 0, result.stderr
     assert "reference third_party:small_smp_unet (9 steps, trained now" in result.stdout
     assert not (tmp_path / "run" / "baselines").exists()  # U-Net and Micro-Net were not asked for
     storage = f"sqlite:///{tmp_path / 'run' / 'search.db'}"
-    report = run_cli("report", "--study", "tiny", "--storage", storage, "--out", str(tmp_path / "report"))
+    report = cli("report", "--study", "tiny", "--storage", storage, "--out", str(tmp_path / "report"))
     assert report.returncode == 0, report.stderr
     import pandas as pd
 
@@ -281,12 +281,12 @@ def test_search_on_a_users_network_trains_it_as_the_reference_and_reports_agains
     assert "params vs small_smp_unet (base)" in page and "compression vs" not in summary
 
 
-def test_a_network_for_other_classes_is_refused_before_any_training(tmp_path):
+def test_a_network_for_other_classes_is_refused_before_any_training(cli, tmp_path):
     _needs("smp Unet-resnet18")
     from search_helpers import write_tiny_experiment
 
     config = write_tiny_experiment(tmp_path / "tiny.yaml", tmp_path / "run", baselines=True)
-    result = run_cli("search", str(config), "--space", "generic", "--model", "third_party:small_smp_unet",
+    result = cli("search", str(config), "--space", "generic", "--model", "third_party:small_smp_unet",
                      "--model-arg", "classes=6")
     assert_refusal(result, "search", "model third_party:small_smp_unet outputs 6 classes but the data has 2",
                    "--model-arg classes=2")

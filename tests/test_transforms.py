@@ -142,6 +142,24 @@ def test_random_prune_is_deterministic_by_seed():
     assert not all(a.shape == b.shape and torch.equal(a, b) for a, b in zip(first, other))  # another seed, others
 
 
+def test_prune_ranks_channels_by_lamp_by_default():
+    """LAMP is the default ranking (magnitude rankings fine-tuned to IoU 0 at 90%, see _importance):
+    the default keeps the channels LAMP keeps, which are not those of L1 or L2."""
+    torch.manual_seed(0)
+    base = unet(base_width=8)
+
+    def kept(**importance):
+        new, _ = apply(base, [{"name": "prune", "ratio": 0.7, **importance}], SHAPE)
+        return [m.weight for m in new.modules() if isinstance(m, nn.Conv2d)]
+
+    def same(a, b):
+        return all(x.shape == y.shape and torch.equal(x, y) for x, y in zip(a, b, strict=True))
+
+    default, lamp = kept(), kept(importance="lamp")
+    assert same(default, lamp)
+    assert not same(lamp, kept(importance="l1")) and not same(lamp, kept(importance="l2"))
+
+
 @pytest.mark.parametrize("network", ["monai_basic_unet", "monai_unet"])
 def test_prune_works_on_monai_unets_where_torch_pruning_alone_fails(network):
     torch.manual_seed(0)

@@ -124,6 +124,23 @@ def test_only_live_processes_of_other_trials_count_as_running(tmp_path, processe
                                      f"trial 2 (pid 812 on {platform.node()}-elsewhere)"]
 
 
+def test_a_search_that_ends_beside_a_live_worker_says_so_and_leaves_the_confirmation_for_later(tmp_path, processes):
+    """The search reaches its target while another live process of this host still runs a trial: it says
+    which trial runs where, and does not confirm a front that trial may still change."""
+    run_search(experiment(tmp_path, n_trials=1), echo=lambda line: None)
+    study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{tmp_path / 'search.db'}")
+    worker = processes()
+    running_trial(study, identity(worker.pid))
+    lines: list[str] = []
+    confirming = tiny_experiment(tmp_path, ("budget={}", "search.confirm.top=1", "search.confirm.seeds=1"),
+                                 n_trials=2, references=["base"])
+    run_search(confirming, echo=lines.append)
+    (said,) = [line for line in lines if line.startswith("still running in another process: ")]
+    assert said.startswith(f"still running in another process: trial 1 (pid {worker.pid} on this host) ")
+    assert any(line.startswith("not confirming yet: a trial is still running") for line in lines), lines
+    assert study.trials[1].state == TrialState.RUNNING  # a live worker's trial is left to it
+
+
 def test_workers_killed_on_this_host_are_failed_and_their_retries_run_or_are_said_to_wait(tmp_path, processes):
     """A worker killed while a search runs is failed at the search's end, never "still running elsewhere";
     a dead trial found once the target is reached is failed and its retry said to wait (and the advice
