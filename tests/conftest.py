@@ -1,9 +1,11 @@
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
 import uuid
+import warnings
 
 import numpy as np
 import pytest
@@ -69,19 +71,27 @@ def cli_in_process(capfd, *args: str) -> subprocess.CompletedProcess:
     """Runs the CLI in this process (``compressor.cli.main``), as :func:`run_cli` does in a new one,
     without the 2 s of importing torch and the library again: what it wrote to the file descriptors
     1 and 2 (child processes' output included) as ``stdout`` and ``stderr``. An exception that
-    escapes ``main`` (a traceback a user would see) escapes here too. The torch thread count the
-    command sets is put back."""
+    escapes ``main`` (a traceback a user would see) escapes here too; warnings are added to
+    ``stderr`` as a process would print them. The torch thread count and the ``compressor``
+    logger's handlers that the command sets are put back."""
     from compressor.cli import main
 
     threads = torch.get_num_threads()
+    logger = logging.getLogger("compressor")  # main() adds its stderr handler: taken off after
+    handlers, level = list(logger.handlers), logger.level
     capfd.readouterr()
-    try:
-        code = main(list(args))
-    except SystemExit as exit:  # argparse's --help and --version, as a process would end
-        code = exit.code if isinstance(exit.code, int) else 0 if exit.code is None else 1
-    finally:
-        torch.set_num_threads(threads)
+    # Warnings as a fresh process shows them (each once, on stderr), not as pytest's summary.
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("default")
+        try:
+            code = main(list(args))
+        except SystemExit as exit:  # argparse's --help and --version, as a process would end
+            code = exit.code if isinstance(exit.code, int) else 0 if exit.code is None else 1
+        finally:
+            torch.set_num_threads(threads)
+            logger.handlers[:], logger.level = handlers, level
     out, err = capfd.readouterr()
+    err += "".join(warnings.formatwarning(w.message, w.category, w.filename, w.lineno, w.line) for w in caught)
     return subprocess.CompletedProcess(["compressor", *args], code, out, err)
 
 
@@ -91,6 +101,26 @@ def refused_in_process(capfd, argv: list[str], *facts: str) -> str:
     result = cli_in_process(capfd, *argv)
     assert result.returncode == 2, result.stdout + result.stderr
     return one_error_line(result.stderr, argv[0], *facts, out=result.stdout)
+
+def pytest_xdist_auto_num_workers(config) -> int:
+    """``-n auto``: one worker per core this process may use (a container's CPU quota counted, as
+    ``threads: auto`` counts it), not per core the machine has."""
+    from compressor.threads import available_cores
+
+    return available_cores()
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """Under pytest-xdist (``--dist loadgroup``), the tests that share a module-scoped fixture (a
+    trained search, a trained network, a folder of files) run in one worker, which builds it once
+    instead of once in every worker that gets one of them."""
+    for item in items:
+        definitions = getattr(getattr(item, "_fixtureinfo", None), "name2fixturedefs", {})
+        shared = sorted(name for name, defs in definitions.items()
+                        if defs and defs[-1].scope == "module" and not name.startswith("_"))
+        if shared:
+            item.add_marker(pytest.mark.xdist_group(f"{item.module.__name__}:{shared[0]}"))
+
 
 @pytest.fixture(autouse=True)
 def _same_random_state():
@@ -111,7 +141,7 @@ def cli(capfd):
     would run code, the plugins left out) call :func:`run_cli`."""
 
     def run(*args: str, timeout: float | None = None) -> subprocess.CompletedProcess:
-        return cli_in_process(capfd, *args)
+        return cli_in_process(capfd, *args)  # timeout: the test's own (pytest-timeout) bounds it
 
     return run
 

@@ -287,7 +287,6 @@ def test_with_folds_each_seed_is_one_draw():
     assert trial.vs_unet.n == 2 and trial.vs_unet.values == pytest.approx((-0.01, -0.02))
 
 
-@pytest.mark.slow  # kept out of the default run for CI's time; `pytest -m slow` runs it
 def test_an_inheriting_study_is_confirmed_against_u_net_fine_tuned_as_long(tmp_path):
     """Candidates train for the parent's steps plus their own: the control is the parent fine-tuned the same way."""
     from compressor.confirm.run import run_confirmation

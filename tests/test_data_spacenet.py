@@ -214,6 +214,36 @@ def test_metadata_that_new_pip_rejects_falls_back_to_an_older_pip(tmp_path, monk
     assert "retrying with pip<23.3 in a throwaway venv" in caplog.text
 
 
+def test_a_pip_that_rejects_the_metadata_hands_over_to_one_before_23_3(tmp_path, monkeypatch, caplog):
+    """The fallback itself, whatever pip runs the tests (the test above returns early under a pip
+    older than 23.3, as a fresh Python 3.11 venv has): the first download is made by a pip >= 23.3,
+    put in a throwaway venv from the package index (PyPI, as CI reaches it), which rejects the
+    metadata; the retry in a venv of ``pip<23.3`` downloads the wheel."""
+    import subprocess
+    import sys
+    import venv
+
+    newer = tmp_path / "newer-pip"
+    venv.create(newer, with_pip=True)
+    python = newer / "bin" / "python"
+    upgraded = subprocess.run([str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+                               "pip>=23.3"], capture_output=True, text=True, check=False)
+    assert upgraded.returncode == 0, upgraded.stdout + upgraded.stderr
+    links = tmp_path / "links"
+    links.mkdir()
+    name = "compressortestbadmeta"  # no such project on PyPI
+    wheel = _wheel_bytes({}, name=name, requires="Requires-Dist: gdal (>=3.0.2geopandas>=0.7.0)\n")
+    (links / f"{name}-1.0-py3-none-any.whl").write_bytes(wheel)
+    monkeypatch.setenv("PIP_FIND_LINKS", str(links))
+    monkeypatch.setattr(sys, "executable", str(python))  # the pip of the running interpreter: >= 23.3
+    caplog.set_level(logging.INFO, logger="compressor")
+    pinned = PinnedWheel(name, "1.0", _sha(wheel))
+    cache = tmp_path / "cache"
+    assert fetch_wheel(pinned, directory=cache).read_bytes() == wheel
+    assert "rejects compressortestbadmeta's metadata; retrying with pip<23.3 in a throwaway venv" in caplog.text
+    assert [item.name for item in cache.iterdir()] == [pinned.filename]  # no venv or scratch left behind
+
+
 def _version(text: str) -> tuple[int, ...]:
     return tuple(int(part) for part in text.split(".")[:2])
 

@@ -164,7 +164,6 @@ def test_a_parent_is_the_stored_baseline_at_the_experiments_steps_and_its_own_fi
     assert ensure_parent(experiment, config, steps=3).reused
 
 
-@pytest.mark.slow  # kept out of the default run for CI's time; `pytest -m slow` runs it
 def test_compress_cli_end_to_end_and_its_refusals(cli, tmp_path):
     config = write_tiny_experiment(tmp_path / "tiny.yaml", tmp_path / "run")
     out = tmp_path / "small.pt"
