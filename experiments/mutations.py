@@ -176,7 +176,8 @@ def main() -> int:
             code, failed, seconds = run_tests(copy, mutant.tests, full=args.full)
         finally:
             shutil.rmtree(copy, ignore_errors=True)
-        caught = code == 1 and bool(failed)  # tests failed (not a collection error, an interruption, no tests)
+        # tests failed (1; 2 when -x stops xdist's workers): not a collection error or no tests
+        caught = code in (1, 2) and bool(failed)
         rows.append({"name": mutant.name, "path": mutant.path, "old": mutant.old, "new": mutant.new, "commit": commit,
                      "claim": mutant.claim, "tests": list(mutant.tests) if not args.full else ["(default run)"],
                      "caught": caught, "failed": failed, "seconds": round(seconds, 1)})
