@@ -16,7 +16,7 @@ from fvcore.nn import FlopCountAnalysis, parameter_count
 from torch import nn
 
 from compressor.errors import ConfigError
-from compressor.latency import Latency, LatencyConfig, forward_runner, measure_latency, time_interleaved
+from compressor.latency import LatencyConfig, measure_latency
 from compressor.threads import resolve_threads
 from compressor.units import parse_shape
 
@@ -135,14 +135,14 @@ def measure(
         with torch.no_grad():
             activation_bytes = _activation_bytes(model, example)
             flops, by_module_flops, unsupported = _count_flops(model, example)
-            timed = None
-            if latency_runs > 0 and latency is None:  # eager torch at the cost's own shape
-                timings = time_interleaved({"torch": forward_runner(model, "torch", shape)}, repeats=latency_runs,
-                                           warmup=warmup_runs, threads=threads)["torch"]
-                used = resolve_threads(threads) or torch.get_num_threads()
-                timed = Latency.of(timings, runtime="torch", threads=used, input_shape=shape)
         if latency is not None:
             timed = measure_latency(model, latency, latency.input_shape(shape[1], shape[-1]))
+        elif latency_runs > 0:  # eager torch at the cost's own shape
+            eager = LatencyConfig(repeats=latency_runs, warmup=warmup_runs,
+                                  threads=resolve_threads(threads) or torch.get_num_threads())
+            timed = measure_latency(model, eager, shape)
+        else:
+            timed = None
     finally:
         model.train(was_training)
     params_by_module = parameter_count(model)

@@ -118,6 +118,7 @@ def refused_in_process(capfd, argv: list[str], *facts: str) -> str:
     assert result.returncode == 2, result.stdout + result.stderr
     return one_error_line(result.stderr, argv[0], *facts, out=result.stdout)
 
+
 @pytest.hookimpl(optionalhook=True)  # an xdist hook: pytest -p no:xdist runs without it
 def pytest_xdist_auto_num_workers(config) -> int:
     """``-n auto``: one worker per core this process may use (a container's CPU quota counted, as

@@ -12,7 +12,7 @@ import pytest
 import torch
 import yaml
 from conftest import assert_refusal
-from search_helpers import tiny_experiment_data, write_tiny_experiment
+from search_helpers import tiny_experiment, tiny_experiment_data, write_tiny_experiment
 
 import compressor
 from compressor.errors import ConfigError, ExportError, MissingExtraError
@@ -266,8 +266,6 @@ class LocalMeanSign(torch.nn.Module):
 def test_int8_calibrated_on_normalized_patches_predicts_as_the_network_does(tmp_path):
     """int8's activation ranges come from the training patches as the network sees them
     (normalized); calibrated on anything else, every activation rounds to one value."""
-    from search_helpers import tiny_experiment
-
     from compressor.deploy import deploy
     from compressor.finetune import calibration_batches
 

@@ -22,13 +22,12 @@ from compressor.study import trial_records
 # seed giving the same search.
 
 FLOP_BUDGET = 12e6
-SMALL = dict(overrides=("budget.max_params=null", "budget.max_flops=12M"), n_trials=8, sampler="nsga2",
-             rungs=[1 / 3], keep_fraction=0.34, min_trials_at_rung=1, seed=0)
 
 
 def _small_search(run_dir, n_trials: int):
-    settings = {**SMALL, "n_trials": n_trials}
-    return run_search(tiny_experiment(run_dir, settings.pop("overrides"), **settings), echo=lambda line: None)
+    experiment = tiny_experiment(run_dir, ("budget.max_params=null", "budget.max_flops=12M"), n_trials=n_trials,
+                                 sampler="nsga2", rungs=[1 / 3], keep_fraction=0.34, min_trials_at_rung=1, seed=0)
+    return run_search(experiment, echo=lambda line: None)
 
 
 @pytest.fixture(scope="module")
