@@ -260,6 +260,7 @@ CONFIG_BOUNDS: dict[str, Bound | Callable[[Any, str], Any]] = {
     "data.val_size": SIDE,
     "data.stride": SIDE,
     "data.val_fraction": FRACTION,
+    "data.test_fraction": FRACTION,
     "data.guard": Bound(0, MAX_SIDE),
     "data.folds": Bound(0, 1000),
     "data.fold": Bound(0, 999),
@@ -268,6 +269,10 @@ CONFIG_BOUNDS: dict[str, Bound | Callable[[Any, str], Any]] = {
     "data.palette": Bound(0, 255),
     # train
     "train.steps": STEPS,
+    "train.max_steps": STEPS,
+    "train.patience": POSITIVE_COUNT,
+    "train.eval_every": STEPS,
+    "train.min_delta": NON_NEGATIVE,
     "train.batch_size": BATCH,
     "train.lr": POSITIVE,
     "train.weight_decay": NON_NEGATIVE,

@@ -172,7 +172,7 @@ def compress(
     )
 
 
-def finetuned(experiment: Experiment, steps: int | None) -> Experiment:
+def finetuned(experiment: Experiment, steps: int | str | None) -> Experiment:
     """``experiment`` with ``finetune.steps`` set (None: unchanged)."""
     if steps is None:
         return experiment

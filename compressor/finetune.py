@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 
@@ -34,7 +35,8 @@ class FinetuneConfig:
     """How a network with inherited weights is fine-tuned (the ``finetune:`` section).
 
     Attributes:
-        steps: optimizer steps (null: the ``train:`` section's).
+        steps: optimizer steps, or ``auto`` (until validation stops improving, see
+            :class:`~compressor.train.TrainConfig`; null: the ``train:`` section's).
         lr: peak learning rate (null: the ``train:`` section's).
         warmup_fraction: share of the steps spent warming up.
         bn_reestimate: batches of training patches that re-estimate every batch norm's
@@ -50,7 +52,7 @@ class FinetuneConfig:
             with its default arguments is then the stored baseline itself).
     """
 
-    steps: int | None = None
+    steps: int | Literal["auto"] | None = None
     lr: float | None = 3e-4
     warmup_fraction: float = 0.0
     bn_reestimate: int = 16
@@ -60,9 +62,11 @@ class FinetuneConfig:
     parent_steps: int | None = None
 
     def __post_init__(self) -> None:
+        if isinstance(self.steps, str) and self.steps != "auto":
+            raise ConfigError(f"finetune.steps must be a number of steps, 'auto' or null, got {self.steps!r}")
         for key in ("steps", "parent_steps"):
             value = getattr(self, key)
-            if value is not None and value < 1:
+            if value is not None and not isinstance(value, str) and value < 1:
                 raise ConfigError(f"finetune.{key} must be >= 1 or null, got {value}")
         if self.lr is not None and not self.lr > 0:
             raise ConfigError(f"finetune.lr must be > 0, got {self.lr}")
@@ -76,9 +80,16 @@ class FinetuneConfig:
     def train_config(self, train: TrainConfig, *, distill: bool) -> TrainConfig:
         """``train`` with this section's steps, rate, warm-up and batch-norm re-estimation,
         and distillation from the parent if ``distill``."""
+        steps = self.steps or train.steps
+        schedule = train.schedule
+        if steps == "auto" and schedule == "cosine":
+            schedule = "plateau"  # a run of unknown length cannot follow a cosine
+        elif steps != "auto" and schedule == "plateau":
+            schedule = "cosine"
         return dataclasses.replace(
             train,
-            steps=self.steps or train.steps,
+            steps=steps,
+            schedule=schedule,
             lr=self.lr if self.lr is not None else train.lr,
             warmup_fraction=self.warmup_fraction,
             bn_reestimate=self.bn_reestimate,

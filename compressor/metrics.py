@@ -2,6 +2,7 @@
 
 Everything is computed from one integer confusion matrix accumulated over whole
 validation scenes, so the numbers are exact pixel counts, not averages of per-batch scores.
+Unlabelled pixels (:data:`IGNORE_INDEX` in the target) are counted nowhere.
 A class that appears neither in the labels nor in the predictions has no IoU or F1
 (``nan``); means skip it.
 """
@@ -19,7 +20,10 @@ import torch
 from compressor.errors import ConfigError
 from compressor.tables import format_table
 
-__all__ = ["ConfusionMatrix", "SegmentationMetrics", "metric_value", "constant_metrics"]
+IGNORE_INDEX = 255
+"""The class index of unlabelled pixels (the same as :data:`compressor.data.base.IGNORE_INDEX`)."""
+
+__all__ = ["IGNORE_INDEX", "ConfusionMatrix", "SegmentationMetrics", "metric_value", "constant_metrics"]
 
 
 class ConfusionMatrix:
@@ -30,6 +34,9 @@ class ConfusionMatrix:
         >>> matrix.update(torch.tensor([[0, 1], [1, 1]]), torch.tensor([[0, 1], [0, 1]]))
         >>> matrix.counts.tolist()
         [[1, 1], [0, 2]]
+        >>> matrix.update(torch.tensor([1, 0]), torch.tensor([IGNORE_INDEX, 1]))  # the unlabelled pixel is left out
+        >>> matrix.counts.tolist()
+        [[1, 1], [1, 2]]
     """
 
     def __init__(self, num_classes: int) -> None:
@@ -44,6 +51,9 @@ class ConfusionMatrix:
         target = torch.as_tensor(target).reshape(-1).long().cpu()
         if prediction.shape != target.shape:
             raise ValueError(f"prediction has {prediction.numel()} pixels, target {target.numel()}")
+        labelled = target != IGNORE_INDEX
+        if not bool(labelled.all()):
+            prediction, target = prediction[labelled], target[labelled]
         pairs = target * self.num_classes + prediction
         counts = torch.bincount(pairs, minlength=self.num_classes**2)
         self.counts += counts.numpy().reshape(self.num_classes, self.num_classes)

@@ -40,7 +40,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", metavar="FILE", help="trained weights for MODEL (a state_dict or a compressor checkpoint)")
     add_builder_arguments(parser)
     add_recipe_arguments(parser)
-    parser.add_argument("--steps", type=STEPS.argument("--steps"), metavar="N", help="fine-tuning steps (default: finetune.steps, else train.steps)")
+    parser.add_argument("--steps", type=_steps, metavar="N",
+                        help="fine-tuning steps, or auto: until validation stops improving, at most train.max_steps "
+                             "(default: finetune.steps, else train.steps)")
     parser.add_argument("--no-distill", action="store_true", help="fine-tune without distilling from the original")
     parser.add_argument("--out", type=output_argument("--out"), metavar="PATH", help="where to save the result (default: <run_dir>/compress/<model>-<recipe hash>.pt)")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
@@ -120,3 +122,11 @@ def _is_weights_file(path: Path) -> bool:
         return False  # a model file, refused for what it is
     return isinstance(payload, dict) and ("state_dict" in payload or all(
         isinstance(value, torch.Tensor) for value in payload.values()))
+
+
+def _steps(text: str) -> int | str:
+    """``--steps``: a number of steps or ``auto``."""
+    return "auto" if text.strip().lower() == "auto" else STEPS.parse(text, "--steps")
+
+
+_steps.__name__ = "--steps"

@@ -16,7 +16,7 @@ from compressor.units import format_count
 
 COMMAND = {"name": "train", "help": "train one model of an experiment and print its metrics",
            "description": "Train one model on an experiment's data with its recipe; evaluate on the whole "
-                          "validation set."}
+                          "validation set (and, where the data has one, once on the test region)."}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -46,14 +46,21 @@ def report(trained: TrainedModel) -> str:
     result, cost = trained.result, trained.cost
     shape = "x".join(str(size) for size in cost.input_shape)
     stopped = " (stopped early)" if result.stopped_early else ""
+    if result.best_step is not None:
+        ending = "validation stopped improving" if result.converged else "max_steps reached before validation stopped improving"
+        stopped = f" ({ending}; the best weights, step {result.best_step}, kept)"
     lines = [
         f"{trained.label}: {format_count(cost.params)} params, {format_count(cost.flops)} FLOPs at {shape}",
         f"trained {result.steps_done} steps{stopped} in {result.train_seconds:.1f} s, evaluated in "
         f"{result.eval_seconds:.1f} s, on {result.device} with {result.threads} threads",
-        "",
-        result.metrics.table(),
-        result.metrics.summary(),
     ]
+    if len(result.history) > 1:
+        curve = ", ".join(f"{step}: {metrics.score:.3f}" for step, metrics in result.history)
+        lines.append(f"validation {result.metrics.score_name} by step: {curve}")
+    lines += ["", *(["validation:"] if trained.test_metrics is not None else []), result.metrics.table(),
+              result.metrics.summary()]
+    if trained.test_metrics is not None:
+        lines += ["", "test (held out; chose nothing):", trained.test_metrics.table(), trained.test_metrics.summary()]
     if trained.output_dir is not None:
         lines.append(f"results: {trained.output_dir}/ (metrics.json, config.yaml, model.pt)")
     return "\n".join(lines)

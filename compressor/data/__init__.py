@@ -1,4 +1,4 @@
-"""Datasets: the real SpaceNet sample tile, synthetic aerial scenes, and image/mask folders.
+"""Datasets: three real tasks (SpaceNet buildings and roads, Sentinel-2 land use), synthetic scenes, image/mask folders.
 
 Each kind registers its configuration class in :data:`DATASETS` under the name used in
 an experiment's ``data:`` section; ``config.build()`` returns a :class:`SegmentationData`.
@@ -6,22 +6,25 @@ an experiment's ``data:`` section; ``config.build()`` returns a :class:`Segmenta
 Example:
     >>> from compressor.data import DATASETS
     >>> DATASETS.names()
-    ['folder', 'spacenet_sample', 'synthetic']
+    ['folder', 'sentinel2_landuse', 'spacenet_roads', 'spacenet_sample', 'synthetic']
 """
 
 from __future__ import annotations
 
-from compressor.data import folder, spacenet, synthetic  # noqa: F401  (importing registers the kinds)
+from compressor.data import folder, sentinel2, spacenet, synthetic  # noqa: F401  (importing registers the kinds)
 from compressor.lazy import lazy_exports
 
 _PUBLIC = {
-    **dict.fromkeys(["DATASETS", "DataConfig", "DataError", "Normalization", "Scene", "SegmentationData",
-                     "register_dataset"], "compressor.data.base"),
+    **dict.fromkeys(["DATASETS", "IGNORE_INDEX", "DataConfig", "DataError", "Normalization", "Scene",
+                     "SegmentationData", "register_dataset"], "compressor.data.base"),
     **dict.fromkeys(["CACHE_ENV", "PinnedWheel", "cache_dir", "fetch_wheel"], "compressor.data.cache"),
     **dict.fromkeys(["FolderConfig", "PRESETS"], "compressor.data.folder"),
-    **dict.fromkeys(["SpacenetSampleConfig", "TileSource", "SOLARIS_SAMPLE", "read_tile"], "compressor.data.spacenet"),
+    **dict.fromkeys(["SpacenetSampleConfig", "SpacenetRoadsConfig", "TileSource", "SOLARIS_SAMPLE", "SOLARIS_ROADS",
+                     "read_tile"], "compressor.data.spacenet"),
+    **dict.fromkeys(["Sentinel2LanduseConfig", "LANDUSE_CLASSES", "read_landuse_scene"], "compressor.data.sentinel2"),
+    **dict.fromkeys(["SpatialSplitConfig"], "compressor.data.splits"),
     **dict.fromkeys(["SyntheticConfig", "LABEL_SETS", "synthesize_scene"], "compressor.data.synthetic"),
-    **dict.fromkeys(["PatchDataset", "grid_windows", "split_regions", "fold_regions", "window_starts"],
+    **dict.fromkeys(["PatchDataset", "grid_windows", "hold_out", "split_regions", "fold_regions", "window_starts"],
                     "compressor.data.tiling"),
 }
 

@@ -20,9 +20,11 @@ import torch
 from torch.utils.data import Dataset
 
 from compressor.errors import CompressorError
+from compressor.metrics import IGNORE_INDEX  # unlabelled pixels: the loss and the metrics leave them out
 from compressor.registry import Registry
 
 __all__ = [
+    "IGNORE_INDEX",
     "DATASETS",
     "DataConfig",
     "DataError",
@@ -43,21 +45,26 @@ MaskDecoder = Callable[[np.ndarray, str], np.ndarray]
 """Turns a raw mask window into class indices (uint8); the ``str`` names the scene for errors."""
 
 
-def class_index_decoder(num_classes: int) -> MaskDecoder:
-    """A decoder for masks that already hold class indices ``0 .. num_classes - 1``.
+def class_index_decoder(num_classes: int, *, ignore: int | None = None) -> MaskDecoder:
+    """A decoder for masks that already hold class indices ``0 .. num_classes - 1`` (and ``ignore``, if given).
 
     Example:
         >>> decode = class_index_decoder(2)
         >>> decode(np.array([[0, 1]]), "a.png").tolist()
         [[0, 1]]
+        >>> class_index_decoder(2, ignore=IGNORE_INDEX)(np.array([[1, 255]]), "a.png").tolist()
+        [[1, 255]]
     """
 
     def decode(raw: np.ndarray, where: str) -> np.ndarray:
         if raw.ndim != 2:
             raise DataError(f"{where}: expected a single-channel mask of class indices, got shape {raw.shape}")
-        if raw.size and int(raw.max()) >= num_classes:
-            bad = sorted(int(value) for value in np.unique(raw[raw >= num_classes])[:5])
-            raise DataError(f"{where}: mask values {bad} are not class indices below {num_classes}")
+        bad = raw >= num_classes
+        if ignore is not None:
+            bad &= raw != ignore
+        if raw.size and bad.any():
+            values = sorted(int(value) for value in np.unique(raw[bad])[:5])
+            raise DataError(f"{where}: mask values {values} are not class indices below {num_classes}")
         return raw.astype(np.uint8, copy=False)
 
     return decode
@@ -207,6 +214,8 @@ class SegmentationData:
         val: whole validation scenes, evaluated with a sliding window.
         normalization: applied to training patches; apply it to validation windows too.
         description: one line for logs and reports.
+        test: whole test scenes, for the numbers reported at the end only (empty: the data
+            has no test region).
     """
 
     name: str
@@ -216,6 +225,21 @@ class SegmentationData:
     val: tuple[Scene, ...]
     normalization: Normalization
     description: str = ""
+    test: tuple[Scene, ...] = ()
+
+    def scenes(self, split: str) -> tuple[Scene, ...]:
+        """The whole scenes of ``split`` (``val`` or ``test``).
+
+        Raises:
+            DataError: ``test`` asked of data without a test region, or an unknown split.
+        """
+        if split == "val":
+            return self.val
+        if split == "test":
+            if not self.test:
+                raise DataError(f"data {self.name!r} has no test region; set data.test_fraction (e.g. 0.2)")
+            return self.test
+        raise DataError(f"unknown split {split!r}; expected 'val' or 'test'")
 
     @property
     def num_classes(self) -> int:

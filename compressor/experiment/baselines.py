@@ -185,7 +185,7 @@ def ensure_baselines(
             records.append(stored[model])
             continue
         data = data or experiment.data.build(cache_dir=cache_dir)
-        log.info("baseline %s: training %d steps (once; stored in %s)", model, experiment.train.steps,
+        log.info("baseline %s: training %s steps (once; stored in %s)", model, experiment.train.steps,
                  baseline_path(experiment, model))
         started = time.perf_counter()
         trained = train_model(experiment, model=ModelConfig(name=model), data=data)
@@ -262,10 +262,10 @@ def ensure_parent(
         if reused:
             metrics = load_checkpoint(path).metrics or {}
         else:
-            log.info("parent %s: training %d steps (once; stored in %s)", model_config.name, steps, path)
+            log.info("parent %s: training %s steps (once; stored in %s)", model_config.name, steps, path)
             trained = train_model(settings, model=model_config, data=data, cache_dir=cache_dir)
             metrics = trained.result.metrics.to_dict()
-            save_checkpoint(path, trained.model, step=steps, metrics=trained.result.metrics,
+            save_checkpoint(path, trained.model, step=trained.result.steps_done, metrics=trained.result.metrics,
                             extra={"model": to_data(model_config), "key": key})
             log.info("parent %s: %s", model_config.name, trained.result.metrics.summary())
     data = data or experiment.data.build(cache_dir=cache_dir)

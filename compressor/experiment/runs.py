@@ -16,10 +16,12 @@ from compressor.cost import Cost, measure
 from compressor.data.base import SegmentationData
 from compressor.experiment.config import Experiment, ModelConfig
 from compressor.io import atomic_write_text
+from compressor.metrics import SegmentationMetrics
 from compressor.saving import save_model
 from compressor.train import (
     Callback,
     TrainResult,
+    evaluate,
     seed_everything,
     train,
 )
@@ -29,7 +31,11 @@ __all__ = ["TrainedModel", "model_label", "train_model"]
 
 @dataclass
 class TrainedModel:
-    """A model trained by :func:`train_model`, with its cost and where its files went."""
+    """A model trained by :func:`train_model`, with its cost and where its files went.
+
+    ``test_metrics``: its evaluation on the data's test region (None: the data has none),
+    made once after training; nothing in training looked at it.
+    """
 
     label: str
     model: nn.Module
@@ -37,12 +43,14 @@ class TrainedModel:
     cost: Cost
     output_dir: Path | None
     recipe: str | None = None
+    test_metrics: SegmentationMetrics | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "model": self.label,
             "recipe": self.recipe,
             **self.result.to_dict(),
+            **({"test_metrics": self.test_metrics.to_dict()} if self.test_metrics is not None else {}),
             "cost": self.cost.to_dict(modules=False),
         }
 
@@ -117,10 +125,11 @@ def train_model(
     result = train(
         network, data, experiment.train, evaluate_at=evaluate_at, callback=callback, description=label, teacher=teacher,
     )
+    test_metrics = evaluate(network, data, experiment.train, split="test") if data.test and not result.stopped_early else None
     cost = measure(network.cpu(), experiment.cost_input_shape(data.in_channels), latency_runs=experiment.cost.latency_runs,
                    latency=experiment.cost.latency)
     recipe_name = None if loaded_recipe is None else (str(recipe) if isinstance(recipe, (str, Path)) else loaded_recipe.short())
-    trained = TrainedModel(label, network, result, cost, Path(output_dir) if output_dir else None, recipe_name)
+    trained = TrainedModel(label, network, result, cost, Path(output_dir) if output_dir else None, recipe_name, test_metrics)
     if output_dir is not None:
         _write_run(trained, experiment, model_config, loaded_recipe)
     return trained

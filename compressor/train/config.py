@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import ClassVar, Literal
 
 from compressor.errors import ConfigError
 
@@ -46,14 +46,19 @@ class TrainConfig:
     """How to train (the ``train:`` section of an experiment).
 
     Attributes:
-        steps: optimizer steps.
+        steps: optimizer steps, or ``auto``: train until the validation score stops
+            improving (``patience`` evaluations every ``eval_every`` steps without a gain of
+            more than ``min_delta``), at most ``max_steps``, and keep the best weights seen.
         batch_size: patches per step.
         optimizer: ``adamw`` or ``sgd`` (with Nesterov momentum).
         lr: peak learning rate.
         weight_decay: decoupled (AdamW) or L2 (SGD) weight decay.
         momentum: SGD momentum.
-        schedule: ``cosine`` (decay to 0 after the warm-up) or ``constant``.
-        warmup_fraction: share of the steps spent ramping the learning rate up linearly.
+        schedule: ``cosine`` (decay to 0 after the warm-up), ``constant``, or ``plateau``
+            (with ``steps: auto``: constant after the warm-up, times 0.3 each time half of
+            ``patience`` evaluations pass without a gain; what suits a run of unknown length).
+        warmup_fraction: share of the steps (of ``max_steps`` with ``steps: auto``) spent
+            ramping the learning rate up linearly.
         dice_weight: weight of the soft Dice loss added to the cross-entropy.
         class_weights: ``auto`` (inverse square root of the class frequencies in the
             training patches), ``none``, or one weight per class.
@@ -72,15 +77,25 @@ class TrainConfig:
             model (no gradient) to re-estimate every batch norm's running statistics from
             scratch; what a transformed network with inherited norms needs (0: none).
         distill: distillation from a teacher (:class:`DistillConfig`).
+        max_steps: with ``steps: auto``, the most optimizer steps.
+        patience: with ``steps: auto``, evaluations without a gain before training stops.
+        eval_every: with ``steps: auto``, optimizer steps between validation evaluations.
+        min_delta: with ``steps: auto``, the least rise of the validation score that counts
+            as a gain.
+
+    The four ``steps: auto`` settings are left out of the plain data while at their
+    defaults, so results stored before they existed keep their keys.
     """
 
-    steps: int = 200
+    omit_when_default: ClassVar[tuple[str, ...]] = ("max_steps", "patience", "eval_every", "min_delta")
+
+    steps: int | Literal["auto"] = 200
     batch_size: int = 8
     optimizer: Literal["adamw", "sgd"] = "adamw"
     lr: float = 1e-3
     weight_decay: float = 1e-4
     momentum: float = 0.9
-    schedule: Literal["cosine", "constant"] = "cosine"
+    schedule: Literal["cosine", "constant", "plateau"] = "cosine"
     warmup_fraction: float = 0.05
     dice_weight: float = 0.5
     class_weights: Literal["auto", "none"] | list[float] = "auto"
@@ -95,11 +110,28 @@ class TrainConfig:
     progress: bool = True
     bn_reestimate: int = 0
     distill: DistillConfig = field(default_factory=DistillConfig)
+    max_steps: int = 5000
+    patience: int = 6
+    eval_every: int = 100
+    min_delta: float = 0.001
 
     def __post_init__(self) -> None:
-        for key in ("steps", "batch_size", "eval_window", "eval_batch_size"):
-            if getattr(self, key) < 1:
-                raise ConfigError(f"train.{key} must be >= 1, got {getattr(self, key)}")
+        if isinstance(self.steps, str) and self.steps != "auto":
+            raise ConfigError(f"train.steps must be a number of steps or 'auto', got {self.steps!r}")
+        for key in ("steps", "batch_size", "eval_window", "eval_batch_size", "max_steps", "patience", "eval_every"):
+            value = getattr(self, key)
+            if not isinstance(value, str) and value < 1:
+                raise ConfigError(f"train.{key} must be >= 1, got {value}")
+        if self.min_delta < 0:
+            raise ConfigError(f"train.min_delta must be >= 0, got {self.min_delta}")
+        if self.auto and self.schedule == "cosine":
+            raise ConfigError(
+                "train.steps: auto needs train.schedule: plateau (or constant); a cosine decays over a known "
+                "number of steps"
+            )
+        if not self.auto and self.schedule == "plateau":
+            raise ConfigError("train.schedule: plateau needs train.steps: auto (it lowers the rate when "
+                              "validation stops improving)")
         if not self.lr > 0:
             raise ConfigError(f"train.lr must be > 0, got {self.lr}")
         if not 0 <= self.warmup_fraction < 1:
@@ -110,3 +142,13 @@ class TrainConfig:
             raise ConfigError(f"train.threads must be 'auto' or >= 1, got {self.threads}")
         if self.bn_reestimate < 0:
             raise ConfigError(f"train.bn_reestimate must be >= 0 batches, got {self.bn_reestimate}")
+
+    @property
+    def auto(self) -> bool:
+        """Whether training runs until validation stops improving (``steps: auto``)."""
+        return self.steps == "auto"
+
+    @property
+    def step_limit(self) -> int:
+        """The most optimizer steps: ``steps``, or ``max_steps`` with ``steps: auto``."""
+        return self.max_steps if self.auto else int(self.steps)

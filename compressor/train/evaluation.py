@@ -69,18 +69,26 @@ def predict_scene(
     return total / hits
 
 
-def evaluate(model: nn.Module, data: SegmentationData, config: TrainConfig | None = None) -> SegmentationMetrics:
-    """Metrics of ``model`` over every pixel of every validation scene (sliding window).
+def evaluate(
+    model: nn.Module, data: SegmentationData, config: TrainConfig | None = None, *, split: str = "val"
+) -> SegmentationMetrics:
+    """Metrics of ``model`` over every labelled pixel of every scene of ``split`` (sliding window).
 
-    The model is evaluated in eval mode and returned to the mode it was in.
+    ``split`` is ``val`` (what training and search choose by) or ``test`` (the held-out
+    region, for reported numbers only). The model is evaluated in eval mode and returned
+    to the mode it was in.
+
+    Raises:
+        DataError: ``split="test"`` on data without a test region.
     """
     config = config or TrainConfig()
+    scenes = data.scenes(split)
     device = next((parameter.device for parameter in model.parameters()), torch.device("cpu"))
     was_training = model.training
     model.eval()
     matrix = ConfusionMatrix(data.num_classes)
     try:
-        for scene in data.val:
+        for scene in scenes:
             probabilities = predict_scene(
                 model, scene, data, window=config.eval_window, overlap=config.eval_overlap,
                 batch_size=config.eval_batch_size, device=device,

@@ -25,6 +25,7 @@ from compressor.train.config import TrainConfig
 from compressor.train.determinism import deterministic_kernels, resolve_device
 from compressor.train.evaluation import evaluate, forward_checked
 from compressor.train.losses import class_weights, dice_loss, distillation_loss, weighted_cross_entropy
+from compressor.train.plateau import Plateau
 
 __all__ = ["TrainingError", "StopTraining", "Callback", "TrainResult", "evaluation_steps", "train", "reestimate_batchnorm"]
 
@@ -51,15 +52,20 @@ class TrainResult:
     """What a training run produced.
 
     Attributes:
-        metrics: the final evaluation, or the last intermediate one if stopped early.
+        metrics: the final evaluation, or the last intermediate one if stopped early; with
+            ``steps: auto``, the evaluation of the best weights (those the model is left with).
         steps_done: optimizer steps taken.
         stopped_early: a callback stopped the run.
-        history: ``(step, metrics)`` of every evaluation, in order.
+        history: ``(step, metrics)`` of every evaluation, in order: the learning curve.
         losses: the training loss of every step.
         train_seconds: wall time of the optimizer steps (data and augmentation included).
         eval_seconds: wall time of the evaluations.
         device: where it ran.
         threads: torch CPU threads it ran with.
+        best_step: with ``steps: auto``, the step of the best validation score (the
+            weights kept); None otherwise.
+        converged: with ``steps: auto``, whether validation stopped improving before
+            ``max_steps`` (False: the cap ended the run).
     """
 
     metrics: SegmentationMetrics
@@ -71,6 +77,8 @@ class TrainResult:
     eval_seconds: float
     device: str
     threads: int
+    best_step: int | None = None
+    converged: bool = False
 
     @property
     def wall_seconds(self) -> float:
@@ -89,6 +97,7 @@ class TrainResult:
             "wall_seconds": round(self.wall_seconds, 3),
             "device": self.device,
             "threads": self.threads,
+            **({"best_step": self.best_step, "converged": self.converged} if self.best_step is not None else {}),
         }
 
 
@@ -162,7 +171,10 @@ def train(
     """
     config = config or TrainConfig()
     device = resolve_device(config.device)
-    checkpoints = evaluation_steps(config.steps, evaluate_at)
+    limit = config.step_limit
+    checkpoints = evaluation_steps(limit, evaluate_at)  # the caller's: the callback is asked there
+    evaluations = set(checkpoints) | (set(range(config.eval_every, limit, config.eval_every)) if config.auto else set())
+    plateau = Plateau(config.patience, config.min_delta, lower_rate=config.schedule == "plateau") if config.auto else None
     distill = config.distill if config.distill.active else None
     if distill is not None and teacher is None:
         raise ConfigError(f"train.distill.teacher is {config.distill.teacher!r} but no teacher model was given")
@@ -178,16 +190,16 @@ def train(
         weights = class_weights(data.class_frequencies(), config.class_weights)
         weights = None if weights is None else weights.to(device)
         optimizer = _optimizer(model, config)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(config))
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(config, plateau))
         batches = _batches(data, config, generator)
         history: list[tuple[int, SegmentationMetrics]] = []
         losses: list[float] = []
         train_seconds = eval_seconds = 0.0
         stopped = False
         step = 0
-        progress = tqdm(total=config.steps, desc=description, unit="step", disable=None if config.progress else True, leave=False)
+        progress = tqdm(total=limit, desc=description, unit="step", disable=None if config.progress else True, leave=False)
         try:
-            while step < config.steps and not stopped:
+            while step < limit and not stopped and not (plateau is not None and plateau.converged):
                 started = time.perf_counter()
                 images, masks = next(batches)
                 images, masks = images.to(device, non_blocking=True), masks.to(device, non_blocking=True)
@@ -214,28 +226,41 @@ def train(
                 losses.append(value)
                 train_seconds += time.perf_counter() - started
                 progress.update()
-                if step % 10 == 0 or step == config.steps:
+                if step % 10 == 0 or step == limit:
                     progress.set_postfix(loss=f"{np.mean(losses[-10:]):.3f}")
-                if step in checkpoints:
+                if step in evaluations:
                     started = time.perf_counter()
                     metrics = evaluate(model, data, config)
                     eval_seconds += time.perf_counter() - started
                     history.append((step, metrics))
+                    if plateau is not None:
+                        plateau.update(step, metrics.score, model)
                     if checkpoint_path is not None:
                         save_checkpoint(checkpoint_path, model, step=step, metrics=metrics, optimizer=optimizer)
-                    stopped = _wants_stop(callback, step, metrics)
+                    if step in checkpoints:
+                        stopped = _wants_stop(callback, step, metrics)
         finally:
             progress.close()
-        if not stopped:
+        if not stopped and (not history or history[-1][0] != step):
             started = time.perf_counter()
             history.append((step, evaluate(model, data, config)))
             eval_seconds += time.perf_counter() - started
+            if plateau is not None:
+                plateau.update(step, history[-1][1].score, model)
             if checkpoint_path is not None:
                 save_checkpoint(checkpoint_path, model, step=step, metrics=history[-1][1], optimizer=optimizer)
+        metrics = history[-1][1]
+        if plateau is not None and not stopped:
+            plateau.restore(model)
+            metrics = dict(history)[plateau.best_step]
+            if checkpoint_path is not None:
+                save_checkpoint(checkpoint_path, model, step=step, metrics=metrics, optimizer=optimizer)
         model.eval()
         return TrainResult(
-            metrics=history[-1][1], steps_done=step, stopped_early=stopped, history=history, losses=losses,
+            metrics=metrics, steps_done=step, stopped_early=stopped, history=history, losses=losses,
             train_seconds=train_seconds, eval_seconds=eval_seconds, device=str(device), threads=threads,
+            best_step=None if plateau is None else plateau.best_step,
+            converged=plateau is not None and plateau.converged,
         )
 
 
@@ -306,12 +331,15 @@ def _optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
     return torch.optim.AdamW(parameters, lr=config.lr, weight_decay=config.weight_decay)
 
 
-def _schedule(config: TrainConfig) -> Callable[[int], float]:
-    warmup = int(config.warmup_fraction * config.steps)
+def _schedule(config: TrainConfig, plateau: Plateau | None = None) -> Callable[[int], float]:
+    """The learning rate's factor at each step: a linear warm-up, then the schedule (the plateau's drops read live)."""
+    warmup = int(config.warmup_fraction * config.step_limit)
 
     def factor(step: int) -> float:
         if step < warmup:
             return (step + 1) / warmup
+        if config.schedule == "plateau":
+            return plateau.lr_scale if plateau is not None else 1.0
         if config.schedule == "constant":
             return 1.0
         progress = (step - warmup) / max(1, config.steps - warmup)

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from compressor.errors import ConfigError
+from compressor.metrics import IGNORE_INDEX
 
 __all__ = ["class_weights", "weighted_cross_entropy", "summed_cross_entropy", "dice_loss", "distillation_loss"]
 
@@ -43,12 +44,17 @@ def class_weights(frequencies: np.ndarray, setting: str | Sequence[float]) -> to
 def weighted_cross_entropy(logits: torch.Tensor, target: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
     """``F.cross_entropy(logits, target, weight=weights)``, reduced so that it is deterministic on a GPU.
 
+    Unlabelled pixels (:data:`~compressor.metrics.IGNORE_INDEX`) add nothing; a batch with no
+    labelled pixel has loss 0 (with a gradient, of zeros).
+
     PyTorch's weighted 2-d reduction adds with atomics on CUDA (a different sum each run);
     there the loss is :func:`summed_cross_entropy`. On the CPU PyTorch's own reduction is
     kept, so CPU results are unchanged to the bit.
     """
+    if not bool((target != IGNORE_INDEX).any()):
+        return logits.sum() * 0.0
     if weights is None or not logits.is_cuda:
-        return F.cross_entropy(logits, target, weight=weights)
+        return F.cross_entropy(logits, target, weight=weights, ignore_index=IGNORE_INDEX)
     return summed_cross_entropy(logits, target, weights)
 
 
@@ -61,12 +67,14 @@ def summed_cross_entropy(logits: torch.Tensor, target: torch.Tensor, weights: to
         >>> torch.allclose(summed_cross_entropy(logits, target, weights), F.cross_entropy(logits, target, weight=weights))
         True
     """
-    pixel_weights = weights[target]
-    return (F.cross_entropy(logits, target, reduction="none") * pixel_weights).sum() / pixel_weights.sum()
+    labelled = target != IGNORE_INDEX
+    pixel_weights = weights[torch.where(labelled, target, 0)] * labelled
+    losses = F.cross_entropy(logits, target, reduction="none", ignore_index=IGNORE_INDEX)
+    return (losses * pixel_weights).sum() / pixel_weights.sum()
 
 
 def dice_loss(logits: torch.Tensor, target: torch.Tensor, *, smooth: float = 1.0) -> torch.Tensor:
-    """``1 -`` the mean over classes of the soft Dice score, pooled over the batch.
+    """``1 -`` the mean over classes of the soft Dice score, pooled over the batch's labelled pixels.
 
     Example:
         >>> target = torch.tensor([[[0, 1], [1, 1]]])
@@ -74,8 +82,10 @@ def dice_loss(logits: torch.Tensor, target: torch.Tensor, *, smooth: float = 1.0
         >>> round(float(dice_loss(perfect, target)), 4)
         0.0
     """
-    probabilities = logits.softmax(dim=1)
-    one_hot = F.one_hot(target, logits.shape[1]).permute(0, 3, 1, 2).to(probabilities.dtype)
+    labelled = (target != IGNORE_INDEX).unsqueeze(1)
+    probabilities = logits.softmax(dim=1) * labelled
+    one_hot = F.one_hot(torch.where(labelled.squeeze(1), target, 0), logits.shape[1]).permute(0, 3, 1, 2)
+    one_hot = one_hot.to(probabilities.dtype) * labelled
     dims = (0, 2, 3)
     intersection = (probabilities * one_hot).sum(dims)
     total = probabilities.sum(dims) + one_hot.sum(dims)

@@ -1,0 +1,68 @@
+"""Training to convergence (``train.steps: auto``): early stopping on the validation score, the best weights kept.
+
+:class:`Plateau` watches the validation score at each evaluation. A rise of more than
+``min_delta`` over the best so far is a gain: the weights are copied (to the CPU) as the
+best. Without a gain for half of ``patience`` evaluations, the ``plateau`` schedule lowers
+the learning rate to 0.3x (again at each further half); after ``patience`` evaluations
+without a gain, training stops and the best weights are put back.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+__all__ = ["Plateau", "LR_DROP"]
+
+#: what the ``plateau`` schedule multiplies the learning rate by at each drop
+LR_DROP = 0.3
+
+
+@dataclass
+class Plateau:
+    """The early-stopping state of one run.
+
+    Example:
+        >>> plateau = Plateau(patience=4, min_delta=0.01, lower_rate=True)
+        >>> [plateau.update(step, score) for step, score in [(1, 0.5), (2, 0.505), (3, 0.52), (4, 0.51), (5, 0.5)]]
+        [True, False, True, False, False]
+        >>> plateau.best_step, plateau.bad, plateau.lr_scale, plateau.converged
+        (3, 2, 0.3, False)
+        >>> plateau.update(6, 0.5), plateau.update(7, 0.5), plateau.converged
+        (False, False, True)
+    """
+
+    patience: int
+    min_delta: float
+    lower_rate: bool
+    best_score: float = -math.inf
+    best_step: int | None = None
+    bad: int = 0
+    lr_scale: float = 1.0
+    best_state: dict[str, torch.Tensor] | None = field(default=None, repr=False)
+
+    @property
+    def converged(self) -> bool:
+        """``patience`` evaluations in a row without a gain."""
+        return self.bad >= self.patience
+
+    def update(self, step: int, score: float, model: nn.Module | None = None) -> bool:
+        """Records the score of the evaluation at ``step``; returns whether it is a gain (then ``model``'s weights are kept)."""
+        score = 0.0 if math.isnan(score) else score
+        if score > self.best_score + self.min_delta or self.best_step is None:
+            self.best_score, self.best_step, self.bad = score, step, 0
+            if model is not None:
+                self.best_state = {key: value.detach().to("cpu", copy=True) for key, value in model.state_dict().items()}
+            return True
+        self.bad += 1
+        if self.lower_rate and self.bad % max(1, self.patience // 2) == 0:
+            self.lr_scale *= LR_DROP
+        return False
+
+    def restore(self, model: nn.Module) -> None:
+        """Puts the best weights back into ``model`` (nothing if none were kept)."""
+        if self.best_state is not None:
+            model.load_state_dict(self.best_state)
