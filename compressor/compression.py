@@ -60,6 +60,8 @@ class CompressResult:
         distilled: whether the fine-tuning distilled from the teacher.
         seconds: wall time of each phase (``transform``, ``finetune``, ``evaluate``).
         example_shape: the input shape the recipe was applied (and the records costed) at.
+        teacher_test_metrics, student_test_metrics: teacher and fine-tuned student on the
+            data's test region, evaluated once at the end (None: the data has none).
     """
 
     student: nn.Module
@@ -72,6 +74,8 @@ class CompressResult:
     distilled: bool
     seconds: dict[str, float]
     example_shape: tuple[int, ...] = ()
+    teacher_test_metrics: SegmentationMetrics | None = None
+    student_test_metrics: SegmentationMetrics | None = None
 
     @property
     def student_metrics(self) -> SegmentationMetrics:
@@ -92,9 +96,14 @@ class CompressResult:
                 f"{self.teacher_cost.params / max(cost.params, 1):.1f}x", f"{self.teacher_cost.flops / max(cost.flops, 1):.1f}x",
                 "-" if seconds is None else f"{seconds:.0f} s",
             ])
+        headers = ["model", "params", "FLOPs", metric, "mIoU", "params ratio", "FLOPs ratio", "time"]
+        if self.student_test_metrics is not None and self.teacher_test_metrics is not None:
+            headers.insert(5, f"test {metric}")
+            for row, metrics in zip(rows, (self.teacher_test_metrics, None, self.student_test_metrics)):
+                row.insert(5, "-" if metrics is None else f"{metrics.score:.3f}")
         shape = "x".join(str(size) for size in self.student_cost.input_shape)
         return format_table(
-            ["model", "params", "FLOPs", metric, "mIoU", "params ratio", "FLOPs ratio", "time"], rows,
+            headers, rows,
             title=f"compression at input {shape} (ratio = teacher / model; FLOPs: one multiply-add = one flop)",
         )
 
@@ -105,6 +114,8 @@ class CompressResult:
             "student": {"metrics": self.student_metrics.to_dict(), "cost": self.student_cost.to_dict(modules=False),
                         "train": self.result.to_dict()},
             "records": [record.to_dict() for record in self.records],
+            **({"test": {"teacher": self.teacher_test_metrics.to_dict(), "student": self.student_test_metrics.to_dict()}}
+               if self.teacher_test_metrics is not None and self.student_test_metrics is not None else {}),
             "distilled": self.distilled,
             "seconds": {key: round(value, 2) for key, value in self.seconds.items()},
         }
@@ -163,12 +174,14 @@ def compress(
     tuning = dataclasses.replace(config, bn_reestimate=0)  # re-estimated once already, above
     result = train(student, data, tuning, teacher=teacher if distill else None, description="fine-tune")
     seconds["finetune"] = time.perf_counter() - started
+    tests = (evaluate(teacher, data, config, split="test"), evaluate(student, data, config, split="test")) if data.test else (None, None)
     shape = experiment.cost_input_shape(data.in_channels)
     student = student.cpu().eval()
     return CompressResult(
         student=student, records=records, teacher_metrics=teacher_metrics, inherited_metrics=inherited_metrics,
         result=result, teacher_cost=measure(teacher, shape), student_cost=measure(student, shape),
         distilled=distill, seconds=seconds, example_shape=tuple(example.shape),
+        teacher_test_metrics=tests[0], student_test_metrics=tests[1],
     )
 
 

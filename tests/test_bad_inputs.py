@@ -242,7 +242,7 @@ CASES = [
     Case("compressor apply unet --recipe bad_step_type.yaml --out small.pt",
          ("bad_step_type.yaml", "squeeze_ratio", "expected number", "'lots'")),
     Case("compressor search bad_key.yaml", ("bad_key.yaml", "train.learning_rate", "unknown key")),
-    Case("compressor search bad_type.yaml", ("bad_type.yaml", "train.steps", "expected integer", "'many'")),
+    Case("compressor search bad_type.yaml", ("bad_type.yaml", "train.steps", "expected integer or one of 'auto'", "'many'")),
     Case("compressor apply unet --recipe bad_optional.yaml --out small.pt",
          ("bad_optional.yaml", "transforms[0]", "optional", "'maybe'")),
     Case("compressor search tiny.yaml --max-params 10", ("params <= 10", "smallest", "params")),

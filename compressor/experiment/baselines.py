@@ -55,6 +55,8 @@ class BaselineRecord:
         path: the JSON file it is stored in; the trained weights are beside it
             (:attr:`weights_path`, a weights-only checkpoint).
         reused: True if it was read back rather than trained now.
+        history: every validation evaluation of its training, ``{"step": ..., **metrics}``
+            (its learning curve; empty for results stored before it was kept).
     """
 
     model: str
@@ -66,6 +68,7 @@ class BaselineRecord:
     wall_seconds: float
     path: Path
     reused: bool = False
+    history: list[dict[str, Any]] = dataclasses.field(default_factory=list)
 
     @property
     def weights_path(self) -> Path:
@@ -81,7 +84,8 @@ class BaselineRecord:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], *, path: Path) -> BaselineRecord:
         fields = ("model", "key", "metrics", "cost", "steps", "train_seconds", "wall_seconds")
-        return cls(**{name: data[name] for name in fields}, path=path, reused=True)
+        history = (data.get("train") or {}).get("history") or []
+        return cls(**{name: data[name] for name in fields}, path=path, reused=True, history=list(history))
 
 
 def train_key(config: TrainConfig) -> dict[str, Any]:
@@ -194,7 +198,7 @@ def ensure_baselines(
             model=model, key=baseline_key(experiment, model), metrics=trained.result.metrics.to_dict(),
             cost=trained.cost.to_dict(modules=False), steps=trained.result.steps_done,
             train_seconds=round(trained.result.train_seconds, 3), wall_seconds=round(time.perf_counter() - started, 3),
-            path=baseline_path(experiment, model),
+            path=baseline_path(experiment, model), history=trained.result.to_dict()["history"],
         )
         payload = {**record.to_dict(), "experiment": experiment.name, "train": trained.result.to_dict()}
         save_checkpoint(record.weights_path, trained.model, step=trained.result.steps_done,

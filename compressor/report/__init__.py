@@ -35,6 +35,7 @@ import pandas as pd
 
 from compressor.io import atomic_write, atomic_write_text
 from compressor.report import plots
+from compressor.report.curves import curves_figure, curves_frame
 from compressor.report.html import render_html
 from compressor.report.tables import (
     Importance,
@@ -95,7 +96,7 @@ def default_out_dir(study_name: str) -> Path:
 
 
 REPORT_FILES = ("index.html", "trials.csv", "pareto.csv", "confirmed.csv", "summary.md", "pareto_params.png", "pareto_flops.png",
-                "pareto_latency.png", "hypervolume.png", "importance.png")
+                "pareto_latency.png", "hypervolume.png", "learning_curves.png", "importance.png")
 
 
 @dataclass
@@ -199,6 +200,10 @@ def build_report(
         "hypervolume.png": plots.hypervolume_figure(
             hypervolume, title=f"{snapshot.study_name}: hypervolume of the feasible front"),
     }
+    curves = curves_frame(snapshot, set(trials.loc[trials["on_front"], "number"]))
+    if len(curves):
+        images["learning_curves.png"] = curves_figure(
+            curves, metric_label=label, title=f"{snapshot.study_name}: validation {label} during training")
     if importance.skipped:
         notes.append(f"No parameter importance plot: {importance.note}.")
     else:

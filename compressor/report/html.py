@@ -39,6 +39,9 @@ FIGURE_CAPTIONS = {
                           "Latency falls less than FLOPs: small networks leave the CPU's arithmetic idle.",
     "hypervolume.png": "How much of the objective space the feasible front dominates, after each trial and "
                        "against the compute spent.",
+    "learning_curves.png": "The validation score at each evaluation of every training: the references from "
+                           "scratch, the trials while they were fine-tuned. A curve still rising at its end was "
+                           "stopped before its plateau.",
     "importance.png": "Which sampled parameters drive each objective.",
 }
 

@@ -114,6 +114,7 @@ class TrialRunner:
             return self._fail(trial, record, started, f"training failed: {_first_line(error)}")
         record.metric = setup.metric(result.metrics)
         record.metrics = result.metrics.to_dict()
+        record.curve = [[step, round(setup.metric(metrics), 5)] for step, metrics in result.history]
         record.fidelity = round(result.steps_done / setup.train_config.step_limit, 4)
         record.train_seconds = round(result.train_seconds, 3)
         values = setup.values(record.metric, cost)

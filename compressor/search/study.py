@@ -49,6 +49,11 @@ def references(setup: SearchSetup, base: Parent | None = None) -> dict[str, dict
             trained[name].metrics if name in trained else None)
         metric = metric_value(SegmentationMetrics.from_dict(metrics), setup.config.metric) if metrics else None
         found[name] = {"params": cost.params, "flops": cost.flops, "latency_ms": cost.latency_ms, "metric": metric}
+        if name in trained and name != "base" and len(trained[name].history) > 1:
+            found[name]["curve"] = [
+                [entry["step"], round(metric_value(SegmentationMetrics.from_dict(entry), setup.config.metric), 5)]
+                for entry in trained[name].history
+            ]
         if name == "base":
             found[name]["label"] = setup.base_label
     return found

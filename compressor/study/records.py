@@ -146,6 +146,7 @@ class TrialRecord:
         duplicate_of: the trial whose result this one reused (same recipe) or None.
         params_dict: Optuna's sampled parameters.
         values: Optuna's objective values (None unless COMPLETE).
+        curve: its learning curve, ``[step, metric]`` at each validation evaluation.
     """
 
     number: int
@@ -171,12 +172,13 @@ class TrialRecord:
     duplicate_of: int | None = None
     params_dict: dict[str, Any] = field(default_factory=dict)
     values: list[float] | None = None
+    curve: list[list[float]] = field(default_factory=list)
 
     # Attributes stored on the Optuna trial; the rest comes from the trial itself.
     STORED = (
         "status", "recipe", "recipe_short", "recipe_hash", "params", "flops", "latency_ms", "activation_bytes",
         "feasible", "constraints", "metric", "metrics", "fidelity", "rung_metrics", "build_seconds", "train_seconds",
-        "wall_seconds", "failure", "weights", "duplicate_of",
+        "wall_seconds", "failure", "weights", "duplicate_of", "curve",
     )
 
     @classmethod

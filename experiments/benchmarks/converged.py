@@ -1,0 +1,305 @@
+"""The paper's table on converged parents, one real task per run: every row on the held-out test region.
+
+Each task is cut into training, validation and test strips with guard bands (the task's
+``data`` settings below). Every network trains with ``train.steps: auto`` (until the
+validation score stops improving: an evaluation every ``eval_every`` steps, ``patience``
+evaluations without a gain, the plateau schedule, the best weights kept, at most
+``--max-steps``); the fine-tuning rows use the same rule (``finetune.steps: auto``). Test
+scores are measured once per network at the end; nothing chose by them.
+
+Jobs, in the order they run (each stored in ``<run-dir>/<task>/jobs/<job>.json`` as it ends,
+so an interrupted run resumes where it stopped and a later call only adds what is missing):
+
+1. ``parent-p0``: U-Net trained to its plateau (seed 0): the converged parent.
+2. ``recipe-s<k>``, ``recipe-distill-s<k>``: the paper's recipe
+   (``experiments/recipes/micronet_like.yaml``) compressed from that parent with weight
+   inheritance, fine-tuned to the plateau on seed ``k``, without and with distillation.
+3. ``control-s<k>``: the parent itself fine-tuned the same way (no transform): the control,
+   which should stay near the parent if the parent has converged.
+4. ``micronet-s<k>``: Micro-Net trained from scratch to its plateau on seed ``k``.
+   ``small-s<k>``: the paper's recipe then 60% of the parameters pruned
+   (``experiments/recipes/micronet_small.yaml``, 120x fewer params and 14x fewer FLOPs than
+   U-Net), inherited and fine-tuned like the recipe: a fixed recipe in the search rows'
+   size range (the search itself is not run here).
+5. ``parent-p<j>``, ``recipe-p<j>-s0`` (``j`` = 1, 2): two more parents and the recipe from
+   each, to show the result holds across parents.
+
+Differences to the parent are paired (each fine-tuning seed against the one parent it came
+from, the user's situation) with 95% t-intervals; the targets are judged by the intervals
+("met", "not met", "not settled").
+
+    python experiments/benchmarks/converged.py --task spacenet_sample [--seeds 5] [--parents 3] [--threads 2]
+    python experiments/benchmarks/converged.py --summarize      # the table of every task run so far
+
+Writes ``experiments/benchmarks/results/converged.json`` and ``converged-<task>.png`` (learning curves).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from common import RESULTS, machine  # noqa: E402
+
+from compressor.intervals import WITHIN_POINTS, Estimate, within  # noqa: E402
+from compressor.io import atomic_write_text  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[2]
+RECIPE = ROOT / "experiments" / "recipes" / "micronet_like.yaml"
+SMALL = ROOT / "experiments" / "recipes" / "micronet_small.yaml"  # the recipe, then 60% of the params pruned
+
+TASKS: dict[str, dict[str, Any]] = {
+    "spacenet_sample": {"name": "spacenet_sample", "patch_size": 64, "val_fraction": 0.2, "test_fraction": 0.2, "guard": 32},
+    "spacenet_roads": {"name": "spacenet_roads", "patch_size": 64},
+    "sentinel2_landuse": {"name": "sentinel2_landuse", "patch_size": 64},
+}
+
+
+def experiment_for(task: str, args: argparse.Namespace, *, seed: int) -> Any:
+    from compressor.experiment import Experiment
+
+    return Experiment.from_dict({
+        "name": f"converged-{task}",
+        "run_dir": str(Path(args.run_dir) / task),
+        "data": TASKS[task],
+        "model": {"name": "unet", "args": {"norm": "batch"}},
+        "train": {
+            "steps": "auto", "schedule": "plateau", "max_steps": args.max_steps, "eval_every": args.eval_every,
+            "patience": args.patience, "batch_size": 8, "lr": 1e-3, "warmup_fraction": 0.05, "seed": seed,
+            "threads": args.threads, "device": args.device, "progress": False, "eval_window": 256,
+        },
+        "finetune": {"steps": "auto", "lr": 3e-4},
+        "cost": {"input_size": 224},
+    })
+
+
+def jobs(args: argparse.Namespace) -> list[dict[str, Any]]:
+    seeds = range(args.seeds)
+    planned = [{"job": "parent-p0", "kind": "parent", "parent": 0, "seed": 0}]
+    for seed in seeds:
+        planned.append({"job": f"recipe-s{seed}", "kind": "recipe", "parent": 0, "seed": seed, "distill": False})
+        planned.append({"job": f"recipe-distill-s{seed}", "kind": "recipe", "parent": 0, "seed": seed, "distill": True})
+    planned += [{"job": f"control-s{seed}", "kind": "control", "parent": 0, "seed": seed, "distill": False} for seed in seeds]
+    planned += [{"job": f"micronet-s{seed}", "kind": "micronet", "seed": seed} for seed in seeds]
+    planned += [{"job": f"small-s{seed}", "kind": "small", "parent": 0, "seed": seed, "distill": False} for seed in seeds]
+    for parent in range(1, args.parents):
+        planned.append({"job": f"parent-p{parent}", "kind": "parent", "parent": parent, "seed": parent})
+        planned.append({"job": f"recipe-p{parent}-s0", "kind": "recipe", "parent": parent, "seed": 0, "distill": False})
+    return planned
+
+
+def run_job(task: str, job: dict[str, Any], args: argparse.Namespace, data: Any) -> dict[str, Any]:
+    import dataclasses
+
+    import torch
+
+    from compressor.compression import compress
+    from compressor.experiment import ModelConfig, train_model
+    from compressor.transforms import Recipe
+
+    folder = Path(args.run_dir) / task
+    started, load = time.perf_counter(), os.getloadavg()[0]
+    experiment = experiment_for(task, args, seed=job["seed"])
+    if job["kind"] in ("parent", "micronet"):
+        model = ModelConfig(name="unet" if job["kind"] == "parent" else "micronet", args={"norm": "batch"})
+        trained = train_model(experiment, model=model, data=data)
+        if job["kind"] == "parent":
+            torch.save(trained.model.state_dict(), folder / f"parent-p{job['parent']}.pt")
+        result, cost, test = trained.result, trained.cost, trained.test_metrics
+    else:
+        parent = ModelConfig(name="unet", args={"norm": "batch"}).build(in_channels=data.in_channels, num_classes=data.num_classes)
+        parent.load_state_dict(torch.load(folder / f"parent-p{job['parent']}.pt", weights_only=True))
+        recipe = {"recipe": RECIPE, "small": SMALL}.get(job["kind"]) or Recipe.of([])
+        tuned = dataclasses.replace(experiment, train=dataclasses.replace(experiment.train, seed=job["seed"]))
+        compressed = compress(parent, recipe, tuned, data=data, distill=job["distill"])
+        result, cost, test = compressed.result, compressed.student_cost, compressed.student_test_metrics
+    return {
+        **job,
+        "test": test.to_dict(), "val": result.metrics.to_dict(), "score_name": result.metrics.score_name,
+        "steps_done": result.steps_done, "best_step": result.best_step, "converged": result.converged,
+        "curve": [[step, round(metrics.score, 5)] for step, metrics in result.history],
+        "params": cost.params, "flops": cost.flops,
+        "train_seconds": round(result.train_seconds, 1), "wall_seconds": round(time.perf_counter() - started, 1),
+        "device": result.device, "threads": result.threads, "load_before": round(load, 2),
+    }
+
+
+def run_task(task: str, args: argparse.Namespace) -> None:
+    folder = Path(args.run_dir) / task / "jobs"
+    folder.mkdir(parents=True, exist_ok=True)
+    data = experiment_for(task, args, seed=0).data.build()
+    print(f"{task}: {data.description}", flush=True)
+    for job in jobs(args):
+        path = folder / f"{job['job']}.json"
+        if path.exists():
+            continue
+        record = run_job(task, job, args, data)
+        atomic_write_text(path, json.dumps(record, indent=1) + "\n")
+        print(f"{task} {job['job']:<18} test {record['score_name']} {record['test']['score']:.3f}  val "
+              f"{record['val']['score']:.3f}  {record['steps_done']} steps (best {record['best_step']}, "
+              f"{'plateau' if record['converged'] else 'cap'})  {record['wall_seconds']:.0f} s", flush=True)
+
+
+# -- the table ------------------------------------------------------------------------------
+
+def summarize(run_dir: Path) -> dict[str, Any]:
+    tasks = {}
+    for task in TASKS:
+        folder = run_dir / task / "jobs"
+        records = {path.stem: json.loads(path.read_text()) for path in sorted(folder.glob("*.json"))} if folder.is_dir() else {}
+        if "parent-p0" in records:
+            tasks[task] = table(records)
+    return tasks
+
+
+def table(records: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    parent = records["parent-p0"]
+    base = parent["test"]["score"]
+
+    def rows_of(prefix: str) -> list[dict[str, Any]]:
+        return [record for name, record in records.items() if name.startswith(prefix)]
+
+    def row(label: str, found: list[dict[str, Any]], against: float | None) -> dict[str, Any]:
+        if not found:
+            return {"label": label, "n": 0}
+        scores = [record["test"]["score"] for record in found]
+        difference = Estimate.of([score - against for score in scores]) if against is not None else None
+        first = found[0]
+        return {
+            "label": label, "n": len(found), "params": first["params"], "flops": first["flops"],
+            "params_ratio": parent["params"] / first["params"], "flops_ratio": parent["flops"] / first["flops"],
+            "test": Estimate.of(scores, bounds=(0.0, 1.0)).to_dict(),
+            "minus_parent_points": None if difference is None else Estimate.of([100 * value for value in difference.values]).to_dict(),
+            "within_1_point": None if difference is None else within(difference, WITHIN_POINTS),
+            "steps": [record["steps_done"] for record in found], "best_steps": [record["best_step"] for record in found],
+            "reached_plateau": [record["converged"] for record in found],
+            "train_seconds": [record["train_seconds"] for record in found],
+        }
+
+    recipe = rows_of("recipe-s")
+    micronet = rows_of("micronet-s")
+    rows = [
+        row("U-Net parent (seed 0)", [parent], None),
+        row("the paper's recipe, inherited, fine-tuned", recipe, base),
+        row("the paper's recipe, inherited, fine-tuned, distilled", rows_of("recipe-distill-s"), base),
+        row("control: the parent fine-tuned the same way", rows_of("control-s"), base),
+        row("Micro-Net from scratch", micronet, base),
+        row("the paper's recipe + prune 0.6, inherited, fine-tuned", rows_of("small-s"), base),
+    ]
+    for name in sorted(records):
+        if name.startswith("parent-p") and name != "parent-p0":
+            other = records[name]
+            again = records.get(f"recipe-{name[len('parent-'):]}-s0")
+            rows.append({"label": f"U-Net parent {name[-2:]}", "test": other["test"]["score"], "steps": other["steps_done"],
+                         "recipe_test": None if again is None else again["test"]["score"],
+                         "recipe_minus_parent_points": None if again is None else 100 * (again["test"]["score"] - other["test"]["score"])})
+    dominate = None
+    if recipe and micronet:
+        paired = [r["test"]["score"] - m["test"]["score"] for r, m in zip(sorted(recipe, key=lambda r: r["seed"]), sorted(micronet, key=lambda m: m["seed"]))]
+        estimate = Estimate.of([100 * value for value in paired])
+        smaller = recipe[0]["params"] < micronet[0]["params"] and recipe[0]["flops"] < micronet[0]["flops"]
+        dominate = {"smaller": smaller, "minus_micronet_points": estimate.to_dict(),
+                    "verdict": "met" if smaller and estimate.has_interval and estimate.low > 0 else
+                    "not met" if not smaller or (estimate.has_interval and estimate.high <= 0) else "not settled"}
+    return {"score_name": parent["score_name"], "parent": {"test": base, "val": parent["val"]["score"],
+            "steps": parent["steps_done"], "best_step": parent["best_step"], "reached_plateau": parent["converged"],
+            "train_seconds": parent["train_seconds"], "curve": parent["curve"], "params": parent["params"], "flops": parent["flops"]},
+            "rows": rows, "recipe_dominates_micronet": dominate,
+            "curves": {name: record["curve"] for name, record in records.items()}}
+
+
+def print_table(tasks: dict[str, Any]) -> None:
+    from compressor.tables import format_table
+    from compressor.units import format_count
+
+    for task, found in tasks.items():
+        parent = found["parent"]
+        print(f"\n{task}: U-Net parent {found['score_name']} {parent['test']:.3f} on test (val {parent['val']:.3f}), "
+              f"{parent['steps']} steps, best at {parent['best_step']}, "
+              f"{'plateau reached' if parent['reached_plateau'] else 'max_steps reached'}, {parent['train_seconds']:.0f} s")
+        rows = []
+        for row in found["rows"]:
+            if "n" not in row:
+                rows.append([row["label"], "", "", "", f"{row['test']:.3f}", "", "", "recipe from it: "
+                             + ("-" if row["recipe_test"] is None else f"{row['recipe_test']:.3f} ({row['recipe_minus_parent_points']:+.1f} points)")])
+                continue
+            if not row["n"]:
+                rows.append([row["label"], "", "", "", "not run", "", "", ""])
+                continue
+            test = Estimate(**{key: float("nan") if value is None else value for key, value in row["test"].items()})
+            minus = row["minus_parent_points"]
+            difference = "-" if minus is None else Estimate(**{k: float("nan") if v is None else v for k, v in minus.items()}).text(digits=1, signed=True)
+            rows.append([row["label"], format_count(row["params"]), f"{row['params_ratio']:.1f}x", f"{row['flops_ratio']:.1f}x",
+                         test.text(), difference, row["within_1_point"] or "-",
+                         f"{min(row['steps'])}-{max(row['steps'])} steps"])
+        print(format_table(["row", "params", "vs U-Net", "FLOPs vs", f"test {found['score_name']} [95% CI] n",
+                            "minus parent, points [95% CI]", "within 1 point", "training"], rows))
+        if found["recipe_dominates_micronet"]:
+            dominated = found["recipe_dominates_micronet"]
+            print(f"the paper's recipe dominates Micro-Net: {dominated['verdict']} (smaller: {dominated['smaller']}, "
+                  f"minus Micro-Net {dominated['minus_micronet_points']['mean']:+.1f} points)")
+
+
+def plot(tasks: dict[str, Any]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    for task, found in tasks.items():
+        figure, axis = plt.subplots(figsize=(7, 4))
+        colours = {"parent": "black", "recipe-distill": "tab:green", "recipe": "tab:blue", "control": "tab:gray",
+                   "micronet": "tab:orange", "small": "tab:purple"}
+        labelled = set()
+        for name, curve in sorted(found["curves"].items()):
+            kind = next(prefix for prefix in colours if name.startswith(prefix))
+            steps, scores = zip(*curve) if curve else ((), ())
+            axis.plot(steps, scores, color=colours[kind], alpha=0.9 if kind == "parent" else 0.6, lw=1.2,
+                      label=None if kind in labelled else kind)
+            labelled.add(kind)
+        axis.set_xlabel("optimizer steps (fine-tuning rows: steps after inheriting)")
+        axis.set_ylabel(f"validation {found['score_name']}")
+        axis.set_title(f"{task}: learning curves to the plateau")
+        axis.legend(fontsize=8)
+        figure.tight_layout()
+        figure.savefig(RESULTS / f"converged-{task}.png", dpi=110)
+        plt.close(figure)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--task", action="append", choices=list(TASKS), help="task(s) to run (repeatable)")
+    parser.add_argument("--summarize", action="store_true", help="only print and write the table of what has run")
+    parser.add_argument("--seeds", type=int, default=5, help="fine-tuning seeds per row (default 5)")
+    parser.add_argument("--parents", type=int, default=3, help="parents trained (seed 0 and more; default 3)")
+    parser.add_argument("--max-steps", type=int, default=4000)
+    parser.add_argument("--eval-every", type=int, default=100)
+    parser.add_argument("--patience", type=int, default=5)
+    parser.add_argument("--threads", default="auto")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--run-dir", default=str(ROOT / "runs" / "converged"))
+    args = parser.parse_args()
+    args.threads = args.threads if args.threads == "auto" else int(args.threads)
+    from compressor.cli.console import configure_logging
+
+    configure_logging()
+    if not args.summarize:
+        for task in args.task or list(TASKS):
+            run_task(task, args)
+    tasks = summarize(Path(args.run_dir))
+    print_table(tasks)
+    plot(tasks)
+    payload = {"machine": machine(), "settings": {key: getattr(args, key) for key in ("seeds", "parents", "max_steps", "eval_every", "patience")},
+               "tasks": tasks}
+    atomic_write_text(RESULTS / "converged.json", json.dumps(payload, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,102 @@
+"""``train.steps: auto``: training until validation stops improving, the best weights kept, the plateau schedule."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from compressor.cli.compress_command import _steps
+from compressor.data import SyntheticConfig
+from compressor.errors import ConfigError
+from compressor.experiment.baselines import train_key
+from compressor.finetune import FinetuneConfig
+from compressor.models import unet
+from compressor.train import TrainConfig, evaluate, seed_everything, train
+from compressor.train.loop import _schedule
+from compressor.train.plateau import LR_DROP, Plateau
+
+AUTO = TrainConfig(steps="auto", schedule="plateau", eval_every=10, patience=3, min_delta=0.01, max_steps=400,
+                   batch_size=8, lr=3e-3, warmup_fraction=0.0, progress=False, eval_window=128, threads=1)
+
+
+@pytest.fixture(scope="module")
+def buildings():
+    return SyntheticConfig(labels="binary", patch_size=32, val_images=2, val_size=128, seed=1).build()
+
+
+def _model():
+    seed_everything(0)
+    return unet(base_width=8, depth=3, norm="batch")
+
+
+def test_auto_stops_after_patience_evaluations_without_a_gain_and_keeps_the_best_weights(buildings):
+    model = _model()
+    result = train(model, buildings, AUTO)
+    steps = [step for step, _ in result.history]
+    assert result.converged and result.steps_done < AUTO.max_steps
+    assert steps == list(range(10, result.steps_done + 1, 10))  # an evaluation every eval_every steps: the curve
+    scores = dict((step, metrics.score) for step, metrics in result.history)
+    best = result.best_step
+    assert result.steps_done == best + AUTO.patience * AUTO.eval_every  # patience evaluations after the best, then stop
+    assert all(scores[step] <= scores[best] + AUTO.min_delta for step in steps if step > best)
+    assert all(scores[best] > scores[step] for step in steps if step < best) or best == steps[0]
+    assert result.metrics is dict(result.history)[best]
+    assert evaluate(model, buildings, AUTO).confusion == result.metrics.confusion  # the weights of the best step, not the last
+    assert result.to_dict()["best_step"] == best and result.to_dict()["converged"] is True
+
+
+def test_a_run_still_improving_at_max_steps_ends_there_and_says_so(buildings):
+    config = dataclasses.replace(AUTO, max_steps=30, patience=5)
+    result = train(_model(), buildings, config)
+    assert result.steps_done == 30 and not result.converged
+    assert [step for step, _ in result.history] == [10, 20, 30]
+
+
+def test_the_plateau_schedule_lowers_the_rate_each_half_patience_without_a_gain():
+    config = dataclasses.replace(AUTO, patience=4, warmup_fraction=0.01)  # 4 warm-up steps of 400
+    plateau = Plateau(config.patience, config.min_delta, lower_rate=True)
+    factor = _schedule(config, plateau)
+    assert [factor(step) for step in range(5)] == [0.25, 0.5, 0.75, 1.0, 1.0]
+    for step, score in enumerate([0.5, 0.5, 0.5], start=1):
+        plateau.update(step, score)
+    assert factor(10) == pytest.approx(LR_DROP)  # two evaluations without a gain: half the patience
+    plateau.update(4, 0.6)
+    assert factor(11) == pytest.approx(LR_DROP) and not plateau.converged  # a gain keeps the rate it has
+    constant = _schedule(dataclasses.replace(config, schedule="constant"), plateau)
+    assert constant(10) == 1.0
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"steps": "auto", "schedule": "cosine"}, "train.steps: auto needs train.schedule: plateau"),
+        ({"steps": 100, "schedule": "plateau"}, "train.schedule: plateau needs train.steps: auto"),
+        ({"steps": "many"}, "train.steps must be a number of steps or 'auto', got 'many'"),
+        ({"steps": "auto", "schedule": "plateau", "patience": 0}, "train.patience must be >= 1"),
+        ({"steps": "auto", "schedule": "plateau", "min_delta": -0.1}, "train.min_delta must be >= 0"),
+    ],
+)
+def test_bad_auto_settings_are_named(changes, message):
+    with pytest.raises(ConfigError, match=message):
+        TrainConfig(**changes)
+
+
+def test_the_auto_settings_stay_out_of_stored_keys_at_their_defaults():
+    assert not {"max_steps", "patience", "eval_every", "min_delta"} & set(train_key(TrainConfig()))
+    assert train_key(TrainConfig(patience=9))["patience"] == 9
+
+
+def test_finetuning_to_the_plateau_uses_the_plateau_schedule():
+    tuned = FinetuneConfig(steps="auto").train_config(TrainConfig(steps=120), distill=False)
+    assert tuned.auto and tuned.schedule == "plateau"
+    fixed = FinetuneConfig(steps=50).train_config(AUTO, distill=False)
+    assert fixed.steps == 50 and fixed.schedule == "cosine"
+    with pytest.raises(ConfigError, match="finetune.steps must be a number of steps, 'auto' or null, got 'x'"):
+        FinetuneConfig(steps="x")
+
+
+def test_compress_takes_auto_steps():
+    assert _steps("auto") == "auto" and _steps("25") == 25
+    with pytest.raises(ConfigError, match="--steps"):
+        _steps("0")
