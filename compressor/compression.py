@@ -82,25 +82,29 @@ class CompressResult:
         return self.result.metrics
 
     def table(self, label: str = "teacher") -> str:
-        """Teacher, inherited student and fine-tuned student side by side."""
+        """Teacher, inherited student and fine-tuned student side by side (validation, and test where the data has one)."""
         metric = self.teacher_metrics.score_name
-        tuned = f"fine-tuned {self.result.steps_done} steps" + (", distilled" if self.distilled else "")
+        tuned = f"fine-tuned {self.result.steps_done} steps"
+        if self.result.best_step is not None:
+            tuned += f" (best at {self.result.best_step}{', plateau' if self.result.converged else ', max_steps'})"
+        tuned += ", distilled" if self.distilled else ""
+        tested = self.student_test_metrics is not None and self.teacher_test_metrics is not None
+        headers = ["model", "params", "FLOPs", f"val {metric}" if tested else metric,
+                   *(["mIoU"] if metric != "mIoU" else []), *([f"test {metric}"] if tested else []),
+                   "params ratio", "FLOPs ratio", "time"]
         rows = []
-        for name, cost, metrics, seconds in (
-            (label, self.teacher_cost, self.teacher_metrics, None),
-            ("student, inherited", self.student_cost, self.inherited_metrics, self.seconds["transform"]),
-            (f"student, {tuned}", self.student_cost, self.student_metrics, self.seconds["finetune"]),
+        for name, cost, metrics, test, seconds in (
+            (label, self.teacher_cost, self.teacher_metrics, self.teacher_test_metrics, None),
+            ("student, inherited", self.student_cost, self.inherited_metrics, None, self.seconds["transform"]),
+            (f"student, {tuned}", self.student_cost, self.student_metrics, self.student_test_metrics, self.seconds["finetune"]),
         ):
             rows.append([
-                name, format_count(cost.params), format_count(cost.flops), f"{metrics.score:.3f}", f"{metrics.miou:.3f}",
+                name, format_count(cost.params), format_count(cost.flops), f"{metrics.score:.3f}",
+                *([f"{metrics.miou:.3f}"] if metric != "mIoU" else []),
+                *(["-" if test is None else f"{test.score:.3f}"] if tested else []),
                 f"{self.teacher_cost.params / max(cost.params, 1):.1f}x", f"{self.teacher_cost.flops / max(cost.flops, 1):.1f}x",
                 "-" if seconds is None else f"{seconds:.0f} s",
             ])
-        headers = ["model", "params", "FLOPs", metric, "mIoU", "params ratio", "FLOPs ratio", "time"]
-        if self.student_test_metrics is not None and self.teacher_test_metrics is not None:
-            headers.insert(5, f"test {metric}")
-            for row, metrics in zip(rows, (self.teacher_test_metrics, None, self.student_test_metrics)):
-                row.insert(5, "-" if metrics is None else f"{metrics.score:.3f}")
         shape = "x".join(str(size) for size in self.student_cost.input_shape)
         return format_table(
             headers, rows,

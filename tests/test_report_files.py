@@ -133,6 +133,23 @@ def test_a_skipped_plot_is_removed_and_said(tmp_path, no_drawing):
         report.paths["index.html"].read_text()
 
 
+def test_learning_curves_are_drawn_for_the_references_and_the_trials_that_kept_one(tmp_path):
+    from compressor.report.curves import curves_frame
+    from compressor.study import read_study
+
+    references = {"unet": {**UNET, "curve": [[100, 0.1], [200, 0.2], [300, 0.25]]}, "micronet": dict(MICRONET)}
+    study = make_study(study_info(references=references))
+    add(study, params=500_000, flops=4 * 10**9, metric=0.2, curve=[[10, 0.12], [20, 0.2]])
+    add(study, params=900_000, flops=5 * 10**9, metric=0.1, curve=[[20, 0.1]])  # one point: no curve
+    add(study, params=2_000_000, flops=9 * 10**9, metric=0.15, curve=[[10, 0.05], [20, 0.15]])
+    frame = curves_frame(read_study(study), on_front={0})
+    assert frame.groupby("name")["kind"].first().to_dict() == {"U-Net": "reference", "trial 0": "front", "trial 2": "trial"}
+    assert frame[frame["name"] == "U-Net"]["metric"].tolist() == [0.1, 0.2, 0.25]
+    report = build_report(study, tmp_path)
+    assert report.paths["learning_curves.png"].read_bytes().startswith(PNG_SIGNATURE)
+    assert "A curve still rising at its end was stopped before its plateau" in report.paths["index.html"].read_text()
+
+
 def test_all_infeasible_says_the_front_is_empty(tmp_path):
     study = make_study(study_info(budget={"max_params": 40_000}))
     for params in (60_000, 200_000):

@@ -47,6 +47,10 @@ def test_a_rung_stops_weak_trials_at_its_fidelity_with_the_metric_they_had_there
         assert record.metric == pytest.approx(list(record.rung_metrics.values())[-1])
         assert small_search.study.trials[record.number].state == TrialState.PRUNED
     assert all(record.fidelity == 1.0 and record.rung_metrics for record in complete)
+    for record in stopped + complete:  # the learning curve: the rung's evaluation, then the final one if it ran on
+        assert [step for step, _ in record.curve] == ([3] if record.status == "stopped" else [3, 9])
+        assert record.curve[0][1] == pytest.approx(list(record.rung_metrics.values())[0], abs=1e-5)
+        assert record.curve[-1][1] == pytest.approx(record.metric, abs=1e-5)
 
 
 def test_a_flop_budget_decides_feasibility_for_compressor_and_for_nsga2(small_search):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import logging
 import math
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -26,6 +27,8 @@ from compressor.train.determinism import deterministic_kernels, resolve_device
 from compressor.train.evaluation import evaluate, forward_checked
 from compressor.train.losses import class_weights, dice_loss, distillation_loss, weighted_cross_entropy
 from compressor.train.plateau import Plateau
+
+log = logging.getLogger(__name__)
 
 __all__ = ["TrainingError", "StopTraining", "Callback", "TrainResult", "evaluation_steps", "train", "reestimate_batchnorm"]
 
@@ -235,6 +238,9 @@ def train(
                     history.append((step, metrics))
                     if plateau is not None:
                         plateau.update(step, metrics.score, model)
+                        log.debug("%s: step %d, validation %s %.4f (best %.4f at step %s, %d without a gain)",
+                                  description, step, metrics.score_name, metrics.score, plateau.best_score,
+                                  plateau.best_step, plateau.bad)
                     if checkpoint_path is not None:
                         save_checkpoint(checkpoint_path, model, step=step, metrics=metrics, optimizer=optimizer)
                     if step in checkpoints:

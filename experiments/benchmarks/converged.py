@@ -290,6 +290,9 @@ def main() -> None:
     from compressor.cli.console import configure_logging
 
     configure_logging()
+    import logging
+
+    logging.getLogger("compressor.train.loop").setLevel(logging.DEBUG)  # each evaluation of a run to its plateau
     if not args.summarize:
         for task in args.task or list(TASKS):
             run_task(task, args)
