@@ -80,16 +80,8 @@ class FinetuneConfig:
     def train_config(self, train: TrainConfig, *, distill: bool) -> TrainConfig:
         """``train`` with this section's steps, rate, warm-up and batch-norm re-estimation,
         and distillation from the parent if ``distill``."""
-        steps = self.steps or train.steps
-        schedule = train.schedule
-        if steps == "auto" and schedule == "cosine":
-            schedule = "plateau"  # a run of unknown length cannot follow a cosine
-        elif steps != "auto" and schedule == "plateau":
-            schedule = "cosine"
         return dataclasses.replace(
-            train,
-            steps=steps,
-            schedule=schedule,
+            train.with_steps(self.steps or train.steps),  # a schedule that fits the steps
             lr=self.lr if self.lr is not None else train.lr,
             warmup_fraction=self.warmup_fraction,
             bn_reestimate=self.bn_reestimate,

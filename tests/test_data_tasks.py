@@ -129,11 +129,11 @@ def test_unlabelled_pixels_add_nothing_to_the_losses_or_the_metrics():
 
 # -- the Sentinel-2 reader on a made-up wheel -----------------------------------------------
 
-def _jp2(path: Path, array: np.ndarray, *, pixel: float, crs: str = "EPSG:32633") -> bytes:
+def _jp2(path: Path, array: np.ndarray, *, pixel: float, crs: str = "EPSG:32633", north: float = 2000) -> bytes:
     from rasterio.transform import from_origin
 
     with rasterio.open(path, "w", driver="JP2OpenJPEG", width=array.shape[1], height=array.shape[0], count=1,
-                       dtype="uint16", crs=crs, transform=from_origin(1000, 2000, pixel, pixel),
+                       dtype="uint16", crs=crs, transform=from_origin(1000, north, pixel, pixel),
                        QUALITY=100, REVERSIBLE="YES") as band:
         band.write(array, 1)
     return path.read_bytes()
@@ -165,6 +165,7 @@ def landuse_wheel(tmp_path):
         "B08": _jp2(tmp_path / "b08.jp2", ten + 7, pixel=10),
         "B11": _jp2(tmp_path / "b11.jp2", np.full((10, 20), 500, dtype=np.uint16), pixel=20),
         "B99": _jp2(tmp_path / "b99.jp2", ten, pixel=10, crs="EPSG:32632"),
+        "B98": _jp2(tmp_path / "b98.jp2", ten, pixel=10, north=2005),  # half a pixel off the grid
     }
     polygons = _gpkg(tmp_path / "p.gpkg", [
         ((1000, 1900, 1200, 2000), "farm"),    # columns 0-19, rows 0-9
@@ -222,7 +223,9 @@ def test_a_band_on_another_grid_or_crs_is_refused_naming_the_file(landuse_wheel)
     cache, source, _, _ = landuse_wheel
     with pytest.raises(DataError, match=r"!pkg/data/IMG_DATA/S_B99.jp2: not on the scene's grid \(EPSG:32632"):
         read_landuse_scene(("B02", "B99"), cache_dir=cache, download=False, source=source)
-    with pytest.raises(DataError, match="data.bands: unknown band B77; choose from B02, B08, B11, B99"):
+    with pytest.raises(DataError, match=r"!pkg/data/IMG_DATA/S_B98.jp2: not on the scene's grid \(EPSG:32633"):
+        read_landuse_scene(("B02", "B98"), cache_dir=cache, download=False, source=source)
+    with pytest.raises(DataError, match="data.bands: unknown band B77; choose from B02, B08, B11, B99, B98"):
         read_landuse_scene(("B77",), cache_dir=cache, download=False, source=source)
 
 

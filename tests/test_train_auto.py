@@ -46,6 +46,40 @@ def test_auto_stops_after_patience_evaluations_without_a_gain_and_keeps_the_best
     assert result.to_dict()["best_step"] == best and result.to_dict()["converged"] is True
 
 
+def test_rung_evaluations_of_a_search_neither_count_for_patience_nor_change_the_run(buildings):
+    plain = train(_model(), buildings, AUTO)
+    asked = []
+    with_rungs = train(_model(), buildings, AUTO, evaluate_at=[7, 15], callback=lambda step, metrics: asked.append(step))
+    assert asked == [7, 15] and {7, 15} <= {step for step, _ in with_rungs.history}
+    assert (with_rungs.steps_done, with_rungs.best_step, with_rungs.converged) == (plain.steps_done, plain.best_step, True)
+    assert with_rungs.metrics.confusion == plain.metrics.confusion
+
+
+def test_a_run_a_callback_stops_claims_no_best_weights(buildings):
+    result = train(_model(), buildings, AUTO, evaluate_at=[25], callback=lambda step, metrics: False)
+    assert result.stopped_early and result.steps_done == 25
+    assert result.best_step is None and not result.converged and "best_step" not in result.to_dict()
+    assert result.metrics is result.history[-1][1]  # what it had when stopped
+
+
+def test_a_parent_trained_for_a_count_of_steps_from_an_auto_experiment(tmp_path):
+    from compressor.experiment import Experiment, ModelConfig
+    from compressor.experiment.baselines import ensure_parent
+
+    experiment = Experiment.from_dict({
+        "run_dir": str(tmp_path), "data": {"name": "synthetic", "labels": "binary", "patch_size": 16, "val_images": 1,
+                                           "val_size": 32},
+        "train": {"steps": "auto", "schedule": "plateau", "max_steps": 4, "eval_every": 2, "batch_size": 2,
+                  "progress": False, "eval_window": 32, "eval_overlap": 0, "threads": 1},
+        "finetune": {"parent_steps": 3},
+    })
+    parent = ensure_parent(experiment, ModelConfig(name="micronet", args={"base_width": 4, "norm": "batch"}),
+                           steps=experiment.finetune.parent_steps)
+    assert parent.steps == 3 and not parent.reused
+    again = ensure_parent(experiment, ModelConfig(name="micronet", args={"base_width": 4, "norm": "batch"}), steps=3)
+    assert again.reused and again.steps == 3 and again.weights_path == parent.weights_path
+
+
 def test_a_run_still_improving_at_max_steps_ends_there_and_says_so(buildings):
     config = dataclasses.replace(AUTO, max_steps=30, patience=5)
     result = train(_model(), buildings, config)

@@ -180,7 +180,8 @@ def _read_band(libraries: dict[str, Any], data: bytes, what: str, grid: _Grid) -
 def _same_extent(band: Any, grid: _Grid) -> bool:
     left, top = grid.transform.c, grid.transform.f
     right, bottom = left + grid.transform.a * grid.width, top + grid.transform.e * grid.height
-    return np.allclose(tuple(band.bounds), (left, bottom, right, top))
+    # absolute: a relative tolerance at UTM northings (~5.8e6 m) would pass a band some pixels off
+    return np.allclose(tuple(band.bounds), (left, bottom, right, top), rtol=0.0, atol=0.01 * abs(grid.transform.a))
 
 
 def _rasterise(libraries: dict[str, Any], data: bytes, grid: _Grid, what: str) -> np.ndarray:

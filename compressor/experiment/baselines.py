@@ -192,7 +192,7 @@ def ensure_baselines(
         log.info("baseline %s: training %s steps (once; stored in %s)", model, experiment.train.steps,
                  baseline_path(experiment, model))
         started = time.perf_counter()
-        trained = train_model(experiment, model=ModelConfig(name=model), data=data)
+        trained = train_model(experiment, model=ModelConfig(name=model), data=data, test=False)
         log.info("baseline %s: %s in %.0f s", model, trained.result.metrics.summary(), time.perf_counter() - started)
         record = BaselineRecord(
             model=model, key=baseline_key(experiment, model), metrics=trained.result.metrics.to_dict(),
@@ -218,7 +218,7 @@ class Parent:
         model_config: what it was built from.
         weights_path: its stored weights (a weights-only checkpoint).
         metrics: its final evaluation, as stored.
-        steps: optimizer steps it was trained for.
+        steps: optimizer steps it was trained for (with ``steps: auto``, until its plateau).
         reused: True if it was read back rather than trained now.
     """
 
@@ -254,21 +254,22 @@ def ensure_parent(
     """
     steps = steps or experiment.train.steps
     plain = without_finetuning(experiment)
-    settings = dataclasses.replace(plain, train=dataclasses.replace(plain.train, steps=steps))
+    settings = dataclasses.replace(plain, train=plain.train.with_steps(steps))
     if steps == experiment.train.steps and is_reference_model(model_config):
         (record,) = ensure_baselines(experiment, models=[model_config.name], cache_dir=cache_dir, need_weights=True)
-        path, metrics, reused = record.weights_path, record.metrics, record.reused
+        path, metrics, reused, done = record.weights_path, record.metrics, record.reused, record.steps
     else:
         material = {"key": baseline_key(settings, model_config.name), "model": to_data(model_config)}
         key = hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()[:16]
         path = settings.run_path / "parents" / f"{model_config.label}-{key}.pt"
         reused = path.is_file()
         if reused:
-            metrics = load_checkpoint(path).metrics or {}
+            stored = load_checkpoint(path)
+            metrics, done = stored.metrics or {}, stored.step
         else:
             log.info("parent %s: training %s steps (once; stored in %s)", model_config.name, steps, path)
-            trained = train_model(settings, model=model_config, data=data, cache_dir=cache_dir)
-            metrics = trained.result.metrics.to_dict()
+            trained = train_model(settings, model=model_config, data=data, cache_dir=cache_dir, test=False)
+            metrics, done = trained.result.metrics.to_dict(), trained.result.steps_done
             save_checkpoint(path, trained.model, step=trained.result.steps_done, metrics=trained.result.metrics,
                             extra={"model": to_data(model_config), "key": key})
             log.info("parent %s: %s", model_config.name, trained.result.metrics.summary())
@@ -276,7 +277,7 @@ def ensure_parent(
     network = model_config.build(in_channels=data.in_channels, num_classes=data.num_classes)
     load_checkpoint(path, network)
     return Parent(model=network.eval(), model_config=model_config, weights_path=path, metrics=metrics or {},
-                  steps=steps, reused=reused)
+                  steps=done if done is not None else steps, reused=reused)
 
 
 def resolve_teacher(

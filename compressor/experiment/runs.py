@@ -83,6 +83,7 @@ def train_model(
     callback: Callback | None = None,
     output_dir: str | Path | None = None,
     label: str | None = None,
+    test: bool = True,
 ) -> TrainedModel:
     """Builds, optionally transforms, trains, evaluates and costs one model of an experiment.
 
@@ -98,6 +99,8 @@ def train_model(
         output_dir: where to write ``metrics.json``, ``config.yaml`` and ``model.pt``
             (None: write nothing).
         label: name of the model in results (default: :func:`model_label`).
+        test: evaluate the trained model once on the data's test region, if it has one
+            (``test_metrics``); callers that only choose by the model leave it out.
 
     Returns:
         The trained model (moved back to the CPU), its result, its cost.
@@ -125,7 +128,8 @@ def train_model(
     result = train(
         network, data, experiment.train, evaluate_at=evaluate_at, callback=callback, description=label, teacher=teacher,
     )
-    test_metrics = evaluate(network, data, experiment.train, split="test") if data.test and not result.stopped_early else None
+    tested = test and data.test and not result.stopped_early
+    test_metrics = evaluate(network, data, experiment.train, split="test") if tested else None
     cost = measure(network.cpu(), experiment.cost_input_shape(data.in_channels), latency_runs=experiment.cost.latency_runs,
                    latency=experiment.cost.latency)
     recipe_name = None if loaded_recipe is None else (str(recipe) if isinstance(recipe, (str, Path)) else loaded_recipe.short())

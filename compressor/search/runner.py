@@ -115,7 +115,8 @@ class TrialRunner:
         record.metric = setup.metric(result.metrics)
         record.metrics = result.metrics.to_dict()
         record.curve = [[step, round(setup.metric(metrics), 5)] for step, metrics in result.history]
-        record.fidelity = round(result.steps_done / setup.train_config.step_limit, 4)
+        # a run that ended by itself (its steps done, or its plateau with steps: auto) is complete
+        record.fidelity = round(result.steps_done / setup.train_config.step_limit, 4) if result.stopped_early else 1.0
         record.train_seconds = round(result.train_seconds, 3)
         values = setup.values(record.metric, cost)
         if result.stopped_early:

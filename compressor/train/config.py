@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import ClassVar, Literal
 
@@ -142,6 +143,21 @@ class TrainConfig:
             raise ConfigError(f"train.threads must be 'auto' or >= 1, got {self.threads}")
         if self.bn_reestimate < 0:
             raise ConfigError(f"train.bn_reestimate must be >= 0 batches, got {self.bn_reestimate}")
+
+    def with_steps(self, steps: int | str) -> TrainConfig:
+        """This recipe for ``steps`` (a count or ``auto``), with a schedule that fits it: a cosine
+        becomes ``plateau`` for ``auto``, ``plateau`` becomes a cosine for a count.
+
+        Example:
+            >>> TrainConfig().with_steps("auto").schedule, TrainConfig(steps="auto", schedule="plateau").with_steps(50).schedule
+            ('plateau', 'cosine')
+        """
+        schedule = self.schedule
+        if steps == "auto" and schedule == "cosine":
+            schedule = "plateau"
+        elif steps != "auto" and schedule == "plateau":
+            schedule = "cosine"
+        return dataclasses.replace(self, steps=steps, schedule=schedule)
 
     @property
     def auto(self) -> bool:

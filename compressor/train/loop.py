@@ -176,7 +176,8 @@ def train(
     device = resolve_device(config.device)
     limit = config.step_limit
     checkpoints = evaluation_steps(limit, evaluate_at)  # the caller's: the callback is asked there
-    evaluations = set(checkpoints) | (set(range(config.eval_every, limit, config.eval_every)) if config.auto else set())
+    periodic = set(range(config.eval_every, limit, config.eval_every)) if config.auto else set()  # what patience counts
+    evaluations = set(checkpoints) | periodic
     plateau = Plateau(config.patience, config.min_delta, lower_rate=config.schedule == "plateau") if config.auto else None
     distill = config.distill if config.distill.active else None
     if distill is not None and teacher is None:
@@ -236,15 +237,15 @@ def train(
                     metrics = evaluate(model, data, config)
                     eval_seconds += time.perf_counter() - started
                     history.append((step, metrics))
-                    if plateau is not None:
+                    if plateau is not None and step in periodic:
                         plateau.update(step, metrics.score, model)
                         log.debug("%s: step %d, validation %s %.4f (best %.4f at step %s, %d without a gain)",
                                   description, step, metrics.score_name, metrics.score, plateau.best_score,
                                   plateau.best_step, plateau.bad)
                     if checkpoint_path is not None:
                         save_checkpoint(checkpoint_path, model, step=step, metrics=metrics, optimizer=optimizer)
-                    if step in checkpoints:
-                        stopped = _wants_stop(callback, step, metrics)
+                    if step in checkpoints and not (plateau is not None and plateau.converged):
+                        stopped = _wants_stop(callback, step, metrics)  # a run at its plateau ends complete
         finally:
             progress.close()
         if not stopped and (not history or history[-1][0] != step):
@@ -259,14 +260,14 @@ def train(
         if plateau is not None and not stopped:
             plateau.restore(model)
             metrics = dict(history)[plateau.best_step]
-            if checkpoint_path is not None:
-                save_checkpoint(checkpoint_path, model, step=step, metrics=metrics, optimizer=optimizer)
+            if checkpoint_path is not None:  # the weights of the best step, without the last step's optimizer
+                save_checkpoint(checkpoint_path, model, step=plateau.best_step, metrics=metrics)
         model.eval()
         return TrainResult(
             metrics=metrics, steps_done=step, stopped_early=stopped, history=history, losses=losses,
             train_seconds=train_seconds, eval_seconds=eval_seconds, device=str(device), threads=threads,
-            best_step=None if plateau is None else plateau.best_step,
-            converged=plateau is not None and plateau.converged,
+            best_step=None if plateau is None or stopped else plateau.best_step,
+            converged=plateau is not None and not stopped and plateau.converged,
         )
 
 

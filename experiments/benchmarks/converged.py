@@ -95,6 +95,13 @@ def jobs(args: argparse.Namespace) -> list[dict[str, Any]]:
     return planned
 
 
+SETTINGS = ("max_steps", "eval_every", "patience")  # what changes a job's result (seeds and parents name the jobs)
+
+
+def settings_of(args: argparse.Namespace) -> dict[str, Any]:
+    return {key: getattr(args, key) for key in SETTINGS}
+
+
 def run_job(task: str, job: dict[str, Any], args: argparse.Namespace, data: Any) -> dict[str, Any]:
     import dataclasses
 
@@ -122,6 +129,7 @@ def run_job(task: str, job: dict[str, Any], args: argparse.Namespace, data: Any)
         result, cost, test = compressed.result, compressed.student_cost, compressed.student_test_metrics
     return {
         **job,
+        "settings": settings_of(args),
         "test": test.to_dict(), "val": result.metrics.to_dict(), "score_name": result.metrics.score_name,
         "steps_done": result.steps_done, "best_step": result.best_step, "converged": result.converged,
         "curve": [[step, round(metrics.score, 5)] for step, metrics in result.history],
@@ -139,6 +147,10 @@ def run_task(task: str, args: argparse.Namespace) -> None:
     for job in jobs(args):
         path = folder / f"{job['job']}.json"
         if path.exists():
+            stored = json.loads(path.read_text()).get("settings", settings_of(args))
+            if stored != settings_of(args):
+                raise SystemExit(f"{path} was run with {stored}, not {settings_of(args)}: use those settings or "
+                                 f"another --run-dir (a table mixes no two recipes)")
             continue
         record = run_job(task, job, args, data)
         atomic_write_text(path, json.dumps(record, indent=1) + "\n")
@@ -155,7 +167,7 @@ def summarize(run_dir: Path) -> dict[str, Any]:
         folder = run_dir / task / "jobs"
         records = {path.stem: json.loads(path.read_text()) for path in sorted(folder.glob("*.json"))} if folder.is_dir() else {}
         if "parent-p0" in records:
-            tasks[task] = table(records)
+            tasks[task] = {**table(records), "jobs": records}  # the raw records too: what the table is made of
     return tasks
 
 
@@ -299,8 +311,7 @@ def main() -> None:
     tasks = summarize(Path(args.run_dir))
     print_table(tasks)
     plot(tasks)
-    payload = {"machine": machine(), "settings": {key: getattr(args, key) for key in ("seeds", "parents", "max_steps", "eval_every", "patience")},
-               "tasks": tasks}
+    payload = {"machine": machine(), "settings": settings_of(args), "tasks": tasks}
     atomic_write_text(RESULTS / "converged.json", json.dumps(payload, indent=1) + "\n")
 
 
