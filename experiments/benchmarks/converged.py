@@ -7,8 +7,9 @@ evaluations without a gain, the plateau schedule, the best weights kept, at most
 ``--max-steps``); the fine-tuning rows use the same rule (``finetune.steps: auto``). Test
 scores are measured once per network at the end; nothing chose by them.
 
-Jobs, in the order they run (each stored in ``<run-dir>/<task>/jobs/<job>.json`` as it ends,
-so an interrupted run resumes where it stopped and a later call only adds what is missing):
+Jobs (each stored in ``<run-dir>/<task>/jobs/<job>.json`` as it ends, so an interrupted run
+resumes where it stopped and a later call only adds what is missing); after the parent they
+run seed by seed, every row of the table one seed at a time:
 
 1. ``parent-p0``: U-Net trained to its plateau (seed 0): the converged parent.
 2. ``recipe-s<k>``, ``recipe-distill-s<k>``: the paper's recipe
@@ -81,14 +82,17 @@ def experiment_for(task: str, args: argparse.Namespace, *, seed: int) -> Any:
 
 
 def jobs(args: argparse.Namespace) -> list[dict[str, Any]]:
-    seeds = range(args.seeds)
+    """Every job, seed by seed (each row gains a seed per round, so a run cut short leaves every row with
+    as many seeds as it reached), then the further parents."""
     planned = [{"job": "parent-p0", "kind": "parent", "parent": 0, "seed": 0}]
-    for seed in seeds:
-        planned.append({"job": f"recipe-s{seed}", "kind": "recipe", "parent": 0, "seed": seed, "distill": False})
-        planned.append({"job": f"recipe-distill-s{seed}", "kind": "recipe", "parent": 0, "seed": seed, "distill": True})
-    planned += [{"job": f"control-s{seed}", "kind": "control", "parent": 0, "seed": seed, "distill": False} for seed in seeds]
-    planned += [{"job": f"micronet-s{seed}", "kind": "micronet", "seed": seed} for seed in seeds]
-    planned += [{"job": f"small-s{seed}", "kind": "small", "parent": 0, "seed": seed, "distill": False} for seed in seeds]
+    for seed in range(args.seeds):
+        planned += [
+            {"job": f"recipe-s{seed}", "kind": "recipe", "parent": 0, "seed": seed, "distill": False},
+            {"job": f"recipe-distill-s{seed}", "kind": "recipe", "parent": 0, "seed": seed, "distill": True},
+            {"job": f"small-s{seed}", "kind": "small", "parent": 0, "seed": seed, "distill": False},
+            {"job": f"control-s{seed}", "kind": "control", "parent": 0, "seed": seed, "distill": False},
+            {"job": f"micronet-s{seed}", "kind": "micronet", "seed": seed},
+        ]
     for parent in range(1, args.parents):
         planned.append({"job": f"parent-p{parent}", "kind": "parent", "parent": parent, "seed": parent})
         planned.append({"job": f"recipe-p{parent}-s0", "kind": "recipe", "parent": parent, "seed": 0, "distill": False})
@@ -167,7 +171,8 @@ def summarize(run_dir: Path) -> dict[str, Any]:
         folder = run_dir / task / "jobs"
         records = {path.stem: json.loads(path.read_text()) for path in sorted(folder.glob("*.json"))} if folder.is_dir() else {}
         if "parent-p0" in records:
-            tasks[task] = {**table(records), "jobs": records}  # the raw records too: what the table is made of
+            found = table(records)
+            tasks[task] = {**found, "targets": targets(found), "jobs": records}  # the raw records: what the table is made of
     return tasks
 
 
@@ -227,36 +232,93 @@ def table(records: dict[str, dict[str, Any]]) -> dict[str, Any]:
             "curves": {name: record["curve"] for name, record in records.items()}}
 
 
-def print_table(tasks: dict[str, Any]) -> None:
-    from compressor.tables import format_table
+def _estimate(data: dict[str, Any] | None) -> Estimate | None:
+    return None if data is None else Estimate(**{key: float("nan") if value is None else value for key, value in data.items()})
+
+
+def _verdict_above(difference: Estimate | None, points: float = -1.0) -> str:
+    """``met`` when the whole interval lies above ``points``, ``not met`` when below, else ``not settled``."""
+    if difference is None or not difference.has_interval:
+        return "not settled (fewer than 2 seeds)"
+    if difference.low > points:
+        return "met"
+    return "not met" if difference.high < points else "not settled"
+
+
+def targets(found: dict[str, Any]) -> dict[str, str]:
+    """The issue's targets on one task, judged by the paired 95% intervals (in points)."""
+    rows = {row["label"]: row for row in found["rows"] if row.get("n")}
+
+    def minus(label: str) -> Estimate | None:
+        return _estimate(rows[label]["minus_parent_points"]) if label in rows else None
+
+    small = "the paper's recipe + prune 0.6, inherited, fine-tuned"
+    control = minus("control: the parent fine-tuned the same way")
+    if control is None or not control.has_interval:
+        converged = "not settled (fewer than 2 seeds)"
+    elif -1 <= control.low and control.high <= 1:
+        converged = "met"
+    elif control.high < -1 or control.low > 1:
+        converged = "not met"
+    else:
+        converged = "not settled"
+    dominate = found.get("recipe_dominates_micronet") or {}
+    return {
+        ">= 100x fewer params and >= 10x fewer FLOPs, interval above -1 point (a fixed recipe, the paper's + prune 0.6; no search run)":
+            _verdict_above(minus(small)) if small in rows and rows[small]["params_ratio"] >= 100 and rows[small]["flops_ratio"] >= 10
+            else "not run",
+        "the paper's recipe within 1 point of the parent": _verdict_above(minus("the paper's recipe, inherited, fine-tuned")),
+        "the paper's recipe, distilled, within 1 point of the parent":
+            _verdict_above(minus("the paper's recipe, inherited, fine-tuned, distilled")),
+        "the paper's recipe dominates Micro-Net": dominate.get("verdict", "not run"),
+        "the control within +-1 point of the parent (the parent has converged)": converged,
+    }
+
+
+def table_rows(found: dict[str, Any]) -> list[list[str]]:
     from compressor.units import format_count
+
+    rows = []
+    for row in found["rows"]:
+        if "n" not in row:
+            again = "-" if row["recipe_test"] is None else f"{row['recipe_test']:.3f} ({row['recipe_minus_parent_points']:+.1f} points)"
+            rows.append([row["label"], "31.04M", "1x", "1x", f"{row['test']:.3f} n=1", "", "", f"{row['steps']} steps; the recipe from it: {again}"])
+        elif not row["n"]:
+            rows.append([row["label"], "", "", "", "not run", "", "", ""])
+        else:
+            difference = _estimate(row["minus_parent_points"])
+            steps = f"{min(row['steps'])}-{max(row['steps'])}" if len(set(row["steps"])) > 1 else f"{row['steps'][0]}"
+            rows.append([row["label"], format_count(row["params"]), f"{row['params_ratio']:.1f}x", f"{row['flops_ratio']:.1f}x",
+                         _estimate(row["test"]).text(), "-" if difference is None else difference.text(digits=1, signed=True),
+                         row["within_1_point"] or "-", f"{steps} steps, {sum(row['train_seconds']) / len(row['train_seconds']):.0f} s each"])
+    return rows
+
+
+HEADERS = ["row", "params", "params vs U-Net", "FLOPs vs U-Net", "test {metric} [95% CI] n",
+           "minus parent, points [95% CI]", "within 1 point", "training (mean)"]
+
+
+def print_table(tasks: dict[str, Any], *, markdown: bool = False) -> None:
+    from compressor.tables import format_table
 
     for task, found in tasks.items():
         parent = found["parent"]
         print(f"\n{task}: U-Net parent {found['score_name']} {parent['test']:.3f} on test (val {parent['val']:.3f}), "
               f"{parent['steps']} steps, best at {parent['best_step']}, "
-              f"{'plateau reached' if parent['reached_plateau'] else 'max_steps reached'}, {parent['train_seconds']:.0f} s")
-        rows = []
-        for row in found["rows"]:
-            if "n" not in row:
-                rows.append([row["label"], "", "", "", f"{row['test']:.3f}", "", "", "recipe from it: "
-                             + ("-" if row["recipe_test"] is None else f"{row['recipe_test']:.3f} ({row['recipe_minus_parent_points']:+.1f} points)")])
-                continue
-            if not row["n"]:
-                rows.append([row["label"], "", "", "", "not run", "", "", ""])
-                continue
-            test = Estimate(**{key: float("nan") if value is None else value for key, value in row["test"].items()})
-            minus = row["minus_parent_points"]
-            difference = "-" if minus is None else Estimate(**{k: float("nan") if v is None else v for k, v in minus.items()}).text(digits=1, signed=True)
-            rows.append([row["label"], format_count(row["params"]), f"{row['params_ratio']:.1f}x", f"{row['flops_ratio']:.1f}x",
-                         test.text(), difference, row["within_1_point"] or "-",
-                         f"{min(row['steps'])}-{max(row['steps'])} steps"])
-        print(format_table(["row", "params", "vs U-Net", "FLOPs vs", f"test {found['score_name']} [95% CI] n",
-                            "minus parent, points [95% CI]", "within 1 point", "training"], rows))
+              f"{'plateau reached' if parent['reached_plateau'] else 'max_steps reached'}, {parent['train_seconds']:.0f} s\n")
+        headers = [header.format(metric=found["score_name"]) for header in HEADERS]
+        rows = table_rows(found)
+        if markdown:
+            print("| " + " | ".join(headers) + " |\n|" + "---|" * len(headers))
+            print("\n".join("| " + " | ".join(row) + " |" for row in rows))
+        else:
+            print(format_table(headers, rows))
+        print()
+        for target, verdict in found["targets"].items():
+            print(f"- {target}: **{verdict}**" if markdown else f"{target}: {verdict}")
         if found["recipe_dominates_micronet"]:
             dominated = found["recipe_dominates_micronet"]
-            print(f"the paper's recipe dominates Micro-Net: {dominated['verdict']} (smaller: {dominated['smaller']}, "
-                  f"minus Micro-Net {dominated['minus_micronet_points']['mean']:+.1f} points)")
+            print(f"  (the recipe against Micro-Net, paired by seed: {_estimate(dominated['minus_micronet_points']).text(digits=1, signed=True)} points)")
 
 
 def plot(tasks: dict[str, Any]) -> None:
@@ -289,6 +351,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--task", action="append", choices=list(TASKS), help="task(s) to run (repeatable)")
     parser.add_argument("--summarize", action="store_true", help="only print and write the table of what has run")
+    parser.add_argument("--markdown", action="store_true", help="print the tables as Markdown")
     parser.add_argument("--seeds", type=int, default=5, help="fine-tuning seeds per row (default 5)")
     parser.add_argument("--parents", type=int, default=3, help="parents trained (seed 0 and more; default 3)")
     parser.add_argument("--max-steps", type=int, default=4000)
@@ -309,7 +372,7 @@ def main() -> None:
         for task in args.task or list(TASKS):
             run_task(task, args)
     tasks = summarize(Path(args.run_dir))
-    print_table(tasks)
+    print_table(tasks, markdown=args.markdown)
     plot(tasks)
     payload = {"machine": machine(), "settings": settings_of(args), "tasks": tasks}
     atomic_write_text(RESULTS / "converged.json", json.dumps(payload, indent=1) + "\n")
