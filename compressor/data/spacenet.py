@@ -20,7 +20,7 @@ import numpy as np
 import tifffile
 
 from compressor.data.base import DataError, Scene, SegmentationData, register_dataset
-from compressor.data.cache import PinnedWheel, fetch_wheel, verify_sha256
+from compressor.data.cache import PinnedWheel, fetch_wheel, read_verified
 from compressor.data.splits import SpatialSplitConfig
 
 __all__ = ["SOLARIS_SAMPLE", "SOLARIS_ROADS", "TileSource", "TileTaskConfig", "SpacenetSampleConfig", "SpacenetRoadsConfig", "read_tile"]
@@ -71,11 +71,7 @@ def read_tile(
 
 def _read_member(archive: zipfile.ZipFile, wheel_path: Path, member: str, sha256: str) -> np.ndarray:
     what = f"{wheel_path}!{member}"
-    try:
-        data = archive.read(member)
-    except KeyError:
-        raise DataError(f"{what}: not in the wheel") from None
-    verify_sha256(data, sha256, what=what)
+    data = read_verified(archive, wheel_path, member, sha256)
     try:
         return tifffile.imread(io.BytesIO(data))
     except (ValueError, tifffile.TiffFileError) as error:
@@ -107,21 +103,8 @@ class TileTaskConfig(SpatialSplitConfig):
         """
         source = source or self.source
         tile = read_tile(source, cache_dir=cache_dir, download=download)
-        regions = self.regions(tile)
-        patches, normalization = self.patches(regions)
-        return SegmentationData(
-            name=self.kind,
-            class_names=self.class_names,
-            in_channels=tile.channels,
-            train=patches,
-            val=(regions.val,),
-            test=() if regions.test is None else (regions.test,),
-            normalization=normalization,
-            description=(
-                f"{self.title} {tile.width}x{tile.height} (solaris {source.wheel.version}): "
-                + self.describe(regions, len(patches))
-            ),
-        )
+        return self.cut(tile, class_names=self.class_names,
+                        title=f"{self.title} {tile.width}x{tile.height} (solaris {source.wheel.version})")
 
 
 @register_dataset

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from compressor.data.base import DataConfig, DataError, Normalization, Scene
+from compressor.data.base import DataConfig, DataError, Normalization, Scene, SegmentationData
 from compressor.data.tiling import PatchDataset, Side, fold_regions, hold_out, split_regions
 
 __all__ = ["SpatialSplitConfig", "Regions"]
@@ -131,6 +131,26 @@ class SpatialSplitConfig(DataConfig):
         normalization = Normalization.fit([part.image for part in regions.train])
         dataset = PatchDataset(regions.train, patch_size=self.patch_size, stride=self.resolved_stride, normalization=normalization)
         return dataset, normalization
+
+    def cut(self, scene: Scene, *, class_names: tuple[str, ...], title: str) -> SegmentationData:
+        """The data of ``scene`` cut into its regions: training patches, validation and test scenes;
+        ``title`` (where the scene came from) heads the description.
+
+        Raises:
+            DataError: a region would be empty, or a training part is smaller than a patch.
+        """
+        regions = self.regions(scene)
+        patches, normalization = self.patches(regions)
+        return SegmentationData(
+            name=self.kind,
+            class_names=class_names,
+            in_channels=scene.channels,
+            train=patches,
+            val=(regions.val,),
+            test=() if regions.test is None else (regions.test,),
+            normalization=normalization,
+            description=f"{title}: {self.describe(regions, len(patches))}",
+        )
 
     def describe(self, regions: Regions, patches: int) -> str:
         """One line: the regions' sizes, the patches, the guard."""

@@ -194,13 +194,14 @@ def ensure_baselines(
         started = time.perf_counter()
         trained = train_model(experiment, model=ModelConfig(name=model), data=data, test=False)
         log.info("baseline %s: %s in %.0f s", model, trained.result.metrics.summary(), time.perf_counter() - started)
+        run = trained.result.to_dict()
         record = BaselineRecord(
             model=model, key=baseline_key(experiment, model), metrics=trained.result.metrics.to_dict(),
             cost=trained.cost.to_dict(modules=False), steps=trained.result.steps_done,
             train_seconds=round(trained.result.train_seconds, 3), wall_seconds=round(time.perf_counter() - started, 3),
-            path=baseline_path(experiment, model), history=trained.result.to_dict()["history"],
+            path=baseline_path(experiment, model), history=run["history"],
         )
-        payload = {**record.to_dict(), "experiment": experiment.name, "train": trained.result.to_dict()}
+        payload = {**record.to_dict(), "experiment": experiment.name, "train": run}
         save_checkpoint(record.weights_path, trained.model, step=trained.result.steps_done,
                         metrics=trained.result.metrics, extra={"model": model, "key": record.key})
         atomic_write_text(record.path, json.dumps(payload, indent=2) + "\n")
