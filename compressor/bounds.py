@@ -289,6 +289,7 @@ CONFIG_BOUNDS: dict[str, Bound | Callable[[Any, str], Any]] = {
     "train.bn_reestimate": COUNT,
     "train.distill.weight": NON_NEGATIVE,
     "train.distill.temperature": POSITIVE,
+    "train.distill.feature_weight": NON_NEGATIVE,
     # cost
     "cost.input_size": SIDE,
     "cost.latency_runs": COUNT,
@@ -319,6 +320,10 @@ CONFIG_BOUNDS: dict[str, Bound | Callable[[Any, str], Any]] = {
     "finetune.distill_weight": NON_NEGATIVE,
     "finetune.temperature": POSITIVE,
     "finetune.parent_steps": STEPS,
+    "finetune.reconstruct_steps": STEPS,
+    "finetune.reconstruct_batches": POSITIVE_COUNT,
+    "finetune.feature_weight": NON_NEGATIVE,
+    "finetune.max_start_error": POSITIVE,
 }
 
 

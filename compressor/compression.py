@@ -39,8 +39,9 @@ from compressor.finetune import calibration_batches, with_calibration
 from compressor.metrics import SegmentationMetrics
 from compressor.outputs import check_fits
 from compressor.tables import format_table
-from compressor.train import TrainResult, evaluate, reestimate_batchnorm, train
+from compressor.train import TrainResult, evaluate, reestimate_batchnorm, seed_everything, train
 from compressor.transforms import Recipe, TransformRecord, apply
+from compressor.transforms.reconstruct import Reconstruction, output_gap, reconstruct
 from compressor.units import format_count
 
 __all__ = ["CompressResult", "compress"]
@@ -62,6 +63,13 @@ class CompressResult:
         example_shape: the input shape the recipe was applied (and the records costed) at.
         teacher_test_metrics, student_test_metrics: teacher and fine-tuned student on the
             data's test region, evaluated once at the end (None: the data has none).
+        start_error: the student's output error against the teacher (relative, on the
+            calibration patches) after the recipe, before any reconstruction.
+        reconstruction: what the reconstruction did (None: ``finetune.reconstruct: none``).
+        max_start_error: above this output error after reconstruction the student "does
+            not start close" (``finetune.max_start_error``).
+        scratch: the same architecture trained from random weights for the same steps
+            (``compare_scratch``; None otherwise).
     """
 
     student: nn.Module
@@ -76,10 +84,51 @@ class CompressResult:
     example_shape: tuple[int, ...] = ()
     teacher_test_metrics: SegmentationMetrics | None = None
     student_test_metrics: SegmentationMetrics | None = None
+    start_error: float | None = None
+    reconstruction: Reconstruction | None = None
+    max_start_error: float = 0.5
+    scratch: TrainResult | None = None
 
     @property
     def student_metrics(self) -> SegmentationMetrics:
         return self.result.metrics
+
+    @property
+    def output_error(self) -> float | None:
+        """The student's output error against the teacher when fine-tuning starts."""
+        return self.reconstruction.output_error_after if self.reconstruction is not None else self.start_error
+
+    @property
+    def starts_close(self) -> bool | None:
+        """Whether the student starts within ``max_start_error`` of the teacher (None: not measured)."""
+        return None if self.output_error is None else self.output_error <= self.max_start_error
+
+    def knowledge_lines(self) -> list[str]:
+        """What the report says about what the student kept: its output error against the teacher
+        before and after reconstruction, its score against the teacher's and against scratch."""
+        metric = self.teacher_metrics.score_name
+        lines = []
+        if self.start_error is not None:
+            line = f"output error against the teacher: {self.start_error:.3f} after the recipe"
+            if self.reconstruction is not None and self.reconstruction.output_error_after is not None:
+                rec = self.reconstruction
+                line += (f", {rec.output_error_after:.3f} after reconstruction ({rec.method}, {len(rec.points)} changed "
+                         f"{'block' if rec.method != 'layer' else 'layer'}s, {rec.steps} steps, {rec.seconds:.0f} s)")
+            lines.append(line)
+        if self.starts_close is False:
+            far = self.reconstruction.far(self.max_start_error) if self.reconstruction is not None else {}
+            worst = ", ".join(f"{name} {error:.2f}" for name, error in sorted(far.items(), key=lambda item: -item[1])[:3])
+            lines.append(
+                f"the student does not start close to the teacher (output error {self.output_error:.3f} > "
+                f"finetune.max_start_error {self.max_start_error:g}): fine-tuning learns again more than it keeps"
+                + (f"; farthest: {worst}" if worst else ""))
+        gap = self.student_metrics.score - self.teacher_metrics.score
+        line = f"student against teacher: {gap:+.3f} {metric} (inherited {self.inherited_metrics.score:.3f}, fine-tuned {self.student_metrics.score:.3f}, teacher {self.teacher_metrics.score:.3f})"
+        if self.scratch is not None:
+            line += (f"; against the same architecture from scratch ({self.scratch.steps_done} steps): "
+                     f"{self.student_metrics.score - self.scratch.metrics.score:+.3f} (scratch {self.scratch.metrics.score:.3f})")
+        lines.append(line)
+        return lines
 
     def table(self, label: str = "teacher") -> str:
         """Teacher, inherited student and fine-tuned student side by side (validation, and test where the data has one)."""
@@ -97,6 +146,8 @@ class CompressResult:
             (label, self.teacher_cost, self.teacher_metrics, self.teacher_test_metrics, None),
             ("student, inherited", self.student_cost, self.inherited_metrics, None, self.seconds["transform"]),
             (f"student, {tuned}", self.student_cost, self.student_metrics, self.student_test_metrics, self.seconds["finetune"]),
+            *([(f"same architecture from scratch, {self.scratch.steps_done} steps", self.student_cost, self.scratch.metrics,
+                None, self.seconds.get("scratch"))] if self.scratch is not None else []),
         ):
             rows.append([
                 name, format_count(cost.params), format_count(cost.flops), f"{metrics.score:.3f}",
@@ -120,6 +171,12 @@ class CompressResult:
             "records": [record.to_dict() for record in self.records],
             **({"test": {"teacher": self.teacher_test_metrics.to_dict(), "student": self.student_test_metrics.to_dict()}}
                if self.teacher_test_metrics is not None and self.student_test_metrics is not None else {}),
+            "start_error": self.start_error,
+            "output_error": self.output_error,
+            "starts_close": self.starts_close,
+            **({"reconstruction": self.reconstruction.to_dict()} if self.reconstruction is not None else {}),
+            **({"scratch": {"metrics": self.scratch.metrics.to_dict(), "train": self.scratch.to_dict()}}
+               if self.scratch is not None else {}),
             "distilled": self.distilled,
             "seconds": {key: round(value, 2) for key, value in self.seconds.items()},
         }
@@ -133,6 +190,7 @@ def compress(
     data: SegmentationData | None = None,
     distill: bool = True,
     cache_dir: str | Path | None = None,
+    compare_scratch: bool = False,
 ) -> CompressResult:
     """Transforms a trained ``model`` with ``recipe`` keeping its knowledge, and fine-tunes the result.
 
@@ -145,6 +203,8 @@ def compress(
         data: already built data (default: built from ``experiment.data``).
         distill: distill from ``model`` while fine-tuning.
         cache_dir: the download cache.
+        compare_scratch: also train the student's architecture from random weights, with
+            the ``train:`` section, for as many steps as the fine-tuning took.
 
     Raises:
         ConfigError: the model does not fit the data (input channels, classes), a bad recipe.
@@ -173,12 +233,27 @@ def compress(
     if settings.bn_reestimate:
         reestimate_batchnorm(student, data, batches=settings.bn_reestimate, batch_size=config.batch_size, seed=config.seed)
     seconds["transform"] = time.perf_counter() - started
+    started = time.perf_counter()
+    images = torch.cat(calibration_batches(data, settings.reconstruct_batches, batch_size=config.batch_size, seed=config.seed))
+    start_error = output_gap(teacher, student, images, config.batch_size)
+    method = settings.reconstruction("hints")
+    reconstruction = None if method == "none" else reconstruct(
+        teacher, student, images, method=method, source=settings.reconstruct_source, steps=settings.reconstruct_steps,
+        batch_size=config.batch_size,
+    )
+    seconds["reconstruct"] = time.perf_counter() - started
     inherited_metrics = evaluate(student, data, config)
     started = time.perf_counter()
     tuning = dataclasses.replace(config, bn_reestimate=0)  # re-estimated once already, above
     result = train(student, data, tuning, teacher=teacher if distill else None, description="fine-tune")
     seconds["finetune"] = time.perf_counter() - started
     tests = (evaluate(teacher, data, config, split="test"), evaluate(student, data, config, split="test")) if data.test else (None, None)
+    scratch = None
+    if compare_scratch:
+        started = time.perf_counter()
+        seed_everything(experiment.train.seed)
+        scratch = train(from_scratch(student), data, experiment.train.with_steps(result.steps_done), description="from scratch")
+        seconds["scratch"] = time.perf_counter() - started
     shape = experiment.cost_input_shape(data.in_channels)
     student = student.cpu().eval()
     return CompressResult(
@@ -186,11 +261,34 @@ def compress(
         result=result, teacher_cost=measure(teacher, shape), student_cost=measure(student, shape),
         distilled=distill, seconds=seconds, example_shape=tuple(example.shape),
         teacher_test_metrics=tests[0], student_test_metrics=tests[1],
+        start_error=None if start_error is None else round(start_error, 6), reconstruction=reconstruction,
+        max_start_error=settings.max_start_error, scratch=scratch,
     )
 
 
-def finetuned(experiment: Experiment, steps: int | str | None) -> Experiment:
-    """``experiment`` with ``finetune.steps`` set (None: unchanged)."""
-    if steps is None:
+def from_scratch(network: nn.Module) -> nn.Module:
+    """A copy of ``network`` with every layer's parameters drawn afresh (its ``reset_parameters``)
+    and its batch norms' statistics reset: the same architecture, nothing learned.
+
+    Example:
+        >>> from torch import nn
+        >>> conv = nn.Conv2d(2, 2, 3)
+        >>> bool((from_scratch(conv).weight != conv.weight).any())
+        True
+    """
+    fresh = copy.deepcopy(network)
+    for module in fresh.modules():
+        reset = getattr(module, "reset_parameters", None)
+        if callable(reset):
+            reset()
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            module.reset_running_stats()
+    return fresh
+
+
+def finetuned(experiment: Experiment, steps: int | str | None, **changes: object) -> Experiment:
+    """``experiment`` with ``finetune.steps`` and the other ``finetune`` settings given set (None: unchanged)."""
+    changes = {key: value for key, value in {"steps": steps, **changes}.items() if value is not None}
+    if not changes:
         return experiment
-    return dataclasses.replace(experiment, finetune=dataclasses.replace(experiment.finetune, steps=steps))
+    return dataclasses.replace(experiment, finetune=dataclasses.replace(experiment.finetune, **changes))

@@ -26,6 +26,7 @@ from compressor.data.base import SegmentationData
 from compressor.errors import ConfigError
 from compressor.train import DistillConfig, TrainConfig
 from compressor.transforms import TRANSFORMS, Recipe, TransformSpec
+from compressor.transforms.reconstruct import METHODS, SOURCES
 
 __all__ = ["FinetuneConfig", "calibration_batches", "with_calibration"]
 
@@ -50,6 +51,23 @@ class FinetuneConfig:
         parent_steps: optimizer steps of the parent a search fine-tunes from (trained once
             and stored; null: the ``train:`` section's; the parent of a reference model built
             with its default arguments is then the stored baseline itself).
+        reconstruct: before fine-tuning, train the parts the recipe changed to give the
+            parent's tensors there, on unlabelled training patches (see
+            :mod:`compressor.transforms.reconstruct`): ``hints`` (the whole network towards
+            the parent's tensors at every changed block and its output), ``block`` (each
+            changed block on its own), ``layer`` (each changed layer on its own), ``none``;
+            null: ``hints`` in ``compressor compress``, ``none`` in a search (where it would
+            cost every candidate its time).
+        reconstruct_steps: Adam steps of the reconstruction (per point for ``layer`` and ``block``).
+        reconstruct_batches: batches of training patches it runs on.
+        reconstruct_source: where a point's input comes from for ``layer`` and ``block``:
+            ``student`` (its own tensor, after the points before it) or ``teacher``.
+        feature_weight: weight of feature distillation while fine-tuning: the relative
+            squared error between the network's and the parent's tensors at the changed
+            blocks (0: none; needs distillation from the parent).
+        max_start_error: a network whose output error against the parent (relative, on
+            the calibration patches, after reconstruction) is above this "does not start
+            close": compress and the search's trial say so.
     """
 
     steps: int | Literal["auto"] | None = None
@@ -60,6 +78,16 @@ class FinetuneConfig:
     distill_weight: float = 0.5
     temperature: float = 2.0
     parent_steps: int | None = None
+    reconstruct: str | None = None
+    reconstruct_steps: int = 300
+    reconstruct_batches: int = 32
+    reconstruct_source: str = "student"
+    feature_weight: float = 0.0
+    max_start_error: float = 0.5
+
+    #: left out of the plain data (and so of a study's key) while at their defaults
+    omit_when_default = ("reconstruct", "reconstruct_steps", "reconstruct_batches", "reconstruct_source",
+                         "feature_weight", "max_start_error")
 
     def __post_init__(self) -> None:
         if isinstance(self.steps, str) and self.steps != "auto":
@@ -76,6 +104,21 @@ class FinetuneConfig:
             if getattr(self, key) < 0:
                 raise ConfigError(f"finetune.{key} must be >= 0 batches, got {getattr(self, key)}")
         DistillConfig(weight=self.distill_weight, temperature=self.temperature)  # same checks
+        if self.reconstruct is not None and self.reconstruct not in METHODS:
+            raise ConfigError(f"finetune.reconstruct must be one of {', '.join(METHODS)} or null, got {self.reconstruct!r}")
+        if self.reconstruct_source not in SOURCES:
+            raise ConfigError(f"finetune.reconstruct_source must be one of {', '.join(SOURCES)}, got {self.reconstruct_source!r}")
+        for key in ("reconstruct_steps", "reconstruct_batches"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"finetune.{key} must be >= 1, got {getattr(self, key)}")
+        if self.feature_weight < 0:
+            raise ConfigError(f"finetune.feature_weight must be >= 0, got {self.feature_weight}")
+        if not self.max_start_error > 0:
+            raise ConfigError(f"finetune.max_start_error must be > 0, got {self.max_start_error}")
+
+    def reconstruction(self, default: str) -> str:
+        """The reconstruction method to run: this section's, else the command's ``default``."""
+        return self.reconstruct if self.reconstruct is not None else default
 
     def train_config(self, train: TrainConfig, *, distill: bool) -> TrainConfig:
         """``train`` with this section's steps, rate, warm-up and batch-norm re-estimation,
@@ -86,7 +129,8 @@ class FinetuneConfig:
             warmup_fraction=self.warmup_fraction,
             bn_reestimate=self.bn_reestimate,
             distill=DistillConfig(
-                teacher="parent" if distill else None, weight=self.distill_weight, temperature=self.temperature
+                teacher="parent" if distill else None, weight=self.distill_weight, temperature=self.temperature,
+                feature_weight=self.feature_weight if distill else 0.0,
             ),
         )
 

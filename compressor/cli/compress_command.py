@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from compressor.bounds import STEPS, output_argument
+from compressor.bounds import NON_NEGATIVE, STEPS, output_argument
 from compressor.cli.common import add_builder_arguments
 from compressor.cli.experiment_args import add_experiment_arguments, experiment_from_args
 from compressor.cli.recipe_args import add_recipe_arguments, recipe_from_args, record_notes, records_table
@@ -22,6 +22,7 @@ from compressor.outputs import declare_output, parse_output_key
 from compressor.saving import load_saved, save_model
 from compressor.tensor_files import read_tensor_file
 from compressor.train import load_weights
+from compressor.transforms.reconstruct import METHODS
 
 COMMAND = {"name": "compress", "help": "compress a trained network: transform it keeping its weights, fine-tune with distillation",
            "description": "Apply a recipe to a trained network with weight inheritance (and calibration if "
@@ -44,6 +45,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="fine-tuning steps, or auto: until validation stops improving, at most train.max_steps "
                              "(default: finetune.steps, else train.steps)")
     parser.add_argument("--no-distill", action="store_true", help="fine-tune without distilling from the original")
+    parser.add_argument("--reconstruct", choices=METHODS, metavar="METHOD",
+                        help="before fine-tuning, train what the recipe changed to give the original's tensors there: "
+                             "hints (the whole network, the default), block, layer or none (default: finetune.reconstruct)")
+    parser.add_argument("--feature-weight", type=NON_NEGATIVE.argument("--feature-weight"), metavar="W",
+                        help="feature distillation while fine-tuning: weight of the error at the changed blocks "
+                             "(default: finetune.feature_weight, 0)")
+    parser.add_argument("--compare-scratch", action="store_true",
+                        help="also train the compressed architecture from random weights for as many steps, and compare")
     parser.add_argument("--out", type=output_argument("--out"), metavar="PATH", help="where to save the result (default: <run_dir>/compress/<model>-<recipe hash>.pt)")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     parser.add_argument("--trust", action="store_true",
@@ -53,13 +62,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     recipe = recipe_from_args(args.recipe, args.transform)
-    experiment = finetuned(experiment_from_args(args), args.steps)
+    experiment = finetuned(experiment_from_args(args), args.steps, reconstruct=args.reconstruct,
+                           feature_weight=args.feature_weight)
     model, label = teacher_from_args(args, experiment)
     out = Path(args.out) if args.out else experiment.run_path / "compress" / f"{Path(label).stem}-{recipe.hash()[:8]}.pt"
     check_writable(out)  # before the fine-tuning, not after it
     # A trusted pickle from before model files held their architecture: its result can only be a pickle too.
     as_pickle = origin_of(model) is None
-    result = compress(model, recipe, experiment, distill=not args.no_distill, cache_dir=args.cache_dir)
+    result = compress(model, recipe, experiment, distill=not args.no_distill, cache_dir=args.cache_dir,
+                      compare_scratch=args.compare_scratch)
     save_model(
         out, result.student, recipe=recipe, base=label, input_shape=result.student_cost.input_shape,
         metadata={"teacher": label, **result.to_dict()}, pickle=as_pickle,
@@ -72,6 +83,8 @@ def run(args: argparse.Namespace) -> int:
         print(line)
     print()
     print(result.table(f"teacher ({label})"))
+    for line in result.knowledge_lines():
+        print(line)
     print(f"saved to {out} (load with compressor.load_model({str(out)!r}))")
     if as_pickle:
         print(f"  {label} holds no architecture as data (an older pickle), so {out} is a pickle too: it loads with "

@@ -47,7 +47,7 @@ from compressor.experiment import Experiment, ensure_baselines
 from compressor.floor import Floor
 from compressor.metrics import SegmentationMetrics, metric_value
 from compressor.search.liveness import PROCESS_KEY, fail_dead_trials, process_identity
-from compressor.search.setup import SearchSetup, as_built_for, build_candidate, prepare
+from compressor.search.setup import SearchSetup, as_built_for, build_candidate, prepare, start_candidate
 from compressor.search.stored import building_study, stored_experiment
 from compressor.search_config import ConfirmConfig
 from compressor.study import (
@@ -409,7 +409,8 @@ class _JobRunner:
             init=setup.init, calibration=setup.calibration,
         )
         seed, fold = repeat
-        result = train(network, setup.data, setup.train_config, teacher=setup.teacher,
+        start_candidate(setup, network)
+        result = train(network, setup.data, setup.start_config, teacher=setup.teacher,
                        description=f"confirm trial {number} seed {seed}" + ("" if fold is None else f" fold {fold}"))
         return {"trial": number, "metric": setup.metric(result.metrics), "metrics": result.metrics.to_dict(),
                 "params": sum(parameter.numel() for parameter in network.parameters()),

@@ -11,7 +11,7 @@ from compressor.errors import CompressorError, RunFailedError, first_line
 from compressor.metrics import SegmentationMetrics
 from compressor.search.fidelity import rung_key, should_stop
 from compressor.search.liveness import PROCESS_KEY, process_identity
-from compressor.search.setup import SearchSetup, as_built_for, build_candidate
+from compressor.search.setup import SearchSetup, as_built_for, build_candidate, start_candidate
 from compressor.search.twins import wait_for_twin
 from compressor.search.weights import WeightStore
 from compressor.study import TrialRecord, front, trial_records
@@ -103,8 +103,10 @@ class TrialRunner:
             return not self._stop_at(trial, rung_key(rung), setup.values(value, cost))
 
         try:
+            start = start_candidate(setup, network)
+            record.start_error, record.starts_close, record.reconstruct_seconds = start.error, start.close, start.seconds
             result = train(
-                network, setup.data, setup.train_config, evaluate_at=list(setup.config.rungs),
+                network, setup.data, setup.start_config, evaluate_at=list(setup.config.rungs),
                 callback=at_rung, description=f"trial {trial.number}", teacher=setup.teacher,
             )
         except CompressorError as error:

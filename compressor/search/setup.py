@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,12 +35,20 @@ from compressor.search_config import SearchConfig
 from compressor.spaces import SPACES, SearchContext, SearchSpace
 from compressor.study import default_storage_url, directions, objective_values, sqlite_path
 from compressor.study.storage import check_lasting
-from compressor.train import CheckpointError, TrainConfig, load_checkpoint, seed_everything
+from compressor.train import (
+    CheckpointError,
+    TrainConfig,
+    load_checkpoint,
+    reestimate_batchnorm,
+    seed_everything,
+)
 from compressor.transforms import Recipe, TransformSpec, apply
+from compressor.transforms.reconstruct import output_gap, reconstruct
 from compressor.units import format_count
 
 __all__ = [
-    "SearchSetup", "prepare", "metric_value", "metric_label", "base_model_config", "build_candidate",
+    "SearchSetup", "prepare", "metric_value", "metric_label", "base_model_config", "build_candidate", "Start",
+    "start_candidate",
 ]
 
 
@@ -76,6 +85,12 @@ class SearchSetup:
         if self.parent is None:
             return self.experiment.train
         return self.experiment.finetune.train_config(self.experiment.train, distill=self.init == "distill")
+
+    @property
+    def start_config(self) -> TrainConfig:
+        """:attr:`train_config` for a candidate whose batch norms were re-estimated before (when it inherits)."""
+        config = self.train_config
+        return config if self.parent is None else dataclasses.replace(config, bn_reestimate=0)
 
     @property
     def teacher(self) -> nn.Module | None:
@@ -172,6 +187,47 @@ def build_candidate(
 
 
 
+@dataclass(frozen=True)
+class Start:
+    """How a candidate that inherits starts its fine-tuning (:func:`start_candidate`).
+
+    Attributes:
+        error: its output error against the parent (relative, on the calibration patches),
+            after any reconstruction; None: not measured (from scratch).
+        close: whether ``error`` is within ``finetune.max_start_error``.
+        seconds: the reconstruction's time (None: none ran).
+    """
+
+    error: float | None = None
+    close: bool | None = None
+    seconds: float | None = None
+
+
+def start_candidate(setup: SearchSetup, network: nn.Module) -> Start:
+    """Readies a built candidate for :attr:`SearchSetup.start_config`: when it inherits, its batch
+    norms re-estimated, the reconstruction ``finetune.reconstruct`` asks for (none by default in a
+    search), and its output error against the parent measured. A search trial and its
+    confirmation go through here, so both start the same."""
+    if setup.parent is None:
+        return Start()
+    started = time.perf_counter()
+    settings, config = setup.experiment.finetune, setup.train_config
+    if config.bn_reestimate:
+        reestimate_batchnorm(network, setup.data, batches=config.bn_reestimate, batch_size=config.batch_size,
+                             seed=config.seed)
+    images = torch.cat(setup.calibration or [])
+    method = settings.reconstruction("none")
+    if method == "none":
+        error, seconds = output_gap(setup.parent.model, network, images, config.batch_size), None
+    else:
+        error = reconstruct(setup.parent.model, network, images, method=method, source=settings.reconstruct_source,
+                            steps=settings.reconstruct_steps, batch_size=config.batch_size).output_error_after
+        seconds = round(time.perf_counter() - started, 3)
+    if error is None:
+        return Start(seconds=seconds)
+    return Start(error=round(error, 6), close=error <= settings.max_start_error, seconds=seconds)
+
+
 #: Study attribute of the studies whose ``dilation`` leaves existing rates alone by default (all
 #: made since it stopped overwriting them); a study without it is rebuilt with ``overwrite: true``.
 KEEPS_RATES = "dilation_keeps_rates"
@@ -254,7 +310,7 @@ def prepare(
         storage_url=storage_url, study_name=config.study or experiment.name or "search",
         artifacts=artifacts.resolve(), echo=echo, parent=parent,
         calibration=calibration_batches(
-            data, max(1, experiment.finetune.calibrate), batch_size=experiment.train.batch_size, seed=experiment.train.seed,
+            data, calibration_count(experiment), batch_size=experiment.train.batch_size, seed=experiment.train.seed,
         ) if parent is not None else None,
         floor=Floor.of_data(data, config.metric, margin=config.min_gain) if config.floor == "constant" else Floor(),
         latency=experiment.cost.latency,
@@ -262,6 +318,13 @@ def prepare(
     if check_budget and not experiment.budget.is_empty:
         check_smallest(setup)
     return setup
+
+
+def calibration_count(experiment: Experiment) -> int:
+    """Batches of calibration patches a search keeps: what ``finetune.calibrate`` refits on, and
+    what the reconstruction runs on when one is asked for (the first ones are the same patches)."""
+    settings = experiment.finetune
+    return max(1, settings.calibrate, settings.reconstruct_batches if settings.reconstruction("none") != "none" else 0)
 
 
 def load_parent(model_config: ModelConfig, path: str, *, in_channels: int, num_classes: int) -> Parent:

@@ -147,6 +147,12 @@ class TrialRecord:
         params_dict: Optuna's sampled parameters.
         values: Optuna's objective values (None unless COMPLETE).
         curve: its learning curve, ``[step, metric]`` at each validation evaluation.
+        start_error: for a candidate that inherits, its output error against the parent
+            (relative, on the calibration patches) when fine-tuning starts, after any
+            reconstruction (None: from scratch, or not measured).
+        starts_close: whether ``start_error`` is within ``finetune.max_start_error`` (a
+            candidate that does not start close learns again more than it keeps).
+        reconstruct_seconds: the time its reconstruction took (``finetune.reconstruct``).
     """
 
     number: int
@@ -173,12 +179,16 @@ class TrialRecord:
     params_dict: dict[str, Any] = field(default_factory=dict)
     values: list[float] | None = None
     curve: list[list[float]] = field(default_factory=list)
+    start_error: float | None = None
+    starts_close: bool | None = None
+    reconstruct_seconds: float | None = None
 
     # Attributes stored on the Optuna trial; the rest comes from the trial itself.
     STORED = (
         "status", "recipe", "recipe_short", "recipe_hash", "params", "flops", "latency_ms", "activation_bytes",
         "feasible", "constraints", "metric", "metrics", "fidelity", "rung_metrics", "build_seconds", "train_seconds",
-        "wall_seconds", "failure", "weights", "duplicate_of", "curve",
+        "wall_seconds", "failure", "weights", "duplicate_of", "curve", "start_error", "starts_close",
+        "reconstruct_seconds",
     )
 
     @classmethod

@@ -25,17 +25,27 @@ class DistillConfig:
             by compressor; null: no distillation.
         weight: weight of the distillation term.
         temperature: softening temperature ``T``.
+        feature_weight: weight of feature distillation: the mean relative squared error
+            between the student's and the teacher's tensors at the blocks the student
+            changed (the boundaries both networks share; see
+            :func:`compressor.transforms.reconstruct.hint_points`), added to the loss
+            (0: none).
     """
 
     teacher: str | None = None
     weight: float = 0.5
     temperature: float = 2.0
+    feature_weight: float = 0.0
+
+    omit_when_default = ("feature_weight",)
 
     def __post_init__(self) -> None:
         if self.weight < 0:
             raise ConfigError(f"train.distill.weight must be >= 0, got {self.weight}")
         if not self.temperature > 0:
             raise ConfigError(f"train.distill.temperature must be > 0, got {self.temperature}")
+        if self.feature_weight < 0:
+            raise ConfigError(f"train.distill.feature_weight must be >= 0, got {self.feature_weight}")
 
     @property
     def active(self) -> bool:

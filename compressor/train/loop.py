@@ -16,6 +16,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from compressor.batchnorm import reestimate_on
 from compressor.data.base import SegmentationData
 from compressor.errors import CompressorError, ConfigError, first_line
 from compressor.metrics import SegmentationMetrics
@@ -27,6 +28,7 @@ from compressor.train.determinism import deterministic_kernels, resolve_device
 from compressor.train.evaluation import evaluate, forward_checked
 from compressor.train.losses import class_weights, dice_loss, distillation_loss, weighted_cross_entropy
 from compressor.train.plateau import Plateau
+from compressor.transforms.reconstruct import FeatureHints
 
 log = logging.getLogger(__name__)
 
@@ -191,6 +193,7 @@ def train(
             teacher = (teacher if here == device else copy.deepcopy(teacher).to(device)).eval()
         if config.bn_reestimate:
             reestimate_batchnorm(model, data, batches=config.bn_reestimate, batch_size=config.batch_size, seed=config.seed)
+        hints = FeatureHints.between(model, teacher, data.train[0][0][None].to(device)) if distill and distill.feature_weight else None
         weights = class_weights(data.class_frequencies(), config.class_weights)
         weights = None if weights is None else weights.to(device)
         optimizer = _optimizer(model, config)
@@ -207,14 +210,17 @@ def train(
                 started = time.perf_counter()
                 images, masks = next(batches)
                 images, masks = images.to(device, non_blocking=True), masks.to(device, non_blocking=True)
-                logits = forward_checked(model, images, data.num_classes) if step == 0 else model_output(model, images)
+                with FeatureHints.tap(hints, model) as student_features:
+                    logits = forward_checked(model, images, data.num_classes) if step == 0 else model_output(model, images)
                 loss = weighted_cross_entropy(logits, masks, weights)
                 if config.dice_weight:
                     loss = loss + config.dice_weight * dice_loss(logits, masks)
                 if distill is not None:
-                    with torch.no_grad():
+                    with torch.no_grad(), FeatureHints.tap(hints, teacher) as teacher_features:
                         target = _teacher_logits(teacher, images, logits) if step == 0 else model_output(teacher, images)
                     loss = loss + distill.weight * distillation_loss(logits, target, distill.temperature)
+                    if hints is not None:
+                        loss = loss + distill.feature_weight * hints.loss(student_features, teacher_features, target)
                 value = float(loss.detach())
                 step += 1
                 if not math.isfinite(value):
@@ -297,26 +303,16 @@ def reestimate_batchnorm(
     patches are drawn with their own generator, so the training that follows sees the same
     batches as without it. Returns the number of batch-norm layers re-estimated.
     """
-    norms = [module for module in model.modules() if isinstance(module, nn.modules.batchnorm._BatchNorm)]
-    if not norms or batches < 1:
+    if batches < 1:
         return 0
-    momenta = [norm.momentum for norm in norms]
-    for norm in norms:
-        norm.reset_running_stats()
-        norm.momentum = None
-    device = next((parameter.device for parameter in model.parameters()), torch.device("cpu"))
     generator = torch.Generator().manual_seed(seed + 7919)
-    was_training = model.training
-    model.train()
-    try:
+
+    def drawn() -> Iterator[torch.Tensor]:
         for _ in range(batches):
             indices = torch.randint(0, len(data.train), (batch_size,), generator=generator).tolist()
-            model(torch.stack([data.train[index][0] for index in indices]).to(device))
-    finally:
-        for norm, momentum in zip(norms, momenta):
-            norm.momentum = momentum
-        model.train(was_training)
-    return len(norms)
+            yield torch.stack([data.train[index][0] for index in indices])
+
+    return reestimate_on(model, drawn())
 
 
 def _wants_stop(callback: Callback | None, step: int, metrics: SegmentationMetrics) -> bool:

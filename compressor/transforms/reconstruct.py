@@ -1,0 +1,437 @@
+"""Reconstruction: the parts of a transformed network that the recipe changed are trained, each on its
+own and cheaply, to give what the network they came from gave at that point, before any end-to-end
+fine-tuning.
+
+Weight inheritance starts a replacement at the closest approximation the trained layer's
+weights alone allow; on a deep residual network that is often far off (a fire module standing
+for a trained 3x3 conv keeps a small part of it), and the errors compound through the
+network. Reconstruction fixes each changed point (see :mod:`~compressor.transforms.boundaries`)
+on unlabelled calibration images, against the teacher's tensor there:
+
+* ``layer``: each changed layer alone (as post-training quantization's layer-wise
+  reconstruction does, with the weights free instead of rounded);
+* ``block``: each enclosing block (a residual block: conv, norm, activation and the
+  residual add together, as BRECQ and block-wise NAS distillation do);
+* ``hints``: the whole student at once, its tensors at every changed block and its output
+  pulled towards the teacher's (FitNets-style hints, on calibration images, no labels).
+
+``source`` says where a point's input comes from: ``student`` (the student's own tensor
+there, after the points before it were reconstructed, so later points compensate for
+earlier errors) or ``teacher`` (the teacher's tensor: every point independent). Each point
+minimizes ``||f(x) - y||^2 / ||y||^2`` with Adam; a point that ends worse than it started
+keeps its starting weights. Batch norms inside what is trained normalize by the batch's
+statistics while it trains (what fine-tuning will see), and every batch norm of the student
+is re-estimated on the calibration images after each point, so the points after it see
+the statistics of the reconstructed tensors, not those of the inherited ones.
+
+Example:
+    >>> import torch
+    >>> from torch import nn
+    >>> teacher = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 2, 1))
+    >>> student = nn.Sequential(nn.Conv2d(3, 8, 1), nn.ReLU(), nn.Conv2d(8, 2, 1))
+    >>> student[2].load_state_dict(teacher[2].state_dict())
+    <All keys matched successfully>
+    >>> report = reconstruct(teacher, student, torch.randn(8, 3, 8, 8), method="layer", steps=50)
+    >>> report.points, report.errors_after["0"] <= report.errors_before["0"]
+    (['0'], True)
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from compressor.batchnorm import reestimate_on
+from compressor.outputs import model_output
+from compressor.transforms.boundaries import capture_calls, changed_points, eval_mode, shared_boundaries
+
+__all__ = [
+    "METHODS", "SOURCES", "Reconstruction", "reconstruct", "hint_points", "FeatureHints", "pixel_weights", "output_gap",
+]
+
+#: The reconstruction methods (``none`` leaves the inherited weights as they are).
+METHODS = ("none", "layer", "block", "hints")
+#: Where a point's input comes from.
+SOURCES = ("student", "teacher")
+#: An output error below this leaves nothing to reconstruct (an exact inheritance is left exact).
+CLOSE_ENOUGH = 1e-3
+
+
+@dataclass
+class Reconstruction:
+    """What :func:`reconstruct` did.
+
+    Attributes:
+        method, source, steps: the settings it ran with.
+        points: the changed points, in the student's order.
+        errors_before, errors_after: each point's relative error (student's tensor there
+            against the teacher's, the student fed its own input) before and after.
+        output_error_before, output_error_after: the same for the network's output, each class
+            the teacher predicts weighted the same (:func:`output_gap`).
+        seconds: wall time.
+    """
+
+    method: str
+    source: str
+    steps: int
+    points: list[str] = field(default_factory=list)
+    errors_before: dict[str, float] = field(default_factory=dict)
+    errors_after: dict[str, float] = field(default_factory=dict)
+    output_error_before: float | None = None
+    output_error_after: float | None = None
+    seconds: float = 0.0
+
+    def far(self, threshold: float) -> dict[str, float]:
+        """The points still above ``threshold`` after reconstruction (the replacements that cannot start close)."""
+        return {name: error for name, error in self.errors_after.items() if error > threshold}
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def reconstruct(
+    teacher: nn.Module, student: nn.Module, images: torch.Tensor | list[torch.Tensor], *,
+    method: str = "block", source: str = "student", steps: int = 200, lr: float = 1e-3, batch_size: int = 8,
+    balance: bool = True,
+) -> Reconstruction:
+    """Trains ``student``'s changed points in place to reproduce ``teacher``'s tensors there.
+
+    Args:
+        teacher: the network the student was transformed from (never changed).
+        student: the transformed network; its changed points are trained, nothing else.
+        images: unlabelled calibration images, one tensor ``(N, C, H, W)`` or a list of batches.
+        method: ``layer``, ``block``, ``hints`` or ``none`` (see the module's docstring).
+        source: ``student`` or ``teacher``: where each point's input comes from.
+        steps: Adam steps per point (``hints``: for the whole network).
+        lr: Adam's peak rate (a cosine decay to 0 over ``steps``).
+        batch_size: images per step, drawn in turn from ``images``.
+        balance: weight each position by the inverse frequency of the class the teacher
+            predicts there (see :func:`pixel_weights`); else every position counts the same,
+            and a rare class is drowned by the background.
+    """
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
+    if source not in SOURCES:
+        raise ValueError(f"source must be one of {', '.join(SOURCES)}, got {source!r}")
+    started = time.perf_counter()
+    images = images if isinstance(images, torch.Tensor) else torch.cat(list(images))
+    device = next((parameter.device for parameter in student.parameters()), images.device)
+    images = images.to(device)
+    teacher = teacher.to(device)
+    report = Reconstruction(method=method, source=source, steps=steps)
+    boundaries = shared_boundaries(teacher, student, images[:1])
+    report.points = [] if method == "none" else changed_points(
+        teacher, student, boundaries, "layer" if method == "layer" else "block")
+    report.errors_before = _point_errors(teacher, student, images, report.points)
+    report.output_error_before = output_gap(teacher, student, images, batch_size)
+    if report.points and steps > 0 and (report.output_error_before is None or report.output_error_before > CLOSE_ENOUGH):
+        weights = pixel_weights(teacher, images, batch_size) if balance else None
+        with eval_mode(teacher, student):
+            if method == "hints":
+                with norms_training(student):
+                    changed = _fit_whole(teacher, student, images, report.points, weights, steps=steps, lr=lr,
+                                         batch_size=batch_size)
+            else:
+                changed = False
+                for name in report.points:
+                    target = capture_calls(teacher, images, [name], stop_after=name, inputs=source == "teacher")[name]
+                    if _fit_point(student.get_submodule(name), _inputs(student, images, name, target, source),
+                                  target[2], weights, steps=steps, lr=lr, batch_size=batch_size):
+                        changed = True
+                        reestimate_on(student, images.split(batch_size))
+        if changed:  # the statistics the trained tensors have (nothing trained: the student is left as it was)
+            reestimate_on(student, images.split(batch_size))
+    report.errors_after = _point_errors(teacher, student, images, report.points)
+    report.output_error_after = output_gap(teacher, student, images, batch_size)
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def hint_points(teacher: nn.Module, student: nn.Module, images: torch.Tensor) -> list[str]:
+    """The boundaries feature distillation compares: the changed blocks (see :func:`reconstruct`)."""
+    return changed_points(teacher, student, shared_boundaries(teacher, student, images[:1]), "block")
+
+
+def _inputs(student: nn.Module, images: torch.Tensor, name: str, teacher_call: tuple, source: str) -> tuple:
+    """What point ``name`` is fed: the teacher's input there if ``source`` is ``teacher`` and the
+    student's module takes it (a point whose input widths changed cannot), else the student's own."""
+    if source == "teacher":
+        args, kwargs, _ = teacher_call
+        try:
+            with torch.no_grad(), eval_mode(student):
+                student.get_submodule(name)(*_rows(args, slice(0, 1), images.shape[0]), **_rows(kwargs, slice(0, 1), images.shape[0]))
+            return teacher_call
+        except (RuntimeError, ValueError, TypeError):
+            pass
+    return capture_calls(student, images, [name], stop_after=name)[name]
+
+
+def _fit_point(
+    module: nn.Module, inputs: tuple, target: torch.Tensor | None, weights: torch.Tensor | None, *,
+    steps: int, lr: float, batch_size: int,
+) -> bool:
+    """Adam on ``module``'s parameters so that ``module(*args, **kwargs)`` gives ``target``; the starting
+    weights are kept when the fit ends no better than it began. Returns whether the module changed."""
+    args, kwargs, _ = inputs
+    parameters = [parameter for parameter in module.parameters() if parameter.requires_grad]
+    if target is None or not parameters:
+        return False
+    count = target.shape[0]
+
+    def loss_on(rows: slice | torch.Tensor) -> torch.Tensor:
+        output = module(*_rows(args, rows, count), **_rows(kwargs, rows, count))
+        return _relative_mse(output, target[rows], None if weights is None else weights[rows])
+
+    saved = copy.deepcopy(module.state_dict())
+    with norms_training(module):
+        with torch.no_grad():
+            before = float(loss_on(slice(None)))
+        _adam(parameters, loss_on, count, steps=steps, lr=lr, batch_size=batch_size)
+        with torch.no_grad():
+            after = float(loss_on(slice(None)))
+    if not math.isfinite(after) or after >= before:
+        module.load_state_dict(saved)
+        return False
+    return True
+
+
+def _fit_whole(
+    teacher: nn.Module, student: nn.Module, images: torch.Tensor, points: list[str], weights: torch.Tensor | None, *,
+    steps: int, lr: float, batch_size: int,
+) -> bool:
+    """Adam on all of ``student``: its tensors at ``points`` and its output towards the teacher's (kept
+    only if better than the start). Returns whether the student changed."""
+    parameters = [parameter for parameter in student.parameters() if parameter.requires_grad]
+    count = images.shape[0]
+
+    def loss_on(rows: slice | torch.Tensor) -> torch.Tensor:
+        with torch.no_grad(), FeatureTap(teacher, points) as reference:
+            output = model_output(teacher, images[rows])
+        with FeatureTap(student, points) as tap:
+            produced = model_output(student, images[rows])
+        weight = None if weights is None else weights[rows]
+        terms = [_relative_mse(tap.outputs[name], reference.outputs[name], weight)
+                 for name in points if name in tap.outputs and name in reference.outputs]
+        terms.append(_relative_mse(produced, output, weight))
+        return torch.stack(terms).mean()
+
+    def before_and_after() -> float:
+        with torch.no_grad():
+            return sum(float(loss_on(rows)) * len(rows) for rows in torch.arange(count).split(batch_size)) / count
+
+    before = before_and_after()
+    saved = copy.deepcopy(student.state_dict())
+    _adam(parameters, loss_on, count, steps=steps, lr=lr, batch_size=batch_size)
+    after = before_and_after()
+    if not math.isfinite(after) or after >= before:
+        student.load_state_dict(saved)
+        return False
+    return True
+
+
+def _adam(parameters: list[nn.Parameter], loss_on, count: int, *, steps: int, lr: float, batch_size: int) -> None:
+    optimizer = torch.optim.Adam(parameters, lr=lr)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * step / steps)))
+    generator = torch.Generator().manual_seed(0)
+    order = torch.randperm(count, generator=generator)
+    position = 0
+    for _ in range(steps):
+        if position + batch_size > count:
+            order, position = torch.randperm(count, generator=generator), 0
+        rows = order[position:position + batch_size]
+        position += batch_size
+        loss = loss_on(rows)
+        if not torch.isfinite(loss):
+            return
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+
+
+@contextmanager
+def norms_training(model: nn.Module) -> Iterator[None]:
+    """The batch norms of ``model`` normalize by the batch's statistics inside the block (the rest
+    stays in its mode); each is back in its own mode after it."""
+    norms = [module for module in model.modules() if isinstance(module, nn.modules.batchnorm._BatchNorm)]
+    modes = [norm.training for norm in norms]
+    for norm in norms:
+        norm.train()
+    try:
+        yield
+    finally:
+        for norm, mode in zip(norms, modes):
+            norm.train(mode)
+
+
+@dataclass(frozen=True)
+class FeatureHints:
+    """Feature distillation (FitNets' hints) at the blocks a student changed: the mean relative
+    squared error between its tensors and the teacher's there, each position weighted as
+    :func:`pixel_weights` says (by the class the teacher predicts), added to a training loss.
+
+    Example:
+        >>> import torch
+        >>> from torch import nn
+        >>> teacher = nn.Sequential(nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU()), nn.Conv2d(4, 2, 1))
+        >>> student = nn.Sequential(nn.Sequential(nn.Conv2d(3, 4, 1), nn.ReLU()), teacher[1])
+        >>> hints = FeatureHints.between(student, teacher, torch.zeros(1, 3, 8, 8))
+        >>> hints.points
+        ('0',)
+        >>> images = torch.randn(2, 3, 8, 8)
+        >>> with FeatureHints.tap(hints, student) as ours:
+        ...     _ = student(images)
+        >>> with torch.no_grad(), FeatureHints.tap(hints, teacher) as theirs:
+        ...     logits = teacher(images)
+        >>> float(hints.loss(ours, theirs, logits)) > 0
+        True
+    """
+
+    points: tuple[str, ...]
+
+    @classmethod
+    def between(cls, student: nn.Module, teacher: nn.Module, example: torch.Tensor) -> FeatureHints | None:
+        """The hints between ``student`` and ``teacher`` (None where they share no changed block)."""
+        points = hint_points(teacher, student, example)
+        return cls(tuple(points)) if points else None
+
+    @staticmethod
+    @contextmanager
+    def tap(hints: FeatureHints | None, model: nn.Module) -> Iterator[dict[str, torch.Tensor]]:
+        """Inside the block, ``model``'s tensors at the hint points are kept in the dict it yields."""
+        if hints is None:
+            yield {}
+            return
+        with FeatureTap(model, list(hints.points)) as tap:
+            yield tap.outputs
+
+    def loss(self, student: dict[str, torch.Tensor], teacher: dict[str, torch.Tensor], logits: torch.Tensor) -> torch.Tensor:
+        """The mean over the points both networks produced of the weighted relative squared error;
+        ``logits`` (the teacher's output) give each position its weight."""
+        weights = _balanced(logits.argmax(dim=1)) if logits.ndim == 4 else None
+        terms = [_relative_mse(student[name], teacher[name].detach(), weights)
+                 for name in self.points if name in student and name in teacher and student[name].shape == teacher[name].shape]
+        return torch.stack(terms).mean() if terms else logits.new_zeros(())
+
+
+class FeatureTap:
+    """A context that keeps the output tensor (with its graph) of each named module of ``model``."""
+
+    def __init__(self, model: nn.Module, names: list[str]) -> None:
+        self.model, self.names = model, names
+        self.outputs: dict[str, torch.Tensor] = {}
+        self._handles: list = []
+
+    def __enter__(self) -> FeatureTap:
+        self.outputs.clear()
+        for name in self.names:
+            self._handles.append(self.model.get_submodule(name).register_forward_hook(self._hook_for(name)))
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+
+    def _hook_for(self, name: str):
+        def hook(_module: nn.Module, _args: tuple, output: object) -> None:
+            if isinstance(output, torch.Tensor):
+                self.outputs[name] = output
+        return hook
+
+
+def _relative_mse(output: torch.Tensor, target: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
+    """``||output - target||^2 / ||target||^2`` (the square of the relative error), each position
+    weighted by ``weights`` (``(N, 1, H, W)`` pixel weights, averaged down to the tensor's size)
+    when given and the tensor is a feature map."""
+    squares, reference = (output - target).pow(2), target.pow(2)
+    if weights is not None and output.ndim == 4:
+        pooled = F.adaptive_avg_pool2d(weights, output.shape[-2:])
+        squares, reference = squares * pooled, reference * pooled
+    return squares.sum() / reference.sum().clamp_min(1e-12)
+
+
+@torch.no_grad()
+def pixel_weights(teacher: nn.Module, images: torch.Tensor, batch_size: int = 8) -> torch.Tensor | None:
+    """``(N, 1, H, W)`` weights that give each class the teacher predicts the same total weight
+    (inverse frequency of its predicted class, mean 1), so that a rare class (buildings: a few
+    percent of the pixels) counts as much as the background; None when the output is not a map."""
+    with eval_mode(teacher):
+        predicted = torch.cat([model_output(teacher, batch).argmax(dim=1) for batch in images.split(batch_size)])
+    return _balanced(predicted) if predicted.ndim == 3 else None
+
+
+def _balanced(predicted: torch.Tensor) -> torch.Tensor:
+    """``(N, 1, H, W)`` inverse-frequency weights of the classes in ``predicted`` ``(N, H, W)``, mean 1."""
+    counts = torch.bincount(predicted.flatten()).double()
+    present = counts > 0
+    per_class = torch.zeros_like(counts)
+    per_class[present] = predicted.numel() / (counts[present] * int(present.sum()))
+    return per_class[predicted].to(torch.float32).unsqueeze(1)
+
+
+def _rows(value: object, rows: slice | torch.Tensor, count: int) -> Any:
+    """``value`` with every tensor of batch size ``count`` cut to ``rows``."""
+    if isinstance(value, torch.Tensor):
+        return value[rows] if value.ndim and value.shape[0] == count else value
+    if isinstance(value, tuple):
+        return tuple(_rows(item, rows, count) for item in value)
+    if isinstance(value, list):
+        return [_rows(item, rows, count) for item in value]
+    if isinstance(value, dict):
+        return {key: _rows(item, rows, count) for key, item in value.items()}
+    return value
+
+
+@torch.no_grad()
+def _point_errors(teacher: nn.Module, student: nn.Module, images: torch.Tensor, points: list[str]) -> dict[str, float]:
+    """Each point's relative error, both networks run on their own, batch by batch (their tensors at
+    every point at once on a few images: the memory of one batch)."""
+    squares: dict[str, list[float]] = {name: [0.0, 0.0] for name in points}
+    for batch in images.split(8):
+        produced = capture_calls(student, batch, points, inputs=False)
+        wanted = capture_calls(teacher, batch, points, inputs=False)
+        for name in points:
+            output, target = produced.get(name, (None, None, None))[2], wanted.get(name, (None, None, None))[2]
+            if output is None or target is None or output.shape != target.shape:
+                squares.pop(name, None)
+                continue
+            if name in squares:
+                squares[name][0] += float((output.double() - target.double()).pow(2).sum())
+                squares[name][1] += float(target.double().pow(2).sum())
+    return {name: round(math.sqrt(error / reference), 6) for name, (error, reference) in squares.items() if reference > 0}
+
+
+@torch.no_grad()
+def output_gap(teacher: nn.Module, student: nn.Module, images: torch.Tensor, batch_size: int = 8) -> float | None:
+    """The student's output error against the teacher on ``images``: the relative error of the logits,
+    each pixel weighted by :func:`pixel_weights` (every class the teacher predicts counts the same, so
+    a student that loses a rare class is far off even when the background is right); both in eval
+    mode. None when the teacher's output is all zeros."""
+    with eval_mode(teacher, student):
+        weights = pixel_weights(teacher, images, batch_size)
+        error = reference = 0.0
+        for rows in torch.arange(images.shape[0]).split(batch_size):
+            target, output = model_output(teacher, images[rows]), model_output(student, images[rows])
+            if output.shape != target.shape:
+                return None
+            weight = None if weights is None else weights[rows]
+            error += float(_relative_mse(output, target, weight) * _reference(target, weight))
+            reference += float(_reference(target, weight))
+    return None if reference == 0 else round(math.sqrt(error / reference), 6)
+
+
+def _reference(target: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
+    squares = target.double().pow(2)
+    if weights is not None and target.ndim == 4:
+        squares = squares * F.adaptive_avg_pool2d(weights, target.shape[-2:])
+    return squares.sum()

@@ -1,0 +1,206 @@
+"""Reconstruction and feature distillation: what a trained network knows, carried into its compressed copy."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+import compressor
+from compressor.compression import compress, from_scratch
+from compressor.data import SyntheticConfig
+from compressor.errors import ConfigError
+from compressor.finetune import calibration_batches
+from compressor.train import DistillConfig, TrainConfig, reestimate_batchnorm, train
+from compressor.transforms import apply
+from compressor.transforms.boundaries import changed_points, shared_boundaries
+from compressor.transforms.reconstruct import FeatureHints, output_gap, pixel_weights, reconstruct
+
+
+@pytest.fixture(scope="module")
+def data():
+    return SyntheticConfig(labels="binary", patch_size=32, train_images=32, val_images=1, val_size=48).build()
+
+
+def _config(**changes) -> TrainConfig:
+    settings = {"steps": 4, "batch_size": 4, "progress": False, "eval_window": 48, "eval_overlap": 0, "threads": 1}
+    return TrainConfig(**{**settings, **changes})
+
+
+@pytest.fixture(scope="module")
+def teacher(data):
+    torch.manual_seed(0)
+    network = compressor.unet(in_channels=3, base_width=8, norm="batch")
+    train(network, data, _config(steps=40, lr=3e-3))
+    return network.eval()
+
+
+@pytest.fixture(scope="module")
+def images(data):
+    return torch.cat(calibration_batches(data, 4, batch_size=4, seed=0))
+
+
+def _student(teacher, data, recipe):
+    torch.manual_seed(0)
+    student, _ = apply(teacher, recipe, (1, 3, 32, 32), init="inherit", count_flops=False)
+    reestimate_batchnorm(student, data, batches=4, batch_size=4)
+    return student
+
+
+def test_changed_points_are_the_replaced_layers_or_their_blocks_never_nested(teacher, data, images):
+    student = _student(teacher, data, [{"name": "fire", "squeeze_ratio": 0.5}])
+    shared = shared_boundaries(teacher, student, images[:1])
+    layers = changed_points(teacher, student, shared, "layer")
+    blocks = changed_points(teacher, student, shared, "block")
+    replaced = [name for name, module in student.named_modules() if type(module).__name__ == "Fire"]
+    assert layers == [name for name in shared if name in replaced] and len(layers) == len(replaced) > 4
+    # each block encloses a replaced layer, is shared by both networks, and none lies inside another
+    assert blocks and all(name in shared for name in blocks)
+    assert all(any(layer.startswith(block + ".") or layer == block for block in blocks) for layer in layers)
+    assert not any(a != b and a.startswith(b + ".") for a in blocks for b in blocks)
+    assert set(blocks) != set(layers)  # a block is more than the layer: its norm and activation come with it
+    # the teacher against itself: nothing changed, nothing to reconstruct
+    assert changed_points(teacher, copy.deepcopy(teacher), shared_boundaries(teacher, teacher, images[:1]), "block") == []
+
+
+@pytest.mark.parametrize("method,source", [("hints", "student"), ("block", "student")])
+def test_reconstruction_brings_the_student_closer_to_the_teacher(teacher, data, images, method, source):
+    student = _student(teacher, data, [{"name": "fire", "squeeze_ratio": 0.5}])
+    start = output_gap(teacher, student, images, 4)
+    report = reconstruct(teacher, student, images, method=method, source=source, steps=60, batch_size=4)
+    assert report.output_error_before == pytest.approx(start, abs=1e-5)
+    assert report.points and report.output_error_after < report.output_error_before
+    assert report.output_error_after == pytest.approx(output_gap(teacher, student, images, 4), abs=1e-5)
+    assert set(report.errors_after) == set(report.points)
+    if method == "block":  # each block trained on its own: most come closer
+        improved = [name for name in report.points if report.errors_after[name] < report.errors_before[name]]
+        assert len(improved) >= len(report.points) / 2
+    assert report.far(1e-9) == report.errors_after and report.far(1e9) == {}
+
+
+def test_a_point_fed_the_teachers_input_falls_back_to_its_own_where_widths_changed(teacher, data, images):
+    student = _student(teacher, data, [{"name": "skip_fusion"}, {"name": "fire", "squeeze_ratio": 0.5}])
+    report = reconstruct(teacher, student, images, method="layer", source="teacher", steps=5, batch_size=4)
+    assert report.points and set(report.errors_after) <= set(report.points)  # ran through, every point measured
+    narrower = [name for name in report.points
+                if getattr(student.get_submodule(name), "in_channels", None) != getattr(teacher.get_submodule(name), "in_channels", None)]
+    assert narrower  # points whose teacher input (the concatenation) the student's layer cannot take
+
+
+def test_nothing_is_changed_where_nothing_can_be_gained(teacher, data, images):
+    exact = _student(teacher, data, [])  # the teacher's copy: every loss is already 0
+    before = copy.deepcopy(exact.state_dict())
+    report = reconstruct(teacher, exact, images, method="hints", steps=5, batch_size=4)
+    assert report.points == [] and all(torch.equal(before[key], value) for key, value in exact.state_dict().items())
+    student = _student(teacher, data, [{"name": "separable"}])
+    kept = copy.deepcopy(student.state_dict())
+    none = reconstruct(teacher, student, images, method="none")
+    assert none.points == [] and none.output_error_after == none.output_error_before
+    assert all(torch.equal(kept[key], value) for key, value in student.state_dict().items())
+    with pytest.raises(ValueError, match="method must be one of none, layer, block, hints"):
+        reconstruct(teacher, student, images, method="blocks")
+
+
+def test_pixel_weights_give_every_predicted_class_the_same_total_weight():
+    class Fixed(nn.Module):
+        def forward(self, x):  # class 1 on 1 pixel in 16: the rare class
+            logits = torch.zeros(x.shape[0], 2, 4, 4)
+            logits[:, 0] = 1.0
+            logits[:, 1, 0, 0] = 2.0
+            return logits
+
+    weights = pixel_weights(Fixed(), torch.zeros(3, 1, 4, 4))
+    assert weights.shape == (3, 1, 4, 4) and float(weights.mean()) == pytest.approx(1.0)
+    rare, common = float(weights[:, 0, 0, 0].sum()), float(weights.sum()) - float(weights[:, 0, 0, 0].sum())
+    assert rare == pytest.approx(common)  # 3 rare pixels weigh as much as 45 background ones
+
+
+def test_feature_distillation_pulls_the_changed_blocks_towards_the_teachers(teacher, data, images):
+    student = _student(teacher, data, [{"name": "fire", "squeeze_ratio": 0.5}])
+    hints = FeatureHints.between(student, teacher, images[:1])
+    assert hints is not None and len(hints.points) > 2
+
+    def hint_loss(network):
+        with torch.no_grad(), FeatureHints.tap(hints, network) as ours, FeatureHints.tap(hints, teacher) as theirs:
+            network.eval()
+            network(images)
+            logits = teacher(images)
+        return float(hints.loss(ours, theirs, logits))
+
+    distill = DistillConfig(teacher="parent", weight=0.5)
+    runs = {}
+    for weight in (0.0, 5.0):
+        network = copy.deepcopy(student)
+        train(network, data, _config(steps=15, lr=1e-3, distill=DistillConfig(teacher="parent", weight=0.5, feature_weight=weight)),
+              teacher=teacher)
+        runs[weight] = hint_loss(network)
+    assert runs[5.0] < runs[0.0]
+    assert distill.feature_weight == 0.0  # off unless asked
+    with pytest.raises(ConfigError, match="feature_weight must be >= 0"):
+        DistillConfig(teacher="parent", feature_weight=-1)
+
+
+def test_from_scratch_keeps_the_architecture_and_forgets_the_weights(teacher):
+    fresh = from_scratch(teacher)
+    assert [name for name, _ in fresh.named_parameters()] == [name for name, _ in teacher.named_parameters()]
+    same = [name for (name, a), (_, b) in zip(fresh.named_parameters(), teacher.named_parameters())
+            if a.numel() > 1 and torch.equal(a, b)]
+    assert same == []
+    norms = [module for module in fresh.modules() if isinstance(module, nn.BatchNorm2d)]
+    assert norms and all(float(norm.running_var.mean()) == 1.0 for norm in norms)
+
+
+def _experiment(**finetune):
+    return compressor.Experiment.from_dict({
+        "data": {"name": "synthetic", "labels": "binary", "patch_size": 32, "train_images": 32, "val_images": 1,
+                 "val_size": 48},
+        "train": {"steps": 3, "batch_size": 4, "progress": False, "eval_window": 48, "eval_overlap": 0, "threads": 1},
+        "finetune": {"reconstruct_batches": 4, "reconstruct_steps": 40, **finetune},
+    })
+
+
+def test_compress_reconstructs_by_default_and_says_whether_knowledge_survived(teacher, data):
+    result = compress(teacher, [{"name": "fire", "squeeze_ratio": 0.5}], _experiment(), data=data, compare_scratch=True)
+    assert result.reconstruction is not None and result.reconstruction.method == "hints"
+    assert result.output_error < result.start_error
+    lines = result.knowledge_lines()
+    assert lines[0].startswith(f"output error against the teacher: {result.start_error:.3f} after the recipe, "
+                               f"{result.output_error:.3f} after reconstruction (hints")
+    assert f"{result.student_metrics.score - result.teacher_metrics.score:+.3f}" in lines[-1]
+    assert result.scratch is not None and result.scratch.steps_done == result.result.steps_done == 3
+    assert "against the same architecture from scratch (3 steps)" in lines[-1]
+    assert "same architecture from scratch, 3 steps" in result.table()
+    stored = result.to_dict()
+    assert stored["reconstruction"]["method"] == "hints" and stored["scratch"]["train"]["steps_done"] == 3
+    assert stored["starts_close"] == (result.output_error <= 0.5)
+    # the threshold decides the warning
+    strict = compress(teacher, [{"name": "fire", "squeeze_ratio": 0.5}],
+                      _experiment(reconstruct="none", max_start_error=1e-6), data=data)
+    assert strict.reconstruction is None and strict.starts_close is False
+    assert any(line.startswith("the student does not start close to the teacher (output error")
+               and "finetune.max_start_error 1e-06" in line for line in strict.knowledge_lines())
+    lenient = compress(teacher, [{"name": "fire", "squeeze_ratio": 0.5}],
+                       _experiment(reconstruct="none", max_start_error=100), data=data)
+    assert lenient.starts_close and not any("does not start close" in line for line in lenient.knowledge_lines())
+
+
+@pytest.mark.parametrize("key,value,message", [
+    ("reconstruct", "all", "finetune.reconstruct must be one of none, layer, block, hints or null"),
+    ("reconstruct_source", "parent", "finetune.reconstruct_source must be one of student, teacher"),
+    ("reconstruct_steps", 0, "finetune.reconstruct_steps"),
+    ("feature_weight", -0.5, "finetune.feature_weight"),
+    ("max_start_error", 0, "finetune.max_start_error"),
+])
+def test_bad_reconstruction_settings_are_refused_naming_the_key(key, value, message):
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(")):
+        _experiment(**{key: value})
+
+
+def test_settings_at_their_defaults_leave_stored_keys_alone():
+    from compressor.experiment.typed import to_data
+
+    plain = to_data(compressor.Experiment.from_dict({}).finetune)
+    assert not {"reconstruct", "reconstruct_steps", "feature_weight", "max_start_error"} & set(plain)
+    assert to_data(_experiment(reconstruct="block").finetune)["reconstruct"] == "block"
