@@ -191,6 +191,7 @@ def compress(
     distill: bool = True,
     cache_dir: str | Path | None = None,
     compare_scratch: bool = False,
+    evaluate_at: tuple[float | int, ...] = (),
 ) -> CompressResult:
     """Transforms a trained ``model`` with ``recipe`` keeping its knowledge, and fine-tunes the result.
 
@@ -205,6 +206,7 @@ def compress(
         cache_dir: the download cache.
         compare_scratch: also train the student's architecture from random weights, with
             the ``train:`` section, for as many steps as the fine-tuning took.
+        evaluate_at: where the fine-tuning also evaluates (its learning curve), as :func:`~compressor.train.train` takes them.
 
     Raises:
         ConfigError: the model does not fit the data (input channels, classes), a bad recipe.
@@ -245,7 +247,8 @@ def compress(
     inherited_metrics = evaluate(student, data, config)
     started = time.perf_counter()
     tuning = dataclasses.replace(config, bn_reestimate=0)  # re-estimated once already, above
-    result = train(student, data, tuning, teacher=teacher if distill else None, description="fine-tune")
+    result = train(student, data, tuning, teacher=teacher if distill else None, description="fine-tune",
+                   evaluate_at=evaluate_at)
     seconds["finetune"] = time.perf_counter() - started
     tests = (evaluate(teacher, data, config, split="test"), evaluate(student, data, config, split="test")) if data.test else (None, None)
     scratch = None

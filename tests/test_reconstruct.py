@@ -204,3 +204,55 @@ def test_settings_at_their_defaults_leave_stored_keys_alone():
     plain = to_data(compressor.Experiment.from_dict({}).finetune)
     assert not {"reconstruct", "reconstruct_steps", "feature_weight", "max_start_error"} & set(plain)
     assert to_data(_experiment(reconstruct="block").finetune)["reconstruct"] == "block"
+
+
+def test_compress_cli_prints_what_the_student_kept_and_refuses_a_bad_method(cli, tmp_path):
+    from search_helpers import write_tiny_experiment
+
+    config = write_tiny_experiment(tmp_path / "tiny.yaml", tmp_path / "run")
+    out = tmp_path / "small.pt"
+    result = cli("compress", "unet", str(config), "--transform", "fire:squeeze_ratio=0.5", "--steps", "3",
+                 "--reconstruct", "block", "--feature-weight", "1", "--compare-scratch", "--out", str(out),
+                 "--set", "finetune.reconstruct_steps=10", "--set", "finetune.reconstruct_batches=2")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    error = next(line for line in lines if line.startswith("output error against the teacher: "))
+    assert "after the recipe, " in error and "after reconstruction (block, " in error
+    assert any(line.startswith("student against teacher: ") and "against the same architecture from scratch (3 steps)" in line
+               for line in lines)
+    assert "same architecture from scratch, 3 steps" in result.stdout
+    import compressor
+
+    stored = compressor.load_saved(out).metadata
+    assert stored["reconstruction"]["method"] == "block" and stored["reconstruction"]["steps"] == 10
+    assert stored["scratch"]["train"]["steps_done"] == 3 and isinstance(stored["starts_close"], bool)
+    for flag, value, expected in (("--reconstruct", "blocks", "argument --reconstruct: invalid choice: 'blocks'"),
+                                  ("--feature-weight", "-1", "--feature-weight")):
+        refused = cli("compress", "unet", str(config), "--transform", "fire", flag, value)
+        assert refused.returncode == 2 and "Traceback" not in refused.stderr  # argparse's usage, then the one error line
+        assert refused.stderr.strip().splitlines()[-1].startswith("compressor compress: error: ")
+        assert expected in refused.stderr.strip().splitlines()[-1]
+
+
+def test_a_search_records_how_far_each_candidate_starts_from_its_parent(tmp_path):
+    from search_helpers import tiny_experiment
+
+    from compressor.search import run_search
+    from compressor.search.progress import trial_line
+
+    experiment = tiny_experiment(tmp_path, n_trials=3, init="inherit", overrides=(
+        "finetune.reconstruct=hints", "finetune.reconstruct_steps=5", "finetune.reconstruct_batches=1",
+        "finetune.max_start_error=1e-6"))
+    lines: list[str] = []
+    result = run_search(experiment, echo=lines.append)
+    trained = [record for record in result.records if record.status == "complete"]
+    assert trained
+    for record in trained:
+        assert record.start_error is not None and record.start_error > 1e-6 and record.starts_close is False
+        assert record.reconstruct_seconds is not None and record.reconstruct_seconds > 0
+        assert f"(started far from the parent: output error {record.start_error:.2f})" in trial_line(record, metric_label="IoU")
+    # without reconstruction (a search's default) the error is still measured, and nothing is reconstructed
+    plain = run_search(tiny_experiment(tmp_path / "plain", n_trials=2, init="inherit"), echo=lambda line: None)
+    measured = [record for record in plain.records if record.status == "complete"]
+    assert measured and all(record.start_error is not None and record.reconstruct_seconds is None for record in measured)
+    assert all(record.starts_close == (record.start_error <= 0.5) for record in measured)

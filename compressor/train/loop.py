@@ -193,7 +193,13 @@ def train(
             teacher = (teacher if here == device else copy.deepcopy(teacher).to(device)).eval()
         if config.bn_reestimate:
             reestimate_batchnorm(model, data, batches=config.bn_reestimate, batch_size=config.batch_size, seed=config.seed)
-        hints = FeatureHints.between(model, teacher, data.train[0][0][None].to(device)) if distill and distill.feature_weight else None
+        hints = None
+        if distill is not None and distill.feature_weight:
+            hints = FeatureHints.between(model, teacher, data.train[0][0][None].to(device))
+            if hints is None:
+                log.warning("%s: distill.feature_weight is set, but the network and its teacher share no changed block "
+                            "(no layer of the same name and output shape that differs): no feature distillation",
+                            description)
         weights = class_weights(data.class_frequencies(), config.class_weights)
         weights = None if weights is None else weights.to(device)
         optimizer = _optimizer(model, config)

@@ -1,0 +1,281 @@
+"""What a trained network knows, kept through replacement: reconstruction methods on the networks users bring.
+
+For each network (segmentation_models_pytorch, MONAI, the project's U-Net) on the building
+tile, cut into training, validation and test strips (the converged-parents split):
+
+1. ``teacher``: the network trained to its plateau (``train.steps: auto``), stored.
+2. For each recipe (``separable``, ``fire``, the paper's), each reconstruction method
+   (``none``: inheritance alone; ``hints``; ``block``; see
+   :mod:`compressor.transforms.reconstruct`) and each seed: ``compressor.compress`` from the
+   teacher (weight inheritance, batch norms re-estimated, the reconstruction, then
+   ``--finetune-steps`` of fine-tuning with distillation, the same for every row), test
+   score measured once at the end; the output error against the teacher before and after
+   reconstruction and each phase's time are kept, and the fine-tuning's learning curve.
+3. ``scratch``: the same architecture from random weights, trained as long (the ``train:``
+   recipe: its learning rate and warm-up), per seed.
+
+Differences are paired by seed, with 95% t-intervals. Each job is stored in
+``<run-dir>/<network>/jobs/<job>.json`` as it ends (a run cut short resumes; settings that
+differ from a stored job's are refused).
+
+    python experiments/benchmarks/knowledge.py --network unet-r18 [--seeds 3] [--methods none,hints,block]
+    python experiments/benchmarks/knowledge.py --summarize [--markdown]
+
+Writes ``experiments/benchmarks/results/knowledge.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tests"))
+
+from common import RESULTS, machine  # noqa: E402
+
+from compressor.intervals import Estimate  # noqa: E402
+from compressor.io import atomic_write_text  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[2]
+PAPER = ROOT / "experiments" / "recipes" / "micronet_like.yaml"
+DATA = {"name": "spacenet_sample", "patch_size": 64, "val_fraction": 0.2, "test_fraction": 0.2, "guard": 32}
+#: network key -> the name in tests/third_party.py (None: the project's U-Net)
+NETWORKS = {
+    "unet-r18": "smp Unet-resnet18",
+    "unet-r34": "smp Unet-resnet34",
+    "fpn-r18": "smp FPN",
+    "monai-unet": "MONAI UNet",
+    "unet": None,
+}
+RECIPES = ("separable", "fire", "paper")
+SETTINGS = ("teacher_max_steps", "eval_every", "patience", "finetune_steps")
+
+
+def build_network(key: str, data: Any) -> Any:
+    if NETWORKS[key] is None:
+        import compressor
+
+        return compressor.unet(in_channels=data.in_channels, num_classes=data.num_classes, norm="batch")
+    import third_party
+
+    return third_party.build(NETWORKS[key], classes=data.num_classes, in_channels=data.in_channels).train()
+
+
+def experiment(args: argparse.Namespace, *, seed: int, method: str = "none") -> Any:
+    from compressor.experiment import Experiment
+
+    return Experiment.from_dict({
+        "name": "knowledge",
+        "data": DATA,
+        "train": {
+            "steps": "auto", "schedule": "plateau", "max_steps": args.teacher_max_steps, "eval_every": args.eval_every,
+            "patience": args.patience, "batch_size": 8, "lr": 1e-3, "warmup_fraction": 0.05, "dice_weight": 0.5,
+            "class_weights": "auto", "seed": seed, "threads": args.threads, "progress": False, "eval_window": 256,
+        },
+        "finetune": {"steps": args.finetune_steps, "lr": 3e-4, "reconstruct": method},
+        "cost": {"input_size": 224},
+    })
+
+
+def recipe_of(name: str) -> Any:
+    from compressor.transforms import Recipe
+
+    return Recipe.load(PAPER) if name == "paper" else Recipe.from_data([{"name": name}])
+
+
+def jobs(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """The teacher, then seed by seed every (recipe, method) and the scratch runs."""
+    planned = [{"job": "teacher", "kind": "teacher", "seed": 0}]
+    for seed in range(args.seeds):
+        for recipe in args.recipes:
+            for method in args.methods:
+                planned.append({"job": f"{recipe}-{method}-s{seed}", "kind": "compress", "recipe": recipe,
+                                "method": method, "seed": seed})
+            planned.append({"job": f"{recipe}-scratch-s{seed}", "kind": "scratch", "recipe": recipe, "seed": seed})
+    return planned
+
+
+def settings_of(args: argparse.Namespace) -> dict[str, Any]:
+    return {key: getattr(args, key) for key in SETTINGS}
+
+
+def run_job(network: str, job: dict[str, Any], args: argparse.Namespace, data: Any) -> dict[str, Any]:
+    import torch
+
+    from compressor.compression import compress, from_scratch
+    from compressor.cost import measure
+    from compressor.train import evaluate, seed_everything, train
+    from compressor.transforms import apply
+
+    folder = Path(args.run_dir) / network
+    started, load = time.perf_counter(), os.getloadavg()[0]
+    settings = experiment(args, seed=job["seed"], method=job.get("method", "none"))
+    shape = settings.cost_input_shape(data.in_channels)
+    seed_everything(job["seed"])
+    teacher = build_network(network, data)
+    record: dict[str, Any] = {**job, "settings": settings_of(args)}
+    if job["kind"] == "teacher":
+        result = train(teacher, data, settings.train, description=f"{network} teacher")
+        torch.save(teacher.state_dict(), folder / "teacher.pt")
+        cost = measure(teacher, shape)
+    else:
+        teacher.load_state_dict(torch.load(folder / "teacher.pt", weights_only=True))
+        teacher.eval()
+        if job["kind"] == "compress":
+            every = max(1, args.finetune_steps // 8)
+            done = compress(teacher, recipe_of(job["recipe"]), settings, data=data,
+                            evaluate_at=tuple(range(every, args.finetune_steps, every)))
+            result, cost = done.result, done.student_cost
+            record |= {
+                "inherited": done.inherited_metrics.to_dict(), "start_error": done.start_error,
+                "output_error": done.output_error,
+                "reconstruct_seconds": round(done.seconds["reconstruct"], 1),
+                "finetune_seconds": round(done.seconds["finetune"], 1),
+                "points": len(done.reconstruction.points) if done.reconstruction else 0,
+            }
+        else:
+            example = torch.zeros(1, data.in_channels, DATA["patch_size"], DATA["patch_size"])
+            student, _ = apply(teacher, recipe_of(job["recipe"]), example, init="inherit", count_flops=False)
+            seed_everything(job["seed"])
+            fresh = from_scratch(student)
+            every = max(1, args.finetune_steps // 8)
+            result = train(fresh, data, settings.train.with_steps(args.finetune_steps), description="scratch",
+                           evaluate_at=tuple(range(every, args.finetune_steps, every)))
+            teacher, cost = fresh, measure(fresh, shape)
+    network_trained = teacher if job["kind"] != "compress" else done.student
+    test = evaluate(network_trained, data, settings.train, split="test")
+    return record | {
+        "test": test.to_dict(), "val": result.metrics.to_dict(), "score_name": result.metrics.score_name,
+        "steps_done": result.steps_done, "best_step": result.best_step, "converged": result.converged,
+        "curve": [[step, round(metrics.score, 5)] for step, metrics in result.history],
+        "params": cost.params, "flops": cost.flops,
+        "train_seconds": round(result.train_seconds, 1), "wall_seconds": round(time.perf_counter() - started, 1),
+        "threads": result.threads, "load_before": round(load, 2),
+    }
+
+
+def run_network(network: str, args: argparse.Namespace) -> None:
+    folder = Path(args.run_dir) / network / "jobs"
+    folder.mkdir(parents=True, exist_ok=True)
+    data = experiment(args, seed=0).data.build()
+    print(f"{network}: {data.description}", flush=True)
+    for job in jobs(args):
+        path = folder / f"{job['job']}.json"
+        if path.exists():
+            stored = json.loads(path.read_text()).get("settings")
+            if stored != settings_of(args):
+                raise SystemExit(f"{path} was run with {stored}, not {settings_of(args)}: use those settings or another --run-dir")
+            continue
+        record = run_job(network, job, args, data)
+        atomic_write_text(path, json.dumps(record, indent=1) + "\n")
+        extra = ""
+        if job["kind"] == "compress":
+            extra = (f"  inherited {record['inherited']['score']:.3f}  error {record['start_error']} -> {record['output_error']}"
+                     f"  reconstruct {record['reconstruct_seconds']:.0f} s")
+        print(f"{network} {job['job']:<22} test {record['test']['score']:.3f}  val {record['val']['score']:.3f}"
+              f"  {record['steps_done']} steps  {record['wall_seconds']:.0f} s{extra}", flush=True)
+
+
+# -- the table ------------------------------------------------------------------------------
+
+def summarize(run_dir: Path) -> dict[str, Any]:
+    networks = {}
+    for network in NETWORKS:
+        folder = run_dir / network / "jobs"
+        records = {path.stem: json.loads(path.read_text()) for path in sorted(folder.glob("*.json"))} if folder.is_dir() else {}
+        if "teacher" in records:
+            networks[network] = {**table(records), "jobs": records}
+    return networks
+
+
+def table(records: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    teacher = records["teacher"]
+    rows = []
+    for recipe in RECIPES:
+        scratch = {record["seed"]: record for record in records.values() if record.get("recipe") == recipe and record["kind"] == "scratch"}
+        methods = sorted({record["method"] for record in records.values() if record.get("recipe") == recipe and record["kind"] == "compress"})
+        for method in methods:
+            found = sorted((record for record in records.values() if record.get("recipe") == recipe
+                            and record.get("method") == method), key=lambda record: record["seed"])
+            tuned = [record["test"]["score"] for record in found]
+            paired = [100 * (record["test"]["score"] - scratch[record["seed"]]["test"]["score"])
+                      for record in found if record["seed"] in scratch]
+            rows.append({
+                "recipe": recipe, "method": method, "n": len(found),
+                "params_ratio": teacher["params"] / found[0]["params"],
+                "start_error": Estimate.of([record["start_error"] for record in found]).to_dict(),
+                "output_error": Estimate.of([record["output_error"] for record in found]).to_dict(),
+                "inherited": Estimate.of([record["inherited"]["score"] for record in found]).to_dict(),
+                "test": Estimate.of(tuned, bounds=(0.0, 1.0)).to_dict(),
+                "minus_teacher_points": Estimate.of([100 * (score - teacher["test"]["score"]) for score in tuned]).to_dict(),
+                "minus_scratch_points": Estimate.of(paired).to_dict() if paired else None,
+                "scratch": Estimate.of([record["test"]["score"] for record in scratch.values()], bounds=(0.0, 1.0)).to_dict()
+                if scratch else None,
+                "reconstruct_seconds": sum(record["reconstruct_seconds"] for record in found) / len(found),
+                "finetune_seconds": sum(record["finetune_seconds"] for record in found) / len(found),
+            })
+    return {"teacher": {"test": teacher["test"]["score"], "val": teacher["val"]["score"], "steps": teacher["steps_done"],
+                        "best_step": teacher["best_step"], "reached_plateau": teacher["converged"], "params": teacher["params"],
+                        "train_seconds": teacher["train_seconds"]}, "rows": rows}
+
+
+def _text(data: dict[str, Any] | None, digits: int = 3, signed: bool = False) -> str:
+    if data is None:
+        return "-"
+    return Estimate(**{key: float("nan") if value is None else value for key, value in data.items()}).text(digits=digits, signed=signed)
+
+
+def print_tables(networks: dict[str, Any], *, markdown: bool) -> None:
+    from compressor.tables import format_table
+
+    headers = ["recipe", "reconstruction", "ratio", "output error before -> after", "inherited", "test IoU [95% CI] n",
+               "minus teacher, points", "minus scratch, points (paired)", "reconstruct / fine-tune s"]
+    for network, found in networks.items():
+        teacher = found["teacher"]
+        title = (f"{network}: teacher test {teacher['test']:.3f} after {teacher['steps']} steps "
+                 f"({'plateau' if teacher['reached_plateau'] else 'cap'}, best at {teacher['best_step']})")
+        rows = [[row["recipe"], row["method"], f"{row['params_ratio']:.1f}x",
+                 f"{row['start_error']['mean']:.3f} -> {row['output_error']['mean']:.3f}", f"{row['inherited']['mean']:.3f}",
+                 _text(row["test"]), _text(row["minus_teacher_points"], 1, True), _text(row["minus_scratch_points"], 1, True),
+                 f"{row['reconstruct_seconds']:.0f} / {row['finetune_seconds']:.0f}"] for row in found["rows"]]
+        if markdown:
+            print(f"\n**{title}**\n")
+            print("| " + " | ".join(headers) + " |\n|" + "---|" * len(headers))
+            for row in rows:
+                print("| " + " | ".join(row) + " |")
+        else:
+            print(format_table(headers, rows, title=title))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--network", action="append", choices=list(NETWORKS), help="network(s) to run (repeatable)")
+    parser.add_argument("--summarize", action="store_true", help="only print and write the tables of what has run")
+    parser.add_argument("--markdown", action="store_true")
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--recipes", type=lambda text: text.split(","), default=list(RECIPES))
+    parser.add_argument("--methods", type=lambda text: text.split(","), default=["none", "hints", "block"])
+    parser.add_argument("--teacher-max-steps", type=int, default=3000)
+    parser.add_argument("--eval-every", type=int, default=100)
+    parser.add_argument("--patience", type=int, default=4)
+    parser.add_argument("--finetune-steps", type=int, default=400)
+    parser.add_argument("--threads", type=lambda text: text if text == "auto" else int(text), default="auto")
+    parser.add_argument("--run-dir", default=str(ROOT / "runs" / "knowledge"))
+    args = parser.parse_args()
+    if not args.summarize:
+        for network in args.network or ["unet-r18"]:
+            run_network(network, args)
+    networks = summarize(Path(args.run_dir))
+    print_tables(networks, markdown=args.markdown)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(RESULTS / "knowledge.json", json.dumps({"machine": machine(), "networks": networks}, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
