@@ -207,7 +207,7 @@ def table(records: dict[str, dict[str, Any]]) -> dict[str, Any]:
             paired = [100 * (record["test"]["score"] - scratch[record["seed"]]["test"]["score"])
                       for record in found if record["seed"] in scratch]
             rows.append({
-                "recipe": recipe, "method": method, "n": len(found),
+                "recipe": recipe, "method": method, "n": len(found), "saves": _saves(records, recipe, found),
                 "params_ratio": teacher["params"] / found[0]["params"],
                 "start_error": Estimate.of([record["start_error"] for record in found]).to_dict(),
                 "output_error": Estimate.of([record["output_error"] for record in found]).to_dict(),
@@ -225,6 +225,30 @@ def table(records: dict[str, dict[str, Any]]) -> dict[str, Any]:
                         "train_seconds": teacher["train_seconds"]}, "rows": rows}
 
 
+def _saves(records: dict[str, dict[str, Any]], recipe: str, found: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """What a reconstruction saves, per seed: the fine-tuning steps inheritance alone (``none``, same
+    seed) needs before its validation score reaches the score the reconstructed student starts
+    with, their time at the ``none`` run's seconds per step, and the reconstruction's time as a
+    share of it ("not reached": ``none`` never got there in its steps, so the saving is larger)."""
+    if found[0]["method"] == "none":
+        return None
+    per_seed = []
+    for record in found:
+        plain = records.get(f"{recipe}-none-s{record['seed']}")
+        if plain is None:
+            continue
+        start = record["inherited"]["score"]
+        reached = next((step for step, score in [[0, plain["inherited"]["score"]], *plain["curve"]] if score >= start), None)
+        per_step = plain["finetune_seconds"] / max(plain["steps_done"], 1)
+        saved = None if reached is None else reached * per_step
+        per_seed.append({"seed": record["seed"], "steps": reached, "seconds": saved,
+                         "share": None if not saved else record["reconstruct_seconds"] / saved})
+    return {"per_seed": per_seed,
+            "text": ", ".join("not reached" if item["steps"] is None else
+                              f"{item['steps']} steps ({item['seconds']:.0f} s; reconstruction {item['share']:.0%} of it)"
+                              if item["share"] is not None else f"{item['steps']} steps" for item in per_seed)}
+
+
 def _text(data: dict[str, Any] | None, digits: int = 3, signed: bool = False) -> str:
     if data is None:
         return "-"
@@ -235,7 +259,8 @@ def print_tables(networks: dict[str, Any], *, markdown: bool) -> None:
     from compressor.tables import format_table
 
     headers = ["recipe", "reconstruction", "ratio", "output error before -> after", "inherited", "test IoU [95% CI] n",
-               "minus teacher, points", "minus scratch, points (paired)", "reconstruct / fine-tune s"]
+               "minus teacher, points", "minus scratch, points (paired)", "reconstruct / fine-tune s",
+               "fine-tuning saved (none reaching the start, per seed)"]
     for network, found in networks.items():
         teacher = found["teacher"]
         title = (f"{network}: teacher test {teacher['test']:.3f} after {teacher['steps']} steps "
@@ -243,7 +268,8 @@ def print_tables(networks: dict[str, Any], *, markdown: bool) -> None:
         rows = [[row["recipe"], row["method"], f"{row['params_ratio']:.1f}x",
                  f"{row['start_error']['mean']:.3f} -> {row['output_error']['mean']:.3f}", f"{row['inherited']['mean']:.3f}",
                  _text(row["test"]), _text(row["minus_teacher_points"], 1, True), _text(row["minus_scratch_points"], 1, True),
-                 f"{row['reconstruct_seconds']:.0f} / {row['finetune_seconds']:.0f}"] for row in found["rows"]]
+                 f"{row['reconstruct_seconds']:.0f} / {row['finetune_seconds']:.0f}",
+                 "-" if row["saves"] is None else row["saves"]["text"]] for row in found["rows"]]
         if markdown:
             print(f"\n**{title}**\n")
             print("| " + " | ".join(headers) + " |\n|" + "---|" * len(headers))
