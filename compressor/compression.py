@@ -34,12 +34,22 @@ from torch import nn
 
 from compressor.cost import Cost, measure
 from compressor.data.base import SegmentationData
-from compressor.experiment import Experiment
+from compressor.errors import ConfigError
+from compressor.experiment import Experiment, without_finetuning
 from compressor.finetune import calibration_batches, with_calibration
 from compressor.metrics import SegmentationMetrics
 from compressor.outputs import check_fits
 from compressor.tables import format_table
-from compressor.train import TrainResult, evaluate, reestimate_batchnorm, seed_everything, train
+from compressor.threads import torch_threads
+from compressor.train import (
+    TrainResult,
+    deterministic_kernels,
+    evaluate,
+    reestimate_batchnorm,
+    resolve_device,
+    seed_everything,
+    train,
+)
 from compressor.transforms import Recipe, TransformRecord, apply
 from compressor.transforms.reconstruct import Reconstruction, output_gap, reconstruct
 from compressor.units import format_count
@@ -55,7 +65,8 @@ class CompressResult:
         student: the compressed, fine-tuned network (CPU, eval mode).
         records: what each step of the recipe did, with its layer errors.
         teacher_metrics: the original network on the validation data.
-        inherited_metrics: the student before fine-tuning (batch norms re-estimated).
+        inherited_metrics: the student before fine-tuning (batch norms re-estimated, and
+            reconstructed when ``finetune.reconstruct`` asks).
         result: the fine-tuning run; ``result.metrics`` is the student's final evaluation.
         teacher_cost, student_cost: params and FLOPs at the experiment's cost input size.
         distilled: whether the fine-tuning distilled from the teacher.
@@ -144,7 +155,8 @@ class CompressResult:
         rows = []
         for name, cost, metrics, test, seconds in (
             (label, self.teacher_cost, self.teacher_metrics, self.teacher_test_metrics, None),
-            ("student, inherited", self.student_cost, self.inherited_metrics, None, self.seconds["transform"]),
+            ("student, inherited" + (f" + reconstructed ({self.reconstruction.method})" if self.reconstruction else ""),
+             self.student_cost, self.inherited_metrics, None, self.seconds["transform"] + self.seconds.get("reconstruct", 0.0)),
             (f"student, {tuned}", self.student_cost, self.student_metrics, self.student_test_metrics, self.seconds["finetune"]),
             *([(f"same architecture from scratch, {self.scratch.steps_done} steps", self.student_cost, self.scratch.metrics,
                 None, self.seconds.get("scratch"))] if self.scratch is not None else []),
@@ -218,6 +230,9 @@ def compress(
         recipe = Recipe.from_data(recipe)
     data = data or experiment.data.build(cache_dir=cache_dir)
     settings = experiment.finetune
+    if settings.feature_weight and not distill:
+        raise ConfigError("finetune.feature_weight distills features from the teacher: it needs distillation "
+                          "(drop --no-distill, or set finetune.feature_weight: 0)")
     config = settings.train_config(experiment.train, distill=distill)
     teacher = copy.deepcopy(model).cpu().eval()
     check_fits(teacher, data)
@@ -237,12 +252,15 @@ def compress(
     seconds["transform"] = time.perf_counter() - started
     started = time.perf_counter()
     images = torch.cat(calibration_batches(data, settings.reconstruct_batches, batch_size=config.batch_size, seed=config.seed))
-    start_error = output_gap(teacher, student, images, config.batch_size)
     method = settings.reconstruction("hints")
-    reconstruction = None if method == "none" else reconstruct(
-        teacher, student, images, method=method, source=settings.reconstruct_source, steps=settings.reconstruct_steps,
-        batch_size=config.batch_size,
-    )
+    device = resolve_device(config.device)
+    with torch_threads(config.threads), deterministic_kernels(device):  # where and as the fine-tuning runs
+        student.to(device)
+        start_error = output_gap(teacher, student, images, config.batch_size)
+        reconstruction = None if method == "none" else reconstruct(
+            teacher, student, images, method=method, source=settings.reconstruct_source, steps=settings.reconstruct_steps,
+            batch_size=config.batch_size,
+        )
     seconds["reconstruct"] = time.perf_counter() - started
     inherited_metrics = evaluate(student, data, config)
     started = time.perf_counter()
@@ -255,7 +273,8 @@ def compress(
     if compare_scratch:
         started = time.perf_counter()
         seed_everything(experiment.train.seed)
-        scratch = train(from_scratch(student), data, experiment.train.with_steps(result.steps_done), description="from scratch")
+        plain = without_finetuning(experiment).train  # as a network is trained from scratch: no teacher
+        scratch = train(from_scratch(student), data, plain.with_steps(result.steps_done), description="from scratch")
         seconds["scratch"] = time.perf_counter() - started
     shape = experiment.cost_input_shape(data.in_channels)
     student = student.cpu().eval()

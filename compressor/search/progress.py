@@ -27,7 +27,7 @@ def trial_line(record: TrialRecord, *, metric_label: str, target: int | None = N
         cost = "" if record.params is None else cost
     else:
         outcome = record.status
-    if record.starts_close is False and record.status in ("complete", "stopped"):
+    if record.starts_close is False and record.start_error is not None and record.status in ("complete", "stopped"):
         outcome += f" (started far from the parent: output error {record.start_error:.2f})"
     seconds = f"{record.wall_seconds:.0f} s" if record.wall_seconds is not None else ""
     return "  ".join(part for part in (f"{number:<10}", f"{record.status:<10}", cost, outcome, seconds,

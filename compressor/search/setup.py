@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -35,11 +36,14 @@ from compressor.search_config import SearchConfig
 from compressor.spaces import SPACES, SearchContext, SearchSpace
 from compressor.study import default_storage_url, directions, objective_values, sqlite_path
 from compressor.study.storage import check_lasting
+from compressor.threads import torch_threads
 from compressor.train import (
     CheckpointError,
     TrainConfig,
+    deterministic_kernels,
     load_checkpoint,
     reestimate_batchnorm,
+    resolve_device,
     seed_everything,
 )
 from compressor.transforms import Recipe, TransformSpec, apply
@@ -210,20 +214,24 @@ def start_candidate(setup: SearchSetup, network: nn.Module) -> Start:
     confirmation go through here, so both start the same."""
     if setup.parent is None:
         return Start()
-    started = time.perf_counter()
     settings, config = setup.experiment.finetune, setup.train_config
-    if config.bn_reestimate:
-        reestimate_batchnorm(network, setup.data, batches=config.bn_reestimate, batch_size=config.batch_size,
-                             seed=config.seed)
-    images = torch.cat(setup.calibration or [])
     method = settings.reconstruction("none")
-    if method == "none":
-        error, seconds = output_gap(setup.parent.model, network, images, config.batch_size), None
-    else:
-        error = reconstruct(setup.parent.model, network, images, method=method, source=settings.reconstruct_source,
-                            steps=settings.reconstruct_steps, batch_size=config.batch_size).output_error_after
-        seconds = round(time.perf_counter() - started, 3)
-    if error is None:
+    device = resolve_device(config.device)
+    seconds = None
+    with torch_threads(config.threads), deterministic_kernels(device):  # where and as train() did it before
+        network.to(device)
+        if config.bn_reestimate:
+            reestimate_batchnorm(network, setup.data, batches=config.bn_reestimate, batch_size=config.batch_size,
+                                 seed=config.seed)
+        images = torch.cat(setup.calibration or [])
+        if method == "none":
+            error = output_gap(setup.parent.model, network, images, config.batch_size)
+        else:
+            started = time.perf_counter()
+            error = reconstruct(setup.parent.model, network, images, method=method, source=settings.reconstruct_source,
+                                steps=settings.reconstruct_steps, batch_size=config.batch_size).output_error_after
+            seconds = round(time.perf_counter() - started, 3)
+    if error is None or not math.isfinite(error):
         return Start(seconds=seconds)
     return Start(error=round(error, 6), close=error <= settings.max_start_error, seconds=seconds)
 

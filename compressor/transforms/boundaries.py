@@ -42,10 +42,14 @@ GRANULARITIES = ("layer", "block")
 
 def shared_boundaries(teacher: nn.Module, student: nn.Module, images: torch.Tensor) -> list[str]:
     """The names of the modules both networks call once on ``images`` with same-shaped tensor outputs,
-    in the order the student calls them (the root module, ``""``, is left out)."""
+    batch first (one row per image: what is compared image by image), in the order the student
+    calls them (the root module, ``""``, is left out). One image is run twice, to tell the batch."""
+    if images.shape[0] == 1:
+        images = torch.cat([images, images])
     teacher_shapes = _called_once(teacher, images)
     student_shapes = _called_once(student, images)
-    return [name for name, shape in student_shapes.items() if teacher_shapes.get(name) == shape]
+    return [name for name, shape in student_shapes.items()
+            if teacher_shapes.get(name) == shape and shape and shape[0] == images.shape[0]]
 
 
 def changed_points(teacher: nn.Module, student: nn.Module, boundaries: list[str], granularity: str) -> list[str]:

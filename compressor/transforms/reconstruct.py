@@ -123,37 +123,74 @@ def reconstruct(
     if source not in SOURCES:
         raise ValueError(f"source must be one of {', '.join(SOURCES)}, got {source!r}")
     started = time.perf_counter()
-    images = images if isinstance(images, torch.Tensor) else torch.cat(list(images))
-    device = next((parameter.device for parameter in student.parameters()), images.device)
-    images = images.to(device)
-    teacher = teacher.to(device)
+    images = images if isinstance(images, torch.Tensor) else torch.cat(list(images)) if len(images) else torch.empty(0)
+    if images.ndim < 2 or images.shape[0] == 0:
+        raise ValueError("reconstruction needs calibration images, got none")
+    device = _device_of(student, images.device)
+    images, teacher = images.to(device), _on(teacher, device)
     report = Reconstruction(method=method, source=source, steps=steps)
-    boundaries = shared_boundaries(teacher, student, images[:1])
+    boundaries = shared_boundaries(teacher, student, images[:2])
     report.points = [] if method == "none" else changed_points(
         teacher, student, boundaries, "layer" if method == "layer" else "block")
-    report.errors_before = _point_errors(teacher, student, images, report.points)
+    report.errors_before = _point_errors(teacher, student, images, report.points, batch_size)
     report.output_error_before = output_gap(teacher, student, images, batch_size)
-    if report.points and steps > 0 and (report.output_error_before is None or report.output_error_before > CLOSE_ENOUGH):
-        weights = pixel_weights(teacher, images, batch_size) if balance else None
-        with eval_mode(teacher, student):
-            if method == "hints":
-                with norms_training(student):
-                    changed = _fit_whole(teacher, student, images, report.points, weights, steps=steps, lr=lr,
-                                         batch_size=batch_size)
-            else:
-                changed = False
-                for name in report.points:
-                    target = capture_calls(teacher, images, [name], stop_after=name, inputs=source == "teacher")[name]
-                    if _fit_point(student.get_submodule(name), _inputs(student, images, name, target, source),
-                                  target[2], weights, steps=steps, lr=lr, batch_size=batch_size):
-                        changed = True
-                        reestimate_on(student, images.split(batch_size))
-        if changed:  # the statistics the trained tensors have (nothing trained: the student is left as it was)
-            reestimate_on(student, images.split(batch_size))
-    report.errors_after = _point_errors(teacher, student, images, report.points)
-    report.output_error_after = output_gap(teacher, student, images, batch_size)
+    report.errors_after, report.output_error_after = dict(report.errors_before), report.output_error_before
+    if not report.points or steps < 1 or (report.output_error_before is not None and report.output_error_before <= CLOSE_ENOUGH):
+        report.seconds = time.perf_counter() - started
+        return report
+    start = copy.deepcopy(student.state_dict())  # parameters and batch-norm statistics, as given
+    weights = pixel_weights(teacher, images, batch_size) if balance else None
+    changed = False
+    with eval_mode(teacher, student):
+        if method == "hints":
+            changed = _fit_whole(teacher, student, images, report.points, weights, steps=steps, lr=lr, batch_size=batch_size)
+        else:
+            for name in report.points:
+                target = _batched(lambda rows, name=name: capture_calls(
+                    teacher, rows, [name], stop_after=name, inputs=source == "teacher")[name], images, batch_size)
+                if _fit_point(student.get_submodule(name), _inputs(student, images, name, target, source, batch_size),
+                              target[2], weights, steps=steps, lr=lr, batch_size=batch_size):
+                    changed = True
+                    reestimate_on(student, images.split(batch_size))  # the points after it see these statistics
+    if changed and method == "hints":  # the statistics the trained tensors have
+        reestimate_on(student, images.split(batch_size))
+    after = output_gap(teacher, student, images, batch_size) if changed else report.output_error_before
+    if after is None or report.output_error_before is None or not after < report.output_error_before:
+        student.load_state_dict(start)  # no closer as a whole (in eval mode): the student as it came
+    else:
+        report.errors_after = _point_errors(teacher, student, images, report.points, batch_size)
+        report.output_error_after = after
     report.seconds = time.perf_counter() - started
     return report
+
+
+def _device_of(model: nn.Module, default: torch.device) -> torch.device:
+    return next((parameter.device for parameter in model.parameters()), default)
+
+
+def _on(model: nn.Module, device: torch.device) -> nn.Module:
+    """``model`` if it is on ``device``, else a copy there (the caller's model stays where it is)."""
+    return model if _device_of(model, device) == device else copy.deepcopy(model).to(device)
+
+
+def _batched(capture, images: torch.Tensor, batch_size: int) -> tuple[tuple, dict, torch.Tensor | None]:
+    """``capture(rows)`` (an ``(args, kwargs, output)`` call) on each batch of ``images``, the batch
+    dimension of every tensor joined: the network's activations one batch at a time."""
+    parts = [capture(rows) for rows in images.split(batch_size)]
+    return _joined([part[0] for part in parts]), _joined([part[1] for part in parts]), _joined([part[2] for part in parts])
+
+
+def _joined(parts: list) -> Any:
+    first = parts[0]
+    if isinstance(first, torch.Tensor):
+        return torch.cat(parts) if first.ndim else first
+    if isinstance(first, tuple):
+        return tuple(_joined([part[index] for part in parts]) for index in range(len(first)))
+    if isinstance(first, list):
+        return [_joined([part[index] for part in parts]) for index in range(len(first))]
+    if isinstance(first, dict):
+        return {key: _joined([part[key] for part in parts]) for key in first}
+    return first
 
 
 def hint_points(teacher: nn.Module, student: nn.Module, images: torch.Tensor) -> list[str]:
@@ -161,7 +198,7 @@ def hint_points(teacher: nn.Module, student: nn.Module, images: torch.Tensor) ->
     return changed_points(teacher, student, shared_boundaries(teacher, student, images[:1]), "block")
 
 
-def _inputs(student: nn.Module, images: torch.Tensor, name: str, teacher_call: tuple, source: str) -> tuple:
+def _inputs(student: nn.Module, images: torch.Tensor, name: str, teacher_call: tuple, source: str, batch_size: int) -> tuple:
     """What point ``name`` is fed: the teacher's input there if ``source`` is ``teacher`` and the
     student's module takes it (a point whose input widths changed cannot), else the student's own."""
     if source == "teacher":
@@ -172,7 +209,7 @@ def _inputs(student: nn.Module, images: torch.Tensor, name: str, teacher_call: t
             return teacher_call
         except (RuntimeError, ValueError, TypeError):
             pass
-    return capture_calls(student, images, [name], stop_after=name)[name]
+    return _batched(lambda rows: capture_calls(student, rows, [name], stop_after=name, outputs=False)[name], images, batch_size)
 
 
 def _fit_point(
@@ -191,13 +228,15 @@ def _fit_point(
         output = module(*_rows(args, rows, count), **_rows(kwargs, rows, count))
         return _relative_mse(output, target[rows], None if weights is None else weights[rows])
 
+    def whole() -> float:  # batch by batch: the memory of one batch
+        with torch.no_grad():
+            return sum(float(loss_on(rows)) * len(rows) for rows in torch.arange(count).split(batch_size)) / count
+
     saved = copy.deepcopy(module.state_dict())
     with norms_training(module):
-        with torch.no_grad():
-            before = float(loss_on(slice(None)))
+        before = whole()
         _adam(parameters, loss_on, count, steps=steps, lr=lr, batch_size=batch_size)
-        with torch.no_grad():
-            after = float(loss_on(slice(None)))
+        after = whole()
     if not math.isfinite(after) or after >= before:
         module.load_state_dict(saved)
         return False
@@ -228,10 +267,11 @@ def _fit_whole(
         with torch.no_grad():
             return sum(float(loss_on(rows)) * len(rows) for rows in torch.arange(count).split(batch_size)) / count
 
-    before = before_and_after()
-    saved = copy.deepcopy(student.state_dict())
-    _adam(parameters, loss_on, count, steps=steps, lr=lr, batch_size=batch_size)
-    after = before_and_after()
+    saved = copy.deepcopy(student.state_dict())  # before any pass in train mode touches the statistics
+    with norms_training(student):
+        before = before_and_after()
+        _adam(parameters, loss_on, count, steps=steps, lr=lr, batch_size=batch_size)
+        after = before_and_after()
     if not math.isfinite(after) or after >= before:
         student.load_state_dict(saved)
         return False
@@ -365,6 +405,7 @@ def pixel_weights(teacher: nn.Module, images: torch.Tensor, batch_size: int = 8)
     """``(N, 1, H, W)`` weights that give each class the teacher predicts the same total weight
     (inverse frequency of its predicted class, mean 1), so that a rare class (buildings: a few
     percent of the pixels) counts as much as the background; None when the output is not a map."""
+    images = images.to(_device_of(teacher, images.device))
     with eval_mode(teacher):
         predicted = torch.cat([model_output(teacher, batch).argmax(dim=1) for batch in images.split(batch_size)])
     return _balanced(predicted) if predicted.ndim == 3 else None
@@ -393,11 +434,13 @@ def _rows(value: object, rows: slice | torch.Tensor, count: int) -> Any:
 
 
 @torch.no_grad()
-def _point_errors(teacher: nn.Module, student: nn.Module, images: torch.Tensor, points: list[str]) -> dict[str, float]:
+def _point_errors(
+    teacher: nn.Module, student: nn.Module, images: torch.Tensor, points: list[str], batch_size: int = 8,
+) -> dict[str, float]:
     """Each point's relative error, both networks run on their own, batch by batch (their tensors at
     every point at once on a few images: the memory of one batch)."""
     squares: dict[str, list[float]] = {name: [0.0, 0.0] for name in points}
-    for batch in images.split(8):
+    for batch in images.split(batch_size):
         produced = capture_calls(student, batch, points, inputs=False)
         wanted = capture_calls(teacher, batch, points, inputs=False)
         for name in points:
@@ -417,6 +460,8 @@ def output_gap(teacher: nn.Module, student: nn.Module, images: torch.Tensor, bat
     each pixel weighted by :func:`pixel_weights` (every class the teacher predicts counts the same, so
     a student that loses a rare class is far off even when the background is right); both in eval
     mode. None when the teacher's output is all zeros."""
+    device = _device_of(student, images.device)
+    images, teacher = images.to(device), _on(teacher, device)
     with eval_mode(teacher, student):
         weights = pixel_weights(teacher, images, batch_size)
         error = reference = 0.0
