@@ -256,3 +256,56 @@ def test_a_search_records_how_far_each_candidate_starts_from_its_parent(tmp_path
     measured = [record for record in plain.records if record.status == "complete"]
     assert measured and all(record.start_error is not None and record.reconstruct_seconds is None for record in measured)
     assert all(record.starts_close == (record.start_error <= 0.5) for record in measured)
+
+
+def test_a_reconstruction_that_ends_no_closer_leaves_the_student_as_it_came(teacher, data, images):
+    student = _student(teacher, data, [{"name": "fire", "squeeze_ratio": 0.5}])
+    start = copy.deepcopy(student.state_dict())
+    for method in ("hints", "block"):  # a rate that wrecks every fit
+        report = reconstruct(teacher, student, images, method=method, steps=3, lr=1e3, batch_size=4)
+        assert report.output_error_after == report.output_error_before and report.errors_after == report.errors_before
+        assert all(torch.equal(start[key], value) for key, value in student.state_dict().items())  # statistics too
+
+
+def test_only_batch_first_tensors_are_compared():
+    class PerPixel(nn.Module):  # a linear layer over (N*H*W, C): rows are pixels, not images
+        def __init__(self, width):
+            super().__init__()
+            self.stem, self.mix, self.head = nn.Conv2d(3, 4, 3, padding=1), nn.Linear(4, 4), nn.Conv2d(4, 2, 1)
+
+        def forward(self, x):
+            y = self.stem(x)
+            n, c, h, w = y.shape
+            y = self.mix(y.permute(0, 2, 3, 1).reshape(-1, c)).reshape(n, h, w, c).permute(0, 3, 1, 2)
+            return self.head(y)
+
+    torch.manual_seed(0)
+    teacher, student = PerPixel(4), PerPixel(4)
+    student.head.load_state_dict(teacher.head.state_dict())
+    assert shared_boundaries(teacher, student, torch.randn(3, 3, 8, 8)) == ["stem", "head"]
+    assert shared_boundaries(teacher, student, torch.randn(1, 3, 8, 8)) == ["stem", "head"]  # one image run twice
+    report = reconstruct(teacher, student, torch.randn(6, 3, 8, 8), method="block", steps=3, batch_size=4)
+    assert report.points == ["stem"]
+
+
+def test_compare_scratch_trains_without_the_experiments_teacher_and_features_need_distillation(teacher, data):
+    import dataclasses
+
+    experiment = _experiment(reconstruct="none")
+    distilled = dataclasses.replace(experiment, train=dataclasses.replace(
+        experiment.train, distill=DistillConfig(teacher="unet", weight=0.5)))
+    result = compress(teacher, [{"name": "separable"}], distilled, data=data, compare_scratch=True)
+    assert result.scratch is not None and result.scratch.steps_done == 3
+    with pytest.raises(ConfigError, match="finetune.feature_weight distills features from the teacher"):
+        compress(teacher, [{"name": "separable"}], _experiment(feature_weight=1.0), data=data, distill=False)
+
+
+def test_a_trial_without_a_measured_start_error_prints_no_verdict():
+    from compressor.search.progress import trial_line
+    from compressor.study import TrialRecord
+
+    record = TrialRecord(number=1, status="complete", params=10, flops=10, metric=0.2, wall_seconds=1.0,
+                         start_error=None, starts_close=False)
+    assert "started far" not in trial_line(record, metric_label="IoU")
+    record.start_error = 0.73
+    assert "(started far from the parent: output error 0.73)" in trial_line(record, metric_label="IoU")
