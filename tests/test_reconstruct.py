@@ -309,3 +309,22 @@ def test_a_trial_without_a_measured_start_error_prints_no_verdict():
     assert "started far" not in trial_line(record, metric_label="IoU")
     record.start_error = 0.73
     assert "(started far from the parent: output error 0.73)" in trial_line(record, metric_label="IoU")
+
+
+@pytest.mark.skipif(not __import__("third_party").available("smp Unet-resnet18"), reason="needs segmentation_models_pytorch")
+def test_on_a_residual_network_the_blocks_are_its_residual_blocks_and_hints_bring_it_closer():
+    import third_party
+
+    torch.manual_seed(0)
+    from compressor.batchnorm import reestimate_on
+
+    images = torch.randn(16, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    teacher = third_party.small_smp_unet(classes=2, in_channels=3)
+    reestimate_on(teacher, images.split(4))  # statistics of its own tensors: a network whose output means something
+    student, _ = apply(teacher.eval(), [{"name": "separable"}], (1, 3, 64, 64), init="inherit", count_flops=False)
+    reestimate_on(student, images.split(4))
+    blocks = changed_points(teacher, student, shared_boundaries(teacher, student, images[:2]), "block")
+    assert "encoder.layer1.0" in blocks and "encoder.layer2.1" in blocks  # resnet BasicBlocks: conv, bn, relu, add
+    assert not any(name.startswith("encoder.layer1.0.") for name in blocks)
+    report = reconstruct(teacher, student, images, method="hints", steps=60, batch_size=4)
+    assert report.output_error_after < 0.9 * report.output_error_before

@@ -44,7 +44,7 @@ from compressor.io import atomic_write_text  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 PAPER = ROOT / "experiments" / "recipes" / "micronet_like.yaml"
-DATA = {"name": "spacenet_sample", "patch_size": 64, "val_fraction": 0.2, "test_fraction": 0.2, "guard": 32}
+CONFIG = ROOT / "experiments" / "knowledge.yaml"  # the data, the teacher's training and the fine-tuning
 #: network key -> the name in tests/third_party.py (None: the project's U-Net)
 NETWORKS = {
     "unet-r18": "smp Unet-resnet18",
@@ -68,19 +68,16 @@ def build_network(key: str, data: Any) -> Any:
 
 
 def experiment(args: argparse.Namespace, *, seed: int, method: str = "none") -> Any:
+    """``experiments/knowledge.yaml`` (what a user runs ``compress`` with) with this run's settings."""
+    import yaml
+
     from compressor.experiment import Experiment
 
-    return Experiment.from_dict({
-        "name": "knowledge",
-        "data": DATA,
-        "train": {
-            "steps": "auto", "schedule": "plateau", "max_steps": args.teacher_max_steps, "eval_every": args.eval_every,
-            "patience": args.patience, "batch_size": 8, "lr": 1e-3, "warmup_fraction": 0.05, "dice_weight": 0.5,
-            "class_weights": "auto", "seed": seed, "threads": args.threads, "progress": False, "eval_window": 256,
-        },
-        "finetune": {"steps": args.finetune_steps, "lr": 3e-4, "reconstruct": method},
-        "cost": {"input_size": 224},
-    })
+    settings = yaml.safe_load(CONFIG.read_text())
+    settings["train"] |= {"max_steps": args.teacher_max_steps, "eval_every": args.eval_every, "patience": args.patience,
+                          "seed": seed, "threads": args.threads, "progress": False}
+    settings["finetune"] |= {"steps": args.finetune_steps, "reconstruct": method}
+    return Experiment.from_dict(settings, source=str(CONFIG))
 
 
 def recipe_of(name: str) -> Any:
@@ -140,7 +137,7 @@ def run_job(network: str, job: dict[str, Any], args: argparse.Namespace, data: A
                 "points": len(done.reconstruction.points) if done.reconstruction else 0,
             }
         else:
-            example = torch.zeros(1, data.in_channels, DATA["patch_size"], DATA["patch_size"])
+            example = torch.zeros(1, data.in_channels, settings.data.patch_size, settings.data.patch_size)
             student, _ = apply(teacher, recipe_of(job["recipe"]), example, init="inherit", count_flops=False)
             seed_everything(job["seed"])
             fresh = from_scratch(student)
