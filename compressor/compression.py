@@ -80,7 +80,7 @@ class CompressResult:
         max_start_error: above this output error after reconstruction the student "does
             not start close" (``finetune.max_start_error``).
         scratch: the same architecture trained from random weights for the same steps
-            (``compare_scratch``; None otherwise).
+            (``compare_scratch``; None otherwise); ``scratch_test_metrics`` on the test region.
     """
 
     student: nn.Module
@@ -99,6 +99,7 @@ class CompressResult:
     reconstruction: Reconstruction | None = None
     max_start_error: float = 0.5
     scratch: TrainResult | None = None
+    scratch_test_metrics: SegmentationMetrics | None = None
 
     @property
     def student_metrics(self) -> SegmentationMetrics:
@@ -138,6 +139,15 @@ class CompressResult:
         if self.scratch is not None:
             line += (f"; against the same architecture from scratch ({self.scratch.steps_done} steps): "
                      f"{self.student_metrics.score - self.scratch.metrics.score:+.3f} (scratch {self.scratch.metrics.score:.3f})")
+        if self.student_test_metrics is not None and self.teacher_test_metrics is not None:
+            line = line.replace("student against teacher: ", "student against teacher, validation: ", 1)
+            test = (f"student against teacher, test: {self.student_test_metrics.score - self.teacher_test_metrics.score:+.3f} "
+                    f"{metric} (fine-tuned {self.student_test_metrics.score:.3f}, teacher {self.teacher_test_metrics.score:.3f})")
+            if self.scratch_test_metrics is not None:
+                test += (f"; against scratch {self.student_test_metrics.score - self.scratch_test_metrics.score:+.3f} "
+                         f"(scratch {self.scratch_test_metrics.score:.3f})")
+            lines += [line, test]
+            return lines
         lines.append(line)
         return lines
 
@@ -159,7 +169,7 @@ class CompressResult:
              self.student_cost, self.inherited_metrics, None, self.seconds["transform"] + self.seconds.get("reconstruct", 0.0)),
             (f"student, {tuned}", self.student_cost, self.student_metrics, self.student_test_metrics, self.seconds["finetune"]),
             *([(f"same architecture from scratch, {self.scratch.steps_done} steps", self.student_cost, self.scratch.metrics,
-                None, self.seconds.get("scratch"))] if self.scratch is not None else []),
+                self.scratch_test_metrics, self.seconds.get("scratch"))] if self.scratch is not None else []),
         ):
             rows.append([
                 name, format_count(cost.params), format_count(cost.flops), f"{metrics.score:.3f}",
@@ -187,7 +197,8 @@ class CompressResult:
             "output_error": self.output_error,
             "starts_close": self.starts_close,
             **({"reconstruction": self.reconstruction.to_dict()} if self.reconstruction is not None else {}),
-            **({"scratch": {"metrics": self.scratch.metrics.to_dict(), "train": self.scratch.to_dict()}}
+            **({"scratch": {"metrics": self.scratch.metrics.to_dict(), "train": self.scratch.to_dict(),
+                            **({"test": self.scratch_test_metrics.to_dict()} if self.scratch_test_metrics is not None else {})}}
                if self.scratch is not None else {}),
             "distilled": self.distilled,
             "seconds": {key: round(value, 2) for key, value in self.seconds.items()},
@@ -269,12 +280,14 @@ def compress(
                    evaluate_at=evaluate_at)
     seconds["finetune"] = time.perf_counter() - started
     tests = (evaluate(teacher, data, config, split="test"), evaluate(student, data, config, split="test")) if data.test else (None, None)
-    scratch = None
+    scratch = scratch_test = None
     if compare_scratch:
         started = time.perf_counter()
         seed_everything(experiment.train.seed)
         plain = without_finetuning(experiment).train  # as a network is trained from scratch: no teacher
-        scratch = train(from_scratch(student), data, plain.with_steps(result.steps_done), description="from scratch")
+        fresh = from_scratch(student)
+        scratch = train(fresh, data, plain.with_steps(result.steps_done), description="from scratch")
+        scratch_test = evaluate(fresh, data, config, split="test") if data.test else None
         seconds["scratch"] = time.perf_counter() - started
     shape = experiment.cost_input_shape(data.in_channels)
     student = student.cpu().eval()
@@ -284,7 +297,7 @@ def compress(
         distilled=distill, seconds=seconds, example_shape=tuple(example.shape),
         teacher_test_metrics=tests[0], student_test_metrics=tests[1],
         start_error=None if start_error is None else round(start_error, 6), reconstruction=reconstruction,
-        max_start_error=settings.max_start_error, scratch=scratch,
+        max_start_error=settings.max_start_error, scratch=scratch, scratch_test_metrics=scratch_test,
     )
 
 

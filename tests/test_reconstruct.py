@@ -174,6 +174,17 @@ def test_compress_reconstructs_by_default_and_says_whether_knowledge_survived(te
     assert "same architecture from scratch, 3 steps" in result.table()
     stored = result.to_dict()
     assert stored["reconstruction"]["method"] == "hints" and stored["scratch"]["train"]["steps_done"] == 3
+    # with a test region, the test numbers get their own line (here the validation metrics stand in for them)
+    import dataclasses
+
+    tested = dataclasses.replace(result, teacher_test_metrics=result.teacher_metrics,
+                                 student_test_metrics=result.inherited_metrics, scratch_test_metrics=result.scratch.metrics)
+    *_, validation, test = tested.knowledge_lines()
+    assert validation.startswith("student against teacher, validation: ")
+    assert test == (f"student against teacher, test: {result.inherited_metrics.score - result.teacher_metrics.score:+.3f} "
+                    f"{result.teacher_metrics.score_name} (fine-tuned {result.inherited_metrics.score:.3f}, teacher "
+                    f"{result.teacher_metrics.score:.3f}); against scratch "
+                    f"{result.inherited_metrics.score - result.scratch.metrics.score:+.3f} (scratch {result.scratch.metrics.score:.3f})")
     assert stored["starts_close"] == (result.output_error <= 0.5)
     # the threshold decides the warning
     strict = compress(teacher, [{"name": "fire", "squeeze_ratio": 0.5}],
