@@ -97,7 +97,7 @@ class CompressResult:
     student_test_metrics: SegmentationMetrics | None = None
     start_error: float | None = None
     reconstruction: Reconstruction | None = None
-    max_start_error: float = 0.5
+    max_start_error: float = 1.0
     scratch: TrainResult | None = None
     scratch_test_metrics: SegmentationMetrics | None = None
 
@@ -132,7 +132,9 @@ class CompressResult:
             worst = ", ".join(f"{name} {error:.2f}" for name, error in sorted(far.items(), key=lambda item: -item[1])[:3])
             lines.append(
                 f"the student does not start close to the teacher (output error {self.output_error:.3f} > "
-                f"finetune.max_start_error {self.max_start_error:g}): fine-tuning learns again more than it keeps"
+                f"finetune.max_start_error {self.max_start_error:g}): it keeps little of what the teacher knew; "
+                + ("try finetune.reconstruct: hints or block, or a milder recipe" if self.reconstruction is None
+                   else "try more reconstruct_steps, or a milder recipe")
                 + (f"; farthest: {worst}" if worst else ""))
         gap = self.student_metrics.score - self.teacher_metrics.score
         line = f"student against teacher: {gap:+.3f} {metric} (inherited {self.inherited_metrics.score:.3f}, fine-tuned {self.student_metrics.score:.3f}, teacher {self.teacher_metrics.score:.3f})"

@@ -185,13 +185,14 @@ def test_compress_reconstructs_by_default_and_says_whether_knowledge_survived(te
                     f"{result.teacher_metrics.score_name} (fine-tuned {result.inherited_metrics.score:.3f}, teacher "
                     f"{result.teacher_metrics.score:.3f}); against scratch "
                     f"{result.inherited_metrics.score - result.scratch.metrics.score:+.3f} (scratch {result.scratch.metrics.score:.3f})")
-    assert stored["starts_close"] == (result.output_error <= 0.5)
+    assert stored["starts_close"] == (result.output_error <= 1.0)
     # the threshold decides the warning
     strict = compress(teacher, [{"name": "fire", "squeeze_ratio": 0.5}],
                       _experiment(reconstruct="none", max_start_error=1e-6), data=data)
     assert strict.reconstruction is None and strict.starts_close is False
     assert any(line.startswith("the student does not start close to the teacher (output error")
-               and "finetune.max_start_error 1e-06" in line for line in strict.knowledge_lines())
+               and "finetune.max_start_error 1e-06" in line and "try finetune.reconstruct: hints or block" in line
+               for line in strict.knowledge_lines())
     lenient = compress(teacher, [{"name": "fire", "squeeze_ratio": 0.5}],
                        _experiment(reconstruct="none", max_start_error=100), data=data)
     assert lenient.starts_close and not any("does not start close" in line for line in lenient.knowledge_lines())
@@ -266,7 +267,7 @@ def test_a_search_records_how_far_each_candidate_starts_from_its_parent(tmp_path
     plain = run_search(tiny_experiment(tmp_path / "plain", n_trials=2, init="inherit"), echo=lambda line: None)
     measured = [record for record in plain.records if record.status == "complete"]
     assert measured and all(record.start_error is not None and record.reconstruct_seconds is None for record in measured)
-    assert all(record.starts_close == (record.start_error <= 0.5) for record in measured)
+    assert all(record.starts_close == (record.start_error <= 1.0) for record in measured)
 
 
 def test_a_reconstruction_that_ends_no_closer_leaves_the_student_as_it_came(teacher, data, images):
