@@ -256,6 +256,7 @@ def compress(
     started = time.perf_counter()
     calibration = calibration_batches(data, max(1, settings.calibrate), batch_size=config.batch_size, seed=config.seed)
     example = torch.zeros(1, data.in_channels, experiment.data.patch_size, experiment.data.patch_size)
+    seed_everything(config.seed)  # the new layers' random parts: the same for a seed, whatever ran before
     student, records = apply(
         teacher, with_calibration(recipe, settings.calibrate), example, init="inherit",
         calibration=calibration,
