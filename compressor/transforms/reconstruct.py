@@ -228,19 +228,7 @@ def _fit_point(
         output = module(*_rows(args, rows, count), **_rows(kwargs, rows, count))
         return _relative_mse(output, target[rows], None if weights is None else weights[rows])
 
-    def whole() -> float:  # batch by batch: the memory of one batch
-        with torch.no_grad():
-            return sum(float(loss_on(rows)) * len(rows) for rows in torch.arange(count).split(batch_size)) / count
-
-    saved = copy.deepcopy(module.state_dict())
-    with norms_training(module):
-        before = whole()
-        _adam(parameters, loss_on, count, steps=steps, lr=lr, batch_size=batch_size)
-        after = whole()
-    if not math.isfinite(after) or after >= before:
-        module.load_state_dict(saved)
-        return False
-    return True
+    return _fit_or_undo(module, parameters, loss_on, count, steps=steps, lr=lr, batch_size=batch_size)
 
 
 def _fit_whole(
@@ -263,17 +251,26 @@ def _fit_whole(
         terms.append(_relative_mse(produced, output, weight))
         return torch.stack(terms).mean()
 
-    def before_and_after() -> float:
+    return _fit_or_undo(student, parameters, loss_on, count, steps=steps, lr=lr, batch_size=batch_size)
+
+
+def _fit_or_undo(
+    model: nn.Module, parameters: list[nn.Parameter], loss_on, count: int, *, steps: int, lr: float, batch_size: int,
+) -> bool:
+    """Adam on ``parameters`` for ``loss_on(rows)``, ``model``'s batch norms on batch statistics; the loss
+    over all ``count`` rows (batch by batch: the memory of one batch) before and after, and ``model``
+    back as it was (parameters and statistics) unless it ended lower. Returns whether it changed."""
+    def whole() -> float:
         with torch.no_grad():
             return sum(float(loss_on(rows)) * len(rows) for rows in torch.arange(count).split(batch_size)) / count
 
-    saved = copy.deepcopy(student.state_dict())  # before any pass in train mode touches the statistics
-    with norms_training(student):
-        before = before_and_after()
+    saved = copy.deepcopy(model.state_dict())  # before any pass in train mode touches the statistics
+    with norms_training(model):
+        before = whole()
         _adam(parameters, loss_on, count, steps=steps, lr=lr, batch_size=batch_size)
-        after = before_and_after()
+        after = whole()
     if not math.isfinite(after) or after >= before:
-        student.load_state_dict(saved)
+        model.load_state_dict(saved)
         return False
     return True
 
