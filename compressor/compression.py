@@ -37,6 +37,7 @@ from compressor.data.base import SegmentationData
 from compressor.errors import ConfigError
 from compressor.experiment import Experiment, without_finetuning
 from compressor.finetune import calibration_batches, with_calibration
+from compressor.floor import Floor
 from compressor.metrics import SegmentationMetrics
 from compressor.outputs import check_fits
 from compressor.tables import format_table
@@ -81,6 +82,8 @@ class CompressResult:
             not start close" (``finetune.max_start_error``).
         scratch: the same architecture trained from random weights for the same steps
             (``compare_scratch``; None otherwise); ``scratch_test_metrics`` on the test region.
+        floor: the best constant prediction's score on the validation pixels, plus
+            ``search.min_gain``: a student at or below it learned nothing (:attr:`learned`).
     """
 
     student: nn.Module
@@ -100,6 +103,22 @@ class CompressResult:
     max_start_error: float = 1.0
     scratch: TrainResult | None = None
     scratch_test_metrics: SegmentationMetrics | None = None
+    floor: Floor = dataclasses.field(default_factory=Floor)
+
+    @property
+    def learned(self) -> bool:
+        """Whether the fine-tuned student's validation score is above the floor."""
+        return self.floor.passes(self.student_metrics.score)
+
+    @property
+    def verdict(self) -> str:
+        """``below floor`` (the student learned nothing), ``kept`` (within ``search.min_gain`` of
+        the teacher or above it) or ``lost`` (above the floor, below the teacher)."""
+        if not self.learned:
+            return "below floor"
+        if self.student_metrics.score >= self.teacher_metrics.score - self.floor.margin:
+            return "kept"
+        return "lost"
 
     @property
     def student_metrics(self) -> SegmentationMetrics:
@@ -119,7 +138,7 @@ class CompressResult:
         """What the report says about what the student kept: its output error against the teacher
         before and after reconstruction, its score against the teacher's and against scratch."""
         metric = self.teacher_metrics.score_name
-        lines = []
+        lines = [self.verdict_line()]
         if self.start_error is not None:
             line = f"output error against the teacher: {self.start_error:.3f} after the recipe"
             if self.reconstruction is not None and self.reconstruction.output_error_after is not None:
@@ -152,6 +171,23 @@ class CompressResult:
             return lines
         lines.append(line)
         return lines
+
+    def verdict_line(self) -> str:
+        """One line on whether the student is a model: above the floor, and how much of the
+        teacher's gain over the floor it kept."""
+        metric, student, teacher = self.teacher_metrics.score_name, self.student_metrics.score, self.teacher_metrics.score
+        floor = self.floor.describe(metric) or f"a model needs {metric} above 0"
+        if not self.learned:
+            line = (f"the student learned nothing: {metric} {student:.3f} is not above the floor ({floor}); "
+                    "it is saved, but it is no model")
+            if not self.floor.passes(teacher):
+                return line + f"; the teacher ({teacher:.3f}) is not above it either: train it longer first"
+            advice = [] if self.reconstruction is not None else ["finetune.reconstruct: hints"]
+            return line + "; try " + " or ".join([*advice, "more fine-tuning steps (--steps auto)", "a milder recipe"])
+        gain = teacher - self.floor.constant
+        kept = f", {(student - self.floor.constant) / gain:.0%} of the teacher's gain over the floor" if gain > 0 else ""
+        words = {"kept": "kept the teacher's score", "lost": "is a model, below the teacher"}[self.verdict]
+        return f"the student {words}: {metric} {student:.3f} against {teacher:.3f}{kept} (floor: {floor})"
 
     def table(self, label: str = "teacher") -> str:
         """Teacher, inherited student and fine-tuned student side by side (validation, and test where the data has one)."""
@@ -202,6 +238,10 @@ class CompressResult:
             **({"scratch": {"metrics": self.scratch.metrics.to_dict(), "train": self.scratch.to_dict(),
                             **({"test": self.scratch_test_metrics.to_dict()} if self.scratch_test_metrics is not None else {})}}
                if self.scratch is not None else {}),
+            "floor": {"constant": self.floor.constant, "constant_class": self.floor.constant_class,
+                      "margin": self.floor.margin, "threshold": self.floor.threshold},
+            "learned": self.learned,
+            "verdict": self.verdict,
             "distilled": self.distilled,
             "seconds": {key: round(value, 2) for key, value in self.seconds.items()},
         }
@@ -249,6 +289,7 @@ def compress(
     config = settings.train_config(experiment.train, distill=distill)
     teacher = copy.deepcopy(model).cpu().eval()
     check_fits(teacher, data)
+    floor = Floor.of_data(data, "score", margin=experiment.search.min_gain)
     seconds: dict[str, float] = {}
     started = time.perf_counter()
     teacher_metrics = evaluate(teacher, data, config)
@@ -300,7 +341,7 @@ def compress(
         distilled=distill, seconds=seconds, example_shape=tuple(example.shape),
         teacher_test_metrics=tests[0], student_test_metrics=tests[1],
         start_error=None if start_error is None else round(start_error, 6), reconstruction=reconstruction,
-        max_start_error=settings.max_start_error, scratch=scratch, scratch_test_metrics=scratch_test,
+        max_start_error=settings.max_start_error, scratch=scratch, scratch_test_metrics=scratch_test, floor=floor,
     )
 
 

@@ -169,7 +169,7 @@ def test_compress_cli_end_to_end_and_its_refusals(cli, tmp_path):
     out = tmp_path / "small.pt"
     result = cli("compress", "unet", str(config), "--transform", "fire:squeeze_ratio=0.25", "--steps", "3",
                  "--out", str(out))
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == (0 if compressor.load_saved(out).metadata["learned"] else 3), result.stderr
     assert "student, inherited" in result.stdout and "student, fine-tuned 3 steps, distilled" in result.stdout
     assert "layer error (median / max)" in result.stdout and "baseline unet: training" in result.stderr
     saved = compressor.load_saved(out)

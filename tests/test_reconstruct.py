@@ -165,7 +165,8 @@ def test_compress_reconstructs_by_default_and_says_whether_knowledge_survived(te
     result = compress(teacher, [{"name": "fire", "squeeze_ratio": 0.5}], _experiment(), data=data, compare_scratch=True)
     assert result.reconstruction is not None and result.reconstruction.method == "hints"
     assert result.output_error < result.start_error
-    lines = result.knowledge_lines()
+    verdict, *lines = result.knowledge_lines()
+    assert verdict == result.verdict_line() and result.learned == (result.student_metrics.score > result.floor.threshold)
     assert lines[0].startswith(f"output error against the teacher: {result.start_error:.3f} after the recipe, "
                                f"{result.output_error:.3f} after reconstruction (hints")
     assert f"{result.student_metrics.score - result.teacher_metrics.score:+.3f}" in lines[-1]
@@ -226,16 +227,16 @@ def test_compress_cli_prints_what_the_student_kept_and_refuses_a_bad_method(cli,
     result = cli("compress", "unet", str(config), "--transform", "fire:squeeze_ratio=0.5", "--steps", "3",
                  "--reconstruct", "block", "--feature-weight", "1", "--compare-scratch", "--out", str(out),
                  "--set", "finetune.reconstruct_steps=10", "--set", "finetune.reconstruct_batches=2")
-    assert result.returncode == 0, result.stderr
+    import compressor
+
+    stored = compressor.load_saved(out).metadata
+    assert result.returncode == (0 if stored["learned"] else 3), result.stderr
     lines = result.stdout.splitlines()
     error = next(line for line in lines if line.startswith("output error against the teacher: "))
     assert "after the recipe, " in error and "after reconstruction (block, " in error
     assert any(line.startswith("student against teacher: ") and "against the same architecture from scratch (3 steps)" in line
                for line in lines)
     assert "same architecture from scratch, 3 steps" in result.stdout
-    import compressor
-
-    stored = compressor.load_saved(out).metadata
     assert stored["reconstruction"]["method"] == "block" and stored["reconstruction"]["steps"] == 10
     assert stored["scratch"]["train"]["steps_done"] == 3 and isinstance(stored["starts_close"], bool)
     for flag, value, expected in (("--reconstruct", "blocks", "argument --reconstruct: invalid choice: 'blocks'"),

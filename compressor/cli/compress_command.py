@@ -31,6 +31,10 @@ COMMAND = {"name": "compress", "help": "compress a trained network: transform it
                           "validation pixels, and save the result."}
 
 
+LEARNED_NOTHING = 3
+"""The exit status of a compression whose student ends at or below the floor (it is saved, and said)."""
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "model", metavar="MODEL",
@@ -75,9 +79,10 @@ def run(args: argparse.Namespace) -> int:
         out, result.student, recipe=recipe, base=label, input_shape=result.student_cost.input_shape,
         metadata={"teacher": label, **result.to_dict()}, pickle=as_pickle,
     )
+    status = 0 if result.learned else LEARNED_NOTHING
     if args.json:
         print(json.dumps({"model": label, "recipe": recipe.to_data(), "out": str(out), **result.to_dict()}, indent=2))
-        return 0
+        return status
     print(records_table(label, result.example_shape, result.records))
     for line in record_notes(result.records):
         print(line)
@@ -89,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
     if as_pickle:
         print(f"  {label} holds no architecture as data (an older pickle), so {out} is a pickle too: it loads with "
               "compressor.load_model(PATH, trust=True) or --trust")
-    return 0
+    return status
 
 
 def teacher_from_args(args: argparse.Namespace, experiment: Experiment) -> tuple[object, str]:
