@@ -137,9 +137,11 @@ def test_deploy_cli_writes_a_checked_onnx_and_int8_with_scores_and_latency(cli, 
     measured = json.loads(Path(f"{out}.json").read_text())
     assert measured["opset"] == 17 and measured["dynamic_axes"] == ["batch", "height", "width"]
     assert measured["batch_norms_folded"] == 18 and measured["batch_norms_left"] == 0
-    # two random shapes, one of odd height and width (the dynamic pads and crops), real patches
-    assert list(measured["max_abs_diff"])[:3] == ["random 1x3x64x64", "random 2x3x64x32", "random 1x3x71x35"]
-    assert len(measured["max_abs_diff"]) == 4 and max(measured["max_abs_diff"].values()) < 1e-3
+    # two random shapes, one of odd height and width (the dynamic pads and crops), a larger one, real patches
+    assert list(measured["max_abs_diff"])[:4] == ["random 1x3x64x64", "random 2x3x64x32", "random 1x3x71x35",
+                                                  "random 1x3x96x96"]
+    assert len(measured["max_abs_diff"]) == 5 and max(measured["max_abs_diff"].values()) < 1e-3
+    assert measured["refused_by_the_network"] == {}
     assert any(label.startswith("real ") for label in measured["max_abs_diff"])
     assert out.stat().st_size == measured["size_bytes"]
     int8 = out.with_name("net.int8.onnx")
@@ -286,8 +288,8 @@ def test_an_export_that_differs_from_pytorch_beyond_the_tolerance_is_refused_and
 
     network = compressor.unet(base_width=4).eval()
     (tmp_path / "m.onnx").write_bytes(b"an older export")
-    monkeypatch.setattr(deploy_module, "DIFF_TOLERANCE", 1e-12)  # float32 rounding alone goes past it
+    strict = deploy_module.Tolerance(absolute=1e-12, relative=0.0)  # float32 rounding alone goes past it
     with pytest.raises(ExportError) as error:
-        deploy_module.deploy(network, tmp_path / "m.onnx", in_channels=3, input_size=32)
-    assert "tolerance 1e-12" in str(error.value) and "nothing was written" in str(error.value)
+        deploy_module.deploy(network, tmp_path / "m.onnx", in_channels=3, input_size=32, tolerance=strict)
+    assert "tolerance max(1e-12, 0 x the largest logit)" in str(error.value) and "nothing was written" in str(error.value)
     assert [p.name for p in tmp_path.iterdir()] == ["m.onnx"] and (tmp_path / "m.onnx").read_bytes() == b"an older export"

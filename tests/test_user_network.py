@@ -78,3 +78,31 @@ def test_compress_cli_exits_3_and_says_so_when_the_student_is_below_the_floor(cl
     text = cli(*args)
     assert text.returncode == 3 and "Traceback" not in text.stderr
     assert any(line.startswith("the student learned nothing: building IoU ") for line in text.stdout.splitlines())
+
+
+def _large_logit_unet():
+    """A U-Net whose logits reach ~2.7e4, as a user's network trained without a bound on them can."""
+    import torch
+
+    torch.manual_seed(0)
+    network = compressor.unet(base_width=4, norm="batch").eval()
+    last = [module for module in network.modules() if isinstance(module, torch.nn.Conv2d)][-1]
+    with torch.no_grad():
+        last.weight.mul_(1e6)
+    return network
+
+
+def test_deploy_judges_a_difference_at_the_scale_of_the_logits(cli, tmp_path):
+    compressor.save_model(tmp_path / "big.pt", _large_logit_unet())
+    out = tmp_path / "big.onnx"
+    passed = cli("deploy", str(tmp_path / "big.pt"), "--out", str(out), "--input-size", "32")
+    assert passed.returncode == 0 and "Traceback" not in passed.stderr, passed.stderr
+    measured = json.loads((tmp_path / "big.onnx.json").read_text())
+    assert max(measured["max_abs_diff"].values()) > 1e-3  # beyond the old fixed tolerance, a 1e-6 share of the logits
+    # the absolute rule alone refuses it, in one line, and writes nothing new
+    out.unlink()
+    refused = cli("deploy", str(tmp_path / "big.pt"), "--out", str(out), "--input-size", "32", "--max-rel-diff", "0")
+    assert refused.returncode == 2 and not out.exists()
+    (line,) = refused.stderr.strip().splitlines()
+    assert line.startswith("compressor deploy: error: the ONNX model's logits differ from PyTorch's by ")
+    assert "tolerance max(0.001, 0 x the largest logit)" in line and "nothing was written" in line

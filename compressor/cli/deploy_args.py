@@ -7,10 +7,10 @@ from pathlib import Path
 
 from torch import nn
 
-from compressor.bounds import POSITIVE_COUNT, SIDE, threads_argument
+from compressor.bounds import NON_NEGATIVE, POSITIVE_COUNT, SIDE, threads_argument
 from compressor.cli.console import echo
 from compressor.data.base import SegmentationData
-from compressor.deploy import Deployment, deploy
+from compressor.deploy import DIFF_TOLERANCE, REL_TOLERANCE, Deployment, Tolerance, deploy
 from compressor.latency import LatencyConfig
 from compressor.runtime.onnx_export import DEFAULT_OPSET
 from compressor.threads import resolve_threads
@@ -25,6 +25,12 @@ def add_deploy_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--input-size", type=SIDE.argument("--input-size"), default=256, metavar="S",
                        help="side of the square input traced and checked; batch, height and width stay dynamic "
                             "(default 256)")
+    group.add_argument("--max-diff", type=NON_NEGATIVE.argument("--max-diff"), default=DIFF_TOLERANCE, metavar="D",
+                       help="the largest logit difference from PyTorch that passes the check "
+                            f"(default {DIFF_TOLERANCE:g}; see --max-rel-diff)")
+    group.add_argument("--max-rel-diff", type=NON_NEGATIVE.argument("--max-rel-diff"), default=REL_TOLERANCE, metavar="R",
+                       help="... or this share of the largest PyTorch logit, where that is more: networks with "
+                            f"large logits differ more between runtimes (default {REL_TOLERANCE:g})")
     group.add_argument("--int8", action="store_true",
                        help="also write <out>.int8.onnx: static int8 quantization calibrated on training patches "
                             "(needs the network's data)")
@@ -50,7 +56,7 @@ def deploy_from_args(
     deployment = deploy(
         network, out, in_channels=in_channels, input_size=args.input_size, opset=args.opset, data=data,
         train_config=train_config, int8=args.int8, calibration=args.calibration, evaluate_metrics=not args.no_eval,
-        latency=latency, echo=echo,
+        latency=latency, tolerance=Tolerance(args.max_diff, args.max_rel_diff), echo=echo,
     )
     for line in deployment.summary_lines():
         print(line)

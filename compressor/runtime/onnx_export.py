@@ -91,8 +91,13 @@ class OnnxModel:
 
     def max_abs_diff(self, network: nn.Module, inputs: Sequence[torch.Tensor]) -> float:
         """The largest absolute difference between this model's logits and ``network``'s, over ``inputs``."""
+        return self.compare(network, inputs)[0]
+
+    def compare(self, network: nn.Module, inputs: Sequence[torch.Tensor]) -> tuple[float, float]:
+        """The largest absolute difference between this model's logits and ``network``'s over
+        ``inputs``, and the largest absolute logit of ``network`` (the scale a difference is judged at)."""
         session = self.session()
-        worst = 0.0
+        worst = scale = 0.0
         network = network.eval()
         for images in inputs:
             try:
@@ -106,7 +111,8 @@ class OnnxModel:
                 raise ExportError(f"the ONNX model gives logits of shape {got.shape} for input "
                                   f"{tuple(images.shape)}, PyTorch {expected.shape}")
             worst = max(worst, float(np.abs(got - expected).max()))
-        return worst
+            scale = max(scale, float(np.abs(expected).max()))
+        return worst, scale
 
 
 class _Segmentation(nn.Module):
