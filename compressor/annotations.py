@@ -18,7 +18,10 @@ from typing import Any
 
 from torch import nn
 
-__all__ = ["annotate", "annotation"]
+__all__ = ["annotate", "annotation", "network_name", "NETWORK_NAME"]
+
+#: the class name of the network a captured graph was made from (a graph module's own class is ``GraphModule``)
+NETWORK_NAME = "compressor_network_name"
 
 
 def annotate(model: nn.Module, key: str, value: Any) -> nn.Module:
@@ -41,3 +44,8 @@ def annotation(model: nn.Module, key: str) -> Any:
         return vars(model)[key]
     meta = vars(model).get("meta")
     return meta.get(key) if isinstance(meta, dict) else None
+
+
+def network_name(model: nn.Module) -> str:
+    """How messages name ``model``: its class, or for a captured graph the class of the network it was made from."""
+    return annotation(model, NETWORK_NAME) or type(model).__name__

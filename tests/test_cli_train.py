@@ -31,7 +31,7 @@ def _experiment(tmp_path: Path, **changes) -> Path:
 def test_train_prints_metrics_and_writes_results(tmp_path, capsys):
     assert main(["train", str(_experiment(tmp_path)), "--threads", "1"]) == 0
     out = capsys.readouterr().out
-    folder = tmp_path / "run" / "train" / "unet"
+    folder = tmp_path / "run" / "train" / "unet-base_width=8-depth=2"  # the builder and its arguments
     metrics = json.loads((folder / "metrics.json").read_text())
     assert f"building IoU {metrics['metrics']['score']:.3f}" in out
     assert "trained 3 steps" in out and "with 1 threads" in out and str(folder) in out
@@ -51,9 +51,9 @@ def test_train_another_model_with_a_recipe(tmp_path, capsys):
     plain = json.loads(capsys.readouterr().out)
     assert main(["train", config, "--recipe", str(recipe), "--json"]) == 0
     transformed = json.loads(capsys.readouterr().out)
-    assert transformed["model"] == "unet+sep" and plain["model"] == "unet"
+    assert transformed["model"] == "unet-base_width=8-depth=2+sep" and plain["model"] == "unet-base_width=8-depth=2"
     assert transformed["cost"]["params"] < plain["cost"]["params"]
-    saved = load_saved(tmp_path / "run" / "train" / "unet+sep" / "model.pt")
+    saved = load_saved(tmp_path / "run" / "train" / "unet-base_width=8-depth=2+sep" / "model.pt")
     assert saved.recipe == {"transforms": [{"name": "separable"}]}
     assert saved.model(torch.zeros(1, 3, 32, 32)).shape == (1, 2, 32, 32)
 

@@ -191,7 +191,7 @@ def test_train_model_takes_an_in_memory_recipe(tmp_path):
     recipe = Recipe.from_data([{"name": "separable"}])
     plain = train_model(experiment, model=small)
     transformed = train_model(experiment, model=small, recipe=recipe)
-    assert transformed.label == f"unet+recipe-{recipe.hash()[:8]}" and transformed.recipe == "separable"
+    assert transformed.label == f"unet-base_width=8-depth=2+recipe-{recipe.hash()[:8]}" and transformed.recipe == "separable"
     assert transformed.cost.params < plain.cost.params
     assert transformed.result.metrics.pixels == plain.result.metrics.pixels == 48 * 48
 

@@ -6,6 +6,7 @@ import dataclasses
 import json
 
 import pytest
+import torch
 from search_helpers import write_tiny_experiment
 
 import compressor
@@ -23,7 +24,6 @@ def data():
 @pytest.fixture(scope="module")
 def compressed(data):
     """A trained U-Net compressed by fire, with 3 steps of fine-tuning."""
-    import torch
 
     torch.manual_seed(0)
     teacher = compressor.unet(in_channels=3, base_width=8, norm="batch")
@@ -75,14 +75,13 @@ def test_compress_cli_exits_3_and_says_so_when_the_student_is_below_the_floor(cl
     assert report["learned"] is False and report["verdict"] == "below floor"
     assert report["floor"]["threshold"] == pytest.approx(report["floor"]["constant"] + 0.99)
     assert compressor.load_saved(out).metadata["verdict"] == "below floor"  # saved, and marked
-    text = cli(*args)
+    text = cli(*args, "--overwrite")
     assert text.returncode == 3 and "Traceback" not in text.stderr
     assert any(line.startswith("the student learned nothing: building IoU ") for line in text.stdout.splitlines())
 
 
 def _large_logit_unet():
     """A U-Net whose logits reach ~2.7e4, as a user's network trained without a bound on them can."""
-    import torch
 
     torch.manual_seed(0)
     network = compressor.unet(base_width=4, norm="batch").eval()
@@ -106,3 +105,76 @@ def test_deploy_judges_a_difference_at_the_scale_of_the_logits(cli, tmp_path):
     (line,) = refused.stderr.strip().splitlines()
     assert line.startswith("compressor deploy: error: the ONNX model's logits differ from PyTorch's by ")
     assert "tolerance max(0.001, 0 x the largest logit)" in line and "nothing was written" in line
+
+
+def test_two_models_of_one_builder_never_share_a_file_and_nothing_is_replaced_unasked(cli, tmp_path):
+    config = write_tiny_experiment(tmp_path / "tiny.yaml", tmp_path / "run")
+    train = ("train", str(config), "--model", "networks:ResidualStridedNet", "--set", "train.steps=1")
+    first = cli(*train, "--model-arg", "width=4")
+    second = cli(*train, "--model-arg", "width=6")
+    assert first.returncode == second.returncode == 0, first.stderr + second.stderr
+    folders = sorted(path.name for path in (tmp_path / "run" / "train").iterdir())
+    assert folders == ["networks-ResidualStridedNet-width=4", "networks-ResidualStridedNet-width=6"]
+    model = tmp_path / "run" / "train" / "networks-ResidualStridedNet-width=4" / "model.pt"
+    before = model.read_bytes()
+    again = cli(*train, "--model-arg", "width=4")
+    assert again.returncode == 2 and model.read_bytes() == before
+    (line,) = again.stderr.strip().splitlines()
+    assert line == (f"compressor train: error: {model} exists: this model was trained here before; give --overwrite "
+                    "to replace it, or --set run_dir=... for another folder; nothing was trained")
+    assert cli(*train, "--model-arg", "width=4", "--overwrite").returncode == 0
+    # compress names its default output after the trained model's folder, not after "model.pt"
+    compress = ("compress", str(model), str(config), "--transform", "prune:ratio=0.5", "--steps", "1",
+                "--set", "finetune.reconstruct=none", "--trust")  # built by a function of the user's: trusted
+    done = cli(*compress)
+    assert done.returncode in (0, 3), done.stderr
+    (out,) = (tmp_path / "run" / "compress").iterdir()
+    assert out.name.startswith("networks-ResidualStridedNet-width=4-") and out.suffix == ".pt"
+    assert f"teacher ({model})" in done.stdout
+    before = out.read_bytes()
+    refused = cli(*compress)
+    assert refused.returncode == 2 and out.read_bytes() == before
+    assert refused.stderr.strip() == (f"compressor compress: error: {out} exists: give --overwrite to replace it, "
+                                      "or --out another file; nothing was compressed")
+
+
+class SideEntryNet(torch.nn.Module):
+    """Its deepest level is entered twice: from the level above, and by a side path pooled twice from the input."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = torch.nn.Conv2d(3, 4, 3, padding=1)
+        self.down = torch.nn.Conv2d(4, 4, 3, padding=1)
+        self.deep = torch.nn.Conv2d(7, 4, 3, padding=1)
+        self.head = torch.nn.Conv2d(4, 2, 1)
+
+    def forward(self, x):
+        first = torch.nn.functional.max_pool2d(self.stem(x), 2)
+        side = torch.nn.functional.max_pool2d(torch.nn.functional.max_pool2d(x, 2), 2)
+        deep = self.deep(torch.cat([torch.nn.functional.max_pool2d(self.down(first), 2), side], dim=1))
+        return self.head(torch.nn.functional.interpolate(deep, scale_factor=4.0))
+
+
+def test_refusals_name_the_network_and_say_what_to_do_instead():
+    from compressor.transforms import TransformError
+
+    with pytest.raises(TransformError) as error:
+        compressor.apply(SideEntryNet(), [{"name": "downsample_depth", "levels": 1}], (1, 3, 32, 32))
+    message = str(error.value)
+    assert "the removed levels must be entered from one tensor; found 2" in message
+    assert "use stride_to_dilation=true to run them at a finer resolution instead, or fewer levels than 1" in message
+    # a step after a graph rewrite names the user's network, not torch.fx's GraphModule
+    with pytest.raises(TransformError) as error:
+        compressor.apply(SideEntryNet(), [{"name": "skip_fusion"}, {"name": "skip_fusion"}], (1, 3, 32, 32))
+    assert "skip_fusion: SideEntryNet has no torch.cat" in str(error.value) and "GraphModule" not in str(error.value)
+
+
+def test_a_builder_in_the_current_folder_is_found_or_the_error_says_how(cli, tmp_path, monkeypatch):
+    (tmp_path / "mynet_builder.py").write_text("import torch\ndef build():\n    return torch.nn.Conv2d(3, 2, 1)\n")
+    monkeypatch.chdir(tmp_path)
+    result = cli("cost", "mynet_builder:build", "--input-shape", "1,3,32,32")
+    assert result.returncode == 2
+    (line,) = result.stderr.strip().splitlines()
+    assert line == ("compressor cost: error: cannot import module 'mynet_builder' of model 'mynet_builder:build': "
+                    "No module named 'mynet_builder'; mynet_builder is in the current folder, which Python does not "
+                    "search from the compressor command: run it with PYTHONPATH=. (or pip install your package)")

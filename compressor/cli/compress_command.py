@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 from pathlib import Path
 
 import torch
@@ -59,6 +60,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="also train the compressed architecture from random weights for as many steps, and compare")
     parser.add_argument("--out", type=output_argument("--out"), metavar="PATH", help="where to save the result (default: <run_dir>/compress/<model>-<recipe hash>.pt)")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
+    parser.add_argument("--overwrite", action="store_true", help="replace the output file if it exists (refused by default)")
     parser.add_argument("--trust", action="store_true",
                         help="also load a MODEL file that runs code when loaded (a pickled module, compressor's old "
                         "format, or a network built by an arbitrary function); only for a file you trust")
@@ -68,9 +70,11 @@ def run(args: argparse.Namespace) -> int:
     recipe = recipe_from_args(args.recipe, args.transform)
     experiment = finetuned(experiment_from_args(args), args.steps, reconstruct=args.reconstruct,
                            feature_weight=args.feature_weight)
-    model, label = teacher_from_args(args, experiment)
-    out = Path(args.out) if args.out else experiment.run_path / "compress" / f"{Path(label).stem}-{recipe.hash()[:8]}.pt"
+    model, label, name = teacher_from_args(args, experiment)
+    out = Path(args.out) if args.out else experiment.run_path / "compress" / f"{name}-{recipe.hash()[:8]}.pt"
     check_writable(out)  # before the fine-tuning, not after it
+    if out.exists() and not args.overwrite:
+        raise ConfigError(f"{out} exists: give --overwrite to replace it, or --out another file; nothing was compressed")
     # A trusted pickle from before model files held their architecture: its result can only be a pickle too.
     as_pickle = origin_of(model) is None
     result = compress(model, recipe, experiment, distill=not args.no_distill, cache_dir=args.cache_dir,
@@ -97,8 +101,9 @@ def run(args: argparse.Namespace) -> int:
     return status
 
 
-def teacher_from_args(args: argparse.Namespace, experiment: Experiment) -> tuple[object, str]:
-    """The trained network MODEL names, and a label for it."""
+def teacher_from_args(args: argparse.Namespace, experiment: Experiment) -> tuple[object, str, str]:
+    """The trained network MODEL names, a label for it, and a file-name-safe name of the whole model
+    (builder and arguments, or the file's own name; ``train``'s ``model.pt`` by its folder's)."""
     path = Path(args.model)
     if path.suffix in (".pt", ".pth") or path.is_file():
         if args.checkpoint or args.model_arg:
@@ -108,7 +113,8 @@ def teacher_from_args(args: argparse.Namespace, experiment: Experiment) -> tuple
             model = load_saved(path, trust=args.trust).model
             if args.model_output is not None:
                 declare_output(model, parse_output_key(args.model_output))
-            return model, path.name
+            named = path.parent if path.stem == "model" and path.parent.name else path
+            return model, str(path), re.sub(r"[^A-Za-z0-9_.=+-]+", "-", named.stem if named is path else named.name)
         except ConfigError as error:
             if _is_weights_file(path):
                 raise ConfigError(
@@ -117,13 +123,14 @@ def teacher_from_args(args: argparse.Namespace, experiment: Experiment) -> tuple
                 ) from None
             raise error from None
     model_args = parse_model_args(args.model_arg)
+    config = ModelConfig(name=args.model, args=model_args, output=parse_output_key(args.model_output))
     if args.checkpoint:
-        model = declare_output(build_model(args.model, model_args), parse_output_key(args.model_output))
+        model = declare_output(build_model(args.model, model_args), config.output)
         load_weights(args.checkpoint, model)
-        return model, args.model
+        return model, args.model, config.full_label
     if args.model in BASELINE_MODELS and not model_args:
         parent = ensure_parent(experiment, ModelConfig(name=args.model), cache_dir=args.cache_dir)
-        return parent.model, args.model
+        return parent.model, args.model, config.full_label
     raise ConfigError(
         f"MODEL {args.model!r} would be built with random weights: give --checkpoint FILE with its trained weights, "
         "or a model file"

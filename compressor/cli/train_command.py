@@ -7,6 +7,7 @@ import json
 
 from compressor.cli.common import add_base_model_arguments, model_config_from_args
 from compressor.cli.experiment_args import add_experiment_arguments, experiment_from_args
+from compressor.errors import ConfigError
 from compressor.experiment import (
     TrainedModel,
     model_label,
@@ -24,6 +25,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_base_model_arguments(parser, "'unet', 'micronet' or 'package.module:callable' (default: the experiment's)")
     parser.add_argument("--recipe", metavar="FILE", help="transform recipe (YAML) applied to the model before training")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace the results of an earlier run of the same model (refused by default)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -31,6 +34,9 @@ def run(args: argparse.Namespace) -> int:
     model = model_config_from_args(args, experiment.model)
     label = model_label(model, args.recipe)
     output_dir = experiment.run_path / "train" / label
+    if (output_dir / "model.pt").exists() and not args.overwrite:
+        raise ConfigError(f"{output_dir / 'model.pt'} exists: this model was trained here before; give --overwrite to "
+                          "replace it, or --set run_dir=... for another folder; nothing was trained")
     trained = train_model(
         experiment, model=model, recipe=args.recipe, cache_dir=args.cache_dir, output_dir=output_dir, label=label,
     )

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import hashlib
+import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -73,6 +75,34 @@ class ModelConfig:
     def label(self) -> str:
         """A file-name-safe label: ``micronet``, ``mypkg.nets-build``."""
         return re.sub(r"[^A-Za-z0-9_.-]+", "-", self.name).strip("-") or "model"
+
+    @property
+    def full_label(self) -> str:
+        """A file-name-safe label of the builder *and* its arguments, so that two models of one
+        builder never share a folder: ``unet``, ``smp.Unet-encoder_name=resnet18``; a long one
+        ends with a hash of the arguments instead.
+
+        Example:
+            >>> ModelConfig(name="smp:Unet", args={"encoder_name": "tu-resnet18", "classes": 2}).full_label
+            'smp-Unet-classes=2-encoder_name=tu-resnet18'
+        """
+        if not self.args and self.output is None:
+            return self.label
+        parts = [f"{key}={_short(value)}" for key, value in sorted(self.args.items())]
+        if self.output is not None:
+            parts.append(f"output={self.output}")
+        text = re.sub(r"[^A-Za-z0-9_.=-]+", "-", "-".join(parts)).strip("-")
+        if len(text) > 80:
+            digest = hashlib.sha256(json.dumps([self.args, self.output], sort_keys=True, default=str).encode()).hexdigest()
+            text = f"args-{digest[:10]}"
+        return f"{self.label}-{text}"
+
+
+def _short(value: Any) -> str:
+    """An argument's value in a folder name: lists joined by ``x``."""
+    if isinstance(value, (list, tuple)):
+        return "x".join(_short(item) for item in value)
+    return str(value)
 
 
 @dataclass(frozen=True, kw_only=True)

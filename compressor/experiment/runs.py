@@ -59,17 +59,18 @@ def model_label(model: ModelConfig, recipe: Any = None) -> str:
     """How a trained model is named in results.
 
     ``micronet``; ``unet+fire`` with a recipe file ``fire.yaml``; ``unet+recipe-<hash>``
-    with an in-memory :class:`~compressor.transforms.Recipe`.
+    with an in-memory :class:`~compressor.transforms.Recipe`; the builder's arguments are part
+    of it (:attr:`ModelConfig.full_label`), so two models of one builder are two names.
 
     Example:
         >>> model_label(ModelConfig(name="unet"), "recipes/fire.yaml")
         'unet+fire'
     """
     if recipe is None:
-        return model.label
+        return model.full_label
     if isinstance(recipe, (str, Path)):
-        return f"{model.label}+{Path(recipe).stem}"
-    return f"{model.label}+recipe-{recipe.hash()[:8]}"
+        return f"{model.full_label}+{Path(recipe).stem}"
+    return f"{model.full_label}+recipe-{recipe.hash()[:8]}"
 
 
 def train_model(

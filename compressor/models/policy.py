@@ -56,6 +56,7 @@ import urllib.request
 from collections.abc import Callable, Iterator, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -209,7 +210,18 @@ def import_module_of(spec: str) -> Any:
     try:
         return importlib.import_module(module_name)
     except Exception as error:  # noqa: BLE001 - ImportError, or whatever the module raises
-        raise ModelLoadError(f"cannot import module {module_name!r} of model {spec!r}: {first_line(error)}") from None
+        advice = ""
+        top = module_name.split(".")[0]
+        if isinstance(error, ModuleNotFoundError) and error.name == top and _in_current_folder(top):
+            advice = (f"; {top} is in the current folder, which Python does not search from the compressor command: "
+                      "run it with PYTHONPATH=. (or pip install your package)")
+        raise ModelLoadError(f"cannot import module {module_name!r} of model {spec!r}: {first_line(error)}{advice}") from None
+
+
+def _in_current_folder(name: str) -> bool:
+    """Whether ``name.py`` or a package folder ``name/`` is in the current folder."""
+    here = Path.cwd()
+    return (here / f"{name}.py").is_file() or (here / name / "__init__.py").is_file()
 
 
 def check_builder(spec: str, *, registered: bool, source: DataSource) -> None:

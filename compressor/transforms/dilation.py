@@ -7,6 +7,7 @@ import itertools
 import torch
 from torch import nn
 
+from compressor.annotations import network_name
 from compressor.errors import ConfigError
 from compressor.transforms.base import Change, TransformError, register_transform
 from compressor.transforms.selection import LayerTransform
@@ -109,7 +110,7 @@ class Dilation(LayerTransform):
                 change.skipped[name] = "is strided or never runs in forward(); its rate is left alone"
         if not change.changed and change.notes:
             raise TransformError(
-                f"{self.name}: every conv of {type(model).__name__} the cascade reached already has the rate it "
+                f"{self.name}: every conv of {network_name(model)} the cascade reached already has the rate it "
                 f"gives ({'; '.join(change.notes[:2])}); nothing to change"
             )
         self.require_changes(model, change)

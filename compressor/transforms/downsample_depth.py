@@ -8,6 +8,7 @@ import torch
 import torch.fx
 from torch import nn
 
+from compressor.annotations import network_name
 from compressor.errors import ConfigError
 from compressor.models.blocks import pad_to_multiple
 from compressor.outputs import declared_output
@@ -106,10 +107,10 @@ class DownsampleDepth(Transform):
         levels = resolution_levels(graph_module, example_input.shape[-2])
         deepest = max(levels.values(), default=0)
         if deepest <= 0:
-            raise TransformError(f"{self.name}: {type(model).__name__} never down-samples its input; nothing to remove")
+            raise TransformError(f"{self.name}: {network_name(model)} never down-samples its input; nothing to remove")
         if self.levels > deepest:
             raise TransformError(
-                f"{self.name}: {type(model).__name__} has {deepest} down-sampling level(s) at input "
+                f"{self.name}: {network_name(model)} has {deepest} down-sampling level(s) at input "
                 f"{tuple(example_input.shape)}; cannot remove {self.levels}"
             )
         keep = deepest - self.levels
@@ -133,7 +134,10 @@ class DownsampleDepth(Transform):
         if len(entries) != 1:
             names = ", ".join(sorted(_where(node) for node in entries)) or "none"
             raise TransformError(
-                f"{self.name}: the removed levels must be entered from one tensor; found {len(entries)} ({names})"
+                f"{self.name}: the removed levels must be entered from one tensor; found {len(entries)} ({names}): "
+                "this network's deepest levels are reached from several places (a side branch or a skip "
+                f"into them), so they cannot be cut out; use stride_to_dilation=true to run them at a finer "
+                f"resolution instead, or fewer levels than {self.levels}"
             )
         (source,) = entries
         head = _output_head(graph_module, declared_output(graph_module))

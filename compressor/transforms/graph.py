@@ -11,6 +11,7 @@ import torch.fx
 from torch import nn
 from torch.fx.passes.shape_prop import ShapeProp
 
+from compressor.annotations import NETWORK_NAME, annotate, network_name
 from compressor.errors import ConfigError, first_line
 from compressor.outputs import declare_output, declared_output, primary_output
 from compressor.transforms.base import TransformError
@@ -30,7 +31,7 @@ def trace_with_shapes(model: nn.Module, example_input: torch.Tensor, *, transfor
         TransformError: naming ``transform``, the module and source line at fault, if the
             graph cannot be captured or does not compute what the model computes.
     """
-    name = type(model).__name__
+    name = network_name(model)
     try:
         captured = capture(model, example_input)
     except CaptureError as error:
@@ -45,6 +46,7 @@ def trace_with_shapes(model: nn.Module, example_input: torch.Tensor, *, transfor
     graph_module.recompile()
     graph_module.meta["branches"] = list(captured.branches)
     declare_output(graph_module, declared_output(model))
+    annotate(graph_module, NETWORK_NAME, name)
     was_training = model.training
     model.eval()
     graph_module.eval()

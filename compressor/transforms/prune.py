@@ -8,6 +8,7 @@ import torch
 import torch_pruning as tp
 from torch import nn
 
+from compressor.annotations import network_name
 from compressor.errors import ConfigError
 from compressor.transforms.base import Change, TransformError, register_transform
 from compressor.transforms.deadline import DeadlineExceeded, deadline
@@ -146,14 +147,14 @@ class Prune(LayerTransform):
                 raise
             except DeadlineExceeded:
                 raise TransformError(
-                    f"prune: torch-pruning did not finish grouping the coupled channels of {type(model).__name__} "
+                    f"prune: torch-pruning did not finish grouping the coupled channels of {network_name(model)} "
                     f"within time_limit {self.time_limit:g} s (its grouping explodes on some graphs); narrow the "
                     "selection with include=/exclude=, or raise time_limit"
                 ) from None
             except Exception as error:  # noqa: BLE001 - torch-pruning's own failures
                 message = str(error).splitlines()[0] if str(error) else ""
                 raise TransformError(
-                    f"prune: torch-pruning cannot prune {type(model).__name__}: {type(error).__name__}: {message}"
+                    f"prune: torch-pruning cannot prune {network_name(model)}: {type(error).__name__}: {message}"
                     + _grouped_hint(model)
                 ) from error
         for name, module in candidates:
@@ -171,7 +172,7 @@ class Prune(LayerTransform):
         layers = dict(model.named_modules())
         unknown = sorted(set(self.widths) - (set(layers) - {""}))
         if unknown:
-            raise TransformError(f"prune: widths name layers {type(model).__name__} does not have: {unknown[:3]}")
+            raise TransformError(f"prune: widths name layers {network_name(model)} does not have: {unknown[:3]}")
         with pruning_compatibility(model) as forward_fn:
             graph = tp.DependencyGraph().build_dependency(model, example_inputs=example_input, forward_fn=forward_fn)
             for name, width in self.widths.items():

@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 from torch import nn
 
+from compressor.annotations import network_name
 from compressor.errors import ConfigError
 from compressor.transforms.base import Change, Transform, TransformError
 
@@ -102,7 +103,7 @@ class LayerTransform(Transform):
                 f"{self.name}: no layer could be changed ({len(change.skipped)} selected, all skipped: {first})"
             )
         raise TransformError(
-            f"{self.name}: no {kinds} layer of {type(model).__name__} matches {self.describe_selection()}"
+            f"{self.name}: no {kinds} layer of {network_name(model)} matches {self.describe_selection()}"
         )
 
 

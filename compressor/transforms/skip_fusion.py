@@ -10,6 +10,7 @@ import torch
 import torch.fx
 from torch import nn
 
+from compressor.annotations import network_name
 from compressor.transforms.base import Change, TransformError, register_transform
 from compressor.transforms.calibration import Counterpart
 from compressor.transforms.graph import branch_note, finish_graph, module_of, node_shape, trace_with_shapes
@@ -88,7 +89,7 @@ class SkipFusion(LayerTransform):
         change = Change()
         concats = [node for node in graph_module.graph.nodes if node.op == "call_function" and node.target in _CONCATS]
         if not concats:
-            raise TransformError(f"{self.name}: {type(model).__name__} has no torch.cat (its skips are not concatenated)")
+            raise TransformError(f"{self.name}: {network_name(model)} has no torch.cat (its skips are not concatenated)")
         for node in concats:
             reason, conv, site = self._check(graph_module, node)
             label = conv or f"node {node.name!r}"
