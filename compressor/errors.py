@@ -12,7 +12,7 @@ from __future__ import annotations
 __all__ = [
     "CompressorError", "ConfigError", "ModelLoadError", "BudgetError", "MissingStorageError", "StudyMismatchError",
     "NoWeightsError", "NothingToRepeatError", "OutputChoiceError", "ClassCountError", "UntrustedModelError",
-    "RunFailedError", "first_line",
+    "RunFailedError", "InputSizeError", "ExportError", "MissingExtraError", "first_line",
 ]
 
 
@@ -69,6 +69,10 @@ class MissingExtraError(CompressorError):
 
 class ExportError(ConfigError):
     """A network cannot be exported, or its export does not run or does not match it."""
+
+
+class InputSizeError(ConfigError):
+    """A captured network refuses an input size, as the network it was made from does."""
 
 
 class ClassCountError(ConfigError):

@@ -178,3 +178,76 @@ def test_a_builder_in_the_current_folder_is_found_or_the_error_says_how(cli, tmp
     assert line == ("compressor cost: error: cannot import module 'mynet_builder' of model 'mynet_builder:build': "
                     "No module named 'mynet_builder'; mynet_builder is in the current folder, which Python does not "
                     "search from the compressor command: run it with PYTHONPATH=. (or pip install your package)")
+
+
+class SizeCheckedNet(torch.nn.Module):
+    """Refuses sides that 8 does not divide, as segmentation_models_pytorch's networks refuse 32's."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = torch.nn.Conv2d(3, 4, 3, padding=1)
+        self.down = torch.nn.Conv2d(4, 4, 3, stride=2, padding=1)
+        self.head = torch.nn.Conv2d(8, 2, 1)
+
+    def forward(self, x):
+        height, width = x.shape[-2:]
+        if height % 8 != 0 or width % 8 != 0:
+            raise RuntimeError(f"Wrong input shape height={height}, width={width}: expected sides divisible by 8")
+        skip = self.stem(x)
+        up = torch.nn.functional.interpolate(self.down(skip), scale_factor=2.0)
+        return self.head(torch.cat([up, skip], dim=1))
+
+
+def _basic_unet():
+    torch.manual_seed(0)
+    return compressor.build_model("monai.networks.nets:BasicUNet", {
+        "spatial_dims": 2, "in_channels": 3, "out_channels": 2, "features": [8, 8, 16, 32, 64, 8]}).eval()
+
+
+def test_a_captured_network_still_runs_at_the_odd_sizes_the_original_pads(tmp_path):
+    original = _basic_unet()
+    odd = torch.randn(1, 3, 263, 131)
+    assert original(odd).shape == (1, 2, 263, 131)  # BasicUNet pads a decoder feature that does not match its skip
+    small, records = compressor.apply(original, [{"name": "skip_fusion"}], (1, 3, 64, 64), init="inherit")
+    (note,) = [note for note in records[0].notes if note.startswith("graph captured")]
+    assert "nets/basic_unet.py" in note and "other sizes are zero-padded to a multiple of 16" in note
+    small.eval()
+    with torch.no_grad():
+        assert small(odd).shape == (1, 2, 263, 131) and torch.isfinite(small(odd)).all()
+        # what it computes there: the input zero-padded to 272x144 (multiples of 16), the output cropped back
+        padded = torch.nn.functional.pad(odd, (0, 144 - 131, 0, 272 - 263))
+        assert torch.allclose(small(odd), small(padded)[..., :263, :131], atol=1e-5)
+    # kept through a save and load, and through a second graph rewrite
+    compressor.save_model(tmp_path / "small.pt", small)
+    with torch.no_grad():
+        assert compressor.load_model(tmp_path / "small.pt")(odd).shape == (1, 2, 263, 131)
+    again, _ = compressor.apply(small, [{"name": "downsample_depth", "levels": 1}],
+                                (1, 3, 64, 64), init="inherit")
+    with torch.no_grad():
+        assert again.eval()(odd).shape == (1, 2, 263, 131)
+
+
+def test_a_captured_network_refuses_what_the_original_refuses_with_its_message():
+    original = SizeCheckedNet().eval()
+    small, records = compressor.apply(original, [{"name": "skip_fusion"}], (1, 3, 32, 32), init="inherit")
+    assert any("other sizes than multiples of 8 are refused, as the original refuses them" in note
+               for note in records[0].notes)
+    with pytest.raises(compressor.errors.InputSizeError) as error:
+        small.eval()(torch.randn(1, 3, 36, 36))
+    assert str(error.value) == (
+        "input 36x36: SizeCheckedNet, as captured, takes sides that 8 divides, as the original does "
+        "(at 33x33 it says: Wrong input shape height=33, width=33: expected sides divisible by 8)")
+    assert small(torch.randn(1, 3, 40, 24)).shape == (1, 2, 40, 24)
+
+
+def test_deploy_checks_odd_sizes_of_a_captured_network_and_says_what_it_refuses(tmp_path):
+    from compressor.deploy import deploy
+
+    padded, _ = compressor.apply(_basic_unet(), [{"name": "skip_fusion"}], (1, 3, 64, 64), init="inherit")
+    deployment = deploy(padded, tmp_path / "basic.onnx", in_channels=3, input_size=64)
+    assert "random 1x3x71x35" in deployment.checks and deployment.refused == {}  # the odd size runs in ONNX too
+    checked, _ = compressor.apply(SizeCheckedNet().eval(), [{"name": "skip_fusion"}], (1, 3, 32, 32), init="inherit")
+    deployment = deploy(checked, tmp_path / "checked.onnx", in_channels=3, input_size=32)
+    assert set(deployment.refused) == {"1x3x39x19"} and "as the original does" in deployment.refused["1x3x39x19"]
+    assert any(line.startswith("not checked at 1x3x39x19: the network refuses it in PyTorch too")
+               for line in deployment.summary_lines())

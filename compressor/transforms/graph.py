@@ -16,6 +16,7 @@ from compressor.errors import ConfigError, first_line
 from compressor.outputs import declare_output, declared_output, primary_output
 from compressor.transforms.base import TransformError
 from compressor.transforms.capture import CaptureError, capture
+from compressor.transforms.input_sizes import keep_input_handling, size_rule
 
 __all__ = ["trace_with_shapes", "branch_note", "node_shape", "resolution_levels", "finish_graph", "module_of"]
 
@@ -68,6 +69,11 @@ def trace_with_shapes(model: nn.Module, example_input: torch.Tensor, *, transfor
             f"{transform}: the captured graph of {name} computes something else than the model "
             "(its forward() depends on something the graph cannot hold); refusing to rewrite it"
         )
+    if captured.branches:  # sizes that take other branches: handled as the original handles them
+        rule = size_rule(model, graph_module, example_input, output_key=declared_output(model))
+        if rule is not None:
+            keep_input_handling(graph_module, rule, name)
+            graph_module.meta["size_rule"] = rule.describe()
     return graph_module
 
 
@@ -76,9 +82,10 @@ def branch_note(graph_module: torch.fx.GraphModule) -> list[str]:
     branches = graph_module.meta.get("branches") or []
     if not branches:
         return []
+    rule = graph_module.meta.get("size_rule")
     return [
         f"graph captured for inputs shaped like the example: followed {len(branches)} Python branch(es) "
-        f"of forward() on its shapes, first at {branches[0]}"
+        f"of forward() on its shapes, first at {branches[0]}" + (f"; {rule}" if rule else "")
     ]
 
 
