@@ -78,6 +78,9 @@ def build_workspace(root: Path) -> None:
     (root / "bad_step_type.yaml").write_text("transforms:\n  - name: fire\n    squeeze_ratio: lots\n")
     (root / "bad_optional.yaml").write_text("transforms:\n  - name: fire\n    optional: maybe\n")
     (root / "small.pt").write_bytes(b"a model saved earlier\n")
+    (root / "run" / "train" / "micronet").mkdir(parents=True)
+    (root / "run" / "train" / "micronet" / "model.pt").write_bytes(b"a model trained earlier\n")
+    (root / "mynet_builder.py").write_text("import torch\ndef build():\n    return torch.nn.Conv2d(3, 2, 1)\n")
     compressor.save_model(root / "teacher3.pt", compressor.unet(in_channels=3, num_classes=3, base_width=4))
     torch.save({"format": "compressor.model/1", "model": _RunsCode()}, root / "evil.pt")
     # what compressor wrote before model files held their architecture: a pickled module, no origin on it
@@ -301,6 +304,11 @@ CASES = [
     Case("compressor train huge.yaml", ("huge/images/a.png", "20000x20000", "decompression bombs")),
     Case("compressor deploy hovernet.pt --out model2.onnx", ("hovernet.pt", "pretrained_url", "--trust")),
     Case("compressor deploy model.onnx --out model2.onnx", ("model.onnx", "an ONNX file")),
+    Case("compressor deploy teacher3.pt --out model2.onnx --experiment tiny.yaml", ("teacher3.pt", "3 classes", "has 2")),
+    Case("compressor deploy teacher3.pt --out model2.onnx --set data.labels=multiclass", ("--set", "--experiment")),
+    Case("compressor train tiny.yaml --model micronet", ("run/train/micronet/model.pt", "--overwrite")),
+    Case("compressor compress unet tiny.yaml --transform fire --out small.pt", ("small.pt", "--overwrite")),
+    Case("compressor cost mynet_builder:build --input-shape 1,3,32,32", ("mynet_builder", "PYTHONPATH=.")),
     Case("compressor export --study evil --storage sqlite:///evil.db --trial 0 --out t.pt",
          ("study 'evil'", "'subprocess:run'", "--trust")),
     Case("compressor report --study ../../x --storage sqlite:///named.db", may_change=("reports",),

@@ -37,7 +37,11 @@ ADVICE: dict[type[CompressorError], str | dict[str, str]] = {
                         "if you trust it, load it once in Python (compressor.load_model(PATH, trust=True)) and "
                         "save it again with compressor.save_model, which writes the safe form"),
     },
-    ClassCountError: "build it for {error.classes} (e.g. --model-arg classes={error.classes}, as its builder names it)",
+    ClassCountError: {
+        **dict.fromkeys(("train", "search", "baseline", "compress", "cost", "apply", "confirm", "worker", "export"),
+                        "build it for {error.classes} (e.g. --model-arg classes={error.classes}, as its builder names it)"),
+        "deploy": "give --experiment the file it was trained with (or --set the data's classes)",
+    },
 }
 
 

@@ -70,11 +70,11 @@ def run(args: argparse.Namespace) -> int:
     recipe = recipe_from_args(args.recipe, args.transform)
     experiment = finetuned(experiment_from_args(args), args.steps, reconstruct=args.reconstruct,
                            feature_weight=args.feature_weight)
-    model, label, name = teacher_from_args(args, experiment)
-    out = Path(args.out) if args.out else experiment.run_path / "compress" / f"{name}-{recipe.hash()[:8]}.pt"
-    check_writable(out)  # before the fine-tuning, not after it
+    out = Path(args.out) if args.out else experiment.run_path / "compress" / f"{model_name(args)}-{recipe.hash()[:8]}.pt"
+    check_writable(out)  # before the teacher is loaded (perhaps trained) and fine-tuned, not after
     if out.exists() and not args.overwrite:
         raise ConfigError(f"{out} exists: give --overwrite to replace it, or --out another file; nothing was compressed")
+    model, label = teacher_from_args(args, experiment)
     # A trusted pickle from before model files held their architecture: its result can only be a pickle too.
     as_pickle = origin_of(model) is None
     result = compress(model, recipe, experiment, distill=not args.no_distill, cache_dir=args.cache_dir,
@@ -101,9 +101,19 @@ def run(args: argparse.Namespace) -> int:
     return status
 
 
-def teacher_from_args(args: argparse.Namespace, experiment: Experiment) -> tuple[object, str, str]:
-    """The trained network MODEL names, a label for it, and a file-name-safe name of the whole model
-    (builder and arguments, or the file's own name; ``train``'s ``model.pt`` by its folder's)."""
+def model_name(args: argparse.Namespace) -> str:
+    """A file-name-safe name of the whole model MODEL names: the builder and its arguments, or the
+    file's own name (``train``'s ``model.pt`` by its folder's, which names the model)."""
+    path = Path(args.model)
+    if path.suffix in (".pt", ".pth") or path.is_file():
+        named = path.parent.name if path.stem == "model" and path.parent.name else path.stem
+        return re.sub(r"[^A-Za-z0-9_.=+-]+", "-", named)
+    return ModelConfig(name=args.model, args=parse_model_args(args.model_arg),
+                       output=parse_output_key(args.model_output)).full_label
+
+
+def teacher_from_args(args: argparse.Namespace, experiment: Experiment) -> tuple[object, str]:
+    """The trained network MODEL names, and a label for it."""
     path = Path(args.model)
     if path.suffix in (".pt", ".pth") or path.is_file():
         if args.checkpoint or args.model_arg:
@@ -113,8 +123,7 @@ def teacher_from_args(args: argparse.Namespace, experiment: Experiment) -> tuple
             model = load_saved(path, trust=args.trust).model
             if args.model_output is not None:
                 declare_output(model, parse_output_key(args.model_output))
-            named = path.parent if path.stem == "model" and path.parent.name else path
-            return model, str(path), re.sub(r"[^A-Za-z0-9_.=+-]+", "-", named.stem if named is path else named.name)
+            return model, str(path)
         except ConfigError as error:
             if _is_weights_file(path):
                 raise ConfigError(
@@ -123,14 +132,13 @@ def teacher_from_args(args: argparse.Namespace, experiment: Experiment) -> tuple
                 ) from None
             raise error from None
     model_args = parse_model_args(args.model_arg)
-    config = ModelConfig(name=args.model, args=model_args, output=parse_output_key(args.model_output))
     if args.checkpoint:
-        model = declare_output(build_model(args.model, model_args), config.output)
+        model = declare_output(build_model(args.model, model_args), parse_output_key(args.model_output))
         load_weights(args.checkpoint, model)
-        return model, args.model, config.full_label
+        return model, args.model
     if args.model in BASELINE_MODELS and not model_args:
         parent = ensure_parent(experiment, ModelConfig(name=args.model), cache_dir=args.cache_dir)
-        return parent.model, args.model, config.full_label
+        return parent.model, args.model
     raise ConfigError(
         f"MODEL {args.model!r} would be built with random weights: give --checkpoint FILE with its trained weights, "
         "or a model file"
