@@ -43,7 +43,7 @@ from compressor.train.checkpoints import weights_mismatch
 from compressor.transforms import apply
 from compressor.units import parse_shape
 
-__all__ = ["SavedModel", "save_model", "load_model", "load_saved", "TRUSTED_MODEL_PACKAGES"]
+__all__ = ["SavedModel", "save_model", "load_model", "load_saved", "is_model_file", "TRUSTED_MODEL_PACKAGES"]
 
 _FORMAT = "compressor.model/2"
 #: the largest example input a file's steps are traced again at without trust (1x4x512x512; compressor
@@ -116,6 +116,18 @@ def save_model(
     payload = {"format": _FORMAT, "origin": origin.to_dict(), "output": declared_output(model), "state_dict": state,
                **record}
     return atomic_write(path, lambda file: torch.save(payload, file))
+
+
+def is_model_file(path: str | Path) -> bool:
+    """Whether ``path`` is a model file :func:`save_model` wrote (rather than a weights checkpoint);
+    read weights-only, nothing in it runs."""
+    try:
+        payload = read_tensor_file(Path(path), what="model file")
+    except PickledObjectsError:  # only model files of the old format (or pickle=True) are pickles
+        return True
+    except ConfigError:
+        return False
+    return isinstance(payload, dict) and payload.get("format") in (_FORMAT, _PICKLED)
 
 
 def load_saved(path: str | Path, *, map_location: str | torch.device = "cpu", trust: bool = False) -> SavedModel:

@@ -77,8 +77,13 @@ class SearchConfig:
             none is trained, their sizes are still shown.
         references: the reference models trained beside the search and drawn with its
             front: any of ``base`` (the search's own base network, e.g. the user's), ``unet``
-            and ``micronet``; the ratios (x times smaller) are against the first. None:
-            ``[unet, micronet]``, with ``base`` first when the base is another network.
+            and ``micronet``; the ratios (x times smaller), differences and claims are against
+            the first. None: ``[unet, micronet]`` for the project's networks, ``[base]`` for
+            another one (the project's references are trained only when asked).
+        parent: a trained model file (saved by ``compressor train``, ``compress``, ``export``;
+            loaded under the model-file policy) the candidates inherit from, instead of a
+            parent the search trains: its network is the base, and it is never retrained.
+            Needs ``init`` ``inherit`` or ``distill``.
         study: the study's name (default: the experiment's name).
         storage: an Optuna storage URL (default: ``sqlite:///<run_dir>/search.db``).
         heartbeat_interval: seconds between a running trial's heartbeats.
@@ -99,7 +104,7 @@ class SearchConfig:
             (and folds) once the search is done (:class:`ConfirmConfig`).
     """
 
-    omit_when_default = ("references",)
+    omit_when_default = ("references", "parent")
 
     space: str = "unet_family"
     model: str | None = None
@@ -120,11 +125,15 @@ class SearchConfig:
     grace_period: int = 120
     max_retry: int = 2
     init: Literal["random", "inherit", "distill"] = "random"
+    parent: str | None = None
     floor: Literal["constant", "zero"] = "constant"
     min_gain: float = 0.02
     confirm: ConfirmConfig = field(default_factory=ConfirmConfig)
 
     def __post_init__(self) -> None:
+        if self.parent is not None and self.init == "random":
+            raise ConfigError(f"search.parent ({self.parent}) is a trained network for the candidates to inherit from: "
+                              "set search.init to inherit or distill (--init inherit)")
         if self.references is not None and (not self.references or len(set(self.references)) != len(self.references)):
             raise ConfigError(f"search.references must name each of base, unet, micronet at most once, got {self.references}")
         if not 0 <= self.min_gain < 1:

@@ -141,7 +141,7 @@ def test_a_candidate_that_won_on_one_lucky_seed_is_not_confirmed(tmp_path):
     confirmation = read_confirmation(study.user_attrs, study_info(study), records)
     lucky, steady = confirmation.summaries["trial-0"], confirmation.summaries["trial-1"]
     assert lucky.search_metric == 0.30 and lucky.estimate.n == 3 and lucky.estimate.mean == pytest.approx(0.20)
-    assert lucky.within_unet == "no" and steady.within_unet == "yes"
+    assert lucky.within_reference == "no" and steady.within_reference == "yes"
     assert [summary.subject for summary in confirmation.front()] == ["trial-1"]  # trial 1 now dominates trial 0
     claims = confirmation.claims()
     # The claim for a budget speaks of the model the search's run picked (trial 0 within 1M): the further
@@ -153,7 +153,7 @@ def test_a_candidate_that_won_on_one_lucky_seed_is_not_confirmed(tmp_path):
     pareto = pd.read_csv(report.paths["pareto.csv"])
     assert pareto.set_index("number").loc[0, "on_confirmed_front"] == False  # noqa: E712 (CSV reads numpy bools)
     assert pareto.set_index("number").loc[0, "confirmed_n"] == 3
-    assert pareto.set_index("number").loc[0, "within_1_point_of_unet"] == "no"
+    assert pareto.set_index("number").loc[0, "within_1_point_of_reference"] == "no"
     assert 2 not in set(pareto["number"])  # below the floor (0.07): not on the search's front either
     page = report.paths["index.html"].read_text()
     assert "Confirmation over further seeds" in page and "within 1 point of U-Net, shown" in page
@@ -284,7 +284,7 @@ def test_with_folds_each_seed_is_one_draw():
     confirmation = read_confirmation(study.user_attrs, study_info(study), [])
     unet, trial = confirmation.summaries["unet"], confirmation.summaries["trial-0"]
     assert unet.estimate.n == 2 and unet.estimate.values == pytest.approx((0.25, 0.27))
-    assert trial.vs_unet.n == 2 and trial.vs_unet.values == pytest.approx((-0.01, -0.02))
+    assert trial.vs_reference.n == 2 and trial.vs_reference.values == pytest.approx((-0.01, -0.02))
 
 
 def test_an_inheriting_study_is_confirmed_against_u_net_fine_tuned_as_long(tmp_path):

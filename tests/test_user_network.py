@@ -251,3 +251,71 @@ def test_deploy_checks_odd_sizes_of_a_captured_network_and_says_what_it_refuses(
     assert set(deployment.refused) == {"1x3x39x19"} and "as the original does" in deployment.refused["1x3x39x19"]
     assert any(line.startswith("not checked at 1x3x39x19: the network refuses it in PyTorch too")
                for line in deployment.summary_lines())
+
+
+def test_a_search_from_the_users_trained_file_is_confirmed_and_reported_against_it(cli, tmp_path):
+    import optuna
+
+    from compressor.report import confirmed_frame, pareto_frame
+    from compressor.study import study_info
+
+    config = write_tiny_experiment(tmp_path / "tiny.yaml", tmp_path / "run", space="generic", n_trials=3,
+                                   confirm={"seeds": 2, "top": 2})
+    fast = ("--set", "train.lr=0.01")  # 40 steps of this network reach building IoU 0.64 on the tiny scenes
+    trained = cli("train", str(config), "--model", "networks:ResidualStridedNet", "--set", "train.steps=40", *fast)
+    assert trained.returncode == 0, trained.stderr
+    model = tmp_path / "run" / "train" / "networks-ResidualStridedNet" / "model.pt"
+    before = model.read_bytes()
+    searched = cli("search", str(config), "--model", str(model), "--trust", "--max-params", "100k", *fast)
+    assert searched.returncode == 0, searched.stderr
+    assert f"parent {model} (a trained file, not retrained)" in searched.stdout
+    assert model.read_bytes() == before and not (tmp_path / "run" / "baselines").exists()  # nothing else trained
+    assert "U-Net" not in searched.stdout and "Micro-Net" not in searched.stdout
+
+    storage = f"sqlite:///{tmp_path / 'run' / 'search.db'}"
+    study = optuna.load_study(study_name="tiny", storage=storage)
+    info = study_info(study)
+    assert list(info.references) == ["base"] and info.references["base"]["label"] == "ResidualStridedNet (trained)"
+    assert info.init == "inherit" and info.parent == str(model.resolve())
+    # the file's own score on the validation pixels is its reference metric, and each repeat's
+    base = info.references["base"]["metric"]
+    confirmed = confirmed_frame(study).set_index("subject")
+    assert confirmed.loc["base", "confirmed_n"] == 2 and confirmed.loc["base", "confirmed_mean"] == pytest.approx(base)
+    assert "base-finetuned" in confirmed.index and confirmed.loc["base-finetuned", "confirmed_n"] == 2
+    assert confirmed.loc["base-finetuned", "label"] == "ResidualStridedNet (trained) fine-tuned"
+    # one trial's ratio is the same number in the Pareto table and in the confirmation
+    pareto = pareto_frame(study).set_index("number")
+    trials = confirmed[confirmed["number"].notna()].set_index("number")
+    assert len(trials) and all(trials.loc[number, "params_ratio"] == pytest.approx(pareto.loc[number, "params_ratio"])
+                               for number in trials.index)
+    expected = [info.references["base"]["params"] / params for params in pareto["params"]]
+    assert pareto["params_ratio"].tolist() == pytest.approx(expected)
+
+    out = tmp_path / "report"
+    reported = cli("report", "--study", "tiny", "--storage", storage, "--out", str(out))
+    assert reported.returncode == 0, reported.stderr
+    page, summary = (out / "index.html").read_text(), (out / "summary.md").read_text()
+    assert "minus ResidualStridedNet (trained), points" in page and "U-Net" not in page.replace("U&#8209;Net", "U-Net")
+    assert "difference to ResidualStridedNet (trained) paired on the same repeats" in summary
+    assert "than ResidualStridedNet (trained)" in summary and "U-Net" not in summary
+
+
+def test_a_search_on_a_users_builder_trains_only_that_network_as_its_reference(cli, tmp_path):
+    import optuna
+
+    from compressor.report import confirmed_frame
+    from compressor.study import study_info
+
+    config = write_tiny_experiment(tmp_path / "tiny.yaml", tmp_path / "run", space="generic", n_trials=2,
+                                   confirm={"seeds": 1, "top": 1})
+    searched = cli("search", str(config), "--model", "networks:ResidualStridedNet", "--max-params", "100k",
+                   "--set", "train.lr=0.01", "--set", "train.steps=20", "--set", "search.baselines=true")
+    assert searched.returncode == 0, searched.stderr
+    assert "reference networks:ResidualStridedNet (20 steps, trained now" in searched.stdout
+    assert not (tmp_path / "run" / "baselines").exists()  # U-Net and Micro-Net only when search.references asks
+    study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{tmp_path / 'run' / 'search.db'}")
+    assert list(study_info(study).references) == ["base"]
+    confirmed = confirmed_frame(study).set_index("subject")
+    # the user's network retrained on the further seed is counted, as every model of the table is
+    assert confirmed.loc["base", "label"] == "ResidualStridedNet (base)" and confirmed.loc["base", "confirmed_n"] == 1
+    assert "base-finetuned" not in confirmed.index  # from scratch: no parent, no control

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
+from pathlib import Path
 
 from compressor.bounds import POSITIVE_COUNT, SECONDS, SEED
 from compressor.budget import Budget
@@ -12,6 +13,7 @@ from compressor.cli.common import add_base_model_arguments, model_config_from_ar
 from compressor.cli.console import echo
 from compressor.cli.experiment_args import add_experiment_arguments, experiment_from_args
 from compressor.cli.search_summary import summary
+from compressor.errors import ConfigError
 from compressor.experiment import Experiment
 from compressor.search import run_search, with_search
 from compressor.spaces import SPACES
@@ -25,7 +27,8 @@ COMMAND = {"name": "search", "help": "search transform recipes under a budget (O
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_experiment_arguments(parser)
     parser.add_argument("--space", metavar="NAME", help="search space (default: the experiment's search.space)")
-    add_base_model_arguments(parser, "base network: 'unet', 'micronet' or 'package.module:callable'")
+    add_base_model_arguments(parser, "base network: 'unet', 'micronet', 'package.module:callable', or a model file "
+                                     "you trained (FILE.pt: the parent the candidates inherit from, not retrained)")
     parser.add_argument("--max-params", metavar="X", help="parameter budget, e.g. 300k, 1.5M")
     parser.add_argument("--max-flops", metavar="Y", help="FLOP budget at the cost input size, e.g. 2G")
     parser.add_argument("--max-latency-ms", metavar="Z", help="latency budget in milliseconds, timed as cost.latency says (runtime, threads, "
@@ -36,7 +39,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--study", metavar="NAME", help="study name (default: the experiment's name)")
     parser.add_argument("--sampler", choices=("tpe", "nsga2", "random"), help="sampler (default: tpe)")
     parser.add_argument("--seed", type=SEED.argument("--seed"), metavar="N", help="sampler seed")
-    parser.add_argument("--no-baselines", action="store_true", help="do not train U-Net and Micro-Net first")
+    parser.add_argument("--no-baselines", action="store_true", help="do not train the reference models first")
+    parser.add_argument("--trust", action="store_true",
+                        help="also load a --model FILE whose network is built by code of the file's choosing "
+                             "(your own builder function); only for a file you trust")
     parser.add_argument(
         "--init", choices=("random", "inherit", "distill"),
         help="how candidates start: from scratch, from the trained parent's weights, or those plus distillation "
@@ -46,6 +52,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def experiment_with_options(args: argparse.Namespace) -> Experiment:
     experiment = experiment_from_args(args)
+    parent = None
+    if args.model and (Path(args.model).suffix in (".pt", ".pth") or Path(args.model).is_file()):
+        if args.model_arg or args.model_output is not None:
+            raise ConfigError(f"{args.model} is a model file: it carries its network and weights; "
+                              "drop --model-arg and --model-output")
+        if args.init == "random":
+            raise ConfigError(f"--model {args.model} is a trained network for the candidates to inherit from: "
+                              "--init random would throw its weights away; use --init inherit or distill")
+        parent, args.model = args.model, None
+        if not Path(parent).is_file():
+            raise ConfigError(f"--model {parent}: no such file")
     if args.model or args.model_arg or args.model_output is not None:
         # --model-arg without --model is for the network the search would use: the space's own, else the experiment's
         space = SPACES.get(args.space or experiment.search.space)
@@ -56,17 +73,20 @@ def experiment_with_options(args: argparse.Namespace) -> Experiment:
     if any(value is not None for value in limits.values()):
         merged = {**experiment.budget.to_dict(), **{key: value for key, value in limits.items() if value is not None}}
         experiment = dataclasses.replace(experiment, budget=Budget.from_dict(merged))
+    init = args.init
+    if parent is not None and init is None and experiment.search.init == "random":
+        init = "inherit"  # a trained file is a parent: its weights are what the candidates start from
     return with_search(
         experiment, space=args.space, model=args.model, n_trials=args.n_trials, timeout=args.timeout,
         storage=args.storage, study=args.study, sampler=args.sampler, seed=args.seed,
-        baselines=False if args.no_baselines else None, init=args.init,
+        baselines=False if args.no_baselines else None, init=init, parent=parent,
     )
 
 
 def run(args: argparse.Namespace) -> int:
     experiment = experiment_with_options(args)
     try:
-        result = run_search(experiment, cache_dir=args.cache_dir, echo=echo)
+        result = run_search(experiment, cache_dir=args.cache_dir, echo=echo, trust=args.trust)
     except KeyboardInterrupt:
         print("compressor search: interrupted; finished trials are kept in the study: run the same command to resume",
               file=sys.stderr)

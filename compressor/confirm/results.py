@@ -1,4 +1,4 @@
-"""What the confirmation runs say: per model, the mean over repeats with its interval, paired with U-Net.
+"""What the confirmation runs say: per model, the mean over repeats with its interval, paired with the reference.
 
 A confirmation (:mod:`compressor.confirm`) retrains a search's best candidates and the
 references on further *repeats* (a training seed, and a fold of the validation data) and
@@ -8,7 +8,8 @@ summarizes them:
 
 - per model, the mean of its repeats with a 95% t-interval (:class:`~compressor.intervals.Estimate`);
   the search's own run (the one the front was picked on) is shown but not counted;
-- the paired difference to U-Net and to Micro-Net on the repeats both have;
+- the paired difference to the study's reference (the one its ratios are against: U-Net, or the
+  user's own network the search started from) and to Micro-Net, on the repeats both have;
 - whether it learned something: its mean beats the mean floor of its repeats (the best
   constant prediction on each repeat's validation pixels, plus the study's margin);
 - the front recomputed on the confirmed means, and a claim per parameter budget.
@@ -23,24 +24,27 @@ from typing import Any
 
 from compressor.floor import Floor
 from compressor.intervals import WITHIN_POINTS, Estimate, within
-from compressor.study import StudyInfo, TrialRecord, directions, pareto_mask
+from compressor.study import StudyInfo, TrialRecord, directions, pareto_mask, reference_label
 from compressor.tables import format_table
 from compressor.units import format_count, parse_count
 
 __all__ = [
     "RESULT_PREFIX", "PLAN_KEY", "Repeat", "Summary", "Confirmation", "result_key", "read_confirmation", "subject_of",
-    "trial_of",
+    "trial_of", "reference_subjects", "parent_subject", "control_subject", "is_control", "subject_label",
+    "primary_reference",
 ]
 
 RESULT_PREFIX = "confirm/"
 PLAN_KEY = "confirm_plan"
 REFERENCES = ("unet", "micronet")
+"""The project's own reference models (a study's references may also hold ``base``, the user's network)."""
+CONTROL_SUFFIX = "-finetuned"
+"""In a study whose candidates inherit, the parent fine-tuned exactly as the candidates are
+(``unet-finetuned``, ``base-finetuned``): a candidate trains for the parent's steps plus its own, so
+the difference to the plain parent mixes the cost of compression with the gain of the extra
+training; this control separates them."""
 CONTROL = "unet-finetuned"
-"""In a study whose candidates inherit, U-Net (the parent) fine-tuned exactly as the candidates are:
-a candidate trains for the parent's steps plus its own, so the difference to the plain U-Net mixes
-the cost of compression with the gain of the extra training; this control separates them."""
-REFERENCE_LABELS = {"unet": "U-Net", "micronet": "Micro-Net", CONTROL: "U-Net fine-tuned"}
-MODELS_FIRST = (*REFERENCES, CONTROL)
+"""The control of a study whose parent is U-Net."""
 
 Repeat = tuple[int, "int | None"]
 """A seed and a fold (None: the data's single split)."""
@@ -61,22 +65,63 @@ def result_key(subject: str, seed: int, fold: int | None) -> str:
     return f"{RESULT_PREFIX}{subject}/{seed}/{'-' if fold is None else fold}"
 
 
+def reference_subjects(info: StudyInfo) -> list[str]:
+    """The study's reference models as confirmation subjects, the ratio reference first."""
+    names = list(info.references) or list(REFERENCES)
+    first = primary_reference(info)
+    return sorted(names, key=lambda name: name != first)
+
+
+def primary_reference(info: StudyInfo) -> str:
+    """The reference ratios, differences and claims are against: the study's ``ratio_to`` (U-Net, or
+    ``base``: the user's own network), else U-Net."""
+    return info.ratio_to or "unet"
+
+
+def parent_subject(info: StudyInfo) -> str:
+    """The subject whose model is the search's base network (the parent candidates inherit from):
+    ``base``, or ``unet`` when the search ran on U-Net as its baseline is trained."""
+    if "base" in info.references:
+        return "base"
+    return info.model if info.model in info.references else "base"
+
+
+def control_subject(parent: str) -> str:
+    """``unet-finetuned``, ``base-finetuned``: the parent fine-tuned as the candidates are."""
+    return f"{parent}{CONTROL_SUFFIX}"
+
+
+def is_control(subject: str) -> bool:
+    return subject.endswith(CONTROL_SUFFIX)
+
+
+def subject_label(subject: str, info: StudyInfo) -> str:
+    """``trial 7``, ``U-Net``, ``Unet (base)``, ``Unet (base) fine-tuned``."""
+    if subject.startswith("trial-"):
+        return f"trial {trial_of(subject)}"
+    if is_control(subject):
+        return f"{reference_label(subject[: -len(CONTROL_SUFFIX)], info.references)} fine-tuned"
+    return reference_label(subject, info.references)
+
+
 @dataclass
 class Summary:
     """One confirmed model: its repeats and what they support.
 
     Attributes:
-        subject: ``trial-7``, ``unet`` or ``micronet``.
-        label: ``trial 7``, ``U-Net``, ``Micro-Net``.
-        trial: the trial number (None for a reference).
+        subject: ``trial-7``, ``unet``, ``micronet``, ``base`` (the search's own base network) or
+            a control (``unet-finetuned``, ``base-finetuned``).
+        label: ``trial 7``, ``U-Net``, ``Micro-Net``, ``Unet (base)``, ``Unet (base) fine-tuned``.
+        trial: the trial number (None for a reference or a control).
         params, flops: its size (the search's measurement).
         search_metric: the metric of the run the search picked on (not counted).
         scores: the metric per repeat ``(seed, fold)``.
         floors: the floor threshold per repeat (best constant prediction + margin).
         failures: repeats whose training failed (counted as a metric of 0).
         estimate: mean and 95% interval of ``scores``.
-        vs_unet, vs_micronet: paired differences (this minus the reference), same repeats.
-        vs_control: the paired difference to U-Net fine-tuned as the candidates are (inheriting studies).
+        vs_reference: the paired difference to the study's reference (this minus it, same repeats).
+        vs_micronet: the paired difference to Micro-Net, when it was confirmed.
+        vs_control: the paired difference to the parent fine-tuned as the candidates are (inheriting studies).
         planned: how many repeats the plan holds for it.
     """
 
@@ -90,13 +135,14 @@ class Summary:
     floors: dict[Repeat, float] = field(default_factory=dict)
     failures: int = 0
     estimate: Estimate = field(default_factory=lambda: Estimate.of([]))
-    vs_unet: Estimate = field(default_factory=lambda: Estimate.of([]))
+    vs_reference: Estimate = field(default_factory=lambda: Estimate.of([]))
     vs_micronet: Estimate = field(default_factory=lambda: Estimate.of([]))
     vs_control: Estimate = field(default_factory=lambda: Estimate.of([]))
     planned: int = 0
 
     @property
     def is_reference(self) -> bool:
+        """A reference model or a control: not a candidate of the search."""
         return self.trial is None
 
     @property
@@ -110,14 +156,14 @@ class Summary:
         return self.estimate.n > 0 and self.estimate.mean > self.floor
 
     @property
-    def within_unet(self) -> str:
-        """``yes``, ``no`` or ``not settled``: is it within 1 point of U-Net, by the paired interval?"""
-        return within(self.vs_unet) if not self.is_reference else "-"
+    def within_reference(self) -> str:
+        """``yes``, ``no`` or ``not settled``: is it within 1 point of the reference, by the paired interval?"""
+        return within(self.vs_reference) if not self.is_reference else "-"
 
-    def row(self, unet: Mapping[str, float | None]) -> dict[str, Any]:
-        """Plain columns for tables and CSV files."""
+    def row(self, reference: Mapping[str, float | None]) -> dict[str, Any]:
+        """Plain columns for tables and CSV files; ratios against ``reference``'s costs."""
         def ratio(name: str, value: float | None) -> float:
-            base = unet.get(name)
+            base = reference.get(name)
             return float(base) / float(value) if base and value else math.nan
 
         return {
@@ -125,11 +171,12 @@ class Summary:
             "flops": self.flops, "params_ratio": ratio("params", self.params), "flops_ratio": ratio("flops", self.flops),
             "search_metric": self.search_metric, "confirmed_n": self.estimate.n, "confirmed_mean": self.estimate.mean,
             "confirmed_std": self.estimate.std, "confirmed_low": self.estimate.low, "confirmed_high": self.estimate.high,
-            "vs_unet_mean": self.vs_unet.mean, "vs_unet_low": self.vs_unet.low, "vs_unet_high": self.vs_unet.high,
+            "vs_reference_mean": self.vs_reference.mean, "vs_reference_low": self.vs_reference.low,
+            "vs_reference_high": self.vs_reference.high,
             "vs_micronet_mean": self.vs_micronet.mean, "vs_micronet_low": self.vs_micronet.low,
-            "vs_micronet_high": self.vs_micronet.high, "vs_unet_finetuned_mean": self.vs_control.mean,
-            "vs_unet_finetuned_low": self.vs_control.low, "vs_unet_finetuned_high": self.vs_control.high,
-            "within_1_point_of_unet": self.within_unet,
+            "vs_micronet_high": self.vs_micronet.high, "vs_control_mean": self.vs_control.mean,
+            "vs_control_low": self.vs_control.low, "vs_control_high": self.vs_control.high,
+            "within_1_point_of_reference": self.within_reference,
             "learned": self.learned, "floor": self.floor, "failures": self.failures, "planned": self.planned,
         }
 
@@ -145,7 +192,9 @@ class Confirmation:
         budgets: parameter budgets to state a claim for.
         objectives: the study's objectives (for the confirmed front).
         metric_label: how the metric is called (``building IoU``).
-        unet: U-Net's reference costs.
+        reference_costs: the costs of the reference ratios are against.
+        reference: that reference's subject (``unet``, ``base``), and ``reference_label`` its name.
+        control: the control's subject (None: the candidates do not inherit), ``control_label`` its name.
     """
 
     summaries: dict[str, Summary]
@@ -154,7 +203,11 @@ class Confirmation:
     budgets: list[float]
     objectives: list[str]
     metric_label: str
-    unet: dict[str, float | None]
+    reference_costs: dict[str, float | None]
+    reference: str = "unet"
+    reference_label: str = "U-Net"
+    control: str | None = None
+    control_label: str = ""
 
     @property
     def empty(self) -> bool:
@@ -188,26 +241,26 @@ class Confirmation:
 
     def table(self) -> str:
         """The confirmed models as a terminal table, then the claim per budget."""
-        label = self.metric_label
+        label, reference = self.metric_label, self.reference_label
         rows = []
         front = {summary.subject for summary in self.front()}
-        control = CONTROL in self.summaries
+        control = self.control is not None and self.control in self.summaries
         for summary in self.summaries.values():
-            row = summary.row(self.unet)
+            row = summary.row(self.reference_costs)
             search = "-" if summary.search_metric is None else f"{summary.search_metric:.3f}"
-            vs = "-" if summary.subject == "unet" else summary.vs_unet.text(scale=100, digits=1, signed=True)
+            vs = "-" if summary.subject == self.reference else summary.vs_reference.text(scale=100, digits=1, signed=True)
             vs_control = [summary.vs_control.text(scale=100, digits=1, signed=True)] if control else []
             verdict = ("reference" if summary.is_reference else
                        "on the confirmed front" if summary.subject in front else
                        "learned" if summary.learned else "not above the floor" if summary.estimate.n else "not run yet")
             rows.append([summary.label, format_count(summary.params), format_count(summary.flops),
                          _times(row["params_ratio"]), search, summary.estimate.text(), vs, *vs_control,
-                         summary.within_unet, verdict])
+                         summary.within_reference, verdict])
         own = f"seed {self.search_repeat[0]}" + ("" if self.search_repeat[1] is None else f" fold {self.search_repeat[1]}")
         table = format_table(
-            ["model", "params", "FLOPs", "vs U-Net", f"search ({own})", f"confirmed {label} [95% CI] n",
-             "minus U-Net, points [95% CI]", *(["minus U-Net fine-tuned"] if control else []), "within 1 point",
-             "verdict"], rows,
+            ["model", "params", "FLOPs", f"vs {reference}", f"search ({own})", f"confirmed {label} [95% CI] n",
+             f"minus {reference}, points [95% CI]", *([f"minus {self.control_label}"] if control else []),
+             "within 1 point", "verdict"], rows,
             title=f"confirmation over {len(self.repeats)} repeats (the search's own run is shown, not counted)")
         return table + "\n" + "\n".join(self.claims())
 
@@ -216,13 +269,13 @@ class Confirmation:
         return [self.claim(budget) for budget in self.budgets]
 
     def claim(self, budget: float) -> str:
-        label = self.metric_label
+        label, reference = self.metric_label, self.reference_label
         head = f"<= {format_count(budget)} params"
         best = self.best_within(budget)
         if best is None:
             return f"{head}: not reached (no confirmed model within it)."
-        row = best.row(self.unet)
-        size = f"{_times(row['params_ratio'])} fewer params and {_times(row['flops_ratio'])} fewer FLOPs than U-Net"
+        row = best.row(self.reference_costs)
+        size = f"{_times(row['params_ratio'])} fewer params and {_times(row['flops_ratio'])} fewer FLOPs than {reference}"
         if not best.learned:
             return (f"{head}: not reached: {best.label} (the best within it on the search's run, at {size}) scores "
                     f"{label} {best.estimate.mean:.3f} on the further seeds, not above the floor {best.floor:.3f}.")
@@ -231,23 +284,23 @@ class Confirmation:
             text += f" (95% CI {best.estimate.low:.3f} to {best.estimate.high:.3f}, n={best.estimate.n})"
         else:
             text += f" (n={best.estimate.n}, no interval)"
-        difference = best.vs_unet
+        difference = best.vs_reference
         if difference.n == 0:
-            return text + "; U-Net was not run on the same repeats, so no comparison."
+            return text + f"; {reference} was not run on the same repeats, so no comparison."
         points = difference.mean * 100
         side = "above" if points >= 0 else "below"
-        text += f"; {abs(points):.1f} points {side} U-Net"
+        text += f"; {abs(points):.1f} points {side} {reference}"
         if difference.has_interval:
             text += f" (paired 95% CI {difference.low * 100:+.1f} to {difference.high * 100:+.1f})"
-        verdict = {"yes": f"within {WITHIN_POINTS * 100:g} point of U-Net, shown",
-                   "no": f"more than {WITHIN_POINTS * 100:g} point below U-Net, shown",
-                   "not settled": f"whether it is within {WITHIN_POINTS * 100:g} point of U-Net is not settled"}
+        verdict = {"yes": f"within {WITHIN_POINTS * 100:g} point of {reference}, shown",
+                   "no": f"more than {WITHIN_POINTS * 100:g} point below {reference}, shown",
+                   "not settled": f"whether it is within {WITHIN_POINTS * 100:g} point of {reference} is not settled"}
         if difference.has_interval and difference.low > 0:
-            verdict["yes"] = "above U-Net, shown"
+            verdict["yes"] = f"above {reference}, shown"
         text = f"{text}: {verdict[within(difference)]}"
         control = best.vs_control
         if control.n:
-            text += (f"; against U-Net fine-tuned as long as the candidates (the extra training alone), "
+            text += (f"; against {self.control_label} as long as the candidates (the extra training alone), "
                      f"{control.mean * 100:+.1f} points")
             if control.has_interval:
                 text += f" (paired 95% CI {control.low * 100:+.1f} to {control.high * 100:+.1f})"
@@ -271,24 +324,27 @@ def read_confirmation(
     by_number = {record.number: record for record in records}
     repeats = [(int(seed), None if fold is None else int(fold)) for seed, fold in plan.get("repeats", [])]
     search_repeat = tuple(plan.get("search_repeat") or (info.experiment.get("train", {}).get("seed", 0), None))
+    references = reference_subjects(info)
+    primary = primary_reference(info)
     summaries: dict[str, Summary] = {}
 
     def summary(subject: str) -> Summary:
         if subject not in summaries:
-            if subject in MODELS_FIRST:
-                reference = info.references.get("unet" if subject == CONTROL else subject) or {}
-                summaries[subject] = Summary(
-                    subject, REFERENCE_LABELS[subject], None, reference.get("params"), reference.get("flops"),
-                    None if subject == CONTROL else reference.get("metric"))
-            else:
+            if subject.startswith("trial-"):
                 number = trial_of(subject)
                 record = by_number.get(number)
                 summaries[subject] = Summary(
                     subject, f"trial {number}", number, getattr(record, "params", None), getattr(record, "flops", None),
                     getattr(record, "metric", None))
+            else:  # a reference, or a control: the parent's size, no search run of its own
+                control = is_control(subject)
+                reference = info.references.get(subject[: -len(CONTROL_SUFFIX)] if control else subject) or {}
+                summaries[subject] = Summary(
+                    subject, subject_label(subject, info), None, reference.get("params"), reference.get("flops"),
+                    None if control else reference.get("metric"))
         return summaries[subject]
 
-    for subject in [*REFERENCES, *plan.get("subjects", [])]:
+    for subject in [*references, *plan.get("subjects", [])]:
         summary(subject).planned = len(repeats)
     floor = Floor.from_dict(info.floor)
     for result in sorted(results, key=lambda value: (str(value.get("subject")), value.get("seed", 0))):
@@ -298,28 +354,33 @@ def read_confirmation(
         # A study that keeps the old rule (no floor stored) asks for a metric above 0 only.
         entry.floors[repeat] = float(result.get("constant", floor.constant)) + floor.margin if info.floor else 0.0
         entry.failures += bool(result.get("failure"))
-    unet_scores = summaries["unet"].scores if "unet" in summaries else {}
+    controls = [subject for subject in summaries if is_control(subject)]
+    control = control_subject(parent_subject(info)) if control_subject(parent_subject(info)) in summaries else (
+        controls[0] if controls else None)
+    reference_scores = summaries[primary].scores if primary in summaries else {}
     micronet_scores = summaries["micronet"].scores if "micronet" in summaries else {}
-    control_scores = summaries[CONTROL].scores if CONTROL in summaries else {}
+    control_scores = summaries[control].scores if control is not None else {}
     for entry in summaries.values():
         # Every metric here (IoU, F1, accuracy) lies in [0, 1], a difference of two in [-1, 1].
         entry.estimate = Estimate.of(_blocked(entry.scores), bounds=(0.0, 1.0))
-        if entry.subject != "unet":
-            entry.vs_unet = _paired(entry.scores, unet_scores)
-        if entry.subject != "micronet":
+        if entry.subject != primary:
+            entry.vs_reference = _paired(entry.scores, reference_scores)
+        if entry.subject != "micronet" and micronet_scores:
             entry.vs_micronet = _paired(entry.scores, micronet_scores)
-        if entry.subject not in MODELS_FIRST:
+        if not entry.is_reference:
             entry.vs_control = _paired(entry.scores, control_scores)
+    first = [*references, *([control] if control else [])]
     ordered = dict(sorted(summaries.items(), key=lambda item: (
-        item[0] not in MODELS_FIRST, MODELS_FIRST.index(item[0]) if item[0] in MODELS_FIRST else 0,
-        item[1].params or 0)))
+        item[0] not in first, first.index(item[0]) if item[0] in first else 0, item[1].params or 0)))
     budgets = [parse_count(budget) for budget in plan.get("budgets", [])]
     if not budgets and info.budget.get("max_params"):
         budgets = [float(info.budget["max_params"])]
     return Confirmation(
         summaries=ordered, repeats=repeats, search_repeat=search_repeat, budgets=budgets,
         objectives=list(info.objectives), metric_label=info.metric_label or info.metric,
-        unet=dict(info.references.get("unet") or {}),
+        reference_costs=dict(info.references.get(primary) or {}), reference=primary,
+        reference_label=reference_label(primary, info.references), control=control,
+        control_label=subject_label(control, info) if control else "",
     )
 
 

@@ -1,9 +1,10 @@
 """Running a confirmation: the plan, a queue of jobs on Optuna's storage, and each job's training.
 
-A *job* trains one model (a front trial's recipe, or U-Net, or Micro-Net) on one *repeat*
-(a seed, a fold) exactly as the search trained it (the same base network, recipe,
-inheritance, fine-tuning and evaluation), only with that seed and fold. With inheritance the
-parent of a repeat is U-Net trained on that repeat: U-Net's own result on it.
+A *job* trains one model (a front trial's recipe, or one of the study's references: the user's
+own network, U-Net, Micro-Net) on one *repeat* (a seed, a fold) exactly as the search trained it
+(the same base network, recipe, inheritance, fine-tuning and evaluation), only with that seed and
+fold. With inheritance the parent of a repeat is the base network trained on that repeat (its own
+reference result on it), or, for a search from a trained file, that file on every repeat.
 
 The jobs are trials of a companion study ``<study>.confirm`` in the same storage, enqueued
 once: any number of processes (``compressor confirm`` on several machines sharing a
@@ -30,20 +31,22 @@ import optuna
 from optuna.trial import TrialState
 
 from compressor.confirm.results import (
-    CONTROL,
     PLAN_KEY,
-    REFERENCE_LABELS,
-    REFERENCES,
     RESULT_PREFIX,
     Confirmation,
     Repeat,
+    control_subject,
+    is_control,
+    parent_subject,
     read_confirmation,
+    reference_subjects,
     result_key,
+    subject_label,
     subject_of,
     trial_of,
 )
 from compressor.errors import CompressorError, ConfigError, NothingToRepeatError, first_line
-from compressor.experiment import Experiment, ensure_baselines
+from compressor.experiment import BASELINE_MODELS, Experiment, ensure_baselines, ensure_parent
 from compressor.floor import Floor
 from compressor.metrics import SegmentationMetrics, metric_value
 from compressor.search.liveness import PROCESS_KEY, fail_dead_trials, process_identity
@@ -64,7 +67,7 @@ from compressor.study import (
     trial_records,
 )
 from compressor.threads import torch_threads
-from compressor.train import seed_everything, train
+from compressor.train import evaluate, seed_everything, train
 from compressor.transforms import Recipe
 
 __all__ = ["run_confirmation", "choose_top", "plan_repeats", "queue_name"]
@@ -159,36 +162,34 @@ def run_confirmation(
              "confirming the references only")
     plan = _merge_plan(study.user_attrs.get(PLAN_KEY), subjects, repeats, own, config.budgets)
     study.set_user_attr(PLAN_KEY, plan)
-    # References first, every repeat: a candidate inheriting on repeat r needs U-Net trained on r (its parent).
-    controls = [CONTROL] if info.init != "random" else []
+    # References first, every repeat: a candidate inheriting on repeat r needs its parent trained on r.
+    references = reference_subjects(info)
+    controls = [control_subject(parent_subject(info))] if info.init != "random" else []
     jobs = [{"subject": subject, "seed": seed, "fold": fold}
-            for subject in [*REFERENCES, *controls, *subjects] for seed, fold in repeats]
+            for subject in [*references, *controls, *subjects] for seed, fold in repeats]
     queue = _open_queue(storage_url, study.study_name, experiment)
     _fail_dead_jobs(queue, experiment.search.max_retry)
     pending = _enqueue_missing(queue, study, jobs)
     done = len(jobs) - pending
-    models = ", ".join(label(subject) for subject in [*REFERENCES, *controls, *subjects])
+    models = ", ".join(subject_label(subject, info) for subject in [*references, *controls, *subjects])
     echo(f"confirming {models} on {len(repeats)} repeats ({_describe(repeats)}; the search's own run, "
          f"{_describe([own])}, is not counted): {len(jobs)} jobs, {done} done, {pending} to run")
     runner = _JobRunner(study, info, experiment, records, queue, cache_dir=cache_dir, echo=echo,
-                        keys={_job_key(job) for job in jobs})
+                        keys={_job_key(job) for job in jobs}, trust=trust)
     with torch_threads(experiment.train.threads), building_study(study.study_name, info, trust=trust):
         _work(queue, runner, experiment.search.max_retry)
     running = {_job_key(trial.user_attrs["job"]) for trial in queue.get_trials(
         deepcopy=False, states=(TrialState.RUNNING,)) if trial.user_attrs.get("job")}
     failed = [job for job in jobs if _job_key(job) not in study.user_attrs and _job_key(job) not in running]
     if failed:
-        named = ", ".join(f"{label(job['subject'])} {_describe([(job['seed'], job['fold'])])}" for job in failed[:4])
+        named = ", ".join(f"{subject_label(job['subject'], info)} {_describe([(job['seed'], job['fold'])])}"
+                          for job in failed[:4])
         echo(f"{len(failed)} jobs failed and have no result ({named}{', ...' if len(failed) > 4 else ''}); "
              "the same command again retries them")
     if running:
         echo(f"{len(running)} jobs are still running in other processes; run `compressor report` again when they end")
     return read_confirmation(study.user_attrs, info, trial_records(study))
 
-
-
-def label(subject: str) -> str:
-    return REFERENCE_LABELS.get(subject) or subject.replace("-", " ")
 
 
 def _describe(repeats: Sequence[Repeat]) -> str:
@@ -270,10 +271,10 @@ class _JobRunner:
 
     def __init__(self, study: optuna.Study, info: StudyInfo, experiment: Experiment, records: Sequence[TrialRecord],
                  queue: optuna.Study, *, cache_dir: str | Path | None, echo: Callable[[str], None],
-                 keys: set[str]) -> None:
+                 keys: set[str], trust: bool = False) -> None:
         self.study, self.info, self.experiment, self.queue = study, info, experiment, queue
         self.records = {record.number: record for record in records}
-        self.cache_dir, self.echo, self.keys = cache_dir, echo, keys
+        self.cache_dir, self.echo, self.keys, self.trust = cache_dir, echo, keys, trust
         self.built_as = dict(study.user_attrs)
         self.setups: dict[Repeat, SearchSetup] = {}
         self.constants: dict[Repeat, float] = {}
@@ -291,17 +292,18 @@ class _JobRunner:
         started = time.perf_counter()
         repeat = (int(job["seed"]), job["fold"])
         result: dict[str, Any] = {**job, "trial": None, "failure": None, "host": platform.node(), "pid": os.getpid()}
-        what = f"{label(job['subject'])} {_describe([repeat])}"
+        what = f"{self._label(job['subject'])} {_describe([repeat])}"
+        candidate = job["subject"].startswith("trial-")
         try:
             result["constant"] = self._constant(repeat)
-            if job["subject"] in REFERENCES:
-                result.update(self._reference(job["subject"], repeat))
-            elif job["subject"] == CONTROL:
+            if is_control(job["subject"]):
                 result.update(self._fine_tuned_parent(repeat))
+            elif not candidate:
+                result.update(self._reference(job["subject"], repeat))
             else:
                 result.update(self._candidate(trial_of(job["subject"]), repeat))
         except CompressorError as error:
-            if job["subject"] in (*REFERENCES, CONTROL) or "constant" not in result:  # not the recipe's doing: retried
+            if not candidate or "constant" not in result:  # not the recipe's doing: retried
                 self.echo(f"confirm: {what} failed: {first_line(error)}")
                 raise _JobFailed(first_line(error)) from None
             # A recipe that does not train on this seed (a NaN loss...) is a result: it scores 0.
@@ -317,7 +319,7 @@ class _JobRunner:
         finished = len(self.keys & set(self.study.user_attrs))
         search = self._search_metric(job["subject"])
         outcome = f"failed: {result['failure']}" if result["failure"] else f"{self.info.metric_label} {result['metric']:.3f}"
-        self.echo(f"confirm {finished}/{len(self.keys)}  {label(job['subject']):<10} {_describe([repeat]):<14} {outcome}"
+        self.echo(f"confirm {finished}/{len(self.keys)}  {self._label(job['subject']):<10} {_describe([repeat]):<14} {outcome}"
                   + (f" (search: {search:.3f})" if search is not None else "") + f"  {result['seconds']:.0f} s")
         return float(result["metric"])
 
@@ -329,10 +331,13 @@ class _JobRunner:
             for other in self.queue.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.COMPLETE))
         )
 
+    def _label(self, subject: str) -> str:
+        return subject_label(subject, self.info)
+
     def _wait_for_parent(self, repeat: Repeat) -> None:
-        """With inheritance, a candidate's parent on a repeat is U-Net trained on it: wait while
-        another process trains it, rather than train it a second time beside it."""
-        key = result_key("unet", *repeat)
+        """With inheritance, a candidate's parent on a repeat is the base network trained on it (its
+        reference job): wait while another process trains it, rather than train it a second time beside it."""
+        key = result_key(parent_subject(self.info), *repeat)
         while key not in self.study.user_attrs and any(
             trial.user_attrs.get("job") and _job_key(trial.user_attrs["job"]) == key
             for trial in self.queue.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
@@ -340,9 +345,9 @@ class _JobRunner:
             time.sleep(PARENT_POLL_SECONDS)
 
     def _search_metric(self, subject: str) -> float | None:
-        if subject == CONTROL:
+        if is_control(subject):
             return None
-        if subject in REFERENCES:
+        if not subject.startswith("trial-"):
             return (self.info.references.get(subject) or {}).get("metric")
         return self.records[trial_of(subject)].metric
 
@@ -361,17 +366,33 @@ class _JobRunner:
 
     def _setup(self, repeat: Repeat) -> SearchSetup:
         if repeat not in self.setups:
-            setup = prepare(self._variant(repeat), cache_dir=self.cache_dir, echo=lambda line: None, check_budget=False)
+            setup = prepare(self._variant(repeat), cache_dir=self.cache_dir, echo=lambda line: None, check_budget=False,
+                            parent_weights=self.info.parent or None if self.experiment.search.parent else None,
+                            trust=self.trust)
             setup.built_as = self.built_as
             self.setups[repeat] = setup
         return self.setups[repeat]
 
     def _reference(self, name: str, repeat: Repeat) -> dict[str, Any]:
+        """A reference on this repeat: U-Net or Micro-Net trained as their baselines are; ``base``
+        (the search's own network) trained with the experiment's recipe as the search trained it,
+        or, when the search started from a trained file, that file evaluated on this repeat's data."""
         variant = self._variant(repeat)
-        (record,) = ensure_baselines(variant, models=[name], cache_dir=self.cache_dir, need_weights=True)
-        metrics = SegmentationMetrics.from_dict(record.metrics)
-        return {"metric": metric_value(metrics, self.info.metric), "metrics": record.metrics,
-                "params": record.cost.get("params")}
+        if name in BASELINE_MODELS:
+            (record,) = ensure_baselines(variant, models=[name], cache_dir=self.cache_dir, need_weights=True)
+            metrics = SegmentationMetrics.from_dict(record.metrics)
+            return {"metric": metric_value(metrics, self.info.metric), "metrics": record.metrics,
+                    "params": record.cost.get("params")}
+        setup = self._setup(repeat)
+        if setup.parent is not None and setup.parent.from_file:
+            metrics = evaluate(setup.parent.model, setup.data, setup.experiment.train)
+            network = setup.parent.model
+        else:
+            base = ensure_parent(variant, setup.model_config, steps=variant.train.steps, data=setup.data,
+                                 cache_dir=self.cache_dir)
+            metrics, network = SegmentationMetrics.from_dict(base.metrics), base.model
+        return {"metric": setup.metric(metrics), "metrics": metrics.to_dict(),
+                "params": sum(parameter.numel() for parameter in network.parameters())}
 
     def _constant(self, repeat: Repeat) -> float:
         """The best constant prediction's metric on this repeat's validation pixels (0 under ``floor: zero``),
@@ -393,7 +414,7 @@ class _JobRunner:
         seed_everything(setup.experiment.train.seed)
         network = copy.deepcopy(setup.context.model)
         result = train(network, setup.data, setup.train_config, teacher=setup.teacher,
-                       description=f"confirm U-Net fine-tuned seed {repeat[0]}")
+                       description=f"confirm {self._label(control_subject(parent_subject(self.info)))} seed {repeat[0]}")
         return {"metric": setup.metric(result.metrics), "metrics": result.metrics.to_dict(),
                 "params": sum(parameter.numel() for parameter in network.parameters())}
 

@@ -221,6 +221,8 @@ class Parent:
         metrics: its final evaluation, as stored.
         steps: optimizer steps it was trained for (with ``steps: auto``, until its plateau).
         reused: True if it was read back rather than trained now.
+        from_file: a model file the user trained (``search.parent``), not one the search trained;
+            ``metrics`` are then its evaluation on the search's data.
     """
 
     model: nn.Module
@@ -229,6 +231,7 @@ class Parent:
     metrics: dict[str, Any]
     steps: int
     reused: bool
+    from_file: bool = False
 
 
 def is_reference_model(model_config: ModelConfig) -> bool:

@@ -198,10 +198,14 @@ def _confirmed_section(confirmed: pd.DataFrame | None, overview: Mapping[str, An
     if confirmed is None or confirmed.empty:
         return ""
     metric_label = overview["metric_label"]
-    control = "unet-finetuned" in set(confirmed["subject"])
-    headers = ["model", "params", "FLOPs", "params vs U-Net", "search run (not counted)",
-               f"confirmed {metric_label} [95% CI] n", "minus U-Net, points [95% CI]",
-               *(["minus U-Net fine-tuned as long, points [95% CI]"] if control else []), "within 1 point of U-Net",
+    reference = overview.get("reference_label") or "U-Net"
+    subjects = list(confirmed["subject"])
+    first = subjects[0] if subjects else "unet"  # the reference: its row comes first
+    controls = [str(row["label"]) for _, row in confirmed.iterrows() if str(row["subject"]).endswith("-finetuned")]
+    control = controls[0] if controls else ""
+    headers = ["model", "params", "FLOPs", f"params vs {reference}", "search run (not counted)",
+               f"confirmed {metric_label} [95% CI] n", f"minus {reference}, points [95% CI]",
+               *([f"minus {control} as long, points [95% CI]"] if control else []), f"within 1 point of {reference}",
                "verdict"]
     rows, classes = [], []
 
@@ -213,30 +217,37 @@ def _confirmed_section(confirmed: pd.DataFrame | None, overview: Mapping[str, An
         return format_interval(float(row[f"{prefix}_mean"]), low, high, scale=100, digits=1, signed=True)
 
     for _, row in confirmed.iterrows():
-        reference = _missing(row["number"])
+        is_reference = _missing(row["number"])
         n = int(row["confirmed_n"]) if not _missing(row["confirmed_n"]) else 0
-        difference = "-" if row["subject"] == "unet" or not n else points(row, "vs_unet")
-        extra = [points(row, "vs_unet_finetuned") if n else "-"] if control else []
-        verdict = ("reference" if reference else "on the confirmed front" if row["on_confirmed_front"] else
+        difference = "-" if row["subject"] == first or not n else points(row, "vs_reference")
+        extra = [points(row, "vs_control") if n else "-"] if control else []
+        verdict = ("reference" if is_reference else "on the confirmed front" if row["on_confirmed_front"] else
                    "learned" if row["learned"] else "not above the floor" if n else "not run yet")
         rows.append([str(row["label"]), format_count(row["params"]) if not _missing(row["params"]) else "-",
                      format_count(row["flops"]) if not _missing(row["flops"]) else "-",
                      format_ratio(row["params_ratio"]), format_metric(row["search_metric"]),
                      format_confirmed(row), difference, *extra,
-                     "-" if reference else str(row["within_1_point_of_unet"]), verdict])
-        classes.append("reference" if reference else "front" if row["on_confirmed_front"] else "")
+                     "-" if is_reference else str(row["within_1_point_of_reference"]), verdict])
+        classes.append("reference" if is_reference else "front" if row["on_confirmed_front"] else "")
+    parent = control.removesuffix(" fine-tuned") if control else ""
     claims = "".join(f"<li>{_e(claim)}</li>" for claim in overview.get("claims", []))
     return f"""<h2>Confirmation over further seeds</h2>
 <p class="note">Each model retrained with the search's recipe on further seeds (and folds); the run the search picked
 the front on is shown but not counted, since picking on it flatters the winners. Intervals are 95% Student-t
-intervals of the mean; the difference to U-Net is paired (same seed, same fold). "Within 1 point" is "yes" only if the
-whole interval of the difference lies above -1 point. The confirmed front is recomputed on the confirmed means, among
-the models whose mean beats the floor. The model each budget's sentence speaks of is picked on the search's own run,
-so the further seeds judge it without having chosen it. When candidates inherit the trained U-Net's weights, they
-train for U-Net's steps plus their own; "U-Net fine-tuned" is U-Net given the same extra training, without any
-transform, so the difference to it is the cost of the compression alone.</p>
+intervals of the mean; the difference to {_e(reference)} is paired (same seed, same fold). "Within 1 point" is "yes"
+only if the whole interval of the difference lies above -1 point. The confirmed front is recomputed on the confirmed
+means, among the models whose mean beats the floor. The model each budget's sentence speaks of is picked on the
+search's own run, so the further seeds judge it without having chosen it.{_control_note(parent, control)}</p>
 {_table(headers, rows, text_columns=(0, len(headers) - 2, len(headers) - 1), row_classes=classes)}
 <p class="note">What the data supports, per parameter budget:</p><ul class="notes">{claims}</ul>"""
+
+
+def _control_note(parent: str, control: str) -> str:
+    if not control:
+        return ""
+    return (f" The candidates inherit the weights of the trained {_e(parent)}, then train for steps of their own; "
+            f'"{_e(control)}" is {_e(parent)} given the same extra training, without any transform, so the difference '
+            "to it is the cost of the compression alone.")
 
 
 def _floor_text(overview: Mapping[str, Any]) -> str:

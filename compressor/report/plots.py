@@ -144,8 +144,8 @@ def pareto_figure(
     if confirmed is not None and len(confirmed) and cost in confirmed.columns:
         bars = confirmed[confirmed[cost].notna() & confirmed["confirmed_n"].fillna(0).astype(int).gt(0)].copy()
         bars["x"] = bars[cost].astype(float) / scale
-        # The fine-tuned U-Net has U-Net's size: set it a little to the right, so both bars show.
-        bars.loc[bars["subject"] == "unet-finetuned", "x"] *= 1.25
+        # The fine-tuned parent has the parent's size: set it a little to the right, so both bars show.
+        bars.loc[bars["subject"].astype(str).str.endswith("-finetuned"), "x"] *= 1.25
         # The means set the scale, not the intervals: 2 or 3 repeats give intervals that would
         # squash every point into a sliver; a bar longer than the frame runs off its edge.
         ys += bars["confirmed_mean"].astype(float).tolist()

@@ -95,8 +95,8 @@ REFERENCE_COLUMNS = ["model", "label", "params", "flops", "latency_ms", "metric"
                      "latency_ratio"]
 # What pareto.csv and the references carry from a confirmation (NaN where a model was not confirmed).
 CONFIRMED_COLUMNS = [
-    "confirmed_n", "confirmed_mean", "confirmed_low", "confirmed_high", "vs_unet_mean", "vs_unet_low", "vs_unet_high",
-    "within_1_point_of_unet", "on_confirmed_front",
+    "confirmed_n", "confirmed_mean", "confirmed_low", "confirmed_high", "vs_reference_mean", "vs_reference_low",
+    "vs_reference_high", "within_1_point_of_reference", "on_confirmed_front",
 ]
 
 
@@ -233,21 +233,23 @@ def _with_confirmed(frame: pd.DataFrame, confirmed: pd.DataFrame, *, key: str, b
 
 def confirmed_frame(study: optuna.Study | StudySnapshot) -> pd.DataFrame:
     """One row per confirmed model (references first): its repeats' mean, 95% interval, the paired
-    difference to U-Net, and whether it is on the front recomputed on confirmed means.
+    difference to the study's reference (U-Net, or the user's own network the search started
+    from), and whether it is on the front recomputed on confirmed means.
 
-    Columns: ``subject`` (``unet``, ``trial-7``), ``label``, ``number`` (the trial; empty for a
-    reference), ``params``, ``flops``, the ratios against U-Net, ``search_metric`` (the run
-    the search picked on, not counted), ``confirmed_n`` / ``_mean`` / ``_std`` / ``_low`` /
-    ``_high``, ``vs_unet_*`` and ``vs_micronet_*`` (paired, this minus the reference),
-    ``within_1_point_of_unet`` (``yes``, ``no``, ``not settled``), ``learned`` (the mean beats the
-    floor), ``floor``, ``failures``, ``planned``, ``on_confirmed_front``. Empty without a confirmation.
+    Columns: ``subject`` (``unet``, ``base``, ``base-finetuned``, ``trial-7``), ``label``, ``number``
+    (the trial; empty for a reference), ``params``, ``flops``, the ratios against the reference (as
+    in :func:`pareto_frame`), ``search_metric`` (the run the search picked on, not counted),
+    ``confirmed_n`` / ``_mean`` / ``_std`` / ``_low`` / ``_high``, ``vs_reference_*``, ``vs_micronet_*``
+    and ``vs_control_*`` (paired, this minus that model), ``within_1_point_of_reference`` (``yes``,
+    ``no``, ``not settled``), ``learned`` (the mean beats the floor), ``floor``, ``failures``,
+    ``planned``, ``on_confirmed_front``. Empty without a confirmation.
     """
     snapshot = read_study(study)
     confirmation = confirmation_of(snapshot)
     if confirmation is None:
         return pd.DataFrame(columns=["subject", "label", "number", *CONFIRMED_COLUMNS])
     front = {summary.subject for summary in confirmation.front()}
-    rows = [{**summary.row(snapshot.unet), "on_confirmed_front": summary.subject in front}
+    rows = [{**summary.row(confirmation.reference_costs), "on_confirmed_front": summary.subject in front}
             for summary in confirmation.summaries.values()]
     frame = pd.DataFrame(rows)
     frame["number"] = frame["number"].astype("Int64")
@@ -477,6 +479,7 @@ def study_overview(study: optuna.Study | StudySnapshot) -> dict[str, Any]:
         "floor": Floor.from_dict(snapshot.info.floor).describe(snapshot.info.metric_label or snapshot.info.metric),
         "threshold": snapshot.info.threshold,
         "claims": confirmation.claims() if (confirmation := confirmation_of(snapshot)) is not None else [],
+        "reference_label": snapshot.ratio_label,
         "latency": asks_latency(snapshot),
     }
 

@@ -229,7 +229,7 @@ def summary_markdown(pareto: pd.DataFrame, references: pd.DataFrame, overview: d
         markdown_table(headers, rows),
         "",
         *(["What the confirmation supports (mean of the further seeds and folds, 95% t-intervals; the "
-           "difference to U-Net paired on the same repeats):", "",
+           f"difference to {markdown_text(ratio_label_of(references))} paired on the same repeats):", "",
            *(f"- {markdown_text(claim)}" for claim in overview["claims"]), ""] if overview.get("claims") else []),
         *([f"Floor: {markdown_text(overview['floor'])}.", ""] if overview.get("floor") else []),
         f"Ratios: {markdown_text(ratio_label_of(references))}'s value divided by the trial's (how many times smaller). "

@@ -70,6 +70,7 @@ class SearchResult:
 
 def run_search(
     experiment: Experiment, *, cache_dir: str | Path | None = None, echo: Callable[[str], None] = print,
+    trust: bool = False,
 ) -> SearchResult:
     """Starts (or resumes) the search ``experiment.search`` describes and runs it to its target.
 
@@ -79,7 +80,7 @@ def run_search(
     reference models once if asked; run trials until the study holds ``n_trials``
     finished ones or ``timeout`` seconds have passed since this call began (the baselines'
     training counts; a trial already running then finishes). Ctrl-C leaves every finished
-    trial in the study.
+    trial in the study. ``trust`` loads a ``search.parent`` file whose builder is the file's own code.
 
     Raises:
         CompressorError: bad settings, an impossible budget, a study made with other settings.
@@ -89,18 +90,18 @@ def run_search(
         from compressor.confirm.run import plan_repeats
 
         plan_repeats(experiment, experiment.search.confirm)
-    setup = prepare(experiment, cache_dir=cache_dir, echo=echo)
+    setup = prepare(experiment, cache_dir=cache_dir, echo=echo, trust=trust)
     study = open_search_study(setup, sampler_seed=setup.config.seed)
     setup.built_as = dict(study.user_attrs)  # a study made by an earlier version: build as it did
     echo(f"study {setup.study_name!r} in {setup.storage_url}: space {setup.space.name}, model {setup.model_config.name}, "
          f"budget {setup.budget.describe()}, objectives {', '.join(setup.config.objectives)}")
     said_waiting = _recover_dead_trials(setup, study)
-    base = None
+    base = setup.parent if setup.parent is not None and setup.parent.from_file else None  # evaluated already
     if setup.config.baselines:
         builtin = [name for name in setup.references if name in BASELINE_MODELS]
         if builtin:
             ensure_baselines(experiment, models=builtin, cache_dir=cache_dir)
-        if "base" in setup.references:
+        if "base" in setup.references and base is None:
             base = _train_base_reference(setup, cache_dir=cache_dir)
     study.set_user_attr("references", references(setup, base))
     _keep_the_studys_floor(setup, study)
@@ -144,7 +145,7 @@ def join_search(
     check_joinable(study, info, experiment)  # before anything is trained or written
     with building_study(study_name, info, trust=trust):
         setup = prepare(experiment, cache_dir=cache_dir, echo=echo, check_budget=False,
-                        parent_weights=info.parent or None)
+                        parent_weights=info.parent or None, trust=trust)
     study = open_search_study(setup, sampler_seed=seed, create=False)
     setup.built_as = dict(study.user_attrs)
     _keep_the_studys_floor(setup, study)

@@ -65,7 +65,8 @@ def rebuild_trial(
     base = None
     with building_study(study_name, info, trust=trust):
         if info.init != "random":  # pruning ranked the parent's trained channels: the same parent gives the same widths
-            base = load_parent(model_config, info.parent, in_channels=in_channels, num_classes=num_classes).model
+            base = load_parent(model_config, info.parent, in_channels=in_channels, num_classes=num_classes,
+                               trust=trust).model
         calibration = None
         if base is not None and experiment.finetune.calibrate:  # calibrated weights steer pruning: calibrate the same way
             calibration = calibration_batches(

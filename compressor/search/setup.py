@@ -16,6 +16,7 @@ from torch import nn
 from compressor.budget import Budget
 from compressor.cost import Cost, measure
 from compressor.data.base import SegmentationData
+from compressor.data.cache import sha256_of
 from compressor.errors import BudgetError, ConfigError, StudyMismatchError
 from compressor.experiment import (
     BASELINE_MODELS,
@@ -31,7 +32,9 @@ from compressor.finetune import calibration_batches, with_calibration
 from compressor.floor import Floor
 from compressor.latency import LatencyConfig
 from compressor.metrics import SegmentationMetrics, metric_value
-from compressor.outputs import check_fits
+from compressor.origin import origin_of
+from compressor.outputs import check_fits, declared_output
+from compressor.saving import is_model_file, load_saved
 from compressor.search_config import SearchConfig
 from compressor.spaces import SPACES, SearchContext, SearchSpace
 from compressor.study import default_storage_url, directions, objective_values, sqlite_path
@@ -41,6 +44,7 @@ from compressor.train import (
     CheckpointError,
     TrainConfig,
     deterministic_kernels,
+    evaluate,
     load_checkpoint,
     reestimate_batchnorm,
     resolve_device,
@@ -127,18 +131,21 @@ class SearchSetup:
         that reference already, and is named so.
         """
         names = self.config.references
-        if names is None:
-            ours = self.model_config.name in BASELINE_MODELS
-            names = ["unet", "micronet"] if ours else ["base", "unet", "micronet"]
-        same = is_reference_model(self.model_config)  # the base is that reference, as trained for it
+        if names is None:  # the project's references are trained for a user's network only when asked
+            ours = self.model_config.name in BASELINE_MODELS and not self.config.parent
+            names = ["unet", "micronet"] if ours else ["base"]
+        # the base is that reference, as trained for it (a trained file is the user's own, whatever it holds)
+        same = is_reference_model(self.model_config) and not self.config.parent
         resolved = [self.model_config.name if name == "base" and same else name for name in names]
         return list(dict.fromkeys(resolved))
 
     @property
     def base_label(self) -> str:
         """The base network's short name in tables: ``Unet (base)`` for
-        ``segmentation_models_pytorch:Unet``, ``unet (base)`` for a U-Net of other widths."""
-        return f"{self.model_config.name.rpartition(':')[2]} (base)"
+        ``segmentation_models_pytorch:Unet``, ``unet (base)`` for a U-Net of other widths,
+        ``Unet (trained)`` for a search from a trained file (``search.parent``)."""
+        name = self.model_config.name.rpartition(':')[2]
+        return f"{name} (trained)" if self.config.parent else f"{name} (base)"
 
 
 def metric_label(key: str, class_names: tuple[str, ...]) -> str:
@@ -275,8 +282,13 @@ def prepare(
     experiment: Experiment, *, cache_dir: str | Path | None = None, echo: Callable[[str], None] = print,
     check_budget: bool = True,
     parent_weights: str | None = None,
+    trust: bool = False,
 ) -> SearchSetup:
     """Resolves the search settings, builds the data and the base network, checks the budget.
+
+    With ``search.parent`` (a trained model file) that file's network is the base and the parent,
+    evaluated on this data and never retrained; ``trust`` loads a file whose builder is neither
+    registered nor a known model package's (:func:`compressor.load_saved`).
 
     Raises:
         ConfigError: an unknown space or metric, a model that does not build, an in-memory storage.
@@ -286,15 +298,21 @@ def prepare(
     if config.storage:
         check_lasting(config.storage)  # before any data is built or network trained
     space = SPACES.get(config.space)
-    model_config = base_model_config(experiment, space, config.model)
+    from_file = load_parent_file(parent_weights or config.parent, trust=trust) if config.parent else None
+    model_config = from_file.model_config if from_file is not None else base_model_config(experiment, space, config.model)
     data = experiment.data.build(cache_dir=cache_dir)
     if config.metric.startswith("iou:") and config.metric[4:] not in data.class_names:
         raise ConfigError(f"search.metric: no class {config.metric[4:]!r}; classes: {', '.join(data.class_names)}")
     seed_everything(experiment.train.seed)
-    base = model_config.build(in_channels=data.in_channels, num_classes=data.num_classes)
-    check_fits(base, data, what=f"model {model_config.name}")  # before any training
+    base = from_file.model if from_file is not None else model_config.build(
+        in_channels=data.in_channels, num_classes=data.num_classes)
+    check_fits(base, data, what=str(config.parent) if from_file is not None else f"model {model_config.name}")
     parent = None
-    if config.init != "random":
+    if from_file is not None:  # the user's trained network, as it is: evaluated here, never retrained
+        metrics = evaluate(from_file.model, data, experiment.train)
+        parent = dataclasses.replace(from_file, metrics=metrics.to_dict())
+        echo(f"parent {config.parent} (a trained file, not retrained): {metrics.summary()}")
+    elif config.init != "random":
         if parent_weights:
             parent = load_parent(model_config, parent_weights, in_channels=data.in_channels,
                                  num_classes=data.num_classes)
@@ -335,12 +353,35 @@ def calibration_count(experiment: Experiment) -> int:
     return max(1, settings.calibrate, settings.reconstruct_batches if settings.reconstruction("none") != "none" else 0)
 
 
-def load_parent(model_config: ModelConfig, path: str, *, in_channels: int, num_classes: int) -> Parent:
-    """The parent a study's candidates inherit from, read from the file the study names (a worker, an export).
+def load_parent_file(path: str | Path, *, trust: bool = False) -> Parent:
+    """A trained model file (``search.parent``) as the parent: its network, and a model config
+    naming its builder and arguments (for the study's key and labels; candidates inherit from the
+    network itself, whatever recipe made it).
+
+    Raises:
+        ConfigError: the file is missing or not a compressor model file.
+        UntrustedModelError: its network is built by code of the file's choosing and ``trust`` is off.
+    """
+    saved = load_saved(path, trust=trust)
+    origin = origin_of(saved.model)
+    name = origin.base if origin is not None else Path(path).stem
+    config = ModelConfig(name=name, args=dict(origin.args) if origin is not None else {},
+                         output=declared_output(saved.model))
+    steps = saved.metadata.get("steps_done") if isinstance(saved.metadata.get("steps_done"), int) else 0
+    return Parent(model=saved.model.eval(), model_config=config, weights_path=Path(path),
+                  metrics=saved.metadata.get("metrics") or {}, steps=steps, reused=True, from_file=True)
+
+
+def load_parent(model_config: ModelConfig, path: str, *, in_channels: int, num_classes: int,
+                trust: bool = False) -> Parent:
+    """The parent a study's candidates inherit from, read from the file the study names (a worker, an export):
+    the weights of ``model_config``'s network, or a whole model file (a search from a trained file).
 
     Raises:
         ConfigError: the file is not on this machine or does not fit the base network.
     """
+    if is_model_file(path):
+        return load_parent_file(path, trust=trust)
     network = model_config.build(in_channels=in_channels, num_classes=num_classes)
     try:
         checkpoint = load_checkpoint(path, network)
@@ -381,10 +422,24 @@ def experiment_key(experiment: Experiment) -> dict[str, Any]:
         "budget": to_data(experiment.budget),
         "search": {key: search[key] for key in ("space", "model", "objectives", "metric")},
     }
+    if experiment.search.parent:  # the file's content, wherever it lies
+        key["search"]["parent_sha256"] = file_sha256(experiment.search.parent)
     if experiment.search.init != "random":  # studies made before inheritance existed keep their key
         key["search"]["init"] = experiment.search.init
         key["finetune"] = to_data(experiment.finetune)
     return key
+
+
+def file_sha256(path: str | Path) -> str:
+    """The sha256 of the file at ``path`` (a study's parent file).
+
+    Raises:
+        ConfigError: it cannot be read here.
+    """
+    try:
+        return sha256_of(Path(path))
+    except OSError as error:
+        raise ConfigError(f"cannot read the parent file {path}: {error.strerror or error}") from None
 
 
 def check_joinable(study: Any, info: Any, experiment: Experiment) -> None:

@@ -61,10 +61,12 @@ def check_study(study_name: str, info: StudyInfo, *, trust: bool) -> None:
         if PurePath(info.artifacts).name != "artifacts":
             raise _untrusted(where, f"its artifacts folder {info.artifacts!r} is not a folder named 'artifacts' "
                                     "(where compressor keeps a study's weights)")
-    if info.parent:
-        _inside(info.parent, where, "parent")
-        if PurePath(info.parent).suffix != ".pt":
-            raise _untrusted(where, f"its parent {info.parent!r} is not a .pt weights file")
+    stored_parent = (info.experiment.get("search") or {}).get("parent")  # a search from a trained file
+    for parent in filter(None, (info.parent, stored_parent)):
+        _expect(isinstance(parent, str), where, "parent", "a file", parent)
+        _inside(parent, where, "parent")
+        if PurePath(parent).suffix != ".pt":
+            raise _untrusted(where, f"its parent {parent!r} is not a .pt weights file")
 
 
 def stored_experiment(study_name: str, info: StudyInfo, *, trust: bool, threads: int | str | None = None) -> Experiment:

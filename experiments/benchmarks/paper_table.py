@@ -69,11 +69,11 @@ def targets(confirmation: Confirmation) -> dict[str, dict[str, object]]:
 
     return {
         f"30x fewer params, within {WITHIN_POINTS * 100:g} point of U-Net": judge(
-            [s for s in confirmed if ratio(s, "params") >= 30], lambda s: s.within_unet),
+            [s for s in confirmed if ratio(s, "params") >= 30], lambda s: s.within_reference),
         "dominates Micro-Net": judge(
             [s for s in confirmed if s.params <= micronet.params and s.flops <= micronet.flops], beats_micronet),
         f"stretch: 100x fewer params and 10x fewer FLOPs, within {WITHIN_POINTS * 100:g} point of U-Net": judge(
-            [s for s in confirmed if ratio(s, "params") >= 100 and ratio(s, "flops") >= 10], lambda s: s.within_unet),
+            [s for s in confirmed if ratio(s, "params") >= 100 and ratio(s, "flops") >= 10], lambda s: s.within_reference),
     }
 
 
@@ -97,7 +97,7 @@ def main() -> None:
         rows.append([
             summary.label + (f" (best <= {', <= '.join(budgets)})" if budgets else ""),
             format_count(summary.params), format_count(summary.flops), summary.estimate.text(),
-            "-" if summary.subject == "unet" else summary.vs_unet.text(scale=100, digits=1, signed=True),
+            "-" if summary.subject == "unet" else summary.vs_reference.text(scale=100, digits=1, signed=True),
             "-" if summary.subject in ("unet", CONTROL) else summary.vs_control.text(scale=100, digits=1, signed=True),
             f"{row['params_ratio']:.1f}x", f"{row['flops_ratio']:.1f}x",
             "-" if summary.search_metric is None else f"{summary.search_metric:.3f}",
