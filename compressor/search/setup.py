@@ -17,7 +17,7 @@ from compressor.budget import Budget
 from compressor.cost import Cost, measure
 from compressor.data.base import SegmentationData
 from compressor.data.cache import sha256_of
-from compressor.errors import BudgetError, ConfigError, StudyMismatchError
+from compressor.errors import BudgetError, ClassCountError, ConfigError, StudyMismatchError
 from compressor.experiment import (
     BASELINE_MODELS,
     Experiment,
@@ -306,7 +306,14 @@ def prepare(
     seed_everything(experiment.train.seed)
     base = from_file.model if from_file is not None else model_config.build(
         in_channels=data.in_channels, num_classes=data.num_classes)
-    check_fits(base, data, what=str(config.parent) if from_file is not None else f"model {model_config.name}")
+    if from_file is not None:
+        try:
+            check_fits(base, data, what=str(config.parent))
+        except ClassCountError as error:  # a trained file is not rebuilt for other classes: no builder advice
+            raise ConfigError(f"{error}: a trained network fits the data it was trained on; search it with that "
+                              "experiment") from None
+    else:
+        check_fits(base, data, what=f"model {model_config.name}")  # before any training
     parent = None
     if from_file is not None:  # the user's trained network, as it is: evaluated here, never retrained
         metrics = evaluate(from_file.model, data, experiment.train)
