@@ -319,3 +319,18 @@ def test_a_search_on_a_users_builder_trains_only_that_network_as_its_reference(c
     # the user's network retrained on the further seed is counted, as every model of the table is
     assert confirmed.loc["base", "label"] == "ResidualStridedNet (base)" and confirmed.loc["base", "confirmed_n"] == 1
     assert "base-finetuned" not in confirmed.index  # from scratch: no parent, no control
+
+
+def test_a_search_with_no_candidate_on_its_front_confirms_nothing(cli, tmp_path):
+    import optuna
+
+    config = write_tiny_experiment(tmp_path / "tiny.yaml", tmp_path / "run", space="generic", n_trials=1,
+                                   confirm={"seeds": 1, "top": 1})
+    # one step teaches this network nothing: no trial is above the floor, so no candidate to confirm
+    searched = cli("search", str(config), "--model", "networks:ResidualStridedNet", "--max-params", "100k",
+                   "--set", "train.steps=1")
+    assert searched.returncode == 0, searched.stderr
+    assert "no trial of study 'tiny' is on the front (finished, in budget, above the floor): nothing to confirm" \
+        in searched.stdout
+    study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{tmp_path / 'run' / 'search.db'}")
+    assert not [key for key in study.user_attrs if key.startswith("confirm/")]  # no reference trained for nothing

@@ -47,8 +47,9 @@ def run(args: argparse.Namespace) -> int:
     )
     confirmation = run_confirmation(study, storage, config=config, trials=args.trials or (),
                                     cache_dir=args.cache_dir, threads=args.threads, echo=echo, trust=args.trust)
-    print()
-    print(confirmation.table())
+    if confirmation is not None:
+        print()
+        print(confirmation.table())
     print()
     print(f"report: compressor report --study {args.study} --storage {storage}")
     return 0

@@ -132,7 +132,7 @@ def run_confirmation(
     study: optuna.Study, storage_url: str, *, config: ConfirmConfig | None = None, trials: Sequence[int] = (),
     cache_dir: str | Path | None = None, threads: int | None = None, echo: Callable[[str], None] = print,
     trust: bool = False,
-) -> Confirmation:
+) -> Confirmation | None:
     """Confirms a finished search's front: plans the jobs, runs them (with any other process
     doing the same), and returns what the stored results say.
 
@@ -146,7 +146,7 @@ def run_confirmation(
             data (:mod:`compressor.search.stored`).
 
     Raises:
-        ConfigError: nothing to confirm, a trial that is not a finished candidate, folds without k-fold data.
+        ConfigError: nothing to repeat, a trial that is not a finished candidate, folds without k-fold data.
     """
     info = study_info(study)
     experiment = stored_experiment(study.study_name, info, trust=trust, threads=threads)
@@ -157,9 +157,10 @@ def run_confirmation(
     repeats, own = plan_repeats(experiment, config)
     if not repeats:
         raise NothingToRepeatError("nothing to repeat: no further seed and no fold asked for")
-    if not subjects:
-        echo(f"no trial of study {study.study_name!r} is on the front (finished, in budget, above the floor); "
-             "confirming the references only")
+    if not subjects:  # the references on further seeds judge no candidate: not worth their training
+        echo(f"no trial of study {study.study_name!r} is on the front (finished, in budget, above the floor): "
+             "nothing to confirm")
+        return read_confirmation(study.user_attrs, info, records)
     plan = _merge_plan(study.user_attrs.get(PLAN_KEY), subjects, repeats, own, config.budgets)
     study.set_user_attr(PLAN_KEY, plan)
     # References first, every repeat: a candidate inheriting on repeat r needs its parent trained on r.
