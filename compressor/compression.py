@@ -183,11 +183,16 @@ class CompressResult:
             if not self.floor.passes(teacher):
                 return line + f"; the teacher ({teacher:.3f}) is not above it either: train it longer first"
             advice = [] if self.reconstruction is not None else ["finetune.reconstruct: hints"]
-            return line + "; try " + " or ".join([*advice, "more fine-tuning steps (--steps auto)", "a milder recipe"])
+            line += "; try " + " or ".join([*advice, "more fine-tuning steps (--steps auto)", "a milder recipe"])
+            return line + ("" if self.scratch is not None else
+                           "; --compare-scratch shows whether this architecture learns at all in as many steps")
         gain = teacher - self.floor.constant
         kept = f", {(student - self.floor.constant) / gain:.0%} of the teacher's gain over the floor" if gain > 0 else ""
         words = {"kept": "kept the teacher's score", "lost": "is a model, below the teacher"}[self.verdict]
-        return f"the student {words}: {metric} {student:.3f} against {teacher:.3f}{kept} (floor: {floor})"
+        line = f"the student {words}: {metric} {student:.3f} against {teacher:.3f}{kept} (floor: {floor})"
+        if self.verdict == "lost" and self.scratch is None:
+            line += "; --compare-scratch shows whether the teacher's weights helped"
+        return line
 
     def table(self, label: str = "teacher") -> str:
         """Teacher, inherited student and fine-tuned student side by side (validation, and test where the data has one)."""
@@ -289,7 +294,8 @@ def compress(
     config = settings.train_config(experiment.train, distill=distill)
     teacher = copy.deepcopy(model).cpu().eval()
     check_fits(teacher, data)
-    floor = Floor.of_data(data, "score", margin=experiment.search.min_gain)
+    floor = Floor.of_data(data, "score", margin=experiment.search.min_gain) if experiment.search.floor == "constant" \
+        else Floor()  # search.floor: zero, the old rule: a score above 0
     seconds: dict[str, float] = {}
     started = time.perf_counter()
     teacher_metrics = evaluate(teacher, data, config)

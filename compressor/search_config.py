@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 
 from compressor.errors import CompressorError, ConfigError
@@ -131,9 +132,16 @@ class SearchConfig:
     confirm: ConfirmConfig = field(default_factory=ConfirmConfig)
 
     def __post_init__(self) -> None:
-        if self.parent is not None and self.init == "random":
-            raise ConfigError(f"search.parent ({self.parent}) is a trained network for the candidates to inherit from: "
-                              "set search.init to inherit or distill (--init inherit)")
+        if self.parent is not None:
+            if self.init == "random":
+                raise ConfigError(f"search.parent ({self.parent}) is a trained network for the candidates to inherit "
+                                  "from: set search.init to inherit or distill (--init inherit)")
+            if self.confirm.folds:
+                raise ConfigError(f"search.confirm.folds with search.parent ({self.parent}): the file was trained on one "
+                                  "split, and other folds would validate it on pixels it may have trained on; "
+                                  "confirm a search from a file over seeds")
+            # where it lies, whatever folder a worker, an export or a confirmation runs in
+            object.__setattr__(self, "parent", str(Path(self.parent).resolve()))
         if self.references is not None and (not self.references or len(set(self.references)) != len(self.references)):
             raise ConfigError(f"search.references must name each of base, unet, micronet at most once, got {self.references}")
         if not 0 <= self.min_gain < 1:

@@ -287,8 +287,9 @@ def test_with_folds_each_seed_is_one_draw():
     assert trial.vs_reference.n == 2 and trial.vs_reference.values == pytest.approx((-0.01, -0.02))
 
 
-def test_an_inheriting_study_is_confirmed_against_u_net_fine_tuned_as_long(tmp_path):
-    """Candidates train for the parent's steps plus their own: the control is the parent fine-tuned the same way."""
+def test_an_inheriting_study_is_confirmed_against_its_parent_fine_tuned_as_long(tmp_path):
+    """Candidates train for the parent's steps plus their own: the control is the parent fine-tuned the same way.
+    The parent here is a U-Net of other widths than the U-Net baseline: the control is named after it."""
     from compressor.confirm.run import run_confirmation
     from compressor.search_config import ConfirmConfig
 
@@ -297,16 +298,17 @@ def test_an_inheriting_study_is_confirmed_against_u_net_fine_tuned_as_long(tmp_p
     lines: list[str] = []
     confirmation = run_confirmation(result.study, result.storage_url, config=ConfirmConfig(top=1, seeds=1),
                                     echo=lines.append)
-    control = confirmation.summaries["unet-finetuned"]
+    control = confirmation.summaries["base-finetuned"]
     assert control.estimate.n == 1 and control.is_reference and control.search_metric is None
-    stored = result.study.user_attrs[result_key("unet-finetuned", 1, None)]
+    stored = result.study.user_attrs[result_key("base-finetuned", 1, None)]
     data = experiment.data.build()
     parent = experiment.model.build(in_channels=data.in_channels, num_classes=data.num_classes)
     assert stored["params"] == sum(parameter.numel() for parameter in parent.parameters())  # no transform
     (candidate,) = confirmation.candidates
     assert candidate.vs_control.n == 1
     assert candidate.vs_control.mean == pytest.approx(candidate.estimate.mean - control.estimate.mean)
-    assert "U-Net fine-tuned" in lines[0] and "U-Net fine-tuned" in confirmation.table()
+    assert "unet (base) fine-tuned" in lines[0] and "minus unet (base) fine-tuned" in confirmation.table()
+    assert "U-Net fine-tuned" not in confirmation.table()
 
 
 def test_a_job_on_the_searchs_own_seed_reproduces_the_trial(searched):

@@ -68,7 +68,7 @@ def test_compress_cli_exits_3_and_says_so_when_the_student_is_below_the_floor(cl
     out = tmp_path / "small.pt"
     # search.min_gain 0.99: no score clears the floor
     args = ("compress", "unet", str(config), "--transform", "fire", "--steps", "1", "--out", str(out),
-            "--set", "finetune.reconstruct=none", "--set", "search.min_gain=0.99")
+            "--set", "finetune.reconstruct=none", "--set", "search.floor=constant", "--set", "search.min_gain=0.99")
     result = cli(*args, "--json")
     assert result.returncode == 3 and "Traceback" not in result.stderr, result.stderr
     report = json.loads(result.stdout)
@@ -227,6 +227,36 @@ def test_a_captured_network_still_runs_at_the_odd_sizes_the_original_pads(tmp_pa
         assert again.eval()(odd).shape == (1, 2, 263, 131)
 
 
+def test_a_size_that_the_graphs_step_does_not_divide_keeps_the_graph_as_captured():
+    original = _basic_unet()
+    small, records = compressor.apply(original, [{"name": "skip_fusion"}], (1, 3, 72, 72), init="inherit")
+    assert not any("zero-padded" in note for note in records[0].notes)  # 16 does not divide 72: nothing added
+    with torch.no_grad():
+        assert small.eval()(torch.randn(1, 3, 72, 72)).shape == (1, 2, 72, 72)
+
+
+def test_a_study_confirmed_before_the_control_was_named_after_its_parent_reads_as_it_was():
+    from compressor.confirm.results import read_confirmation, result_key
+    from compressor.study import StudyInfo
+
+    info = StudyInfo({"train": {"seed": 0}}, "generic", "segmentation_models_pytorch:Unet", ["metric", "params"],
+                     references={"base": {"params": 14_000_000, "flops": 4e9, "metric": 0.19, "label": "Unet (base)"},
+                                 "unet": {"params": 31_000_000, "flops": 3.7e10, "metric": 0.25}},
+                     init="inherit", ratio_to="base", metric_label="building IoU")
+    attrs = {"confirm_plan": {"subjects": ["trial-3"], "repeats": [[1, None], [2, None]], "search_repeat": [0, None]}}
+    for subject, scores in (("unet", (0.24, 0.25)), ("unet-finetuned", (0.20, 0.21)), ("trial-3", (0.22, 0.23))):
+        for seed, score in zip((1, 2), scores):
+            attrs[result_key(subject, seed, None)] = {"subject": subject, "seed": seed, "fold": None, "metric": score}
+    record = compressor.study.TrialRecord(number=3, status="complete", params=140_000, flops=1e9, metric=0.21)
+    confirmation = read_confirmation(attrs, info, [record])
+    control = confirmation.summaries["unet-finetuned"]  # the user's network fine-tuned, stored under the old key
+    assert confirmation.control == "unet-finetuned" and control.label == "Unet (base) fine-tuned"
+    assert control.params == 14_000_000 and confirmation.control_label == "Unet (base) fine-tuned"
+    trial = confirmation.summaries["trial-3"]
+    assert trial.vs_control.mean == pytest.approx(0.02) and trial.vs_reference.n == 0
+    assert confirmation.claim(1e6).endswith("Unet (base) was not run on the same repeats, so no comparison.")
+
+
 def test_a_captured_network_refuses_what_the_original_refuses_with_its_message():
     original = SizeCheckedNet().eval()
     small, records = compressor.apply(original, [{"name": "skip_fusion"}], (1, 3, 32, 32), init="inherit")
@@ -299,6 +329,17 @@ def test_a_search_from_the_users_trained_file_is_confirmed_and_reported_against_
     assert "difference to ResidualStridedNet (trained) paired on the same repeats" in summary
     assert "than ResidualStridedNet (trained)" in summary and "U-Net" not in summary
 
+    # the file retrained since: the study's trials inherited from it as it was, so confirm and export refuse
+    again = cli("train", str(config), "--model", "networks:ResidualStridedNet", "--set", "train.steps=5", "--overwrite")
+    assert again.returncode == 0 and model.read_bytes() != before
+    for args in (("confirm", "--study", "tiny", "--storage", storage, "--seeds", "1", "--trust"),
+                 ("export", "--study", "tiny", "--storage", storage, "--trial", str(int(trials.index[0])),
+                  "--out", str(tmp_path / "t.pt"), "--trust")):
+        refused = cli(*args)
+        assert refused.returncode == 2 and not (tmp_path / "t.pt").exists()
+        (line,) = refused.stderr.strip().splitlines()
+        assert f"its parent file {model.resolve()} changed since the search ran" in line
+
 
 def test_a_search_on_a_users_builder_trains_only_that_network_as_its_reference(cli, tmp_path):
     import optuna
@@ -309,16 +350,18 @@ def test_a_search_on_a_users_builder_trains_only_that_network_as_its_reference(c
     config = write_tiny_experiment(tmp_path / "tiny.yaml", tmp_path / "run", space="generic", n_trials=2,
                                    confirm={"seeds": 1, "top": 1})
     searched = cli("search", str(config), "--model", "networks:ResidualStridedNet", "--max-params", "100k",
-                   "--set", "train.lr=0.01", "--set", "train.steps=20", "--set", "search.baselines=true")
+                   "--init", "inherit", "--set", "train.lr=0.01", "--set", "train.steps=40",
+                   "--set", "search.baselines=true")
     assert searched.returncode == 0, searched.stderr
-    assert "reference networks:ResidualStridedNet (20 steps, trained now" in searched.stdout
+    assert "reference networks:ResidualStridedNet (40 steps, " in searched.stdout
     assert not (tmp_path / "run" / "baselines").exists()  # U-Net and Micro-Net only when search.references asks
     study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{tmp_path / 'run' / 'search.db'}")
     assert list(study_info(study).references) == ["base"]
     confirmed = confirmed_frame(study).set_index("subject")
     # the user's network retrained on the further seed is counted, as every model of the table is
     assert confirmed.loc["base", "label"] == "ResidualStridedNet (base)" and confirmed.loc["base", "confirmed_n"] == 1
-    assert "base-finetuned" not in confirmed.index  # from scratch: no parent, no control
+    assert confirmed.loc["base-finetuned", "label"] == "ResidualStridedNet (base) fine-tuned"
+    assert (tmp_path / "run" / "seed1" / "parents").is_dir()  # the base trained on seed 1 is that repeat's parent
 
 
 def test_a_search_with_no_candidate_on_its_front_confirms_nothing(cli, tmp_path):

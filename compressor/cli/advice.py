@@ -30,10 +30,11 @@ ADVICE: dict[type[CompressorError], str | dict[str, str]] = {
     },
     OutputChoiceError: "declare it with --model-output KEY (model.output in an experiment)",
     UntrustedModelError: {
-        **dict.fromkeys(("compress", "deploy"), "pass --trust to load it anyway, if you trust where the file came from"),
+        **dict.fromkeys(("compress", "deploy", "search"),
+                        "pass --trust to load it anyway, if you trust where the file came from"),
         **dict.fromkeys(("worker", "export", "confirm"),
                         "pass --trust to build it anyway, if you trust everyone who can write to the study's storage"),
-        **dict.fromkeys(("train", "search", "baseline"),
+        **dict.fromkeys(("train", "baseline"),
                         "if you trust it, load it once in Python (compressor.load_model(PATH, trust=True)) and "
                         "save it again with compressor.save_model, which writes the safe form"),
     },

@@ -8,12 +8,12 @@ from compressor.bounds import CONFIRM_COUNT, COUNT, threads_argument
 from compressor.cli.console import echo
 from compressor.cli.study_args import add_study_arguments, add_trust_argument, storage_from_args
 
-COMMAND = {"name": "confirm", "help": "retrain the front's best trials and U-Net, Micro-Net on further seeds (intervals)",
-           "description": "Retrain the best trials of a finished search's Pareto front and both references "
-                          "on further seeds (and folds), with the search's recipe; store each result on the "
-                          "study (resumable; several processes sharing the storage split the work); print "
-                          "means, 95% intervals and the paired difference to U-Net. `compressor report` then"
-                          " draws them as error bars."}
+COMMAND = {"name": "confirm", "help": "retrain the front's best trials and the references on further seeds (intervals)",
+           "description": "Retrain the best trials of a finished search's Pareto front and the study's references "
+                          "(your own network, U-Net, Micro-Net: those the search had) on further seeds (and folds), "
+                          "with the search's recipe; store each result on the study (resumable; several processes "
+                          "sharing the storage split the work); print means, 95% intervals and the paired "
+                          "difference to the study's reference. `compressor report` then draws them as error bars."}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

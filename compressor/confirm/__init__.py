@@ -3,7 +3,7 @@
 :func:`run_confirmation` (``compressor confirm``, or ``search.confirm`` at the end of a
 search) retrains the front's best trials and the references on further repeats and stores
 each result on the study; :func:`read_confirmation` summarizes what is stored (means,
-95% intervals, paired differences to U-Net, the confirmed front and a claim per budget).
+95% intervals, paired differences to the study's reference, the confirmed front and a claim per budget).
 """
 
 from __future__ import annotations

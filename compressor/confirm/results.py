@@ -31,7 +31,7 @@ from compressor.units import format_count, parse_count
 __all__ = [
     "RESULT_PREFIX", "PLAN_KEY", "Repeat", "Summary", "Confirmation", "result_key", "read_confirmation", "subject_of",
     "trial_of", "reference_subjects", "parent_subject", "control_subject", "is_control", "subject_label",
-    "primary_reference",
+    "primary_reference", "study_control",
 ]
 
 RESULT_PREFIX = "confirm/"
@@ -81,9 +81,21 @@ def primary_reference(info: StudyInfo) -> str:
 def parent_subject(info: StudyInfo) -> str:
     """The subject whose model is the search's base network (the parent candidates inherit from):
     ``base``, or ``unet`` when the search ran on U-Net as its baseline is trained."""
-    if "base" in info.references:
+    if info.parent_subject:
+        return info.parent_subject
+    if "base" in info.references or ((info.experiment or {}).get("search") or {}).get("parent"):
         return "base"
-    return info.model if info.model in info.references else "base"
+    return info.model if info.model in REFERENCES and info.model in info.references else "base"
+
+
+def study_control(info: StudyInfo, attrs: Mapping[str, Any]) -> str:
+    """The control's subject in this study: the parent's (``base-finetuned``), or ``unet-finetuned``
+    where a study stored before the control was named after its parent holds results under it
+    (then it was the parent fine-tuned, whatever the parent)."""
+    legacy = f"{RESULT_PREFIX}{CONTROL}/"
+    if any(key.startswith(legacy) for key in attrs):
+        return CONTROL
+    return control_subject(parent_subject(info))
 
 
 def control_subject(parent: str) -> str:
@@ -99,9 +111,16 @@ def subject_label(subject: str, info: StudyInfo) -> str:
     """``trial 7``, ``U-Net``, ``Unet (base)``, ``Unet (base) fine-tuned``."""
     if subject.startswith("trial-"):
         return f"trial {trial_of(subject)}"
-    if is_control(subject):
-        return f"{reference_label(subject[: -len(CONTROL_SUFFIX)], info.references)} fine-tuned"
-    return reference_label(subject, info.references)
+    if is_control(subject):  # a study has one control: its parent fine-tuned, whatever the key says
+        return f"{_named(parent_subject(info), info)} fine-tuned"
+    return _named(subject, info)
+
+
+def _named(name: str, info: StudyInfo) -> str:
+    """A reference's label; the base network's (``unet (base)``) also when it is not a reference of the study."""
+    if name == "base" and "base" not in info.references:
+        return f"{info.model.rpartition(':')[2]} (base)"
+    return reference_label(name, info.references)
 
 
 @dataclass
@@ -338,7 +357,7 @@ def read_confirmation(
                     getattr(record, "metric", None))
             else:  # a reference, or a control: the parent's size, no search run of its own
                 control = is_control(subject)
-                reference = info.references.get(subject[: -len(CONTROL_SUFFIX)] if control else subject) or {}
+                reference = info.references.get(parent_subject(info) if control else subject) or {}
                 summaries[subject] = Summary(
                     subject, subject_label(subject, info), None, reference.get("params"), reference.get("flops"),
                     None if control else reference.get("metric"))
@@ -354,9 +373,8 @@ def read_confirmation(
         # A study that keeps the old rule (no floor stored) asks for a metric above 0 only.
         entry.floors[repeat] = float(result.get("constant", floor.constant)) + floor.margin if info.floor else 0.0
         entry.failures += bool(result.get("failure"))
-    controls = [subject for subject in summaries if is_control(subject)]
-    control = control_subject(parent_subject(info)) if control_subject(parent_subject(info)) in summaries else (
-        controls[0] if controls else None)
+    control = study_control(info, attrs)
+    control = control if control in summaries else None
     reference_scores = summaries[primary].scores if primary in summaries else {}
     micronet_scores = summaries["micronet"].scores if "micronet" in summaries else {}
     control_scores = summaries[control].scores if control is not None else {}

@@ -35,12 +35,12 @@ from compressor.confirm.results import (
     RESULT_PREFIX,
     Confirmation,
     Repeat,
-    control_subject,
     is_control,
     parent_subject,
     read_confirmation,
     reference_subjects,
     result_key,
+    study_control,
     subject_label,
     subject_of,
     trial_of,
@@ -50,7 +50,14 @@ from compressor.experiment import BASELINE_MODELS, Experiment, ensure_baselines,
 from compressor.floor import Floor
 from compressor.metrics import SegmentationMetrics, metric_value
 from compressor.search.liveness import PROCESS_KEY, fail_dead_trials, process_identity
-from compressor.search.setup import SearchSetup, as_built_for, build_candidate, prepare, start_candidate
+from compressor.search.setup import (
+    SearchSetup,
+    as_built_for,
+    build_candidate,
+    check_parent_unchanged,
+    prepare,
+    start_candidate,
+)
 from compressor.search.stored import building_study, stored_experiment
 from compressor.search_config import ConfirmConfig
 from compressor.study import (
@@ -150,6 +157,7 @@ def run_confirmation(
     """
     info = study_info(study)
     experiment = stored_experiment(study.study_name, info, trust=trust, threads=threads)
+    check_parent_unchanged(study, info)
     config = config or experiment.search.confirm
     records = trial_records(study)
     subjects = [subject_of(number) for number in (_check_trials(records, info, trials) if trials
@@ -165,7 +173,7 @@ def run_confirmation(
     study.set_user_attr(PLAN_KEY, plan)
     # References first, every repeat: a candidate inheriting on repeat r needs its parent trained on r.
     references = reference_subjects(info)
-    controls = [control_subject(parent_subject(info))] if info.init != "random" else []
+    controls = [study_control(info, study.user_attrs)] if info.init != "random" else []
     jobs = [{"subject": subject, "seed": seed, "fold": fold}
             for subject in [*references, *controls, *subjects] for seed, fold in repeats]
     queue = _open_queue(storage_url, study.study_name, experiment)
@@ -415,7 +423,7 @@ class _JobRunner:
         seed_everything(setup.experiment.train.seed)
         network = copy.deepcopy(setup.context.model)
         result = train(network, setup.data, setup.train_config, teacher=setup.teacher,
-                       description=f"confirm {self._label(control_subject(parent_subject(self.info)))} seed {repeat[0]}")
+                       description=f"confirm {self._label(study_control(self.info, self.built_as))} seed {repeat[0]}")
         return {"metric": setup.metric(result.metrics), "metrics": result.metrics.to_dict(),
                 "params": sum(parameter.numel() for parameter in network.parameters())}
 

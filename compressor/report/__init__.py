@@ -181,8 +181,13 @@ def build_report(
                      "and the references on further seeds and adds means with 95% intervals to this page.")
     untrained = references[~references["trained"]]
     if len(untrained):
+        builtin = [str(name) for name in untrained["model"] if name in ("unet", "micronet")]
+        how = (f"`compressor baseline --models {','.join(builtin)}` trains "
+               f"{'them' if len(builtin) == len(untrained) else 'U-Net and Micro-Net'}; " if builtin else "")
+        if len(builtin) < len(untrained):
+            how += "a search with search.baselines: true trains the base network as its reference"
         notes.append(f"Not trained yet: {', '.join(untrained['label'])}; their size is drawn as a dotted line, "
-                     "without a metric. `compressor baseline` trains them.")
+                     f"without a metric. {how.rstrip('; ')}.")
 
     title = f"{snapshot.study_name}: {label}"
     images = {

@@ -107,7 +107,7 @@ def run_search(
     _keep_the_studys_floor(setup, study)
     study.set_user_attr("machine", machine())
     _optimize(setup, study, started)
-    return _result(setup, study, started, cache_dir=cache_dir, said_waiting=said_waiting)
+    return _result(setup, study, started, cache_dir=cache_dir, said_waiting=said_waiting, trust=trust)
 
 
 def _train_base_reference(setup: SearchSetup, *, cache_dir: str | Path | None) -> Parent:

@@ -11,7 +11,7 @@ from compressor.errors import ConfigError
 from compressor.experiment import ModelConfig
 from compressor.finetune import calibration_batches
 from compressor.saving import save_model
-from compressor.search.setup import as_built_for, build_candidate, load_parent
+from compressor.search.setup import as_built_for, build_candidate, check_parent_unchanged, load_parent
 from compressor.search.stored import building_study, stored_experiment
 from compressor.search.weights import WeightStore
 from compressor.study import StudyInfo, TrialRecord, load_study, study_info
@@ -65,6 +65,7 @@ def rebuild_trial(
     base = None
     with building_study(study_name, info, trust=trust):
         if info.init != "random":  # pruning ranked the parent's trained channels: the same parent gives the same widths
+            check_parent_unchanged(study, info)
             base = load_parent(model_config, info.parent, in_channels=in_channels, num_classes=num_classes,
                                trust=trust).model
         calibration = None

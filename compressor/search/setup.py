@@ -140,6 +140,13 @@ class SearchSetup:
         return list(dict.fromkeys(resolved))
 
     @property
+    def parent_subject(self) -> str:
+        """The reference that is this search's base network as trained for it: U-Net or Micro-Net
+        when the base is that baseline, else ``base`` (the user's network, or a trained file)."""
+        same = is_reference_model(self.model_config) and not self.config.parent
+        return self.model_config.name if same else "base"
+
+    @property
     def base_label(self) -> str:
         """The base network's short name in tables: ``Unet (base)`` for
         ``segmentation_models_pytorch:Unet``, ``unet (base)`` for a U-Net of other widths,
@@ -308,7 +315,7 @@ def prepare(
         in_channels=data.in_channels, num_classes=data.num_classes)
     if from_file is not None:
         try:
-            check_fits(base, data, what=str(config.parent))
+            check_fits(base, data, what=shown_path(config.parent))
         except ClassCountError as error:  # a trained file is not rebuilt for other classes: no builder advice
             raise ConfigError(f"{error}: a trained network fits the data it was trained on; search it with that "
                               "experiment") from None
@@ -318,7 +325,7 @@ def prepare(
     if from_file is not None:  # the user's trained network, as it is: evaluated here, never retrained
         metrics = evaluate(from_file.model, data, experiment.train)
         parent = dataclasses.replace(from_file, metrics=metrics.to_dict())
-        echo(f"parent {config.parent} (a trained file, not retrained): {metrics.summary()}")
+        echo(f"parent {shown_path(config.parent)} (a trained file, not retrained): {metrics.summary()}")
     elif config.init != "random":
         if parent_weights:
             parent = load_parent(model_config, parent_weights, in_channels=data.in_channels,
@@ -360,6 +367,15 @@ def calibration_count(experiment: Experiment) -> int:
     return max(1, settings.calibrate, settings.reconstruct_batches if settings.reconstruction("none") != "none" else 0)
 
 
+def shown_path(path: str | Path) -> str:
+    """``path`` as a person typed it: relative to the current folder when it lies under it."""
+    path = Path(path)
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
 def load_parent_file(path: str | Path, *, trust: bool = False) -> Parent:
     """A trained model file (``search.parent``) as the parent: its network, and a model config
     naming its builder and arguments (for the study's key and labels; candidates inherit from the
@@ -374,7 +390,7 @@ def load_parent_file(path: str | Path, *, trust: bool = False) -> Parent:
     name = origin.base if origin is not None else Path(path).stem
     config = ModelConfig(name=name, args=dict(origin.args) if origin is not None else {},
                          output=declared_output(saved.model))
-    steps = saved.metadata.get("steps_done") if isinstance(saved.metadata.get("steps_done"), int) else 0
+    steps = saved.metadata.get("steps") if isinstance(saved.metadata.get("steps"), int) else 0
     return Parent(model=saved.model.eval(), model_config=config, weights_path=Path(path),
                   metrics=saved.metadata.get("metrics") or {}, steps=steps, reused=True, from_file=True)
 
@@ -447,6 +463,20 @@ def file_sha256(path: str | Path) -> str:
         return sha256_of(Path(path))
     except OSError as error:
         raise ConfigError(f"cannot read the parent file {path}: {error.strerror or error}") from None
+
+
+def check_parent_unchanged(study: Any, info: Any) -> None:
+    """Refuses a study made from a trained file (``search.parent``) whose file changed since: its
+    trials inherited from the file as it was (a confirmation, an export would use another network).
+
+    Raises:
+        StudyMismatchError: the file's sha256 is not the one the study stored.
+    """
+    expected = ((study.user_attrs.get("experiment_key") or {}).get("search") or {}).get("parent_sha256")
+    if expected and info.parent and file_sha256(info.parent) != expected:
+        raise StudyMismatchError(
+            f"study {study.study_name!r}: its parent file {info.parent} changed since the search ran (another sha256): "
+            "its trials inherited from the file as it was; put that file back, or search again")
 
 
 def check_joinable(study: Any, info: Any, experiment: Experiment) -> None:

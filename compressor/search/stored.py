@@ -65,7 +65,7 @@ def check_study(study_name: str, info: StudyInfo, *, trust: bool) -> None:
     for parent in filter(None, (info.parent, stored_parent)):
         _expect(isinstance(parent, str), where, "parent", "a file", parent)
         _inside(parent, where, "parent")
-        if PurePath(parent).suffix != ".pt":
+        if PurePath(parent).suffix not in (".pt", ".pth"):
             raise _untrusted(where, f"its parent {parent!r} is not a .pt weights file")
 
 

@@ -97,7 +97,7 @@ def open_search_study(setup: SearchSetup, *, sampler_seed: int | None, create: b
         ),
         init=setup.init, parent=str(setup.parent.weights_path.resolve()) if setup.parent is not None else "",
         floor=setup.floor.to_dict(),
-        ratio_to=setup.references[0],
+        ratio_to=setup.references[0], parent_subject=setup.parent_subject,
     )
     for name, value in {**info.to_attrs(), "experiment_key": key, KEEPS_RATES: True}.items():
         study.set_user_attr(name, value)

@@ -69,12 +69,13 @@ def _volume(points: np.ndarray, bound: np.ndarray) -> float:
 def hypervolume_reference(study: optuna.Study | StudySnapshot) -> dict[str, float]:
     """The reference point a study's hypervolume is measured against, per objective, in its own units.
 
-    The metric's is 0; a cost's is :data:`HYPERVOLUME_MARGIN` (1.1) times U-Net's, or 1.1
-    times the largest value any finished trial measured when the study has no U-Net
-    reference for it (1.0 if none did).
+    The metric's is 0; a cost's is :data:`HYPERVOLUME_MARGIN` (1.1) times the study's
+    reference's (the one its ratios are against: U-Net, or the user's own network), or 1.1
+    times the largest value any finished trial measured when that reference has none for it
+    (1.0 if none did).
     """
     snapshot = read_study(study)
-    unet = snapshot.unet
+    unet = snapshot.ratio_reference
     reference = {}
     for name in snapshot.objectives:
         if name == "metric":

@@ -69,6 +69,9 @@ class StudyInfo:
         floor: what a candidate must beat (:meth:`compressor.floor.Floor.to_dict`: the best
             constant prediction on the validation pixels and the margin); ``{}`` in studies
             stored before it existed, which keep the old rule (metric above 0).
+        parent_subject: which reference is the search's base network as trained for it (``base``,
+            or ``unet`` when the search ran on U-Net as its baseline is trained); ``""`` in a
+            study stored before it was kept (then derived from ``references`` and ``model``).
         ratio_to: the reference the report's ratios (x times smaller) are against:
             ``unet``, or ``base`` for a search on another network.
     """
@@ -88,6 +91,7 @@ class StudyInfo:
     parent: str = ""
     floor: dict[str, Any] = field(default_factory=dict)
     ratio_to: str = "unet"
+    parent_subject: str = ""
 
     @property
     def threshold(self) -> float:

@@ -34,6 +34,7 @@ from torch.overrides import handle_torch_function, has_torch_function
 
 from compressor.errors import InputSizeError, first_line
 from compressor.models.blocks import crop_like, pad_to_multiple
+from compressor.models.policy import ConstructionLimitError
 from compressor.outputs import primary_output
 
 __all__ = ["SizeRule", "size_rule", "keep_input_handling", "pad_input", "crop_output", "check_input_size"]
@@ -105,16 +106,18 @@ def size_rule(model: nn.Module, graph_module: torch.fx.GraphModule, example: tor
               output_key: str | int | None = None) -> SizeRule | None:
     """The step at which ``graph_module`` (captured from ``model`` on ``example``) computes what
     ``model`` computes, found on sizes ``example + d`` for ``d`` = 1, 2, 4, ...; None when the graph
-    matches the network at an odd size already (its branches are not about the size) or at no size
-    tried (nothing is added then)."""
+    matches the network at an odd size already (its branches are not about the size) or at no step
+    that divides the example's sides (nothing is added then: the graph holds at the example's size
+    and those that take its branches, as captured)."""
     height, width = example.shape[-2:]
     generator = torch.Generator().manual_seed(0)
     refusal = probe = ""
     original_takes_others = True
     multiple = 1
-    while multiple <= MAX_MULTIPLE:
+    # only steps that divide the example's sides: padding to one then leaves the example as it was captured
+    while multiple <= MAX_MULTIPLE and height % multiple == 0 and width % multiple == 0:
         shape = (*example.shape[:-2], height + multiple, width + multiple)
-        images = torch.randn(*shape, generator=generator)
+        images = torch.randn(*shape, generator=generator).to(example.device, example.dtype)
         expected, error = _run(model, images, output_key)
         if multiple == 1 and expected is None:
             original_takes_others, refusal, probe = False, error, f"{shape[-2]}x{shape[-1]}"
@@ -165,5 +168,7 @@ def _run(network: nn.Module, images: torch.Tensor, output_key: str | int | None)
         # a captured graph prints its generated code to stderr when it fails: the reason is what counts
         with torch.no_grad(), contextlib.redirect_stderr(io.StringIO()):
             return primary_output(network(images), output_key), ""
+    except ConstructionLimitError:  # a model file's steps re-applied past their budget: not the network's answer
+        raise
     except Exception as error:  # noqa: BLE001 - the network's own refusal, whatever it raises
         return None, first_line(error)
