@@ -278,7 +278,7 @@ def test_compressor_train_runs_on_the_new_tasks_from_an_empty_cache(cli, tmp_pat
     for table in (validation, test):
         assert [line.split()[0] for line in table.strip().splitlines()[2:2 + len(classes)]] == list(classes)
         assert "mean" in table and "mIoU" in table
-    stored = json.loads((tmp_path / "run" / "train" / "micronet" / "metrics.json").read_text())
+    stored = json.loads((tmp_path / "run" / "train" / "micronet-base_width=4-norm=batch" / "metrics.json").read_text())
     config = (Sentinel2LanduseConfig if task == "sentinel2_landuse" else SpacenetRoadsConfig)()
     data = config.build(cache_dir=cache, download=False)
     for split, metrics in (("val", stored["metrics"]), ("test", stored["test_metrics"])):
