@@ -89,6 +89,7 @@ def build_workspace(root: Path) -> None:
     torch.save(compressor.micronet(in_channels=3, base_width=4).state_dict(), root / "other_weights.pt")
     compressor.save_model(root / "spectral.pt", build_model("deploy_networks:SpectralNet"))
     compressor.save_model(root / "four_bands.pt", compressor.unet(in_channels=4, base_width=4))
+    compressor.save_model(root / "own.pt", build_model("networks:ResidualStridedNet"))  # a user's own builder
 
     spacenet = {"name": "sn", "run_dir": "run_sn", "data": {"name": "spacenet_sample", "patch_size": 32},
                 "model": {"name": "unet", "args": {"base_width": 8}},
@@ -310,6 +311,7 @@ CASES = [
     Case("compressor compress unet tiny.yaml --transform fire --out small.pt", ("small.pt", "--overwrite")),
     Case("compressor cost mynet_builder:build --input-shape 1,3,32,32", ("mynet_builder", "PYTHONPATH=.")),
     Case("compressor search tiny.yaml --model nothere.pt", ("nothere.pt", "no such file")),
+    Case("compressor compress own.pt tiny.yaml --transform fire", ("own.pt", "networks:ResidualStridedNet", "--trust")),
     Case("compressor search tiny.yaml --model teacher3.pt --init random", ("teacher3.pt", "--init random", "inherit")),
     Case("compressor search tiny.yaml --model teacher3.pt", ("teacher3.pt", "3 classes", "has 2")),
     Case("compressor export --study evil --storage sqlite:///evil.db --trial 0 --out t.pt",
