@@ -186,6 +186,7 @@ class SizeCheckedNet(torch.nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.stem = torch.nn.Conv2d(3, 4, 3, padding=1)
+        self.norm = torch.nn.BatchNorm2d(4)
         self.down = torch.nn.Conv2d(4, 4, 3, stride=2, padding=1)
         self.head = torch.nn.Conv2d(8, 2, 1)
 
@@ -193,7 +194,7 @@ class SizeCheckedNet(torch.nn.Module):
         height, width = x.shape[-2:]
         if height % 8 != 0 or width % 8 != 0:
             raise RuntimeError(f"Wrong input shape height={height}, width={width}: expected sides divisible by 8")
-        skip = self.stem(x)
+        skip = self.norm(self.stem(x))
         up = torch.nn.functional.interpolate(self.down(skip), scale_factor=2.0)
         return self.head(torch.cat([up, skip], dim=1))
 
@@ -377,3 +378,14 @@ def test_a_search_with_no_candidate_on_its_front_confirms_nothing(cli, tmp_path)
         in searched.stdout
     study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{tmp_path / 'run' / 'search.db'}")
     assert not [key for key in study.user_attrs if key.startswith("confirm/")]  # no reference trained for nothing
+
+
+def test_finding_the_size_rule_leaves_the_networks_statistics_and_mode_alone():
+    from compressor.transforms.graph import trace_with_shapes
+
+    original = SizeCheckedNet().train()  # as a parent being fine-tuned may be; its batch norm keeps statistics
+    before = {name: value.clone() for name, value in original.state_dict().items()}
+    graph = trace_with_shapes(original, torch.randn(1, 3, 32, 32), transform="skip_fusion")
+    assert "multiples of 8 are refused" in graph.meta["size_rule"]  # the probes ran
+    assert original.training and graph.training
+    assert all(torch.equal(before[name], value) for name, value in original.state_dict().items())

@@ -109,6 +109,19 @@ def size_rule(model: nn.Module, graph_module: torch.fx.GraphModule, example: tor
     matches the network at an odd size already (its branches are not about the size) or at no step
     that divides the example's sides (nothing is added then: the graph holds at the example's size
     and those that take its branches, as captured)."""
+    # in eval mode, as the graph was checked: a probe must not move a batch norm's running statistics
+    modes = [(network, network.training) for network in (model, graph_module)]
+    for network, _ in modes:
+        network.eval()
+    try:
+        return _probe(model, graph_module, example, output_key)
+    finally:
+        for network, mode in modes:
+            network.train(mode)
+
+
+def _probe(model: nn.Module, graph_module: torch.fx.GraphModule, example: torch.Tensor,
+           output_key: str | int | None) -> SizeRule | None:
     height, width = example.shape[-2:]
     generator = torch.Generator().manual_seed(0)
     refusal = probe = ""
