@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from compressor.study import default_storage_url
+from compressor.study.storage import find_storage_url
 
 __all__ = ["add_study_arguments", "add_trust_argument", "storage_from_args"]
 
@@ -12,7 +13,9 @@ __all__ = ["add_study_arguments", "add_trust_argument", "storage_from_args"]
 def add_study_arguments(parser: argparse.ArgumentParser, *, help_study: str = "the study's name") -> None:
     parser.add_argument("--study", required=True, metavar="NAME", help=help_study)
     parser.add_argument("--storage", metavar="URL", default=None,
-                        help=f"Optuna storage URL (default: {default_storage_url(study='NAME')})")
+                        help=f"Optuna storage URL (default: {default_storage_url(study='NAME')}, else the one "
+                             "runs/.../search.db that holds a study of that name, where a search with search.study or "
+                             "run_dir set put it)")
 
 
 def add_trust_argument(parser: argparse.ArgumentParser) -> None:
@@ -25,5 +28,5 @@ def add_trust_argument(parser: argparse.ArgumentParser) -> None:
 
 
 def storage_from_args(args: argparse.Namespace) -> str:
-    """``--storage``, else where ``compressor search`` keeps the study of that name."""
-    return args.storage or default_storage_url(study=args.study)
+    """``--storage``, else where ``compressor search`` put the study of that name (:func:`find_storage_url`)."""
+    return args.storage or find_storage_url(args.study)

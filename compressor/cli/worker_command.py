@@ -7,7 +7,7 @@ import argparse
 from compressor.bounds import POSITIVE_COUNT, SECONDS, SEED, threads_argument
 from compressor.cli.console import echo
 from compressor.cli.search_summary import summary
-from compressor.cli.study_args import add_trust_argument
+from compressor.cli.study_args import add_study_arguments, add_trust_argument, storage_from_args
 from compressor.search import join_search
 
 COMMAND = {"name": "worker", "help": "join a running search (same storage) as one more worker",
@@ -16,8 +16,7 @@ COMMAND = {"name": "worker", "help": "join a running search (same storage) as on
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--storage", required=True, metavar="URL", help="the study's Optuna storage URL")
-    parser.add_argument("--study", required=True, metavar="NAME", help="the study's name")
+    add_study_arguments(parser)
     parser.add_argument("--n-trials", type=POSITIVE_COUNT.argument("--n-trials"), metavar="N", help="the study's target (default: as created)")
     parser.add_argument("--timeout", type=SECONDS.argument("--timeout"), metavar="S", help="start no new trial after S seconds")
     parser.add_argument("--seed", type=SEED.argument("--seed"), metavar="N", help="this worker's sampler seed (default: random)")
@@ -28,7 +27,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     result = join_search(
-        args.storage, args.study, n_trials=args.n_trials, timeout=args.timeout, seed=args.seed,
+        storage_from_args(args), args.study, n_trials=args.n_trials, timeout=args.timeout, seed=args.seed,
         threads=args.threads, cache_dir=args.cache_dir, echo=echo, trust=args.trust,
     )
     print(summary(result))

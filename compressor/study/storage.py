@@ -7,6 +7,7 @@ folder), and a study named on the command line without ``--storage`` is looked f
 from __future__ import annotations
 
 import contextlib
+import sqlite3
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,7 +18,7 @@ from sqlalchemy.engine import make_url
 
 from compressor.errors import ConfigError, MissingStorageError, RunFailedError, first_line
 
-__all__ = ["default_storage_url", "open_storage", "load_study", "sqlite_path", "check_lasting", "writes_to", "redact",
+__all__ = ["default_storage_url", "find_storage_url", "open_storage", "load_study", "sqlite_path", "check_lasting", "writes_to", "redact",
            "RUNS"]
 
 #: the folder that holds each experiment's run folder (``runs/<name>``)
@@ -76,6 +77,38 @@ def check_lasting(url: str) -> str:
             "give a file (sqlite:///PATH/search.db) or a database server's URL"
         )
     return url
+
+
+def find_storage_url(study: str, root: str | Path = RUNS) -> str:
+    """Where the study named ``study`` is kept, for a command given no ``--storage``: the search's
+    default for a study named so (``runs/<study>/search.db``) if the study is there, else the one
+    ``search.db`` under ``root`` (up to three folders deep) that holds a study of that name, as a
+    search with ``search.study`` or ``run_dir`` set puts it; else the default (whose absence the
+    command then reports).
+
+    Raises:
+        ConfigError: several files hold a study of that name (``--storage`` must say which).
+    """
+    default = Path(root) / study / "search.db"
+    if _holds(default, study):
+        return f"sqlite:///{default}"
+    found = sorted({path for depth in ("*", "*/*", "*/*/*") for path in Path(root).glob(f"{depth}/search.db")
+                    if path != default and _holds(path, study)})
+    if len(found) > 1:
+        raise ConfigError(f"study {study!r} is in {len(found)} storages ({', '.join(map(str, found))}): "
+                          "give --storage sqlite:///PATH")
+    return f"sqlite:///{found[0] if found else default}"
+
+
+def _holds(path: Path, study: str) -> bool:
+    """Whether the SQLite file at ``path`` has an Optuna study named ``study`` (read-only, nothing created)."""
+    if not path.is_file():
+        return False
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)) as connection:
+            return connection.execute("SELECT 1 FROM studies WHERE study_name = ?", (study,)).fetchone() is not None
+    except sqlite3.Error:  # not an Optuna database, locked, unreadable: not where the study is
+        return False
 
 
 def open_storage(

@@ -1,0 +1,38 @@
+"""One storage rule: a command given no ``--storage`` finds the study where ``compressor search`` put it."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from search_helpers import write_tiny_experiment
+
+
+def test_every_command_finds_a_study_named_apart_from_its_run_folder(cli, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    # the experiment is "tiny", its run folder runs/elsewhere, its study "foo": none of them runs/foo
+    config = write_tiny_experiment(tmp_path / "tiny.yaml", Path("runs") / "elsewhere", n_trials=1)
+    searched = cli("search", str(config), "--study", "foo")
+    assert searched.returncode == 0, searched.stderr
+    assert (tmp_path / "runs" / "elsewhere" / "search.db").is_file() and not (tmp_path / "runs" / "foo").exists()
+    reported = cli("report", "--study", "foo", "--out", "report")
+    assert reported.returncode == 0, reported.stderr
+    assert (tmp_path / "report" / "summary.md").is_file()
+    joined = cli("worker", "--study", "foo")  # the study holds its target already: the worker runs nothing
+    assert joined.returncode == 0, joined.stderr
+    assert "worker joined study 'foo' in sqlite:///runs/elsewhere/search.db" in joined.stdout
+    exported = cli("export", "--study", "foo", "--trial", "0", "--out", "t.pt", "--untrained")
+    assert exported.returncode == 0, exported.stderr
+
+    # the same name in two files: which one is not guessed
+    shutil.copy(tmp_path / "runs" / "elsewhere" / "search.db", tmp_path / "runs" / "search.db.copy")
+    (tmp_path / "runs" / "again").mkdir()
+    shutil.move(tmp_path / "runs" / "search.db.copy", tmp_path / "runs" / "again" / "search.db")
+    refused = cli("report", "--study", "foo", "--out", "report2")
+    assert refused.returncode == 2 and not (tmp_path / "report2").exists()
+    (line,) = refused.stderr.strip().splitlines()
+    assert line == ("compressor report: error: study 'foo' is in 2 storages (runs/again/search.db, "
+                    "runs/elsewhere/search.db): give --storage sqlite:///PATH")
+    # a study in no file: the default's absence, as before
+    missing = cli("report", "--study", "nowhere")
+    assert missing.returncode == 2 and "no study storage at runs/nowhere/search.db" in missing.stderr
