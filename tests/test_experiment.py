@@ -208,7 +208,7 @@ def test_how_latency_is_timed_retrains_no_baseline_but_the_input_size_does():
     assert baseline_key(timed, "unet") == baseline_key(experiment, "unet")
     assert baseline_key(resized, "unet") != baseline_key(experiment, "unet")
     # the study's key keeps the latency section: a resumed search must time as it did
-    from compressor.search.setup import experiment_key
+    from compressor.search.keys import experiment_key
 
     assert experiment_key(timed)["cost"]["latency"]["runtime"] == "onnxruntime"
     assert "latency" not in experiment_key(experiment)["cost"]

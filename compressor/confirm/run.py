@@ -50,14 +50,8 @@ from compressor.experiment import BASELINE_MODELS, Experiment, ensure_baselines,
 from compressor.floor import Floor
 from compressor.metrics import SegmentationMetrics, metric_value
 from compressor.search.liveness import PROCESS_KEY, fail_dead_trials, process_identity
-from compressor.search.setup import (
-    SearchSetup,
-    as_built_for,
-    build_candidate,
-    check_parent_unchanged,
-    prepare,
-    start_candidate,
-)
+from compressor.search.parents import check_parent_unchanged
+from compressor.search.setup import SearchSetup, as_built_for, build_candidate, prepare, start_candidate
 from compressor.search.stored import building_study, stored_experiment
 from compressor.search_config import ConfirmConfig
 from compressor.study import (

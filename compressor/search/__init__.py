@@ -25,10 +25,11 @@ from compressor.confirm import Confirmation
 from compressor.experiment import BASELINE_MODELS, Experiment, Parent, ensure_baselines, ensure_parent
 from compressor.metrics import SegmentationMetrics
 from compressor.search.export import export_trial, rebuild_trial
+from compressor.search.keys import check_joinable, with_search
 from compressor.search.liveness import fail_dead_trials, others_running, retries
 from compressor.search.progress import trial_line
 from compressor.search.runner import TrialFailed, TrialRunner
-from compressor.search.setup import SearchSetup, check_joinable, prepare, with_search
+from compressor.search.setup import SearchSetup, prepare
 from compressor.search.stored import building_study, stored_experiment
 from compressor.search.study import open_search_study, references
 from compressor.search.weights import WeightStore

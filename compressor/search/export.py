@@ -11,7 +11,8 @@ from compressor.errors import ConfigError
 from compressor.experiment import ModelConfig
 from compressor.finetune import calibration_batches
 from compressor.saving import save_model
-from compressor.search.setup import as_built_for, build_candidate, check_parent_unchanged, load_parent
+from compressor.search.parents import check_parent_unchanged, load_parent
+from compressor.search.setup import as_built_for, build_candidate
 from compressor.search.stored import building_study, stored_experiment
 from compressor.search.weights import WeightStore
 from compressor.study import StudyInfo, TrialRecord, load_study, study_info

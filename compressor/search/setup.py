@@ -16,8 +16,7 @@ from torch import nn
 from compressor.budget import Budget
 from compressor.cost import Cost, measure
 from compressor.data.base import SegmentationData
-from compressor.data.cache import sha256_of
-from compressor.errors import BudgetError, ClassCountError, ConfigError, StudyMismatchError
+from compressor.errors import BudgetError, ClassCountError, ConfigError
 from compressor.experiment import (
     BASELINE_MODELS,
     Experiment,
@@ -25,27 +24,22 @@ from compressor.experiment import (
     Parent,
     ensure_parent,
     is_reference_model,
-    to_data,
-    train_key,
 )
 from compressor.finetune import calibration_batches, with_calibration
 from compressor.floor import Floor
 from compressor.latency import LatencyConfig
 from compressor.metrics import SegmentationMetrics, metric_value
-from compressor.origin import origin_of
-from compressor.outputs import check_fits, declared_output
-from compressor.saving import is_model_file, load_saved
+from compressor.outputs import check_fits
+from compressor.search.parents import load_parent, load_parent_file, shown_path
 from compressor.search_config import SearchConfig
 from compressor.spaces import SPACES, SearchContext, SearchSpace
 from compressor.study import default_storage_url, directions, objective_values, sqlite_path
 from compressor.study.storage import check_lasting
 from compressor.threads import torch_threads
 from compressor.train import (
-    CheckpointError,
     TrainConfig,
     deterministic_kernels,
     evaluate,
-    load_checkpoint,
     reestimate_batchnorm,
     resolve_device,
     seed_everything,
@@ -367,56 +361,6 @@ def calibration_count(experiment: Experiment) -> int:
     return max(1, settings.calibrate, settings.reconstruct_batches if settings.reconstruction("none") != "none" else 0)
 
 
-def shown_path(path: str | Path) -> str:
-    """``path`` as a person typed it: relative to the current folder when it lies under it."""
-    path = Path(path)
-    try:
-        return str(path.relative_to(Path.cwd()))
-    except ValueError:
-        return str(path)
-
-
-def load_parent_file(path: str | Path, *, trust: bool = False) -> Parent:
-    """A trained model file (``search.parent``) as the parent: its network, and a model config
-    naming its builder and arguments (for the study's key and labels; candidates inherit from the
-    network itself, whatever recipe made it).
-
-    Raises:
-        ConfigError: the file is missing or not a compressor model file.
-        UntrustedModelError: its network is built by code of the file's choosing and ``trust`` is off.
-    """
-    saved = load_saved(path, trust=trust)
-    origin = origin_of(saved.model)
-    name = origin.base if origin is not None else Path(path).stem
-    config = ModelConfig(name=name, args=dict(origin.args) if origin is not None else {},
-                         output=declared_output(saved.model))
-    steps = saved.metadata.get("steps") if isinstance(saved.metadata.get("steps"), int) else 0
-    return Parent(model=saved.model.eval(), model_config=config, weights_path=Path(path),
-                  metrics=saved.metadata.get("metrics") or {}, steps=steps, reused=True, from_file=True)
-
-
-def load_parent(model_config: ModelConfig, path: str, *, in_channels: int, num_classes: int,
-                trust: bool = False) -> Parent:
-    """The parent a study's candidates inherit from, read from the file the study names (a worker, an export):
-    the weights of ``model_config``'s network, or a whole model file (a search from a trained file).
-
-    Raises:
-        ConfigError: the file is not on this machine or does not fit the base network.
-    """
-    if is_model_file(path):
-        return load_parent_file(path, trust=trust)
-    network = model_config.build(in_channels=in_channels, num_classes=num_classes)
-    try:
-        checkpoint = load_checkpoint(path, network)
-    except CheckpointError as error:
-        raise ConfigError(
-            f"this study's candidates inherit from the parent network at {path}, which cannot be read here "
-            f"({error}); copy that file to this path on this machine"
-        ) from None
-    return Parent(model=network.eval(), model_config=model_config, weights_path=Path(path),
-                  metrics=checkpoint.metrics or {}, steps=checkpoint.step or 0, reused=True)
-
-
 def check_smallest(setup: SearchSetup) -> None:
     """Refuses a budget that the space's smallest candidate already exceeds, before any training."""
     choices = setup.space.smallest(setup.context)
@@ -434,73 +378,3 @@ def check_smallest(setup: SearchSetup) -> None:
             f"{format_count(cost.flops)} FLOPs at {'x'.join(map(str, setup.input_shape[2:]))}"
             + (f", {cost.latency_ms:.1f} ms" if cost.latency_ms is not None else "")
         )
-
-
-def experiment_key(experiment: Experiment) -> dict[str, Any]:
-    """What must not change when a study is resumed: data, model, training, cost, budget, space."""
-    train = train_key(experiment.train)
-    search = to_data(experiment.search)
-    key = {
-        "data": to_data(experiment.data), "train": train, "cost": to_data(experiment.cost),
-        "budget": to_data(experiment.budget),
-        "search": {key: search[key] for key in ("space", "model", "objectives", "metric")},
-    }
-    if experiment.search.parent:  # the file's content, wherever it lies
-        key["search"]["parent_sha256"] = file_sha256(experiment.search.parent)
-    if experiment.search.init != "random":  # studies made before inheritance existed keep their key
-        key["search"]["init"] = experiment.search.init
-        key["finetune"] = to_data(experiment.finetune)
-    return key
-
-
-def file_sha256(path: str | Path) -> str:
-    """The sha256 of the file at ``path`` (a study's parent file).
-
-    Raises:
-        ConfigError: it cannot be read here.
-    """
-    try:
-        return sha256_of(Path(path))
-    except OSError as error:
-        raise ConfigError(f"cannot read the parent file {path}: {error.strerror or error}") from None
-
-
-def check_parent_unchanged(study: Any, info: Any) -> None:
-    """Refuses a study made from a trained file (``search.parent``) whose file changed since: its
-    trials inherited from the file as it was (a confirmation, an export would use another network).
-
-    Raises:
-        StudyMismatchError: the file's sha256 is not the one the study stored.
-    """
-    expected = ((study.user_attrs.get("experiment_key") or {}).get("search") or {}).get("parent_sha256")
-    if expected and info.parent and file_sha256(info.parent) != expected:
-        raise StudyMismatchError(
-            f"study {study.study_name!r}: its parent file {info.parent} changed since the search ran (another sha256): "
-            "its trials inherited from the file as it was; put that file back, or search again")
-
-
-def check_joinable(study: Any, info: Any, experiment: Experiment) -> None:
-    """Refuses to join a study whose stored settings disagree with each other, before any work: its
-    key must be the one its experiment gives (a worker then builds what the search built), and a
-    study whose candidates inherit must name the parent file they inherit from (a worker never
-    trains one).
-
-    Raises:
-        StudyMismatchError: the key differs.
-        ConfigError: an inheriting study without a parent.
-    """
-    stored = study.user_attrs.get("experiment_key")
-    key = experiment_key(experiment)
-    if stored != key:
-        changed = sorted(part for part in key if key[part] != (stored or {}).get(part)) or ["its"]
-        raise StudyMismatchError(f"study {study.study_name!r}: its stored experiment does not give its stored key "
-                                 f"({', '.join(changed)} settings differ); it was not written by compressor search")
-    if experiment.search.init != "random" and not info.parent:
-        raise ConfigError(f"study {study.study_name!r}: its candidates inherit (search.init: "
-                          f"{experiment.search.init}) but it names no parent weights file to inherit from")
-
-
-def with_search(experiment: Experiment, **changes: Any) -> Experiment:
-    """``experiment`` with some ``search`` settings replaced (None values are left alone)."""
-    changes = {key: value for key, value in changes.items() if value is not None}
-    return dataclasses.replace(experiment, search=dataclasses.replace(experiment.search, **changes))

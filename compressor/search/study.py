@@ -10,7 +10,8 @@ import optuna
 from compressor.errors import ConfigError, StudyMismatchError
 from compressor.experiment import ModelConfig, Parent, load_baselines, to_data
 from compressor.metrics import SegmentationMetrics
-from compressor.search.setup import KEEPS_RATES, SearchSetup, experiment_key, metric_label, metric_value
+from compressor.search.keys import experiment_key
+from compressor.search.setup import KEEPS_RATES, SearchSetup, metric_label, metric_value
 from compressor.study import FORMAT, StudyInfo, open_storage
 
 __all__ = ["make_sampler", "open_search_study", "references"]

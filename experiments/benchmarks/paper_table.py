@@ -27,7 +27,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 from common import write_json  # noqa: E402
 
 from compressor.cli.console import configure_logging  # noqa: E402
-from compressor.confirm.results import CONTROL, Confirmation, Summary  # noqa: E402
+from compressor.confirm.results import Confirmation, Summary  # noqa: E402
+from compressor.confirm.subjects import CONTROL  # noqa: E402
 from compressor.experiment import load_experiment  # noqa: E402
 from compressor.intervals import WITHIN_POINTS, within  # noqa: E402
 from compressor.search import run_search  # noqa: E402
