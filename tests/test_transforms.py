@@ -202,3 +202,19 @@ def test_stride_to_dilation_rescales_a_functional_upsampling():
     assert new(torch.randn(1, 3, 32, 32)).shape == (1, 2, 32, 32)
     assert new.get_submodule("deep").stride == (1, 1) and new.get_submodule("conv").dilation == (2, 2)
     assert record.flops_after > record.flops_before
+
+
+def test_a_search_builds_without_diagnostics_the_very_network_apply_shows():
+    """``diagnostics=False`` (a search's builds) skips the layer and output errors nobody reads there,
+    and changes nothing else: the same weights, the same records but the errors."""
+    network = unet(base_width=4, norm="batch").eval()
+    recipe = [{"name": "skip_fusion"}, {"name": "fire"}, {"name": "prune", "ratio": 0.5}]
+    torch.manual_seed(0)
+    shown, shown_records = apply(network, recipe, (1, 3, 32, 32), init="inherit")
+    torch.manual_seed(0)
+    quiet, quiet_records = apply(network, recipe, (1, 3, 32, 32), init="inherit", diagnostics=False)
+    assert [bool(record.errors) for record in shown_records] == [True, True, False]  # prune replaces no layer
+    assert all(record.output_error is not None for record in shown_records)
+    assert all(not record.errors and record.output_error is None for record in quiet_records)
+    assert [r.params_after for r in shown_records] == [r.params_after for r in quiet_records]
+    assert all(torch.equal(a, b) for a, b in zip(shown.state_dict().values(), quiet.state_dict().values()))

@@ -51,7 +51,7 @@ from compressor.floor import Floor
 from compressor.metrics import SegmentationMetrics, metric_value
 from compressor.search.liveness import PROCESS_KEY, fail_dead_trials, process_identity
 from compressor.search.parents import check_parent_unchanged
-from compressor.search.setup import SearchSetup, as_built_for, build_candidate, prepare, start_candidate
+from compressor.search.setup import SearchSetup, prepare, start_candidate
 from compressor.search.stored import building_study, stored_experiment
 from compressor.search_config import ConfirmConfig
 from compressor.study import (
@@ -427,11 +427,7 @@ class _JobRunner:
             self._wait_for_parent(repeat)
         setup = self._setup(repeat)
         recipe = Recipe.from_data(record.recipe, source=f"trial {number}'s recipe")
-        network = build_candidate(
-            setup.experiment, setup.model_config, as_built_for(recipe, setup.built_as),
-            in_channels=setup.data.in_channels, num_classes=setup.data.num_classes, base=setup.context.model,
-            init=setup.init, calibration=setup.calibration,
-        )
+        network = setup.build(recipe)
         seed, fold = repeat
         start_candidate(setup, network)
         result = train(network, setup.data, setup.start_config, teacher=setup.teacher,

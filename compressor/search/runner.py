@@ -11,7 +11,7 @@ from compressor.errors import CompressorError, RunFailedError, first_line
 from compressor.metrics import SegmentationMetrics
 from compressor.search.fidelity import rung_key, should_stop
 from compressor.search.liveness import PROCESS_KEY, process_identity
-from compressor.search.setup import SearchSetup, as_built_for, build_candidate, start_candidate
+from compressor.search.setup import SearchSetup, start_candidate
 from compressor.search.twins import wait_for_twin
 from compressor.search.weights import WeightStore
 from compressor.study import TrialRecord, front, trial_records
@@ -70,12 +70,7 @@ class TrialRunner:
         if twin is not None:
             return self._reuse(trial, record, twin, started)
         try:
-            built = as_built_for(recipe, setup.built_as)
-            network = build_candidate(
-                setup.experiment, setup.model_config, built, in_channels=setup.data.in_channels,
-                num_classes=setup.data.num_classes, base=setup.context.model, init=setup.init,
-                calibration=setup.calibration,
-            )
+            network = setup.build(recipe)
             cost = setup.measure(network)
         except CompressorError as error:
             return self._fail(trial, record, started, str(error))

@@ -107,6 +107,15 @@ class SearchSetup:
     def directions(self) -> list[str]:
         return directions(self.config.objectives)
 
+    def build(self, recipe: Recipe) -> nn.Module:
+        """The candidate of ``recipe`` exactly as this study builds it (:func:`build_candidate`, as the
+        study's version built its recipes: :func:`as_built_for`): a search trial, its confirmation and
+        the budget check all go through here."""
+        return build_candidate(
+            self.experiment, self.model_config, as_built_for(recipe, self.built_as), in_channels=self.data.in_channels,
+            num_classes=self.data.num_classes, base=self.context.model, init=self.init, calibration=self.calibration,
+        )
+
     def measure(self, network: nn.Module) -> Cost:
         return measure(network, self.input_shape, latency_runs=self.latency_runs, latency=self.latency)
 
@@ -191,9 +200,9 @@ def build_candidate(
     example = torch.zeros(1, in_channels, experiment.data.patch_size, experiment.data.patch_size)
     if calibration:
         recipe = with_calibration(recipe, experiment.finetune.calibrate)
-    network, _records = apply(
+    network, _records = apply(  # the records are not shown: no layer or output errors measured for them
         base, recipe, example, count_flops=False, init="inherit" if init != "random" else "random",
-        calibration=calibration,
+        calibration=calibration, diagnostics=False,
     )
     return network
 
@@ -365,10 +374,7 @@ def check_smallest(setup: SearchSetup) -> None:
     """Refuses a budget that the space's smallest candidate already exceeds, before any training."""
     choices = setup.space.smallest(setup.context)
     recipe = setup.space.fixed(choices, setup.context)
-    network = build_candidate(
-        setup.experiment, setup.model_config, recipe, in_channels=setup.data.in_channels,
-        num_classes=setup.data.num_classes, base=setup.context.model, init=setup.init, calibration=setup.calibration,
-    )
+    network = setup.build(recipe)
     cost = setup.measure(network)
     check = setup.budget.check(cost)
     if not check.feasible:
