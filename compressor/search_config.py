@@ -66,8 +66,10 @@ class SearchConfig:
             ``miou``, ``mean_f1``, ``accuracy`` or ``iou:<class name>``.
         n_trials: trials the study should hold (finished and stopped ones; a resumed
             search counts those already there).
-        timeout: seconds after the command starts (reference training included) after
-            which no new trial starts; the running one finishes (null: no limit).
+        timeout: seconds of searching after which no new trial starts, counted from the first
+            trial (the references and the parent, trained once, are not counted); the running
+            one finishes, and a study is never stopped before it holds 3 finished trials, the
+            space's starting points first (null: no limit).
         sampler: ``tpe`` (default), ``nsga2`` or ``random``.
         seed: the sampler's seed.
         rungs: fractions of the training after which a trial may be stopped (empty: never).

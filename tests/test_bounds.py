@@ -373,6 +373,6 @@ def test_a_bad_number_or_file_is_one_line_exit_2_and_nothing_written(workspace, 
 def test_other_argparse_errors_keep_their_usage(capsys):
     """Only a value refused by our bounds is our line; a missing argument is argparse's as ever."""
     with pytest.raises(SystemExit) as raised:
-        main(["worker", "--study", "x"])
+        main(["worker", "--storage", "sqlite:///x.db"])  # --study is missing
     assert raised.value.code == 2
     assert "usage: compressor worker" in capsys.readouterr().err

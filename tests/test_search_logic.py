@@ -4,8 +4,6 @@ budget, and the time limit."""
 
 from __future__ import annotations
 
-import time
-
 import pytest
 from optuna.trial import TrialState
 from search_helpers import tiny_experiment
@@ -172,9 +170,22 @@ def test_a_flop_budget_decides_feasibility_in_a_real_search(tmp_path):
 
 def test_the_time_limit_starts_no_trial_after_it(tmp_path):
     experiment = tiny_experiment(tmp_path, n_trials=200, timeout=6.0)
-    started = time.time()
     result = run_search(experiment, echo=lambda line: None)
     # started trials only: a start point the study enqueued and never reached stays WAITING
-    trials = [trial for trial in result.study.trials if trial.datetime_start is not None]
-    assert 1 <= len(trials) < 200
-    assert all(t.datetime_start.timestamp() <= started + 6.0 for t in trials)
+    trials = sorted((trial for trial in result.study.trials if trial.datetime_start is not None),
+                    key=lambda trial: trial.datetime_start)
+    assert 3 <= len(trials) < 200
+    first = trials[0].datetime_start.timestamp()  # the clock starts at the first trial
+    assert all(t.datetime_start.timestamp() <= first + 6.0 for t in trials)
+
+
+def test_a_time_limit_counts_the_search_not_its_set_up_and_lets_the_first_trials_run(tmp_path):
+    """A limit shorter than one trial: the first 3 trials run anyway (the space's starting point first),
+    then the limit stops the study short of its target."""
+    lines: list[str] = []
+    experiment = tiny_experiment(tmp_path, n_trials=6, timeout=0.001, baselines=True)
+    result = run_search(experiment, echo=lines.append)
+    finished = [record for record in result.records if record.status != "running"]
+    assert len(finished) == 3 and result.records[0].recipe  # the enqueued starting point was trial 0
+    assert any(line.endswith("running until 6 or for 0 s (the first 3 whatever the time)") for line in lines)
+    assert "the 0 s time limit of the search is spent" in lines

@@ -34,7 +34,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-latency-ms", metavar="Z", help="latency budget in milliseconds, timed as cost.latency says (runtime, threads, "
                         "input; without that section: PyTorch eager, the process's threads)")
     parser.add_argument("--n-trials", type=POSITIVE_COUNT.argument("--n-trials"), metavar="N", help="finished trials the study should hold")
-    parser.add_argument("--timeout", type=SECONDS.argument("--timeout"), metavar="S", help="start no new trial S seconds after the command started")
+    parser.add_argument("--timeout", type=SECONDS.argument("--timeout"), metavar="S",
+                        help="start no new trial S seconds after the first trial (references and parents are not "
+                             "counted; the first 3 trials run whatever the time)")
     parser.add_argument("--storage", metavar="URL", help="Optuna storage URL (default: sqlite:///<run_dir>/search.db)")
     parser.add_argument("--study", metavar="NAME", help="study name (default: the experiment's name)")
     parser.add_argument("--sampler", choices=("tpe", "nsga2", "random"), help="sampler (default: tpe)")

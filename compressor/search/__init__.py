@@ -107,7 +107,7 @@ def run_search(
     study.set_user_attr("references", references(setup, base))
     _keep_the_studys_floor(setup, study)
     study.set_user_attr("machine", machine())
-    _optimize(setup, study, started)
+    _optimize(setup, study, time.perf_counter())  # the time limit is the search's: the set-up above is not counted
     return _result(setup, study, started, cache_dir=cache_dir, said_waiting=said_waiting, trust=trust)
 
 
@@ -226,7 +226,15 @@ def machine() -> dict[str, object]:
             "cpu_count": os.cpu_count(), "torch": torch.__version__}
 
 
+#: trials a study holds before a time limit can stop it (the space's starting points come first)
+FIRST_TRIALS = 3
+
+
 def _optimize(setup: SearchSetup, study: optuna.Study, started: float) -> None:
+    """Runs trials until the study holds ``n_trials`` finished ones, or ``search.timeout`` seconds
+    after ``started`` (the first trial: references and parents, trained once, are not counted). The
+    time limit never stops a study before it holds :data:`FIRST_TRIALS` finished trials, the space's
+    starting points among them: a search on a busy machine still shows a front."""
     config = setup.config
     info = StudyInfo.from_attrs(study.user_attrs)
     weights = WeightStore(info.artifacts or setup.artifacts)
@@ -234,15 +242,10 @@ def _optimize(setup: SearchSetup, study: optuna.Study, started: float) -> None:
     if done >= config.n_trials:
         setup.echo(f"the study already holds {done} finished trials (target {config.n_trials}); nothing to run")
         return
-    timeout = None
-    if config.timeout is not None:
-        timeout = config.timeout - (time.perf_counter() - started)
-        if timeout <= 0:
-            setup.echo(f"the {config.timeout:.0f} s time limit was spent before the first trial (baselines); "
-                       "raise search.timeout or run again (the baselines are stored)")
-            return
+    first = max(0, min(config.n_trials, FIRST_TRIALS) - done) if config.timeout is not None else 0
     setup.echo(f"{done} finished trials in the study; running until {config.n_trials}"
-               + (f" or for {timeout:.0f} s more" if timeout is not None else ""))
+               + (f" or for {config.timeout:.0f} s" + (f" (the first {first} whatever the time)" if first else "")
+                  if config.timeout is not None else ""))
     failures = 0
 
     def after_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
@@ -263,11 +266,17 @@ def _optimize(setup: SearchSetup, study: optuna.Study, started: float) -> None:
     # line per trial, with the reason of a failure, and an unexpected error propagates anyway.
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     interrupted = threading.Event()
+    runner = TrialRunner(setup, weights)
     with _remember_ctrl_c(interrupted), writes_to(setup.storage_url):  # a read-only or full storage: one line
-        study.optimize(
-            TrialRunner(setup, weights), timeout=timeout, catch=(TrialFailed,), callbacks=[after_trial],
-            gc_after_trial=True,
-        )
+        if first:  # the first ones whatever the time; study.stop() in after_trial ends the call early too
+            study.optimize(runner, n_trials=first, catch=(TrialFailed,), callbacks=[after_trial], gc_after_trial=True)
+        if len(study.get_trials(deepcopy=False, states=COUNTED)) >= config.n_trials or failures >= max(5, config.n_trials):
+            return
+        timeout = None if config.timeout is None else config.timeout - (time.perf_counter() - started)
+        if timeout is not None and timeout <= 0:
+            setup.echo(f"the {config.timeout:.0f} s time limit of the search is spent")
+            return
+        study.optimize(runner, timeout=timeout, catch=(TrialFailed,), callbacks=[after_trial], gc_after_trial=True)
 
 
 @contextlib.contextmanager
