@@ -175,8 +175,10 @@ def test_the_time_limit_starts_no_trial_after_it(tmp_path):
     trials = sorted((trial for trial in result.study.trials if trial.datetime_start is not None),
                     key=lambda trial: trial.datetime_start)
     assert 3 <= len(trials) < 200
-    first = trials[0].datetime_start.timestamp()  # the clock starts at the first trial
-    assert all(t.datetime_start.timestamp() <= first + 6.0 for t in trials)
+    first = trials[0].datetime_start.timestamp()  # the clock starts (a moment before) the first trial
+    # Optuna checks the limit before it creates a trial and stamps its start after: on a loaded machine
+    # (this suite beside other work) that moment can take a second or two
+    assert all(t.datetime_start.timestamp() <= first + 6.0 + 2.0 for t in trials)
 
 
 def test_a_time_limit_counts_the_search_not_its_set_up_and_lets_the_first_trials_run(tmp_path):
