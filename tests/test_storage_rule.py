@@ -36,3 +36,18 @@ def test_every_command_finds_a_study_named_apart_from_its_run_folder(cli, tmp_pa
     # a study in no file: the default's absence, as before
     missing = cli("report", "--study", "nowhere")
     assert missing.returncode == 2 and "no study storage at runs/nowhere/search.db" in missing.stderr
+
+
+def test_the_lookup_reads_odd_folder_names_and_symlinks_once_and_creates_nothing(tmp_path, monkeypatch):
+    import optuna
+
+    from compressor.study.storage import find_storage_url
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs" / "exp#1").mkdir(parents=True)
+    optuna.create_study(study_name="odd", storage="sqlite:///runs/exp#1/search.db")
+    (tmp_path / "runs" / "latest").symlink_to(tmp_path / "runs" / "exp#1")  # the same file by another path
+    before = sorted(path.name for path in (tmp_path / "runs").iterdir())
+    assert find_storage_url("odd") in ("sqlite:///runs/exp#1/search.db", "sqlite:///runs/latest/search.db")
+    assert find_storage_url("other") == "sqlite:///runs/other/search.db"  # nowhere: the default, not created
+    assert sorted(path.name for path in (tmp_path / "runs").iterdir()) == before

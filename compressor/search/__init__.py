@@ -79,8 +79,9 @@ def run_search(
     open the study (a new one stores the settings and enqueues the space's starting
     points; an existing one must have been made with the same settings); train the
     reference models once if asked; run trials until the study holds ``n_trials``
-    finished ones or ``timeout`` seconds have passed since this call began (the baselines'
-    training counts; a trial already running then finishes). Ctrl-C leaves every finished
+    finished ones or ``timeout`` seconds have passed since the first trial (the baselines'
+    and parent's training does not count; the first 3 trials run whatever the time; a trial
+    already running then finishes). Ctrl-C leaves every finished
     trial in the study. ``trust`` loads a ``search.parent`` file whose builder is the file's own code.
 
     Raises:
@@ -152,7 +153,7 @@ def join_search(
     _keep_the_studys_floor(setup, study)
     echo(f"worker joined study {study_name!r} in {storage_url}")
     said_waiting = _recover_dead_trials(setup, study)
-    _optimize(setup, study, started)
+    _optimize(setup, study, time.perf_counter(), first_trials=0)  # a worker's limit: its own trials, from its first
     return _result(setup, study, started, cache_dir=cache_dir, said_waiting=said_waiting, trust=trust)
 
 
@@ -230,11 +231,12 @@ def machine() -> dict[str, object]:
 FIRST_TRIALS = 3
 
 
-def _optimize(setup: SearchSetup, study: optuna.Study, started: float) -> None:
+def _optimize(setup: SearchSetup, study: optuna.Study, started: float, *, first_trials: int = FIRST_TRIALS) -> None:
     """Runs trials until the study holds ``n_trials`` finished ones, or ``search.timeout`` seconds
     after ``started`` (the first trial: references and parents, trained once, are not counted). The
-    time limit never stops a study before it holds :data:`FIRST_TRIALS` finished trials, the space's
-    starting points among them: a search on a busy machine still shows a front."""
+    time limit lets this process run its first trials until the study holds ``first_trials``
+    (the space's starting points first; a failed one uses a turn, so a failing start never loops):
+    a search on a busy machine still shows a front. A worker passes 0: its limit is its own."""
     config = setup.config
     info = StudyInfo.from_attrs(study.user_attrs)
     weights = WeightStore(info.artifacts or setup.artifacts)
@@ -242,7 +244,7 @@ def _optimize(setup: SearchSetup, study: optuna.Study, started: float) -> None:
     if done >= config.n_trials:
         setup.echo(f"the study already holds {done} finished trials (target {config.n_trials}); nothing to run")
         return
-    first = max(0, min(config.n_trials, FIRST_TRIALS) - done) if config.timeout is not None else 0
+    first = max(0, min(config.n_trials, first_trials) - done) if config.timeout is not None else 0
     setup.echo(f"{done} finished trials in the study; running until {config.n_trials}"
                + (f" or for {config.timeout:.0f} s" + (f" (the first {first} whatever the time)" if first else "")
                   if config.timeout is not None else ""))

@@ -92,8 +92,12 @@ def find_storage_url(study: str, root: str | Path = RUNS) -> str:
     default = Path(root) / study / "search.db"
     if _holds(default, study):
         return f"sqlite:///{default}"
-    found = sorted({path for depth in ("*", "*/*", "*/*/*") for path in Path(root).glob(f"{depth}/search.db")
-                    if path != default and _holds(path, study)})
+    seen = {default.resolve()}
+    found = []
+    for path in sorted(path for depth in ("*", "*/*", "*/*/*") for path in Path(root).glob(f"{depth}/search.db")):
+        if path.resolve() not in seen and _holds(path, study):  # a symlinked folder is the same file, once
+            found.append(path)
+        seen.add(path.resolve())
     if len(found) > 1:
         raise ConfigError(f"study {study!r} is in {len(found)} storages ({', '.join(map(str, found))}): "
                           "give --storage sqlite:///PATH")
@@ -105,7 +109,9 @@ def _holds(path: Path, study: str) -> bool:
     if not path.is_file():
         return False
     try:
-        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)) as connection:
+        # as a URI, escaped (a '#' or '%' in a folder name), read-only: nothing is created or changed
+        uri = f"{path.resolve().as_uri()}?mode=ro"
+        with contextlib.closing(sqlite3.connect(uri, uri=True, timeout=5)) as connection:
             return connection.execute("SELECT 1 FROM studies WHERE study_name = ?", (study,)).fetchone() is not None
     except sqlite3.Error:  # not an Optuna database, locked, unreadable: not where the study is
         return False
