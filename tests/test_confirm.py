@@ -17,7 +17,8 @@ from matplotlib.container import ErrorbarContainer
 from search_helpers import tiny_experiment, write_tiny_experiment
 
 from compressor.cli import main
-from compressor.confirm.results import PLAN_KEY, RESULT_PREFIX, read_confirmation, result_key
+from compressor.confirm.results import read_confirmation
+from compressor.confirm.subjects import PLAN_KEY, RESULT_PREFIX, result_key
 from compressor.floor import Floor, validation_class_counts
 from compressor.intervals import Estimate, paired_difference, t_quantile, within
 from compressor.metrics import constant_metrics

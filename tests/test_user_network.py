@@ -237,7 +237,8 @@ def test_a_size_that_the_graphs_step_does_not_divide_keeps_the_graph_as_captured
 
 
 def test_a_study_confirmed_before_the_control_was_named_after_its_parent_reads_as_it_was():
-    from compressor.confirm.results import read_confirmation, result_key
+    from compressor.confirm.results import read_confirmation
+    from compressor.confirm.subjects import result_key
     from compressor.study import StudyInfo
 
     info = StudyInfo({"train": {"seed": 0}}, "generic", "segmentation_models_pytorch:Unet", ["metric", "params"],

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+from pathlib import Path
 
 from torch import nn
 
@@ -47,6 +48,12 @@ def add_base_model_arguments(parser: argparse.ArgumentParser, help_model: str) -
     """``--model`` (defaulting to the experiment's), ``--model-arg`` and ``--model-output``."""
     parser.add_argument("--model", metavar="MODEL", help=help_model)
     add_builder_arguments(parser)
+
+
+def names_a_file(model: str) -> bool:
+    """Whether MODEL is a model file (``.pt``/``.pth``, or a file that exists) rather than a builder."""
+    path = Path(model)
+    return path.suffix in (".pt", ".pth") or path.is_file()
 
 
 def model_config_from_args(args: argparse.Namespace, default: ModelConfig) -> ModelConfig:

@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from compressor.bounds import NON_NEGATIVE, STEPS, output_argument
-from compressor.cli.common import add_builder_arguments
+from compressor.cli.common import add_builder_arguments, names_a_file
 from compressor.cli.experiment_args import add_experiment_arguments, experiment_from_args
 from compressor.cli.recipe_args import add_recipe_arguments, recipe_from_args, record_notes, records_table
 from compressor.compression import compress, finetuned
@@ -105,7 +105,7 @@ def model_name(args: argparse.Namespace) -> str:
     """A file-name-safe name of the whole model MODEL names: the builder and its arguments, or the
     file's own name (``train``'s ``model.pt`` by its folder's, which names the model)."""
     path = Path(args.model)
-    if path.suffix in (".pt", ".pth") or path.is_file():
+    if names_a_file(args.model):
         named = path.parent.name if path.stem == "model" and path.parent.name else path.stem
         return re.sub(r"[^A-Za-z0-9_.=+-]+", "-", named)
     return ModelConfig(name=args.model, args=parse_model_args(args.model_arg),
@@ -115,7 +115,7 @@ def model_name(args: argparse.Namespace) -> str:
 def teacher_from_args(args: argparse.Namespace, experiment: Experiment) -> tuple[object, str]:
     """The trained network MODEL names, and a label for it."""
     path = Path(args.model)
-    if path.suffix in (".pt", ".pth") or path.is_file():
+    if names_a_file(args.model):
         if args.checkpoint or args.model_arg:
             raise ConfigError(f"{args.model} is a model file: it carries its weights and arguments; "
                               "drop --checkpoint and --model-arg")

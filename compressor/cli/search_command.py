@@ -9,7 +9,7 @@ from pathlib import Path
 
 from compressor.bounds import POSITIVE_COUNT, SECONDS, SEED
 from compressor.budget import Budget
-from compressor.cli.common import add_base_model_arguments, model_config_from_args
+from compressor.cli.common import add_base_model_arguments, model_config_from_args, names_a_file
 from compressor.cli.console import echo
 from compressor.cli.experiment_args import add_experiment_arguments, experiment_from_args
 from compressor.cli.search_summary import summary
@@ -55,7 +55,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def experiment_with_options(args: argparse.Namespace) -> Experiment:
     experiment = experiment_from_args(args)
     parent = None
-    if args.model and (Path(args.model).suffix in (".pt", ".pth") or Path(args.model).is_file()):
+    if args.model and names_a_file(args.model):
         if args.model_arg or args.model_output is not None:
             raise ConfigError(f"{args.model} is a model file: it carries its network and weights; "
                               "drop --model-arg and --model-output")

@@ -26,15 +26,12 @@ from compressor.confirm.subjects import (
     PLAN_KEY,
     RESULT_PREFIX,
     Repeat,
-    control_subject,
     is_control,
     parent_subject,
     primary_reference,
     reference_subjects,
-    result_key,
     study_control,
     subject_label,
-    subject_of,
     trial_of,
 )
 from compressor.floor import Floor
@@ -43,11 +40,7 @@ from compressor.study import StudyInfo, TrialRecord, directions, pareto_mask, re
 from compressor.tables import format_table
 from compressor.units import format_count, parse_count
 
-__all__ = [
-    "RESULT_PREFIX", "PLAN_KEY", "Repeat", "Summary", "Confirmation", "result_key", "read_confirmation", "subject_of",
-    "trial_of", "reference_subjects", "parent_subject", "control_subject", "is_control", "subject_label",
-    "primary_reference", "study_control",
-]
+__all__ = ["Summary", "Confirmation", "read_confirmation"]
 
 
 @dataclass

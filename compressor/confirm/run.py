@@ -30,14 +30,13 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from compressor.confirm.results import (
+from compressor.confirm.results import Confirmation, read_confirmation
+from compressor.confirm.subjects import (
     PLAN_KEY,
     RESULT_PREFIX,
-    Confirmation,
     Repeat,
     is_control,
     parent_subject,
-    read_confirmation,
     reference_subjects,
     result_key,
     study_control,
@@ -68,7 +67,7 @@ from compressor.study import (
     trial_records,
 )
 from compressor.threads import torch_threads
-from compressor.train import evaluate, seed_everything, train
+from compressor.train import seed_everything, train
 from compressor.transforms import Recipe
 
 __all__ = ["run_confirmation", "choose_top", "plan_repeats", "queue_name"]
@@ -387,9 +386,8 @@ class _JobRunner:
             return {"metric": metric_value(metrics, self.info.metric), "metrics": record.metrics,
                     "params": record.cost.get("params")}
         setup = self._setup(repeat)
-        if setup.parent is not None and setup.parent.from_file:
-            metrics = evaluate(setup.parent.model, setup.data, setup.experiment.train)
-            network = setup.parent.model
+        if setup.parent is not None and setup.parent.from_file:  # evaluated on this repeat's data by prepare
+            metrics, network = SegmentationMetrics.from_dict(setup.parent.metrics), setup.parent.model
         else:
             base = ensure_parent(variant, setup.model_config, steps=variant.train.steps, data=setup.data,
                                  cache_dir=self.cache_dir)

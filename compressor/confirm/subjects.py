@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from compressor.study import StudyInfo, reference_label
+from compressor.study import StudyInfo, base_label, reference_label
 
 __all__ = [
     "RESULT_PREFIX", "PLAN_KEY", "REFERENCES", "CONTROL", "CONTROL_SUFFIX", "Repeat", "subject_of", "trial_of",
@@ -105,5 +105,6 @@ def subject_label(subject: str, info: StudyInfo) -> str:
 def _named(name: str, info: StudyInfo) -> str:
     """A reference's label; the base network's (``unet (base)``) also when it is not a reference of the study."""
     if name == "base" and "base" not in info.references:
-        return f"{info.model.rpartition(':')[2]} (base)"
+        parent = ((info.experiment or {}).get("search") or {}).get("parent")
+        return base_label(info.model, trained_file=bool(parent))
     return reference_label(name, info.references)

@@ -33,7 +33,7 @@ from compressor.outputs import check_fits
 from compressor.search.parents import load_parent, load_parent_file, shown_path
 from compressor.search_config import SearchConfig
 from compressor.spaces import SPACES, SearchContext, SearchSpace
-from compressor.study import default_storage_url, directions, objective_values, sqlite_path
+from compressor.study import base_label, default_storage_url, directions, objective_values, sqlite_path
 from compressor.study.storage import check_lasting
 from compressor.threads import torch_threads
 from compressor.train import (
@@ -154,8 +154,7 @@ class SearchSetup:
         """The base network's short name in tables: ``Unet (base)`` for
         ``segmentation_models_pytorch:Unet``, ``unet (base)`` for a U-Net of other widths,
         ``Unet (trained)`` for a search from a trained file (``search.parent``)."""
-        name = self.model_config.name.rpartition(':')[2]
-        return f"{name} (trained)" if self.config.parent else f"{name} (base)"
+        return base_label(self.model_config.name, trained_file=bool(self.config.parent))
 
 
 def metric_label(key: str, class_names: tuple[str, ...]) -> str:

@@ -26,7 +26,7 @@ from compressor.study.objectives import (
 )
 from compressor.study.pareto import as_minimization, dominates, nondominated_ranks, pareto_mask
 from compressor.study.records import FORMAT, STATUSES, StudyInfo, TrialRecord, study_info, trial_records
-from compressor.study.snapshot import REFERENCE_LABELS, StudySnapshot, read_study, reference_label
+from compressor.study.snapshot import REFERENCE_LABELS, StudySnapshot, base_label, read_study, reference_label
 from compressor.study.storage import default_storage_url, load_study, open_storage, redact, sqlite_path
 
 __all__ = [
@@ -36,5 +36,5 @@ __all__ = [
     "as_minimization", "dominates", "pareto_mask", "nondominated_ranks",
     "front", "front_ranks", "folded_duplicates", "point",
     "hypervolume", "hypervolume_reference", "HYPERVOLUME_MARGIN",
-    "StudySnapshot", "read_study", "REFERENCE_LABELS", "reference_label",
+    "StudySnapshot", "read_study", "REFERENCE_LABELS", "reference_label", "base_label",
 ]

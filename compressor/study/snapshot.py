@@ -14,7 +14,7 @@ from optuna.trial import FrozenTrial
 
 from compressor.study.records import StudyInfo, TrialRecord, study_info, trial_records
 
-__all__ = ["StudySnapshot", "read_study", "REFERENCE_LABELS", "reference_label"]
+__all__ = ["StudySnapshot", "read_study", "REFERENCE_LABELS", "reference_label", "base_label"]
 
 REFERENCE_LABELS = {"unet": "U-Net", "micronet": "Micro-Net"}
 
@@ -65,6 +65,12 @@ class StudySnapshot:
     def ratio_label(self) -> str:
         """How that reference is named in headers: ``U-Net``, or the base network's name."""
         return reference_label(self.info.ratio_to, self.info.references)
+
+
+def base_label(model: str, *, trained_file: bool = False) -> str:
+    """The search's own base network in tables: ``Unet (base)`` for ``segmentation_models_pytorch:Unet``,
+    ``Unet (trained)`` when it is a model file the user trained (``search.parent``)."""
+    return f"{model.rpartition(':')[2]} ({'trained' if trained_file else 'base'})"
 
 
 def reference_label(name: str, references: dict[str, dict[str, Any]]) -> str:
