@@ -294,8 +294,7 @@ def compress(
     config = settings.train_config(experiment.train, distill=distill)
     teacher = copy.deepcopy(model).cpu().eval()
     check_fits(teacher, data)
-    floor = Floor.of_data(data, "score", margin=experiment.search.min_gain) if experiment.search.floor == "constant" \
-        else Floor()  # search.floor: zero, the old rule: a score above 0
+    floor = Floor.by_rule(experiment.search.floor, data, "score", margin=experiment.search.min_gain)
     seconds: dict[str, float] = {}
     started = time.perf_counter()
     teacher_metrics = evaluate(teacher, data, config)

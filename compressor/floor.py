@@ -65,6 +65,11 @@ class Floor:
         """The floor of ``metric`` on ``data``'s validation scenes."""
         return cls.from_counts(validation_class_counts(data), data.class_names, metric, margin=margin)
 
+    @classmethod
+    def by_rule(cls, rule: str, data: SegmentationData, metric: str, *, margin: float) -> Floor:
+        """The floor ``search.floor`` names: ``constant`` (:meth:`of_data`) or ``zero`` (a metric above 0)."""
+        return cls.of_data(data, metric, margin=margin) if rule == "constant" else cls()
+
     def describe(self, label: str) -> str:
         """``all building scores building IoU 0.041; a model needs more than 0.061 (margin 0.020)``
         (``""`` for the zero floor)."""

@@ -354,7 +354,7 @@ def prepare(
         calibration=calibration_batches(
             data, calibration_count(experiment), batch_size=experiment.train.batch_size, seed=experiment.train.seed,
         ) if parent is not None else None,
-        floor=Floor.of_data(data, config.metric, margin=config.min_gain) if config.floor == "constant" else Floor(),
+        floor=Floor.by_rule(config.floor, data, config.metric, margin=config.min_gain),
         latency=experiment.cost.latency,
     )
     if check_budget and not experiment.budget.is_empty:
