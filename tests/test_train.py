@@ -134,6 +134,44 @@ def test_sliding_window_equals_one_pass_for_a_pixelwise_model(buildings):
     np.testing.assert_allclose(windowed, whole, atol=1e-5)
 
 
+class _Divisible(nn.Module):
+    """Refuses inputs whose sides are not multiples of ``divisor``, as an smp FPN does with 32."""
+
+    def __init__(self, inner: nn.Module, divisor: int) -> None:
+        super().__init__()
+        self.inner, self.divisor = inner, divisor
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[-1] % self.divisor or x.shape[-2] % self.divisor:
+            raise RuntimeError(f"Wrong input shape {tuple(x.shape[-2:])}\nsecond line")
+        return self.inner(x)
+
+
+def test_windows_of_a_narrow_scene_are_padded_for_a_model_that_refuses_their_size(buildings):
+    """A 128-pixel scene under a 192-pixel window: the model wants multiples of 96, so the
+    window is padded to 192 by reflection and the answer cropped back where it belongs."""
+    torch.manual_seed(0)
+    inner = nn.Conv2d(3, 2, 3, padding=1).eval()
+    scene = buildings.val[0]
+    windowed = predict_scene(_Divisible(inner, 96), scene, buildings, window=192, overlap=16)
+    image = np.pad(buildings.normalization(scene.image), [(0, 0), (0, 64), (0, 64)], mode="symmetric")
+    with torch.no_grad():
+        whole = inner(torch.from_numpy(image)[None]).softmax(1)[0, :, :128, :128].numpy()
+    np.testing.assert_allclose(windowed, whole, atol=1e-5)
+    # a model that accepts the scene's size is run on it as it is (zero padding at the border)
+    with torch.no_grad():
+        plain = inner(torch.from_numpy(buildings.normalization(scene.image))[None]).softmax(1)[0].numpy()
+    np.testing.assert_allclose(predict_scene(inner, scene, buildings, window=192), plain, atol=1e-5)
+
+
+def test_a_window_size_the_model_refuses_is_named(buildings):
+    model = _Divisible(nn.Conv2d(3, 2, 1), 100)
+    with pytest.raises(ConfigError, match=r"cannot run on evaluation windows of 192x192 pixels: Wrong input shape "
+                                          r"\(192, 192\); set train.eval_window") as error:
+        predict_scene(model, buildings.val[0], buildings, window=192)
+    assert "second line" not in str(error.value)
+
+
 def test_dice_loss_agrees_with_monai():
     generator = torch.Generator().manual_seed(0)
     logits = torch.randn(3, 4, 9, 7, generator=generator)

@@ -48,7 +48,12 @@ def predict_scene(
     Windows of ``window`` pixels (smaller for a smaller scene) cover the scene with
     ``overlap`` pixels shared between neighbours; the last row and column of windows
     are aligned with the border. Where windows overlap their probabilities are averaged.
-    The model is run as it is (call ``model.eval()`` first).
+    The model is run as it is (call ``model.eval()`` first). A model that refuses the smaller
+    windows of a scene narrower than ``window`` (an smp FPN wants sides divisible by 32) gets
+    them padded to ``window`` by reflection, and its output cropped back.
+
+    Raises:
+        ConfigError: the model refuses windows of ``window`` pixels.
     """
     height, width = min(window, scene.height), min(window, scene.width)
     stride_y, stride_x = max(1, height - overlap), max(1, width - overlap)
@@ -59,14 +64,48 @@ def predict_scene(
     ]
     total = np.zeros((data.num_classes, scene.height, scene.width), dtype=np.float32)
     hits = np.zeros((scene.height, scene.width), dtype=np.float32)
+    padded: tuple[int, int] | None = None
     for start in range(0, len(corners), batch_size):
         chunk = corners[start:start + batch_size]
         windows = np.stack([data.normalization(scene.read(top, left, height, width)[0]) for top, left in chunk])
-        probabilities = model_output(model, torch.from_numpy(windows).to(device)).float().softmax(dim=1).cpu().numpy()
+        if start:
+            probabilities = _probabilities(model, windows, padded, device)
+        else:  # the first batch decides whether the windows need padding
+            padded, probabilities = _first_batch(model, windows, window, device)
         for (top, left), probability in zip(chunk, probabilities):
             total[:, top:top + height, left:left + width] += probability
             hits[top:top + height, left:left + width] += 1
     return total / hits
+
+
+def _probabilities(
+    model: nn.Module, windows: np.ndarray, padded: tuple[int, int] | None, device: torch.device | str
+) -> np.ndarray:
+    """Class probabilities of a batch of windows, run padded to ``padded`` and cropped back."""
+    height, width = windows.shape[-2:]
+    if padded is not None:
+        pads = [(0, 0), (0, 0), (0, padded[0] - height), (0, padded[1] - width)]
+        windows = np.pad(windows, pads, mode="symmetric")
+    logits = model_output(model, torch.from_numpy(windows).to(device))
+    return logits.float().softmax(dim=1).cpu().numpy()[..., :height, :width]
+
+
+def _first_batch(
+    model: nn.Module, windows: np.ndarray, window: int, device: torch.device | str
+) -> tuple[tuple[int, int] | None, np.ndarray]:
+    """The padding the windows need (``None``: none, else ``(window, window)``) and their probabilities."""
+    sizes: list[tuple[int, int] | None] = [None]
+    if windows.shape[-2:] != (window, window):
+        sizes.append((window, window))
+    for size in sizes:
+        try:
+            return size, _probabilities(model, windows, size, device)
+        except RuntimeError as error:
+            refusal = first_line(error)
+    raise ConfigError(
+        f"the model cannot run on evaluation windows of {window}x{window} pixels: {refusal}; "
+        "set train.eval_window to a size it accepts"
+    )
 
 
 def evaluate(
