@@ -26,7 +26,7 @@ from compressor.report import build_report
 from compressor.report.plots import pareto_figure
 from compressor.report.tables import confirmed_frame, references_frame, trials_frame
 from compressor.report.text import markdown_text
-from compressor.search import run_search
+from compressor.pipeline import run_search
 from compressor.study import StudyInfo, TrialRecord, load_study, study_info
 
 ROOT = Path(__file__).resolve().parents[1]

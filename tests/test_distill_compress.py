@@ -196,7 +196,7 @@ def test_compress_cli_end_to_end_and_its_refusals(cli, tmp_path):
 
 
 def test_a_search_that_inherits_fine_tunes_from_the_parent_and_exports_the_same_models(tmp_path):
-    from compressor.search import run_search
+    from compressor.pipeline import run_search
     from compressor.search.export import rebuild_trial
     from compressor.study import study_info
 
@@ -232,7 +232,7 @@ def test_results_stored_before_distillation_existed_keep_their_keys():
 
 
 def test_a_study_made_before_inheritance_rebuilds_its_recipes_as_it_built_them():
-    from compressor.search.setup import as_built_before_inheritance
+    from compressor.candidates.versions import as_built_before_inheritance
     from compressor.transforms import Recipe
 
     recipe = Recipe.from_data([{"name": "skip_fusion"}, {"name": "fire"}, {"name": "prune", "ratio": 0.5},
@@ -253,15 +253,18 @@ def test_a_study_made_before_dilation_kept_rates_rebuilds_with_overwrite():
     """Micro-Net's fire modules are dilated already. dilation now keeps such rates by default; a study
     made before (no ``dilation_keeps_rates`` attribute) rebuilds its trials as they were trained:
     overwriting them. A new study stores the attribute; a recipe's own ``overwrite`` is kept."""
-    from compressor.search.setup import BUILT_AS_NOW, KEEPS_RATES, as_built_for
+    from compressor.candidates.versions import BUILD_VERSION, as_built_for, build_version, version_attrs
     from compressor.transforms import Recipe
 
     recipe = Recipe.from_data([{"name": "dilation", "rates": [1, 2, 5]}, {"name": "fire"}])
-    old = as_built_for(recipe, {"init": "inherit"})
+    assert build_version({"init": "inherit"}) == 2 and build_version({}) == 1  # read from what older studies stored
+    assert build_version({"init": "inherit", "dilation_keeps_rates": True}) == BUILD_VERSION == 3
+    assert build_version(None) == build_version(version_attrs()) == BUILD_VERSION  # a new study, and what it stores
+    old = as_built_for(recipe, build_version({"init": "inherit"}))
     assert [dict(step.params) for step in old.steps] == [{"rates": [1, 2, 5], "overwrite": True}, {}]
-    assert as_built_for(recipe, BUILT_AS_NOW) is recipe and BUILT_AS_NOW[KEEPS_RATES] is True
+    assert as_built_for(recipe, BUILD_VERSION) is recipe
     kept = Recipe.from_data([{"name": "dilation", "overwrite": False}])
-    assert dict(as_built_for(kept, {}).steps[0].params) == {"overwrite": False}
+    assert dict(as_built_for(kept, 1).steps[0].params) == {"overwrite": False}
     model = compressor.micronet(base_width=8)
     _, (now,) = compressor.apply(model, recipe.steps[:1], (1, 3, 32, 32))
     _, (then,) = compressor.apply(model, old.steps[:1], (1, 3, 32, 32))
@@ -273,7 +276,7 @@ def test_a_study_made_before_dilation_kept_rates_rebuilds_with_overwrite():
 def test_a_worker_joins_an_inheriting_study_from_the_parent_file_it_names(tmp_path):
     """A worker reads the parent file the study names instead of training it (it used to fail with an
     UnboundLocalError there) and adds trials built from that parent."""
-    from compressor.search import join_search, run_search
+    from compressor.pipeline import join_search, run_search
 
     experiment = tiny_experiment(tmp_path, n_trials=1, init="inherit")
     first = run_search(experiment, echo=lambda line: None)

@@ -7,7 +7,7 @@ import platform
 import subprocess
 import sys
 
-from compressor.search.liveness import is_gone, process_identity
+from compressor.study.liveness import is_gone, process_identity
 
 
 def test_a_process_that_exited_is_gone_and_a_living_one_is_not():

@@ -250,7 +250,7 @@ def test_compress_cli_prints_what_the_student_kept_and_refuses_a_bad_method(cli,
 def test_a_search_records_how_far_each_candidate_starts_from_its_parent(tmp_path):
     from search_helpers import tiny_experiment
 
-    from compressor.search import run_search
+    from compressor.pipeline import run_search
     from compressor.search.progress import trial_line
 
     experiment = tiny_experiment(tmp_path, n_trials=3, init="inherit", overrides=(

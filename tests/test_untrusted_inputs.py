@@ -27,7 +27,7 @@ from compressor.cli import main
 from compressor.errors import ConfigError, UntrustedModelError
 from compressor.models import build_model, policy
 from compressor.models.policy import no_downloads
-from compressor.search import run_search
+from compressor.pipeline import run_search
 from compressor.tensor_files import NotATensorFileError, read_tensor_file
 
 SMP = "segmentation_models_pytorch"
@@ -441,7 +441,7 @@ def test_a_searchs_own_confirmation_trusts_only_the_experiment_it_was_given(made
     # a search confirms its front with the network of the experiment this process was given (the
     # user's own code, trusted as their Python is); a study storing another network is data
     from compressor.search import _made_from
-    from compressor.search.setup import prepare
+    from compressor.candidates.setup import prepare
     from compressor.study import load_study
 
     study = load_study(f"sqlite:///{made_study / 'run' / 'search.db'}", "tiny")

@@ -15,7 +15,8 @@ from compressor.cli.experiment_args import add_experiment_arguments, experiment_
 from compressor.cli.search_summary import summary
 from compressor.errors import ConfigError
 from compressor.experiment import Experiment
-from compressor.search import run_search, with_search
+from compressor.pipeline import run_search
+from compressor.search import with_search
 from compressor.spaces import SPACES
 
 COMMAND = {"name": "search", "help": "search transform recipes under a budget (Optuna); resumable",

@@ -19,7 +19,7 @@ def add_study_arguments(parser: argparse.ArgumentParser, *, help_study: str = "t
 
 
 def add_trust_argument(parser: argparse.ArgumentParser) -> None:
-    """``--trust``: build the study's network and use its folders as stored (see :mod:`compressor.search.stored`)."""
+    """``--trust``: build the study's network and use its folders as stored (see :mod:`compressor.candidates.stored`)."""
     parser.add_argument("--trust", action="store_true",
                         help="build the network the study names with the arguments it stores, and use the folders it "
                              "names, whatever they are (a study is otherwise read as data: a registered model or a "

@@ -8,7 +8,7 @@ from compressor.bounds import POSITIVE_COUNT, SECONDS, SEED, threads_argument
 from compressor.cli.console import echo
 from compressor.cli.search_summary import summary
 from compressor.cli.study_args import add_study_arguments, add_trust_argument, storage_from_args
-from compressor.search import join_search
+from compressor.pipeline import join_search
 
 COMMAND = {"name": "worker", "help": "join a running search (same storage) as one more worker",
            "description": "Run trials of an existing study until it holds its target number of finished "

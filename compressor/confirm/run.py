@@ -48,10 +48,11 @@ from compressor.errors import CompressorError, ConfigError, NothingToRepeatError
 from compressor.experiment import BASELINE_MODELS, Experiment, ensure_baselines, ensure_parent
 from compressor.floor import Floor
 from compressor.metrics import SegmentationMetrics, metric_value
-from compressor.search.liveness import PROCESS_KEY, fail_dead_trials, process_identity
-from compressor.search.parents import check_parent_unchanged
-from compressor.search.setup import SearchSetup, prepare, start_candidate
-from compressor.search.stored import building_study, stored_experiment
+from compressor.study.liveness import PROCESS_KEY, fail_dead_trials, process_identity
+from compressor.candidates.parents import check_parent_unchanged
+from compressor.candidates.setup import SearchSetup, prepare, start_candidate
+from compressor.candidates.versions import build_version
+from compressor.candidates.stored import building_study, stored_experiment
 from compressor.search_config import ConfirmConfig
 from compressor.study import (
     StudyInfo,
@@ -143,7 +144,7 @@ def run_confirmation(
         trials: confirm these trial numbers instead of the ``top`` of the front.
         threads: torch CPU threads (default: the experiment's).
         trust: build the study's network and use its paths as stored; without it the study is
-            data (:mod:`compressor.search.stored`).
+            data (:mod:`compressor.candidates.stored`).
 
     Raises:
         ConfigError: nothing to repeat, a trial that is not a finished candidate, folds without k-fold data.
@@ -277,7 +278,7 @@ class _JobRunner:
         self.study, self.info, self.experiment, self.queue = study, info, experiment, queue
         self.records = {record.number: record for record in records}
         self.cache_dir, self.echo, self.keys, self.trust = cache_dir, echo, keys, trust
-        self.built_as = dict(study.user_attrs)
+        self.study_attrs = dict(study.user_attrs)
         self.setups: dict[Repeat, SearchSetup] = {}
         self.constants: dict[Repeat, float] = {}
 
@@ -370,8 +371,7 @@ class _JobRunner:
         if repeat not in self.setups:
             setup = prepare(self._variant(repeat), cache_dir=self.cache_dir, echo=lambda line: None, check_budget=False,
                             parent_weights=self.info.parent or None if self.experiment.search.parent else None,
-                            trust=self.trust)
-            setup.built_as = self.built_as
+                            trust=self.trust, build_version=build_version(self.study_attrs))
             self.setups[repeat] = setup
         return self.setups[repeat]
 
@@ -415,7 +415,7 @@ class _JobRunner:
         seed_everything(setup.experiment.train.seed)
         network = copy.deepcopy(setup.context.model)
         result = train(network, setup.data, setup.train_config, teacher=setup.teacher,
-                       description=f"confirm {self._label(study_control(self.info, self.built_as))} seed {repeat[0]}")
+                       description=f"confirm {self._label(study_control(self.info, self.study_attrs))} seed {repeat[0]}")
         return {"metric": setup.metric(result.metrics), "metrics": result.metrics.to_dict(),
                 "params": sum(parameter.numel() for parameter in network.parameters())}
 

@@ -15,6 +15,7 @@ from torch import nn
 from compressor.cost import Cost, measure
 from compressor.data.base import SegmentationData
 from compressor.experiment.config import Experiment, ModelConfig
+from compressor.errors import ConfigError
 from compressor.io import atomic_write_text
 from compressor.metrics import SegmentationMetrics
 from compressor.saving import save_model
@@ -85,6 +86,7 @@ def train_model(
     output_dir: str | Path | None = None,
     label: str | None = None,
     test: bool = True,
+    teacher: nn.Module | None = None,
 ) -> TrainedModel:
     """Builds, optionally transforms, trains, evaluates and costs one model of an experiment.
 
@@ -102,6 +104,8 @@ def train_model(
         label: name of the model in results (default: :func:`model_label`).
         test: evaluate the trained model once on the data's test region, if it has one
             (``test_metrics``); callers that only choose by the model leave it out.
+        teacher: the distillation teacher when ``train.distill`` is on
+            (:func:`~compressor.experiment.resolve_teacher` finds the one it names).
 
     Returns:
         The trained model (moved back to the CPU), its result, its cost.
@@ -110,6 +114,9 @@ def train_model(
         CompressorError: bad data, model, recipe, or a failed training.
     """
     model_config = model or experiment.model
+    if experiment.train.distill.active and teacher is None:
+        raise ConfigError("train.distill is on and no teacher was given: pass "
+                          "teacher=resolve_teacher(experiment) (the network train.distill.teacher names)")
     loaded_recipe = None
     if recipe is not None:  # read first: a bad recipe fails before any download or training
         from compressor.transforms import Recipe, apply
@@ -122,10 +129,6 @@ def train_model(
         example = torch.zeros(1, data.in_channels, experiment.data.patch_size, experiment.data.patch_size)
         network, _records = apply(network, loaded_recipe, example, init="random")
     label = label or model_label(model_config, recipe)
-    # a baseline teacher is itself trained (once) by train_model: imported here, not at the top
-    from compressor.experiment.baselines import resolve_teacher
-
-    teacher = resolve_teacher(experiment, cache_dir=cache_dir) if experiment.train.distill.active else None
     result = train(
         network, data, experiment.train, evaluate_at=evaluate_at, callback=callback, description=label, teacher=teacher,
     )

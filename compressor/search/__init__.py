@@ -1,8 +1,10 @@
 """The search: Optuna explores transform recipes under budgets; multi-objective, multi-fidelity, resumable.
 
-:func:`run_search` starts or resumes the study an experiment describes; :func:`join_search`
-adds a worker to a running study (another process or machine, same storage);
-:func:`export_trial` rebuilds a trial's model from its recipe and kept weights.
+:func:`run_trials` starts or resumes the study an experiment describes and runs its trials;
+:func:`join_trials` adds a worker to a running study (another process or machine, same
+storage); :func:`export_trial` rebuilds a trial's model from its recipe and kept weights. A
+search that ends with a confirmation is :func:`compressor.pipeline.run_search` (the search
+never imports the confirmation, nor the confirmation the search).
 """
 
 from __future__ import annotations
@@ -13,26 +15,29 @@ import platform
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import optuna
 import torch
 from optuna.trial import TrialState
 
-from compressor.confirm import Confirmation
 from compressor.experiment import BASELINE_MODELS, Experiment, Parent, ensure_baselines, ensure_parent
+from compressor.floor import Floor
 from compressor.metrics import SegmentationMetrics
 from compressor.search.export import export_trial, rebuild_trial
 from compressor.search.keys import check_joinable, with_search
-from compressor.search.liveness import fail_dead_trials, others_running, retries
+from compressor.study.liveness import fail_dead_trials, others_running, retries
 from compressor.search.progress import trial_line
 from compressor.search.runner import TrialFailed, TrialRunner
-from compressor.search.setup import SearchSetup, prepare
-from compressor.search.stored import building_study, stored_experiment
+from compressor.candidates.setup import SearchSetup, prepare, study_location
+from compressor.candidates.versions import build_version
+from compressor.candidates.stored import building_study, stored_experiment
 from compressor.search.study import open_search_study, references
 from compressor.search.weights import WeightStore
+from compressor.search_config import ConfirmConfig
 from compressor.study import (
     StudyInfo,
     TrialRecord,
@@ -43,10 +48,10 @@ from compressor.study import (
     study_info,
     trial_records,
 )
-from compressor.study.storage import writes_to
+from compressor.study.storage import stored_attrs, writes_to
 
 __all__ = [
-    "SearchResult", "run_search", "join_search", "export_trial", "rebuild_trial", "with_search", "default_storage_url",
+    "SearchResult", "run_trials", "join_trials", "export_trial", "rebuild_trial", "with_search", "default_storage_url",
     "load_study", "open_storage", "front",
 ]
 
@@ -55,25 +60,38 @@ COUNTED = (TrialState.COMPLETE, TrialState.PRUNED)
 
 @dataclass
 class SearchResult:
-    """What a search run left in its study."""
+    """What a search run left in its study.
+
+    Attributes:
+        confirm: the study's confirmation settings (``search.confirm`` as the study stores them).
+        running_elsewhere: trials still running in other processes when this one ended (the
+            front is not final: no confirmation yet).
+        own_network: the study stores the network of the experiment this process was given (the
+            user's own, trusted as their Python is), so its confirmation may build it as the search did.
+        confirmation: the confirmation that followed, when :func:`compressor.pipeline.run_search`
+            ran one (a :class:`compressor.confirm.Confirmation`).
+    """
 
     study: optuna.Study
     storage_url: str
     records: list[TrialRecord]
     front: list[TrialRecord]
     seconds: float
-    confirmation: Confirmation | None = None
+    confirm: ConfirmConfig
+    running_elsewhere: tuple[str, ...] = ()
+    own_network: bool = False
+    confirmation: Any = None
 
     @property
     def study_name(self) -> str:
         return self.study.study_name
 
 
-def run_search(
+def run_trials(
     experiment: Experiment, *, cache_dir: str | Path | None = None, echo: Callable[[str], None] = print,
     trust: bool = False,
 ) -> SearchResult:
-    """Starts (or resumes) the search ``experiment.search`` describes and runs it to its target.
+    """Starts (or resumes) the search ``experiment.search`` describes and runs its trials to its target.
 
     Steps: build the data and the base network; refuse a budget the space cannot meet;
     open the study (a new one stores the settings and enqueues the space's starting
@@ -88,13 +106,10 @@ def run_search(
         CompressorError: bad settings, an impossible budget, a study made with other settings.
     """
     started = time.perf_counter()
-    if experiment.search.confirm.active:  # a confirmation it cannot run is refused now, not after the search
-        from compressor.confirm.run import plan_repeats
-
-        plan_repeats(experiment, experiment.search.confirm)
-    setup = prepare(experiment, cache_dir=cache_dir, echo=echo, trust=trust)
+    attrs = stored_attrs(*study_location(experiment))  # a study made by an earlier version: build as it did
+    setup = prepare(experiment, cache_dir=cache_dir, echo=echo, trust=trust, build_version=build_version(attrs),
+                    floor=_study_floor(attrs))
     study = open_search_study(setup, sampler_seed=setup.config.seed)
-    setup.built_as = dict(study.user_attrs)  # a study made by an earlier version: build as it did
     echo(f"study {setup.study_name!r} in {setup.storage_url}: space {setup.space.name}, model {setup.model_config.name}, "
          f"budget {setup.budget.describe()}, objectives {', '.join(setup.config.objectives)}")
     said_waiting = _recover_dead_trials(setup, study)
@@ -106,10 +121,9 @@ def run_search(
         if "base" in setup.references and base is None:
             base = _train_base_reference(setup, cache_dir=cache_dir)
     study.set_user_attr("references", references(setup, base))
-    _keep_the_studys_floor(setup, study)
     study.set_user_attr("machine", machine())
     _optimize(setup, study, time.perf_counter())  # the time limit is the search's: the set-up above is not counted
-    return _result(setup, study, started, cache_dir=cache_dir, said_waiting=said_waiting, trust=trust)
+    return _result(setup, study, started, said_waiting=said_waiting)
 
 
 def _train_base_reference(setup: SearchSetup, *, cache_dir: str | Path | None) -> Parent:
@@ -122,12 +136,12 @@ def _train_base_reference(setup: SearchSetup, *, cache_dir: str | Path | None) -
     return base
 
 
-def join_search(
+def join_trials(
     storage_url: str, study_name: str, *, n_trials: int | None = None, timeout: float | None = None,
     seed: int | None = None, threads: int | None = None, cache_dir: str | Path | None = None,
     echo: Callable[[str], None] = print, trust: bool = False,
 ) -> SearchResult:
-    """Joins a study made by :func:`run_search` as one more worker, until the study's target.
+    """Joins a study made by :func:`run_trials` as one more worker, until the study's target.
 
     Args:
         storage_url: the study's storage (for several machines, a PostgreSQL URL).
@@ -137,7 +151,7 @@ def join_search(
         seed: this worker's sampler seed (default: random, so workers do not repeat each other).
         threads: torch CPU threads of this worker.
         trust: build the study's network and use its paths as stored, whatever they are; without
-            it the study is data (:mod:`compressor.search.stored`).
+            it the study is data (:mod:`compressor.candidates.stored`).
     """
     started = time.perf_counter()
     study = load_study(storage_url, study_name)
@@ -147,14 +161,13 @@ def join_search(
     check_joinable(study, info, experiment)  # before anything is trained or written
     with building_study(study_name, info, trust=trust):
         setup = prepare(experiment, cache_dir=cache_dir, echo=echo, check_budget=False,
-                        parent_weights=info.parent or None, trust=trust)
+                        parent_weights=info.parent or None, trust=trust, build_version=build_version(study.user_attrs),
+                        floor=_study_floor(study.user_attrs))
     study = open_search_study(setup, sampler_seed=seed, create=False)
-    setup.built_as = dict(study.user_attrs)
-    _keep_the_studys_floor(setup, study)
     echo(f"worker joined study {study_name!r} in {storage_url}")
     said_waiting = _recover_dead_trials(setup, study)
     _optimize(setup, study, time.perf_counter(), first_trials=0)  # a worker's limit: its own trials, from its first
-    return _result(setup, study, started, cache_dir=cache_dir, said_waiting=said_waiting, trust=trust)
+    return _result(setup, study, started, said_waiting=said_waiting)
 
 
 def _recover_dead_trials(setup: SearchSetup, study: optuna.Study, *, then_runs: bool = True) -> set[int]:
@@ -197,16 +210,12 @@ def _why_waiting(room: int, *, then_runs: bool, what: str) -> str:
     return f"{what} waits in the study ({reason}): {advice}"
 
 
-def _keep_the_studys_floor(setup: SearchSetup, study: optuna.Study) -> None:
-    """The floor a study was made with stays its floor: a study made before floors existed keeps
-    the old rule (a metric above 0) when resumed, so no trial leaves its front and no weights are
-    discarded; a changed ``search.min_gain`` applies to new studies only."""
-    from compressor.floor import Floor
-
-    floor = Floor.from_dict(study.user_attrs.get("floor"))  # stored when the study was made; absent before floors
-    if floor != setup.floor and not (floor.is_zero and setup.floor.is_zero):
-        setup.echo(f"the study keeps the floor it was made with ({floor.describe('the metric') or 'a metric above 0'})")
-    setup.floor = floor
+def _study_floor(attrs: Mapping[str, Any] | None) -> Floor | None:
+    """The floor a study was made with stays its floor (None: a new study, which takes
+    ``search.floor``'s rule): a study made before floors existed keeps the old rule (a metric
+    above 0) when resumed, so no trial leaves its front and no weights are discarded; a changed
+    ``search.min_gain`` applies to new studies only."""
+    return None if attrs is None else Floor.from_dict(attrs.get("floor"))
 
 
 def _made_from(setup: SearchSetup, study: optuna.Study) -> bool:
@@ -315,10 +324,7 @@ def _discard_dominated_weights(
             weights.discard(record.weights)
 
 
-def _result(
-    setup: SearchSetup, study: optuna.Study, started: float, *, cache_dir: str | Path | None = None,
-    said_waiting: Iterable[int] = (), trust: bool = False,
-) -> SearchResult:
+def _result(setup: SearchSetup, study: optuna.Study, started: float, *, said_waiting: Iterable[int] = ()) -> SearchResult:
     # A process on this host that died while this one ran (a worker killed meanwhile) runs nothing:
     # its trial is failed now, never reported as running elsewhere; retries left waiting are said to wait.
     said_waiting = {*said_waiting, *_recover_dead_trials(setup, study, then_runs=False)}
@@ -331,19 +337,11 @@ def _result(
     if others:
         setup.echo(f"still running in another process: {', '.join(others)} (another worker; if its process died on "
                    f"another host, its heartbeat fails it {setup.config.grace_period} s after it stopped)")
-    confirmation = None
-    if setup.config.confirm.active and not others:  # the front is final unless the search is resumed
-        from compressor.confirm.run import run_confirmation
-
-        confirmation = run_confirmation(study, setup.storage_url, config=setup.config.confirm, cache_dir=cache_dir,
-                                        echo=setup.echo, trust=trust or _made_from(setup, study))
-    elif setup.config.confirm.active:
-        setup.echo(f"not confirming yet: a trial is still running (another worker, or one that died); when it ends: "
-                   f"compressor confirm --study {setup.study_name} --storage {setup.storage_url}")
     records = trial_records(study)
     info = study_info(study)
     return SearchResult(
         study=study, storage_url=setup.storage_url, records=records, front=front(records, info.objectives, info.threshold),
-        seconds=time.perf_counter() - started, confirmation=confirmation,
+        seconds=time.perf_counter() - started, confirm=setup.config.confirm, running_elsewhere=tuple(others),
+        own_network=_made_from(setup, study),
     )
 

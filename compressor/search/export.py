@@ -11,9 +11,10 @@ from compressor.errors import ConfigError
 from compressor.experiment import ModelConfig
 from compressor.finetune import calibration_batches
 from compressor.saving import save_model
-from compressor.search.parents import check_parent_unchanged, load_parent
-from compressor.search.setup import as_built_for, build_candidate
-from compressor.search.stored import building_study, stored_experiment
+from compressor.candidates.parents import check_parent_unchanged, load_parent
+from compressor.candidates.setup import Init, build_candidate
+from compressor.candidates.versions import as_built_for, build_version
+from compressor.candidates.stored import building_study, stored_experiment
 from compressor.search.weights import WeightStore
 from compressor.study import StudyInfo, TrialRecord, load_study, study_info
 from compressor.transforms import Recipe
@@ -39,7 +40,7 @@ def rebuild_trial(
 
     ``untrained`` skips the trial's kept weights: the candidate as it started (from random
     weights, or, in a study whose candidates inherit, from its parent's). Without ``trust`` the
-    study is data (:mod:`compressor.search.stored`): its network is built under the policy of
+    study is data (:mod:`compressor.candidates.stored`): its network is built under the policy of
     model files, its paths checked.
 
     Raises:
@@ -62,7 +63,7 @@ def rebuild_trial(
     in_channels = int(info.input_shape[1])
     num_classes = int(info.model_args.get("num_classes", 2))
     recipe = Recipe.from_data(record.recipe, source=f"trial {number}'s recipe")
-    built = as_built_for(recipe, study.user_attrs)
+    built = as_built_for(recipe, build_version(study.user_attrs))
     base = None
     with building_study(study_name, info, trust=trust):
         if info.init != "random":  # pruning ranked the parent's trained channels: the same parent gives the same widths
@@ -76,7 +77,8 @@ def rebuild_trial(
                 batch_size=experiment.train.batch_size, seed=experiment.train.seed,
             )
         model = build_candidate(
-            experiment, model_config, built, in_channels=in_channels, num_classes=num_classes, base=base, init=info.init,
+            experiment, model_config, built, in_channels=in_channels, num_classes=num_classes, base=base,
+            init=Init(info.init).weights,
             calibration=calibration,
         )
     trained = not untrained

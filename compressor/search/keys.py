@@ -7,7 +7,7 @@ from typing import Any
 
 from compressor.errors import ConfigError, StudyMismatchError
 from compressor.experiment import Experiment, to_data, train_key
-from compressor.search.parents import file_sha256
+from compressor.candidates.parents import file_sha256
 
 __all__ = ["experiment_key", "check_joinable", "with_search"]
 

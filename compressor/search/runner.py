@@ -10,8 +10,8 @@ from optuna.trial import TrialState
 from compressor.errors import CompressorError, RunFailedError, first_line
 from compressor.metrics import SegmentationMetrics
 from compressor.search.fidelity import rung_key, should_stop
-from compressor.search.liveness import PROCESS_KEY, process_identity
-from compressor.search.setup import SearchSetup, start_candidate
+from compressor.study.liveness import PROCESS_KEY, process_identity
+from compressor.candidates.setup import SearchSetup, start_candidate
 from compressor.search.twins import wait_for_twin
 from compressor.search.weights import WeightStore
 from compressor.study import TrialRecord, front, trial_records

@@ -11,7 +11,8 @@ from compressor.errors import ConfigError, StudyMismatchError
 from compressor.experiment import ModelConfig, Parent, load_baselines, to_data
 from compressor.metrics import SegmentationMetrics
 from compressor.search.keys import experiment_key
-from compressor.search.setup import KEEPS_RATES, SearchSetup, metric_label, metric_value
+from compressor.candidates.setup import SearchSetup, metric_label, metric_value
+from compressor.candidates.versions import version_attrs
 from compressor.study import FORMAT, StudyInfo, open_storage
 
 __all__ = ["make_sampler", "open_search_study", "references"]
@@ -96,11 +97,11 @@ def open_search_study(setup: SearchSetup, *, sampler_seed: int | None, create: b
         model_args=setup.model_config.builder_args(
             in_channels=setup.data.in_channels, num_classes=setup.data.num_classes
         ),
-        init=setup.init, parent=str(setup.parent.weights_path.resolve()) if setup.parent is not None else "",
+        init=setup.init.name, parent=str(setup.parent.weights_path.resolve()) if setup.parent is not None else "",
         floor=setup.floor.to_dict(),
         ratio_to=setup.references[0], parent_subject=setup.parent_subject,
     )
-    for name, value in {**info.to_attrs(), "experiment_key": key, KEEPS_RATES: True}.items():
+    for name, value in {**info.to_attrs(), "experiment_key": key, **version_attrs()}.items():
         study.set_user_attr(name, value)
     for choices in setup.space.starts(setup.context):
         study.enqueue_trial(dict(choices), skip_if_exists=True)

@@ -25,7 +25,7 @@ from collections.abc import Callable
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from compressor.search.liveness import PROCESS_KEY, describe_process, is_gone, is_this_process
+from compressor.study.liveness import PROCESS_KEY, describe_process, is_gone, is_this_process
 
 __all__ = ["WAITS_FOR_KEY", "wait_for_twin"]
 

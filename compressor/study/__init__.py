@@ -9,7 +9,8 @@ through it; it depends on Optuna and NumPy, never on search, report or training.
 - :mod:`~compressor.study.pareto`: dominance and non-dominated ranks;
 - :mod:`~compressor.study.front`: the front by this project's rules (floor, duplicates);
 - :mod:`~compressor.study.hypervolume`: the hypervolume and a study's reference point;
-- :mod:`~compressor.study.snapshot`: a study read once.
+- :mod:`~compressor.study.snapshot`: a study read once;
+- :mod:`~compressor.study.liveness`: a running trial whose process on this host is gone, failed at once.
 """
 
 from __future__ import annotations

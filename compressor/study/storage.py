@@ -11,6 +11,7 @@ import sqlite3
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import optuna
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
@@ -19,6 +20,7 @@ from sqlalchemy.engine import make_url
 from compressor.errors import ConfigError, MissingStorageError, RunFailedError, first_line
 
 __all__ = ["default_storage_url", "find_storage_url", "open_storage", "load_study", "sqlite_path", "check_lasting", "writes_to", "redact",
+           "stored_attrs",
            "RUNS"]
 
 #: the folder that holds each experiment's run folder (``runs/<name>``)
@@ -171,6 +173,22 @@ def load_study(url: str, name: str, **storage_options) -> optuna.Study:
         there = ", ".join(names) if names else "none"
         raise ConfigError(f"no study {name!r} in {redact(url)} (studies there: {there})")
     return optuna.load_study(study_name=name, storage=storage)
+
+
+def stored_attrs(url: str, name: str) -> dict[str, Any] | None:
+    """The user attributes of study ``name`` in ``url`` when a search made it; None when there is
+    no such study yet (or one ``compressor search`` did not make). Creates nothing: a SQLite file
+    that does not exist is no study."""
+    from compressor.study.records import FORMAT
+
+    path = sqlite_path(check_lasting(url))
+    if path is not None and not path.is_file():
+        return None
+    storage = open_storage(url, create=False)
+    if name not in optuna.get_all_study_names(storage):
+        return None
+    attrs = optuna.load_study(study_name=name, storage=storage).user_attrs
+    return dict(attrs) if attrs.get("compressor_format") == FORMAT else None
 
 
 @contextlib.contextmanager

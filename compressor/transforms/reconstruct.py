@@ -329,7 +329,7 @@ class FeatureHints:
         ...     _ = student(images)
         >>> with torch.no_grad(), FeatureHints.tap(hints, teacher) as theirs:
         ...     logits = teacher(images)
-        >>> float(hints.loss(ours, theirs, logits)) > 0
+        >>> float(hints.loss(ours, theirs, logits).detach()) > 0
         True
     """
 

@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from common import hypervolume_at, hypervolume_history, synthetic_search, write_json  # noqa: E402
 
 from compressor.experiment import Experiment  # noqa: E402
-from compressor.search import run_search  # noqa: E402
+from compressor.pipeline import run_search  # noqa: E402
 from compressor.tables import format_table  # noqa: E402
 
 

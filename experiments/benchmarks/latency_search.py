@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from common import write_json  # noqa: E402
 
 from compressor.experiment import load_experiment  # noqa: E402
-from compressor.search import run_search  # noqa: E402
+from compressor.pipeline import run_search  # noqa: E402
 from compressor.study import front, load_study, nondominated_ranks, study_info, trial_records  # noqa: E402
 
 

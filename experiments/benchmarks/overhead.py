@@ -37,7 +37,7 @@ from common import synthetic_search, write_json  # noqa: E402
 
 import compressor  # noqa: E402
 from compressor.experiment import Experiment  # noqa: E402
-from compressor.search import run_search  # noqa: E402
+from compressor.pipeline import run_search  # noqa: E402
 from compressor.tables import format_table  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -31,7 +31,7 @@ from compressor.confirm.results import Confirmation, Summary  # noqa: E402
 from compressor.confirm.subjects import CONTROL  # noqa: E402
 from compressor.experiment import load_experiment  # noqa: E402
 from compressor.intervals import WITHIN_POINTS, within  # noqa: E402
-from compressor.search import run_search  # noqa: E402
+from compressor.pipeline import run_search  # noqa: E402
 from compressor.tables import format_table  # noqa: E402
 from compressor.units import format_count  # noqa: E402
 

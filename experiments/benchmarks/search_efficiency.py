@@ -54,7 +54,7 @@ def run_one(job: tuple[str, int, int, int, bool]) -> dict[str, Any]:
     sampler, seed, trials, steps, quiet = job
     import torch
 
-    from compressor.search import run_search
+    from compressor.pipeline import run_search
 
     torch.set_num_threads(1)  # building and costing candidates too, not only training
     tag = f"[{LABELS[sampler]} seed {seed}]"

@@ -6,7 +6,7 @@ import dataclasses
 import math
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +30,8 @@ from compressor.floor import Floor
 from compressor.latency import LatencyConfig
 from compressor.metrics import SegmentationMetrics, metric_value
 from compressor.outputs import check_fits
-from compressor.search.parents import load_parent, load_parent_file, shown_path
+from compressor.candidates.versions import BUILD_VERSION, as_built_for, build_version
+from compressor.candidates.parents import load_parent, load_parent_file, shown_path
 from compressor.search_config import SearchConfig
 from compressor.spaces import SPACES, SearchContext, SearchSpace
 from compressor.study import base_label, default_storage_url, directions, objective_values, sqlite_path
@@ -44,19 +45,54 @@ from compressor.train import (
     resolve_device,
     seed_everything,
 )
-from compressor.transforms import Recipe, TransformSpec, apply
+from compressor.transforms import Recipe, apply
 from compressor.transforms.reconstruct import output_gap, reconstruct
 from compressor.units import format_count
 
 __all__ = [
-    "SearchSetup", "prepare", "metric_value", "metric_label", "base_model_config", "build_candidate", "Start",
-    "start_candidate",
+    "SearchSetup", "Init", "prepare", "metric_value", "metric_label", "base_model_config", "build_candidate", "Start",
+    "start_candidate", "study_location",
 ]
+
+
+@dataclass(frozen=True)
+class Init:
+    """How a study's candidates start (``search.init``), decided once and read everywhere.
+
+    ``random``: the base network untrained, new layers PyTorch's initialization; ``inherit``: the
+    base network trained once as the parent, each candidate built from it, new layers the closest
+    to what they replace, then fine-tuned (the ``finetune:`` section); ``distill``: as
+    ``inherit``, the parent also the distillation teacher.
+    """
+
+    name: str = "random"
+
+    @property
+    def inherits(self) -> bool:
+        """Candidates are built from a trained parent (which then exists) and fine-tuned."""
+        return self.name != "random"
+
+    @property
+    def distills(self) -> bool:
+        """The parent is the teacher of every candidate's fine-tuning."""
+        return self.name == "distill"
+
+    @property
+    def weights(self) -> str:
+        """How :func:`~compressor.transforms.apply` starts the layers it makes: ``inherit`` or ``random``."""
+        return "inherit" if self.inherits else "random"
 
 
 @dataclass
 class SearchSetup:
-    """A search's settings resolved, its data built and its base network ready."""
+    """A search's settings resolved, its data built and its base network ready: everything a
+    process needs to build, start and judge the study's candidates, made once by :func:`prepare`.
+
+    Attributes:
+        init: how candidates start (the parent exists exactly when ``init.inherits``).
+        build_version: the rules the study's recipes are built by (:mod:`.versions`).
+        floor: the study's floor (the one it was made with, for a study that exists).
+    """
 
     experiment: Experiment
     config: SearchConfig
@@ -69,35 +105,31 @@ class SearchSetup:
     storage_url: str
     study_name: str
     artifacts: Path
+    init: Init
+    floor: Floor
     echo: Callable[[str], None] = print
     parent: Parent | None = None
     calibration: list[torch.Tensor] | None = None
-    built_as: dict[str, Any] = field(default_factory=lambda: dict(BUILT_AS_NOW))
-    floor: Floor = field(default_factory=Floor)
+    build_version: int = BUILD_VERSION
     latency: LatencyConfig | None = None
-
-    @property
-    def init(self) -> str:
-        """How candidates start: ``random``, ``inherit`` or ``distill``."""
-        return self.config.init
 
     @property
     def train_config(self) -> TrainConfig:
         """How candidates are trained: the ``train:`` section, or the fine-tuning one when they inherit."""
-        if self.parent is None:
+        if not self.init.inherits:
             return self.experiment.train
-        return self.experiment.finetune.train_config(self.experiment.train, distill=self.init == "distill")
+        return self.experiment.finetune.train_config(self.experiment.train, distill=self.init.distills)
 
     @property
     def start_config(self) -> TrainConfig:
         """:attr:`train_config` for a candidate whose batch norms were re-estimated before (when it inherits)."""
         config = self.train_config
-        return config if self.parent is None else dataclasses.replace(config, bn_reestimate=0)
+        return dataclasses.replace(config, bn_reestimate=0) if self.init.inherits else config
 
     @property
     def teacher(self) -> nn.Module | None:
         """The distillation teacher (the parent) when ``init`` is ``distill``."""
-        return self.parent.model if self.parent is not None and self.init == "distill" else None
+        return self.parent.model if self.parent is not None and self.init.distills else None
 
     @property
     def budget(self) -> Budget:
@@ -108,12 +140,13 @@ class SearchSetup:
         return directions(self.config.objectives)
 
     def build(self, recipe: Recipe) -> nn.Module:
-        """The candidate of ``recipe`` exactly as this study builds it (:func:`build_candidate`, as the
-        study's version built its recipes: :func:`as_built_for`): a search trial, its confirmation and
-        the budget check all go through here."""
+        """The candidate of ``recipe`` exactly as this study builds it (:func:`build_candidate`, by the
+        rules of the study's version: :func:`~compressor.candidates.versions.as_built_for`): a search
+        trial, its confirmation and the budget check all go through here."""
         return build_candidate(
-            self.experiment, self.model_config, as_built_for(recipe, self.built_as), in_channels=self.data.in_channels,
-            num_classes=self.data.num_classes, base=self.context.model, init=self.init, calibration=self.calibration,
+            self.experiment, self.model_config, as_built_for(recipe, self.build_version),
+            in_channels=self.data.in_channels, num_classes=self.data.num_classes, base=self.context.model,
+            init=self.init.weights, calibration=self.calibration,
         )
 
     def measure(self, network: nn.Module) -> Cost:
@@ -186,9 +219,9 @@ def build_candidate(
 
     Both the search and ``compressor export`` go through here, so an exported trial has
     the very architecture (and pruned channels) that was trained. ``base`` is the trained
-    parent when candidates inherit (``init`` ``inherit``): pruning then ranks the parent's
-    trained channels, so export needs that parent too. ``calibration`` images are given to
-    the steps that ask for calibration.
+    parent when candidates inherit (``init`` ``inherit``, :attr:`Init.weights`): pruning then ranks
+    the parent's trained channels, so export needs that parent too. ``calibration`` images are
+    given to the steps that ask for calibration.
     """
     if base is None:
         seed_everything(experiment.train.seed)
@@ -200,7 +233,7 @@ def build_candidate(
     if calibration:
         recipe = with_calibration(recipe, experiment.finetune.calibrate)
     network, _records = apply(  # the records are not shown: no layer or output errors measured for them
-        base, recipe, example, count_flops=False, init="inherit" if init != "random" else "random",
+        base, recipe, example, count_flops=False, init=init,
         calibration=calibration, diagnostics=False,
     )
     return network
@@ -252,52 +285,22 @@ def start_candidate(setup: SearchSetup, network: nn.Module) -> Start:
     return Start(error=round(error, 6), close=error <= settings.max_start_error, seconds=seconds)
 
 
-#: Study attribute of the studies whose ``dilation`` leaves existing rates alone by default (all
-#: made since it stopped overwriting them); a study without it is rebuilt with ``overwrite: true``.
-KEEPS_RATES = "dilation_keeps_rates"
-#: The attributes a new study stores to say how its recipes are built (see :func:`as_built_for`).
-BUILT_AS_NOW = {"init": "", KEEPS_RATES: True}
-
-
-def as_built_before_inheritance(recipe: Recipe) -> Recipe:
-    """``recipe`` as a study made before weight inheritance built it, so its trials rebuild (and
-    resume) the same: ``skip_fusion`` started from the mean of the kernel halves even from scratch,
-    ``prune`` ranked channels by L1 norm (and ``dilation`` overwrote existing rates)."""
-    return as_built_for(recipe, {})
-
-
-def as_built_for(recipe: Recipe, attrs: Mapping[str, Any]) -> Recipe:
-    """``recipe`` as the study whose user attributes are ``attrs`` built it, so its trials rebuild
-    (export, confirmation) and resume the same across versions of the transforms.
-
-    A study made before weight inheritance (no ``init``) started ``skip_fusion`` from the mean of
-    the kernel halves even from scratch and ranked ``prune``'s channels by L1 norm; one made before
-    :data:`KEEPS_RATES` had ``dilation`` overwrite rates the network already had. A parameter the
-    recipe sets itself is kept.
-    """
-    legacy: dict[str, dict[str, Any]] = {}
-    if "init" not in attrs:
-        legacy |= {"skip_fusion": {"init": "inherit"}, "prune": {"importance": "l1"}}
-    if KEEPS_RATES not in attrs:
-        legacy["dilation"] = {"overwrite": True}
-    if not any(step.name in legacy for step in recipe.steps):
-        return recipe
-    return Recipe.of([
-        TransformSpec(step.name, {**legacy.get(step.name, {}), **step.params}, step.optional) for step in recipe.steps
-    ])
-
-
 def prepare(
     experiment: Experiment, *, cache_dir: str | Path | None = None, echo: Callable[[str], None] = print,
     check_budget: bool = True,
     parent_weights: str | None = None,
     trust: bool = False,
+    build_version: int = BUILD_VERSION,
+    floor: Floor | None = None,
 ) -> SearchSetup:
     """Resolves the search settings, builds the data and the base network, checks the budget.
 
     With ``search.parent`` (a trained model file) that file's network is the base and the parent,
     evaluated on this data and never retrained; ``trust`` loads a file whose builder is neither
-    registered nor a known model package's (:func:`compressor.load_saved`).
+    registered nor a known model package's (:func:`compressor.load_saved`). A setup for a study
+    that exists takes what the study was made with: ``parent_weights`` (the parent it stores),
+    ``build_version`` (how it builds recipes) and ``floor`` (None: ``search.floor``'s rule on this
+    data, said when the study keeps another).
 
     Raises:
         ConfigError: an unknown space or metric, a model that does not build, an in-memory storage.
@@ -328,7 +331,7 @@ def prepare(
         metrics = evaluate(from_file.model, data, experiment.train)
         parent = dataclasses.replace(from_file, metrics=metrics.to_dict())
         echo(f"parent {shown_path(config.parent)} (a trained file, not retrained): {metrics.summary()}")
-    elif config.init != "random":
+    elif config.init != "random":  # a parent exists exactly when candidates inherit (SearchSetup.init)
         if parent_weights:
             parent = load_parent(model_config, parent_weights, in_channels=data.in_channels,
                                  num_classes=data.num_classes)
@@ -342,24 +345,33 @@ def prepare(
     example = torch.zeros(1, data.in_channels, experiment.data.patch_size, experiment.data.patch_size)
     context = SearchContext(base, example, model_config.name)
     wants_latency = experiment.budget.needs_latency or "latency_ms" in config.objectives
-    storage_url = config.storage or default_storage_url(experiment.run_path)
+    storage_url, study_name = study_location(experiment)
     database = sqlite_path(storage_url)
     artifacts = (database.parent if database is not None else experiment.run_path) / "artifacts"
+    rule = Floor.by_rule(config.floor, data, config.metric, margin=config.min_gain)
+    if floor is not None and floor != rule and not (floor.is_zero and rule.is_zero):
+        echo(f"the study keeps the floor it was made with ({floor.describe('the metric') or 'a metric above 0'})")
     setup = SearchSetup(
         experiment=experiment, config=config, space=space, model_config=model_config, data=data, context=context,
         input_shape=experiment.cost_input_shape(data.in_channels),
         latency_runs=max(experiment.cost.latency_runs, 10) if wants_latency else experiment.cost.latency_runs,
-        storage_url=storage_url, study_name=config.study or experiment.name or "search",
-        artifacts=artifacts.resolve(), echo=echo, parent=parent,
+        storage_url=storage_url, study_name=study_name, artifacts=artifacts.resolve(), echo=echo, parent=parent,
+        init=Init(config.init), build_version=build_version, floor=rule if floor is None else floor,
         calibration=calibration_batches(
             data, calibration_count(experiment), batch_size=experiment.train.batch_size, seed=experiment.train.seed,
         ) if parent is not None else None,
-        floor=Floor.by_rule(config.floor, data, config.metric, margin=config.min_gain),
         latency=experiment.cost.latency,
     )
     if check_budget and not experiment.budget.is_empty:
         check_smallest(setup)
     return setup
+
+
+def study_location(experiment: Experiment) -> tuple[str, str]:
+    """The storage URL and the study name of the search ``experiment`` describes:
+    ``search.storage`` (default ``<run folder>/search.db``), ``search.study`` (default the experiment's name)."""
+    config = experiment.search
+    return config.storage or default_storage_url(experiment.run_path), config.study or experiment.name or "search"
 
 
 def calibration_count(experiment: Experiment) -> int:

@@ -1,0 +1,12 @@
+"""A study's candidates, as the search and its confirmation both build and start them.
+
+Below both :mod:`compressor.search` and :mod:`compressor.confirm` (neither imports the other):
+
+- :mod:`~compressor.candidates.setup`: :class:`~compressor.candidates.setup.SearchSetup`, what a
+  process needs before its first candidate (the data, the base network, the parent, the floor,
+  how the study builds its recipes), built once by
+  :func:`~compressor.candidates.setup.prepare`; one ``SearchSetup.build(recipe)`` for every
+  candidate, one ``start_candidate`` for its start;
+- :mod:`~compressor.candidates.parents`: a trained parent read from a file, checked unchanged;
+- :mod:`~compressor.candidates.stored`: the experiment a study stores, read as data.
+"""

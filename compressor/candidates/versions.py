@@ -1,0 +1,69 @@
+"""How a study's recipes are built, by the version of compressor that made the study.
+
+The transforms changed their defaults twice; a study keeps the rules it was made with, so its
+trials rebuild (export, confirmation) and resume as they were trained. A new study stores
+:data:`BUILD_VERSION`; older ones are read by the attributes they had:
+
+1. before weight inheritance (no ``init`` attribute): ``skip_fusion`` started from the mean of
+   the kernel halves even from scratch, ``prune`` ranked channels by L1 norm, ``dilation``
+   overwrote the rates a network already had;
+2. with inheritance, before ``dilation`` kept existing rates (no :data:`KEEPS_RATES`);
+3. now.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from compressor.transforms import Recipe, TransformSpec
+
+__all__ = ["BUILD_VERSION", "VERSION_KEY", "KEEPS_RATES", "build_version", "as_built_for", "as_built_before_inheritance",
+           "version_attrs"]
+
+#: How this version of compressor builds recipes.
+BUILD_VERSION = 3
+#: The study attribute that holds it.
+VERSION_KEY = "build_version"
+#: The attribute of version 2 studies made after ``dilation`` kept existing rates (stored still,
+#: so an older compressor reading a new study keeps them too).
+KEEPS_RATES = "dilation_keeps_rates"
+
+#: what each version before the current one set where a recipe says nothing
+_LEGACY: dict[int, dict[str, dict[str, Any]]] = {
+    1: {"skip_fusion": {"init": "inherit"}, "prune": {"importance": "l1"}, "dilation": {"overwrite": True}},
+    2: {"dilation": {"overwrite": True}},
+}
+
+
+def build_version(attrs: Mapping[str, Any] | None) -> int:
+    """The version whose rules built the recipes of the study whose user attributes are ``attrs``
+    (None: a study not made yet, built as now)."""
+    if attrs is None:
+        return BUILD_VERSION
+    if VERSION_KEY in attrs:
+        return int(attrs[VERSION_KEY])
+    if "init" not in attrs:
+        return 1
+    return 3 if KEEPS_RATES in attrs else 2
+
+
+def version_attrs() -> dict[str, Any]:
+    """What a new study stores to say how its recipes are built."""
+    return {VERSION_KEY: BUILD_VERSION, KEEPS_RATES: True}
+
+
+def as_built_for(recipe: Recipe, version: int) -> Recipe:
+    """``recipe`` as version ``version`` built it (:func:`build_version`); a parameter the recipe sets
+    itself is kept, and a recipe the old rules do not touch is returned as it is."""
+    legacy = _LEGACY.get(version, {})
+    if not any(step.name in legacy for step in recipe.steps):
+        return recipe
+    return Recipe.of([
+        TransformSpec(step.name, {**legacy.get(step.name, {}), **step.params}, step.optional) for step in recipe.steps
+    ])
+
+
+def as_built_before_inheritance(recipe: Recipe) -> Recipe:
+    """``recipe`` as a study made before weight inheritance built it (version 1)."""
+    return as_built_for(recipe, 1)
