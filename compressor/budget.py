@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from compressor.cost import Cost
 from compressor.errors import BudgetError, ConfigError
 from compressor.units import format_count, parse_count
 
-__all__ = ["Budget", "BudgetCheck", "LimitCheck"]
+if TYPE_CHECKING:  # a budget reads a cost's fields; it needs neither torch nor fvcore
+    from compressor.cost import Cost
+
+__all__ = ["Budget", "BudgetCheck", "LimitCheck", "COST_LIMITS", "format_cost"]
+
+#: Each cost a budget limits (the name a cost, a trial record and an objective use) -> its budget key.
+COST_LIMITS = {"params": "max_params", "flops": "max_flops", "latency_ms": "max_latency_ms"}
 
 
 @dataclass(frozen=True)
@@ -52,14 +58,16 @@ class BudgetCheck:
             return "no budget set"
         parts = []
         for limit in self.limits:
-            value = "unmeasured" if limit.value is None else _format(limit.name, limit.value)
+            value = "unmeasured" if limit.value is None else format_cost(limit.name, limit.value)
             sign = "<=" if limit.feasible else ">"
-            parts.append(f"{limit.name} {value} {sign} {_format(limit.name, limit.limit)}")
+            parts.append(f"{limit.name} {value} {sign} {format_cost(limit.name, limit.limit)}")
         head = "within budget" if self.feasible else "over budget"
         return f"{head} ({', '.join(parts)})"
 
-
-_LIMIT_FIELDS = {"params": "max_params", "flops": "max_flops", "latency_ms": "max_latency_ms"}
+    def overruns(self) -> str:
+        """The measured costs over their limit, ``params 2.90M > 1.50M`` (empty when none is)."""
+        return ", ".join(f"{limit.name} {format_cost(limit.name, limit.value)} > {format_cost(limit.name, limit.limit)}"
+                         for limit in self.limits if limit.value is not None and not limit.feasible)
 
 
 @dataclass(frozen=True, init=False)
@@ -104,44 +112,46 @@ class Budget:
             BudgetError: an unknown key or a bad value.
         """
         data = dict(data or {})
-        unknown = sorted(set(data) - set(_LIMIT_FIELDS.values()))
+        unknown = sorted(set(data) - set(COST_LIMITS.values()))
         if unknown:
             raise BudgetError(
-                f"unknown budget key {unknown[0]!r}; valid keys: {', '.join(_LIMIT_FIELDS.values())}"
+                f"unknown budget key {unknown[0]!r}; valid keys: {', '.join(COST_LIMITS.values())}"
             )
         return cls(**data)
 
     def to_dict(self) -> dict[str, float | None]:
-        return {field: getattr(self, field) for field in _LIMIT_FIELDS.values()}
+        return {field: getattr(self, field) for field in COST_LIMITS.values()}
 
     @property
     def is_empty(self) -> bool:
-        return all(getattr(self, field) is None for field in _LIMIT_FIELDS.values())
+        return all(getattr(self, field) is None for field in COST_LIMITS.values())
 
     @property
     def needs_latency(self) -> bool:
         return self.max_latency_ms is not None
 
-    def check(self, cost: Cost) -> BudgetCheck:
-        """Checks ``cost`` against every set limit.
+    def check(self, cost: Cost | Mapping[str, Any]) -> BudgetCheck:
+        """Checks ``cost`` (a :class:`~compressor.cost.Cost`, or a mapping such as a trial's row
+        with the keys of :data:`COST_LIMITS`) against every set limit.
 
         A latency limit with an unmeasured latency counts as violated (constraint 1.0),
         so a candidate is never called feasible on a limit nobody checked.
         """
+        values = cost if isinstance(cost, Mapping) else {name: getattr(cost, name) for name in COST_LIMITS}
         checks = []
-        for metric, field in _LIMIT_FIELDS.items():
+        for metric, field in COST_LIMITS.items():
             limit = getattr(self, field)
             if limit is None:
                 continue
-            value = getattr(cost, metric)
+            value = values.get(metric)
             constraint = 1.0 if value is None else float(value) / limit - 1.0
             checks.append(LimitCheck(metric, None if value is None else float(value), limit, constraint))
         return BudgetCheck(tuple(checks))
 
     def describe(self) -> str:
         parts = [
-            f"{metric} <= {_format(metric, getattr(self, field))}"
-            for metric, field in _LIMIT_FIELDS.items()
+            f"{metric} <= {format_cost(metric, getattr(self, field))}"
+            for metric, field in COST_LIMITS.items()
             if getattr(self, field) is not None
         ]
         return ", ".join(parts) if parts else "no limits"
@@ -159,5 +169,6 @@ def _parse_limit(name: str, raw: str | float | None) -> float | None:
     return value
 
 
-def _format(metric: str, value: float) -> str:
+def format_cost(metric: str, value: float) -> str:
+    """``1.06M`` for a count, ``4.20 ms`` for ``latency_ms``."""
     return f"{value:.2f} ms" if metric == "latency_ms" else format_count(value)

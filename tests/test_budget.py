@@ -89,3 +89,14 @@ def test_parse_shape():
     for bad in ("1,3", "1,3,a,4", "1,0,4,4"):
         with pytest.raises(ConfigError, match="input shape"):
             parse_shape(bad)
+
+
+def test_a_trial_row_is_checked_like_a_cost_and_its_overruns_named():
+    """The report names what broke the budget with the budget's own check (a row is a mapping of
+    the costs; an unmeasured one is counted as a violation but not named as an overrun)."""
+    budget = Budget(max_params="1.5M", max_latency_ms=5)
+    check = budget.check({"params": 2_900_000, "flops": 10, "latency_ms": None})
+    assert not check.feasible and check.overruns() == "params 2.90M > 1.50M"
+    assert budget.check({"params": 1_000_000, "latency_ms": 7.5}).overruns() == "latency_ms 7.50 ms > 5.00 ms"
+    assert budget.check({"params": 1_000_000, "latency_ms": 4.0}).overruns() == ""
+    assert budget.describe() == "params <= 1.50M, latency_ms <= 5.00 ms"

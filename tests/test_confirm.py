@@ -22,11 +22,11 @@ from compressor.confirm.subjects import PLAN_KEY, RESULT_PREFIX, result_key
 from compressor.floor import Floor, validation_class_counts
 from compressor.intervals import Estimate, paired_difference, t_quantile, within
 from compressor.metrics import constant_metrics
+from compressor.pipeline import run_search
 from compressor.report import build_report
 from compressor.report.plots import pareto_figure
 from compressor.report.tables import confirmed_frame, references_frame, trials_frame
 from compressor.report.text import markdown_text
-from compressor.pipeline import run_search
 from compressor.study import StudyInfo, TrialRecord, load_study, study_info
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -8,14 +8,14 @@ import torch
 from optuna.trial import TrialState
 from search_helpers import tiny_experiment
 
+from compressor.candidates.setup import prepare
 from compressor.cost import measure
 from compressor.errors import BudgetError, ConfigError
+from compressor.pipeline import run_search
 from compressor.report import front_table
 from compressor.saving import load_saved
-from compressor.pipeline import run_search
 from compressor.search.export import export_trial, rebuild_trial
 from compressor.search.runner import TrialRunner
-from compressor.candidates.setup import prepare
 from compressor.search.study import open_search_study
 from compressor.search.weights import WeightStore
 from compressor.study import study_info

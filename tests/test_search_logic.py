@@ -9,10 +9,10 @@ from optuna.trial import TrialState
 from search_helpers import tiny_experiment
 from test_search import OVER_BUDGET
 
-from compressor.report.tables import pareto_frame
-from compressor.pipeline import run_search
-from compressor.search import with_search
 from compressor.candidates.setup import prepare
+from compressor.pipeline import run_search
+from compressor.report.tables import pareto_frame
+from compressor.search import with_search
 from compressor.search.study import open_search_study
 from compressor.study import trial_records
 

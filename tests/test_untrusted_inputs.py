@@ -440,8 +440,8 @@ def test_a_list_shared_many_times_in_the_pickle_is_counted_as_often(tmp_path, ca
 def test_a_searchs_own_confirmation_trusts_only_the_experiment_it_was_given(made_study):
     # a search confirms its front with the network of the experiment this process was given (the
     # user's own code, trusted as their Python is); a study storing another network is data
-    from compressor.search import _made_from
     from compressor.candidates.setup import prepare
+    from compressor.search import _made_from
     from compressor.study import load_study
 
     study = load_study(f"sqlite:///{made_study / 'run' / 'search.db'}", "tiny")

@@ -19,12 +19,12 @@ from optuna.storages import RDBStorage
 from optuna.trial import TrialState
 from search_helpers import tiny_experiment
 
-from compressor.pipeline import run_search
-from compressor.study.liveness import PROCESS_KEY, others_running, process_identity
-from compressor.search.runner import TrialRunner
 from compressor.candidates.setup import prepare
+from compressor.pipeline import run_search
+from compressor.search.runner import TrialRunner
 from compressor.search.study import open_search_study
 from compressor.search.twins import WAITS_FOR_KEY, wait_for_twin
+from compressor.study.liveness import PROCESS_KEY, others_running, process_identity
 
 pytestmark = [
     pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning"),

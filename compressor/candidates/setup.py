@@ -5,15 +5,16 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import nn
 
 from compressor.budget import Budget
+from compressor.candidates.parents import load_parent, load_parent_file, shown_path
+from compressor.candidates.versions import BUILD_VERSION, as_built_for
 from compressor.cost import Cost, measure
 from compressor.data.base import SegmentationData
 from compressor.errors import BudgetError, ClassCountError, ConfigError
@@ -30,8 +31,6 @@ from compressor.floor import Floor
 from compressor.latency import LatencyConfig
 from compressor.metrics import SegmentationMetrics, metric_value
 from compressor.outputs import check_fits
-from compressor.candidates.versions import BUILD_VERSION, as_built_for, build_version
-from compressor.candidates.parents import load_parent, load_parent_file, shown_path
 from compressor.search_config import SearchConfig
 from compressor.spaces import SPACES, SearchContext, SearchSpace
 from compressor.study import base_label, default_storage_url, directions, objective_values, sqlite_path

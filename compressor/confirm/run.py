@@ -30,6 +30,10 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
+from compressor.candidates.parents import check_parent_unchanged
+from compressor.candidates.setup import SearchSetup, prepare, start_candidate
+from compressor.candidates.stored import building_study, stored_experiment
+from compressor.candidates.versions import build_version
 from compressor.confirm.results import Confirmation, read_confirmation
 from compressor.confirm.subjects import (
     PLAN_KEY,
@@ -48,25 +52,20 @@ from compressor.errors import CompressorError, ConfigError, NothingToRepeatError
 from compressor.experiment import BASELINE_MODELS, Experiment, ensure_baselines, ensure_parent
 from compressor.floor import Floor
 from compressor.metrics import SegmentationMetrics, metric_value
-from compressor.study.liveness import PROCESS_KEY, fail_dead_trials, process_identity
-from compressor.candidates.parents import check_parent_unchanged
-from compressor.candidates.setup import SearchSetup, prepare, start_candidate
-from compressor.candidates.versions import build_version
-from compressor.candidates.stored import building_study, stored_experiment
 from compressor.search_config import ConfirmConfig
 from compressor.study import (
     StudyInfo,
     TrialRecord,
-    directions,
     front,
-    hypervolume,
     hypervolume_reference,
     open_storage,
     point,
     read_study,
+    study_hypervolume,
     study_info,
     trial_records,
 )
+from compressor.study.liveness import PROCESS_KEY, fail_dead_trials, process_identity
 from compressor.threads import torch_threads
 from compressor.train import seed_everything, train
 from compressor.transforms import Recipe
@@ -96,14 +95,10 @@ def choose_top(study: optuna.Study, top: int) -> list[int]:
     (:func:`~compressor.study.hypervolume_reference`: 1.1 times U-Net's, the metric from 0)."""
     snapshot = read_study(study)
     members = front(snapshot.records, snapshot.objectives, snapshot.info.threshold)
-    bounds = hypervolume_reference(snapshot)
-    names = snapshot.objectives
-    scale = [1.0 if name == "metric" else bounds[name] for name in names]
-    signs = directions(names)
-    reference = [0.0 if name == "metric" else 1.0 for name in names]
-    points = [[value / factor for value, factor in zip(point(record, names), scale)] for record in members]
-    whole = hypervolume(points, signs, reference)
-    gains = [whole - hypervolume(points[:index] + points[index + 1:], signs, reference)
+    reference, names = hypervolume_reference(snapshot), snapshot.objectives
+    points = [point(record, names) for record in members]
+    whole = study_hypervolume(points, names, reference)
+    gains = [whole - study_hypervolume(points[:index] + points[index + 1:], names, reference)
              for index in range(len(points))]
     ranked = sorted(range(len(members)), key=lambda index: (-gains[index], -(members[index].metric or 0.0)))
     return [members[index].number for index in ranked[:top]]

@@ -14,8 +14,8 @@ from torch import nn
 
 from compressor.cost import Cost, measure
 from compressor.data.base import SegmentationData
-from compressor.experiment.config import Experiment, ModelConfig
 from compressor.errors import ConfigError
+from compressor.experiment.config import Experiment, ModelConfig
 from compressor.io import atomic_write_text
 from compressor.metrics import SegmentationMetrics
 from compressor.saving import save_model

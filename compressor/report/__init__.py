@@ -165,10 +165,10 @@ def build_report(
     overview = study_overview(snapshot)
     machine = machine_info(snapshot)
 
-    unet = snapshot.unet
+    reference = snapshot.ratio_reference
     based_on = ", ".join(
         f"{objective_label(name, label)} {HYPERVOLUME_MARGIN:g}x "
-        f"{'U-Net' if unet.get(name) is not None else 'the largest seen'}"
+        f"{snapshot.ratio_label if reference.get(name) is not None else 'the largest seen'}"
         for name in snapshot.objectives if name != "metric"
     )
     halves = " x ".join(["0.5"] * (len(snapshot.objectives) - ("metric" in snapshot.objectives)))

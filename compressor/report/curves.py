@@ -39,7 +39,8 @@ def curves_frame(snapshot: StudySnapshot, on_front: set[int]) -> pd.DataFrame:
 
 def curves_figure(curves: pd.DataFrame, *, metric_label: str, title: str = "") -> Figure:
     """The references' curves in black, the front's in blue, the other trials faint."""
-    from compressor.report.plots import CATEGORIES, _style
+    from compressor.report.plots import _style
+    from compressor.report.styles import CATEGORIES
 
     style = {"reference": ("#2b2b2b", 2.0, 1.0), "front": (CATEGORIES["front"]["color"], 1.5, 0.95),
              "trial": (CATEGORIES["complete"]["color"], 0.9, 0.55)}

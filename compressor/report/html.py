@@ -13,9 +13,10 @@ from typing import Any
 import pandas as pd
 
 from compressor import __version__
+from compressor.budget import COST_LIMITS, Budget
 from compressor.cost import FLOP_CONVENTION
 from compressor.intervals import format_interval
-from compressor.report.plots import point_category
+from compressor.report.styles import point_category, status_color
 from compressor.report.tables import ratio_label_of
 from compressor.report.text import (
     empty_front_reason,
@@ -23,6 +24,7 @@ from compressor.report.text import (
     format_metric,
     format_ratio,
     format_seconds,
+    missing,
     pareto_rows,
     shows_latency,
 )
@@ -43,11 +45,6 @@ FIGURE_CAPTIONS = {
                            "scratch, the trials while they were fine-tuned. A curve still rising at its end was "
                            "stopped before its plateau.",
     "importance.png": "Which sampled parameters drive each objective.",
-}
-
-_STATUS_COLORS = {
-    "front": "#1f5fa8", "complete": "#5b8fc9", "stopped": "#d9801f", "infeasible": "#c8372d",
-    "failed": "#6b6b6b", "running": "#2a9d8f",
 }
 
 _CSS = """
@@ -93,12 +90,8 @@ def _e(value: Any) -> str:
     return html.escape("" if value is None else str(value))
 
 
-def _missing(value: Any) -> bool:
-    return value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value))
-
-
 def _badge(text: str, key: str) -> str:
-    return f'<span class="badge" style="background:{_STATUS_COLORS.get(key, "#6b6b6b")}">{_e(text)}</span>'
+    return f'<span class="badge" style="background:{status_color(key)}">{_e(text)}</span>'
 
 
 def _table(headers: Sequence[str], rows: Sequence[Sequence[str]], *, text_columns: Sequence[int] = (0,),
@@ -127,16 +120,6 @@ def _table(headers: Sequence[str], rows: Sequence[Sequence[str]], *, text_column
     return f'<div class="scroll"><table><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table></div>'
 
 
-def _budget_text(budget: Mapping[str, Any]) -> str:
-    parts = []
-    for key, value in budget.items():
-        if key == "max_latency_ms":
-            parts.append(f"latency <= {float(value):g} ms")
-        else:
-            parts.append(f"{key.removeprefix('max_')} <= {format_count(value)}")
-    return ", ".join(parts) or "none"
-
-
 def _machine_text(machine: Mapping[str, Any]) -> str:
     parts = [str(machine.get("platform") or "unknown platform")]
     if machine.get("cpu_count"):
@@ -148,16 +131,8 @@ def _machine_text(machine: Mapping[str, Any]) -> str:
 
 def _over_budget(row: Mapping[str, Any], budget: Mapping[str, Any]) -> str:
     """Which limits a trial's cost broke: ``params 2.90M > 1.50M``."""
-    broken = []
-    for key, column in (("max_params", "params"), ("max_flops", "flops"), ("max_latency_ms", "latency_ms")):
-        limit, value = budget.get(key), row.get(column)
-        if limit is None or _missing(value) or float(value) <= float(limit):
-            continue
-        if column == "latency_ms":
-            broken.append(f"latency {float(value):.1f} ms > {float(limit):g} ms")
-        else:
-            broken.append(f"{column} {format_count(value)} > {format_count(limit)}")
-    return ", ".join(broken)
+    costs = {name: None if missing(row.get(name)) else row.get(name) for name in COST_LIMITS}
+    return Budget.from_dict(budget).check(costs).overruns()
 
 
 def _trial_rows(
@@ -167,12 +142,12 @@ def _trial_rows(
                f"params vs {ratio_label}", f"FLOPs vs {ratio_label}", "training", "wall", "note"]
     rows, classes = [], []
     for _, row in trials.iterrows():
-        category = point_category(row) if row["status"] != "running" else "running"
+        category = point_category(row)
         status_label = {"front": "Pareto front", "stopped": "stopped early"}.get(category, row["status"])
         note = ""
-        if not _missing(row["failure"]):
+        if not missing(row["failure"]):
             note = str(row["failure"])
-        elif not _missing(row["duplicate_of"]):
+        elif not missing(row["duplicate_of"]):
             note = f"same recipe as trial {int(row['duplicate_of'])}, result reused"
         elif row["status"] == "infeasible":
             note = "over budget (" + (_over_budget(row, budget) or "a limit") + "): never trained"
@@ -180,12 +155,12 @@ def _trial_rows(
             note = f"metric at {float(row['fidelity']):.0%} of the training"
         rows.append([
             str(row["number"]), _badge(status_label, category), row["recipe_short"] or "(identity)",
-            "-" if _missing(row["params"]) else format_count(int(row["params"])),
-            "-" if _missing(row["flops"]) else format_count(int(row["flops"])),
-            "-" if _missing(row["latency_ms"]) else f"{float(row['latency_ms']):.1f} ms",
-            "-" if _missing(row["activation_bytes"]) else format_bytes(int(row["activation_bytes"])),
+            "-" if missing(row["params"]) else format_count(int(row["params"])),
+            "-" if missing(row["flops"]) else format_count(int(row["flops"])),
+            "-" if missing(row["latency_ms"]) else f"{float(row['latency_ms']):.1f} ms",
+            "-" if missing(row["activation_bytes"]) else format_bytes(int(row["activation_bytes"])),
             format_metric(row["metric"]),
-            "-" if _missing(row["fidelity"]) else f"{float(row['fidelity']):.0%}",
+            "-" if missing(row["fidelity"]) else f"{float(row['fidelity']):.0%}",
             format_ratio(row["params_ratio"]), format_ratio(row["flops_ratio"]),
             format_seconds(row["train_seconds"]), format_seconds(row["wall_seconds"]), note,
         ])
@@ -210,21 +185,21 @@ def _confirmed_section(confirmed: pd.DataFrame | None, overview: Mapping[str, An
     rows, classes = [], []
 
     def points(row: Any, prefix: str) -> str:
-        if _missing(row[f"{prefix}_mean"]):
+        if missing(row[f"{prefix}_mean"]):
             return "-"
-        low, high = (math.nan if _missing(row[f"{prefix}_{end}"]) else float(row[f"{prefix}_{end}"])
+        low, high = (math.nan if missing(row[f"{prefix}_{end}"]) else float(row[f"{prefix}_{end}"])
                      for end in ("low", "high"))
         return format_interval(float(row[f"{prefix}_mean"]), low, high, scale=100, digits=1, signed=True)
 
     for _, row in confirmed.iterrows():
-        is_reference = _missing(row["number"])
-        n = int(row["confirmed_n"]) if not _missing(row["confirmed_n"]) else 0
+        is_reference = missing(row["number"])
+        n = int(row["confirmed_n"]) if not missing(row["confirmed_n"]) else 0
         difference = "-" if row["subject"] == first or not n else points(row, "vs_reference")
         extra = [points(row, "vs_control") if n else "-"] if control else []
         verdict = ("reference" if is_reference else "on the confirmed front" if row["on_confirmed_front"] else
                    "learned" if row["learned"] else "not above the floor" if n else "not run yet")
-        rows.append([str(row["label"]), format_count(row["params"]) if not _missing(row["params"]) else "-",
-                     format_count(row["flops"]) if not _missing(row["flops"]) else "-",
+        rows.append([str(row["label"]), format_count(row["params"]) if not missing(row["params"]) else "-",
+                     format_count(row["flops"]) if not missing(row["flops"]) else "-",
                      format_ratio(row["params_ratio"]), format_metric(row["search_metric"]),
                      format_confirmed(row), difference, *extra,
                      "-" if is_reference else str(row["within_1_point_of_reference"]), verdict])
@@ -281,9 +256,7 @@ def render_html(
     generated = generated or datetime.datetime.now().astimezone()
     metric_label = overview["metric_label"]
     counts = overview["by_status"]
-    keys = {"complete": "complete", "infeasible": "infeasible", "stopped": "stopped", "failed": "failed",
-            "running": "running"}
-    badges = " ".join(_badge(f"{count} {status}", keys[status]) for status, count in counts.items() if count) or "none"
+    badges = " ".join(_badge(f"{count} {status}", status) for status, count in counts.items() if count) or "none"
     span = overview["span_seconds"]
     span_text = format_seconds(span)
     if overview["first_start"]:
@@ -295,7 +268,7 @@ def render_html(
         ("search space / base model", f"{overview['space']} on {overview['model']}"),
         ("objectives", ", ".join({"metric": f"{metric_label} up"}.get(name, f"{name} down")
                                  for name in overview["objectives"])),
-        ("budget", _budget_text(overview["budget"])),
+        ("budget", Budget.from_dict(overview["budget"]).describe()),
         ("costs measured at input", shape),
         (f"machine ({machine.get('source', 'report')})", _machine_text(machine)),
         ("compute spent (sum of trial wall time)", format_seconds(overview["wall_seconds"])),

@@ -21,37 +21,26 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 
+from compressor.budget import COST_LIMITS
+from compressor.report.styles import (
+    BUDGET_COLOR,
+    CATEGORIES,
+    CONFIRMED_COLOR,
+    FLOOR_COLOR,
+    OTHER_REFERENCE_STYLE,
+    REFERENCE_STYLE,
+    point_category,
+)
 from compressor.report.tables import front_steps, ratio_label_of
 
 __all__ = ["CATEGORIES", "point_category", "pareto_figure", "hypervolume_figure", "importance_figure", "png_bytes"]
 
-# How each kind of trial is drawn: label, colour, marker, size. Untrained trials go to a strip below.
-CATEGORIES: dict[str, dict[str, Any]] = {
-    "front": {"label": "on the Pareto front", "color": "#1f5fa8", "marker": "o", "size": 70, "trained": True},
-    "complete": {"label": "complete, not on the front", "color": "#8db3dd", "marker": "o", "size": 42, "trained": True},
-    "stopped": {"label": "stopped early (metric at its last rung)", "color": "#e8912d", "marker": "v", "size": 46,
-                "trained": True},
-    "infeasible": {"label": "over budget (never trained)", "color": "#c8372d", "marker": "X", "size": 52,
-                   "trained": False},
-    "failed": {"label": "failed", "color": "#6b6b6b", "marker": "x", "size": 40, "trained": False},
-}
-REFERENCE_STYLE = {"unet": ("*", 260, "#2b2b2b"), "micronet": ("D", 90, "#6a3d9a")}
-CONFIRMED_COLOR = "#1b8a5a"
-FLOOR_COLOR = "#8a8a8a"
-BUDGET_COLOR = "#c8372d"
+#: how each cost's axis is drawn (its budget line is at the budget's key for it, COST_LIMITS)
 _COST_AXES = {
-    "params": {"scale": 1.0, "what": "parameters", "budget": "max_params"},
-    "flops": {"scale": 1e9, "what": "GFLOPs", "budget": "max_flops"},
-    "latency_ms": {"scale": 1.0, "what": "latency", "budget": "max_latency_ms"},
+    "params": {"scale": 1.0, "what": "parameters"},
+    "flops": {"scale": 1e9, "what": "GFLOPs"},
+    "latency_ms": {"scale": 1.0, "what": "latency"},
 }
-
-
-def point_category(row: Mapping[str, Any]) -> str:
-    """The key of :data:`CATEGORIES` a trial row is drawn as."""
-    status = row["status"]
-    if status == "complete":
-        return "front" if bool(row.get("on_front")) else "complete"
-    return status if status in CATEGORIES else "failed"
 
 
 def png_bytes(figure: Figure, *, dpi: int = 130) -> bytes:
@@ -125,6 +114,7 @@ def pareto_figure(
     rows = trials[trials[cost].notna()].copy()
     rows["x"] = rows[cost].astype(float) / scale
     rows["category"] = [point_category(row) for _, row in rows.iterrows()]
+    rows = rows[rows["category"].isin(CATEGORIES)]  # a trial still running has nothing final to draw
     trained = rows[rows["category"].map(lambda key: CATEGORIES[key]["trained"]) & rows["metric"].notna()]
     untrained = rows[~rows.index.isin(trained.index)]
     refs = references[references[cost].notna()].copy()
@@ -133,7 +123,7 @@ def pareto_figure(
     ratio_rows = refs[refs["model"] == references["model"].iloc[0]] if len(references) else refs.iloc[:0]
     unet_x = float(ratio_rows["x"].iloc[0]) if len(ratio_rows) else None
     ratio_label = ratio_label_of(references)
-    limit = (budget or {}).get(axis["budget"])
+    limit = (budget or {}).get(COST_LIMITS[cost])
     limit_x = float(limit) / scale if limit else None
 
     xs = [*rows["x"].tolist(), *refs["x"].tolist(), *([limit_x] if limit_x else [])]
@@ -217,7 +207,7 @@ def pareto_figure(
                         color="#333333", zorder=4)
 
         for _, ref in refs.iterrows():
-            marker, size, color = REFERENCE_STYLE.get(ref["model"], ("P", 90, "#2b2b2b"))
+            marker, size, color = REFERENCE_STYLE.get(ref["model"], OTHER_REFERENCE_STYLE)
             unit = {"flops": " GFLOPs", "latency_ms": " ms"}.get(cost, "")
             name = f"{ref['label']} ({_compact(ref['x'])}{unit})"
             if pd.notna(ref["metric"]):

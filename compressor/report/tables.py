@@ -55,12 +55,12 @@ from compressor.study import (
     folded_duplicates,
     front,
     front_ranks,
-    hypervolume,
     hypervolume_reference,
     nondominated_ranks,
     point,
     read_study,
     reference_label,
+    study_hypervolume,
 )
 
 __all__ = [
@@ -140,7 +140,7 @@ def trials_frame(study: optuna.Study | StudySnapshot, *, include_running: bool =
         include_running: also list the trials not finished yet (their values are partial).
     """
     snapshot = read_study(study)
-    unet = snapshot.ratio_reference
+    reference = snapshot.ratio_reference
     ranks = front_ranks(snapshot.records, snapshot.objectives, snapshot.info.threshold)
     rows = []
     for record, trial in zip(snapshot.records, snapshot.trials):
@@ -163,9 +163,9 @@ def trials_frame(study: optuna.Study | StudySnapshot, *, include_running: bool =
             "fidelity": record.fidelity,
             "train_seconds": record.train_seconds,
             "wall_seconds": record.wall_seconds,
-            "params_ratio": _ratio(unet.get("params"), record.params),
-            "flops_ratio": _ratio(unet.get("flops"), record.flops),
-            "latency_ratio": _ratio(unet.get("latency_ms"), record.latency_ms),
+            "params_ratio": _ratio(reference.get("params"), record.params),
+            "flops_ratio": _ratio(reference.get("flops"), record.flops),
+            "latency_ratio": _ratio(reference.get("latency_ms"), record.latency_ms),
             "duplicate_of": record.duplicate_of,
             "failure": record.failure,
             "recipe_hash": record.recipe_hash,
@@ -291,7 +291,7 @@ def references_frame(study: optuna.Study | StudySnapshot) -> pd.DataFrame:
     still known and is drawn on the plots, marked "not trained".
     """
     snapshot = read_study(study)
-    unet = snapshot.ratio_reference
+    reference = snapshot.ratio_reference
     first = snapshot.info.ratio_to
     order = sorted(snapshot.info.references,
                    key=lambda name: (name != first, name not in REFERENCE_LABELS, name != "unet", name))
@@ -306,9 +306,9 @@ def references_frame(study: optuna.Study | StudySnapshot) -> pd.DataFrame:
             "latency_ms": values.get("latency_ms"),
             "metric": values.get("metric"),
             "trained": values.get("metric") is not None,
-            "params_ratio": _ratio(unet.get("params"), values.get("params")),
-            "flops_ratio": _ratio(unet.get("flops"), values.get("flops")),
-            "latency_ratio": _ratio(unet.get("latency_ms"), values.get("latency_ms")),
+            "params_ratio": _ratio(reference.get("params"), values.get("params")),
+            "flops_ratio": _ratio(reference.get("flops"), values.get("flops")),
+            "latency_ratio": _ratio(reference.get("latency_ms"), values.get("latency_ms")),
         })
     frame = pd.DataFrame(rows, columns=REFERENCE_COLUMNS)
     frame["params"] = frame["params"].astype("Int64")
@@ -331,8 +331,6 @@ def hypervolume_frame(study: optuna.Study | StudySnapshot) -> pd.DataFrame:
     objectives = snapshot.objectives
     reference = hypervolume_reference(snapshot)
     signs = directions(objectives)
-    scale = np.array([1.0 if name == "metric" else reference[name] for name in objectives])
-    normalized_reference = [reference[name] / factor for name, factor in zip(objectives, scale)]
     points: list[list[float]] = []
     rows = []
     wall = train = 0.0
@@ -343,16 +341,12 @@ def hypervolume_frame(study: optuna.Study | StudySnapshot) -> pd.DataFrame:
             values = point(record, objectives)
             if not any(math.isnan(value) for value in values):
                 points.append(values)
-        array = np.asarray(points, dtype=float).reshape(-1, len(objectives)) / scale
-        if len(array):
-            front = array[nondominated_ranks(array, signs) == 0]
-            front_size = len(np.unique(front, axis=0))
-        else:
-            front_size = 0
+        array = np.asarray(points, dtype=float).reshape(-1, len(objectives))
+        front_size = len(np.unique(array[nondominated_ranks(array, signs) == 0], axis=0)) if len(array) else 0
         rows.append({
             "number": record.number,
             "status": record.status,
-            "hypervolume": hypervolume(array, signs, normalized_reference),
+            "hypervolume": study_hypervolume(array, objectives, reference),
             "front_size": front_size,
             "feasible_complete": len(points),
             "wall_seconds": wall,

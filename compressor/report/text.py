@@ -16,6 +16,7 @@ from compressor.tables import format_table
 from compressor.units import format_count
 
 __all__ = [
+    "missing",
     "format_metric",
     "format_ratio",
     "format_seconds",
@@ -28,18 +29,18 @@ __all__ = [
 ]
 
 
-def _missing(value: Any) -> bool:
+def missing(value: Any) -> bool:
     return value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NA
 
 
 def format_metric(value: Any) -> str:
     """``0.2573 -> '0.257'``; ``-`` when missing."""
-    return "-" if _missing(value) else f"{float(value):.3f}"
+    return "-" if missing(value) else f"{float(value):.3f}"
 
 
 def format_ratio(value: Any) -> str:
     """How many times smaller: ``29.38 -> '29.4x'``, ``596.6 -> '597x'``; ``-`` when missing."""
-    if _missing(value):
+    if missing(value):
         return "-"
     value = float(value)
     return f"{value:.0f}x" if value >= 100 else f"{value:.1f}x" if value >= 10 else f"{value:.2f}x"
@@ -47,7 +48,7 @@ def format_ratio(value: Any) -> str:
 
 def format_seconds(value: Any) -> str:
     """``75 -> '1 min 15 s'``, ``3725 -> '1 h 02 min'``; ``-`` when missing."""
-    if _missing(value):
+    if missing(value):
         return "-"
     seconds = float(value)
     if seconds < 60:
@@ -62,9 +63,9 @@ def format_seconds(value: Any) -> str:
 def format_confirmed(row: Any) -> str:
     """``0.252 [0.207, 0.297] n=4`` from a row's confirmed columns; ``-`` when not confirmed."""
     n = row.get("confirmed_n")
-    if _missing(n) or not int(n):
+    if missing(n) or not int(n):
         return "-"
-    low, high = (math.nan if _missing(row[column]) else float(row[column]) for column in ("confirmed_low", "confirmed_high"))
+    low, high = (math.nan if missing(row[column]) else float(row[column]) for column in ("confirmed_low", "confirmed_high"))
     return format_interval(float(row["confirmed_mean"]), low, high, n=int(n))
 
 
@@ -74,7 +75,7 @@ def has_confirmed(*frames: pd.DataFrame) -> bool:
 
 
 def _count(value: Any) -> str:
-    return "-" if _missing(value) else format_count(int(value))
+    return "-" if missing(value) else format_count(int(value))
 
 
 def pareto_rows(
@@ -101,7 +102,7 @@ def pareto_rows(
         return [format_confirmed(row)] if confirmed else []
 
     def latency_cell(value: Any) -> list[str]:
-        return ([("-" if _missing(value) else f"{float(value):.1f} ms")] if latency else [])
+        return ([("-" if missing(value) else f"{float(value):.1f} ms")] if latency else [])
 
     def latency_ratio(row: Any) -> list[str]:
         return [format_ratio(row.get("latency_ratio"))] if latency else []
@@ -109,7 +110,7 @@ def pareto_rows(
     def int8_cells(row: Any) -> list[str]:
         if not deployed:
             return []
-        if _missing(row["int8_metric"]):
+        if missing(row["int8_metric"]):
             return ["-"] * 4
         points = 100.0 * (float(row["int8_metric"]) - float(row["fp32_metric"]))
         return [format_metric(row["int8_metric"]), f"{points:+.2f}",
@@ -135,7 +136,7 @@ def pareto_rows(
 
 def shows_latency(overview: dict[str, Any]) -> bool:
     """Whether the tables show latency: the study asked for it (an objective, a budget, ``cost.latency``)."""
-    return "latency_ms" in overview["objectives"] or bool(overview.get("latency"))
+    return bool(overview.get("latency"))  # study_overview's asks_latency: an objective, a budget or cost.latency
 
 
 def empty_front_reason(overview: dict[str, Any]) -> str:

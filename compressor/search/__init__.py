@@ -24,17 +24,16 @@ import optuna
 import torch
 from optuna.trial import TrialState
 
+from compressor.candidates.setup import SearchSetup, prepare, study_location
+from compressor.candidates.stored import building_study, stored_experiment
+from compressor.candidates.versions import build_version
 from compressor.experiment import BASELINE_MODELS, Experiment, Parent, ensure_baselines, ensure_parent
 from compressor.floor import Floor
 from compressor.metrics import SegmentationMetrics
 from compressor.search.export import export_trial, rebuild_trial
 from compressor.search.keys import check_joinable, with_search
-from compressor.study.liveness import fail_dead_trials, others_running, retries
 from compressor.search.progress import trial_line
 from compressor.search.runner import TrialFailed, TrialRunner
-from compressor.candidates.setup import SearchSetup, prepare, study_location
-from compressor.candidates.versions import build_version
-from compressor.candidates.stored import building_study, stored_experiment
 from compressor.search.study import open_search_study, references
 from compressor.search.weights import WeightStore
 from compressor.search_config import ConfirmConfig
@@ -48,6 +47,7 @@ from compressor.study import (
     study_info,
     trial_records,
 )
+from compressor.study.liveness import fail_dead_trials, others_running, retries
 from compressor.study.storage import stored_attrs, writes_to
 
 __all__ = [

@@ -7,14 +7,14 @@ from pathlib import Path
 
 from torch import nn
 
+from compressor.candidates.parents import check_parent_unchanged, load_parent
+from compressor.candidates.setup import Init, build_candidate
+from compressor.candidates.stored import building_study, stored_experiment
+from compressor.candidates.versions import as_built_for, build_version
 from compressor.errors import ConfigError
 from compressor.experiment import ModelConfig
 from compressor.finetune import calibration_batches
 from compressor.saving import save_model
-from compressor.candidates.parents import check_parent_unchanged, load_parent
-from compressor.candidates.setup import Init, build_candidate
-from compressor.candidates.versions import as_built_for, build_version
-from compressor.candidates.stored import building_study, stored_experiment
 from compressor.search.weights import WeightStore
 from compressor.study import StudyInfo, TrialRecord, load_study, study_info
 from compressor.transforms import Recipe

@@ -5,9 +5,9 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from compressor.candidates.parents import file_sha256
 from compressor.errors import ConfigError, StudyMismatchError
 from compressor.experiment import Experiment, to_data, train_key
-from compressor.candidates.parents import file_sha256
 
 __all__ = ["experiment_key", "check_joinable", "with_search"]
 

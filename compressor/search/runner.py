@@ -7,14 +7,14 @@ import time
 import optuna
 from optuna.trial import TrialState
 
+from compressor.candidates.setup import SearchSetup, start_candidate
 from compressor.errors import CompressorError, RunFailedError, first_line
 from compressor.metrics import SegmentationMetrics
 from compressor.search.fidelity import rung_key, should_stop
-from compressor.study.liveness import PROCESS_KEY, process_identity
-from compressor.candidates.setup import SearchSetup, start_candidate
 from compressor.search.twins import wait_for_twin
 from compressor.search.weights import WeightStore
-from compressor.study import TrialRecord, front, trial_records
+from compressor.study import TrialRecord, front, objective_values, trial_records
+from compressor.study.liveness import PROCESS_KEY, process_identity
 from compressor.threads import torch_threads
 from compressor.train import train
 
@@ -160,9 +160,7 @@ class TrialRunner:
             metric = other.user_attrs.get("rung_metrics", {}).get(key)
             if other.number == trial.number or metric is None or other.user_attrs.get("duplicate_of") is not None:
                 continue
-            costs = {"params": other.user_attrs.get("params"), "flops": other.user_attrs.get("flops"),
-                     "latency_ms": other.user_attrs.get("latency_ms")}
-            others.append([metric if name == "metric" else costs[name] for name in config.objectives])
+            others.append(objective_values(metric, other.user_attrs, config.objectives))
         return should_stop(
             point, others, self.setup.directions, keep_fraction=config.keep_fraction,
             min_trials=config.min_trials_at_rung,

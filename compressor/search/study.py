@@ -7,12 +7,12 @@ from typing import Any
 
 import optuna
 
+from compressor.candidates.setup import SearchSetup, metric_label, metric_value
+from compressor.candidates.versions import version_attrs
 from compressor.errors import ConfigError, StudyMismatchError
 from compressor.experiment import ModelConfig, Parent, load_baselines, to_data
 from compressor.metrics import SegmentationMetrics
 from compressor.search.keys import experiment_key
-from compressor.candidates.setup import SearchSetup, metric_label, metric_value
-from compressor.candidates.versions import version_attrs
 from compressor.study import FORMAT, StudyInfo, open_storage
 
 __all__ = ["make_sampler", "open_search_study", "references"]

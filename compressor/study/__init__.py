@@ -16,7 +16,12 @@ through it; it depends on Optuna and NumPy, never on search, report or training.
 from __future__ import annotations
 
 from compressor.study.front import folded_duplicates, front, front_ranks, point
-from compressor.study.hypervolume import HYPERVOLUME_MARGIN, hypervolume, hypervolume_reference
+from compressor.study.hypervolume import (
+    HYPERVOLUME_MARGIN,
+    hypervolume,
+    hypervolume_reference,
+    study_hypervolume,
+)
 from compressor.study.objectives import (
     COSTS,
     OBJECTIVES,
@@ -36,6 +41,6 @@ __all__ = [
     "default_storage_url", "load_study", "open_storage", "redact", "sqlite_path",
     "as_minimization", "dominates", "pareto_mask", "nondominated_ranks",
     "front", "front_ranks", "folded_duplicates", "point",
-    "hypervolume", "hypervolume_reference", "HYPERVOLUME_MARGIN",
+    "hypervolume", "hypervolume_reference", "study_hypervolume", "HYPERVOLUME_MARGIN",
     "StudySnapshot", "read_study", "REFERENCE_LABELS", "reference_label", "base_label",
 ]

@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from compressor.study.objectives import directions, objective_values
+from compressor.study.objectives import COSTS, directions, objective_values
 from compressor.study.pareto import nondominated_ranks
 from compressor.study.records import TrialRecord
 
@@ -30,8 +30,7 @@ def point(record: TrialRecord, objectives: Sequence[str]) -> list[float]:
     Read from the record's metric and costs; where one is missing, from the values Optuna
     was told, when they are the study's objectives (as many).
     """
-    costs = {"params": record.params, "flops": record.flops, "latency_ms": record.latency_ms}
-    values = objective_values(record.metric, costs, objectives)
+    values = objective_values(record.metric, {name: getattr(record, name) for name in COSTS}, objectives)
     if any(map(math.isnan, values)) and record.values is not None and len(record.values) == len(objectives):
         return [float(value) for value in record.values]
     return values

@@ -17,10 +17,11 @@ from collections.abc import Sequence
 import numpy as np
 import optuna
 
+from compressor.study.objectives import directions
 from compressor.study.pareto import as_minimization, pareto_mask
 from compressor.study.snapshot import StudySnapshot, read_study
 
-__all__ = ["hypervolume", "hypervolume_reference", "HYPERVOLUME_MARGIN"]
+__all__ = ["hypervolume", "hypervolume_reference", "study_hypervolume", "HYPERVOLUME_MARGIN"]
 
 HYPERVOLUME_MARGIN = 1.1
 
@@ -87,3 +88,20 @@ def hypervolume_reference(study: optuna.Study | StudySnapshot) -> dict[str, floa
             base = max(seen) if seen else 1.0
         reference[name] = HYPERVOLUME_MARGIN * float(base)
     return reference
+
+
+def study_hypervolume(
+    points: Sequence[Sequence[float]] | np.ndarray, objectives: Sequence[str], reference: dict[str, float]
+) -> float:
+    """The hypervolume a study's report and confirmation measure: ``points`` (objective values in
+    the study's units and order) with each cost divided by its ``reference`` value
+    (:func:`hypervolume_reference`), the metric's reference at 0, so the number reads as "the
+    metric times the share of the reference box dominated".
+
+    Example:
+        >>> study_hypervolume([[0.5, 50.0]], ["metric", "params"], {"metric": 0.0, "params": 100.0})
+        0.25
+    """
+    scale = np.array([1.0 if name == "metric" else reference[name] for name in objectives])
+    array = np.asarray(points, dtype=float).reshape(-1, len(objectives)) / scale
+    return hypervolume(array, directions(objectives), [0.0 if name == "metric" else 1.0 for name in objectives])

@@ -16,6 +16,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from compressor.budget import COST_LIMITS
+
 __all__ = ["Objective", "OBJECTIVES", "COSTS", "directions", "objective_label", "objective_values"]
 
 
@@ -36,8 +38,8 @@ OBJECTIVES: dict[str, Objective] = {
         Objective("latency_ms", "minimize", "latency"),
     )
 }
-#: the minimized objectives, which a budget limits
-COSTS = tuple(name for name, objective in OBJECTIVES.items() if objective.direction == "minimize")
+#: the minimized objectives: the costs a budget limits (:data:`compressor.budget.COST_LIMITS`)
+COSTS = tuple(COST_LIMITS)
 
 
 def directions(names: Sequence[str]) -> list[str]:

@@ -42,11 +42,11 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from common import RESULTS, write_json  # noqa: E402
 
+from compressor.candidates.setup import build_candidate  # noqa: E402
 from compressor.cli.console import configure_logging  # noqa: E402
 from compressor.cost import measure  # noqa: E402
 from compressor.experiment import ModelConfig, ensure_parent, load_experiment  # noqa: E402
 from compressor.finetune import calibration_batches  # noqa: E402
-from compressor.candidates.setup import build_candidate  # noqa: E402
 from compressor.tables import format_table  # noqa: E402
 from compressor.train import seed_everything, train  # noqa: E402
 from compressor.units import format_count  # noqa: E402
