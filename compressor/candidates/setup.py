@@ -31,6 +31,7 @@ from compressor.floor import Floor
 from compressor.latency import LatencyConfig
 from compressor.metrics import SegmentationMetrics, metric_value
 from compressor.outputs import check_fits
+from compressor.references import REFERENCE_MODELS
 from compressor.search_config import SearchConfig
 from compressor.spaces import SPACES, SearchContext, SearchSpace
 from compressor.study import base_label, default_storage_url, directions, objective_values, sqlite_path
@@ -168,7 +169,7 @@ class SearchSetup:
         names = self.config.references
         if names is None:  # the project's references are trained for a user's network only when asked
             ours = self.model_config.name in BASELINE_MODELS and not self.config.parent
-            names = ["unet", "micronet"] if ours else ["base"]
+            names = list(REFERENCE_MODELS) if ours else ["base"]
         # the base is that reference, as trained for it (a trained file is the user's own, whatever it holds)
         same = is_reference_model(self.model_config) and not self.config.parent
         resolved = [self.model_config.name if name == "base" and same else name for name in names]

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from compressor.references import REFERENCE_MODELS
 from compressor.study import StudyInfo, base_label, reference_label
 
 __all__ = [
@@ -22,7 +23,7 @@ __all__ = [
 
 RESULT_PREFIX = "confirm/"
 PLAN_KEY = "confirm_plan"
-REFERENCES = ("unet", "micronet")
+REFERENCES = REFERENCE_MODELS
 """The project's own reference models (a study's references may also hold ``base``, the user's network)."""
 CONTROL_SUFFIX = "-finetuned"
 """In a study whose candidates inherit, the parent fine-tuned exactly as the candidates are

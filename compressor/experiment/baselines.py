@@ -22,6 +22,7 @@ from compressor.experiment.runs import train_model
 from compressor.experiment.typed import to_data
 from compressor.io import atomic_write_text
 from compressor.models import MODELS
+from compressor.references import REFERENCE_MODELS
 from compressor.train import (
     TrainConfig,
     load_checkpoint,
@@ -34,7 +35,7 @@ __all__ = ["BASELINE_MODELS", "BaselineRecord", "train_key", "without_finetuning
 log = logging.getLogger(__name__)
 
 
-BASELINE_MODELS = ("unet", "micronet")
+BASELINE_MODELS = REFERENCE_MODELS  # the references are trained as baselines
 
 
 _BASELINE_FORMAT = 1

@@ -34,6 +34,7 @@ import optuna
 import pandas as pd
 
 from compressor.io import atomic_write, atomic_write_text
+from compressor.references import REFERENCE_MODELS
 from compressor.report import plots
 from compressor.report.curves import curves_figure, curves_frame
 from compressor.report.html import render_html
@@ -181,7 +182,7 @@ def build_report(
                      "and the references on further seeds and adds means with 95% intervals to this page.")
     untrained = references[~references["trained"]]
     if len(untrained):
-        builtin = [str(name) for name in untrained["model"] if name in ("unet", "micronet")]
+        builtin = [str(name) for name in untrained["model"] if name in REFERENCE_MODELS]
         how = (f"`compressor baseline --models {','.join(builtin)}` trains "
                f"{'them' if len(builtin) == len(untrained) else 'U-Net and Micro-Net'}; " if builtin else "")
         if len(builtin) < len(untrained):

@@ -14,6 +14,7 @@ from compressor.candidates.versions import as_built_for, build_version
 from compressor.errors import ConfigError
 from compressor.experiment import ModelConfig
 from compressor.finetune import calibration_batches
+from compressor.references import REFERENCE_MODELS
 from compressor.saving import save_model
 from compressor.search.weights import WeightStore
 from compressor.study import StudyInfo, TrialRecord, load_study, study_info
@@ -58,7 +59,7 @@ def rebuild_trial(
     experiment = stored_experiment(study_name, info, trust=trust)
     model_config = ModelConfig(name=info.model, args={
         key: value for key, value in info.model_args.items() if key not in ("in_channels", "num_classes")
-    } if info.model in ("unet", "micronet") else dict(info.model_args),
+    } if info.model in REFERENCE_MODELS else dict(info.model_args),
         output=experiment.model.output if experiment.model.name == info.model else None)
     in_channels = int(info.input_shape[1])
     num_classes = int(info.model_args.get("num_classes", 2))

@@ -12,11 +12,11 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial
 
+from compressor.references import REFERENCE_LABELS
 from compressor.study.records import StudyInfo, TrialRecord, study_info, trial_records
 
 __all__ = ["StudySnapshot", "read_study", "REFERENCE_LABELS", "reference_label", "base_label"]
 
-REFERENCE_LABELS = {"unet": "U-Net", "micronet": "Micro-Net"}
 
 
 @dataclass
