@@ -15,7 +15,7 @@ import torch
 from fvcore.nn import FlopCountAnalysis, parameter_count
 from torch import nn
 
-from compressor.errors import ConfigError
+from compressor.errors import ConfigError, first_line
 from compressor.latency import LatencyConfig, measure_latency
 from compressor.threads import resolve_threads
 from compressor.units import parse_shape
@@ -178,7 +178,7 @@ def _run_or_explain(model: nn.Module, example: torch.Tensor) -> Any:
     except Exception as error:  # noqa: BLE001 - a shape the model does not accept
         raise ConfigError(
             f"model {type(model).__name__} cannot run on input shape {tuple(example.shape)}: "
-            f"{str(error).splitlines()[0] if str(error) else type(error).__name__}"
+            f"{first_line(error)}"
         ) from error
 
 
@@ -221,7 +221,7 @@ def _count_flops(model: nn.Module, example: torch.Tensor) -> tuple[int, dict[str
     except Exception as error:  # noqa: BLE001 - jit tracing fails on some models
         raise ConfigError(
             f"fvcore cannot trace {type(model).__name__} at input shape {tuple(example.shape)}: "
-            f"{str(error).splitlines()[0] if str(error) else type(error).__name__}"
+            f"{first_line(error)}"
         ) from error
     return total, dict(analysis.by_module()), dict(analysis.unsupported_ops())
 

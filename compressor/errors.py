@@ -12,7 +12,7 @@ from __future__ import annotations
 __all__ = [
     "CompressorError", "ConfigError", "ModelLoadError", "BudgetError", "MissingStorageError", "StudyMismatchError",
     "NoWeightsError", "NothingToRepeatError", "OutputChoiceError", "ClassCountError", "UntrustedModelError",
-    "RunFailedError", "InputSizeError", "ExportError", "MissingExtraError", "first_line",
+    "RunFailedError", "InputSizeError", "ExportError", "MissingExtraError", "first_line", "typed_line",
 ]
 
 
@@ -95,3 +95,15 @@ def first_line(error: BaseException) -> str:
     """
     text = str(error).strip()
     return text.splitlines()[0] if text else type(error).__name__
+
+
+def typed_line(error: BaseException) -> str:
+    """``KeyError: 'conv1'``: the error's type and :func:`first_line` (the type alone when the
+    message is empty), for a failure whose type says what went wrong.
+
+    Example:
+        >>> typed_line(KeyError("conv1")), typed_line(ValueError())
+        ("KeyError: 'conv1'", 'ValueError')
+    """
+    text = first_line(error)
+    return text if text == type(error).__name__ else f"{type(error).__name__}: {text}"

@@ -18,7 +18,7 @@ Example:
 from __future__ import annotations
 
 import math
-from collections.abc import Hashable, Iterable, Mapping
+from collections.abc import Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass
 
 __all__ = ["Estimate", "t_quantile", "paired_difference", "within", "format_interval", "WITHIN_POINTS"]
@@ -146,11 +146,16 @@ def format_interval(
 
 
 def paired_difference(
-    a: Mapping[Hashable, float], b: Mapping[Hashable, float], *, bounds: tuple[float, float] | None = None
+    a: Mapping[Hashable, float], b: Mapping[Hashable, float], *, bounds: tuple[float, float] | None = None,
+    blocks: Callable[[Mapping[Hashable, float]], Iterable[float]] | None = None,
 ) -> Estimate:
-    """The estimate of ``a - b`` over the repeats (keys) both have: a paired comparison."""
-    shared = [key for key in a if key in b]
-    return Estimate.of((a[key] - b[key] for key in shared), bounds=bounds)
+    """The estimate of ``a - b`` over the repeats (keys) both have: a paired comparison.
+
+    ``blocks`` turns the differences by repeat into the values the interval is taken over (the
+    confirmation averages the folds of one seed first: they are not independent draws).
+    """
+    differences = {key: a[key] - b[key] for key in a if key in b}
+    return Estimate.of(blocks(differences) if blocks else differences.values(), bounds=bounds)
 
 
 def within(difference: Estimate, points: float = WITHIN_POINTS) -> str:

@@ -35,7 +35,7 @@ from compressor.confirm.subjects import (
     trial_of,
 )
 from compressor.floor import Floor
-from compressor.intervals import WITHIN_POINTS, Estimate, within
+from compressor.intervals import WITHIN_POINTS, Estimate, paired_difference, within
 from compressor.study import StudyInfo, TrialRecord, directions, pareto_mask, reference_label
 from compressor.tables import format_table
 from compressor.units import format_count, parse_count
@@ -248,7 +248,7 @@ class Confirmation:
 
 def _paired(a: Mapping[Repeat, float], b: Mapping[Repeat, float]) -> Estimate:
     """``a - b`` on the repeats both have (same seed, same fold), folds averaged per seed."""
-    return Estimate.of(_blocked({repeat: a[repeat] - b[repeat] for repeat in a if repeat in b}), bounds=(-1.0, 1.0))
+    return paired_difference(a, b, bounds=(-1.0, 1.0), blocks=_blocked)
 
 
 def read_confirmation(

@@ -1,12 +1,14 @@
-"""Pareto reports of a search against U-Net: tables (pandas), plots (seaborn), one HTML page.
+"""Pareto reports of a search against its reference (U-Net, or the user's own network): tables
+(pandas), plots (seaborn), one HTML page.
 
 :func:`build_report` reads a study once and writes, into one folder:
 
 - ``index.html``: the page, self-contained (plots embedded, no external reference);
 - ``trials.csv``: one row per finished trial; ``pareto.csv``: the Pareto front (with the confirmed
   mean, interval and n of its confirmed trials); ``confirmed.csv``: every confirmed model;
-- ``pareto_params.png``, ``pareto_flops.png``, ``hypervolume.png`` and, once there are
-  enough trials, ``importance.png``;
+- ``pareto_params.png``, ``pareto_flops.png``, ``pareto_latency.png`` (when the study measured
+  latency), ``hypervolume.png``, ``learning_curves.png`` (when trainings kept their curves) and,
+  once there are enough trials, ``importance.png``;
 - ``summary.md``: the Pareto table in Markdown.
 
 Every file is written atomically, and only after all of them were computed, so a failure

@@ -6,15 +6,17 @@ finished when it was read are counted but take part in nothing else.
 
 Conventions:
     - The Pareto front is taken over the study's objectives (metric up, costs down), among
-      the **feasible complete** trials with a metric above 0 only: infeasible candidates were
-      never trained, a trial stopped early has only the metric of a rung, and one that learned
-      nothing (building IoU 0) is no candidate however small.
-    - Ratios are against U-Net: ``params_ratio = U-Net params / params`` (how many times
-      smaller), ``flops_ratio`` likewise.
-    - The hypervolume is measured with every cost divided by its reference value (1.1 times
-      U-Net's cost, or 1.1 times the largest cost seen when there is no U-Net reference) and
-      the metric's reference at 0, so a single point of metric ``m`` at half the reference
-      size in one cost has hypervolume ``m * 0.5``.
+      the **feasible complete** trials with a metric above the study's floor only
+      (:func:`compressor.study.front`): infeasible candidates were never trained, a trial
+      stopped early has only the metric of a rung, and one that learned nothing (no better
+      than the best constant prediction) is no candidate however small.
+    - Ratios are against the study's reference (U-Net, or the user's own network the search
+      started from): ``params_ratio = reference params / params`` (how many times smaller),
+      ``flops_ratio`` likewise.
+    - The hypervolume is measured with every cost divided by its reference value (1.1 times the
+      reference's cost, or 1.1 times the largest cost seen when the reference has none) and
+      the metric's reference at 0 (:func:`compressor.study.study_hypervolume`), so a single
+      point of metric ``m`` at half the reference size in one cost has hypervolume ``m * 0.5``.
 
 Example:
     >>> import optuna
@@ -126,7 +128,7 @@ def trials_frame(study: optuna.Study | StudySnapshot, *, include_running: bool =
     """One row per trial, by number.
 
     Columns: ``number``, ``status``, ``feasible``, ``on_front`` (on the Pareto front of the
-    feasible complete trials with a metric above 0), ``front_rank`` (non-dominated rank among them, 0 = the front;
+    feasible complete trials with a metric above the floor), ``front_rank`` (non-dominated rank among them, 0 = the front;
     empty for the others), ``recipe_short``, ``params``, ``flops``, ``latency_ms``,
     ``activation_bytes``, ``metric`` (empty for a trial never trained), ``fidelity``, ``train_seconds``,
     ``wall_seconds``,
@@ -202,7 +204,7 @@ def pareto_frame(study: optuna.Study | StudySnapshot, *, trials: pd.DataFrame | 
 
     Columns: ``rank`` (1 for the smallest: rows are sorted by params, then metric down),
     ``number``, ``recipe_short``, ``params``, ``flops``, ``latency_ms``, ``metric``, the ratios
-    against U-Net, ``fidelity``, ``train_seconds``, ``duplicates``, ``weights``, ``recipe_hash``.
+    against the study's reference, ``fidelity``, ``train_seconds``, ``duplicates``, ``weights``, ``recipe_hash``.
 
     Args:
         study: the study, or a snapshot of it.

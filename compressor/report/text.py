@@ -84,7 +84,7 @@ def pareto_rows(
     """Headers and text rows of the Pareto table, then one row per reference model.
 
     Columns: rank, trial, params, FLOPs, [latency,] the metric, [the confirmed mean with its
-    95% interval and n, when the study was confirmed,] params and FLOPs ratios against U-Net
+    95% interval and n, when the study was confirmed,] params and FLOPs ratios against the study's reference
     (or the search's own base network, when it is the first reference),
     the recipe in short. Reference rows have ``ref`` as rank and the model's name as trial; a
     reference without a metric says ``not trained``.

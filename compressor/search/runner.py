@@ -8,7 +8,7 @@ import optuna
 from optuna.trial import TrialState
 
 from compressor.candidates.setup import SearchSetup, start_candidate
-from compressor.errors import CompressorError, RunFailedError, first_line
+from compressor.errors import CompressorError, RunFailedError, first_line, typed_line
 from compressor.metrics import SegmentationMetrics
 from compressor.search.fidelity import rung_key, should_stop
 from compressor.search.twins import wait_for_twin
@@ -76,7 +76,7 @@ class TrialRunner:
             return self._fail(trial, record, started, str(error))
         except RuntimeError as error:  # torch refusing the candidate (shapes, memory): this trial fails, not the search
             _reraise_interrupt(error)
-            return self._fail(trial, record, started, f"building the candidate failed: {_first_line(error)}")
+            return self._fail(trial, record, started, f"building the candidate failed: {typed_line(error)}")
         check = setup.budget.check(cost)
         record.build_seconds = round(time.perf_counter() - started, 3)
         record.params, record.flops = cost.params, cost.flops
@@ -108,7 +108,7 @@ class TrialRunner:
             return self._fail(trial, record, started, str(error))
         except RuntimeError as error:  # out of memory and the like: this trial fails, the search goes on
             _reraise_interrupt(error)
-            return self._fail(trial, record, started, f"training failed: {_first_line(error)}")
+            return self._fail(trial, record, started, f"training failed: {typed_line(error)}")
         record.metric = setup.metric(result.metrics)
         record.metrics = result.metrics.to_dict()
         record.curve = [[step, round(setup.metric(metrics), 5)] for step, metrics in result.history]
@@ -190,9 +190,6 @@ def _cannot_go_on(trial: optuna.Trial, error: OSError) -> RunFailedError:
     return RunFailedError(f"trial {trial.number} failed and the search stopped: {reason}")
 
 
-def _first_line(error: Exception) -> str:
-    text = str(error).strip()
-    return f"{type(error).__name__}: {text.splitlines()[0] if text else ''}"
 
 
 def _reraise_interrupt(error: RuntimeError) -> None:

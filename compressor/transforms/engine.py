@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from compressor.cost import Cost, measure
-from compressor.errors import ConfigError
+from compressor.errors import ConfigError, first_line
 from compressor.origin import origin_of, set_origin
 from compressor.outputs import declare_output, declared_output, primary_output
 from compressor.registry import UnknownNameError
@@ -214,7 +214,7 @@ def _output_shape(model: nn.Module, example: torch.Tensor, what: str) -> tuple[i
     except TransformError:
         raise
     except Exception as error:  # noqa: BLE001 - report any failure of the model as the user's input
-        message = str(error).splitlines()[0] if str(error) else type(error).__name__
+        message = first_line(error)
         kind = TransformError if what.startswith("step") else ConfigError
         raise kind(f"{what}: forward pass failed at input {tuple(example.shape)}: {message}") from error
     finally:

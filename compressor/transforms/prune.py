@@ -9,7 +9,7 @@ import torch_pruning as tp
 from torch import nn
 
 from compressor.annotations import network_name
-from compressor.errors import ConfigError
+from compressor.errors import ConfigError, typed_line
 from compressor.transforms.base import Change, TransformError, register_transform
 from compressor.transforms.deadline import DeadlineExceeded, deadline
 from compressor.transforms.pruning_support import pruning_compatibility
@@ -152,9 +152,8 @@ class Prune(LayerTransform):
                     "selection with include=/exclude=, or raise time_limit"
                 ) from None
             except Exception as error:  # noqa: BLE001 - torch-pruning's own failures
-                message = str(error).splitlines()[0] if str(error) else ""
                 raise TransformError(
-                    f"prune: torch-pruning cannot prune {network_name(model)}: {type(error).__name__}: {message}"
+                    f"prune: torch-pruning cannot prune {network_name(model)}: {typed_line(error)}"
                     + _grouped_hint(model)
                 ) from error
         for name, module in candidates:
