@@ -15,7 +15,7 @@ import test_transforms_contract
 import torch
 from conftest import PLUGINS, TESTS, assert_refusal, cli_env, run_cli
 
-from compressor import TRANSFORMS, apply, load_model, unet
+from compressor import TRANSFORMS, TransformError, apply, load_model, unet
 from compressor.registry import Registry
 from compressor.spaces import SPACES, SearchContext
 
@@ -86,7 +86,7 @@ def test_generic_samples_it():
     context = SearchContext(ResidualStridedNet(), torch.zeros(1, 3, 32, 32), "networks:ResidualStridedNet")
     space = SPACES.get("generic")
     fixed = optuna.trial.FixedTrial({"levels_removed": 0, "skip": "concat", "conv": "standard", "dilation": "none",
-                                     "low_rank": True, "prune": 0.0})
+                                     "low_rank": True, "grouped": False, "prune": 0.0})
     assert [step.name for step in space(fixed, context).steps] == ["low_rank"]
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
     chosen = []
@@ -118,3 +118,44 @@ def test_a_broken_entry_point_is_named_when_asked_for(tmp_path, monkeypatch):
 
 def test_plugins_folder_is_on_the_path_of_every_cli_test():
     assert PLUGINS in cli_env()["PYTHONPATH"].split(os.pathsep)
+
+
+def test_the_docs_grouped_example_is_the_plugin_and_declares_what_it_does():
+    """docs/architecture.md's worked transform is tests/plugins/compressor_grouped: it declares a
+    trait of its own (checked on the network) and the traits its output has, without editing compressor."""
+    from compressor.transforms import network_traits, traits_found
+
+    doc = (pathlib.Path(TESTS).parent / "docs" / "architecture.md").read_text()
+    plugin = (pathlib.Path(PLUGINS) / "compressor_grouped" / "__init__.py").read_text()
+    body = plugin.split("class Grouped(LayerTransform):", 1)[1]
+    assert body.strip() in doc  # the class the docs show is the plugin's, line for line
+    grouped = TRANSFORMS.get("grouped")
+    assert grouped.__module__ == "compressor_grouped" and "no-divisible-conv" in network_traits()
+    odd = torch.nn.Sequential(torch.nn.Conv2d(3, 5, 3, padding=1), torch.nn.Conv2d(5, 2, 1))
+    assert traits_found(odd) == {"no-divisible-conv"} and traits_found(unet(base_width=8)) == set()
+    with pytest.raises(TransformError, match="no layer could be changed"):
+        apply(odd, [{"name": "grouped"}], (1, 3, 16, 16))
+    # prune after it: the grouped convs and what is coupled to them are kept (torch-pruning breaks on them)
+    with pytest.raises(TransformError, match=r"step 2 \(prune\): .*grouped conv .* which torch-pruning cannot narrow"):
+        apply(unet(base_width=8, norm="batch"), [{"name": "grouped"}, {"name": "prune", "ratio": 0.5}], (1, 3, 32, 32))
+    partly, records = apply(unet(base_width=8, norm="batch"), [{"name": "grouped", "groups": 4, "include": "encoder.0.*"},
+                                                                 {"name": "prune", "ratio": 0.5}], (1, 3, 32, 32))
+    assert records[1].params_after < 0.6 * records[1].params_before and partly(torch.zeros(1, 3, 32, 32)).shape[1] == 2
+
+
+def test_a_budgeted_generic_search_with_the_plugins_runs_its_trials(tmp_path):
+    """generic draws the plugins' transforms, its smallest recipe builds (prune is not drawn after
+    grouped: it refuses what grouped leaves), and the budget check lets the search start."""
+    from search_helpers import tiny_experiment
+
+    from compressor.pipeline import run_search
+    from compressor.study import trial_records
+
+    experiment = tiny_experiment(tmp_path, ("budget.max_params=40k",), space="generic", n_trials=3)
+    result = run_search(experiment, echo=lambda line: None)
+    records = trial_records(result.study)
+    # a combination that does not compose on this network fails with the refusal, and the search goes on
+    assert len(records) >= 3 and all(record.status in ("complete", "infeasible") or "no layer could be changed"
+                                     in record.failure for record in records), [(r.status, r.failure) for r in records]
+    assert sum(record.status == "complete" for record in records) >= 2
+    assert all({"grouped", "low_rank"} <= set(trial.params) for trial in result.study.trials[1:])  # drawn after the starts

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import inspect
 
-from compressor.transforms import NETWORK_TRAITS, TRANSFORMS
+from compressor.transforms import TRANSFORMS, network_traits
 
 COMMAND = {"name": "transforms", "help": "list transforms and their parameters"}
 
@@ -35,6 +35,6 @@ def describe_transforms() -> str:
         example = " ".join(f"{key}={value!r}" for key, value in cls.example.items()) or "(its defaults)"
         lines.append(f"  example: {example}")
         if cls.refuses:
-            lines.append(f"  refuses networks with: {'; '.join(NETWORK_TRAITS[trait] for trait in cls.refuses)}")
+            lines.append(f"  refuses networks with: {'; '.join(network_traits()[trait] for trait in cls.refuses)}")
         blocks.append("\n".join(lines))
     return "\n\n".join(blocks)

@@ -18,16 +18,22 @@ from compressor.transforms.base import (
     NETWORK_TRAITS,
     TRANSFORMS,
     Change,
+    Trait,
     Transform,
     TransformError,
     TransformRecord,
+    network_traits,
     register_transform,
+    traits_found,
 )
 from compressor.transforms.engine import apply
 from compressor.transforms.recipe import Recipe, TransformSpec, parse_transform_option
 
 __all__ = [
     "NETWORK_TRAITS",
+    "Trait",
+    "network_traits",
+    "traits_found",
     "TRANSFORMS",
     "Change",
     "Transform",

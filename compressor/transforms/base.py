@@ -5,6 +5,7 @@ from __future__ import annotations
 import abc
 import functools
 import inspect
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar
 
@@ -18,6 +19,7 @@ from compressor.transforms.calibration import Counterpart
 
 __all__ = [
     "Transform", "TransformError", "TransformRecord", "Change", "TRANSFORMS", "register_transform", "NETWORK_TRAITS",
+    "Trait", "network_traits", "traits_found",
 ]
 
 #: What in a network can make a transform refuse it. A transform lists the traits it refuses
@@ -31,7 +33,36 @@ NETWORK_TRAITS = {
     "no-resolution-pair": "no down-sampling paired with an up-sampling back to its resolution (a classifier)",
     "no-conv-run": "no stride-1 k x k conv that shares its resolution with another",
     "no-dense-conv": "no dense (groups=1) k x k conv: only depthwise and 1 x 1 convs",
+    "grouped-conv": "grouped (not depthwise) convs coupled to every layer prune could narrow",
 }
+
+
+@dataclass(frozen=True)
+class Trait:
+    """A network trait a transform declares (:attr:`Transform.traits`) beyond :data:`NETWORK_TRAITS`.
+
+    Attributes:
+        description: what a network with it has (or lacks), as ``compressor transforms`` says it.
+        found: whether a network has it, checked on the network as built (the contract suite
+            expects the refusal exactly there); None: only a transform's output has it (``produces``).
+    """
+
+    description: str
+    found: Callable[[nn.Module], bool] | None = None
+
+
+def network_traits() -> dict[str, str]:
+    """Every trait a refusal may name: :data:`NETWORK_TRAITS` and those the registered transforms
+    declare (a plugin's own, without editing compressor), name -> description."""
+    declared = {name: trait.description for transform in TRANSFORMS.names()
+                for name, trait in TRANSFORMS.get(transform).traits.items()}
+    return {**NETWORK_TRAITS, **declared}
+
+
+def traits_found(model: nn.Module) -> set[str]:
+    """The declared traits (:attr:`Transform.traits` with a check) that ``model`` has."""
+    return {name for transform in TRANSFORMS.names() for name, trait in TRANSFORMS.get(transform).traits.items()
+            if trait.found is not None and trait.found(model)}
 
 
 class TransformError(CompressorError):
@@ -132,6 +163,8 @@ class Transform(abc.ABC):
     refuses: ClassVar[dict[str, str]] = {}
     #: the :data:`NETWORK_TRAITS` a network has after it (``separable`` leaves no dense conv)
     produces: ClassVar[frozenset[str]] = frozenset()
+    #: traits of its own that ``refuses`` and ``produces`` may name (:func:`network_traits`)
+    traits: ClassVar[dict[str, Trait]] = {}
     #: where ``generic`` samples it, in the paper's order: depth 10, skips 20, conv kinds 30,
     #: dilation 40, pruning 50 (last: it prunes what the others built); others 45 by default
     search_order: ClassVar[int] = 45

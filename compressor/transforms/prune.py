@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from typing import Any, Literal
 
 import torch
@@ -53,6 +54,7 @@ class Prune(LayerTransform):
     """
 
     example = {"ratio": 0.3}
+    refuses = {"grouped-conv": r"torch-pruning cannot narrow"}
     search_order = 50
     #: torch-pruning rounds in a search: fewer is faster, the ratio lands within a few percent
     SEARCH_STEPS = 8
@@ -105,14 +107,28 @@ class Prune(LayerTransform):
     def transform(self, model: nn.Module, example_input: torch.Tensor) -> tuple[nn.Module, Change]:
         if self.widths is not None:
             return self._to_widths(model, example_input)
+        if not any(_is_grouped(module) for module in model.modules()):
+            return self._prune(model, example_input, {})
+        untouched = copy.deepcopy(model)
+        try:
+            return self._prune(model, example_input, {})
+        except _TorchPruningFailed:  # on grouped convs: again, with them and what is coupled to them kept
+            return self._prune(untouched, example_input, _grouped_and_coupled(untouched, example_input))
+
+    def _prune(
+        self, model: nn.Module, example_input: torch.Tensor, grouped: dict[nn.Module, str]
+    ) -> tuple[nn.Module, Change]:
+        """Prunes by ``ratio``, leaving the layers of ``grouped`` (layer -> why) as they are."""
         change = Change()
         selected = self.selected(model)
         heads, stems = _boundary_layers(model, example_input)
         heads |= {stem for stem in stems if stem.groups > 1}  # a depthwise stem's channels are the image's
-        candidates = [(name, module) for name, module in selected if module not in heads]
+        candidates = [(name, module) for name, module in selected if module not in heads and module not in grouped]
         for name, module in selected:
             if module in heads:
                 change.skipped[name] = "makes the output or is a grouped conv reading the input (protected)"
+            elif module in grouped:
+                change.skipped[name] = grouped[module]
         if not candidates:
             self.require_changes(model, change)
         if self.ratio == 0.0:
@@ -152,7 +168,7 @@ class Prune(LayerTransform):
                     "selection with include=/exclude=, or raise time_limit"
                 ) from None
             except Exception as error:  # noqa: BLE001 - torch-pruning's own failures
-                raise TransformError(
+                raise _TorchPruningFailed(
                     f"prune: torch-pruning cannot prune {network_name(model)}: {typed_line(error)}"
                     + _grouped_hint(model)
                 ) from error
@@ -216,6 +232,39 @@ def _importance(name: str) -> tp.importance.Importance:
     if name == "lamp":
         return tp.importance.LAMPImportance(p=2)
     return tp.importance.MagnitudeImportance(p=1 if name == "l1" else 2)
+
+
+class _TorchPruningFailed(TransformError):
+    """torch-pruning itself failed on the network (not a refusal of ours)."""
+
+
+def _is_grouped(module: nn.Module) -> bool:
+    """A conv of 2 or more groups that is not depthwise: torch-pruning cannot narrow it reliably."""
+    return isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)) and 1 < module.groups < module.in_channels
+
+
+def _grouped_and_coupled(model: nn.Module, example_input: torch.Tensor) -> dict[nn.Module, str]:
+    """Each grouped conv (not depthwise) and every prunable layer whose channels are coupled to its
+    input or output channels (the convs that feed it, through any addition or concatenation, and
+    those it feeds), with why it keeps its width. torch-pruning prunes simple grouped convs, but its
+    index mapping breaks on some (a concatenation feeding one: an out-of-bounds index), so where it
+    fails prune leaves them as they are and prunes the rest of the network."""
+    convs = [module for module in model.modules() if _is_grouped(module)]
+    if not convs:
+        return {}
+    names = {module: name for name, module in model.named_modules()}
+    kept: dict[nn.Module, str] = {}
+    with pruning_compatibility(model) as forward_fn:
+        graph = tp.DependencyGraph().build_dependency(model, example_inputs=example_input, forward_fn=forward_fn)
+        for conv in convs:
+            why = f"is coupled to the grouped conv {names[conv]} (groups={conv.groups}), which torch-pruning cannot narrow"
+            kept.setdefault(conv, f"is a grouped conv (groups={conv.groups}), which torch-pruning cannot narrow")
+            for prune_fn in (tp.prune_conv_in_channels, tp.prune_conv_out_channels):
+                for dependency, _indices in graph.get_pruning_group(conv, prune_fn, idxs=[0]):
+                    for module in (dependency.source.module, dependency.target.module):
+                        if isinstance(module, _PRUNABLE):
+                            kept.setdefault(module, why)
+    return kept
 
 
 def _grouped_hint(model: nn.Module) -> str:
