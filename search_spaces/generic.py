@@ -17,7 +17,8 @@ Choices of the built-in transforms (Optuna parameter names), where they apply:
 concatenation with it), ``conv`` (``standard``/``separable``/``fire`` on every k x k conv),
 ``fire_squeeze``, ``fire_share3x3``, ``dilation``, ``prune`` (0..0.9). A combination can
 still be refused (a pair that does not compose on that network); that trial fails with the
-reason and the search goes on.
+reason and the search goes on. The smallest candidate (what the budget check judges) leaves
+out each step that does not compose on the network (:meth:`~Transform.unchanged`).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from typing import Any
 import optuna
 
 from compressor.spaces import SearchContext, register_space
-from compressor.transforms import TRANSFORMS, Recipe, Transform
+from compressor.transforms import TRANSFORMS, Recipe, Transform, TransformError, apply
 
 __all__ = ["generic", "applicable", "sampled_transforms"]
 
@@ -65,6 +66,8 @@ def _choices(found: dict[str, Any]) -> list[tuple[str | None, list[type[Transfor
 
 
 def _smallest(context: SearchContext) -> dict[str, Any]:
+    """The choices of the smallest candidate: each transform's :meth:`~Transform.smallest` (the last
+    member of a group), less the steps of that recipe that do not compose on the base network."""
     found = applicable(context)
     smallest: dict[str, Any] = {}
     for group, members in _choices(found):
@@ -72,7 +75,36 @@ def _smallest(context: SearchContext) -> dict[str, Any]:
             smallest[group] = members[-1].name
         for cls in members:
             smallest.update(cls.smallest(found[cls.name]))
-    return smallest
+    return _buildable(smallest, found, context)
+
+
+def _buildable(choices: dict[str, Any], found: dict[str, Any], context: SearchContext) -> dict[str, Any]:
+    """``choices`` with each step of their recipe that fails on the base network turned off (the first
+    failing one, then again): a transform of another package may not compose with the others in a way
+    no trait declares, and the budget check should judge the smallest candidate that can be built
+    rather than stop the search before its first trial."""
+    dropped: set[str] = set()
+    while True:
+        recipe = generic(optuna.trial.FixedTrial(dict(choices)), context)
+        failing = _first_failing_step(recipe, context)
+        if failing is None or failing in dropped:  # builds (or a step it cannot leave out: the budget check says so)
+            return choices
+        dropped.add(failing)
+        cls = TRANSFORMS.get(failing)
+        off = ({cls.search_group: UNCHANGED.get(cls.search_group, "none")} if cls.search_group is not None
+               else cls.unchanged(found[cls.name]))
+        choices = {**choices, **off}
+
+
+def _first_failing_step(recipe: Recipe, context: SearchContext) -> str | None:
+    """The name of the first step of ``recipe`` that refuses the network the steps before it left."""
+    network = context.model
+    for step in recipe.steps:
+        try:
+            network, _ = apply(network, Recipe.of([step]), context.example, count_flops=False, diagnostics=False)
+        except TransformError:
+            return step.name
+    return None
 
 
 @register_space("generic", smallest=_smallest)

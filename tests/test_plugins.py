@@ -159,3 +159,29 @@ def test_a_budgeted_generic_search_with_the_plugins_runs_its_trials(tmp_path):
                                      in record.failure for record in records), [(r.status, r.failure) for r in records]
     assert sum(record.status == "complete" for record in records) >= 2
     assert all({"grouped", "low_rank"} <= set(trial.params) for trial in result.study.trials[1:])  # drawn after the starts
+
+
+def test_generic_leaves_out_of_its_smallest_candidate_a_step_that_does_not_compose(monkeypatch):
+    """A transform of another package that refuses the narrow network the other steps leave, without
+    declaring it: the smallest recipe turns it off (its unchanged() choice) instead of stopping every budgeted search."""
+    from compressor.transforms import Change, Transform
+
+    class NeedsWide(Transform):
+        """Refuses a network of fewer than 100k parameters (as a pruned one is)."""
+
+        name = "needs_wide"
+        search_order = 60  # after prune
+
+        def transform(self, model, example_input):
+            if sum(parameter.numel() for parameter in model.parameters()) < 100_000:
+                raise TransformError(f"needs_wide: {type(model).__name__} is too narrow")
+            return model, Change(changed=["(whole network)"])
+
+    monkeypatch.setitem(TRANSFORMS._items, "needs_wide", NeedsWide)
+    context = SearchContext(unet(base_width=16), torch.zeros(1, 3, 32, 32), "unet")
+    space = SPACES.get("generic")
+    choices = space.smallest(context)
+    assert choices["needs_wide"] is False and choices["levels_removed"] > 0  # only the step that broke is off
+    steps = [step.name for step in space.fixed(choices, context).steps]
+    assert "needs_wide" not in steps and {"downsample_depth", "fire"} <= set(steps)
+    apply(context.model, space.fixed(choices, context), context.example)  # and it builds

@@ -198,6 +198,12 @@ class Transform(abc.ABC):
         return {cls.name: True}
 
     @classmethod
+    def unchanged(cls, found: Any) -> dict[str, Any]:
+        """The choices of :meth:`suggest` that leave it out of a recipe (``generic`` drops a step of
+        its smallest recipe that does not compose on the network so). The default: not used."""
+        return {cls.name: False}
+
+    @classmethod
     def parameters(cls) -> list[Parameter]:
         """The transform's parameters, gathered from ``__init__`` along the class hierarchy."""
         seen: dict[str, Parameter] = {}

@@ -59,6 +59,10 @@ class Dilation(LayerTransform):
     def smallest(cls, found):
         return {"dilation": "none"}
 
+    @classmethod
+    def unchanged(cls, found):
+        return {"dilation": "none"}
+
     omit_when_default = ("overwrite",)
 
     def __init__(

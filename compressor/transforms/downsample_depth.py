@@ -84,6 +84,10 @@ class DownsampleDepth(Transform):
     def smallest(cls, found):
         return {"levels_removed": found}
 
+    @classmethod
+    def unchanged(cls, found):
+        return {"levels_removed": 0}
+
     def __init__(
         self,
         *,

@@ -68,6 +68,10 @@ class Prune(LayerTransform):
     def smallest(cls, found):
         return {"prune": 0.9}
 
+    @classmethod
+    def unchanged(cls, found):
+        return {"prune": 0.0}
+
     layer_types = _PRUNABLE
     omit_when_default = ("time_limit", "widths")
 

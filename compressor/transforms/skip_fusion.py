@@ -74,6 +74,10 @@ class SkipFusion(LayerTransform):
     def smallest(cls, found):
         return {"skip": "add"}
 
+    @classmethod
+    def unchanged(cls, found):
+        return {"skip": "concat"}
+
     omit_when_default = ("project",)
 
     def __init__(
