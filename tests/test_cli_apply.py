@@ -43,7 +43,7 @@ def test_unknown_transform_lists_the_valid_ones(cli):
     result = cli("apply", "unet", "--transform", "squeeze")
     # every registered transform, the plugin installed for the tests (tests/plugins) included
     assert_refusal(result, "apply",
-                   "unknown transform 'squeeze'; valid names: dilation, downsample_depth, fire, low_rank, prune, "
+                   "unknown transform 'squeeze'; valid names: dilation, downsample_depth, fire, grouped, low_rank, prune, "
                    "separable, skip_fusion")
 
 

@@ -16,6 +16,14 @@ from compressor.floor import Floor
 from compressor.train import TrainConfig, train
 
 
+@pytest.fixture(autouse=True)
+def _generic_without_the_grouped_plugin(monkeypatch):
+    """The searches here sample the generic space, which draws every registered transform: the
+    grouped test plugin (tests/test_plugins.py) would change the random draws these trials were
+    chosen by; these tests are about the user's network, not plugins."""
+    monkeypatch.delitem(compressor.TRANSFORMS._items, "grouped", raising=False)
+
+
 @pytest.fixture(scope="module")
 def data():
     return SyntheticConfig(labels="binary", patch_size=32, train_images=32, val_images=1, val_size=48).build()
