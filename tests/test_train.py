@@ -164,6 +164,21 @@ def test_windows_of_a_narrow_scene_are_padded_for_a_model_that_refuses_their_siz
     np.testing.assert_allclose(predict_scene(inner, scene, buildings, window=192), plain, atol=1e-5)
 
 
+def test_windows_are_padded_for_a_captured_graph_that_refuses_their_size(buildings):
+    """A network captured by a transform keeps its input rule as InputSizeError, not RuntimeError."""
+    from compressor.errors import InputSizeError
+
+    class Captured(_Divisible):
+        def forward(self, x):
+            if x.shape[-1] % self.divisor or x.shape[-2] % self.divisor:
+                raise InputSizeError(f"input {x.shape[-2]}x{x.shape[-1]}: takes sides that {self.divisor} divides")
+            return self.inner(x)
+
+    inner = nn.Conv2d(3, 2, 1).eval()
+    probabilities = predict_scene(Captured(inner, 96), buildings.val[0], buildings, window=192)
+    assert probabilities.shape == (2, 128, 128)
+
+
 def test_a_window_size_the_model_refuses_is_named(buildings):
     model = _Divisible(nn.Conv2d(3, 2, 1), 100)
     with pytest.raises(ConfigError, match=r"cannot run on evaluation windows of 192x192 pixels: Wrong input shape "

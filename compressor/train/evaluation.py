@@ -8,7 +8,7 @@ from torch import nn
 
 from compressor.data.base import Scene, SegmentationData
 from compressor.data.tiling import window_starts
-from compressor.errors import ConfigError, first_line
+from compressor.errors import ConfigError, InputSizeError, first_line
 from compressor.metrics import ConfusionMatrix, SegmentationMetrics
 from compressor.outputs import model_output
 from compressor.train.config import TrainConfig
@@ -100,7 +100,7 @@ def _first_batch(
     for size in sizes:
         try:
             return size, _probabilities(model, windows, size, device)
-        except RuntimeError as error:
+        except (RuntimeError, InputSizeError) as error:  # the model's own check, or a captured graph's
             refusal = first_line(error)
     raise ConfigError(
         f"the model cannot run on evaluation windows of {window}x{window} pixels: {refusal}; "
