@@ -9,6 +9,9 @@ import pytest
 from report_studies import MICRONET, UNET, add, make_study, realistic_study, study_info
 
 from compressor.errors import ConfigError
+from compressor.report import hypervolume as progress
+from compressor.report import importance as drivers
+from compressor.report import overview as header
 from compressor.report import tables
 from compressor.study import front, hypervolume_reference, trial_records
 
@@ -63,7 +66,7 @@ def test_ties_are_all_on_the_front():
     front = tables.pareto_frame(study)
     assert front["number"].tolist() == [0, 1]
     assert front["duplicates"].tolist() == ["", ""]
-    assert tables.hypervolume_frame(study)["front_size"].tolist() == [1, 1, 1]  # one distinct point
+    assert progress.hypervolume_frame(study)["front_size"].tolist() == [1, 1, 1]  # one distinct point
 
 
 def test_a_trial_that_learned_nothing_is_never_on_the_front_however_small():
@@ -86,7 +89,7 @@ def test_infeasible_points_never_reach_the_front():
     add(study, status="complete", params=50, flops=1, metric=0.9, feasible=False)
     add(study, status="stopped", params=200, flops=1, metric=0.35)  # a rung metric, not a final one
     assert tables.pareto_frame(study)["number"].tolist() == [0]
-    assert tables.hypervolume_frame(study)["hypervolume"].tolist() == pytest.approx([0.3 * (1 - 500 / 1100)] * 4)
+    assert progress.hypervolume_frame(study)["hypervolume"].tolist() == pytest.approx([0.3 * (1 - 500 / 1100)] * 4)
 
 
 def test_all_infeasible_gives_an_empty_front_and_zero_hypervolume():
@@ -95,17 +98,17 @@ def test_all_infeasible_gives_an_empty_front_and_zero_hypervolume():
         add(study, status="infeasible", params=params, flops=1)
     front = tables.pareto_frame(study)
     assert front.empty and list(front.columns) == tables.PARETO_COLUMNS
-    assert tables.hypervolume_frame(study)["hypervolume"].tolist() == [0.0, 0.0, 0.0]
+    assert progress.hypervolume_frame(study)["hypervolume"].tolist() == [0.0, 0.0, 0.0]
     assert tables.front_steps(tables.trials_frame(study), "params").empty
-    assert tables.importance_frame(study).skipped
+    assert drivers.importance_frame(study).skipped
 
 
 def test_an_empty_study():
     study = two_objective_study()
     assert tables.trials_frame(study).empty
     assert tables.pareto_frame(study).empty
-    assert tables.hypervolume_frame(study).empty
-    overview = tables.study_overview(study)
+    assert progress.hypervolume_frame(study).empty
+    overview = header.study_overview(study)
     assert overview["trials"] == 0 and overview["span_seconds"] is None
 
 
@@ -115,7 +118,7 @@ def test_a_single_trial():
     front = tables.pareto_frame(study)
     assert front["number"].tolist() == [0]
     assert front.loc[0, "params_ratio"] == pytest.approx(10.0) and front.loc[0, "flops_ratio"] == pytest.approx(10.0)
-    hypervolume = tables.hypervolume_frame(study)
+    hypervolume = progress.hypervolume_frame(study)
     assert hypervolume["hypervolume"].tolist() == pytest.approx([0.2 * (1 - 1 / 11) ** 2])
     assert hypervolume["front_size"].tolist() == [1]
 
@@ -128,7 +131,7 @@ def test_hypervolume_grows_by_hand_computed_steps():
     add(study, status="failed", params=60, flops=1)                 # nothing
     add(study, params=880, flops=1, metric=0.45)                    # dominated: nothing
     add(study, params=110, flops=1, metric=0.2, duplicate_of=1)     # the same result again: nothing
-    frame = tables.hypervolume_frame(study)
+    frame = progress.hypervolume_frame(study)
     assert frame["hypervolume"].tolist() == pytest.approx([0.25, 0.33, 0.33, 0.33, 0.33, 0.33])
     assert frame["front_size"].tolist() == [1, 2, 2, 2, 2, 2]
     assert frame["feasible_complete"].tolist() == [1, 2, 2, 2, 3, 4]
@@ -141,7 +144,7 @@ def test_without_a_u_net_reference_the_largest_cost_seen_sets_the_box():
     add(study, params=400, flops=1, metric=0.5)
     add(study, status="infeasible", params=1000, flops=1)
     assert hypervolume_reference(study)["params"] == pytest.approx(1100.0)
-    assert tables.hypervolume_frame(study)["hypervolume"].iloc[-1] == pytest.approx(0.5 * (1 - 400 / 1100))
+    assert progress.hypervolume_frame(study)["hypervolume"].iloc[-1] == pytest.approx(0.5 * (1 - 400 / 1100))
     frame = tables.trials_frame(study)
     assert frame["params_ratio"].isna().all()
     assert tables.references_frame(study).empty
@@ -176,15 +179,15 @@ def test_running_trials_are_counted_but_take_part_in_nothing():
     study = two_objective_study()
     add(study, params=500, flops=1, metric=0.3)
     add(study, status="running", params=100, flops=1)
-    overview = tables.study_overview(study)
+    overview = header.study_overview(study)
     assert overview["trials"] == 2 and overview["by_status"]["running"] == 1
     assert tables.trials_frame(study)["number"].tolist() == [0]
-    assert tables.hypervolume_frame(study)["number"].tolist() == [0]
+    assert progress.hypervolume_frame(study)["number"].tolist() == [0]
 
 
 def test_overview_counts_and_times():
     study = realistic_study()
-    overview = tables.study_overview(study)
+    overview = header.study_overview(study)
     assert overview["by_status"] == {"complete": 12, "infeasible": 3, "stopped": 4, "failed": 1, "running": 0}
     records = trial_records(study)
     assert overview["wall_seconds"] == pytest.approx(sum(record.wall_seconds for record in records))
@@ -197,10 +200,10 @@ def test_importance_needs_four_feasible_complete_trials_with_varying_parameters(
     study = two_objective_study()
     for number in range(3):
         add(study, params=100 * (number + 1), flops=1, metric=0.1 * (number + 1))
-    skipped = tables.importance_frame(study)
+    skipped = drivers.importance_frame(study)
     assert skipped.skipped and "at least 4" in skipped.note and skipped.trials == 3
     add(study, params=400, flops=1, metric=0.4)
-    importance = tables.importance_frame(study)
+    importance = drivers.importance_frame(study)
     assert not importance.skipped and importance.trials == 4
     for _, group in importance.frame.groupby("objective"):
         assert group["importance"].sum() == pytest.approx(1.0)
@@ -212,7 +215,7 @@ def test_importance_skipped_when_no_parameter_varies():
     study = two_objective_study()
     for number in range(5):
         add(study, params=100 + number, flops=1, metric=0.1, sampled={"conv": "fire"})
-    importance = tables.importance_frame(study)
+    importance = drivers.importance_frame(study)
     assert importance.skipped and "no sampled parameter varies" in importance.note
 
 
@@ -224,9 +227,9 @@ def test_a_study_not_made_by_the_search_is_refused():
 
 def test_machine_comes_from_the_study_when_the_search_stored_it():
     study = two_objective_study()
-    assert tables.machine_info(study)["source"] == "report built here"
+    assert header.machine_info(study)["source"] == "report built here"
     study.set_user_attr("machine", {"platform": "Linux-x", "cpu_count": 2})
-    assert tables.machine_info(study) == {"source": "search", "platform": "Linux-x", "cpu_count": 2}
+    assert header.machine_info(study) == {"source": "search", "platform": "Linux-x", "cpu_count": 2}
 
 
 def test_objective_none_is_not_on_the_front():

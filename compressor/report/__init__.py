@@ -40,18 +40,10 @@ from compressor.references import REFERENCE_MODELS
 from compressor.report import plots
 from compressor.report.curves import curves_figure, curves_frame
 from compressor.report.html import render_html
-from compressor.report.tables import (
-    Importance,
-    confirmed_frame,
-    hypervolume_frame,
-    importance_frame,
-    machine_info,
-    pareto_frame,
-    references_frame,
-    study_overview,
-    trials_frame,
-    with_deployed,
-)
+from compressor.report.hypervolume import hypervolume_frame
+from compressor.report.importance import Importance, importance_frame
+from compressor.report.overview import machine_info, study_overview, with_deployed
+from compressor.report.tables import confirmed_frame, pareto_frame, references_frame, trials_frame
 from compressor.report.text import pareto_text, summary_markdown
 from compressor.study import (
     HYPERVOLUME_MARGIN,
@@ -111,7 +103,7 @@ class Report:
         paths: every file written, by name (``index.html``, ``pareto.csv``, ...).
         trials, pareto, references, hypervolume: the frames (see :mod:`compressor.report.tables`).
         importance: parameter importances, or why they were skipped.
-        overview: the page's header numbers (:func:`~compressor.report.tables.study_overview`).
+        overview: the page's header numbers (:func:`~compressor.report.overview.study_overview`).
         machine: the machine named on the page.
         notes: the extra notes of the page.
     """

@@ -245,8 +245,8 @@ def render_html(
     """The whole page as text.
 
     Args:
-        overview: :func:`compressor.report.tables.study_overview`.
-        machine: :func:`compressor.report.tables.machine_info`.
+        overview: :func:`compressor.report.overview.study_overview`.
+        machine: :func:`compressor.report.overview.machine_info`.
         pareto, references, trials: the frames of :mod:`compressor.report.tables`.
         images: PNG bytes by file name (``pareto_params.png``...), embedded in that order.
         notes: extra lines for the notes section (a skipped plot, how importance was computed).

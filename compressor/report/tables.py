@@ -34,35 +34,21 @@ Example:
 from __future__ import annotations
 
 import math
-import os
-import platform
-import warnings
-from collections import Counter
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-import numpy as np
 import optuna
 import pandas as pd
-from optuna.trial import FrozenTrial
 
 from compressor.confirm.results import Confirmation, read_confirmation
-from compressor.floor import Floor
 from compressor.study import (
     REFERENCE_LABELS,
-    STATUSES,
     StudySnapshot,
-    directions,
     folded_duplicates,
     front,
     front_ranks,
-    hypervolume_reference,
     nondominated_ranks,
-    point,
     read_study,
     reference_label,
-    study_hypervolume,
 )
 
 __all__ = [
@@ -71,16 +57,10 @@ __all__ = [
     "trials_frame",
     "pareto_frame",
     "references_frame",
-    "hypervolume_frame",
-    "importance_frame",
-    "study_overview",
     "front_steps",
-    "machine_info",
     "confirmed_frame",
     "CONFIRMED_COLUMNS",
 ]
-
-MIN_IMPORTANCE_TRIALS = 4
 
 _SCALAR_METRICS = ("miou", "mean_f1", "accuracy")
 
@@ -120,7 +100,7 @@ def _ratio(reference: float | None, value: float | None) -> float:
     return float(reference) / float(value)
 
 
-def _iso(moment: Any) -> str | None:
+def iso_time(moment: Any) -> str | None:
     return moment.isoformat(timespec="seconds") if moment is not None else None
 
 
@@ -172,8 +152,8 @@ def trials_frame(study: optuna.Study | StudySnapshot, *, include_running: bool =
             "failure": record.failure,
             "recipe_hash": record.recipe_hash,
             "weights": record.weights,
-            "datetime_start": _iso(trial.datetime_start),
-            "datetime_complete": _iso(trial.datetime_complete),
+            "datetime_start": iso_time(trial.datetime_start),
+            "datetime_complete": iso_time(trial.datetime_complete),
         }
         metrics = (record.metrics or {}) if record.trained else {}
         for key in _SCALAR_METRICS:
@@ -319,207 +299,3 @@ def references_frame(study: optuna.Study | StudySnapshot) -> pd.DataFrame:
     return _with_confirmed(frame, confirmed_frame(snapshot), key="model", by="subject")
 
 
-def hypervolume_frame(study: optuna.Study | StudySnapshot) -> pd.DataFrame:
-    """The hypervolume of the feasible Pareto front after each finished trial, by trial number.
-
-    Costs are divided by their reference value first (see :func:`hypervolume_reference`), so the
-    number reads as "the metric times the share of the reference box dominated".
-
-    Columns: ``number``, ``status``, ``hypervolume``, ``front_size`` (distinct points on the
-    front so far), ``feasible_complete`` (how many so far), ``wall_seconds`` and
-    ``train_seconds`` (cumulative compute spent up to and including that trial).
-    """
-    snapshot = read_study(study)
-    objectives = snapshot.objectives
-    reference = hypervolume_reference(snapshot)
-    signs = directions(objectives)
-    points: list[list[float]] = []
-    rows = []
-    wall = train = 0.0
-    for record in snapshot.finished:
-        wall += record.wall_seconds or 0.0
-        train += record.train_seconds or 0.0
-        if record.pareto_candidate(snapshot.info.threshold):
-            values = point(record, objectives)
-            if not any(math.isnan(value) for value in values):
-                points.append(values)
-        array = np.asarray(points, dtype=float).reshape(-1, len(objectives))
-        front_size = len(np.unique(array[nondominated_ranks(array, signs) == 0], axis=0)) if len(array) else 0
-        rows.append({
-            "number": record.number,
-            "status": record.status,
-            "hypervolume": study_hypervolume(array, objectives, reference),
-            "front_size": front_size,
-            "feasible_complete": len(points),
-            "wall_seconds": wall,
-            "train_seconds": train,
-        })
-    columns = ["number", "status", "hypervolume", "front_size", "feasible_complete", "wall_seconds", "train_seconds"]
-    return pd.DataFrame(rows, columns=columns)
-
-
-@dataclass
-class Importance:
-    """Parameter importances, or why there are none.
-
-    Attributes:
-        frame: columns ``param``, ``objective``, ``importance`` (each objective's sum to 1);
-            empty when skipped.
-        note: why it was skipped, or how it was computed.
-        trials: how many trials it was computed on.
-    """
-
-    frame: pd.DataFrame
-    note: str
-    trials: int = 0
-
-    @property
-    def skipped(self) -> bool:
-        return self.frame.empty
-
-
-def importance_frame(study: optuna.Study | StudySnapshot) -> Importance:
-    """Which sampled parameters drive each objective, by Optuna's PED-ANOVA evaluator.
-
-    Computed on the feasible complete trials only (an infeasible trial's value is a
-    placeholder) and the parameters that every one of them sampled and that vary among them;
-    skipped, with the reason in ``note``, below 4 such trials or without a varying parameter.
-    PED-ANOVA needs no extra package (fANOVA would need scikit-learn); each cost is taken in
-    log scale, and the top quantile is at least 2 trials.
-    """
-    snapshot = read_study(study)
-    empty = pd.DataFrame(columns=["param", "objective", "importance"])
-    selected = [
-        trial for record, trial in zip(snapshot.records, snapshot.trials)
-        if record.status == "complete" and record.feasible is not False and record.metric is not None
-    ]
-    if len(selected) < MIN_IMPORTANCE_TRIALS:
-        return Importance(
-            empty, f"parameter importance needs at least {MIN_IMPORTANCE_TRIALS} feasible complete trials "
-            f"(this study has {len(selected)})", len(selected),
-        )
-    shared = set.intersection(*(set(trial.params) for trial in selected))
-    varying = sorted(
-        name for name in shared
-        if len({repr(trial.params[name]) for trial in selected}) > 1
-        and len({repr(trial.distributions[name]) for trial in selected}) == 1
-    )
-    if not varying:
-        return Importance(empty, "parameter importance skipped: no sampled parameter varies among the feasible "
-                          "complete trials", len(selected))
-    quantile = min(0.5, max(0.1, 2 / len(selected)))
-    evaluator = optuna.importance.PedAnovaImportanceEvaluator(target_quantile=quantile)
-    verbosity = optuna.logging.get_verbosity()
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    try:
-        scratch = optuna.create_study(directions=["minimize"])
-        for trial in selected:
-            scratch.add_trial(optuna.trial.create_trial(
-                params={name: trial.params[name] for name in varying},
-                distributions={name: trial.distributions[name] for name in varying},
-                value=0.0, user_attrs=trial.user_attrs,
-            ))
-    finally:
-        optuna.logging.set_verbosity(verbosity)
-    rows = []
-    for objective in snapshot.objectives:
-        def target(trial: FrozenTrial, objective: str = objective) -> float:
-            value = float(trial.user_attrs[objective])
-            # PED-ANOVA looks for what makes the target low; costs span decades.
-            return -value if objective == "metric" else math.log10(max(value, 1e-12))
-
-        if any(trial.user_attrs.get(objective) is None for trial in selected):
-            continue
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="PedAnovaImportanceEvaluator computes", category=UserWarning)
-            importances = optuna.importance.get_param_importances(
-                scratch, evaluator=evaluator, params=varying, target=target, normalize=True
-            )
-        rows.extend({"param": name, "objective": objective, "importance": value} for name, value in importances.items())
-    frame = pd.DataFrame(rows, columns=empty.columns) if rows else empty
-    return Importance(
-        frame, f"PED-ANOVA (Optuna) on {len(selected)} feasible complete trials, top {quantile:.0%} quantile",
-        len(selected),
-    )
-
-
-def study_overview(study: optuna.Study | StudySnapshot) -> dict[str, Any]:
-    """What the page's header says: trials by status, compute spent, the study's time span.
-
-    Keys: ``study``, ``space``, ``model``, ``objectives``, ``metric_label``, ``budget``,
-    ``trials`` (total), ``by_status`` (every status, 0 included), ``wall_seconds`` (sum over
-    finished trials), ``train_seconds`` (likewise), ``first_start`` and ``last_complete`` (ISO
-    text or None), ``span_seconds`` (from the first start to the last completion), ``input_shape``.
-    """
-    snapshot = read_study(study)
-    counts = Counter(record.status for record in snapshot.records)
-    starts = [trial.datetime_start for trial in snapshot.trials if trial.datetime_start is not None]
-    ends = [trial.datetime_complete for trial in snapshot.trials if trial.datetime_complete is not None]
-    first, last = (min(starts) if starts else None), (max(ends) if ends else None)
-    span = (last - first).total_seconds() if first is not None and last is not None else None
-    return {
-        "study": snapshot.study_name,
-        "space": snapshot.info.space,
-        "model": snapshot.info.model,
-        "objectives": snapshot.objectives,
-        "metric_label": snapshot.info.metric_label,
-        "budget": {key: value for key, value in (snapshot.info.budget or {}).items() if value is not None},
-        "trials": len(snapshot.records),
-        "by_status": {status: counts.get(status, 0) for status in STATUSES},
-        "wall_seconds": sum(record.wall_seconds or 0.0 for record in snapshot.finished),
-        "train_seconds": sum(record.train_seconds or 0.0 for record in snapshot.finished),
-        "first_start": _iso(first),
-        "last_complete": _iso(last),
-        "span_seconds": span,
-        "input_shape": list(snapshot.info.input_shape),
-        "floor": Floor.from_dict(snapshot.info.floor).describe(snapshot.info.metric_label or snapshot.info.metric),
-        "threshold": snapshot.info.threshold,
-        "claims": confirmation.claims() if (confirmation := confirmation_of(snapshot)) is not None else [],
-        "reference_label": snapshot.ratio_label,
-        "latency": asks_latency(snapshot),
-    }
-
-
-def asks_latency(snapshot: StudySnapshot) -> bool:
-    """Whether the study asked for latency: an objective, a budget, or a ``cost.latency`` section."""
-    return ("latency_ms" in snapshot.objectives or (snapshot.info.budget or {}).get("max_latency_ms") is not None
-            or snapshot.info.latency is not None)
-
-
-def machine_info(study: optuna.Study | StudySnapshot) -> dict[str, Any]:
-    """The machine to name on the page: the one the search stored on the study (user attribute
-    ``machine``, a mapping or a line of text), else this one.
-
-    Keys: ``platform``, ``cpu_count``, ``source`` (``"search"`` or ``"report built here"``), and
-    whatever else the search stored.
-    """
-    snapshot = read_study(study)
-    stored = snapshot.user_attrs.get("machine")
-    if isinstance(stored, dict) and stored:
-        return {"source": "search", **stored}
-    if isinstance(stored, str) and stored:
-        return {"source": "search", "platform": stored}
-    return {"source": "report built here", "platform": platform.platform(terse=True), "cpu_count": os.cpu_count()}
-
-
-#: what ``compressor report --int8`` adds to the front's rows (from ``deployed.csv``)
-DEPLOYED_REPORT_COLUMNS = ["fp32_metric", "int8_metric", "int8_bytes", "latency_fp32_ms", "latency_int8_ms"]
-
-
-def with_deployed(pareto: pd.DataFrame, folder: Path) -> pd.DataFrame:
-    """``pareto`` with the int8 columns of ``folder/deployed.csv`` for the trials it still describes
-    (same trial, same kept weights); the columns are absent when nothing was deployed."""
-    path = Path(folder) / "deployed.csv"
-    if not path.is_file() or pareto.empty:
-        return pareto
-    deployed = pd.read_csv(path)
-    if deployed.empty or not {"number", "weights", *DEPLOYED_REPORT_COLUMNS} <= set(deployed.columns):
-        return pareto
-    rows = {(int(row["number"]), str(row["weights"])): row for _, row in deployed.iterrows()}
-    keys = [(int(number), str(weights)) for number, weights in zip(pareto["number"], pareto["weights"])]
-    if not any(key in rows for key in keys):
-        return pareto
-    pareto = pareto.copy()
-    for column in DEPLOYED_REPORT_COLUMNS:
-        pareto[column] = [float(rows[key][column]) if key in rows else float("nan") for key in keys]
-    return pareto

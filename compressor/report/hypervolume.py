@@ -1,0 +1,60 @@
+"""The hypervolume of a study's feasible front after each trial: how the search progressed."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import optuna
+import pandas as pd
+
+from compressor.study import (
+    StudySnapshot,
+    directions,
+    hypervolume_reference,
+    nondominated_ranks,
+    point,
+    read_study,
+    study_hypervolume,
+)
+
+__all__ = ["hypervolume_frame"]
+
+
+def hypervolume_frame(study: optuna.Study | StudySnapshot) -> pd.DataFrame:
+    """The hypervolume of the feasible Pareto front after each finished trial, by trial number.
+
+    Costs are divided by their reference value first (see :func:`hypervolume_reference`), so the
+    number reads as "the metric times the share of the reference box dominated".
+
+    Columns: ``number``, ``status``, ``hypervolume``, ``front_size`` (distinct points on the
+    front so far), ``feasible_complete`` (how many so far), ``wall_seconds`` and
+    ``train_seconds`` (cumulative compute spent up to and including that trial).
+    """
+    snapshot = read_study(study)
+    objectives = snapshot.objectives
+    reference = hypervolume_reference(snapshot)
+    signs = directions(objectives)
+    points: list[list[float]] = []
+    rows = []
+    wall = train = 0.0
+    for record in snapshot.finished:
+        wall += record.wall_seconds or 0.0
+        train += record.train_seconds or 0.0
+        if record.pareto_candidate(snapshot.info.threshold):
+            values = point(record, objectives)
+            if not any(math.isnan(value) for value in values):
+                points.append(values)
+        array = np.asarray(points, dtype=float).reshape(-1, len(objectives))
+        front_size = len(np.unique(array[nondominated_ranks(array, signs) == 0], axis=0)) if len(array) else 0
+        rows.append({
+            "number": record.number,
+            "status": record.status,
+            "hypervolume": study_hypervolume(array, objectives, reference),
+            "front_size": front_size,
+            "feasible_complete": len(points),
+            "wall_seconds": wall,
+            "train_seconds": train,
+        })
+    columns = ["number", "status", "hypervolume", "front_size", "feasible_complete", "wall_seconds", "train_seconds"]
+    return pd.DataFrame(rows, columns=columns)
