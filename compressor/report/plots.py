@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import math
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import matplotlib
@@ -103,14 +104,54 @@ def pareto_figure(
     network, when it is the first reference).
     """
     axis = _COST_AXES[cost]
-    scale = axis["scale"]
-    shape = "x".join(str(size) for size in input_shape) if input_shape else ""
-    if cost == "flops":
-        xlabel = f"GFLOPs per forward pass{' at ' + shape if shape else ''} (1 multiply-add = 1 flop), log scale"
-    elif cost == "latency_ms":
-        xlabel = f"latency per forward pass, ms{' (' + latency_note + ')' if latency_note else ''}, log scale"
-    else:
-        xlabel = "parameters, log scale"
+    points = _pareto_points(trials, references, cost=cost, budget=budget, confirmed=confirmed, threshold=threshold)
+    with matplotlib.rc_context(_style()):
+        figure = Figure(figsize=(12, 6.6 if len(points.untrained) else 6.0), layout="constrained")
+        ax, strip = _pareto_axes(figure, points)
+        handles: list[Any] = []
+        _draw_budget(ax, strip, points, axis["what"], handles)
+        if threshold > 0:
+            ax.axhline(threshold, color=FLOOR_COLOR, linestyle=(0, (2, 3)), linewidth=1.3, zorder=1)
+            handles.append(Line2D([], [], color=FLOOR_COLOR, linestyle=(0, (2, 3)), linewidth=1.3,
+                                  label=f"floor {threshold:.3f}: best constant prediction + margin"))
+        _draw_front(ax, trials, cost, axis, metric_label, handles)
+        _draw_trials(ax, strip, points, handles)
+        _draw_references(ax, strip, points.refs, cost, handles)
+        _draw_confirmed(ax, points.bars, handles)
+        if not len(points.trained) and not points.refs["metric"].notna().any() and not len(points.bars):
+            ax.set_ylim(0, 1)
+            ax.text(0.5, 0.5, "no trained trial yet", transform=ax.transAxes, ha="center", va="center",
+                    fontsize=12, color="#777777")
+        ax.set_ylabel(f"{metric_label} (validation)")
+        _format_x_axes(ax, strip, _pareto_xlabel(cost, input_shape, latency_note))
+        if points.reference_x:
+            _ratio_axis(ax, points.reference_x, cost, ratio_label_of(references))
+        ax.set_title(title or f"{metric_label} against {axis['what']}", loc="left")
+        # Outside the axes: a legend inside would hide points or labels somewhere, sooner or later.
+        ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8.5, borderaxespad=0)
+    return figure
+
+
+@dataclass
+class _ParetoPoints:
+    """What a Pareto figure draws, in the axis' units (a cost divided by its scale)."""
+
+    trained: pd.DataFrame  # trials with a metric, by category
+    untrained: pd.DataFrame  # over budget, failed: the strip below
+    refs: pd.DataFrame  # the references with this cost
+    bars: pd.DataFrame  # confirmed models
+    low: float  # the x range
+    high: float
+    ys: list[float]  # the values the y range must show
+    limit_x: float | None  # the budget
+    reference_x: float | None  # the ratio reference's cost (the top axis)
+
+
+def _pareto_points(
+    trials: pd.DataFrame, references: pd.DataFrame, *, cost: str, budget: Mapping[str, float | None] | None,
+    confirmed: pd.DataFrame | None, threshold: float,
+) -> _ParetoPoints:
+    scale = _COST_AXES[cost]["scale"]
     rows = trials[trials[cost].notna()].copy()
     rows["x"] = rows[cost].astype(float) / scale
     rows["category"] = [point_category(row) for _, row in rows.iterrows()]
@@ -121,14 +162,9 @@ def pareto_figure(
     refs["x"] = refs[cost].astype(float) / scale
     # The ratio reference is the references' first row: U-Net, or the search's own base network.
     ratio_rows = refs[refs["model"] == references["model"].iloc[0]] if len(references) else refs.iloc[:0]
-    unet_x = float(ratio_rows["x"].iloc[0]) if len(ratio_rows) else None
-    ratio_label = ratio_label_of(references)
     limit = (budget or {}).get(COST_LIMITS[cost])
     limit_x = float(limit) / scale if limit else None
-
-    xs = [*rows["x"].tolist(), *refs["x"].tolist(), *([limit_x] if limit_x else [])]
-    xs = [x for x in xs if x > 0]
-    low, high = (min(xs) / 1.8, max(xs) * 1.8) if xs else (1.0, 10.0)
+    xs = [x for x in [*rows["x"].tolist(), *refs["x"].tolist(), *([limit_x] if limit_x else [])] if x > 0]
     ys = [*trained["metric"].astype(float).tolist(), *refs["metric"].dropna().astype(float).tolist()]
     bars = pd.DataFrame()
     if confirmed is not None and len(confirmed) and cost in confirmed.columns:
@@ -141,141 +177,159 @@ def pareto_figure(
         ys += bars["confirmed_mean"].astype(float).tolist()
     if threshold > 0:
         ys.append(threshold)
+    low, high = (min(xs) / 1.8, max(xs) * 1.8) if xs else (1.0, 10.0)
+    return _ParetoPoints(trained, untrained, refs, bars, low, high, ys, limit_x,
+                         float(ratio_rows["x"].iloc[0]) if len(ratio_rows) else None)
 
-    with matplotlib.rc_context(_style()):
-        figure = Figure(figsize=(12, 6.6 if len(untrained) else 6.0), layout="constrained")
-        if len(untrained):
-            grid = figure.add_gridspec(2, 1, height_ratios=[9, 1])
-            ax = figure.add_subplot(grid[0])
-            strip = figure.add_subplot(grid[1], sharex=ax)
-        else:
-            ax, strip = figure.add_subplot(), None
-        ax.set_xscale("log")
-        ax.set_xlim(low, high)
-        if ys:
-            lower, upper = min(ys), max(ys)
-            if len(trained) < 2 and lower >= 0:
-                lower = 0.0  # a lone point or the references alone: no zoom into a sliver of the scale
-            span = max(upper - lower, 0.05 * max(abs(upper), 1e-3))
-            ax.set_ylim(max(0.0, lower - 0.12 * span) if lower >= 0 else lower - 0.12 * span, upper + 0.18 * span)
-        handles: list[Any] = []
 
-        if limit_x:
-            for axes in (ax, strip):
-                if axes is not None:
-                    axes.axvspan(limit_x, high * 10, color=BUDGET_COLOR, alpha=0.05, zorder=0)
-                    axes.axvline(limit_x, color=BUDGET_COLOR, linestyle="--", linewidth=1.4, zorder=1)
-            handles.append(Line2D([], [], color=BUDGET_COLOR, linestyle="--",
-                                  label=f"budget: <= {_compact(limit_x)} {axis['what']}"))
+def _pareto_xlabel(cost: str, input_shape: list[int] | None, latency_note: str) -> str:
+    shape = "x".join(str(size) for size in input_shape) if input_shape else ""
+    if cost == "flops":
+        return f"GFLOPs per forward pass{' at ' + shape if shape else ''} (1 multiply-add = 1 flop), log scale"
+    if cost == "latency_ms":
+        return f"latency per forward pass, ms{' (' + latency_note + ')' if latency_note else ''}, log scale"
+    return "parameters, log scale"
 
-        if threshold > 0:
-            ax.axhline(threshold, color=FLOOR_COLOR, linestyle=(0, (2, 3)), linewidth=1.3, zorder=1)
-            handles.append(Line2D([], [], color=FLOOR_COLOR, linestyle=(0, (2, 3)), linewidth=1.3,
-                                  label=f"floor {threshold:.3f}: best constant prediction + margin"))
 
-        steps = front_steps(trials, cost)
-        if len(steps):
-            step_x = steps["cost"].to_numpy(dtype=float) / scale
-            step_y = steps["metric"].to_numpy(dtype=float)
-            ax.step(step_x, step_y, where="post", color=CATEGORIES["front"]["color"], linewidth=1.8, alpha=0.85,
-                    zorder=2)
-            handles.append(Line2D([], [], color=CATEGORIES["front"]["color"], linewidth=1.8,
-                                  label=f"front of {metric_label} vs {axis['what']}"))
+def _pareto_axes(figure: Figure, points: _ParetoPoints) -> tuple[Any, Any]:
+    """The main axes (log x, a y range that shows every point) and the strip of untrained trials, if any."""
+    if len(points.untrained):
+        grid = figure.add_gridspec(2, 1, height_ratios=[9, 1])
+        ax = figure.add_subplot(grid[0])
+        strip = figure.add_subplot(grid[1], sharex=ax)
+    else:
+        ax, strip = figure.add_subplot(), None
+    ax.set_xscale("log")
+    ax.set_xlim(points.low, points.high)
+    if points.ys:
+        lower, upper = min(points.ys), max(points.ys)
+        if len(points.trained) < 2 and lower >= 0:
+            lower = 0.0  # a lone point or the references alone: no zoom into a sliver of the scale
+        span = max(upper - lower, 0.05 * max(abs(upper), 1e-3))
+        ax.set_ylim(max(0.0, lower - 0.12 * span) if lower >= 0 else lower - 0.12 * span, upper + 0.18 * span)
+    return ax, strip
 
-        for key, style in CATEGORIES.items():
-            subset = (trained if style["trained"] else untrained)
-            subset = subset[subset["category"] == key]
-            if subset.empty:
-                continue
-            target = ax if style["trained"] else strip
-            y = subset["metric"].astype(float) if style["trained"] else np.zeros(len(subset))
-            edge = {"front": "black", "failed": style["color"]}.get(key, "white")
-            # An unfilled marker ("x") takes its colour from the face; an edge colour only draws a warning.
-            outline = {} if key == "failed" else {"edgecolor": edge}
-            sns.scatterplot(x=subset["x"].to_numpy(), y=np.asarray(y), ax=target, color=style["color"],
-                            marker=style["marker"], s=style["size"], linewidth=0.6 if key != "failed" else 1.6,
-                            alpha=0.95, legend=False, zorder=3, **outline)
-            handles.append(Line2D([], [], linestyle="", marker=style["marker"], color=style["color"],
-                                  markeredgecolor=edge, markeredgewidth=0.6 if key != "failed" else 1.6, markersize=8,
-                                  label=f"{style['label']} ({len(subset)})"))
 
-        # One label per point: equal results (a duplicate, a tie) share it.
-        front_points = trained[trained["category"] == "front"]
-        for (x, metric), group in front_points.groupby(["x", "metric"], sort=False):
-            label = ", ".join(f"#{number}" for number in sorted(group["number"].astype(int)))
-            ax.annotate(label, (x, float(metric)), textcoords="offset points", xytext=(5, -11), fontsize=7.5,
-                        color="#333333", zorder=4)
+def _draw_budget(ax: Any, strip: Any, points: _ParetoPoints, what: str, handles: list[Any]) -> None:
+    if not points.limit_x:
+        return
+    for axes in (ax, strip):
+        if axes is not None:
+            axes.axvspan(points.limit_x, points.high * 10, color=BUDGET_COLOR, alpha=0.05, zorder=0)
+            axes.axvline(points.limit_x, color=BUDGET_COLOR, linestyle="--", linewidth=1.4, zorder=1)
+    handles.append(Line2D([], [], color=BUDGET_COLOR, linestyle="--",
+                          label=f"budget: <= {_compact(points.limit_x)} {what}"))
 
-        for _, ref in refs.iterrows():
-            marker, size, color = REFERENCE_STYLE.get(ref["model"], OTHER_REFERENCE_STYLE)
-            unit = {"flops": " GFLOPs", "latency_ms": " ms"}.get(cost, "")
-            name = f"{ref['label']} ({_compact(ref['x'])}{unit})"
-            if pd.notna(ref["metric"]):
-                ax.scatter([ref["x"]], [float(ref["metric"])], marker=marker, s=size, color=color,
-                           edgecolor="white", linewidth=0.8, zorder=5)
-                ax.annotate(name, (ref["x"], float(ref["metric"])), textcoords="offset points", xytext=(0, 10),
-                            ha="center", fontsize=9, fontweight="bold", color=color, zorder=5)
-                handles.append(Line2D([], [], linestyle="", marker=marker, color=color, markersize=9,
-                                      label=f"{ref['label']} (reference)"))
-            else:
-                for axes in (ax, strip):
-                    if axes is not None:
-                        axes.axvline(ref["x"], color=color, linestyle=":", linewidth=1.6, zorder=1)
-                ax.annotate(f"{name}, not trained", (ref["x"], 0.98), xycoords=ax.get_xaxis_transform(),
-                            textcoords="offset points", xytext=(-4, 0), rotation=90, va="top", ha="right",
-                            fontsize=8.5, color=color)
-                handles.append(Line2D([], [], color=color, linestyle=":", linewidth=1.6,
-                                      label=f"{ref['label']} size (metric not trained yet)"))
 
-        if len(bars):
-            low = (bars["confirmed_mean"] - bars["confirmed_low"]).fillna(0).clip(lower=0).to_numpy(dtype=float)
-            high = (bars["confirmed_high"] - bars["confirmed_mean"]).fillna(0).clip(lower=0).to_numpy(dtype=float)
-            ax.errorbar(bars["x"].to_numpy(dtype=float), bars["confirmed_mean"].to_numpy(dtype=float),
-                        yerr=[low, high], fmt="s", color=CONFIRMED_COLOR, markerfacecolor="white",
-                        markeredgewidth=1.6, markersize=7, capsize=4, elinewidth=1.5, zorder=6)
-            for _, bar in bars.iterrows():
-                ax.annotate(f"{bar['label']}, n={int(bar['confirmed_n'])}", (bar["x"], float(bar["confirmed_mean"])),
-                            textcoords="offset points", xytext=(7, 3), fontsize=7.5, color=CONFIRMED_COLOR, zorder=6)
-            handles.append(Line2D([], [], linestyle="", marker="s", color=CONFIRMED_COLOR, markerfacecolor="white",
-                                  markeredgewidth=1.6, markersize=7,
-                                  label=f"confirmed: mean of further seeds, 95% CI ({len(bars)})"))
+def _draw_front(ax: Any, trials: pd.DataFrame, cost: str, axis: Mapping[str, Any], metric_label: str,
+                handles: list[Any]) -> None:
+    """The step line of the front of the metric against this cost alone."""
+    steps = front_steps(trials, cost)
+    if not len(steps):
+        return
+    step_x = steps["cost"].to_numpy(dtype=float) / axis["scale"]
+    step_y = steps["metric"].to_numpy(dtype=float)
+    ax.step(step_x, step_y, where="post", color=CATEGORIES["front"]["color"], linewidth=1.8, alpha=0.85, zorder=2)
+    handles.append(Line2D([], [], color=CATEGORIES["front"]["color"], linewidth=1.8,
+                          label=f"front of {metric_label} vs {axis['what']}"))
 
-        if not len(trained) and not refs["metric"].notna().any() and not len(bars):
-            ax.set_ylim(0, 1)
-            ax.text(0.5, 0.5, "no trained trial yet", transform=ax.transAxes, ha="center", va="center",
-                    fontsize=12, color="#777777")
 
-        ax.set_ylabel(f"{metric_label} (validation)")
-        formatter = FuncFormatter(lambda value, _position: _compact(value))
+def _draw_trials(ax: Any, strip: Any, points: _ParetoPoints, handles: list[Any]) -> None:
+    """Each category of trial, trained ones on the main axes and the others on the strip; the
+    front's points labelled by trial number (equal results, a duplicate or a tie, share a label)."""
+    for key, style in CATEGORIES.items():
+        subset = (points.trained if style["trained"] else points.untrained)
+        subset = subset[subset["category"] == key]
+        if subset.empty:
+            continue
+        target = ax if style["trained"] else strip
+        y = subset["metric"].astype(float) if style["trained"] else np.zeros(len(subset))
+        edge = {"front": "black", "failed": style["color"]}.get(key, "white")
+        # An unfilled marker ("x") takes its colour from the face; an edge colour only draws a warning.
+        outline = {} if key == "failed" else {"edgecolor": edge}
+        sns.scatterplot(x=subset["x"].to_numpy(), y=np.asarray(y), ax=target, color=style["color"],
+                        marker=style["marker"], s=style["size"], linewidth=0.6 if key != "failed" else 1.6,
+                        alpha=0.95, legend=False, zorder=3, **outline)
+        handles.append(Line2D([], [], linestyle="", marker=style["marker"], color=style["color"],
+                              markeredgecolor=edge, markeredgewidth=0.6 if key != "failed" else 1.6, markersize=8,
+                              label=f"{style['label']} ({len(subset)})"))
+    front_points = points.trained[points.trained["category"] == "front"]
+    for (x, metric), group in front_points.groupby(["x", "metric"], sort=False):
+        label = ", ".join(f"#{number}" for number in sorted(group["number"].astype(int)))
+        ax.annotate(label, (x, float(metric)), textcoords="offset points", xytext=(5, -11), fontsize=7.5,
+                    color="#333333", zorder=4)
+
+
+def _draw_references(ax: Any, strip: Any, refs: pd.DataFrame, cost: str, handles: list[Any]) -> None:
+    """Each reference a labelled marker, or a dotted line at its size while its metric is not known."""
+    for _, ref in refs.iterrows():
+        marker, size, color = REFERENCE_STYLE.get(ref["model"], OTHER_REFERENCE_STYLE)
+        unit = {"flops": " GFLOPs", "latency_ms": " ms"}.get(cost, "")
+        name = f"{ref['label']} ({_compact(ref['x'])}{unit})"
+        if pd.notna(ref["metric"]):
+            ax.scatter([ref["x"]], [float(ref["metric"])], marker=marker, s=size, color=color,
+                       edgecolor="white", linewidth=0.8, zorder=5)
+            ax.annotate(name, (ref["x"], float(ref["metric"])), textcoords="offset points", xytext=(0, 10),
+                        ha="center", fontsize=9, fontweight="bold", color=color, zorder=5)
+            handles.append(Line2D([], [], linestyle="", marker=marker, color=color, markersize=9,
+                                  label=f"{ref['label']} (reference)"))
+            continue
         for axes in (ax, strip):
             if axes is not None:
-                axes.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
-                axes.xaxis.set_major_formatter(formatter)
-                axes.xaxis.set_minor_formatter(NullFormatter())
-        if strip is not None:
-            ax.tick_params(labelbottom=False)
-            strip.set_yticks([])
-            strip.set_ylim(-1, 1)
-            strip.set_ylabel("never\ntrained", rotation=0, ha="right", va="center", fontsize=9)
-            strip.set_xlabel(xlabel)
-            strip.grid(axis="y", visible=False)
-        else:
-            ax.set_xlabel(xlabel)
+                axes.axvline(ref["x"], color=color, linestyle=":", linewidth=1.6, zorder=1)
+        ax.annotate(f"{name}, not trained", (ref["x"], 0.98), xycoords=ax.get_xaxis_transform(),
+                    textcoords="offset points", xytext=(-4, 0), rotation=90, va="top", ha="right",
+                    fontsize=8.5, color=color)
+        handles.append(Line2D([], [], color=color, linestyle=":", linewidth=1.6,
+                              label=f"{ref['label']} size (metric not trained yet)"))
 
-        if unet_x:
-            top = ax.secondary_xaxis(
-                "top",
-                functions=(lambda x: unet_x / np.clip(x, 1e-30, None), lambda r: unet_x / np.clip(r, 1e-30, None)),
-            )
-            top.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
-            top.xaxis.set_major_formatter(FuncFormatter(_ratio_label))
-            top.xaxis.set_minor_formatter(NullFormatter())
-            top.set_xlabel(f"speed-up vs {ratio_label} (x times faster)" if cost == "latency_ms"
-                           else f"compression vs {ratio_label} (x times smaller)")
-        ax.set_title(title or f"{metric_label} against {axis['what']}", loc="left")
-        # Outside the axes: a legend inside would hide points or labels somewhere, sooner or later.
-        ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8.5, borderaxespad=0)
-    return figure
+
+def _draw_confirmed(ax: Any, bars: pd.DataFrame, handles: list[Any]) -> None:
+    """Each confirmed model: a square at its mean, its 95% interval as an error bar."""
+    if not len(bars):
+        return
+    low = (bars["confirmed_mean"] - bars["confirmed_low"]).fillna(0).clip(lower=0).to_numpy(dtype=float)
+    high = (bars["confirmed_high"] - bars["confirmed_mean"]).fillna(0).clip(lower=0).to_numpy(dtype=float)
+    ax.errorbar(bars["x"].to_numpy(dtype=float), bars["confirmed_mean"].to_numpy(dtype=float),
+                yerr=[low, high], fmt="s", color=CONFIRMED_COLOR, markerfacecolor="white",
+                markeredgewidth=1.6, markersize=7, capsize=4, elinewidth=1.5, zorder=6)
+    for _, bar in bars.iterrows():
+        ax.annotate(f"{bar['label']}, n={int(bar['confirmed_n'])}", (bar["x"], float(bar["confirmed_mean"])),
+                    textcoords="offset points", xytext=(7, 3), fontsize=7.5, color=CONFIRMED_COLOR, zorder=6)
+    handles.append(Line2D([], [], linestyle="", marker="s", color=CONFIRMED_COLOR, markerfacecolor="white",
+                          markeredgewidth=1.6, markersize=7,
+                          label=f"confirmed: mean of further seeds, 95% CI ({len(bars)})"))
+
+
+def _format_x_axes(ax: Any, strip: Any, xlabel: str) -> None:
+    formatter = FuncFormatter(lambda value, _position: _compact(value))
+    for axes in (ax, strip):
+        if axes is not None:
+            axes.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+            axes.xaxis.set_major_formatter(formatter)
+            axes.xaxis.set_minor_formatter(NullFormatter())
+    if strip is None:
+        ax.set_xlabel(xlabel)
+        return
+    ax.tick_params(labelbottom=False)
+    strip.set_yticks([])
+    strip.set_ylim(-1, 1)
+    strip.set_ylabel("never\ntrained", rotation=0, ha="right", va="center", fontsize=9)
+    strip.set_xlabel(xlabel)
+    strip.grid(axis="y", visible=False)
+
+
+def _ratio_axis(ax: Any, reference_x: float, cost: str, ratio_label: str) -> None:
+    """The top axis: how many times smaller (or faster) than the study's reference."""
+    top = ax.secondary_xaxis(
+        "top",
+        functions=(lambda x: reference_x / np.clip(x, 1e-30, None), lambda r: reference_x / np.clip(r, 1e-30, None)),
+    )
+    top.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    top.xaxis.set_major_formatter(FuncFormatter(_ratio_label))
+    top.xaxis.set_minor_formatter(NullFormatter())
+    top.set_xlabel(f"speed-up vs {ratio_label} (x times faster)" if cost == "latency_ms"
+                   else f"compression vs {ratio_label} (x times smaller)")
 
 
 def hypervolume_figure(hypervolume: pd.DataFrame, *, title: str = "", reference_note: str = "") -> Figure:
