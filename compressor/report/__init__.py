@@ -160,50 +160,8 @@ def build_report(
     overview = study_overview(snapshot)
     machine = machine_info(snapshot)
 
-    reference = snapshot.ratio_reference
-    based_on = ", ".join(
-        f"{objective_label(name, label)} {HYPERVOLUME_MARGIN:g}x "
-        f"{snapshot.ratio_label if reference.get(name) is not None else 'the largest seen'}"
-        for name in snapshot.objectives if name != "metric"
-    )
-    halves = " x ".join(["0.5"] * (len(snapshot.objectives) - ("metric" in snapshot.objectives)))
-    hypervolume_note = (f"Hypervolume: each cost divided by its reference ({based_on}), the metric's reference at 0; "
-                        f"one point of metric m at half of every reference cost has hypervolume m x {halves}.")
-    notes = [hypervolume_note]
-    if not len(confirmed) and info.floor:
-        notes.append("Not confirmed yet: each number above is one training run (the seed the search ran with). "
-                     f"`compressor confirm --study {snapshot.study_name} --seeds N` retrains the front's best trials "
-                     "and the references on further seeds and adds means with 95% intervals to this page.")
-    untrained = references[~references["trained"]]
-    if len(untrained):
-        builtin = [str(name) for name in untrained["model"] if name in REFERENCE_MODELS]
-        how = (f"`compressor baseline --models {','.join(builtin)}` trains "
-               f"{'them' if len(builtin) == len(untrained) else 'U-Net and Micro-Net'}; " if builtin else "")
-        if len(builtin) < len(untrained):
-            how += "a search with search.baselines: true trains the base network as its reference"
-        notes.append(f"Not trained yet: {', '.join(untrained['label'])}; their size is drawn as a dotted line, "
-                     f"without a metric. {how.rstrip('; ')}.")
-
-    title = f"{snapshot.study_name}: {label}"
-    images = {
-        "pareto_params.png": plots.pareto_figure(
-            trials, references, cost="params", metric_label=label, budget=info.budget, input_shape=info.input_shape,
-            title=f"{title} against parameters", confirmed=confirmed, threshold=info.threshold),
-        "pareto_flops.png": plots.pareto_figure(
-            trials, references, cost="flops", metric_label=label, budget=info.budget, input_shape=info.input_shape,
-            title=f"{title} against FLOPs", confirmed=confirmed, threshold=info.threshold),
-        **({"pareto_latency.png": plots.pareto_figure(
-            trials, references, cost="latency_ms", metric_label=label, budget=info.budget, input_shape=info.input_shape,
-            title=f"{title} against latency", confirmed=confirmed, threshold=info.threshold,
-            latency_note=_latency_note(info))}
-            if overview["latency"] and trials["latency_ms"].notna().any() else {}),
-        "hypervolume.png": plots.hypervolume_figure(
-            hypervolume, title=f"{snapshot.study_name}: hypervolume of the feasible front"),
-    }
-    curves = curves_frame(snapshot, set(trials.loc[trials["on_front"], "number"]))
-    if len(curves):
-        images["learning_curves.png"] = curves_figure(
-            curves, metric_label=label, title=f"{snapshot.study_name}: validation {label} during training")
+    notes = _notes(snapshot, confirmed, references)
+    images = _figures(snapshot, trials, references, confirmed, hypervolume, overview)
     if importance.skipped:
         notes.append(f"No parameter importance plot: {importance.note}.")
     else:
@@ -224,6 +182,72 @@ def build_report(
         notes=notes, generated=generated, confirmed=confirmed,
     )
 
+    paths = _write(out_dir, pngs, texts)
+    return Report(
+        out_dir=out_dir, paths=paths, trials=trials, pareto=pareto, references=references, hypervolume=hypervolume,
+        importance=importance, overview=overview, machine=machine, notes=notes, confirmed=confirmed,
+    )
+
+
+def _notes(snapshot: StudySnapshot, confirmed: pd.DataFrame, references: pd.DataFrame) -> list[str]:
+    """The page's notes on the hypervolume, a study not confirmed yet and references not trained yet."""
+    info = snapshot.info
+    label = info.metric_label or info.metric
+    reference = snapshot.ratio_reference
+    based_on = ", ".join(
+        f"{objective_label(name, label)} {HYPERVOLUME_MARGIN:g}x "
+        f"{snapshot.ratio_label if reference.get(name) is not None else 'the largest seen'}"
+        for name in snapshot.objectives if name != "metric"
+    )
+    halves = " x ".join(["0.5"] * (len(snapshot.objectives) - ("metric" in snapshot.objectives)))
+    notes = [f"Hypervolume: each cost divided by its reference ({based_on}), the metric's reference at 0; "
+             f"one point of metric m at half of every reference cost has hypervolume m x {halves}."]
+    if not len(confirmed) and info.floor:
+        notes.append("Not confirmed yet: each number above is one training run (the seed the search ran with). "
+                     f"`compressor confirm --study {snapshot.study_name} --seeds N` retrains the front's best trials "
+                     "and the references on further seeds and adds means with 95% intervals to this page.")
+    untrained = references[~references["trained"]]
+    if len(untrained):
+        builtin = [str(name) for name in untrained["model"] if name in REFERENCE_MODELS]
+        how = (f"`compressor baseline --models {','.join(builtin)}` trains "
+               f"{'them' if len(builtin) == len(untrained) else 'U-Net and Micro-Net'}; " if builtin else "")
+        if len(builtin) < len(untrained):
+            how += "a search with search.baselines: true trains the base network as its reference"
+        notes.append(f"Not trained yet: {', '.join(untrained['label'])}; their size is drawn as a dotted line, "
+                     f"without a metric. {how.rstrip('; ')}.")
+    return notes
+
+
+def _figures(
+    snapshot: StudySnapshot, trials: pd.DataFrame, references: pd.DataFrame, confirmed: pd.DataFrame,
+    hypervolume: pd.DataFrame, overview: dict[str, Any],
+) -> dict[str, Any]:
+    """The front against each cost the study measured, the hypervolume, and the learning curves."""
+    info = snapshot.info
+    label = info.metric_label or info.metric
+    title = f"{snapshot.study_name}: {label}"
+    shared = {"metric_label": label, "budget": info.budget, "input_shape": info.input_shape, "confirmed": confirmed,
+              "threshold": info.threshold}
+    images = {
+        "pareto_params.png": plots.pareto_figure(trials, references, cost="params",
+                                                 title=f"{title} against parameters", **shared),
+        "pareto_flops.png": plots.pareto_figure(trials, references, cost="flops", title=f"{title} against FLOPs",
+                                                **shared),
+        **({"pareto_latency.png": plots.pareto_figure(
+            trials, references, cost="latency_ms", title=f"{title} against latency", latency_note=_latency_note(info),
+            **shared)} if overview["latency"] and trials["latency_ms"].notna().any() else {}),
+        "hypervolume.png": plots.hypervolume_figure(
+            hypervolume, title=f"{snapshot.study_name}: hypervolume of the feasible front"),
+    }
+    curves = curves_frame(snapshot, set(trials.loc[trials["on_front"], "number"]))
+    if len(curves):
+        images["learning_curves.png"] = curves_figure(
+            curves, metric_label=label, title=f"{snapshot.study_name}: validation {label} during training")
+    return images
+
+
+def _write(out_dir: Path, pngs: dict[str, bytes], texts: dict[str, str]) -> dict[str, Path]:
+    """Every file written atomically, the page last; a file an earlier report wrote and this one does not is removed."""
     paths: dict[str, Path] = {}
     for name, data in pngs.items():
         paths[name] = atomic_write(out_dir / name, lambda file, data=data: file.write(data))
@@ -233,10 +257,7 @@ def build_report(
     for name in REPORT_FILES:
         if name not in paths:
             (out_dir / name).unlink(missing_ok=True)  # a plot an earlier report drew and this one skips
-    return Report(
-        out_dir=out_dir, paths=paths, trials=trials, pareto=pareto, references=references, hypervolume=hypervolume,
-        importance=importance, overview=overview, machine=machine, notes=notes, confirmed=confirmed,
-    )
+    return paths
 
 
 def _latency_note(info: StudyInfo) -> str:
