@@ -30,12 +30,8 @@ from torch import nn
 from compressor.errors import CompressorError, ConfigError, UntrustedModelError, first_line
 from compressor.io import atomic_write
 from compressor.models import build_model
-from compressor.models.policy import (
-    TRUSTED_MODEL_PACKAGES,
-    ConstructionLimitError,
-    building_from,
-    steps_budget,
-)
+from compressor.models.construction import ConstructionLimitError, steps_budget
+from compressor.models.policy import TRUSTED_MODEL_PACKAGES, building_from
 from compressor.origin import Origin, origin_of, set_origin
 from compressor.outputs import declare_output, declared_output
 from compressor.tensor_files import PickledObjectsError, read_tensor_file

@@ -26,7 +26,7 @@ import compressor
 from compressor.cli import main
 from compressor.errors import ConfigError, UntrustedModelError
 from compressor.models import build_model, policy
-from compressor.models.policy import no_downloads
+from compressor.models.construction import no_downloads
 from compressor.pipeline import run_search
 from compressor.tensor_files import NotATensorFileError, read_tensor_file
 

@@ -13,7 +13,7 @@ from torch import nn
 
 from compressor.errors import ModelLoadError, first_line
 from compressor.keyvalue import parse_pairs
-from compressor.models import policy
+from compressor.models import construction, policy
 from compressor.models.micronet import micronet
 from compressor.models.unet import unet
 from compressor.origin import Origin, set_origin
@@ -56,10 +56,10 @@ def build_model(spec: str | nn.Module, args: Mapping[str, Any] | None = None) ->
     if source is not None:  # a model file's or a study's network: data, built under the policy
         builder, args = allowed(spec, args)
         # A stored network's deprecation notes and prints are not the user's to act on.
-        with policy.no_downloads(), warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        with construction.no_downloads(), warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
             warnings.simplefilter("ignore")
-            policy.check_size(spec, builder, args, source)
-            with policy.construction_budget(spec, source):
+            construction.check_size(spec, builder, args, source)
+            with construction.construction_budget(spec, source):
                 model = _call(spec, builder, args)
     else:
         model = _call(spec, resolve_builder(spec), args)
@@ -88,7 +88,7 @@ def allowed(spec: str, args: Mapping[str, Any] | None = None) -> tuple[Callable[
 def _call(spec: str, builder: Callable[..., Any], args: dict[str, Any]) -> nn.Module:
     try:
         model = builder(**args)
-    except policy.ConstructionLimitError:  # the policy's budget stopped it: its own one-line refusal
+    except construction.ConstructionLimitError:  # the policy's budget stopped it: its own one-line refusal
         raise
     except Exception as error:  # noqa: BLE001 - the user's code may raise anything
         raise ModelLoadError(f"model {spec!r} failed to build with {_SHORT.repr(args)}: {type(error).__name__}: "

@@ -20,7 +20,7 @@ for tensors:
 - **no default reads a file**: a class whose own default names a file or a URL is refused;
 - **the size is counted first**: the network is built on PyTorch's ``meta`` device (no memory)
   and refused above a parameter bound, before anything is allocated; every build (meta or real)
-  runs under a budget of live tensor bytes and seconds (:func:`construction_budget`), so a class
+  runs under a budget of live tensor bytes and seconds (:func:`compressor.models.construction.construction_budget`), so a class
   that cannot be built on the meta device, or loops for long, is stopped as well;
 - **nothing is fetched**: while it builds, torch.hub's folder is an empty throwaway one and
   every ``urllib`` download (``http``, ``file``...) is refused, so a library that tries to fetch
@@ -48,29 +48,20 @@ import importlib
 import inspect
 import math
 import re
-import tempfile
-import threading
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterator, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import nn
-from torch.multiprocessing.reductions import StorageWeakRef
-from torch.utils import _pytree as pytree
-from torch.utils._python_dispatch import TorchDispatchMode
 
 from compressor.errors import ModelLoadError, UntrustedModelError, first_line
 
 __all__ = [
-    "building_from", "current_source", "DataSource", "check_builder", "checked_args", "check_size", "no_downloads",
-    "TRUSTED_MODEL_PACKAGES", "ARCHITECTURE_ARGS", "WEIGHT_ARGS", "MAX_PARAMS", "BUILD_SECONDS", "construction_budget",
-    "ConstructionLimitError",
+    "building_from", "current_source", "DataSource", "check_builder", "checked_args", "refusal",
+    "TRUSTED_MODEL_PACKAGES", "ARCHITECTURE_ARGS", "WEIGHT_ARGS", "MAX_PARAMS", "BUILD_SECONDS", "STEPS_SECONDS",
+    "STEPS_BYTES",
 ]
 
 #: packages whose model classes a file or a study may name (and torchvision's model builders)
@@ -306,166 +297,6 @@ def checked_args(
             raise refusal(source, f"{spec} reads {parameter.default!r} by default ({name}); a network is built from a "
                                   "file or a study only when it reads nothing")
     return build_args
-
-
-class ConstructionLimitError(UntrustedModelError):
-    """Building a network from a file or a study took more memory or time than it may."""
-
-
-class _Budget(TorchDispatchMode):
-    """Watches every tensor op while a network from a file or a study is built: the bytes of the
-    tensors that are alive (every new storage an op returns, on any device, counted until it is
-    freed) and the time taken; past either limit the op raises :class:`ConstructionLimitError`.
-
-    A factory op (``empty``, ``zeros``...) is checked before it allocates; any other op that makes a
-    new tensor (``arange``, ``cat``, ``repeat``, ``tensor`` from a list...) right after, so one op
-    can overshoot by its own output (which torch refuses to allocate when it exceeds the machine).
-    """
-
-    def __init__(self, max_bytes: int, seconds: float, what: str, source: DataSource) -> None:
-        super().__init__()
-        self.max_bytes, self.deadline, self.what, self.source = max_bytes, time.monotonic() + seconds, what, source
-        self.seconds, self.live = seconds, 0
-        self.storages: list[tuple[StorageWeakRef, int]] = []
-
-    def __torch_dispatch__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
-        kwargs = kwargs or {}
-        if time.monotonic() > self.deadline:
-            raise refusal(self.source, f"{self.what} took more than {self.seconds:.0f} s to build",
-                          kind=ConstructionLimitError)
-        self._admit(_requested_bytes(func, args, kwargs))
-        output = func(*args, **kwargs)
-        given = {_storage_key(value) for value in pytree.tree_leaves((args, kwargs)) if isinstance(value, torch.Tensor)}
-        for value in pytree.tree_leaves(output):
-            if isinstance(value, torch.Tensor) and _storage_key(value) not in given:
-                storage = value.untyped_storage()
-                given.add(_storage_key(value))
-                self.storages.append((StorageWeakRef(storage), storage.nbytes()))
-                self._admit(0, counted=storage.nbytes())
-        return output
-
-    def _admit(self, upcoming: int, *, counted: int = 0) -> None:
-        self.live += counted
-        if self.live + upcoming <= self.max_bytes:
-            return
-        self.storages = [(ref, size) for ref, size in self.storages if not ref.expired()]  # what is still alive
-        self.live = sum(size for _, size in self.storages)
-        if self.live + upcoming > self.max_bytes:
-            raise refusal(self.source, f"{self.what} asks for more than {self.max_bytes / 2**30:.1f} GiB of tensors "
-                                       "while it is built", kind=ConstructionLimitError)
-
-
-def _storage_key(tensor: torch.Tensor) -> int:
-    try:
-        return tensor.untyped_storage()._cdata
-    except (RuntimeError, NotImplementedError):  # a tensor without storage (a sparse or wrapper tensor)
-        return id(tensor)
-
-
-def _requested_bytes(func: Any, args: tuple, kwargs: dict) -> int:
-    """The bytes a factory op (``empty``, ``zeros``, ``full``...) is about to allocate, else 0."""
-    name = getattr(func, "__name__", "")
-    if not name.startswith(_FACTORIES):
-        return 0
-    sizes = next((value for value in args if isinstance(value, (list, tuple))), None)
-    if sizes is None:
-        return 0
-    try:
-        count = math.prod(int(size) for size in sizes)
-    except (TypeError, ValueError):
-        return 0
-    dtype = kwargs.get("dtype") or torch.get_default_dtype()
-    return count * (dtype.itemsize if isinstance(dtype, torch.dtype) else 4)
-
-
-_FACTORIES = ("empty", "zeros", "ones", "full", "rand", "randn", "randint", "new_empty", "new_zeros", "new_ones",
-              "new_full")
-
-
-@contextlib.contextmanager
-def construction_budget(what: str, source: DataSource, *, max_bytes: int | None = None,
-                        seconds: float | None = None) -> Iterator[None]:
-    """While inside, the live tensors may hold at most ``max_bytes`` (default ``4 x source.max_params``
-    plus 64 MiB) and the work take at most ``seconds`` (default :data:`BUILD_SECONDS`); past either
-    it stops with :class:`ConstructionLimitError`."""
-    limit = 4 * source.max_params + (64 << 20) if max_bytes is None else max_bytes
-    with _Budget(limit, BUILD_SECONDS if seconds is None else seconds, what, source):
-        yield
-
-
-def steps_budget(path: str) -> contextlib.AbstractContextManager[None]:
-    """The budget the file ``path``'s transform steps are applied again under (:data:`STEPS_BYTES`,
-    :data:`STEPS_SECONDS`): a step's parameters may ask for a network far larger than its base."""
-    return construction_budget(f"{path}'s transform steps", DataSource(path), max_bytes=STEPS_BYTES,
-                               seconds=STEPS_SECONDS)
-
-
-def check_size(spec: str, builder: Callable[..., Any], args: Mapping[str, Any], source: DataSource) -> None:
-    """Builds the network on the ``meta`` device (no memory) and refuses it above ``source.max_params``.
-
-    The meta build runs under :func:`construction_budget` too (a constructor may loop for long over
-    tiny layers). A builder that cannot build on the meta device (it computes on its tensors'
-    values, as smp's Segformer does) is left to the real build, which runs under the same budget.
-
-    Raises:
-        UntrustedModelError: too many parameters, or too much time or memory to build.
-    """
-    try:
-        with construction_budget(spec, source), torch.device("meta"):
-            model = builder(**args)
-        count = sum(parameter.numel() for parameter in model.parameters()
-                    if not isinstance(parameter, nn.parameter.UninitializedParameter))
-    except ConstructionLimitError:
-        raise
-    except Exception:  # noqa: BLE001 - not buildable without memory; the real build says what is wrong
-        return
-    if count > source.max_params:
-        raise refusal(source, f"{spec} with these arguments has {count:,} parameters, more than the {source.max_params:,} "
-                              "a model file or a study may build")
-
-
-_DOWNLOADS = threading.RLock()
-
-
-class _RefuseDownloads(urllib.request.BaseHandler):
-    def default_open(self, request: urllib.request.Request) -> None:
-        raise urllib.error.URLError(f"downloads are off while a network is built from a file or a study "
-                                    f"({request.full_url})")
-
-
-@contextlib.contextmanager
-def no_downloads() -> Iterator[None]:
-    """While inside, torch.hub's folder is an empty throwaway one and urllib fetches nothing.
-
-    torch.hub (``load_state_dict_from_url``, ``download_url_to_file``) opens every URL, ``file://``
-    included, through urllib's installed opener: one that refuses every request is installed,
-    and the hub folder, where a cached download would be found and unpickled, is empty. The
-    Hugging Face hub (timm's weights) is put in offline mode when it is loaded.
-    """
-    with _DOWNLOADS, tempfile.TemporaryDirectory(prefix="compressor-no-hub-") as hub:
-        previous_hub = getattr(torch.hub, "_hub_dir", None)
-        previous_opener = getattr(urllib.request, "_opener", None)
-        hf_constants = _loaded_module("huggingface_hub.constants")
-        previous_offline = getattr(hf_constants, "HF_HUB_OFFLINE", None)
-        refusing = urllib.request.OpenerDirector()
-        refusing.add_handler(_RefuseDownloads())
-        torch.hub.set_dir(hub)
-        urllib.request.install_opener(refusing)
-        if hf_constants is not None:
-            hf_constants.HF_HUB_OFFLINE = True
-        try:
-            yield
-        finally:
-            torch.hub._hub_dir = previous_hub
-            urllib.request._opener = previous_opener
-            if hf_constants is not None:
-                hf_constants.HF_HUB_OFFLINE = previous_offline
-
-
-def _loaded_module(name: str) -> Any:
-    import sys
-
-    return sys.modules.get(name)
 
 
 def _parameters(builder: Callable[..., Any]) -> dict[str, inspect.Parameter]:

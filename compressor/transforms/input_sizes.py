@@ -34,7 +34,7 @@ from torch.overrides import handle_torch_function, has_torch_function
 
 from compressor.errors import InputSizeError, first_line
 from compressor.models.blocks import crop_like, pad_to_multiple
-from compressor.models.policy import ConstructionLimitError
+from compressor.models.construction import ConstructionLimitError
 from compressor.outputs import primary_output
 
 __all__ = ["SizeRule", "size_rule", "keep_input_handling", "pad_input", "crop_output", "check_input_size"]
