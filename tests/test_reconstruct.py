@@ -16,7 +16,8 @@ from compressor.finetune import calibration_batches
 from compressor.train import DistillConfig, TrainConfig, reestimate_batchnorm, train
 from compressor.transforms import apply
 from compressor.transforms.boundaries import changed_points, shared_boundaries
-from compressor.transforms.reconstruct import FeatureHints, output_gap, pixel_weights, reconstruct
+from compressor.transforms.feature_hints import FeatureHints, pixel_weights
+from compressor.transforms.reconstruct import output_gap, reconstruct
 
 
 @pytest.fixture(scope="module")

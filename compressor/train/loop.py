@@ -28,7 +28,7 @@ from compressor.train.determinism import deterministic_kernels, resolve_device
 from compressor.train.evaluation import evaluate, forward_checked
 from compressor.train.losses import class_weights, dice_loss, distillation_loss, weighted_cross_entropy
 from compressor.train.plateau import Plateau
-from compressor.transforms.reconstruct import FeatureHints
+from compressor.transforms.feature_hints import FeatureHints
 
 log = logging.getLogger(__name__)
 

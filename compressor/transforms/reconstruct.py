@@ -53,10 +53,14 @@ from torch import nn
 from compressor.batchnorm import reestimate_on
 from compressor.outputs import model_output
 from compressor.transforms.boundaries import capture_calls, changed_points, eval_mode, shared_boundaries
+from compressor.transforms.feature_hints import (
+    FeatureTap,
+    device_of,
+    pixel_weights,
+    relative_mse,
+)
 
-__all__ = [
-    "METHODS", "SOURCES", "Reconstruction", "reconstruct", "hint_points", "FeatureHints", "pixel_weights", "output_gap",
-]
+__all__ = ["METHODS", "SOURCES", "Reconstruction", "reconstruct", "output_gap"]
 
 #: The reconstruction methods (``none`` leaves the inherited weights as they are).
 METHODS = ("none", "layer", "block", "hints")
@@ -126,7 +130,7 @@ def reconstruct(
     images = images if isinstance(images, torch.Tensor) else torch.cat(list(images)) if len(images) else torch.empty(0)
     if images.ndim < 2 or images.shape[0] == 0:
         raise ValueError("reconstruction needs calibration images, got none")
-    device = _device_of(student, images.device)
+    device = device_of(student, images.device)
     images, teacher = images.to(device), _on(teacher, device)
     report = Reconstruction(method=method, source=source, steps=steps)
     boundaries = shared_boundaries(teacher, student, images[:2])
@@ -164,13 +168,9 @@ def reconstruct(
     return report
 
 
-def _device_of(model: nn.Module, default: torch.device) -> torch.device:
-    return next((parameter.device for parameter in model.parameters()), default)
-
-
 def _on(model: nn.Module, device: torch.device) -> nn.Module:
     """``model`` if it is on ``device``, else a copy there (the caller's model stays where it is)."""
-    return model if _device_of(model, device) == device else copy.deepcopy(model).to(device)
+    return model if device_of(model, device) == device else copy.deepcopy(model).to(device)
 
 
 def _batched(capture, images: torch.Tensor, batch_size: int) -> tuple[tuple, dict, torch.Tensor | None]:
@@ -191,11 +191,6 @@ def _joined(parts: list) -> Any:
     if isinstance(first, dict):
         return {key: _joined([part[key] for part in parts]) for key in first}
     return first
-
-
-def hint_points(teacher: nn.Module, student: nn.Module, images: torch.Tensor) -> list[str]:
-    """The boundaries feature distillation compares: the changed blocks (see :func:`reconstruct`)."""
-    return changed_points(teacher, student, shared_boundaries(teacher, student, images[:1]), "block")
 
 
 def _inputs(student: nn.Module, images: torch.Tensor, name: str, teacher_call: tuple, source: str, batch_size: int) -> tuple:
@@ -226,7 +221,7 @@ def _fit_point(
 
     def loss_on(rows: slice | torch.Tensor) -> torch.Tensor:
         output = module(*_rows(args, rows, count), **_rows(kwargs, rows, count))
-        return _relative_mse(output, target[rows], None if weights is None else weights[rows])
+        return relative_mse(output, target[rows], None if weights is None else weights[rows])
 
     return _fit_or_undo(module, parameters, loss_on, count, steps=steps, lr=lr, batch_size=batch_size)
 
@@ -246,9 +241,9 @@ def _fit_whole(
         with FeatureTap(student, points) as tap:
             produced = model_output(student, images[rows])
         weight = None if weights is None else weights[rows]
-        terms = [_relative_mse(tap.outputs[name], reference.outputs[name], weight)
+        terms = [relative_mse(tap.outputs[name], reference.outputs[name], weight)
                  for name in points if name in tap.outputs and name in reference.outputs]
-        terms.append(_relative_mse(produced, output, weight))
+        terms.append(relative_mse(produced, output, weight))
         return torch.stack(terms).mean()
 
     return _fit_or_undo(student, parameters, loss_on, count, steps=steps, lr=lr, batch_size=batch_size)
@@ -310,113 +305,6 @@ def norms_training(model: nn.Module) -> Iterator[None]:
             norm.train(mode)
 
 
-@dataclass(frozen=True)
-class FeatureHints:
-    """Feature distillation (FitNets' hints) at the blocks a student changed: the mean relative
-    squared error between its tensors and the teacher's there, each position weighted as
-    :func:`pixel_weights` says (by the class the teacher predicts), added to a training loss.
-
-    Example:
-        >>> import torch
-        >>> from torch import nn
-        >>> teacher = nn.Sequential(nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU()), nn.Conv2d(4, 2, 1))
-        >>> student = nn.Sequential(nn.Sequential(nn.Conv2d(3, 4, 1), nn.ReLU()), teacher[1])
-        >>> hints = FeatureHints.between(student, teacher, torch.zeros(1, 3, 8, 8))
-        >>> hints.points
-        ('0',)
-        >>> images = torch.randn(2, 3, 8, 8)
-        >>> with FeatureHints.tap(hints, student) as ours:
-        ...     _ = student(images)
-        >>> with torch.no_grad(), FeatureHints.tap(hints, teacher) as theirs:
-        ...     logits = teacher(images)
-        >>> float(hints.loss(ours, theirs, logits).detach()) > 0
-        True
-    """
-
-    points: tuple[str, ...]
-
-    @classmethod
-    def between(cls, student: nn.Module, teacher: nn.Module, example: torch.Tensor) -> FeatureHints | None:
-        """The hints between ``student`` and ``teacher`` (None where they share no changed block)."""
-        points = hint_points(teacher, student, example)
-        return cls(tuple(points)) if points else None
-
-    @staticmethod
-    @contextmanager
-    def tap(hints: FeatureHints | None, model: nn.Module) -> Iterator[dict[str, torch.Tensor]]:
-        """Inside the block, ``model``'s tensors at the hint points are kept in the dict it yields."""
-        if hints is None:
-            yield {}
-            return
-        with FeatureTap(model, list(hints.points)) as tap:
-            yield tap.outputs
-
-    def loss(self, student: dict[str, torch.Tensor], teacher: dict[str, torch.Tensor], logits: torch.Tensor) -> torch.Tensor:
-        """The mean over the points both networks produced of the weighted relative squared error;
-        ``logits`` (the teacher's output) give each position its weight."""
-        weights = _balanced(logits.argmax(dim=1)) if logits.ndim == 4 else None
-        terms = [_relative_mse(student[name], teacher[name].detach(), weights)
-                 for name in self.points if name in student and name in teacher and student[name].shape == teacher[name].shape]
-        return torch.stack(terms).mean() if terms else logits.new_zeros(())
-
-
-class FeatureTap:
-    """A context that keeps the output tensor (with its graph) of each named module of ``model``."""
-
-    def __init__(self, model: nn.Module, names: list[str]) -> None:
-        self.model, self.names = model, names
-        self.outputs: dict[str, torch.Tensor] = {}
-        self._handles: list = []
-
-    def __enter__(self) -> FeatureTap:
-        self.outputs.clear()
-        for name in self.names:
-            self._handles.append(self.model.get_submodule(name).register_forward_hook(self._hook_for(name)))
-        return self
-
-    def __exit__(self, *_exc: object) -> None:
-        for handle in self._handles:
-            handle.remove()
-        self._handles.clear()
-
-    def _hook_for(self, name: str):
-        def hook(_module: nn.Module, _args: tuple, output: object) -> None:
-            if isinstance(output, torch.Tensor):
-                self.outputs[name] = output
-        return hook
-
-
-def _relative_mse(output: torch.Tensor, target: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
-    """``||output - target||^2 / ||target||^2`` (the square of the relative error), each position
-    weighted by ``weights`` (``(N, 1, H, W)`` pixel weights, averaged down to the tensor's size)
-    when given and the tensor is a feature map."""
-    squares, reference = (output - target).pow(2), target.pow(2)
-    if weights is not None and output.ndim == 4:
-        pooled = F.adaptive_avg_pool2d(weights, output.shape[-2:])
-        squares, reference = squares * pooled, reference * pooled
-    return squares.sum() / reference.sum().clamp_min(1e-12)
-
-
-@torch.no_grad()
-def pixel_weights(teacher: nn.Module, images: torch.Tensor, batch_size: int = 8) -> torch.Tensor | None:
-    """``(N, 1, H, W)`` weights that give each class the teacher predicts the same total weight
-    (inverse frequency of its predicted class, mean 1), so that a rare class (buildings: a few
-    percent of the pixels) counts as much as the background; None when the output is not a map."""
-    images = images.to(_device_of(teacher, images.device))
-    with eval_mode(teacher):
-        predicted = torch.cat([model_output(teacher, batch).argmax(dim=1) for batch in images.split(batch_size)])
-    return _balanced(predicted) if predicted.ndim == 3 else None
-
-
-def _balanced(predicted: torch.Tensor) -> torch.Tensor:
-    """``(N, 1, H, W)`` inverse-frequency weights of the classes in ``predicted`` ``(N, H, W)``, mean 1."""
-    counts = torch.bincount(predicted.flatten()).double()
-    present = counts > 0
-    per_class = torch.zeros_like(counts)
-    per_class[present] = predicted.numel() / (counts[present] * int(present.sum()))
-    return per_class[predicted].to(torch.float32).unsqueeze(1)
-
-
 def _rows(value: object, rows: slice | torch.Tensor, count: int) -> Any:
     """``value`` with every tensor of batch size ``count`` cut to ``rows``."""
     if isinstance(value, torch.Tensor):
@@ -457,7 +345,7 @@ def output_gap(teacher: nn.Module, student: nn.Module, images: torch.Tensor, bat
     each pixel weighted by :func:`pixel_weights` (every class the teacher predicts counts the same, so
     a student that loses a rare class is far off even when the background is right); both in eval
     mode. None when the teacher's output is all zeros."""
-    device = _device_of(student, images.device)
+    device = device_of(student, images.device)
     images, teacher = images.to(device), _on(teacher, device)
     with eval_mode(teacher, student):
         weights = pixel_weights(teacher, images, batch_size)
@@ -467,7 +355,7 @@ def output_gap(teacher: nn.Module, student: nn.Module, images: torch.Tensor, bat
             if output.shape != target.shape:
                 return None
             weight = None if weights is None else weights[rows]
-            error += float(_relative_mse(output, target, weight) * _reference(target, weight))
+            error += float(relative_mse(output, target, weight) * _reference(target, weight))
             reference += float(_reference(target, weight))
     return None if reference == 0 else round(math.sqrt(error / reference), 6)
 
