@@ -28,7 +28,7 @@ class DistillConfig:
         feature_weight: weight of feature distillation: the mean relative squared error
             between the student's and the teacher's tensors at the blocks the student
             changed (the boundaries both networks share; see
-            :func:`compressor.transforms.reconstruct.hint_points`), added to the loss
+            :func:`compressor.transforms.feature_hints.hint_points`), added to the loss
             (0: none).
     """
 
