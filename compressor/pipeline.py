@@ -12,7 +12,8 @@ import dataclasses
 from collections.abc import Callable
 from pathlib import Path
 
-from compressor.confirm.run import plan_repeats, run_confirmation
+from compressor.confirm.plan import plan_repeats
+from compressor.confirm.run import run_confirmation
 from compressor.experiment import Experiment
 from compressor.search import SearchResult, join_trials, run_trials
 

@@ -258,7 +258,7 @@ def test_two_processes_share_the_confirmation_jobs(tmp_path):
 
 
 def test_repeats_are_further_seeds_and_with_folds_every_fold_but_the_searchs_own():
-    from compressor.confirm.run import plan_repeats
+    from compressor.confirm.plan import plan_repeats
     from compressor.experiment import Experiment
     from compressor.search_config import ConfirmConfig
 

@@ -34,6 +34,7 @@ from compressor.candidates.parents import check_parent_unchanged
 from compressor.candidates.setup import SearchSetup, prepare, start_candidate
 from compressor.candidates.stored import building_study, stored_experiment
 from compressor.candidates.versions import build_version
+from compressor.confirm.plan import check_trials, choose_top, describe_repeats, merge_plan, plan_repeats
 from compressor.confirm.results import Confirmation, read_confirmation
 from compressor.confirm.subjects import (
     PLAN_KEY,
@@ -48,7 +49,7 @@ from compressor.confirm.subjects import (
     subject_of,
     trial_of,
 )
-from compressor.errors import CompressorError, ConfigError, NothingToRepeatError, first_line
+from compressor.errors import CompressorError, NothingToRepeatError, first_line
 from compressor.experiment import BASELINE_MODELS, Experiment, ensure_baselines, ensure_parent
 from compressor.floor import Floor
 from compressor.metrics import SegmentationMetrics, metric_value
@@ -56,12 +57,7 @@ from compressor.search_config import ConfirmConfig
 from compressor.study import (
     StudyInfo,
     TrialRecord,
-    front,
-    hypervolume_reference,
     open_storage,
-    point,
-    read_study,
-    study_hypervolume,
     study_info,
     trial_records,
 )
@@ -70,7 +66,7 @@ from compressor.threads import torch_threads
 from compressor.train import seed_everything, train
 from compressor.transforms import Recipe
 
-__all__ = ["run_confirmation", "choose_top", "plan_repeats", "queue_name"]
+__all__ = ["run_confirmation", "choose_top", "plan_repeats", "queue_name"]  # the plan re-exported
 
 PARENT_POLL_SECONDS = 5.0
 
@@ -87,41 +83,6 @@ class _JobFailed(CompressorError):
 def queue_name(study_name: str) -> str:
     """``<study>.confirm``: the companion study whose trials are the confirmation jobs."""
     return f"{study_name}.confirm"
-
-
-def choose_top(study: optuna.Study, top: int) -> list[int]:
-    """The ``top`` front trials that add most to the front's hypervolume, largest contribution
-    first; costs normalized as the report's hypervolume is
-    (:func:`~compressor.study.hypervolume_reference`: 1.1 times U-Net's, the metric from 0)."""
-    snapshot = read_study(study)
-    members = front(snapshot.records, snapshot.objectives, snapshot.info.threshold)
-    reference, names = hypervolume_reference(snapshot), snapshot.objectives
-    points = [point(record, names) for record in members]
-    whole = study_hypervolume(points, names, reference)
-    gains = [whole - study_hypervolume(points[:index] + points[index + 1:], names, reference)
-             for index in range(len(points))]
-    ranked = sorted(range(len(members)), key=lambda index: (-gains[index], -(members[index].metric or 0.0)))
-    return [members[index].number for index in ranked[:top]]
-
-
-def plan_repeats(experiment: Experiment, config: ConfirmConfig) -> tuple[list[Repeat], Repeat]:
-    """The repeats to run and the search's own (seed, fold), which is not among them.
-
-    Seeds: the search's seed ``s`` and ``s+1 .. s+seeds``; folds: every fold of a k-fold data
-    section with ``folds``, else the search's. The search's own pair is left out.
-
-    Raises:
-        ConfigError: ``folds`` without a k-fold data section.
-    """
-    seed = experiment.train.seed
-    fold = getattr(experiment.data, "resolved_fold", None)
-    count = getattr(experiment.data, "folds", 0) or 0
-    if config.folds and count < 2:
-        raise ConfigError("search.confirm.folds needs data.folds >= 2 (k-fold validation on the spacenet_sample tile)")
-    folds: list[int | None] = list(range(count)) if config.folds else [fold]
-    own = (seed, fold)
-    repeats = [(s, f) for s in range(seed, seed + config.seeds + 1) for f in folds if (s, f) != own]
-    return repeats, own
 
 
 def run_confirmation(
@@ -149,7 +110,7 @@ def run_confirmation(
     check_parent_unchanged(study, info)
     config = config or experiment.search.confirm
     records = trial_records(study)
-    subjects = [subject_of(number) for number in (_check_trials(records, info, trials) if trials
+    subjects = [subject_of(number) for number in (check_trials(records, info, trials) if trials
                                                    else choose_top(study, config.top))]
     repeats, own = plan_repeats(experiment, config)
     if not repeats:
@@ -158,7 +119,7 @@ def run_confirmation(
         echo(f"no trial of study {study.study_name!r} is on the front (finished, in budget, above the floor): "
              "nothing to confirm")
         return read_confirmation(study.user_attrs, info, records)
-    plan = _merge_plan(study.user_attrs.get(PLAN_KEY), subjects, repeats, own, config.budgets)
+    plan = merge_plan(study.user_attrs.get(PLAN_KEY), subjects, repeats, own, config.budgets)
     study.set_user_attr(PLAN_KEY, plan)
     # References first, every repeat: a candidate inheriting on repeat r needs its parent trained on r.
     references = reference_subjects(info)
@@ -170,8 +131,8 @@ def run_confirmation(
     pending = _enqueue_missing(queue, study, jobs)
     done = len(jobs) - pending
     models = ", ".join(subject_label(subject, info) for subject in [*references, *controls, *subjects])
-    echo(f"confirming {models} on {len(repeats)} repeats ({_describe(repeats)}; the search's own run, "
-         f"{_describe([own])}, is not counted): {len(jobs)} jobs, {done} done, {pending} to run")
+    echo(f"confirming {models} on {len(repeats)} repeats ({describe_repeats(repeats)}; the search's own run, "
+         f"{describe_repeats([own])}, is not counted): {len(jobs)} jobs, {done} done, {pending} to run")
     runner = _JobRunner(study, info, experiment, records, queue, cache_dir=cache_dir, echo=echo,
                         keys={_job_key(job) for job in jobs}, trust=trust)
     with torch_threads(experiment.train.threads), building_study(study.study_name, info, trust=trust):
@@ -180,7 +141,7 @@ def run_confirmation(
         deepcopy=False, states=(TrialState.RUNNING,)) if trial.user_attrs.get("job")}
     failed = [job for job in jobs if _job_key(job) not in study.user_attrs and _job_key(job) not in running]
     if failed:
-        named = ", ".join(f"{subject_label(job['subject'], info)} {_describe([(job['seed'], job['fold'])])}"
+        named = ", ".join(f"{subject_label(job['subject'], info)} {describe_repeats([(job['seed'], job['fold'])])}"
                           for job in failed[:4])
         echo(f"{len(failed)} jobs failed and have no result ({named}{', ...' if len(failed) > 4 else ''}); "
              "the same command again retries them")
@@ -188,32 +149,6 @@ def run_confirmation(
         echo(f"{len(running)} jobs are still running in other processes; run `compressor report` again when they end")
     return read_confirmation(study.user_attrs, info, trial_records(study))
 
-
-
-def _describe(repeats: Sequence[Repeat]) -> str:
-    return ", ".join(f"seed {seed}" + ("" if fold is None else f" fold {fold}") for seed, fold in repeats)
-
-
-def _check_trials(records: Sequence[TrialRecord], info: StudyInfo, numbers: Sequence[int]) -> list[int]:
-    by_number = {record.number: record for record in records}
-    for number in numbers:
-        record = by_number.get(number)
-        if record is None or record.status != "complete" or record.feasible is False or not record.recipe:
-            state = "no such trial" if record is None else f"{record.status}"
-            raise ConfigError(f"trial {number} cannot be confirmed ({state}): give trials that finished inside the budget")
-    return list(dict.fromkeys(numbers))
-
-
-def _merge_plan(stored: Any, subjects: list[str], repeats: list[Repeat], own: Repeat,
-                budgets: list[str]) -> dict[str, Any]:
-    stored = stored or {}
-    known = [tuple(repeat) for repeat in stored.get("repeats", [])]
-    return {
-        "subjects": list(dict.fromkeys([*stored.get("subjects", []), *subjects])),
-        "repeats": [list(repeat) for repeat in dict.fromkeys([*known, *repeats])],
-        "search_repeat": list(own),
-        "budgets": list(budgets or stored.get("budgets", [])),
-    }
 
 
 def _open_queue(storage_url: str, study_name: str, experiment: Experiment) -> optuna.Study:
@@ -290,7 +225,7 @@ class _JobRunner:
         started = time.perf_counter()
         repeat = (int(job["seed"]), job["fold"])
         result: dict[str, Any] = {**job, "trial": None, "failure": None, "host": platform.node(), "pid": os.getpid()}
-        what = f"{self._label(job['subject'])} {_describe([repeat])}"
+        what = f"{self._label(job['subject'])} {describe_repeats([repeat])}"
         candidate = job["subject"].startswith("trial-")
         try:
             result["constant"] = self._constant(repeat)
@@ -317,7 +252,7 @@ class _JobRunner:
         finished = len(self.keys & set(self.study.user_attrs))
         search = self._search_metric(job["subject"])
         outcome = f"failed: {result['failure']}" if result["failure"] else f"{self.info.metric_label} {result['metric']:.3f}"
-        self.echo(f"confirm {finished}/{len(self.keys)}  {self._label(job['subject']):<10} {_describe([repeat]):<14} {outcome}"
+        self.echo(f"confirm {finished}/{len(self.keys)}  {self._label(job['subject']):<10} {describe_repeats([repeat]):<14} {outcome}"
                   + (f" (search: {search:.3f})" if search is not None else "") + f"  {result['seconds']:.0f} s")
         return float(result["metric"])
 
