@@ -13,7 +13,6 @@ from compressor.errors import ConfigError
 from compressor.models.blocks import pad_to_multiple
 from compressor.outputs import declared_output
 from compressor.transforms.base import Change, Transform, TransformError, register_transform
-from compressor.transforms.calibration import Counterpart
 from compressor.transforms.dilation import set_dilation
 from compressor.transforms.graph import (
     branch_note,
@@ -24,6 +23,15 @@ from compressor.transforms.graph import (
     trace_with_shapes,
 )
 from compressor.transforms.inherit import identity_like
+from compressor.transforms.level_edits import (
+    bridge_counterpart,
+    free_name,
+    module_device,
+    output_head,
+    rescale,
+    stride_one_pool,
+    where,
+)
 from compressor.transforms.selection import replace_submodule
 
 __all__ = ["DownsampleDepth"]
@@ -136,7 +144,7 @@ class DownsampleDepth(Transform):
     ) -> tuple[nn.Module, Change]:
         entries = {source for node in region for source in node.all_input_nodes if source in levels and source not in region}
         if len(entries) != 1:
-            names = ", ".join(sorted(_where(node) for node in entries)) or "none"
+            names = ", ".join(sorted(where(node) for node in entries)) or "none"
             raise TransformError(
                 f"{self.name}: the removed levels must be entered from one tensor; found {len(entries)} ({names}): "
                 "this network's deepest levels are reached from several places (a side branch or a skip "
@@ -144,10 +152,10 @@ class DownsampleDepth(Transform):
                 f"resolution instead, or fewer levels than {self.levels}"
             )
         (source,) = entries
-        head = _output_head(graph_module, declared_output(graph_module))
+        head = output_head(graph_module, declared_output(graph_module))
         if head is not None and head in region:
             raise TransformError(
-                f"{self.name}: the removed levels hold the layer that makes the output ({_where(head)}): "
+                f"{self.name}: the removed levels hold the layer that makes the output ({where(head)}): "
                 "cutting them would leave a 1x1 bridge as the whole head; use stride_to_dilation=true to run "
                 "those levels at a finer resolution instead"
             )
@@ -156,41 +164,41 @@ class DownsampleDepth(Transform):
         if not spatial_exits:
             raise TransformError(
                 f"{self.name}: nothing to pair: no up-sampling brings level {keep + 1} back to level {keep} "
-                f"(the deep part feeds {_where(exits[0]) if exits else 'nothing'}); this looks like a network "
+                f"(the deep part feeds {where(exits[0]) if exits else 'nothing'}); this looks like a network "
                 "without a decoder; use stride_to_dilation=true"
             )
         resized = {}
         for node in spatial_exits:
             if levels[node] > keep:
                 raise TransformError(
-                    f"{self.name}: {_where(node)} brings the deep part to level {levels[node]}, deeper than the "
+                    f"{self.name}: {where(node)} brings the deep part to level {levels[node]}, deeper than the "
                     f"kept level {keep}; cannot bridge it from one tensor"
                 )
             if levels[node] < keep:
                 # It up-samples past the kept level (DeepLabV3+'s x4): it can read the bridge instead of
                 # the deep tensor if it resizes to a size, or by a factor that can shrink.
                 deep = [i for i in node.all_input_nodes if i in region and i in levels]
-                reason = _rescale(graph_module, node, 2 ** (levels[deep[0]] - keep)) if len(deep) == 1 else (
+                reason = rescale(graph_module, node, 2 ** (levels[deep[0]] - keep)) if len(deep) == 1 else (
                     "reads several deep tensors")
                 if reason:
                     raise TransformError(
-                        f"{self.name}: {_where(node)} brings the deep part to level {levels[node]}, past the kept "
+                        f"{self.name}: {where(node)} brings the deep part to level {levels[node]}, past the kept "
                         f"level {keep}, and {reason}; cannot bridge it from one tensor"
                     )
                 resized[node] = deep[0]
-        down = [_where(node) for node in region if source in node.all_input_nodes]
+        down = [where(node) for node in region if source in node.all_input_nodes]
         params_before = sum(parameter.numel() for parameter in graph_module.parameters())
         source_channels = node_shape(source)[1]
         change = Change()
         for index, exit_node in enumerate(spatial_exits):
-            name = _free_name(graph_module, f"downsample_bridge_{index}")
+            name = free_name(graph_module, f"downsample_bridge_{index}")
             stands_for = resized.get(exit_node, exit_node)
             out_channels = node_shape(stands_for)[1]
-            bridge = nn.Conv2d(source_channels, out_channels, 1, bias=False).to(_device(graph_module))
+            bridge = nn.Conv2d(source_channels, out_channels, 1, bias=False).to(module_device(graph_module))
             if self.init == "inherit":
                 identity_like(bridge)
             graph_module.add_submodule(name, bridge)
-            counterpart = _bridge_counterpart(source, region, stands_for)
+            counterpart = bridge_counterpart(source, region, stands_for)
             if counterpart is not None:
                 change.counterparts[name] = counterpart
             with graph_module.graph.inserting_before(exit_node):
@@ -201,17 +209,17 @@ class DownsampleDepth(Transform):
                 exit_node.replace_all_uses_with(bridged)
             change.changed.append(name)
             change.notes.append(
-                f"down-sampling at {', '.join(sorted(down))} paired with up-sampling at {_where(exit_node)}: "
-                f"bridged {_where(source)} ({source_channels} ch) -> {out_channels} ch with 1x1 conv {name}"
+                f"down-sampling at {', '.join(sorted(down))} paired with up-sampling at {where(exit_node)}: "
+                f"bridged {where(source)} ({source_channels} ch) -> {out_channels} ch with 1x1 conv {name}"
                 + (" (it now up-samples from the kept level)" if exit_node in resized else "")
             )
         before = {name for name, _ in graph_module.named_modules()}
         finish_graph(graph_module)
         leftovers = [node for node in graph_module.graph.nodes if node in region]
         if leftovers:
-            users = ", ".join(_where(user) for user in leftovers[0].users)
+            users = ", ".join(where(user) for user in leftovers[0].users)
             raise TransformError(
-                f"{self.name}: cannot cut the deep levels out: {_where(leftovers[0])} is still used by {users}"
+                f"{self.name}: cannot cut the deep levels out: {where(leftovers[0])} is still used by {users}"
             )
         gone = before - {name for name, _ in graph_module.named_modules()}
         change.removed = sorted(name for name in gone if name.rpartition(".")[0] not in gone)
@@ -253,24 +261,24 @@ class DownsampleDepth(Transform):
             if levels[node] < input_level:
                 if node not in region:
                     # It leaves the flattened levels: it now starts from the kept level.
-                    reason = _rescale(graph_module, node, 2 ** (input_level - keep))
+                    reason = rescale(graph_module, node, 2 ** (input_level - keep))
                     if reason is None:
                         graph_changed |= node.op == "call_function"
                         continue
                     raise TransformError(
-                        f"{self.name}: stride_to_dilation cannot keep shapes: {_where(node)} up-samples out of the "
+                        f"{self.name}: stride_to_dilation cannot keep shapes: {where(node)} up-samples out of the "
                         f"flattened levels and {reason}; in an encoder-decoder, cut the levels instead "
                         "(stride_to_dilation=false)"
                     )
                 raise TransformError(
-                    f"{self.name}: stride_to_dilation cannot keep shapes: {_where(node)} up-samples inside the "
+                    f"{self.name}: stride_to_dilation cannot keep shapes: {where(node)} up-samples inside the "
                     "flattened levels (an encoder-decoder there); cut them instead (stride_to_dilation=false)"
                 )
             module = module_of(graph_module, node)
             if levels[node] > input_level:
                 if not isinstance(module, (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d)):
                     raise TransformError(
-                        f"{self.name}: stride_to_dilation cannot remove the down-sampling at {_where(node)}; "
+                        f"{self.name}: stride_to_dilation cannot remove the down-sampling at {where(node)}; "
                         "only Conv2d, MaxPool2d and AvgPool2d modules can be given stride 1"
                     )
                 plan.append(("stride", node, module, input_level))
@@ -279,7 +287,7 @@ class DownsampleDepth(Transform):
         for action, node, module, input_level in plan:
             rate = module.dilation[0] * 2 ** (input_level - keep) if isinstance(module, nn.Conv2d) else 1
             if action == "stride" and not isinstance(module, nn.Conv2d):
-                replacement = _stride_one_pool(module)
+                replacement = stride_one_pool(module)
                 replace_submodule(model, node.target, replacement)
                 replace_submodule(graph_module, node.target, replacement)
                 change.changed.append(node.target)
@@ -297,121 +305,3 @@ class DownsampleDepth(Transform):
             graph_module.recompile()
             return graph_module, change
         return model, change
-
-
-_UPSAMPLERS = (nn.Upsample, nn.UpsamplingBilinear2d, nn.UpsamplingNearest2d)
-
-
-def _rescale(graph_module: torch.fx.GraphModule, node: torch.fx.Node, factor: int) -> str | None:
-    """Makes the resizing ``node`` start from a tensor ``factor`` times larger; returns why not.
-
-    A resize to a ``size`` needs nothing; one by ``scale_factor`` gets it divided by ``factor``.
-    """
-    module = module_of(graph_module, node)
-    if isinstance(module, _UPSAMPLERS):
-        if sum(1 for other in graph_module.graph.nodes if other.op == "call_module" and other.target == node.target) > 1:
-            return f"is layer {node.target!r}, called at several places (a rescale would change them all)"
-        if module.size is not None:
-            return None
-        scale = module.scale_factor
-        module.scale_factor = tuple(s / factor for s in scale) if isinstance(scale, tuple) else scale / factor
-        return None
-    if node.op == "call_function" and node.target is torch.nn.functional.interpolate:
-        arguments = dict(zip(("input", "size", "scale_factor"), node.args)) | dict(node.kwargs)
-        if arguments.get("size") is not None:
-            return None
-        scale = arguments.get("scale_factor")
-        if isinstance(scale, (int, float)):
-            args = list(node.args)
-            if len(args) > 2:
-                args[2] = scale / factor
-                node.args = tuple(args)
-            else:
-                node.kwargs = {**node.kwargs, "scale_factor": scale / factor}
-            return None
-        return "its scale factor is not a constant"
-    return "is not a resize (F.interpolate, nn.Upsample) that could start from the kept level"
-
-
-def _output_head(graph_module: torch.fx.GraphModule, key: str | int | None) -> torch.fx.Node | None:
-    """The layer that makes the segmentation: the last conv or linear layer on its way to the output
-    (an auxiliary head that runs after it, as torchvision's ``aux`` does, is not it)."""
-    order = {node: index for index, node in enumerate(graph_module.graph.nodes)}
-    output = next(node for node in reversed(graph_module.graph.nodes) if node.op == "output")
-    start = _segmentation_node(output.args[0], key)
-    if start is None:
-        return None
-    seen, stack, head = set(), [start], None
-    while stack:
-        node = stack.pop()
-        if node in seen:
-            continue
-        seen.add(node)
-        if isinstance(module_of(graph_module, node), (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
-            if head is None or order[node] > order[head]:
-                head = node
-            continue  # the nearest layer on this path; what feeds it is not the head
-        stack.extend(node.all_input_nodes)
-    return head
-
-
-def _segmentation_node(returned: object, key: str | int | None) -> torch.fx.Node | None:
-    """The node of the returned structure that :func:`compressor.outputs.primary_output` would pick."""
-    if isinstance(returned, torch.fx.Node):
-        return returned
-    if isinstance(returned, dict):
-        if key is None:
-            key = "out" if "out" in returned else next(iter(returned), None) if len(returned) == 1 else None
-        return _segmentation_node(returned.get(key), None) if key is not None else None
-    if isinstance(returned, (list, tuple)):
-        if key is None and len(returned) == 1:
-            key = 0
-        return _segmentation_node(returned[key], None) if isinstance(key, int) and -len(returned) <= key < len(
-            returned) else None
-    return None
-
-
-def _bridge_counterpart(
-    source: torch.fx.Node, region: set[torch.fx.Node], exit_node: torch.fx.Node
-) -> Counterpart | None:
-    """The bridge reads ``source`` and stands for ``exit_node``'s output, when both are layers' tensors."""
-    if exit_node.op != "call_module":
-        return None
-    # The down-sampling that reads ``source`` is usually a layer of its own; the layer that made
-    # ``source`` may be shared (one ReLU module used twice), whose tensors cannot be told apart.
-    readers = [node for node in source.users if node in region and node.op == "call_module"]
-    if readers:
-        return Counterpart(input_layer=readers[0].target, input_side="input", target_layer=exit_node.target)
-    if source.op == "call_module":
-        return Counterpart(input_layer=source.target, input_side="output", target_layer=exit_node.target)
-    return None
-
-
-def _stride_one_pool(pool: nn.Module) -> nn.Module:
-    kernel = pool.kernel_size if isinstance(pool.kernel_size, int) else pool.kernel_size[0]
-    padding = pool.padding if isinstance(pool.padding, int) else pool.padding[0]
-    if kernel % 2 == 1 and padding == kernel // 2:
-        pool.stride = 1
-        return pool
-    return nn.Identity()
-
-
-def _where(node: torch.fx.Node) -> str:
-    if node.op == "call_module":
-        return f"layer {node.target!r}"
-    if node.op == "call_function":
-        return f"{getattr(node.target, '__name__', node.target)} (node {node.name!r})"
-    return f"node {node.name!r}"
-
-
-def _free_name(graph_module: torch.fx.GraphModule, base: str) -> str:
-    names = {name for name, _ in graph_module.named_modules()}
-    name, suffix = base, 0
-    while name in names:
-        suffix += 1
-        name = f"{base}_{suffix}"
-    return name
-
-
-def _device(module: nn.Module) -> torch.device:
-    return next((p.device for p in module.parameters()), torch.device("cpu"))
