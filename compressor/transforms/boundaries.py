@@ -26,7 +26,7 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 
 import torch
@@ -34,7 +34,7 @@ from torch import nn
 
 from compressor.outputs import model_output
 
-__all__ = ["GRANULARITIES", "shared_boundaries", "changed_points", "capture_calls", "eval_mode"]
+__all__ = ["GRANULARITIES", "shared_boundaries", "changed_points", "capture_calls", "eval_mode", "in_mode"]
 
 #: The granularities :func:`changed_points` knows.
 GRANULARITIES = ("layer", "block")
@@ -69,14 +69,22 @@ def changed_points(teacher: nn.Module, student: nn.Module, boundaries: list[str]
 @contextmanager
 def eval_mode(*models: nn.Module) -> Iterator[None]:
     """Every model in eval mode inside the block, each back in its own mode after it."""
-    modes = [model.training for model in models]
-    for model in models:
-        model.eval()
+    with in_mode(models, training=False):
+        yield
+
+
+@contextmanager
+def in_mode(modules: Iterable[nn.Module], *, training: bool) -> Iterator[None]:
+    """Each of ``modules`` in training (or eval) mode inside the block, each back in its own mode after it."""
+    modules = list(modules)
+    modes = [module.training for module in modules]
+    for module in modules:
+        module.train(training)
     try:
         yield
     finally:
-        for model, mode in zip(models, modes):
-            model.train(mode)
+        for module, mode in zip(modules, modes):
+            module.train(mode)
 
 
 class _Stop(Exception):

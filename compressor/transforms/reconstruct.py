@@ -52,7 +52,13 @@ from torch import nn
 
 from compressor.batchnorm import reestimate_on
 from compressor.outputs import model_output
-from compressor.transforms.boundaries import capture_calls, changed_points, eval_mode, shared_boundaries
+from compressor.transforms.boundaries import (
+    capture_calls,
+    changed_points,
+    eval_mode,
+    in_mode,
+    shared_boundaries,
+)
 from compressor.transforms.feature_hints import (
     FeatureTap,
     device_of,
@@ -294,15 +300,9 @@ def _adam(parameters: list[nn.Parameter], loss_on, count: int, *, steps: int, lr
 def norms_training(model: nn.Module) -> Iterator[None]:
     """The batch norms of ``model`` normalize by the batch's statistics inside the block (the rest
     stays in its mode); each is back in its own mode after it."""
-    norms = [module for module in model.modules() if isinstance(module, nn.modules.batchnorm._BatchNorm)]
-    modes = [norm.training for norm in norms]
-    for norm in norms:
-        norm.train()
-    try:
+    with in_mode((module for module in model.modules() if isinstance(module, nn.modules.batchnorm._BatchNorm)),
+                 training=True):
         yield
-    finally:
-        for norm, mode in zip(norms, modes):
-            norm.train(mode)
 
 
 def _rows(value: object, rows: slice | torch.Tensor, count: int) -> Any:
