@@ -13,7 +13,7 @@ from typing import Any
 
 from compressor.data.cache import sha256_of
 from compressor.errors import ConfigError, StudyMismatchError
-from compressor.experiment import ModelConfig, Parent
+from compressor.experiment import ModelConfig, TrainedNetwork
 from compressor.origin import origin_of
 from compressor.outputs import declared_output
 from compressor.saving import is_model_file, load_saved
@@ -22,7 +22,7 @@ from compressor.train import CheckpointError, load_checkpoint
 __all__ = ["load_parent_file", "load_parent", "shown_path", "file_sha256", "check_parent_unchanged"]
 
 
-def load_parent_file(path: str | Path, *, trust: bool = False) -> Parent:
+def load_parent_file(path: str | Path, *, trust: bool = False) -> TrainedNetwork:
     """A trained model file (``search.parent``) as the parent: its network, and a model config
     naming its builder and arguments (for the study's key and labels; candidates inherit from the
     network itself, whatever recipe made it).
@@ -37,12 +37,12 @@ def load_parent_file(path: str | Path, *, trust: bool = False) -> Parent:
     config = ModelConfig(name=name, args=dict(origin.args) if origin is not None else {},
                          output=declared_output(saved.model))
     steps = saved.metadata.get("steps") if isinstance(saved.metadata.get("steps"), int) else 0
-    return Parent(model=saved.model.eval(), model_config=config, weights_path=Path(path),
+    return TrainedNetwork(model=saved.model.eval(), model_config=config, weights_path=Path(path),
                   metrics=saved.metadata.get("metrics") or {}, steps=steps, reused=True, from_file=True)
 
 
 def load_parent(model_config: ModelConfig, path: str, *, in_channels: int, num_classes: int,
-                trust: bool = False) -> Parent:
+                trust: bool = False) -> TrainedNetwork:
     """The parent a study's candidates inherit from, read from the file the study names (a worker, an export):
     the weights of ``model_config``'s network, or a whole model file (a search from a trained file).
 
@@ -59,7 +59,7 @@ def load_parent(model_config: ModelConfig, path: str, *, in_channels: int, num_c
             f"this study's candidates inherit from the parent network at {path}, which cannot be read here "
             f"({error}); copy that file to this path on this machine"
         ) from None
-    return Parent(model=network.eval(), model_config=model_config, weights_path=Path(path),
+    return TrainedNetwork(model=network.eval(), model_config=model_config, weights_path=Path(path),
                   metrics=checkpoint.metrics or {}, steps=checkpoint.step or 0, reused=True)
 
 

@@ -22,7 +22,7 @@ from compressor.experiment import (
     BASELINE_MODELS,
     Experiment,
     ModelConfig,
-    Parent,
+    TrainedNetwork,
     ensure_parent,
     is_reference_model,
 )
@@ -108,7 +108,7 @@ class SearchSetup:
     init: Init
     floor: Floor
     echo: Callable[[str], None] = print
-    parent: Parent | None = None
+    parent: TrainedNetwork | None = None
     calibration: list[torch.Tensor] | None = None
     build_version: int = BUILD_VERSION
     latency: LatencyConfig | None = None

@@ -21,7 +21,7 @@ from __future__ import annotations
 from compressor.experiment.baselines import (
     BASELINE_MODELS,
     BaselineRecord,
-    Parent,
+    TrainedNetwork,
     baseline_key,
     baseline_path,
     ensure_baselines,
@@ -36,4 +36,4 @@ from compressor.experiment.config import CostConfig, Experiment, ModelConfig, ap
 from compressor.experiment.runs import TrainedModel, model_label, train_model
 from compressor.experiment.typed import from_data, to_data
 
-__all__ = ["from_data", "to_data", "ModelConfig", "CostConfig", "Experiment", "load_experiment", "apply_overrides", "TrainedModel", "model_label", "train_model", "BASELINE_MODELS", "BaselineRecord", "train_key", "without_finetuning", "baseline_key", "baseline_path", "load_baselines", "ensure_baselines", "Parent", "is_reference_model", "ensure_parent", "resolve_teacher"]
+__all__ = ["from_data", "to_data", "ModelConfig", "CostConfig", "Experiment", "load_experiment", "apply_overrides", "TrainedModel", "model_label", "train_model", "BASELINE_MODELS", "BaselineRecord", "train_key", "without_finetuning", "baseline_key", "baseline_path", "load_baselines", "ensure_baselines", "TrainedNetwork", "is_reference_model", "ensure_parent", "resolve_teacher"]

@@ -29,7 +29,7 @@ from compressor.train import (
     save_checkpoint,
 )
 
-__all__ = ["BASELINE_MODELS", "BaselineRecord", "train_key", "without_finetuning", "baseline_key", "baseline_path", "load_baselines", "ensure_baselines", "Parent", "is_reference_model", "ensure_parent", "resolve_teacher"]
+__all__ = ["BASELINE_MODELS", "BaselineRecord", "train_key", "without_finetuning", "baseline_key", "baseline_path", "load_baselines", "ensure_baselines", "TrainedNetwork", "is_reference_model", "ensure_parent", "resolve_teacher"]
 
 
 log = logging.getLogger(__name__)
@@ -212,8 +212,9 @@ def ensure_baselines(
 
 
 @dataclass
-class Parent:
-    """A trained network that candidates inherit their weights from (and may distill from).
+class TrainedNetwork:
+    """A trained network a search holds: the parent candidates inherit their weights from (and may
+    distill from), the base network trained as the study's reference, or a distillation teacher.
 
     Attributes:
         model: the trained network (CPU, eval mode).
@@ -248,7 +249,7 @@ def ensure_parent(
     steps: int | None = None,
     data: SegmentationData | None = None,
     cache_dir: str | Path | None = None,
-) -> Parent:
+) -> TrainedNetwork:
     """The base network trained with the experiment's recipe for ``steps``, trained once and stored.
 
     With the ``train:`` section's own steps and a reference model (``unet``, ``micronet``)
@@ -281,7 +282,7 @@ def ensure_parent(
     data = data or experiment.data.build(cache_dir=cache_dir)
     network = model_config.build(in_channels=data.in_channels, num_classes=data.num_classes)
     load_checkpoint(path, network)
-    return Parent(model=network.eval(), model_config=model_config, weights_path=path, metrics=metrics or {},
+    return TrainedNetwork(model=network.eval(), model_config=model_config, weights_path=path, metrics=metrics or {},
                   steps=done if done is not None else steps, reused=reused)
 
 

@@ -27,7 +27,7 @@ from optuna.trial import TrialState
 from compressor.candidates.setup import SearchSetup, prepare, study_location
 from compressor.candidates.stored import building_study, stored_experiment
 from compressor.candidates.versions import build_version
-from compressor.experiment import BASELINE_MODELS, Experiment, Parent, ensure_baselines, ensure_parent
+from compressor.experiment import BASELINE_MODELS, Experiment, TrainedNetwork, ensure_baselines, ensure_parent
 from compressor.floor import Floor
 from compressor.metrics import SegmentationMetrics
 from compressor.search.export import export_trial, rebuild_trial
@@ -126,7 +126,7 @@ def run_trials(
     return _result(setup, study, started, said_waiting=said_waiting)
 
 
-def _train_base_reference(setup: SearchSetup, *, cache_dir: str | Path | None) -> Parent:
+def _train_base_reference(setup: SearchSetup, *, cache_dir: str | Path | None) -> TrainedNetwork:
     """The search's own base network trained with the experiment's recipe (once; stored), as U-Net is."""
     base = ensure_parent(setup.experiment, setup.model_config, steps=setup.experiment.train.steps, data=setup.data,
                          cache_dir=cache_dir)

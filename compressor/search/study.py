@@ -10,7 +10,7 @@ import optuna
 from compressor.candidates.setup import SearchSetup, metric_label, metric_value
 from compressor.candidates.versions import version_attrs
 from compressor.errors import ConfigError, StudyMismatchError
-from compressor.experiment import ModelConfig, Parent, load_baselines, to_data
+from compressor.experiment import ModelConfig, TrainedNetwork, load_baselines, to_data
 from compressor.metrics import SegmentationMetrics
 from compressor.search.keys import experiment_key
 from compressor.study import FORMAT, StudyInfo, open_storage
@@ -35,7 +35,7 @@ def make_sampler(name: str, seed: int | None) -> optuna.samplers.BaseSampler:
     raise ConfigError(f"unknown sampler {name!r}; valid: tpe, nsga2, random")
 
 
-def references(setup: SearchSetup, base: Parent | None = None) -> dict[str, dict[str, Any]]:
+def references(setup: SearchSetup, base: TrainedNetwork | None = None) -> dict[str, dict[str, Any]]:
     """Each reference model's cost at the search's input shape, and its metric if trained.
 
     ``base`` (the search's own network trained with the experiment's recipe) gives the

@@ -182,23 +182,23 @@ class Transform(abc.ABC):
         return context.applies(cls.name, **cls.example)
 
     @classmethod
-    def suggest(cls, trial: Any, found: Any, steps: list[tuple[str, dict[str, Any]]]) -> dict[str, Any] | None:
+    def suggest(cls, trial: Any, applicability: Any, steps: list[tuple[str, dict[str, Any]]]) -> dict[str, Any] | None:
         """Its parameters drawn from the Optuna ``trial``, or None to leave it out of this recipe.
 
-        ``found`` is what :meth:`applicability` returned; ``steps`` the recipe so far. Each
+        ``applicability`` is what :meth:`applicability` returned; ``steps`` the recipe so far. Each
         choice is a named Optuna parameter. The default is one yes/no choice named after the
         transform, with :attr:`example` as its parameters.
         """
         return dict(cls.example) if trial.suggest_categorical(cls.name, [False, True]) else None
 
     @classmethod
-    def smallest(cls, found: Any) -> dict[str, Any]:
+    def smallest(cls, applicability: Any) -> dict[str, Any]:
         """The choices of :meth:`suggest` that make the smallest network (the search refuses a
         budget that even these miss). The default: use it."""
         return {cls.name: True}
 
     @classmethod
-    def unchanged(cls, found: Any) -> dict[str, Any]:
+    def unchanged(cls, applicability: Any) -> dict[str, Any]:
         """The choices of :meth:`suggest` that leave it out of a recipe (``generic`` drops a step of
         its smallest recipe that does not compose on the network so). The default: not used."""
         return {cls.name: False}

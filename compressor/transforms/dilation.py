@@ -51,12 +51,12 @@ class Dilation(LayerTransform):
         return context.applies(cls.name, rates=[1, 2])
 
     @classmethod
-    def suggest(cls, trial, found, steps):
+    def suggest(cls, trial, applicability, steps):
         rates = cls.CASCADES[trial.suggest_categorical("dilation", list(cls.CASCADES))]
         return {"rates": rates} if rates else None
 
     @classmethod
-    def smallest(cls, found):
+    def smallest(cls, applicability):
         return {"dilation": "none"}
 
     unchanged = smallest  # no dilation: no parameter, and the same network size

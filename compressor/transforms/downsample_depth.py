@@ -84,16 +84,16 @@ class DownsampleDepth(Transform):
         return levels
 
     @classmethod
-    def suggest(cls, trial, found, steps):
-        removed = trial.suggest_int("levels_removed", 0, found)
+    def suggest(cls, trial, applicability, steps):
+        removed = trial.suggest_int("levels_removed", 0, applicability)
         return {"levels": removed} if removed else None
 
     @classmethod
-    def smallest(cls, found):
-        return {"levels_removed": found}
+    def smallest(cls, applicability):
+        return {"levels_removed": applicability}
 
     @classmethod
-    def unchanged(cls, found):
+    def unchanged(cls, applicability):
         return {"levels_removed": 0}
 
     def __init__(

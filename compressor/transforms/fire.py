@@ -49,12 +49,12 @@ class FireTransform(LayerTransform):
     EXPAND3X3_SHARES = (0.25, 0.5, 0.75)
 
     @classmethod
-    def suggest(cls, trial, found, steps):
+    def suggest(cls, trial, applicability, steps):
         return {"squeeze_ratio": trial.suggest_categorical("fire_squeeze", list(cls.SQUEEZE_RATIOS)),
                 "expand3x3_share": trial.suggest_categorical("fire_share3x3", list(cls.EXPAND3X3_SHARES))}
 
     @classmethod
-    def smallest(cls, found):
+    def smallest(cls, applicability):
         return {"fire_squeeze": min(cls.SQUEEZE_RATIOS), "fire_share3x3": min(cls.EXPAND3X3_SHARES)}
 
     def __init__(

@@ -60,16 +60,16 @@ class Prune(LayerTransform):
     SEARCH_STEPS = 8
 
     @classmethod
-    def suggest(cls, trial, found, steps):
+    def suggest(cls, trial, applicability, steps):
         ratio = trial.suggest_float("prune", 0.0, 0.9, step=0.1)
         return {"ratio": round(ratio, 2), "steps": cls.SEARCH_STEPS} if ratio > 0 else None
 
     @classmethod
-    def smallest(cls, found):
+    def smallest(cls, applicability):
         return {"prune": 0.9}
 
     @classmethod
-    def unchanged(cls, found):
+    def unchanged(cls, applicability):
         return {"prune": 0.0}
 
     layer_types = _PRUNABLE

@@ -42,11 +42,11 @@ class Separable(LayerTransform):
     search_group = "conv"
 
     @classmethod
-    def suggest(cls, trial, found, steps):
+    def suggest(cls, trial, applicability, steps):
         return {}
 
     @classmethod
-    def smallest(cls, found):
+    def smallest(cls, applicability):
         return {}
 
     def __init__(

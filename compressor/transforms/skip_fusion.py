@@ -64,18 +64,18 @@ class SkipFusion(LayerTransform):
     search_order = 20
 
     @classmethod
-    def suggest(cls, trial, found, steps):
+    def suggest(cls, trial, applicability, steps):
         if trial.suggest_categorical("skip", ["concat", "add"]) != "add":
             return None
         # a cut before it may take every concatenation with it (a shallow U-Net keeps none): then skip it
         return {"optional": True} if steps else {}
 
     @classmethod
-    def smallest(cls, found):
+    def smallest(cls, applicability):
         return {"skip": "add"}
 
     @classmethod
-    def unchanged(cls, found):
+    def unchanged(cls, applicability):
         return {"skip": "concat"}
 
     omit_when_default = ("project",)
