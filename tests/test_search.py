@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import optuna
 import pytest
 import torch
@@ -52,6 +54,35 @@ def test_every_trial_is_recorded_with_its_recipe_cost_and_values(searched):
             # a repeat of a finished recipe trained nothing: no training time of its own
             assert (record.train_seconds is None) == (record.duplicate_of is not None)
     assert sum(line.startswith("trial ") for line in lines) == 5
+
+
+def test_each_trial_records_where_its_time_went_and_says_it(searched, tmp_path):
+    from compressor.report import build_report
+
+    _, result, lines = searched
+    seen = set()
+    for record, line in zip(result.records, [line for line in lines if line.startswith("trial ")]):
+        timing = record.timing
+        assert timing["total"] == record.wall_seconds
+        phases = sum(value for phase, value in timing.items() if phase != "total")
+        assert phases <= timing["total"] + 0.01, timing  # the phases are parts of the whole
+        seen.add(record.status if record.duplicate_of is None else "duplicate")
+        if record.status == "infeasible":  # costed, never trained
+            assert {"sample", "build", "cost", "total"} == set(timing)
+            shown = re.search(r"\d s \(([^)]*)\)", line)
+            assert shown and "cost" in shown.group(1) and "train" not in shown.group(1), line
+        elif record.duplicate_of is None:  # built, costed, trained and evaluated
+            assert {"sample", "build", "cost", "calibrate", "train", "evaluate", "store", "total"} == set(timing)
+            assert timing["train"] == record.train_seconds and timing["train"] > timing["store"]
+            assert f"train {timing['train']:.1f}" in line and f"build {timing['build']:.1f}" in line
+        else:  # a repeat reused its twin's result: nothing of its own but drawing the recipe
+            assert set(timing) == {"sample", "total"}
+    assert {"infeasible", "complete", "duplicate"} <= seen
+    report = build_report(result.study, tmp_path / "report")
+    assert {"seconds:build", "seconds:train", "seconds:evaluate"} <= set(report.trials.columns)
+    shares = report.overview["phase_seconds"]
+    assert shares["total"] == pytest.approx(sum(record.wall_seconds for record in result.records))
+    assert "train " in (tmp_path / "report" / "index.html").read_text().split("compute spent", 1)[1][:400]
 
 
 def test_the_papers_recipe_is_tried_first(searched):

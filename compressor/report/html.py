@@ -314,11 +314,23 @@ def _facts_html(overview: Mapping[str, Any], machine: Mapping[str, Any], shape: 
         ("budget", Budget.from_dict(overview["budget"]).describe()),
         ("costs measured at input", shape),
         (f"machine ({machine.get('source', 'report')})", _machine_text(machine)),
-        ("compute spent (sum of trial wall time)", format_seconds(overview["wall_seconds"])),
+        ("compute spent (sum of trial wall time)", format_seconds(overview["wall_seconds"])
+         + _phase_shares(overview.get("phase_seconds") or {})),
         ("study span (first start to last end)", span_text),
     ]
     facts_html = "".join(f"<div><dt>{_e(name)}</dt><dd>{_e(value)}</dd></div>" for name, value in facts)
     return facts_html + f"<div><dt>trials ({overview['trials']})</dt><dd>{badges}</dd></div>"
+
+
+def _phase_shares(seconds: Mapping[str, float]) -> str:
+    """`` (train 67%, evaluate 15%, build 9%, ...)``: where the trials' time went, largest first."""
+    total = seconds.get("total") or 0.0
+    if total <= 0:
+        return ""
+    shares = sorted(((value / total, phase) for phase, value in seconds.items() if phase != "total"), reverse=True)
+    other = 1.0 - sum(share for share, _ in shares)
+    parts = [f"{phase} {share:.0%}" for share, phase in shares if share >= 0.005]
+    return f" ({', '.join(parts + ([f'other {other:.0%}'] if other >= 0.005 else []))})"
 
 
 def _pareto_html(pareto: pd.DataFrame, references: pd.DataFrame, overview: Mapping[str, Any]) -> str:

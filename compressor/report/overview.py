@@ -16,7 +16,7 @@ from compressor.floor import Floor
 from compressor.report.tables import confirmation_of, iso_time
 from compressor.study import STATUSES, StudySnapshot, read_study
 
-__all__ = ["study_overview", "asks_latency", "machine_info", "with_deployed", "DEPLOYED_REPORT_COLUMNS"]
+__all__ = ["study_overview", "phase_seconds", "asks_latency", "machine_info", "with_deployed", "DEPLOYED_REPORT_COLUMNS"]
 
 
 def study_overview(study: optuna.Study | StudySnapshot) -> dict[str, Any]:
@@ -24,7 +24,7 @@ def study_overview(study: optuna.Study | StudySnapshot) -> dict[str, Any]:
 
     Keys: ``study``, ``space``, ``model``, ``objectives``, ``metric_label``, ``budget``,
     ``trials`` (total), ``by_status`` (every status, 0 included), ``wall_seconds`` (sum over
-    finished trials), ``train_seconds`` (likewise), ``first_start`` and ``last_complete`` (ISO
+    finished trials), ``train_seconds`` (likewise), ``phase_seconds`` (:func:`phase_seconds`), ``first_start`` and ``last_complete`` (ISO
     text or None), ``span_seconds`` (from the first start to the last completion), ``input_shape``.
     """
     snapshot = read_study(study)
@@ -44,6 +44,7 @@ def study_overview(study: optuna.Study | StudySnapshot) -> dict[str, Any]:
         "by_status": {status: counts.get(status, 0) for status in STATUSES},
         "wall_seconds": sum(record.wall_seconds or 0.0 for record in snapshot.finished),
         "train_seconds": sum(record.train_seconds or 0.0 for record in snapshot.finished),
+        "phase_seconds": phase_seconds(snapshot),
         "first_start": iso_time(first),
         "last_complete": iso_time(last),
         "span_seconds": span,
@@ -54,6 +55,16 @@ def study_overview(study: optuna.Study | StudySnapshot) -> dict[str, Any]:
         "reference_label": snapshot.ratio_label,
         "latency": asks_latency(snapshot),
     }
+
+
+def phase_seconds(snapshot: StudySnapshot) -> dict[str, float]:
+    """Seconds per phase of the finished trials that recorded their timing, summed
+    (:data:`~compressor.study.TIMING_PHASES`, and ``total``); empty when none did."""
+    sums: dict[str, float] = {}
+    for record in snapshot.finished:
+        for phase, seconds in (record.timing or {}).items():
+            sums[phase] = sums.get(phase, 0.0) + float(seconds)
+    return sums
 
 
 def asks_latency(snapshot: StudySnapshot) -> bool:

@@ -42,6 +42,7 @@ import pandas as pd
 from compressor.confirm.results import Confirmation, read_confirmation
 from compressor.study import (
     REFERENCE_LABELS,
+    TIMING_PHASES,
     StudySnapshot,
     folded_duplicates,
     front,
@@ -115,7 +116,8 @@ def trials_frame(study: optuna.Study | StudySnapshot, *, include_running: bool =
     ``params_ratio`` / ``flops_ratio`` / ``latency_ratio`` (the ratio reference's value / this one's: U-Net's, or the base network's),
     ``duplicate_of``, ``failure``, ``recipe_hash``, ``weights``, ``datetime_start``,
     ``datetime_complete``, then the other metrics (``miou``, ``mean_f1``, ``accuracy``,
-    ``iou:<class>``) and the sampled parameters (``param:<name>``).
+    ``iou:<class>``), the sampled parameters (``param:<name>``) and the seconds of each phase of
+    the trial (``seconds:build`` ... ``seconds:store``, :data:`compressor.study.TIMING_PHASES`).
 
     Args:
         study: the study, or a snapshot of it.
@@ -163,6 +165,9 @@ def trials_frame(study: optuna.Study | StudySnapshot, *, include_running: bool =
             row[f"iou:{name}"] = value
         for name, value in record.params_dict.items():
             row[f"param:{name}"] = value
+        for phase in TIMING_PHASES:  # where the trial's time went
+            if (record.timing or {}).get(phase) is not None:
+                row[f"seconds:{phase}"] = record.timing[phase]
         rows.append(row)
     frame = pd.DataFrame(rows) if rows else pd.DataFrame(columns=TRIAL_COLUMNS)
     extra = [column for column in frame.columns if column not in TRIAL_COLUMNS]

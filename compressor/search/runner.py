@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import Iterator
 
 import optuna
 from optuna.trial import TrialState
@@ -58,20 +60,26 @@ class TrialRunner:
         setup = self.setup
         started = time.perf_counter()
         trial.set_user_attr(PROCESS_KEY, process_identity())  # a run on this host can tell if it died
-        record = TrialRecord(number=trial.number, status="running")
+        record = TrialRecord(number=trial.number, status="running", timing={})
+        clock = _Phases(record.timing)
         try:
-            recipe = setup.space(trial, setup.context)
+            with clock("sample"):
+                recipe = setup.space(trial, setup.context)
         except CompressorError as error:
             return self._fail(trial, record, started, f"the space gave no recipe: {error}")
         record.recipe = recipe.to_data()["transforms"]
         record.recipe_hash = recipe.hash()
         record.recipe_short = setup.space.describe(trial.params, recipe)
-        twin = wait_for_twin(trial, record.recipe_hash, echo=setup.echo, poll=self.twin_poll, max_wait=self.twin_wait)
+        with clock("sample"):  # a twin training the same recipe elsewhere is waited for
+            twin = wait_for_twin(trial, record.recipe_hash, echo=setup.echo, poll=self.twin_poll,
+                                 max_wait=self.twin_wait)
         if twin is not None:
             return self._reuse(trial, record, twin, started)
         try:
-            network = setup.build(recipe)
-            cost = setup.measure(network)
+            with clock("build"):
+                network = setup.build(recipe)
+            with clock("cost"):
+                cost = setup.measure(network)
         except CompressorError as error:
             return self._fail(trial, record, started, str(error))
         except RuntimeError as error:  # torch refusing the candidate (shapes, memory): this trial fails, not the search
@@ -88,7 +96,8 @@ class TrialRunner:
             record.status, record.metric = "infeasible", 0.0
             self._save(trial, record, started)
             return setup.values(0.0, cost)
-        self._save(trial, record, started)
+        with clock("store"):
+            self._save(trial, record, started)
 
         def at_rung(step: int, metrics: SegmentationMetrics) -> bool:
             rung = setup.config.rungs[min(len(record.rung_metrics), len(setup.config.rungs) - 1)]
@@ -98,7 +107,8 @@ class TrialRunner:
             return not self._stop_at(trial, rung_key(rung), setup.values(value, cost))
 
         try:
-            start = start_candidate(setup, network)
+            with clock("calibrate"):
+                start = start_candidate(setup, network)
             record.start_error, record.starts_close, record.reconstruct_seconds = start.error, start.close, start.seconds
             result = train(
                 network, setup.data, setup.start_config, evaluate_at=list(setup.config.rungs),
@@ -115,14 +125,17 @@ class TrialRunner:
         # a run that ended by itself (its steps done, or its plateau with steps: auto) is complete
         record.fidelity = round(result.steps_done / setup.train_config.step_limit, 4) if result.stopped_early else 1.0
         record.train_seconds = round(result.train_seconds, 3)
+        record.timing["train"] = round(result.train_seconds, 3)  # the evaluations inside train() are their own phase
+        record.timing["evaluate"] = round(result.eval_seconds, 3)
         values = setup.values(record.metric, cost)
         if result.stopped_early:
             record.status = "stopped"
             self._save(trial, record, started)
             raise optuna.TrialPruned(f"stopped at {record.fidelity:.0%} of its training")
         record.status = "complete"
-        if self._on_front(trial, record):
-            record.weights = self.weights.keep(trial, network.cpu())
+        with clock("store"):
+            if self._on_front(trial, record):
+                record.weights = self.weights.keep(trial, network.cpu())
         self._save(trial, record, started)
         return values
 
@@ -130,6 +143,8 @@ class TrialRunner:
 
     def _save(self, trial: optuna.Trial, record: TrialRecord, started: float) -> None:
         record.wall_seconds = round(time.perf_counter() - started, 3)
+        if record.timing is not None:
+            record.timing["total"] = record.wall_seconds
         for key, value in record.to_attrs().items():
             trial.set_user_attr(key, value)
 
@@ -143,7 +158,7 @@ class TrialRunner:
     ) -> list[float]:
         copied = TrialRecord.from_trial(twin)
         for key in TrialRecord.STORED:
-            if key not in ("recipe_short", "weights", "wall_seconds", "build_seconds", "train_seconds"):
+            if key not in ("recipe_short", "weights", "wall_seconds", "build_seconds", "train_seconds", "timing"):
                 setattr(record, key, getattr(copied, key))
         record.duplicate_of = copied.duplicate_of if copied.duplicate_of is not None else twin.number
         for name, value in twin.constraints.items():  # what Optuna's own view (best_trials, samplers) reads
@@ -171,6 +186,21 @@ class TrialRunner:
         records = [other for other in trial_records(trial.study) if other.number != record.number]
         kept = front([*records, record], self.setup.config.objectives, self.setup.floor.threshold)
         return any(member.number == record.number for member in kept)
+
+
+class _Phases:
+    """``with phases("build"): ...`` adds the block's seconds to ``timing["build"]``."""
+
+    def __init__(self, timing: dict[str, float]) -> None:
+        self.timing = timing
+
+    @contextlib.contextmanager
+    def __call__(self, phase: str) -> Iterator[None]:
+        began = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.timing[phase] = round(self.timing.get(phase, 0.0) + time.perf_counter() - began, 3)
 
 
 def _cannot_go_on(trial: optuna.Trial, error: OSError) -> RunFailedError:

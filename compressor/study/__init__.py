@@ -31,12 +31,20 @@ from compressor.study.objectives import (
     objective_values,
 )
 from compressor.study.pareto import as_minimization, dominates, nondominated_ranks, pareto_mask
-from compressor.study.records import FORMAT, STATUSES, StudyInfo, TrialRecord, study_info, trial_records
+from compressor.study.records import (
+    FORMAT,
+    STATUSES,
+    TIMING_PHASES,
+    StudyInfo,
+    TrialRecord,
+    study_info,
+    trial_records,
+)
 from compressor.study.snapshot import REFERENCE_LABELS, StudySnapshot, base_label, read_study, reference_label
 from compressor.study.storage import default_storage_url, load_study, open_storage, redact, sqlite_path
 
 __all__ = [
-    "FORMAT", "STATUSES", "StudyInfo", "TrialRecord", "study_info", "trial_records",
+    "FORMAT", "STATUSES", "TIMING_PHASES", "StudyInfo", "TrialRecord", "study_info", "trial_records",
     "Objective", "OBJECTIVES", "COSTS", "directions", "objective_label", "objective_values",
     "default_storage_url", "load_study", "open_storage", "redact", "sqlite_path",
     "as_minimization", "dominates", "pareto_mask", "nondominated_ranks",

@@ -36,6 +36,7 @@ if TYPE_CHECKING:
 __all__ = [
     "FORMAT",
     "STATUSES",
+    "TIMING_PHASES",
     "StudyInfo",
     "TrialRecord",
     "trial_records",
@@ -43,6 +44,8 @@ __all__ = [
 ]
 
 FORMAT = 1
+#: the phases of a trial's :attr:`TrialRecord.timing`, in the order they run
+TIMING_PHASES = ("sample", "build", "cost", "calibrate", "train", "evaluate", "store")
 STATUSES = ("complete", "infeasible", "stopped", "failed", "running")
 
 @dataclass
@@ -157,6 +160,11 @@ class TrialRecord:
         starts_close: whether ``start_error`` is within ``finetune.max_start_error`` (a
             candidate that does not start close learns again more than it keeps).
         reconstruct_seconds: the time its reconstruction took (``finetune.reconstruct``).
+        timing: where its time went, seconds per phase (:data:`TIMING_PHASES`: ``sample`` the
+            recipe (and wait for a twin training it elsewhere), ``build`` the candidate, measure its ``cost``, ``calibrate`` it (batch norms, reconstruction, the
+            start error), ``train`` (optimizer steps, data included), ``evaluate`` (rungs and the
+            final evaluation), ``store`` (weights and records), and the ``total``); the phases a
+            trial did not reach are absent. None for a trial stored before it was recorded.
     """
 
     number: int
@@ -186,13 +194,14 @@ class TrialRecord:
     start_error: float | None = None
     starts_close: bool | None = None
     reconstruct_seconds: float | None = None
+    timing: dict[str, float] | None = None
 
     # Attributes stored on the Optuna trial; the rest comes from the trial itself.
     STORED = (
         "status", "recipe", "recipe_short", "recipe_hash", "params", "flops", "latency_ms", "activation_bytes",
         "feasible", "constraints", "metric", "metrics", "fidelity", "rung_metrics", "build_seconds", "train_seconds",
         "wall_seconds", "failure", "weights", "duplicate_of", "curve", "start_error", "starts_close",
-        "reconstruct_seconds",
+        "reconstruct_seconds", "timing",
     )
 
     @classmethod

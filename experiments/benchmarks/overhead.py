@@ -1,9 +1,8 @@
 """Overhead per trial: time spent building and costing a candidate against time spent training it.
 
-1. A small search (random sampler, no budget, so every trial is trained): per trial, the
-   search's ``build_seconds`` (draw the recipe, apply it, measure params and FLOPs with
-   fvcore) against its ``train_seconds`` (optimizer steps), in percent, with the rest of the
-   trial's wall time (evaluation, storage, kept weights); medians over the trials.
+1. A small search (random sampler, no budget, so every trial is trained): per trial, where its
+   time went as the search records it (the trial's ``timing``: build, cost, calibrate, train,
+   evaluate, store, total), each phase's share of the wall time; medians over the trials.
 2. Apply against measure on the reference U-Net at 224x224 for a few recipes:
    ``compressor.apply(..., count_flops=False)`` and ``compressor.measure`` timed separately,
    median of ``--repeats`` runs.
@@ -38,6 +37,7 @@ from common import synthetic_search, write_json  # noqa: E402
 import compressor  # noqa: E402
 from compressor.experiment import Experiment  # noqa: E402
 from compressor.pipeline import run_search  # noqa: E402
+from compressor.study import TIMING_PHASES as PHASES  # noqa: E402
 from compressor.tables import format_table  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -70,33 +70,33 @@ def recipe_of(value: Any) -> compressor.Recipe:
 
 
 def search_part(args: argparse.Namespace) -> dict[str, Any]:
+    """Each trained trial's own ``timing`` (seconds per phase, as the search records it), its
+    phases as shares of the trial's wall time, and the medians over the trials."""
     with tempfile.TemporaryDirectory() as folder:
         result = run_search(experiment(Path(folder), trials=args.trials, steps=args.steps, threads=args.threads,
                                        cost_size=args.cost_size), echo=lambda line: print("[search]", line))
-    trained = [r for r in result.records if r.train_seconds and r.build_seconds is not None and r.duplicate_of is None]
-    trials = [{
-        "number": r.number, "recipe": r.recipe_short, "build_seconds": r.build_seconds, "train_seconds": r.train_seconds,
-        "wall_seconds": r.wall_seconds, "build_percent_of_train": 100 * r.build_seconds / r.train_seconds,
-        "build_percent_of_wall": 100 * r.build_seconds / r.wall_seconds,
-        "other_percent_of_wall": 100 * (r.wall_seconds - r.build_seconds - r.train_seconds) / r.wall_seconds,
-    } for r in trained]
-    rows = [[t["number"], t["recipe"], f"{t['build_seconds']:.2f}", f"{t['train_seconds']:.1f}",
-             f"{t['wall_seconds']:.1f}", f"{t['build_percent_of_train']:.1f}%"] for t in trials]
+    trained = [r for r in result.records if r.timing and "train" in r.timing and r.duplicate_of is None]
+    trials = [{"number": r.number, "recipe": r.recipe_short, **{phase: r.timing.get(phase, 0.0) for phase in PHASES},
+               "total": r.timing["total"],
+               **{f"{phase}_percent": 100 * r.timing.get(phase, 0.0) / r.timing["total"] for phase in PHASES}}
+              for r in trained]
 
     def med(key: str) -> float:
         return statistics.median(t[key] for t in trials)
 
-    rows.append(["median", "", f"{med('build_seconds'):.2f}", f"{med('train_seconds'):.1f}",
-                 f"{med('wall_seconds'):.1f}", f"{med('build_percent_of_train'):.1f}%"])
+    rows = [[t["number"], t["recipe"], *(f"{t[phase]:.2f}" for phase in PHASES), f"{t['total']:.1f}",
+             f"{100 - t['train_percent']:.0f}%"] for t in trials]
+    rows.append(["median", "", *(f"{med(phase):.2f}" for phase in PHASES), f"{med('total'):.1f}",
+                 f"{100 - med('train_percent'):.0f}%"])
     print()
     print(format_table(
-        ["trial", "recipe", "build s", "train s", "wall s", "build / train"], rows,
-        title=(f"per trial: build (recipe, apply, fvcore cost at {args.cost_size}x{args.cost_size}) against training "
-               f"({args.steps} steps, batch 8 of 64x64, {args.threads} threads)"),
+        ["trial", "recipe", *(f"{phase} s" for phase in PHASES), "total s", "not training"], rows,
+        title=(f"per trial, from its timing: build and cost (fvcore at {args.cost_size}x{args.cost_size}), "
+               f"calibrate, train ({args.steps} steps, batch 8 of 64x64, {args.threads} threads), evaluate, store"),
     ))
-    summary = {key: med(key) for key in ("build_percent_of_train", "build_percent_of_wall", "other_percent_of_wall")}
-    print(f"median share of a trial's wall time: build {summary['build_percent_of_wall']:.1f}%, "
-          f"evaluation and storage {summary['other_percent_of_wall']:.1f}%, the rest training")
+    summary = {f"{phase}_percent": med(f"{phase}_percent") for phase in PHASES}
+    print("median share of a trial's wall time: " + ", ".join(f"{phase} {summary[f'{phase}_percent']:.1f}%"
+                                                              for phase in PHASES))
     return {"trials": trials, "median": summary}
 
 
