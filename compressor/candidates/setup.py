@@ -50,7 +50,7 @@ from compressor.transforms.reconstruct import output_gap, reconstruct
 from compressor.units import format_count
 
 __all__ = [
-    "SearchSetup", "Init", "prepare", "metric_value", "metric_label", "base_model_config", "build_candidate", "Start",
+    "SearchSetup", "Init", "CandidateBuilder", "prepare", "metric_value", "metric_label", "base_model_config", "build_candidate", "Start",
     "start_candidate", "study_location",
 ]
 
@@ -139,15 +139,19 @@ class SearchSetup:
     def directions(self) -> list[str]:
         return directions(self.config.objectives)
 
-    def build(self, recipe: Recipe) -> nn.Module:
-        """The candidate of ``recipe`` exactly as this study builds it (:func:`build_candidate`, by the
-        rules of the study's version: :func:`~compressor.candidates.versions.as_built_for`): a search
-        trial, its confirmation and the budget check all go through here."""
-        return build_candidate(
-            self.experiment, self.model_config, as_built_for(recipe, self.build_version),
-            in_channels=self.data.in_channels, num_classes=self.data.num_classes, base=self.context.model,
-            init=self.init.weights, calibration=self.calibration,
+    @property
+    def builder(self) -> CandidateBuilder:
+        """How this study builds its candidates (:class:`CandidateBuilder`)."""
+        return CandidateBuilder(
+            self.experiment, self.model_config, in_channels=self.data.in_channels, num_classes=self.data.num_classes,
+            base=self.context.model, init=self.init, calibration=self.calibration, build_version=self.build_version,
         )
+
+    def build(self, recipe: Recipe) -> nn.Module:
+        """The candidate of ``recipe`` exactly as this study builds it: a search trial, its
+        confirmation and the budget check all go through here (and ``compressor export`` through
+        the same :class:`CandidateBuilder`)."""
+        return self.builder.build(recipe)
 
     def measure(self, network: nn.Module) -> Cost:
         return measure(network, self.input_shape, latency_runs=self.latency_runs, latency=self.latency)
@@ -209,6 +213,31 @@ def base_model_config(experiment: Experiment, space: SearchSpace, model: str | N
     if name == experiment.model.name:
         return dataclasses.replace(experiment.model, args=dict(experiment.model.args))
     return ModelConfig(name=name)
+
+
+@dataclass(frozen=True)
+class CandidateBuilder:
+    """Everything a study's candidate is built from: the base network (the trained parent when
+    candidates inherit), how new layers start, the calibration images, and the rules of the
+    study's version. :meth:`build` is the one way a search trial, its confirmation, the budget
+    check and ``compressor export`` build a candidate."""
+
+    experiment: Experiment
+    model_config: ModelConfig
+    in_channels: int
+    num_classes: int
+    base: nn.Module | None = None
+    init: Init = Init()
+    calibration: list[torch.Tensor] | None = None
+    build_version: int = BUILD_VERSION
+
+    def build(self, recipe: Recipe) -> nn.Module:
+        """The candidate of ``recipe`` (:func:`build_candidate`, by the rules of the study's version:
+        :func:`~compressor.candidates.versions.as_built_for`)."""
+        return build_candidate(
+            self.experiment, self.model_config, as_built_for(recipe, self.build_version), in_channels=self.in_channels,
+            num_classes=self.num_classes, base=self.base, init=self.init.weights, calibration=self.calibration,
+        )
 
 
 def build_candidate(

@@ -8,9 +8,9 @@ from pathlib import Path
 from torch import nn
 
 from compressor.candidates.parents import check_parent_unchanged, load_parent
-from compressor.candidates.setup import Init, build_candidate
+from compressor.candidates.setup import CandidateBuilder, Init, calibration_count
 from compressor.candidates.stored import building_study, stored_experiment
-from compressor.candidates.versions import as_built_for, build_version
+from compressor.candidates.versions import build_version
 from compressor.errors import ConfigError
 from compressor.experiment import ModelConfig
 from compressor.finetune import calibration_batches
@@ -64,7 +64,6 @@ def rebuild_trial(
     in_channels = int(info.input_shape[1])
     num_classes = int(info.model_args.get("num_classes", 2))
     recipe = Recipe.from_data(record.recipe, source=f"trial {number}'s recipe")
-    built = as_built_for(recipe, build_version(study.user_attrs))
     base = None
     with building_study(study_name, info, trust=trust):
         if info.init != "random":  # pruning ranked the parent's trained channels: the same parent gives the same widths
@@ -72,16 +71,15 @@ def rebuild_trial(
             base = load_parent(model_config, info.parent, in_channels=in_channels, num_classes=num_classes,
                                trust=trust).model
         calibration = None
-        if base is not None and experiment.finetune.calibrate:  # calibrated weights steer pruning: calibrate the same way
+        if base is not None:  # calibrated weights steer pruning: the same images as the search's (prepare)
             calibration = calibration_batches(
-                experiment.data.build(cache_dir=cache_dir), experiment.finetune.calibrate,
+                experiment.data.build(cache_dir=cache_dir), calibration_count(experiment),
                 batch_size=experiment.train.batch_size, seed=experiment.train.seed,
             )
-        model = build_candidate(
-            experiment, model_config, built, in_channels=in_channels, num_classes=num_classes, base=base,
-            init=Init(info.init).weights,
-            calibration=calibration,
-        )
+        builder = CandidateBuilder(experiment, model_config, in_channels=in_channels, num_classes=num_classes, base=base,
+                                   init=Init(info.init), calibration=calibration,
+                                   build_version=build_version(study.user_attrs))
+        model = builder.build(recipe)
     trained = not untrained
     if trained:
         state = WeightStore(info.artifacts, create=False).load(record.weights, number)
