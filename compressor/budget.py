@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -143,7 +144,7 @@ class Budget:
             limit = getattr(self, field)
             if limit is None:
                 continue
-            value = values.get(metric)
+            value = _measured(values.get(metric))
             constraint = 1.0 if value is None else float(value) / limit - 1.0
             checks.append(LimitCheck(metric, None if value is None else float(value), limit, constraint))
         return BudgetCheck(tuple(checks))
@@ -155,6 +156,17 @@ class Budget:
             if getattr(self, field) is not None
         ]
         return ", ".join(parts) if parts else "no limits"
+
+
+def _measured(value: Any) -> float | None:
+    """A cost as a number, None when it was not measured (None, NaN, a table's missing value)."""
+    if value is None:
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):  # pandas' NA and the like
+        return None
+    return None if math.isnan(number) else number
 
 
 def _parse_limit(name: str, raw: str | float | None) -> float | None:

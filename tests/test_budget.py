@@ -100,3 +100,8 @@ def test_a_trial_row_is_checked_like_a_cost_and_its_overruns_named():
     assert budget.check({"params": 1_000_000, "latency_ms": 7.5}).overruns() == "latency_ms 7.50 ms > 5.00 ms"
     assert budget.check({"params": 1_000_000, "latency_ms": 4.0}).overruns() == ""
     assert budget.describe() == "params <= 1.50M, latency_ms <= 5.00 ms"
+    import pandas as pd  # a table's missing values are unmeasured, as None is
+
+    for missing in (float("nan"), pd.NA):
+        check = budget.check({"params": missing, "latency_ms": 4.0})
+        assert not check.feasible and check.overruns() == "" and check.limits[0].value is None

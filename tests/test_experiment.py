@@ -196,20 +196,24 @@ def test_train_model_takes_an_in_memory_recipe(tmp_path):
     assert transformed.result.metrics.pixels == plain.result.metrics.pixels == 48 * 48
 
 
-def test_train_model_distills_from_the_teacher_it_is_given_and_asks_for_one(tmp_path):
-    """The teacher is the caller's to resolve (resolve_teacher): train_model does not reach back
-    into the baselines, and says what to pass when distillation is on without one."""
+def test_train_model_distills_from_the_teacher_train_distill_names(tmp_path):
+    """compressor.train_model finds the teacher (a model file here); the runs-level train_model, which
+    trains the baselines, takes the one it is given and says what to pass when it has none."""
     import compressor
+    from compressor.experiment import runs
 
-    experiment = _tiny(tmp_path, distill={"teacher": "unet", "weight": 1.0})
-    small = ModelConfig(name="unet", args={"base_width": 8, "depth": 2})
-    with pytest.raises(ConfigError, match=r"train.distill is on and no teacher was given: pass teacher=resolve_teacher"):
-        train_model(experiment, model=small)
     teacher = compressor.unet(base_width=4, depth=2, in_channels=3, num_classes=2).eval()
-    distilled = train_model(experiment, model=small, teacher=teacher)
+    compressor.save_model(tmp_path / "teacher.pt", teacher)
+    experiment = _tiny(tmp_path, distill={"teacher": str(tmp_path / "teacher.pt"), "weight": 1.0})
+    small = ModelConfig(name="unet", args={"base_width": 8, "depth": 2})
+    with pytest.raises(ConfigError, match=r"train.distill is on and no teacher was given: pass teacher=..., or call "
+                                          r"compressor.train_model"):
+        runs.train_model(experiment, model=small)
+    distilled = compressor.train_model(experiment, model=small)
+    given = runs.train_model(experiment, model=small, teacher=compressor.load_model(tmp_path / "teacher.pt").eval())
     plain = train_model(_tiny(tmp_path), model=small)
-    assert distilled.result.metrics.pixels == plain.result.metrics.pixels
-    assert distilled.result.losses != plain.result.losses  # the same seed and batches: the teacher's term entered the loss
+    assert distilled.result.losses == given.result.losses  # the file's network, found by train_model
+    assert distilled.result.losses != plain.result.losses  # the same seed and batches: the teacher's term entered
 
 
 def test_how_latency_is_timed_retrains_no_baseline_but_the_input_size_does():

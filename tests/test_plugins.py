@@ -185,3 +185,18 @@ def test_generic_leaves_out_of_its_smallest_candidate_a_step_that_does_not_compo
     steps = [step.name for step in space.fixed(choices, context).steps]
     assert "needs_wide" not in steps and {"downsample_depth", "fire"} <= set(steps)
     apply(context.model, space.fixed(choices, context), context.example)  # and it builds
+
+
+def test_when_torch_pruning_fails_on_the_grouped_network_too_the_first_failure_is_said(monkeypatch):
+    """prune's second try (grouped convs kept) builds torch-pruning's graph again: if that fails
+    as well, the first failure is the one-line refusal, not a traceback of the second."""
+    import torch_pruning
+
+    def broken(*args, **kwargs):
+        raise IndexError("index 63 is out of bounds")
+
+    monkeypatch.setattr(torch_pruning.DependencyGraph, "build_dependency", broken)
+    model = unet(base_width=8, norm="batch")
+    with pytest.raises(TransformError, match=r"prune: torch-pruning cannot prune UNet: IndexError: index 63"):
+        apply(model, [{"name": "grouped", "groups": 2, "include": "decoder.*"}, {"name": "prune", "ratio": 0.5}],
+              (1, 3, 32, 32))

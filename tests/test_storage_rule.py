@@ -51,3 +51,26 @@ def test_the_lookup_reads_odd_folder_names_and_symlinks_once_and_creates_nothing
     assert find_storage_url("odd") in ("sqlite:///runs/exp#1/search.db", "sqlite:///runs/latest/search.db")
     assert find_storage_url("other") == "sqlite:///runs/other/search.db"  # nowhere: the default, not created
     assert sorted(path.name for path in (tmp_path / "runs").iterdir()) == before
+
+
+def test_a_studys_stored_settings_are_read_through_any_sqlite_url_and_nothing_is_created(tmp_path):
+    """What a resumed search builds by (its build version, its floor) is read before anything is
+    built: through the URL as SQLAlchemy opens it (a query string, %-escapes), and a file that is
+    missing or holds no such study is no study and is left as it was."""
+    import optuna
+
+    from compressor.study.records import FORMAT
+    from compressor.study.storage import stored_attrs
+
+    database = tmp_path / "search.db"
+    study = optuna.create_study(study_name="old", storage=f"sqlite:///{database}")
+    study.set_user_attr("compressor_format", FORMAT)
+    study.set_user_attr("init", "inherit")
+    for url in (f"sqlite:///{database}", f"sqlite:///{database}?timeout=30",
+                f"sqlite:///{str(database).replace('search', 'searc%68')}"):
+        assert stored_attrs(url, "old") == {"compressor_format": FORMAT, "init": "inherit"}, url
+        assert stored_attrs(url, "new") is None
+    missing, foreign = tmp_path / "none" / "search.db", tmp_path / "empty.db"
+    foreign.write_bytes(b"")
+    assert stored_attrs(f"sqlite:///{missing}", "old") is None and not missing.parent.exists()
+    assert stored_attrs(f"sqlite:///{foreign}", "old") is None and foreign.read_bytes() == b""

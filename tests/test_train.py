@@ -181,10 +181,23 @@ def test_windows_are_padded_for_a_captured_graph_that_refuses_their_size(buildin
 
 def test_a_window_size_the_model_refuses_is_named(buildings):
     model = _Divisible(nn.Conv2d(3, 2, 1), 100)
-    with pytest.raises(ConfigError, match=r"cannot run on evaluation windows of 192x192 pixels: Wrong input shape "
-                                          r"\(192, 192\); set train.eval_window") as error:
+    with pytest.raises(ConfigError, match=r"cannot run on evaluation windows of \(128, 128\) pixels \(Wrong input "
+                                          r"shape \(128, 128\)\) nor padded to 192x192 \(Wrong input shape \(192, 192\)\); "
+                                          r"set train.eval_window") as error:
         predict_scene(model, buildings.val[0], buildings, window=192)
     assert "second line" not in str(error.value)
+    # a full-size window is not retried: the model's own error, as it is
+    with pytest.raises(RuntimeError, match=r"Wrong input shape \(64, 64\)"):
+        predict_scene(model, buildings.val[0], buildings, window=64)
+
+
+def test_an_out_of_memory_error_on_the_first_window_is_not_taken_for_its_size(buildings):
+    class OutOfMemory(nn.Module):
+        def forward(self, x):
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    with pytest.raises(torch.cuda.OutOfMemoryError):
+        predict_scene(OutOfMemory(), buildings.val[0], buildings, window=192)
 
 
 def test_dice_loss_agrees_with_monai():

@@ -11,7 +11,6 @@ from compressor.errors import ConfigError
 from compressor.experiment import (
     TrainedModel,
     model_label,
-    resolve_teacher,
     train_model,
 )
 from compressor.units import format_count
@@ -38,10 +37,8 @@ def run(args: argparse.Namespace) -> int:
     if (output_dir / "model.pt").exists() and not args.overwrite:
         raise ConfigError(f"{output_dir / 'model.pt'} exists: this model was trained here before; give --overwrite to "
                           "replace it, or --set run_dir=... for another folder; nothing was trained")
-    teacher = resolve_teacher(experiment, cache_dir=args.cache_dir) if experiment.train.distill.active else None
     trained = train_model(
         experiment, model=model, recipe=args.recipe, cache_dir=args.cache_dir, output_dir=output_dir, label=label,
-        teacher=teacher,
     )
     if args.json:
         print(json.dumps(trained.to_dict(), indent=2))

@@ -33,7 +33,8 @@ from compressor.experiment.baselines import (
     without_finetuning,
 )
 from compressor.experiment.config import CostConfig, Experiment, ModelConfig, apply_overrides, load_experiment
-from compressor.experiment.runs import TrainedModel, model_label, train_model
+from compressor.experiment.distilled import train_model  # the teacher found (runs.train_model takes it)
+from compressor.experiment.runs import TrainedModel, model_label
 from compressor.experiment.typed import from_data, to_data
 
 __all__ = ["from_data", "to_data", "ModelConfig", "CostConfig", "Experiment", "load_experiment", "apply_overrides", "TrainedModel", "model_label", "train_model", "BASELINE_MODELS", "BaselineRecord", "train_key", "without_finetuning", "baseline_key", "baseline_path", "load_baselines", "ensure_baselines", "TrainedNetwork", "is_reference_model", "ensure_parent", "resolve_teacher"]

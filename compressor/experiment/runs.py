@@ -104,8 +104,9 @@ def train_model(
         label: name of the model in results (default: :func:`model_label`).
         test: evaluate the trained model once on the data's test region, if it has one
             (``test_metrics``); callers that only choose by the model leave it out.
-        teacher: the distillation teacher when ``train.distill`` is on
-            (:func:`~compressor.experiment.resolve_teacher` finds the one it names).
+        teacher: the distillation teacher when ``train.distill`` is on (given: the baselines are
+            trained here; :func:`compressor.train_model`, :mod:`compressor.experiment.distilled`,
+            finds the one ``train.distill.teacher`` names).
 
     Returns:
         The trained model (moved back to the CPU), its result, its cost.
@@ -115,8 +116,8 @@ def train_model(
     """
     model_config = model or experiment.model
     if experiment.train.distill.active and teacher is None:
-        raise ConfigError("train.distill is on and no teacher was given: pass "
-                          "teacher=resolve_teacher(experiment) (the network train.distill.teacher names)")
+        raise ConfigError("train.distill is on and no teacher was given: pass teacher=..., or call "
+                          "compressor.train_model, which finds the one train.distill.teacher names")
     loaded_recipe = None
     if recipe is not None:  # read first: a bad recipe fails before any download or training
         from compressor.transforms import Recipe, apply

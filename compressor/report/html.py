@@ -131,8 +131,7 @@ def _machine_text(machine: Mapping[str, Any]) -> str:
 
 def _over_budget(row: Mapping[str, Any], budget: Mapping[str, Any]) -> str:
     """Which limits a trial's cost broke: ``params 2.90M > 1.50M``."""
-    costs = {name: None if missing(row.get(name)) else row.get(name) for name in COST_LIMITS}
-    return Budget.from_dict(budget).check(costs).overruns()
+    return Budget.from_dict(budget).check({name: row.get(name) for name in COST_LIMITS}).overruns()
 
 
 def _trial_rows(

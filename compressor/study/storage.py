@@ -45,11 +45,16 @@ def default_storage_url(run_path: str | Path | None = None, *, study: str | None
 
 
 def sqlite_path(url: str) -> Path | None:
-    """The file of a ``sqlite:///`` URL (None for other storages or an in-memory database)."""
+    """The file of a ``sqlite:///`` URL as SQLAlchemy opens it (a query string such as
+    ``?timeout=30`` left out, %-escapes read); None for other storages or an in-memory database."""
     prefix = "sqlite:///"
     if not url.startswith(prefix) or url == prefix or url.endswith(":memory:"):
         return None
-    return Path(url[len(prefix):])
+    try:
+        database = make_url(url).database
+    except Exception:  # noqa: BLE001 - SQLAlchemy's own parse errors: the text as it is
+        database = url[len(prefix):]
+    return Path(database) if database and database != ":memory:" else None
 
 
 def check_lasting(url: str) -> str:
@@ -177,12 +182,12 @@ def load_study(url: str, name: str, **storage_options) -> optuna.Study:
 
 def stored_attrs(url: str, name: str) -> dict[str, Any] | None:
     """The user attributes of study ``name`` in ``url`` when a search made it; None when there is
-    no such study yet (or one ``compressor search`` did not make). Creates nothing: a SQLite file
-    that does not exist is no study."""
+    no such study yet (or one ``compressor search`` did not make). Creates nothing: a SQLite file is
+    looked into read-only first, and one without the study is no study."""
     from compressor.study.records import FORMAT
 
     path = sqlite_path(check_lasting(url))
-    if path is not None and not path.is_file():
+    if path is not None and not _holds(path, name):  # read-only: a missing or foreign file is no study
         return None
     storage = open_storage(url, create=False)
     if name not in optuna.get_all_study_names(storage):

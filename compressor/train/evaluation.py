@@ -93,19 +93,34 @@ def _probabilities(
 def _first_batch(
     model: nn.Module, windows: np.ndarray, window: int, device: torch.device | str
 ) -> tuple[tuple[int, int] | None, np.ndarray]:
-    """The padding the windows need (``None``: none, else ``(window, window)``) and their probabilities."""
-    sizes: list[tuple[int, int] | None] = [None]
-    if windows.shape[-2:] != (window, window):
-        sizes.append((window, window))
-    for size in sizes:
-        try:
-            return size, _probabilities(model, windows, size, device)
-        except (RuntimeError, InputSizeError) as error:  # the model's own check, or a captured graph's
-            refusal = first_line(error)
-    raise ConfigError(
-        f"the model cannot run on evaluation windows of {window}x{window} pixels: {refusal}; "
-        "set train.eval_window to a size it accepts"
-    )
+    """The padding the windows need (``None``: none, else ``(window, window)``) and their probabilities.
+
+    Only windows clipped to a smaller scene are tried padded; any other failure (out of memory, a
+    full-size window the model refuses) is the model's own error, raised as it is.
+    """
+    if windows.shape[-2:] == (window, window):
+        return None, _probabilities(model, windows, None, device)
+    try:
+        return None, _probabilities(model, windows, None, device)
+    except (RuntimeError, InputSizeError) as error:  # the model's own check, or a captured graph's
+        if _not_about_size(error):
+            raise
+        refusal = first_line(error)
+    try:
+        return (window, window), _probabilities(model, windows, (window, window), device)
+    except (RuntimeError, InputSizeError) as error:
+        if _not_about_size(error):
+            raise
+        raise ConfigError(
+            f"the model cannot run on evaluation windows of {tuple(windows.shape[-2:])} pixels ({refusal}) nor "
+            f"padded to {window}x{window} ({first_line(error)}); set train.eval_window to a size it accepts"
+        ) from None
+
+
+def _not_about_size(error: BaseException) -> bool:
+    """An error that no window size would cure: out of memory, or a Ctrl-C torch wrapped."""
+    text = str(error)
+    return isinstance(error, torch.cuda.OutOfMemoryError) or "out of memory" in text or "KeyboardInterrupt" in text
 
 
 def evaluate(

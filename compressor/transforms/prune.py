@@ -116,8 +116,13 @@ class Prune(LayerTransform):
         untouched = copy.deepcopy(model)
         try:
             return self._prune(model, example_input, {})
-        except _TorchPruningFailed:  # on grouped convs: again, with them and what is coupled to them kept
-            return self._prune(untouched, example_input, _grouped_and_coupled(untouched, example_input))
+        except _TorchPruningFailed as failure:  # on grouped convs: again, with them and what is coupled to them kept
+            try:
+                with deadline(self.time_limit):
+                    grouped = _grouped_and_coupled(untouched, example_input)
+            except (Exception, DeadlineExceeded):  # noqa: BLE001 - torch-pruning's graph fails too: the first failure
+                raise failure from None
+            return self._prune(untouched, example_input, grouped)
 
     def _prune(
         self, model: nn.Module, example_input: torch.Tensor, grouped: dict[nn.Module, str]
