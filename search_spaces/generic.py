@@ -67,7 +67,10 @@ def _choices(found: dict[str, Any]) -> list[tuple[str | None, list[type[Transfor
 
 def _smallest(context: SearchContext) -> dict[str, Any]:
     """The choices of the smallest candidate: each transform's :meth:`~Transform.smallest` (the last
-    member of a group), less the steps of that recipe that do not compose on the base network."""
+    member of a group), less the steps of that recipe that do not compose on the base network. A step
+    whose output a later one refuses (``grouped`` leaves grouped convs, which ``prune`` refuses) keeps
+    that later step out, so the candidate without it is weighed too, and the one with fewer
+    parameters is the smallest."""
     found = applicable(context)
     smallest: dict[str, Any] = {}
     for group, members in _choices(found):
@@ -75,24 +78,52 @@ def _smallest(context: SearchContext) -> dict[str, Any]:
             smallest[group] = members[-1].name
         for cls in members:
             smallest.update(cls.smallest(found[cls.name]))
-    return _buildable(smallest, found, context)
+    steps = [step.name for step in generic(optuna.trial.FixedTrial(dict(smallest)), context).steps]
+    chosen = [TRANSFORMS.get(name) for name in steps]
+    blockers = [cls for cls in chosen  # a step that keeps a later transform of the space out
+                if any(cls.produces & set(other.refuses) for other in sampled_transforms()
+                       if found[other.name] and other.search_order > cls.search_order and other.name not in steps)]
+    variants = [_buildable(smallest, found, context)]
+    variants += [_buildable({**smallest, **_off(cls, found, smallest)}, found, context) for cls in blockers]
+    return min(variants, key=lambda choices: (_params(choices, context), variants.index(choices)))
+
+
+def _off(cls: type[Transform], found: dict[str, Any], choices: dict[str, Any]) -> dict[str, Any]:
+    """The choices that leave ``cls`` out: the member before it in its group (or the group's none), or
+    its own :meth:`~Transform.unchanged`."""
+    if cls.search_group is None:
+        return cls.unchanged(found[cls.name])
+    members = next(members for group, members in _choices(found) if group == cls.search_group)
+    names = [member.name for member in members]
+    index = names.index(choices[cls.search_group]) if choices.get(cls.search_group) in names else 0
+    return {cls.search_group: names[index - 1] if index > 0 else UNCHANGED.get(cls.search_group, "none")}
+
+
+def _params(choices: dict[str, Any], context: SearchContext) -> int:
+    """The parameters of the candidate ``choices`` give (a large number when it cannot be built)."""
+    try:
+        network, _ = apply(context.model, generic(optuna.trial.FixedTrial(dict(choices)), context), context.example,
+                           count_flops=False, diagnostics=False)
+    except TransformError:
+        return 1 << 62
+    return sum(parameter.numel() for parameter in network.parameters())
 
 
 def _buildable(choices: dict[str, Any], found: dict[str, Any], context: SearchContext) -> dict[str, Any]:
     """``choices`` with each step of their recipe that fails on the base network turned off (the first
-    failing one, then again): a transform of another package may not compose with the others in a way
-    no trait declares, and the budget check should judge the smallest candidate that can be built
-    rather than stop the search before its first trial."""
-    dropped: set[str] = set()
+    failing one, then again; a group's step falls back to the member before it): a transform of
+    another package may not compose with the others in a way no trait declares, and the budget
+    check should judge the smallest candidate that can be built rather than stop the search
+    before its first trial."""
+    tried: set[tuple[str, str]] = set()
     while True:
         recipe = generic(optuna.trial.FixedTrial(dict(choices)), context)
         failing = _first_failing_step(recipe, context)
-        if failing is None or failing in dropped:  # builds (or a step it cannot leave out: the budget check says so)
+        off = None if failing is None else _off(TRANSFORMS.get(failing), found, choices)
+        key = None if off is None else (failing, repr(sorted(off.items())))
+        if off is None or key in tried:  # builds (or a step it cannot leave out: the budget check says so)
             return choices
-        dropped.add(failing)
-        cls = TRANSFORMS.get(failing)
-        off = ({cls.search_group: UNCHANGED.get(cls.search_group, "none")} if cls.search_group is not None
-               else cls.unchanged(found[cls.name]))
+        tried.add(key)
         choices = {**choices, **off}
 
 

@@ -200,3 +200,17 @@ def test_when_torch_pruning_fails_on_the_grouped_network_too_the_first_failure_i
     with pytest.raises(TransformError, match=r"prune: torch-pruning cannot prune UNet: IndexError: index 63"):
         apply(model, [{"name": "grouped", "groups": 2, "include": "decoder.*"}, {"name": "prune", "ratio": 0.5}],
               (1, 3, 32, 32))
+
+
+def test_generic_weighs_its_smallest_candidate_without_a_step_that_keeps_prune_out():
+    """grouped leaves grouped convs, which prune refuses, so generic never prunes after it: its
+    smallest candidate is the one without grouped and with prune at 0.9, when that is smaller."""
+    context = SearchContext(unet(base_width=8), torch.zeros(1, 3, 64, 64), "unet")
+    space = SPACES.get("generic")
+    choices = space.smallest(context)
+    steps = [step.name for step in space.fixed(choices, context).steps]
+    assert choices["grouped"] is False and steps[-1] == "prune" and "grouped" not in steps
+    smallest, _ = apply(context.model, space.fixed(choices, context), context.example, count_flops=False)
+    grouped, _ = apply(context.model, space.fixed({**choices, "grouped": True}, context), context.example,
+                       count_flops=False)
+    assert sum(p.numel() for p in smallest.parameters()) < sum(p.numel() for p in grouped.parameters())
