@@ -28,6 +28,7 @@ from compressor.report.text import (
     pareto_rows,
     shows_latency,
 )
+from compressor.study import directions
 from compressor.units import format_bytes, format_count
 
 __all__ = ["render_html", "FIGURE_CAPTIONS"]
@@ -308,8 +309,9 @@ def _facts_html(overview: Mapping[str, Any], machine: Mapping[str, Any], shape: 
     facts = [
         ("study", overview["study"]),
         ("search space / base model", f"{overview['space']} on {overview['model']}"),
-        ("objectives", ", ".join({"metric": f"{metric_label} up"}.get(name, f"{name} down")
-                                 for name in overview["objectives"])),
+        ("objectives", ", ".join(f"{name if name != 'metric' else metric_label} "
+                                 f"{'up' if direction == 'maximize' else 'down'}"
+                                 for name, direction in zip(overview["objectives"], directions(overview["objectives"])))),
         ("budget", Budget.from_dict(overview["budget"]).describe()),
         ("costs measured at input", shape),
         (f"machine ({machine.get('source', 'report')})", _machine_text(machine)),
