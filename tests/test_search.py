@@ -83,6 +83,10 @@ def test_each_trial_records_where_its_time_went_and_says_it(searched, tmp_path):
     shares = report.overview["phase_seconds"]
     assert shares["total"] == pytest.approx(sum(record.wall_seconds for record in result.records))
     assert "train " in (tmp_path / "report" / "index.html").read_text().split("compute spent", 1)[1][:400]
+    # compute counted in optimizer steps too: the search's 9 per trained trial, none for a repeat or an infeasible one
+    trained = [r for r in result.records if r.trained and r.duplicate_of is None]
+    assert all(r.steps == 9 for r in trained) and all(r.steps is None for r in result.records if r not in trained)
+    assert report.hypervolume["train_steps"].tolist()[-1] == 9 * len(trained)
 
 
 def test_the_papers_recipe_is_tried_first(searched):

@@ -28,8 +28,9 @@ def hypervolume_frame(study: optuna.Study | StudySnapshot) -> pd.DataFrame:
     number reads as "the metric times the share of the reference box dominated".
 
     Columns: ``number``, ``status``, ``hypervolume``, ``front_size`` (distinct points on the
-    front so far), ``feasible_complete`` (how many so far), ``wall_seconds`` and
-    ``train_seconds`` (cumulative compute spent up to and including that trial).
+    front so far), ``feasible_complete`` (how many so far), ``wall_seconds``, ``train_seconds`` and
+    ``train_steps`` (cumulative compute spent up to and including that trial: the optimizer steps the
+    trials trained, a repeat of a finished recipe none; empty for a study that did not record them).
     """
     snapshot = read_study(study)
     objectives = snapshot.objectives
@@ -38,9 +39,12 @@ def hypervolume_frame(study: optuna.Study | StudySnapshot) -> pd.DataFrame:
     points: list[list[float]] = []
     rows = []
     wall = train = 0.0
+    steps: int | None = 0  # None once a trained trial did not record its steps (a study made before)
     for record in snapshot.finished:
         wall += record.wall_seconds or 0.0
         train += record.train_seconds or 0.0
+        steps = None if steps is None or (record.trained and record.steps is None and record.duplicate_of is None) \
+            else steps + (record.steps or 0)
         if record.pareto_candidate(snapshot.info.threshold):
             values = point(record, objectives)
             if not any(math.isnan(value) for value in values):
@@ -55,6 +59,8 @@ def hypervolume_frame(study: optuna.Study | StudySnapshot) -> pd.DataFrame:
             "feasible_complete": len(points),
             "wall_seconds": wall,
             "train_seconds": train,
+            "train_steps": steps,
         })
-    columns = ["number", "status", "hypervolume", "front_size", "feasible_complete", "wall_seconds", "train_seconds"]
+    columns = ["number", "status", "hypervolume", "front_size", "feasible_complete", "wall_seconds", "train_seconds",
+               "train_steps"]
     return pd.DataFrame(rows, columns=columns)

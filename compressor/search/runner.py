@@ -125,6 +125,7 @@ class TrialRunner:
         # a run that ended by itself (its steps done, or its plateau with steps: auto) is complete
         record.fidelity = round(result.steps_done / setup.train_config.step_limit, 4) if result.stopped_early else 1.0
         record.train_seconds = round(result.train_seconds, 3)
+        record.steps = result.steps_done
         record.timing["train"] = round(result.train_seconds, 3)  # the evaluations inside train() are their own phase
         record.timing["evaluate"] = round(result.eval_seconds, 3)
         values = setup.values(record.metric, cost)
@@ -158,7 +159,8 @@ class TrialRunner:
     ) -> list[float]:
         copied = TrialRecord.from_trial(twin)
         for key in TrialRecord.STORED:
-            if key not in ("recipe_short", "weights", "wall_seconds", "build_seconds", "train_seconds", "timing"):
+            if key not in ("recipe_short", "weights", "wall_seconds", "build_seconds", "train_seconds", "timing",
+                           "steps"):
                 setattr(record, key, getattr(copied, key))
         record.duplicate_of = copied.duplicate_of if copied.duplicate_of is not None else twin.number
         for name, value in twin.constraints.items():  # what Optuna's own view (best_trials, samplers) reads

@@ -148,6 +148,7 @@ class TrialRecord:
         rung_metrics: the metric at each rung reached, keyed by the fraction as text.
         build_seconds: time to draw the recipe, apply it and measure the candidate's cost.
         train_seconds: optimizer time; wall_seconds: the whole trial.
+        steps: optimizer steps it trained (a repeat of a finished recipe trained none of its own).
         failure: why it failed (or ``None``).
         weights: the artifact id of its kept weights (Pareto-front trials only) or None.
         duplicate_of: the trial whose result this one reused (same recipe) or None.
@@ -185,6 +186,7 @@ class TrialRecord:
     build_seconds: float | None = None
     train_seconds: float | None = None
     wall_seconds: float | None = None
+    steps: int | None = None
     failure: str | None = None
     weights: str | None = None
     duplicate_of: int | None = None
@@ -201,7 +203,7 @@ class TrialRecord:
         "status", "recipe", "recipe_short", "recipe_hash", "params", "flops", "latency_ms", "activation_bytes",
         "feasible", "constraints", "metric", "metrics", "fidelity", "rung_metrics", "build_seconds", "train_seconds",
         "wall_seconds", "failure", "weights", "duplicate_of", "curve", "start_error", "starts_close",
-        "reconstruct_seconds", "timing",
+        "reconstruct_seconds", "timing", "steps",
     )
 
     @classmethod
