@@ -13,8 +13,9 @@ import torch
 from torch import nn
 
 from compressor.budget import Budget
+from compressor.candidates.builder import CandidateBuilder, Init
 from compressor.candidates.parents import load_parent, load_parent_file, shown_path
-from compressor.candidates.versions import BUILD_VERSION, as_built_for
+from compressor.candidates.versions import BUILD_VERSION
 from compressor.cost import Cost, measure
 from compressor.data.base import SegmentationData
 from compressor.errors import BudgetError, ClassCountError, ConfigError
@@ -26,7 +27,7 @@ from compressor.experiment import (
     ensure_parent,
     is_reference_model,
 )
-from compressor.finetune import calibration_batches, with_calibration
+from compressor.finetune import calibration_batches
 from compressor.floor import Floor
 from compressor.latency import LatencyConfig
 from compressor.metrics import SegmentationMetrics, metric_value
@@ -45,42 +46,14 @@ from compressor.train import (
     resolve_device,
     seed_everything,
 )
-from compressor.transforms import Recipe, apply
+from compressor.transforms import Recipe
 from compressor.transforms.reconstruct import output_gap, reconstruct
 from compressor.units import format_count
 
 __all__ = [
-    "SearchSetup", "Init", "CandidateBuilder", "prepare", "metric_value", "metric_label", "base_model_config", "build_candidate", "Start",
+    "SearchSetup", "prepare", "metric_value", "metric_label", "base_model_config", "Start",
     "start_candidate", "study_location",
 ]
-
-
-@dataclass(frozen=True)
-class Init:
-    """How a study's candidates start (``search.init``), decided once and read everywhere.
-
-    ``random``: the base network untrained, new layers PyTorch's initialization; ``inherit``: the
-    base network trained once as the parent, each candidate built from it, new layers the closest
-    to what they replace, then fine-tuned (the ``finetune:`` section); ``distill``: as
-    ``inherit``, the parent also the distillation teacher.
-    """
-
-    name: str = "random"
-
-    @property
-    def inherits(self) -> bool:
-        """Candidates are built from a trained parent (which then exists) and fine-tuned."""
-        return self.name != "random"
-
-    @property
-    def distills(self) -> bool:
-        """The parent is the teacher of every candidate's fine-tuning."""
-        return self.name == "distill"
-
-    @property
-    def weights(self) -> str:
-        """How :func:`~compressor.transforms.apply` starts the layers it makes: ``inherit`` or ``random``."""
-        return "inherit" if self.inherits else "random"
 
 
 @dataclass
@@ -213,60 +186,6 @@ def base_model_config(experiment: Experiment, space: SearchSpace, model: str | N
     if name == experiment.model.name:
         return dataclasses.replace(experiment.model, args=dict(experiment.model.args))
     return ModelConfig(name=name)
-
-
-@dataclass(frozen=True)
-class CandidateBuilder:
-    """Everything a study's candidate is built from: the base network (the trained parent when
-    candidates inherit), how new layers start, the calibration images, and the rules of the
-    study's version. :meth:`build` is the one way a search trial, its confirmation, the budget
-    check and ``compressor export`` build a candidate."""
-
-    experiment: Experiment
-    model_config: ModelConfig
-    in_channels: int
-    num_classes: int
-    base: nn.Module | None = None
-    init: Init = Init()
-    calibration: list[torch.Tensor] | None = None
-    build_version: int = BUILD_VERSION
-
-    def build(self, recipe: Recipe) -> nn.Module:
-        """The candidate of ``recipe`` (:func:`build_candidate`, by the rules of the study's version:
-        :func:`~compressor.candidates.versions.as_built_for`)."""
-        return build_candidate(
-            self.experiment, self.model_config, as_built_for(recipe, self.build_version), in_channels=self.in_channels,
-            num_classes=self.num_classes, base=self.base, init=self.init.weights, calibration=self.calibration,
-        )
-
-
-def build_candidate(
-    experiment: Experiment, model_config: ModelConfig, recipe: Recipe | None, *, in_channels: int, num_classes: int,
-    base: nn.Module | None = None, init: str = "random", calibration: list[torch.Tensor] | None = None,
-) -> nn.Module:
-    """The candidate network exactly as a search builds it: seeded base, then the seeded recipe.
-
-    Both the search and ``compressor export`` go through here, so an exported trial has
-    the very architecture (and pruned channels) that was trained. ``base`` is the trained
-    parent when candidates inherit (``init`` ``inherit``, :attr:`Init.weights`): pruning then ranks
-    the parent's trained channels, so export needs that parent too. ``calibration`` images are
-    given to the steps that ask for calibration.
-    """
-    if base is None:
-        seed_everything(experiment.train.seed)
-        base = model_config.build(in_channels=in_channels, num_classes=num_classes)
-    if recipe is None or not len(recipe):
-        return base
-    seed_everything(experiment.train.seed)
-    example = torch.zeros(1, in_channels, experiment.data.patch_size, experiment.data.patch_size)
-    if calibration:
-        recipe = with_calibration(recipe, experiment.finetune.calibrate)
-    network, _records = apply(  # the records are not shown: no layer or output errors measured for them
-        base, recipe, example, count_flops=False, init=init,
-        calibration=calibration, diagnostics=False,
-    )
-    return network
-
 
 
 @dataclass(frozen=True)

@@ -7,8 +7,9 @@ from pathlib import Path
 
 from torch import nn
 
+from compressor.candidates.builder import CandidateBuilder, Init
 from compressor.candidates.parents import check_parent_unchanged, load_parent
-from compressor.candidates.setup import CandidateBuilder, Init, calibration_count
+from compressor.candidates.setup import calibration_count
 from compressor.candidates.stored import building_study, stored_experiment
 from compressor.candidates.versions import build_version
 from compressor.errors import ConfigError

@@ -42,7 +42,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from common import RESULTS, write_json  # noqa: E402
 
-from compressor.candidates.setup import build_candidate  # noqa: E402
+from compressor.candidates.builder import build_candidate  # noqa: E402
 from compressor.cli.console import configure_logging  # noqa: E402
 from compressor.cost import measure  # noqa: E402
 from compressor.experiment import ModelConfig, ensure_parent, load_experiment  # noqa: E402
