@@ -26,6 +26,7 @@ from __future__ import annotations
 from typing import Any
 
 import optuna
+from torch import nn
 
 from compressor.spaces import SearchContext, register_space
 from compressor.transforms import TRANSFORMS, Recipe, Transform, TransformError, apply
@@ -85,7 +86,9 @@ def _smallest(context: SearchContext) -> dict[str, Any]:
                        if found[other.name] and other.search_order > cls.search_order and other.name not in steps)]
     variants = [_buildable(smallest, found, context)]
     variants += [_buildable({**smallest, **_off(cls, found, smallest)}, found, context) for cls in blockers]
-    return min(variants, key=lambda choices: (_params(choices, context), variants.index(choices)))
+    # the first of the smallest (no blocker, unless leaving one out gives fewer parameters)
+    choices, _network = min(variants, key=lambda variant: _params(variant[1]))
+    return choices
 
 
 def _off(cls: type[Transform], found: dict[str, Any], choices: dict[str, Any]) -> dict[str, Any]:
@@ -99,43 +102,41 @@ def _off(cls: type[Transform], found: dict[str, Any], choices: dict[str, Any]) -
     return {cls.search_group: names[index - 1] if index > 0 else UNCHANGED.get(cls.search_group, "none")}
 
 
-def _params(choices: dict[str, Any], context: SearchContext) -> int:
-    """The parameters of the candidate ``choices`` give (a large number when it cannot be built)."""
-    try:
-        network, _ = apply(context.model, generic(optuna.trial.FixedTrial(dict(choices)), context), context.example,
-                           count_flops=False, diagnostics=False)
-    except TransformError:
-        return 1 << 62
-    return sum(parameter.numel() for parameter in network.parameters())
+def _params(network: nn.Module | None) -> int:
+    """The parameters of a built candidate (a large number for one that could not be built)."""
+    return 1 << 62 if network is None else sum(parameter.numel() for parameter in network.parameters())
 
 
-def _buildable(choices: dict[str, Any], found: dict[str, Any], context: SearchContext) -> dict[str, Any]:
+def _buildable(
+    choices: dict[str, Any], found: dict[str, Any], context: SearchContext
+) -> tuple[dict[str, Any], nn.Module | None]:
     """``choices`` with each step of their recipe that fails on the base network turned off (the first
-    failing one, then again; a group's step falls back to the member before it): a transform of
-    another package may not compose with the others in a way no trait declares, and the budget
-    check should judge the smallest candidate that can be built rather than stop the search
-    before its first trial."""
+    failing one, then again; a group's step falls back to the member before it), and the candidate
+    they build (None if a step that cannot be left out still fails): a transform of another package
+    may not compose with the others in a way no trait declares, and the budget check should judge
+    the smallest candidate that can be built rather than stop the search before its first trial."""
     tried: set[tuple[str, str]] = set()
     while True:
         recipe = generic(optuna.trial.FixedTrial(dict(choices)), context)
-        failing = _first_failing_step(recipe, context)
+        network, failing = _built(recipe, context)
         off = None if failing is None else _off(TRANSFORMS.get(failing), found, choices)
         key = None if off is None else (failing, repr(sorted(off.items())))
         if off is None or key in tried:  # builds (or a step it cannot leave out: the budget check says so)
-            return choices
+            return choices, network
         tried.add(key)
         choices = {**choices, **off}
 
 
-def _first_failing_step(recipe: Recipe, context: SearchContext) -> str | None:
-    """The name of the first step of ``recipe`` that refuses the network the steps before it left."""
+def _built(recipe: Recipe, context: SearchContext) -> tuple[nn.Module | None, str | None]:
+    """The candidate ``recipe`` builds step by step on the base network, or None and the name of the
+    first step that refuses the network the steps before it left."""
     network = context.model
     for step in recipe.steps:
         try:
             network, _ = apply(network, Recipe.of([step]), context.example, count_flops=False, diagnostics=False)
         except TransformError:
-            return step.name
-    return None
+            return None, step.name
+    return network, None
 
 
 @register_space("generic", smallest=_smallest)

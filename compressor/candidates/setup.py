@@ -148,8 +148,7 @@ class SearchSetup:
             ours = self.model_config.name in BASELINE_MODELS and not self.config.parent
             names = list(REFERENCE_MODELS) if ours else ["base"]
         # the base is that reference, as trained for it (a trained file is the user's own, whatever it holds)
-        same = is_reference_model(self.model_config) and not self.config.parent
-        resolved = [self.model_config.name if name == "base" and same else name for name in names]
+        resolved = [self.parent_subject if name == "base" else name for name in names]
         return list(dict.fromkeys(resolved))
 
     @property

@@ -277,10 +277,7 @@ def _grouped_and_coupled(model: nn.Module, example_input: torch.Tensor) -> dict[
 
 
 def _grouped_hint(model: nn.Module) -> str:
-    grouped = [
-        f"{name} (groups={m.groups})" for name, m in model.named_modules()
-        if isinstance(m, nn.Conv2d) and 1 < m.groups < m.in_channels
-    ]
+    grouped = [f"{name} (groups={m.groups})" for name, m in model.named_modules() if _is_grouped(m)]
     if not grouped:
         return ""
     return (
