@@ -1,19 +1,27 @@
-"""How many CPU threads torch should use: a number, or ``auto``, the cores this process may use.
+"""How many CPU threads torch should use: a number, or ``auto``, the cores this process may use
+and nobody else is using.
 
 A fixed count serves nobody: 2 threads on a machine whose scheduler or container gives this
 process one core wait on each other (measured here: a search worker with 2 threads finished
-about 40x fewer trials an hour than with 1 when the cores were shared, BENCHMARKS.md). ``auto``
-reads the cores the process is *allowed* to run on: its CPU affinity (``taskset``, a job
-scheduler's cpuset) and the CPU quota of its cgroup (a container's ``--cpus``), the smaller of
-the two, at least 1. It does not guess from the load of other processes.
+about 40x fewer trials an hour than with 1 when the cores were shared, BENCHMARKS.md), and so do
+2 threads on 2 cores one of which another program keeps busy: each step waits for the thread
+that shares its core. ``auto`` starts from the cores the process is *allowed* to run on
+(:func:`available_cores`: its CPU affinity, capped by its cgroup's CPU quota) and takes away the
+cores other processes keep busy right now (:func:`busy_cores`: the machine's CPU time over a
+fifth of a second, read from ``/proc/stat`` on the allowed cores, less this process's own; work
+at a lowered priority, ``nice``, is not counted, since it yields to us). At least 1 thread.
+The reading is kept for :data:`LOAD_TTL` seconds, so a search re-reads it about once a trial:
+a program that starts or stops beside a long search changes the next trial's threads.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import os
-from collections.abc import Iterator
+import time
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import torch
@@ -21,9 +29,16 @@ import torch
 from compressor.bounds import check_threads
 from compressor.bounds import parse_threads as bounded_threads
 
-__all__ = ["available_cores", "resolve_threads", "torch_threads", "parse_threads"]
+__all__ = ["available_cores", "busy_cores", "auto_threads", "resolve_threads", "torch_threads", "parse_threads"]
 
 _CGROUP = Path("/sys/fs/cgroup")
+_PROC_STAT = Path("/proc/stat")
+#: seconds over which :func:`busy_cores` watches the machine
+LOAD_WINDOW = 0.2
+#: seconds an ``auto`` reading is reused before the load is read again
+LOAD_TTL = 15.0
+_last_reading: tuple[float, int] | None = None  # (monotonic time, threads)
+log = logging.getLogger(__name__)
 
 
 def available_cores(cgroup_root: Path = _CGROUP) -> int:
@@ -58,15 +73,110 @@ def _cgroup_quota(root: Path) -> float | None:
         return None
 
 
+def _cpu_times(stat_text: str, cpus: Sequence[int] | None) -> tuple[float, float]:
+    """(busy, total) clock ticks of ``cpus`` (every CPU when None) in a ``/proc/stat`` text.
+
+    Busy is user, system, interrupts and steal; idle, I/O wait and ``nice`` time (work at a
+    lowered priority, which yields to ours) are not.
+    """
+    wanted = None if cpus is None else {f"cpu{cpu}" for cpu in cpus}
+    busy = total = 0.0
+    for line in stat_text.splitlines():
+        name, *fields = line.split()
+        if not name.startswith("cpu") or name == "cpu" or (wanted is not None and name not in wanted):
+            continue
+        ticks = [float(value) for value in fields[:8]] + [0.0] * (8 - len(fields[:8]))
+        user, nice, system, idle, iowait, irq, softirq, steal = ticks
+        busy += user + system + irq + softirq + steal
+        total += user + nice + system + idle + iowait + irq + softirq + steal
+    return busy, total
+
+
+def busy_from(
+    before: str, after: str, *, own_seconds: float, cpus: Sequence[int] | None = None,
+    ticks_per_second: float | None = None,
+) -> float:
+    """Cores kept busy by other processes between two ``/proc/stat`` readings, ``own_seconds``
+    of this process's CPU time taken out.
+
+    Example:
+        >>> before = "cpu0 100 50 10 1000 0 0 0 0\ncpu1 100 0 10 1000 0 0 0 0"
+        >>> after = "cpu0 120 70 10 1000 0 0 0 0\ncpu1 100 0 10 1020 0 0 0 0"  # cpu0 busy, half of it nice
+        >>> round(busy_from(before, after, own_seconds=0.0, ticks_per_second=100), 2)
+        0.5
+    """
+    busy_0, total_0 = _cpu_times(before, cpus)
+    busy_1, total_1 = _cpu_times(after, cpus)
+    elapsed_ticks = total_1 - total_0
+    if elapsed_ticks <= 0:
+        return 0.0
+    cores = len(cpus) if cpus is not None else sum(
+        1 for line in after.splitlines() if line.startswith("cpu") and not line.startswith("cpu "))
+    hz = ticks_per_second or _ticks_per_second()
+    own_ticks = own_seconds * hz
+    return max(0.0, (busy_1 - busy_0 - own_ticks) / elapsed_ticks * cores)
+
+
+def _ticks_per_second() -> float:
+    try:
+        return float(os.sysconf("SC_CLK_TCK"))
+    except (AttributeError, ValueError, OSError):
+        return 100.0
+
+
+def busy_cores(window: float = LOAD_WINDOW, stat: Path = _PROC_STAT) -> float:
+    """Cores of this process's affinity that other processes keep busy (normal priority), watched
+    for ``window`` seconds; 0.0 where ``/proc/stat`` cannot be read (not Linux)."""
+    try:
+        cpus: list[int] | None = sorted(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cpus = None
+    try:
+        before, own_before = stat.read_text(), _own_cpu_seconds()
+        time.sleep(window)
+        after, own_after = stat.read_text(), _own_cpu_seconds()
+    except OSError:
+        return 0.0
+    return busy_from(before, after, own_seconds=own_after - own_before, cpus=cpus)
+
+
+def _own_cpu_seconds() -> float:
+    times = os.times()
+    return times.user + times.system
+
+
+def auto_threads(*, cgroup_root: Path = _CGROUP, stat: Path = _PROC_STAT, fresh: bool = False) -> int:
+    """``threads: auto``: :func:`available_cores` less the cores other processes keep busy
+    (:func:`busy_cores`, rounded to the nearest core), at least 1. A reading younger than
+    :data:`LOAD_TTL` seconds is reused unless ``fresh``.
+
+    Example:
+        >>> 1 <= auto_threads() <= available_cores()
+        True
+    """
+    global _last_reading
+    now = time.monotonic()
+    allowed = available_cores(cgroup_root)
+    if not fresh and _last_reading is not None and now - _last_reading[0] < LOAD_TTL:
+        return min(allowed, _last_reading[1])
+    busy = 0.0 if allowed == 1 else busy_cores(stat=stat)
+    threads = max(1, allowed - round(busy))
+    if threads < allowed and (_last_reading is None or _last_reading[1] != threads):
+        log.info("threads: auto: %d of the %d cores this process may use (other programs keep %.1f busy)",
+                 threads, allowed, busy)
+    _last_reading = (now, threads)
+    return threads
+
+
 def resolve_threads(value: int | str | None) -> int | None:
-    """``auto`` -> :func:`available_cores`; a count as it is; None (leave torch's setting) as it is.
+    """``auto`` -> :func:`auto_threads`; a count as it is; None (leave torch's setting) as it is.
 
     Raises:
         ConfigError: a count out of :func:`compressor.bounds.check_threads`'s range (torch
             crashes on 100000 threads and stalls the machine on 5000).
     """
     if value == "auto":
-        return available_cores()
+        return auto_threads()
     return check_threads(value, "threads")
 
 
@@ -83,7 +193,7 @@ def parse_threads(text: str) -> int | str:
 
 @contextlib.contextmanager
 def torch_threads(count: int | str | None) -> Iterator[int]:
-    """Runs the block with ``count`` torch CPU threads (``auto``: the available cores; None: as
+    """Runs the block with ``count`` torch CPU threads (``auto``: :func:`auto_threads`; None: as
     they are), then restores them; yields the count in force."""
     previous = torch.get_num_threads()
     count = resolve_threads(count)

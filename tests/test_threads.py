@@ -1,15 +1,20 @@
-"""``threads: auto``: the cores this process may use, from its affinity and its cgroup's CPU quota."""
+"""``threads: auto``: the cores this process may use, from its affinity and its cgroup's CPU quota,
+less the cores other processes keep busy."""
 
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+import textwrap
 
 import pytest
 import torch
 
+from compressor import threads as threads_module
 from compressor.errors import ConfigError
 from compressor.experiment import Experiment
-from compressor.threads import available_cores, parse_threads, resolve_threads, torch_threads
+from compressor.threads import available_cores, busy_from, parse_threads, resolve_threads, torch_threads
 
 
 def _cgroup(tmp_path, v2: str | None = None, v1: tuple[int, int] | None = None):
@@ -71,3 +76,75 @@ def test_auto_is_the_default_and_bad_values_are_refused():
     for bad in ("0", "many", "100000"):
         with pytest.raises(ConfigError, match=rf"threads must be 'auto' or a count in \[1, \d+\] .*, got '{bad}'"):
             parse_threads(bad)
+
+
+_STAT_BEFORE = "cpu  0 0 0 0\ncpu0 1000 500 100 9000 10 0 0 0 0 0\ncpu1 1000 0 100 9000 0 0 0 0\ncpu2 0 0 0 0 0 0 0 0\nintr 5\n"
+
+
+def _after(cpu0: tuple[int, ...], cpu1: tuple[int, ...], cpu2: tuple[int, ...] = (0,) * 8) -> str:
+    """``/proc/stat`` after 1 s at 100 ticks a second, each CPU's ticks added to _STAT_BEFORE's."""
+    base = {0: (1000, 500, 100, 9000, 10, 0, 0, 0), 1: (1000, 0, 100, 9000, 0, 0, 0, 0), 2: (0,) * 8}
+    lines = ["cpu  0 0 0 0"]
+    for cpu, added in enumerate((cpu0, cpu1, cpu2)):
+        lines.append(f"cpu{cpu} " + " ".join(str(a + b) for a, b in zip(base[cpu], added)))
+    return "\n".join(lines) + "\nintr 9\n"
+
+
+def test_busy_counts_other_processes_normal_priority_work_on_the_allowed_cores():
+    # user nice system idle iowait irq softirq steal, 100 ticks per CPU
+    cpu0_user, cpu1_idle = (90, 0, 10, 0, 0, 0, 0, 0), (0, 0, 0, 100, 0, 0, 0, 0)
+    after = _after(cpu0_user, cpu1_idle, (100, 0, 0, 0, 0, 0, 0, 0))
+    assert busy_from(_STAT_BEFORE, after, own_seconds=0.0, cpus=[0, 1], ticks_per_second=100) == pytest.approx(1.0)
+    # a CPU outside the affinity is not counted; without an affinity, every CPU line is
+    assert busy_from(_STAT_BEFORE, after, own_seconds=0.0, cpus=[1], ticks_per_second=100) == 0.0
+    assert busy_from(_STAT_BEFORE, after, own_seconds=0.0, ticks_per_second=100) == pytest.approx(2.0)
+    # this process's own second of CPU time is not someone else's
+    assert busy_from(_STAT_BEFORE, after, own_seconds=1.0, cpus=[0, 1], ticks_per_second=100) == pytest.approx(0.0)
+    # work under nice yields to ours: not busy; I/O wait is idle; interrupts and steal are busy
+    niced = _after((0, 100, 0, 0, 0, 0, 0, 0), (0, 0, 0, 50, 50, 0, 0, 0))
+    assert busy_from(_STAT_BEFORE, niced, own_seconds=0.0, cpus=[0, 1], ticks_per_second=100) == 0.0
+    stolen = _after((0, 0, 0, 50, 0, 20, 10, 20), cpu1_idle)
+    assert busy_from(_STAT_BEFORE, stolen, own_seconds=0.0, cpus=[0, 1], ticks_per_second=100) == pytest.approx(0.5)
+    assert busy_from(_STAT_BEFORE, _STAT_BEFORE, own_seconds=0.0, ticks_per_second=100) == 0.0  # no time passed
+
+
+def test_auto_reads_the_load_once_per_ttl(monkeypatch, tmp_path):
+    reads = []
+    monkeypatch.setattr(threads_module, "available_cores", lambda root=None: 4)
+    monkeypatch.setattr(threads_module, "busy_cores", lambda stat=None: reads.append(1) or 2.6)
+    monkeypatch.setattr(threads_module, "_last_reading", None)
+    assert threads_module.auto_threads() == 1  # 4 allowed, 3 busy (2.6 rounded)
+    monkeypatch.setattr(threads_module, "busy_cores", lambda stat=None: reads.append(1) or 0.4)
+    assert threads_module.auto_threads() == 1 and len(reads) == 1  # within LOAD_TTL: the same reading
+    assert threads_module.auto_threads(fresh=True) == 4 and len(reads) == 2
+    monkeypatch.setattr(threads_module, "busy_cores", lambda stat=None: 9.0)
+    assert threads_module.auto_threads(fresh=True) == 1  # never below one thread
+
+
+def test_auto_leaves_a_core_to_a_program_that_keeps_it_busy():
+    """In a fresh process on every core this one may use (xdist pins each worker to one), with a
+    CPU-bound program beside it: auto takes fewer threads than the allowed cores."""
+    script = textwrap.dedent("""
+        import os, subprocess, sys, time
+        try:
+            os.sched_setaffinity(0, range(os.cpu_count() or 1))
+        except OSError:
+            pass
+        from compressor.threads import auto_threads, available_cores
+        allowed = available_cores()
+        if allowed < 2:
+            print("skip", allowed)
+            sys.exit()
+        hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(allowed - 1)]
+        try:
+            time.sleep(0.5)
+            print(allowed, auto_threads(fresh=True))
+        finally:
+            for hog in hogs:
+                hog.kill()
+    """)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True).stdout
+    if out.startswith("skip"):
+        pytest.skip("needs 2 cores")
+    allowed, auto = map(int, out.split())
+    assert 1 <= auto < allowed
