@@ -44,7 +44,7 @@ from compressor.report.hypervolume import hypervolume_frame
 from compressor.report.importance import Importance, importance_frame
 from compressor.report.overview import machine_info, study_overview, with_deployed
 from compressor.report.tables import confirmed_frame, pareto_frame, references_frame, trials_frame
-from compressor.report.text import pareto_text, summary_markdown
+from compressor.report.text import floor_references_note, pareto_text, summary_markdown
 from compressor.study import (
     HYPERVOLUME_MARGIN,
     StudyInfo,
@@ -160,7 +160,7 @@ def build_report(
     overview = study_overview(snapshot)
     machine = machine_info(snapshot)
 
-    notes = _notes(snapshot, confirmed, references)
+    notes = _notes(snapshot, confirmed, references, overview)
     images = _figures(snapshot, trials, references, confirmed, hypervolume, overview)
     if importance.skipped:
         notes.append(f"No parameter importance plot: {importance.note}.")
@@ -189,8 +189,11 @@ def build_report(
     )
 
 
-def _notes(snapshot: StudySnapshot, confirmed: pd.DataFrame, references: pd.DataFrame) -> list[str]:
-    """The page's notes on the hypervolume, a study not confirmed yet and references not trained yet."""
+def _notes(
+    snapshot: StudySnapshot, confirmed: pd.DataFrame, references: pd.DataFrame, overview: dict[str, Any]
+) -> list[str]:
+    """The page's notes on the hypervolume, a study not confirmed yet, references at the floor and
+    references not trained yet."""
     info = snapshot.info
     label = info.metric_label or info.metric
     reference = snapshot.ratio_reference
@@ -206,6 +209,9 @@ def _notes(snapshot: StudySnapshot, confirmed: pd.DataFrame, references: pd.Data
         notes.append("Not confirmed yet: each number above is one training run (the seed the search ran with). "
                      f"`compressor confirm --study {snapshot.study_name} --seeds N` retrains the front's best trials "
                      "and the references on further seeds and adds means with 95% intervals to this page.")
+    at_floor = floor_references_note(references, overview)
+    if at_floor:
+        notes.append(at_floor[0].upper() + at_floor[1:] + ".")
     untrained = references[~references["trained"]]
     if len(untrained):
         builtin = [str(name) for name in untrained["model"] if name in REFERENCE_MODELS]

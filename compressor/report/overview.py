@@ -25,7 +25,8 @@ def study_overview(study: optuna.Study | StudySnapshot) -> dict[str, Any]:
     Keys: ``study``, ``space``, ``model``, ``objectives``, ``metric_label``, ``budget``,
     ``trials`` (total), ``by_status`` (every status, 0 included), ``wall_seconds`` (sum over
     finished trials), ``train_seconds`` (likewise), ``phase_seconds`` (:func:`phase_seconds`), ``first_start`` and ``last_complete`` (ISO
-    text or None), ``span_seconds`` (from the first start to the last completion), ``input_shape``.
+    text or None), ``span_seconds`` (from the first start to the last completion), ``input_shape``,
+    ``confirmed`` (a confirmation is stored), ``seed`` and ``steps`` (the search's training).
     """
     snapshot = read_study(study)
     counts = Counter(record.status for record in snapshot.records)
@@ -33,6 +34,7 @@ def study_overview(study: optuna.Study | StudySnapshot) -> dict[str, Any]:
     ends = [trial.datetime_complete for trial in snapshot.trials if trial.datetime_complete is not None]
     first, last = (min(starts) if starts else None), (max(ends) if ends else None)
     span = (last - first).total_seconds() if first is not None and last is not None else None
+    train = (snapshot.info.experiment or {}).get("train") or {}
     return {
         "study": snapshot.study_name,
         "space": snapshot.info.space,
@@ -52,6 +54,9 @@ def study_overview(study: optuna.Study | StudySnapshot) -> dict[str, Any]:
         "floor": Floor.from_dict(snapshot.info.floor).describe(snapshot.info.metric_label or snapshot.info.metric),
         "threshold": snapshot.info.threshold,
         "claims": confirmation.claims() if (confirmation := confirmation_of(snapshot)) is not None else [],
+        "confirmed": confirmation is not None,
+        "seed": train.get("seed", 0),
+        "steps": train.get("steps"),
         "reference_label": snapshot.ratio_label,
         "latency": asks_latency(snapshot),
     }

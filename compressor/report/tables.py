@@ -74,8 +74,8 @@ PARETO_COLUMNS = [
     "rank", "number", "recipe_short", "params", "flops", "latency_ms", "metric", "params_ratio", "flops_ratio",
     "latency_ratio", "fidelity", "train_seconds", "duplicates", "weights", "recipe_hash",
 ]
-REFERENCE_COLUMNS = ["model", "label", "params", "flops", "latency_ms", "metric", "trained", "params_ratio", "flops_ratio",
-                     "latency_ratio"]
+REFERENCE_COLUMNS = ["model", "label", "params", "flops", "latency_ms", "metric", "trained", "at_floor", "params_ratio",
+                     "flops_ratio", "latency_ratio"]
 # What pareto.csv and the references carry from a confirmation (NaN where a model was not confirmed).
 CONFIRMED_COLUMNS = [
     "confirmed_n", "confirmed_mean", "confirmed_low", "confirmed_high", "vs_reference_mean", "vs_reference_low",
@@ -275,9 +275,11 @@ def references_frame(study: optuna.Study | StudySnapshot) -> pd.DataFrame:
     """The reference models (the one ratios are against first: U-Net, or the base network), with ratios.
 
     ``trained`` is False when the search stored no metric for that baseline yet; its size is
-    still known and is drawn on the plots, marked "not trained".
+    still known and is drawn on the plots, marked "not trained". ``at_floor`` is True for a
+    trained reference whose metric is not above the study's floor (it learned nothing).
     """
     snapshot = read_study(study)
+    threshold = snapshot.info.threshold
     reference = snapshot.ratio_reference
     first = snapshot.info.ratio_to
     order = sorted(snapshot.info.references,
@@ -293,6 +295,7 @@ def references_frame(study: optuna.Study | StudySnapshot) -> pd.DataFrame:
             "latency_ms": values.get("latency_ms"),
             "metric": values.get("metric"),
             "trained": values.get("metric") is not None,
+            "at_floor": values.get("metric") is not None and threshold > 0 and float(values["metric"]) <= threshold,
             "params_ratio": _ratio(reference.get("params"), values.get("params")),
             "flops_ratio": _ratio(reference.get("flops"), values.get("flops")),
             "latency_ratio": _ratio(reference.get("latency_ms"), values.get("latency_ms")),

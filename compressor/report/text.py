@@ -11,6 +11,7 @@ from typing import Any
 import pandas as pd
 
 from compressor.intervals import format_interval
+from compressor.references import REFERENCE_MODELS
 from compressor.report.tables import ratio_label_of
 from compressor.tables import format_table
 from compressor.units import format_count
@@ -23,6 +24,8 @@ __all__ = [
     "format_confirmed",
     "pareto_rows",
     "pareto_text",
+    "unconfirmed_note",
+    "floor_references_note",
     "markdown_table",
     "markdown_text",
     "summary_markdown",
@@ -130,8 +133,34 @@ def pareto_rows(
         metric = format_metric(ref["metric"]) if ref["trained"] else "not trained"
         rows.append(["ref", ref["label"], _count(ref["params"]), _count(ref["flops"]), *latency_cell(ref["latency_ms"]),
                      metric, *confirmed_cell(ref), format_ratio(ref["params_ratio"]), format_ratio(ref["flops_ratio"]),
-                     *latency_ratio(ref), *(["-"] * 4 if deployed else []), "(reference)"])
+                     *latency_ratio(ref), *(["-"] * 4 if deployed else []),
+                     "(reference, at the floor: learned nothing)" if ref.get("at_floor") else "(reference)"])
     return headers, rows
+
+
+def unconfirmed_note(overview: dict[str, Any]) -> str:
+    """What a table of one training run per model says under it: that it is one run, and the
+    command that confirms it ("" once the study is confirmed)."""
+    if overview.get("confirmed"):
+        return ""
+    return (f"not confirmed: each score above is one training run (seed {overview.get('seed', 0)}), and short runs "
+            f"differ by seed; `compressor confirm --study {overview['study']} --seeds 2` retrains the front's 3 best "
+            "trials and the references on 2 more seeds and gives means with 95% intervals")
+
+
+def floor_references_note(references: pd.DataFrame, overview: dict[str, Any]) -> str:
+    """A sentence on the references that learned nothing (metric at the floor), "" when none did."""
+    low = references[references["at_floor"].fillna(False).astype(bool)] if "at_floor" in references else references[:0]
+    if low.empty:
+        return ""
+    label = overview.get("metric_label") or "the metric"
+    parts = []
+    for _, ref in low.iterrows():
+        how = (f"in its {overview['steps']} steps from random weights (seed {overview.get('seed', 0)})"
+               if ref["model"] in REFERENCE_MODELS and isinstance(overview.get("steps"), int) else "in its training")
+        parts.append(f"{ref['label']} ({label} {format_metric(ref['metric'])}) learned nothing {how}")
+    return (f"at the floor: {'; '.join(parts)}; that says little of what the network can do, and the ratios to it "
+            "are sizes only; confirming over more seeds (or a longer training) shows more")
 
 
 def shows_latency(overview: dict[str, Any]) -> bool:
@@ -162,13 +191,17 @@ def pareto_text(pareto: pd.DataFrame, references: pd.DataFrame, overview: dict[s
     width = max([len(headers[-1]), *(len(row[-1]) for row in rows)])
     headers[-1] = headers[-1].ljust(width)
     rows = [[*row[:-1], row[-1].ljust(width)] for row in rows]
-    title = (f"Pareto front of study {overview['study']}: {len(pareto)} trial(s); ratio = {ratio_label_of(references)} / trial "
-             "(how many times smaller); FLOPs: one multiply-add = one flop")
+    runs = "" if overview.get("confirmed") else f", one training run each (seed {overview.get('seed', 0)})"
+    title = (f"Pareto front of study {overview['study']}: {len(pareto)} trial(s){runs}; ratio = {ratio_label_of(references)} "
+             "/ trial (how many times smaller); FLOPs: one multiply-add = one flop")
     text = format_table(headers, rows, title=title)
     if pareto.empty:
         text += "\nthe Pareto front is empty: " + empty_front_reason(overview)
     if overview.get("floor"):
         text += f"\nfloor: {overview['floor']}"
+    for note in (floor_references_note(references, overview), "" if pareto.empty else unconfirmed_note(overview)):
+        if note:
+            text += f"\n{note}"
     for claim in overview.get("claims", []):
         text += f"\nconfirmed: {claim}"
     return text
@@ -233,6 +266,8 @@ def summary_markdown(pareto: pd.DataFrame, references: pd.DataFrame, overview: d
            f"difference to {markdown_text(ratio_label_of(references))} paired on the same repeats):", "",
            *(f"- {markdown_text(claim)}" for claim in overview["claims"]), ""] if overview.get("claims") else []),
         *([f"Floor: {markdown_text(overview['floor'])}.", ""] if overview.get("floor") else []),
+        *(line for note in (floor_references_note(references, overview), "" if pareto.empty else unconfirmed_note(overview))
+          if note for line in (f"{markdown_text(note[0].upper() + note[1:])}.", "")),
         f"Ratios: {markdown_text(ratio_label_of(references))}'s value divided by the trial's (how many times smaller). "
         "FLOPs: fvcore count, one multiply-add = one flop.",
         "",

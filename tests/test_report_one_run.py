@@ -1,0 +1,79 @@
+"""What the Pareto table says about itself: one training run per model until a confirmation, and
+in words when a reference learned nothing (its score at the floor)."""
+
+from __future__ import annotations
+
+import pytest
+from report_studies import MICRONET, UNET, add, make_study, skip_drawing
+
+from compressor.confirm.subjects import PLAN_KEY, result_key
+from compressor.report import build_report, front_table
+from compressor.study import StudyInfo
+
+FLOOR = {"constant": 0.032, "constant_class": "building", "margin": 0.02}  # a model needs more than 0.052
+
+
+def _study(micronet_metric: float, *, confirmed: bool = False):
+    info = StudyInfo(
+        experiment={"name": "quickstart", "train": {"seed": 0, "steps": 120}}, space="unet_family", model="unet",
+        objectives=["metric", "params", "flops"], metric="score", metric_label="building IoU",
+        budget={"max_params": 1_500_000}, input_shape=[1, 1, 224, 224], floor=dict(FLOOR),
+        references={"unet": dict(UNET), "micronet": {**MICRONET, "metric": micronet_metric}},
+    )
+    study = make_study(info)
+    add(study, params=150_000, flops=1_500_000_000, metric=0.27, recipe="cut 2, concat, convs FFD")
+    add(study, params=58_000, flops=1_600_000_000, metric=0.25, recipe="cut 3, concat, convs FD")
+    if confirmed:
+        for subject in ("unet", "micronet", "trial-0"):
+            for seed in (1, 2):
+                study.set_user_attr(result_key(subject, seed, None), {
+                    "subject": subject, "seed": seed, "fold": None, "metric": 0.2 + seed / 100, "constant": 0.032})
+        study.set_user_attr(PLAN_KEY, {"subjects": ["trial-0"], "repeats": [[1, None], [2, None]],
+                                       "search_repeat": [0, None], "budgets": []})
+    return study
+
+
+def _row(table: str, label: str) -> str:
+    (row,) = [line for line in table.splitlines() if line.startswith("ref") and label in line]
+    return row
+
+
+def test_a_reference_at_the_floor_is_said_in_words_and_the_table_is_one_run():
+    table = front_table(_study(micronet_metric=0.005))
+    title = table.splitlines()[0]
+    assert title.startswith("Pareto front of study quickstart: 2 trial(s), one training run each (seed 0);")
+    assert _row(table, "Micro-Net").rstrip().endswith("(reference, at the floor: learned nothing)")
+    assert _row(table, "U-Net").rstrip().endswith("(reference)")  # 0.257: above the floor
+    lines = table.splitlines()
+    assert ("at the floor: Micro-Net (building IoU 0.005) learned nothing in its 120 steps from random weights "
+            "(seed 0); that says little of what the network can do") in "\n".join(lines)
+    (note,) = [line for line in lines if line.startswith("not confirmed:")]
+    assert "each score above is one training run (seed 0)" in note
+    assert "`compressor confirm --study quickstart --seeds 2`" in note
+
+
+@pytest.mark.parametrize("metric", [0.052, 0.053])
+def test_the_floor_note_follows_the_threshold(metric):
+    table = front_table(_study(micronet_metric=metric))
+    at_floor = metric <= 0.052  # "a model needs more than 0.052"
+    assert _row(table, "Micro-Net").rstrip().endswith("(reference, at the floor: learned nothing)") == at_floor
+    assert ("\nat the floor: Micro-Net" in table) == at_floor
+
+
+def test_a_confirmed_study_is_not_called_one_run():
+    table = front_table(_study(micronet_metric=0.2, confirmed=True))
+    assert "one training run each" not in table.splitlines()[0]
+    assert "not confirmed" not in table and "at the floor: Micro-Net" not in table
+    assert "confirmed building IoU [95% CI] n" in table
+
+
+def test_the_page_and_the_summary_carry_both_notes(tmp_path, monkeypatch):
+    skip_drawing(monkeypatch)
+    report = build_report(_study(micronet_metric=0.005), tmp_path / "report")
+    summary = report.paths["summary.md"].read_text()
+    assert "At the floor: Micro-Net (building IoU 0.005) learned nothing in its 120 steps" in summary
+    assert "Not confirmed: each score above is one training run (seed 0)" in summary
+    assert "(reference, at the floor: learned nothing)" in summary
+    page = report.paths["index.html"].read_text()
+    assert "At the floor: Micro-Net (building IoU 0.005) learned nothing" in page
+    assert "(reference, at the floor: learned nothing)" in page
