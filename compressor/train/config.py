@@ -94,12 +94,16 @@ class TrainConfig:
         eval_every: with ``steps: auto``, optimizer steps between validation evaluations.
         min_delta: with ``steps: auto``, the least rise of the validation score that counts
             as a gain.
+        precision: the training's forward passes: ``fp32`` (the default), ``bf16`` (autocast:
+            convolutions in bfloat16, weights, optimizer and losses in float32), or ``auto``
+            (bf16 where the hardware runs it, see :mod:`compressor.train.precision`).
+            Evaluation is always fp32.
 
-    The four ``steps: auto`` settings are left out of the plain data while at their
-    defaults, so results stored before they existed keep their keys.
+    The four ``steps: auto`` settings and ``precision`` are left out of the plain data while at
+    their defaults, so results stored before they existed keep their keys.
     """
 
-    omit_when_default: ClassVar[tuple[str, ...]] = ("max_steps", "patience", "eval_every", "min_delta")
+    omit_when_default: ClassVar[tuple[str, ...]] = ("max_steps", "patience", "eval_every", "min_delta", "precision")
 
     steps: int | Literal["auto"] = 200
     batch_size: int = 8
@@ -126,6 +130,7 @@ class TrainConfig:
     patience: int = 6
     eval_every: int = 100
     min_delta: float = 0.001
+    precision: Literal["fp32", "bf16", "auto"] = "fp32"
 
     def __post_init__(self) -> None:
         if isinstance(self.steps, str) and self.steps != "auto":

@@ -28,6 +28,7 @@ from compressor.train.determinism import deterministic_kernels, resolve_device
 from compressor.train.evaluation import evaluate, forward_checked
 from compressor.train.losses import class_weights, dice_loss, distillation_loss, weighted_cross_entropy
 from compressor.train.plateau import Plateau
+from compressor.train.precision import autocast, resolve_precision
 from compressor.transforms.feature_hints import FeatureHints
 
 log = logging.getLogger(__name__)
@@ -184,6 +185,7 @@ def train(
     distill = config.distill if config.distill.active else None
     if distill is not None and teacher is None:
         raise ConfigError(f"train.distill.teacher is {config.distill.teacher!r} but no teacher model was given")
+    precision = resolve_precision(config.precision, device)
     with torch_threads(config.threads) as threads, deterministic_kernels(device):
         generator = torch.Generator().manual_seed(config.seed)
         model.to(device).train()
@@ -216,14 +218,16 @@ def train(
                 started = time.perf_counter()
                 images, masks = next(batches)
                 images, masks = images.to(device, non_blocking=True), masks.to(device, non_blocking=True)
-                with FeatureHints.tap(hints, model) as student_features:
+                with FeatureHints.tap(hints, model) as student_features, autocast(device, precision):
                     logits = forward_checked(model, images, data.num_classes) if step == 0 else model_output(model, images)
+                logits = logits.float()  # the losses in float32 whatever the forward's precision
                 loss = weighted_cross_entropy(logits, masks, weights)
                 if config.dice_weight:
                     loss = loss + config.dice_weight * dice_loss(logits, masks)
                 if distill is not None:
-                    with torch.no_grad(), FeatureHints.tap(hints, teacher) as teacher_features:
+                    with torch.no_grad(), FeatureHints.tap(hints, teacher) as teacher_features, autocast(device, precision):
                         target = _teacher_logits(teacher, images, logits) if step == 0 else model_output(teacher, images)
+                    target = target.float()
                     loss = loss + distill.weight * distillation_loss(logits, target, distill.temperature)
                     if hints is not None:
                         loss = loss + distill.feature_weight * hints.loss(student_features, teacher_features, target)

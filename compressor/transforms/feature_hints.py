@@ -103,6 +103,7 @@ def relative_mse(output: torch.Tensor, target: torch.Tensor, weights: torch.Tens
     """``||output - target||^2 / ||target||^2`` (the square of the relative error), each position
     weighted by ``weights`` (``(N, 1, H, W)`` pixel weights, averaged down to the tensor's size)
     when given and the tensor is a feature map."""
+    output, target = output.float(), target.float()  # bf16 features under autocast: the error in float32
     squares, reference = (output - target).pow(2), target.pow(2)
     if weights is not None and output.ndim == 4:
         pooled = F.adaptive_avg_pool2d(weights, output.shape[-2:])

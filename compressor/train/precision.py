@@ -1,0 +1,57 @@
+"""The arithmetic of training's forward passes: ``fp32``, or ``bf16`` autocast (mixed precision).
+
+With ``bf16`` the forward passes of the network (and of a distillation teacher) run under
+:func:`torch.autocast` with bfloat16: convolutions and matrix products in bfloat16, the
+weights, the optimizer and the losses in float32. On a CPU with AVX-512 BF16 (or AMX) oneDNN
+runs those in hardware, U-Net's training step about 1.7x faster on this project's machine
+(BENCHMARKS.md, "Training precision"); on one without, bfloat16 is emulated and slower, so
+``auto`` takes bf16 only where the hardware has it (a CUDA GPU that supports bfloat16; a CPU
+whose oneDNN reports bfloat16 support) and fp32 elsewhere. Evaluation always runs in fp32.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Literal
+
+import torch
+
+__all__ = ["PRECISIONS", "bf16_supported", "resolve_precision", "autocast"]
+
+#: the values of ``train.precision``
+PRECISIONS = ("fp32", "bf16", "auto")
+
+
+def bf16_supported(device: torch.device) -> bool:
+    """Whether ``device`` runs bfloat16 convolutions and matrix products in hardware."""
+    if device.type == "cuda":
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        try:
+            return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+        except (AttributeError, RuntimeError):
+            return False
+    return False
+
+
+def resolve_precision(precision: str, device: torch.device) -> Literal["fp32", "bf16"]:
+    """``auto`` -> ``bf16`` where :func:`bf16_supported`, else ``fp32``; the others as they are.
+
+    Example:
+        >>> resolve_precision("fp32", torch.device("cpu")), resolve_precision("bf16", torch.device("cpu"))
+        ('fp32', 'bf16')
+    """
+    if precision == "auto":
+        return "bf16" if bf16_supported(device) else "fp32"
+    return "bf16" if precision == "bf16" else "fp32"
+
+
+@contextlib.contextmanager
+def autocast(device: torch.device, precision: str) -> Iterator[None]:
+    """Runs the block's forward passes in ``precision`` (``fp32``: as they are; ``bf16``: autocast)."""
+    if precision != "bf16":
+        yield
+        return
+    with torch.autocast(device_type=device.type, dtype=torch.bfloat16):
+        yield
