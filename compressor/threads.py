@@ -100,8 +100,8 @@ def busy_from(
     of this process's CPU time taken out.
 
     Example:
-        >>> before = "cpu0 100 50 10 1000 0 0 0 0\ncpu1 100 0 10 1000 0 0 0 0"
-        >>> after = "cpu0 120 70 10 1000 0 0 0 0\ncpu1 100 0 10 1020 0 0 0 0"  # cpu0 busy, half of it nice
+        >>> before = "cpu0 100 50 10 1000 0 0 0 0\\ncpu1 100 0 10 1000 0 0 0 0"
+        >>> after = "cpu0 120 70 10 1000 0 0 0 0\\ncpu1 100 0 10 1040 0 0 0 0"  # cpu0 busy, half of it nice
         >>> round(busy_from(before, after, own_seconds=0.0, ticks_per_second=100), 2)
         0.5
     """
