@@ -17,7 +17,7 @@ from torch import nn
 
 from compressor.errors import ConfigError, first_line
 from compressor.latency import LatencyConfig, measure_latency
-from compressor.threads import resolve_threads
+from compressor.threads import timing_threads
 from compressor.units import parse_shape
 
 __all__ = ["Cost", "ModuleCost", "measure", "FLOP_CONVENTION"]
@@ -110,7 +110,8 @@ def measure(
         latency_runs: if > 0, time this many forward passes after ``warmup_runs`` and
             report the median in milliseconds.
         warmup_runs: untimed passes before timing.
-        threads: torch intra-op threads while timing (``auto``: the available cores; None keeps the current setting).
+        threads: torch intra-op threads while timing (``auto`` or None: the cores this process may use,
+            :func:`compressor.threads.timing_threads`, whatever the load).
         latency: time the model as this says instead (runtime, threads, batch, input size,
             repeats; :mod:`compressor.latency`); its input size defaults to ``input_shape``'s.
 
@@ -139,7 +140,7 @@ def measure(
             timed = measure_latency(model, latency, latency.input_shape(shape[1], shape[-1]))
         elif latency_runs > 0:  # eager torch at the cost's own shape
             eager = LatencyConfig(repeats=latency_runs, warmup=warmup_runs,
-                                  threads=resolve_threads(threads) or torch.get_num_threads())
+                                  threads=timing_threads(threads))
             timed = measure_latency(model, eager, shape)
         else:
             timed = None

@@ -5,13 +5,17 @@ A fixed count serves nobody: 2 threads on a machine whose scheduler or container
 process one core wait on each other (measured here: a search worker with 2 threads finished
 about 40x fewer trials an hour than with 1 when the cores were shared, BENCHMARKS.md), and so do
 2 threads on 2 cores one of which another program keeps busy: each step waits for the thread
-that shares its core. ``auto`` starts from the cores the process is *allowed* to run on
-(:func:`available_cores`: its CPU affinity, capped by its cgroup's CPU quota) and takes away the
-cores other processes keep busy right now (:func:`busy_cores`: the machine's CPU time over a
-fifth of a second, read from ``/proc/stat`` on the allowed cores, less this process's own; work
-at a lowered priority, ``nice``, is not counted, since it yields to us). At least 1 thread.
+that shares its core. ``auto`` takes the cores no other process keeps busy right now
+(:func:`free_cores`: the CPU time of the cores this process may run on over a fifth of a second,
+read from ``/proc/stat``, less this process's own; work at a lowered priority, ``nice``, is not
+counted, since it yields to us), capped by the cores the process is *allowed* to use
+(:func:`available_cores`: its CPU affinity and its cgroup's CPU quota), at least 1.
 The reading is kept for :data:`LOAD_TTL` seconds, so a search re-reads it about once a trial:
-a program that starts or stops beside a long search changes the next trial's threads.
+a program that starts or stops beside a long search changes the next trial's threads. Latency
+is timed at a count that does not depend on the load (:func:`timing_threads`).
+
+The thread count changes the order of floating-point reductions, so one seed trained on 1
+thread and on 2 gives different numbers; give a count where a run must reproduce another.
 """
 
 from __future__ import annotations
@@ -29,15 +33,16 @@ import torch
 from compressor.bounds import check_threads
 from compressor.bounds import parse_threads as bounded_threads
 
-__all__ = ["available_cores", "busy_cores", "auto_threads", "resolve_threads", "torch_threads", "parse_threads"]
+__all__ = ["available_cores", "free_cores", "load_from", "auto_threads", "timing_threads", "resolve_threads",
+           "torch_threads", "parse_threads"]
 
 _CGROUP = Path("/sys/fs/cgroup")
 _PROC_STAT = Path("/proc/stat")
-#: seconds over which :func:`busy_cores` watches the machine
+#: seconds over which :func:`free_cores` watches the machine
 LOAD_WINDOW = 0.2
 #: seconds an ``auto`` reading is reused before the load is read again
 LOAD_TTL = 15.0
-_last_reading: tuple[float, int] | None = None  # (monotonic time, threads)
+_last_reading: tuple[float, tuple[tuple[int, ...], int], int] | None = None  # (time, (affinity, allowed), threads)
 log = logging.getLogger(__name__)
 
 
@@ -73,48 +78,49 @@ def _cgroup_quota(root: Path) -> float | None:
         return None
 
 
-def _cpu_times(stat_text: str, cpus: Sequence[int] | None) -> tuple[float, float]:
-    """(busy, total) clock ticks of ``cpus`` (every CPU when None) in a ``/proc/stat`` text.
+def _cpu_times(stat_text: str, cpus: Sequence[int] | None) -> tuple[float, float, int]:
+    """(busy, total) clock ticks of ``cpus`` (every CPU when None) in a ``/proc/stat`` text, and
+    how many CPU lines were counted.
 
     Busy is user, system, interrupts and steal; idle, I/O wait and ``nice`` time (work at a
     lowered priority, which yields to ours) are not.
     """
     wanted = None if cpus is None else {f"cpu{cpu}" for cpu in cpus}
     busy = total = 0.0
+    counted = 0
     for line in stat_text.splitlines():
-        name, *fields = line.split()
+        name, *fields = line.split() or [""]
         if not name.startswith("cpu") or name == "cpu" or (wanted is not None and name not in wanted):
             continue
         ticks = [float(value) for value in fields[:8]] + [0.0] * (8 - len(fields[:8]))
         user, nice, system, idle, iowait, irq, softirq, steal = ticks
         busy += user + system + irq + softirq + steal
         total += user + nice + system + idle + iowait + irq + softirq + steal
-    return busy, total
+        counted += 1
+    return busy, total, counted
 
 
-def busy_from(
+def load_from(
     before: str, after: str, *, own_seconds: float, cpus: Sequence[int] | None = None,
     ticks_per_second: float | None = None,
-) -> float:
-    """Cores kept busy by other processes between two ``/proc/stat`` readings, ``own_seconds``
-    of this process's CPU time taken out.
+) -> tuple[float, int]:
+    """(cores kept busy by other processes, CPUs watched) between two ``/proc/stat`` readings,
+    ``own_seconds`` of this process's CPU time taken out.
 
     Example:
         >>> before = "cpu0 100 50 10 1000 0 0 0 0\\ncpu1 100 0 10 1000 0 0 0 0"
         >>> after = "cpu0 120 70 10 1000 0 0 0 0\\ncpu1 100 0 10 1040 0 0 0 0"  # cpu0 busy, half of it nice
-        >>> round(busy_from(before, after, own_seconds=0.0, ticks_per_second=100), 2)
-        0.5
+        >>> busy, cpus = load_from(before, after, own_seconds=0.0, ticks_per_second=100)
+        >>> round(busy, 2), cpus
+        (0.5, 2)
     """
-    busy_0, total_0 = _cpu_times(before, cpus)
-    busy_1, total_1 = _cpu_times(after, cpus)
+    busy_0, total_0, _ = _cpu_times(before, cpus)
+    busy_1, total_1, counted = _cpu_times(after, cpus)
     elapsed_ticks = total_1 - total_0
-    if elapsed_ticks <= 0:
-        return 0.0
-    cores = len(cpus) if cpus is not None else sum(
-        1 for line in after.splitlines() if line.startswith("cpu") and not line.startswith("cpu "))
-    hz = ticks_per_second or _ticks_per_second()
-    own_ticks = own_seconds * hz
-    return max(0.0, (busy_1 - busy_0 - own_ticks) / elapsed_ticks * cores)
+    if elapsed_ticks <= 0 or not counted:
+        return 0.0, counted
+    own_ticks = own_seconds * (ticks_per_second or _ticks_per_second())
+    return max(0.0, (busy_1 - busy_0 - own_ticks) / elapsed_ticks * counted), counted
 
 
 def _ticks_per_second() -> float:
@@ -124,20 +130,32 @@ def _ticks_per_second() -> float:
         return 100.0
 
 
-def busy_cores(window: float = LOAD_WINDOW, stat: Path = _PROC_STAT) -> float:
-    """Cores of this process's affinity that other processes keep busy (normal priority), watched
-    for ``window`` seconds; 0.0 where ``/proc/stat`` cannot be read (not Linux)."""
+def _affinity() -> list[int] | None:
     try:
-        cpus: list[int] | None = sorted(os.sched_getaffinity(0))
+        return sorted(os.sched_getaffinity(0))
     except (AttributeError, OSError):
-        cpus = None
+        return None
+
+
+def free_cores(window: float = LOAD_WINDOW, stat: Path = _PROC_STAT, cpus: Sequence[int] | None = None) -> float | None:
+    """Cores of this process's affinity (or ``cpus``) that no other process keeps busy at normal
+    priority, watched for ``window`` seconds; None where ``/proc/stat`` cannot be read (not Linux).
+
+    The CPUs are counted as ``/proc/stat`` lists them, not as a container's CPU quota allows:
+    other tenants' load on a host's 64 CPUs does not take from a 2-CPU quota (the caller caps
+    the result by the quota). This process's own CPU time in the window is taken out, unless it
+    runs at a lowered priority: then ``/proc/stat`` books it as ``nice``, which is not counted.
+    """
+    cpus = _affinity() if cpus is None else list(cpus)
     try:
         before, own_before = stat.read_text(), _own_cpu_seconds()
         time.sleep(window)
         after, own_after = stat.read_text(), _own_cpu_seconds()
     except OSError:
-        return 0.0
-    return busy_from(before, after, own_seconds=own_after - own_before, cpus=cpus)
+        return None
+    own = own_after - own_before if _own_niceness() <= 0 else 0.0
+    busy, counted = load_from(before, after, own_seconds=own, cpus=cpus)
+    return counted - busy if counted else None
 
 
 def _own_cpu_seconds() -> float:
@@ -145,10 +163,17 @@ def _own_cpu_seconds() -> float:
     return times.user + times.system
 
 
+def _own_niceness() -> int:
+    try:
+        return os.getpriority(os.PRIO_PROCESS, 0)
+    except (AttributeError, OSError):
+        return 0
+
+
 def auto_threads(*, cgroup_root: Path = _CGROUP, stat: Path = _PROC_STAT, fresh: bool = False) -> int:
-    """``threads: auto``: :func:`available_cores` less the cores other processes keep busy
-    (:func:`busy_cores`, rounded to the nearest core), at least 1. A reading younger than
-    :data:`LOAD_TTL` seconds is reused unless ``fresh``.
+    """``threads: auto``: the cores that are free (:func:`free_cores`, rounded half up), capped by
+    :func:`available_cores` (affinity and cgroup quota), at least 1. A reading younger than
+    :data:`LOAD_TTL` seconds, taken with the same affinity and quota, is reused unless ``fresh``.
 
     Example:
         >>> 1 <= auto_threads() <= available_cores()
@@ -157,15 +182,26 @@ def auto_threads(*, cgroup_root: Path = _CGROUP, stat: Path = _PROC_STAT, fresh:
     global _last_reading
     now = time.monotonic()
     allowed = available_cores(cgroup_root)
-    if not fresh and _last_reading is not None and now - _last_reading[0] < LOAD_TTL:
-        return min(allowed, _last_reading[1])
-    busy = 0.0 if allowed == 1 else busy_cores(stat=stat)
-    threads = max(1, allowed - round(busy))
-    if threads < allowed and (_last_reading is None or _last_reading[1] != threads):
-        log.info("threads: auto: %d of the %d cores this process may use (other programs keep %.1f busy)",
-                 threads, allowed, busy)
-    _last_reading = (now, threads)
+    where = (tuple(_affinity() or ()), allowed)
+    if not fresh and _last_reading is not None and _last_reading[1] == where and now - _last_reading[0] < LOAD_TTL:
+        return _last_reading[2]
+    free = None if allowed == 1 else free_cores(stat=stat)
+    threads = allowed if free is None else max(1, min(allowed, math.floor(free + 0.5)))
+    previous = None if _last_reading is None else _last_reading[2]
+    if threads != previous and (threads < allowed or previous is not None):
+        log.info("threads: auto: %d of the %d cores this process may use (%s)", threads, allowed,
+                 "none kept busy by other programs" if threads == allowed else f"{free:.1f} free of other programs' work")
+    _last_reading = (now, where, threads)
     return threads
+
+
+def timing_threads(value: int | str | None) -> int:
+    """Threads to time latency with: a count as it is; ``auto`` or None: :func:`available_cores`
+    (never the load-adjusted count of :func:`auto_threads`: a latency must not depend on what
+    else the machine is doing)."""
+    if value in (None, "auto"):
+        return available_cores()
+    return int(check_threads(value, "threads"))
 
 
 def resolve_threads(value: int | str | None) -> int | None:

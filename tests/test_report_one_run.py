@@ -7,13 +7,14 @@ import pytest
 from report_studies import MICRONET, UNET, add, make_study, skip_drawing
 
 from compressor.confirm.subjects import PLAN_KEY, result_key
+from compressor.floor import Floor
 from compressor.report import build_report, front_table
 from compressor.study import StudyInfo
 
 FLOOR = {"constant": 0.032, "constant_class": "building", "margin": 0.02}  # a model needs more than 0.052
 
 
-def _study(micronet_metric: float, *, confirmed: bool = False):
+def _study(micronet_metric: float, *, confirmed: bool = False, confirmed_metric: float | None = None):
     info = StudyInfo(
         experiment={"name": "quickstart", "train": {"seed": 0, "steps": 120}}, space="unet_family", model="unet",
         objectives=["metric", "params", "flops"], metric="score", metric_label="building IoU",
@@ -26,8 +27,9 @@ def _study(micronet_metric: float, *, confirmed: bool = False):
     if confirmed:
         for subject in ("unet", "micronet", "trial-0"):
             for seed in (1, 2):
+                metric = confirmed_metric if subject == "micronet" and confirmed_metric is not None else 0.2 + seed / 100
                 study.set_user_attr(result_key(subject, seed, None), {
-                    "subject": subject, "seed": seed, "fold": None, "metric": 0.2 + seed / 100, "constant": 0.032})
+                    "subject": subject, "seed": seed, "fold": None, "metric": metric, "constant": 0.032})
         study.set_user_attr(PLAN_KEY, {"subjects": ["trial-0"], "repeats": [[1, None], [2, None]],
                                        "search_repeat": [0, None], "budgets": []})
     return study
@@ -49,22 +51,34 @@ def test_a_reference_at_the_floor_is_said_in_words_and_the_table_is_one_run():
             "(seed 0); that says little of what the network can do") in "\n".join(lines)
     (note,) = [line for line in lines if line.startswith("not confirmed:")]
     assert "each score above is one training run (seed 0)" in note
-    assert "`compressor confirm --study quickstart --seeds 2`" in note
+    assert "`compressor confirm --study quickstart --seeds 2` retrains up to 3 of the front's trials" in note
+    # a study elsewhere: the command says where, quoted for a shell
+    elsewhere = front_table(_study(micronet_metric=0.005), storage="sqlite:////data/my runs/s.db")
+    assert "`compressor confirm --study quickstart --storage 'sqlite:////data/my runs/s.db' --seeds 2`" in elsewhere
+    assert "--storage" not in front_table(_study(micronet_metric=0.005), storage="sqlite:///runs/quickstart/search.db")
 
 
-@pytest.mark.parametrize("metric", [0.052, 0.053])
-def test_the_floor_note_follows_the_threshold(metric):
+@pytest.mark.parametrize("above", [0.0, 1e-6])
+def test_the_floor_note_follows_the_threshold(above):
+    metric = Floor.from_dict(FLOOR).threshold + above  # "a model needs more than 0.052"
     table = front_table(_study(micronet_metric=metric))
-    at_floor = metric <= 0.052  # "a model needs more than 0.052"
+    at_floor = above == 0.0
     assert _row(table, "Micro-Net").rstrip().endswith("(reference, at the floor: learned nothing)") == at_floor
     assert ("\nat the floor: Micro-Net" in table) == at_floor
 
 
-def test_a_confirmed_study_is_not_called_one_run():
+def test_a_confirmed_study_is_not_called_one_run_and_its_references_are_judged_on_their_means():
     table = front_table(_study(micronet_metric=0.2, confirmed=True))
     assert "one training run each" not in table.splitlines()[0]
     assert "not confirmed" not in table and "at the floor: Micro-Net" not in table
     assert "confirmed building IoU [95% CI] n" in table
+    # Micro-Net's search run learned nothing, its further seeds did (0.21, 0.22): not at the floor
+    table = front_table(_study(micronet_metric=0.005, confirmed=True))
+    assert _row(table, "Micro-Net").rstrip().endswith("(reference)") and "at the floor" not in table
+    # further seeds that learned nothing either: at the floor, without "confirming shows more"
+    table = front_table(_study(micronet_metric=0.005, confirmed=True, confirmed_metric=0.01))
+    assert _row(table, "Micro-Net").rstrip().endswith("(reference, at the floor: learned nothing)")
+    assert "at the floor: Micro-Net" in table and "confirming over more seeds" not in table
 
 
 def test_the_page_and_the_summary_carry_both_notes(tmp_path, monkeypatch):

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import threading
 
 import pytest
 import torch
@@ -14,7 +15,15 @@ import torch
 from compressor import threads as threads_module
 from compressor.errors import ConfigError
 from compressor.experiment import Experiment
-from compressor.threads import available_cores, busy_from, parse_threads, resolve_threads, torch_threads
+from compressor.threads import (
+    available_cores,
+    free_cores,
+    load_from,
+    parse_threads,
+    resolve_threads,
+    timing_threads,
+    torch_threads,
+)
 
 
 def _cgroup(tmp_path, v2: str | None = None, v1: tuple[int, int] | None = None):
@@ -90,35 +99,102 @@ def _after(cpu0: tuple[int, ...], cpu1: tuple[int, ...], cpu2: tuple[int, ...] =
     return "\n".join(lines) + "\nintr 9\n"
 
 
+def _busy(before: str, after: str, **kwargs) -> float:
+    return load_from(before, after, ticks_per_second=100, **kwargs)[0]
+
+
 def test_busy_counts_other_processes_normal_priority_work_on_the_allowed_cores():
     # user nice system idle iowait irq softirq steal, 100 ticks per CPU
     cpu0_user, cpu1_idle = (90, 0, 10, 0, 0, 0, 0, 0), (0, 0, 0, 100, 0, 0, 0, 0)
     after = _after(cpu0_user, cpu1_idle, (100, 0, 0, 0, 0, 0, 0, 0))
-    assert busy_from(_STAT_BEFORE, after, own_seconds=0.0, cpus=[0, 1], ticks_per_second=100) == pytest.approx(1.0)
+    assert load_from(_STAT_BEFORE, after, own_seconds=0.0, cpus=[0, 1], ticks_per_second=100) == (pytest.approx(1.0), 2)
     # a CPU outside the affinity is not counted; without an affinity, every CPU line is
-    assert busy_from(_STAT_BEFORE, after, own_seconds=0.0, cpus=[1], ticks_per_second=100) == 0.0
-    assert busy_from(_STAT_BEFORE, after, own_seconds=0.0, ticks_per_second=100) == pytest.approx(2.0)
+    assert load_from(_STAT_BEFORE, after, own_seconds=0.0, cpus=[1], ticks_per_second=100) == (0.0, 1)
+    assert load_from(_STAT_BEFORE, after, own_seconds=0.0, ticks_per_second=100) == (pytest.approx(2.0), 3)
+    # an affinity CPU that /proc/stat does not list is not counted either
+    assert load_from(_STAT_BEFORE, after, own_seconds=0.0, cpus=[0, 7], ticks_per_second=100) == (pytest.approx(1.0), 1)
     # this process's own second of CPU time is not someone else's
-    assert busy_from(_STAT_BEFORE, after, own_seconds=1.0, cpus=[0, 1], ticks_per_second=100) == pytest.approx(0.0)
+    assert _busy(_STAT_BEFORE, after, own_seconds=1.0, cpus=[0, 1]) == pytest.approx(0.0)
     # work under nice yields to ours: not busy; I/O wait is idle; interrupts and steal are busy
     niced = _after((0, 100, 0, 0, 0, 0, 0, 0), (0, 0, 0, 50, 50, 0, 0, 0))
-    assert busy_from(_STAT_BEFORE, niced, own_seconds=0.0, cpus=[0, 1], ticks_per_second=100) == 0.0
+    assert _busy(_STAT_BEFORE, niced, own_seconds=0.0, cpus=[0, 1]) == 0.0
     stolen = _after((0, 0, 0, 50, 0, 20, 10, 20), cpu1_idle)
-    assert busy_from(_STAT_BEFORE, stolen, own_seconds=0.0, cpus=[0, 1], ticks_per_second=100) == pytest.approx(0.5)
-    assert busy_from(_STAT_BEFORE, _STAT_BEFORE, own_seconds=0.0, ticks_per_second=100) == 0.0  # no time passed
+    assert _busy(_STAT_BEFORE, stolen, own_seconds=0.0, cpus=[0, 1]) == pytest.approx(0.5)
+    assert _busy(_STAT_BEFORE, _STAT_BEFORE, own_seconds=0.0) == 0.0  # no time passed
 
 
-def test_auto_reads_the_load_once_per_ttl(monkeypatch, tmp_path):
-    reads = []
-    monkeypatch.setattr(threads_module, "available_cores", lambda root=None: 4)
-    monkeypatch.setattr(threads_module, "busy_cores", lambda stat=None: reads.append(1) or 2.6)
+def _host_stat(cpus: int, busy: int, extra: int = 0) -> str:
+    """A /proc/stat of ``cpus`` CPUs whose first ``busy`` have spent ``extra`` ticks in user time."""
+    return "cpu  0 0 0 0\n" + "".join(
+        f"cpu{cpu} {1000 + (extra if cpu < busy else 0)} 0 0 {1000 + (0 if cpu < busy else extra)} 0 0 0 0\n"
+        for cpu in range(cpus))
+
+
+def _stat_changing(path, before: str, after: str):
+    """A stat file at ``path`` that reads ``before`` now and ``after`` from 50 ms on (inside
+    free_cores' window)."""
+    path.write_text(before)
+    timer = threading.Timer(0.05, path.write_text, args=(after,))
+    timer.start()
+    return path, timer
+
+
+def test_free_cores_reads_the_file_twice_over_its_window(tmp_path):
+    path, timer = _stat_changing(tmp_path / "stat", _host_stat(4, 0), _host_stat(4, 3, extra=40))
+    try:
+        free = free_cores(window=0.3, stat=path, cpus=[0, 1, 2, 3])
+    finally:
+        timer.join()
+    assert free == pytest.approx(1.0, abs=0.2)  # 3 of 4 busy; our own CPU time in the window is about 0
+    path2, timer = _stat_changing(tmp_path / "stat2", _host_stat(4, 0), _host_stat(4, 3, extra=40))
+    try:
+        assert free_cores(window=0.3, stat=path2, cpus=[3]) == pytest.approx(1.0, abs=0.05)  # cpu3 was idle
+    finally:
+        timer.join()
+    assert free_cores(stat=tmp_path / "missing") is None
+
+
+def test_a_quota_is_not_charged_with_the_hosts_load(monkeypatch, tmp_path):
+    """A container allowed 2 CPUs on a 64-CPU host whose other tenants keep 30 busy: 34 are free,
+    so auto takes its whole quota; with 63 busy it takes the 1 that is free."""
     monkeypatch.setattr(threads_module, "_last_reading", None)
-    assert threads_module.auto_threads() == 1  # 4 allowed, 3 busy (2.6 rounded)
-    monkeypatch.setattr(threads_module, "busy_cores", lambda stat=None: reads.append(1) or 0.4)
+    monkeypatch.setattr(threads_module, "_affinity", lambda: list(range(64)))
+    cgroup = _cgroup(tmp_path / "quota", v2="200000 100000")
+    for busy, expected in ((30, 2), (63, 1), (0, 2)):
+        path, timer = _stat_changing(tmp_path / f"stat-{busy}", _host_stat(64, 0), _host_stat(64, busy, extra=40))
+        try:
+            assert threads_module.auto_threads(cgroup_root=cgroup, stat=path, fresh=True) == expected, busy
+        finally:
+            timer.join()
+
+
+def test_auto_reads_the_load_once_per_ttl_and_again_when_the_affinity_changes(monkeypatch):
+    reads = []
+    affinity = [0, 1, 2, 3]
+    monkeypatch.setattr(threads_module, "available_cores", lambda root=None: len(affinity))
+    monkeypatch.setattr(threads_module, "_affinity", lambda: list(affinity))
+    monkeypatch.setattr(threads_module, "free_cores", lambda stat=None: reads.append(1) or 1.4)
+    monkeypatch.setattr(threads_module, "_last_reading", None)
+    assert threads_module.auto_threads() == 1  # 4 allowed, 1.4 free
+    monkeypatch.setattr(threads_module, "free_cores", lambda stat=None: reads.append(1) or 2.5)
     assert threads_module.auto_threads() == 1 and len(reads) == 1  # within LOAD_TTL: the same reading
-    assert threads_module.auto_threads(fresh=True) == 4 and len(reads) == 2
-    monkeypatch.setattr(threads_module, "busy_cores", lambda stat=None: 9.0)
+    assert threads_module.auto_threads(fresh=True) == 3 and len(reads) == 2  # 2.5 rounds half up
+    affinity.pop()  # 3 cores now: a new reading, not the one taken on 4
+    assert threads_module.auto_threads() == 3 and len(reads) == 3
+    monkeypatch.setattr(threads_module, "LOAD_TTL", 0.0)
+    assert threads_module.auto_threads() == 3 and len(reads) == 4  # past the TTL: read again
+    monkeypatch.setattr(threads_module, "free_cores", lambda stat=None: 0.0)
     assert threads_module.auto_threads(fresh=True) == 1  # never below one thread
+    monkeypatch.setattr(threads_module, "free_cores", lambda stat=None: None)
+    assert threads_module.auto_threads(fresh=True) == 3  # no /proc/stat: the allowed cores
+
+
+def test_latency_is_timed_at_a_count_the_load_does_not_change(monkeypatch):
+    monkeypatch.setattr(threads_module, "available_cores", lambda root=None: 2)
+    monkeypatch.setattr(threads_module, "free_cores", lambda stat=None: 1.0)
+    monkeypatch.setattr(threads_module, "_last_reading", None)
+    assert threads_module.auto_threads(fresh=True) == 1
+    assert timing_threads("auto") == 2 and timing_threads(None) == 2 and timing_threads(3) == 3
 
 
 def test_auto_leaves_a_core_to_a_program_that_keeps_it_busy():

@@ -4,6 +4,7 @@ the losses in float32, and stays out of the keys of results stored before it exi
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import pytest
 import torch
@@ -14,6 +15,7 @@ from compressor.errors import ConfigError
 from compressor.experiment import Experiment
 from compressor.experiment.baselines import train_key
 from compressor.train import train
+from compressor.train.config import DistillConfig
 from compressor.train.precision import autocast, bf16_supported, resolve_precision
 
 
@@ -36,11 +38,42 @@ def test_bf16_runs_the_forward_in_bfloat16_and_keeps_float32_weights(buildings):
         assert model(torch.zeros(1, 3, 32, 32)).dtype == torch.float32
 
 
-def test_auto_takes_bf16_only_where_the_hardware_runs_it():
+def test_auto_takes_bf16_only_where_the_hardware_runs_it(tmp_path):
     cpu = torch.device("cpu")
     assert resolve_precision("auto", cpu) == ("bf16" if bf16_supported(cpu) else "fp32")
     assert resolve_precision("fp32", cpu) == "fp32" and resolve_precision("bf16", cpu) == "bf16"
     assert not bf16_supported(torch.device("meta"))
+    # the CPU's flags decide: AVX-512 alone (Skylake, Cascade Lake) only emulates bfloat16
+    cpuinfo = tmp_path / "cpuinfo"
+    for flags, supported in (("fpu avx512f avx512bw avx512_vnni", False), ("fpu avx512f avx512_bf16", True),
+                             ("fpu amx_bf16 amx_tile", True)):
+        cpuinfo.write_text(f"processor\t: 0\nflags\t\t: {flags}\n\nprocessor\t: 1\nflags\t\t: {flags}\n")
+        assert bf16_supported(cpu, cpuinfo) is supported, flags
+    cpuinfo.write_text("processor\t: 0\nFeatures\t: fp asimd bf16 i8mm\n")  # an Arm core with BF16
+    assert bf16_supported(cpu, cpuinfo)
+    assert not bf16_supported(cpu, tmp_path / "missing")
+
+
+def test_bf16_distillation_with_feature_hints_trains_in_float32_losses(buildings):
+    """A bf16 student distilled from a teacher, with feature hints at the blocks they share: the
+    teacher's targets and features come out of autocast in bfloat16 and are compared in float32."""
+    from compressor.transforms import Recipe, apply
+    from compressor.transforms.feature_hints import FeatureHints
+
+    teacher = _small_model(seed=5).eval()
+
+    def separable():
+        return apply(teacher, Recipe.from_data([{"name": "separable"}]), (1, 3, 32, 32), count_flops=False,
+                     diagnostics=False)[0]
+
+    student = separable()
+    assert FeatureHints.between(student, teacher, torch.zeros(1, 3, 32, 32)) is not None
+    config = dataclasses.replace(FAST, seed=5, precision="bf16",
+                                 distill=DistillConfig(teacher="parent", weight=0.5, feature_weight=1.0))
+    result = train(student, buildings, config, teacher=teacher)
+    assert all(math.isfinite(value) for value in result.losses)
+    plain = train(separable(), buildings, dataclasses.replace(config, distill=DistillConfig()))
+    assert result.losses[0] > plain.losses[0]  # the distillation and hint terms were added
 
 
 def test_precision_is_checked_and_fp32_leaves_stored_keys_alone():

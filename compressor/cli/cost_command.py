@@ -11,7 +11,7 @@ from compressor.cost import FLOP_CONVENTION, Cost, measure
 from compressor.latency import RUNTIMES, LatencyConfig
 from compressor.models import build_model
 from compressor.tables import format_table
-from compressor.threads import resolve_threads
+from compressor.threads import timing_threads
 from compressor.units import format_bytes, format_count
 
 COMMAND = {"name": "cost", "help": "count params and FLOPs of a model",
@@ -34,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
     shape = input_shape_from_args(args, model)
     latency = None
     if args.runtime:
-        threads = 1 if args.threads is None else resolve_threads(args.threads)
+        threads = 1 if args.threads is None else timing_threads(args.threads)
         latency = LatencyConfig(runtime=args.runtime, threads=threads, repeats=args.latency_runs or 20)
     timing = {"latency_runs": args.latency_runs, "threads": args.threads, "latency": latency}
     cost = measure(model, shape, **timing)

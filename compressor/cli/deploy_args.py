@@ -13,7 +13,7 @@ from compressor.data.base import SegmentationData
 from compressor.deploy import DIFF_TOLERANCE, REL_TOLERANCE, Deployment, Tolerance, deploy
 from compressor.latency import LatencyConfig
 from compressor.runtime.onnx_export import DEFAULT_OPSET
-from compressor.threads import resolve_threads
+from compressor.threads import timing_threads
 from compressor.train import TrainConfig
 
 __all__ = ["add_deploy_arguments", "deploy_from_args"]
@@ -51,7 +51,7 @@ def deploy_from_args(
     """Runs :func:`compressor.deploy.deploy` as the options say, printing progress and the summary."""
     latency = None
     if args.latency:
-        latency = LatencyConfig(runtime="torch", threads=resolve_threads(args.latency_threads) or 1,
+        latency = LatencyConfig(runtime="torch", threads=1 if args.latency_threads is None else timing_threads(args.latency_threads),
                                 repeats=args.repeats, input_size=args.input_size)
     deployment = deploy(
         network, out, in_channels=in_channels, input_size=args.input_size, opset=args.opset, data=data,

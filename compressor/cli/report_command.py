@@ -9,7 +9,7 @@ from compressor.bounds import SIDE, output_argument, threads_argument
 from compressor.cli.console import echo
 from compressor.cli.study_args import add_study_arguments, add_trust_argument, storage_from_args
 from compressor.errors import ConfigError
-from compressor.threads import resolve_threads
+from compressor.threads import timing_threads
 
 COMMAND = {"name": "report", "help": "write the Pareto report of a search (HTML, CSV, plots)",
            "description": "Write the Pareto report of a search: index.html (self-contained), trials.csv, "
@@ -50,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
         deploy_trials(storage, args.study, numbers, out_dir, cache_dir=args.cache_dir, echo=echo,
                       latency=_latency(study, args), trust=args.trust)
     report = build_report(study, out_dir)
-    print(report.pareto_text())
+    print(report.pareto_text(storage))
     print()
     print(f"report: {report.index_html}")
     return 0
@@ -62,5 +62,5 @@ def _latency(study: object, args: argparse.Namespace) -> object:
     from compressor.study import study_info
 
     asked = study_info(study).latency or LatencyConfig(input_size=256)
-    threads = resolve_threads(args.latency_threads) if args.latency_threads is not None else asked.threads
+    threads = timing_threads(args.latency_threads) if args.latency_threads is not None else asked.threads
     return LatencyConfig(threads=threads, input_size=args.latency_size or asked.input_size or 256, repeats=asked.repeats)

@@ -33,7 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-params", metavar="X", help="parameter budget, e.g. 300k, 1.5M")
     parser.add_argument("--max-flops", metavar="Y", help="FLOP budget at the cost input size, e.g. 2G")
     parser.add_argument("--max-latency-ms", metavar="Z", help="latency budget in milliseconds, timed as cost.latency says (runtime, threads, "
-                        "input; without that section: PyTorch eager, the process's threads)")
+                        "input; without that section: PyTorch eager, the cores this process may use)")
     parser.add_argument("--n-trials", type=POSITIVE_COUNT.argument("--n-trials"), metavar="N", help="finished trials the study should hold")
     parser.add_argument("--timeout", type=SECONDS.argument("--timeout"), metavar="S",
                         help="start no new trial S seconds after the first trial (references and parents are not "

@@ -16,7 +16,7 @@ def summary(result: SearchResult) -> str:
     states = ", ".join(f"{count} {status}" for status, count in sorted(counts.items()))
     return "\n".join([
         "",
-        front_table(result.study),
+        front_table(result.study, result.storage_url),
         "",
         f"study {result.study_name!r}: {len(result.records)} trials ({states}) in {result.storage_url}; "
         f"this run took {result.seconds:.0f} s",

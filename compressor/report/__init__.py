@@ -124,9 +124,9 @@ class Report:
     def index_html(self) -> Path:
         return self.paths["index.html"]
 
-    def pareto_text(self) -> str:
-        """The Pareto table for the terminal."""
-        return pareto_text(self.pareto, self.references, self.overview)
+    def pareto_text(self, storage: str | None = None) -> str:
+        """The Pareto table for the terminal (``storage``: where the study is, for the commands it prints)."""
+        return pareto_text(self.pareto, self.references, self.overview, storage)
 
 
 def build_report(
@@ -270,13 +270,14 @@ def _latency_note(info: StudyInfo) -> str:
     """How the study measured latency: ``onnxruntime, 1 thread, batch 1 at 224x224``."""
     latency = info.latency
     if latency is None:
-        return "PyTorch eager, the process's threads"
+        return "PyTorch eager, the cores this process may use"
     size = latency.input_size
     return (f"{latency.runtime}, {latency.threads} thread{'s' if latency.threads != 1 else ''}, "
             f"batch {latency.batch} at {size}x{size}")
 
 
-def front_table(study: optuna.Study | StudySnapshot) -> str:
-    """The Pareto table with the reference models, as ``compressor report`` and ``compressor search`` print it."""
+def front_table(study: optuna.Study | StudySnapshot, storage: str | None = None) -> str:
+    """The Pareto table with the reference models, as ``compressor report`` and ``compressor search`` print it
+    (``storage``: where the study is, for the commands it prints)."""
     snapshot = read_study(study)
-    return pareto_text(pareto_frame(snapshot), references_frame(snapshot), study_overview(snapshot))
+    return pareto_text(pareto_frame(snapshot), references_frame(snapshot), study_overview(snapshot), storage)

@@ -55,6 +55,7 @@ def study_overview(study: optuna.Study | StudySnapshot) -> dict[str, Any]:
         "threshold": snapshot.info.threshold,
         "claims": confirmation.claims() if (confirmation := confirmation_of(snapshot)) is not None else [],
         "confirmed": confirmation is not None,
+        "confirm_top": (((snapshot.info.experiment or {}).get("search") or {}).get("confirm") or {}).get("top") or 3,
         "seed": train.get("seed", 0),
         "steps": train.get("steps"),
         "reference_label": snapshot.ratio_label,

@@ -276,7 +276,8 @@ def references_frame(study: optuna.Study | StudySnapshot) -> pd.DataFrame:
 
     ``trained`` is False when the search stored no metric for that baseline yet; its size is
     still known and is drawn on the plots, marked "not trained". ``at_floor`` is True for a
-    trained reference whose metric is not above the study's floor (it learned nothing).
+    trained reference whose metric is not above the study's floor (it learned nothing); once the
+    reference is confirmed, its mean over the further seeds is what is judged.
     """
     snapshot = read_study(study)
     threshold = snapshot.info.threshold
@@ -304,6 +305,11 @@ def references_frame(study: optuna.Study | StudySnapshot) -> pd.DataFrame:
     frame["params"] = frame["params"].astype("Int64")
     frame["flops"] = frame["flops"].astype("Int64")
     frame["metric"] = frame["metric"].astype(float)
-    return _with_confirmed(frame, confirmed_frame(snapshot), key="model", by="subject")
+    frame = _with_confirmed(frame, confirmed_frame(snapshot), key="model", by="subject")
+    if "confirmed_mean" in frame:  # a confirmed reference is judged on its mean over the further seeds
+        mean = frame["confirmed_mean"].astype(float)
+        frame["at_floor"] = [bool(mean_value <= threshold) if threshold > 0 and not pd.isna(mean_value) else bool(old)
+                             for mean_value, old in zip(mean, frame["at_floor"])]
+    return frame
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import re
+import shlex
 from collections.abc import Sequence
 from typing import Any
 
@@ -138,13 +139,23 @@ def pareto_rows(
     return headers, rows
 
 
-def unconfirmed_note(overview: dict[str, Any]) -> str:
+def confirm_command(study: str, storage: str | None = None, seeds: int = 2) -> str:
+    """The ``compressor confirm`` line for ``study``, with ``--storage`` unless it is where
+    ``--study`` alone finds it (``runs/<study>/search.db``), each value quoted for a shell."""
+    parts = ["compressor", "confirm", "--study", shlex.quote(study)]
+    if storage and storage != f"sqlite:///runs/{study}/search.db":
+        parts += ["--storage", shlex.quote(storage)]
+    return " ".join([*parts, "--seeds", str(seeds)])
+
+
+def unconfirmed_note(overview: dict[str, Any], storage: str | None = None) -> str:
     """What a table of one training run per model says under it: that it is one run, and the
     command that confirms it ("" once the study is confirmed)."""
     if overview.get("confirmed"):
         return ""
+    top = overview.get("confirm_top") or 3
     return (f"not confirmed: each score above is one training run (seed {overview.get('seed', 0)}), and short runs "
-            f"differ by seed; `compressor confirm --study {overview['study']} --seeds 2` retrains the front's 3 best "
+            f"differ by seed; `{confirm_command(overview['study'], storage)}` retrains up to {top} of the front's "
             "trials and the references on 2 more seeds and gives means with 95% intervals")
 
 
@@ -159,8 +170,9 @@ def floor_references_note(references: pd.DataFrame, overview: dict[str, Any]) ->
         how = (f"in its {overview['steps']} steps from random weights (seed {overview.get('seed', 0)})"
                if ref["model"] in REFERENCE_MODELS and isinstance(overview.get("steps"), int) else "in its training")
         parts.append(f"{ref['label']} ({label} {format_metric(ref['metric'])}) learned nothing {how}")
+    more = "" if overview.get("confirmed") else "; confirming over more seeds (or a longer training) shows more"
     return (f"at the floor: {'; '.join(parts)}; that says little of what the network can do, and the ratios to it "
-            "are sizes only; confirming over more seeds (or a longer training) shows more")
+            f"are sizes only{more}")
 
 
 def shows_latency(overview: dict[str, Any]) -> bool:
@@ -183,8 +195,11 @@ def empty_front_reason(overview: dict[str, Any]) -> str:
             f"{counts['stopped']} stopped early, {counts['failed']} failed)")
 
 
-def pareto_text(pareto: pd.DataFrame, references: pd.DataFrame, overview: dict[str, Any]) -> str:
-    """The Pareto table for the terminal (:func:`compressor.tables.format_table`)."""
+def pareto_text(
+    pareto: pd.DataFrame, references: pd.DataFrame, overview: dict[str, Any], storage: str | None = None
+) -> str:
+    """The Pareto table for the terminal (:func:`compressor.tables.format_table`); ``storage``
+    (where the study is) goes into the command it prints."""
     latency = shows_latency(overview)
     headers, rows = pareto_rows(pareto, references, metric_label=overview["metric_label"], latency=latency)
     # format_table right-aligns every column but the first; padded recipes read left-aligned.
@@ -199,7 +214,7 @@ def pareto_text(pareto: pd.DataFrame, references: pd.DataFrame, overview: dict[s
         text += "\nthe Pareto front is empty: " + empty_front_reason(overview)
     if overview.get("floor"):
         text += f"\nfloor: {overview['floor']}"
-    for note in (floor_references_note(references, overview), "" if pareto.empty else unconfirmed_note(overview)):
+    for note in (floor_references_note(references, overview), "" if pareto.empty else unconfirmed_note(overview, storage)):
         if note:
             text += f"\n{note}"
     for claim in overview.get("claims", []):

@@ -5,14 +5,15 @@ With ``bf16`` the forward passes of the network (and of a distillation teacher) 
 weights, the optimizer and the losses in float32. On a CPU with AVX-512 BF16 (or AMX) oneDNN
 runs those in hardware, U-Net's training step about 1.7x faster on this project's machine
 (BENCHMARKS.md, "Training precision"); on one without, bfloat16 is emulated and slower, so
-``auto`` takes bf16 only where the hardware has it (a CUDA GPU that supports bfloat16; a CPU
-whose oneDNN reports bfloat16 support) and fp32 elsewhere. Evaluation always runs in fp32.
+``auto`` takes bf16 only where the hardware has it (a CUDA GPU that supports bfloat16 without
+emulation; a CPU whose flags name bfloat16) and fp32 elsewhere. Evaluation always runs in fp32.
 """
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Literal
 
 import torch
@@ -21,17 +22,31 @@ __all__ = ["PRECISIONS", "bf16_supported", "resolve_precision", "autocast"]
 
 #: the values of ``train.precision``
 PRECISIONS = ("fp32", "bf16", "auto")
+_CPUINFO = Path("/proc/cpuinfo")
 
 
-def bf16_supported(device: torch.device) -> bool:
-    """Whether ``device`` runs bfloat16 convolutions and matrix products in hardware."""
+def bf16_supported(device: torch.device, cpuinfo: Path = _CPUINFO) -> bool:
+    """Whether ``device`` runs bfloat16 convolutions and matrix products in hardware: a CUDA GPU
+    that does without emulation (Ampere and later), or a CPU whose flags name bfloat16 (x86's
+    ``avx512_bf16`` or ``amx_bf16``, Arm's ``bf16``). oneDNN's own check is not enough: it
+    accepts any AVX-512 CPU, where bfloat16 is emulated and slower than float32."""
     if device.type == "cuda":
-        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+        if not torch.cuda.is_available():
+            return False
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        with torch.cuda.device(index):
+            return bool(torch.cuda.is_bf16_supported(including_emulation=False))
     if device.type == "cpu":
         try:
-            return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-        except (AttributeError, RuntimeError):
+            text = cpuinfo.read_text()
+        except OSError:
             return False
+        flags = set()
+        for line in text.splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() in ("flags", "Features"):
+                flags.update(value.split())
+        return bool(flags & {"avx512_bf16", "amx_bf16", "bf16"})
     return False
 
 
