@@ -73,7 +73,9 @@ def test_each_trial_records_where_its_time_went_and_says_it(searched, tmp_path):
             assert shown and "cost" in shown.group(1) and "train" not in shown.group(1), line
         elif record.duplicate_of is None:  # built, costed, trained and evaluated
             assert {"sample", "build", "cost", "calibrate", "train", "evaluate", "store", "total"} == set(timing)
-            assert timing["train"] == record.train_seconds and timing["train"] > timing["store"]
+            # train is the optimizer steps alone (store and evaluate are not counted in it); no order
+            # between phases is asserted: on a busy machine a tiny trial's store can outlast its steps
+            assert timing["train"] == record.train_seconds > 0 and timing["store"] > 0 and timing["evaluate"] > 0
             assert f"train {timing['train']:.1f}" in line and f"build {timing['build']:.1f}" in line
         else:  # a repeat reused its twin's result: nothing of its own but drawing the recipe
             assert set(timing) == {"sample", "total"}

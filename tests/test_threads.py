@@ -158,7 +158,7 @@ def test_a_quota_is_not_charged_with_the_hosts_load(monkeypatch, tmp_path):
     """A container allowed 2 CPUs on a 64-CPU host whose other tenants keep 30 busy: 34 are free,
     so auto takes its whole quota; with 63 busy it takes the 1 that is free."""
     monkeypatch.setattr(threads_module, "_last_reading", None)
-    monkeypatch.setattr(threads_module, "_affinity", lambda: list(range(64)))
+    monkeypatch.setattr(threads_module.os, "sched_getaffinity", lambda pid: set(range(64)))  # xdist pins to one
     cgroup = _cgroup(tmp_path / "quota", v2="200000 100000")
     for busy, expected in ((30, 2), (63, 1), (0, 2)):
         path, timer = _stat_changing(tmp_path / f"stat-{busy}", _host_stat(64, 0), _host_stat(64, busy, extra=40))

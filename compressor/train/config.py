@@ -77,9 +77,9 @@ class TrainConfig:
         grad_clip: maximum gradient norm (null: no clipping).
         seed: seeds the model's initialization (when the caller builds it after
             :func:`seed_everything`), the patch order and the augmentations.
-        threads: torch CPU threads while training: ``auto`` (the default: the cores this
-            process may use less those other programs keep busy, read again about once a
-            trial, see :mod:`compressor.threads`), a count, or null (leave as is).
+        threads: torch CPU threads while training: ``auto`` (the default: the cores no
+            other program keeps busy, at most those this process may use, read again about
+            once a trial, see :mod:`compressor.threads`), a count, or null (leave as is).
         device: ``auto`` (a GPU when present), ``cpu``, ``cuda``, ``cuda:1``...
         eval_window: side of the sliding window used for evaluation.
         eval_overlap: overlap of neighbouring evaluation windows in pixels.
