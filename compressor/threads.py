@@ -190,7 +190,8 @@ def auto_threads(*, cgroup_root: Path = _CGROUP, stat: Path = _PROC_STAT, fresh:
     previous = None if _last_reading is None else _last_reading[2]
     if threads != previous and (threads < allowed or previous is not None):
         log.info("threads: auto: %d of the %d cores this process may use (%s)", threads, allowed,
-                 "none kept busy by other programs" if threads == allowed else f"{free:.1f} free of other programs' work")
+                 "no other program keeps one busy" if threads == allowed
+                 else f"other programs keep the rest busy; {free:.1f} free")
     _last_reading = (now, where, threads)
     return threads
 
