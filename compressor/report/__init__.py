@@ -44,7 +44,7 @@ from compressor.report.hypervolume import hypervolume_frame
 from compressor.report.importance import Importance, importance_frame
 from compressor.report.overview import machine_info, study_overview, with_deployed
 from compressor.report.tables import confirmed_frame, pareto_frame, references_frame, trials_frame
-from compressor.report.text import floor_references_note, pareto_text, summary_markdown
+from compressor.report.text import as_sentence, floor_references_note, pareto_text, summary_markdown
 from compressor.study import (
     HYPERVOLUME_MARGIN,
     StudyInfo,
@@ -211,7 +211,7 @@ def _notes(
                      "and the references on further seeds and adds means with 95% intervals to this page.")
     at_floor = floor_references_note(references, overview)
     if at_floor:
-        notes.append(at_floor[0].upper() + at_floor[1:] + ".")
+        notes.append(as_sentence(at_floor))
     untrained = references[~references["trained"]]
     if len(untrained):
         builtin = [str(name) for name in untrained["model"] if name in REFERENCE_MODELS]

@@ -280,7 +280,6 @@ def references_frame(study: optuna.Study | StudySnapshot) -> pd.DataFrame:
     reference is confirmed, its mean over the further seeds is what is judged.
     """
     snapshot = read_study(study)
-    threshold = snapshot.info.threshold
     reference = snapshot.ratio_reference
     first = snapshot.info.ratio_to
     order = sorted(snapshot.info.references,
@@ -296,7 +295,6 @@ def references_frame(study: optuna.Study | StudySnapshot) -> pd.DataFrame:
             "latency_ms": values.get("latency_ms"),
             "metric": values.get("metric"),
             "trained": values.get("metric") is not None,
-            "at_floor": values.get("metric") is not None and threshold > 0 and float(values["metric"]) <= threshold,
             "params_ratio": _ratio(reference.get("params"), values.get("params")),
             "flops_ratio": _ratio(reference.get("flops"), values.get("flops")),
             "latency_ratio": _ratio(reference.get("latency_ms"), values.get("latency_ms")),
@@ -306,10 +304,11 @@ def references_frame(study: optuna.Study | StudySnapshot) -> pd.DataFrame:
     frame["flops"] = frame["flops"].astype("Int64")
     frame["metric"] = frame["metric"].astype(float)
     frame = _with_confirmed(frame, confirmed_frame(snapshot), key="model", by="subject")
-    if "confirmed_mean" in frame:  # a confirmed reference is judged on its mean over the further seeds
-        mean = frame["confirmed_mean"].astype(float)
-        frame["at_floor"] = [bool(mean_value <= threshold) if threshold > 0 and not pd.isna(mean_value) else bool(old)
-                             for mean_value, old in zip(mean, frame["at_floor"])]
+    threshold = snapshot.info.threshold
+    judged = frame["metric"]  # a confirmed reference is judged on its mean over the further seeds
+    if "confirmed_mean" in frame:
+        judged = frame["confirmed_mean"].astype(float).fillna(judged)
+    frame["at_floor"] = judged.le(threshold) & (threshold > 0)  # not trained (NaN): not at the floor
     return frame
 
 

@@ -27,6 +27,7 @@ __all__ = [
     "pareto_text",
     "unconfirmed_note",
     "floor_references_note",
+    "as_sentence",
     "markdown_table",
     "markdown_text",
     "summary_markdown",
@@ -159,9 +160,14 @@ def unconfirmed_note(overview: dict[str, Any], storage: str | None = None) -> st
             "trials and the references on 2 more seeds and gives means with 95% intervals")
 
 
+def as_sentence(note: str) -> str:
+    """A note as a sentence of its own: capital first letter, full stop."""
+    return note[0].upper() + note[1:] + "."
+
+
 def floor_references_note(references: pd.DataFrame, overview: dict[str, Any]) -> str:
     """A sentence on the references that learned nothing (metric at the floor), "" when none did."""
-    low = references[references["at_floor"].fillna(False).astype(bool)] if "at_floor" in references else references[:0]
+    low = references[references["at_floor"]]
     if low.empty:
         return ""
     label = overview.get("metric_label") or "the metric"
@@ -282,7 +288,7 @@ def summary_markdown(pareto: pd.DataFrame, references: pd.DataFrame, overview: d
            *(f"- {markdown_text(claim)}" for claim in overview["claims"]), ""] if overview.get("claims") else []),
         *([f"Floor: {markdown_text(overview['floor'])}.", ""] if overview.get("floor") else []),
         *(line for note in (floor_references_note(references, overview), "" if pareto.empty else unconfirmed_note(overview))
-          if note for line in (f"{markdown_text(note[0].upper() + note[1:])}.", "")),
+          if note for line in (markdown_text(as_sentence(note)), "")),
         f"Ratios: {markdown_text(ratio_label_of(references))}'s value divided by the trial's (how many times smaller). "
         "FLOPs: fvcore count, one multiply-add = one flop.",
         "",

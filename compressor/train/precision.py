@@ -11,8 +11,6 @@ emulation; a CPU whose flags name bfloat16) and fp32 elsewhere. Evaluation alway
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal
 
@@ -62,11 +60,6 @@ def resolve_precision(precision: str, device: torch.device) -> Literal["fp32", "
     return "bf16" if precision == "bf16" else "fp32"
 
 
-@contextlib.contextmanager
-def autocast(device: torch.device, precision: str) -> Iterator[None]:
-    """Runs the block's forward passes in ``precision`` (``fp32``: as they are; ``bf16``: autocast)."""
-    if precision != "bf16":
-        yield
-        return
-    with torch.autocast(device_type=device.type, dtype=torch.bfloat16):
-        yield
+def autocast(device: torch.device, precision: str) -> torch.autocast:
+    """A context running its forward passes in ``precision`` (``fp32``: as they are; ``bf16``: autocast)."""
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
