@@ -10,6 +10,7 @@ from torch import nn
 from compressor.errors import ConfigError
 from compressor.models.blocks import NORM_KINDS, Fire, check_fire_shares
 from compressor.transforms.base import Change, register_transform
+from compressor.transforms.heads import output_layers
 from compressor.transforms.inherit import inherit_fire
 from compressor.transforms.selection import LayerTransform
 
@@ -33,17 +34,26 @@ class FireTransform(LayerTransform):
     and the 1x1 expand the sum of its taps (see :func:`~compressor.transforms.inherit.inherit_fire`);
     ``random`` leaves PyTorch's initialization.
 
+    The layers that make the network's outputs (its classifier: smp's 3x3 ``segmentation_head``)
+    are left as they are unless ``head`` is true: their output channels are the classes, so a
+    fire module sized by them would squeeze the whole decoder through a channel or two (see
+    :mod:`~compressor.transforms.heads`).
+
     Args:
         squeeze_ratio: squeeze channels as a share of the conv's output channels.
         expand3x3_share: share of the output channels made by the k x k expand.
         norm: norm after the fire's inner convs (None, "batch", "instance", "group").
         init: ``inherit`` (from the replaced conv's weights) or ``random``.
+        head: also replace the layers that make the network's outputs.
     """
 
     example = {}
     refuses = {"no-dense-conv": r"is grouped"}
     search_order = 31
     search_group = "conv"
+    #: ``head`` came later: at its default, stored recipe hashes hold (the project's U-Net, whose head is
+    #: a 1x1 conv, builds as before; a network with a wider head now keeps it)
+    omit_when_default = ("head",)
     #: the squeeze ratios and 3x3 shares a search draws from
     SQUEEZE_RATIOS = (0.125, 0.25, 0.5)
     EXPAND3X3_SHARES = (0.25, 0.5, 0.75)
@@ -59,10 +69,11 @@ class FireTransform(LayerTransform):
 
     def __init__(
         self, *, squeeze_ratio: float = 0.25, expand3x3_share: float = 0.5, norm: str | None = None,
-        init: Literal["inherit", "random"] = "inherit", **selection,
+        init: Literal["inherit", "random"] = "inherit", head: bool = False, **selection,
     ) -> None:
         super().__init__(**selection)
         self.init = init
+        self.head = bool(head)
         check_fire_shares(squeeze_ratio, expand3x3_share)
         if norm is not None and norm not in NORM_KINDS:
             raise ConfigError(f"fire: norm must be one of {', '.join(NORM_KINDS)} or null, got {norm!r}")
@@ -72,8 +83,10 @@ class FireTransform(LayerTransform):
 
     def transform(self, model: nn.Module, example_input: torch.Tensor) -> tuple[nn.Module, Change]:
         change = Change()
-        for name, conv in self.selected(model):
-            reason = _unsupported(conv)
+        selected = self.selected(model)
+        heads = set() if self.head or not selected else output_layers(model, example_input)
+        for name, conv in selected:
+            reason = _unsupported(conv) or (self._head_reason(conv) if name in heads else None)
             if reason:
                 self.skip(change, name, reason)
                 continue
@@ -87,6 +100,11 @@ class FireTransform(LayerTransform):
             self.replace(model, change, name, conv, replacement, inherit_fire)
         self.require_changes(model, change)
         return model, change
+
+    def _head_reason(self, conv: nn.Conv2d) -> str:
+        squeeze = max(1, int(round(self.squeeze_ratio * conv.out_channels)))
+        return (f"makes the network's output ({conv.out_channels} channels): a fire module would squeeze its "
+                f"{conv.in_channels} inputs to {squeeze} channel{'s' if squeeze > 1 else ''}; kept (head: true replaces it)")
 
 
 def _unsupported(conv: nn.Conv2d) -> str | None:

@@ -1,0 +1,86 @@
+"""The layers that make a network's outputs: its classifier (and any auxiliary head).
+
+A segmentation network ends in a layer whose output channels are the classes: segmentation_models_pytorch's
+``segmentation_head`` (a 3x3 conv), torchvision's ``classifier[-1]``, U-Net's last 1x1 conv. Such a layer's
+width says nothing of what it needs: a fire module sized by its output channels (a quarter of 2 classes: one
+squeeze channel) would pass the whole decoder through one rectified channel. Transforms that size their
+replacement by the output channels leave these layers as they are.
+
+Found by running the network once on the example input and following the autograd graph back from every
+returned tensor: on each path, the first convolution or linear layer met makes that output.
+
+Example:
+    >>> import torch
+    >>> from torch import nn
+    >>> net = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 2, 3, padding=1), nn.Identity())
+    >>> sorted(output_layers(net, torch.zeros(1, 1, 8, 8)))
+    ['2']
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+from torch import nn
+
+__all__ = ["LAYER_KINDS", "output_layers"]
+
+#: the layers that can make an output (what the walk stops at)
+LAYER_KINDS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose2d, nn.Linear)
+
+
+def output_layers(model: nn.Module, example_input: torch.Tensor) -> set[str]:
+    """Dotted names of the layers (convolutions, linear) nearest to each tensor ``model`` returns.
+
+    ``model`` runs once in eval mode (its mode is restored; batch-norm statistics are not touched)
+    with gradients on a copy of ``example_input``, so the walk works on frozen weights too.
+    """
+    made: dict[Any, str] = {}
+
+    def hook(name: str):
+        def record(_module: nn.Module, _inputs: tuple, output: object) -> None:
+            if isinstance(output, torch.Tensor) and output.grad_fn is not None:
+                made[output.grad_fn] = name
+        return record
+
+    layers = [(name, module) for name, module in model.named_modules() if name and isinstance(module, LAYER_KINDS)]
+    handles = [module.register_forward_hook(hook(name)) for name, module in layers]
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.enable_grad():
+            returned = model(example_input.detach().clone().requires_grad_(True))
+            return _nearest(list(_tensors(returned)), made)
+    finally:
+        model.train(was_training)
+        for handle in handles:
+            handle.remove()
+
+
+def _nearest(outputs: list[torch.Tensor], made: dict[Any, str]) -> set[str]:
+    found: set[str] = set()
+    stack = [tensor.grad_fn for tensor in outputs if tensor.grad_fn is not None]
+    seen: set[int] = set()
+    while stack:
+        node = stack.pop()
+        if node is None or id(node) in seen:
+            continue
+        seen.add(id(node))
+        if node in made:
+            found.add(made[node])
+            continue  # the nearest layer on this path: what feeds it does not make the output
+        stack.extend(function for function, _ in node.next_functions)
+    return found
+
+
+def _tensors(value: object) -> Iterator[torch.Tensor]:
+    if isinstance(value, torch.Tensor):
+        yield value
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from _tensors(item)
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            yield from _tensors(item)

@@ -1,0 +1,84 @@
+"""The layers that make a network's outputs, and fire leaving them as they are.
+
+A fire module is sized by its conv's output channels; for the classifier those are the classes, so
+smp's 3x3 ``segmentation_head`` (16 -> 2) became a one-channel squeeze, and every fire-based student
+of a trained smp Unet-resnet34 stayed at building IoU 0 through 400 fine-tuning steps (BENCHMARKS,
+knowledge). These tests pin the rule down.
+"""
+
+from __future__ import annotations
+
+import pytest
+import third_party
+import torch
+from torch import nn
+
+import compressor
+from compressor import apply
+from compressor.transforms.heads import output_layers
+
+
+class Decoder(nn.Module):
+    """A body, then a 3x3 head to 2 classes (as smp's ``segmentation_head``) and an auxiliary 3x3 head."""
+
+    def __init__(self, aux: bool = False) -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(1, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(inplace=True),
+                                  nn.Conv2d(16, 16, 3, padding=1), nn.ReLU(inplace=True))
+        self.head = nn.Sequential(nn.Conv2d(16, 2, 3, padding=1), nn.Identity())
+        self.aux = nn.Conv2d(16, 2, 3, padding=1) if aux else None
+
+    def forward(self, x: torch.Tensor):
+        features = self.body(x)
+        out = self.head(features)
+        return {"out": out, "aux": self.aux(features)} if self.aux is not None else out
+
+
+def test_the_output_layers_are_the_nearest_layers_to_every_returned_tensor():
+    assert output_layers(Decoder(), torch.zeros(1, 1, 8, 8)) == {"head.0"}
+    assert output_layers(Decoder(aux=True), torch.zeros(1, 1, 8, 8)) == {"head.0", "aux"}
+    # an in-place ReLU after the head and a residual add on the way do not hide it
+    net = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.Conv2d(4, 2, 1), nn.ReLU(inplace=True))
+    assert output_layers(net, torch.zeros(1, 1, 8, 8)) == {"1"}
+
+
+def test_finding_them_works_on_frozen_weights_and_leaves_the_network_as_it_was():
+    net = Decoder().train()
+    for parameter in net.parameters():
+        parameter.requires_grad_(False)
+    statistics = net.body[1].running_mean.clone()
+    assert output_layers(net, torch.randn(2, 1, 8, 8)) == {"head.0"}
+    assert net.training and torch.equal(net.body[1].running_mean, statistics)
+    assert not any(module._forward_hooks for module in net.modules())
+
+
+def test_fire_keeps_a_wide_head_and_says_why_unless_told():
+    new, (record,) = apply(Decoder(), ["fire"], (1, 1, 16, 16))
+    assert record.changed == ["body.0", "body.3"]
+    assert "head.0" in record.skipped
+    assert record.skipped["head.0"].startswith("makes the network's output (2 channels): a fire module would squeeze its 16 inputs to 1 channel")
+    assert isinstance(new.head[0], nn.Conv2d)
+    replaced, (record,) = apply(Decoder(), [{"name": "fire", "head": True}], (1, 1, 16, 16))
+    assert record.changed == ["body.0", "body.3", "head.0"] and not isinstance(replaced.head[0], nn.Conv2d)
+
+
+def test_a_1x1_head_is_skipped_for_what_it_is_and_the_papers_recipe_builds_unet_as_before():
+    _, records = apply(compressor.unet(in_channels=1, base_width=4), compressor.Recipe.load("experiments/recipes/micronet_like.yaml"),
+                       (1, 1, 64, 64))
+    fire = next(record for record in records if record.transform == "fire")
+    assert set(fire.skipped.values()) == {"is a 1x1 conv (a fire module would not be smaller)"}  # the head among them
+    # head: true changes nothing on U-Net, so the recipe's hash leaves it out at its default
+    assert (compressor.Recipe.from_data([{"name": "fire"}]).hash()
+            == compressor.Recipe.from_data([{"name": "fire", "head": False}]).hash()
+            != compressor.Recipe.from_data([{"name": "fire", "head": True}]).hash())
+
+
+def test_fire_on_smps_unet_keeps_its_segmentation_head():
+    reason = third_party.missing_reason(third_party.NETWORKS["smp Unet-resnet18"][1])
+    if reason:
+        pytest.skip(reason)
+    model = third_party.build("smp Unet-resnet18", in_channels=1)
+    new, (record,) = apply(model, ["fire"], (1, 1, 64, 64))
+    assert "segmentation_head.0" not in record.changed and "segmentation_head.0" in record.skipped
+    assert isinstance(new.segmentation_head[0], nn.Conv2d)
+    assert len(record.changed) == 27  # every other 3x3 conv of the encoder and decoder
