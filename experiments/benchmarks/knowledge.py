@@ -51,6 +51,7 @@ NETWORKS = {
     "unet-r34": "smp Unet-resnet34",
     "fpn-r18": "smp FPN",
     "monai-unet": "MONAI UNet",
+    "deeplab-mnv3": "tv DeepLabV3-MobileNetV3",
     "unet": None,
 }
 RECIPES = ("separable", "fire", "paper")
@@ -58,12 +59,20 @@ SETTINGS = ("teacher_max_steps", "eval_every", "patience", "finetune_steps")
 
 
 def build_network(key: str, data: Any) -> Any:
+    import torch
+
     if NETWORKS[key] is None:
         import compressor
 
         return compressor.unet(in_channels=data.in_channels, num_classes=data.num_classes, norm="batch")
     import third_party
 
+    if key == "deeplab-mnv3":  # torchvision's models take 3 channels: its stem made to read the tile's one, as a user would
+        network = third_party.build(NETWORKS[key], classes=data.num_classes)
+        stem = network.backbone["0"][0]
+        network.backbone["0"][0] = torch.nn.Conv2d(data.in_channels, stem.out_channels, stem.kernel_size, stem.stride,
+                                                    stem.padding, bias=stem.bias is not None)
+        return network.train()
     return third_party.build(NETWORKS[key], classes=data.num_classes, in_channels=data.in_channels).train()
 
 
@@ -182,13 +191,22 @@ def run_network(network: str, args: argparse.Namespace) -> None:
 # -- the table ------------------------------------------------------------------------------
 
 def summarize(run_dir: Path) -> dict[str, Any]:
+    """Each network's table; a ``before-*`` folder beside ``jobs`` (jobs run before a change to the code,
+    kept for the comparison) makes a table of its own, with the same teacher."""
     networks = {}
     for network in NETWORKS:
-        folder = run_dir / network / "jobs"
-        records = {path.stem: json.loads(path.read_text()) for path in sorted(folder.glob("*.json"))} if folder.is_dir() else {}
-        if "teacher" in records:
-            networks[network] = {**table(records), "jobs": records}
+        records = _records(run_dir / network / "jobs")
+        if "teacher" not in records:
+            continue
+        networks[network] = {**table(records), "jobs": records}
+        for before in sorted((run_dir / network).glob("before-*")):
+            kept = {"teacher": records["teacher"], **_records(before)}
+            networks[f"{network} ({before.name})"] = {**table(kept), "jobs": kept}
     return networks
+
+
+def _records(folder: Path) -> dict[str, dict[str, Any]]:
+    return {path.stem: json.loads(path.read_text()) for path in sorted(folder.glob("*.json"))} if folder.is_dir() else {}
 
 
 def table(records: dict[str, dict[str, Any]]) -> dict[str, Any]:
