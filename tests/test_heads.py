@@ -42,6 +42,27 @@ def test_the_output_layers_are_the_nearest_layers_to_every_returned_tensor():
     assert output_layers(net, torch.zeros(1, 1, 8, 8)) == {"1"}
 
 
+class InPlace(nn.Module):
+    """Scales its input in place, and ends with a functional convolution of its own weight."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 4, 3, padding=1)
+        self.last = nn.Parameter(torch.randn(2, 4, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x.mul_(2.0)
+        return nn.functional.conv2d(self.conv(x), self.last)
+
+
+def test_an_input_changed_in_place_and_a_functional_head_are_handled():
+    # the functional conv makes the output: the conv before it does not, so fire may replace it
+    assert output_layers(InPlace(), torch.zeros(1, 1, 8, 8)) == set()
+    model = InPlace()
+    model.forward = lambda x: {"out": nn.functional.conv2d(model.conv(x.mul_(2.0)), model.last), "features": model.conv(x)}
+    assert output_layers(model, torch.zeros(1, 1, 8, 8)) == {"conv"}  # returned as it is: it makes "features"
+
+
 def test_finding_them_works_on_frozen_weights_and_leaves_the_network_as_it_was():
     net = Decoder().train()
     for parameter in net.parameters():

@@ -7,7 +7,8 @@ squeeze channel) would pass the whole decoder through one rectified channel. Tra
 replacement by the output channels leave these layers as they are.
 
 Found by running the network once on the example input and following the autograd graph back from every
-returned tensor: on each path, the first convolution or linear layer met makes that output.
+returned tensor: on each path, the first convolution or linear layer met makes that output (a functional
+``F.conv2d`` met first ends the path: then no module does).
 
 Example:
     >>> import torch
@@ -51,7 +52,8 @@ def output_layers(model: nn.Module, example_input: torch.Tensor) -> set[str]:
     model.eval()
     try:
         with torch.enable_grad():
-            returned = model(example_input.detach().clone().requires_grad_(True))
+            # a non-leaf copy that tracks gradients: a model may change its input in place
+            returned = model(example_input.detach().clone().requires_grad_(True).clone())
             return _nearest(list(_tensors(returned)), made)
     finally:
         model.train(was_training)
@@ -71,6 +73,8 @@ def _nearest(outputs: list[torch.Tensor], made: dict[Any, str]) -> set[str]:
         if node in made:
             found.add(made[node])
             continue  # the nearest layer on this path: what feeds it does not make the output
+        if type(node).__name__.startswith("ConvolutionBackward"):
+            continue  # a functional convolution (no module) makes this output: nothing before it does
         stack.extend(function for function, _ in node.next_functions)
     return found
 
