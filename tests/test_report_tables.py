@@ -18,6 +18,11 @@ from compressor.study import front, hypervolume_reference, trial_records
 TWO = ("metric", "params")
 
 
+def share(ratio: float) -> float:
+    """The share of a cost's log axis (4 decades below the reference) that a cost at ``ratio`` of the reference dominates."""
+    return -math.log10(ratio) / 4
+
+
 def two_objective_study(references=None, **kwargs):
     refs = {"unet": {"params": 1000, "flops": 10_000, "latency_ms": None, "metric": 0.4}} if references is None \
         else references
@@ -89,7 +94,7 @@ def test_infeasible_points_never_reach_the_front():
     add(study, status="complete", params=50, flops=1, metric=0.9, feasible=False)
     add(study, status="stopped", params=200, flops=1, metric=0.35)  # a rung metric, not a final one
     assert tables.pareto_frame(study)["number"].tolist() == [0]
-    assert progress.hypervolume_frame(study)["hypervolume"].tolist() == pytest.approx([0.3 * (1 - 500 / 1100)] * 4)
+    assert progress.hypervolume_frame(study)["hypervolume"].tolist() == pytest.approx([0.3 * share(500 / 1100)] * 4)
 
 
 def test_all_infeasible_gives_an_empty_front_and_zero_hypervolume():
@@ -119,24 +124,41 @@ def test_a_single_trial():
     assert front["number"].tolist() == [0]
     assert front.loc[0, "params_ratio"] == pytest.approx(10.0) and front.loc[0, "flops_ratio"] == pytest.approx(10.0)
     hypervolume = progress.hypervolume_frame(study)
-    assert hypervolume["hypervolume"].tolist() == pytest.approx([0.2 * (1 - 1 / 11) ** 2])
+    assert hypervolume["hypervolume"].tolist() == pytest.approx([0.2 * share(1 / 11) ** 2])
     assert hypervolume["front_size"].tolist() == [1]
 
 
 def test_hypervolume_grows_by_hand_computed_steps():
     study = two_objective_study()  # U-Net params 1000: the reference is 1100
-    add(study, params=550, flops=1, metric=0.5)                     # 0.5 * (1 - 0.5)
-    add(study, params=110, flops=1, metric=0.2)                     # + 0.2 * (0.5 - 0.1)
+    add(study, params=550, flops=1, metric=0.5)                     # 0.5 * share(0.5)
+    add(study, params=110, flops=1, metric=0.2)                     # + 0.2 * (share(0.1) - share(0.5))
     add(study, status="infeasible", params=50, flops=1)             # nothing
     add(study, status="failed", params=60, flops=1)                 # nothing
     add(study, params=880, flops=1, metric=0.45)                    # dominated: nothing
     add(study, params=110, flops=1, metric=0.2, duplicate_of=1)     # the same result again: nothing
     frame = progress.hypervolume_frame(study)
-    assert frame["hypervolume"].tolist() == pytest.approx([0.25, 0.33, 0.33, 0.33, 0.33, 0.33])
+    first = 0.5 * share(0.5)
+    second = first + 0.2 * (0.25 - share(0.5))  # a tenth of the reference: a quarter of the log axis
+    assert frame["hypervolume"].tolist() == pytest.approx([first] + [second] * 5)
     assert frame["front_size"].tolist() == [1, 2, 2, 2, 2, 2]
     assert frame["feasible_complete"].tolist() == [1, 2, 2, 2, 3, 4]
     assert frame["wall_seconds"].tolist() == pytest.approx([60.0 * n for n in range(1, 7)])
     assert hypervolume_reference(study) == {"metric": 0.0, "params": pytest.approx(1100.0)}
+
+
+def test_the_log_axis_still_tells_small_models_apart():
+    """Every candidate 500x smaller than U-Net filled 99.8% of a linear box: the hypervolume was the best
+    metric. On the log axis a model ten times smaller again counts, and at equal size the metric does."""
+    values = []
+    for params in (2, 0.2):  # 500x and 5000x smaller than U-Net's 1000
+        study = two_objective_study()
+        add(study, params=params, flops=1, metric=0.3)
+        values.append(progress.hypervolume_frame(study)["hypervolume"].iloc[-1])
+    assert values[0] == pytest.approx(0.3 * share(2 / 1100)) and values[1] == pytest.approx(0.3 * share(0.2 / 1100))
+    assert values[1] > 1.3 * values[0]
+    study = two_objective_study()
+    add(study, params=0.01, flops=1, metric=0.3)  # beyond the axis's 4 decades: the whole axis, no more
+    assert progress.hypervolume_frame(study)["hypervolume"].iloc[-1] == pytest.approx(0.3)
 
 
 def test_without_a_u_net_reference_the_largest_cost_seen_sets_the_box():
@@ -144,7 +166,7 @@ def test_without_a_u_net_reference_the_largest_cost_seen_sets_the_box():
     add(study, params=400, flops=1, metric=0.5)
     add(study, status="infeasible", params=1000, flops=1)
     assert hypervolume_reference(study)["params"] == pytest.approx(1100.0)
-    assert progress.hypervolume_frame(study)["hypervolume"].iloc[-1] == pytest.approx(0.5 * (1 - 400 / 1100))
+    assert progress.hypervolume_frame(study)["hypervolume"].iloc[-1] == pytest.approx(0.5 * share(400 / 1100))
     frame = tables.trials_frame(study)
     assert frame["params_ratio"].isna().all()
     assert tables.references_frame(study).empty

@@ -27,8 +27,8 @@ __all__ = ["choose_top", "plan_repeats", "describe_repeats", "check_trials", "me
 
 def choose_top(study: optuna.Study, top: int) -> list[int]:
     """The ``top`` front trials that add most to the front's hypervolume, largest contribution
-    first; costs normalized as the report's hypervolume is
-    (:func:`~compressor.study.hypervolume_reference`: 1.1 times U-Net's, the metric from 0)."""
+    first; costs read as the report's hypervolume reads them (:func:`~compressor.study.study_hypervolume`:
+    a log axis down from 1.1 times U-Net's, the metric from 0)."""
     snapshot = read_study(study)
     members = front(snapshot.records, snapshot.objectives, snapshot.info.threshold)
     reference, names = hypervolume_reference(snapshot), snapshot.objectives

@@ -46,6 +46,7 @@ from compressor.report.overview import machine_info, study_overview, with_deploy
 from compressor.report.tables import confirmed_frame, pareto_frame, references_frame, trials_frame
 from compressor.report.text import as_sentence, floor_references_note, pareto_text, summary_markdown
 from compressor.study import (
+    HYPERVOLUME_DECADES,
     HYPERVOLUME_MARGIN,
     StudyInfo,
     StudySnapshot,
@@ -202,9 +203,10 @@ def _notes(
         f"{snapshot.ratio_label if reference.get(name) is not None else 'the largest seen'}"
         for name in snapshot.objectives if name != "metric"
     )
-    halves = " x ".join(["0.5"] * (len(snapshot.objectives) - ("metric" in snapshot.objectives)))
-    notes = [f"Hypervolume: each cost divided by its reference ({based_on}), the metric's reference at 0; "
-             f"one point of metric m at half of every reference cost has hypervolume m x {halves}."]
+    quarters = " x ".join(["0.25"] * (len(snapshot.objectives) - ("metric" in snapshot.objectives)))
+    notes = [f"Hypervolume: each cost on a log axis from its reference ({based_on}) down to "
+             f"{10 ** HYPERVOLUME_DECADES:,} times smaller, the metric's reference at 0; each tenfold reduction is a "
+             f"quarter of an axis: one point of metric m at a tenth of every reference cost has hypervolume m x {quarters}."]
     if not len(confirmed) and info.floor:
         notes.append("Not confirmed yet: each number above is one training run (the seed the search ran with). "
                      f"`compressor confirm --study {snapshot.study_name} --seeds N` retrains the front's best trials "

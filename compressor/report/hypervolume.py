@@ -24,8 +24,9 @@ __all__ = ["hypervolume_frame"]
 def hypervolume_frame(study: optuna.Study | StudySnapshot) -> pd.DataFrame:
     """The hypervolume of the feasible Pareto front after each finished trial, by trial number.
 
-    Costs are divided by their reference value first (see :func:`hypervolume_reference`), so the
-    number reads as "the metric times the share of the reference box dominated".
+    Each cost is read on a log axis down from its reference value (see :func:`hypervolume_reference`
+    and :func:`~compressor.study.study_hypervolume`), so the number reads as "the metric times the
+    share of the log box dominated".
 
     Columns: ``number``, ``status``, ``hypervolume``, ``front_size`` (distinct points on the
     front so far), ``feasible_complete`` (how many so far), ``wall_seconds``, ``train_seconds`` and

@@ -13,10 +13,11 @@ Conventions:
     - Ratios are against the study's reference (U-Net, or the user's own network the search
       started from): ``params_ratio = reference params / params`` (how many times smaller),
       ``flops_ratio`` likewise.
-    - The hypervolume is measured with every cost divided by its reference value (1.1 times the
-      reference's cost, or 1.1 times the largest cost seen when the reference has none) and
-      the metric's reference at 0 (:func:`compressor.study.study_hypervolume`), so a single
-      point of metric ``m`` at half the reference size in one cost has hypervolume ``m * 0.5``.
+    - The hypervolume reads every cost on a log axis from its reference value (1.1 times the
+      reference's cost, or 1.1 times the largest cost seen when the reference has none) down to
+      10,000 times below it, the metric's reference at 0 (:func:`compressor.study.study_hypervolume`),
+      so a single point of metric ``m`` at a tenth of the reference in its one cost has
+      hypervolume ``m * 0.25``.
 
 Example:
     >>> import optuna

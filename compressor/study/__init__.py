@@ -17,9 +17,11 @@ from __future__ import annotations
 
 from compressor.study.front import folded_duplicates, front, front_ranks, point
 from compressor.study.hypervolume import (
+    HYPERVOLUME_DECADES,
     HYPERVOLUME_MARGIN,
     hypervolume,
     hypervolume_reference,
+    log_share,
     study_hypervolume,
 )
 from compressor.study.objectives import (
@@ -49,6 +51,7 @@ __all__ = [
     "default_storage_url", "load_study", "open_storage", "redact", "sqlite_path",
     "as_minimization", "dominates", "pareto_mask", "nondominated_ranks",
     "front", "front_ranks", "folded_duplicates", "point",
-    "hypervolume", "hypervolume_reference", "study_hypervolume", "HYPERVOLUME_MARGIN",
+    "hypervolume", "hypervolume_reference", "study_hypervolume", "log_share", "HYPERVOLUME_MARGIN",
+    "HYPERVOLUME_DECADES",
     "StudySnapshot", "read_study", "REFERENCE_LABELS", "reference_label", "base_label",
 ]

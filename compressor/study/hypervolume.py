@@ -17,13 +17,16 @@ from collections.abc import Sequence
 import numpy as np
 import optuna
 
-from compressor.study.objectives import directions
 from compressor.study.pareto import as_minimization, pareto_mask
 from compressor.study.snapshot import StudySnapshot, read_study
 
-__all__ = ["hypervolume", "hypervolume_reference", "study_hypervolume", "HYPERVOLUME_MARGIN"]
+__all__ = ["hypervolume", "hypervolume_reference", "study_hypervolume", "log_share", "HYPERVOLUME_MARGIN",
+           "HYPERVOLUME_DECADES"]
 
 HYPERVOLUME_MARGIN = 1.1
+#: a study's hypervolume reads each cost on a log axis from its reference down to this many decades
+#: below it: each tenfold reduction is a quarter of the axis, and 10,000 times smaller fills it
+HYPERVOLUME_DECADES = 4
 
 
 def hypervolume(
@@ -91,17 +94,37 @@ def hypervolume_reference(study: optuna.Study | StudySnapshot) -> dict[str, floa
 
 
 def study_hypervolume(
-    points: Sequence[Sequence[float]] | np.ndarray, objectives: Sequence[str], reference: dict[str, float]
+    points: Sequence[Sequence[float]] | np.ndarray, objectives: Sequence[str], reference: dict[str, float],
+    *, decades: float = HYPERVOLUME_DECADES,
 ) -> float:
     """The hypervolume a study's report and confirmation measure: ``points`` (objective values in
-    the study's units and order) with each cost divided by its ``reference`` value
-    (:func:`hypervolume_reference`), the metric's reference at 0, so the number reads as "the
-    metric times the share of the reference box dominated".
+    the study's units and order), the metric's reference at 0, each cost read on a log axis by
+    :func:`log_share` (the share of ``decades`` decades below its ``reference`` value,
+    :func:`hypervolume_reference`, that it dominates). The number reads as "the metric times the
+    share of the log box dominated"; unlike a linear box, it does not saturate when every
+    candidate is hundreds of times smaller than the reference: 10x smaller is a quarter of an
+    axis, 100x a half, 1000x three quarters.
 
     Example:
-        >>> study_hypervolume([[0.5, 50.0]], ["metric", "params"], {"metric": 0.0, "params": 100.0})
-        0.25
+        >>> study_hypervolume([[0.5, 10.0]], ["metric", "params"], {"metric": 0.0, "params": 100.0})
+        0.125
     """
-    scale = np.array([1.0 if name == "metric" else reference[name] for name in objectives])
-    array = np.asarray(points, dtype=float).reshape(-1, len(objectives)) / scale
-    return hypervolume(array, directions(objectives), [0.0 if name == "metric" else 1.0 for name in objectives])
+    array = np.asarray(points, dtype=float).reshape(-1, len(objectives))
+    shares = np.stack([array[:, index] if name == "metric" else log_share(array[:, index], reference[name], decades)
+                       for index, name in enumerate(objectives)], axis=1) if len(array) else array
+    # every share is maximized: the metric from 0, a cost's share of its axis from 0
+    return hypervolume(shares, ["maximize"] * len(objectives), [0.0] * len(objectives))
+
+
+def log_share(values: np.ndarray | float, reference: float, decades: float = HYPERVOLUME_DECADES) -> np.ndarray:
+    """How much of a log axis from ``reference`` down to ``reference / 10**decades`` a cost dominates:
+    ``log10(reference / value) / decades``, 0 at the reference (or above it), 1 at the bottom (or below).
+
+    Example:
+        >>> log_share(np.array([100.0, 10.0, 0.01, 0.0, 200.0]), 100.0).tolist()
+        [0.0, 0.25, 1.0, 1.0, 0.0]
+    """
+    values = np.asarray(values, dtype=float)
+    with np.errstate(divide="ignore"):
+        share = np.log10(reference / np.maximum(values, 0.0)) / decades
+    return np.where(np.isnan(values), np.nan, np.clip(share, 0.0, 1.0))
