@@ -36,7 +36,7 @@ from compressor.origin import Origin, origin_of, set_origin
 from compressor.outputs import declare_output, declared_output
 from compressor.tensor_files import PickledObjectsError, read_tensor_file
 from compressor.train.checkpoints import weights_mismatch
-from compressor.transforms import apply
+from compressor.transforms import TRANSFORMS, apply
 from compressor.units import parse_shape
 
 __all__ = ["SavedModel", "save_model", "load_model", "load_saved", "is_model_file", "TRUSTED_MODEL_PACKAGES"]
@@ -262,10 +262,17 @@ def _architecture(base: nn.Module, origin: Origin) -> nn.Module:
     replaced, so new layers start at random and nothing is refitted)."""
     if not origin.steps:
         return base
-    steps = [{**step, **{key: value for key, value in (("init", "random"), ("calibrate", 0)) if key in step}}
+    steps = [{**_recorded_before(step), **step,
+              **{key: value for key, value in (("init", "random"), ("calibrate", 0)) if key in step}}
              for step in origin.steps]
     model, _ = apply(base, steps, origin.input_shape, count_flops=False)
     return model
+
+
+def _recorded_before(step: dict[str, Any]) -> dict[str, Any]:
+    """What a step recorded before some of its transform's parameters existed was built with."""
+    transform = TRANSFORMS.get_or_none(step["name"])
+    return dict(getattr(transform, "recorded_before", {})) if transform is not None else {}
 
 
 def _check_rebuilds(model: nn.Module, origin: Origin, state: dict[str, torch.Tensor]) -> None:

@@ -239,7 +239,7 @@ def test_a_study_made_before_inheritance_rebuilds_its_recipes_as_it_built_them()
                                {"name": "prune", "ratio": 0.2, "importance": "random"}])
     built = as_built_before_inheritance(recipe)
     assert [dict(step.params) for step in built.steps] == [
-        {"init": "inherit"}, {}, {"importance": "l1", "ratio": 0.5}, {"importance": "random", "ratio": 0.2}]
+        {"init": "inherit"}, {"head": True}, {"importance": "l1", "ratio": 0.5}, {"importance": "random", "ratio": 0.2}]
     # the skip_fusion the old code made from scratch: the mean of the kernel halves of the random U-Net
     model = compressor.unet(base_width=4)
     fused, _ = compressor.apply(model, as_built_before_inheritance(Recipe.from_data([{"name": "skip_fusion"}])),
@@ -258,10 +258,10 @@ def test_a_study_made_before_dilation_kept_rates_rebuilds_with_overwrite():
 
     recipe = Recipe.from_data([{"name": "dilation", "rates": [1, 2, 5]}, {"name": "fire"}])
     assert build_version({"init": "inherit"}) == 2 and build_version({}) == 1  # read from what older studies stored
-    assert build_version({"init": "inherit", "dilation_keeps_rates": True}) == BUILD_VERSION == 3
+    assert build_version({"init": "inherit", "dilation_keeps_rates": True}) == 3 and BUILD_VERSION == 4
     assert build_version(None) == build_version(version_attrs()) == BUILD_VERSION  # a new study, and what it stores
     old = as_built_for(recipe, build_version({"init": "inherit"}))
-    assert [dict(step.params) for step in old.steps] == [{"rates": [1, 2, 5], "overwrite": True}, {}]
+    assert [dict(step.params) for step in old.steps] == [{"rates": [1, 2, 5], "overwrite": True}, {"head": True}]
     assert as_built_for(recipe, BUILD_VERSION) is recipe
     kept = Recipe.from_data([{"name": "dilation", "overwrite": False}])
     assert dict(as_built_for(kept, 1).steps[0].params) == {"overwrite": False}

@@ -1,14 +1,16 @@
 """How a study's recipes are built, by the version of compressor that made the study.
 
-The transforms changed their defaults twice; a study keeps the rules it was made with, so its
-trials rebuild (export, confirmation) and resume as they were trained. A new study stores
+The transforms changed their defaults three times; a study keeps the rules it was made with, so
+its trials rebuild (export, confirmation) and resume as they were trained. A new study stores
 :data:`BUILD_VERSION`; older ones are read by the attributes they had:
 
 1. before weight inheritance (no ``init`` attribute): ``skip_fusion`` started from the mean of
    the kernel halves even from scratch, ``prune`` ranked channels by L1 norm, ``dilation``
    overwrote the rates a network already had;
 2. with inheritance, before ``dilation`` kept existing rates (no :data:`KEEPS_RATES`);
-3. now.
+3. before ``fire`` kept the layers that make the output (``head``; the same networks wherever
+   that layer is a 1x1 conv, as on the project's U-Net);
+4. now.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ __all__ = ["BUILD_VERSION", "VERSION_KEY", "KEEPS_RATES", "build_version", "as_b
            "version_attrs"]
 
 #: How this version of compressor builds recipes.
-BUILD_VERSION = 3
+BUILD_VERSION = 4
 #: The study attribute that holds it.
 VERSION_KEY = "build_version"
 #: The attribute of version 2 studies made after ``dilation`` kept existing rates (stored still,
@@ -31,8 +33,10 @@ KEEPS_RATES = "dilation_keeps_rates"
 
 #: what each version before the current one set where a recipe says nothing
 _LEGACY: dict[int, dict[str, dict[str, Any]]] = {
-    1: {"skip_fusion": {"init": "inherit"}, "prune": {"importance": "l1"}, "dilation": {"overwrite": True}},
-    2: {"dilation": {"overwrite": True}},
+    1: {"skip_fusion": {"init": "inherit"}, "prune": {"importance": "l1"}, "dilation": {"overwrite": True},
+        "fire": {"head": True}},
+    2: {"dilation": {"overwrite": True}, "fire": {"head": True}},
+    3: {"fire": {"head": True}},
 }
 
 

@@ -152,6 +152,9 @@ class Transform(abc.ABC):
     #: parameters added after studies were stored: left out of a recipe's hash while at their
     #: default, so a stored recipe keeps its hash (and its finished twin) across versions
     omit_when_default: ClassVar[tuple[str, ...]] = ()
+    #: parameters added after model files recorded their steps, with the value a step recorded
+    #: without them was built with (a saved model is rebuilt as it was made)
+    recorded_before: ClassVar[dict[str, Any]] = {}
     params: dict[str, Any]
 
     # -- how it describes itself (listings, the contract suite, the ``generic`` search space) --

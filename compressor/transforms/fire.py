@@ -54,6 +54,8 @@ class FireTransform(LayerTransform):
     #: ``head`` came later: at its default, stored recipe hashes hold (the project's U-Net, whose head is
     #: a 1x1 conv, builds as before; a network with a wider head now keeps it)
     omit_when_default = ("head",)
+    #: a step saved in a model file before ``head`` existed replaced the head too
+    recorded_before = {"head": True}
     #: the squeeze ratios and 3x3 shares a search draws from
     SQUEEZE_RATIOS = (0.125, 0.25, 0.5)
     EXPAND3X3_SHARES = (0.25, 0.5, 0.75)
@@ -86,9 +88,12 @@ class FireTransform(LayerTransform):
         selected = self.selected(model)
         heads = set() if self.head or not selected else output_layers(model, example_input)
         for name, conv in selected:
-            reason = _unsupported(conv) or (self._head_reason(conv) if name in heads else None)
+            reason = _unsupported(conv)
             if reason:
                 self.skip(change, name, reason)
+                continue
+            if name in heads:  # kept by choice, not refused: strict does not apply
+                change.skipped[name] = self._head_reason(conv)
                 continue
             kernel, dilation, stride = conv.kernel_size[0], conv.dilation[0], conv.stride[0]
             replacement = Fire(

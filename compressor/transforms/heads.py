@@ -6,8 +6,8 @@ width says nothing of what it needs: a fire module sized by its output channels 
 squeeze channel) would pass the whole decoder through one rectified channel. Transforms that size their
 replacement by the output channels leave these layers as they are.
 
-Found by running the network once on the example input and following the autograd graph back from every
-returned tensor: on each path, the first convolution or linear layer met makes that output (a functional
+Found by running the network once on the example input and following the autograd graph back from the
+output compressor reads: on each path, the first convolution or linear layer met makes that output (a functional
 ``F.conv2d`` met first ends the path: then no module does).
 
 Example:
@@ -26,6 +26,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from compressor.errors import CompressorError
+from compressor.outputs import declared_output, primary_output
+
 __all__ = ["LAYER_KINDS", "output_layers"]
 
 #: the layers that can make an output (what the walk stops at)
@@ -33,32 +36,57 @@ LAYER_KINDS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose2d, nn.Linear)
 
 
 def output_layers(model: nn.Module, example_input: torch.Tensor) -> set[str]:
-    """Dotted names of the layers (convolutions, linear) nearest to each tensor ``model`` returns.
+    """Dotted names of the layers (convolutions, linear) nearest to the tensor ``model`` returns: its
+    declared or primary output (:func:`~compressor.outputs.primary_output`), else every tensor it returns.
 
-    ``model`` runs once in eval mode (its mode is restored; batch-norm statistics are not touched)
-    with gradients on a copy of ``example_input``, so the walk works on frozen weights too.
+    ``model`` runs once in eval mode with gradients (the input, when it is floating point, and every
+    parameter tracked for the pass, so frozen weights work too); every module's mode and
+    ``requires_grad`` are restored, batch-norm statistics are not touched, nothing is accumulated.
+    When no returned tensor has an autograd history (a forward under ``no_grad``, a ``detach``) the
+    last of those layers to run stands for the output, as for pruning.
     """
     made: dict[Any, str] = {}
+    order: list[str] = []
 
     def hook(name: str):
         def record(_module: nn.Module, _inputs: tuple, output: object) -> None:
+            order.append(name)
             if isinstance(output, torch.Tensor) and output.grad_fn is not None:
                 made[output.grad_fn] = name
         return record
 
     layers = [(name, module) for name, module in model.named_modules() if name and isinstance(module, LAYER_KINDS)]
     handles = [module.register_forward_hook(hook(name)) for name, module in layers]
-    was_training = model.training
+    modes = [(module, module.training) for module in model.modules()]
+    frozen = [parameter for parameter in model.parameters() if not parameter.requires_grad]
     model.eval()
     try:
+        for parameter in frozen:
+            parameter.requires_grad_(True)
+        example = example_input.detach().clone()
+        if example.is_floating_point():  # a non-leaf copy that tracks gradients: a model may change its input in place
+            example = example.requires_grad_(True).clone()
         with torch.enable_grad():
-            # a non-leaf copy that tracks gradients: a model may change its input in place
-            returned = model(example_input.detach().clone().requires_grad_(True).clone())
-            return _nearest(list(_tensors(returned)), made)
+            outputs = _returned(model, model(example))
+            tracked = [tensor for tensor in outputs if tensor.grad_fn is not None]
+            if not tracked:
+                return {order[-1]} if order else set()
+            return _nearest(tracked, made)
     finally:
-        model.train(was_training)
+        for module, mode in modes:
+            module.training = mode
+        for parameter in frozen:
+            parameter.requires_grad_(False)
         for handle in handles:
             handle.remove()
+
+
+def _returned(model: nn.Module, returned: object) -> list[torch.Tensor]:
+    """The tensor compressor reads of ``returned`` (the declared output, ``out``, the only one), else all of them."""
+    try:
+        return [primary_output(returned, declared_output(model))]
+    except CompressorError:
+        return list(_tensors(returned))
 
 
 def _nearest(outputs: list[torch.Tensor], made: dict[Any, str]) -> set[str]:
