@@ -13,7 +13,7 @@ from typing import Any
 import torch
 
 from compressor.io import atomic_write_text
-from compressor.study import TrialRecord, hypervolume
+from compressor.study import HYPERVOLUME_MARGIN, study_hypervolume
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -61,15 +61,17 @@ def synthetic_search(
 
 
 def hypervolume_history(
-    records: list[TrialRecord], objectives: list[str], reference: list[float],
-    cost: Callable[[TrialRecord], float] = lambda record: record.wall_seconds or 0.0,
+    records: list[Any], objectives: list[str], reference: dict[str, float],
+    cost: Callable[[Any], float] = lambda record: record.wall_seconds or 0.0,
 ) -> list[tuple[int, float, float]]:
-    """``(trial number, cumulative cost, hypervolume of the feasible finished front)`` after each trial.
+    """``(trial number, cumulative cost, hypervolume of the feasible finished front)`` after each trial,
+    by the studies' own measure (:func:`compressor.study.study_hypervolume`: each cost on a log axis
+    down from ``reference``, the metric from 0), so every run is scored against one reference.
 
-    ``cost`` is what a trial spent (default: its wall seconds; training steps taken are a
-    load-independent alternative).
+    ``records`` are :class:`~compressor.study.TrialRecord` s, or anything with ``number``, ``status``,
+    ``feasible`` and ``values``; ``cost`` is what a trial spent (default: its wall seconds; training
+    steps taken are a load-independent alternative).
     """
-    directions = ["maximize" if name == "metric" else "minimize" for name in objectives]
     points: list[list[float]] = []
     spent = 0.0
     history = []
@@ -77,8 +79,15 @@ def hypervolume_history(
         spent += cost(record)
         if record.status == "complete" and record.feasible and record.values:
             points.append(list(record.values))
-        history.append((record.number, spent, hypervolume(points, directions, reference)))
+        history.append((record.number, spent, study_hypervolume(points, objectives, reference)))
     return history
+
+
+def unet_reference(unet: dict[str, Any]) -> dict[str, float]:
+    """The hypervolume reference of a study whose reference U-Net costs ``unet`` (as a study's
+    ``references`` attribute stores it): 1.1 times each cost, the metric from 0."""
+    return {"metric": 0.0, "params": HYPERVOLUME_MARGIN * float(unet["params"]),
+            "flops": HYPERVOLUME_MARGIN * float(unet["flops"])}
 
 
 def hypervolume_at(history: list[tuple[int, float, float]], budget: float) -> float:

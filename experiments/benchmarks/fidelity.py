@@ -19,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from common import hypervolume_at, hypervolume_history, synthetic_search, write_json  # noqa: E402
+from common import hypervolume_at, hypervolume_history, synthetic_search, unet_reference, write_json  # noqa: E402
 
 from compressor.experiment import Experiment  # noqa: E402
 from compressor.pipeline import run_search  # noqa: E402
@@ -47,8 +47,7 @@ def main() -> None:
             with tempfile.TemporaryDirectory() as folder:
                 result = run_search(experiment(Path(folder), seed=seed, trials=args.trials, steps=args.steps,
                                                rungs=rungs), echo=lambda line, tag=f"[seed {seed}, {mode}]": print(tag, line))
-                references = result.study.user_attrs["references"]["unet"]
-                reference = [0.0, references["params"], references["flops"]]
+                reference = unet_reference(result.study.user_attrs["references"]["unet"])
                 histories[mode] = {
                     "history": hypervolume_history(result.records, ["metric", "params", "flops"], reference,
                                                    cost=lambda record: record.fidelity * args.steps),
