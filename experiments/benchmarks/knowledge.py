@@ -19,9 +19,11 @@ Differences are paired by seed, with 95% t-intervals. Each job is stored in
 differ from a stored job's are refused).
 
     python experiments/benchmarks/knowledge.py --network unet-r18 [--seeds 3] [--methods none,hints,block]
+    python experiments/benchmarks/knowledge.py --network unet-r34 --recipes paper --finetune-steps auto \
+        --run-dir runs/knowledge-auto --teacher-from runs/knowledge     # fine-tuned to the plateau
     python experiments/benchmarks/knowledge.py --summarize [--markdown]
 
-Writes ``experiments/benchmarks/results/knowledge.json``.
+Writes ``experiments/benchmarks/results/knowledge.json`` (another ``--run-dir``: ``<its name>.json``).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -56,6 +59,7 @@ NETWORKS = {
 }
 RECIPES = ("separable", "fire", "paper")
 SETTINGS = ("teacher_max_steps", "eval_every", "patience", "finetune_steps")
+TEACHER_SETTINGS = SETTINGS[:3]  # what the teacher's training depends on
 
 
 def build_network(key: str, data: Any) -> Any:
@@ -134,9 +138,7 @@ def run_job(network: str, job: dict[str, Any], args: argparse.Namespace, data: A
         teacher.load_state_dict(torch.load(folder / "teacher.pt", weights_only=True))
         teacher.eval()
         if job["kind"] == "compress":
-            every = max(1, args.finetune_steps // 8)
-            done = compress(teacher, recipe_of(job["recipe"]), settings, data=data,
-                            evaluate_at=tuple(range(every, args.finetune_steps, every)))
+            done = compress(teacher, recipe_of(job["recipe"]), settings, data=data, evaluate_at=curve_at(args.finetune_steps))
             result, cost = done.result, done.student_cost
             record |= {
                 "inherited": done.inherited_metrics.to_dict(), "start_error": done.start_error,
@@ -150,9 +152,9 @@ def run_job(network: str, job: dict[str, Any], args: argparse.Namespace, data: A
             student, _ = apply(teacher, recipe_of(job["recipe"]), example, init="inherit", count_flops=False)
             seed_everything(job["seed"])
             fresh = from_scratch(student)
-            every = max(1, args.finetune_steps // 8)
-            result = train(fresh, data, settings.train.with_steps(args.finetune_steps), description="scratch",
-                           evaluate_at=tuple(range(every, args.finetune_steps, every)))
+            steps = args.finetune_steps if args.finetune_steps != "auto" else _fine_tuned_steps(folder, job)
+            record["steps"] = steps
+            result = train(fresh, data, settings.train.with_steps(steps), description="scratch", evaluate_at=curve_at(steps))
             teacher, cost = fresh, measure(fresh, shape)
     network_trained = teacher if job["kind"] != "compress" else done.student
     test = evaluate(network_trained, data, settings.train, split="test")
@@ -166,16 +168,41 @@ def run_job(network: str, job: dict[str, Any], args: argparse.Namespace, data: A
     }
 
 
+def curve_at(steps: int | str) -> tuple[int, ...]:
+    """Where a fixed-length run also evaluates (its learning curve): 8 points; ``auto`` runs evaluate
+    every ``eval_every`` steps anyway."""
+    if steps == "auto":
+        return ()
+    every = max(1, int(steps) // 8)
+    return tuple(range(every, int(steps), every))
+
+
+def _fine_tuned_steps(folder: Path, job: dict[str, Any]) -> int:
+    """With ``--finetune-steps auto``, scratch trains as many steps as the same seed's fine-tuning took
+    (``hints``, else ``none``): equal steps."""
+    for method in ("hints", "none"):
+        path = folder / "jobs" / f"{job['recipe']}-{method}-s{job['seed']}.json"
+        if path.exists():
+            return int(json.loads(path.read_text())["steps_done"])
+    raise SystemExit(f"{job['job']}: --finetune-steps auto trains scratch for as many steps as the fine-tuning took; "
+                     f"run {job['recipe']}-none or -hints for seed {job['seed']} first")
+
+
 def run_network(network: str, args: argparse.Namespace) -> None:
     folder = Path(args.run_dir) / network / "jobs"
     folder.mkdir(parents=True, exist_ok=True)
+    if args.teacher_from and not (folder / "teacher.json").exists():  # the same converged teacher, other jobs
+        source = Path(args.teacher_from) / network
+        shutil.copyfile(source / "teacher.pt", folder.parent / "teacher.pt")
+        shutil.copyfile(source / "jobs" / "teacher.json", folder / "teacher.json")
     data = experiment(args, seed=0).data.build()
     print(f"{network}: {data.description}", flush=True)
     for job in jobs(args):
         path = folder / f"{job['job']}.json"
         if path.exists():
-            stored = json.loads(path.read_text()).get("settings")
-            if stored != settings_of(args):
+            stored = json.loads(path.read_text()).get("settings") or {}
+            keys = TEACHER_SETTINGS if job["kind"] == "teacher" else SETTINGS
+            if {key: stored.get(key) for key in keys} != {key: getattr(args, key) for key in keys}:
                 raise SystemExit(f"{path} was run with {stored}, not {settings_of(args)}: use those settings or another --run-dir")
             continue
         record = run_job(network, job, args, data)
@@ -305,9 +332,12 @@ def main() -> None:
     parser.add_argument("--teacher-max-steps", type=int, default=3000)
     parser.add_argument("--eval-every", type=int, default=100)
     parser.add_argument("--patience", type=int, default=4)
-    parser.add_argument("--finetune-steps", type=int, default=400)
+    parser.add_argument("--finetune-steps", type=lambda text: text if text == "auto" else int(text), default=400,
+                        help="fine-tuning steps, or auto: to the plateau, as the teacher (scratch then trains as many steps)")
     parser.add_argument("--threads", type=lambda text: text if text == "auto" else int(text), default="auto")
     parser.add_argument("--run-dir", default=str(ROOT / "runs" / "knowledge"))
+    parser.add_argument("--teacher-from", metavar="RUN_DIR", help="take each network's trained teacher from this run "
+                        "directory (e.g. runs/knowledge) instead of training it again")
     args = parser.parse_args()
     if not args.summarize:
         for network in args.network or ["unet-r18"]:
@@ -315,7 +345,9 @@ def main() -> None:
     networks = summarize(Path(args.run_dir))
     print_tables(networks, markdown=args.markdown)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(RESULTS / "knowledge.json", json.dumps({"machine": machine(), "networks": networks}, indent=1) + "\n")
+    # the default run directory writes knowledge.json; another (e.g. runs/knowledge-auto) knowledge-auto.json
+    name = "knowledge" if Path(args.run_dir).resolve() == (ROOT / "runs" / "knowledge").resolve() else Path(args.run_dir).name
+    atomic_write_text(RESULTS / f"{name}.json", json.dumps({"machine": machine(), "networks": networks}, indent=1) + "\n")
 
 
 if __name__ == "__main__":
