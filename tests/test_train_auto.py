@@ -101,6 +101,19 @@ def test_the_plateau_schedule_lowers_the_rate_each_half_patience_without_a_gain(
     assert constant(10) == 1.0
 
 
+def test_a_run_that_has_learned_nothing_yet_is_not_on_a_plateau():
+    """torchvision's DeepLabV3-MobileNetV3 scored building IoU 0 at its first 5 evaluations and was
+    declared converged at nothing (BENCHMARKS, knowledge); zeros now neither count nor lower the rate."""
+    plateau = Plateau(patience=2, min_delta=0.001, lower_rate=True)
+    for step in range(1, 8):
+        assert not plateau.update(step, 0.0) or step == 1
+    assert not plateau.converged and plateau.lr_scale == 1.0 and plateau.best_step == 1
+    assert plateau.update(8, 0.05) and plateau.best_step == 8  # it starts learning: a gain
+    plateau.update(9, 0.0)
+    plateau.update(10, 0.04)
+    assert plateau.converged and plateau.lr_scale < 1.0  # once it has learned, a fall counts
+
+
 @pytest.mark.parametrize(
     ("changes", "message"),
     [

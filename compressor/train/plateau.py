@@ -5,6 +5,11 @@
 best. Without a gain for half of ``patience`` evaluations, the ``plateau`` schedule lowers
 the learning rate to 0.3x (again at each further half); after ``patience`` evaluations
 without a gain, training stops and the best weights are put back.
+
+A run that has scored nothing yet (every evaluation at 0 or below) is not on a plateau: those
+evaluations neither count towards the patience nor lower the rate, so a network slow to start
+(a building IoU of 0 for its first few hundred steps) trains on, up to ``max_steps``, instead of
+being declared converged at nothing.
 """
 
 from __future__ import annotations
@@ -57,6 +62,8 @@ class Plateau:
             if model is not None:
                 self.best_state = {key: value.detach().to("cpu", copy=True) for key, value in model.state_dict().items()}
             return True
+        if self.best_score <= 0 and score <= 0:
+            return False  # nothing learned yet: no plateau, and the rate stays
         self.bad += 1
         if self.lower_rate and self.bad % max(1, self.patience // 2) == 0:
             self.lr_scale *= LR_DROP
