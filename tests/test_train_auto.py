@@ -105,13 +105,16 @@ def test_a_run_that_has_learned_nothing_yet_is_not_on_a_plateau():
     """torchvision's DeepLabV3-MobileNetV3 scored building IoU 0 at its first 5 evaluations and was
     declared converged at nothing (BENCHMARKS, knowledge); zeros now neither count nor lower the rate."""
     plateau = Plateau(patience=2, min_delta=0.001, lower_rate=True)
-    for step in range(1, 8):
-        assert not plateau.update(step, 0.0) or step == 1
-    assert not plateau.converged and plateau.lr_scale == 1.0 and plateau.best_step == 1
-    assert plateau.update(8, 0.05) and plateau.best_step == 8  # it starts learning: a gain
-    plateau.update(9, 0.0)
-    plateau.update(10, 0.04)
+    for step, score in enumerate([0.0, 0.0, 0.0005, float("nan"), 0.0], start=1):  # noise under min_delta is nothing
+        assert not plateau.update(step, score) or step == 1
+    assert not plateau.converged and plateau.lr_scale == 1.0 and plateau.best_step == 5  # the latest weights kept
+    assert plateau.update(6, 0.05) and plateau.best_step == 6  # it starts learning: a gain
+    plateau.update(7, 0.0)
+    plateau.update(8, 0.04)
     assert plateau.converged and plateau.lr_scale < 1.0  # once it has learned, a fall counts
+    never = Plateau(patience=2, min_delta=0.001, lower_rate=True)
+    steps = [step for step in range(1, 20) if not never.converged and not never.update(step, 0.0)]
+    assert never.converged and steps == [2, 3, 4, 5, 6, 7]  # the first, 2 x patience of grace, then the patience
 
 
 @pytest.mark.parametrize(

@@ -6,10 +6,13 @@ best. Without a gain for half of ``patience`` evaluations, the ``plateau`` sched
 the learning rate to 0.3x (again at each further half); after ``patience`` evaluations
 without a gain, training stops and the best weights are put back.
 
-A run that has scored nothing yet (every evaluation at 0 or below) is not on a plateau: those
-evaluations neither count towards the patience nor lower the rate, so a network slow to start
-(a building IoU of 0 for its first few hundred steps) trains on, up to ``max_steps``, instead of
-being declared converged at nothing.
+A run that has scored nothing yet (every evaluation at or below ``min_delta``) is not on a
+plateau: for up to ``2 * patience`` such evaluations (:data:`GRACE`) they neither count towards the
+patience nor lower the rate, and the latest weights are the ones kept, so a network slow to start
+(a building IoU of 0 for its first few hundred steps) trains on instead of being declared
+converged at nothing; one that never scores still stops, after three times the patience. This
+reads a score of 0 as nothing: right for a foreground IoU, not for a metric a constant prediction
+scores above 0 on (mIoU), where the grace does not apply.
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ __all__ = ["Plateau", "LR_DROP"]
 
 #: what the ``plateau`` schedule multiplies the learning rate by at each drop
 LR_DROP = 0.3
+#: evaluations, in patiences, that a run which has scored nothing yet is given before they count
+GRACE = 2
 
 
 @dataclass
@@ -47,6 +52,7 @@ class Plateau:
     best_step: int | None = None
     bad: int = 0
     lr_scale: float = 1.0
+    idle: int = 0
     best_state: dict[str, torch.Tensor] | None = field(default=None, repr=False)
 
     @property
@@ -59,15 +65,21 @@ class Plateau:
         score = 0.0 if math.isnan(score) else score
         if score > self.best_score + self.min_delta or self.best_step is None:
             self.best_score, self.best_step, self.bad = score, step, 0
-            if model is not None:
-                self.best_state = {key: value.detach().to("cpu", copy=True) for key, value in model.state_dict().items()}
+            self._keep(model)
             return True
-        if self.best_score <= 0 and score <= 0:
-            return False  # nothing learned yet: no plateau, and the rate stays
+        if max(self.best_score, score) <= self.min_delta and self.idle < GRACE * self.patience:
+            self.idle += 1  # nothing learned yet: no plateau, the rate stays, the latest weights are kept
+            self.best_step = step
+            self._keep(model)
+            return False
         self.bad += 1
         if self.lower_rate and self.bad % max(1, self.patience // 2) == 0:
             self.lr_scale *= LR_DROP
         return False
+
+    def _keep(self, model: nn.Module | None) -> None:
+        if model is not None:
+            self.best_state = {key: value.detach().to("cpu", copy=True) for key, value in model.state_dict().items()}
 
     def restore(self, model: nn.Module) -> None:
         """Puts the best weights back into ``model`` (nothing if none were kept)."""
