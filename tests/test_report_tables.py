@@ -19,8 +19,8 @@ TWO = ("metric", "params")
 
 
 def share(ratio: float) -> float:
-    """The share of a cost's log axis (4 decades below the reference) that a cost at ``ratio`` of the reference dominates."""
-    return -math.log10(ratio) / 4
+    """The share of a cost's log axis (5 decades below the reference) that a cost at ``ratio`` of the reference dominates."""
+    return -math.log10(ratio) / 5
 
 
 def two_objective_study(references=None, **kwargs):
@@ -138,7 +138,7 @@ def test_hypervolume_grows_by_hand_computed_steps():
     add(study, params=110, flops=1, metric=0.2, duplicate_of=1)     # the same result again: nothing
     frame = progress.hypervolume_frame(study)
     first = 0.5 * share(0.5)
-    second = first + 0.2 * (0.25 - share(0.5))  # a tenth of the reference: a quarter of the log axis
+    second = first + 0.2 * (0.2 - share(0.5))  # a tenth of the reference: a fifth of the log axis
     assert frame["hypervolume"].tolist() == pytest.approx([first] + [second] * 5)
     assert frame["front_size"].tolist() == [1, 2, 2, 2, 2, 2]
     assert frame["feasible_complete"].tolist() == [1, 2, 2, 2, 3, 4]
@@ -157,8 +157,21 @@ def test_the_log_axis_still_tells_small_models_apart():
     assert values[0] == pytest.approx(0.3 * share(2 / 1100)) and values[1] == pytest.approx(0.3 * share(0.2 / 1100))
     assert values[1] > 1.3 * values[0]
     study = two_objective_study()
-    add(study, params=0.01, flops=1, metric=0.3)  # beyond the axis's 4 decades: the whole axis, no more
+    add(study, params=0.001, flops=1, metric=0.3)  # beyond the axis's 5 decades: the whole axis, no more
     assert progress.hypervolume_frame(study)["hypervolume"].iloc[-1] == pytest.approx(0.3)
+
+
+def test_confirmation_picks_the_front_trials_that_add_most_on_the_log_axis():
+    """A 1100x smaller model at IoU 0.30 adds a band of 0.40 of the log axis (0.12); on a linear box it
+    added 0.09% of the axis and came last behind the 11x smaller model at 0.50."""
+    from compressor.confirm.plan import choose_top
+
+    study = two_objective_study()  # U-Net params 1000: the reference is 1100
+    add(study, params=1, flops=1, metric=0.30)     # adds (share(1/1100) - share(100/1100)) x 0.30 = 0.12
+    add(study, params=100, flops=1, metric=0.50)   # adds (share(100/1100) - share(0.5)) x (0.50 - 0.30) = 0.030
+    add(study, params=550, flops=1, metric=0.55)   # adds share(0.5) x (0.55 - 0.50) = 0.003
+    assert choose_top(study, 3) == [0, 1, 2]
+    assert choose_top(study, 1) == [0]
 
 
 def test_without_a_u_net_reference_the_largest_cost_seen_sets_the_box():

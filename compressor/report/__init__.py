@@ -203,10 +203,11 @@ def _notes(
         f"{snapshot.ratio_label if reference.get(name) is not None else 'the largest seen'}"
         for name in snapshot.objectives if name != "metric"
     )
-    quarters = " x ".join(["0.25"] * (len(snapshot.objectives) - ("metric" in snapshot.objectives)))
+    parts = " x ".join([f"{1 / HYPERVOLUME_DECADES:g}"] * (len(snapshot.objectives) - ("metric" in snapshot.objectives)))
     notes = [f"Hypervolume: each cost on a log axis from its reference ({based_on}) down to "
-             f"{10 ** HYPERVOLUME_DECADES:,} times smaller, the metric's reference at 0; each tenfold reduction is a "
-             f"quarter of an axis: one point of metric m at a tenth of every reference cost has hypervolume m x {quarters}."]
+             f"{10 ** HYPERVOLUME_DECADES:,} times smaller, the metric's reference at 0; each tenfold reduction is "
+             f"1/{HYPERVOLUME_DECADES} of an axis: one point of metric m at a tenth of every reference cost has "
+             f"hypervolume m x {parts}."]
     if not len(confirmed) and info.floor:
         notes.append("Not confirmed yet: each number above is one training run (the seed the search ran with). "
                      f"`compressor confirm --study {snapshot.study_name} --seeds N` retrains the front's best trials "

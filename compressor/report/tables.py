@@ -15,9 +15,9 @@ Conventions:
       ``flops_ratio`` likewise.
     - The hypervolume reads every cost on a log axis from its reference value (1.1 times the
       reference's cost, or 1.1 times the largest cost seen when the reference has none) down to
-      10,000 times below it, the metric's reference at 0 (:func:`compressor.study.study_hypervolume`),
+      100,000 times below it, the metric's reference at 0 (:func:`compressor.study.study_hypervolume`),
       so a single point of metric ``m`` at a tenth of the reference in its one cost has
-      hypervolume ``m * 0.25``.
+      hypervolume ``m * 0.2``.
 
 Example:
     >>> import optuna

@@ -5,7 +5,7 @@ synthetic binary data, the same short fixed training (no rung stopping) and the 
 only the sampler and its seed change. After each trial the hypervolume of the feasible
 finished front (building IoU up, params and FLOPs down) is computed by the studies' own measure
 against one reference for all runs: each cost on a log axis from 1.1 times the reference
-U-Net's (the study's ``references`` attribute) down to 10,000 times smaller, the metric from 0
+U-Net's (the study's ``references`` attribute) down to 100,000 times smaller, the metric from 0
 (:func:`compressor.study.study_hypervolume`). Printed as the median over seeds at a few trial
 counts, with the ratio to random sampling at equal trials. Writes
 ``experiments/benchmarks/results/search_efficiency.json``.
