@@ -12,7 +12,8 @@ tile, cut into training, validation and test strips (the converged-parents split
    score measured once at the end; the output error against the teacher before and after
    reconstruction and each phase's time are kept, and the fine-tuning's learning curve.
 3. ``scratch``: the same architecture from random weights, trained as long (the ``train:``
-   recipe: its learning rate and warm-up), per seed.
+   recipe: its learning rate and warm-up), per seed; with ``--finetune-steps auto``, to its own
+   plateau by the same rule (each row's steps are in its record).
 
 Differences are paired by seed, with 95% t-intervals. Each job is stored in
 ``<run-dir>/<network>/jobs/<job>.json`` as it ends (a run cut short resumes; settings that
@@ -152,9 +153,11 @@ def run_job(network: str, job: dict[str, Any], args: argparse.Namespace, data: A
             student, _ = apply(teacher, recipe_of(job["recipe"]), example, init="inherit", count_flops=False)
             seed_everything(job["seed"])
             fresh = from_scratch(student)
-            steps = args.finetune_steps if args.finetune_steps != "auto" else _fine_tuned_steps(folder, job)
-            record["steps"] = steps
-            result = train(fresh, data, settings.train.with_steps(steps), description="scratch", evaluate_at=curve_at(steps))
+            if args.finetune_steps == "auto":  # the same rule as every other row: to its plateau, best weights kept
+                result = train(fresh, data, settings.train, description="scratch")
+            else:
+                result = train(fresh, data, settings.train.with_steps(args.finetune_steps), description="scratch",
+                               evaluate_at=curve_at(args.finetune_steps))
             teacher, cost = fresh, measure(fresh, shape)
     network_trained = teacher if job["kind"] != "compress" else done.student
     test = evaluate(network_trained, data, settings.train, split="test")
@@ -177,24 +180,16 @@ def curve_at(steps: int | str) -> tuple[int, ...]:
     return tuple(range(every, int(steps), every))
 
 
-def _fine_tuned_steps(folder: Path, job: dict[str, Any]) -> int:
-    """With ``--finetune-steps auto``, scratch trains as many steps as the same seed's fine-tuning took
-    (``hints``, else ``none``): equal steps."""
-    for method in ("hints", "none"):
-        path = folder / "jobs" / f"{job['recipe']}-{method}-s{job['seed']}.json"
-        if path.exists():
-            return int(json.loads(path.read_text())["steps_done"])
-    raise SystemExit(f"{job['job']}: --finetune-steps auto trains scratch for as many steps as the fine-tuning took; "
-                     f"run {job['recipe']}-none or -hints for seed {job['seed']} first")
-
-
 def run_network(network: str, args: argparse.Namespace) -> None:
     folder = Path(args.run_dir) / network / "jobs"
     folder.mkdir(parents=True, exist_ok=True)
     if args.teacher_from and not (folder / "teacher.json").exists():  # the same converged teacher, other jobs
         source = Path(args.teacher_from) / network
-        shutil.copyfile(source / "teacher.pt", folder.parent / "teacher.pt")
-        shutil.copyfile(source / "jobs" / "teacher.json", folder / "teacher.json")
+        if not (source / "teacher.pt").is_file() or not (source / "jobs" / "teacher.json").is_file():
+            raise SystemExit(f"--teacher-from: no trained teacher in {source} (teacher.pt and jobs/teacher.json)")
+        if source.resolve() != folder.parent.resolve():
+            shutil.copyfile(source / "teacher.pt", folder.parent / "teacher.pt")
+            shutil.copyfile(source / "jobs" / "teacher.json", folder / "teacher.json")
     data = experiment(args, seed=0).data.build()
     print(f"{network}: {data.description}", flush=True)
     for job in jobs(args):
@@ -333,7 +328,7 @@ def main() -> None:
     parser.add_argument("--eval-every", type=int, default=100)
     parser.add_argument("--patience", type=int, default=4)
     parser.add_argument("--finetune-steps", type=lambda text: text if text == "auto" else int(text), default=400,
-                        help="fine-tuning steps, or auto: to the plateau, as the teacher (scratch then trains as many steps)")
+                        help="fine-tuning steps, or auto: to the plateau, as the teacher (scratch too, by the same rule)")
     parser.add_argument("--threads", type=lambda text: text if text == "auto" else int(text), default="auto")
     parser.add_argument("--run-dir", default=str(ROOT / "runs" / "knowledge"))
     parser.add_argument("--teacher-from", metavar="RUN_DIR", help="take each network's trained teacher from this run "
@@ -346,7 +341,8 @@ def main() -> None:
     print_tables(networks, markdown=args.markdown)
     RESULTS.mkdir(parents=True, exist_ok=True)
     # the default run directory writes knowledge.json; another (e.g. runs/knowledge-auto) knowledge-auto.json
-    name = "knowledge" if Path(args.run_dir).resolve() == (ROOT / "runs" / "knowledge").resolve() else Path(args.run_dir).name
+    default = Path(args.run_dir).resolve() == (ROOT / "runs" / "knowledge").resolve()
+    name = "knowledge" if default else f"knowledge-{Path(args.run_dir).name.removeprefix('knowledge-')}"
     atomic_write_text(RESULTS / f"{name}.json", json.dumps({"machine": machine(), "networks": networks}, indent=1) + "\n")
 
 
