@@ -1,4 +1,5 @@
-"""The layers that make a network's outputs: its classifier (and any auxiliary head).
+"""The layers that make a network's output: its classifier (the output compressor reads; every returned
+tensor when none is declared and there are several).
 
 A segmentation network ends in a layer whose output channels are the classes: segmentation_models_pytorch's
 ``segmentation_head`` (a 3x3 conv), torchvision's ``classifier[-1]``, U-Net's last 1x1 conv. Such a layer's
