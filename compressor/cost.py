@@ -17,6 +17,7 @@ from torch import nn
 
 from compressor.errors import ConfigError, first_line
 from compressor.latency import LatencyConfig, measure_latency
+from compressor.outputs import returned_tensors
 from compressor.threads import timing_threads
 from compressor.units import parse_shape
 
@@ -189,7 +190,7 @@ def _activation_bytes(model: nn.Module, example: torch.Tensor) -> int:
     kept: dict[int, torch.Tensor] = {}
 
     def hook(_module: nn.Module, _inputs: Any, output: Any) -> None:
-        for tensor in _tensors_in(output):
+        for tensor in returned_tensors(output):
             kept[tensor.untyped_storage().data_ptr()] = tensor
 
     leaves = [m for m in model.modules() if not any(True for _ in m.children())]
@@ -200,16 +201,6 @@ def _activation_bytes(model: nn.Module, example: torch.Tensor) -> int:
         for handle in handles:
             handle.remove()
     return sum(t.numel() * t.element_size() for t in kept.values())
-
-
-def _tensors_in(value: Any) -> list[torch.Tensor]:
-    if isinstance(value, torch.Tensor):
-        return [value]
-    if isinstance(value, (list, tuple)):
-        return [t for item in value for t in _tensors_in(item)]
-    if isinstance(value, dict):
-        return [t for item in value.values() for t in _tensors_in(item)]
-    return []
 
 
 def _count_flops(model: nn.Module, example: torch.Tensor) -> tuple[int, dict[str, int], dict[str, int]]:

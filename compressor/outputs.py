@@ -20,7 +20,7 @@ from compressor.errors import ClassCountError, ConfigError, OutputChoiceError, f
 
 __all__ = [
     "OUTPUT_ATTRIBUTE", "declare_output", "declared_output", "primary_output", "model_output", "parse_output_key",
-    "check_fits",
+    "check_fits", "returned_tensors",
 ]
 
 #: The model attribute holding the declared output key (kept by deep copies and saving).
@@ -144,3 +144,20 @@ def _tensor(value: Any, key: str | int, what: str) -> torch.Tensor:
 
 def _listed(output: Mapping) -> str:
     return ", ".join(repr(key) for key in output) or "(none)"
+
+
+def returned_tensors(value: Any) -> list[torch.Tensor]:
+    """Every tensor in a model's output, however nested in tuples, lists and dicts, in order.
+
+    Example:
+        >>> x = torch.zeros(1)
+        >>> len(returned_tensors({"out": x, "aux": (x, [x, "label"])}))
+        3
+    """
+    if isinstance(value, torch.Tensor):
+        return [value]
+    if isinstance(value, (list, tuple)):
+        return [tensor for item in value for tensor in returned_tensors(item)]
+    if isinstance(value, dict):
+        return [tensor for item in value.values() for tensor in returned_tensors(item)]
+    return []

@@ -21,14 +21,13 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import torch
 from torch import nn
 
 from compressor.errors import CompressorError
-from compressor.outputs import declared_output, primary_output
+from compressor.outputs import declared_output, primary_output, returned_tensors
 
 __all__ = ["LAYER_KINDS", "output_layers"]
 
@@ -87,7 +86,7 @@ def _returned(model: nn.Module, returned: object) -> list[torch.Tensor]:
     try:
         return [primary_output(returned, declared_output(model))]
     except CompressorError:
-        return list(_tensors(returned))
+        return returned_tensors(returned)
 
 
 def _nearest(outputs: list[torch.Tensor], made: dict[Any, str]) -> set[str]:
@@ -106,14 +105,3 @@ def _nearest(outputs: list[torch.Tensor], made: dict[Any, str]) -> set[str]:
             continue  # a functional convolution (no module) makes this output: nothing before it does
         stack.extend(function for function, _ in node.next_functions)
     return found
-
-
-def _tensors(value: object) -> Iterator[torch.Tensor]:
-    if isinstance(value, torch.Tensor):
-        yield value
-    elif isinstance(value, dict):
-        for item in value.values():
-            yield from _tensors(item)
-    elif isinstance(value, (list, tuple)):
-        for item in value:
-            yield from _tensors(item)
