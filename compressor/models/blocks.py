@@ -19,6 +19,7 @@ __all__ = [
     "ConvNormAct",
     "DoubleConv",
     "Fire",
+    "squeeze_channels",
     "SeparableConv2d",
     "pad_to_multiple",
     "crop_like",
@@ -114,6 +115,11 @@ def check_fire_shares(squeeze_ratio: float, expand3x3_share: float) -> None:
         raise ConfigError(f"fire: expand3x3_share must be in (0, 1), got {expand3x3_share}")
 
 
+def squeeze_channels(out_channels: int, squeeze_ratio: float) -> int:
+    """The width of a fire module's squeeze: ``squeeze_ratio * out_channels``, rounded, at least 1."""
+    return max(1, int(round(squeeze_ratio * out_channels)))
+
+
 class Fire(nn.Module):
     """SqueezeNet's fire module with the in/out contract of a plain convolution.
 
@@ -157,18 +163,18 @@ class Fire(nn.Module):
             raise ConfigError(f"fire needs at least 2 output channels, got {out_channels}")
         if padding is None:
             padding = same_padding(kernel_size, dilation)
-        squeeze_channels = max(1, int(round(squeeze_ratio * out_channels)))
+        squeezed = squeeze_channels(out_channels, squeeze_ratio)
         expand3x3_channels = min(out_channels - 1, max(1, int(round(expand3x3_share * out_channels))))
         expand1x1_channels = out_channels - expand3x3_channels
         self.squeeze = ConvNormAct(
-            in_channels, squeeze_channels, 1, bias=bias, norm=norm, activation=True
+            in_channels, squeezed, 1, bias=bias, norm=norm, activation=True
         )
         self.expand1x1 = ConvNormAct(
-            squeeze_channels, expand1x1_channels, 1, stride=stride, padding=0, bias=bias,
+            squeezed, expand1x1_channels, 1, stride=stride, padding=0, bias=bias,
             norm=norm, activation=False,
         )
         self.expand3x3 = ConvNormAct(
-            squeeze_channels, expand3x3_channels, kernel_size, stride=stride, padding=padding,
+            squeezed, expand3x3_channels, kernel_size, stride=stride, padding=padding,
             dilation=dilation, bias=bias, norm=norm, activation=False,
         )
         self.act = nn.ReLU(inplace=True) if activation else nn.Identity()

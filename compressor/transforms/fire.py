@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from compressor.errors import ConfigError
-from compressor.models.blocks import NORM_KINDS, Fire, check_fire_shares
+from compressor.models.blocks import NORM_KINDS, Fire, check_fire_shares, squeeze_channels
 from compressor.transforms.base import Change, register_transform
 from compressor.transforms.heads import output_layers
 from compressor.transforms.inherit import inherit_fire
@@ -107,7 +107,7 @@ class FireTransform(LayerTransform):
         return model, change
 
     def _head_reason(self, conv: nn.Conv2d) -> str:
-        squeeze = max(1, int(round(self.squeeze_ratio * conv.out_channels)))
+        squeeze = squeeze_channels(conv.out_channels, self.squeeze_ratio)
         return (f"makes the network's output ({conv.out_channels} channels): a fire module would squeeze its "
                 f"{conv.in_channels} inputs to {squeeze} channel{'s' if squeeze > 1 else ''}; kept (head: true replaces it)")
 
