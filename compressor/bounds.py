@@ -304,6 +304,7 @@ CONFIG_BOUNDS: dict[str, Bound | Callable[[Any, str], Any]] = {
     "search.seed": SEED,
     "search.rungs": FRACTION,
     "search.keep_fraction": FRACTION,
+    "search.rung_share": FRACTION,
     "search.min_trials_at_rung": COUNT,
     "search.heartbeat_interval": Bound(1, MAX_SECONDS),
     "search.grace_period": Bound(1, MAX_SECONDS),

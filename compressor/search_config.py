@@ -76,6 +76,9 @@ class SearchConfig:
         keep_fraction: share of the trials at a rung that go on (by Pareto rank); 1/3
             keeps the best third, as successive halving with eta 3.
         min_trials_at_rung: no trial is stopped at a rung that fewer other trials reached.
+        rung_share: the share of each validation scene's sliding windows a rung's evaluation
+            reads (a fixed subsample, the same for every trial; the final evaluation reads
+            them all): rungs only rank trials against each other.
         baselines: train the references first with the same recipe (once; stored); false:
             none is trained, their sizes are still shown.
         references: the reference models trained beside the search and drawn with its
@@ -107,7 +110,7 @@ class SearchConfig:
             (and folds) once the search is done (:class:`ConfirmConfig`).
     """
 
-    omit_when_default = ("references", "parent")
+    omit_when_default = ("references", "parent", "rung_share")
 
     space: str = "unet_family"
     model: str | None = None
@@ -120,6 +123,7 @@ class SearchConfig:
     rungs: list[float] = field(default_factory=lambda: [1 / 9, 1 / 3])
     keep_fraction: float = 1 / 3
     min_trials_at_rung: int = 3
+    rung_share: float = 1.0
     baselines: bool = True
     references: list[Literal["base", "unet", "micronet"]] | None = None
     study: str = ""
@@ -165,6 +169,8 @@ class SearchConfig:
             raise ConfigError(f"search.timeout must be > 0 seconds, got {self.timeout}")
         if any(not 0 < rung < 1 for rung in self.rungs) or sorted(self.rungs) != list(self.rungs):
             raise ConfigError(f"search.rungs must be increasing fractions in (0, 1), got {self.rungs}")
+        if not 0 < self.rung_share <= 1:
+            raise ConfigError(f"search.rung_share must be in (0, 1], got {self.rung_share}")
         if not 0 < self.keep_fraction <= 1:
             raise ConfigError(f"search.keep_fraction must be in (0, 1], got {self.keep_fraction}")
         for key in ("min_trials_at_rung", "heartbeat_interval", "grace_period", "max_retry"):

@@ -205,6 +205,8 @@ def test_every_numeric_key_of_an_experiment_has_bounds_and_every_bound_a_key():
     ("search.timeout=.nan", r"search.timeout: expected a finite number, got nan$"),
     ("search.n_trials=10000000", r"search.n_trials must be an integer in \[1, 1000000\], got 10000000$"),
     ("search.rungs=[.nan]", r"search.rungs: expected a finite number, got \[nan\]$"),
+    ("search.rung_share=0", r"search.rung_share must be in \(0, 1\], got 0.0$"),
+    ("search.rung_share=1.5", r"search.rung_share must be in \(0, 1\], got 1.5$"),
     ("finetune.lr=.nan", r"finetune.lr: expected a finite number, got nan$"),
     ("train.steps=" + "9" * 4000, r"train.steps must be an integer in \[1, 1000000000\], got an integer of 4000 digits$"),
     ("train.steps=" + "9" * 5000, r"train.steps: expected integer or one of 'auto', got '9999.*\.\.\.$"),  # more digits than Python reads

@@ -29,6 +29,7 @@ from compressor.train import (
     save_checkpoint,
     seed_everything,
     train,
+    window_corners,
 )
 
 FAST = TrainConfig(steps=6, batch_size=4, progress=False, eval_window=64, eval_overlap=16)
@@ -121,6 +122,58 @@ def test_evaluation_covers_every_validation_pixel(buildings):
     metrics = evaluate(model, buildings, FAST)
     assert metrics.pixels == sum(scene.height * scene.width for scene in buildings.val)
     assert model.training  # training goes on after an intermediate evaluation
+
+
+def test_a_share_of_the_windows_scores_only_the_pixels_those_windows_cover(buildings):
+    """A rung's cheap evaluation: a fixed, evenly spread subset of each scene's windows, scored on
+    what it covers, with the same predictions there as the whole evaluation's."""
+    model = _small_model().eval()
+    config = dataclasses.replace(FAST, eval_window=48, eval_overlap=16)
+    scene = buildings.val[0]
+    corners = window_corners(scene, 48, 16)
+    half = window_corners(scene, 48, 16, share=0.5)
+    assert len(corners) == 16 and len(half) == 8 and half[0] == corners[0] and half[-1] == corners[-1]
+    assert set(half) < set(corners) and window_corners(scene, 48, 16, share=0.01) == [corners[0]]
+    covered = np.zeros((scene.height, scene.width), bool)
+    for top, left in half:
+        covered[top:top + 48, left:left + 48] = True
+    assert 0 < covered.sum() < covered.size
+    expected = ConfusionMatrix(2)
+    for each in buildings.val:  # every scene has the same size here: the same corners
+        probabilities = _cover_only(model, each, buildings, half)
+        expected.update(probabilities.argmax(axis=0)[covered], each.class_indices()[covered])
+    sampled = evaluate(model, buildings, config, share=0.5)
+    assert sampled.pixels == 2 * covered.sum()
+    assert sampled.confusion == expected.compute(buildings.class_names).confusion
+    whole = evaluate(model, buildings, config)
+    assert whole.pixels == 2 * covered.size and whole == evaluate(model, buildings, config, share=1.0)
+
+
+def _cover_only(model, scene, data, corners, window=48):
+    """Probabilities averaged over ``corners``' windows alone (what a share of them predicts)."""
+    total = np.zeros((data.num_classes, scene.height, scene.width), np.float32)
+    hits = np.zeros((scene.height, scene.width), np.float32)
+    with torch.no_grad():
+        for top, left in corners:
+            window_image = data.normalization(scene.read(top, left, window, window)[0])
+            total[:, top:top + window, left:left + window] += model(torch.from_numpy(window_image)[None]).softmax(1)[0].numpy()
+            hits[top:top + window, left:left + window] += 1
+    return total / np.maximum(hits, 1)
+
+
+def test_the_evaluations_at_rungs_read_their_share_and_the_last_reads_everything(buildings):
+    pixels = []
+    config = dataclasses.replace(FAST, steps=9)
+    result = train(_small_model(), buildings, config, evaluate_at=[1 / 9, 1 / 3],
+                   callback=lambda step, metrics: pixels.append(metrics.pixels), evaluate_at_share=0.3)
+    every = sum(scene.height * scene.width for scene in buildings.val)
+    assert [step for step, _ in result.history] == [1, 3, 9]
+    assert len(pixels) == 2 and all(0 < count < every for count in pixels)
+    assert result.metrics.pixels == every  # the run's result is the whole validation set's
+    auto = dataclasses.replace(FAST, steps="auto", schedule="plateau", eval_every=3, max_steps=9, patience=5)
+    counted = train(_small_model(), buildings, auto, evaluate_at=[1, 3], evaluate_at_share=0.3)
+    assert [(step, metrics.pixels == every) for step, metrics in counted.history] == [(1, False), (3, True), (6, True),
+                                                                                       (9, True)]
 
 
 def test_sliding_window_equals_one_pass_for_a_pixelwise_model(buildings):

@@ -113,6 +113,7 @@ class TrialRunner:
             result = train(
                 network, setup.data, setup.start_config, evaluate_at=list(setup.config.rungs),
                 callback=at_rung, description=f"trial {trial.number}", teacher=setup.teacher,
+                evaluate_at_share=setup.config.rung_share,
             )
         except CompressorError as error:
             return self._fail(trial, record, started, str(error))

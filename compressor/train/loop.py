@@ -141,6 +141,7 @@ def train(
     checkpoint_path: str | Path | None = None,
     description: str = "train",
     teacher: nn.Module | None = None,
+    evaluate_at_share: float = 1.0,
 ) -> TrainResult:
     """Trains ``model`` in place on ``data`` and evaluates it on the whole validation set.
 
@@ -157,6 +158,9 @@ def train(
         description: label of the progress bar.
         teacher: the model to distill from when ``config.distill`` is active (the caller
             resolves ``config.distill.teacher`` to a module); run in eval mode, never trained.
+        evaluate_at_share: the evaluations at ``evaluate_at`` read this share of each
+            validation scene's windows (a fixed subsample: :func:`.evaluation.window_corners`);
+            the last evaluation, and those the plateau rule counts, read them all.
 
     Returns:
         A :class:`TrainResult`; the model is left on the training device, in eval mode.
@@ -250,7 +254,8 @@ def train(
                     progress.set_postfix(loss=f"{np.mean(losses[-10:]):.3f}")
                 if step in evaluations:
                     started = time.perf_counter()
-                    metrics = evaluate(model, data, config)
+                    share = 1.0 if step in periodic else evaluate_at_share  # what the plateau counts is whole
+                    metrics = evaluate(model, data, config, share=share)
                     eval_seconds += time.perf_counter() - started
                     history.append((step, metrics))
                     if plateau is not None and step in periodic:

@@ -176,6 +176,12 @@ def summarize(run_dir: Path) -> dict[str, Any]:
     return tasks
 
 
+def stored_tasks() -> dict[str, Any]:
+    """The tasks already in ``results/converged.json`` (their run folders may be on another machine)."""
+    path = RESULTS / "converged.json"
+    return json.loads(path.read_text()).get("tasks", {}) if path.exists() else {}
+
+
 def table(records: dict[str, dict[str, Any]]) -> dict[str, Any]:
     parent = records["parent-p0"]
     base = parent["test"]["score"]
@@ -371,7 +377,7 @@ def main() -> None:
     if not args.summarize:
         for task in args.task or list(TASKS):
             run_task(task, args)
-    tasks = summarize(Path(args.run_dir))
+    tasks = {**stored_tasks(), **summarize(Path(args.run_dir))}  # a task run on another machine keeps its record
     print_table(tasks, markdown=args.markdown)
     plot(tasks)
     payload = {"machine": machine(), "settings": settings_of(args), "tasks": tasks}

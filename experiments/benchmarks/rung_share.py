@@ -1,0 +1,155 @@
+"""What a search's rung evaluations lose when they read a share of the validation windows.
+
+A search evaluates each trained trial at its rungs (1/9 and 1/3 of the training) only to rank it
+against the other trials there (:func:`compressor.search.fidelity.should_stop`); the final
+evaluation is what the trial is judged by. ``search.rung_share`` makes the rung evaluations read a
+fixed share of each validation scene's sliding windows (:func:`compressor.train.window_corners`).
+
+This trains ``--trials`` candidates of the quickstart's search (``experiments/quickstart.yaml``:
+the unet_family space, candidates inheriting from the trained U-Net, fine-tuned 100 steps, drawn
+by a seeded random sampler; over-budget ones are drawn again) and, at each rung, evaluates every
+candidate on the whole validation region and on each share of ``--shares``, timing each. It
+reports, per share:
+
+* the evaluation time against the whole one (median ratio over every rung evaluation);
+* the rank agreement (Spearman) of the share's rung scores with the whole rung scores, and with
+  the final scores, across candidates;
+* the stop decisions: which candidates the rung rule (keep the best third by Pareto rank of
+  metric, params and FLOPs, as the quickstart's search does) stops with the share's scores
+  against with the whole ones.
+
+Writes ``experiments/benchmarks/results/rung_share.json``.
+
+    python experiments/benchmarks/rung_share.py --trials 12 --threads 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from common import machine, write_json  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def spearman(first: list[float], second: list[float]) -> float:
+    """Spearman's rank correlation (average ranks for ties)."""
+    import pandas as pd
+
+    ranks = pd.DataFrame({"a": first, "b": second}).rank()
+    return float(np.corrcoef(ranks["a"], ranks["b"])[0, 1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--trials", type=int, default=12, help="feasible candidates trained")
+    parser.add_argument("--shares", default="0.5,0.25", help="shares of the windows compared with the whole")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--seed", type=int, default=0, help="the random sampler's seed")
+    parser.add_argument("--run-dir", default=str(ROOT / "runs" / "rung_share"), help="where the parent U-Net is kept")
+    args = parser.parse_args()
+    shares = [float(value) for value in args.shares.split(",")]
+
+    import optuna
+
+    from compressor.candidates.setup import prepare, start_candidate
+    from compressor.experiment.config import load_experiment
+    from compressor.search.fidelity import should_stop
+    from compressor.study import objective_values
+    from compressor.threads import torch_threads
+    from compressor.train import evaluate, train
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    experiment = load_experiment(ROOT / "experiments" / "quickstart.yaml",
+                                 overrides=[f"run_dir={args.run_dir}", f"train.threads={args.threads}"])
+    setup = prepare(experiment)
+    config = setup.start_config
+    study = optuna.create_study(directions=setup.directions, sampler=optuna.samplers.RandomSampler(seed=args.seed))
+    load_before = os.getloadavg()[0]
+    candidates: list[dict[str, Any]] = []
+    drawn = 0
+    while len(candidates) < args.trials:
+        trial = study.ask()
+        drawn += 1
+        with torch_threads(args.threads):
+            recipe = setup.space(trial, setup.context)
+            network = setup.build(recipe)
+            cost = setup.measure(network)
+        if not setup.budget.check(cost).feasible:
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            continue
+        rungs: list[dict[str, Any]] = []
+
+        def at_rung(step: int, metrics: Any, network: Any = network, rungs: list[dict[str, Any]] = rungs) -> bool:
+            found = {"step": step, "scores": {}, "seconds": {}}
+            for share in [1.0, *shares]:  # the loop's own evaluation was whole: this one is timed alike
+                started = time.perf_counter()
+                score = setup.metric(evaluate(network, setup.data, config, share=share))
+                found["seconds"][str(share)] = round(time.perf_counter() - started, 4)
+                found["scores"][str(share)] = round(score, 5)
+            assert abs(found["scores"]["1.0"] - setup.metric(metrics)) < 1e-9  # the same whole evaluation
+            rungs.append(found)
+            return True
+
+        start_candidate(setup, network)
+        result = train(network, setup.data, config, evaluate_at=list(setup.config.rungs), callback=at_rung,
+                       description=f"candidate {len(candidates)}")
+        final = setup.metric(result.metrics)
+        candidates.append({
+            "recipe": setup.space.describe(trial.params, recipe), "params": cost.params, "flops": cost.flops,
+            "final": round(final, 5), "rungs": rungs, "train_seconds": round(result.train_seconds, 2),
+        })
+        study.tell(trial, setup.values(final, cost))
+        print(f"{len(candidates):>2}/{args.trials}  final {final:.3f}  rungs "
+              + "  ".join(f"{rung['step']}: " + " ".join(f"{share} {rung['scores'][share]:.3f}/{rung['seconds'][share]:.2f}s"
+                                                       for share in rung["scores"]) for rung in rungs)
+              + f"  {candidates[-1]['recipe']}", flush=True)
+
+    summary: dict[str, Any] = {}
+    finals = [candidate["final"] for candidate in candidates]
+    for share in [1.0, *shares]:
+        key = str(share)
+        ratios = [rung["seconds"][key] / rung["seconds"]["1.0"] for candidate in candidates for rung in candidate["rungs"]]
+        per_rung = []
+        for index, fraction in enumerate(setup.config.rungs):
+            scores = [candidate["rungs"][index]["scores"][key] for candidate in candidates]
+            whole = [candidate["rungs"][index]["scores"]["1.0"] for candidate in candidates]
+            points = [objective_values(score, candidate, setup.config.objectives) for score, candidate in zip(scores, candidates)]
+            stopped = [number for number, point in enumerate(points)
+                       if should_stop(point, points[:number] + points[number + 1:], setup.directions,
+                                      keep_fraction=setup.config.keep_fraction, min_trials=setup.config.min_trials_at_rung)]
+            per_rung.append({
+                "rung": round(fraction, 4), "step": candidates[0]["rungs"][index]["step"],
+                "spearman_with_whole": round(spearman(scores, whole), 3),
+                "spearman_with_final": round(spearman(scores, finals), 3),
+                "stopped": stopped,
+            })
+        summary[key] = {"median_time_ratio": round(statistics.median(ratios), 3), "rungs": per_rung}
+    for key, found in summary.items():
+        whole_stops = summary["1.0"]["rungs"]
+        print(f"share {key:>4}: evaluation time x{found['median_time_ratio']:.2f} of the whole; " + "; ".join(
+            f"rung {rung['step']}: Spearman with whole {rung['spearman_with_whole']:+.2f}, with final "
+            f"{rung['spearman_with_final']:+.2f}, stops {rung['stopped']} (whole: {whole['stopped']})"
+            for rung, whole in zip(found["rungs"], whole_stops)))
+    payload = {
+        "machine": machine(), "threads": args.threads, "seed": args.seed, "drawn": drawn,
+        "load_before": round(load_before, 2), "load_after": round(os.getloadavg()[0], 2),
+        "summary": summary, "candidates": candidates,
+    }
+    print(f"{drawn} drawn, {len(candidates)} within the budget; load average {load_before:.2f} before, "
+          f"{payload['load_after']:.2f} after ({os.cpu_count()} cores)")
+    write_json("rung_share", payload)
+
+
+if __name__ == "__main__":
+    main()
