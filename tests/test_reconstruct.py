@@ -17,7 +17,7 @@ from compressor.train import DistillConfig, TrainConfig, reestimate_batchnorm, t
 from compressor.transforms import apply
 from compressor.transforms.boundaries import changed_points, shared_boundaries
 from compressor.transforms.feature_hints import FeatureHints, pixel_weights
-from compressor.transforms.reconstruct import output_gap, reconstruct
+from compressor.transforms.reconstruct import output_gap, reconstruct, teacher_logits
 
 
 @pytest.fixture(scope="module")
@@ -64,6 +64,24 @@ def test_changed_points_are_the_replaced_layers_or_their_blocks_never_nested(tea
     assert set(blocks) != set(layers)  # a block is more than the layer: its norm and activation come with it
     # the teacher against itself: nothing changed, nothing to reconstruct
     assert changed_points(teacher, copy.deepcopy(teacher), shared_boundaries(teacher, teacher, images[:1]), "block") == []
+
+
+def test_the_output_gap_against_the_teachers_logits_given_once_is_the_same_without_running_it(teacher, data, images):
+    """A search compares every candidate with the parent's logits on its calibration patches,
+    computed once (teacher_logits): the error is the one output_gap measures by running the parent."""
+    student = _student(teacher, data, [{"name": "fire", "squeeze_ratio": 0.5}])
+    targets = teacher_logits(teacher, images, 4)
+    calls = []
+    hook = teacher.register_forward_hook(lambda module, args, output: calls.append(1))
+    try:
+        given = output_gap(teacher, student, images, 4, targets=targets)
+        assert calls == []  # the teacher was not run
+        assert given == output_gap(teacher, student, images, 4) and len(calls) == len(images) // 4  # once a batch
+    finally:
+        hook.remove()
+    assert given > 0.01 and output_gap(teacher, copy.deepcopy(teacher), images, 4, targets=targets) == 0.0
+    other = _student(teacher, data, [{"name": "separable"}])
+    assert output_gap(teacher, other, images, 4, targets=targets) == output_gap(teacher, other, images, 4) != given
 
 
 @pytest.mark.parametrize("method,source", [("hints", "student"), ("block", "student")])
@@ -270,6 +288,30 @@ def test_a_search_records_how_far_each_candidate_starts_from_its_parent(tmp_path
     measured = [record for record in plain.records if record.status == "complete"]
     assert measured and all(record.start_error is not None and record.reconstruct_seconds is None for record in measured)
     assert all(record.starts_close == (record.start_error <= 1.0) for record in measured)
+
+
+def test_a_search_runs_its_parent_on_the_calibration_patches_once_for_all_candidates(tmp_path):
+    from search_helpers import tiny_experiment
+
+    from compressor.candidates.setup import prepare, start_candidate
+    from compressor.transforms import Recipe
+
+    setup = prepare(tiny_experiment(tmp_path, init="inherit"), echo=lambda line: None)
+    calls, parent = [], setup.parent.model
+    hook = parent.register_forward_hook(lambda module, args, output: calls.append(1) if module is parent else None)
+    try:  # (a candidate is a deep copy of the parent: the hook comes with it, and counts nothing there)
+        errors, started = [], []
+        for recipe in ([{"name": "fire", "squeeze_ratio": 0.5}], [{"name": "separable"}]):
+            network = setup.build(Recipe.from_data(recipe))  # (building runs the parent: not counted)
+            before = len(calls)
+            errors.append(start_candidate(setup, network).error)
+            started.append(len(calls) - before)
+            assert errors[-1] == output_gap(setup.parent.model, network, torch.cat(setup.calibration),
+                                            setup.train_config.batch_size)  # what running the parent again gives
+    finally:
+        hook.remove()
+    assert started == [1, 0]  # one calibration batch, run for the first candidate only
+    assert errors[0] != errors[1]
 
 
 def test_a_reconstruction_that_ends_no_closer_leaves_the_student_as_it_came(teacher, data, images):

@@ -6,7 +6,7 @@ import dataclasses
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -47,7 +47,7 @@ from compressor.train import (
     seed_everything,
 )
 from compressor.transforms import Recipe
-from compressor.transforms.reconstruct import output_gap, reconstruct
+from compressor.transforms.reconstruct import output_gap, reconstruct, teacher_logits
 from compressor.units import format_count
 
 __all__ = [
@@ -85,6 +85,16 @@ class SearchSetup:
     calibration: list[torch.Tensor] | None = None
     build_version: int = BUILD_VERSION
     latency: LatencyConfig | None = None
+
+    _parent_logits: list[torch.Tensor] | None = field(default=None, init=False, repr=False)
+
+    def parent_logits(self) -> list[torch.Tensor] | None:
+        """The parent's output on the calibration patches (:func:`teacher_logits`), computed at the
+        first call and kept: every candidate's start error compares with it, the parent unchanged."""
+        if self._parent_logits is None and self.parent is not None and self.calibration:
+            self._parent_logits = teacher_logits(self.parent.model, torch.cat(self.calibration),
+                                                 self.train_config.batch_size)
+        return self._parent_logits
 
     @property
     def train_config(self) -> TrainConfig:
@@ -221,7 +231,7 @@ def start_candidate(setup: SearchSetup, network: nn.Module) -> Start:
                                  seed=config.seed)
         images = torch.cat(setup.calibration or [])
         if method == "none":
-            error = output_gap(setup.parent.model, network, images, config.batch_size)
+            error = output_gap(setup.parent.model, network, images, config.batch_size, targets=setup.parent_logits())
         else:
             started = time.perf_counter()
             error = reconstruct(setup.parent.model, network, images, method=method, source=settings.reconstruct_source,

@@ -15,7 +15,7 @@ from torch import nn
 from compressor.outputs import model_output
 from compressor.transforms.boundaries import changed_points, eval_mode, shared_boundaries
 
-__all__ = ["FeatureHints", "FeatureTap", "hint_points", "pixel_weights", "relative_mse", "device_of"]
+__all__ = ["FeatureHints", "FeatureTap", "hint_points", "pixel_weights", "balanced_weights", "relative_mse", "device_of"]
 
 
 def hint_points(teacher: nn.Module, student: nn.Module, images: torch.Tensor) -> list[str]:
@@ -67,7 +67,7 @@ class FeatureHints:
     def loss(self, student: dict[str, torch.Tensor], teacher: dict[str, torch.Tensor], logits: torch.Tensor) -> torch.Tensor:
         """The mean over the points both networks produced of the weighted relative squared error;
         ``logits`` (the teacher's output) give each position its weight."""
-        weights = _balanced(logits.argmax(dim=1)) if logits.ndim == 4 else None
+        weights = balanced_weights(logits.argmax(dim=1)) if logits.ndim == 4 else None
         terms = [relative_mse(student[name], teacher[name].detach(), weights)
                  for name in self.points if name in student and name in teacher and student[name].shape == teacher[name].shape]
         return torch.stack(terms).mean() if terms else logits.new_zeros(())
@@ -119,10 +119,10 @@ def pixel_weights(teacher: nn.Module, images: torch.Tensor, batch_size: int = 8)
     images = images.to(device_of(teacher, images.device))
     with eval_mode(teacher):
         predicted = torch.cat([model_output(teacher, batch).argmax(dim=1) for batch in images.split(batch_size)])
-    return _balanced(predicted) if predicted.ndim == 3 else None
+    return balanced_weights(predicted) if predicted.ndim == 3 else None
 
 
-def _balanced(predicted: torch.Tensor) -> torch.Tensor:
+def balanced_weights(predicted: torch.Tensor) -> torch.Tensor:
     """``(N, 1, H, W)`` inverse-frequency weights of the classes in ``predicted`` ``(N, H, W)``, mean 1."""
     counts = torch.bincount(predicted.flatten()).double()
     present = counts > 0

@@ -61,12 +61,13 @@ from compressor.transforms.boundaries import (
 )
 from compressor.transforms.feature_hints import (
     FeatureTap,
+    balanced_weights,
     device_of,
     pixel_weights,
     relative_mse,
 )
 
-__all__ = ["METHODS", "SOURCES", "Reconstruction", "reconstruct", "output_gap"]
+__all__ = ["METHODS", "SOURCES", "Reconstruction", "reconstruct", "output_gap", "teacher_logits"]
 
 #: The reconstruction methods (``none`` leaves the inherited weights as they are).
 METHODS = ("none", "layer", "block", "hints")
@@ -340,18 +341,35 @@ def _point_errors(
 
 
 @torch.no_grad()
-def output_gap(teacher: nn.Module, student: nn.Module, images: torch.Tensor, batch_size: int = 8) -> float | None:
+def teacher_logits(teacher: nn.Module, images: torch.Tensor, batch_size: int = 8) -> list[torch.Tensor]:
+    """The teacher's output on ``images``, batch by batch, in eval mode: what :func:`output_gap`
+    compares a student with. A search computes it once for all its candidates."""
+    images = images.to(device_of(teacher, images.device))
+    with eval_mode(teacher):
+        return [model_output(teacher, batch) for batch in images.split(batch_size)]
+
+
+@torch.no_grad()
+def output_gap(
+    teacher: nn.Module, student: nn.Module, images: torch.Tensor, batch_size: int = 8, *,
+    targets: list[torch.Tensor] | None = None,
+) -> float | None:
     """The student's output error against the teacher on ``images``: the relative error of the logits,
     each pixel weighted by :func:`pixel_weights` (every class the teacher predicts counts the same, so
     a student that loses a rare class is far off even when the background is right); both in eval
-    mode. None when the teacher's output is all zeros."""
+    mode. ``targets``: the teacher's output as :func:`teacher_logits` gives it (the teacher is not run
+    again). None when the teacher's output is all zeros."""
     device = device_of(student, images.device)
-    images, teacher = images.to(device), _on(teacher, device)
-    with eval_mode(teacher, student):
-        weights = pixel_weights(teacher, images, batch_size)
-        error = reference = 0.0
-        for rows in torch.arange(images.shape[0]).split(batch_size):
-            target, output = model_output(teacher, images[rows]), model_output(student, images[rows])
+    images = images.to(device)
+    if targets is None:
+        targets = teacher_logits(_on(teacher, device), images, batch_size)
+    targets = [target.to(device) for target in targets]
+    predicted = torch.cat([target.argmax(dim=1) for target in targets]) if targets[0].ndim == 4 else None
+    weights = balanced_weights(predicted) if predicted is not None else None  # pixel_weights, from the targets at hand
+    error = reference = 0.0
+    with eval_mode(student):
+        for rows, target in zip(torch.arange(images.shape[0]).split(batch_size), targets):
+            output = model_output(student, images[rows])
             if output.shape != target.shape:
                 return None
             weight = None if weights is None else weights[rows]
