@@ -58,6 +58,21 @@ def test_a_reference_at_the_floor_is_said_in_words_and_the_table_is_one_run():
     assert "--storage" not in front_table(_study(micronet_metric=0.005), storage="sqlite:///runs/quickstart/search.db")
 
 
+def test_the_reports_files_give_the_confirm_command_with_the_studys_storage(tmp_path, monkeypatch):
+    skip_drawing(monkeypatch)
+    study = _study(micronet_metric=0.2)
+    storage = "sqlite:////data/my runs/s.db"
+    report = build_report(study, tmp_path / "elsewhere", storage=storage)
+    command = "compressor confirm --study quickstart --storage 'sqlite:////data/my runs/s.db'"
+    for name in ("index.html", "summary.md"):
+        text = (tmp_path / "elsewhere" / name).read_text()
+        assert command in text.replace("&#x27;", "'").replace("&#39;", "'"), name
+    assert command in report.pareto_text(storage)
+    plain = build_report(study, tmp_path / "default", storage="sqlite:///runs/quickstart/search.db")
+    assert "compressor confirm --study quickstart --seeds" in (tmp_path / "default" / "summary.md").read_text()
+    assert "--storage" not in (tmp_path / "default" / "summary.md").read_text() and plain.index_html.exists()
+
+
 @pytest.mark.parametrize("above", [0.0, 1e-6])
 def test_the_floor_note_follows_the_threshold(above):
     metric = Floor.from_dict(FLOOR).threshold + above  # "a model needs more than 0.052"

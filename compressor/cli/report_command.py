@@ -49,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
             raise ConfigError(f"study {args.study!r} has no front yet: nothing to deploy")
         deploy_trials(storage, args.study, numbers, out_dir, cache_dir=args.cache_dir, echo=echo,
                       latency=_latency(study, args), trust=args.trust)
-    report = build_report(study, out_dir)
+    report = build_report(study, out_dir, storage=storage)
     print(report.pareto_text(storage))
     print()
     print(f"report: {report.index_html}")

@@ -44,7 +44,7 @@ from compressor.report.hypervolume import hypervolume_frame
 from compressor.report.importance import Importance, importance_frame
 from compressor.report.overview import machine_info, study_overview, with_deployed
 from compressor.report.tables import confirmed_frame, pareto_frame, references_frame, trials_frame
-from compressor.report.text import as_sentence, floor_references_note, pareto_text, summary_markdown
+from compressor.report.text import as_sentence, confirm_command, floor_references_note, pareto_text, summary_markdown
 from compressor.study import (
     HYPERVOLUME_DECADES,
     HYPERVOLUME_MARGIN,
@@ -131,7 +131,8 @@ class Report:
 
 
 def build_report(
-    study: optuna.Study | StudySnapshot, out_dir: str | Path, *, generated: datetime.datetime | None = None
+    study: optuna.Study | StudySnapshot, out_dir: str | Path, *, generated: datetime.datetime | None = None,
+    storage: str | None = None,
 ) -> Report:
     """Writes the report of ``study`` into ``out_dir`` (created if needed) and returns it.
 
@@ -141,6 +142,7 @@ def build_report(
         study: a study made by ``compressor search`` (or a snapshot of one).
         out_dir: the folder to write to; files of an earlier report there are replaced.
         generated: the time stamped on the page (now by default).
+        storage: the study's storage URL, for the commands the page prints (``--storage``).
 
     Returns:
         The :class:`Report`: paths and frames (``report.pareto`` holds the numbers of ``pareto.csv``).
@@ -161,7 +163,7 @@ def build_report(
     overview = study_overview(snapshot)
     machine = machine_info(snapshot)
 
-    notes = _notes(snapshot, confirmed, references, overview)
+    notes = _notes(snapshot, confirmed, references, overview, storage)
     images = _figures(snapshot, trials, references, confirmed, hypervolume, overview)
     if importance.skipped:
         notes.append(f"No parameter importance plot: {importance.note}.")
@@ -176,7 +178,7 @@ def build_report(
         "trials.csv": trials.to_csv(index=False),
         "pareto.csv": pareto.to_csv(index=False),
         **({"confirmed.csv": confirmed.to_csv(index=False)} if len(confirmed) else {}),
-        "summary.md": summary_markdown(pareto, references, overview),
+        "summary.md": summary_markdown(pareto, references, overview, storage),
     }
     texts["index.html"] = render_html(
         overview=overview, machine=machine, pareto=pareto, references=references, trials=trials, images=pngs,
@@ -191,7 +193,8 @@ def build_report(
 
 
 def _notes(
-    snapshot: StudySnapshot, confirmed: pd.DataFrame, references: pd.DataFrame, overview: dict[str, Any]
+    snapshot: StudySnapshot, confirmed: pd.DataFrame, references: pd.DataFrame, overview: dict[str, Any],
+    storage: str | None = None,
 ) -> list[str]:
     """The page's notes on the hypervolume, a study not confirmed yet, references at the floor and
     references not trained yet."""
@@ -210,7 +213,7 @@ def _notes(
              f"hypervolume m x {parts}."]
     if not len(confirmed) and info.floor:
         notes.append("Not confirmed yet: each number above is one training run (the seed the search ran with). "
-                     f"`compressor confirm --study {snapshot.study_name} --seeds N` retrains the front's best trials "
+                     f"`{confirm_command(snapshot.study_name, storage, seeds='N')}` retrains the front's best trials "
                      "and the references on further seeds and adds means with 95% intervals to this page.")
     at_floor = floor_references_note(references, overview)
     if at_floor:

@@ -140,7 +140,7 @@ def pareto_rows(
     return headers, rows
 
 
-def confirm_command(study: str, storage: str | None = None, seeds: int = 2) -> str:
+def confirm_command(study: str, storage: str | None = None, seeds: int | str = 2) -> str:
     """The ``compressor confirm`` line for ``study``, with ``--storage`` unless it is where
     ``--study`` alone finds it (``runs/<study>/search.db``), each value quoted for a shell."""
     parts = ["compressor", "confirm", "--study", shlex.quote(study)]
@@ -262,7 +262,9 @@ def _looks_numeric(text: str) -> bool:
     return stripped.isdigit() or text in ("-", "not trained")
 
 
-def summary_markdown(pareto: pd.DataFrame, references: pd.DataFrame, overview: dict[str, Any]) -> str:
+def summary_markdown(
+    pareto: pd.DataFrame, references: pd.DataFrame, overview: dict[str, Any], storage: str | None = None
+) -> str:
     """``summary.md``: a heading, one line on the study, and the Pareto table in Markdown."""
     latency = shows_latency(overview)
     headers, rows = pareto_rows(pareto, references, metric_label=overview["metric_label"], latency=latency)
@@ -287,7 +289,7 @@ def summary_markdown(pareto: pd.DataFrame, references: pd.DataFrame, overview: d
            f"difference to {markdown_text(ratio_label_of(references))} paired on the same repeats):", "",
            *(f"- {markdown_text(claim)}" for claim in overview["claims"]), ""] if overview.get("claims") else []),
         *([f"Floor: {markdown_text(overview['floor'])}.", ""] if overview.get("floor") else []),
-        *(line for note in (floor_references_note(references, overview), "" if pareto.empty else unconfirmed_note(overview))
+        *(line for note in (floor_references_note(references, overview), "" if pareto.empty else unconfirmed_note(overview, storage))
           if note for line in (markdown_text(as_sentence(note)), "")),
         f"Ratios: {markdown_text(ratio_label_of(references))}'s value divided by the trial's (how many times smaller). "
         "FLOPs: fvcore count, one multiply-add = one flop.",

@@ -97,7 +97,7 @@ def main() -> None:
                 score = setup.metric(evaluate(network, setup.data, config, share=share))
                 found["seconds"][str(share)] = round(time.perf_counter() - started, 4)
                 found["scores"][str(share)] = round(score, 5)
-            assert abs(found["scores"]["1.0"] - setup.metric(metrics)) < 1e-9  # the same whole evaluation
+            assert abs(found["scores"]["1.0"] - setup.metric(metrics)) <= 5e-6  # the loop's whole evaluation (rounded)
             rungs.append(found)
             return True
 
