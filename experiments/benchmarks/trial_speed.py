@@ -1,0 +1,113 @@
+"""Trials per hour of the quickstart's search, its earlier settings against its current ones, side by side.
+
+The quickstart's search (``experiments/quickstart.yaml``: the unet_family space on the SpaceNet
+tile, candidates inheriting from the trained U-Net, fine-tuned 100 steps) is run for each seed of
+``--seeds`` once with the settings it had before (``OLD``: every evaluation whole, 4 windows of
+256 pixels a pass, 16 batches re-estimating the batch norms) and once as it is now, the two runs
+of a seed back to back, the sampler seeded alike, without the references (only the trials are
+timed). The TPE sampler draws its first 10 trials at random, so both runs of a seed try the same
+recipes; each run trains its own parent the same way (evaluation settings do not change a weight).
+
+Reported per settings: trials per hour (trials over the sum of their wall times), the share of
+a trained trial that is not optimizer steps, each phase's total, and per trial the final score
+(paired by trial: the same recipe under both settings) with the study's hypervolume.
+
+Writes ``experiments/benchmarks/results/trial_speed.json``.
+
+    python experiments/benchmarks/trial_speed.py --seeds 0 1 2 --threads 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from common import machine, write_json  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[2]
+
+#: the quickstart's settings before the overhead was cut (2026-12-05)
+OLD = ("train.eval_window=256", "train.eval_batch_size=4", "search.rung_share=1.0", "finetune.bn_reestimate=16")
+SETTINGS = {"old": OLD, "new": ()}
+
+
+def run(variant: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
+    from compressor.experiment.config import load_experiment
+    from compressor.pipeline import run_search
+    from compressor.study import hypervolume_reference, study_hypervolume, trial_records
+
+    overrides = [
+        f"run_dir={Path(args.run_dir) / variant}", f"search.study=speed-s{seed}", f"search.seed={seed}",
+        f"search.n_trials={args.trials}", "search.timeout=null", "search.baselines=false",
+        f"train.threads={args.threads}", *SETTINGS[variant],
+    ]
+    experiment = load_experiment(ROOT / "experiments" / "quickstart.yaml", overrides=overrides)
+    load = os.getloadavg()[0]
+    result = run_search(experiment, echo=lambda line: print(f"[{variant} s{seed}] {line}", flush=True))
+    records = trial_records(result.study)
+    trained = [record for record in records if record.timing and record.timing.get("train")]
+    phases: dict[str, float] = {}
+    for record in records:
+        for phase, seconds in (record.timing or {}).items():
+            phases[phase] = round(phases.get(phase, 0.0) + seconds, 3)
+    wall = sum(record.wall_seconds or 0.0 for record in records)
+    reference = hypervolume_reference(result.study)  # 1.1x U-Net's costs, the metric from 0
+    points = [list(record.values) for record in records if record.status == "complete" and record.feasible and record.values]
+    return {
+        "variant": variant, "seed": seed, "settings": list(SETTINGS[variant]), "load_before": round(load, 2),
+        "trials": len(records), "wall_seconds": round(wall, 2), "trials_per_hour": round(3600 * len(records) / wall, 1),
+        "not_training_share": round(1 - sum(r.timing["train"] for r in trained) / sum(r.timing["total"] for r in trained), 4)
+        if trained else None,
+        "phases": phases,
+        "hypervolume": study_hypervolume(points, ["metric", "params", "flops"], reference),
+        "per_trial": [{"number": r.number, "recipe_hash": r.recipe_hash, "status": r.status, "metric": r.metric,
+                       "steps": r.steps, "wall_seconds": r.wall_seconds, "timing": r.timing} for r in records],
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--trials", type=int, default=8)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--run-dir", default=str(ROOT / "runs" / "trial_speed"))
+    args = parser.parse_args()
+    from compressor.intervals import Estimate
+
+    runs = []
+    for seed in args.seeds:
+        for variant in SETTINGS:  # back to back: both see the same load
+            runs.append(run(variant, seed, args))
+            found = runs[-1]
+            print(f"{variant} seed {seed}: {found['trials']} trials in {found['wall_seconds']:.0f} s, "
+                  f"{found['trials_per_hour']:.0f} trials/hour, not training {found['not_training_share']:.1%} of a "
+                  f"trained trial, hypervolume {found['hypervolume']:.4f}; phases {found['phases']}", flush=True)
+    summary: dict[str, Any] = {}
+    for variant in SETTINGS:
+        mine = [found for found in runs if found["variant"] == variant]
+        summary[variant] = {
+            "trials_per_hour": [found["trials_per_hour"] for found in mine],
+            "not_training_share": [found["not_training_share"] for found in mine],
+            "hypervolume": [found["hypervolume"] for found in mine],
+        }
+    speedups = [new["trials_per_hour"] / old["trials_per_hour"]
+                for old, new in zip(runs[::2], runs[1::2])]
+    paired = []
+    for old, new in zip(runs[::2], runs[1::2]):
+        for before, after in zip(old["per_trial"], new["per_trial"]):
+            if before["recipe_hash"] == after["recipe_hash"] and before["status"] == after["status"] == "complete":
+                paired.append(100 * (after["metric"] - before["metric"]))
+    summary["speedup"] = speedups
+    summary["new_minus_old_points"] = Estimate.of(paired).to_dict()
+    print(f"trials per hour, new / old: {', '.join(f'{value:.2f}x' for value in speedups)}; final score new - old, "
+          f"paired by trial: {Estimate.of(paired).text(digits=2, signed=True)} points")
+    write_json("trial_speed", {"machine": machine(), "threads": args.threads, "runs": runs, "summary": summary})
+
+
+if __name__ == "__main__":
+    main()
