@@ -73,6 +73,18 @@ def test_the_reports_files_give_the_confirm_command_with_the_studys_storage(tmp_
     assert "--storage" not in (tmp_path / "default" / "summary.md").read_text() and plain.index_html.exists()
 
 
+def test_the_page_says_what_a_trials_rung_evaluations_read(tmp_path, monkeypatch):
+    skip_drawing(monkeypatch)
+    study = _study(micronet_metric=0.2)
+    report = build_report(study, tmp_path / "before")  # trials stored before rung_share: nothing said
+    assert "rung evaluations" not in report.index_html.read_text()
+    add(study, params=90_000, flops=1_000_000_000, metric=0.22, curve=[[11, 0.1], [100, 0.22]], rung_share=0.5)
+    text = build_report(study, tmp_path / "after").index_html.read_text()
+    assert "rung evaluations (its learning curve&#x27;s points before the last" in text or \
+        "rung evaluations (its learning curve's points before the last" in text
+    assert "read 50% of the validation windows" in text
+
+
 @pytest.mark.parametrize("above", [0.0, 1e-6])
 def test_the_floor_note_follows_the_threshold(above):
     metric = Floor.from_dict(FLOOR).threshold + above  # "a model needs more than 0.052"

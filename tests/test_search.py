@@ -212,6 +212,24 @@ def test_rung_rule_reads_the_other_trials_of_the_study(tmp_path):
     assert runner._stop_at(trial, "0.500", [0.1, 1000]) is False  # nobody reached that rung yet
 
 
+def test_a_trials_rung_reads_its_share_of_the_windows_and_its_result_is_the_whole_evaluation(tmp_path):
+    """The runner hands search.rung_share to the rung evaluations only: the rung score moves with it,
+    the final score (the trial's metric) does not, and the record says what its rungs read."""
+    records = {}
+    for share in (0.5, 1.0):
+        experiment = tiny_experiment(tmp_path / str(share), ("train.eval_window=32",), n_trials=1, rungs=[1 / 3],
+                                     rung_share=share, min_trials_at_rung=5)
+        (records[share],) = run_search(experiment, echo=lambda line: None).records
+    half, whole = records[0.5], records[1.0]
+    assert half.recipe_hash == whole.recipe_hash and half.status == whole.status == "complete"
+    assert (half.rung_share, whole.rung_share) == (0.5, None)
+    assert half.metric == whole.metric and half.metrics["confusion"] == whole.metrics["confusion"]
+    assert half.rung_metrics.keys() == whole.rung_metrics.keys() == {"0.333"}
+    assert half.rung_metrics["0.333"] != whole.rung_metrics["0.333"]  # 2 of the scene's 4 windows, not all 4
+    assert half.curve[0][1] == pytest.approx(half.rung_metrics["0.333"], abs=1e-5)
+    assert half.curve[-1][1] == pytest.approx(half.metric, abs=1e-5)
+
+
 @pytest.mark.slow  # CI time: test_confirm reproduces a trial from its seed, test_train a training
 def test_the_same_seed_and_settings_give_the_same_recipes_and_metrics(tmp_path):
     """Determinism on CPU: two searches in separate folders, TPE seeded alike, one thread."""

@@ -44,7 +44,13 @@ from compressor.report.hypervolume import hypervolume_frame
 from compressor.report.importance import Importance, importance_frame
 from compressor.report.overview import machine_info, study_overview, with_deployed
 from compressor.report.tables import confirmed_frame, pareto_frame, references_frame, trials_frame
-from compressor.report.text import as_sentence, confirm_command, floor_references_note, pareto_text, summary_markdown
+from compressor.report.text import (
+    as_sentence,
+    confirm_command,
+    floor_references_note,
+    pareto_text,
+    summary_markdown,
+)
 from compressor.study import (
     HYPERVOLUME_DECADES,
     HYPERVOLUME_MARGIN,
@@ -215,6 +221,12 @@ def _notes(
         notes.append("Not confirmed yet: each number above is one training run (the seed the search ran with). "
                      f"`{confirm_command(snapshot.study_name, storage, seeds='N')}` retrains the front's best trials "
                      "and the references on further seeds and adds means with 95% intervals to this page.")
+    shares = sorted({record.rung_share for record in snapshot.records if record.trained and record.rung_share})
+    if shares:
+        notes.append(f"A trial's rung evaluations (its learning curve's points before the last, and the score of a "
+                     f"trial stopped at a rung) read {' or '.join(f'{share:.0%}' for share in shares)} of the validation "
+                     "windows (search.rung_share: a fixed subsample, the same for every trial); its final evaluation "
+                     "reads them all.")
     at_floor = floor_references_note(references, overview)
     if at_floor:
         notes.append(as_sentence(at_floor))

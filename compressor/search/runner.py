@@ -106,6 +106,8 @@ class TrialRunner:
             trial.set_user_attr("rung_metrics", dict(record.rung_metrics))
             return not self._stop_at(trial, rung_key(rung), setup.values(value, cost))
 
+        if setup.config.rungs and setup.config.rung_share < 1:
+            record.rung_share = setup.config.rung_share
         try:
             with clock("calibrate"):
                 start = start_candidate(setup, network)

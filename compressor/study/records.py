@@ -161,6 +161,9 @@ class TrialRecord:
         starts_close: whether ``start_error`` is within ``finetune.max_start_error`` (a
             candidate that does not start close learns again more than it keeps).
         reconstruct_seconds: the time its reconstruction took (``finetune.reconstruct``).
+        rung_share: the share of the validation windows its rung evaluations read
+            (``search.rung_share``; its ``rung_metrics`` and the points of its ``curve`` before the
+            last), None: all of them, as before it was recorded.
         timing: where its time went, seconds per phase (:data:`TIMING_PHASES`: ``sample`` the
             recipe (and wait for a twin training it elsewhere), ``build`` the candidate, measure its ``cost``, ``calibrate`` it (batch norms, reconstruction, the
             start error), ``train`` (optimizer steps, data included), ``evaluate`` (rungs and the
@@ -197,13 +200,14 @@ class TrialRecord:
     starts_close: bool | None = None
     reconstruct_seconds: float | None = None
     timing: dict[str, float] | None = None
+    rung_share: float | None = None
 
     # Attributes stored on the Optuna trial; the rest comes from the trial itself.
     STORED = (
         "status", "recipe", "recipe_short", "recipe_hash", "params", "flops", "latency_ms", "activation_bytes",
         "feasible", "constraints", "metric", "metrics", "fidelity", "rung_metrics", "build_seconds", "train_seconds",
         "wall_seconds", "failure", "weights", "duplicate_of", "curve", "start_error", "starts_close",
-        "reconstruct_seconds", "timing", "steps",
+        "reconstruct_seconds", "timing", "steps", "rung_share",
     )
 
     @classmethod
