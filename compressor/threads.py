@@ -7,8 +7,10 @@ about 40x fewer trials an hour than with 1 when the cores were shared, BENCHMARK
 2 threads on 2 cores one of which another program keeps busy: each step waits for the thread
 that shares its core. ``auto`` takes the cores no other process keeps busy right now
 (:func:`free_cores`: the CPU time of the cores this process may run on over a fifth of a second,
-read from ``/proc/stat``, less this process's own; work at a lowered priority, ``nice``, is not
-counted, since it yields to us), capped by the cores the process is *allowed* to use
+read from ``/proc/stat``, less this process's own; work at a lowered priority, ``nice``, counts
+too: it does not yield enough, since every parallel region waits for the thread whose core a
+niced program shares: beside one niced CPU-bound program, 2 threads trained a candidate 1.47x
+slower than 1 did), capped by the cores the process is *allowed* to use
 (:func:`available_cores`: its CPU affinity and its cgroup's CPU quota), at least 1.
 The reading is kept for :data:`LOAD_TTL` seconds, so a search re-reads it about once a trial:
 a program that starts or stops beside a long search changes the next trial's threads. Latency
@@ -82,8 +84,8 @@ def _cpu_times(stat_text: str, cpus: Sequence[int] | None) -> tuple[float, float
     """(busy, total) clock ticks of ``cpus`` (every CPU when None) in a ``/proc/stat`` text, and
     how many CPU lines were counted.
 
-    Busy is user, system, interrupts and steal; idle, I/O wait and ``nice`` time (work at a
-    lowered priority, which yields to ours) are not.
+    Busy is user, ``nice`` (work at a lowered priority: it still takes its share of a core, and a
+    thread beside it waits), system, interrupts and steal; idle and I/O wait are not.
     """
     wanted = None if cpus is None else {f"cpu{cpu}" for cpu in cpus}
     busy = total = 0.0
@@ -94,7 +96,7 @@ def _cpu_times(stat_text: str, cpus: Sequence[int] | None) -> tuple[float, float
             continue
         ticks = [float(value) for value in fields[:8]] + [0.0] * (8 - len(fields[:8]))
         user, nice, system, idle, iowait, irq, softirq, steal = ticks
-        busy += user + system + irq + softirq + steal
+        busy += user + nice + system + irq + softirq + steal
         total += user + nice + system + idle + iowait + irq + softirq + steal
         counted += 1
     return busy, total, counted
@@ -112,7 +114,7 @@ def load_from(
         >>> after = "cpu0 120 70 10 1000 0 0 0 0\\ncpu1 100 0 10 1040 0 0 0 0"  # cpu0 busy, half of it nice
         >>> busy, cpus = load_from(before, after, own_seconds=0.0, ticks_per_second=100)
         >>> round(busy, 2), cpus
-        (0.5, 2)
+        (1.0, 2)
     """
     busy_0, total_0, _ = _cpu_times(before, cpus)
     busy_1, total_1, counted = _cpu_times(after, cpus)
@@ -138,13 +140,12 @@ def _affinity() -> list[int] | None:
 
 
 def free_cores(window: float = LOAD_WINDOW, stat: Path = _PROC_STAT, cpus: Sequence[int] | None = None) -> float | None:
-    """Cores of this process's affinity (or ``cpus``) that no other process keeps busy at normal
-    priority, watched for ``window`` seconds; None where ``/proc/stat`` cannot be read (not Linux).
+    """Cores of this process's affinity (or ``cpus``) that no other process keeps busy (at any
+    priority), watched for ``window`` seconds; None where ``/proc/stat`` cannot be read (not Linux).
 
     The CPUs are counted as ``/proc/stat`` lists them, not as a container's CPU quota allows:
     other tenants' load on a host's 64 CPUs does not take from a 2-CPU quota (the caller caps
-    the result by the quota). This process's own CPU time in the window is taken out, unless it
-    runs at a lowered priority: then ``/proc/stat`` books it as ``nice``, which is not counted.
+    the result by the quota). This process's own CPU time in the window is taken out.
     """
     cpus = _affinity() if cpus is None else list(cpus)
     try:
@@ -153,21 +154,13 @@ def free_cores(window: float = LOAD_WINDOW, stat: Path = _PROC_STAT, cpus: Seque
         after, own_after = stat.read_text(), _own_cpu_seconds()
     except OSError:
         return None
-    own = own_after - own_before if _own_niceness() <= 0 else 0.0
-    busy, counted = load_from(before, after, own_seconds=own, cpus=cpus)
+    busy, counted = load_from(before, after, own_seconds=own_after - own_before, cpus=cpus)
     return counted - busy if counted else None
 
 
 def _own_cpu_seconds() -> float:
     times = os.times()
     return times.user + times.system
-
-
-def _own_niceness() -> int:
-    try:
-        return os.getpriority(os.PRIO_PROCESS, 0)
-    except (AttributeError, OSError):
-        return 0
 
 
 def auto_threads(*, cgroup_root: Path = _CGROUP, stat: Path = _PROC_STAT, fresh: bool = False) -> int:

@@ -103,7 +103,7 @@ def _busy(before: str, after: str, **kwargs) -> float:
     return load_from(before, after, ticks_per_second=100, **kwargs)[0]
 
 
-def test_busy_counts_other_processes_normal_priority_work_on_the_allowed_cores():
+def test_busy_counts_other_processes_work_at_any_priority_on_the_allowed_cores():
     # user nice system idle iowait irq softirq steal, 100 ticks per CPU
     cpu0_user, cpu1_idle = (90, 0, 10, 0, 0, 0, 0, 0), (0, 0, 0, 100, 0, 0, 0, 0)
     after = _after(cpu0_user, cpu1_idle, (100, 0, 0, 0, 0, 0, 0, 0))
@@ -115,9 +115,10 @@ def test_busy_counts_other_processes_normal_priority_work_on_the_allowed_cores()
     assert load_from(_STAT_BEFORE, after, own_seconds=0.0, cpus=[0, 7], ticks_per_second=100) == (pytest.approx(1.0), 1)
     # this process's own second of CPU time is not someone else's
     assert _busy(_STAT_BEFORE, after, own_seconds=1.0, cpus=[0, 1]) == pytest.approx(0.0)
-    # work under nice yields to ours: not busy; I/O wait is idle; interrupts and steal are busy
+    # work under nice is busy too (a thread beside it waits: measured 1.47x slower with 2 threads than
+    # with 1 beside one niced CPU-bound program); I/O wait is idle; interrupts and steal are busy
     niced = _after((0, 100, 0, 0, 0, 0, 0, 0), (0, 0, 0, 50, 50, 0, 0, 0))
-    assert _busy(_STAT_BEFORE, niced, own_seconds=0.0, cpus=[0, 1]) == 0.0
+    assert _busy(_STAT_BEFORE, niced, own_seconds=0.0, cpus=[0, 1]) == pytest.approx(1.0)
     stolen = _after((0, 0, 0, 50, 0, 20, 10, 20), cpu1_idle)
     assert _busy(_STAT_BEFORE, stolen, own_seconds=0.0, cpus=[0, 1]) == pytest.approx(0.5)
     assert _busy(_STAT_BEFORE, _STAT_BEFORE, own_seconds=0.0) == 0.0  # no time passed
