@@ -56,7 +56,7 @@ def add(
     study: optuna.Study, *, status: str = "complete", params: int, flops: int, metric: float | None = None,
     feasible: bool | None = None, recipe: str | None = None, duplicate_of: int | None = None,
     fidelity: float | None = None, wall_seconds: float = 60.0, sampled: dict | None = None,
-    curve: list | None = None, rung_share: float | None = None,
+    curve: list | None = None, rung_share: float | None = None, rung_metrics: dict | None = None,
 ) -> TrialRecord:
     """Adds one finished (or running) trial as the search would have stored it."""
     number = len(study.trials)
@@ -77,7 +77,7 @@ def add(
         train_seconds=wall_seconds * 0.8 if trained else 0.0, wall_seconds=wall_seconds,
         failure="training diverged (NaN loss at step 12)" if status == "failed" else None,
         weights=f"trial-{number}.pt" if status == "complete" else None, duplicate_of=duplicate_of,
-        curve=list(curve or []), rung_share=rung_share,
+        curve=list(curve or []), rung_share=rung_share, rung_metrics=dict(rung_metrics or {}),
     )
     values = None
     if _STATES[status] == TrialState.COMPLETE:

@@ -82,6 +82,10 @@ def test_the_output_gap_against_the_teachers_logits_given_once_is_the_same_witho
     assert given > 0.01 and output_gap(teacher, copy.deepcopy(teacher), images, 4, targets=targets) == 0.0
     other = _student(teacher, data, [{"name": "separable"}])
     assert output_gap(teacher, other, images, 4, targets=targets) == output_gap(teacher, other, images, 4) != given
+    # the teacher's output at another batch size, or on other images, is refused rather than half-used
+    for wrong in (teacher_logits(teacher, images, 8), teacher_logits(teacher, images[:8], 4)):
+        with pytest.raises(ValueError, match="not the teacher's output on these images at this batch size"):
+            output_gap(teacher, student, images, 4, targets=wrong)
 
 
 @pytest.mark.parametrize("method,source", [("hints", "student"), ("block", "student")])

@@ -78,11 +78,16 @@ def test_the_page_says_what_a_trials_rung_evaluations_read(tmp_path, monkeypatch
     study = _study(micronet_metric=0.2)
     report = build_report(study, tmp_path / "before")  # trials stored before rung_share: nothing said
     assert "rung evaluations" not in report.index_html.read_text()
-    add(study, params=90_000, flops=1_000_000_000, metric=0.22, curve=[[11, 0.1], [100, 0.22]], rung_share=0.5)
+    add(study, params=90_000, flops=1_000_000_000, metric=0.22, curve=[[11, 0.1], [100, 0.22]], rung_share=0.5,
+        rung_metrics={"0.111": 0.1})
     text = build_report(study, tmp_path / "after").index_html.read_text()
-    assert "rung evaluations (its learning curve&#x27;s points before the last" in text or \
-        "rung evaluations (its learning curve's points before the last" in text
-    assert "read 50% of the validation windows" in text
+    assert "rung evaluations (the points of its learning curve at the rungs" in text
+    assert "read 50% of each validation scene&#x27;s windows" in text or "read 50% of each validation scene's windows" in text
+    assert "stored before that setting" not in text
+    add(study, params=80_000, flops=1_000_000_000, metric=0.21, curve=[[11, 0.1], [100, 0.21]],
+        rung_metrics={"0.111": 0.1})  # a trial of the same study from before rung_share: its rungs read everything
+    mixed = build_report(study, tmp_path / "mixed").index_html.read_text()
+    assert "the trials stored before that setting read them all, and are ranked at a rung only against each other" in mixed
 
 
 @pytest.mark.parametrize("above", [0.0, 1e-6])

@@ -12,6 +12,7 @@ from monai.losses import DiceLoss
 from torch import nn
 
 from compressor.data import SyntheticConfig
+from compressor.data.base import Scene
 from compressor.errors import ConfigError
 from compressor.metrics import ConfusionMatrix
 from compressor.models import micronet, unet
@@ -27,6 +28,7 @@ from compressor.train import (
     load_checkpoint,
     predict_scene,
     save_checkpoint,
+    scene_share,
     seed_everything,
     train,
     window_corners,
@@ -147,6 +149,30 @@ def test_a_share_of_the_windows_scores_only_the_pixels_those_windows_cover(build
     assert sampled.confusion == expected.compute(buildings.class_names).confusion
     whole = evaluate(model, buildings, config)
     assert whole.pixels == 2 * covered.size and whole == evaluate(model, buildings, config, share=1.0)
+
+
+def test_a_scene_whose_share_of_windows_misses_a_class_is_read_whole(buildings):
+    """A strip of 4 windows whose buildings lie in the middle two: half of its windows (the first
+    and the last) would score no building at all, so the scene is read whole; with buildings in
+    the first window too, or only unlabelled pixels in the middle, half is enough."""
+    labels = np.zeros((64, 256), np.uint8)
+    labels[:, 100:140] = 1
+    image = np.random.default_rng(0).random((64, 256, 3)).astype(np.float32)
+    strip = Scene("strip", image, labels)
+    assert window_corners(strip, 64, 0, share=0.5) == [(0, 0), (0, 192)]
+    assert scene_share(strip, labels, 64, 0, 0.5) == 1.0
+    model = _small_model().eval()
+    config = dataclasses.replace(FAST, eval_window=64, eval_overlap=0)
+    data = dataclasses.replace(buildings, val=(strip,))
+    assert evaluate(model, data, config, share=0.5) == evaluate(model, data, config)  # read whole
+    both = labels.copy()
+    both[:, 10:20] = 1
+    assert scene_share(strip, both, 64, 0, 0.5) == 0.5
+    unlabelled = labels.copy()
+    unlabelled[:, 100:140] = 255
+    assert scene_share(strip, unlabelled, 64, 0, 0.5) == 0.5 and scene_share(strip, both, 64, 0, 1.0) == 1.0
+    halved = dataclasses.replace(buildings, val=(Scene("strip", image, both),))
+    assert evaluate(model, halved, config, share=0.5).pixels == 2 * 64 * 64
 
 
 def _cover_only(model, scene, data, corners, window=48):

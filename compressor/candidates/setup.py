@@ -88,12 +88,15 @@ class SearchSetup:
 
     _parent_logits: list[torch.Tensor] | None = field(default=None, init=False, repr=False)
 
-    def parent_logits(self) -> list[torch.Tensor] | None:
-        """The parent's output on the calibration patches (:func:`teacher_logits`), computed at the
-        first call and kept: every candidate's start error compares with it, the parent unchanged."""
-        if self._parent_logits is None and self.parent is not None and self.calibration:
+    def parent_logits(self, device: torch.device) -> list[torch.Tensor] | None:
+        """The parent's output on the calibration patches, run on ``device`` (the candidates'; a copy
+        of the parent there: :func:`teacher_logits`), computed at the first call and kept: every
+        candidate's start error compares with it, the parent unchanged."""
+        if self.parent is None or not self.calibration:
+            return None
+        if self._parent_logits is None or self._parent_logits[0].device != device:
             self._parent_logits = teacher_logits(self.parent.model, torch.cat(self.calibration),
-                                                 self.train_config.batch_size)
+                                                 self.train_config.batch_size, device=device)
         return self._parent_logits
 
     @property
@@ -231,7 +234,8 @@ def start_candidate(setup: SearchSetup, network: nn.Module) -> Start:
                                  seed=config.seed)
         images = torch.cat(setup.calibration or [])
         if method == "none":
-            error = output_gap(setup.parent.model, network, images, config.batch_size, targets=setup.parent_logits())
+            targets = setup.parent_logits(next((p.device for p in network.parameters()), torch.device("cpu")))
+            error = output_gap(setup.parent.model, network, images, config.batch_size, targets=targets)
         else:
             started = time.perf_counter()
             error = reconstruct(setup.parent.model, network, images, method=method, source=settings.reconstruct_source,

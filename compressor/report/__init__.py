@@ -223,10 +223,14 @@ def _notes(
                      "and the references on further seeds and adds means with 95% intervals to this page.")
     shares = sorted({record.rung_share for record in snapshot.records if record.trained and record.rung_share})
     if shares:
-        notes.append(f"A trial's rung evaluations (its learning curve's points before the last, and the score of a "
-                     f"trial stopped at a rung) read {' or '.join(f'{share:.0%}' for share in shares)} of the validation "
-                     "windows (search.rung_share: a fixed subsample, the same for every trial); its final evaluation "
-                     "reads them all.")
+        whole = any(record.trained and record.rung_metrics and not record.rung_share for record in snapshot.records)
+        notes.append(f"A trial's rung evaluations (the points of its learning curve at the rungs, and the score of a "
+                     f"trial stopped at one) read {' or '.join(f'{share:.0%}' for share in shares)} of each validation "
+                     "scene's windows, rounded up (search.rung_share: a fixed subsample, the same for every trial; a "
+                     "scene whose subsample would miss a class is read whole)"
+                     + ("; the trials stored before that setting read them all, and are ranked at a rung only against "
+                        "each other" if whole else "")
+                     + "; the final evaluation reads them all.")
     at_floor = floor_references_note(references, overview)
     if at_floor:
         notes.append(as_sentence(at_floor))

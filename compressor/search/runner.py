@@ -174,11 +174,17 @@ class TrialRunner:
         return list(twin.values)
 
     def _stop_at(self, trial: optuna.Trial, key: str, point: list[float]) -> bool:
+        """Whether the trial stops at rung ``key`` with objective values ``point``: ranked against the
+        other trials that reached the rung reading the same share of the windows (a study resumed
+        after ``search.rung_share`` changed compares like with like)."""
         config = self.setup.config
+        share = config.rung_share if config.rung_share < 1 else None  # as TrialRecord.rung_share stores it
         others = []
         for other in trial.study.get_trials(deepcopy=False):
             metric = other.user_attrs.get("rung_metrics", {}).get(key)
             if other.number == trial.number or metric is None or other.user_attrs.get("duplicate_of") is not None:
+                continue
+            if other.user_attrs.get("rung_share") != share:
                 continue
             others.append(objective_values(metric, other.user_attrs, config.objectives))
         return should_stop(

@@ -27,7 +27,7 @@ from compressor.train.checkpoints import (
 )
 from compressor.train.config import DistillConfig, TrainConfig
 from compressor.train.determinism import deterministic_kernels, resolve_device, seed_everything
-from compressor.train.evaluation import evaluate, predict_scene, window_corners
+from compressor.train.evaluation import evaluate, predict_scene, scene_share, window_corners
 from compressor.train.loop import (
     Callback,
     StopTraining,
@@ -45,4 +45,4 @@ from compressor.train.losses import (
     weighted_cross_entropy,
 )
 
-__all__ = ["DistillConfig", "TrainConfig", "class_weights", "weighted_cross_entropy", "summed_cross_entropy", "dice_loss", "distillation_loss", "seed_everything", "resolve_device", "deterministic_kernels", "TrainingError", "StopTraining", "Callback", "TrainResult", "evaluation_steps", "train", "reestimate_batchnorm", "predict_scene", "evaluate", "window_corners", "CheckpointError", "Checkpoint", "save_checkpoint", "load_checkpoint", "load_weights"]
+__all__ = ["DistillConfig", "TrainConfig", "class_weights", "weighted_cross_entropy", "summed_cross_entropy", "dice_loss", "distillation_loss", "seed_everything", "resolve_device", "deterministic_kernels", "TrainingError", "StopTraining", "Callback", "TrainResult", "evaluation_steps", "train", "reestimate_batchnorm", "predict_scene", "evaluate", "window_corners", "scene_share", "CheckpointError", "Checkpoint", "save_checkpoint", "load_checkpoint", "load_weights"]

@@ -11,11 +11,11 @@ from torch import nn
 from compressor.data.base import Scene, SegmentationData
 from compressor.data.tiling import window_starts
 from compressor.errors import ConfigError, InputSizeError, first_line
-from compressor.metrics import ConfusionMatrix, SegmentationMetrics
+from compressor.metrics import IGNORE_INDEX, ConfusionMatrix, SegmentationMetrics
 from compressor.outputs import model_output
 from compressor.train.config import TrainConfig
 
-__all__ = ["predict_scene", "evaluate", "window_corners"]
+__all__ = ["predict_scene", "evaluate", "window_corners", "scene_share"]
 
 
 def forward_checked(model: nn.Module, images: torch.Tensor, num_classes: int) -> torch.Tensor:
@@ -85,6 +85,21 @@ def window_corners(scene: Scene, window: int, overlap: int, share: float = 1.0) 
         return corners
     kept = max(1, math.ceil(share * len(corners)))
     return [corners[index] for index in sorted({round(index) for index in np.linspace(0, len(corners) - 1, kept)})]
+
+
+def scene_share(scene: Scene, labels: np.ndarray, window: int, overlap: int, share: float) -> float:
+    """``share`` if that share of ``scene``'s windows (:func:`window_corners`) covers a pixel of
+    every class its ``labels`` hold (unlabelled pixels aside), else 1: the whole scene, so that a
+    subsample never scores a class as absent that the scene has."""
+    if share >= 1.0:
+        return 1.0
+    height, width = min(window, scene.height), min(window, scene.width)
+    covered = np.zeros(labels.shape[:2], dtype=bool)
+    for top, left in window_corners(scene, window, overlap, share):
+        covered[top:top + height, left:left + width] = True
+    labelled = labels != IGNORE_INDEX
+    every, sampled = np.unique(labels[labelled]), np.unique(labels[labelled & covered])
+    return share if np.array_equal(every, sampled) else 1.0
 
 
 @torch.inference_mode()
@@ -173,8 +188,10 @@ def evaluate(
     ``split`` is ``val`` (what training and search choose by) or ``test`` (the held-out
     region, for reported numbers only). ``share`` < 1 reads only that share of each scene's
     windows (:func:`window_corners`: a fixed subsample, the same for every model) and scores
-    the pixels they cover: a cheaper estimate, what a search's rungs compare trials by. The
-    model is evaluated in eval mode and returned to the mode it was in.
+    the pixels they cover: a cheaper estimate, what a search's rungs compare trials by. A scene
+    whose share of windows would miss a class its labels hold is read whole (:func:`scene_share`:
+    decided by the labels alone, so again the same for every model). The model is evaluated in
+    eval mode and returned to the mode it was in.
 
     Raises:
         DataError: ``split="test"`` on data without a test region.
@@ -187,12 +204,14 @@ def evaluate(
     matrix = ConfusionMatrix(data.num_classes)
     try:
         for scene in scenes:
+            labels = scene.class_indices()
+            read = scene_share(scene, labels, config.eval_window, config.eval_overlap, share)
             total, hits = _summed_probabilities(
                 model, scene, data, window=config.eval_window, overlap=config.eval_overlap,
-                batch_size=config.eval_batch_size, device=device, share=share,
+                batch_size=config.eval_batch_size, device=device, share=read,
             )
-            predicted, labels = total.argmax(axis=0), scene.class_indices()  # the argmax of the sum: of the mean
-            if share < 1.0:
+            predicted = total.argmax(axis=0)  # the argmax of the sum: of the mean
+            if read < 1.0:
                 covered = hits > 0
                 predicted, labels = predicted[covered], labels[covered]
             matrix.update(predicted, labels)

@@ -341,10 +341,14 @@ def _point_errors(
 
 
 @torch.no_grad()
-def teacher_logits(teacher: nn.Module, images: torch.Tensor, batch_size: int = 8) -> list[torch.Tensor]:
-    """The teacher's output on ``images``, batch by batch, in eval mode: what :func:`output_gap`
-    compares a student with. A search computes it once for all its candidates."""
-    images = images.to(device_of(teacher, images.device))
+def teacher_logits(
+    teacher: nn.Module, images: torch.Tensor, batch_size: int = 8, *, device: torch.device | None = None,
+) -> list[torch.Tensor]:
+    """The teacher's output on ``images``, batch by batch, in eval mode, run on ``device`` (a copy of
+    the teacher there if it is elsewhere; default: where the teacher is): what :func:`output_gap`
+    compares a student with. A search computes it once for all its candidates, on their device."""
+    device = device or device_of(teacher, images.device)
+    teacher, images = _on(teacher, device), images.to(device)
     with eval_mode(teacher):
         return [model_output(teacher, batch) for batch in images.split(batch_size)]
 
@@ -362,13 +366,19 @@ def output_gap(
     device = device_of(student, images.device)
     images = images.to(device)
     if targets is None:
-        targets = teacher_logits(_on(teacher, device), images, batch_size)
+        targets = teacher_logits(teacher, images, batch_size, device=device)
+    batches = list(torch.arange(images.shape[0]).split(batch_size))
+    if [len(target) for target in targets] != [len(rows) for rows in batches]:
+        raise ValueError(f"output_gap: targets of {[len(target) for target in targets]} images for batches of "
+                         f"{[len(rows) for rows in batches]}: not the teacher's output on these images at this batch size")
+    if not targets:
+        return None
     targets = [target.to(device) for target in targets]
     predicted = torch.cat([target.argmax(dim=1) for target in targets]) if targets[0].ndim == 4 else None
     weights = balanced_weights(predicted) if predicted is not None else None  # pixel_weights, from the targets at hand
     error = reference = 0.0
     with eval_mode(student):
-        for rows, target in zip(torch.arange(images.shape[0]).split(batch_size), targets):
+        for rows, target in zip(batches, targets):
             output = model_output(student, images[rows])
             if output.shape != target.shape:
                 return None

@@ -20,7 +20,8 @@ reports, per share:
 
 Writes ``experiments/benchmarks/results/rung_share.json``.
 
-    python experiments/benchmarks/rung_share.py --trials 12 --threads 1
+    python experiments/benchmarks/rung_share.py --trials 12 --threads 1 --set train.eval_window=256 --set train.eval_batch_size=4
+    python experiments/benchmarks/rung_share.py --trials 12 --threads 1 --name rung_share-288   # the quickstart as it is
 """
 
 from __future__ import annotations
@@ -57,6 +58,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0, help="the random sampler's seed")
     parser.add_argument("--run-dir", default=str(ROOT / "runs" / "rung_share"), help="where the parent U-Net is kept")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="an override of the quickstart's experiment (e.g. train.eval_window=256; repeatable)")
+    parser.add_argument("--name", default="rung_share", help="results/<name>.json")
     args = parser.parse_args()
     shares = [float(value) for value in args.shares.split(",")]
 
@@ -71,7 +75,7 @@ def main() -> None:
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     experiment = load_experiment(ROOT / "experiments" / "quickstart.yaml",
-                                 overrides=[f"run_dir={args.run_dir}", f"train.threads={args.threads}"])
+                                 overrides=[f"run_dir={args.run_dir}", f"train.threads={args.threads}", *args.set])
     setup = prepare(experiment)
     config = setup.start_config
     study = optuna.create_study(directions=setup.directions, sampler=optuna.samplers.RandomSampler(seed=args.seed))
@@ -148,7 +152,8 @@ def main() -> None:
     }
     print(f"{drawn} drawn, {len(candidates)} within the budget; load average {load_before:.2f} before, "
           f"{payload['load_after']:.2f} after ({os.cpu_count()} cores)")
-    write_json("rung_share", payload)
+    payload["overrides"] = args.set
+    write_json(args.name, payload)
 
 
 if __name__ == "__main__":
