@@ -190,7 +190,7 @@ def test_a_budget_no_candidate_can_meet_is_refused_before_training(tmp_path):
 
 
 def _study_with_rung(metrics_and_params: list[tuple[float, int]], directions: list[str],
-                     rung_share: float | None = 0.5) -> optuna.Study:
+                     rung_share: float | None = None) -> optuna.Study:
     study = optuna.create_study(directions=directions)
     for metric, params in metrics_and_params:
         share = {"rung_share": rung_share} if rung_share is not None else {}
@@ -212,14 +212,14 @@ def test_rung_rule_reads_the_other_trials_of_the_study(tmp_path):
     assert runner._stop_at(trial, "0.333", [0.45, 1000]) is False  # only one is better: inside the best third
     assert runner._stop_at(trial, "0.333", [0.1, 10]) is False  # weak but far smaller: on the rung's front
     assert runner._stop_at(trial, "0.500", [0.1, 1000]) is False  # nobody reached that rung yet
-    # trials whose rungs read another share of the windows (a study made before search.rung_share,
-    # whose rungs read every window) are not ranked against: nobody comparable reached the rung
-    older = _study_with_rung([(0.5, 1000), (0.4, 1000), (0.3, 1000)], ["maximize", "minimize"], rung_share=None)
-    assert runner._stop_at(older.ask(), "0.333", [0.1, 1000]) is False
-    whole = TrialRunner(prepare(tiny_experiment(tmp_path / "whole", objectives=["metric", "params"],
-                                                min_trials_at_rung=3, rung_share=1.0),
-                                echo=lambda line: None, check_budget=False), WeightStore(tmp_path / "artifacts"))
-    assert whole._stop_at(older.ask(), "0.333", [0.1, 1000]) is True and whole._stop_at(trial, "0.333", [0.1, 1000]) is False
+    # trials whose rungs read another share of the windows (search.rung_share changed on a resumed
+    # study) are not ranked against: nobody comparable reached the rung
+    halved = _study_with_rung([(0.5, 1000), (0.4, 1000), (0.3, 1000)], ["maximize", "minimize"], rung_share=0.5)
+    assert runner._stop_at(halved.ask(), "0.333", [0.1, 1000]) is False
+    half = TrialRunner(prepare(tiny_experiment(tmp_path / "half", objectives=["metric", "params"],
+                                               min_trials_at_rung=3, rung_share=0.5),
+                               echo=lambda line: None, check_budget=False), WeightStore(tmp_path / "artifacts"))
+    assert half._stop_at(halved.ask(), "0.333", [0.1, 1000]) is True and half._stop_at(trial, "0.333", [0.1, 1000]) is False
 
 
 def test_a_trials_rung_reads_its_share_of_the_windows_and_its_result_is_the_whole_evaluation(tmp_path):

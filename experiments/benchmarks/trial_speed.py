@@ -32,7 +32,7 @@ from common import machine, write_json  # noqa: E402
 ROOT = Path(__file__).resolve().parents[2]
 
 #: the quickstart's settings before the overhead was cut (2026-12-05)
-OLD = ("train.eval_window=256", "train.eval_batch_size=4", "search.rung_share=1.0", "finetune.bn_reestimate=16")
+OLD = ("train.eval_window=256", "train.eval_batch_size=4", "finetune.bn_reestimate=16")
 SETTINGS = {"old": OLD, "new": ()}
 
 
