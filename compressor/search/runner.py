@@ -96,6 +96,8 @@ class TrialRunner:
             record.status, record.metric = "infeasible", 0.0
             self._save(trial, record, started)
             return setup.values(0.0, cost)
+        if setup.config.rungs and setup.config.rung_share < 1:  # stored now: a worker beside it reads it at a rung
+            record.rung_share = setup.config.rung_share
         with clock("store"):
             self._save(trial, record, started)
 
@@ -106,8 +108,6 @@ class TrialRunner:
             trial.set_user_attr("rung_metrics", dict(record.rung_metrics))
             return not self._stop_at(trial, rung_key(rung), setup.values(value, cost))
 
-        if setup.config.rungs and setup.config.rung_share < 1:
-            record.rung_share = setup.config.rung_share
         try:
             with clock("calibrate"):
                 start = start_candidate(setup, network)
