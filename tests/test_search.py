@@ -222,14 +222,23 @@ def test_rung_rule_reads_the_other_trials_of_the_study(tmp_path):
     assert half._stop_at(halved.ask(), "0.333", [0.1, 1000]) is True and half._stop_at(trial, "0.333", [0.1, 1000]) is False
 
 
-def test_a_trials_rung_reads_its_share_of_the_windows_and_its_result_is_the_whole_evaluation(tmp_path):
+def test_a_trials_rung_reads_its_share_of_the_windows_and_its_result_is_the_whole_evaluation(tmp_path, monkeypatch):
     """The runner hands search.rung_share to the rung evaluations only: the rung score moves with it,
     the final score (the trial's metric) does not, and the record says what its rungs read."""
-    records = {}
+    records, seen = {}, []
+    original = TrialRunner._stop_at
+
+    def watched(self, trial, key, point):
+        seen.append(trial.study.get_trials(deepcopy=False)[trial.number].user_attrs.get("rung_share"))
+        return original(self, trial, key, point)
+
+    monkeypatch.setattr(TrialRunner, "_stop_at", watched)
     for share in (0.5, 1.0):
         experiment = tiny_experiment(tmp_path / str(share), ("train.eval_window=32",), n_trials=1, rungs=[1 / 3],
                                      rung_share=share, min_trials_at_rung=5)
         (records[share],) = run_search(experiment, echo=lambda line: None).records
+        if share == 0.5:  # stored before training: what a worker beside it reads at the rung
+            assert seen == [0.5]
     half, whole = records[0.5], records[1.0]
     assert half.recipe_hash == whole.recipe_hash and half.status == whole.status == "complete"
     assert (half.rung_share, whole.rung_share) == (0.5, None)
