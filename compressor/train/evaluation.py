@@ -74,7 +74,7 @@ def window_corners(scene: Scene, window: int, overlap: int, share: float = 1.0) 
         >>> window_corners(scene, 256, 32), window_corners(scene, 256, 32, share=0.5)
         ([(0, 0), (0, 224), (0, 448), (0, 644)], [(0, 0), (0, 644)])
     """
-    height, width = min(window, scene.height), min(window, scene.width)
+    height, width = _window_size(scene, window)
     stride_y, stride_x = max(1, height - overlap), max(1, width - overlap)
     corners = [
         (top, left)
@@ -87,13 +87,18 @@ def window_corners(scene: Scene, window: int, overlap: int, share: float = 1.0) 
     return [corners[index] for index in sorted({round(index) for index in np.linspace(0, len(corners) - 1, kept)})]
 
 
+def _window_size(scene: Scene, window: int) -> tuple[int, int]:
+    """The height and width of ``scene``'s sliding windows: ``window``, or the scene's side where it is smaller."""
+    return min(window, scene.height), min(window, scene.width)
+
+
 def scene_share(scene: Scene, labels: np.ndarray, window: int, overlap: int, share: float) -> float:
     """``share`` if that share of ``scene``'s windows (:func:`window_corners`) covers a pixel of
     every class its ``labels`` hold (unlabelled pixels aside), else 1: the whole scene, so that a
     subsample never scores a class as absent that the scene has."""
     if share >= 1.0:
         return 1.0
-    height, width = min(window, scene.height), min(window, scene.width)
+    height, width = _window_size(scene, window)
     covered = np.zeros(labels.shape[:2], dtype=bool)
     for top, left in window_corners(scene, window, overlap, share):
         covered[top:top + height, left:left + width] = True
@@ -116,7 +121,7 @@ def _summed_probabilities(
 ) -> tuple[np.ndarray, np.ndarray]:
     """The class probabilities of the windows :func:`window_corners` gives, summed where they overlap
     ``(classes, H, W)``, and how many windows cover each pixel ``(H, W)`` (0 outside a ``share``)."""
-    height, width = min(window, scene.height), min(window, scene.width)
+    height, width = _window_size(scene, window)
     corners = window_corners(scene, window, overlap, share)
     total = np.zeros((data.num_classes, scene.height, scene.width), dtype=np.float32)
     hits = np.zeros((scene.height, scene.width), dtype=np.float32)
