@@ -27,46 +27,30 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from common import machine, write_json  # noqa: E402
-
-ROOT = Path(__file__).resolve().parents[2]
+from common import add_candidate_arguments, feasible_candidates, machine, quickstart_setup, write_json  # noqa: E402
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--trials", type=int, default=10, help="feasible candidates trained")
+    add_candidate_arguments(parser, trials=10, run_dir="calibration_size")
     parser.add_argument("--batches", default="16,4,1,0", help="batch counts compared; the first is the reference")
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--seed", type=int, default=0, help="the random sampler's seed")
-    parser.add_argument("--run-dir", default=str(ROOT / "runs" / "calibration_size"), help="where the parent U-Net is kept")
     args = parser.parse_args()
     counts = [int(value) for value in args.batches.split(",")]
 
-    import optuna
-
-    from compressor.candidates.setup import prepare, start_candidate
-    from compressor.experiment.config import load_experiment
+    from compressor.candidates.setup import start_candidate
     from compressor.intervals import Estimate
     from compressor.threads import torch_threads
     from compressor.train import train
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    experiment = load_experiment(ROOT / "experiments" / "quickstart.yaml",
-                                 overrides=[f"run_dir={args.run_dir}", f"train.threads={args.threads}"])
-    base = prepare(experiment)
+    base = quickstart_setup(args.run_dir, args.threads)
+    experiment = base.experiment
     setups = {count: dataclasses.replace(base, experiment=dataclasses.replace(
         experiment, finetune=dataclasses.replace(experiment.finetune, bn_reestimate=count))) for count in counts}
-    study = optuna.create_study(directions=base.directions, sampler=optuna.samplers.RandomSampler(seed=args.seed))
     load_before = os.getloadavg()[0]
     candidates: list[dict[str, Any]] = []
+    drawn = feasible_candidates(base, seed=args.seed, threads=args.threads)
     while len(candidates) < args.trials:
-        trial = study.ask()
-        with torch_threads(args.threads):
-            recipe = base.space(trial, base.context)
-            cost = base.measure(base.build(recipe))
-        if not base.budget.check(cost).feasible:
-            study.tell(trial, state=optuna.trial.TrialState.FAIL)
-            continue
+        study, trial, recipe, _, cost = next(drawn)
         runs = {}
         for count, setup in setups.items():
             with torch_threads(args.threads):

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ from compressor.io import atomic_write_text
 from compressor.study import HYPERVOLUME_MARGIN, study_hypervolume
 
 RESULTS = Path(__file__).parent / "results"
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def machine() -> dict[str, Any]:
@@ -94,3 +96,45 @@ def hypervolume_at(history: list[tuple[int, float, float]], budget: float) -> fl
     """The hypervolume reached once ``budget`` of compute was spent (0 before the first trial)."""
     reached = [value for _, spent, value in history if spent <= budget]
     return reached[-1] if reached else 0.0
+
+
+def add_candidate_arguments(parser: argparse.ArgumentParser, *, trials: int, run_dir: str) -> None:
+    """``--trials``, ``--threads``, ``--seed`` and ``--run-dir``: the arguments of a benchmark that trains
+    candidates of the quickstart's search (:func:`quickstart_setup`, :func:`feasible_candidates`)."""
+    parser.add_argument("--trials", type=int, default=trials, help="feasible candidates trained")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--seed", type=int, default=0, help="the random sampler's seed")
+    parser.add_argument("--run-dir", default=str(ROOT / "runs" / run_dir), help="where the parent U-Net is kept")
+
+
+def quickstart_setup(run_dir: str, threads: int, overrides: Sequence[str] = ()) -> Any:
+    """The quickstart's search (``experiments/quickstart.yaml``) prepared in ``run_dir`` on ``threads``:
+    its data, and its parent U-Net (trained there once, then reused)."""
+    from compressor.candidates.setup import prepare
+    from compressor.experiment.config import load_experiment
+
+    experiment = load_experiment(ROOT / "experiments" / "quickstart.yaml",
+                                 overrides=[f"run_dir={run_dir}", f"train.threads={threads}", *overrides])
+    return prepare(experiment)
+
+
+def feasible_candidates(setup: Any, *, seed: int, threads: int) -> Iterator[tuple[Any, Any, Any, Any, Any]]:
+    """``(study, trial, recipe, network, cost)`` for each candidate of ``setup``'s space that a random
+    sampler seeded with ``seed`` draws within the budget, built and measured on ``threads``; the
+    over-budget draws are told failed and skipped. The caller tells each yielded trial its values."""
+    import optuna
+
+    from compressor.threads import torch_threads
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(directions=setup.directions, sampler=optuna.samplers.RandomSampler(seed=seed))
+    while True:
+        trial = study.ask()
+        with torch_threads(threads):
+            recipe = setup.space(trial, setup.context)
+            network = setup.build(recipe)
+            cost = setup.measure(network)
+        if not setup.budget.check(cost).feasible:
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            continue
+        yield study, trial, recipe, network, cost

@@ -38,9 +38,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from common import machine, write_json  # noqa: E402
-
-ROOT = Path(__file__).resolve().parents[2]
+from common import add_candidate_arguments, feasible_candidates, machine, quickstart_setup, write_json  # noqa: E402
 
 
 def spearman(first: list[float], second: list[float]) -> float:
@@ -53,45 +51,26 @@ def spearman(first: list[float], second: list[float]) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--trials", type=int, default=12, help="feasible candidates trained")
+    add_candidate_arguments(parser, trials=12, run_dir="rung_share")
     parser.add_argument("--shares", default="0.5,0.25", help="shares of the windows compared with the whole")
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--seed", type=int, default=0, help="the random sampler's seed")
-    parser.add_argument("--run-dir", default=str(ROOT / "runs" / "rung_share"), help="where the parent U-Net is kept")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="an override of the quickstart's experiment (e.g. train.eval_window=256; repeatable)")
     parser.add_argument("--name", default="rung_share", help="results/<name>.json")
     args = parser.parse_args()
     shares = [float(value) for value in args.shares.split(",")]
 
-    import optuna
-
-    from compressor.candidates.setup import prepare, start_candidate
-    from compressor.experiment.config import load_experiment
+    from compressor.candidates.setup import start_candidate
     from compressor.search.fidelity import should_stop
     from compressor.study import objective_values
-    from compressor.threads import torch_threads
     from compressor.train import evaluate, train
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    experiment = load_experiment(ROOT / "experiments" / "quickstart.yaml",
-                                 overrides=[f"run_dir={args.run_dir}", f"train.threads={args.threads}", *args.set])
-    setup = prepare(experiment)
+    setup = quickstart_setup(args.run_dir, args.threads, args.set)
     config = setup.start_config
-    study = optuna.create_study(directions=setup.directions, sampler=optuna.samplers.RandomSampler(seed=args.seed))
     load_before = os.getloadavg()[0]
     candidates: list[dict[str, Any]] = []
-    drawn = 0
+    drawn = feasible_candidates(setup, seed=args.seed, threads=args.threads)
     while len(candidates) < args.trials:
-        trial = study.ask()
-        drawn += 1
-        with torch_threads(args.threads):
-            recipe = setup.space(trial, setup.context)
-            network = setup.build(recipe)
-            cost = setup.measure(network)
-        if not setup.budget.check(cost).feasible:
-            study.tell(trial, state=optuna.trial.TrialState.FAIL)
-            continue
+        study, trial, recipe, network, cost = next(drawn)
         rungs: list[dict[str, Any]] = []
 
         def at_rung(step: int, metrics: Any, network: Any = network, rungs: list[dict[str, Any]] = rungs) -> bool:
@@ -146,11 +125,11 @@ def main() -> None:
             f"{rung['spearman_with_final']:+.2f}, stops {rung['stopped']} (whole: {whole['stopped']})"
             for rung, whole in zip(found["rungs"], whole_stops)))
     payload = {
-        "machine": machine(), "threads": args.threads, "seed": args.seed, "drawn": drawn,
+        "machine": machine(), "threads": args.threads, "seed": args.seed, "drawn": len(study.trials),
         "load_before": round(load_before, 2), "load_after": round(os.getloadavg()[0], 2),
         "summary": summary, "candidates": candidates,
     }
-    print(f"{drawn} drawn, {len(candidates)} within the budget; load average {load_before:.2f} before, "
+    print(f"{len(study.trials)} drawn, {len(candidates)} within the budget; load average {load_before:.2f} before, "
           f"{payload['load_after']:.2f} after ({os.cpu_count()} cores)")
     payload["overrides"] = args.set
     write_json(args.name, payload)
