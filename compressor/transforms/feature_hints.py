@@ -15,7 +15,7 @@ from torch import nn
 from compressor.outputs import model_output
 from compressor.transforms.boundaries import changed_points, eval_mode, shared_boundaries
 
-__all__ = ["FeatureHints", "FeatureTap", "hint_points", "pixel_weights", "balanced_weights", "relative_mse", "device_of"]
+__all__ = ["FeatureHints", "FeatureTap", "hint_points", "pixel_weights", "weights_of", "balanced_weights", "relative_mse", "device_of"]
 
 
 def hint_points(teacher: nn.Module, student: nn.Module, images: torch.Tensor) -> list[str]:
@@ -118,7 +118,12 @@ def pixel_weights(teacher: nn.Module, images: torch.Tensor, batch_size: int = 8)
     percent of the pixels) counts as much as the background; None when the output is not a map."""
     images = images.to(device_of(teacher, images.device))
     with eval_mode(teacher):
-        predicted = torch.cat([model_output(teacher, batch).argmax(dim=1) for batch in images.split(batch_size)])
+        return weights_of([model_output(teacher, batch) for batch in images.split(batch_size)])
+
+
+def weights_of(logits: list[torch.Tensor]) -> torch.Tensor | None:
+    """:func:`pixel_weights` from the teacher's output already at hand, batch by batch."""
+    predicted = torch.cat([batch.argmax(dim=1) for batch in logits])
     return balanced_weights(predicted) if predicted.ndim == 3 else None
 
 

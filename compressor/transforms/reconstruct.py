@@ -61,10 +61,9 @@ from compressor.transforms.boundaries import (
 )
 from compressor.transforms.feature_hints import (
     FeatureTap,
-    balanced_weights,
     device_of,
-    pixel_weights,
     relative_mse,
+    weights_of,
 )
 
 __all__ = ["METHODS", "SOURCES", "Reconstruction", "reconstruct", "output_gap", "teacher_logits"]
@@ -144,13 +143,14 @@ def reconstruct(
     report.points = [] if method == "none" else changed_points(
         teacher, student, boundaries, "layer" if method == "layer" else "block")
     report.errors_before = _point_errors(teacher, student, images, report.points, batch_size)
-    report.output_error_before = output_gap(teacher, student, images, batch_size)
+    targets = teacher_logits(teacher, images, batch_size)  # the teacher's output, run once for every use below
+    report.output_error_before = output_gap(teacher, student, images, batch_size, targets=targets)
     report.errors_after, report.output_error_after = dict(report.errors_before), report.output_error_before
     if not report.points or steps < 1 or (report.output_error_before is not None and report.output_error_before <= CLOSE_ENOUGH):
         report.seconds = time.perf_counter() - started
         return report
     start = copy.deepcopy(student.state_dict())  # parameters and batch-norm statistics, as given
-    weights = pixel_weights(teacher, images, batch_size) if balance else None
+    weights = weights_of(targets) if balance else None
     changed = False
     with eval_mode(teacher, student):
         if method == "hints":
@@ -165,7 +165,7 @@ def reconstruct(
                     reestimate_on(student, images.split(batch_size))  # the points after it see these statistics
     if changed and method == "hints":  # the statistics the trained tensors have
         reestimate_on(student, images.split(batch_size))
-    after = output_gap(teacher, student, images, batch_size) if changed else report.output_error_before
+    after = output_gap(teacher, student, images, batch_size, targets=targets) if changed else report.output_error_before
     if after is None or report.output_error_before is None or not after < report.output_error_before:
         student.load_state_dict(start)  # no closer as a whole (in eval mode): the student as it came
     else:
@@ -374,8 +374,7 @@ def output_gap(
     if not targets:
         return None
     targets = [target.to(device) for target in targets]
-    predicted = torch.cat([target.argmax(dim=1) for target in targets]) if targets[0].ndim == 4 else None
-    weights = balanced_weights(predicted) if predicted is not None else None  # pixel_weights, from the targets at hand
+    weights = weights_of(targets)  # pixel_weights, from the targets at hand
     error = reference = 0.0
     with eval_mode(student):
         for rows, target in zip(batches, targets):
