@@ -273,6 +273,7 @@ CONFIG_BOUNDS: dict[str, Bound | Callable[[Any, str], Any]] = {
     "train.patience": POSITIVE_COUNT,
     "train.eval_every": STEPS,
     "train.min_delta": NON_NEGATIVE,
+    "train.smoothing": POSITIVE_COUNT,
     "train.batch_size": BATCH,
     "train.lr": POSITIVE,
     "train.weight_decay": NON_NEGATIVE,

@@ -46,6 +46,33 @@ def test_auto_stops_after_patience_evaluations_without_a_gain_and_keeps_the_best
     assert result.to_dict()["best_step"] == best and result.to_dict()["converged"] is True
 
 
+def test_smoothing_stops_by_the_mean_of_recent_evaluations_and_keeps_the_best_single_one(buildings):
+    config = dataclasses.replace(AUTO, smoothing=3)
+    model = _model()
+    result = train(model, buildings, config)
+    scores = [metrics.score for _, metrics in result.history]
+    means = [sum(scores[max(0, index - 2):index + 1]) / len(scores[max(0, index - 2):index + 1]) for index in range(len(scores))]
+    best_mean, last_gain = means[0], 0
+    for index, mean in enumerate(means):
+        if mean > best_mean + AUTO.min_delta:
+            best_mean, last_gain = mean, index
+    assert result.converged and len(scores) == last_gain + 1 + AUTO.patience  # patience smoothed evaluations without a gain
+    best = result.best_step
+    assert dict(result.history)[best].score == max(scores)  # the weights of the best single evaluation
+    assert evaluate(model, buildings, config).confusion == result.metrics.confusion
+    assert result.metrics is dict(result.history)[best]
+
+
+def test_a_noisy_curve_still_rising_is_no_plateau_when_smoothed():
+    noisy = [0.22, 0.0, 0.2, 0.24, 0.23, 0.34, 0.26, 0.24, 0.24, 0.31, 0.32, 0.36]  # the road tile's U-Net, then on
+    raw, smooth = (Plateau(patience=4, min_delta=0.001, lower_rate=True, smoothing=k) for k in (1, 3))
+    for step, score in enumerate(noisy, start=1):
+        raw.converged or raw.update(step, score)
+        smooth.update(step, score)
+    assert raw.converged and not smooth.converged
+    assert raw.kept_step == 6 and smooth.kept_step == len(noisy)  # raw: the lucky 0.34; smoothed: it rose past it
+
+
 def test_rung_evaluations_of_a_search_neither_count_for_patience_nor_change_the_run(buildings):
     plain = train(_model(), buildings, AUTO)
     asked = []
@@ -125,6 +152,7 @@ def test_a_run_that_has_learned_nothing_yet_is_not_on_a_plateau():
         ({"steps": "many"}, "train.steps must be a number of steps or 'auto', got 'many'"),
         ({"steps": "auto", "schedule": "plateau", "patience": 0}, "train.patience must be >= 1"),
         ({"steps": "auto", "schedule": "plateau", "min_delta": -0.1}, "train.min_delta must be >= 0"),
+        ({"steps": "auto", "schedule": "plateau", "smoothing": 0}, "train.smoothing must be >= 1"),
     ],
 )
 def test_bad_auto_settings_are_named(changes, message):
@@ -133,8 +161,8 @@ def test_bad_auto_settings_are_named(changes, message):
 
 
 def test_the_auto_settings_stay_out_of_stored_keys_at_their_defaults():
-    assert not {"max_steps", "patience", "eval_every", "min_delta"} & set(train_key(TrainConfig()))
-    assert train_key(TrainConfig(patience=9))["patience"] == 9
+    assert not {"max_steps", "patience", "eval_every", "min_delta", "smoothing"} & set(train_key(TrainConfig()))
+    assert train_key(TrainConfig(patience=9))["patience"] == 9 and train_key(TrainConfig(smoothing=3))["smoothing"] == 3
 
 
 def test_finetuning_to_the_plateau_uses_the_plateau_schedule():

@@ -94,16 +94,21 @@ class TrainConfig:
         eval_every: with ``steps: auto``, optimizer steps between validation evaluations.
         min_delta: with ``steps: auto``, the least rise of the validation score that counts
             as a gain.
+        smoothing: with ``steps: auto``, how many of the latest evaluations the rule averages
+            before it compares (1: each on its own); for a noisy validation curve, where a few
+            unlucky evaluations otherwise stop a network still learning. The weights kept are
+            those of the best single evaluation.
         precision: the training's forward passes: ``fp32`` (the default), ``bf16`` (autocast:
             convolutions in bfloat16, weights, optimizer and losses in float32), or ``auto``
             (bf16 where the hardware runs it, see :mod:`compressor.train.precision`).
             Evaluation is always fp32.
 
-    The four ``steps: auto`` settings and ``precision`` are left out of the plain data while at
+    The five ``steps: auto`` settings and ``precision`` are left out of the plain data while at
     their defaults, so results stored before they existed keep their keys.
     """
 
-    omit_when_default: ClassVar[tuple[str, ...]] = ("max_steps", "patience", "eval_every", "min_delta", "precision")
+    omit_when_default: ClassVar[tuple[str, ...]] = ("max_steps", "patience", "eval_every", "min_delta", "smoothing",
+                                                    "precision")
 
     steps: int | Literal["auto"] = 200
     batch_size: int = 8
@@ -130,12 +135,14 @@ class TrainConfig:
     patience: int = 6
     eval_every: int = 100
     min_delta: float = 0.001
+    smoothing: int = 1
     precision: Literal["fp32", "bf16", "auto"] = "fp32"
 
     def __post_init__(self) -> None:
         if isinstance(self.steps, str) and self.steps != "auto":
             raise ConfigError(f"train.steps must be a number of steps or 'auto', got {self.steps!r}")
-        for key in ("steps", "batch_size", "eval_window", "eval_batch_size", "max_steps", "patience", "eval_every"):
+        for key in ("steps", "batch_size", "eval_window", "eval_batch_size", "max_steps", "patience", "eval_every",
+                    "smoothing"):
             value = getattr(self, key)
             if not isinstance(value, str) and value < 1:
                 raise ConfigError(f"train.{key} must be >= 1, got {value}")

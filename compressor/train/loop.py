@@ -185,7 +185,8 @@ def train(
     checkpoints = evaluation_steps(limit, evaluate_at)  # the caller's: the callback is asked there
     periodic = set(range(config.eval_every, limit, config.eval_every)) if config.auto else set()  # what patience counts
     evaluations = set(checkpoints) | periodic
-    plateau = Plateau(config.patience, config.min_delta, lower_rate=config.schedule == "plateau") if config.auto else None
+    plateau = (Plateau(config.patience, config.min_delta, lower_rate=config.schedule == "plateau", smoothing=config.smoothing)
+               if config.auto else None)
     distill = config.distill if config.distill.active else None
     if distill is not None and teacher is None:
         raise ConfigError(f"train.distill.teacher is {config.distill.teacher!r} but no teacher model was given")
@@ -260,9 +261,9 @@ def train(
                     history.append((step, metrics))
                     if plateau is not None and step in periodic:
                         plateau.update(step, metrics.score, model)
-                        log.debug("%s: step %d, validation %s %.4f (best %.4f at step %s, %d without a gain)",
-                                  description, step, metrics.score_name, metrics.score, plateau.best_score,
-                                  plateau.best_step, plateau.bad)
+                        log.debug("%s: step %d, validation %s %.4f (rule's best %.4f at step %s, %d without a gain; "
+                                  "weights of step %s kept)", description, step, metrics.score_name, metrics.score,
+                                  plateau.best_score, plateau.best_step, plateau.bad, plateau.kept_step)
                     if checkpoint_path is not None:
                         save_checkpoint(checkpoint_path, model, step=step, metrics=metrics, optimizer=optimizer)
                     if step in checkpoints and not (plateau is not None and plateau.converged):
@@ -280,14 +281,14 @@ def train(
         metrics = history[-1][1]
         if plateau is not None and not stopped:
             plateau.restore(model)
-            metrics = dict(history)[plateau.best_step]
+            metrics = dict(history)[plateau.kept_step]
             if checkpoint_path is not None:  # the weights of the best step, without the last step's optimizer
-                save_checkpoint(checkpoint_path, model, step=plateau.best_step, metrics=metrics)
+                save_checkpoint(checkpoint_path, model, step=plateau.kept_step, metrics=metrics)
         model.eval()
         return TrainResult(
             metrics=metrics, steps_done=step, stopped_early=stopped, history=history, losses=losses,
             train_seconds=train_seconds, eval_seconds=eval_seconds, device=str(device), threads=threads,
-            best_step=None if plateau is None or stopped else plateau.best_step,
+            best_step=None if plateau is None or stopped else plateau.kept_step,
             converged=plateau is not None and not stopped and plateau.converged,
         )
 

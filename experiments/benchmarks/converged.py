@@ -73,7 +73,7 @@ def experiment_for(task: str, args: argparse.Namespace, *, seed: int) -> Any:
         "model": {"name": "unet", "args": {"norm": "batch"}},
         "train": {
             "steps": "auto", "schedule": "plateau", "max_steps": args.max_steps, "eval_every": args.eval_every,
-            "patience": args.patience, "batch_size": 8, "lr": 1e-3, "warmup_fraction": 0.05, "seed": seed,
+            "patience": args.patience, "smoothing": args.smoothing, "batch_size": 8, "lr": 1e-3, "warmup_fraction": 0.05, "seed": seed,
             "threads": args.threads, "device": args.device, "progress": False, "eval_window": 256,
         },
         "finetune": {"steps": "auto", "lr": 3e-4},
@@ -99,11 +99,12 @@ def jobs(args: argparse.Namespace) -> list[dict[str, Any]]:
     return planned
 
 
-SETTINGS = ("max_steps", "eval_every", "patience")  # what changes a job's result (seeds and parents name the jobs)
+SETTINGS = ("max_steps", "eval_every", "patience", "smoothing")  # what changes a job's result (seeds and parents name the jobs)
 
 
 def settings_of(args: argparse.Namespace) -> dict[str, Any]:
-    return {key: getattr(args, key) for key in SETTINGS}
+    """The plateau rule's settings; ``smoothing`` only where it is not 1, so the jobs run before it existed keep theirs."""
+    return {key: getattr(args, key) for key in SETTINGS if key != "smoothing" or args.smoothing != 1}
 
 
 def run_job(task: str, job: dict[str, Any], args: argparse.Namespace, data: Any) -> dict[str, Any]:
@@ -172,14 +173,16 @@ def summarize(run_dir: Path) -> dict[str, Any]:
         records = {path.stem: json.loads(path.read_text()) for path in sorted(folder.glob("*.json"))} if folder.is_dir() else {}
         if "parent-p0" in records:
             found = table(records)
-            tasks[task] = {**found, "targets": targets(found), "jobs": records}  # the raw records: what the table is made of
+            tasks[task] = {**found, "settings": records["parent-p0"].get("settings"), "targets": targets(found),
+                           "jobs": records}  # the raw records: what the table is made of
     return tasks
 
 
 def stored_tasks() -> dict[str, Any]:
     """The tasks already in ``results/converged.json`` (their run folders may be on another machine)."""
     path = RESULTS / "converged.json"
-    return json.loads(path.read_text()).get("tasks", {}) if path.exists() else {}
+    stored = json.loads(path.read_text()) if path.exists() else {}
+    return {task: {"settings": stored.get("settings"), **found} for task, found in stored.get("tasks", {}).items()}
 
 
 def table(records: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -309,7 +312,8 @@ def print_table(tasks: dict[str, Any], *, markdown: bool = False) -> None:
 
     for task, found in tasks.items():
         parent = found["parent"]
-        print(f"\n{task}: U-Net parent {found['score_name']} {parent['test']:.3f} on test (val {parent['val']:.3f}), "
+        print(f"\n{task} ({', '.join(f'{key} {value}' for key, value in (found.get('settings') or {}).items())}): "
+              f"U-Net parent {found['score_name']} {parent['test']:.3f} on test (val {parent['val']:.3f}), "
               f"{parent['steps']} steps, best at {parent['best_step']}, "
               f"{'plateau reached' if parent['reached_plateau'] else 'max_steps reached'}, {parent['train_seconds']:.0f} s\n")
         headers = [header.format(metric=found["score_name"]) for header in HEADERS]
@@ -363,6 +367,7 @@ def main() -> None:
     parser.add_argument("--max-steps", type=int, default=4000)
     parser.add_argument("--eval-every", type=int, default=100)
     parser.add_argument("--patience", type=int, default=5)
+    parser.add_argument("--smoothing", type=int, default=1, help="evaluations the plateau rule averages (train.smoothing)")
     parser.add_argument("--threads", default="auto")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--run-dir", default=str(ROOT / "runs" / "converged"))
@@ -380,7 +385,7 @@ def main() -> None:
     tasks = {**stored_tasks(), **summarize(Path(args.run_dir))}  # a task run on another machine keeps its record
     print_table(tasks, markdown=args.markdown)
     plot(tasks)
-    payload = {"machine": machine(), "settings": settings_of(args), "tasks": tasks}
+    payload = {"machine": machine(), "tasks": tasks}  # each task has the settings it ran with
     atomic_write_text(RESULTS / "converged.json", json.dumps(payload, indent=1) + "\n")
 
 
