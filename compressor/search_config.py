@@ -70,7 +70,9 @@ class SearchConfig:
             trial (the references and the parent, trained once, are not counted); the running
             one finishes, and a study is never stopped before it holds 3 finished trials, the
             space's starting points first (null: no limit).
-        sampler: ``tpe`` (default), ``nsga2`` or ``random``.
+        sampler: ``tpe`` (default), ``nsga2``, ``gp`` (Optuna's Gaussian-process sampler:
+            multi-objective with constraints; needs scipy, ``pip install 'compressor[gp]'``)
+            or ``random``.
         seed: the sampler's seed.
         rungs: fractions of the training after which a trial may be stopped (empty: never).
         keep_fraction: share of the trials at a rung that go on (by Pareto rank); 1/3
@@ -122,7 +124,7 @@ class SearchConfig:
     metric: str = "score"
     n_trials: int = 20
     timeout: float | None = None
-    sampler: Literal["tpe", "nsga2", "random"] = "tpe"
+    sampler: Literal["tpe", "nsga2", "gp", "random"] = "tpe"
     seed: int = 0
     rungs: list[float] = field(default_factory=lambda: [1 / 9, 1 / 3])
     keep_fraction: float = 1 / 3

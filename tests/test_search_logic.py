@@ -4,12 +4,16 @@ budget, and the time limit."""
 
 from __future__ import annotations
 
+import sys
+
+import optuna
 import pytest
 from optuna.trial import TrialState
 from search_helpers import tiny_experiment
 from test_search import OVER_BUDGET
 
 from compressor.candidates.setup import prepare
+from compressor.errors import ConfigError
 from compressor.pipeline import run_search
 from compressor.report.tables import pareto_frame
 from compressor.search import with_search
@@ -154,6 +158,29 @@ def test_tpe_gets_the_constraints_and_keeps_over_budget_trials_off_optunas_front
     assert infeasible and all(result.study.trials[n].constraints["params"] > 0 for n in infeasible)
     best = {trial.number for trial in result.study.best_trials}
     assert best and not best & set(infeasible) and all(records[n].feasible for n in best)
+
+
+def test_the_gaussian_process_sampler_searches_with_the_budget_as_constraints(tmp_path):
+    """search.sampler: gp is Optuna's GPSampler (multi-objective, constrained), past its 5 random start-up trials."""
+    experiment = tiny_experiment(tmp_path, n_trials=7, sampler="gp")
+    result = run_search(experiment, echo=lambda line: None)
+    assert isinstance(result.study.sampler, optuna.samplers.GPSampler)
+    modelled = result.study.sampler.infer_relative_search_space(result.study, result.study.trials[-1])
+    assert {"levels_removed", "skip", "dilation", "prune"} <= set(modelled)  # the axes every recipe has
+    records = {r.number: r for r in trial_records(result.study)}
+    assert len(records) == 7 and all(r.status in ("complete", "infeasible", "stopped") for r in records.values())
+    infeasible = [r.number for r in records.values() if r.status == "infeasible"]
+    assert all(result.study.trials[n].constraints["params"] > 0 for n in infeasible)
+    best = {trial.number for trial in result.study.best_trials}
+    assert best and not best & set(infeasible)
+
+
+def test_the_gaussian_process_sampler_without_scipy_is_refused_by_name(monkeypatch):
+    from compressor.search.study import make_sampler
+
+    monkeypatch.setitem(sys.modules, "scipy", None)  # as if not installed: importing it fails
+    with pytest.raises(ConfigError, match=r"search.sampler: gp needs scipy, which is not installed: pip install 'compressor\[gp\]'"):
+        make_sampler("gp", 0)
 
 
 @pytest.mark.slow  # CI time: the TPE test checks a budget's constraints in a real search, test_budget FLOP limits

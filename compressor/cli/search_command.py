@@ -40,7 +40,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "counted; the first 3 trials run whatever the time)")
     parser.add_argument("--storage", metavar="URL", help="Optuna storage URL (default: sqlite:///<run_dir>/search.db)")
     parser.add_argument("--study", metavar="NAME", help="study name (default: the experiment's name)")
-    parser.add_argument("--sampler", choices=("tpe", "nsga2", "random"), help="sampler (default: tpe)")
+    parser.add_argument("--sampler", choices=("tpe", "nsga2", "gp", "random"), help="sampler (default: tpe)")
     parser.add_argument("--seed", type=SEED.argument("--seed"), metavar="N", help="sampler seed")
     parser.add_argument("--no-baselines", action="store_true", help="do not train the reference models first")
     parser.add_argument("--trust", action="store_true",

@@ -19,7 +19,7 @@ __all__ = ["make_sampler", "open_search_study", "references"]
 
 
 def make_sampler(name: str, seed: int | None) -> optuna.samplers.BaseSampler:
-    """TPE (multivariate, grouped: the spaces are conditional), NSGA-II or random; seeded.
+    """TPE (multivariate, grouped: the spaces are conditional), NSGA-II, Gaussian process or random; seeded.
 
     Budgets reach the samplers as trial constraints (``Trial.set_constraint``), which
     TPE and NSGA-II read to prefer feasible candidates.
@@ -30,9 +30,19 @@ def make_sampler(name: str, seed: int | None) -> optuna.samplers.BaseSampler:
             return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True, n_startup_trials=5)
     if name == "nsga2":
         return optuna.samplers.NSGAIISampler(seed=seed, population_size=8)
+    if name == "gp":
+        try:
+            import scipy  # noqa: F401 - what Optuna's GP sampler fits with
+        except ImportError:
+            raise ConfigError("search.sampler: gp needs scipy, which is not installed: "
+                              "pip install 'compressor[gp]' (or scipy)") from None
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            # a conditional space's other parameters are drawn at random, as TPE's start-up trials are
+            return optuna.samplers.GPSampler(seed=seed, n_startup_trials=5, warn_independent_sampling=False)
     if name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
-    raise ConfigError(f"unknown sampler {name!r}; valid: tpe, nsga2, random")
+    raise ConfigError(f"unknown sampler {name!r}; valid: tpe, nsga2, gp, random")
 
 
 def references(setup: SearchSetup, base: TrainedNetwork | None = None) -> dict[str, dict[str, Any]]:
