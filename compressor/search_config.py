@@ -77,6 +77,10 @@ class SearchConfig:
         rungs: fractions of the training after which a trial may be stopped (empty: never).
         keep_fraction: share of the trials at a rung that go on (by Pareto rank); 1/3
             keeps the best third, as successive halving with eta 3.
+        rung_ranking: how a rung ranks its trials: ``front`` (non-dominated sorting alone: a
+            trial on the first front always goes on) or ``contribution`` (within a front, by
+            the share of the front's hypervolume each alone adds; see
+            :mod:`compressor.search.fidelity`).
         min_trials_at_rung: no trial is stopped at a rung that fewer other trials reached.
         rung_share: the share of each validation scene's sliding windows a rung's evaluation
             reads (a fixed subsample, the same for every trial; the final evaluation reads
@@ -116,7 +120,7 @@ class SearchConfig:
             (and folds) once the search is done (:class:`ConfirmConfig`).
     """
 
-    omit_when_default = ("references", "parent", "rung_share")
+    omit_when_default = ("references", "parent", "rung_share", "rung_ranking")
 
     space: str = "unet_family"
     model: str | None = None
@@ -128,6 +132,7 @@ class SearchConfig:
     seed: int = 0
     rungs: list[float] = field(default_factory=lambda: [1 / 9, 1 / 3])
     keep_fraction: float = 1 / 3
+    rung_ranking: Literal["front", "contribution"] = "front"
     min_trials_at_rung: int = 3
     rung_share: float = 1.0
     baselines: bool = True

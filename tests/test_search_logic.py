@@ -17,8 +17,9 @@ from compressor.errors import ConfigError
 from compressor.pipeline import run_search
 from compressor.report.tables import pareto_frame
 from compressor.search import with_search
+from compressor.search.fidelity import should_stop
 from compressor.search.study import open_search_study
-from compressor.study import trial_records
+from compressor.study import hypervolume_reference, hypervolume_shares, trial_records
 
 # -- one small search that shows several claims at once (the default run's fast versions of the
 # slow tests below): NSGA-II under a FLOP budget, a rung that stops weak trials, and the same
@@ -54,6 +55,28 @@ def test_a_rung_stops_weak_trials_at_its_fidelity_with_the_metric_they_had_there
         assert [step for step, _ in record.curve] == ([3] if record.status == "stopped" else [3, 9])
         assert record.curve[0][1] == pytest.approx(list(record.rung_metrics.values())[0], abs=1e-5)
         assert record.curve[-1][1] == pytest.approx(record.metric, abs=1e-5)
+
+
+def test_ranking_by_contribution_stops_what_the_rule_says_and_members_of_the_first_front(tmp_path):
+    """search.rung_ranking: contribution, checked against the rule applied by hand to the stored rung scores:
+    each trial's stop matches, and some stopped trial was on its rung's first front (which ``front`` keeps)."""
+    experiment = tiny_experiment(tmp_path, n_trials=10, sampler="random", rungs=[1 / 3], keep_fraction=0.5,
+                                 min_trials_at_rung=2, seed=4, rung_ranking="contribution")
+    result = run_search(experiment, echo=lambda line: None)
+    objectives, directions = ["metric", "params", "flops"], ["maximize", "minimize", "minimize"]
+    reference = hypervolume_reference(result.study)
+    reached, on_front_stopped = [], 0
+    for record in trial_records(result.study):
+        if record.duplicate_of is not None or not record.rung_metrics:
+            continue
+        point = [record.rung_metrics["0.333"], record.params, record.flops]
+        shares = hypervolume_shares([point, *reached], objectives, reference)
+        stop = should_stop(point, reached, directions, keep_fraction=0.5, min_trials=2, shares=shares)
+        assert (record.status == "stopped") == stop, record.number
+        if stop and not should_stop(point, reached, directions, keep_fraction=0.5, min_trials=2):
+            on_front_stopped += 1
+        reached.append(point)
+    assert on_front_stopped >= 1
 
 
 def test_a_flop_budget_decides_feasibility_for_compressor_and_for_nsga2(small_search):

@@ -15,7 +15,14 @@ from compressor.metrics import SegmentationMetrics
 from compressor.search.fidelity import rung_key, should_stop
 from compressor.search.twins import wait_for_twin
 from compressor.search.weights import WeightStore
-from compressor.study import TrialRecord, front, objective_values, trial_records
+from compressor.study import (
+    TrialRecord,
+    front,
+    hypervolume_reference,
+    hypervolume_shares,
+    objective_values,
+    trial_records,
+)
 from compressor.study.liveness import PROCESS_KEY, process_identity
 from compressor.threads import torch_threads
 from compressor.train import train
@@ -187,9 +194,12 @@ class TrialRunner:
             if other.user_attrs.get("rung_share") != share:
                 continue
             others.append(objective_values(metric, other.user_attrs, config.objectives))
+        shares = None
+        if config.rung_ranking == "contribution" and len(others) >= config.min_trials_at_rung:
+            shares = hypervolume_shares([point, *others], config.objectives, hypervolume_reference(trial.study))
         return should_stop(
             point, others, self.setup.directions, keep_fraction=config.keep_fraction,
-            min_trials=config.min_trials_at_rung,
+            min_trials=config.min_trials_at_rung, shares=shares,
         )
 
     def _on_front(self, trial: optuna.Trial, record: TrialRecord) -> bool:

@@ -21,6 +21,7 @@ from compressor.study.hypervolume import (
     HYPERVOLUME_MARGIN,
     hypervolume,
     hypervolume_reference,
+    hypervolume_shares,
     log_share,
     study_hypervolume,
 )
@@ -51,7 +52,7 @@ __all__ = [
     "default_storage_url", "load_study", "open_storage", "redact", "sqlite_path",
     "as_minimization", "dominates", "pareto_mask", "nondominated_ranks",
     "front", "front_ranks", "folded_duplicates", "point",
-    "hypervolume", "hypervolume_reference", "study_hypervolume", "log_share", "HYPERVOLUME_MARGIN",
+    "hypervolume", "hypervolume_reference", "hypervolume_shares", "study_hypervolume", "log_share", "HYPERVOLUME_MARGIN",
     "HYPERVOLUME_DECADES",
     "StudySnapshot", "read_study", "REFERENCE_LABELS", "reference_label", "base_label",
 ]

@@ -20,7 +20,8 @@ import optuna
 from compressor.study.pareto import as_minimization, pareto_mask
 from compressor.study.snapshot import StudySnapshot, read_study
 
-__all__ = ["hypervolume", "hypervolume_reference", "study_hypervolume", "log_share", "HYPERVOLUME_MARGIN",
+__all__ = ["hypervolume", "hypervolume_reference", "hypervolume_shares", "study_hypervolume", "log_share",
+           "HYPERVOLUME_MARGIN",
            "HYPERVOLUME_DECADES"]
 
 HYPERVOLUME_MARGIN = 1.1
@@ -110,11 +111,27 @@ def study_hypervolume(
         >>> study_hypervolume([[0.5, 10.0]], ["metric", "params"], {"metric": 0.0, "params": 100.0})
         0.1
     """
-    array = np.asarray(points, dtype=float).reshape(-1, len(objectives))
-    shares = np.stack([array[:, index] if name == "metric" else log_share(array[:, index], reference[name], decades)
-                       for index, name in enumerate(objectives)], axis=1) if len(array) else array
+    shares = hypervolume_shares(points, objectives, reference, decades=decades)
     # every share is maximized: the metric from 0, a cost's share of its axis from 0
     return hypervolume(shares, ["maximize"] * len(objectives), [0.0] * len(objectives))
+
+
+def hypervolume_shares(
+    points: Sequence[Sequence[float]] | np.ndarray, objectives: Sequence[str], reference: dict[str, float],
+    *, decades: float = HYPERVOLUME_DECADES,
+) -> np.ndarray:
+    """``points`` on the axes :func:`study_hypervolume` measures: the metric as it is, each cost as its
+    :func:`log_share`; every column is maximized from 0.
+
+    Example:
+        >>> hypervolume_shares([[0.5, 10.0]], ["metric", "params"], {"metric": 0.0, "params": 100.0}).tolist()
+        [[0.5, 0.2]]
+    """
+    array = np.asarray(points, dtype=float).reshape(-1, len(objectives))
+    if not len(array):
+        return array
+    return np.stack([array[:, index] if name == "metric" else log_share(array[:, index], reference[name], decades)
+                     for index, name in enumerate(objectives)], axis=1)
 
 
 def log_share(values: np.ndarray | float, reference: float, decades: float = HYPERVOLUME_DECADES) -> np.ndarray:

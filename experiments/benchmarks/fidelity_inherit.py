@@ -9,8 +9,9 @@ run every stopping rule can be replayed in trial order, exactly as the search ap
 (:func:`compressor.search.fidelity.should_stop` against the trials that reached the rung
 before, duplicates following their twin): the training steps it would have spent, and the
 hypervolume of the trials it would have finished, against the run that stopped none.
-``--verify K`` runs the first seed again for real with ``keep_fraction: 1/K`` and checks that
-the search stopped the trials the replay says, and reached its hypervolume.
+``--verify K`` runs the first seed again for real with ``keep_fraction: 1/K`` (and
+``--verify-ranking``) and checks that the search stopped the trials the replay says, and
+reached its hypervolume.
 
 Compute is counted in training steps (what the machine's load cannot bias); the hypervolume is
 the studies' own (each cost on a log axis down from 1.1x U-Net's, the metric from 0).
@@ -36,27 +37,36 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from common import ROOT, hypervolume_at, quickstart_search, write_json  # noqa: E402
 
-#: rules replayed: (rungs, keep_fraction); the search's default is the first
-RULES: list[tuple[tuple[float, ...], float]] = [
-    ((1 / 9, 1 / 3), 1 / 3), ((1 / 9, 1 / 3), 1 / 2), ((1 / 9, 1 / 3), 1 / 4),
-    ((1 / 9,), 1 / 3), ((1 / 3,), 1 / 3), ((1 / 9,), 1 / 4),
+#: rules replayed: (rungs, keep_fraction, rung_ranking); the search's default is the first
+RULES: list[tuple[tuple[float, ...], float, str]] = [
+    ((1 / 9, 1 / 3), 1 / 3, "front"), ((1 / 9, 1 / 3), 1 / 2, "front"), ((1 / 9,), 1 / 3, "front"),
+    ((1 / 3,), 1 / 3, "front"),
+    ((1 / 9, 1 / 3), 1 / 3, "contribution"), ((1 / 9, 1 / 3), 1 / 2, "contribution"),
+    ((1 / 9,), 1 / 3, "contribution"), ((1 / 9,), 1 / 2, "contribution"), ((1 / 3,), 1 / 3, "contribution"),
 ]
 MIN_TRIALS = 3  # search.min_trials_at_rung's default
 
 
-def rule_name(rungs: tuple[float, ...], keep: float) -> str:
-    return f"rungs {'+'.join(f'1/{round(1 / rung)}' for rung in rungs)}, keep 1/{round(1 / keep)}"
+def rule_name(rungs: tuple[float, ...], keep: float, ranking: str = "front") -> str:
+    return f"rungs {'+'.join(f'1/{round(1 / rung)}' for rung in rungs)}, keep 1/{round(1 / keep)}, {ranking}"
 
 
-def replay(study: Any, rungs: tuple[float, ...], keep: float) -> dict[str, Any]:
-    """What the rule (``rungs``, ``keep``) would have done to ``study``'s trials, in their order."""
+def replay(study: Any, rungs: tuple[float, ...], keep: float, ranking: str = "front") -> dict[str, Any]:
+    """What the rule (``rungs``, ``keep``, ``ranking``) would have done to ``study``'s trials, in their order."""
     from compressor.search.fidelity import rung_key, should_stop
-    from compressor.study import hypervolume_reference, objective_values, study_hypervolume, trial_records
+    from compressor.study import (
+        hypervolume_reference,
+        hypervolume_shares,
+        objective_values,
+        study_hypervolume,
+        trial_records,
+    )
     from compressor.train.loop import evaluation_steps
 
     objectives = ["metric", "params", "flops"]
     directions = ["maximize" if name == "metric" else "minimize" for name in objectives]
     records = trial_records(study)
+    reference = hypervolume_reference(study)
     limit = max(record.steps or 0 for record in records)
     rung_steps = dict(zip(rungs, evaluation_steps(limit, list(rungs))))
     reached: dict[str, list[list[float]]] = {rung_key(rung): [] for rung in rungs}
@@ -74,7 +84,8 @@ def replay(study: Any, rungs: tuple[float, ...], keep: float) -> dict[str, Any]:
             for rung in rungs:
                 key = rung_key(rung)
                 point = objective_values(record.rung_metrics[key], costs, objectives)
-                stop = should_stop(point, reached[key], directions, keep_fraction=keep, min_trials=MIN_TRIALS)
+                shares = hypervolume_shares([point, *reached[key]], objectives, reference) if ranking == "contribution" else None
+                stop = should_stop(point, reached[key], directions, keep_fraction=keep, min_trials=MIN_TRIALS, shares=shares)
                 reached[key].append(point)
                 if stop:
                     status[record.number], steps = "stopped", rung_steps[rung]
@@ -82,7 +93,7 @@ def replay(study: Any, rungs: tuple[float, ...], keep: float) -> dict[str, Any]:
         spent += steps
         if status[record.number] == "complete" and record.feasible and record.values:
             points.append(list(record.values))
-        history.append((record.number, spent, study_hypervolume(points, objectives, hypervolume_reference(study))))
+        history.append((record.number, spent, study_hypervolume(points, objectives, reference)))
     return {"steps": spent, "hypervolume": history[-1][2] if history else 0.0, "history": history,
             "stopped": sorted(number for number, value in status.items() if value == "stopped")}
 
@@ -94,6 +105,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--verify", type=int, default=0, metavar="K",
                         help="run the first seed again with keep_fraction 1/K and compare it with the replay")
+    parser.add_argument("--verify-ranking", default="front", choices=("front", "contribution"))
     parser.add_argument("--run-dir", default=str(ROOT / "runs" / "quickstart_searches"),
                         help="where the studies and the shared parent U-Net are kept (a rerun reuses both)")
     args = parser.parse_args()
@@ -104,10 +116,10 @@ def main() -> None:
 
     configure_logging()
     started, load = time.perf_counter(), os.getloadavg()
-    runs = []
+    runs, studies = [], {}
     for seed in args.seeds:
-        study = quickstart_search(args.run_dir, study=f"random-s{seed}", sampler="random", seed=seed, trials=args.trials,
-                                  threads=args.threads, min_trials_at_rung=MIN_TRIALS)
+        study = studies[seed] = quickstart_search(args.run_dir, study=f"random-s{seed}", sampler="random", seed=seed,
+                                                  trials=args.trials, threads=args.threads, min_trials_at_rung=MIN_TRIALS)
         full = replay(study, (1 / 9, 1 / 3), 1.0)  # stops nothing: the run as it ran
         records = trial_records(study)
         runs.append({
@@ -115,15 +127,15 @@ def main() -> None:
             "trials": {status: sum(record.status == status for record in records)
                        for status in ("complete", "infeasible", "failed", "stopped")},
             "duplicates": sum(record.duplicate_of is not None for record in records),
-            "rules": {rule_name(rungs, keep): replay(study, rungs, keep) for rungs, keep in RULES},
+            "rules": {rule_name(*rule): replay(study, *rule) for rule in RULES},
         })
         print(f"seed {seed}: {full['steps']} steps, hypervolume {full['hypervolume']:.4f}; " + "; ".join(
             f"{name}: {found['steps'] / full['steps']:.2f}x steps, {found['hypervolume']:.4f}"
             for name, found in runs[-1]["rules"].items()), flush=True)
     spread = statistics.stdev(run["hypervolume"] for run in runs) if len(runs) > 1 else float("nan")
     rows, verdicts = [], {}
-    for rungs, keep in RULES:
-        name = rule_name(rungs, keep)
+    for rule in RULES:
+        name = rule_name(*rule)
         shares = [run["rules"][name]["steps"] / run["steps"] for run in runs]
         differences = [run["rules"][name]["hypervolume"] - run["hypervolume"] for run in runs]
         at_equal = [run["rules"][name]["hypervolume"] - hypervolume_at(run["full_history"], run["rules"][name]["steps"])
@@ -143,19 +155,21 @@ def main() -> None:
               f"{statistics.mean(run['hypervolume'] for run in runs):.4f}, spread over seeds (sd) {spread:.4f}"))
     verification = None
     if args.verify:
-        seed, keep = args.seeds[0], 1 / args.verify
-        study = quickstart_search(args.run_dir, study=f"random-keep{args.verify}-s{seed}", sampler="random", seed=seed,
-                                  trials=args.trials, threads=args.threads, keep_fraction=keep, min_trials_at_rung=MIN_TRIALS)
+        seed, keep, ranking = args.seeds[0], 1 / args.verify, args.verify_ranking
+        name = f"random-keep{args.verify}-s{seed}" + ("" if ranking == "front" else f"-{ranking}")
+        study = quickstart_search(args.run_dir, study=name, sampler="random", seed=seed, trials=args.trials,
+                                  threads=args.threads, keep_fraction=keep, min_trials_at_rung=MIN_TRIALS,
+                                  rung_ranking=ranking)
         records = trial_records(study)
         actual = sorted(record.number for record in records if record.status == "stopped")
         points = [list(r.values) for r in records if r.status == "complete" and r.feasible and r.values]
-        expected = runs[0]["rules"][rule_name((1 / 9, 1 / 3), keep)]
-        verification = {"seed": seed, "keep_fraction": keep, "stopped": actual, "replayed_stopped": expected["stopped"],
+        expected = replay(studies[seed], (1 / 9, 1 / 3), keep, ranking)  # the rule on the run that stopped none
+        verification = {"seed": seed, "keep_fraction": keep, "rung_ranking": ranking, "stopped": actual, "replayed_stopped": expected["stopped"],
                         "steps": sum(record.steps or 0 for record in records if record.duplicate_of is None),
                         "replayed_steps": expected["steps"],
                         "hypervolume": study_hypervolume(points, ["metric", "params", "flops"], hypervolume_reference(study)),
                         "replayed_hypervolume": expected["hypervolume"]}
-        print(f"verification (seed {seed}, keep 1/{args.verify}, run for real): stopped {actual} (replay "
+        print(f"verification (seed {seed}, keep 1/{args.verify}, {ranking}, run for real): stopped {actual} (replay "
               f"{expected['stopped']}), {verification['steps']} steps (replay {expected['steps']}), hypervolume "
               f"{verification['hypervolume']:.4f} (replay {expected['hypervolume']:.4f})")
     seconds = time.perf_counter() - started
