@@ -169,6 +169,8 @@ def test_running_again_resumes_and_keeps_every_finished_trial(searched, tmp_path
     after = {r.number: (r.status, r.values, r.recipe_hash) for r in more.records}
     assert {number: after[number] for number in before} == before
     assert len(more.study.get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED))) == 6
+    # the seeded sampler does not start over: the first run's next draw came again, a duplicate never trained
+    assert after[5][2] not in {recipe for _, _, recipe in before.values()}
     lines = []
     again = run_search(tiny_experiment(experiment.run_path, n_trials=6), echo=lines.append)
     assert len(again.records) == 6 and any("already holds 6 finished trials" in line for line in lines)

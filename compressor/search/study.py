@@ -5,6 +5,7 @@ from __future__ import annotations
 import warnings
 from typing import Any
 
+import numpy as np
 import optuna
 
 from compressor.candidates.setup import SearchSetup, metric_label, metric_value
@@ -15,7 +16,7 @@ from compressor.metrics import SegmentationMetrics
 from compressor.search.keys import experiment_key
 from compressor.study import FORMAT, StudyInfo, open_storage
 
-__all__ = ["make_sampler", "open_search_study", "references"]
+__all__ = ["make_sampler", "open_search_study", "references", "resumed_seed"]
 
 
 def make_sampler(name: str, seed: int | None) -> optuna.samplers.BaseSampler:
@@ -43,6 +44,22 @@ def make_sampler(name: str, seed: int | None) -> optuna.samplers.BaseSampler:
     if name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     raise ConfigError(f"unknown sampler {name!r}; valid: tpe, nsga2, gp, random")
+
+
+def resumed_seed(seed: int, held: int) -> int:
+    """The sampler's seed for a study that already holds ``held`` trials: ``seed`` itself for a new
+    study (a fresh search draws as it always did), another one fixed by both for a resumed study.
+    A seeded sampler starts its generator afresh in every process, so a search resumed with the
+    same seed drew the first run's recipes again (each a duplicate, reused, not trained: a random
+    search resumed from 4 to 8 trials tried 1 new recipe, not 4).
+
+    Example:
+        >>> resumed_seed(7, 0), resumed_seed(7, 24) == resumed_seed(7, 24), resumed_seed(7, 24) != resumed_seed(7, 25)
+        (7, True, True)
+    """
+    if held == 0:
+        return seed
+    return int(np.random.SeedSequence([seed, held]).generate_state(1)[0] % 2**31)
 
 
 def references(setup: SearchSetup, base: TrainedNetwork | None = None) -> dict[str, dict[str, Any]]:
@@ -88,6 +105,9 @@ def open_search_study(setup: SearchSetup, *, sampler_seed: int | None, create: b
         storage=storage, study_name=setup.study_name, directions=setup.directions, sampler=sampler,
         load_if_exists=True,
     )
+    held = sum(trial.state != optuna.trial.TrialState.WAITING for trial in study.get_trials(deepcopy=False))
+    if held and sampler_seed is not None:  # resumed: a seeded sampler would draw the first run's trials again
+        study.sampler = make_sampler(config.sampler, resumed_seed(sampler_seed, held))
     key = experiment_key(setup.experiment)
     if study.user_attrs.get("compressor_format") == FORMAT:
         stored = study.user_attrs.get("experiment_key")
