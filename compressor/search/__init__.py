@@ -109,7 +109,7 @@ def run_trials(
     attrs = stored_attrs(*study_location(experiment))  # a study made by an earlier version: build as it did
     setup = prepare(experiment, cache_dir=cache_dir, echo=echo, trust=trust, build_version=build_version(attrs),
                     floor=_study_floor(attrs))
-    study = open_search_study(setup, sampler_seed=setup.config.seed)
+    study = open_search_study(setup, sampler_seed=setup.config.seed, resumed=True)
     echo(f"study {setup.study_name!r} in {setup.storage_url}: space {setup.space.name}, model {setup.model_config.name}, "
          f"budget {setup.budget.describe()}, objectives {', '.join(setup.config.objectives)}")
     said_waiting = _recover_dead_trials(setup, study)

@@ -88,8 +88,13 @@ def references(setup: SearchSetup, base: TrainedNetwork | None = None) -> dict[s
     return found
 
 
-def open_search_study(setup: SearchSetup, *, sampler_seed: int | None, create: bool = True) -> optuna.Study:
+def open_search_study(
+    setup: SearchSetup, *, sampler_seed: int | None, create: bool = True, resumed: bool = False
+) -> optuna.Study:
     """Creates the study, or loads it and checks it was made with the same settings.
+
+    With ``resumed`` (the search's own run, not a worker's, whose seed is the user's), a study
+    that already holds trials gets a sampler seeded by :func:`resumed_seed`.
 
     Raises:
         ConfigError: a study of that name made with other data, training, budget or space.
@@ -106,7 +111,7 @@ def open_search_study(setup: SearchSetup, *, sampler_seed: int | None, create: b
         load_if_exists=True,
     )
     held = sum(trial.state != optuna.trial.TrialState.WAITING for trial in study.get_trials(deepcopy=False))
-    if held and sampler_seed is not None:  # resumed: a seeded sampler would draw the first run's trials again
+    if resumed and held and sampler_seed is not None:  # a seeded sampler would draw the first run's trials again
         study.sampler = make_sampler(config.sampler, resumed_seed(sampler_seed, held))
     key = experiment_key(setup.experiment)
     if study.user_attrs.get("compressor_format") == FORMAT:
