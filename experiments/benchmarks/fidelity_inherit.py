@@ -10,8 +10,10 @@ run every stopping rule can be replayed in trial order, exactly as the search ap
 before, duplicates following their twin): the training steps it would have spent, and the
 hypervolume of the trials it would have finished, against the run that stopped none.
 ``--verify K`` runs the first seed again for real with ``keep_fraction: 1/K`` (and
-``--verify-ranking``) and checks that the search stopped the trials the replay says, and
-reached its hypervolume.
+``--verify-ranking``), ``--verify-trials`` trials, and checks that the search stopped the trials
+the replay of those trials says, and reached its hypervolume. (A study extended by a later call
+with more ``--trials`` resumes with a sampler seeded anew, so a fresh run draws the same trials
+only up to the first call's count.)
 
 Compute is counted in training steps (what the machine's load cannot bias); the hypervolume is
 the studies' own (each cost on a log axis down from 1.1x U-Net's, the metric from 0).
@@ -51,8 +53,10 @@ def rule_name(rungs: tuple[float, ...], keep: float, ranking: str = "front") -> 
     return f"rungs {'+'.join(f'1/{round(1 / rung)}' for rung in rungs)}, keep 1/{round(1 / keep)}, {ranking}"
 
 
-def replay(study: Any, rungs: tuple[float, ...], keep: float, ranking: str = "front") -> dict[str, Any]:
-    """What the rule (``rungs``, ``keep``, ``ranking``) would have done to ``study``'s trials, in their order."""
+def replay(study: Any, rungs: tuple[float, ...], keep: float, ranking: str = "front", *,
+           until: int | None = None) -> dict[str, Any]:
+    """What the rule (``rungs``, ``keep``, ``ranking``) would have done to ``study``'s trials (those
+    numbered below ``until``), in their order."""
     from compressor.search.fidelity import rung_key, should_stop
     from compressor.study import (
         hypervolume_reference,
@@ -65,7 +69,7 @@ def replay(study: Any, rungs: tuple[float, ...], keep: float, ranking: str = "fr
 
     objectives = ["metric", "params", "flops"]
     directions = ["maximize" if name == "metric" else "minimize" for name in objectives]
-    records = trial_records(study)
+    records = [record for record in trial_records(study) if until is None or record.number < until]
     reference = hypervolume_reference(study)
     limit = max(record.steps or 0 for record in records)
     rung_steps = dict(zip(rungs, evaluation_steps(limit, list(rungs))))
@@ -106,6 +110,7 @@ def main() -> None:
     parser.add_argument("--verify", type=int, default=0, metavar="K",
                         help="run the first seed again with keep_fraction 1/K and compare it with the replay")
     parser.add_argument("--verify-ranking", default="front", choices=("front", "contribution"))
+    parser.add_argument("--verify-trials", type=int, default=24, help="trials of the verification run")
     parser.add_argument("--run-dir", default=str(ROOT / "runs" / "quickstart_searches"),
                         help="where the studies and the shared parent U-Net are kept (a rerun reuses both)")
     args = parser.parse_args()
@@ -157,13 +162,13 @@ def main() -> None:
     if args.verify:
         seed, keep, ranking = args.seeds[0], 1 / args.verify, args.verify_ranking
         name = f"random-keep{args.verify}-s{seed}" + ("" if ranking == "front" else f"-{ranking}")
-        study = quickstart_search(args.run_dir, study=name, sampler="random", seed=seed, trials=args.trials,
+        study = quickstart_search(args.run_dir, study=name, sampler="random", seed=seed, trials=args.verify_trials,
                                   threads=args.threads, keep_fraction=keep, min_trials_at_rung=MIN_TRIALS,
                                   rung_ranking=ranking)
         records = trial_records(study)
         actual = sorted(record.number for record in records if record.status == "stopped")
         points = [list(r.values) for r in records if r.status == "complete" and r.feasible and r.values]
-        expected = replay(studies[seed], (1 / 9, 1 / 3), keep, ranking)  # the rule on the run that stopped none
+        expected = replay(studies[seed], (1 / 9, 1 / 3), keep, ranking, until=args.verify_trials)  # on the run that stopped none
         verification = {"seed": seed, "keep_fraction": keep, "rung_ranking": ranking, "stopped": actual, "replayed_stopped": expected["stopped"],
                         "steps": sum(record.steps or 0 for record in records if record.duplicate_of is None),
                         "replayed_steps": expected["steps"],
