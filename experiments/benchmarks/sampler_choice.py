@@ -38,11 +38,13 @@ LABELS = {"tpe": "TPE", "nsga2": "NSGA-II", "gp": "GP", "random": "random"}
 OBJECTIVES = ["metric", "params", "flops"]
 
 
-def histories(study: Any) -> dict[str, list[tuple[int, float, float]]]:
-    """The hypervolume after each trial against the training steps and the wall seconds spent so far."""
+def histories(study: Any, trials: int) -> dict[str, list[tuple[int, float, float]]]:
+    """The hypervolume after each of the first ``trials`` trials against the training steps and the wall
+    seconds spent so far (a study run further, as fidelity_inherit.py may, is read up to there)."""
     from compressor.study import hypervolume_reference, trial_records
 
-    records, reference = trial_records(study), hypervolume_reference(study)
+    records = [record for record in trial_records(study) if record.number < trials]
+    reference = hypervolume_reference(study)
     return {
         "steps_history": hypervolume_history(records, OBJECTIVES, reference,
                                      cost=lambda record: 0 if record.duplicate_of is not None else record.steps or 0),
@@ -76,8 +78,8 @@ def main() -> None:
         for sampler in args.samplers:
             study = quickstart_search(args.run_dir, study=f"{sampler}-s{seed}", sampler=sampler, seed=seed,
                                       trials=args.trials, threads=args.threads)
-            records = trial_records(study)
-            found = histories(study)
+            records = [record for record in trial_records(study) if record.number < args.trials]
+            found = histories(study, args.trials)
             runs[seed][sampler] = {
                 **found, "hypervolume": found["steps_history"][-1][2], "steps": found["steps_history"][-1][1],
                 "seconds": round(found["seconds_history"][-1][1], 1),
