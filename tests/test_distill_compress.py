@@ -167,8 +167,9 @@ def test_a_parent_is_the_stored_baseline_at_the_experiments_steps_and_its_own_fi
 def test_compress_cli_end_to_end_and_its_refusals(cli, tmp_path):
     config = write_tiny_experiment(tmp_path / "tiny.yaml", tmp_path / "run")
     out = tmp_path / "small.pt"
+    # the 31M-param U-Net baseline: a short reconstruction (300 Adam steps of it took 116 of this test's 140 s)
     result = cli("compress", "unet", str(config), "--transform", "fire:squeeze_ratio=0.25", "--steps", "3",
-                 "--out", str(out))
+                 "--set", "finetune.reconstruct_steps=10", "--set", "finetune.reconstruct_batches=2", "--out", str(out))
     assert result.returncode == (0 if compressor.load_saved(out).metadata["learned"] else 3), result.stderr
     assert "student, inherited" in result.stdout and "student, fine-tuned 3 steps, distilled" in result.stdout
     assert "layer error (median / max)" in result.stdout and "baseline unet: training" in result.stderr

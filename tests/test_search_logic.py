@@ -185,13 +185,13 @@ def test_tpe_gets_the_constraints_and_keeps_over_budget_trials_off_optunas_front
 
 def test_the_gaussian_process_sampler_searches_with_the_budget_as_constraints(tmp_path):
     """search.sampler: gp is Optuna's GPSampler (multi-objective, constrained), past its 5 random start-up trials."""
-    experiment = tiny_experiment(tmp_path, n_trials=7, sampler="gp")
+    experiment = tiny_experiment(tmp_path, n_trials=6, sampler="gp")
     result = run_search(experiment, echo=lambda line: None)
     assert isinstance(result.study.sampler, optuna.samplers.GPSampler)
     modelled = result.study.sampler.infer_relative_search_space(result.study, result.study.trials[-1])
     assert {"levels_removed", "skip", "dilation", "prune"} <= set(modelled)  # the axes every recipe has
     records = {r.number: r for r in trial_records(result.study)}
-    assert len(records) == 7 and all(r.status in ("complete", "infeasible", "stopped") for r in records.values())
+    assert len(records) == 6 and all(r.status in ("complete", "infeasible", "stopped") for r in records.values())
     infeasible = [r.number for r in records.values() if r.status == "infeasible"]
     assert all(result.study.trials[n].constraints["params"] > 0 for n in infeasible)
     best = {trial.number for trial in result.study.best_trials}
