@@ -97,7 +97,7 @@ class TrainConfig:
         smoothing: with ``steps: auto``, how many of the latest evaluations the rule averages
             before it compares (1: each on its own); for a noisy validation curve, where a few
             unlucky evaluations otherwise stop a network still learning. The weights kept are
-            those of the best single evaluation.
+            those at the best mean (one lucky evaluation is not the best network).
         precision: the training's forward passes: ``fp32`` (the default), ``bf16`` (autocast:
             convolutions in bfloat16, weights, optimizer and losses in float32), or ``auto``
             (bf16 where the hardware runs it, see :mod:`compressor.train.precision`).

@@ -261,9 +261,9 @@ def train(
                     history.append((step, metrics))
                     if plateau is not None and step in periodic:
                         plateau.update(step, metrics.score, model)
-                        log.debug("%s: step %d, validation %s %.4f (rule's best %.4f at step %s, %d without a gain; "
-                                  "weights of step %s kept)", description, step, metrics.score_name, metrics.score,
-                                  plateau.best_score, plateau.best_step, plateau.bad, plateau.kept_step)
+                        log.debug("%s: step %d, validation %s %.4f (best %.4f at step %s, %d without a gain)",
+                                  description, step, metrics.score_name, metrics.score, plateau.best_score,
+                                  plateau.best_step, plateau.bad)
                     if checkpoint_path is not None:
                         save_checkpoint(checkpoint_path, model, step=step, metrics=metrics, optimizer=optimizer)
                     if step in checkpoints and not (plateau is not None and plateau.converged):
@@ -281,14 +281,14 @@ def train(
         metrics = history[-1][1]
         if plateau is not None and not stopped:
             plateau.restore(model)
-            metrics = dict(history)[plateau.kept_step]
+            metrics = dict(history)[plateau.best_step]
             if checkpoint_path is not None:  # the weights of the best step, without the last step's optimizer
-                save_checkpoint(checkpoint_path, model, step=plateau.kept_step, metrics=metrics)
+                save_checkpoint(checkpoint_path, model, step=plateau.best_step, metrics=metrics)
         model.eval()
         return TrainResult(
             metrics=metrics, steps_done=step, stopped_early=stopped, history=history, losses=losses,
             train_seconds=train_seconds, eval_seconds=eval_seconds, device=str(device), threads=threads,
-            best_step=None if plateau is None or stopped else plateau.kept_step,
+            best_step=None if plateau is None or stopped else plateau.best_step,
             converged=plateau is not None and not stopped and plateau.converged,
         )
 
