@@ -262,6 +262,7 @@ def compress(
     cache_dir: str | Path | None = None,
     compare_scratch: bool = False,
     evaluate_at: tuple[float | int, ...] = (),
+    resume: str | Path | None = None,
 ) -> CompressResult:
     """Transforms a trained ``model`` with ``recipe`` keeping its knowledge, and fine-tunes the result.
 
@@ -277,6 +278,8 @@ def compress(
         compare_scratch: also train the student's architecture from random weights, with
             the ``train:`` section, for as many steps as the fine-tuning took.
         evaluate_at: where the fine-tuning also evaluates (its learning curve), as :func:`~compressor.train.train` takes them.
+        resume: a file that keeps the fine-tuning's state: the same call again goes on where an
+            interrupted one stopped (the recipe and reconstruction are redone; the fine-tuning is not).
 
     Raises:
         ConfigError: the model does not fit the data (input channels, classes), a bad recipe.
@@ -326,7 +329,7 @@ def compress(
     started = time.perf_counter()
     tuning = dataclasses.replace(config, bn_reestimate=0)  # re-estimated once already, above
     result = train(student, data, tuning, teacher=teacher if distill else None, description="fine-tune",
-                   evaluate_at=evaluate_at)
+                   evaluate_at=evaluate_at, resume=resume)
     seconds["finetune"] = time.perf_counter() - started
     tests = (evaluate(teacher, data, config, split="test"), evaluate(student, data, config, split="test")) if data.test else (None, None)
     scratch = scratch_test = None

@@ -91,3 +91,31 @@ def test_a_missing_experiment_file_is_one_line(cli, tmp_path):
     result = cli("baseline", str(tmp_path / "none.yaml"))
     assert result.returncode == 2
     assert result.stderr.strip() == f"compressor baseline: error: {tmp_path / 'none.yaml'}: cannot read experiment file: No such file or directory"
+
+
+def test_ctrl_c_during_a_run_to_the_plateau_then_the_same_command_goes_on_from_its_last_evaluation(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from conftest import cli_env
+
+    config = _experiment(tmp_path, train={"steps": "auto", "schedule": "plateau", "max_steps": 400, "eval_every": 4,
+                                          "patience": 50, "batch_size": 2, "eval_window": 48, "progress": False,
+                                          "threads": 1})
+    command = [sys.executable, "-m", "compressor", "train", str(config)]
+    state = tmp_path / "run" / "train" / "unet-base_width=8-depth=2" / "train.state"
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_env())
+    deadline = time.monotonic() + 120
+    while not state.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130 and "Traceback" not in stderr, stderr
+    assert state.is_file()
+    again = subprocess.run(command, capture_output=True, text=True, env=cli_env(), timeout=300)
+    assert again.returncode == 0, again.stderr
+    resumed = [line for line in again.stderr.splitlines() if ": resumed at step " in line]
+    assert resumed and int(resumed[0].split("resumed at step ")[1].split()[0]) >= 4, again.stderr
+    assert not state.exists() and (state.parent / "model.pt").is_file()

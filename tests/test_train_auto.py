@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
+import torch
 
 from compressor.cli.compress_command import _steps
 from compressor.data import SyntheticConfig
@@ -177,3 +178,46 @@ def test_compress_takes_auto_steps():
     assert _steps("auto") == "auto" and _steps("25") == 25
     with pytest.raises(ConfigError, match="--steps"):
         _steps("0")
+
+
+class _Interrupted(Exception):
+    pass
+
+
+def _interrupt(at: int):
+    def callback(step, metrics):
+        if step == at:
+            raise _Interrupted(step)
+        return True
+    return callback
+
+
+def test_a_run_interrupted_and_resumed_ends_with_the_same_weights_as_one_never_stopped(buildings, tmp_path):
+    config = dataclasses.replace(AUTO, smoothing=2, max_steps=120)
+    whole = _model()
+    expected = train(whole, buildings, config, evaluate_at=[25], callback=lambda step, metrics: True)
+    state = tmp_path / "run.state"
+    with pytest.raises(_Interrupted):
+        train(_model(), buildings, config, evaluate_at=[25], callback=_interrupt(25), resume=state)
+    assert state.is_file()
+    other = unet(base_width=8, depth=3, norm="batch")  # other initial weights: what it resumes from is the state's
+    resumed = train(other, buildings, config, evaluate_at=[25], callback=lambda step, metrics: True, resume=state)
+    assert not state.exists()  # the run ended: nothing to resume
+    assert (resumed.steps_done, resumed.best_step, resumed.converged) == (expected.steps_done, expected.best_step,
+                                                                          expected.converged)
+    assert [step for step, _ in resumed.history] == [step for step, _ in expected.history]
+    assert resumed.losses == expected.losses
+    for (name, value), again in zip(whole.state_dict().items(), other.state_dict().values()):
+        assert torch.equal(value, again), name
+
+
+def test_a_state_written_by_another_training_is_not_used(buildings, tmp_path, caplog):
+    state = tmp_path / "run.state"
+    with pytest.raises(_Interrupted):
+        train(_model(), buildings, AUTO, evaluate_at=[25], callback=_interrupt(25), resume=state)
+    changed = dataclasses.replace(AUTO, lr=1e-3, max_steps=30)
+    fresh = train(_model(), buildings, changed)
+    with caplog.at_level("WARNING", logger="compressor.train.resume"):
+        again = train(_model(), buildings, changed, resume=state)
+    assert "was written by another training (other settings): training from the start" in caplog.text
+    assert again.losses == fresh.losses and not state.exists()

@@ -37,8 +37,9 @@ def run(args: argparse.Namespace) -> int:
     if (output_dir / "model.pt").exists() and not args.overwrite:
         raise ConfigError(f"{output_dir / 'model.pt'} exists: this model was trained here before; give --overwrite to "
                           "replace it, or --set run_dir=... for another folder; nothing was trained")
-    trained = train_model(
+    trained = train_model(  # an interrupted run (steps: auto) goes on from its last evaluation when run again
         experiment, model=model, recipe=args.recipe, cache_dir=args.cache_dir, output_dir=output_dir, label=label,
+        resume=output_dir / "train.state",
     )
     if args.json:
         print(json.dumps(trained.to_dict(), indent=2))

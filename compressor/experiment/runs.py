@@ -87,6 +87,7 @@ def train_model(
     label: str | None = None,
     test: bool = True,
     teacher: nn.Module | None = None,
+    resume: str | Path | None = None,
 ) -> TrainedModel:
     """Builds, optionally transforms, trains, evaluates and costs one model of an experiment.
 
@@ -107,6 +108,8 @@ def train_model(
         teacher: the distillation teacher when ``train.distill`` is on (given: the baselines are
             trained here; :func:`compressor.train_model`, :mod:`compressor.experiment.distilled`,
             finds the one ``train.distill.teacher`` names).
+        resume: a file that keeps the training's state, so that the same call again goes on
+            where an interrupted one stopped (:func:`compressor.train.train`'s ``resume``).
 
     Returns:
         The trained model (moved back to the CPU), its result, its cost.
@@ -132,6 +135,7 @@ def train_model(
     label = label or model_label(model_config, recipe)
     result = train(
         network, data, experiment.train, evaluate_at=evaluate_at, callback=callback, description=label, teacher=teacher,
+        resume=resume,
     )
     tested = test and data.test and not result.stopped_early
     test_metrics = evaluate(network, data, experiment.train, split="test") if tested else None

@@ -29,6 +29,7 @@ from compressor.train.evaluation import evaluate, forward_checked
 from compressor.train.losses import class_weights, dice_loss, distillation_loss, weighted_cross_entropy
 from compressor.train.plateau import Plateau
 from compressor.train.precision import autocast, resolve_precision
+from compressor.train.resume import load_state, save_state, state_key
 from compressor.transforms.feature_hints import FeatureHints
 
 log = logging.getLogger(__name__)
@@ -142,6 +143,7 @@ def train(
     description: str = "train",
     teacher: nn.Module | None = None,
     evaluate_at_share: float = 1.0,
+    resume: str | Path | None = None,
 ) -> TrainResult:
     """Trains ``model`` in place on ``data`` and evaluates it on the whole validation set.
 
@@ -161,6 +163,9 @@ def train(
         evaluate_at_share: the evaluations at ``evaluate_at`` read this share of each
             validation scene's windows (a fixed subsample: :func:`.evaluation.window_corners`);
             the last evaluation, and those the plateau rule counts, read them all.
+        resume: a file for the run's whole state, written at each evaluation; if it holds the
+            state of this same training (settings, network, data), the run goes on from there
+            (:mod:`compressor.train.resume`). Removed when the run ends.
 
     Returns:
         A :class:`TrainResult`; the model is left on the training device, in eval mode.
@@ -194,11 +199,13 @@ def train(
     with torch_threads(config.threads) as threads, deterministic_kernels(device):
         generator = torch.Generator().manual_seed(config.seed)
         model.to(device).train()
+        key = state_key(config, model, data) if resume is not None else None
+        stored = load_state(resume, key) if resume is not None else None
         if distill is not None:
             # The caller's teacher (a search's parent, the base of every candidate) stays where it is.
             here = next((parameter.device for parameter in teacher.parameters()), device)
             teacher = (teacher if here == device else copy.deepcopy(teacher).to(device)).eval()
-        if config.bn_reestimate:
+        if config.bn_reestimate and stored is None:
             reestimate_batchnorm(model, data, batches=config.bn_reestimate, batch_size=config.batch_size, seed=config.seed)
         hints = None
         if distill is not None and distill.feature_weight:
@@ -211,13 +218,25 @@ def train(
         weights = None if weights is None else weights.to(device)
         optimizer = _optimizer(model, config)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(config, plateau))
-        batches = _batches(data, config, generator)
         history: list[tuple[int, SegmentationMetrics]] = []
         losses: list[float] = []
         train_seconds = eval_seconds = 0.0
         stopped = False
         step = 0
-        progress = tqdm(total=limit, desc=description, unit="step", disable=None if config.progress else True, leave=False)
+        if stored is not None:
+            model.load_state_dict(stored["model"])
+            optimizer.load_state_dict(stored["optimizer"])
+            scheduler.load_state_dict(stored["scheduler"])
+            if plateau is not None:
+                plateau.load(stored["plateau"])
+            history = [(done, SegmentationMetrics.from_dict(metrics)) for done, metrics in stored["history"]]
+            losses, step = list(stored["losses"]), int(stored["step"])
+            train_seconds, eval_seconds = float(stored["train_seconds"]), float(stored["eval_seconds"])
+            torch.set_rng_state(stored["rng"])
+            log.info("%s: resumed at step %d from %s", description, step, resume)
+        batches = _batches(data, config, generator, skip=step)  # the same draws as if it had never stopped
+        progress = tqdm(total=limit, initial=step, desc=description, unit="step",
+                        disable=None if config.progress else True, leave=False)
         try:
             while step < limit and not stopped and not (plateau is not None and plateau.converged):
                 started = time.perf_counter()
@@ -266,6 +285,14 @@ def train(
                                   plateau.best_step, plateau.bad)
                     if checkpoint_path is not None:
                         save_checkpoint(checkpoint_path, model, step=step, metrics=metrics, optimizer=optimizer)
+                    if resume is not None:
+                        save_state(resume, key, {
+                            "step": step, "model": {name: value.detach().cpu() for name, value in model.state_dict().items()},
+                            "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                            "plateau": None if plateau is None else plateau.state(),
+                            "history": [[done, metrics.to_dict()] for done, metrics in history], "losses": losses,
+                            "train_seconds": train_seconds, "eval_seconds": eval_seconds, "rng": torch.get_rng_state(),
+                        })
                     if step in checkpoints and not (plateau is not None and plateau.converged):
                         stopped = _wants_stop(callback, step, metrics)  # a run at its plateau ends complete
         finally:
@@ -285,6 +312,8 @@ def train(
             if checkpoint_path is not None:  # the weights of the best step, without the last step's optimizer
                 save_checkpoint(checkpoint_path, model, step=plateau.best_step, metrics=metrics)
         model.eval()
+        if resume is not None:
+            Path(resume).unlink(missing_ok=True)  # the run has ended: nothing to resume
         return TrainResult(
             metrics=metrics, steps_done=step, stopped_early=stopped, history=history, losses=losses,
             train_seconds=train_seconds, eval_seconds=eval_seconds, device=str(device), threads=threads,
@@ -368,13 +397,19 @@ def _schedule(config: TrainConfig, plateau: Plateau | None = None) -> Callable[[
 
 
 def _batches(
-    data: SegmentationData, config: TrainConfig, generator: torch.Generator
+    data: SegmentationData, config: TrainConfig, generator: torch.Generator, *, skip: int = 0
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Endless shuffled full batches; every epoch is a new permutation of the patches."""
+    """Endless shuffled full batches; every epoch is a new permutation of the patches. The first
+    ``skip`` batches are drawn but not made (a resumed run: the generator ends where it was)."""
     count = len(data.train)
     while True:
         order = torch.randperm(count, generator=generator).tolist()
         for start in range(0, max(count - config.batch_size, 0) + 1, config.batch_size):
+            if skip:
+                skip -= 1
+                if config.augment:
+                    torch.randint(0, 8, (len(order[start:start + config.batch_size]),), generator=generator)
+                continue
             items = [data.train[index] for index in order[start:start + config.batch_size]]
             images = torch.stack([image for image, _ in items])
             masks = torch.stack([mask for _, mask in items])

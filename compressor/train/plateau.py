@@ -111,6 +111,17 @@ class Plateau:
         if model is not None:
             self.best_state = {key: value.detach().to("cpu", copy=True) for key, value in model.state_dict().items()}
 
+    def state(self) -> dict:
+        """Everything the rule holds, as tensors and plain data (for :mod:`compressor.train.resume`)."""
+        return {"best_score": self.best_score, "best_step": self.best_step, "bad": self.bad, "lr_scale": self.lr_scale,
+                "idle": self.idle, "recent": list(self.recent), "best_state": self.best_state}
+
+    def load(self, state: dict) -> None:
+        """Takes back what :meth:`state` gave."""
+        self.best_score, self.best_step, self.bad = state["best_score"], state["best_step"], state["bad"]
+        self.lr_scale, self.idle, self.best_state = state["lr_scale"], state["idle"], state["best_state"]
+        self.recent = deque(state["recent"], maxlen=max(1, self.smoothing))
+
     def restore(self, model: nn.Module) -> None:
         """Puts the best weights back into ``model`` (nothing if none were kept)."""
         if self.best_state is not None:

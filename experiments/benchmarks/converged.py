@@ -7,8 +7,8 @@ evaluations without a gain, the plateau schedule, the best weights kept, at most
 ``--max-steps``); the fine-tuning rows use the same rule (``finetune.steps: auto``). Test
 scores are measured once per network at the end; nothing chose by them.
 
-Jobs (each stored in ``<run-dir>/<task>/jobs/<job>.json`` as it ends, so an interrupted run
-resumes where it stopped and a later call only adds what is missing); after the parent they
+Jobs (each stored in ``<run-dir>/<task>/jobs/<job>.json`` as it ends, so a later call only adds
+what is missing; a job cut short goes on from its last evaluation, ``<job>.state``); after the parent they
 run seed by seed, every row of the table one seed at a time:
 
 1. ``parent-p0``: U-Net trained to its plateau (seed 0): the converged parent.
@@ -117,11 +117,12 @@ def run_job(task: str, job: dict[str, Any], args: argparse.Namespace, data: Any)
     from compressor.transforms import Recipe
 
     folder = Path(args.run_dir) / task
+    resume = folder / "jobs" / f"{job['job']}.state"  # a job cut short (a session's end) goes on from its last evaluation
     started, load = time.perf_counter(), os.getloadavg()[0]
     experiment = experiment_for(task, args, seed=job["seed"])
     if job["kind"] in ("parent", "micronet"):
         model = ModelConfig(name="unet" if job["kind"] == "parent" else "micronet", args={"norm": "batch"})
-        trained = train_model(experiment, model=model, data=data)
+        trained = train_model(experiment, model=model, data=data, resume=resume)
         if job["kind"] == "parent":
             torch.save(trained.model.state_dict(), folder / f"parent-p{job['parent']}.pt")
         result, cost, test = trained.result, trained.cost, trained.test_metrics
@@ -130,7 +131,7 @@ def run_job(task: str, job: dict[str, Any], args: argparse.Namespace, data: Any)
         parent.load_state_dict(torch.load(folder / f"parent-p{job['parent']}.pt", weights_only=True))
         recipe = {"recipe": RECIPE, "small": SMALL}.get(job["kind"]) or Recipe.of([])
         tuned = dataclasses.replace(experiment, train=dataclasses.replace(experiment.train, seed=job["seed"]))
-        compressed = compress(parent, recipe, tuned, data=data, distill=job["distill"])
+        compressed = compress(parent, recipe, tuned, data=data, distill=job["distill"], resume=resume)
         result, cost, test = compressed.result, compressed.student_cost, compressed.student_test_metrics
     return {
         **job,

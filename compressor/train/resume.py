@@ -1,0 +1,76 @@
+"""Resuming a training run: the whole state of :func:`~compressor.train.train`, written at each evaluation.
+
+A run to its plateau on two CPU cores takes hours (the road tile's U-Net: about 2 s a step for
+thousands of steps), and a session, a laptop lid or a job scheduler can end it anywhere. With a
+``resume`` file, :func:`~compressor.train.train` writes everything it needs to go on at each
+evaluation: the weights, the optimizer's and the schedule's state, the plateau rule's (its best
+weights included), the learning curve, the losses and the seconds so far, and torch's random
+state; the batches are not stored, they are drawn again (the patch order and the augmentations
+come from one seeded generator, so skipping the draws of the steps done puts it where it was).
+Called again with the same file, it continues from the last evaluation, as if never stopped (on
+the CPU, the same weights to the last bit: tested); the file is removed when the run ends.
+
+A state written by another training (other settings, another network's layers, other data) is
+not used: the run starts afresh, says so, and overwrites it. The file is read as data only
+(tensors and plain containers), like every model file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from compressor.errors import CompressorError
+from compressor.io import atomic_write
+from compressor.tensor_files import read_tensor_file
+
+__all__ = ["FORMAT", "state_key", "save_state", "load_state"]
+
+log = logging.getLogger(__name__)
+
+FORMAT = "compressor-train-state-1"
+#: settings that change how fast a run goes, not what it computes
+_RUN_ONLY = ("threads", "progress", "device", "eval_batch_size")
+
+
+def state_key(config: Any, model: nn.Module, data: Any) -> dict[str, Any]:
+    """What a resumed run must share with the one that wrote the state: the training settings (not
+    where or how fast it runs), the network's layers and the data's size."""
+    settings = {key: value for key, value in dataclasses.asdict(config).items() if key not in _RUN_ONLY}
+    return {
+        "settings": repr(sorted(settings.items())),
+        "layers": [[name, list(value.shape)] for name, value in model.state_dict().items()],
+        "data": [len(data.train), int(data.num_classes), int(data.in_channels)],
+    }
+
+
+def save_state(path: str | Path, key: dict[str, Any], state: dict[str, Any]) -> Path:
+    """Writes ``state`` (tensors and plain data) with its ``key``, atomically (its folder made if missing)."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    return atomic_write(path, lambda file: torch.save({"format": FORMAT, "key": key, **state}, file))
+
+
+def load_state(path: str | Path, key: dict[str, Any]) -> dict[str, Any] | None:
+    """The state stored at ``path`` if it was written for ``key``; None (and a warning) otherwise."""
+    path = Path(path)
+    if not path.exists():
+        return None
+    try:
+        stored = read_tensor_file(path, what="training state")
+    except CompressorError as error:
+        log.warning("%s: not a training state (%s): training from the start", path, error)
+        return None
+    if not isinstance(stored, dict) or stored.get("format") != FORMAT:
+        log.warning("%s: not a training state written by this version: training from the start", path)
+        return None
+    if stored.get("key") != key:
+        changed = [part for part in key if (stored.get("key") or {}).get(part) != key[part]]
+        log.warning("%s was written by another training (other %s): training from the start", path,
+                    ", ".join(changed) or "settings")
+        return None
+    return stored
