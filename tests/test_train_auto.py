@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 
 import pytest
@@ -221,3 +222,15 @@ def test_a_state_written_by_another_training_is_not_used(buildings, tmp_path, ca
         again = train(_model(), buildings, changed, resume=state)
     assert "was written by another training (other settings): training from the start" in caplog.text
     assert again.losses == fresh.losses and not state.exists()
+
+
+def test_compress_names_its_fine_tuning_state_by_the_teachers_weights():
+    """Two teachers of one architecture never share a resumed fine-tuning (compress --out the same file)."""
+    from compressor.train.resume import weights_digest
+
+    teacher = _model()
+    digest = weights_digest(teacher)
+    assert digest == weights_digest(copy.deepcopy(teacher)) and len(digest) == 12
+    with torch.no_grad():
+        next(teacher.parameters()).view(-1)[0] += 1e-6
+    assert weights_digest(teacher) != digest

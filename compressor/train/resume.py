@@ -29,7 +29,7 @@ from compressor.errors import CompressorError
 from compressor.io import atomic_write
 from compressor.tensor_files import read_tensor_file
 
-__all__ = ["FORMAT", "state_key", "save_state", "load_state"]
+__all__ = ["FORMAT", "state_key", "save_state", "load_state", "weights_digest"]
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +47,20 @@ def state_key(config: Any, model: nn.Module, data: Any) -> dict[str, Any]:
         "layers": [[name, list(value.shape)] for name, value in model.state_dict().items()],
         "data": [len(data.train), int(data.num_classes), int(data.in_channels)],
     }
+
+
+def weights_digest(model: nn.Module) -> str:
+    """A short fingerprint of ``model``'s weights (names, shapes and values): what tells two teachers of
+    one architecture apart, so that a fine-tuning from one never resumes a state made from the other."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for name, value in model.state_dict().items():
+        digest.update(name.encode())
+        digest.update(str(tuple(value.shape)).encode())
+        digest.update(value.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes()
+                      if value.numel() else b"")
+    return digest.hexdigest()[:12]
 
 
 def save_state(path: str | Path, key: dict[str, Any], state: dict[str, Any]) -> Path:
