@@ -193,7 +193,7 @@ def _interrupt(at: int):
     return callback
 
 
-def test_a_run_interrupted_and_resumed_ends_with_the_same_weights_as_one_never_stopped(buildings, tmp_path):
+def test_a_run_interrupted_and_resumed_ends_with_the_same_weights_as_one_never_stopped(buildings, tmp_path, caplog):
     config = dataclasses.replace(AUTO, smoothing=2, max_steps=120)
     whole = _model()
     expected = train(whole, buildings, config, evaluate_at=[25], callback=lambda step, metrics: True)
@@ -201,27 +201,48 @@ def test_a_run_interrupted_and_resumed_ends_with_the_same_weights_as_one_never_s
     with pytest.raises(_Interrupted):
         train(_model(), buildings, config, evaluate_at=[25], callback=_interrupt(25), resume=state)
     assert state.is_file()
-    other = unet(base_width=8, depth=3, norm="batch")  # other initial weights: what it resumes from is the state's
-    resumed = train(other, buildings, config, evaluate_at=[25], callback=lambda step, metrics: True, resume=state)
+    asked = []
+    again = _model()
+    with caplog.at_level("INFO", logger="compressor.train.loop"):
+        resumed = train(again, buildings, config, evaluate_at=[25], callback=lambda step, metrics: asked.append(step) or True,
+                        resume=state)
+    # the state is written once the callback has had its word: the step it raised at is asked again
+    assert "resumed at step 20" in caplog.text and asked == [25]
     assert not state.exists()  # the run ended: nothing to resume
     assert (resumed.steps_done, resumed.best_step, resumed.converged) == (expected.steps_done, expected.best_step,
                                                                           expected.converged)
     assert [step for step, _ in resumed.history] == [step for step, _ in expected.history]
     assert resumed.losses == expected.losses
-    for (name, value), again in zip(whole.state_dict().items(), other.state_dict().values()):
-        assert torch.equal(value, again), name
+    for (name, value), other in zip(whole.state_dict().items(), again.state_dict().values()):
+        assert torch.equal(value, other), name
 
 
-def test_a_state_written_by_another_training_is_not_used(buildings, tmp_path, caplog):
-    state = tmp_path / "run.state"
+@pytest.fixture(scope="module")
+def interrupted_state(buildings, tmp_path_factory):
+    """The bytes of the state an AUTO run left when interrupted at step 25."""
+    state = tmp_path_factory.mktemp("state") / "run.state"
     with pytest.raises(_Interrupted):
         train(_model(), buildings, AUTO, evaluate_at=[25], callback=_interrupt(25), resume=state)
-    changed = dataclasses.replace(AUTO, lr=1e-3, max_steps=30)
-    fresh = train(_model(), buildings, changed)
+    return state.read_bytes()
+
+
+@pytest.mark.parametrize("other", ["settings", "start", "data"])
+def test_a_state_written_by_another_training_is_not_used(buildings, interrupted_state, tmp_path, caplog, other):
+    state = tmp_path / "run.state"
+    state.write_bytes(interrupted_state)
+    config, data, model = AUTO, buildings, _model
+    if other == "settings":
+        config = dataclasses.replace(config, lr=1e-3)
+    elif other == "start":  # another initialization, recipe or reconstruction: other weights to start from
+        def model():
+            seed_everything(1)
+            return unet(base_width=8, depth=3, norm="batch")
+    else:  # the same sizes, other pixels
+        data = SyntheticConfig(labels="binary", patch_size=32, val_images=2, val_size=128, seed=2).build()
     with caplog.at_level("WARNING", logger="compressor.train.resume"):
-        again = train(_model(), buildings, changed, resume=state)
-    assert "was written by another training (other settings): training from the start" in caplog.text
-    assert again.losses == fresh.losses and not state.exists()
+        again = train(model(), data, config, resume=state)
+    assert f"was written by another training (other {other}): training from the start" in caplog.text
+    assert len(again.losses) == again.steps_done and not state.exists()
 
 
 def test_compress_names_its_fine_tuning_state_by_the_teachers_weights():
@@ -234,3 +255,11 @@ def test_compress_names_its_fine_tuning_state_by_the_teachers_weights():
     with torch.no_grad():
         next(teacher.parameters()).view(-1)[0] += 1e-6
     assert weights_digest(teacher) != digest
+
+
+def test_a_state_that_cannot_be_written_is_said_and_the_run_goes_on(buildings, tmp_path, caplog):
+    blocked = tmp_path / "a file"
+    blocked.write_text("not a folder")
+    with caplog.at_level("WARNING", logger="compressor.train.loop"):
+        result = train(_model(), buildings, dataclasses.replace(AUTO, max_steps=30), resume=blocked / "run.state")
+    assert result.steps_done == 30 and caplog.text.count("could not be written") == 1  # said once, not at every evaluation

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import math
@@ -199,8 +200,11 @@ def train(
     with torch_threads(config.threads) as threads, deterministic_kernels(device):
         generator = torch.Generator().manual_seed(config.seed)
         model.to(device).train()
-        key = state_key(config, model, data) if resume is not None else None
-        stored = load_state(resume, key) if resume is not None else None
+        key = stored = None
+        if resume is not None:  # keyed by the weights it starts from, before anything changes them
+            key = state_key(config, model, data, device=device.type, precision=precision,
+                            teacher=teacher if distill is not None else None)
+            stored = load_state(resume, key)
         if distill is not None:
             # The caller's teacher (a search's parent, the base of every candidate) stays where it is.
             here = next((parameter.device for parameter in teacher.parameters()), device)
@@ -233,6 +237,8 @@ def train(
             losses, step = list(stored["losses"]), int(stored["step"])
             train_seconds, eval_seconds = float(stored["train_seconds"]), float(stored["eval_seconds"])
             torch.set_rng_state(stored["rng"])
+            if stored.get("cuda_rng") is not None and device.type == "cuda":
+                torch.cuda.set_rng_state(stored["cuda_rng"], device)
             log.info("%s: resumed at step %d from %s", description, step, resume)
         batches = _batches(data, config, generator, skip=step)  # the same draws as if it had never stopped
         progress = tqdm(total=limit, initial=step, desc=description, unit="step",
@@ -285,16 +291,17 @@ def train(
                                   plateau.best_step, plateau.bad)
                     if checkpoint_path is not None:
                         save_checkpoint(checkpoint_path, model, step=step, metrics=metrics, optimizer=optimizer)
-                    if resume is not None:
-                        save_state(resume, key, {
+                    if step in checkpoints and not (plateau is not None and plateau.converged):
+                        stopped = _wants_stop(callback, step, metrics)  # a run at its plateau ends complete
+                    if resume is not None and not stopped:  # after the callback's word: a resumed run does not skip it
+                        resume = _keep_state(resume, key, {
                             "step": step, "model": {name: value.detach().cpu() for name, value in model.state_dict().items()},
                             "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                             "plateau": None if plateau is None else plateau.state(),
                             "history": [[done, metrics.to_dict()] for done, metrics in history], "losses": losses,
                             "train_seconds": train_seconds, "eval_seconds": eval_seconds, "rng": torch.get_rng_state(),
+                            "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
                         })
-                    if step in checkpoints and not (plateau is not None and plateau.converged):
-                        stopped = _wants_stop(callback, step, metrics)  # a run at its plateau ends complete
         finally:
             progress.close()
         if not stopped and (not history or history[-1][0] != step):
@@ -394,6 +401,20 @@ def _schedule(config: TrainConfig, plateau: Plateau | None = None) -> Callable[[
         return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
     return factor
+
+
+def _keep_state(path: str | Path, key: dict[str, Any], state: dict[str, Any]) -> str | Path | None:
+    """Writes the run's state; a failed write (a full disk) is said once and the run goes on without
+    it (returns None: no further writes), rather than ending a training that would finish."""
+    try:
+        save_state(path, key, state)
+    except (CompressorError, OSError) as error:
+        log.warning("%s: the training state could not be written (%s): this run goes on, but cannot be resumed",
+                    path, first_line(error))
+        with contextlib.suppress(OSError):
+            Path(path).unlink(missing_ok=True)  # an older state would resume from before this point
+        return None
+    return path
 
 
 def _batches(

@@ -22,6 +22,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -38,15 +39,39 @@ FORMAT = "compressor-train-state-1"
 _RUN_ONLY = ("threads", "progress", "device", "eval_batch_size")
 
 
-def state_key(config: Any, model: nn.Module, data: Any) -> dict[str, Any]:
+def state_key(
+    config: Any, model: nn.Module, data: Any, *, device: str, precision: str, teacher: nn.Module | None = None
+) -> dict[str, Any]:
     """What a resumed run must share with the one that wrote the state: the training settings (not
-    where or how fast it runs), the network's layers and the data's size."""
+    how fast it runs), the kind of device and the precision it resolved to, the network it started
+    from (its layers and its weights: a recipe, a reconstruction or an initialization that differ
+    start another run), the teacher it distills from, and the data (its description, sizes, class
+    shares and a fingerprint of its first and last training patches and of its validation scenes)."""
     settings = {key: value for key, value in dataclasses.asdict(config).items() if key not in _RUN_ONLY}
     return {
         "settings": repr(sorted(settings.items())),
+        "run": [device, precision],
         "layers": [[name, list(value.shape)] for name, value in model.state_dict().items()],
-        "data": [len(data.train), int(data.num_classes), int(data.in_channels)],
+        "start": weights_digest(model),
+        "teacher": None if teacher is None else weights_digest(teacher),
+        "data": _data_fingerprint(data),
     }
+
+
+def _data_fingerprint(data: Any) -> list[Any]:
+    import hashlib
+
+    digest = hashlib.sha256()
+    for index in sorted({0, len(data.train) - 1}):
+        for tensor in data.train[index]:
+            digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    for scene in data.val:  # its name and shape, and its first rows (a scene may be a memory-mapped tile)
+        digest.update(repr((scene.name, tuple(scene.image.shape))).encode())
+        digest.update(np.ascontiguousarray(scene.image[:16]).tobytes())
+        digest.update(np.ascontiguousarray(scene.labels[:16]).tobytes())
+    frequencies = [round(float(value), 6) for value in data.class_frequencies()]
+    return [data.description, len(data.train), int(data.num_classes), int(data.in_channels), frequencies,
+            digest.hexdigest()[:16]]
 
 
 def weights_digest(model: nn.Module) -> str:
