@@ -23,7 +23,6 @@ from compressor.outputs import declare_output, parse_output_key
 from compressor.saving import load_saved, save_model
 from compressor.tensor_files import read_tensor_file
 from compressor.train import load_weights
-from compressor.train.resume import weights_digest
 from compressor.transforms.reconstruct import METHODS
 
 COMMAND = {"name": "compress", "help": "compress a trained network: transform it keeping its weights, fine-tune with distillation",
@@ -78,9 +77,9 @@ def run(args: argparse.Namespace) -> int:
     model, label = teacher_from_args(args, experiment)
     # A trusted pickle from before model files held their architecture: its result can only be a pickle too.
     as_pickle = origin_of(model) is None
-    # an interrupted fine-tuning (to its plateau: hours) goes on from its last evaluation when run again;
-    # the state is named by the teacher's weights, so that another teacher of the same architecture starts afresh
-    resume = out.with_name(f"{out.name}.{weights_digest(model)}.state")
+    # an interrupted fine-tuning (to its plateau: hours) goes on from its last evaluation when run again; the
+    # state's key holds the student's starting weights and the teacher's, so another teacher starts afresh
+    resume = out.with_name(f"{out.name}.state")
     result = compress(model, recipe, experiment, distill=not args.no_distill, cache_dir=args.cache_dir,
                       compare_scratch=args.compare_scratch, resume=resume)
     save_model(
