@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+import warnings
 from pathlib import Path
 
 import optuna
@@ -201,6 +202,26 @@ def test_workers_killed_on_this_host_are_failed_and_their_retries_run_or_are_sai
     assert all(t.state in FINISHED and t.user_attrs["duplicate_of"] == 0 for t in retried), \
         [(t.number, t.state) for t in retried]
     assert not [t for t in trials.values() if t.state in (TrialState.WAITING, TrialState.RUNNING)]
+
+
+def test_the_retry_of_a_trial_killed_after_its_building_keeps_its_constraints_without_a_warning(tmp_path):
+    """A trial killed after its building holds its constraint values, which Optuna copies into its retry;
+    the retry sets them again from nothing (Optuna would ignore them, warning at each)."""
+    budgeted = tiny_experiment(tmp_path, n_trials=1, references=["base"])  # budget: params <= 60k
+    run_search(budgeted, echo=lambda line: None)
+    study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{tmp_path / 'search.db'}")
+    paper = study.trials[0]
+    assert set(paper.constraints) == {"params"}
+    built = {f"constraints:{name}": value for name, value in paper.constraints.items()}
+    study.add_trial(optuna.trial.create_trial(state=TrialState.RUNNING, params=paper.params, system_attrs=built,
+                                              distributions=paper.distributions,
+                                              user_attrs={PROCESS_KEY: dead_identity()}))
+    with warnings.catch_warnings(record=True) as warned:
+        warnings.simplefilter("always")
+        run_search(tiny_experiment(tmp_path, n_trials=2, references=["base"]), echo=lambda line: None)
+    assert not [str(w.message) for w in warned if "constraint" in str(w.message)]
+    (retry,) = [t for t in study.get_trials(deepcopy=False) if t.system_attrs.get("retry_history") == [1]]
+    assert retry.state == TrialState.COMPLETE and retry.constraints == paper.constraints
 
 
 # -- a recipe another live process is training is waited for, not trained twice --------------------------

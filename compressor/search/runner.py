@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 
 import optuna
 from optuna.trial import TrialState
@@ -97,8 +97,7 @@ class TrialRunner:
         record.params, record.flops = cost.params, cost.flops
         record.latency_ms, record.activation_bytes = cost.latency_ms, cost.activation_bytes
         record.constraints, record.feasible = check.constraints, check.feasible
-        for limit in check.limits:  # what Optuna's samplers read (<= 0 feasible)
-            trial.set_constraint(limit.name, limit.constraint)
+        _set_constraints(trial, {limit.name: limit.constraint for limit in check.limits})
         if not check.feasible:
             record.status, record.metric = "infeasible", 0.0
             self._save(trial, record, started)
@@ -173,8 +172,7 @@ class TrialRunner:
                            "steps"):
                 setattr(record, key, getattr(copied, key))
         record.duplicate_of = copied.duplicate_of if copied.duplicate_of is not None else twin.number
-        for name, value in twin.constraints.items():  # what Optuna's own view (best_trials, samplers) reads
-            trial.set_constraint(name, value)
+        _set_constraints(trial, twin.constraints)  # what Optuna's own view (best_trials, samplers) reads
         self._save(trial, record, started)
         if twin.state == TrialState.PRUNED:
             raise optuna.TrialPruned(f"same recipe as trial {record.duplicate_of}, which was stopped")
@@ -247,3 +245,13 @@ def _reraise_interrupt(error: RuntimeError) -> None:
     """A Ctrl-C that torch wrapped in a RuntimeError (a Python callback interrupted in C++) is still a Ctrl-C."""
     if "KeyboardInterrupt" in str(error) or isinstance(error.__cause__ or error.__context__, KeyboardInterrupt):
         raise KeyboardInterrupt from error
+
+
+def _set_constraints(trial: optuna.Trial, values: Mapping[str, float]) -> None:
+    """Sets the trial's constraint values (what Optuna's samplers read, <= 0 feasible), but those it holds
+    already: the retry of a trial whose process died carries its first run's, which for the same choices
+    are the same, and Optuna warns at each one set again."""
+    held = trial.constraints
+    for name, value in values.items():
+        if name not in held:
+            trial.set_constraint(name, value)
