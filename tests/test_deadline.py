@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 
@@ -32,6 +35,49 @@ def test_the_limit_interrupts_python_code_even_through_except_exception():
             except Exception:  # noqa: BLE001 - what torch-pruning's code might do
                 pass
     assert _same_outer_timer(before)
+
+
+def test_time_the_process_does_not_run_is_not_counted():
+    """A process paused (Ctrl-Z, SIGSTOP) does no work meanwhile: its limit is on the work done (CPU time)."""
+    before = signal.getitimer(signal.ITIMER_REAL)
+    with deadline(0.3) as armed:
+        time.sleep(0.6)  # past the limit in wall time, with no CPU time spent
+        _spin(0.05)
+    assert armed and _same_outer_timer(before)
+    with pytest.raises(DeadlineExceeded, match="within 0.3 s"):  # and work after the pause still counts
+        with deadline(0.3):
+            time.sleep(0.4)
+            _spin(5)
+
+
+def test_a_stopped_and_continued_process_is_not_refused():
+    """What happened to a benchmark paused with SIGSTOP while torch-pruning grouped its graph."""
+    script = (
+        "import os, signal, time\n"
+        "from compressor.transforms.deadline import deadline\n"
+        "with deadline(0.5):\n"
+        "    os.kill(os.getpid(), signal.SIGSTOP)\n"
+        "    end = time.monotonic() + 0.1\n"
+        "    while time.monotonic() < end: pass\n"
+        "print('finished')\n"
+    )
+    process = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline_at = time.monotonic() + 60
+        while _state(process.pid) != "T" and time.monotonic() < deadline_at:
+            time.sleep(0.02)
+        time.sleep(1.0)  # stopped for twice its limit
+        os.kill(process.pid, signal.SIGCONT)
+        out, err = process.communicate(timeout=60)
+    finally:
+        process.kill()
+    assert process.returncode == 0 and out == "finished\n", err
+
+
+def _state(pid: int) -> str:
+    """The process's state letter in /proc (T: stopped)."""
+    with open(f"/proc/{pid}/stat") as stat:
+        return stat.read().rsplit(")", 1)[1].split()[0]
 
 
 def test_work_within_the_limit_is_untouched_and_the_handler_restored():

@@ -18,12 +18,16 @@ class DeadlineExceeded(BaseException):
 
 @contextlib.contextmanager
 def deadline(seconds: float | None) -> Iterator[bool]:
-    """Raises :class:`DeadlineExceeded` inside the block once ``seconds`` have passed.
+    """Raises :class:`DeadlineExceeded` inside the block once ``seconds`` of work have been done in it.
 
-    Uses a real-time interval timer, so it bounds Python code only (a long single C call
-    finishes first) and works in the main thread only: elsewhere, or with ``seconds``
-    None or 0, the block runs unbounded. Yields whether the limit is armed. An outer
-    timer (another deadline, or the caller's own SIGALRM) is restored afterwards.
+    Work is the process's CPU time: a process paused (Ctrl-Z, a suspended machine, a job
+    scheduler's SIGSTOP) or starved by other processes is not refused for the time it did not
+    run. A real-time interval timer wakes it when ``seconds`` have passed, and again for what
+    is left of the limit until the CPU time reaches it (several threads busy: at the first
+    wake). So it bounds Python code only (a long single C call finishes first) and works in
+    the main thread only: elsewhere, or with ``seconds`` None or 0, the block runs unbounded.
+    Yields whether the limit is armed. An outer timer (another deadline, or the caller's own
+    SIGALRM) is restored afterwards.
 
     Example:
         >>> with deadline(5) as armed:
@@ -36,9 +40,13 @@ def deadline(seconds: float | None) -> Iterator[bool]:
         return
 
     def expire(_signum: int, _frame: object) -> None:
+        left = seconds - (time.process_time() - worked_from)
+        if left > 0.01:  # the process did not run all this time: it gets the rest of its limit
+            signal.setitimer(signal.ITIMER_REAL, left)
+            return
         raise DeadlineExceeded(f"did not finish within {seconds:g} s")
 
-    started = time.monotonic()
+    started, worked_from = time.monotonic(), time.process_time()
     previous_handler = signal.signal(signal.SIGALRM, expire)
     previous_timer = signal.setitimer(signal.ITIMER_REAL, seconds)
     try:
