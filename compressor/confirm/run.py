@@ -52,6 +52,7 @@ from compressor.confirm.subjects import (
 from compressor.errors import CompressorError, NothingToRepeatError, first_line
 from compressor.experiment import BASELINE_MODELS, Experiment, ensure_baselines, ensure_parent
 from compressor.floor import Floor
+from compressor.heap import frozen_heap
 from compressor.metrics import SegmentationMetrics, metric_value
 from compressor.search_config import ConfirmConfig
 from compressor.study import (
@@ -192,11 +193,12 @@ def _fail_dead_jobs(queue: optuna.Study, max_retry: int) -> None:
 def _work(queue: optuna.Study, runner: _JobRunner, max_retry: int) -> None:
     """Takes waiting jobs one at a time until none is left (jobs running elsewhere are theirs)."""
     optuna.logging.set_verbosity(optuna.logging.ERROR)
-    while True:
-        _fail_dead_jobs(queue, max_retry)
-        if not queue.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
-            return
-        queue.optimize(runner, n_trials=1, catch=(_NoJob, _JobFailed), gc_after_trial=True)
+    with frozen_heap():  # the collection after each job walks what the job made
+        while True:
+            _fail_dead_jobs(queue, max_retry)
+            if not queue.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+                return
+            queue.optimize(runner, n_trials=1, catch=(_NoJob, _JobFailed), gc_after_trial=True)
 
 
 class _JobRunner:

@@ -29,6 +29,7 @@ from compressor.candidates.stored import building_study, stored_experiment
 from compressor.candidates.versions import build_version
 from compressor.experiment import BASELINE_MODELS, Experiment, TrainedNetwork, ensure_baselines, ensure_parent
 from compressor.floor import Floor
+from compressor.heap import frozen_heap
 from compressor.metrics import SegmentationMetrics
 from compressor.search.export import export_trial, rebuild_trial
 from compressor.search.keys import check_joinable, with_search
@@ -278,7 +279,7 @@ def _optimize(setup: SearchSetup, study: optuna.Study, started: float, *, first_
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     interrupted = threading.Event()
     runner = TrialRunner(setup, weights)
-    with _remember_ctrl_c(interrupted), writes_to(setup.storage_url):  # a read-only or full storage: one line
+    with _remember_ctrl_c(interrupted), writes_to(setup.storage_url), frozen_heap():  # a read-only or full storage: one line
         if first:  # the first ones whatever the time; study.stop() in after_trial ends the call early too
             study.optimize(runner, n_trials=first, catch=(TrialFailed,), callbacks=[after_trial], gc_after_trial=True)
         if len(study.get_trials(deepcopy=False, states=COUNTED)) >= config.n_trials or failures >= max(5, config.n_trials):
