@@ -66,6 +66,7 @@ class _RunsCode:
 def build_workspace(root: Path) -> None:
     """The files of the table's commands, relative to the folder they run in."""
     tiny = tiny_experiment_data(Path("run"), n_trials=2)
+    tiny["finetune"] = {"reconstruct_steps": 5, "reconstruct_batches": 1}  # compress's default hints, short
     _write_yaml(root / "tiny.yaml", tiny)
     _write_yaml(root / "bad_key.yaml", {**tiny, "train": {**tiny["train"], "learning_rate": 0.1}})
     _write_yaml(root / "bad_type.yaml", {**tiny, "train": {**tiny["train"], "steps": "many"}})

@@ -137,7 +137,7 @@ def test_compress_with_exact_inheritance_keeps_the_teachers_predictions(data):
         "data": {"name": "synthetic", "labels": "binary", "patch_size": 32, "train_images": 32, "val_images": 1,
                  "val_size": 48},
         "train": {"steps": 2, "batch_size": 4, "progress": False, "eval_window": 48, "eval_overlap": 0, "threads": 1},
-        "finetune": {"bn_reestimate": 0},
+        "finetune": {"bn_reestimate": 0, "reconstruct_steps": 5, "reconstruct_batches": 1},  # the default hints, short
     })
     # depth multiplier 9 = k*k: the separable factorization of every 3x3 kernel is exact
     result = compress(teacher, [{"name": "separable", "depth_multiplier": 9}], experiment, data=data)
@@ -169,7 +169,7 @@ def test_compress_cli_end_to_end_and_its_refusals(cli, tmp_path):
     out = tmp_path / "small.pt"
     # the 31M-param U-Net baseline: a short reconstruction (300 Adam steps of it took 116 of this test's 140 s)
     result = cli("compress", "unet", str(config), "--transform", "fire:squeeze_ratio=0.25", "--steps", "3",
-                 "--set", "finetune.reconstruct_steps=10", "--set", "finetune.reconstruct_batches=2", "--out", str(out))
+                 "--set", "finetune.reconstruct_steps=3", "--set", "finetune.reconstruct_batches=1", "--out", str(out))
     assert result.returncode == (0 if compressor.load_saved(out).metadata["learned"] else 3), result.stderr
     assert "student, inherited" in result.stdout and "student, fine-tuned 3 steps, distilled" in result.stdout
     assert "layer error (median / max)" in result.stdout and "baseline unet: training" in result.stderr

@@ -249,7 +249,7 @@ def test_compress_cli_prints_what_the_student_kept_and_refuses_a_bad_method(cli,
     out = tmp_path / "small.pt"
     result = cli("compress", "unet", str(config), "--transform", "fire:squeeze_ratio=0.5", "--steps", "3",
                  "--reconstruct", "block", "--feature-weight", "1", "--compare-scratch", "--out", str(out),
-                 "--set", "finetune.reconstruct_steps=10", "--set", "finetune.reconstruct_batches=2")
+                 "--set", "finetune.reconstruct_steps=3", "--set", "finetune.reconstruct_batches=1")
     import compressor
 
     stored = compressor.load_saved(out).metadata
@@ -260,7 +260,7 @@ def test_compress_cli_prints_what_the_student_kept_and_refuses_a_bad_method(cli,
     assert any(line.startswith("student against teacher: ") and "against the same architecture from scratch (3 steps)" in line
                for line in lines)
     assert "same architecture from scratch, 3 steps" in result.stdout
-    assert stored["reconstruction"]["method"] == "block" and stored["reconstruction"]["steps"] == 10
+    assert stored["reconstruction"]["method"] == "block" and stored["reconstruction"]["steps"] == 3
     assert stored["scratch"]["train"]["steps_done"] == 3 and isinstance(stored["starts_close"], bool)
     for flag, value, expected in (("--reconstruct", "blocks", "argument --reconstruct: invalid choice: 'blocks'"),
                                   ("--feature-weight", "-1", "--feature-weight")):
