@@ -13,7 +13,7 @@ Example:
     ...     "data": {"name": "synthetic", "labels": "binary", "patch_size": 32, "train_images": 16,
     ...              "val_images": 1, "val_size": 32},
     ...     "train": {"steps": 2, "batch_size": 2, "progress": False, "eval_window": 32, "eval_overlap": 0},
-    ...     "finetune": {"bn_reestimate": 1}})
+    ...     "finetune": {"bn_reestimate": 1, "reconstruct_steps": 10}})  # a short example: 300 by default
     >>> teacher = compressor.unet(in_channels=3, base_width=4, norm="batch")
     >>> result = compress(teacher, [{"name": "separable"}], experiment)
     >>> result.student_cost.params < result.teacher_cost.params

@@ -245,13 +245,14 @@ def test_settings_at_their_defaults_leave_stored_keys_alone():
 def test_compress_cli_prints_what_the_student_kept_and_refuses_a_bad_method(cli, tmp_path):
     from search_helpers import write_tiny_experiment
 
-    config = write_tiny_experiment(tmp_path / "tiny.yaml", tmp_path / "run")
-    out = tmp_path / "small.pt"
-    result = cli("compress", "unet", str(config), "--transform", "fire:squeeze_ratio=0.5", "--steps", "3",
-                 "--reconstruct", "block", "--feature-weight", "1", "--compare-scratch", "--out", str(out),
-                 "--set", "finetune.reconstruct_steps=3", "--set", "finetune.reconstruct_batches=1")
     import compressor
 
+    config = write_tiny_experiment(tmp_path / "tiny.yaml", tmp_path / "run")
+    out, teacher = tmp_path / "small.pt", tmp_path / "teacher.pt"
+    compressor.save_model(teacher, compressor.unet(base_width=8))  # a user's file (the registered U-Net: test_distill_compress)
+    result = cli("compress", str(teacher), str(config), "--transform", "fire:squeeze_ratio=0.5", "--steps", "3",
+                 "--reconstruct", "block", "--feature-weight", "1", "--compare-scratch", "--out", str(out),
+                 "--set", "finetune.reconstruct_steps=3", "--set", "finetune.reconstruct_batches=1")
     stored = compressor.load_saved(out).metadata
     assert result.returncode == (0 if stored["learned"] else 3), result.stderr
     lines = result.stdout.splitlines()

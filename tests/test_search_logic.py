@@ -60,7 +60,7 @@ def test_a_rung_stops_weak_trials_at_its_fidelity_with_the_metric_they_had_there
 def test_ranking_by_contribution_stops_what_the_rule_says_and_members_of_the_first_front(tmp_path):
     """search.rung_ranking: contribution, checked against the rule applied by hand to the stored rung scores:
     each trial's stop matches, and some stopped trial was on its rung's first front (which ``front`` keeps)."""
-    experiment = tiny_experiment(tmp_path, n_trials=10, sampler="random", rungs=[1 / 3], keep_fraction=0.5,
+    experiment = tiny_experiment(tmp_path, n_trials=6, sampler="random", rungs=[1 / 3], keep_fraction=0.5,
                                  min_trials_at_rung=2, seed=4, rung_ranking="contribution")
     result = run_search(experiment, echo=lambda line: None)
     objectives, directions = ["metric", "params", "flops"], ["maximize", "minimize", "minimize"]
@@ -174,7 +174,7 @@ def test_nsga2_honours_the_budget_and_optunas_front_is_compressors(tmp_path):
 
 
 def test_tpe_gets_the_constraints_and_keeps_over_budget_trials_off_optunas_front(tmp_path):
-    experiment = tiny_experiment(tmp_path, n_trials=8, sampler="tpe")
+    experiment = tiny_experiment(tmp_path, n_trials=4, sampler="tpe")
     result = run_search(experiment, echo=lambda line: None)
     records = {r.number: r for r in trial_records(result.study)}
     infeasible = [r.number for r in records.values() if r.status == "infeasible"]

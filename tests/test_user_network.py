@@ -73,11 +73,12 @@ def test_compress_says_when_the_student_learned_nothing(compressed):
 
 def test_compress_cli_exits_3_and_says_so_when_the_student_is_below_the_floor(cli, tmp_path):
     config = write_tiny_experiment(tmp_path / "tiny.yaml", tmp_path / "run")
-    out = tmp_path / "small.pt"
+    out, teacher = tmp_path / "small.pt", tmp_path / "teacher.pt"
+    compressor.save_model(teacher, compressor.unet(base_width=4))  # a user's file (the floor's rule is the same)
     # search.min_gain 0.99: no score clears the floor
-    args = ("compress", "unet", str(config), "--transform", "fire", "--steps", "1", "--out", str(out),
+    args = ("compress", str(teacher), str(config), "--transform", "fire", "--steps", "1", "--out", str(out),
             "--set", "finetune.reconstruct=none", "--set", "search.floor=constant", "--set", "search.min_gain=0.99")
-    text = cli(*args)  # one run (the 31M-param U-Net each time): the saved metadata is the --json report
+    text = cli(*args)  # one run: the saved metadata is the --json report
     assert text.returncode == 3 and "Traceback" not in text.stderr, text.stderr
     assert any(line.startswith("the student learned nothing: building IoU ") for line in text.stdout.splitlines())
     report = compressor.load_saved(out).metadata  # saved, and marked
