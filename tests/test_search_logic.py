@@ -232,11 +232,11 @@ def test_the_time_limit_starts_no_trial_after_it(tmp_path):
     assert all(t.datetime_start.timestamp() <= first + 6.0 + 2.0 for t in trials)
 
 
-def test_a_time_limit_counts_the_search_not_its_set_up_and_lets_the_first_trials_run(tmp_path):
+def test_a_time_limit_shorter_than_a_trial_lets_the_first_trials_run(tmp_path):
     """A limit shorter than one trial: the first 3 trials run anyway (the space's starting point first),
     then the limit stops the study short of its target."""
     lines: list[str] = []
-    experiment = tiny_experiment(tmp_path, n_trials=6, timeout=0.001, baselines=True)
+    experiment = tiny_experiment(tmp_path, n_trials=6, timeout=0.001)
     result = run_search(experiment, echo=lines.append)
     finished = [record for record in result.records if record.status != "running"]
     assert len(finished) == 3 and result.records[0].recipe  # the enqueued starting point was trial 0
