@@ -38,12 +38,22 @@ LABELS = {"tpe": "TPE", "nsga2": "NSGA-II", "gp": "GP", "random": "random"}
 OBJECTIVES = ["metric", "params", "flops"]
 
 
-def histories(study: Any, trials: int) -> dict[str, list[tuple[int, float, float]]]:
-    """The hypervolume after each of the first ``trials`` trials against the training steps and the wall
-    seconds spent so far (a study run further, as fidelity_inherit.py may, is read up to there)."""
-    from compressor.study import hypervolume_reference, trial_records
+def first_trials(study: Any, trials: int) -> list[Any]:
+    """The records of the study's first ``trials`` trials that ended other than failed, in trial order (a study
+    run further, as fidelity_inherit.py may, is read up to there; a trial failed because its process was
+    stopped is replaced by its retry, which has a later number)."""
+    from compressor.study import trial_records
 
-    records = [record for record in trial_records(study) if record.number < trials]
+    ended = [record for record in trial_records(study) if record.status in ("complete", "infeasible", "stopped")]
+    return sorted(ended, key=lambda record: record.number)[:trials]
+
+
+def histories(study: Any, trials: int) -> dict[str, list[tuple[int, float, float]]]:
+    """The hypervolume after each of :func:`first_trials` against the training steps and the wall
+    seconds spent so far."""
+    from compressor.study import hypervolume_reference
+
+    records = first_trials(study, trials)
     reference = hypervolume_reference(study)
     return {
         "steps_history": hypervolume_history(records, OBJECTIVES, reference,
@@ -67,7 +77,6 @@ def main() -> None:
     args = parser.parse_args()
     from compressor.cli.console import configure_logging
     from compressor.intervals import Estimate
-    from compressor.study import trial_records
     from compressor.tables import format_table
 
     configure_logging()
@@ -78,7 +87,7 @@ def main() -> None:
         for sampler in args.samplers:
             study = quickstart_search(args.run_dir, study=f"{sampler}-s{seed}", sampler=sampler, seed=seed,
                                       trials=args.trials, threads=args.threads)
-            records = [record for record in trial_records(study) if record.number < args.trials]
+            records = first_trials(study, args.trials)
             found = histories(study, args.trials)
             runs[seed][sampler] = {
                 **found, "hypervolume": found["steps_history"][-1][2], "steps": found["steps_history"][-1][1],
