@@ -294,7 +294,7 @@ def test_an_inheriting_study_is_confirmed_against_its_parent_fine_tuned_as_long(
     from compressor.confirm.run import run_confirmation
     from compressor.search_config import ConfirmConfig
 
-    experiment = tiny_experiment(tmp_path, n_trials=2, init="inherit")
+    experiment = tiny_experiment(tmp_path, n_trials=2, init="inherit", references=["base"])  # no 31M U-Net to retrain
     result = run_search(experiment, echo=lambda line: None)
     lines: list[str] = []
     confirmation = run_confirmation(result.study, result.storage_url, config=ConfirmConfig(top=1, seeds=1),
