@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from torch import nn
@@ -208,6 +210,7 @@ def test_a_search_builds_without_diagnostics_the_very_network_apply_shows():
     """``diagnostics=False`` (a search's builds) skips the layer and output errors nobody reads there,
     and changes nothing else: the same weights, the same records but the errors."""
     network = unet(base_width=4, norm="batch").eval()
+    before, layout = copy.deepcopy(network.state_dict()), repr(network)
     recipe = [{"name": "skip_fusion"}, {"name": "fire"}, {"name": "prune", "ratio": 0.5}]
     torch.manual_seed(0)
     shown, shown_records = apply(network, recipe, (1, 3, 32, 32), init="inherit")
@@ -218,3 +221,5 @@ def test_a_search_builds_without_diagnostics_the_very_network_apply_shows():
     assert all(not record.errors and record.output_error is None for record in quiet_records)
     assert [r.params_after for r in shown_records] == [r.params_after for r in quiet_records]
     assert all(torch.equal(a, b) for a, b in zip(shown.state_dict().values(), quiet.state_dict().values()))
+    # the steps after the first work in place there (no copy of the network before each), never on the input
+    assert repr(network) == layout and all(torch.equal(before[key], value) for key, value in network.state_dict().items())

@@ -38,7 +38,8 @@ def apply(
 ) -> tuple[nn.Module, list[TransformRecord]]:
     """Applies every step of ``recipe`` to a copy of ``model``.
 
-    Each step validates before it changes anything, works on its own deep copy, and must
+    Each step validates before it changes anything, works on its own deep copy where the
+    network before it is still read (diagnostics, calibration, an optional step), and must
     keep the model's contract: the output for ``example_input`` has the same shape as
     before. Each record carries fvcore params/FLOPs before and after the step (one
     multiply-add = one flop) at ``example_input``'s shape.
@@ -100,7 +101,10 @@ def apply(
                 f"{step}: calibrate: {batches} needs real images, which compressor compress and a search with "
                 "search.init: inherit take from the training patches (from Python: apply(..., calibration=images))"
             )
-        candidate = copy.deepcopy(current).eval()
+        # the network before the step is kept where something reads it: the input model (never modified), the
+        # diagnostics and the calibration (which compare the two), an optional step (skipped if it fails)
+        keep_before = current is model or diagnostics or batches or spec.optional
+        candidate = (copy.deepcopy(current) if keep_before else current).eval()
         try:
             transform.check(candidate, example)
             candidate, change = transform.transform(candidate, example)
