@@ -9,8 +9,10 @@ none, a recipe already trained is reused) and in wall seconds (building and cost
 and the hypervolume is the studies' own (each cost on a log axis down from 1.1x U-Net's, the
 metric from 0).
 
-Per seed, every sampler is read at the compute all of them reached (the least total steps of
-the seed's runs), and the compute each needed to reach random's final hypervolume is counted.
+Each sampler is compared with random on the seeds both finished, at the compute both reached (the
+fewer steps, and apart the fewer seconds, of the pair), and the compute it needed to reach random's
+final hypervolume is counted. ``--finished-only`` runs nothing and reads the studies that hold
+their trials (two processes can run different seeds or samplers, then one reads them all).
 The targets: the default reaches random's final hypervolume with at most half of random's
 compute, or 1.3x random's hypervolume at equal compute.
 
@@ -67,6 +69,57 @@ def needed(history: list[tuple[int, float, float]], target: float) -> float | No
     return next((spent for _, spent, value in history if value >= target - 1e-12), None)
 
 
+def finished_study(run_dir: str, name: str, trials: int) -> Any:
+    """The study ``name`` of ``run_dir``'s storage if it holds ``trials`` trials that ended (else None), read
+    without running anything."""
+    import optuna
+
+    storage = f"sqlite:///{Path(run_dir) / 'search.db'}"
+    if name not in optuna.study.get_all_study_names(storage):
+        return None
+    study = optuna.load_study(study_name=name, storage=storage)
+    return study if len(first_trials(study, trials)) >= trials else None
+
+
+def summarize(runs: dict[int, dict[str, Any]], samplers: list[str]) -> tuple[dict[str, Any], list[list[str]]]:
+    """Each sampler against random on the seeds both finished, at the compute both reached (the fewer steps,
+    the fewer seconds of the pair): hypervolumes, their ratio, and the share of random's steps the sampler
+    needed to reach random's final hypervolume."""
+    from compressor.intervals import Estimate
+
+    summary, rows = {}, []
+    for sampler in samplers:
+        seeds = [seed for seed, found in runs.items() if sampler in found and "random" in found]
+        mine_hv, random_hv, mine_hv_s, random_hv_s, ratio, ratio_s, share = [], [], [], [], [], [], []
+        for seed in seeds:
+            mine, random = runs[seed][sampler], runs[seed]["random"]
+            steps = min(mine["steps"], random["steps"])
+            seconds = min(mine["seconds"], random["seconds"])
+            mine_hv.append(hypervolume_at(mine["steps_history"], steps))
+            random_hv.append(hypervolume_at(random["steps_history"], steps))
+            mine_hv_s.append(hypervolume_at(mine["seconds_history"], seconds))
+            random_hv_s.append(hypervolume_at(random["seconds_history"], seconds))
+            ratio.append(mine_hv[-1] / random_hv[-1] if random_hv[-1] else float("nan"))
+            ratio_s.append(mine_hv_s[-1] / random_hv_s[-1] if random_hv_s[-1] else float("nan"))
+            reach = needed(mine["steps_history"], random["hypervolume"])
+            share.append(reach / random["steps"] if reach is not None else float("inf"))
+        summary[sampler] = {"seeds": seeds, "hypervolume_at_equal_steps": mine_hv, "random_at_equal_steps": random_hv,
+                            "hypervolume_at_equal_seconds": mine_hv_s, "random_at_equal_seconds": random_hv_s,
+                            "ratio_to_random_at_equal_steps": ratio, "ratio_to_random_at_equal_seconds": ratio_s,
+                            "steps_to_reach_random_share": share}
+        if not seeds:
+            continue
+        rows.append([
+            LABELS[sampler], str(len(seeds)),
+            f"{statistics.median(mine_hv):.4f} / {statistics.median(random_hv):.4f}",
+            Estimate.of([v for v in ratio if v == v]).text(digits=2),
+            Estimate.of([v for v in ratio_s if v == v]).text(digits=2),
+            f"{statistics.median(share):.2f}x" if sampler != "random" else "-",
+            " ".join(f"{value:.2f}" if value != float("inf") else "never" for value in share) if sampler != "random" else "-",
+        ])
+    return summary, rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
@@ -74,9 +127,10 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--samplers", nargs="+", default=list(SAMPLERS), choices=SAMPLERS)
     parser.add_argument("--run-dir", default=str(ROOT / "runs" / "quickstart_searches"))
+    parser.add_argument("--finished-only", action="store_true",
+                        help="run nothing: read the studies that hold their trials already, skip the others")
     args = parser.parse_args()
     from compressor.cli.console import configure_logging
-    from compressor.intervals import Estimate
     from compressor.tables import format_table
 
     configure_logging()
@@ -85,44 +139,34 @@ def main() -> None:
     for seed in args.seeds:  # seed by seed: a run cut short leaves every sampler with as many seeds
         runs[seed] = {}
         for sampler in args.samplers:
-            study = quickstart_search(args.run_dir, study=f"{sampler}-s{seed}", sampler=sampler, seed=seed,
-                                      trials=args.trials, threads=args.threads)
+            name = f"{sampler}-s{seed}"
+            if args.finished_only:
+                study = finished_study(args.run_dir, name, args.trials)
+                if study is None:
+                    print(f"seed {seed} {LABELS[sampler]}: not finished, left out", flush=True)
+                    continue
+            else:
+                study = quickstart_search(args.run_dir, study=name, sampler=sampler, seed=seed, trials=args.trials,
+                                          threads=args.threads)
             records = first_trials(study, args.trials)
             found = histories(study, args.trials)
             runs[seed][sampler] = {
                 **found, "hypervolume": found["steps_history"][-1][2], "steps": found["steps_history"][-1][1],
                 "seconds": round(found["seconds_history"][-1][1], 1),
-                "trials": {status: sum(r.status == status for r in records) for status in ("complete", "infeasible", "failed")},
+                "trials": {status: sum(r.status == status for r in records) for status in ("complete", "infeasible", "stopped")},
                 "duplicates": sum(r.duplicate_of is not None for r in records),
                 "best_metric": max((r.metric or 0.0 for r in records if r.status == "complete" and r.feasible), default=0.0),
+                "sample_seconds": [round((r.timing or {}).get("sample", 0.0), 3) for r in records],
             }
             print(f"seed {seed} {LABELS[sampler]}: hypervolume {runs[seed][sampler]['hypervolume']:.4f} after "
                   f"{runs[seed][sampler]['steps']} steps, {runs[seed][sampler]['seconds']:.0f} s", flush=True)
-    summary, rows = {}, []
-    for sampler in args.samplers:
-        at_equal, at_equal_seconds, ratio, share = [], [], [], []
-        for runs_of_seed in runs.values():
-            mine, random = runs_of_seed[sampler], runs_of_seed.get("random")
-            steps = min(run["steps"] for run in runs_of_seed.values())  # the compute every sampler reached
-            seconds = min(run["seconds"] for run in runs_of_seed.values())
-            at_equal.append(hypervolume_at(mine["steps_history"], steps))
-            at_equal_seconds.append(hypervolume_at(mine["seconds_history"], seconds))
-            if random is not None:
-                base = hypervolume_at(random["steps_history"], steps)
-                ratio.append(at_equal[-1] / base if base else float("nan"))
-                reach = needed(mine["steps_history"], random["hypervolume"])
-                share.append(reach / random["steps"] if reach is not None else float("inf"))
-        summary[sampler] = {"hypervolume_at_equal_steps": at_equal, "hypervolume_at_equal_seconds": at_equal_seconds,
-                            "ratio_to_random_at_equal_steps": ratio, "steps_to_reach_random_share": share}
-        ratios = Estimate.of([value for value in ratio if value == value])
-        rows.append([LABELS[sampler], f"{statistics.median(at_equal):.4f}", f"{statistics.median(at_equal_seconds):.4f}",
-                     ratios.text(digits=2), f"{statistics.median(share):.2f}x" if share else "-",
-                     " ".join(f"{value:.2f}" if value != float("inf") else "never" for value in share)])
+    summary, rows = summarize(runs, args.samplers)
     print()
     print(format_table(
-        ["sampler", "HV at equal steps (median)", "HV at equal seconds (median)", "HV / random's at equal steps [95% CI]",
-         "steps to reach random's final HV (median share of random's)", "per seed"],
-        rows, title=f"{len(runs)} seeds x {args.trials} trials, quickstart space and data, no stopping"))
+        ["sampler", "seeds", "HV at equal steps, median (sampler / random)", "HV / random's at equal steps [95% CI]",
+         "HV / random's at equal seconds [95% CI]", "steps to reach random's final HV (median share)", "per seed"],
+        rows, title=f"{args.trials} trials a run, quickstart space and data, no stopping; each sampler against random "
+                    "on the seeds both finished"))
     seconds = time.perf_counter() - started
     print(f"{seconds:.0f} s; load average before {load[0]:.2f}, after {os.getloadavg()[0]:.2f}")
     path = write_json("sampler_choice", {"seeds": args.seeds, "trials": args.trials, "threads": args.threads,
