@@ -37,17 +37,50 @@ def test_the_limit_interrupts_python_code_even_through_except_exception():
     assert _same_outer_timer(before)
 
 
-def test_time_the_process_does_not_run_is_not_counted():
-    """A process paused (Ctrl-Z, SIGSTOP) does no work meanwhile: its limit is on the work done (CPU time)."""
+def test_a_block_that_waits_is_refused_as_one_that_works():
+    """A lock that never comes, or a sleep, spends the limit as work does (no CPU time spent)."""
     before = signal.getitimer(signal.ITIMER_REAL)
-    with deadline(0.3) as armed:
-        time.sleep(0.6)  # past the limit in wall time, with no CPU time spent
-        _spin(0.05)
-    assert armed and _same_outer_timer(before)
-    with pytest.raises(DeadlineExceeded, match="within 0.3 s"):  # and work after the pause still counts
-        with deadline(0.3):
-            time.sleep(0.4)
-            _spin(5)
+    started = time.monotonic()
+    with pytest.raises(DeadlineExceeded, match="within 0.4 s"):
+        with deadline(0.4):
+            _wait_forever()
+    assert time.monotonic() - started < 2.0 and _same_outer_timer(before)
+
+
+def _wait_forever() -> None:
+    lock = threading.Lock()
+    lock.acquire()
+    lock.acquire(timeout=10)  # held by this very thread: never granted
+
+
+def test_a_tick_that_lands_as_the_block_ends_does_nothing(monkeypatch):
+    """The timer can expire just before the block's end disarms it: its handler then runs right after the
+    disarming, and must neither raise after the block nor arm the timer again (with the default handler
+    back, a timer left armed kills the process)."""
+    import types
+
+    import compressor.transforms.deadline as module
+
+    real, fired = signal, []
+
+    def setitimer(which, seconds, interval=0.0):
+        previous = real.setitimer(which, seconds, interval)
+        if seconds == 0 and not fired:  # the disarming: the timer had just expired
+            fired.append(True)
+            os.kill(os.getpid(), real.SIGALRM)  # pending: its handler runs as this call returns
+        return previous
+
+    patched = types.SimpleNamespace(**{name: getattr(real, name) for name in dir(real) if not name.startswith("__")})
+    patched.setitimer = setitimer
+    monkeypatch.setattr(module, "signal", patched)
+    handler, outer = signal.getsignal(signal.SIGALRM), signal.setitimer(signal.ITIMER_REAL, 0)  # pytest-timeout's
+    try:  # no outer timer: none to restore, which would hide a timer left armed
+        with deadline(0.4):
+            time.sleep(0.05)
+        assert fired and signal.getsignal(signal.SIGALRM) is handler
+        assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, *outer)
 
 
 def test_a_stopped_and_continued_process_is_not_refused():

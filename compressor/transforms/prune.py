@@ -44,8 +44,8 @@ class Prune(LayerTransform):
         steps: number of pruning rounds (more: closer to the target).
         max_layer_ratio: at most this share of any one layer's channels is removed.
         seed: seed of the random importance.
-        time_limit: seconds of work (CPU time: a paused process is not refused) the pruning may
-            take before it is refused (0: no limit).
+        time_limit: seconds the pruning may take before it is refused (0: no limit), not counting
+            the time the process was stopped (Ctrl-Z, SIGSTOP).
             torch-pruning's grouping of coupled channels can run for hours on some graphs
             (segmentation_models_pytorch's MAnet: over 10 minutes at 64x64); the limit holds
             in the main thread, which is where the CLI and searches run.
