@@ -248,10 +248,13 @@ def _reraise_interrupt(error: RuntimeError) -> None:
 
 
 def _set_constraints(trial: optuna.Trial, values: Mapping[str, float]) -> None:
-    """Sets the trial's constraint values (what Optuna's samplers read, <= 0 feasible), but those it holds
-    already: the retry of a trial whose process died carries its first run's, which for the same choices
-    are the same, and Optuna warns at each one set again."""
+    """Sets the trial's constraint values (what Optuna's samplers read, <= 0 feasible). The retry of a
+    trial whose process died carries its first run's (Optuna copies them into it), which
+    ``Trial.set_constraint`` keeps, warning: a held value that this run measured otherwise (a latency,
+    measured again, maybe on another host) is written over in the storage, an equal one left."""
     held = trial.constraints
     for name, value in values.items():
         if name not in held:
             trial.set_constraint(name, value)
+        elif held[name] != float(value):  # the key is Optuna's own (Trial.set_constraint's)
+            trial.storage.set_trial_system_attr(trial._trial_id, f"constraints:{name}", float(value))
