@@ -41,12 +41,15 @@ OBJECTIVES = ["metric", "params", "flops"]
 
 
 def first_trials(study: Any, trials: int) -> list[Any]:
-    """The records of the study's first ``trials`` trials that ended other than failed, in trial order (a study
-    run further, as fidelity_inherit.py may, is read up to there; a trial failed because its process was
-    stopped is replaced by its retry, which has a later number)."""
+    """The records of the study's first ``trials`` trials that ended, in trial order (a study run further, as
+    fidelity_inherit.py may, is read up to there). A trial failed and retried (its process was stopped) is
+    replaced by its retry, which has a later number; a trial that failed on its own counts, with its seconds."""
     from compressor.study import trial_records
 
-    ended = [record for record in trial_records(study) if record.status in ("complete", "infeasible", "stopped")]
+    retried = {trial.system_attrs.get("failed_trial") for trial in study.get_trials(deepcopy=False)}
+    ended = [record for record in trial_records(study)
+             if record.status in ("complete", "infeasible", "stopped")
+             or (record.status == "failed" and record.number not in retried)]
     return sorted(ended, key=lambda record: record.number)[:trials]
 
 
@@ -153,7 +156,7 @@ def main() -> None:
             runs[seed][sampler] = {
                 **found, "hypervolume": found["steps_history"][-1][2], "steps": found["steps_history"][-1][1],
                 "seconds": round(found["seconds_history"][-1][1], 1),
-                "trials": {status: sum(r.status == status for r in records) for status in ("complete", "infeasible", "stopped")},
+                "trials": {status: sum(r.status == status for r in records) for status in ("complete", "infeasible", "stopped", "failed")},
                 "duplicates": sum(r.duplicate_of is not None for r in records),
                 "best_metric": max((r.metric or 0.0 for r in records if r.status == "complete" and r.feasible), default=0.0),
                 "sample_seconds": [round((r.timing or {}).get("sample", 0.0), 3) for r in records],
