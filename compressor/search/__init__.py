@@ -279,7 +279,8 @@ def _optimize(setup: SearchSetup, study: optuna.Study, started: float, *, first_
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     interrupted = threading.Event()
     runner = TrialRunner(setup, weights)
-    with _remember_ctrl_c(interrupted), writes_to(setup.storage_url), frozen_heap():  # a read-only or full storage: one line
+    # writes_to: a read-only or full storage is one line; frozen_heap: a cheap collection after each trial
+    with _remember_ctrl_c(interrupted), writes_to(setup.storage_url), frozen_heap():
         if first:  # the first ones whatever the time; study.stop() in after_trial ends the call early too
             study.optimize(runner, n_trials=first, catch=(TrialFailed,), callbacks=[after_trial], gc_after_trial=True)
         if len(study.get_trials(deepcopy=False, states=COUNTED)) >= config.n_trials or failures >= max(5, config.n_trials):

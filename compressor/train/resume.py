@@ -18,6 +18,7 @@ not used: the run starts afresh, says so, and overwrites it. The file is read as
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import logging
 from pathlib import Path
 from typing import Any
@@ -59,8 +60,6 @@ def state_key(
 
 
 def _data_fingerprint(data: Any) -> list[Any]:
-    import hashlib
-
     digest = hashlib.sha256()
     for index in sorted({0, len(data.train) - 1}):
         for tensor in data.train[index]:
@@ -77,8 +76,6 @@ def _data_fingerprint(data: Any) -> list[Any]:
 def weights_digest(model: nn.Module) -> str:
     """A short fingerprint of ``model``'s weights (names, shapes and values): what tells two teachers of
     one architecture apart, so that a fine-tuning from one never resumes a state made from the other."""
-    import hashlib
-
     digest = hashlib.sha256()
     for name, value in model.state_dict().items():
         digest.update(name.encode())

@@ -53,12 +53,11 @@ def first_trials(study: Any, trials: int) -> list[Any]:
     return sorted(ended, key=lambda record: record.number)[:trials]
 
 
-def histories(study: Any, trials: int) -> dict[str, list[tuple[int, float, float]]]:
-    """The hypervolume after each of :func:`first_trials` against the training steps and the wall
-    seconds spent so far."""
+def histories(study: Any, records: list[Any]) -> dict[str, list[tuple[int, float, float]]]:
+    """The hypervolume after each of ``records`` (the study's :func:`first_trials`) against the training
+    steps and the wall seconds spent so far."""
     from compressor.study import hypervolume_reference
 
-    records = first_trials(study, trials)
     reference = hypervolume_reference(study)
     return {
         "steps_history": hypervolume_history(records, OBJECTIVES, reference,
@@ -152,7 +151,7 @@ def main() -> None:
                 study = quickstart_search(args.run_dir, study=name, sampler=sampler, seed=seed, trials=args.trials,
                                           threads=args.threads)
             records = first_trials(study, args.trials)
-            found = histories(study, args.trials)
+            found = histories(study, records)
             runs[seed][sampler] = {
                 **found, "hypervolume": found["steps_history"][-1][2], "steps": found["steps_history"][-1][1],
                 "seconds": round(found["seconds_history"][-1][1], 1),
