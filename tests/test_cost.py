@@ -122,3 +122,32 @@ def test_to_dict_is_plain_data():
 
     data = measure(nn.Conv2d(3, 4, 3), (1, 3, 8, 8)).to_dict()
     assert json.loads(json.dumps(data))["params"] == 3 * 4 * 9 + 4
+
+
+class ReturnsAnObject(nn.Module):
+    """Runs eagerly, but jit tracing (fvcore's way of counting) refuses its output."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 2, 3)
+
+    def forward(self, x):
+        return self.conv(x), object()
+
+
+def test_a_model_fvcore_cannot_trace_is_a_clear_error_and_keeps_no_hook():
+    model = ReturnsAnObject()
+    with pytest.raises(ConfigError, match=r"fvcore cannot trace ReturnsAnObject at input shape \(1, 1, 8, 8\)"):
+        measure(model, (1, 1, 8, 8))
+    for module in model.modules():  # neither our activation hooks nor fvcore's scope hooks stay behind
+        assert not module._forward_hooks and not module._forward_pre_hooks, module
+
+
+def test_activation_bytes_and_flops_come_from_one_forward_pass():
+    calls = []
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(inplace=True))
+    model[0].register_forward_hook(lambda *_: calls.append(1))
+    cost = measure(model, (1, 3, 8, 8))
+    assert len(calls) == 1
+    assert cost.flops == 3 * 4 * 9 * 64 and cost.activation_bytes == 4 * 64 * 4
+    assert len(model[0]._forward_hooks) == 1  # the caller's own hook is left where it was
