@@ -381,8 +381,13 @@ def main() -> None:
 
     logging.getLogger("compressor.train.loop").setLevel(logging.DEBUG)  # each evaluation of a run to its plateau
     if not args.summarize:
-        for task in args.task or list(TASKS):
-            run_task(task, args)
+        try:
+            for task in args.task or list(TASKS):
+                run_task(task, args)
+        except KeyboardInterrupt:  # Ctrl-C, or a time limit's SIGINT (gpu_converged.sh)
+            print("stopped: the finished jobs are kept, and the job cut short goes on from its last evaluation "
+                  "when the same command runs again", file=sys.stderr)
+            raise SystemExit(130) from None
     tasks = {**stored_tasks(), **summarize(Path(args.run_dir))}  # a task run on another machine keeps its record
     print_table(tasks, markdown=args.markdown)
     plot(tasks)
