@@ -25,6 +25,7 @@ import torch
 from compressor.data.base import SegmentationData
 from compressor.errors import ConfigError
 from compressor.train import DistillConfig, TrainConfig
+from compressor.train.precision import PRECISIONS
 from compressor.transforms import TRANSFORMS, Recipe, TransformSpec
 from compressor.transforms.reconstruct import METHODS, SOURCES
 
@@ -71,6 +72,9 @@ class FinetuneConfig:
             student's output is no nearer the parent's than an all-zero output; measured on
             the building tile, students that started at 0.45-0.73 fine-tuned to their
             parent's score or above, and a fire student at 1.11 to IoU 0.
+        precision: the fine-tuning's forward passes (``fp32``, ``bf16`` or ``auto``, as
+            ``train.precision``; null: the ``train:`` section's). A search's parent and references
+            train by the ``train:`` section, so ``bf16`` here speeds the candidates alone.
     """
 
     steps: int | Literal["auto"] | None = None
@@ -87,10 +91,11 @@ class FinetuneConfig:
     reconstruct_source: str = "student"
     feature_weight: float = 0.0
     max_start_error: float = 1.0
+    precision: Literal["fp32", "bf16", "auto"] | None = None
 
     #: left out of the plain data (and so of a study's key) while at their defaults
     omit_when_default = ("reconstruct", "reconstruct_steps", "reconstruct_batches", "reconstruct_source",
-                         "feature_weight", "max_start_error")
+                         "feature_weight", "max_start_error", "precision")
 
     def __post_init__(self) -> None:
         if isinstance(self.steps, str) and self.steps != "auto":
@@ -118,6 +123,8 @@ class FinetuneConfig:
             raise ConfigError(f"finetune.feature_weight must be >= 0, got {self.feature_weight}")
         if not self.max_start_error > 0:
             raise ConfigError(f"finetune.max_start_error must be > 0, got {self.max_start_error}")
+        if self.precision is not None and self.precision not in PRECISIONS:
+            raise ConfigError(f"finetune.precision must be one of {', '.join(PRECISIONS)} or null, got {self.precision!r}")
 
     def reconstruction(self, default: str) -> str:
         """The reconstruction method to run: this section's, else the command's ``default``."""
@@ -131,6 +138,7 @@ class FinetuneConfig:
             lr=self.lr if self.lr is not None else train.lr,
             warmup_fraction=self.warmup_fraction,
             bn_reestimate=self.bn_reestimate,
+            precision=self.precision or train.precision,
             distill=DistillConfig(
                 teacher="parent" if distill else None, weight=self.distill_weight, temperature=self.temperature,
                 feature_weight=self.feature_weight if distill else 0.0,

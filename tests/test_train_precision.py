@@ -82,3 +82,19 @@ def test_precision_is_checked_and_fp32_leaves_stored_keys_alone():
     assert train_key(Experiment.from_dict({"train": {"precision": "bf16"}}).train)["precision"] == "bf16"
     with pytest.raises(ConfigError, match=r"train.precision: expected one of 'fp32', 'bf16', 'auto', got 'half'"):
         Experiment.from_dict({"train": {"precision": "half"}})
+
+
+def test_finetune_precision_speeds_the_candidates_and_leaves_the_parent_and_old_keys_alone():
+    from compressor.experiment.typed import to_data
+
+    plain = Experiment.from_dict({})
+    assert "precision" not in to_data(plain.finetune)  # studies and compressions stored before keep their key
+    assert plain.finetune.train_config(plain.train, distill=False).precision == "fp32"
+    follows = Experiment.from_dict({"train": {"precision": "bf16"}})  # null: the train section's
+    assert follows.finetune.train_config(follows.train, distill=False).precision == "bf16"
+    tuned = Experiment.from_dict({"finetune": {"precision": "bf16"}})
+    assert tuned.finetune.train_config(tuned.train, distill=True).precision == "bf16"
+    assert tuned.train.precision == "fp32"  # the parent and the references train as before
+    assert to_data(tuned.finetune)["precision"] == "bf16"
+    with pytest.raises(ConfigError, match=r"finetune.precision: expected one of 'fp32', 'bf16', 'auto' or null, got 'half'"):
+        Experiment.from_dict({"finetune": {"precision": "half"}})

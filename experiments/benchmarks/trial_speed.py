@@ -15,6 +15,7 @@ a trained trial that is not optimizer steps, each phase's total, and per trial t
 Writes ``experiments/benchmarks/results/trial_speed.json``.
 
     python experiments/benchmarks/trial_speed.py --seeds 0 1 2 --threads 1
+    python experiments/benchmarks/trial_speed.py --seeds 0 1 2 --threads 1 --variants new bf16 --name trial_speed-bf16
 """
 
 from __future__ import annotations
@@ -33,7 +34,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 #: the quickstart's settings before the overhead was cut (2026-12-05)
 OLD = ("train.eval_window=256", "train.eval_batch_size=4", "finetune.bn_reestimate=16")
-SETTINGS = {"old": OLD, "new": ()}
+#: the candidates fine-tuned under bf16 autocast (the parent still trains in fp32; ``finetune.precision``)
+BF16 = ("finetune.precision=bf16",)
+SETTINGS = {"old": OLD, "new": (), "bf16": BF16, "old-bf16": (*OLD, *BF16)}
 
 
 def run(variant: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
@@ -75,38 +78,45 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--trials", type=int, default=8)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--variants", nargs="+", default=["old", "new"], choices=list(SETTINGS),
+                        help="settings to run, the first the one the others are compared with (default: old new)")
+    parser.add_argument("--name", default="trial_speed", help="results file name (default trial_speed)")
     parser.add_argument("--run-dir", default=str(ROOT / "runs" / "trial_speed"))
     args = parser.parse_args()
     from compressor.intervals import Estimate
 
     runs = []
     for seed in args.seeds:
-        for variant in SETTINGS:  # back to back: both see the same load
+        for variant in args.variants:  # back to back: all see the same load
             runs.append(run(variant, seed, args))
             found = runs[-1]
             print(f"{variant} seed {seed}: {found['trials']} trials in {found['wall_seconds']:.0f} s, "
                   f"{found['trials_per_hour']:.0f} trials/hour, not training {found['not_training_share']:.1%} of a "
                   f"trained trial, hypervolume {found['hypervolume']:.4f}; phases {found['phases']}", flush=True)
     summary: dict[str, Any] = {}
-    for variant in SETTINGS:
+    for variant in args.variants:
         mine = [found for found in runs if found["variant"] == variant]
         summary[variant] = {
             "trials_per_hour": [found["trials_per_hour"] for found in mine],
             "not_training_share": [found["not_training_share"] for found in mine],
             "hypervolume": [found["hypervolume"] for found in mine],
         }
-    speedups = [new["trials_per_hour"] / old["trials_per_hour"]
-                for old, new in zip(runs[::2], runs[1::2])]
-    paired = []
-    for old, new in zip(runs[::2], runs[1::2]):
-        for before, after in zip(old["per_trial"], new["per_trial"]):
-            if before["recipe_hash"] == after["recipe_hash"] and before["status"] == after["status"] == "complete":
-                paired.append(100 * (after["metric"] - before["metric"]))
-    summary["speedup"] = speedups
-    summary["new_minus_old_points"] = Estimate.of(paired).to_dict()
-    print(f"trials per hour, new / old: {', '.join(f'{value:.2f}x' for value in speedups)}; final score new - old, "
-          f"paired by trial: {Estimate.of(paired).text(digits=2, signed=True)} points")
-    write_json("trial_speed", {"machine": machine(), "threads": args.threads, "runs": runs, "summary": summary})
+    base = args.variants[0]
+    for variant in args.variants[1:]:
+        pairs = [(old, new) for old in runs if old["variant"] == base
+                 for new in runs if new["variant"] == variant and new["seed"] == old["seed"]]
+        speedups = [new["trials_per_hour"] / old["trials_per_hour"] for old, new in pairs]
+        paired = []
+        for old, new in pairs:
+            for before, after in zip(old["per_trial"], new["per_trial"]):
+                if before["recipe_hash"] == after["recipe_hash"] and before["status"] == after["status"] == "complete":
+                    paired.append(100 * (after["metric"] - before["metric"]))
+        difference = Estimate.of(paired)
+        summary[f"{variant}_vs_{base}"] = {"speedup": speedups, "minus_points": difference.to_dict(), "pairs": len(paired)}
+        print(f"trials per hour, {variant} / {base}: {', '.join(f'{value:.2f}x' for value in speedups)}; final score "
+              f"{variant} - {base}, paired by trial: {difference.text(digits=2, signed=True)} points (n={len(paired)})")
+    write_json(args.name, {"machine": machine(), "threads": args.threads, "variants": args.variants, "runs": runs,
+                           "summary": summary})
 
 
 if __name__ == "__main__":
