@@ -16,6 +16,7 @@ Writes ``experiments/benchmarks/results/trial_speed.json``.
 
     python experiments/benchmarks/trial_speed.py --seeds 0 1 2 --threads 1
     python experiments/benchmarks/trial_speed.py --seeds 0 1 2 --threads 1 --variants new bf16 --name trial_speed-bf16
+    python experiments/benchmarks/trial_speed.py --seeds 0 1 --threads 1 --variants then new bf16 --name trial_speed-then
 """
 
 from __future__ import annotations
@@ -36,30 +37,42 @@ ROOT = Path(__file__).resolve().parents[2]
 OLD = ("train.eval_window=256", "train.eval_batch_size=4", "finetune.bn_reestimate=16")
 #: the candidates fine-tuned under bf16 autocast (the parent still trains in fp32; ``finetune.precision``)
 BF16 = ("finetune.precision=bf16",)
-SETTINGS = {"old": OLD, "new": (), "bf16": BF16, "old-bf16": (*OLD, *BF16)}
+#: ``then``: the code and the quickstart file as they were when issue 28 was filed (2026-12-05, the
+#: commit before its first change), run in a subprocess from ``git archive``, its candidates
+#: fine-tuned 100 steps as now (the file then said 120)
+THEN_COMMIT = "a6e8557"
+THEN = ("train.steps=100", "search.confirm.top=0")
+SETTINGS = {"old": OLD, "new": (), "bf16": BF16, "old-bf16": (*OLD, *BF16), "then": THEN}
 
 
 def run(variant: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
-    from compressor.experiment.config import load_experiment
-    from compressor.pipeline import run_search
+    import optuna
+
     from compressor.study import hypervolume_reference, study_hypervolume, trial_records
 
     overrides = [
-        f"run_dir={Path(args.run_dir) / variant}", f"search.study=speed-s{seed}", f"search.seed={seed}",
+        f"run_dir={Path(args.run_dir).resolve() / variant}", f"search.study=speed-s{seed}", f"search.seed={seed}",
         f"search.n_trials={args.trials}", "search.timeout=null", "search.baselines=false",
         f"train.threads={args.threads}", *SETTINGS[variant],
     ]
-    experiment = load_experiment(ROOT / "experiments" / "quickstart.yaml", overrides=overrides)
     load = os.getloadavg()[0]
-    result = run_search(experiment, echo=lambda line: print(f"[{variant} s{seed}] {line}", flush=True))
-    records = trial_records(result.study)
+    if variant == "then":
+        study = run_then(overrides, Path(args.run_dir).resolve(), seed)
+    else:
+        from compressor.experiment.config import load_experiment
+        from compressor.pipeline import run_search
+
+        experiment = load_experiment(ROOT / "experiments" / "quickstart.yaml", overrides=overrides)
+        study = run_search(experiment, echo=lambda line: print(f"[{variant} s{seed}] {line}", flush=True)).study
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    records = trial_records(study)
     trained = [record for record in records if record.timing and record.timing.get("train")]
     phases: dict[str, float] = {}
     for record in records:
         for phase, seconds in (record.timing or {}).items():
             phases[phase] = round(phases.get(phase, 0.0) + seconds, 3)
     wall = sum(record.wall_seconds or 0.0 for record in records)
-    reference = hypervolume_reference(result.study)  # 1.1x U-Net's costs, the metric from 0
+    reference = hypervolume_reference(study)  # 1.1x U-Net's costs, the metric from 0
     points = [list(record.values) for record in records if record.status == "complete" and record.feasible and record.values]
     return {
         "variant": variant, "seed": seed, "settings": list(SETTINGS[variant]), "load_before": round(load, 2),
@@ -71,6 +84,27 @@ def run(variant: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
         "per_trial": [{"number": r.number, "recipe_hash": r.recipe_hash, "status": r.status, "metric": r.metric,
                        "steps": r.steps, "wall_seconds": r.wall_seconds, "timing": r.timing} for r in records],
     }
+
+
+def run_then(overrides: list[str], run_dir: Path, seed: int) -> Any:
+    """The quickstart's search as the code of :data:`THEN_COMMIT` ran it (a subprocess importing that
+    code, extracted once under ``run_dir``); returns its study, read by this code."""
+    import subprocess
+
+    import optuna
+
+    code = run_dir / f"then-code-{THEN_COMMIT}"
+    if not (code / "compressor").is_dir():
+        code.mkdir(parents=True, exist_ok=True)
+        archive = subprocess.run(["git", "-C", str(ROOT), "archive", THEN_COMMIT, "compressor", "experiments/quickstart.yaml"],
+                                 check=True, capture_output=True).stdout
+        subprocess.run(["tar", "-x", "-C", str(code)], input=archive, check=True)
+    script = ("import sys\nfrom compressor.experiment.config import load_experiment\nfrom compressor.search import run_search\n"
+              "run_search(load_experiment(sys.argv[1], overrides=sys.argv[2:]), echo=lambda line: print(f'[then] {line}', flush=True))")
+    subprocess.run([sys.executable, "-c", script, str(code / "experiments" / "quickstart.yaml"),
+                    *overrides], check=True, cwd=code, env={**os.environ, "PYTHONPATH": str(code)})
+    storage = f"sqlite:///{run_dir / 'then' / 'search.db'}"
+    return optuna.load_study(study_name=f"speed-s{seed}", storage=storage)
 
 
 def main() -> None:
@@ -91,7 +125,7 @@ def main() -> None:
             runs.append(run(variant, seed, args))
             found = runs[-1]
             print(f"{variant} seed {seed}: {found['trials']} trials in {found['wall_seconds']:.0f} s, "
-                  f"{found['trials_per_hour']:.0f} trials/hour, not training {found['not_training_share']:.1%} of a "
+                  f"{found['trials_per_hour']:.0f} trials/hour, not training {'-' if found['not_training_share'] is None else format(found['not_training_share'], '.1%')} of a "
                   f"trained trial, hypervolume {found['hypervolume']:.4f}; phases {found['phases']}", flush=True)
     summary: dict[str, Any] = {}
     for variant in args.variants:
