@@ -111,6 +111,7 @@ def main() -> None:
                         help="run the first seed again with keep_fraction 1/K and compare it with the replay")
     parser.add_argument("--verify-ranking", default="front", choices=("front", "contribution"))
     parser.add_argument("--verify-trials", type=int, default=24, help="trials of the verification run")
+    parser.add_argument("--name", default="fidelity_inherit", help="results file name (default fidelity_inherit)")
     parser.add_argument("--run-dir", default=str(ROOT / "runs" / "quickstart_searches"),
                         help="where the studies and the shared parent U-Net are kept (a rerun reuses both)")
     args = parser.parse_args()
@@ -179,7 +180,7 @@ def main() -> None:
               f"{verification['hypervolume']:.4f} (replay {expected['hypervolume']:.4f})")
     seconds = time.perf_counter() - started
     print(f"{seconds:.0f} s; load average before {load[0]:.2f}, after {os.getloadavg()[0]:.2f}")
-    path = write_json("fidelity_inherit", {"seeds": args.seeds, "trials": args.trials, "threads": args.threads,
+    path = write_json(args.name, {"seeds": args.seeds, "trials": args.trials, "threads": args.threads,
                                            "spread_sd": spread, "runs": runs, "verdicts": verdicts,
                                            "verification": verification, "seconds": round(seconds),
                                            "load_before": load[0]})
