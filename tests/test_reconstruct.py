@@ -389,3 +389,26 @@ def test_on_a_residual_network_the_blocks_are_its_residual_blocks_and_hints_brin
     assert not any(name.startswith("encoder.layer1.0.") for name in blocks)
     report = reconstruct(teacher, student, images, method="hints", steps=60, batch_size=4)
     assert report.output_error_after < 0.9 * report.output_error_before
+
+
+def test_hints_runs_the_teacher_once_per_image_and_fits_as_if_it_ran_it_every_step(teacher, data, images):
+    """The teacher's tensors on the calibration images are kept (TEACHER_CACHE_BYTES) instead of
+    recomputed at each Adam step; the fit is the same up to float rounding."""
+    calls = []
+    handle = teacher.register_forward_hook(lambda *_: calls.append(1))
+    try:
+        fits = {}
+        for limit in (0, 2**30):  # 0: the teacher at every step, as before
+            calls.clear()
+            student = _student(teacher, data, [{"name": "fire", "squeeze_ratio": 0.5}])
+            report = reconstruct(teacher, student, images, method="hints", steps=30, batch_size=4,
+                                 teacher_cache_bytes=limit)
+            fits[limit] = (report, student.state_dict(), len(calls))
+    finally:
+        handle.remove()
+    (every, every_state, every_calls), (kept, kept_state, kept_calls) = fits[0], fits[2**30]
+    assert every_calls - kept_calls >= 30  # one teacher pass per Adam step saved
+    assert kept.output_error_after < kept.output_error_before
+    assert kept.output_error_after == pytest.approx(every.output_error_after, rel=1e-3)
+    for name, tensor in kept_state.items():
+        assert torch.allclose(tensor.float(), every_state[name].float(), atol=1e-4, rtol=1e-3), name

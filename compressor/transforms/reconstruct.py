@@ -74,6 +74,9 @@ METHODS = ("none", "layer", "block", "hints")
 SOURCES = ("student", "teacher")
 #: An output error below this leaves nothing to reconstruct (an exact inheritance is left exact).
 CLOSE_ENOUGH = 1e-3
+#: ``hints`` keeps the teacher's tensors on the calibration images when they fit in this many bytes,
+#: so the teacher runs once per image instead of at every Adam step (each step ran it again)
+TEACHER_CACHE_BYTES = 2 * 1024**3
 
 
 @dataclass
@@ -111,7 +114,7 @@ class Reconstruction:
 def reconstruct(
     teacher: nn.Module, student: nn.Module, images: torch.Tensor | list[torch.Tensor], *,
     method: str = "block", source: str = "student", steps: int = 200, lr: float = 1e-3, batch_size: int = 8,
-    balance: bool = True,
+    balance: bool = True, teacher_cache_bytes: int = TEACHER_CACHE_BYTES,
 ) -> Reconstruction:
     """Trains ``student``'s changed points in place to reproduce ``teacher``'s tensors there.
 
@@ -127,6 +130,8 @@ def reconstruct(
         balance: weight each position by the inverse frequency of the class the teacher
             predicts there (see :func:`pixel_weights`); else every position counts the same,
             and a rare class is drowned by the background.
+        teacher_cache_bytes: ``hints`` computes the teacher's tensors on every image once and keeps
+            them when they fit in this many bytes (else the teacher runs at every step, as with 0).
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
@@ -154,7 +159,8 @@ def reconstruct(
     changed = False
     with eval_mode(teacher, student):
         if method == "hints":
-            changed = _fit_whole(teacher, student, images, report.points, weights, steps=steps, lr=lr, batch_size=batch_size)
+            changed = _fit_whole(teacher, student, images, report.points, weights, steps=steps, lr=lr, batch_size=batch_size,
+                                 cache_bytes=teacher_cache_bytes)
         else:
             for name in report.points:
                 target = _batched(lambda rows, name=name: capture_calls(
@@ -235,25 +241,55 @@ def _fit_point(
 
 def _fit_whole(
     teacher: nn.Module, student: nn.Module, images: torch.Tensor, points: list[str], weights: torch.Tensor | None, *,
-    steps: int, lr: float, batch_size: int,
+    steps: int, lr: float, batch_size: int, cache_bytes: int = TEACHER_CACHE_BYTES,
 ) -> bool:
     """Adam on all of ``student``: its tensors at ``points`` and its output towards the teacher's (kept
     only if better than the start). Returns whether the student changed."""
     parameters = [parameter for parameter in student.parameters() if parameter.requires_grad]
     count = images.shape[0]
+    kept = _teacher_tensors(teacher, images, points, batch_size, cache_bytes)
 
-    def loss_on(rows: slice | torch.Tensor) -> torch.Tensor:
+    def teacher_on(rows: slice | torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        if kept is not None:
+            features, output = kept
+            return {name: tensor[rows] for name, tensor in features.items()}, output[rows]
         with torch.no_grad(), FeatureTap(teacher, points) as reference:
             output = model_output(teacher, images[rows])
+        return reference.outputs, output
+
+    def loss_on(rows: slice | torch.Tensor) -> torch.Tensor:
+        features, output = teacher_on(rows)
         with FeatureTap(student, points) as tap:
             produced = model_output(student, images[rows])
         weight = None if weights is None else weights[rows]
-        terms = [relative_mse(tap.outputs[name], reference.outputs[name], weight)
-                 for name in points if name in tap.outputs and name in reference.outputs]
+        terms = [relative_mse(tap.outputs[name], features[name], weight)
+                 for name in points if name in tap.outputs and name in features]
         terms.append(relative_mse(produced, output, weight))
         return torch.stack(terms).mean()
 
     return _fit_or_undo(student, parameters, loss_on, count, steps=steps, lr=lr, batch_size=batch_size)
+
+
+@torch.no_grad()
+def _teacher_tensors(
+    teacher: nn.Module, images: torch.Tensor, points: list[str], batch_size: int, limit: int,
+) -> tuple[dict[str, torch.Tensor], torch.Tensor] | None:
+    """The teacher's tensors at ``points`` and its output on every image (run batch by batch, as it is), or
+    None when they would take more than ``limit`` bytes (judged on the first batch)."""
+    if limit <= 0:
+        return None
+    features: dict[str, list[torch.Tensor]] = {}
+    outputs: list[torch.Tensor] = []
+    for index, rows in enumerate(images.split(batch_size)):
+        with FeatureTap(teacher, points) as tap:
+            outputs.append(model_output(teacher, rows))
+        for name, tensor in tap.outputs.items():
+            features.setdefault(name, []).append(tensor)
+        if index == 0:
+            per_image = sum(tensor.numel() * tensor.element_size() for tensor in [outputs[0], *tap.outputs.values()]) / len(rows)
+            if per_image * images.shape[0] > limit:
+                return None
+    return {name: torch.cat(parts) for name, parts in features.items()}, torch.cat(outputs)
 
 
 def _fit_or_undo(
