@@ -201,11 +201,15 @@ def _count(model: nn.Module, example: torch.Tensor) -> tuple[int, dict[str, int]
     analysis.tracer_warnings("none")
     leaves = [m for m in model.modules() if not any(True for _ in m.children())]
     handles = [leaf.register_forward_hook(hook) for leaf in leaves]
-    hooks_before = _hooks(model)
     try:
         total = analysis.total()
-    except Exception as error:  # noqa: BLE001 - jit tracing fails on some models
-        _remove_hooks_since(model, hooks_before)  # fvcore leaves its scope hooks on a model it failed to trace
+    except BaseException as error:  # jit tracing fails on some models; Ctrl-C too must leave no hook behind
+        for handle in handles:
+            handle.remove()
+        kept.clear()  # before the model runs again
+        _remove_fvcore_hooks(model)  # fvcore leaves its scope hooks on a model it failed to trace
+        if not isinstance(error, Exception):
+            raise
         _run_or_explain(model, example)  # a model that cannot run on the shape says that, not fvcore's words
         raise ConfigError(
             f"fvcore cannot trace {type(model).__name__} at input shape {tuple(example.shape)}: "
@@ -219,18 +223,12 @@ def _count(model: nn.Module, example: torch.Tensor) -> tuple[int, dict[str, int]
     return total, dict(analysis.by_module()), dict(analysis.unsupported_ops()), activation_bytes
 
 
-def _hooks(model: nn.Module) -> dict[int, tuple[set[int], set[int]]]:
-    return {id(module): (set(module._forward_pre_hooks), set(module._forward_hooks)) for module in model.modules()}
-
-
-def _remove_hooks_since(model: nn.Module, before: dict[int, tuple[set[int], set[int]]]) -> None:
-    """Removes every forward hook registered on ``model``'s modules since ``before`` (:func:`_hooks`)."""
+def _remove_fvcore_hooks(model: nn.Module) -> None:
+    """Removes the forward hooks fvcore registered on ``model``'s modules (its scope hooks), and no other."""
     for module in model.modules():
-        pre, post = before.get(id(module), (set(), set()))
-        for key in set(module._forward_pre_hooks) - pre:
-            module._forward_pre_hooks.pop(key, None)
-            module._forward_pre_hooks_with_kwargs.pop(key, None)
-        for key in set(module._forward_hooks) - post:
-            module._forward_hooks.pop(key, None)
-            module._forward_hooks_with_kwargs.pop(key, None)
-            module._forward_hooks_always_called.pop(key, None)
+        for hooks, extras in ((module._forward_pre_hooks, (module._forward_pre_hooks_with_kwargs,)),
+                              (module._forward_hooks, (module._forward_hooks_with_kwargs, module._forward_hooks_always_called))):
+            for key in [key for key, hook in hooks.items() if type(hook).__module__.startswith("fvcore.")]:
+                hooks.pop(key, None)
+                for extra in extras:
+                    extra.pop(key, None)

@@ -74,7 +74,8 @@ class FinetuneConfig:
             parent's score or above, and a fire student at 1.11 to IoU 0.
         precision: the fine-tuning's forward passes (``fp32``, ``bf16`` or ``auto``, as
             ``train.precision``; null: the ``train:`` section's). A search's parent and references
-            train by the ``train:`` section, so ``bf16`` here speeds the candidates alone.
+            train by the ``train:`` section, so ``bf16`` here speeds the inheriting candidates alone
+            (with ``search.init: random`` candidates train by the ``train:`` section too).
     """
 
     steps: int | Literal["auto"] | None = None

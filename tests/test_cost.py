@@ -151,3 +151,25 @@ def test_activation_bytes_and_flops_come_from_one_forward_pass():
     assert len(calls) == 1
     assert cost.flops == 3 * 4 * 9 * 64 and cost.activation_bytes == 4 * 64 * 4
     assert len(model[0]._forward_hooks) == 1  # the caller's own hook is left where it was
+
+
+class HooksItselfThenFails(nn.Module):
+    """Registers a hook of its own during the forward, then returns what jit tracing refuses."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 2, 3)
+
+    def forward(self, x):
+        if not self.conv._forward_hooks:
+            self.conv.register_forward_hook(lambda *_: None)
+        return self.conv(x), object()
+
+
+def test_a_failed_trace_removes_fvcores_hooks_and_leaves_the_models_own():
+    model = HooksItselfThenFails()
+    with pytest.raises(ConfigError, match="fvcore cannot trace"):
+        measure(model, (1, 1, 8, 8))
+    assert len(model.conv._forward_hooks) == 1  # the model's own hook stays
+    assert not model._forward_hooks and not model._forward_pre_hooks
+    assert not model.conv._forward_pre_hooks

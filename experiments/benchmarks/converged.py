@@ -150,6 +150,12 @@ def run_job(task: str, job: dict[str, Any], args: argparse.Namespace, data: Any)
         picked = json.loads((folder / "jobs" / f"search-p{job['parent']}.json").read_text())["picks"][job["size"]]
         if picked is None:  # no trial of the search at that size: the row says so
             return {**job, "settings": settings_of(args, job), "not_reached": True}
+        for size in PICKS:  # a larger size's pick that is this same trial: the same run, not run twice
+            same = folder / "jobs" / f"pick{size}-s{job['seed']}.json"
+            if size != job["size"] and same.exists():
+                record = json.loads(same.read_text())
+                if record.get("picked", {}).get("trial") == picked["trial"]:
+                    return {**record, **job, "settings": settings_of(args, job), "same_run_as": record["job"]}
     if job["kind"] in ("parent", "micronet"):
         model = ModelConfig(name="unet" if job["kind"] == "parent" else "micronet", args={"norm": "batch"})
         trained = train_model(experiment, model=model, data=data, resume=resume)
@@ -215,7 +221,7 @@ def run_search_job(task: str, job: dict[str, Any], args: argparse.Namespace, *, 
     )
     result = run_search(experiment, echo=lambda line: print(f"{task} search: {line}", flush=True))
     records = [record for record in trial_records(result.study)
-               if record.status == "complete" and record.feasible and record.duplicate_of is None]
+               if record.status == "complete" and record.feasible and record.duplicate_of is None and record.metric is not None]
     picks: dict[str, Any] = {}
     for size, limit in PICKS.items():
         fitting = [record for record in records if record.params is not None and record.params <= limit]

@@ -52,8 +52,10 @@ shift 2
 out=${OUT:-runs/gpu-out}
 mkdir -p "$out"
 site=/tmp/compressor-site
-if [ ! -d "$site" ]; then  # once per machine
-    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target "$site" .gpu/whl/*.whl
+if [ ! -d "$site" ]; then  # once per machine; a half-done install is not taken for a whole one
+    rm -rf "$site.partial"
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target "$site.partial" .gpu/whl/*.whl
+    mv "$site.partial" "$site"
 fi
 export PYTHONPATH="$site:$PWD" COMPRESSOR_CACHE_DIR="$PWD/.gpu/cache" PYTHONUNBUFFERED=1
 device=${GPU_RUN_DEVICE:-cuda}
@@ -68,5 +70,7 @@ timeout --signal=INT --kill-after=20 "$seconds" python3 experiments/benchmarks/c
     "${rule[@]}" 2>&1 | tee -a "$run_dir/$task.log" || status=$?
 # 124: stopped by the time limit; the job it was in goes on from its last evaluation next call
 cp "$run_dir/$task.log" "$run_dir/$task/" 2>/dev/null || true
-tar -czf "$out/$task-jobs.tar.gz" -C "$run_dir" --exclude='*.state' --exclude='*.pt' "$task"
+# the records only: the weights, a job's state, the search's study and its kept weights stay on the machine
+# (a file over 16 MiB would not come back, and with it no record)
+tar -czf "$out/$task-jobs.tar.gz" -C "$run_dir" --exclude='*.state' --exclude='*.pt' --exclude='*.db' --exclude=artifacts "$task"
 echo "packed $(ls "$run_dir/$task/jobs"/*.json 2>/dev/null | wc -l) finished jobs into $out/$task-jobs.tar.gz (exit $status)"

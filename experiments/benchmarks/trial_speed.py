@@ -89,16 +89,20 @@ def run(variant: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
 def run_then(overrides: list[str], run_dir: Path, seed: int) -> Any:
     """The quickstart's search as the code of :data:`THEN_COMMIT` ran it (a subprocess importing that
     code, extracted once under ``run_dir``); returns its study, read by this code."""
+    import shutil
     import subprocess
 
     import optuna
 
     code = run_dir / f"then-code-{THEN_COMMIT}"
-    if not (code / "compressor").is_dir():
-        code.mkdir(parents=True, exist_ok=True)
+    if not code.is_dir():  # extracted beside it, then renamed: a cut-short extraction is not taken for a whole one
+        partial = run_dir / f"then-code-{THEN_COMMIT}.partial"
+        shutil.rmtree(partial, ignore_errors=True)
+        partial.mkdir(parents=True)
         archive = subprocess.run(["git", "-C", str(ROOT), "archive", THEN_COMMIT, "compressor", "experiments/quickstart.yaml"],
                                  check=True, capture_output=True).stdout
-        subprocess.run(["tar", "-x", "-C", str(code)], input=archive, check=True)
+        subprocess.run(["tar", "-x", "-C", str(partial)], input=archive, check=True)
+        partial.rename(code)
     script = ("import sys\nfrom compressor.experiment.config import load_experiment\nfrom compressor.search import run_search\n"
               "run_search(load_experiment(sys.argv[1], overrides=sys.argv[2:]), echo=lambda line: print(f'[then] {line}', flush=True))")
     subprocess.run([sys.executable, "-c", script, str(code / "experiments" / "quickstart.yaml"),
