@@ -200,8 +200,9 @@ def _count(model: nn.Module, example: torch.Tensor) -> tuple[int, dict[str, int]
     analysis.uncalled_modules_warnings(False)
     analysis.tracer_warnings("none")
     leaves = [m for m in model.modules() if not any(True for _ in m.children())]
-    handles = [leaf.register_forward_hook(hook) for leaf in leaves]
+    handles: list[Any] = []
     try:
+        handles.extend(leaf.register_forward_hook(hook) for leaf in leaves)
         total = analysis.total()
     except BaseException as error:  # jit tracing fails on some models; Ctrl-C too must leave no hook behind
         for handle in handles:

@@ -160,8 +160,11 @@ class HooksItselfThenFails(nn.Module):
         super().__init__()
         self.conv = nn.Conv2d(1, 2, 3)
 
+    hooked = False
+
     def forward(self, x):
-        if not self.conv._forward_hooks:
+        if not self.hooked:  # during fvcore's trace, beside its hooks and ours
+            self.hooked = True
             self.conv.register_forward_hook(lambda *_: None)
         return self.conv(x), object()
 

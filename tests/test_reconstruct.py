@@ -412,3 +412,31 @@ def test_hints_runs_the_teacher_once_per_image_and_fits_as_if_it_ran_it_every_st
     assert kept.output_error_after == pytest.approx(every.output_error_after, rel=1e-3)
     for name, tensor in kept_state.items():
         assert torch.allclose(tensor.float(), every_state[name].float(), atol=1e-4, rtol=1e-3), name
+
+
+class _NotBatchFirst(torch.nn.Module):
+    def forward(self, x):
+        return x.flatten(2).permute(2, 0, 1)  # (HW, N, C), as an attention block without batch_first
+
+
+class _SometimesRuns(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = torch.nn.Identity(), torch.nn.Identity()
+
+    def forward(self, x):
+        return self.a(x) if x[0, 0, 0, 0] > 0 else self.b(x)  # point a runs on some batches only
+
+
+def test_the_teachers_tensors_are_kept_only_where_they_can_be_taken_row_by_row():
+    from compressor.transforms.reconstruct import _teacher_tensors
+
+    images = torch.ones(8, 3, 4, 4)
+    kept = _teacher_tensors(torch.nn.Sequential(torch.nn.Identity(), torch.nn.ReLU()), images, ["0"], 4, 2**20)
+    assert kept is not None and kept[0]["0"].shape == (8, 3, 4, 4) and kept[1].shape == (8, 3, 4, 4)
+    assert _teacher_tensors(torch.nn.Sequential(torch.nn.Identity()), images, ["0"], 4, 100) is None  # over the limit
+    layout = torch.nn.Sequential(_NotBatchFirst(), torch.nn.Identity())
+    assert _teacher_tensors(layout, images, ["0"], 4, 2**20) is None
+    mixed = images.clone()
+    mixed[4:] = -1
+    assert _teacher_tensors(_SometimesRuns(), mixed, ["a", "b"], 4, 2**20) is None

@@ -275,20 +275,28 @@ def _teacher_tensors(
     teacher: nn.Module, images: torch.Tensor, points: list[str], batch_size: int, limit: int,
 ) -> tuple[dict[str, torch.Tensor], torch.Tensor] | None:
     """The teacher's tensors at ``points`` and its output on every image (run batch by batch, as it is), or
-    None when they would take more than ``limit`` bytes (judged on the first batch)."""
+    None (the teacher then runs at every step) when they would take more than ``limit`` bytes (judged on
+    the first batch), or cannot be kept row by row: a tensor that is not batch-first (an attention block's
+    ``(HW, N, C)``), or a point not run on every batch. A teacher whose eval mode still normalizes by the
+    batch (``track_running_stats=False``) is kept as these fixed batches gave it."""
     if limit <= 0:
         return None
     features: dict[str, list[torch.Tensor]] = {}
     outputs: list[torch.Tensor] = []
     for index, rows in enumerate(images.split(batch_size)):
         with FeatureTap(teacher, points) as tap:
-            outputs.append(model_output(teacher, rows))
+            output = model_output(teacher, rows)
+        kept = [output, *tap.outputs.values()]
+        if any(tensor.ndim == 0 or tensor.shape[0] != len(rows) for tensor in kept):
+            return None
+        if index == 0:
+            if sum(tensor.numel() * tensor.element_size() for tensor in kept) / len(rows) * images.shape[0] > limit:
+                return None
+        elif set(tap.outputs) != set(features):
+            return None
+        outputs.append(output)
         for name, tensor in tap.outputs.items():
             features.setdefault(name, []).append(tensor)
-        if index == 0:
-            per_image = sum(tensor.numel() * tensor.element_size() for tensor in [outputs[0], *tap.outputs.values()]) / len(rows)
-            if per_image * images.shape[0] > limit:
-                return None
     return {name: torch.cat(parts) for name, parts in features.items()}, torch.cat(outputs)
 
 
