@@ -145,7 +145,7 @@ def run_job(task: str, job: dict[str, Any], args: argparse.Namespace, data: Any)
     started, load = time.perf_counter(), os.getloadavg()[0]
     experiment = experiment_for(task, args, seed=job["seed"])
     if job["kind"] == "search":
-        return run_search_job(task, job, args, started=started, load=load)
+        return run_search_job(task, job, args, data, started=started, load=load)
     if job["kind"] == "pick":
         picked = json.loads((folder / "jobs" / f"search-p{job['parent']}.json").read_text())["picks"][job["size"]]
         if picked is None:  # no trial of the search at that size: the row says so
@@ -163,8 +163,7 @@ def run_job(task: str, job: dict[str, Any], args: argparse.Namespace, data: Any)
             torch.save(trained.model.state_dict(), folder / f"parent-p{job['parent']}.pt")
         result, cost, test = trained.result, trained.cost, trained.test_metrics
     else:
-        parent = ModelConfig(name="unet", args={"norm": "batch"}).build(in_channels=data.in_channels, num_classes=data.num_classes)
-        parent.load_state_dict(torch.load(folder / f"parent-p{job['parent']}.pt", weights_only=True))
+        parent = converged_parent(folder, job["parent"], data)
         if job["kind"] == "pick":
             recipe = Recipe.from_data({"transforms": picked["recipe"]}, source=f"the search's trial {picked['trial']}")
         else:
@@ -185,23 +184,35 @@ def run_job(task: str, job: dict[str, Any], args: argparse.Namespace, data: Any)
     }
 
 
-def parent_file(task: str, parent: int, args: argparse.Namespace, data: Any) -> Path:
-    """The converged parent as a compressor model file (what ``search.parent`` reads), made once from its weights."""
+def converged_parent(folder: Path, parent: int, data: Any) -> Any:
+    """The U-Net trained to its plateau as ``parent-p<parent>`` (its weights in ``folder``)."""
     import torch
 
     from compressor.experiment import ModelConfig
+
+    network = ModelConfig(name="unet", args={"norm": "batch"}).build(in_channels=data.in_channels, num_classes=data.num_classes)
+    network.load_state_dict(torch.load(folder / f"parent-p{parent}.pt", weights_only=True))
+    return network
+
+
+def parent_file(task: str, parent: int, args: argparse.Namespace, data: Any) -> Path:
+    """The converged parent as a compressor model file (what ``search.parent`` reads), made once from its weights."""
     from compressor.saving import save_model
 
     folder = Path(args.run_dir) / task
     path = folder / f"parent-p{parent}.model.pt"
     if not path.exists():
-        network = ModelConfig(name="unet", args={"norm": "batch"}).build(in_channels=data.in_channels, num_classes=data.num_classes)
-        network.load_state_dict(torch.load(folder / f"parent-p{parent}.pt", weights_only=True))
-        save_model(path, network, metadata={"converged_parent": parent, "task": task})
+        save_model(path, converged_parent(folder, parent, data), metadata={"converged_parent": parent, "task": task})
     return path
 
 
-def run_search_job(task: str, job: dict[str, Any], args: argparse.Namespace, *, started: float, load: float) -> dict[str, Any]:
+def size_label(size: str) -> str:
+    """A pick's size as the table says it: ``1m`` -> ``1M``."""
+    return size.replace("m", "M")
+
+
+def run_search_job(task: str, job: dict[str, Any], args: argparse.Namespace, data: Any, *, started: float,
+                   load: float) -> dict[str, Any]:
     """The search on the converged parent: the quickstart's space (``unet_family``), every candidate
     inheriting from the parent and fine-tuned ``--search-steps`` steps, ``--search-trials`` trials under
     a budget of the largest pick's params, TPE, chosen on the validation strip (the test strip is not
@@ -210,7 +221,6 @@ def run_search_job(task: str, job: dict[str, Any], args: argparse.Namespace, *, 
     from compressor.study import trial_records
 
     folder = Path(args.run_dir) / task
-    data = experiment_for(task, args, seed=0).data.build()
     experiment = experiment_for(
         task, args, seed=job["seed"],
         search={"space": "unet_family", "init": "inherit", "parent": str(parent_file(task, job["parent"], args, data)),
@@ -220,7 +230,8 @@ def run_search_job(task: str, job: dict[str, Any], args: argparse.Namespace, *, 
         finetune={"steps": args.search_steps, "lr": 3e-4},
     )
     result = run_search(experiment, echo=lambda line: print(f"{task} search: {line}", flush=True))
-    records = [record for record in trial_records(result.study)
+    every = trial_records(result.study)
+    records = [record for record in every
                if record.status == "complete" and record.feasible and record.duplicate_of is None and record.metric is not None]
     picks: dict[str, Any] = {}
     for size, limit in PICKS.items():
@@ -229,14 +240,14 @@ def run_search_job(task: str, job: dict[str, Any], args: argparse.Namespace, *, 
         picks[size] = None if best is None else {
             "trial": best.number, "recipe": best.recipe, "recipe_short": best.recipe_short, "val": best.metric,
             "params": best.params, "flops": best.flops}
-    return {**job, "settings": settings_of(args, job), "picks": picks, "trials": len(trial_records(result.study)),
+    return {**job, "settings": settings_of(args, job), "picks": picks, "trials": len(every),
             "trained": len(records), "wall_seconds": round(time.perf_counter() - started, 1), "load_before": round(load, 2)}
 
 
 def describe(task: str, record: dict[str, Any]) -> str:
     """One line for a finished job."""
     if record["kind"] == "search":
-        picks = ", ".join(f"<= {size.replace('m', 'M')}: " + ("not reached" if pick is None else f"trial {pick['trial']} ({pick['val']:.3f})")
+        picks = ", ".join(f"<= {size_label(size)}: " + ("not reached" if pick is None else f"trial {pick['trial']} ({pick['val']:.3f})")
                           for size, pick in record["picks"].items())
         return f"{task} {record['job']:<18} {record['trials']} trials, {record['trained']} trained; best on validation {picks}"
     if record.get("not_reached"):
@@ -322,7 +333,7 @@ def table(records: dict[str, dict[str, Any]]) -> dict[str, Any]:
     ]
     search = records.get("search-p0")
     for size in PICKS if search is not None else ():
-        label = f"the search's best at <= {size.replace('m', 'M')} params (on validation), inherited, fine-tuned"
+        label = f"the search's best at <= {size_label(size)} params (on validation), inherited, fine-tuned"
         if search["picks"][size] is None:
             rows.append({"label": label, "n": 0, "not_reached": True})
         else:

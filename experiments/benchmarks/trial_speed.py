@@ -42,7 +42,7 @@ BF16 = ("finetune.precision=bf16",)
 #: fine-tuned 100 steps as now (the file then said 120)
 THEN_COMMIT = "a6e8557"
 THEN = ("train.steps=100", "search.confirm.top=0")
-SETTINGS = {"old": OLD, "new": (), "bf16": BF16, "old-bf16": (*OLD, *BF16), "then": THEN}
+SETTINGS = {"old": OLD, "new": (), "bf16": BF16, "then": THEN}
 
 
 def run(variant: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
