@@ -300,6 +300,8 @@ CASES = [
          ("tiny.yaml", "finetune.reconstruct", "none, layer, block, hints", "'all'")),
     Case("compressor compress small.pt tiny.yaml --transform fire --set finetune.feature_weight=-1",
          ("tiny.yaml", "finetune.feature_weight", ">= 0", "-1.0")),
+    Case("compressor search tiny.yaml --set finetune.precision=half",
+         ("tiny.yaml", "finetune.precision", "'fp32', 'bf16', 'auto' or null", "'half'")),
     Case("compressor train dup_key.yaml", ("dup_key.yaml", "'lr'", "line 5", "line 3")),
     Case("compressor apply unet --recipe binary.yaml --out small.pt", ("binary.yaml", "recipe", "not UTF-8")),
     Case("compressor search tiny.yaml --storage sqlite:///:memory:", ("sqlite:///:memory:", "in-memory", "outlive")),
