@@ -32,6 +32,10 @@ run seed by seed, every row of the table one seed at a time:
 6. ``parent-p<j>``, ``recipe-p<j>-s0`` (``j`` = 1, 2): two more parents and the recipe from
    each, to show the result holds across parents.
 
+The same command started twice shares the jobs: each takes the next job nobody runs whose parent (and,
+for a pick, search) has finished (``<job>.lock`` holds the process id; a dead process's lock is taken
+over and its job resumed), so two processes on one task use two cores.
+
 Differences to the parent are paired (each fine-tuning seed against the one parent it came
 from, the user's situation) with 95% t-intervals; the targets are judged by the intervals
 ("met", "not met", "not settled").
@@ -257,22 +261,89 @@ def describe(task: str, record: dict[str, Any]) -> str:
             f"{'plateau' if record['converged'] else 'cap'})  {record['wall_seconds']:.0f} s")
 
 
-def run_task(task: str, args: argparse.Namespace) -> None:
+def needs(job: dict[str, Any]) -> list[str]:
+    """The jobs that must have finished before ``job`` starts: its parent; for a pick, the search and the
+    same seed's larger picks (which it may turn out to be the same run as)."""
+    needed = [] if job["kind"] in ("parent", "micronet") else [f"parent-p{job['parent']}"]
+    if job["kind"] == "pick":
+        sizes = list(PICKS)
+        needed += [f"search-p{job['parent']}"] + [f"pick{size}-s{job['seed']}" for size in sizes[:sizes.index(job["size"])]]
+    return needed
+
+
+def claim(folder: Path, name: str) -> Path | None:
+    """``<job>.lock`` made for this process, or None when another live process holds it: so several processes
+    started with the same command share one task's jobs. A lock left by a process that died is taken over."""
+    lock = folder / f"{name}.lock"
+    for _ in range(2):
+        try:
+            descriptor = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            try:
+                holder = int(lock.read_text() or 0)
+            except (OSError, ValueError):
+                holder = 0
+            if holder and _alive(holder):
+                return None
+            lock.unlink(missing_ok=True)  # its process died: take the job over (its .state resumes it)
+            continue
+        with os.fdopen(descriptor, "w") as file:
+            file.write(str(os.getpid()))
+        return lock
+    return None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
+
+
+def run_task(task: str, args: argparse.Namespace, *, wait: float = 60.0) -> None:
+    """Runs the task's jobs not finished yet, in order. A job another process is running, or one whose
+    :func:`needs` have not finished, is passed over; when only those are left, this process waits for them."""
     folder = Path(args.run_dir) / task / "jobs"
     folder.mkdir(parents=True, exist_ok=True)
     data = experiment_for(task, args, seed=0).data.build()
     print(f"{task}: {data.description}", flush=True)
-    for job in jobs(args):
-        path = folder / f"{job['job']}.json"
-        if path.exists():
-            stored = json.loads(path.read_text()).get("settings", settings_of(args, job))
-            if stored != settings_of(args, job):
-                raise SystemExit(f"{path} was run with {stored}, not {settings_of(args, job)}: use those settings or "
-                                 f"another --run-dir (a table mixes no two recipes)")
-            continue
-        record = run_job(task, job, args, data)
-        atomic_write_text(path, json.dumps(record, indent=1) + "\n")
-        print(describe(task, record), flush=True)
+    planned = jobs(args)
+    while True:
+        left = [job for job in planned if not _finished(folder, job, args)]
+        if not left:
+            return
+        ready = [job for job in left if all((folder / f"{name}.json").exists() for name in needs(job))]
+        for job in ready:
+            lock = claim(folder, job["job"])
+            if lock is None:
+                continue
+            try:
+                if _finished(folder, job, args):  # another process finished it between the look and the claim
+                    continue
+                record = run_job(task, job, args, data)
+                atomic_write_text(folder / f"{job['job']}.json", json.dumps(record, indent=1) + "\n")
+                print(describe(task, record), flush=True)
+            finally:
+                lock.unlink(missing_ok=True)
+            break  # look at the whole list again: what this job unlocked comes before what follows it
+        else:
+            print(f"{task}: waiting for {', '.join(job['job'] for job in left[:3])}"
+                  f"{' ...' if len(left) > 3 else ''} (another process runs them, or what they need)", flush=True)
+            time.sleep(wait)
+
+
+def _finished(folder: Path, job: dict[str, Any], args: argparse.Namespace) -> bool:
+    path = folder / f"{job['job']}.json"
+    if not path.exists():
+        return False
+    stored = json.loads(path.read_text()).get("settings", settings_of(args, job))
+    if stored != settings_of(args, job):
+        raise SystemExit(f"{path} was run with {stored}, not {settings_of(args, job)}: use those settings or "
+                         f"another --run-dir (a table mixes no two recipes)")
+    return True
 
 
 # -- the table ------------------------------------------------------------------------------
