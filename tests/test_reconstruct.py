@@ -434,6 +434,9 @@ def test_the_teachers_tensors_are_kept_only_where_they_can_be_taken_row_by_row()
     images = torch.ones(8, 3, 4, 4)
     kept = _teacher_tensors(torch.nn.Sequential(torch.nn.Identity(), torch.nn.ReLU()), images, ["0"], 4, 2**20)
     assert kept is not None and kept[0]["0"].shape == (8, 3, 4, 4) and kept[1].shape == (8, 3, 4, 4)
+    distinct = torch.randn(10, 3, 4, 4, generator=torch.Generator().manual_seed(0))  # batches of 4, 4 and 2
+    features, output = _teacher_tensors(torch.nn.Sequential(torch.nn.Tanh(), torch.nn.ReLU()), distinct, ["0"], 4, 2**20)
+    assert torch.equal(features["0"], distinct.tanh()) and torch.equal(output, distinct.tanh().relu())  # each row in place
     assert _teacher_tensors(torch.nn.Sequential(torch.nn.Identity()), images, ["0"], 4, 100) is None  # over the limit
     layout = torch.nn.Sequential(_NotBatchFirst(), torch.nn.Identity())
     assert _teacher_tensors(layout, images, ["0"], 4, 2**20) is None

@@ -281,23 +281,30 @@ def _teacher_tensors(
     batch (``track_running_stats=False``) is kept as these fixed batches gave it."""
     if limit <= 0:
         return None
-    features: dict[str, list[torch.Tensor]] = {}
-    outputs: list[torch.Tensor] = []
-    for index, rows in enumerate(images.split(batch_size)):
+    count = images.shape[0]
+    kept: dict[Any, torch.Tensor] = {}  # filled batch by batch: the memory of the kept tensors, not twice it
+    start = 0
+    for rows in images.split(batch_size):
         with FeatureTap(teacher, points) as tap:
             output = model_output(teacher, rows)
-        kept = [output, *tap.outputs.values()]
-        if any(tensor.ndim == 0 or tensor.shape[0] != len(rows) for tensor in kept):
+        produced = {**tap.outputs, _OUTPUT: output}
+        if any(tensor.ndim == 0 or tensor.shape[0] != len(rows) for tensor in produced.values()):
             return None
-        if index == 0:
-            if sum(tensor.numel() * tensor.element_size() for tensor in kept) / len(rows) * images.shape[0] > limit:
+        if not kept:
+            if sum(tensor.numel() * tensor.element_size() for tensor in produced.values()) / len(rows) * count > limit:
                 return None
-        elif set(tap.outputs) != set(features):
+            kept = {name: tensor.new_empty((count, *tensor.shape[1:])) for name, tensor in produced.items()}
+        if produced.keys() != kept.keys() or any(tensor.shape[1:] != kept[name].shape[1:]
+                                                 for name, tensor in produced.items()):
             return None
-        outputs.append(output)
-        for name, tensor in tap.outputs.items():
-            features.setdefault(name, []).append(tensor)
-    return {name: torch.cat(parts) for name, parts in features.items()}, torch.cat(outputs)
+        for name, tensor in produced.items():
+            kept[name][start:start + len(rows)] = tensor
+        start += len(rows)
+    output = kept.pop(_OUTPUT)
+    return kept, output
+
+
+_OUTPUT = object()  # the key of the teacher's output among its kept tensors (no point can be named so)
 
 
 def _fit_or_undo(
