@@ -274,6 +274,7 @@ CONFIG_BOUNDS: dict[str, Bound | Callable[[Any, str], Any]] = {
     "train.eval_every": STEPS,
     "train.min_delta": NON_NEGATIVE,
     "train.smoothing": POSITIVE_COUNT,
+    "train.lr_patience": POSITIVE_COUNT,
     "train.batch_size": BATCH,
     "train.lr": POSITIVE,
     "train.weight_decay": NON_NEGATIVE,

@@ -129,6 +129,26 @@ def test_the_plateau_schedule_lowers_the_rate_each_half_patience_without_a_gain(
     assert constant(10) == 1.0
 
 
+def test_lr_patience_drops_the_rate_more_than_once_before_the_run_stops(buildings):
+    halves, thirds = Plateau(patience=6, min_delta=0.01, lower_rate=True), Plateau(6, 0.01, True, lr_patience=2)
+    scales: dict[str, list[float]] = {"halves": [], "thirds": []}
+    for step, score in enumerate([0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5], start=1):  # a gain, then six without
+        for name, plateau in (("halves", halves), ("thirds", thirds)):
+            plateau.update(step, score)
+            scales[name].append(round(plateau.lr_scale, 4))
+    assert scales["halves"] == [1.0, 1.0, 1.0, 0.3, 0.3, 0.3, 0.09]  # the second drop comes with the stop: unused
+    assert scales["thirds"] == [1.0, 1.0, 0.3, 0.3, 0.09, 0.09, 0.027]  # 0.09x for the last two evaluations
+    assert halves.converged and thirds.converged
+    config = dataclasses.replace(AUTO, patience=4, lr_patience=1)
+    plain, dropped = (train(_model(), buildings, settings) for settings in (dataclasses.replace(config, lr_patience=None), config))
+    scores = [metrics.score for _, metrics in plain.history]
+    first_miss = next(index for index in range(1, len(scores)) if scores[index] <= max(scores[:index]) + config.min_delta)
+    same = (first_miss + 1) * config.eval_every  # up to the first evaluation without a gain, the two runs are one
+    assert dropped.losses[:same] == plain.losses[:same] and dropped.losses[same:] != plain.losses[same:]
+    assert dropped.converged and dropped.steps_done == dropped.best_step + 4 * config.eval_every
+    assert train_key(config)["lr_patience"] == 1 and "lr_patience" not in train_key(AUTO)
+
+
 def test_a_run_that_has_learned_nothing_yet_is_not_on_a_plateau():
     """torchvision's DeepLabV3-MobileNetV3 scored building IoU 0 at its first 5 evaluations and was
     declared converged at nothing (BENCHMARKS, knowledge); zeros now neither count nor lower the rate."""
@@ -154,6 +174,9 @@ def test_a_run_that_has_learned_nothing_yet_is_not_on_a_plateau():
         ({"steps": "auto", "schedule": "plateau", "patience": 0}, "train.patience must be >= 1"),
         ({"steps": "auto", "schedule": "plateau", "min_delta": -0.1}, "train.min_delta must be >= 0"),
         ({"steps": "auto", "schedule": "plateau", "smoothing": 0}, "train.smoothing must be >= 1"),
+        ({"steps": "auto", "schedule": "plateau", "patience": 4, "lr_patience": 5},
+         r"train.lr_patience must be in \[1, train.patience = 4\] evaluations \(or null: half the patience\), got 5"),
+        ({"steps": "auto", "schedule": "plateau", "lr_patience": 0}, r"train.lr_patience must be in \[1,"),
     ],
 )
 def test_bad_auto_settings_are_named(changes, message):
@@ -226,13 +249,15 @@ def interrupted_state(buildings, tmp_path_factory):
     return state.read_bytes()
 
 
-@pytest.mark.parametrize("other", ["settings", "start", "data"])
+@pytest.mark.parametrize("other", ["settings", "lr_patience", "start", "data"])
 def test_a_state_written_by_another_training_is_not_used(buildings, interrupted_state, tmp_path, caplog, other):
     state = tmp_path / "run.state"
     state.write_bytes(interrupted_state)
     config, data, model = AUTO, buildings, _model
     if other == "settings":
         config = dataclasses.replace(config, lr=1e-3)
+    elif other == "lr_patience":  # a setting added later: in the key once it is set
+        config, other = dataclasses.replace(config, lr_patience=1), "settings"
     elif other == "start":  # another initialization, recipe or reconstruction: other weights to start from
         def model():
             seed_everything(1)
@@ -243,6 +268,13 @@ def test_a_state_written_by_another_training_is_not_used(buildings, interrupted_
         again = train(model(), data, config, resume=state)
     assert f"was written by another training (other {other}): training from the start" in caplog.text
     assert len(again.losses) == again.steps_done and not state.exists()
+
+
+def test_a_setting_added_later_keeps_the_states_written_before_it_while_at_its_default():
+    from compressor.train.resume import settings_key
+
+    assert "lr_patience" not in settings_key(AUTO) and "('lr_patience', 1)" in settings_key(dataclasses.replace(AUTO, lr_patience=1))
+    assert "('smoothing', 1)" in settings_key(AUTO)  # the others are there at their defaults too, as states hold them
 
 
 def test_compress_names_its_fine_tuning_state_by_the_teachers_weights():

@@ -66,8 +66,8 @@ class TrainConfig:
         weight_decay: decoupled (AdamW) or L2 (SGD) weight decay.
         momentum: SGD momentum.
         schedule: ``cosine`` (decay to 0 after the warm-up), ``constant``, or ``plateau``
-            (with ``steps: auto``: constant after the warm-up, times 0.3 each time half of
-            ``patience`` evaluations pass without a gain; what suits a run of unknown length).
+            (with ``steps: auto``: constant after the warm-up, times 0.3 each time
+            ``lr_patience`` evaluations pass without a gain; what suits a run of unknown length).
         warmup_fraction: share of the steps (of ``max_steps`` with ``steps: auto``) spent
             ramping the learning rate up linearly.
         dice_weight: weight of the soft Dice loss added to the cross-entropy.
@@ -94,6 +94,11 @@ class TrainConfig:
         eval_every: with ``steps: auto``, optimizer steps between validation evaluations.
         min_delta: with ``steps: auto``, the least rise of the validation score that counts
             as a gain.
+        lr_patience: with the ``plateau`` schedule, evaluations without a gain before each drop
+            of the rate (null: half of ``patience``, so a run stops one drop after its last gain).
+            Below half of ``patience`` the rate drops more than once before the run stops: a
+            noisy run then ends at a rate well under the one it learned at, as a network trained
+            to convergence does (2 drops: 0.09x).
         smoothing: with ``steps: auto``, how many of the latest evaluations the rule averages
             before it compares (1: each on its own); for a noisy validation curve, where a few
             unlucky evaluations otherwise stop a network still learning. The weights kept are
@@ -103,12 +108,12 @@ class TrainConfig:
             (bf16 where the hardware runs it, see :mod:`compressor.train.precision`).
             Evaluation is always fp32.
 
-    The five ``steps: auto`` settings and ``precision`` are left out of the plain data while at
+    The six ``steps: auto`` settings and ``precision`` are left out of the plain data while at
     their defaults, so results stored before they existed keep their keys.
     """
 
     omit_when_default: ClassVar[tuple[str, ...]] = ("max_steps", "patience", "eval_every", "min_delta", "smoothing",
-                                                    "precision")
+                                                    "lr_patience", "precision")
 
     steps: int | Literal["auto"] = 200
     batch_size: int = 8
@@ -136,6 +141,7 @@ class TrainConfig:
     eval_every: int = 100
     min_delta: float = 0.001
     smoothing: int = 1
+    lr_patience: int | None = None
     precision: Literal["fp32", "bf16", "auto"] = "fp32"
 
     def __post_init__(self) -> None:
@@ -148,6 +154,9 @@ class TrainConfig:
                 raise ConfigError(f"train.{key} must be >= 1, got {value}")
         if self.min_delta < 0:
             raise ConfigError(f"train.min_delta must be >= 0, got {self.min_delta}")
+        if self.lr_patience is not None and not 1 <= self.lr_patience <= self.patience:
+            raise ConfigError(f"train.lr_patience must be in [1, train.patience = {self.patience}] evaluations "
+                              f"(or null: half the patience), got {self.lr_patience}")
         if self.auto and self.schedule == "cosine":
             raise ConfigError(
                 "train.steps: auto needs train.schedule: plateau (or constant); a cosine decays over a known "

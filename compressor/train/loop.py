@@ -191,7 +191,8 @@ def train(
     checkpoints = evaluation_steps(limit, evaluate_at)  # the caller's: the callback is asked there
     periodic = set(range(config.eval_every, limit, config.eval_every)) if config.auto else set()  # what patience counts
     evaluations = set(checkpoints) | periodic
-    plateau = (Plateau(config.patience, config.min_delta, lower_rate=config.schedule == "plateau", smoothing=config.smoothing)
+    plateau = (Plateau(config.patience, config.min_delta, lower_rate=config.schedule == "plateau", smoothing=config.smoothing,
+                         lr_patience=config.lr_patience)
                if config.auto else None)
     distill = config.distill if config.distill.active else None
     if distill is not None and teacher is None:

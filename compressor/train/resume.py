@@ -31,13 +31,25 @@ from compressor.errors import CompressorError
 from compressor.io import atomic_write
 from compressor.tensor_files import read_tensor_file
 
-__all__ = ["FORMAT", "state_key", "save_state", "load_state", "weights_digest"]
+__all__ = ["FORMAT", "settings_key", "state_key", "save_state", "load_state", "weights_digest"]
 
 log = logging.getLogger(__name__)
 
 FORMAT = "compressor-train-state-1"
 #: settings that change how fast a run goes, not what it computes
 _RUN_ONLY = ("threads", "progress", "device", "eval_batch_size")
+#: settings added after states were written: part of the key only when not at their default
+_ADDED_LATER = ("lr_patience",)
+
+
+def settings_key(config: Any) -> str:
+    """The training settings a state was written with, as its key holds them: every field but those that
+    only change how fast it runs; a setting added after states existed (:data:`_ADDED_LATER`) only when it
+    is not at its default, so the states written before it stay valid."""
+    defaults = {item.name: item.default for item in dataclasses.fields(config)}
+    settings = {key: value for key, value in dataclasses.asdict(config).items()
+                if key not in _RUN_ONLY and not (key in _ADDED_LATER and value == defaults[key])}
+    return repr(sorted(settings.items()))
 
 
 def state_key(
@@ -48,9 +60,8 @@ def state_key(
     from (its layers and its weights: a recipe, a reconstruction or an initialization that differ
     start another run), the teacher it distills from, and the data (its description, sizes, class
     shares and a fingerprint of its first and last training patches and of its validation scenes)."""
-    settings = {key: value for key, value in dataclasses.asdict(config).items() if key not in _RUN_ONLY}
     return {
-        "settings": repr(sorted(settings.items())),
+        "settings": settings_key(config),
         "run": [device, precision],
         "layers": [[name, list(value.shape)] for name, value in model.state_dict().items()],
         "start": weights_digest(model),

@@ -86,7 +86,7 @@ def experiment_for(task: str, args: argparse.Namespace, *, seed: int, **sections
         "model": {"name": "unet", "args": {"norm": "batch"}},
         "train": {
             "steps": "auto", "schedule": "plateau", "max_steps": args.max_steps, "eval_every": args.eval_every,
-            "patience": args.patience, "smoothing": args.smoothing, "batch_size": 8, "lr": 1e-3, "warmup_fraction": 0.05, "seed": seed,
+            "patience": args.patience, "smoothing": args.smoothing, "lr_patience": args.lr_patience, "batch_size": 8, "lr": 1e-3, "warmup_fraction": 0.05, "seed": seed,
             "threads": args.threads, "device": args.device, "progress": False, "eval_window": 256,
         },
         "finetune": {"steps": "auto", "lr": 3e-4},
@@ -108,9 +108,10 @@ def jobs(args: argparse.Namespace) -> list[dict[str, Any]]:
     for seed in range(args.seeds):
         planned += [
             {"job": f"recipe-s{seed}", "kind": "recipe", "parent": 0, "seed": seed, "distill": False},
+            # the control next: whether the parent has converged is what every other row is read against
+            {"job": f"control-s{seed}", "kind": "control", "parent": 0, "seed": seed, "distill": False},
             {"job": f"recipe-distill-s{seed}", "kind": "recipe", "parent": 0, "seed": seed, "distill": True},
             {"job": f"small-s{seed}", "kind": "small", "parent": 0, "seed": seed, "distill": False},
-            {"job": f"control-s{seed}", "kind": "control", "parent": 0, "seed": seed, "distill": False},
             {"job": f"micronet-s{seed}", "kind": "micronet", "seed": seed},
         ]
         if args.search_trials:
@@ -122,14 +123,15 @@ def jobs(args: argparse.Namespace) -> list[dict[str, Any]]:
     return planned
 
 
-SETTINGS = ("max_steps", "eval_every", "patience", "smoothing")  # what changes a job's result (seeds and parents name the jobs)
+SETTINGS = ("max_steps", "eval_every", "patience", "smoothing", "lr_patience")  # what changes a job's result (seeds and parents name the jobs)
 SEARCH_SETTINGS = ("search_trials", "search_steps")  # what changes the search's picks
 
 
 def settings_of(args: argparse.Namespace, job: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The plateau rule's settings; ``smoothing`` only where it is not 1, so the jobs run before it existed keep
-    theirs; the search's settings in the search's and the picks' jobs."""
-    settings = {key: getattr(args, key) for key in SETTINGS if key != "smoothing" or args.smoothing != 1}
+    """The plateau rule's settings; ``smoothing`` and ``lr_patience`` only where they are not at their defaults, so
+    the jobs run before they existed keep theirs; the search's settings in the search's and the picks' jobs."""
+    added_later = {"smoothing": 1, "lr_patience": None}  # at these, left out: the jobs run before they existed keep theirs
+    settings = {key: getattr(args, key) for key in SETTINGS if key not in added_later or getattr(args, key) != added_later[key]}
     if job is not None and job["kind"] in ("search", "pick"):
         settings.update({key: getattr(args, key) for key in SEARCH_SETTINGS})
     return settings
@@ -560,10 +562,14 @@ def main() -> None:
     parser.add_argument("--markdown", action="store_true", help="print the tables as Markdown")
     parser.add_argument("--seeds", type=int, default=5, help="fine-tuning seeds per row (default 5)")
     parser.add_argument("--parents", type=int, default=3, help="parents trained (seed 0 and more; default 3)")
-    parser.add_argument("--max-steps", type=int, default=4000)
+    # the rule every task runs with (the first runs, patience 5 and no smoothing, are in results/converged.json as they ran)
+    parser.add_argument("--max-steps", type=int, default=6000)
     parser.add_argument("--eval-every", type=int, default=100)
-    parser.add_argument("--patience", type=int, default=5)
-    parser.add_argument("--smoothing", type=int, default=1, help="evaluations the plateau rule averages (train.smoothing)")
+    parser.add_argument("--patience", type=int, default=12)
+    parser.add_argument("--smoothing", type=int, default=3, help="evaluations the plateau rule averages (train.smoothing)")
+    parser.add_argument("--lr-patience", type=int, default=4,
+                        help="evaluations without a gain before each drop of the rate (train.lr_patience): with 4 of a "
+                             "patience of 12, two drops before a run stops")
     parser.add_argument("--search-trials", type=int, default=24,
                         help="trials of the search on the converged parent whose best at 1M, 300k and 100k params are rows (0: no search)")
     parser.add_argument("--search-steps", type=int, default=200, help="fine-tuning steps of each search trial")

@@ -13,8 +13,8 @@
 #                 python experiments/benchmarks/converged.py --summarize --run-dir runs/converged-gpu
 #
 # The land-use task needs rasterio and pyogrio there too (69 MB of wheels for Python 3.12, over a
-# call's 64 MiB): not prepared here. Extra arguments after SECONDS go to converged.py (the default
-# rule is the road task's CPU run's: --patience 8 --smoothing 3 --max-steps 6000).
+# call's 64 MiB): not prepared here. Extra arguments after SECONDS go to converged.py (by default its
+# own rule, the one the CPU runs use).
 # GPU_RUN_DEVICE=cpu runs the same steps on the CPU (how this script is checked without a GPU).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -62,12 +62,11 @@ device=${GPU_RUN_DEVICE:-cuda}
 python3 -c "import torch, optuna, fvcore, torch_pruning; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())"
 run_dir=runs/converged-gpu
 mkdir -p "$run_dir"
-rule=("$@")
-[ ${#rule[@]} -gt 0 ] || rule=(--patience 8 --smoothing 3 --max-steps 6000)
+rule=("$@")  # converged.py's defaults unless given
 status=0
 timeout --signal=INT --kill-after=20 "$seconds" python3 experiments/benchmarks/converged.py --task "$task" \
     --device "$device" --threads 8 --run-dir "$run_dir" \
-    "${rule[@]}" 2>&1 | tee -a "$run_dir/$task.log" || status=$?
+    ${rule[@]+"${rule[@]}"} 2>&1 | tee -a "$run_dir/$task.log" || status=$?
 # 124: stopped by the time limit; the job it was in goes on from its last evaluation next call
 cp "$run_dir/$task.log" "$run_dir/$task/" 2>/dev/null || true
 # the records only: the weights, a job's state, the search's study and its kept weights stay on the machine
