@@ -59,8 +59,9 @@ NETWORKS = {
     "unet": None,
 }
 RECIPES = ("separable", "fire", "paper")
-SETTINGS = ("teacher_max_steps", "eval_every", "patience", "finetune_steps")
-TEACHER_SETTINGS = SETTINGS[:3]  # what the teacher's training depends on
+SETTINGS = ("teacher_max_steps", "eval_every", "patience", "finetune_steps", "patch_size")
+TEACHER_SETTINGS = ("teacher_max_steps", "eval_every", "patience", "patch_size")  # what the teacher's training depends on
+PATCH_SIZE = 64  # experiments/knowledge.yaml's; another is a setting of the jobs (the jobs run before it existed have 64)
 
 
 def build_network(key: str, data: Any) -> Any:
@@ -91,6 +92,7 @@ def experiment(args: argparse.Namespace, *, seed: int, method: str = "none") -> 
     settings["train"] |= {"max_steps": args.teacher_max_steps, "eval_every": args.eval_every, "patience": args.patience,
                           "seed": seed, "threads": args.threads, "progress": False}
     settings["finetune"] |= {"steps": args.finetune_steps, "reconstruct": method}
+    settings["data"]["patch_size"] = args.patch_size
     return Experiment.from_dict(settings, source=str(CONFIG))
 
 
@@ -112,8 +114,9 @@ def jobs(args: argparse.Namespace) -> list[dict[str, Any]]:
     return planned
 
 
-def settings_of(args: argparse.Namespace) -> dict[str, Any]:
-    return {key: getattr(args, key) for key in SETTINGS}
+def settings_of(args: argparse.Namespace, keys: tuple[str, ...] = SETTINGS) -> dict[str, Any]:
+    """The settings a job's result depends on; ``patch_size`` only where it is not 64."""
+    return {key: getattr(args, key) for key in keys if key != "patch_size" or args.patch_size != PATCH_SIZE}
 
 
 def run_job(network: str, job: dict[str, Any], args: argparse.Namespace, data: Any) -> dict[str, Any]:
@@ -197,7 +200,7 @@ def run_network(network: str, args: argparse.Namespace) -> None:
         if path.exists():
             stored = json.loads(path.read_text()).get("settings") or {}
             keys = TEACHER_SETTINGS if job["kind"] == "teacher" else SETTINGS
-            if {key: stored.get(key) for key in keys} != {key: getattr(args, key) for key in keys}:
+            if {key: value for key, value in stored.items() if key in keys} != settings_of(args, keys):
                 raise SystemExit(f"{path} was run with {stored}, not {settings_of(args)}: use those settings or another --run-dir")
             continue
         record = run_job(network, job, args, data)
@@ -329,6 +332,8 @@ def main() -> None:
     parser.add_argument("--patience", type=int, default=4)
     parser.add_argument("--finetune-steps", type=lambda text: text if text == "auto" else int(text), default=400,
                         help="fine-tuning steps, or auto: to the plateau, as the teacher (scratch too, by the same rule)")
+    parser.add_argument("--patch-size", type=int, default=PATCH_SIZE,
+                        help="training patches' side (DeepLabV3-MobileNetV3, output stride 16, sees a 64-px patch as 4x4)")
     parser.add_argument("--threads", type=lambda text: text if text == "auto" else int(text), default="auto")
     parser.add_argument("--run-dir", default=str(ROOT / "runs" / "knowledge"))
     parser.add_argument("--teacher-from", metavar="RUN_DIR", help="take each network's trained teacher from this run "
