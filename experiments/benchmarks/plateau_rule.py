@@ -159,6 +159,12 @@ def main() -> None:
     parser.add_argument("--summarize", action="store_true")
     args = parser.parse_args()
     args.rules = sorted(set(args.rules))
+    import logging
+
+    from compressor.cli.console import configure_logging
+
+    configure_logging()
+    logging.getLogger("compressor.train.loop").setLevel(logging.DEBUG)  # each evaluation: the progress of a long run
     folder = Path(args.run_dir)
     folder.mkdir(parents=True, exist_ok=True)
     if not args.summarize:
