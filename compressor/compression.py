@@ -198,7 +198,9 @@ class CompressResult:
         """Teacher, inherited student and fine-tuned student side by side (validation, and test where the data has one)."""
         metric = self.teacher_metrics.score_name
         tuned = f"fine-tuned {self.result.steps_done} steps"
-        if self.result.best_step is not None:
+        if self.result.best_step == 0:  # nothing better than the start on validation: the start kept
+            tuned += " (none better on validation than the start, which is kept)"
+        elif self.result.best_step is not None:
             tuned += f" (best at {self.result.best_step}{', plateau' if self.result.converged else ', max_steps'})"
         tuned += ", distilled" if self.distilled else ""
         tested = self.student_test_metrics is not None and self.teacher_test_metrics is not None
@@ -329,7 +331,7 @@ def compress(
     started = time.perf_counter()
     tuning = dataclasses.replace(config, bn_reestimate=0)  # re-estimated once already, above
     result = train(student, data, tuning, teacher=teacher if distill else None, description="fine-tune",
-                   evaluate_at=evaluate_at, resume=resume)
+                   evaluate_at=evaluate_at, resume=resume, start=inherited_metrics)
     seconds["finetune"] = time.perf_counter() - started
     tests = (evaluate(teacher, data, config, split="test"), evaluate(student, data, config, split="test")) if data.test else (None, None)
     scratch = scratch_test = None

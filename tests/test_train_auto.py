@@ -149,6 +149,40 @@ def test_lr_patience_drops_the_rate_more_than_once_before_the_run_stops(building
     assert train_key(config)["lr_patience"] == 1 and "lr_patience" not in train_key(AUTO)
 
 
+def test_a_run_that_finds_nothing_better_than_its_start_hands_the_start_back(buildings):
+    """A converged network trained further at a rate that only harms it (the control row of the converged
+    table lost 11 points so on one seed): with its starting metrics, the run returns it as it was."""
+    trained = _model()
+    train(trained, buildings, AUTO)
+    start = evaluate(trained, buildings, AUTO)
+    harmful = dataclasses.replace(AUTO, lr=0.3, patience=2)
+    plain = train(copy.deepcopy(trained), buildings, harmful)
+    assert plain.best_step > 0 and plain.metrics.score < start.score - AUTO.min_delta  # without its start: a worse network
+    kept = copy.deepcopy(trained)
+    result = train(kept, buildings, harmful, start=start)
+    assert result.best_step == 0 and result.history[0] == (0, start) and result.metrics is start and result.converged
+    assert result.steps_done == harmful.patience * harmful.eval_every and len(result.history) == harmful.patience + 1
+    for (name, value), other in zip(trained.state_dict().items(), kept.state_dict().values()):
+        assert torch.equal(value, other), name  # the start's weights, batch-norm statistics included
+
+
+def test_compress_to_the_plateau_never_hands_back_less_than_its_start_on_validation(buildings):
+    from compressor.compression import compress
+    from compressor.experiment import Experiment
+
+    trained = _model()
+    train(trained, buildings, AUTO)
+    experiment = Experiment.from_dict({
+        "data": {"name": "synthetic", "labels": "binary", "patch_size": 32, "val_images": 2, "val_size": 128, "seed": 1},
+        "train": {"steps": "auto", "schedule": "plateau", "eval_every": 10, "patience": 2, "batch_size": 8,
+                  "warmup_fraction": 0.0, "progress": False, "eval_window": 128, "threads": 1},
+        "finetune": {"steps": "auto", "lr": 0.3, "bn_reestimate": 0},
+    })
+    done = compress(trained, [], experiment, data=buildings, distill=False)  # the control: no transform, trained further
+    assert done.result.best_step == 0 and done.student_metrics.score == done.inherited_metrics.score
+    assert "none better on validation than the start, which is kept" in done.table()
+
+
 def test_a_run_that_has_learned_nothing_yet_is_not_on_a_plateau():
     """torchvision's DeepLabV3-MobileNetV3 scored building IoU 0 at its first 5 evaluations and was
     declared converged at nothing (BENCHMARKS, knowledge); zeros now neither count nor lower the rate."""

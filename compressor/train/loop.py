@@ -145,6 +145,7 @@ def train(
     teacher: nn.Module | None = None,
     evaluate_at_share: float = 1.0,
     resume: str | Path | None = None,
+    start: SegmentationMetrics | None = None,
 ) -> TrainResult:
     """Trains ``model`` in place on ``data`` and evaluates it on the whole validation set.
 
@@ -167,6 +168,11 @@ def train(
         resume: a file for the run's whole state, written at each evaluation; if it holds the
             state of this same training (settings, network, data), the run goes on from there
             (:mod:`compressor.train.resume`). Removed when the run ends.
+        start: the validation metrics of ``model`` as it is given (a fine-tuning's starting network,
+            already evaluated by the caller). With ``steps: auto`` the plateau rule counts them as
+            the evaluation at step 0, so a run that finds nothing better on validation hands back
+            the weights it started from (a converged network trained further stays as it was), and
+            the learning curve starts at step 0.
 
     Returns:
         A :class:`TrainResult`; the model is left on the training device, in eval mode.
@@ -241,6 +247,9 @@ def train(
             if stored.get("cuda_rng") is not None and device.type == "cuda":
                 torch.cuda.set_rng_state(stored["cuda_rng"], device)
             log.info("%s: resumed at step %d from %s", description, step, resume)
+        if stored is None and start is not None and plateau is not None:  # the start is a candidate for the best
+            history.append((0, start))
+            plateau.update(0, start.score, model)
         batches = _batches(data, config, generator, skip=step)  # the same draws as if it had never stopped
         progress = tqdm(total=limit, initial=step, desc=description, unit="step",
                         disable=None if config.progress else True, leave=False)
