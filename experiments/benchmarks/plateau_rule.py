@@ -16,6 +16,12 @@ a snapshot taken during the one run (patience 8: one drop of the rate before the
 (``compress``, lr 3e-4, as ``converged.py``'s control row) by that rule, on ``--seeds`` seeds. Test
 strip, control minus parent, paired by seed, 95% t-interval; the validation strip beside it.
 
+``compress`` counts the network a fine-tuning starts from as its evaluation at step 0 (since
+2026-12-06: before, a fine-tuning could only hand back one of its own evaluations); controls run
+before that are kept in ``<run-dir>/without-start/`` and reported apart. ``bn-probe``: the parent
+with its batch norms' statistics re-estimated as ``compress`` does before fine-tuning (16, 64 and
+every batch of training patches, 3 seeds), which is what a control that keeps its start scores.
+
     python experiments/benchmarks/plateau_rule.py --threads 1            # base width 16, rules 8 12 16, 3 seeds
 
 Each job is stored in ``<run-dir>/<job>.json`` as it ends (a later call adds what is missing).
@@ -126,6 +132,33 @@ def run_control(args: argparse.Namespace, data: Any, patience: int, seed: int) -
             "seconds": round(time.perf_counter() - started, 1)}
 
 
+def bn_probe(args: argparse.Namespace, data: Any) -> dict[str, Any]:
+    """The parent of the first rule with its batch norms' statistics re-estimated as ``compress`` does before
+    fine-tuning (``finetune.bn_reestimate`` batches of training patches), on 16, 64 and every batch, 3 seeds:
+    what a control that keeps its start differs from the parent by."""
+    import math
+
+    import torch
+
+    from compressor.train import evaluate
+    from compressor.train.loop import reestimate_batchnorm
+
+    experiment = settings(args, args.rules[0], seed=0)
+    parent = build_parent(args, data)
+    parent.load_state_dict(torch.load(Path(args.run_dir) / f"parent-p{args.rules[0]}.pt", weights_only=True))
+    every = math.ceil(len(data.train) / experiment.train.batch_size)
+    rows = []
+    for batches in (16, 64, every):
+        for seed in range(3):
+            model = copy.deepcopy(parent)
+            reestimate_batchnorm(model, data, batches=batches, batch_size=experiment.train.batch_size, seed=seed)
+            rows.append({"batches": batches, "seed": seed, "test": evaluate(model, data, experiment.train, split="test").score,
+                         "val": evaluate(model, data, experiment.train).score})
+    return {"job": "bn-probe", "parent": args.rules[0], "rows": rows,
+            "parent_test": evaluate(parent, data, experiment.train, split="test").score,
+            "parent_val": evaluate(parent, data, experiment.train).score}
+
+
 def summarize(args: argparse.Namespace) -> dict[str, Any]:
     folder = Path(args.run_dir)
     parent = json.loads((folder / "parent.json").read_text())
@@ -144,7 +177,17 @@ def summarize(args: argparse.Namespace) -> dict[str, Any]:
               f"control minus parent: test {minus_test.text(digits=1, signed=True)} points, "
               f"val {minus_val.text(digits=1, signed=True)}; control steps "
               f"{', '.join(str(control['steps_done']) for control in controls)}")
-    return {"base_width": args.base_width, "params": parent["params"], "parent_seconds": parent["seconds"],
+    probe = json.loads((folder / "bn-probe.json").read_text()) if (folder / "bn-probe.json").exists() else None
+    if probe is not None:
+        for batches in sorted({row["batches"] for row in probe["rows"]}):
+            found = [row for row in probe["rows"] if row["batches"] == batches]
+            test = Estimate.of([100 * (row["test"] - probe["parent_test"]) for row in found])
+            val = Estimate.of([100 * (row["val"] - probe["parent_val"]) for row in found])
+            print(f"the parent's batch norms re-estimated on {batches} batches: test {test.text(digits=1, signed=True)} points, "
+                  f"val {val.text(digits=1, signed=True)}")
+    without = sorted((folder / "without-start").glob("control-*.json"))  # controls run before the start counted, if kept
+    return {"base_width": args.base_width, "params": parent["params"], "bn_probe": probe,
+            "controls_without_start": [json.loads(path.read_text()) for path in without], "parent_seconds": parent["seconds"],
             "parent_steps": parent["steps_done"], "curve": parent["curve"], "lr_patience": LR_PATIENCE, "rules": rules}
 
 
@@ -176,6 +219,8 @@ def main() -> None:
             print(f"parent: {record['steps_done']} steps, {record['seconds']:.0f} s; "
                   + "; ".join(f"patience {p}: stopped at {r['stopped_at']}, test {r['test']:.3f}" for p, r in record["parents"].items()),
                   flush=True)
+        if not (folder / "bn-probe.json").exists():
+            atomic_write_text(folder / "bn-probe.json", json.dumps(bn_probe(args, data), indent=1) + "\n")
         for seed in range(args.seeds):
             for patience in args.rules:
                 path = folder / f"control-p{patience}-s{seed}.json"
