@@ -376,11 +376,17 @@ def table(records: dict[str, dict[str, Any]]) -> dict[str, Any]:
     def rows_of(prefix: str) -> list[dict[str, Any]]:
         return [record for name, record in records.items() if name.startswith(prefix)]
 
+    # the control went through what every fine-tuned row goes through (batch norms re-estimated, then fine-tuned
+    # from its start by the same rule), on the same seed: a row minus the control is the transform's own effect
+    controls = {record["seed"]: record["test"]["score"] for record in rows_of("control-s")}
+
     def row(label: str, found: list[dict[str, Any]], against: float | None) -> dict[str, Any]:
         if not found:
             return {"label": label, "n": 0}
         scores = [record["test"]["score"] for record in found]
         difference = Estimate.of([score - against for score in scores]) if against is not None else None
+        paired = [100 * (record["test"]["score"] - controls[record["seed"]]) for record in found
+                  if record.get("seed") in controls and record["kind"] not in ("parent", "control", "micronet")]
         first = found[0]
         return {
             "label": label, "n": len(found), "params": first["params"], "flops": first["flops"],
@@ -388,6 +394,8 @@ def table(records: dict[str, dict[str, Any]]) -> dict[str, Any]:
             "test": Estimate.of(scores, bounds=(0.0, 1.0)).to_dict(),
             "minus_parent_points": None if difference is None else Estimate.of([100 * value for value in difference.values]).to_dict(),
             "within_1_point": None if difference is None else within(difference, WITHIN_POINTS),
+            "minus_control_points": Estimate.of(paired).to_dict() if paired else None,
+            "start_kept": sum(1 for record in found if record.get("best_step") == 0),
             "val_mean": sum(record["val"]["score"] for record in found) / len(found),
             "steps": [record["steps_done"] for record in found], "best_steps": [record["best_step"] for record in found],
             "reached_plateau": [record["converged"] for record in found],
@@ -488,21 +496,25 @@ def table_rows(found: dict[str, Any]) -> list[list[str]]:
     for row in found["rows"]:
         if "n" not in row:
             again = "-" if row["recipe_test"] is None else f"{row['recipe_test']:.3f} ({row['recipe_minus_parent_points']:+.1f} points)"
-            rows.append([row["label"], "31.04M", "1x", "1x", f"{row['test']:.3f} n=1", "", "", f"{row['steps']} steps; the recipe from it: {again}"])
+            rows.append([row["label"], "31.04M", "1x", "1x", f"{row['test']:.3f} n=1", "", "", "",
+                         f"{row['steps']} steps; the recipe from it: {again}"])
         elif not row["n"]:
-            rows.append([row["label"], "", "", "", "not reached" if row.get("not_reached") else "not run", "", "", ""])
+            rows.append([row["label"], "", "", "", "not reached" if row.get("not_reached") else "not run", "", "", "", ""])
         else:
             difference = _estimate(row["minus_parent_points"])
             steps = f"{min(row['steps'])}-{max(row['steps'])}" if len(set(row["steps"])) > 1 else f"{row['steps'][0]}"
             label = row["label"] + (f" ({row['recipe_short']})" if row.get("recipe_short") else "")
+            control = _estimate(row.get("minus_control_points"))
+            kept = f"; the start kept on {row['start_kept']} of {row['n']}" if row.get("start_kept") else ""
             rows.append([label, format_count(row["params"]), f"{row['params_ratio']:.1f}x", f"{row['flops_ratio']:.1f}x",
                          _estimate(row["test"]).text(), "-" if difference is None else difference.text(digits=1, signed=True),
-                         row["within_1_point"] or "-", f"{steps} steps, {sum(row['train_seconds']) / len(row['train_seconds']):.0f} s each"])
+                         row["within_1_point"] or "-", "-" if control is None else control.text(digits=1, signed=True),
+                         f"{steps} steps, {sum(row['train_seconds']) / len(row['train_seconds']):.0f} s each{kept}"])
     return rows
 
 
 HEADERS = ["row", "params", "params vs U-Net", "FLOPs vs U-Net", "test {metric} [95% CI] n",
-           "minus parent, points [95% CI]", "within 1 point", "training (mean)"]
+           "minus parent, points [95% CI]", "within 1 point", "minus control, points (paired by seed)", "training (mean)"]
 
 
 def print_table(tasks: dict[str, Any], *, markdown: bool = False) -> None:
