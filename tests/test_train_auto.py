@@ -164,6 +164,19 @@ def test_a_run_that_finds_nothing_better_than_its_start_hands_the_start_back(bui
     assert result.steps_done == harmful.patience * harmful.eval_every and len(result.history) == harmful.patience + 1
     for (name, value), other in zip(trained.state_dict().items(), kept.state_dict().values()):
         assert torch.equal(value, other), name  # the start's weights, batch-norm statistics included
+    with pytest.raises(ValueError, match="start describes the network as given"):
+        train(copy.deepcopy(trained), buildings, dataclasses.replace(harmful, bn_reestimate=2), start=start)
+
+
+def test_a_state_written_without_the_start_counted_is_not_resumed_with_it(buildings, interrupted_state, tmp_path, caplog):
+    state = tmp_path / "run.state"
+    state.write_bytes(interrupted_state)  # an AUTO run that did not count its start
+    model = _model()
+    start = evaluate(model, buildings, AUTO)
+    with caplog.at_level("WARNING", logger="compressor.train.resume"):
+        again = train(model, buildings, AUTO, resume=state, start=start)
+    assert "was written by another training (other start): training from the start" in caplog.text
+    assert again.history[0] == (0, start)
 
 
 def test_compress_to_the_plateau_never_hands_back_less_than_its_start_on_validation(buildings):

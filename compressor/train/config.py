@@ -95,7 +95,7 @@ class TrainConfig:
         min_delta: with ``steps: auto``, the least rise of the validation score that counts
             as a gain.
         lr_patience: with the ``plateau`` schedule, evaluations without a gain before each drop
-            of the rate (null: half of ``patience``, so a run stops one drop after its last gain).
+            of the rate (null: ``patience // 2``; with an even patience a run then stops one drop after its last gain).
             Below half of ``patience`` the rate drops more than once before the run stops: a
             noisy run then ends at a rate well under the one it learned at, as a network trained
             to convergence does (2 drops: 0.09x).

@@ -203,6 +203,9 @@ def train(
     distill = config.distill if config.distill.active else None
     if distill is not None and teacher is None:
         raise ConfigError(f"train.distill.teacher is {config.distill.teacher!r} but no teacher model was given")
+    if start is not None and plateau is not None and config.bn_reestimate:
+        raise ValueError("train: start describes the network as given, and train.bn_reestimate would change it before "
+                         "step 0; re-estimate first, then evaluate the start (as compress does)")
     precision = resolve_precision(config.precision, device)
     with torch_threads(config.threads) as threads, deterministic_kernels(device):
         generator = torch.Generator().manual_seed(config.seed)
@@ -210,7 +213,8 @@ def train(
         key = stored = None
         if resume is not None:  # keyed by the weights it starts from, before anything changes them
             key = state_key(config, model, data, device=device.type, precision=precision,
-                            teacher=teacher if distill is not None else None)
+                            teacher=teacher if distill is not None else None,
+                            start=start.score if start is not None and plateau is not None else None)
             stored = load_state(resume, key)
         if distill is not None:
             # The caller's teacher (a search's parent, the base of every candidate) stays where it is.

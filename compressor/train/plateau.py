@@ -5,10 +5,9 @@
 best. Without a gain for ``lr_patience`` evaluations (half of ``patience`` unless set), the
 ``plateau`` schedule lowers the learning rate to 0.3x (again after each further ``lr_patience``);
 after ``patience`` evaluations without a gain, training stops and the best weights are put back.
-With the default, a run stops one drop after its last gain, near the rate it learned at (the
-building tile's U-Net stopped so, and the same network fine-tuned further at 0.3x its rate gained
-2 and 8 points on test); ``lr_patience`` at a third of ``patience`` or less drops the rate twice
-before the run stops, so it ends at 0.09x or below.
+With the default and an even patience, a run stops one drop after its last gain, so the rate it
+ends at may be the rate a fine-tuning of it starts at; ``lr_patience`` at a third of ``patience``
+or less drops the rate twice before the run stops, so it ends at 0.09x or below.
 
 A run that has scored nothing yet (every evaluation at or below ``min_delta``) is not on a
 plateau: for up to ``2 * patience`` such evaluations (:data:`GRACE`) they neither count towards the

@@ -53,14 +53,15 @@ def settings_key(config: Any) -> str:
 
 
 def state_key(
-    config: Any, model: nn.Module, data: Any, *, device: str, precision: str, teacher: nn.Module | None = None
+    config: Any, model: nn.Module, data: Any, *, device: str, precision: str, teacher: nn.Module | None = None,
+    start: float | None = None,
 ) -> dict[str, Any]:
     """What a resumed run must share with the one that wrote the state: the training settings (not
     how fast it runs), the kind of device and the precision it resolved to, the network it started
     from (its layers and its weights: a recipe, a reconstruction or an initialization that differ
     start another run), the teacher it distills from, and the data (its description, sizes, class
     shares and a fingerprint of its first and last training patches and of its validation scenes)."""
-    return {
+    key = {
         "settings": settings_key(config),
         "run": [device, precision],
         "layers": [[name, list(value.shape)] for name, value in model.state_dict().items()],
@@ -68,6 +69,9 @@ def state_key(
         "teacher": None if teacher is None else weights_digest(teacher),
         "data": _data_fingerprint(data),
     }
+    if start is not None:  # a run that counts its start (train's start=) is another run than one that does not
+        key["start"] = round(float(start), 6)
+    return key
 
 
 def _data_fingerprint(data: Any) -> list[Any]:

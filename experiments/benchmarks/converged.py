@@ -33,8 +33,9 @@ run seed by seed, every row of the table one seed at a time:
    each, to show the result holds across parents.
 
 The same command started twice shares the jobs: each takes the next job nobody runs whose parent (and,
-for a pick, search) has finished (``<job>.lock`` holds the process id; a dead process's lock is taken
-over and its job resumed), so two processes on one task use two cores.
+for a pick, search) has finished (an exclusive ``flock`` on ``<job>.lock``, let go by the kernel when
+its process ends, so a dead process's job is taken over and resumed), so two processes on one task use
+two cores. A job that fails leaves ``<job>.failed`` (the reason) and the rest go on.
 
 Differences to the parent are paired (each fine-tuning seed against the one parent it came
 from, the user's situation) with 95% t-intervals; the targets are judged by the intervals
@@ -49,10 +50,13 @@ Writes ``experiments/benchmarks/results/converged.json`` and ``converged-<task>.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fcntl
 import json
 import os
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +64,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from common import RESULTS, machine  # noqa: E402
 
+from compressor.errors import CompressorError, typed_line  # noqa: E402
 from compressor.intervals import WITHIN_POINTS, Estimate, within  # noqa: E402
 from compressor.io import atomic_write_text  # noqa: E402
 
@@ -134,6 +139,8 @@ def settings_of(args: argparse.Namespace, job: dict[str, Any] | None = None) -> 
     settings = {key: getattr(args, key) for key in SETTINGS if key not in added_later or getattr(args, key) != added_later[key]}
     if job is not None and job["kind"] in ("search", "pick"):
         settings.update({key: getattr(args, key) for key in SEARCH_SETTINGS})
+    if job is not None and job["kind"] in ("recipe", "control", "small", "pick"):
+        settings["start_counted"] = True  # fine-tuned by compress since it counts its start (no mixing with rows before)
     return settings
 
 
@@ -273,65 +280,60 @@ def needs(job: dict[str, Any]) -> list[str]:
     return needed
 
 
-def claim(folder: Path, name: str) -> Path | None:
-    """``<job>.lock`` made for this process, or None when another live process holds it: so several processes
-    started with the same command share one task's jobs. A lock left by a process that died is taken over."""
-    lock = folder / f"{name}.lock"
-    for _ in range(2):
+@contextlib.contextmanager
+def claimed(folder: Path, name: str) -> Iterator[bool]:
+    """Whether this process holds ``<job>.lock`` for the block: an exclusive ``flock`` on it, which the
+    kernel lets go of when the process ends however it ends, so several processes started with the same
+    command share one task's jobs and a job whose process died is taken over (its ``.state`` resumes it).
+    The lock files stay (removing one while another process opens it would let two hold it)."""
+    with open(folder / f"{name}.lock", "a") as lock:
         try:
-            descriptor = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-        except FileExistsError:
-            try:
-                holder = int(lock.read_text() or 0)
-            except (OSError, ValueError):
-                holder = 0
-            if holder and _alive(holder):
-                return None
-            lock.unlink(missing_ok=True)  # its process died: take the job over (its .state resumes it)
-            continue
-        with os.fdopen(descriptor, "w") as file:
-            file.write(str(os.getpid()))
-        return lock
-    return None
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # alive, another user's
-        return True
-    return True
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def run_task(task: str, args: argparse.Namespace, *, wait: float = 60.0) -> None:
     """Runs the task's jobs not finished yet, in order. A job another process is running, or one whose
-    :func:`needs` have not finished, is passed over; when only those are left, this process waits for them."""
+    :func:`needs` have not finished, is passed over; when only those are left, this process waits for them.
+    A job that fails is said and marked (``<job>.failed``, with the reason): it and the jobs that need it are
+    passed over until that file is removed."""
     folder = Path(args.run_dir) / task / "jobs"
     folder.mkdir(parents=True, exist_ok=True)
     data = experiment_for(task, args, seed=0).data.build()
     print(f"{task}: {data.description}", flush=True)
     planned = jobs(args)
     while True:
-        left = [job for job in planned if not _finished(folder, job, args)]
+        failed = {job["job"] for job in planned if (folder / f"{job['job']}.failed").exists()}
+        blocked = {job["job"] for job in planned if job["job"] in failed or set(needs(job)) & failed}
+        left = [job for job in planned if job["job"] not in blocked and not _finished(folder, job, args)]
         if not left:
+            if blocked:
+                print(f"{task}: not run, failed or needing a job that failed: {', '.join(sorted(blocked))} "
+                      f"(remove {folder}/<job>.failed to try again)", flush=True)
             return
         ready = [job for job in left if all((folder / f"{name}.json").exists() for name in needs(job))]
+        ran = False
         for job in ready:
-            lock = claim(folder, job["job"])
-            if lock is None:
-                continue
-            try:
-                if _finished(folder, job, args):  # another process finished it between the look and the claim
+            with claimed(folder, job["job"]) as mine:
+                if not mine or _finished(folder, job, args):  # another process runs it, or finished it meanwhile
                     continue
-                record = run_job(task, job, args, data)
-                atomic_write_text(folder / f"{job['job']}.json", json.dumps(record, indent=1) + "\n")
-                print(describe(task, record), flush=True)
-            finally:
-                lock.unlink(missing_ok=True)
+                try:
+                    record = run_job(task, job, args, data)
+                except (CompressorError, RuntimeError) as error:  # this job, not the task: the others go on
+                    atomic_write_text(folder / f"{job['job']}.failed", f"{typed_line(error)}\n")
+                    print(f"{task} {job['job']}: failed: {typed_line(error)}", flush=True)
+                else:
+                    atomic_write_text(folder / f"{job['job']}.json", json.dumps(record, indent=1) + "\n")
+                    print(describe(task, record), flush=True)
+                ran = True
             break  # look at the whole list again: what this job unlocked comes before what follows it
-        else:
+        if not ran:
             print(f"{task}: waiting for {', '.join(job['job'] for job in left[:3])}"
                   f"{' ...' if len(left) > 3 else ''} (another process runs them, or what they need)", flush=True)
             time.sleep(wait)
@@ -378,6 +380,7 @@ def table(records: dict[str, dict[str, Any]]) -> dict[str, Any]:
 
     # the control went through what every fine-tuned row goes through (batch norms re-estimated, then fine-tuned
     # from its start by the same rule), on the same seed: a row minus the control is the transform's own effect
+    # (and, for the distilled row, distillation's)
     controls = {record["seed"]: record["test"]["score"] for record in rows_of("control-s")}
 
     def row(label: str, found: list[dict[str, Any]], against: float | None) -> dict[str, Any]:
