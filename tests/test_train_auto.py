@@ -175,8 +175,12 @@ def test_a_state_written_without_the_start_counted_is_not_resumed_with_it(buildi
     start = evaluate(model, buildings, AUTO)
     with caplog.at_level("WARNING", logger="compressor.train.resume"):
         again = train(model, buildings, AUTO, resume=state, start=start)
-    assert "was written by another training (other start): training from the start" in caplog.text
+    assert "was written by another training (other counted_start): training from the start" in caplog.text
     assert again.history[0] == (0, start)
+    from compressor.train.resume import state_key
+
+    keys = [state_key(AUTO, model, buildings, device="cpu", precision="fp32", start=0.0) for model in (_model(), unet(base_width=8, depth=3, norm="batch"))]
+    assert keys[0]["start"] != keys[1]["start"] and keys[0]["counted_start"] == 0.0  # the weights still in the key
 
 
 def test_compress_to_the_plateau_never_hands_back_less_than_its_start_on_validation(buildings):

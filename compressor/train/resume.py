@@ -70,7 +70,7 @@ def state_key(
         "data": _data_fingerprint(data),
     }
     if start is not None:  # a run that counts its start (train's start=) is another run than one that does not
-        key["start"] = round(float(start), 6)
+        key["counted_start"] = round(float(start), 6)
     return key
 
 

@@ -309,7 +309,7 @@ def run_task(task: str, args: argparse.Namespace, *, wait: float = 60.0) -> None
     print(f"{task}: {data.description}", flush=True)
     planned = jobs(args)
     while True:
-        failed = {job["job"] for job in planned if (folder / f"{job['job']}.failed").exists()}
+        failed = {job["job"] for job in planned if _failed(folder, job["job"])}
         blocked = {job["job"] for job in planned if job["job"] in failed or set(needs(job)) & failed}
         left = [job for job in planned if job["job"] not in blocked and not _finished(folder, job, args)]
         if not left:
@@ -321,8 +321,11 @@ def run_task(task: str, args: argparse.Namespace, *, wait: float = 60.0) -> None
         ran = False
         for job in ready:
             with claimed(folder, job["job"]) as mine:
-                if not mine or _finished(folder, job, args):  # another process runs it, or finished it meanwhile
+                if not mine:  # another process runs it
                     continue
+                if _finished(folder, job, args) or _failed(folder, job["job"]):  # another process ended it meanwhile
+                    ran = True  # look again now: what it unlocked may be ready
+                    break
                 try:
                     record = run_job(task, job, args, data)
                 except (CompressorError, RuntimeError) as error:  # this job, not the task: the others go on
@@ -337,6 +340,11 @@ def run_task(task: str, args: argparse.Namespace, *, wait: float = 60.0) -> None
             print(f"{task}: waiting for {', '.join(job['job'] for job in left[:3])}"
                   f"{' ...' if len(left) > 3 else ''} (another process runs them, or what they need)", flush=True)
             time.sleep(wait)
+
+
+def _failed(folder: Path, name: str) -> bool:
+    """Whether job ``name`` failed (``<job>.failed``) and has not succeeded since."""
+    return (folder / f"{name}.failed").exists() and not (folder / f"{name}.json").exists()
 
 
 def _finished(folder: Path, job: dict[str, Any], args: argparse.Namespace) -> bool:
