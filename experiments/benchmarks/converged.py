@@ -145,8 +145,6 @@ def settings_of(args: argparse.Namespace, job: dict[str, Any] | None = None) -> 
 
 
 def run_job(task: str, job: dict[str, Any], args: argparse.Namespace, data: Any) -> dict[str, Any]:
-    import dataclasses
-
     import torch
 
     from compressor.compression import compress
@@ -181,8 +179,7 @@ def run_job(task: str, job: dict[str, Any], args: argparse.Namespace, data: Any)
             recipe = Recipe.from_data({"transforms": picked["recipe"]}, source=f"the search's trial {picked['trial']}")
         else:
             recipe = {"recipe": RECIPE, "small": SMALL}.get(job["kind"]) or Recipe.of([])
-        tuned = dataclasses.replace(experiment, train=dataclasses.replace(experiment.train, seed=job["seed"]))
-        compressed = compress(parent, recipe, tuned, data=data, distill=job["distill"], resume=resume)
+        compressed = compress(parent, recipe, experiment, data=data, distill=job["distill"], resume=resume)  # seeded by job
         result, cost, test = compressed.result, compressed.student_cost, compressed.student_test_metrics
     return {
         **job,
