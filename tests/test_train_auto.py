@@ -345,3 +345,33 @@ def test_a_state_that_cannot_be_written_is_said_and_the_run_goes_on(buildings, t
     with caplog.at_level("WARNING", logger="compressor.train.loop"):
         result = train(_model(), buildings, dataclasses.replace(AUTO, max_steps=30), resume=blocked / "run.state")
     assert result.steps_done == 30 and caplog.text.count("could not be written") == 1  # said once, not at every evaluation
+
+
+def test_an_inheriting_search_and_its_confirmation_count_each_candidates_start(tmp_path):
+    """With ``finetune.steps: auto`` a trial's fine-tuning counts its start, as ``compress`` does: at a rate
+    that spoils every step (lr 0.3), a candidate hands back what it inherited, and so does the control."""
+    from search_helpers import tiny_experiment
+
+    from compressor.confirm.run import run_confirmation
+    from compressor.confirm.subjects import RESULT_PREFIX, result_key
+    from compressor.pipeline import run_search
+    from compressor.search_config import ConfirmConfig
+    from compressor.study import TrialRecord, load_study
+
+    experiment = tiny_experiment(
+        tmp_path, ("train.eval_every=2", "train.patience=2", "train.max_steps=6", "finetune.steps=auto",
+                   "finetune.lr=0.3", "finetune.bn_reestimate=0", "finetune.parent_steps=9"),
+        n_trials=3, init="inherit", references=["base"])
+    result = run_search(experiment, echo=lambda line: None)
+    trained = [TrialRecord.from_trial(trial) for trial in result.study.get_trials(deepcopy=False)
+               if trial.user_attrs.get("status") == "complete" and trial.user_attrs.get("duplicate_of") is None]
+    assert trained
+    for record in trained:
+        assert record.curve[0][0] == 0  # the start is the evaluation at step 0
+        assert record.metric == pytest.approx(max(value for _, value in record.curve), abs=1e-5)
+        assert record.timing["evaluate"] > 0
+    run_confirmation(result.study, result.storage_url, config=ConfirmConfig(top=1, seeds=1), echo=lambda line: None)
+    attrs = load_study(result.storage_url, "tiny").user_attrs
+    (seed,) = {int(key.split("/")[2]) for key in attrs if key.startswith(RESULT_PREFIX + "base-finetuned/")}
+    parent, control = (attrs[result_key(subject, seed, None)]["metric"] for subject in ("base", "base-finetuned"))
+    assert control == pytest.approx(parent, abs=1e-6)  # the parent itself, handed back: no step made it better

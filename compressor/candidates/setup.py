@@ -52,7 +52,7 @@ from compressor.units import format_count
 
 __all__ = [
     "SearchSetup", "prepare", "metric_value", "metric_label", "base_model_config", "Start",
-    "start_candidate", "study_location",
+    "start_candidate", "start_metrics", "study_location",
 ]
 
 
@@ -244,6 +244,18 @@ def start_candidate(setup: SearchSetup, network: nn.Module) -> Start:
     if error is None or not math.isfinite(error):
         return Start(seconds=seconds)
     return Start(error=round(error, 6), close=error <= settings.max_start_error, seconds=seconds)
+
+
+def start_metrics(setup: SearchSetup, network: nn.Module) -> SegmentationMetrics | None:
+    """The validation metrics of a candidate readied by :func:`start_candidate`, when its fine-tuning
+    counts its start (``finetune.steps: auto`` and an inheriting ``init``): ``train``'s ``start``,
+    so a candidate that training makes no better keeps what it inherited, as ``compress`` does.
+    None otherwise (a fixed number of steps, or from scratch), at no cost."""
+    config = setup.start_config
+    if setup.parent is None or not setup.init.inherits or not config.auto:
+        return None
+    with torch_threads(config.threads), deterministic_kernels(resolve_device(config.device)):
+        return evaluate(network, setup.data, config)
 
 
 def prepare(

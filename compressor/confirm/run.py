@@ -31,7 +31,7 @@ import optuna
 from optuna.trial import TrialState
 
 from compressor.candidates.parents import check_parent_unchanged
-from compressor.candidates.setup import SearchSetup, prepare, start_candidate
+from compressor.candidates.setup import SearchSetup, prepare, start_candidate, start_metrics
 from compressor.candidates.stored import building_study, stored_experiment
 from compressor.candidates.versions import build_version
 from compressor.confirm.plan import check_trials, choose_top, describe_repeats, merge_plan, plan_repeats
@@ -346,7 +346,8 @@ class _JobRunner:
         setup = self._setup(repeat)
         seed_everything(setup.experiment.train.seed)
         network = copy.deepcopy(setup.context.model)
-        result = train(network, setup.data, setup.train_config, teacher=setup.teacher,
+        start_candidate(setup, network)  # started as a candidate is: batch norms re-estimated, the start counted
+        result = train(network, setup.data, setup.start_config, teacher=setup.teacher, start=start_metrics(setup, network),
                        description=f"confirm {self._label(study_control(self.info, self.study_attrs))} seed {repeat[0]}")
         return {"metric": setup.metric(result.metrics), "metrics": result.metrics.to_dict(),
                 "params": sum(parameter.numel() for parameter in network.parameters())}
@@ -360,7 +361,7 @@ class _JobRunner:
         network = setup.build(recipe)
         seed, fold = repeat
         start_candidate(setup, network)
-        result = train(network, setup.data, setup.start_config, teacher=setup.teacher,
+        result = train(network, setup.data, setup.start_config, teacher=setup.teacher, start=start_metrics(setup, network),
                        description=f"confirm trial {number} seed {seed}" + ("" if fold is None else f" fold {fold}"))
         return {"trial": number, "metric": setup.metric(result.metrics), "metrics": result.metrics.to_dict(),
                 "params": sum(parameter.numel() for parameter in network.parameters()),

@@ -9,7 +9,7 @@ from collections.abc import Iterator, Mapping
 import optuna
 from optuna.trial import TrialState
 
-from compressor.candidates.setup import SearchSetup, start_candidate
+from compressor.candidates.setup import SearchSetup, start_candidate, start_metrics
 from compressor.errors import CompressorError, RunFailedError, first_line, typed_line
 from compressor.metrics import SegmentationMetrics
 from compressor.search.fidelity import rung_key, should_stop
@@ -118,10 +118,12 @@ class TrialRunner:
             with clock("calibrate"):
                 start = start_candidate(setup, network)
             record.start_error, record.starts_close, record.reconstruct_seconds = start.error, start.close, start.seconds
+            with clock("evaluate"):
+                inherited = start_metrics(setup, network)
             result = train(
                 network, setup.data, setup.start_config, evaluate_at=list(setup.config.rungs),
                 callback=at_rung, description=f"trial {trial.number}", teacher=setup.teacher,
-                evaluate_at_share=setup.config.rung_share,
+                evaluate_at_share=setup.config.rung_share, start=inherited,
             )
         except CompressorError as error:
             return self._fail(trial, record, started, str(error))
@@ -136,7 +138,7 @@ class TrialRunner:
         record.train_seconds = round(result.train_seconds, 3)
         record.steps = result.steps_done
         record.timing["train"] = round(result.train_seconds, 3)  # the evaluations inside train() are their own phase
-        record.timing["evaluate"] = round(result.eval_seconds, 3)
+        record.timing["evaluate"] = round(record.timing.get("evaluate", 0.0) + result.eval_seconds, 3)
         values = setup.values(record.metric, cost)
         if result.stopped_early:
             record.status = "stopped"
