@@ -173,6 +173,7 @@ def run_job(task: str, job: dict[str, Any], args: argparse.Namespace, data: Any)
         if job["kind"] == "parent":
             torch.save(trained.model.state_dict(), folder / f"parent-p{job['parent']}.pt")
         result, cost, test = trained.result, trained.cost, trained.test_metrics
+        phases = None
     else:
         parent = converged_parent(folder, job["parent"], data)
         if job["kind"] == "pick":
@@ -181,6 +182,7 @@ def run_job(task: str, job: dict[str, Any], args: argparse.Namespace, data: Any)
             recipe = {"recipe": RECIPE, "small": SMALL}.get(job["kind"]) or Recipe.of([])
         compressed = compress(parent, recipe, experiment, data=data, distill=job["distill"], resume=resume)  # seeded by job
         result, cost, test = compressed.result, compressed.student_cost, compressed.student_test_metrics
+        phases = {phase: round(seconds, 1) for phase, seconds in compressed.seconds.items()}  # this process's, not a resumed run's
     return {
         **job,
         "settings": settings_of(args, job),
@@ -189,7 +191,8 @@ def run_job(task: str, job: dict[str, Any], args: argparse.Namespace, data: Any)
         "steps_done": result.steps_done, "best_step": result.best_step, "converged": result.converged,
         "curve": [[step, round(metrics.score, 5)] for step, metrics in result.history],
         "params": cost.params, "flops": cost.flops,
-        "train_seconds": round(result.train_seconds, 1), "wall_seconds": round(time.perf_counter() - started, 1),
+        "train_seconds": round(result.train_seconds, 1), "eval_seconds": round(result.eval_seconds, 1),
+        **({"phases": phases} if phases else {}), "wall_seconds": round(time.perf_counter() - started, 1),
         "device": result.device, "threads": result.threads, "load_before": round(load, 2),
     }
 
