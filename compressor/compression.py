@@ -321,11 +321,13 @@ def compress(
     device = resolve_device(config.device)
     with torch_threads(config.threads), deterministic_kernels(device):  # where and as the fine-tuning runs
         student.to(device)
-        start_error = output_gap(teacher, student, images, config.batch_size)
         reconstruction = None if method == "none" else reconstruct(
             teacher, student, images, method=method, source=settings.reconstruct_source, steps=settings.reconstruct_steps,
             batch_size=config.batch_size,
         )
+        # the same measure on the same images: reconstruct's own, before it (the teacher is not run again)
+        start_error = (output_gap(teacher, student, images, config.batch_size) if reconstruction is None
+                       else reconstruction.output_error_before)
     seconds["reconstruct"] = time.perf_counter() - started
     inherited_metrics = evaluate(student, data, config)
     started = time.perf_counter()

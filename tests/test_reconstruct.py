@@ -393,14 +393,14 @@ def test_on_a_residual_network_the_blocks_are_its_residual_blocks_and_hints_brin
 
 def test_hints_runs_the_teacher_once_per_image_and_fits_as_if_it_ran_it_every_step(teacher, data, images):
     """The teacher's tensors on the calibration images are kept (TEACHER_CACHE_BYTES) instead of
-    recomputed at each Adam step; the fit is the same up to float rounding."""
+    recomputed at each Adam step and for each measure of the errors; the fit is the same up to float rounding."""
     calls = []
-    handle = teacher.register_forward_hook(lambda *_: calls.append(1))
+    handle = teacher.register_forward_hook(lambda module, *_: calls.append(1) if module is teacher else None)  # not its copies
     try:
         fits = {}
         for limit in (0, 2**30):  # 0: the teacher at every step, as before
-            calls.clear()
             student = _student(teacher, data, [{"name": "fire", "squeeze_ratio": 0.5}])
+            calls.clear()
             report = reconstruct(teacher, student, images, method="hints", steps=30, batch_size=4,
                                  teacher_cache_bytes=limit)
             fits[limit] = (report, student.state_dict(), len(calls))
@@ -408,6 +408,10 @@ def test_hints_runs_the_teacher_once_per_image_and_fits_as_if_it_ran_it_every_st
         handle.remove()
     (every, every_state, every_calls), (kept, kept_state, kept_calls) = fits[0], fits[2**30]
     assert every_calls - kept_calls >= 30  # one teacher pass per Adam step saved
+    # one pass over the images in all: the errors before and after and the output read what it kept
+    assert kept_calls == len(images.split(4)) + 1  # and once on 2 images, to find the points (shared_boundaries)
+    assert kept.errors_before == pytest.approx(every.errors_before, rel=1e-5)
+    assert kept.errors_after == pytest.approx(every.errors_after, rel=1e-3)
     assert kept.output_error_after < kept.output_error_before
     assert kept.output_error_after == pytest.approx(every.output_error_after, rel=1e-3)
     for name, tensor in kept_state.items():

@@ -130,8 +130,9 @@ def reconstruct(
         balance: weight each position by the inverse frequency of the class the teacher
             predicts there (see :func:`pixel_weights`); else every position counts the same,
             and a rare class is drowned by the background.
-        teacher_cache_bytes: ``hints`` computes the teacher's tensors on every image once and keeps
-            them when they fit in this many bytes (else the teacher runs at every step, as with 0).
+        teacher_cache_bytes: the teacher's tensors at every point and its output are computed on every
+            image once and kept when they fit in this many bytes: the errors before and after and each
+            ``hints`` step read them (else the teacher runs for each of those, as with 0).
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
@@ -147,8 +148,11 @@ def reconstruct(
     boundaries = shared_boundaries(teacher, student, images[:2])
     report.points = [] if method == "none" else changed_points(
         teacher, student, boundaries, "layer" if method == "layer" else "block")
-    report.errors_before = _point_errors(teacher, student, images, report.points, batch_size)
-    targets = teacher_logits(teacher, images, batch_size)  # the teacher's output, run once for every use below
+    with eval_mode(teacher):  # the teacher's tensors at every point and its output, run once for every use below
+        kept = _teacher_tensors(teacher, images, report.points, batch_size, teacher_cache_bytes)
+    wanted = None if kept is None else kept[0]
+    targets = list(kept[1].split(batch_size)) if kept is not None else teacher_logits(teacher, images, batch_size)
+    report.errors_before = _point_errors(teacher, student, images, report.points, batch_size, wanted=wanted)
     report.output_error_before = output_gap(teacher, student, images, batch_size, targets=targets)
     report.errors_after, report.output_error_after = dict(report.errors_before), report.output_error_before
     if not report.points or steps < 1 or (report.output_error_before is not None and report.output_error_before <= CLOSE_ENOUGH):
@@ -160,7 +164,7 @@ def reconstruct(
     with eval_mode(teacher, student):
         if method == "hints":
             changed = _fit_whole(teacher, student, images, report.points, weights, steps=steps, lr=lr, batch_size=batch_size,
-                                 cache_bytes=teacher_cache_bytes)
+                                 kept=kept)
         else:
             for name in report.points:
                 target = _batched(lambda rows, name=name: capture_calls(
@@ -175,7 +179,7 @@ def reconstruct(
     if after is None or report.output_error_before is None or not after < report.output_error_before:
         student.load_state_dict(start)  # no closer as a whole (in eval mode): the student as it came
     else:
-        report.errors_after = _point_errors(teacher, student, images, report.points, batch_size)
+        report.errors_after = _point_errors(teacher, student, images, report.points, batch_size, wanted=wanted)
         report.output_error_after = after
     report.seconds = time.perf_counter() - started
     return report
@@ -241,13 +245,13 @@ def _fit_point(
 
 def _fit_whole(
     teacher: nn.Module, student: nn.Module, images: torch.Tensor, points: list[str], weights: torch.Tensor | None, *,
-    steps: int, lr: float, batch_size: int, cache_bytes: int = TEACHER_CACHE_BYTES,
+    steps: int, lr: float, batch_size: int, kept: tuple[dict[str, torch.Tensor], torch.Tensor] | None,
 ) -> bool:
     """Adam on all of ``student``: its tensors at ``points`` and its output towards the teacher's (kept
-    only if better than the start). Returns whether the student changed."""
+    only if better than the start). ``kept``: the teacher's tensors on ``images`` (:func:`_teacher_tensors`);
+    None: the teacher runs at every step. Returns whether the student changed."""
     parameters = [parameter for parameter in student.parameters() if parameter.requires_grad]
     count = images.shape[0]
-    kept = _teacher_tensors(teacher, images, points, batch_size, cache_bytes)
 
     def teacher_on(rows: slice | torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         if kept is not None:
@@ -372,16 +376,23 @@ def _rows(value: object, rows: slice | torch.Tensor, count: int) -> Any:
 
 @torch.no_grad()
 def _point_errors(
-    teacher: nn.Module, student: nn.Module, images: torch.Tensor, points: list[str], batch_size: int = 8,
+    teacher: nn.Module, student: nn.Module, images: torch.Tensor, points: list[str], batch_size: int = 8, *,
+    wanted: dict[str, torch.Tensor] | None = None,
 ) -> dict[str, float]:
     """Each point's relative error, both networks run on their own, batch by batch (their tensors at
-    every point at once on a few images: the memory of one batch)."""
+    every point at once on a few images: the memory of one batch). ``wanted``: the teacher's tensors
+    on every image, kept (:func:`_teacher_tensors`), so the teacher is not run again."""
     squares: dict[str, list[float]] = {name: [0.0, 0.0] for name in points}
+    start = 0
     for batch in images.split(batch_size):
         produced = capture_calls(student, batch, points, inputs=False)
-        wanted = capture_calls(teacher, batch, points, inputs=False)
+        if wanted is None:
+            targets = {name: call[2] for name, call in capture_calls(teacher, batch, points, inputs=False).items()}
+        else:
+            targets = {name: tensor[start:start + len(batch)] for name, tensor in wanted.items()}
+        start += len(batch)
         for name in points:
-            output, target = produced.get(name, (None, None, None))[2], wanted.get(name, (None, None, None))[2]
+            output, target = produced.get(name, (None, None, None))[2], targets.get(name)
             if output is None or target is None or output.shape != target.shape:
                 squares.pop(name, None)
                 continue
