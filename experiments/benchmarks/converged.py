@@ -29,6 +29,10 @@ run seed by seed, every row of the table one seed at a time:
    inherited and fine-tuned to the plateau like the recipe ("not reached" where no trial is that
    small). The target ">= 100x fewer params and >= 10x fewer FLOPs" is judged on the row best on
    validation among those small enough.
+5b. ``scratch-s<k>`` (``k`` < ``--scratch-seeds``, 3): the paper's recipe's network from random weights (U-Net
+   built, the recipe applied with ``init: random``), trained to its plateau like Micro-Net: what inheriting from
+   the converged parent is worth, the recipe row minus this one paired by seed (issue 30's question on a
+   converged teacher).
 6. ``parent-p<j>``, ``recipe-p<j>-s0`` (``j`` = 1, 2): two more parents and the recipe from
    each, to show the result holds across parents.
 
@@ -122,6 +126,8 @@ def jobs(args: argparse.Namespace) -> list[dict[str, Any]]:
         if args.search_trials:
             planned += [{"job": f"pick{size}-s{seed}", "kind": "pick", "size": size, "parent": 0, "seed": seed, "distill": False}
                         for size in PICKS]
+        if seed < args.scratch_seeds:  # what inheriting from the converged parent is worth: the recipe's network, nothing learned
+            planned.append({"job": f"scratch-s{seed}", "kind": "scratch", "seed": seed})
     for parent in range(1, args.parents):
         planned.append({"job": f"parent-p{parent}", "kind": "parent", "parent": parent, "seed": parent})
         planned.append({"job": f"recipe-p{parent}-s0", "kind": "recipe", "parent": parent, "seed": 0, "distill": False})
@@ -167,9 +173,10 @@ def run_job(task: str, job: dict[str, Any], args: argparse.Namespace, data: Any)
                 record = json.loads(same.read_text())
                 if record.get("picked", {}).get("trial") == picked["trial"]:
                     return {**record, **job, "settings": settings_of(args, job), "same_run_as": record["job"]}
-    if job["kind"] in ("parent", "micronet"):
-        model = ModelConfig(name="unet" if job["kind"] == "parent" else "micronet", args={"norm": "batch"})
-        trained = train_model(experiment, model=model, data=data, resume=resume)
+    if job["kind"] in ("parent", "micronet", "scratch"):
+        model = ModelConfig(name="micronet" if job["kind"] == "micronet" else "unet", args={"norm": "batch"})
+        trained = train_model(experiment, model=model, recipe=RECIPE if job["kind"] == "scratch" else None, data=data,
+                              resume=resume)
         if job["kind"] == "parent":
             torch.save(trained.model.state_dict(), folder / f"parent-p{job['parent']}.pt")
         result, cost, test = trained.result, trained.cost, trained.test_metrics
@@ -273,7 +280,7 @@ def describe(task: str, record: dict[str, Any]) -> str:
 def needs(job: dict[str, Any]) -> list[str]:
     """The jobs that must have finished before ``job`` starts: its parent; for a pick, the search and the
     same seed's larger picks (which it may turn out to be the same run as)."""
-    needed = [] if job["kind"] in ("parent", "micronet") else [f"parent-p{job['parent']}"]
+    needed = [] if job["kind"] in ("parent", "micronet", "scratch") else [f"parent-p{job['parent']}"]
     if job["kind"] == "pick":
         sizes = list(PICKS)
         needed += [f"search-p{job['parent']}"] + [f"pick{size}-s{job['seed']}" for size in sizes[:sizes.index(job["size"])]]
@@ -397,7 +404,7 @@ def table(records: dict[str, dict[str, Any]]) -> dict[str, Any]:
         scores = [record["test"]["score"] for record in found]
         difference = Estimate.of([score - against for score in scores]) if against is not None else None
         paired = [100 * (record["test"]["score"] - controls[record["seed"]]) for record in found
-                  if record.get("seed") in controls and record["kind"] not in ("parent", "control", "micronet")]
+                  if record.get("seed") in controls and record["kind"] not in ("parent", "control", "micronet", "scratch")]
         first = found[0]
         return {
             "label": label, "n": len(found), "params": first["params"], "flops": first["flops"],
@@ -421,6 +428,7 @@ def table(records: dict[str, dict[str, Any]]) -> dict[str, Any]:
         row("the paper's recipe, inherited, fine-tuned, distilled", rows_of("recipe-distill-s"), base),
         row("control: the parent fine-tuned the same way", rows_of("control-s"), base),
         row("Micro-Net from scratch", micronet, base),
+        row("the paper's recipe's network from scratch (trained to its plateau)", rows_of("scratch-s"), base),
         row("the paper's recipe + prune 0.6, inherited, fine-tuned", rows_of("small-s"), base),
     ]
     search = records.get("search-p0")
@@ -446,10 +454,14 @@ def table(records: dict[str, dict[str, Any]]) -> dict[str, Any]:
         dominate = {"smaller": smaller, "minus_micronet_points": estimate.to_dict(),
                     "verdict": "met" if smaller and estimate.has_interval and estimate.low > 0 else
                     "not met" if not smaller or (estimate.has_interval and estimate.high <= 0) else "not settled"}
+    scratch = {record["seed"]: record["test"]["score"] for record in rows_of("scratch-s")}
+    inherited = [100 * (record["test"]["score"] - scratch[record["seed"]]) for record in recipe if record["seed"] in scratch]
     return {"score_name": parent["score_name"], "parent": {"test": base, "val": parent["val"]["score"],
             "steps": parent["steps_done"], "best_step": parent["best_step"], "reached_plateau": parent["converged"],
             "train_seconds": parent["train_seconds"], "curve": parent["curve"], "params": parent["params"], "flops": parent["flops"]},
             "rows": rows, "recipe_dominates_micronet": dominate,
+            # issue 30's question on a converged teacher: compressed from it against the same network from scratch
+            "recipe_minus_scratch_points": Estimate.of(inherited).to_dict() if inherited else None,
             "curves": {name: record["curve"] for name, record in records.items() if "curve" in record}}
 
 
@@ -550,6 +562,9 @@ def print_table(tasks: dict[str, Any], *, markdown: bool = False) -> None:
         if found["recipe_dominates_micronet"]:
             dominated = found["recipe_dominates_micronet"]
             print(f"  (the recipe against Micro-Net, paired by seed: {_estimate(dominated['minus_micronet_points']).text(digits=1, signed=True)} points)")
+        if found.get("recipe_minus_scratch_points"):
+            print(f"  (the recipe inherited from the parent against its network from scratch, paired by seed: "
+                  f"{_estimate(found['recipe_minus_scratch_points']).text(digits=1, signed=True)} points)")
 
 
 def plot(tasks: dict[str, Any]) -> None:
@@ -561,7 +576,7 @@ def plot(tasks: dict[str, Any]) -> None:
     for task, found in tasks.items():
         figure, axis = plt.subplots(figsize=(7, 4))
         colours = {"parent": "black", "recipe-distill": "tab:green", "recipe": "tab:blue", "control": "tab:gray",
-                   "micronet": "tab:orange", "small": "tab:purple", "pick": "tab:red"}
+                   "micronet": "tab:orange", "small": "tab:purple", "pick": "tab:red", "scratch": "tab:brown"}
         labelled = set()
         for name, curve in sorted(found["curves"].items()):
             kind = next(prefix for prefix in colours if name.startswith(prefix))
@@ -596,6 +611,8 @@ def main() -> None:
     parser.add_argument("--search-trials", type=int, default=24,
                         help="trials of the search on the converged parent whose best at 1M, 300k and 100k params are rows (0: no search)")
     parser.add_argument("--search-steps", type=int, default=200, help="fine-tuning steps of each search trial")
+    parser.add_argument("--scratch-seeds", type=int, default=3,
+                        help="seeds of the paper's recipe's network trained from scratch to its plateau (0: none)")
     parser.add_argument("--threads", default="auto")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--run-dir", default=str(ROOT / "runs" / "converged"))
