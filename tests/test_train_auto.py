@@ -352,6 +352,8 @@ def test_an_inheriting_search_and_its_confirmation_count_each_candidates_start(t
     that spoils every step (lr 0.3), a candidate hands back what it inherited, and so does the control."""
     from search_helpers import tiny_experiment
 
+    from compressor.candidates.setup import prepare, start_metrics
+    from compressor.candidates.versions import COUNTS_START
     from compressor.confirm.run import run_confirmation
     from compressor.confirm.subjects import RESULT_PREFIX, result_key
     from compressor.pipeline import run_search
@@ -370,6 +372,10 @@ def test_an_inheriting_search_and_its_confirmation_count_each_candidates_start(t
         assert record.curve[0][0] == 0  # the start is the evaluation at step 0
         assert record.metric == pytest.approx(max(value for _, value in record.curve), abs=1e-5)
         assert record.timing["evaluate"] > 0
+    setup = prepare(experiment, echo=lambda line: None, check_budget=False)
+    assert start_metrics(setup, setup.parent.model) is not None
+    old = dataclasses.replace(setup, build_version=COUNTS_START - 1)  # a study made before: its trials keep one rule
+    assert start_metrics(old, setup.parent.model) is None
     run_confirmation(result.study, result.storage_url, config=ConfirmConfig(top=1, seeds=1), echo=lambda line: None)
     attrs = load_study(result.storage_url, "tiny").user_attrs
     (seed,) = {int(key.split("/")[2]) for key in attrs if key.startswith(RESULT_PREFIX + "base-finetuned/")}

@@ -15,7 +15,7 @@ from torch import nn
 from compressor.budget import Budget
 from compressor.candidates.builder import CandidateBuilder, Init
 from compressor.candidates.parents import load_parent, load_parent_file, shown_path
-from compressor.candidates.versions import BUILD_VERSION
+from compressor.candidates.versions import BUILD_VERSION, COUNTS_START
 from compressor.cost import Cost, measure
 from compressor.data.base import SegmentationData
 from compressor.errors import BudgetError, ClassCountError, ConfigError
@@ -250,9 +250,10 @@ def start_metrics(setup: SearchSetup, network: nn.Module) -> SegmentationMetrics
     """The validation metrics of a candidate readied by :func:`start_candidate`, when its fine-tuning
     counts its start (``finetune.steps: auto`` and an inheriting ``init``): ``train``'s ``start``,
     so a candidate that training makes no better keeps what it inherited, as ``compress`` does.
-    None otherwise (a fixed number of steps, or from scratch), at no cost."""
+    None otherwise (a fixed number of steps, from scratch, or a study made before starts were
+    counted, whose trials keep one rule: :data:`~.versions.COUNTS_START`), at no cost."""
     config = setup.start_config
-    if setup.parent is None or not setup.init.inherits or not config.auto:
+    if setup.parent is None or not setup.init.inherits or not config.auto or setup.build_version < COUNTS_START:
         return None
     with torch_threads(config.threads), deterministic_kernels(resolve_device(config.device)):
         return evaluate(network, setup.data, config)
