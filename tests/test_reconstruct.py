@@ -418,6 +418,28 @@ def test_hints_runs_the_teacher_once_per_image_and_fits_as_if_it_ran_it_every_st
         assert torch.allclose(tensor.float(), every_state[name].float(), atol=1e-4, rtol=1e-3), name
 
 
+@pytest.mark.parametrize("method", ["layer", "block"])
+def test_point_by_point_the_kept_teacher_outputs_are_the_targets_and_fit_the_same(teacher, data, images, method):
+    """Fed its own input (source student), each point's target is the teacher's output there, kept once
+    instead of computed again point by point; the same fit."""
+    calls = []  # passes started (one that stops at its point never returns)
+    handle = teacher.register_forward_pre_hook(lambda module, *_: calls.append(1) if module is teacher else None)
+    try:
+        fits = {}
+        for limit in (0, 2**30):
+            student = _student(teacher, data, [{"name": "fire", "squeeze_ratio": 0.5}])
+            calls.clear()
+            report = reconstruct(teacher, student, images, method=method, steps=10, batch_size=4, teacher_cache_bytes=limit)
+            fits[limit] = (report, student.state_dict(), len(calls))
+    finally:
+        handle.remove()
+    (every, every_state, every_calls), (kept, kept_state, kept_calls) = fits[0], fits[2**30]
+    assert kept_calls == len(images.split(4)) + 1 < every_calls  # the teacher run once over the images
+    assert len(kept.points) > 1 and kept.errors_after == pytest.approx(every.errors_after, rel=1e-5)
+    for name, tensor in kept_state.items():
+        assert torch.allclose(tensor.float(), every_state[name].float(), atol=1e-6, rtol=1e-5), name
+
+
 class _NotBatchFirst(torch.nn.Module):
     def forward(self, x):
         return x.flatten(2).permute(2, 0, 1)  # (HW, N, C), as an attention block without batch_first

@@ -131,8 +131,9 @@ def reconstruct(
             predicts there (see :func:`pixel_weights`); else every position counts the same,
             and a rare class is drowned by the background.
         teacher_cache_bytes: the teacher's tensors at every point and its output are computed on every
-            image once and kept when they fit in this many bytes: the errors before and after and each
-            ``hints`` step read them (else the teacher runs for each of those, as with 0).
+            image once and kept when they fit in this many bytes: the errors before and after, each
+            ``hints`` step and each point's target (``layer``, ``block`` fed by the student) read them
+            (else the teacher runs for each of those, as with 0).
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
@@ -167,8 +168,11 @@ def reconstruct(
                                  kept=kept)
         else:
             for name in report.points:
-                target = _batched(lambda rows, name=name: capture_calls(
-                    teacher, rows, [name], stop_after=name, inputs=source == "teacher")[name], images, batch_size)
+                if source == "student" and wanted is not None and name in wanted:  # its output, kept: not run again
+                    target = ((), {}, wanted[name])
+                else:
+                    target = _batched(lambda rows, name=name: capture_calls(
+                        teacher, rows, [name], stop_after=name, inputs=source == "teacher")[name], images, batch_size)
                 if _fit_point(student.get_submodule(name), _inputs(student, images, name, target, source, batch_size),
                               target[2], weights, steps=steps, lr=lr, batch_size=batch_size):
                     changed = True
