@@ -71,7 +71,8 @@ class CompressResult:
         result: the fine-tuning run; ``result.metrics`` is the student's final evaluation.
         teacher_cost, student_cost: params and FLOPs at the experiment's cost input size.
         distilled: whether the fine-tuning distilled from the teacher.
-        seconds: wall time of each phase (``transform``, ``finetune``, ``evaluate``).
+        seconds: wall time of each phase (``evaluate``: the teacher and the start on validation; ``transform``,
+            ``reconstruct``, ``finetune``, ``test``, and ``scratch`` when asked).
         example_shape: the input shape the recipe was applied (and the records costed) at.
         teacher_test_metrics, student_test_metrics: teacher and fine-tuned student on the
             data's test region, evaluated once at the end (None: the data has none).
@@ -329,13 +330,17 @@ def compress(
         start_error = (output_gap(teacher, student, images, config.batch_size) if reconstruction is None
                        else reconstruction.output_error_before)
     seconds["reconstruct"] = time.perf_counter() - started
+    started = time.perf_counter()
     inherited_metrics = evaluate(student, data, config)
+    seconds["evaluate"] += time.perf_counter() - started  # the teacher's and the student's start, on validation
     started = time.perf_counter()
     tuning = dataclasses.replace(config, bn_reestimate=0)  # re-estimated once already, above
     result = train(student, data, tuning, teacher=teacher if distill else None, description="fine-tune",
                    evaluate_at=evaluate_at, resume=resume, start=inherited_metrics)
     seconds["finetune"] = time.perf_counter() - started
+    started = time.perf_counter()
     tests = (evaluate(teacher, data, config, split="test"), evaluate(student, data, config, split="test")) if data.test else (None, None)
+    seconds["test"] = time.perf_counter() - started
     scratch = scratch_test = None
     if compare_scratch:
         started = time.perf_counter()

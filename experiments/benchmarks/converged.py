@@ -447,8 +447,9 @@ def table(records: dict[str, dict[str, Any]]) -> dict[str, Any]:
                          "recipe_test": None if again is None else again["test"]["score"],
                          "recipe_minus_parent_points": None if again is None else 100 * (again["test"]["score"] - other["test"]["score"])})
     dominate = None
-    if recipe and micronet:
-        paired = [r["test"]["score"] - m["test"]["score"] for r, m in zip(sorted(recipe, key=lambda r: r["seed"]), sorted(micronet, key=lambda m: m["seed"]))]
+    by_seed = {record["seed"]: record["test"]["score"] for record in micronet}
+    paired = [record["test"]["score"] - by_seed[record["seed"]] for record in recipe if record["seed"] in by_seed]
+    if paired:  # by seed: a seed one of the two rows lacks is left out
         estimate = Estimate.of([100 * value for value in paired])
         smaller = recipe[0]["params"] < micronet[0]["params"] and recipe[0]["flops"] < micronet[0]["flops"]
         dominate = {"smaller": smaller, "minus_micronet_points": estimate.to_dict(),
@@ -497,7 +498,8 @@ def targets(found: dict[str, Any]) -> dict[str, str]:
     dominate = found.get("recipe_dominates_micronet") or {}
     # the model this target is judged on is chosen on validation (its mean over seeds) among the rows that
     # are small enough: the search's picks and the fixed recipe + prune 0.6; its test interval then decides
-    small_enough = [row for row in rows.values() if row.get("params_ratio", 0) >= 100 and row.get("flops_ratio", 0) >= 10]
+    small_enough = [row for row in rows.values() if row.get("params_ratio", 0) >= 100 and row.get("flops_ratio", 0) >= 10
+                    and "inherited" in row["label"]]  # compressed from the parent: not Micro-Net, not the scratch row
     chosen = max(small_enough, key=lambda row: row["val_mean"]) if small_enough and all("val_mean" in row for row in small_enough) \
         else next((row for row in small_enough if row["label"].startswith("the paper's recipe + prune")), None)
     return {
