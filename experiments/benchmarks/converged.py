@@ -21,7 +21,7 @@ run seed by seed, every row of the table one seed at a time:
    ``small-s<k>``: the paper's recipe then 60% of the parameters pruned
    (``experiments/recipes/micronet_small.yaml``, 120x fewer params and 14x fewer FLOPs than
    U-Net), inherited and fine-tuned like the recipe: a fixed recipe in the search rows'
-   size range (the search itself is not run here).
+   size range, beside the search's picks (5).
 5. ``search-p0`` (after the parent): the search on the converged parent (``unet_family``, every
    candidate inheriting from it and fine-tuned ``--search-steps`` steps, ``--search-trials`` TPE
    trials under 1M params, scored on the validation strip); its best trial at <= 1M, <= 300k and
