@@ -72,7 +72,7 @@ class CompressResult:
         teacher_cost, student_cost: params and FLOPs at the experiment's cost input size.
         distilled: whether the fine-tuning distilled from the teacher.
         seconds: wall time of each phase (``evaluate``: the teacher and the start on validation; ``transform``,
-            ``reconstruct``, ``finetune``, ``test``, and ``scratch`` when asked).
+            ``reconstruct``, ``finetune``, ``test`` where the data has a test region, ``scratch`` when asked).
         example_shape: the input shape the recipe was applied (and the records costed) at.
         teacher_test_metrics, student_test_metrics: teacher and fine-tuned student on the
             data's test region, evaluated once at the end (None: the data has none).
@@ -338,9 +338,11 @@ def compress(
     result = train(student, data, tuning, teacher=teacher if distill else None, description="fine-tune",
                    evaluate_at=evaluate_at, resume=resume, start=inherited_metrics)
     seconds["finetune"] = time.perf_counter() - started
-    started = time.perf_counter()
-    tests = (evaluate(teacher, data, config, split="test"), evaluate(student, data, config, split="test")) if data.test else (None, None)
-    seconds["test"] = time.perf_counter() - started
+    tests: tuple[SegmentationMetrics | None, SegmentationMetrics | None] = (None, None)
+    if data.test:
+        started = time.perf_counter()
+        tests = (evaluate(teacher, data, config, split="test"), evaluate(student, data, config, split="test"))
+        seconds["test"] = time.perf_counter() - started
     scratch = scratch_test = None
     if compare_scratch:
         started = time.perf_counter()

@@ -15,11 +15,15 @@ PARENT = {"params": 31_000_000, "flops": 37_000_000_000}
 
 @pytest.fixture(scope="module")
 def converged():
+    path, modules = list(sys.path), set(sys.modules)
     sys.path.insert(0, str(ROOT / "experiments" / "benchmarks"))
     try:
-        return importlib.import_module("converged")
-    finally:
-        sys.path.remove(str(ROOT / "experiments" / "benchmarks"))
+        yield importlib.import_module("converged")
+    finally:  # the script puts its folder on the path too: the runner's path and modules as they were
+        sys.path[:] = path
+        for name in set(sys.modules) - modules:
+            if name in ("converged", "common"):
+                del sys.modules[name]
 
 
 def _record(job: str, kind: str, test: float, *, seed: int | None = None, params: int = 700_000, flops: int = 4_000_000_000,

@@ -254,13 +254,22 @@ def test_a_study_made_before_dilation_kept_rates_rebuilds_with_overwrite():
     """Micro-Net's fire modules are dilated already. dilation now keeps such rates by default; a study
     made before (no ``dilation_keeps_rates`` attribute) rebuilds its trials as they were trained:
     overwriting them. A new study stores the attribute; a recipe's own ``overwrite`` is kept."""
-    from compressor.candidates.versions import BUILD_VERSION, as_built_for, build_version, version_attrs
+    from compressor.candidates.versions import (
+        BUILD_VERSION,
+        VERSION_KEY,
+        as_built_for,
+        build_version,
+        version_attrs,
+    )
+    from compressor.errors import StudyMismatchError
     from compressor.transforms import Recipe
 
     recipe = Recipe.from_data([{"name": "dilation", "rates": [1, 2, 5]}, {"name": "fire"}])
     assert build_version({"init": "inherit"}) == 2 and build_version({}) == 1  # read from what older studies stored
     assert build_version({"init": "inherit", "dilation_keeps_rates": True}) == 3 and BUILD_VERSION == 5
     assert build_version(None) == build_version(version_attrs()) == BUILD_VERSION  # a new study, and what it stores
+    with pytest.raises(StudyMismatchError, match=f"made by a newer compressor \\(build version {BUILD_VERSION + 1}"):
+        build_version({VERSION_KEY: BUILD_VERSION + 1})  # its rules are unknown here: not resumed, joined or rebuilt
     old = as_built_for(recipe, build_version({"init": "inherit"}))
     assert [dict(step.params) for step in old.steps] == [{"rates": [1, 2, 5], "overwrite": True}, {"head": True}]
     assert as_built_for(recipe, BUILD_VERSION) is recipe

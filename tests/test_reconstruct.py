@@ -469,3 +469,13 @@ def test_the_teachers_tensors_are_kept_only_where_they_can_be_taken_row_by_row()
     mixed = images.clone()
     mixed[4:] = -1
     assert _teacher_tensors(_SometimesRuns(), mixed, ["a", "b"], 4, 2**20) is None
+    assert _teacher_tensors(_RunsTwiceSometimes(), mixed, ["a"], 4, 2**20) is None  # which call's tensor: no one answer
+
+
+class _RunsTwiceSometimes(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a = torch.nn.Tanh()
+
+    def forward(self, x):
+        return self.a(self.a(x)) if x[0, 0, 0, 0] < 0 else self.a(x)  # once on the first batch, twice on the second

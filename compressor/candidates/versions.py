@@ -20,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from compressor.errors import StudyMismatchError
 from compressor.transforms import Recipe, TransformSpec
 
 __all__ = ["BUILD_VERSION", "COUNTS_START", "VERSION_KEY", "KEEPS_RATES", "build_version", "as_built_for", "as_built_before_inheritance",
@@ -47,11 +48,20 @@ _LEGACY: dict[int, dict[str, dict[str, Any]]] = {
 
 def build_version(attrs: Mapping[str, Any] | None) -> int:
     """The version whose rules built the recipes of the study whose user attributes are ``attrs``
-    (None: a study not made yet, built as now)."""
+    (None: a study not made yet, built as now).
+
+    Raises:
+        StudyMismatchError: the study was made by a newer compressor, whose rules this one does not know.
+    """
     if attrs is None:
         return BUILD_VERSION
     if VERSION_KEY in attrs:
-        return int(attrs[VERSION_KEY])
+        version = int(attrs[VERSION_KEY])
+        if version > BUILD_VERSION:  # its rules are not known here: trials added or rebuilt now would differ
+            raise StudyMismatchError(
+                f"the study was made by a newer compressor (build version {version}; this one builds version "
+                f"{BUILD_VERSION}): upgrade compressor to resume, join, confirm or export it")
+        return version
     if "init" not in attrs:
         return 1
     return 3 if KEEPS_RATES in attrs else 2

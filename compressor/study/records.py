@@ -166,8 +166,8 @@ class TrialRecord:
             last), None: all of them, as before it was recorded.
         timing: where its time went, seconds per phase (:data:`TIMING_PHASES`: ``sample`` the
             recipe (and wait for a twin training it elsewhere), ``build`` the candidate, measure its ``cost``, ``calibrate`` it (batch norms, reconstruction, the
-            start error), ``train`` (optimizer steps, data included), ``evaluate`` (rungs and the
-            final evaluation), ``store`` (weights and records), and the ``total``); the phases a
+            start error), ``train`` (optimizer steps, data included), ``evaluate`` (the start, when a
+            fine-tuning to the plateau counts it, the rungs and the final evaluation), ``store`` (weights and records), and the ``total``); the phases a
             trial did not reach are absent. None for a trial stored before it was recorded.
     """
 

@@ -79,10 +79,12 @@ class FeatureTap:
     def __init__(self, model: nn.Module, names: list[str]) -> None:
         self.model, self.names = model, names
         self.outputs: dict[str, torch.Tensor] = {}
+        self.calls: dict[str, int] = {}  # how many times each module ran in the block (its last output is kept)
         self._handles: list = []
 
     def __enter__(self) -> FeatureTap:
         self.outputs.clear()
+        self.calls.clear()
         for name in self.names:
             self._handles.append(self.model.get_submodule(name).register_forward_hook(self._hook_for(name)))
         return self
@@ -94,6 +96,7 @@ class FeatureTap:
 
     def _hook_for(self, name: str):
         def hook(_module: nn.Module, _args: tuple, output: object) -> None:
+            self.calls[name] = self.calls.get(name, 0) + 1
             if isinstance(output, torch.Tensor):
                 self.outputs[name] = output
         return hook

@@ -285,7 +285,7 @@ def _teacher_tensors(
     """The teacher's tensors at ``points`` and its output on every image (run batch by batch, as it is), or
     None (the teacher then runs at every step) when they would take more than ``limit`` bytes (judged on
     the first batch), or cannot be kept row by row: a tensor that is not batch-first (an attention block's
-    ``(HW, N, C)``), or a point not run on every batch. A teacher whose eval mode still normalizes by the
+    ``(HW, N, C)``), a point not run on every batch, or run more than once on one. A teacher whose eval mode still normalizes by the
     batch (``track_running_stats=False``) is kept as these fixed batches gave it."""
     if limit <= 0:
         return None
@@ -297,6 +297,8 @@ def _teacher_tensors(
             output = model_output(teacher, rows)
         produced = {**tap.outputs, _OUTPUT: output}
         if any(tensor.ndim == 0 or tensor.shape[0] != len(rows) for tensor in produced.values()):
+            return None
+        if any(count > 1 for count in tap.calls.values()):  # which call's tensor is the point's is not one answer
             return None
         if not kept:
             if sum(tensor.numel() * tensor.element_size() for tensor in produced.values()) / len(rows) * count > limit:
