@@ -104,6 +104,8 @@ def experiment_for(task: str, args: argparse.Namespace, *, seed: int, **sections
     })
 
 
+#: the kinds of job that compress the parent (inherit, fine-tune): the rows read against the control
+COMPRESSED = ("recipe", "small", "pick")
 #: the search's rows: its best trial on validation at each of these sizes (params), fine-tuned like the recipe
 PICKS = {"1m": 1_000_000, "300k": 300_000, "100k": 100_000}
 
@@ -396,17 +398,23 @@ def table(records: dict[str, dict[str, Any]]) -> dict[str, Any]:
     # the control went through what every fine-tuned row goes through (batch norms re-estimated, then fine-tuned
     # from its start by the same rule), on the same seed: a row minus the control is the transform's own effect
     # (and, for the distilled row, distillation's)
-    controls = {record["seed"]: record["test"]["score"] for record in rows_of("control-s")}
+    def minus_by_seed(found: list[dict[str, Any]], others: list[dict[str, Any]]) -> list[float]:
+        """``found``'s test scores minus ``others``' on the same seed, in points (a seed one of them lacks: left out)."""
+        by_seed = {record["seed"]: record["test"]["score"] for record in others}
+        return [100 * (record["test"]["score"] - by_seed[record["seed"]]) for record in found if record.get("seed") in by_seed]
+
+    controls = rows_of("control-s")
 
     def row(label: str, found: list[dict[str, Any]], against: float | None) -> dict[str, Any]:
         if not found:
             return {"label": label, "n": 0}
         scores = [record["test"]["score"] for record in found]
         difference = Estimate.of([score - against for score in scores]) if against is not None else None
-        paired = [100 * (record["test"]["score"] - controls[record["seed"]]) for record in found
-                  if record.get("seed") in controls and record["kind"] not in ("parent", "control", "micronet", "scratch")]
         first = found[0]
+        compressed = first["kind"] in COMPRESSED  # fine-tuned from the parent through compress, as the control was
+        paired = minus_by_seed(found, controls) if compressed else []
         return {
+            "compressed": compressed,
             "label": label, "n": len(found), "params": first["params"], "flops": first["flops"],
             "params_ratio": parent["params"] / first["params"], "flops_ratio": parent["flops"] / first["flops"],
             "test": Estimate.of(scores, bounds=(0.0, 1.0)).to_dict(),
@@ -447,16 +455,14 @@ def table(records: dict[str, dict[str, Any]]) -> dict[str, Any]:
                          "recipe_test": None if again is None else again["test"]["score"],
                          "recipe_minus_parent_points": None if again is None else 100 * (again["test"]["score"] - other["test"]["score"])})
     dominate = None
-    by_seed = {record["seed"]: record["test"]["score"] for record in micronet}
-    paired = [record["test"]["score"] - by_seed[record["seed"]] for record in recipe if record["seed"] in by_seed]
-    if paired:  # by seed: a seed one of the two rows lacks is left out
-        estimate = Estimate.of([100 * value for value in paired])
+    paired = minus_by_seed(recipe, micronet)
+    if paired:
+        estimate = Estimate.of(paired)
         smaller = recipe[0]["params"] < micronet[0]["params"] and recipe[0]["flops"] < micronet[0]["flops"]
         dominate = {"smaller": smaller, "minus_micronet_points": estimate.to_dict(),
                     "verdict": "met" if smaller and estimate.has_interval and estimate.low > 0 else
                     "not met" if not smaller or (estimate.has_interval and estimate.high <= 0) else "not settled"}
-    scratch = {record["seed"]: record["test"]["score"] for record in rows_of("scratch-s")}
-    inherited = [100 * (record["test"]["score"] - scratch[record["seed"]]) for record in recipe if record["seed"] in scratch]
+    inherited = minus_by_seed(recipe, rows_of("scratch-s"))
     return {"score_name": parent["score_name"], "parent": {"test": base, "val": parent["val"]["score"],
             "steps": parent["steps_done"], "best_step": parent["best_step"], "reached_plateau": parent["converged"],
             "train_seconds": parent["train_seconds"], "curve": parent["curve"], "params": parent["params"], "flops": parent["flops"]},
@@ -499,7 +505,7 @@ def targets(found: dict[str, Any]) -> dict[str, str]:
     # the model this target is judged on is chosen on validation (its mean over seeds) among the rows that
     # are small enough: the search's picks and the fixed recipe + prune 0.6; its test interval then decides
     small_enough = [row for row in rows.values() if row.get("params_ratio", 0) >= 100 and row.get("flops_ratio", 0) >= 10
-                    and "inherited" in row["label"]]  # compressed from the parent: not Micro-Net, not the scratch row
+                    and row.get("compressed")]  # compressed from the parent: not Micro-Net, not the scratch row
     chosen = max(small_enough, key=lambda row: row["val_mean"]) if small_enough and all("val_mean" in row for row in small_enough) \
         else next((row for row in small_enough if row["label"].startswith("the paper's recipe + prune")), None)
     return {
