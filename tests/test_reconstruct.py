@@ -391,22 +391,29 @@ def test_on_a_residual_network_the_blocks_are_its_residual_blocks_and_hints_brin
     assert report.output_error_after < 0.9 * report.output_error_before
 
 
+def _without_and_with_the_cache(teacher, data, images, method: str, steps: int) -> list[tuple]:
+    """``(report, student weights, teacher passes started)`` of ``reconstruct`` with the teacher run for every
+    use (``teacher_cache_bytes=0``, as before it was kept) and with its tensors kept, on the same student."""
+    calls = []  # passes started (one that stops at its point never returns); not its copies'
+    handle = teacher.register_forward_pre_hook(lambda module, *_: calls.append(1) if module is teacher else None)
+    try:
+        fits = []
+        for limit in (0, 2**30):
+            student = _student(teacher, data, [{"name": "fire", "squeeze_ratio": 0.5}])
+            calls.clear()
+            report = reconstruct(teacher, student, images, method=method, steps=steps, batch_size=4,
+                                 teacher_cache_bytes=limit)
+            fits.append((report, student.state_dict(), len(calls)))
+    finally:
+        handle.remove()
+    return fits
+
+
 def test_hints_runs_the_teacher_once_per_image_and_fits_as_if_it_ran_it_every_step(teacher, data, images):
     """The teacher's tensors on the calibration images are kept (TEACHER_CACHE_BYTES) instead of
     recomputed at each Adam step and for each measure of the errors; the fit is the same up to float rounding."""
-    calls = []
-    handle = teacher.register_forward_hook(lambda module, *_: calls.append(1) if module is teacher else None)  # not its copies
-    try:
-        fits = {}
-        for limit in (0, 2**30):  # 0: the teacher at every step, as before
-            student = _student(teacher, data, [{"name": "fire", "squeeze_ratio": 0.5}])
-            calls.clear()
-            report = reconstruct(teacher, student, images, method="hints", steps=30, batch_size=4,
-                                 teacher_cache_bytes=limit)
-            fits[limit] = (report, student.state_dict(), len(calls))
-    finally:
-        handle.remove()
-    (every, every_state, every_calls), (kept, kept_state, kept_calls) = fits[0], fits[2**30]
+    (every, every_state, every_calls), (kept, kept_state, kept_calls) = _without_and_with_the_cache(
+        teacher, data, images, "hints", 30)
     assert every_calls - kept_calls >= 30  # one teacher pass per Adam step saved
     # one pass over the images in all: the errors before and after and the output read what it kept
     assert kept_calls == len(images.split(4)) + 1  # and once on 2 images, to find the points (shared_boundaries)
@@ -422,18 +429,8 @@ def test_hints_runs_the_teacher_once_per_image_and_fits_as_if_it_ran_it_every_st
 def test_point_by_point_the_kept_teacher_outputs_are_the_targets_and_fit_the_same(teacher, data, images, method):
     """Fed its own input (source student), each point's target is the teacher's output there, kept once
     instead of computed again point by point; the same fit."""
-    calls = []  # passes started (one that stops at its point never returns)
-    handle = teacher.register_forward_pre_hook(lambda module, *_: calls.append(1) if module is teacher else None)
-    try:
-        fits = {}
-        for limit in (0, 2**30):
-            student = _student(teacher, data, [{"name": "fire", "squeeze_ratio": 0.5}])
-            calls.clear()
-            report = reconstruct(teacher, student, images, method=method, steps=10, batch_size=4, teacher_cache_bytes=limit)
-            fits[limit] = (report, student.state_dict(), len(calls))
-    finally:
-        handle.remove()
-    (every, every_state, every_calls), (kept, kept_state, kept_calls) = fits[0], fits[2**30]
+    (every, every_state, every_calls), (kept, kept_state, kept_calls) = _without_and_with_the_cache(
+        teacher, data, images, method, 10)
     assert kept_calls == len(images.split(4)) + 1 < every_calls  # the teacher run once over the images
     assert len(kept.points) > 1 and kept.errors_after == pytest.approx(every.errors_after, rel=1e-5)
     for name, tensor in kept_state.items():
