@@ -51,6 +51,7 @@ from compressor.train import (
     seed_everything,
     train,
 )
+from compressor.train.precision import resolve_precision
 from compressor.transforms import Recipe, TransformRecord, apply
 from compressor.transforms.reconstruct import Reconstruction, output_gap, reconstruct
 from compressor.units import format_count
@@ -324,7 +325,7 @@ def compress(
         student.to(device)
         reconstruction = None if method == "none" else reconstruct(
             teacher, student, images, method=method, source=settings.reconstruct_source, steps=settings.reconstruct_steps,
-            batch_size=config.batch_size,
+            batch_size=config.batch_size, precision=resolve_precision(config.precision, device),
         )
         # the same measure on the same images: reconstruct's own, before it (the teacher is not run again)
         start_error = (output_gap(teacher, student, images, config.batch_size) if reconstruction is None

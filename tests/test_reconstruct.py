@@ -103,6 +103,31 @@ def test_reconstruction_brings_the_student_closer_to_the_teacher(teacher, data, 
     assert report.far(1e-9) == report.errors_after and report.far(1e9) == {}
 
 
+@pytest.mark.parametrize("method", ["hints", "block"])
+def test_in_bf16_the_student_trains_under_autocast_and_every_error_is_measured_in_float32(teacher, data, images, method):
+    dtypes: dict[str, set] = {}
+    for precision in ("fp32", "bf16"):
+        student = _student(teacher, data, [{"name": "fire", "squeeze_ratio": 0.5}])
+        seen = dtypes.setdefault(precision, set())
+        hooks = [module.register_forward_hook(lambda module, args, output, seen=seen: seen.add(output.dtype))
+                 for module in student.modules() if isinstance(module, nn.Conv2d)]
+        try:
+            start = output_gap(teacher, student, images, 4)
+            report = reconstruct(teacher, student, images, method=method, steps=30, batch_size=4, precision=precision)
+        finally:
+            for hook in hooks:
+                hook.remove()
+        assert report.precision == precision
+        assert report.output_error_before == pytest.approx(start, abs=1e-5)
+        assert report.output_error_after < report.output_error_before  # the fit still brings it closer
+        assert report.output_error_after == pytest.approx(output_gap(teacher, student, images, 4), abs=1e-5)
+        assert all(isinstance(error, float) for error in report.errors_after.values())
+    assert torch.bfloat16 in dtypes["bf16"] and torch.float32 in dtypes["bf16"]  # the fit in bf16, the errors in fp32
+    assert dtypes["fp32"] == {torch.float32}
+    with pytest.raises(ValueError, match="precision must be fp32 or bf16, got 'fp16'"):
+        reconstruct(teacher, _student(teacher, data, [{"name": "separable"}]), images, method=method, precision="fp16")
+
+
 def test_a_point_fed_the_teachers_input_falls_back_to_its_own_where_widths_changed(teacher, data, images):
     student = _student(teacher, data, [{"name": "skip_fusion"}, {"name": "fire", "squeeze_ratio": 0.5}])
     report = reconstruct(teacher, student, images, method="layer", source="teacher", steps=5, batch_size=4)
@@ -293,6 +318,39 @@ def test_a_search_records_how_far_each_candidate_starts_from_its_parent(tmp_path
     measured = [record for record in plain.records if record.status == "complete"]
     assert measured and all(record.start_error is not None and record.reconstruct_seconds is None for record in measured)
     assert all(record.starts_close == (record.start_error <= 1.0) for record in measured)
+
+
+def test_compress_and_a_searchs_candidates_reconstruct_in_the_fine_tunings_precision(tmp_path, teacher, data):
+    """``finetune.precision: bf16`` reconstructs under bf16 autocast, as the fine-tuning runs; a study made
+    before (build version 5) keeps reconstructing its candidates in fp32."""
+    import dataclasses
+
+    from search_helpers import tiny_experiment
+
+    from compressor.candidates.setup import prepare, start_candidate
+    from compressor.candidates.versions import RECONSTRUCTS_IN_PRECISION
+    from compressor.transforms import Recipe
+
+    fire = [{"name": "fire", "squeeze_ratio": 0.5}]
+    for precision, expected in (("bf16", "bf16"), ("fp32", "fp32"), (None, "fp32")):  # None: the train: section's
+        result = compress(teacher, fire, _experiment(precision=precision, reconstruct_steps=3), data=data)
+        assert result.reconstruction.precision == expected
+    setup = prepare(tiny_experiment(tmp_path, init="inherit", overrides=(
+        "finetune.reconstruct=hints", "finetune.reconstruct_steps=2", "finetune.reconstruct_batches=1",
+        "finetune.precision=bf16")), echo=lambda line: None)
+    seen: dict[int, set] = {}
+    for version in (RECONSTRUCTS_IN_PRECISION, RECONSTRUCTS_IN_PRECISION - 1):
+        network = dataclasses.replace(setup, build_version=version).build(Recipe.from_data(fire))
+        dtypes = seen.setdefault(version, set())
+        hooks = [module.register_forward_hook(lambda module, args, output, dtypes=dtypes: dtypes.add(output.dtype))
+                 for module in network.modules() if isinstance(module, nn.Conv2d)]
+        try:
+            start_candidate(dataclasses.replace(setup, build_version=version), network)
+        finally:
+            for hook in hooks:
+                hook.remove()
+    assert torch.bfloat16 in seen[RECONSTRUCTS_IN_PRECISION]
+    assert seen[RECONSTRUCTS_IN_PRECISION - 1] == {torch.float32}
 
 
 def test_a_search_runs_its_parent_on_the_calibration_patches_once_for_all_candidates(tmp_path):

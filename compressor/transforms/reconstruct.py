@@ -52,6 +52,7 @@ from torch import nn
 
 from compressor.batchnorm import reestimate_on
 from compressor.outputs import model_output
+from compressor.train.precision import autocast
 from compressor.transforms.boundaries import (
     capture_calls,
     changed_points,
@@ -84,7 +85,7 @@ class Reconstruction:
     """What :func:`reconstruct` did.
 
     Attributes:
-        method, source, steps: the settings it ran with.
+        method, source, steps, precision: the settings it ran with.
         points: the changed points, in the student's order.
         errors_before, errors_after: each point's relative error (student's tensor there
             against the teacher's, the student fed its own input) before and after.
@@ -96,6 +97,7 @@ class Reconstruction:
     method: str
     source: str
     steps: int
+    precision: str = "fp32"
     points: list[str] = field(default_factory=list)
     errors_before: dict[str, float] = field(default_factory=dict)
     errors_after: dict[str, float] = field(default_factory=dict)
@@ -114,7 +116,7 @@ class Reconstruction:
 def reconstruct(
     teacher: nn.Module, student: nn.Module, images: torch.Tensor | list[torch.Tensor], *,
     method: str = "block", source: str = "student", steps: int = 200, lr: float = 1e-3, batch_size: int = 8,
-    balance: bool = True, teacher_cache_bytes: int = TEACHER_CACHE_BYTES,
+    balance: bool = True, teacher_cache_bytes: int = TEACHER_CACHE_BYTES, precision: str = "fp32",
 ) -> Reconstruction:
     """Trains ``student``'s changed points in place to reproduce ``teacher``'s tensors there.
 
@@ -134,18 +136,22 @@ def reconstruct(
             image once and kept when they fit in this many bytes: the errors before and after, each
             ``hints`` step and each point's target (``layer``, ``block`` fed by the student) read them
             (else the teacher runs for each of those, as with 0).
+        precision: the student's forward passes while it trains: ``fp32``, or ``bf16`` (autocast, as
+            ``train.precision``; the losses, the teacher's tensors and every error reported in float32).
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
     if source not in SOURCES:
         raise ValueError(f"source must be one of {', '.join(SOURCES)}, got {source!r}")
+    if precision not in ("fp32", "bf16"):
+        raise ValueError(f"precision must be fp32 or bf16, got {precision!r}")
     started = time.perf_counter()
     images = images if isinstance(images, torch.Tensor) else torch.cat(list(images)) if len(images) else torch.empty(0)
     if images.ndim < 2 or images.shape[0] == 0:
         raise ValueError("reconstruction needs calibration images, got none")
     device = device_of(student, images.device)
     images, teacher = images.to(device), _on(teacher, device)
-    report = Reconstruction(method=method, source=source, steps=steps)
+    report = Reconstruction(method=method, source=source, steps=steps, precision=precision)
     boundaries = shared_boundaries(teacher, student, images[:2])
     report.points = [] if method == "none" else changed_points(
         teacher, student, boundaries, "layer" if method == "layer" else "block")
@@ -165,7 +171,7 @@ def reconstruct(
     with eval_mode(teacher, student):
         if method == "hints":
             changed = _fit_whole(teacher, student, images, report.points, weights, steps=steps, lr=lr, batch_size=batch_size,
-                                 kept=kept)
+                                 kept=kept, precision=precision)
         else:
             for name in report.points:
                 if source == "student" and wanted is not None and name in wanted:  # its output, kept: not run again
@@ -174,7 +180,7 @@ def reconstruct(
                     target = _batched(lambda rows, name=name: capture_calls(
                         teacher, rows, [name], stop_after=name, inputs=source == "teacher")[name], images, batch_size)
                 if _fit_point(student.get_submodule(name), _inputs(student, images, name, target, source, batch_size),
-                              target[2], weights, steps=steps, lr=lr, batch_size=batch_size):
+                              target[2], weights, steps=steps, lr=lr, batch_size=batch_size, precision=precision):
                     changed = True
                     reestimate_on(student, images.split(batch_size))  # the points after it see these statistics
     if changed and method == "hints":  # the statistics the trained tensors have
@@ -230,7 +236,7 @@ def _inputs(student: nn.Module, images: torch.Tensor, name: str, teacher_call: t
 
 def _fit_point(
     module: nn.Module, inputs: tuple, target: torch.Tensor | None, weights: torch.Tensor | None, *,
-    steps: int, lr: float, batch_size: int,
+    steps: int, lr: float, batch_size: int, precision: str = "fp32",
 ) -> bool:
     """Adam on ``module``'s parameters so that ``module(*args, **kwargs)`` gives ``target``; the starting
     weights are kept when the fit ends no better than it began. Returns whether the module changed."""
@@ -241,7 +247,8 @@ def _fit_point(
     count = target.shape[0]
 
     def loss_on(rows: slice | torch.Tensor) -> torch.Tensor:
-        output = module(*_rows(args, rows, count), **_rows(kwargs, rows, count))
+        with autocast(target.device, precision):
+            output = module(*_rows(args, rows, count), **_rows(kwargs, rows, count))
         return relative_mse(output, target[rows], None if weights is None else weights[rows])
 
     return _fit_or_undo(module, parameters, loss_on, count, steps=steps, lr=lr, batch_size=batch_size)
@@ -250,6 +257,7 @@ def _fit_point(
 def _fit_whole(
     teacher: nn.Module, student: nn.Module, images: torch.Tensor, points: list[str], weights: torch.Tensor | None, *,
     steps: int, lr: float, batch_size: int, kept: tuple[dict[str, torch.Tensor], torch.Tensor] | None,
+    precision: str = "fp32",
 ) -> bool:
     """Adam on all of ``student``: its tensors at ``points`` and its output towards the teacher's (kept
     only if better than the start). ``kept``: the teacher's tensors on ``images`` (:func:`_teacher_tensors`);
@@ -267,7 +275,7 @@ def _fit_whole(
 
     def loss_on(rows: slice | torch.Tensor) -> torch.Tensor:
         features, output = teacher_on(rows)
-        with FeatureTap(student, points) as tap:
+        with FeatureTap(student, points) as tap, autocast(images.device, precision):
             produced = model_output(student, images[rows])
         weight = None if weights is None else weights[rows]
         terms = [relative_mse(tap.outputs[name], features[name], weight)

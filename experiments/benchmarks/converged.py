@@ -601,7 +601,8 @@ def plot(tasks: dict[str, Any]) -> None:
         plt.close(figure)
 
 
-def main() -> None:
+def arguments() -> argparse.ArgumentParser:
+    """This benchmark's arguments (its defaults are the rule every task runs with)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--task", action="append", choices=list(TASKS), help="task(s) to run (repeatable)")
     parser.add_argument("--summarize", action="store_true", help="only print and write the table of what has run")
@@ -624,8 +625,19 @@ def main() -> None:
     parser.add_argument("--threads", default="auto")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--run-dir", default=str(ROOT / "runs" / "converged"))
-    args = parser.parse_args()
+    return parser
+
+
+def parsed(argv: list[str] | None = None) -> argparse.Namespace:
+    """The arguments of ``argv`` (the command line's when None); ``[]``: the defaults, as another benchmark
+    that reads this one's runs takes them."""
+    args = arguments().parse_args(argv)
     args.threads = args.threads if args.threads == "auto" else int(args.threads)
+    return args
+
+
+def main() -> None:
+    args = parsed()
     from compressor.cli.console import configure_logging
 
     configure_logging()

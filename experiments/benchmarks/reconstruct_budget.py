@@ -1,0 +1,156 @@
+"""What a reconstruction costs against the start it gives: Adam steps and precision of ``hints``.
+
+The reconstruction's cost target (at most 20% of the fine-tuning it saves) is not met: on a
+converged row its 300 Adam steps cost about as much as 400 steps of fine-tuning. This measures
+the two things that set that cost, on a converged teacher as ``compress`` runs it: the building
+tile's U-Net trained to its plateau (``converged.py``'s ``parent-p0``), the paper's recipe
+inherited, batch norms re-estimated on 16 batches, then ``hints`` on the 256 calibration patches
+``compress`` takes (32 batches of 8), for each of ``--steps`` (0: no reconstruction) and each of
+``--precisions`` (``bf16``: the student's forward passes under autocast, as ``finetune.precision``).
+
+Per setting: the reconstruction's seconds (the teacher's pass included), the output error
+after, and the start's validation score (what fine-tuning begins from, ``compress``'s
+"inherited"). The settings run interleaved, ``--repeats`` times; the fit is deterministic, so the
+repeats differ only in time (medians).
+
+With ``--finetune-none``, the student without reconstruction is then fine-tuned to its plateau by
+the converged rows' rule (``compress``, seed 0, no distillation: the converged table's recipe row
+with ``finetune.reconstruct: none``), and each setting is given the fine-tuning steps it saves:
+the first evaluation (every 100 steps) at which inheritance alone reaches that setting's start,
+and the reconstruction's seconds as a share of those steps' seconds (the issue's target: at most
+20%). "Never" where inheritance alone does not get there before its plateau.
+
+    python experiments/benchmarks/reconstruct_budget.py --steps 0 50 100 300 --precisions fp32 bf16 --threads 1 --finetune-none
+
+Writes ``experiments/benchmarks/results/reconstruct_budget.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from common import machine, write_json  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--task", default="spacenet_sample")
+    parser.add_argument("--steps", type=int, nargs="+", default=[0, 50, 100, 300])
+    parser.add_argument("--precisions", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"])
+    parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--run-dir", default=None, help="converged.py's run folder (its parent-p0.pt is the teacher)")
+    parser.add_argument("--finetune-none", action="store_true",
+                        help="also fine-tune the student without reconstruction to its plateau (converged.py's rule), "
+                             "to say how many steps of fine-tuning each reconstruction saves")
+    args = parser.parse_args()
+
+    import converged
+    import torch
+
+    from compressor.finetune import calibration_batches, with_calibration
+    from compressor.train import deterministic_kernels, evaluate, reestimate_batchnorm, seed_everything
+    from compressor.train.precision import bf16_supported
+    from compressor.transforms import Recipe, apply
+    from compressor.transforms.reconstruct import reconstruct
+
+    torch.set_num_threads(args.threads)
+    if "bf16" in args.precisions and not bf16_supported(torch.device("cpu")):
+        parser.error("bf16: this CPU does not run bfloat16 in hardware (its timings would mean nothing)")
+    settings = converged.parsed([])
+    if args.run_dir:
+        settings.run_dir = args.run_dir
+    settings.threads = args.threads
+    experiment = converged.experiment_for(args.task, settings, seed=0)
+    data = experiment.data.build()
+    teacher = converged.converged_parent(Path(settings.run_dir) / args.task, 0, data).eval()
+    config = experiment.finetune.train_config(experiment.train, distill=False)
+    calibration = calibration_batches(data, max(1, experiment.finetune.calibrate), batch_size=config.batch_size,
+                                      seed=config.seed)
+    example = torch.zeros(1, data.in_channels, experiment.data.patch_size, experiment.data.patch_size)
+    seed_everything(config.seed)  # the new layers' random parts, as compress draws them
+    recipe = with_calibration(Recipe.load(converged.RECIPE), experiment.finetune.calibrate)  # as compress builds it
+    student, _records = apply(teacher, recipe, example, init="inherit", calibration=calibration, diagnostics=False)
+    reestimate_batchnorm(student, data, batches=experiment.finetune.bn_reestimate, batch_size=config.batch_size,
+                         seed=config.seed)
+    images = torch.cat(calibration_batches(data, experiment.finetune.reconstruct_batches, batch_size=config.batch_size,
+                                           seed=config.seed))
+    teacher_score = evaluate(teacher, data, config).score
+    print(f"{args.task}: teacher validation {teacher_score:.4f}; {images.shape[0]} calibration patches; "
+          f"{sum(p.numel() for p in student.parameters()):,} student params", flush=True)
+    load = os.getloadavg()[0]
+    runs: dict[str, dict[str, Any]] = {}
+    for repeat in range(args.repeats):
+        for steps in args.steps:
+            for precision in (args.precisions if steps else ["fp32"]):
+                key = f"{steps} steps {precision}" if steps else "none"
+                trained = copy.deepcopy(student)
+                started = time.perf_counter()
+                with deterministic_kernels(torch.device("cpu")):  # as compress runs it
+                    report = reconstruct(teacher, trained, images, method="hints" if steps else "none",
+                                         steps=max(steps, 1), batch_size=config.batch_size, precision=precision)
+                seconds = time.perf_counter() - started
+                row = runs.setdefault(key, {"steps": steps, "precision": precision, "seconds": []})
+                row["seconds"].append(round(seconds, 1))
+                if repeat == 0:
+                    row["output_error_before"] = round(report.output_error_before, 4)
+                    row["output_error_after"] = round(report.output_error_after, 4)
+                    row["start_val"] = round(evaluate(trained, data, config).score, 4)
+                print(f"{key:<18} {seconds:6.1f} s  output error {row['output_error_before']:.3f} -> "
+                      f"{row['output_error_after']:.3f}  start validation {row['start_val']:.4f}", flush=True)
+    for row in runs.values():
+        row["median_seconds"] = statistics.median(row["seconds"])
+    alone = finetuned_alone(args, settings, teacher, data) if args.finetune_none else None
+    if alone is not None:
+        for row in runs.values():  # how far inheritance alone fine-tunes before it starts where this row starts
+            reached = next((step for step, score in alone["curve"] if score >= row["start_val"]), None)
+            row["finetune_steps_saved"] = reached
+            if reached:
+                saved = reached * alone["seconds_per_step"]
+                row["reconstruction_share_of_saved"] = round(row["median_seconds"] / saved, 3)
+            print(f"{row['steps']:>4} steps {row['precision']}: inheritance alone reaches its start "
+                  f"({row['start_val']:.4f}) {'at step ' + str(reached) if reached is not None else 'never'}"
+                  + (f" ({reached * alone['seconds_per_step']:.0f} s of fine-tuning; the reconstruction "
+                     f"{row['reconstruction_share_of_saved']:.0%} of it)" if reached else ""), flush=True)
+    write_json("reconstruct_budget", {
+        "command": "python experiments/benchmarks/" + " ".join([Path(__file__).name, *sys.argv[1:]]),
+        "machine": machine(), "threads": args.threads, "load_before": round(load, 2),
+        "load_after": round(os.getloadavg()[0], 2), "task": args.task, "teacher_val": round(teacher_score, 4),
+        "calibration_patches": int(images.shape[0]), "runs": runs, "inheritance_alone": alone,
+    })
+
+
+def finetuned_alone(args: argparse.Namespace, settings: argparse.Namespace, teacher: Any, data: Any) -> dict[str, Any]:
+    """``compress`` without reconstruction, fine-tuned by the converged rows' rule (seed 0, no distillation: the
+    converged table's ``recipe-s0`` row with ``finetune.reconstruct: none``): its validation curve, from its start."""
+    import converged
+
+    from compressor.compression import compress
+
+    folder = Path(settings.run_dir) / args.task / "jobs"
+    experiment = converged.experiment_for(args.task, settings, seed=0,
+                                          finetune={"steps": "auto", "lr": 3e-4, "reconstruct": "none"})
+    started = time.perf_counter()
+    compressed = compress(teacher, converged.RECIPE, experiment, data=data, distill=False,
+                          resume=folder / "recipe-alone-s0.state")  # a run cut short goes on
+    result = compressed.result
+    return {
+        "curve": [[step, round(metrics.score, 4)] for step, metrics in result.history],
+        "steps_done": result.steps_done, "best_step": result.best_step,
+        "val": round(result.metrics.score, 4), "test": round(compressed.student_test_metrics.score, 4),
+        "seconds_per_step": round(result.train_seconds / max(result.steps_done, 1), 3),
+        "wall_seconds": round(time.perf_counter() - started, 1),
+    }
+
+
+if __name__ == "__main__":
+    main()
