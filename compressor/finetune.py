@@ -73,8 +73,9 @@ class FinetuneConfig:
             the building tile, students that started at 0.45-0.73 fine-tuned to their
             parent's score or above, and a fire student at 1.11 to IoU 0.
         precision: the fine-tuning's forward passes (``fp32``, ``bf16`` or ``auto``, as
-            ``train.precision``; null: the ``train:`` section's), and the reconstruction's (the
-            student's, while it trains; every error it reports is measured in fp32). A search's parent and references
+            ``train.precision``; null: the ``train:`` section's), and the reconstruction's in ``compress`` and
+            a search (the student's passes while it trains; every error it reports, in fp32; a study made
+            before build version 6 reconstructs in fp32 still). A search's parent and references
             train by the ``train:`` section, so ``bf16`` here speeds the inheriting candidates alone
             (with ``search.init: random`` candidates train by the ``train:`` section too).
     """

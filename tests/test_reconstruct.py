@@ -103,27 +103,43 @@ def test_reconstruction_brings_the_student_closer_to_the_teacher(teacher, data, 
     assert report.far(1e-9) == report.errors_after and report.far(1e9) == {}
 
 
+@pytest.mark.parametrize("cache", [True, False])
 @pytest.mark.parametrize("method", ["hints", "block"])
-def test_in_bf16_the_student_trains_under_autocast_and_every_error_is_measured_in_float32(teacher, data, images, method):
-    dtypes: dict[str, set] = {}
+def test_in_bf16_only_the_students_training_passes_run_under_autocast(teacher, data, images, method, cache):
+    """The fit's forward and backward passes in bf16; the teacher, the losses that decide whether a fit is kept,
+    the batch-norm re-estimation and every error reported in fp32 (the teacher's tensors kept or run each step)."""
+    from compressor.batchnorm import reestimate_on
+    from compressor.transforms.reconstruct import _point_errors
+
+    passes: dict[str, set] = {}
     for precision in ("fp32", "bf16"):
         student = _student(teacher, data, [{"name": "fire", "squeeze_ratio": 0.5}])
-        seen = dtypes.setdefault(precision, set())
-        hooks = [module.register_forward_hook(lambda module, args, output, seen=seen: seen.add(output.dtype))
+        came = copy.deepcopy(student)
+        seen = passes.setdefault(precision, set())
+        teachers: set = set()
+        hooks = [module.register_forward_hook(lambda module, args, output, seen=seen: seen.add(
+                     (output.dtype, torch.is_grad_enabled())))
                  for module in student.modules() if isinstance(module, nn.Conv2d)]
+        hooks += [module.register_forward_hook(lambda module, args, output: teachers.add(output.dtype))
+                  for module in teacher.modules() if isinstance(module, nn.Conv2d)]
         try:
-            start = output_gap(teacher, student, images, 4)
-            report = reconstruct(teacher, student, images, method=method, steps=30, batch_size=4, precision=precision)
+            report = reconstruct(teacher, student, images, method=method, steps=30, batch_size=4, precision=precision,
+                                 **({} if cache else {"teacher_cache_bytes": 0}))
         finally:
             for hook in hooks:
                 hook.remove()
-        assert report.precision == precision
-        assert report.output_error_before == pytest.approx(start, abs=1e-5)
+        assert report.precision == precision and teachers == {torch.float32}
         assert report.output_error_after < report.output_error_before  # the fit still brings it closer
-        assert report.output_error_after == pytest.approx(output_gap(teacher, student, images, 4), abs=1e-5)
-        assert all(isinstance(error, float) for error in report.errors_after.values())
-    assert torch.bfloat16 in dtypes["bf16"] and torch.float32 in dtypes["bf16"]  # the fit in bf16, the errors in fp32
-    assert dtypes["fp32"] == {torch.float32}
+        assert report.output_error_before == pytest.approx(output_gap(teacher, came, images, 4), abs=1e-6)
+        assert report.output_error_after == pytest.approx(output_gap(teacher, student, images, 4), abs=1e-6)
+        assert report.errors_before == pytest.approx(_point_errors(teacher, came, images, report.points, 4), abs=2e-6)
+        assert report.errors_after == pytest.approx(_point_errors(teacher, student, images, report.points, 4), abs=2e-6)
+        again = copy.deepcopy(student)  # the statistics an fp32 re-estimation of the final weights gives
+        reestimate_on(again, images.split(4))
+        assert all(torch.equal(value, again.state_dict()[key]) for key, value in student.state_dict().items()
+                   if "running" in key)
+    assert passes["fp32"] == {(torch.float32, False), (torch.float32, True)}
+    assert passes["bf16"] == {(torch.float32, False), (torch.bfloat16, True)}  # no pass without gradients in bf16
     with pytest.raises(ValueError, match="precision must be fp32 or bf16, got 'fp16'"):
         reconstruct(teacher, _student(teacher, data, [{"name": "separable"}]), images, method=method, precision="fp16")
 
@@ -320,7 +336,7 @@ def test_a_search_records_how_far_each_candidate_starts_from_its_parent(tmp_path
     assert all(record.starts_close == (record.start_error <= 1.0) for record in measured)
 
 
-def test_compress_and_a_searchs_candidates_reconstruct_in_the_fine_tunings_precision(tmp_path, teacher, data):
+def test_compress_and_a_searchs_candidates_reconstruct_in_the_fine_tunings_precision(tmp_path, teacher, data, monkeypatch):
     """``finetune.precision: bf16`` reconstructs under bf16 autocast, as the fine-tuning runs; a study made
     before (build version 5) keeps reconstructing its candidates in fp32."""
     import dataclasses
@@ -335,6 +351,11 @@ def test_compress_and_a_searchs_candidates_reconstruct_in_the_fine_tunings_preci
     for precision, expected in (("bf16", "bf16"), ("fp32", "fp32"), (None, "fp32")):  # None: the train: section's
         result = compress(teacher, fire, _experiment(precision=precision, reconstruct_steps=3), data=data)
         assert result.reconstruction.precision == expected
+    for supported in (True, False):  # auto: bf16 where the processor runs it
+        monkeypatch.setattr("compressor.train.precision.bf16_supported", lambda device, supported=supported: supported)
+        result = compress(teacher, fire, _experiment(precision="auto", reconstruct_steps=3), data=data)
+        assert result.reconstruction.precision == ("bf16" if supported else "fp32")
+    monkeypatch.undo()
     setup = prepare(tiny_experiment(tmp_path, init="inherit", overrides=(
         "finetune.reconstruct=hints", "finetune.reconstruct_steps=2", "finetune.reconstruct_batches=1",
         "finetune.precision=bf16")), echo=lambda line: None)

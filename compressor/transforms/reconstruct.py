@@ -246,8 +246,8 @@ def _fit_point(
         return False
     count = target.shape[0]
 
-    def loss_on(rows: slice | torch.Tensor) -> torch.Tensor:
-        with autocast(target.device, precision):
+    def loss_on(rows: slice | torch.Tensor, training: bool = False) -> torch.Tensor:
+        with autocast(target.device, precision if training else "fp32"):
             output = module(*_rows(args, rows, count), **_rows(kwargs, rows, count))
         return relative_mse(output, target[rows], None if weights is None else weights[rows])
 
@@ -273,9 +273,9 @@ def _fit_whole(
             output = model_output(teacher, images[rows])
         return reference.outputs, output
 
-    def loss_on(rows: slice | torch.Tensor) -> torch.Tensor:
+    def loss_on(rows: slice | torch.Tensor, training: bool = False) -> torch.Tensor:
         features, output = teacher_on(rows)
-        with FeatureTap(student, points) as tap, autocast(images.device, precision):
+        with FeatureTap(student, points) as tap, autocast(images.device, precision if training else "fp32"):
             produced = model_output(student, images[rows])
         weight = None if weights is None else weights[rows]
         terms = [relative_mse(tap.outputs[name], features[name], weight)
@@ -328,9 +328,10 @@ _OUTPUT = object()  # the key of the teacher's output among its kept tensors (no
 def _fit_or_undo(
     model: nn.Module, parameters: list[nn.Parameter], loss_on, count: int, *, steps: int, lr: float, batch_size: int,
 ) -> bool:
-    """Adam on ``parameters`` for ``loss_on(rows)``, ``model``'s batch norms on batch statistics; the loss
-    over all ``count`` rows (batch by batch: the memory of one batch) before and after, and ``model``
-    back as it was (parameters and statistics) unless it ended lower. Returns whether it changed."""
+    """Adam on ``parameters`` for ``loss_on(rows, training=True)`` (in the fit's precision), ``model``'s batch
+    norms on batch statistics; the loss over all ``count`` rows (``loss_on(rows)``: in fp32, batch by batch: the
+    memory of one batch) before and after, and ``model`` back as it was (parameters and statistics) unless it
+    ended lower. Returns whether it changed."""
     def whole() -> float:
         with torch.no_grad():
             return sum(float(loss_on(rows)) * len(rows) for rows in torch.arange(count).split(batch_size)) / count
@@ -357,7 +358,7 @@ def _adam(parameters: list[nn.Parameter], loss_on, count: int, *, steps: int, lr
             order, position = torch.randperm(count, generator=generator), 0
         rows = order[position:position + batch_size]
         position += batch_size
-        loss = loss_on(rows)
+        loss = loss_on(rows, training=True)
         if not torch.isfinite(loss):
             return
         optimizer.zero_grad(set_to_none=True)
