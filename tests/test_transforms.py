@@ -206,6 +206,43 @@ def test_stride_to_dilation_rescales_a_functional_upsampling():
     assert record.flops_after > record.flops_before
 
 
+def test_without_diagnostics_the_output_shape_is_checked_once_after_the_recipe_and_a_change_is_refused(monkeypatch):
+    """A search's build runs the network once after its last step (not after each) and still refuses a recipe
+    that changes the output's shape, naming its steps; an optional step is still checked (and skipped) alone."""
+    from compressor.transforms import TRANSFORMS, Change, Transform
+
+    class Narrower(Transform):
+        """Replaces the output layer by one with a single class: the output's shape changes."""
+
+        name = "narrower"
+
+        def transform(self, model, example_input):
+            model.head = nn.Conv2d(model.head.in_channels, 1, 1)
+            return model, Change(changed=["head"])
+
+    monkeypatch.setitem(TRANSFORMS._items, "narrower", Narrower)
+    import compressor.transforms.engine as engine
+
+    network = unet(base_width=4, norm="batch").eval()
+    checks: list[str] = []
+    check = engine._output_shape
+    monkeypatch.setattr(engine, "_output_shape", lambda model, example, what: checks.append(what) or check(model, example, what))
+    recipe = [{"name": "fire"}, {"name": "separable"}, {"name": "dilation", "rates": [1, 2]}]
+    apply(network, recipe, (1, 3, 32, 32), count_flops=False, diagnostics=False)
+    assert checks == ["the input model", "after the recipe's steps (fire, separable, dilation)"]  # not once a step
+    checks.clear()
+    apply(network, recipe, (1, 3, 32, 32), count_flops=False)
+    assert len(checks) == 4  # with diagnostics: after each step
+    with pytest.raises(TransformError, match=r"^after the recipe's steps \(fire, narrower\): output shape changed "
+                                             r"from \(1, 2, 32, 32\) to \(1, 1, 32, 32\); refusing"):
+        apply(network, [{"name": "fire"}, {"name": "narrower"}], (1, 3, 32, 32), count_flops=False, diagnostics=False)
+    with pytest.raises(TransformError, match=r"^step 2 \(narrower\): output shape changed"):  # with diagnostics: the step
+        apply(network, [{"name": "fire"}, {"name": "narrower"}], (1, 3, 32, 32), count_flops=False)
+    optional = [{"name": "fire"}, {"name": "narrower", "optional": True}]
+    small, records = apply(network, optional, (1, 3, 32, 32), count_flops=False, diagnostics=False)
+    assert "output shape changed" in records[1].skipped_step and small(torch.zeros(1, 3, 32, 32)).shape[1] == 2
+
+
 def test_a_search_builds_without_diagnostics_the_very_network_apply_shows():
     """``diagnostics=False`` (a search's builds) skips the layer and output errors nobody reads there,
     and changes nothing else: the same weights, the same records but the errors."""
