@@ -206,43 +206,6 @@ def test_stride_to_dilation_rescales_a_functional_upsampling():
     assert record.flops_after > record.flops_before
 
 
-def test_without_diagnostics_the_output_shape_is_checked_once_after_the_recipe_and_a_change_is_refused(monkeypatch):
-    """A search's build runs the network once after its last step (not after each) and still refuses a recipe
-    that changes the output's shape, naming its steps; an optional step is still checked (and skipped) alone."""
-    from compressor.transforms import TRANSFORMS, Change, Transform
-
-    class Narrower(Transform):
-        """Replaces the output layer by one with a single class: the output's shape changes."""
-
-        name = "narrower"
-
-        def transform(self, model, example_input):
-            model.head = nn.Conv2d(model.head.in_channels, 1, 1)
-            return model, Change(changed=["head"])
-
-    monkeypatch.setitem(TRANSFORMS._items, "narrower", Narrower)
-    import compressor.transforms.engine as engine
-
-    network = unet(base_width=4, norm="batch").eval()
-    checks: list[str] = []
-    check = engine._output_shape
-    monkeypatch.setattr(engine, "_output_shape", lambda model, example, what: checks.append(what) or check(model, example, what))
-    recipe = [{"name": "fire"}, {"name": "separable"}, {"name": "dilation", "rates": [1, 2]}]
-    apply(network, recipe, (1, 3, 32, 32), count_flops=False, diagnostics=False)
-    assert checks == ["the input model", "after the recipe's steps (fire, separable, dilation)"]  # not once a step
-    checks.clear()
-    apply(network, recipe, (1, 3, 32, 32), count_flops=False)
-    assert len(checks) == 4  # with diagnostics: after each step
-    with pytest.raises(TransformError, match=r"^after the recipe's steps \(fire, narrower\): output shape changed "
-                                             r"from \(1, 2, 32, 32\) to \(1, 1, 32, 32\); refusing"):
-        apply(network, [{"name": "fire"}, {"name": "narrower"}], (1, 3, 32, 32), count_flops=False, diagnostics=False)
-    with pytest.raises(TransformError, match=r"^step 2 \(narrower\): output shape changed"):  # with diagnostics: the step
-        apply(network, [{"name": "fire"}, {"name": "narrower"}], (1, 3, 32, 32), count_flops=False)
-    optional = [{"name": "fire"}, {"name": "narrower", "optional": True}]
-    small, records = apply(network, optional, (1, 3, 32, 32), count_flops=False, diagnostics=False)
-    assert "output shape changed" in records[1].skipped_step and small(torch.zeros(1, 3, 32, 32)).shape[1] == 2
-
-
 def test_a_search_builds_without_diagnostics_the_very_network_apply_shows():
     """``diagnostics=False`` (a search's builds) skips the layer and output errors nobody reads there,
     and changes nothing else: the same weights, the same records but the errors."""
@@ -260,3 +223,22 @@ def test_a_search_builds_without_diagnostics_the_very_network_apply_shows():
     assert all(torch.equal(a, b) for a, b in zip(shown.state_dict().values(), quiet.state_dict().values()))
     # the steps after the first work in place there (no copy of the network before each), never on the input
     assert repr(network) == layout and all(torch.equal(before[key], value) for key, value in network.state_dict().items())
+
+
+def test_an_input_model_with_an_output_to_choose_keeps_the_error_that_carries_the_clis_advice():
+    """apply on a network returning two tensors raises OutputChoiceError (the CLI adds "--model-output KEY" for
+    it), not a plain ConfigError that loses the advice."""
+    from compressor.cli.advice import with_advice
+    from compressor.errors import OutputChoiceError
+
+    class TwoHeads(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = nn.Conv2d(3, 2, 3, padding=1), nn.Conv2d(3, 2, 3, padding=1)
+
+        def forward(self, x):
+            return self.a(x), self.b(x)
+
+    with pytest.raises(OutputChoiceError, match="the input model returns a tuple of 2 outputs") as refused:
+        apply(TwoHeads(), [{"name": "separable"}], (1, 3, 16, 16))
+    assert with_advice(refused.value, "apply").endswith("; declare it with --model-output KEY (model.output in an experiment)")

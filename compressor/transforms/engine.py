@@ -59,8 +59,7 @@ def apply(
         diagnostics: measure each step's layer errors and output error (shown by ``apply`` and
             ``compress``). A search, which shows none, turns them off: they cost more than the
             transforms themselves (5.3 s of 6.5 s for the paper's recipe on U-Net at 64x64, one
-            thread); the records then have no errors, and the output's shape is checked once
-            after the last step (and after each ``optional`` one) instead of after every step.
+            thread); the records then have no errors.
 
     Returns:
         ``(new_model, records)``; ``new_model`` is in the input model's train/eval mode.
@@ -115,9 +114,7 @@ def apply(
             records.append(_skipped(spec, transform, current_cost, str(error)))
             continue
         declare_output(candidate, declared_output(model))  # a traced graph does not carry it
-        # without diagnostics (a search's builds) only a step that may be skipped is run on its own; the
-        # whole recipe's output is checked once at the end
-        output_shape = _output_shape(candidate, example, step) if diagnostics or spec.optional else reference_shape
+        output_shape = _output_shape(candidate, example, step)
         if output_shape != reference_shape:
             reason = f"output shape changed from {reference_shape} to {output_shape}; refusing"
             if not spec.optional:
@@ -159,22 +156,8 @@ def apply(
             origin = origin.then(step_data, shape)
     if current is model:
         current = copy.deepcopy(model)
-    elif not diagnostics:
-        _check_recipe_output(current, example, reference_shape, records)
     current.train(was_training)
     return set_origin(current, origin), records
-
-
-def _check_recipe_output(
-    network: nn.Module, example: torch.Tensor, reference_shape: tuple[int, ...], records: list[TransformRecord],
-) -> None:
-    """The output check of a build without diagnostics, once for the whole recipe: the network runs on the
-    example and gives the input model's output shape, else the steps it went through are named."""
-    what = f"after the recipe's steps ({', '.join(record.transform for record in records if record.skipped_step is None)})"
-    output_shape = _output_shape(network, example, what)
-    if output_shape != reference_shape:
-        raise TransformError(f"{what}: output shape changed from {reference_shape} to {output_shape}; refusing "
-                             "(apply with diagnostics on names the step)")
 
 
 def _skipped(spec: TransformSpec, transform, cost: Cost, reason: str) -> TransformRecord:
@@ -236,12 +219,14 @@ def _output_shape(model: nn.Module, example: torch.Tensor, what: str) -> tuple[i
         raise
     except Exception as error:  # noqa: BLE001 - report any failure of the model as the user's input
         message = first_line(error)
-        kind = TransformError if what.startswith(("step", "after")) else ConfigError
+        kind = TransformError if what.startswith("step") else ConfigError
         raise kind(f"{what}: forward pass failed at input {tuple(example.shape)}: {message}") from error
     finally:
         model.train(was_training)
     try:
         return tuple(primary_output(output, declared_output(model), what=what).shape)
     except ConfigError as error:
-        raise (TransformError if what.startswith(("step", "after")) else ConfigError)(str(error)) from None
+        if not what.startswith("step"):
+            raise  # the input model's own, as its class says (an output to choose: OutputChoiceError, with its advice)
+        raise TransformError(str(error)) from None
 
