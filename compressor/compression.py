@@ -146,7 +146,8 @@ class CompressResult:
             if self.reconstruction is not None and self.reconstruction.output_error_after is not None:
                 rec = self.reconstruction
                 line += (f", {rec.output_error_after:.3f} after reconstruction ({rec.method}, {len(rec.points)} changed "
-                         f"{'block' if rec.method != 'layer' else 'layer'}s, {rec.steps} steps, {rec.seconds:.0f} s)")
+                         f"{'block' if rec.method != 'layer' else 'layer'}s, {rec.steps} steps"
+                         f"{', bf16' if rec.precision == 'bf16' else ''}, {rec.seconds:.0f} s)")
             lines.append(line)
         if self.starts_close is False:
             far = self.reconstruction.far(self.max_start_error) if self.reconstruction is not None else {}

@@ -351,6 +351,8 @@ def test_compress_and_a_searchs_candidates_reconstruct_in_the_fine_tunings_preci
     for precision, expected in (("bf16", "bf16"), ("fp32", "fp32"), (None, "fp32")):  # None: the train: section's
         result = compress(teacher, fire, _experiment(precision=precision, reconstruct_steps=3), data=data)
         assert result.reconstruction.precision == expected
+        line = next(line for line in result.knowledge_lines() if line.startswith("output error against the teacher"))
+        assert (", 3 steps, bf16, " in line) == (expected == "bf16")  # the report says so
     for supported in (True, False):  # auto: bf16 where the processor runs it
         monkeypatch.setattr("compressor.train.precision.bf16_supported", lambda device, supported=supported: supported)
         result = compress(teacher, fire, _experiment(precision="auto", reconstruct_steps=3), data=data)
