@@ -123,7 +123,7 @@ def test_in_bf16_only_the_students_training_passes_run_under_autocast(teacher, d
         hooks += [module.register_forward_hook(lambda module, args, output, teachers=teachers: teachers.add(output.dtype))
                   for module in teacher.modules() if isinstance(module, nn.Conv2d)]
         try:
-            report = reconstruct(teacher, student, images, method=method, steps=30, batch_size=4, precision=precision,
+            report = reconstruct(teacher, student, images, method=method, steps=12, batch_size=4, precision=precision,
                                  **({} if cache else {"teacher_cache_bytes": 0}))
         finally:
             for hook in hooks:
