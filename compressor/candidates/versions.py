@@ -1,7 +1,8 @@
 """How a study's recipes are built, by the version of compressor that made the study.
 
-The transforms changed their defaults three times; a study keeps the rules it was made with, so
-its trials rebuild (export, confirmation) and resume as they were trained. A new study stores
+The transforms changed their defaults three times, and how a trial starts and fine-tunes twice; a
+study keeps the rules it was made with, so its trials rebuild (export, confirmation) and resume as
+they were trained. A new study stores
 :data:`BUILD_VERSION`; older ones are read by the attributes they had:
 
 1. before weight inheritance (no ``init`` attribute): ``skip_fusion`` started from the mean of
