@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 
 import pytest
@@ -115,20 +116,11 @@ def test_in_bf16_only_the_students_training_passes_run_under_autocast(teacher, d
     for precision in ("fp32", "bf16"):
         student = _student(teacher, data, [{"name": "fire", "squeeze_ratio": 0.5}])
         came = copy.deepcopy(student)
-        seen = passes.setdefault(precision, set())
-        teachers: set = set()
-        hooks = [module.register_forward_hook(lambda module, args, output, seen=seen: seen.add(
-                     (output.dtype, torch.is_grad_enabled())))
-                 for module in student.modules() if isinstance(module, nn.Conv2d)]
-        hooks += [module.register_forward_hook(lambda module, args, output, teachers=teachers: teachers.add(output.dtype))
-                  for module in teacher.modules() if isinstance(module, nn.Conv2d)]
-        try:
+        with _conv_passes(student) as students, _conv_passes(teacher) as teachers:
             report = reconstruct(teacher, student, images, method=method, steps=12, batch_size=4, precision=precision,
                                  **({} if cache else {"teacher_cache_bytes": 0}))
-        finally:
-            for hook in hooks:
-                hook.remove()
-        assert report.precision == precision and teachers == {torch.float32}
+        passes[precision] = students
+        assert report.precision == precision and {dtype for dtype, _ in teachers} == {torch.float32}
         assert report.output_error_after < report.output_error_before  # the fit still brings it closer
         assert report.output_error_before == pytest.approx(output_gap(teacher, came, images, 4), abs=1e-6)
         assert report.output_error_after == pytest.approx(output_gap(teacher, student, images, 4), abs=1e-6)
@@ -142,6 +134,19 @@ def test_in_bf16_only_the_students_training_passes_run_under_autocast(teacher, d
     assert passes["bf16"] == {(torch.float32, False), (torch.bfloat16, True)}  # no pass without gradients in bf16
     with pytest.raises(ValueError, match="precision must be fp32 or bf16, got 'fp16'"):
         reconstruct(teacher, _student(teacher, data, [{"name": "separable"}]), images, method=method, precision="fp16")
+
+
+@contextlib.contextmanager
+def _conv_passes(model: nn.Module):
+    """The set of ``(dtype, gradients enabled)`` of every output of ``model``'s convolutions while in the block."""
+    seen: set = set()
+    hooks = [module.register_forward_hook(lambda module, args, output: seen.add((output.dtype, torch.is_grad_enabled())))
+             for module in model.modules() if isinstance(module, nn.Conv2d)]
+    try:
+        yield seen
+    finally:
+        for hook in hooks:
+            hook.remove()
 
 
 def test_a_point_fed_the_teachers_input_falls_back_to_its_own_where_widths_changed(teacher, data, images):
@@ -364,14 +369,9 @@ def test_compress_and_a_searchs_candidates_reconstruct_in_the_fine_tunings_preci
     seen: dict[int, set] = {}
     for version in (RECONSTRUCTS_IN_PRECISION, RECONSTRUCTS_IN_PRECISION - 1):
         network = dataclasses.replace(setup, build_version=version).build(Recipe.from_data(fire))
-        dtypes = seen.setdefault(version, set())
-        hooks = [module.register_forward_hook(lambda module, args, output, dtypes=dtypes: dtypes.add(output.dtype))
-                 for module in network.modules() if isinstance(module, nn.Conv2d)]
-        try:
+        with _conv_passes(network) as passes:
             start_candidate(dataclasses.replace(setup, build_version=version), network)
-        finally:
-            for hook in hooks:
-                hook.remove()
+        seen[version] = {dtype for dtype, _ in passes}
     assert torch.bfloat16 in seen[RECONSTRUCTS_IN_PRECISION]
     assert seen[RECONSTRUCTS_IN_PRECISION - 1] == {torch.float32}
 

@@ -246,12 +246,12 @@ def _fit_point(
         return False
     count = target.shape[0]
 
-    def loss_on(rows: slice | torch.Tensor, training: bool = False) -> torch.Tensor:
-        with autocast(target.device, precision if training else "fp32"):
+    def loss_on(rows: slice | torch.Tensor, precision: str = "fp32") -> torch.Tensor:
+        with autocast(target.device, precision):
             output = module(*_rows(args, rows, count), **_rows(kwargs, rows, count))
         return relative_mse(output, target[rows], None if weights is None else weights[rows])
 
-    return _fit_or_undo(module, parameters, loss_on, count, steps=steps, lr=lr, batch_size=batch_size)
+    return _fit_or_undo(module, parameters, loss_on, count, steps=steps, lr=lr, batch_size=batch_size, precision=precision)
 
 
 def _fit_whole(
@@ -273,9 +273,9 @@ def _fit_whole(
             output = model_output(teacher, images[rows])
         return reference.outputs, output
 
-    def loss_on(rows: slice | torch.Tensor, training: bool = False) -> torch.Tensor:
+    def loss_on(rows: slice | torch.Tensor, precision: str = "fp32") -> torch.Tensor:
         features, output = teacher_on(rows)
-        with FeatureTap(student, points) as tap, autocast(images.device, precision if training else "fp32"):
+        with FeatureTap(student, points) as tap, autocast(images.device, precision):
             produced = model_output(student, images[rows])
         weight = None if weights is None else weights[rows]
         terms = [relative_mse(tap.outputs[name], features[name], weight)
@@ -283,7 +283,7 @@ def _fit_whole(
         terms.append(relative_mse(produced, output, weight))
         return torch.stack(terms).mean()
 
-    return _fit_or_undo(student, parameters, loss_on, count, steps=steps, lr=lr, batch_size=batch_size)
+    return _fit_or_undo(student, parameters, loss_on, count, steps=steps, lr=lr, batch_size=batch_size, precision=precision)
 
 
 @torch.no_grad()
@@ -327,10 +327,11 @@ _OUTPUT = object()  # the key of the teacher's output among its kept tensors (no
 
 def _fit_or_undo(
     model: nn.Module, parameters: list[nn.Parameter], loss_on, count: int, *, steps: int, lr: float, batch_size: int,
+    precision: str = "fp32",
 ) -> bool:
-    """Adam on ``parameters`` for ``loss_on(rows, training=True)`` (in the fit's precision), ``model``'s batch
-    norms on batch statistics; the loss over all ``count`` rows (``loss_on(rows)``: in fp32, batch by batch: the
-    memory of one batch) before and after, and ``model`` back as it was (parameters and statistics) unless it
+    """Adam on ``parameters`` for ``loss_on(rows, precision)`` (the student's passes in ``precision``), ``model``'s
+    batch norms on batch statistics; the loss over all ``count`` rows (``loss_on(rows)``: in fp32, batch by batch:
+    the memory of one batch) before and after, and ``model`` back as it was (parameters and statistics) unless it
     ended lower. Returns whether it changed."""
     def whole() -> float:
         with torch.no_grad():
@@ -339,7 +340,7 @@ def _fit_or_undo(
     saved = copy.deepcopy(model.state_dict())  # before any pass in train mode touches the statistics
     with norms_training(model):
         before = whole()
-        _adam(parameters, loss_on, count, steps=steps, lr=lr, batch_size=batch_size)
+        _adam(parameters, loss_on, count, steps=steps, lr=lr, batch_size=batch_size, precision=precision)
         after = whole()
     if not math.isfinite(after) or after >= before:
         model.load_state_dict(saved)
@@ -347,7 +348,8 @@ def _fit_or_undo(
     return True
 
 
-def _adam(parameters: list[nn.Parameter], loss_on, count: int, *, steps: int, lr: float, batch_size: int) -> None:
+def _adam(parameters: list[nn.Parameter], loss_on, count: int, *, steps: int, lr: float, batch_size: int,
+          precision: str) -> None:
     optimizer = torch.optim.Adam(parameters, lr=lr)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * step / steps)))
     generator = torch.Generator().manual_seed(0)
@@ -358,7 +360,7 @@ def _adam(parameters: list[nn.Parameter], loss_on, count: int, *, steps: int, lr
             order, position = torch.randperm(count, generator=generator), 0
         rows = order[position:position + batch_size]
         position += batch_size
-        loss = loss_on(rows, training=True)
+        loss = loss_on(rows, precision)
         if not torch.isfinite(loss):
             return
         optimizer.zero_grad(set_to_none=True)
