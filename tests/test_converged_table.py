@@ -72,3 +72,64 @@ def test_the_size_target_is_judged_on_rows_compressed_from_the_parent_only(conve
     records.update({f"small-s{seed}": _record(f"small-s{seed}", "small", 0.30, seed=seed, val=0.2, **tiny) for seed in (0, 1)})
     verdict = next(iter(converged.targets(converged.table(records)).values()))
     assert "the paper's recipe + prune 0.6" in verdict
+
+
+def _search_records(converged, **val_of: float) -> dict:
+    """A finished parent, its search (the 1M and 300k picks one trial, the 100k pick another) and seed 0 of every
+    small row, the validation scores ``val_of`` (by row)."""
+    tiny = {"params": 200_000, "flops": 2_000_000_000}  # 155x / 18.5x
+    picks = {size: {"trial": trial, "recipe_short": f"trial {trial}"} for size, trial in (("1m", 1), ("300k", 1), ("100k", 7))}
+    records = {"parent-p0": _record("parent-p0", "parent", 0.30, seed=0, **PARENT),
+               "search-p0": {"job": "search-p0", "kind": "search", "picks": picks}}
+    for row in ("small", "pick1m", "pick100k"):
+        records[f"{row}-s0"] = _record(f"{row}-s0", "small" if row == "small" else "pick", 0.3, seed=0, val=val_of[row], **tiny)
+    records["pick300k-s0"] = {**records["pick1m-s0"], "job": "pick300k-s0", "same_run_as": "pick1m-s0"}
+    return records
+
+
+def test_seed_zero_of_every_row_comes_first_then_the_seeds_of_the_rows_the_targets_are_judged_on(converged):
+    args = converged.parsed([])
+    records = _search_records(converged, small=0.30, pick1m=0.35, pick100k=0.32)
+    assert converged.size_target_job(records) == "pick1m"  # the best on seed 0's validation; pick300k is its same run
+    order = [job["job"] for job in converged.jobs(args, records)]
+    assert order[:2] == ["parent-p0", "search-p0"]
+    first_later = next(index for index, name in enumerate(order) if name.endswith("-s1"))
+    assert all(name.endswith("-s0") for name in order[2:first_later])  # the whole table once
+    assert len(order[2:first_later]) == 9  # recipe, control, distilled, small, Micro-Net, 3 picks, scratch
+    judged = order[first_later:first_later + 12]
+    assert judged == [f"{row}-s{seed}" for seed in range(1, 5) for row in ("recipe", "micronet", "pick1m")]
+    assert order.index("control-s1") > order.index("pick1m-s4")  # the other rows' seeds after
+    assert order[-4:] == ["parent-p1", "recipe-p1-s0", "parent-p2", "recipe-p2-s0"]
+    assert len(order) == len(set(order)) == 2 + 9 * 3 + 8 * 2 + 4  # every job once (scratch on seeds 0-2)
+    by_name = {job["job"]: job for job in converged.jobs(args, records)}
+    assert converged.needs(by_name["pick300k-s2"]) == ["parent-p0", "search-p0", "pick1m-s2"]  # the same trial: reuses it
+    assert converged.needs(by_name["pick100k-s2"]) == ["parent-p0", "search-p0"]  # another trial: needs no other pick
+    before = {**by_name["pick100k-s2"]}
+    del before["same_as"]  # the search not finished yet: every larger pick first, as it may be the same run
+    assert converged.needs(before) == ["parent-p0", "search-p0", "pick1m-s2", "pick300k-s2"]
+
+
+def test_the_small_row_is_chosen_once_every_candidate_has_its_seed_zero_and_only_among_rows_small_enough(converged):
+    args = converged.parsed([])
+    records = _search_records(converged, small=0.30, pick1m=0.35, pick100k=0.32)
+    records["pick1m-s0"]["flops"] = 5_000_000_000  # 7.4x fewer FLOPs: not small enough, however good
+    records["pick300k-s0"]["flops"] = 5_000_000_000
+    assert converged.size_target_job(records) == "pick100k"
+    del records["pick100k-s0"]  # not finished: no choice yet, and no small row's seeds before the others'
+    assert converged.size_target_job(records) is None
+    order = [job["job"] for job in converged.jobs(args, records)]
+    first_later = next(index for index, name in enumerate(order) if name.endswith("-s1"))
+    assert order[first_later:first_later + 8] == [f"{row}-s{seed}" for seed in range(1, 5) for row in ("recipe", "micronet")]
+    records["pick100k-s0"] = {"job": "pick100k-s0", "kind": "pick", "seed": 0, "not_reached": True}
+    assert converged.size_target_job(records) == "small"  # a pick not reached is no candidate
+
+
+def test_the_size_target_verdict_reads_the_row_the_runs_chose(converged):
+    records = _records()
+    records.update(_search_records(converged, small=0.40, pick1m=0.35, pick100k=0.32))
+    for seed in (1, 2):  # the chosen row's further seeds score lower on validation: the choice stays
+        records[f"small-s{seed}"] = _record(f"small-s{seed}", "small", 0.31, seed=seed, val=0.1, params=200_000, flops=2_000_000_000)
+    found = converged.table(records)
+    assert found["size_target"] == "small"
+    verdict = next(iter(converged.targets(found).values()))
+    assert "the paper's recipe + prune 0.6" in verdict and verdict.startswith("met")

@@ -8,8 +8,11 @@ evaluations without a gain, the plateau schedule, the best weights kept, at most
 scores are measured once per network at the end; nothing chose by them.
 
 Jobs (each stored in ``<run-dir>/<task>/jobs/<job>.json`` as it ends, so a later call only adds
-what is missing; a job cut short goes on from its last evaluation, ``<job>.state``); after the parent they
-run seed by seed, every row of the table one seed at a time:
+what is missing; a job cut short goes on from its last evaluation, ``<job>.state``). After the parent and its
+search, seed 0 of every row (the whole table once); then the further seeds of the rows the targets are judged
+on first (the paper's recipe, Micro-Net, and the small row chosen on seed 0's validation, below), seed by seed,
+since on 2 CPU cores a task's every row on 5 seeds is days: the control, the distilled row and the other small
+rows gain their seeds after those. The rows:
 
 1. ``parent-p0``: U-Net trained to its plateau (seed 0): the converged parent.
 2. ``recipe-s<k>``, ``recipe-distill-s<k>``: the paper's recipe
@@ -28,7 +31,7 @@ run seed by seed, every row of the table one seed at a time:
    <= 100k params each become a row, ``pick1m-s<k>``, ``pick300k-s<k>``, ``pick100k-s<k>``,
    inherited and fine-tuned to the plateau like the recipe ("not reached" where no trial is that
    small). The target ">= 100x fewer params and >= 10x fewer FLOPs" is judged on the row best on
-   validation among those small enough.
+   seed 0's validation among those small enough (``size_target_job``): only that one of them gains seeds early.
 5b. ``scratch-s<k>`` (``k`` < ``--scratch-seeds``, 3): the paper's recipe's network from random weights (U-Net
    built, the recipe applied with ``init: random``), trained to its plateau like Micro-Net: what inheriting from
    the converged parent is worth, the recipe row minus this one paired by seed (issue 30's question on a
@@ -110,14 +113,20 @@ COMPRESSED = ("recipe", "small", "pick")
 PICKS = {"1m": 1_000_000, "300k": 300_000, "100k": 100_000}
 
 
-def jobs(args: argparse.Namespace) -> list[dict[str, Any]]:
-    """Every job, seed by seed (each row gains a seed per round, so a run cut short leaves every row with
-    as many seeds as it reached), then the further parents."""
+def jobs(args: argparse.Namespace, records: dict[str, dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+    """Every job, in the order they run: the parent and its search; seed 0 of every row (the whole table
+    once); then the further seeds of the rows the targets are judged on (the paper's recipe, Micro-Net, which
+    it must dominate, and the small row of :func:`size_target_job`), seed by seed; then the other rows'
+    further seeds; then the further parents. ``records`` (the finished jobs, by name) decide the small row and
+    which picks are the same run; without them every row's seeds follow seed 0 alike."""
+    records = records or {}
     planned = [{"job": "parent-p0", "kind": "parent", "parent": 0, "seed": 0}]
     if args.search_trials:
         planned.append({"job": "search-p0", "kind": "search", "parent": 0, "seed": 0})
-    for seed in range(args.seeds):
-        planned += [
+    search = records.get("search-p0")
+
+    def rows_of(seed: int) -> list[dict[str, Any]]:
+        found = [
             {"job": f"recipe-s{seed}", "kind": "recipe", "parent": 0, "seed": seed, "distill": False},
             # the control next: whether the parent has converged is what every other row is read against
             {"job": f"control-s{seed}", "kind": "control", "parent": 0, "seed": seed, "distill": False},
@@ -126,14 +135,55 @@ def jobs(args: argparse.Namespace) -> list[dict[str, Any]]:
             {"job": f"micronet-s{seed}", "kind": "micronet", "seed": seed},
         ]
         if args.search_trials:
-            planned += [{"job": f"pick{size}-s{seed}", "kind": "pick", "size": size, "parent": 0, "seed": seed, "distill": False}
-                        for size in PICKS]
+            found += [{"job": f"pick{size}-s{seed}", "kind": "pick", "size": size, "parent": 0, "seed": seed, "distill": False,
+                       **({"same_as": same_pick(search, size)} if search is not None else {})}
+                      for size in PICKS]
         if seed < args.scratch_seeds:  # what inheriting from the converged parent is worth: the recipe's network, nothing learned
-            planned.append({"job": f"scratch-s{seed}", "kind": "scratch", "seed": seed})
+            found.append({"job": f"scratch-s{seed}", "kind": "scratch", "seed": seed})
+        return found
+
+    planned += rows_of(0)
+    judged = {"recipe", "micronet", size_target_job(records)} - {None}
+    later = [job for seed in range(1, args.seeds) for job in rows_of(seed)]
+    first = [job for job in later if row_of(job["job"]) in judged]
+    planned += first + [job for job in later if job not in first]
     for parent in range(1, args.parents):
         planned.append({"job": f"parent-p{parent}", "kind": "parent", "parent": parent, "seed": parent})
         planned.append({"job": f"recipe-p{parent}-s0", "kind": "recipe", "parent": parent, "seed": 0, "distill": False})
     return planned
+
+
+def row_of(job: str) -> str:
+    """The row a job is a seed of: ``pick300k-s2`` -> ``pick300k``, ``recipe-distill-s0`` -> ``recipe-distill``."""
+    return job.rsplit("-s", 1)[0]
+
+
+def same_pick(search: dict[str, Any], size: str) -> str | None:
+    """The largest size whose pick is the same trial as ``size``'s (``None``: none, or not reached): that
+    pick's run is this one's, so it runs first and this one reuses it."""
+    picked = search["picks"].get(size)
+    if picked is None:
+        return None
+    return next((other for other in PICKS if other != size and (search["picks"].get(other) or {}).get("trial") == picked["trial"]
+                 and list(PICKS).index(other) < list(PICKS).index(size)), None)
+
+
+def size_target_job(records: dict[str, dict[str, Any]]) -> str | None:
+    """The row the ">= 100x fewer params and >= 10x fewer FLOPs" target is judged on: among the rows compressed
+    from the parent that are that small (the fixed recipe + prune 0.6 and the search's picks), the best on
+    seed 0's validation score. ``None`` until the parent and every such row's seed 0 have finished (a pick not
+    reached is no candidate). Chosen once on seed 0, so the seeds that follow do not change the choice."""
+    parent = records.get("parent-p0")
+    if parent is None:
+        return None
+    candidates = ["small"] + ([f"pick{size}" for size in PICKS] if "search-p0" in records else [])
+    firsts = [records.get(f"{row}-s0") for row in candidates]
+    if any(record is None for record in firsts):
+        return None
+    fitting = [(record["val"]["score"], row) for row, record in zip(candidates, firsts)
+               if not record.get("not_reached") and not record.get("same_run_as")
+               and parent["params"] / record["params"] >= 100 and parent["flops"] / record["flops"] >= 10]
+    return max(fitting)[1] if fitting else None
 
 
 SETTINGS = ("max_steps", "eval_every", "patience", "smoothing", "lr_patience")  # what changes a job's result (seeds and parents name the jobs)
@@ -285,7 +335,9 @@ def needs(job: dict[str, Any]) -> list[str]:
     needed = [] if job["kind"] in ("parent", "micronet", "scratch") else [f"parent-p{job['parent']}"]
     if job["kind"] == "pick":
         sizes = list(PICKS)
-        needed += [f"search-p{job['parent']}"] + [f"pick{size}-s{job['seed']}" for size in sizes[:sizes.index(job["size"])]]
+        # the larger pick of the same trial (``same_as``, known once the search has finished), else every larger one
+        larger = [job["same_as"]] if job.get("same_as") else [] if "same_as" in job else sizes[:sizes.index(job["size"])]
+        needed += [f"search-p{job['parent']}"] + [f"pick{size}-s{job['seed']}" for size in larger]
     return needed
 
 
@@ -308,7 +360,8 @@ def claimed(folder: Path, name: str) -> Iterator[bool]:
 
 
 def run_task(task: str, args: argparse.Namespace, *, wait: float = 60.0) -> None:
-    """Runs the task's jobs not finished yet, in order. A job another process is running, or one whose
+    """Runs the task's jobs not finished yet, in order (:func:`jobs`, planned again after each job, so the
+    rows chosen by what has finished come forward as soon as they are known). A job another process is running, or one whose
     :func:`needs` have not finished, is passed over; when only those are left, this process waits for them.
     A job that fails is said and marked (``<job>.failed``, with the reason): it and the jobs that need it are
     passed over until that file is removed."""
@@ -316,8 +369,8 @@ def run_task(task: str, args: argparse.Namespace, *, wait: float = 60.0) -> None
     folder.mkdir(parents=True, exist_ok=True)
     data = experiment_for(task, args, seed=0).data.build()
     print(f"{task}: {data.description}", flush=True)
-    planned = jobs(args)
     while True:
+        planned = jobs(args, {path.stem: json.loads(path.read_text()) for path in folder.glob("*.json")})  # again after each job
         failed = {job["job"] for job in planned if _failed(folder, job["job"])}
         blocked = {job["job"] for job in planned if job["job"] in failed or set(needs(job)) & failed}
         left = [job for job in planned if job["job"] not in blocked and not _finished(folder, job, args)]
@@ -414,7 +467,7 @@ def table(records: dict[str, dict[str, Any]]) -> dict[str, Any]:
         compressed = first["kind"] in COMPRESSED  # fine-tuned from the parent through compress, as the control was
         paired = minus_by_seed(found, controls) if compressed else []
         return {
-            "compressed": compressed,
+            "compressed": compressed, "row": row_of(first["job"]),
             "label": label, "n": len(found), "params": first["params"], "flops": first["flops"],
             "params_ratio": parent["params"] / first["params"], "flops_ratio": parent["flops"] / first["flops"],
             "test": Estimate.of(scores, bounds=(0.0, 1.0)).to_dict(),
@@ -466,7 +519,7 @@ def table(records: dict[str, dict[str, Any]]) -> dict[str, Any]:
     return {"score_name": parent["score_name"], "parent": {"test": base, "val": parent["val"]["score"],
             "steps": parent["steps_done"], "best_step": parent["best_step"], "reached_plateau": parent["converged"],
             "train_seconds": parent["train_seconds"], "curve": parent["curve"], "params": parent["params"], "flops": parent["flops"]},
-            "rows": rows, "recipe_dominates_micronet": dominate,
+            "rows": rows, "recipe_dominates_micronet": dominate, "size_target": size_target_job(records),
             # issue 30's question on a converged teacher: compressed from it against the same network from scratch
             "recipe_minus_scratch_points": Estimate.of(inherited).to_dict() if inherited else None,
             "curves": {name: record["curve"] for name, record in records.items() if "curve" in record}}
@@ -502,12 +555,10 @@ def targets(found: dict[str, Any]) -> dict[str, str]:
     else:
         converged = "not settled"
     dominate = found.get("recipe_dominates_micronet") or {}
-    # the model this target is judged on is chosen on validation (its mean over seeds) among the rows that
-    # are small enough: the search's picks and the fixed recipe + prune 0.6; its test interval then decides
-    small_enough = [row for row in rows.values() if row.get("params_ratio", 0) >= 100 and row.get("flops_ratio", 0) >= 10
-                    and row.get("compressed")]  # compressed from the parent: not Micro-Net, not the scratch row
-    chosen = max(small_enough, key=lambda row: row["val_mean"]) if small_enough and all("val_mean" in row for row in small_enough) \
-        else next((row for row in small_enough if row["label"].startswith("the paper's recipe + prune")), None)
+    # the model this target is judged on is chosen on seed 0's validation among the rows compressed from the parent
+    # that are small enough (the search's picks, the fixed recipe + prune 0.6: size_target_job, as the runs chose
+    # which row gains seeds first); its test interval then decides
+    chosen = next((row for row in rows.values() if row.get("row") == found.get("size_target")), None)
     return {
         ">= 100x fewer params and >= 10x fewer FLOPs, interval above -1 point (the row best on validation among those small enough)":
             "not run" if chosen is None else
