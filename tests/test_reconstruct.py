@@ -269,7 +269,7 @@ def test_compress_reconstructs_by_default_and_says_whether_knowledge_survived(te
 
 
 @pytest.mark.parametrize("key,value,message", [
-    ("reconstruct", "all", "finetune.reconstruct must be one of none, layer, block, hints or null"),
+    ("reconstruct", "all", "finetune.reconstruct must be one of none, layer, block, hints, lstsq or null"),
     ("reconstruct_source", "parent", "finetune.reconstruct_source must be one of student, teacher"),
     ("reconstruct_steps", 0, "finetune.reconstruct_steps"),
     ("feature_weight", -0.5, "finetune.feature_weight"),

@@ -21,8 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from compressor.models.blocks import Fire, SeparableConv2d
 from compressor.outputs import model_output
+from compressor.transforms.least_squares import linear_tail, ridge_solve, tail_inputs, write_solution
 
 __all__ = [
     "Counterpart", "layer_errors", "calibrate", "output_error", "relative_error", "counterparts_of", "batches_of",
@@ -126,20 +126,14 @@ def calibrate(
 
 
 def _refit(module: nn.Module, inputs: torch.Tensor, target: torch.Tensor, *, ridge: float, max_rows: int) -> bool:
-    if type(module) is nn.Conv2d:
-        return _least_squares(module, inputs, target, ridge=ridge, max_rows=max_rows)
-    if isinstance(module, SeparableConv2d):
-        hidden = module.act(module.norm(module.depthwise(inputs)))
-        return _least_squares(module.pointwise, hidden, target, ridge=ridge, max_rows=max_rows)
-    if isinstance(module, Fire):
-        if not all(isinstance(part, nn.Identity) for part in (module.expand1x1.norm, module.expand3x3.norm, module.act)):
-            return False
-        squeezed = module.squeeze(inputs)
-        split = module.expand1x1.conv.out_channels
-        first = _least_squares(module.expand1x1.conv, squeezed, target[:, :split], ridge=ridge, max_rows=max_rows)
-        second = _least_squares(module.expand3x3.conv, squeezed, target[:, split:], ridge=ridge, max_rows=max_rows)
-        return first and second
-    return False
+    """The convolutions of ``module``'s :func:`~compressor.transforms.least_squares.linear_tail` refitted from the
+    inputs they get when ``module`` is fed ``inputs``; whether all of them were."""
+    tail = linear_tail(module, max_features=None)
+    if tail is None:
+        return False
+    refitted = [_least_squares(conv, fed, target[:, channels], ridge=ridge, max_rows=max_rows)
+                for (conv, channels), fed in zip(tail, tail_inputs(module, inputs))]
+    return all(refitted)
 
 
 @torch.no_grad()
@@ -175,15 +169,10 @@ def _least_squares(
         gram = columns.T @ columns if gram is None else gram + columns.T @ columns
         cross = columns.T @ outputs if cross is None else cross + columns.T @ outputs
     assert gram is not None and cross is not None
-    strength = ridge * float(gram.diagonal().mean()) + 1e-12
-    identity = torch.eye(gram.shape[0], dtype=gram.dtype, device=gram.device)
-    solution = torch.linalg.solve(gram + strength * identity, cross)
-    if not torch.isfinite(solution).all():
+    solution = ridge_solve(gram, cross, ridge)
+    if solution is None:
         return False
-    weights = solution[: solution.shape[0] - (conv.bias is not None)]
-    conv.weight.copy_(weights.T.reshape(conv.weight.shape).to(conv.weight.dtype))
-    if conv.bias is not None:
-        conv.bias.copy_(solution[-1].to(conv.bias.dtype))
+    write_solution(conv, solution)
     return True
 
 

@@ -13,7 +13,14 @@ on unlabelled calibration images, against the teacher's tensor there:
 * ``block``: each enclosing block (a residual block: conv, norm, activation and the
   residual add together, as BRECQ and block-wise NAS distillation do);
 * ``hints``: the whole student at once, its tensors at every changed block and its output
-  pulled towards the teacher's (FitNets-style hints, on calibration images, no labels).
+  pulled towards the teacher's (FitNets-style hints, on calibration images, no labels);
+* ``lstsq``: no Adam: each changed layer whose output its last convolutions make as they are
+  (a plain conv, a separable conv's pointwise, a fire module's expands) has those convolutions
+  solved in closed form, as channel pruning's feature-map reconstruction does
+  (:mod:`~compressor.transforms.least_squares`), layer after layer, each fed by the student
+  with the layers before it solved. ``steps``, ``lr``, ``source`` and ``precision`` do not
+  apply (the systems are accumulated and solved in float64); the layers it cannot solve keep
+  their inherited weights.
 
 ``source`` says where a point's input comes from: ``student`` (the student's own tensor
 there, after the points before it were reconstructed, so later points compensate for
@@ -66,11 +73,12 @@ from compressor.transforms.feature_hints import (
     relative_mse,
     weights_of,
 )
+from compressor.transforms.least_squares import NormalEquations, linear_tail
 
 __all__ = ["METHODS", "SOURCES", "Reconstruction", "reconstruct", "output_gap", "teacher_logits"]
 
 #: The reconstruction methods (``none`` leaves the inherited weights as they are).
-METHODS = ("none", "layer", "block", "hints")
+METHODS = ("none", "layer", "block", "hints", "lstsq")
 #: Where a point's input comes from.
 SOURCES = ("student", "teacher")
 #: An output error below this leaves nothing to reconstruct (an exact inheritance is left exact).
@@ -154,7 +162,7 @@ def reconstruct(
     report = Reconstruction(method=method, source=source, steps=steps, precision=precision)
     boundaries = shared_boundaries(teacher, student, images[:2])
     report.points = [] if method == "none" else changed_points(
-        teacher, student, boundaries, "layer" if method == "layer" else "block")
+        teacher, student, boundaries, "layer" if method in ("layer", "lstsq") else "block")
     with eval_mode(teacher):  # the teacher's tensors at every point and its output, run once for every use below
         kept = _teacher_tensors(teacher, images, report.points, batch_size, teacher_cache_bytes)
     wanted = None if kept is None else kept[0]
@@ -162,7 +170,8 @@ def reconstruct(
     report.errors_before = _point_errors(teacher, student, images, report.points, batch_size, wanted=wanted)
     report.output_error_before = output_gap(teacher, student, images, batch_size, targets=targets)
     report.errors_after, report.output_error_after = dict(report.errors_before), report.output_error_before
-    if not report.points or steps < 1 or (report.output_error_before is not None and report.output_error_before <= CLOSE_ENOUGH):
+    if not report.points or (steps < 1 and method != "lstsq") or (
+            report.output_error_before is not None and report.output_error_before <= CLOSE_ENOUGH):
         report.seconds = time.perf_counter() - started
         return report
     start = copy.deepcopy(student.state_dict())  # parameters and batch-norm statistics, as given
@@ -172,6 +181,9 @@ def reconstruct(
         if method == "hints":
             changed = _fit_whole(teacher, student, images, report.points, weights, steps=steps, lr=lr, batch_size=batch_size,
                                  kept=kept, precision=precision)
+        elif method == "lstsq":
+            changed = _fit_least_squares(teacher, student, images, report.points, weights, batch_size=batch_size,
+                                         wanted=wanted)
         else:
             for name in report.points:
                 if source == "student" and wanted is not None and name in wanted:  # its output, kept: not run again
@@ -183,7 +195,7 @@ def reconstruct(
                               target[2], weights, steps=steps, lr=lr, batch_size=batch_size, precision=precision):
                     changed = True
                     reestimate_on(student, images.split(batch_size))  # the points after it see these statistics
-    if changed and method == "hints":  # the statistics the trained tensors have
+    if changed and method in ("hints", "lstsq"):  # the statistics the trained tensors have
         reestimate_on(student, images.split(batch_size))
     after = output_gap(teacher, student, images, batch_size, targets=targets) if changed else report.output_error_before
     if after is None or report.output_error_before is None or not after < report.output_error_before:
@@ -284,6 +296,56 @@ def _fit_whole(
         return torch.stack(terms).mean()
 
     return _fit_or_undo(student, parameters, loss_on, count, steps=steps, lr=lr, batch_size=batch_size, precision=precision)
+
+
+@torch.no_grad()
+def _fit_least_squares(
+    teacher: nn.Module, student: nn.Module, images: torch.Tensor, points: list[str], weights: torch.Tensor | None, *,
+    batch_size: int, wanted: dict[str, torch.Tensor] | None,
+) -> bool:
+    """``lstsq``: point after point in the student's order, the last convolutions of each that has them
+    (:func:`~.least_squares.linear_tail`) solved in closed form against the teacher's tensor there, from the
+    inputs the student gives them with the points before it solved (the student run up to the point in eval mode,
+    its batch norms re-estimated after each point, as ``layer`` and ``block`` do, up to the next point: those after
+    it are re-estimated again before they are read). ``wanted``: the teacher's tensors at the points
+    on every image, kept (else the teacher runs with each batch). Returns whether the student changed."""
+    changed = False
+    for index, name in enumerate(points):
+        tail = linear_tail(student.get_submodule(name))
+        if not tail:
+            continue
+        systems = [NormalEquations(conv, channels) for conv, channels in tail]
+        fed: list[list[torch.Tensor]] = [[] for _ in tail]
+        handles = [conv.register_forward_pre_hook(lambda _module, args, into=into: into.append(args[0]))
+                   for (conv, _), into in zip(tail, fed)]
+        usable = True
+        try:
+            start = 0
+            for rows in images.split(batch_size):
+                for into in fed:
+                    into.clear()
+                capture_calls(student, rows, [name], stop_after=name, inputs=False)  # the student up to the point
+                if wanted is not None and name in wanted:
+                    target = wanted[name][start:start + len(rows)]
+                else:
+                    target = capture_calls(teacher, rows, [name], stop_after=name, inputs=False).get(name, (None, None, None))[2]
+                weight = None if weights is None else weights[start:start + len(rows)]
+                start += len(rows)
+                if target is None or target.ndim != 4 or any(len(into) != 1 for into in fed):
+                    usable = False  # not run once on this batch, or no map to match: left as it is
+                    break
+                for system, into in zip(systems, fed):
+                    system.add(into[0], target[:, system.channels], weight)
+        except ValueError:  # the teacher's tensor there is not this layer's output's shape
+            usable = False
+        finally:
+            for handle in handles:
+                handle.remove()
+        if usable and any([system.solve_into() for system in systems]):
+            changed = True
+            if index + 1 < len(points):  # the next point's inputs with the statistics this one gives (the last: the caller's)
+                reestimate_on(student, images.split(batch_size), before=student.get_submodule(points[index + 1]))
+    return changed
 
 
 @torch.no_grad()

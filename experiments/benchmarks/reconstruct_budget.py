@@ -24,7 +24,16 @@ does not get there before its plateau. ``--summarize`` derives and prints the st
 
     python experiments/benchmarks/reconstruct_budget.py --steps 0 50 100 300 --precisions fp32 bf16 --threads 1 --finetune-none
 
-Writes ``experiments/benchmarks/results/reconstruct_budget.json``.
+``--lstsq 8 32`` adds ``lstsq`` (no Adam: the replaced layers' last convolutions solved in closed
+form, layer after layer) on the first 8 and on all 32 calibration batches. ``--alone-from-stored``
+reads the inheritance-alone fine-tuning from the stored results instead of running it again (the
+same student: its ``none`` row must start where the stored one does), and ``--step-time K`` times
+K fine-tuning steps of the student in this run, so that the steps saved are priced at this run's
+load. ``--name`` writes another results file.
+
+    python experiments/benchmarks/reconstruct_budget.py --steps 0 50 --precisions fp32 --lstsq 8 32 --repeats 2 --threads 1 --alone-from-stored --step-time 40 --name reconstruct_budget-lstsq
+
+Writes ``experiments/benchmarks/results/reconstruct_budget.json`` (or ``<name>.json``).
 """
 
 from __future__ import annotations
@@ -56,12 +65,19 @@ def main() -> None:
                         help="also fine-tune the student without reconstruction to its plateau (converged.py's rule), "
                              "to say how many steps of fine-tuning each reconstruction saves")
     parser.add_argument("--summarize", action="store_true", help="only derive and print the stored results' table")
+    parser.add_argument("--lstsq", type=int, nargs="*", default=[], metavar="BATCHES",
+                        help="also lstsq on the first BATCHES calibration batches (each value a row)")
+    parser.add_argument("--alone-from-stored", action="store_true",
+                        help="the inheritance-alone fine-tuning from results/reconstruct_budget.json, not run again")
+    parser.add_argument("--step-time", type=int, default=0, metavar="K",
+                        help="time K fine-tuning steps of the student here, to price the steps saved at this run's load")
+    parser.add_argument("--name", default="reconstruct_budget", help="the results file's name")
     args = parser.parse_args()
     if args.summarize:
-        stored = json.loads((RESULTS / "reconstruct_budget.json").read_text())
+        stored = json.loads((RESULTS / f"{args.name}.json").read_text())
         payload = derive(stored)
         show(payload)
-        write_json("reconstruct_budget", payload)  # the machine it ran on, as stored
+        write_json(args.name, payload)  # the machine it ran on, as stored
         return
 
     import converged
@@ -99,27 +115,47 @@ def main() -> None:
           f"{sum(p.numel() for p in student.parameters()):,} student params", flush=True)
     load = os.getloadavg()[0]
     runs: dict[str, dict[str, Any]] = {}
+    settings_run = [(steps, precision, "hints" if steps else "none", len(images)) for steps in args.steps
+                    for precision in (args.precisions if steps else ["fp32"])]
+    for count in sorted({min(len(images), batches * config.batch_size) for batches in args.lstsq}):
+        if count < len(images):  # what compress pays without reconstruction on that many patches: lstsq's seconds net of it
+            settings_run.append((0, "fp32", "none", count))
+        settings_run.append((0, "fp64", "lstsq", count))
     for repeat in range(args.repeats):
-        for steps in args.steps:
-            for precision in (args.precisions if steps else ["fp32"]):
-                key = f"{steps} steps {precision}" if steps else "none"
-                trained = copy.deepcopy(student)
-                started = time.perf_counter()
-                with deterministic_kernels(torch.device("cpu")):  # as compress runs it
-                    report = reconstruct(teacher, trained, images, method="hints" if steps else "none",
-                                         steps=max(steps, 1), batch_size=config.batch_size, precision=precision)
-                seconds = time.perf_counter() - started
-                row = runs.setdefault(key, {"steps": steps, "precision": precision, "seconds": []})
-                row["seconds"].append(round(seconds, 1))
-                if repeat == 0:
-                    row["output_error_before"] = round(report.output_error_before, 4)
-                    row["output_error_after"] = round(report.output_error_after, 4)
-                    row["start_val"] = round(evaluate(trained, data, config).score, 4)
-                print(f"{key:<18} {seconds:6.1f} s  output error {row['output_error_before']:.3f} -> "
-                      f"{row['output_error_after']:.3f}  start validation {row['start_val']:.4f}", flush=True)
+        for steps, precision, method, count in settings_run:
+            key = (f"{method}, {count} patches" if count < len(images) or method == "lstsq" else
+                   f"{steps} steps {precision}" if steps else "none")
+            trained = copy.deepcopy(student)
+            started = time.perf_counter()
+            with deterministic_kernels(torch.device("cpu")):  # as compress runs it
+                report = reconstruct(teacher, trained, images[:count], method=method,
+                                     steps=max(steps, 1), batch_size=config.batch_size,
+                                     precision="fp32" if method == "lstsq" else precision)
+            seconds = time.perf_counter() - started
+            row = runs.setdefault(key, {"steps": steps, "method": method, "patches": count, "precision": precision,
+                                        "seconds": []})
+            row["seconds"].append(round(seconds, 1))
+            if repeat == 0:
+                row["output_error_before"] = round(report.output_error_before, 4)
+                row["output_error_after"] = round(report.output_error_after, 4)
+                row["start_val"] = round(evaluate(trained, data, config).score, 4)
+            print(f"{key:<22} {seconds:6.1f} s  output error {row['output_error_before']:.3f} -> "
+                  f"{row['output_error_after']:.3f}  start validation {row['start_val']:.4f}", flush=True)
     for row in runs.values():
         row["median_seconds"] = statistics.median(row["seconds"])
-    alone = finetuned_alone(args, settings, teacher, data) if args.finetune_none else None
+    step_seconds = None
+    if args.step_time:
+        from dataclasses import replace
+
+        from compressor.train import train
+
+        timed = train(copy.deepcopy(student), data, replace(config, steps=args.step_time), description="step time")
+        step_seconds = round(timed.train_seconds / max(timed.steps_done, 1), 3)
+        print(f"fine-tuning: {step_seconds:.3f} s a step at this load ({timed.steps_done} steps)", flush=True)
+    if args.alone_from_stored:
+        alone = json.loads((RESULTS / "reconstruct_budget.json").read_text())["inheritance_alone"]
+    else:
+        alone = finetuned_alone(args, settings, teacher, data) if args.finetune_none else None
     if alone is not None and "none" in runs and abs(alone["curve"][0][1] - runs["none"]["start_val"]) > 5e-4:
         raise SystemExit(f"the fine-tuned student does not start where the 'none' row does ({alone['curve'][0][1]} "
                          f"against {runs['none']['start_val']}): compress built another student than this script")
@@ -128,9 +164,11 @@ def main() -> None:
         "machine": machine(), "threads": args.threads, "load_before": round(load, 2),
         "load_after": round(os.getloadavg()[0], 2), "task": args.task, "teacher_val": round(teacher_score, 4),
         "calibration_patches": int(images.shape[0]), "runs": runs, "inheritance_alone": alone,
+        **({"finetune_seconds_per_step": step_seconds} if step_seconds else {}),
+        **({"inheritance_alone_from": "results/reconstruct_budget.json"} if args.alone_from_stored else {}),
     })
     show(payload)
-    write_json("reconstruct_budget", payload)
+    write_json(args.name, payload)
 
 
 def derive(payload: dict[str, Any]) -> dict[str, Any]:
@@ -141,12 +179,15 @@ def derive(payload: dict[str, Any]) -> dict[str, Any]:
     runs, alone = payload["runs"], payload.get("inheritance_alone")
     base = runs.get("none", {}).get("median_seconds", 0.0)
     for row in runs.values():
-        row["net_seconds"] = round(row["median_seconds"] - base, 1)
+        # net of no reconstruction on as many patches (an lstsq row on fewer than all: its own none row)
+        alike = runs.get(f"none, {row['patches']} patches") if row.get("patches") else None
+        row["net_seconds"] = round(row["median_seconds"] - (alike or {}).get("median_seconds", base), 1)
         if alone is None:
             continue
         reached = next((step for step, score in alone["curve"] if score >= row["start_val"]), None)
         row["finetune_steps_saved"] = reached
-        row["saved_seconds"] = round(reached * alone["seconds_per_step"], 1) if reached is not None else None
+        per_step = payload.get("finetune_seconds_per_step") or alone["seconds_per_step"]  # this run's, where timed
+        row["saved_seconds"] = round(reached * per_step, 1) if reached is not None else None
         row["share_of_saved"] = round(row["net_seconds"] / row["saved_seconds"], 3) if reached else None
         row.pop("reconstruction_share_of_saved", None)  # the first version's, on the gross seconds
     return payload
@@ -158,9 +199,9 @@ def show(payload: dict[str, Any]) -> None:
         print(f"inheritance alone, fine-tuned: {alone['steps_done']} steps (best at {alone['best_step']}), validation "
               f"{alone['val']:.4f}, test {alone['test']:.4f}, {alone['seconds_per_step']:.2f} s a step")
     for key, row in payload["runs"].items():
-        line = (f"{key:<18} {row['median_seconds']:6.1f} s ({row['net_seconds']:+.1f} s over none)  output error "
+        line = (f"{key:<22} {row['median_seconds']:6.1f} s ({row['net_seconds']:+.1f} s over none)  output error "
                 f"{row['output_error_before']:.3f} -> {row['output_error_after']:.3f}  start validation {row['start_val']:.4f}")
-        if alone is not None and row["steps"]:
+        if alone is not None and (row["steps"] or row.get("method") == "lstsq"):
             line += (f"  saves {row['finetune_steps_saved']} steps ({row['saved_seconds']:.0f} s; net cost "
                      f"{row['share_of_saved']:.0%} of it)" if row["finetune_steps_saved"] else "  saves: never reached alone")
         print(line)

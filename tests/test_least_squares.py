@@ -1,0 +1,130 @@
+"""``lstsq`` reconstruction: the replaced layers' last convolutions solved in closed form, layer after layer."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+import compressor
+from compressor.batchnorm import reestimate_on
+from compressor.data import SyntheticConfig
+from compressor.finetune import FinetuneConfig, calibration_batches
+from compressor.models.blocks import Fire, SeparableConv2d
+from compressor.train import TrainConfig, reestimate_batchnorm, train
+from compressor.transforms import apply
+from compressor.transforms.least_squares import MAX_FEATURES, NormalEquations, linear_tail
+from compressor.transforms.reconstruct import output_gap, reconstruct
+
+
+def _chain(seed: int) -> nn.Sequential:
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Conv2d(3, 6, 1), nn.BatchNorm2d(6), nn.ReLU(), nn.Conv2d(6, 2, 1)).eval()
+
+
+def test_layer_after_layer_each_is_solved_from_what_the_solved_ones_before_it_give():
+    """Two replaced 1x1 convs the student can match exactly: solved in turn, the second from the first's
+    solved output (not from the output it had before), the student ends on the teacher."""
+    teacher, student = _chain(0), _chain(1)
+    images = torch.randn(16, 3, 8, 8)
+    reestimate_on(teacher, images.split(4))  # a teacher whose statistics are those of these images, as a trained one's
+    student[1].load_state_dict(teacher[1].state_dict())  # the norm kept, only the convs replaced
+    report = reconstruct(teacher, student, images, method="lstsq", batch_size=4, balance=False)
+    assert report.points == ["0", "3"]
+    assert report.output_error_before > 0.3
+    assert report.output_error_after < 1e-3 and max(report.errors_after.values()) < 1e-3
+    assert torch.allclose(student(images), teacher(images), atol=1e-3)
+    assert report.steps == 200  # the Adam steps it was given, which lstsq does not take
+
+
+def test_a_fire_and_a_separable_conv_are_solved_through_their_expands_and_pointwise():
+    conv = nn.Conv2d(8, 12, 3, padding=2, dilation=2, bias=True)
+    fire = Fire(8, 12, squeeze_ratio=1.0, dilation=2, bias=True, activation=False)
+    assert [(c, part) for c, part in linear_tail(fire)] == [(fire.expand1x1.conv, slice(0, 6)), (fire.expand3x3.conv, slice(6, 12))]
+    separable = SeparableConv2d(8, 12, 3, padding=1)
+    assert linear_tail(separable) == [(separable.pointwise, slice(0, 12))]
+    # no closed form through what comes after the convolutions, or for what the systems cannot hold
+    assert linear_tail(Fire(8, 12, activation=True)) is None
+    assert linear_tail(Fire(8, 12, norm="batch", activation=False)) is None
+    assert linear_tail(nn.Conv2d(8, 8, 3, groups=8)) is None
+    assert linear_tail(nn.Conv2d(8, 8, 3, padding=1, padding_mode="reflect")) is None
+    assert linear_tail(nn.Conv2d(MAX_FEATURES // 9 + 1, 8, 3)) is None
+    assert linear_tail(nn.Sequential(nn.Conv2d(8, 8, 1))) is None
+    # the fire's expands from its own squeeze's output: the best the fire can do with that squeeze
+    x = torch.randn(8, 8, 10, 10)
+    with torch.no_grad():
+        target = conv(x)
+        squeezed = fire.squeeze(x)
+        before = (fire(x) - target).pow(2).sum()
+        for (layer, channels) in linear_tail(fire):
+            system = NormalEquations(layer, channels)
+            system.add(squeezed, target[:, channels], None)
+            assert system.solve_into()
+        after = (fire(x) - target).pow(2).sum()
+    assert after < 0.5 * before
+
+
+def test_a_solution_that_does_not_lower_the_error_leaves_the_weights():
+    target = nn.Conv2d(4, 3, 1)
+    x = torch.randn(8, 4, 6, 6)
+    with torch.no_grad():
+        goal = target(x)
+    exact = copy.deepcopy(target)
+    system = NormalEquations(exact, slice(0, 3))
+    system.add(x, goal, None)
+    assert not system.solve_into()  # already the least-squares solution: nothing to gain
+    assert torch.equal(exact.weight, target.weight)
+    weighted = NormalEquations(nn.Conv2d(4, 3, 1), slice(0, 3))
+    with pytest.raises(ValueError, match="positions are not the convolution's output's"):
+        weighted.add(x, goal[:, :, :3], None)
+
+
+def test_partial_batchnorm_reestimation_stops_before_a_module_and_leaves_the_rest():
+    torch.manual_seed(0)
+    network = nn.Sequential(nn.Conv2d(3, 4, 1), nn.BatchNorm2d(4), nn.Conv2d(4, 4, 1), nn.BatchNorm2d(4)).eval()
+    network[3].running_mean.fill_(7.0)
+    images = [torch.randn(4, 3, 6, 6) + 2 for _ in range(3)]
+    full = copy.deepcopy(network)
+    assert reestimate_on(network, images, before=network[2]) == 1
+    assert torch.all(network[3].running_mean == 7.0) and network[3].momentum == 0.1  # not reached: as it was
+    reestimate_on(full, images)
+    assert torch.allclose(network[1].running_mean, full[1].running_mean)
+    assert torch.allclose(network[1].running_var, full[1].running_var) and network[1].momentum == 0.1
+    assert network.training is False
+
+
+@pytest.fixture(scope="module")
+def data():
+    return SyntheticConfig(labels="binary", patch_size=32, train_images=32, val_images=1, val_size=48).build()
+
+
+def test_on_the_papers_recipe_lstsq_brings_the_trained_unet_closer_without_adam(data):
+    torch.manual_seed(0)
+    teacher = compressor.unet(in_channels=3, base_width=8, norm="batch")
+    train(teacher, data, TrainConfig(steps=40, lr=3e-3, batch_size=4, progress=False, eval_window=48, eval_overlap=0,
+                                     threads=1))
+    teacher.eval()
+    images = torch.cat(calibration_batches(data, 4, batch_size=4, seed=0))
+    torch.manual_seed(0)
+    student, _ = apply(teacher, [{"name": "fire", "squeeze_ratio": 0.5}], (1, 3, 32, 32), init="inherit", count_flops=False)
+    reestimate_batchnorm(student, data, batches=4, batch_size=4)
+    untouched = copy.deepcopy(student)
+    optimizers = []
+    original = torch.optim.Adam.__init__
+    try:
+        torch.optim.Adam.__init__ = lambda self, *a, **k: (optimizers.append(1), original(self, *a, **k))[1]
+        report = reconstruct(teacher, student, images, method="lstsq", batch_size=4)
+    finally:
+        torch.optim.Adam.__init__ = original
+    assert optimizers == []  # closed form, no Adam
+    assert len(report.points) > 4 and report.output_error_after < 0.8 * report.output_error_before
+    assert report.output_error_after == pytest.approx(output_gap(teacher, student, images, 4), abs=1e-5)
+    improved = [name for name in report.points if report.errors_after[name] < report.errors_before[name]]
+    assert len(improved) >= len(report.points) - 1
+    # only the fires' expands and the batch norms' statistics moved: every squeeze is as inherited
+    for name, module in student.named_modules():
+        if isinstance(module, Fire):
+            assert torch.equal(module.squeeze.conv.weight, untouched.get_submodule(name).squeeze.conv.weight)
+    assert FinetuneConfig(reconstruct="lstsq").reconstruct == "lstsq"
