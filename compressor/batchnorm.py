@@ -41,7 +41,7 @@ def reestimate_on(model: nn.Module, batches: Iterable[torch.Tensor], *, before: 
     def stop(_module: nn.Module, _args: tuple) -> None:
         raise _Stop
 
-    handles = [norm.register_forward_pre_hook(reset) for norm in norms]
+    handles = [norm.register_forward_pre_hook(reset) for norm in norms if norm is not before]  # stopped at: not reset
     if before is not None:
         handles.append(before.register_forward_pre_hook(stop))
     device = next((parameter.device for parameter in model.parameters()), torch.device("cpu"))

@@ -145,9 +145,10 @@ class CompressResult:
             line = f"output error against the teacher: {self.start_error:.3f} after the recipe"
             if self.reconstruction is not None and self.reconstruction.output_error_after is not None:
                 rec = self.reconstruction
+                steps = "closed form" if rec.method == "lstsq" else f"{rec.steps} steps"  # lstsq takes no Adam step
                 line += (f", {rec.output_error_after:.3f} after reconstruction ({rec.method}, {len(rec.points)} changed "
-                         f"{'block' if rec.method != 'layer' else 'layer'}s, {rec.steps} steps"
-                         f"{', bf16' if rec.precision == 'bf16' else ''}, {rec.seconds:.0f} s)")
+                         f"{'layer' if rec.method in ('layer', 'lstsq') else 'block'}s, {steps}"
+                         f"{', bf16' if rec.precision == 'bf16' and rec.method != 'lstsq' else ''}, {rec.seconds:.0f} s)")
             lines.append(line)
         if self.starts_close is False:
             far = self.reconstruction.far(self.max_start_error) if self.reconstruction is not None else {}
@@ -156,6 +157,7 @@ class CompressResult:
                 f"the student does not start close to the teacher (output error {self.output_error:.3f} > "
                 f"finetune.max_start_error {self.max_start_error:g}): it keeps little of what the teacher knew; "
                 + ("try finetune.reconstruct: hints or block, or a milder recipe" if self.reconstruction is None
+                   else "try finetune.reconstruct: hints, or a milder recipe" if self.reconstruction.method == "lstsq"
                    else "try more reconstruct_steps, or a milder recipe")
                 + (f"; farthest: {worst}" if worst else ""))
         gap = self.student_metrics.score - self.teacher_metrics.score

@@ -56,10 +56,11 @@ class FinetuneConfig:
             parent's tensors there, on unlabelled training patches (see
             :mod:`compressor.transforms.reconstruct`): ``hints`` (the whole network towards
             the parent's tensors at every changed block and its output), ``block`` (each
-            changed block on its own), ``layer`` (each changed layer on its own), ``none``;
+            changed block on its own), ``layer`` (each changed layer on its own), ``lstsq`` (each
+            changed layer's last convolutions solved in closed form, layer after layer: no Adam), ``none``;
             null: ``hints`` in ``compressor compress``, ``none`` in a search (where it would
             cost every candidate its time).
-        reconstruct_steps: Adam steps of the reconstruction (per point for ``layer`` and ``block``).
+        reconstruct_steps: Adam steps of the reconstruction (per point for ``layer`` and ``block``; ``lstsq`` takes none).
         reconstruct_batches: batches of training patches it runs on.
         reconstruct_source: where a point's input comes from for ``layer`` and ``block``:
             ``student`` (its own tensor, after the points before it) or ``teacher``.

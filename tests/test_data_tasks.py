@@ -263,6 +263,16 @@ def test_what_was_decoded_is_read_again_without_the_geo_libraries_or_the_wheel(l
     assert [path.name for path in (cache / "decoded").iterdir()] == [stored.name]
 
 
+def test_the_bands_order_is_the_channels_order_in_the_decoded_file_too(landuse_wheel):
+    cache, source, ten, _ = landuse_wheel
+    first = read_landuse_scene(("B02", "B08"), cache_dir=cache, download=False, source=source)
+    swapped = read_landuse_scene(("B08", "B02"), cache_dir=cache, download=False, source=source)
+    assert np.array_equal(swapped.image[..., 0], first.image[..., 1]) and np.array_equal(swapped.image[..., 1], ten)
+    assert len(list((cache / "decoded").iterdir())) == 2
+    again = read_landuse_scene(("B08", "B02"), cache_dir=cache, download=False, source=source)  # from its own file
+    assert np.array_equal(again.image, swapped.image)
+
+
 def test_a_decoded_file_that_does_not_match_its_digest_is_decoded_again(landuse_wheel):
     cache, source, _, _ = landuse_wheel
     first = read_landuse_scene(("B02",), cache_dir=cache, download=False, source=source)
@@ -276,7 +286,19 @@ def test_a_decoded_file_that_does_not_match_its_digest_is_decoded_again(landuse_
     assert np.array_equal(again.labels, first.labels)
     with np.load(stored) as arrays:  # and written anew
         assert np.array_equal(arrays["labels"], first.labels)
-    stored.write_bytes(b"not a zip")
+    for damaged in (b"not a zip", stored.read_bytes()[:-40]):  # not an archive; cut short
+        stored.write_bytes(damaged)
+        assert np.array_equal(read_landuse_scene(("B02",), cache_dir=cache, download=False, source=source).labels, first.labels)
+    np.save(stored.with_suffix(".npy"), first.labels)
+    stored.with_suffix(".npy").replace(stored)  # a lone array under the archive's name
+    assert np.array_equal(read_landuse_scene(("B02",), cache_dir=cache, download=False, source=source).labels, first.labels)
+    with np.load(stored) as arrays:  # mismatched shapes under a digest that matches them: not used either
+        kept = {name: arrays[name] for name in arrays.files}
+    kept["labels"] = kept["labels"][:5, :5].copy()
+    from compressor.data.decoded import _digest
+
+    kept["sha256"] = np.array(_digest({"image": kept["image"], "labels": kept["labels"]}))
+    np.savez(stored, **kept)
     assert np.array_equal(read_landuse_scene(("B02",), cache_dir=cache, download=False, source=source).labels, first.labels)
 
 

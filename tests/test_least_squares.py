@@ -128,3 +128,60 @@ def test_on_the_papers_recipe_lstsq_brings_the_trained_unet_closer_without_adam(
         if isinstance(module, Fire):
             assert torch.equal(module.squeeze.conv.weight, untouched.get_submodule(name).squeeze.conv.weight)
     assert FinetuneConfig(reconstruct="lstsq").reconstruct == "lstsq"
+
+
+def test_a_point_left_as_it_is_between_two_solved_ones_does_not_leave_stale_statistics_behind():
+    """A changed point with no closed form (a grouped conv) between two that have one: the norm after it is
+    re-estimated before the last point is solved, so the final statistics are the ones it was solved with."""
+    torch.manual_seed(0)
+    teacher = nn.Sequential(nn.Conv2d(3, 8, 1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1, groups=2), nn.BatchNorm2d(8),
+                            nn.ReLU(), nn.Conv2d(8, 2, 1)).eval()
+    images = torch.randn(32, 3, 8, 8)
+    reestimate_on(teacher, images.split(8))
+    student = copy.deepcopy(teacher)
+    with torch.no_grad():
+        student[0].weight.mul_(3.0)
+        student[0].bias.add_(2.0)  # the first layer far off
+        student[2].weight.add_(0.01 * torch.randn_like(student[2].weight))  # changed, grouped: no closed form
+        student[5].weight.normal_()
+        student[5].bias.zero_()
+    reestimate_on(student, images.split(8))
+    report = reconstruct(teacher, student, images, method="lstsq", batch_size=8, balance=False)
+    assert report.points == ["0", "2", "5"]
+    assert report.output_error_after < 0.2 * report.output_error_before
+
+
+def test_each_position_counts_by_its_weight_and_a_strided_conv_is_solved_at_its_own_positions():
+    torch.manual_seed(0)
+    x = torch.randn(4, 3, 8, 8)
+    strided = nn.Conv2d(3, 2, 3, stride=2, padding=1)
+    with torch.no_grad():
+        goal = strided(x)
+    student = nn.Conv2d(3, 2, 3, stride=2, padding=1)
+    system = NormalEquations(student, slice(0, 2))
+    system.add(x, goal, None)
+    assert system.solve_into() and torch.allclose(student(x), goal, atol=1e-4)
+    # what no 1x1 conv can give exactly: the weighted fit is the weighted least-squares solution
+    goal = torch.randn(4, 2, 8, 8)
+    weights = torch.rand(4, 1, 16, 16) * 3  # at twice the resolution: averaged down to the target's positions
+    fits = {}
+    for name, given in (("weighted", weights), ("plain", None)):
+        conv = nn.Conv2d(3, 2, 1, bias=False)
+        system = NormalEquations(conv, slice(0, 2))
+        system.add(x, goal, given)
+        assert system.solve_into()
+        fits[name] = conv.weight.detach().reshape(2, 3).double()
+    rows = x.permute(0, 2, 3, 1).reshape(-1, 3).double()
+    values = goal.permute(0, 2, 3, 1).reshape(-1, 2).double()
+    pooled = torch.nn.functional.avg_pool2d(weights, 2).reshape(-1, 1).double()
+    expected = torch.linalg.solve(rows.T @ (rows * pooled), (rows * pooled).T @ values).T
+    assert torch.allclose(fits["weighted"], expected, atol=1e-3)
+    assert not torch.allclose(fits["plain"], expected, atol=1e-3)
+
+
+def test_stopping_before_a_norm_leaves_that_norm_as_it_was():
+    network = nn.Sequential(nn.Conv2d(3, 4, 1), nn.BatchNorm2d(4), nn.BatchNorm2d(4)).eval()
+    network[1].running_mean.fill_(5.0)
+    network[2].running_mean.fill_(3.0)
+    assert reestimate_on(network, [torch.randn(2, 3, 4, 4)], before=network[1]) == 0
+    assert torch.all(network[1].running_mean == 5.0) and torch.all(network[2].running_mean == 3.0)

@@ -52,7 +52,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-distill", action="store_true", help="fine-tune without distilling from the original")
     parser.add_argument("--reconstruct", choices=METHODS, metavar="METHOD",
                         help="before fine-tuning, train what the recipe changed to give the original's tensors there: "
-                             "hints (the whole network, the default), block, layer or none (default: finetune.reconstruct)")
+                             "hints (the whole network, the default), block, layer, lstsq (closed form, layer after layer) or none "
+                             "(default: finetune.reconstruct)")
     parser.add_argument("--feature-weight", type=NON_NEGATIVE.argument("--feature-weight"), metavar="W",
                         help="feature distillation while fine-tuning: weight of the error at the changed blocks "
                              "(default: finetune.feature_weight, 0)")

@@ -26,7 +26,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -66,11 +65,16 @@ def load_decoded(path: Path, expected: dict[str, tuple[tuple[int, ...] | None, A
     if not path.is_file():
         return None
     try:
-        with np.load(path, allow_pickle=False) as stored:
+        with np.load(path, allow_pickle=False) as stored:  # no pickle: the file holds data, never code
+            if not isinstance(stored, np.lib.npyio.NpzFile):
+                raise ValueError("not an .npz archive")
             arrays = {name: stored[name] for name in stored.files if name != _DIGEST}
             digest = str(stored[_DIGEST]) if _DIGEST in stored.files else ""
-    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as error:
+    except Exception as error:  # noqa: BLE001 - whatever a damaged file raises (zlib, zip, numpy, memory): decode again
         logger.warning("%s: not a readable decoded file (%s); decoding again", path, error)
+        return None
+    if not all(isinstance(array, np.ndarray) for array in arrays.values()):
+        logger.warning("%s: holds something other than arrays; decoding again", path)
         return None
     wanted = set(arrays) == set(expected) and all(
         arrays[name].dtype == np.dtype(dtype) and (shape is None or arrays[name].shape == tuple(shape))

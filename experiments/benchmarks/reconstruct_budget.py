@@ -24,7 +24,9 @@ does not get there before its plateau. ``--summarize`` derives and prints the st
 
     python experiments/benchmarks/reconstruct_budget.py --steps 0 50 100 300 --precisions fp32 bf16 --threads 1 --finetune-none
 
-``--lstsq 8 32`` adds ``lstsq`` (no Adam: the replaced layers' last convolutions solved in closed
+``--calibrate 1 8`` adds the student built with ``finetune.calibrate`` 1 and 8 (the build's own
+least-squares refit of each replaced layer, in one pass over that many batches), then no
+reconstruction; its cost is what the build took over the same build without it. ``--lstsq 8 32`` adds ``lstsq`` (no Adam: the replaced layers' last convolutions solved in closed
 form, layer after layer) on the first 8 and on all 32 calibration batches. ``--alone-from-stored``
 reads the inheritance-alone fine-tuning from the stored results instead of running it again (the
 same student: its ``none`` row must start where the stored one does), and ``--step-time K`` times
@@ -67,6 +69,9 @@ def main() -> None:
     parser.add_argument("--summarize", action="store_true", help="only derive and print the stored results' table")
     parser.add_argument("--lstsq", type=int, nargs="*", default=[], metavar="BATCHES",
                         help="also lstsq on the first BATCHES calibration batches (each value a row)")
+    parser.add_argument("--calibrate", type=int, nargs="*", default=[], metavar="BATCHES",
+                        help="also the student built with finetune.calibrate BATCHES (the build's own least-squares refit, "
+                             "in one pass), then no reconstruction: its cost is the build's extra seconds")
     parser.add_argument("--alone-from-stored", action="store_true",
                         help="the inheritance-alone fine-tuning from results/reconstruct_budget.json, not run again")
     parser.add_argument("--step-time", type=int, default=0, metavar="K",
@@ -87,7 +92,7 @@ def main() -> None:
     from compressor.train import deterministic_kernels, evaluate, reestimate_batchnorm, seed_everything
     from compressor.train.precision import bf16_supported
     from compressor.transforms import Recipe, apply
-    from compressor.transforms.reconstruct import reconstruct
+    from compressor.transforms.reconstruct import output_gap, reconstruct
 
     torch.set_num_threads(args.threads)
     if "bf16" in args.precisions and not bf16_supported(torch.device("cpu")):
@@ -141,6 +146,31 @@ def main() -> None:
                 row["start_val"] = round(evaluate(trained, data, config).score, 4)
             print(f"{key:<22} {seconds:6.1f} s  output error {row['output_error_before']:.3f} -> "
                   f"{row['output_error_after']:.3f}  start validation {row['start_val']:.4f}", flush=True)
+    for repeat in range(args.repeats if args.calibrate else 0):  # the build with and without calibrate, in turns
+        builds = {}
+        for batches in [0, *args.calibrate]:
+            seed_everything(config.seed)
+            started = time.perf_counter()
+            built, _records = apply(teacher, with_calibration(Recipe.load(converged.RECIPE), batches), example,
+                                    init="inherit", calibration=calibration_batches(
+                                        data, max(1, batches), batch_size=config.batch_size, seed=config.seed),
+                                    diagnostics=False)
+            builds[batches] = time.perf_counter() - started
+            if not batches:
+                continue
+            key = f"calibrate {batches}"
+            row = runs.setdefault(key, {"steps": 0, "method": "calibrate", "calibrate_batches": batches, "precision": "fp32",
+                                        "seconds": [], "extra_build_seconds": []})
+            row["extra_build_seconds"].append(round(builds[batches] - builds[0], 1))
+            row["seconds"].append(round(builds[batches], 1))
+            if repeat == 0:
+                reestimate_batchnorm(built, data, batches=experiment.finetune.bn_reestimate, batch_size=config.batch_size,
+                                     seed=config.seed)
+                row["output_error_before"] = runs["none"]["output_error_before"] if "none" in runs else None
+                row["output_error_after"] = round(output_gap(teacher, built, images, config.batch_size), 4)
+                row["start_val"] = round(evaluate(built, data, config).score, 4)
+            print(f"{key:<22} build {builds[batches]:6.1f} s against {builds[0]:.1f} s  output error "
+                  f"{row['output_error_after']:.3f}  start validation {row['start_val']:.4f}", flush=True)
     for row in runs.values():
         row["median_seconds"] = statistics.median(row["seconds"])
     step_seconds = None
@@ -149,7 +179,8 @@ def main() -> None:
 
         from compressor.train import train
 
-        timed = train(copy.deepcopy(student), data, replace(config, steps=args.step_time), description="step time")
+        timed = train(copy.deepcopy(student), data, replace(config, steps=args.step_time, schedule="constant"),
+                      description="step time")  # the rate's schedule costs nothing; plateau needs steps: auto
         step_seconds = round(timed.train_seconds / max(timed.steps_done, 1), 3)
         print(f"fine-tuning: {step_seconds:.3f} s a step at this load ({timed.steps_done} steps)", flush=True)
     if args.alone_from_stored:
@@ -182,6 +213,8 @@ def derive(payload: dict[str, Any]) -> dict[str, Any]:
         # net of no reconstruction on as many patches (an lstsq row on fewer than all: its own none row)
         alike = runs.get(f"none, {row['patches']} patches") if row.get("patches") else None
         row["net_seconds"] = round(row["median_seconds"] - (alike or {}).get("median_seconds", base), 1)
+        if "extra_build_seconds" in row:  # calibrate: what the build took over the build without it
+            row["net_seconds"] = round(statistics.median(row["extra_build_seconds"]), 1)
         if alone is None:
             continue
         reached = next((step for step, score in alone["curve"] if score >= row["start_val"]), None)
@@ -199,9 +232,10 @@ def show(payload: dict[str, Any]) -> None:
         print(f"inheritance alone, fine-tuned: {alone['steps_done']} steps (best at {alone['best_step']}), validation "
               f"{alone['val']:.4f}, test {alone['test']:.4f}, {alone['seconds_per_step']:.2f} s a step")
     for key, row in payload["runs"].items():
+        before = "-" if row.get("output_error_before") is None else f"{row['output_error_before']:.3f}"
         line = (f"{key:<22} {row['median_seconds']:6.1f} s ({row['net_seconds']:+.1f} s over none)  output error "
-                f"{row['output_error_before']:.3f} -> {row['output_error_after']:.3f}  start validation {row['start_val']:.4f}")
-        if alone is not None and (row["steps"] or row.get("method") == "lstsq"):
+                f"{before} -> {row['output_error_after']:.3f}  start validation {row['start_val']:.4f}")
+        if alone is not None and (row["steps"] or row.get("method") in ("lstsq", "calibrate")):
             line += (f"  saves {row['finetune_steps_saved']} steps ({row['saved_seconds']:.0f} s; net cost "
                      f"{row['share_of_saved']:.0%} of it)" if row["finetune_steps_saved"] else "  saves: never reached alone")
         print(line)
