@@ -557,3 +557,16 @@ class _RunsTwiceSometimes(torch.nn.Module):
 
     def forward(self, x):
         return self.a(self.a(x)) if x[0, 0, 0, 0] < 0 else self.a(x)  # once on the first batch, twice on the second
+
+
+def test_compress_with_lstsq_says_it_solved_layers_in_closed_form(teacher, data):
+    result = compress(teacher, [{"name": "fire", "squeeze_ratio": 0.5}], _experiment(reconstruct="lstsq"), data=data)
+    rec = result.reconstruction
+    assert rec is not None and rec.method == "lstsq" and result.output_error < result.start_error
+    _, line, *_ = result.knowledge_lines()
+    assert line.startswith(f"output error against the teacher: {result.start_error:.3f} after the recipe, "
+                           f"{result.output_error:.3f} after reconstruction (lstsq, {len(rec.points)} changed layers, "
+                           "closed form, ")
+    far = compress(teacher, [{"name": "fire", "squeeze_ratio": 0.5}],
+                   _experiment(reconstruct="lstsq", max_start_error=1e-6), data=data)
+    assert "try finetune.reconstruct: hints, or a milder recipe" in far.knowledge_lines()[2]
