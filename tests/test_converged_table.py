@@ -90,7 +90,7 @@ def _search_records(converged, **val_of: float) -> dict:
 def test_seed_zero_of_every_row_comes_first_then_the_seeds_of_the_rows_the_targets_are_judged_on(converged):
     args = converged.parsed([])
     records = _search_records(converged, small=0.30, pick1m=0.35, pick100k=0.32)
-    assert converged.size_target_job(records) == "pick1m"  # the best on seed 0's validation; pick300k is its same run
+    assert converged.size_target_job(records, search=True) == "pick1m"  # the best on seed 0's validation; pick300k is its same run
     order = [job["job"] for job in converged.jobs(args, records)]
     assert order[:2] == ["parent-p0", "search-p0"]
     first_later = next(index for index, name in enumerate(order) if name.endswith("-s1"))
@@ -114,14 +114,14 @@ def test_the_small_row_is_chosen_once_every_candidate_has_its_seed_zero_and_only
     records = _search_records(converged, small=0.30, pick1m=0.35, pick100k=0.32)
     records["pick1m-s0"]["flops"] = 5_000_000_000  # 7.4x fewer FLOPs: not small enough, however good
     records["pick300k-s0"]["flops"] = 5_000_000_000
-    assert converged.size_target_job(records) == "pick100k"
+    assert converged.size_target_job(records, search=True) == "pick100k"
     del records["pick100k-s0"]  # not finished: no choice yet, and no small row's seeds before the others'
-    assert converged.size_target_job(records) is None
+    assert converged.size_target_job(records, search=True) is None
     order = [job["job"] for job in converged.jobs(args, records)]
     first_later = next(index for index, name in enumerate(order) if name.endswith("-s1"))
     assert order[first_later:first_later + 8] == [f"{row}-s{seed}" for seed in range(1, 5) for row in ("recipe", "micronet")]
     records["pick100k-s0"] = {"job": "pick100k-s0", "kind": "pick", "seed": 0, "not_reached": True}
-    assert converged.size_target_job(records) == "small"  # a pick not reached is no candidate
+    assert converged.size_target_job(records, search=True) == "small"  # a pick not reached is no candidate
 
 
 def test_the_size_target_verdict_reads_the_row_the_runs_chose(converged):
@@ -133,3 +133,20 @@ def test_the_size_target_verdict_reads_the_row_the_runs_chose(converged):
     assert found["size_target"] == "small"
     verdict = next(iter(converged.targets(found).values()))
     assert "the paper's recipe + prune 0.6" in verdict and verdict.startswith("met")
+
+
+def test_the_small_row_waits_for_a_search_still_running_and_not_for_a_pick_that_failed(converged):
+    records = _search_records(converged, small=0.30, pick1m=0.35, pick100k=0.32)
+    early = {name: record for name, record in records.items() if name in ("parent-p0", "small-s0")}
+    assert converged.size_target_job(early, search=True) is None  # the search's picks may still beat it
+    assert converged.size_target_job(early, search=False) == "small"  # no search: the fixed recipe is the only one
+    assert converged.size_target_job(early, search=True, failed={"search-p0"}) == "small"
+    del records["pick1m-s0"], records["pick300k-s0"]
+    assert converged.size_target_job(records, search=True) is None
+    # pick1m failed: pick300k, the same trial, will not come either; the choice is made among the rest
+    assert converged.size_target_job(records, search=True, failed={"pick1m-s0"}) == "pick100k"
+    found = converged.table({**_records(), **records}, failed={"pick1m-s0"})
+    assert found["size_target"] == "pick100k"
+    assert "the search's best at <= 100k" in next(iter(converged.targets(found).values()))
+    assert converged.jobs(converged.parsed(["--seeds", "0", "--parents", "1"]), records) == \
+        [{"job": "parent-p0", "kind": "parent", "parent": 0, "seed": 0}, {"job": "search-p0", "kind": "search", "parent": 0, "seed": 0}]

@@ -113,12 +113,14 @@ COMPRESSED = ("recipe", "small", "pick")
 PICKS = {"1m": 1_000_000, "300k": 300_000, "100k": 100_000}
 
 
-def jobs(args: argparse.Namespace, records: dict[str, dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+def jobs(args: argparse.Namespace, records: dict[str, dict[str, Any]] | None = None,
+         failed: set[str] = frozenset()) -> list[dict[str, Any]]:
     """Every job, in the order they run: the parent and its search; seed 0 of every row (the whole table
     once); then the further seeds of the rows the targets are judged on (the paper's recipe, Micro-Net, which
     it must dominate, and the small row of :func:`size_target_job`), seed by seed; then the other rows'
     further seeds; then the further parents. ``records`` (the finished jobs, by name) decide the small row and
-    which picks are the same run; without them every row's seeds follow seed 0 alike."""
+    which picks are the same run (``failed``: the jobs that failed, which the choice does not wait for); without
+    them every row's seeds follow seed 0 alike."""
     records = records or {}
     planned = [{"job": "parent-p0", "kind": "parent", "parent": 0, "seed": 0}]
     if args.search_trials:
@@ -142,8 +144,8 @@ def jobs(args: argparse.Namespace, records: dict[str, dict[str, Any]] | None = N
             found.append({"job": f"scratch-s{seed}", "kind": "scratch", "seed": seed})
         return found
 
-    planned += rows_of(0)
-    judged = {"recipe", "micronet", size_target_job(records)} - {None}
+    planned += rows_of(0) if args.seeds > 0 else []
+    judged = {"recipe", "micronet", size_target_job(records, search=bool(args.search_trials), failed=failed)} - {None}
     later = [job for seed in range(1, args.seeds) for job in rows_of(seed)]
     first = [job for job in later if row_of(job["job"]) in judged]
     planned += first + [job for job in later if job not in first]
@@ -168,19 +170,35 @@ def same_pick(search: dict[str, Any], size: str) -> str | None:
                  and list(PICKS).index(other) < list(PICKS).index(size)), None)
 
 
-def size_target_job(records: dict[str, dict[str, Any]]) -> str | None:
+def size_target_job(records: dict[str, dict[str, Any]], *, search: bool, failed: set[str] = frozenset()) -> str | None:
     """The row the ">= 100x fewer params and >= 10x fewer FLOPs" target is judged on: among the rows compressed
-    from the parent that are that small (the fixed recipe + prune 0.6 and the search's picks), the best on
-    seed 0's validation score. ``None`` until the parent and every such row's seed 0 have finished (a pick not
-    reached is no candidate). Chosen once on seed 0, so the seeds that follow do not change the choice."""
+    from the parent that are that small (the fixed recipe + prune 0.6 and, with a ``search``, its picks), the
+    best on seed 0's validation score. ``None`` until the parent and every such row's seed 0 have finished or
+    failed (``failed``: job names; a pick whose search, or the larger pick it is the same run as, failed will not
+    come either; a pick not reached is no candidate). Chosen once on seed 0, so the seeds that follow do not
+    change the choice."""
     parent = records.get("parent-p0")
     if parent is None:
         return None
-    candidates = ["small"] + ([f"pick{size}" for size in PICKS] if "search-p0" in records else [])
-    firsts = [records.get(f"{row}-s0") for row in candidates]
-    if any(record is None for record in firsts):
+    candidates = ["small"] + ([f"pick{size}" for size in PICKS] if search else [])
+    search_record = records.get("search-p0")
+
+    def coming(row: str) -> bool:
+        """Whether ``row``'s seed 0 is still to finish (it has not, and nothing it needs failed)."""
+        if f"{row}-s0" in records or f"{row}-s0" in failed:
+            return False
+        if row.startswith("pick"):
+            if "search-p0" in failed:
+                return False
+            same = same_pick(search_record, row[len("pick"):]) if search_record is not None else None
+            if same is not None and not coming(f"pick{same}") and f"pick{same}-s0" not in records:
+                return False  # the run it would reuse failed
+        return True
+
+    if any(coming(row) for row in candidates):
         return None
-    fitting = [(record["val"]["score"], row) for row, record in zip(candidates, firsts)
+    firsts = [(row, records[f"{row}-s0"]) for row in candidates if f"{row}-s0" in records]
+    fitting = [(record["val"]["score"], row) for row, record in firsts
                if not record.get("not_reached") and not record.get("same_run_as")
                and parent["params"] / record["params"] >= 100 and parent["flops"] / record["flops"] >= 10]
     return max(fitting)[1] if fitting else None
@@ -370,7 +388,8 @@ def run_task(task: str, args: argparse.Namespace, *, wait: float = 60.0) -> None
     data = experiment_for(task, args, seed=0).data.build()
     print(f"{task}: {data.description}", flush=True)
     while True:
-        planned = jobs(args, {path.stem: json.loads(path.read_text()) for path in folder.glob("*.json")})  # again after each job
+        planned = jobs(args, {path.stem: json.loads(path.read_text()) for path in folder.glob("*.json")},  # again after each job
+                       failed={path.stem for path in folder.glob("*.failed") if not (folder / f"{path.stem}.json").exists()})
         failed = {job["job"] for job in planned if _failed(folder, job["job"])}
         blocked = {job["job"] for job in planned if job["job"] in failed or set(needs(job)) & failed}
         left = [job for job in planned if job["job"] not in blocked and not _finished(folder, job, args)]
@@ -428,7 +447,8 @@ def summarize(run_dir: Path) -> dict[str, Any]:
         folder = run_dir / task / "jobs"
         records = {path.stem: json.loads(path.read_text()) for path in sorted(folder.glob("*.json"))} if folder.is_dir() else {}
         if "parent-p0" in records:
-            found = table(records)
+            failed = {path.stem for path in folder.glob("*.failed") if path.stem not in records}
+            found = table(records, search="search-p0" in records or (folder / "search-p0.lock").exists(), failed=failed)
             tasks[task] = {**found, "settings": records["parent-p0"].get("settings"), "targets": targets(found),
                            "jobs": records}  # the raw records: what the table is made of
     return tasks
@@ -441,7 +461,9 @@ def stored_tasks() -> dict[str, Any]:
     return {task: {"settings": stored.get("settings"), **found} for task, found in stored.get("tasks", {}).items()}
 
 
-def table(records: dict[str, dict[str, Any]]) -> dict[str, Any]:
+def table(records: dict[str, dict[str, Any]], *, search: bool | None = None, failed: set[str] = frozenset()) -> dict[str, Any]:
+    """The task's table from its job records; ``search``: whether a search was started (None: whether it has a
+    record), ``failed``: the jobs that failed (both for the size target's choice, :func:`size_target_job`)."""
     parent = records["parent-p0"]
     base = parent["test"]["score"]
 
@@ -519,7 +541,8 @@ def table(records: dict[str, dict[str, Any]]) -> dict[str, Any]:
     return {"score_name": parent["score_name"], "parent": {"test": base, "val": parent["val"]["score"],
             "steps": parent["steps_done"], "best_step": parent["best_step"], "reached_plateau": parent["converged"],
             "train_seconds": parent["train_seconds"], "curve": parent["curve"], "params": parent["params"], "flops": parent["flops"]},
-            "rows": rows, "recipe_dominates_micronet": dominate, "size_target": size_target_job(records),
+            "rows": rows, "recipe_dominates_micronet": dominate, "size_target": size_target_job(
+                records, search="search-p0" in records if search is None else search, failed=failed),
             # issue 30's question on a converged teacher: compressed from it against the same network from scratch
             "recipe_minus_scratch_points": Estimate.of(inherited).to_dict() if inherited else None,
             "curves": {name: record["curve"] for name, record in records.items() if "curve" in record}}
