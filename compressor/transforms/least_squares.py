@@ -22,7 +22,7 @@ Example:
     >>> x = torch.randn(16, 4, 8, 8)
     >>> system = NormalEquations(conv, slice(0, 3))
     >>> system.add(x, target(x).detach(), None)
-    >>> system.solve_into(conv)
+    >>> system.solve_into()
     True
     >>> bool(torch.allclose(conv(x), target(x), atol=1e-3))
     True
@@ -67,7 +67,7 @@ def linear_tail(module: nn.Module, *, max_features: int | None = MAX_FEATURES) -
     for conv, _ in tail:
         if type(conv) is not nn.Conv2d or conv.groups != 1 or conv.padding_mode != "zeros" or _padding(conv) is None:
             return None
-        if max_features is not None and _features(conv) - (conv.bias is not None) > max_features:
+        if max_features is not None and _input_features(conv) > max_features:
             return None
     return tail
 
@@ -100,8 +100,9 @@ def write_solution(conv: nn.Conv2d, solution: torch.Tensor) -> None:
         conv.bias.copy_(solution[-1].to(conv.bias.dtype))
 
 
-def _features(conv: nn.Conv2d) -> int:
-    return conv.in_channels * conv.kernel_size[0] * conv.kernel_size[1] + (conv.bias is not None)
+def _input_features(conv: nn.Conv2d) -> int:
+    """The unfolded input's features: one per input channel and kernel tap."""
+    return conv.in_channels * conv.kernel_size[0] * conv.kernel_size[1]
 
 
 def _padding(conv: nn.Conv2d) -> tuple[int, int] | None:
@@ -125,7 +126,7 @@ class NormalEquations:
 
     def __init__(self, conv: nn.Conv2d, channels: slice) -> None:
         self.channels = channels
-        features, outputs = _features(conv), conv.out_channels
+        features, outputs = _input_features(conv) + (conv.bias is not None), conv.out_channels  # the bias: a column of ones
         self.gram = torch.zeros(features, features, dtype=torch.float64)
         self.cross = torch.zeros(features, outputs, dtype=torch.float64)
         self.squares = torch.zeros(outputs, dtype=torch.float64)
@@ -173,10 +174,9 @@ class NormalEquations:
         return current
 
     @torch.no_grad()
-    def solve_into(self, conv: nn.Conv2d | None = None) -> bool:
+    def solve_into(self) -> bool:
         """Solves the ridge-regularised system and writes the solution into the convolution, if it lowers the
         weighted error of what was added (else the weights stay). Returns whether they changed."""
-        conv = conv or self.conv
         if float(self.squares.sum()) <= 0:
             return False
         try:
@@ -185,5 +185,5 @@ class NormalEquations:
             return False
         if solution is None or not self.error(solution) < self.error(self.current()):
             return False
-        write_solution(conv, solution)
+        write_solution(self.conv, solution)
         return True
