@@ -35,6 +35,14 @@ load. ``--name`` writes another results file.
 
     python experiments/benchmarks/reconstruct_budget.py --steps 0 50 --precisions fp32 --lstsq 8 32 --repeats 2 --threads 1 --alone-from-stored --step-time 40 --name reconstruct_budget-lstsq
 
+Where each start ends: ``--finetune-from calibrate1 lstsq8`` fine-tunes the student built with
+``finetune.calibrate: 1`` (no reconstruction), and the one reconstructed with ``lstsq`` on 8 batches,
+to their plateau by the same rule as inheritance alone (``compress``, seed 0, no distillation), each
+after the other, and stores them beside it (``finetuned_from``); with ``--alone-from-stored``,
+inheritance alone is read from the stored results. A run cut short goes on from its state file.
+
+    python experiments/benchmarks/reconstruct_budget.py --steps 0 --precisions fp32 --threads 1 --alone-from-stored --finetune-from calibrate1 lstsq8 --name reconstruct_budget-ends
+
 Writes ``experiments/benchmarks/results/reconstruct_budget.json`` (or ``<name>.json``).
 """
 
@@ -77,6 +85,8 @@ def main() -> None:
     parser.add_argument("--step-time", type=int, default=0, metavar="K",
                         help="time K fine-tuning steps of the student here, to price the steps saved at this run's load")
     parser.add_argument("--name", default="reconstruct_budget", help="the results file's name")
+    parser.add_argument("--finetune-from", nargs="*", default=[], choices=sorted(STARTS),
+                        help="fine-tune the student from these starts to its plateau too")
     args = parser.parse_args()
     if args.summarize:
         stored = json.loads((RESULTS / f"{args.name}.json").read_text())
@@ -186,7 +196,8 @@ def main() -> None:
     if args.alone_from_stored:
         alone = json.loads((RESULTS / "reconstruct_budget.json").read_text())["inheritance_alone"]
     else:
-        alone = finetuned_alone(args, settings, teacher, data) if args.finetune_none else None
+        alone = finetuned(args, settings, teacher, data, "none") if args.finetune_none else None
+    ends = {start: finetuned(args, settings, teacher, data, start) for start in args.finetune_from}
     if alone is not None and "none" in runs and abs(alone["curve"][0][1] - runs["none"]["start_val"]) > 5e-4:
         raise SystemExit(f"the fine-tuned student does not start where the 'none' row does ({alone['curve'][0][1]} "
                          f"against {runs['none']['start_val']}): compress built another student than this script")
@@ -197,6 +208,7 @@ def main() -> None:
         "calibration_patches": int(images.shape[0]), "runs": runs, "inheritance_alone": alone,
         **({"finetune_seconds_per_step": step_seconds} if step_seconds else {}),
         **({"inheritance_alone_from": "results/reconstruct_budget.json"} if args.alone_from_stored else {}),
+        **({"finetuned_from": ends} if ends else {}),
     })
     show(payload)
     write_json(args.name, payload)
@@ -231,6 +243,9 @@ def show(payload: dict[str, Any]) -> None:
     if alone is not None:
         print(f"inheritance alone, fine-tuned: {alone['steps_done']} steps (best at {alone['best_step']}), validation "
               f"{alone['val']:.4f}, test {alone['test']:.4f}, {alone['seconds_per_step']:.2f} s a step")
+    for start, end in payload.get("finetuned_from", {}).items():
+        print(f"from {start}, fine-tuned: start {end['curve'][0][1]:.4f}, {end['steps_done']} steps (best at "
+              f"{end['best_step']}), validation {end['val']:.4f}, test {end['test']:.4f}")
     for key, row in payload["runs"].items():
         before = "-" if row.get("output_error_before") is None else f"{row['output_error_before']:.3f}"
         line = (f"{key:<22} {row['median_seconds']:6.1f} s ({row['net_seconds']:+.1f} s over none)  output error "
@@ -241,20 +256,33 @@ def show(payload: dict[str, Any]) -> None:
         print(line)
 
 
-def finetuned_alone(args: argparse.Namespace, settings: argparse.Namespace, teacher: Any, data: Any) -> dict[str, Any]:
-    """``compress`` without reconstruction, fine-tuned by the converged rows' rule (seed 0, no distillation: the
-    converged table's ``recipe-s0`` row with ``finetune.reconstruct: none``): its validation curve, from its start."""
+#: how a fine-tuned student starts: the ``finetune:`` settings that make that start, and its state file's stem
+STARTS = {
+    "none": ({"reconstruct": "none"}, "recipe-alone-s0"),
+    "calibrate1": ({"reconstruct": "none", "calibrate": 1}, "recipe-calibrate1-s0"),
+    "lstsq8": ({"reconstruct": "lstsq", "reconstruct_batches": 8}, "recipe-lstsq8-s0"),
+}
+
+
+def finetuned(args: argparse.Namespace, settings: argparse.Namespace, teacher: Any, data: Any,
+              start: str) -> dict[str, Any]:
+    """``compress`` from ``start`` (:data:`STARTS`; ``none``: inheritance alone), fine-tuned by the converged rows'
+    rule (seed 0, no distillation: the converged table's ``recipe-s0`` row with that start in place of ``hints``):
+    its validation curve, from its start, and its test score."""
     import converged
 
     from compressor.compression import compress
 
     folder = Path(settings.run_dir) / args.task / "jobs"
+    overrides, stem = STARTS[start]
     experiment = converged.experiment_for(args.task, settings, seed=0,
-                                          finetune={"steps": "auto", "lr": 3e-4, "reconstruct": "none"})
+                                          finetune={"steps": "auto", "lr": 3e-4, **overrides})
     started = time.perf_counter()
     compressed = compress(teacher, converged.RECIPE, experiment, data=data, distill=False,
-                          resume=folder / "recipe-alone-s0.state")  # a run cut short goes on
+                          resume=folder / f"{stem}.state")  # a run cut short goes on
     result = compressed.result
+    print(f"from {start}: {result.steps_done} steps (best at {result.best_step}), validation "
+          f"{result.metrics.score:.4f}, test {compressed.student_test_metrics.score:.4f}", flush=True)
     return {
         "curve": [[step, round(metrics.score, 4)] for step, metrics in result.history],
         "steps_done": result.steps_done, "best_step": result.best_step,
