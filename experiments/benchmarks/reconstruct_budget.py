@@ -98,6 +98,7 @@ def main() -> None:
     import converged
     import torch
 
+    from compressor.cli.console import configure_logging
     from compressor.finetune import calibration_batches, with_calibration
     from compressor.train import deterministic_kernels, evaluate, reestimate_batchnorm, seed_everything
     from compressor.train.precision import bf16_supported
@@ -105,6 +106,11 @@ def main() -> None:
     from compressor.transforms.reconstruct import output_gap, reconstruct
 
     torch.set_num_threads(args.threads)
+    configure_logging()
+    if args.finetune_none or args.finetune_from:  # each evaluation of a fine-tuning to its plateau, as converged.py shows it
+        import logging
+
+        logging.getLogger("compressor.train.loop").setLevel(logging.DEBUG)
     if "bf16" in args.precisions and not bf16_supported(torch.device("cpu")):
         parser.error("bf16: this CPU does not run bfloat16 in hardware (its timings would mean nothing)")
     settings = converged.parsed([])
