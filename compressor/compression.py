@@ -146,6 +146,8 @@ class CompressResult:
             if self.reconstruction is not None and self.reconstruction.output_error_after is not None:
                 rec = self.reconstruction
                 steps = "closed form" if rec.method == "lstsq" else f"{rec.steps} steps"  # lstsq takes no Adam step
+                if rec.norms_reestimated is False:  # lstsq: closer with the norms as the solve left them
+                    steps += ", batch norms as solved"
                 line += (f", {rec.output_error_after:.3f} after reconstruction ({rec.method}, {len(rec.points)} changed "
                          f"{'layer' if rec.method in ('layer', 'lstsq') else 'block'}s, {steps}"
                          f"{', bf16' if rec.precision == 'bf16' and rec.method != 'lstsq' else ''}, {rec.seconds:.0f} s)")

@@ -185,3 +185,51 @@ def test_stopping_before_a_norm_leaves_that_norm_as_it_was():
     network[2].running_mean.fill_(3.0)
     assert reestimate_on(network, [torch.randn(2, 3, 4, 4)], before=network[1]) == 0
     assert torch.all(network[1].running_mean == 5.0) and torch.all(network[2].running_mean == 3.0)
+
+
+def _under_a_norm(seed: int) -> nn.Sequential:
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.Conv2d(8, 2, 1)).eval()
+
+
+def test_a_fit_with_less_spread_than_its_target_keeps_the_norm_after_it_as_solved():
+    """A 1x1 conv standing for a 3x3 one fits a part of it: its output has less spread than the teacher's
+    there, and re-estimating the norm after it scales the fit back up, further from the teacher. The norm
+    then keeps the statistics it had; a study made before build version 7 (``choose_norms=False``)
+    re-estimates it still."""
+    teacher = _under_a_norm(0)
+    images = torch.randn(32, 3, 8, 8)
+    reestimate_on(teacher, images.split(8))
+    student = copy.deepcopy(teacher)
+    student[0] = nn.Conv2d(3, 8, 1)
+    reports, states = {}, {}
+    for choose in (True, False):
+        trained = copy.deepcopy(student)
+        reports[choose] = reconstruct(teacher, trained, images, method="lstsq", batch_size=8, balance=False,
+                                      choose_norms=choose)
+        states[choose] = trained
+    kept, always = reports[True], reports[False]
+    assert kept.norms_reestimated is False and always.norms_reestimated is True
+    assert kept.errors_after == always.errors_after  # the same solve (the conv's own output, before the norm)
+    assert kept.output_error_after < always.output_error_after - 0.1 < kept.output_error_before
+    assert torch.equal(states[True][1].running_var, teacher[1].running_var)  # as the solve left it
+    assert not torch.allclose(states[False][1].running_var, teacher[1].running_var)
+    assert torch.equal(states[True][0].weight, states[False][0].weight)
+
+
+def test_a_close_fit_under_stale_statistics_re_estimates_them():
+    """The student's conv can match the teacher's exactly, and its norm holds the statistics of its own first
+    weights: solved, the output is the teacher's only with the norms re-estimated, which the student keeps."""
+    teacher, student = _under_a_norm(0), _under_a_norm(1)
+    images = torch.randn(32, 3, 8, 8)
+    reestimate_on(teacher, images.split(8))
+    student[1].weight.data.copy_(teacher[1].weight)
+    student[1].bias.data.copy_(teacher[1].bias)
+    student[3].load_state_dict(teacher[3].state_dict())
+    reestimate_on(student, images.split(8))  # its norm: the statistics of the conv it had
+    kept = reconstruct(teacher, copy.deepcopy(student), images, method="lstsq", batch_size=8, balance=False)
+    always = reconstruct(teacher, copy.deepcopy(student), images, method="lstsq", batch_size=8, balance=False,
+                         choose_norms=False)
+    assert kept.norms_reestimated is True and kept.output_error_after == always.output_error_after < 1e-3
+    nothing = reconstruct(teacher, copy.deepcopy(teacher), images, method="lstsq", batch_size=8)
+    assert nothing.norms_reestimated is None  # nothing to fit: nothing kept

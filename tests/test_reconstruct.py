@@ -567,6 +567,34 @@ def test_compress_with_lstsq_says_it_solved_layers_in_closed_form(teacher, data)
     assert line.startswith(f"output error against the teacher: {result.start_error:.3f} after the recipe, "
                            f"{result.output_error:.3f} after reconstruction (lstsq, {len(rec.points)} changed layers, "
                            "closed form, ")
+    assert rec.norms_reestimated is not None  # this U-Net has batch norms: one way or the other, said
+    assert ("closed form, batch norms as solved, " in line) == (rec.norms_reestimated is False)
     far = compress(teacher, [{"name": "fire", "squeeze_ratio": 0.5}],
                    _experiment(reconstruct="lstsq", max_start_error=1e-6), data=data)
     assert "try finetune.reconstruct: hints, or a milder recipe" in far.knowledge_lines()[2]
+
+
+def test_a_search_keeps_lstsqs_norms_as_solved_only_in_a_study_of_build_version_7_or_later(tmp_path, monkeypatch):
+    import dataclasses
+
+    from search_helpers import tiny_experiment
+
+    import compressor.candidates.setup as candidates
+    from compressor.candidates.setup import prepare
+    from compressor.candidates.versions import LSTSQ_CHOOSES_NORMS
+    from compressor.transforms import Recipe
+
+    setup = prepare(tiny_experiment(tmp_path, init="inherit", overrides=(
+        "finetune.reconstruct=lstsq", "finetune.reconstruct_batches=1")), echo=lambda line: None)
+    asked = []
+    real = candidates.reconstruct
+
+    def recorded(*args, **kwargs):  # the real reconstruction, its settings noted
+        asked.append(kwargs.get("choose_norms"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(candidates, "reconstruct", recorded)
+    for version in (LSTSQ_CHOOSES_NORMS, LSTSQ_CHOOSES_NORMS - 1):
+        study = dataclasses.replace(setup, build_version=version)
+        candidates.start_candidate(study, study.build(Recipe.from_data([{"name": "separable"}])))
+    assert asked == [True, False]

@@ -15,7 +15,12 @@ from torch import nn
 from compressor.budget import Budget
 from compressor.candidates.builder import CandidateBuilder, Init
 from compressor.candidates.parents import load_parent, load_parent_file, shown_path
-from compressor.candidates.versions import BUILD_VERSION, COUNTS_START, RECONSTRUCTS_IN_PRECISION
+from compressor.candidates.versions import (
+    BUILD_VERSION,
+    COUNTS_START,
+    LSTSQ_CHOOSES_NORMS,
+    RECONSTRUCTS_IN_PRECISION,
+)
 from compressor.cost import Cost, measure
 from compressor.data.base import SegmentationData
 from compressor.errors import BudgetError, ClassCountError, ConfigError
@@ -242,8 +247,8 @@ def start_candidate(setup: SearchSetup, network: nn.Module) -> Start:
             precision = resolve_precision(config.precision, device) if setup.build_version >= RECONSTRUCTS_IN_PRECISION \
                 else "fp32"  # a study made before keeps its rule
             error = reconstruct(setup.parent.model, network, images, method=method, source=settings.reconstruct_source,
-                                steps=settings.reconstruct_steps, batch_size=config.batch_size,
-                                precision=precision).output_error_after
+                                steps=settings.reconstruct_steps, batch_size=config.batch_size, precision=precision,
+                                choose_norms=setup.build_version >= LSTSQ_CHOOSES_NORMS).output_error_after
             seconds = round(time.perf_counter() - started, 3)
     if error is None or not math.isfinite(error):
         return Start(seconds=seconds)

@@ -15,7 +15,9 @@ they were trained. A new study stores
    (the same networks; what a trial hands back differs, :data:`COUNTS_START`);
 5. before a reconstruction (``finetune.reconstruct``) ran in the fine-tuning's precision
    (:data:`RECONSTRUCTS_IN_PRECISION`: in fp32 whatever ``finetune.precision`` said);
-6. now.
+6. before ``lstsq`` kept the batch norms as its solve left them where re-estimating them all took the
+   output further from the parent (:data:`LSTSQ_CHOOSES_NORMS`: always re-estimated);
+7. now.
 """
 
 from __future__ import annotations
@@ -26,17 +28,20 @@ from typing import Any
 from compressor.errors import StudyMismatchError
 from compressor.transforms import Recipe, TransformSpec
 
-__all__ = ["BUILD_VERSION", "COUNTS_START", "RECONSTRUCTS_IN_PRECISION", "VERSION_KEY", "KEEPS_RATES", "build_version", "as_built_for", "as_built_before_inheritance",
+__all__ = ["BUILD_VERSION", "COUNTS_START", "RECONSTRUCTS_IN_PRECISION", "LSTSQ_CHOOSES_NORMS", "VERSION_KEY", "KEEPS_RATES", "build_version", "as_built_for", "as_built_before_inheritance",
            "version_attrs"]
 
 #: How this version of compressor builds recipes.
-BUILD_VERSION = 6
+BUILD_VERSION = 7
 #: The first version whose inheriting candidates, fine-tuned to the plateau, count the network they start
 #: from as the evaluation at step 0 (a study made before keeps its trials' rule: no two rules in one study).
 COUNTS_START = 5
 #: The first version whose candidates are reconstructed in their fine-tuning's precision (bf16 autocast where
 #: ``finetune.precision`` says so; before, always fp32).
 RECONSTRUCTS_IN_PRECISION = 6
+#: The first version whose ``lstsq`` reconstruction keeps the batch norms as its solve left them when that is
+#: closer to the parent than all of them re-estimated (``reconstruct(..., choose_norms=True)``).
+LSTSQ_CHOOSES_NORMS = 7
 #: The study attribute that holds it.
 VERSION_KEY = "build_version"
 #: The attribute of version 2 studies made after ``dilation`` kept existing rates (stored still,

@@ -35,6 +35,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=300, help="hints' Adam steps")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--run-dir", default=str(Path(__file__).resolve().parents[2] / "runs" / "knowledge"))
+    parser.add_argument("--name", default=None, help="the results file's name (default reconstruct_start-<network>)")
     args = parser.parse_args()
 
     import knowledge
@@ -68,12 +69,13 @@ def main() -> None:
             seconds = time.perf_counter() - started
             row = {"recipe": recipe, "method": method, "seconds": round(seconds, 1), "points": len(report.points),
                    "output_error_before": report.output_error_before, "output_error_after": report.output_error_after,
+                   "norms_reestimated": report.norms_reestimated,
                    "start_val": round(evaluate(trained, data, config).score, 4)}
             rows.append(row)
             print(f"{recipe:<10} {method:<6} {seconds:6.1f} s  {row['points']} points  output error "
                   f"{row['output_error_before']:.3f} -> {row['output_error_after']:.3f}  start validation {row['start_val']:.4f}",
                   flush=True)
-    write_json(f"reconstruct_start-{args.network}", {
+    write_json(args.name or f"reconstruct_start-{args.network}", {
         "command": "python experiments/benchmarks/" + " ".join([Path(__file__).name, *sys.argv[1:]]),
         "machine": machine(), "load_before": round(load, 2), "load_after": round(os.getloadavg()[0], 2),
         "calibration_patches": int(images.shape[0]), "rows": rows})
