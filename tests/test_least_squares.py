@@ -233,3 +233,18 @@ def test_a_close_fit_under_stale_statistics_re_estimates_them():
     assert kept.norms_reestimated is True and kept.output_error_after == always.output_error_after < 1e-3
     nothing = reconstruct(teacher, copy.deepcopy(teacher), images, method="lstsq", batch_size=8)
     assert nothing.norms_reestimated is None  # nothing to fit: nothing kept
+
+
+@pytest.mark.parametrize("norm", ["none", "no running statistics"])
+def test_without_running_statistics_there_is_no_norm_to_keep_or_re_estimate(norm):
+    def chain(seed: int) -> nn.Sequential:
+        torch.manual_seed(seed)
+        middle = nn.Identity() if norm == "none" else nn.BatchNorm2d(6, track_running_stats=False)
+        return nn.Sequential(nn.Conv2d(3, 6, 1), middle, nn.ReLU(), nn.Conv2d(6, 2, 1)).eval()
+
+    teacher, student = chain(0), chain(1)
+    if norm != "none":
+        student[1].load_state_dict(teacher[1].state_dict())
+    report = reconstruct(teacher, student, torch.randn(16, 3, 8, 8), method="lstsq", batch_size=4, balance=False)
+    assert report.output_error_after < report.output_error_before  # solved and kept
+    assert report.norms_reestimated is None and report.output_error_as_solved is None

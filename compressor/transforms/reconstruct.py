@@ -20,12 +20,15 @@ on unlabelled calibration images, against the teacher's tensor there:
   (:mod:`~compressor.transforms.least_squares`), layer after layer, each fed by the student
   with the layers before it solved. ``steps``, ``lr``, ``source`` and ``precision`` do not
   apply (the systems are accumulated and solved in float64); the layers it cannot solve keep
-  their inherited weights. A least-squares fit has less spread than its target (what it cannot
-  fit is left out), and a batch norm re-estimated after it scales it back up: so the student
-  keeps whichever of its batch norms as the solve left them and all of them re-estimated on the
-  calibration images brings its output closer to the teacher's (``choose_norms``; on
-  torchvision's DeepLabV3, fire solved, 0.37 as left against 0.67 re-estimated; on the project's
-  U-Net, 0.52 against 0.24).
+  their inherited weights. The norms before each point are re-estimated once a point before it
+  has changed (its inputs then have the statistics the solved points give); at the end, the
+  student keeps whichever is closer to the teacher's output on the calibration images: every
+  norm re-estimated, or the norms as the solve left them (those at and after the last solved
+  point with the statistics they came with). A least-squares fit has less spread than its
+  target (what it cannot fit is left out), and a norm re-estimated on the fit's outputs divides
+  by that smaller spread and scales them back up (``choose_norms``; on torchvision's DeepLabV3,
+  fire solved: 0.37 as left, 0.67 re-estimated; on the project's U-Net the re-estimated norms
+  are kept).
 
 ``source`` says where a point's input comes from: ``student`` (the student's own tensor
 there, after the points before it were reconstructed, so later points compensate for
@@ -104,9 +107,13 @@ class Reconstruction:
             against the teacher's, the student fed its own input) before and after.
         output_error_before, output_error_after: the same for the network's output, each class
             the teacher predicts weighted the same (:func:`output_gap`).
-        norms_reestimated: after a fit that was kept, whether every batch norm was re-estimated on the
-            calibration images (False: ``lstsq`` kept them as its solve left them, which was closer; None:
-            nothing was kept, or the network has none).
+        norms_reestimated: after a ``hints`` or ``lstsq`` fit that was kept, whether every batch norm was
+            re-estimated on the calibration images at the end (False: ``lstsq`` kept them as its solve left
+            them, which was closer); None otherwise: nothing kept, no norm with running statistics, or
+            ``layer`` and ``block``, which re-estimate after every point.
+        output_error_as_solved, output_error_reestimated: ``lstsq`` choosing between the two (``choose_norms``):
+            the output error with the norms as the solve left them, and with all of them re-estimated (None
+            where it did not choose).
         seconds: wall time.
     """
 
@@ -120,6 +127,8 @@ class Reconstruction:
     output_error_before: float | None = None
     output_error_after: float | None = None
     norms_reestimated: bool | None = None
+    output_error_as_solved: float | None = None
+    output_error_reestimated: float | None = None
     seconds: float = 0.0
 
     def far(self, threshold: float) -> dict[str, float]:
@@ -209,17 +218,20 @@ def reconstruct(
                     changed = True
                     reestimate_on(student, images.split(batch_size))  # the points after it see these statistics
     refits = changed and method in ("hints", "lstsq")  # then every norm takes the statistics the fitted tensors have
-    norms = refits and any(isinstance(module, nn.modules.batchnorm._BatchNorm) for module in student.modules())
-    solved = None  # lstsq: the output error and the state with the norms as the solve left them
+    norms = [module for module in student.modules() if refits and isinstance(module, nn.modules.batchnorm._BatchNorm)
+             and module.running_mean is not None]  # (a norm without running statistics has none to re-estimate)
+    solved = None  # lstsq: the output error with the norms as the solve left them, and their statistics
     if norms and method == "lstsq" and choose_norms:
-        solved = output_gap(teacher, student, images, batch_size, targets=targets), copy.deepcopy(student.state_dict())
+        solved = output_gap(teacher, student, images, batch_size, targets=targets), _statistics(norms)
     if refits:
         reestimate_on(student, images.split(batch_size))
     after = output_gap(teacher, student, images, batch_size, targets=targets) if changed else report.output_error_before
-    reestimated = norms
-    if solved is not None and solved[0] is not None and (after is None or solved[0] < after):
-        student.load_state_dict(solved[1])  # the fit's own spread, not scaled back up by statistics taken from it
-        after, reestimated = solved[0], False
+    reestimated = bool(norms)
+    if solved is not None:
+        report.output_error_as_solved, report.output_error_reestimated = solved[0], after
+        if solved[0] is not None and (after is None or solved[0] < after):
+            _restore(norms, solved[1])  # the fit's own spread, not scaled back up by statistics taken from it
+            after, reestimated = solved[0], False
     if after is None or report.output_error_before is None or not after < report.output_error_before:
         student.load_state_dict(start)  # no closer as a whole (in eval mode): the student as it came
     else:
@@ -228,6 +240,19 @@ def reconstruct(
         report.output_error_after = after
     report.seconds = time.perf_counter() - started
     return report
+
+
+def _statistics(norms: list[nn.Module]) -> list[tuple[torch.Tensor, ...]]:
+    """A copy of each norm's running statistics (all that a re-estimation changes)."""
+    return [tuple(buffer.clone() for buffer in (norm.running_mean, norm.running_var, norm.num_batches_tracked)
+                  if buffer is not None) for norm in norms]
+
+
+def _restore(norms: list[nn.Module], statistics: list[tuple[torch.Tensor, ...]]) -> None:
+    for norm, kept in zip(norms, statistics):
+        for buffer, value in zip([b for b in (norm.running_mean, norm.running_var, norm.num_batches_tracked)
+                                  if b is not None], kept):
+            buffer.copy_(value)
 
 
 def _on(model: nn.Module, device: torch.device) -> nn.Module:

@@ -159,6 +159,10 @@ def main() -> None:
             if repeat == 0:
                 row["output_error_before"] = round(report.output_error_before, 4)
                 row["output_error_after"] = round(report.output_error_after, 4)
+                if method == "lstsq":  # which batch norms it kept, and the two output errors it chose between
+                    row["norms_reestimated"] = report.norms_reestimated
+                    row["output_error_as_solved"] = report.output_error_as_solved
+                    row["output_error_reestimated"] = report.output_error_reestimated
                 row["start_val"] = round(evaluate(trained, data, config).score, 4)
             print(f"{key:<22} {seconds:6.1f} s  output error {row['output_error_before']:.3f} -> "
                   f"{row['output_error_after']:.3f}  start validation {row['start_val']:.4f}", flush=True)

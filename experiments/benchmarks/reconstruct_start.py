@@ -69,7 +69,8 @@ def main() -> None:
             seconds = time.perf_counter() - started
             row = {"recipe": recipe, "method": method, "seconds": round(seconds, 1), "points": len(report.points),
                    "output_error_before": report.output_error_before, "output_error_after": report.output_error_after,
-                   "norms_reestimated": report.norms_reestimated,
+                   "norms_reestimated": report.norms_reestimated, "output_error_as_solved": report.output_error_as_solved,
+                   "output_error_reestimated": report.output_error_reestimated,
                    "start_val": round(evaluate(trained, data, config).score, 4)}
             rows.append(row)
             print(f"{recipe:<10} {method:<6} {seconds:6.1f} s  {row['points']} points  output error "
