@@ -242,16 +242,19 @@ def reconstruct(
     return report
 
 
-def _statistics(norms: list[nn.Module]) -> list[tuple[torch.Tensor, ...]]:
-    """A copy of each norm's running statistics (all that a re-estimation changes)."""
-    return [tuple(buffer.clone() for buffer in (norm.running_mean, norm.running_var, norm.num_batches_tracked)
-                  if buffer is not None) for norm in norms]
+def _running(norm: nn.Module) -> list[torch.Tensor]:
+    """A norm's running statistics: all that a re-estimation changes."""
+    return [buffer for buffer in (norm.running_mean, norm.running_var, norm.num_batches_tracked) if buffer is not None]
 
 
-def _restore(norms: list[nn.Module], statistics: list[tuple[torch.Tensor, ...]]) -> None:
+def _statistics(norms: list[nn.Module]) -> list[list[torch.Tensor]]:
+    """A copy of each norm's running statistics."""
+    return [[buffer.clone() for buffer in _running(norm)] for norm in norms]
+
+
+def _restore(norms: list[nn.Module], statistics: list[list[torch.Tensor]]) -> None:
     for norm, kept in zip(norms, statistics):
-        for buffer, value in zip([b for b in (norm.running_mean, norm.running_var, norm.num_batches_tracked)
-                                  if b is not None], kept):
+        for buffer, value in zip(_running(norm), kept):
             buffer.copy_(value)
 
 
