@@ -28,6 +28,21 @@ def machine() -> dict[str, Any]:
     }
 
 
+def job_records(folder: Path) -> dict[str, dict[str, Any]]:
+    """The finished jobs' records in a run folder (``<job>.json``), by job name; none when the folder is missing."""
+    return {path.stem: json.loads(path.read_text()) for path in sorted(folder.glob("*.json"))} if folder.is_dir() else {}
+
+
+def show_evaluations() -> None:
+    """The library's log lines on the console, each evaluation of a run to its plateau among them (its progress)."""
+    import logging
+
+    from compressor.cli.console import configure_logging
+
+    configure_logging()
+    logging.getLogger("compressor.train.loop").setLevel(logging.DEBUG)
+
+
 def write_json(name: str, payload: dict[str, Any]) -> Path:
     path = RESULTS / f"{name}.json"
     atomic_write_text(path, json.dumps({"machine": machine(), **payload}, indent=2) + "\n")

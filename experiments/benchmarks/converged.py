@@ -69,7 +69,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from common import RESULTS, machine  # noqa: E402
+from common import RESULTS, job_records, machine, show_evaluations  # noqa: E402
 
 from compressor.errors import CompressorError, typed_line  # noqa: E402
 from compressor.intervals import WITHIN_POINTS, Estimate, within  # noqa: E402
@@ -388,9 +388,9 @@ def run_task(task: str, args: argparse.Namespace, *, wait: float = 60.0) -> None
     data = experiment_for(task, args, seed=0).data.build()
     print(f"{task}: {data.description}", flush=True)
     while True:
-        planned = jobs(args, {path.stem: json.loads(path.read_text()) for path in folder.glob("*.json")},  # again after each job
-                       failed={path.stem for path in folder.glob("*.failed") if not (folder / f"{path.stem}.json").exists()})
-        failed = {job["job"] for job in planned if _failed(folder, job["job"])}
+        failed_jobs = _failed_jobs(folder)
+        planned = jobs(args, job_records(folder), failed=failed_jobs)  # again after each job
+        failed = {job["job"] for job in planned if job["job"] in failed_jobs}
         blocked = {job["job"] for job in planned if job["job"] in failed or set(needs(job)) & failed}
         left = [job for job in planned if job["job"] not in blocked and not _finished(folder, job, args)]
         if not left:
@@ -428,6 +428,11 @@ def _failed(folder: Path, name: str) -> bool:
     return (folder / f"{name}.failed").exists() and not (folder / f"{name}.json").exists()
 
 
+def _failed_jobs(folder: Path) -> set[str]:
+    """The jobs of ``folder`` that failed and have not succeeded since (:func:`_failed`)."""
+    return {path.stem for path in folder.glob("*.failed") if _failed(folder, path.stem)}
+
+
 def _finished(folder: Path, job: dict[str, Any], args: argparse.Namespace) -> bool:
     path = folder / f"{job['job']}.json"
     if not path.exists():
@@ -445,10 +450,10 @@ def summarize(run_dir: Path) -> dict[str, Any]:
     tasks = {}
     for task in TASKS:
         folder = run_dir / task / "jobs"
-        records = {path.stem: json.loads(path.read_text()) for path in sorted(folder.glob("*.json"))} if folder.is_dir() else {}
+        records = job_records(folder)
         if "parent-p0" in records:
-            failed = {path.stem for path in folder.glob("*.failed") if path.stem not in records}
-            found = table(records, search="search-p0" in records or (folder / "search-p0.lock").exists(), failed=failed)
+            found = table(records, search="search-p0" in records or (folder / "search-p0.lock").exists(),
+                          failed=_failed_jobs(folder))
             tasks[task] = {**found, "settings": records["parent-p0"].get("settings"), "targets": targets(found),
                            "jobs": records}  # the raw records: what the table is made of
     return tasks
@@ -712,12 +717,7 @@ def parsed(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main() -> None:
     args = parsed()
-    from compressor.cli.console import configure_logging
-
-    configure_logging()
-    import logging
-
-    logging.getLogger("compressor.train.loop").setLevel(logging.DEBUG)  # each evaluation of a run to its plateau
+    show_evaluations()  # each evaluation of a run to its plateau
     if not args.summarize:
         try:
             for task in args.task or list(TASKS):

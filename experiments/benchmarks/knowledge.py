@@ -41,7 +41,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tests"))
 
-from common import RESULTS, machine  # noqa: E402
+from common import RESULTS, job_records, machine  # noqa: E402
 
 from compressor.intervals import Estimate  # noqa: E402
 from compressor.io import atomic_write_text  # noqa: E402
@@ -220,18 +220,14 @@ def summarize(run_dir: Path) -> dict[str, Any]:
     kept for the comparison) makes a table of its own, with the same teacher."""
     networks = {}
     for network in NETWORKS:
-        records = _records(run_dir / network / "jobs")
+        records = job_records(run_dir / network / "jobs")
         if "teacher" not in records:
             continue
         networks[network] = {**table(records), "jobs": records}
         for before in sorted((run_dir / network).glob("before-*")):
-            kept = {"teacher": records["teacher"], **_records(before)}
+            kept = {"teacher": records["teacher"], **job_records(before)}
             networks[f"{network} ({before.name})"] = {**table(kept), "jobs": kept}
     return networks
-
-
-def _records(folder: Path) -> dict[str, dict[str, Any]]:
-    return {path.stem: json.loads(path.read_text()) for path in sorted(folder.glob("*.json"))} if folder.is_dir() else {}
 
 
 def table(records: dict[str, dict[str, Any]]) -> dict[str, Any]:

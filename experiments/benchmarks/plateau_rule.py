@@ -41,7 +41,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from common import machine, write_json  # noqa: E402
+from common import machine, show_evaluations, write_json  # noqa: E402
 from converged import experiment_for  # noqa: E402
 
 from compressor.intervals import Estimate  # noqa: E402
@@ -198,12 +198,7 @@ def main() -> None:
     parser.add_argument("--summarize", action="store_true")
     args = parser.parse_args()
     args.rules = sorted(set(args.rules))
-    import logging
-
-    from compressor.cli.console import configure_logging
-
-    configure_logging()
-    logging.getLogger("compressor.train.loop").setLevel(logging.DEBUG)  # each evaluation: the progress of a long run
+    show_evaluations()  # each evaluation: the progress of a long run
     folder = Path(args.run_dir)
     folder.mkdir(parents=True, exist_ok=True)
     if not args.summarize:

@@ -60,7 +60,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from common import RESULTS, machine, write_json  # noqa: E402
+from common import RESULTS, machine, show_evaluations, write_json  # noqa: E402
 
 
 def main() -> None:
@@ -106,11 +106,10 @@ def main() -> None:
     from compressor.transforms.reconstruct import output_gap, reconstruct
 
     torch.set_num_threads(args.threads)
-    configure_logging()
     if args.finetune_none or args.finetune_from:  # each evaluation of a fine-tuning to its plateau, as converged.py shows it
-        import logging
-
-        logging.getLogger("compressor.train.loop").setLevel(logging.DEBUG)
+        show_evaluations()
+    else:
+        configure_logging()
     if "bf16" in args.precisions and not bf16_supported(torch.device("cpu")):
         parser.error("bf16: this CPU does not run bfloat16 in hardware (its timings would mean nothing)")
     settings = converged.parsed([])
