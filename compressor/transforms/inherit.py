@@ -42,6 +42,7 @@ import torch
 from torch import nn
 
 from compressor.models.blocks import Fire, SeparableConv2d
+from compressor.transforms.kernel_memo import input_gram_eigenvectors
 
 __all__ = ["inherit_separable", "inherit_fire", "inherit_fused", "group_average", "identity_like"]
 
@@ -91,11 +92,10 @@ def inherit_fire(conv: nn.Conv2d, fire: Fire) -> None:
     squeeze_width = squeeze_conv.out_channels
     paired = not isinstance(fire.squeeze.act, nn.Identity) and squeeze_width >= 2
     rank = min(squeeze_width // 2 if paired else squeeze_width, in_channels)
-    unfolded = weight.permute(1, 0, 2, 3).reshape(in_channels, -1)
-    # The left singular vectors are the eigenvectors of the (in x in) Gram matrix: far cheaper
-    # than an SVD of the (in x out*k*k) unfolding for wide layers.
-    _values, vectors = torch.linalg.eigh(unfolded @ unfolded.T)
-    basis = vectors.flip(1)[:, :rank]  # (in, r), orthonormal columns, largest eigenvalues first
+    # The leading left singular vectors of the kernel unfolded along its input channels, kept for
+    # the next build of the same kernel (a search's next candidate from the same parent).
+    vectors = input_gram_eigenvectors(conv.weight)
+    basis = vectors[:, :rank]  # (in, r), orthonormal columns, largest eigenvalues first
     projected = torch.einsum("oikl,ir->orkl", weight, basis)  # (out, r, k, k)
     # Squeeze channels left over (an odd width, a width above the input's rank) keep their random
     # start and are read with weight 0: exact, and still trainable.
