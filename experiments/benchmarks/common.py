@@ -156,13 +156,15 @@ def feasible_candidates(setup: Any, *, seed: int, threads: int) -> Iterator[tupl
 
 
 def quickstart_search(run_dir: str | Path, *, study: str, sampler: str, seed: int, trials: int, threads: int,
-                      keep_fraction: float = 1.0, min_trials_at_rung: int = 3, rung_ranking: str = "front") -> Any:
+                      keep_fraction: float = 1.0, min_trials_at_rung: int = 3, rung_ranking: str = "front",
+                      overrides: Sequence[str] = ()) -> Any:
     """The quickstart's search (``experiments/quickstart.yaml``) as a benchmark runs it; returns its Optuna study.
 
     Without the references and the time limit, ``trials`` trials, every trial evaluated at the
     rungs (1/9 and 1/3 of its training) and stopped by the rule with ``keep_fraction`` and
     ``rung_ranking`` (``keep_fraction`` 1: none stopped, the rung scores still recorded). Every study in ``run_dir`` shares one parent U-Net
     (trained there once) and one SQLite file, so a rerun resumes a study instead of starting it again.
+    ``overrides`` (``key=value``) are applied last.
     """
     from compressor.experiment.config import load_experiment
     from compressor.pipeline import run_search
@@ -173,6 +175,7 @@ def quickstart_search(run_dir: str | Path, *, study: str, sampler: str, seed: in
         "search.rungs=[0.1111111111111111, 0.3333333333333333]", f"search.keep_fraction={keep_fraction}",
         f"search.min_trials_at_rung={min_trials_at_rung}", f"train.threads={threads}",
         *([f"search.rung_ranking={rung_ranking}"] if rung_ranking != "front" else []),
+        *overrides,
     ]
     experiment = load_experiment(ROOT / "experiments" / "quickstart.yaml", overrides=overrides)
     return run_search(experiment, echo=lambda line: print(f"[{study}] {line}", flush=True)).study

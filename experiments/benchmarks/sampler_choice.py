@@ -16,14 +16,21 @@ their trials (two processes can run different seeds or samplers, then one reads 
 The targets: the default reaches random's final hypervolume with at most half of random's
 compute, or 1.3x random's hypervolume at equal compute.
 
-Writes ``experiments/benchmarks/results/sampler_choice.json``.
+Writes ``experiments/benchmarks/results/sampler_choice.json``. ``--merge`` keeps the runs of that file's
+seeds that this run does not run (their studies may be gone with an earlier machine); a run of a seed it
+also holds is compared with it, trial by trial, and said where it differs. ``--set key=value`` changes the
+quickstart's settings (``finetune.precision=fp32``: as seeds 0-4 were run, before the quickstart's
+candidates fine-tuned in bf16).
 
     python experiments/benchmarks/sampler_choice.py --seeds 0 1 2 3 4 --trials 24 --threads 1
+    python experiments/benchmarks/sampler_choice.py --seeds 5 6 7 8 9 --samplers random tpe gp --trials 24 \
+        --threads 1 --set finetune.precision=fp32 --merge
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import sys
@@ -33,7 +40,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from common import ROOT, hypervolume_at, hypervolume_history, quickstart_search, write_json  # noqa: E402
+from common import RESULTS, ROOT, hypervolume_at, hypervolume_history, quickstart_search, write_json  # noqa: E402
 
 SAMPLERS = ("random", "tpe", "nsga2", "gp")
 LABELS = {"tpe": "TPE", "nsga2": "NSGA-II", "gp": "GP", "random": "random"}
@@ -122,6 +129,27 @@ def summarize(runs: dict[int, dict[str, Any]], samplers: list[str]) -> tuple[dic
     return summary, rows
 
 
+def _earlier_runs() -> tuple[dict[int, dict[str, Any]], dict[str, list[str]]]:
+    """The runs the results file holds, by seed, and the settings each seed's runs changed (a file that
+    says none: the quickstart's as it was then); nothing without the file."""
+    path = RESULTS / "sampler_choice.json"
+    if not path.exists():
+        return {}, {}
+    data = json.loads(path.read_text())
+    said = data.get("overrides_by_seed", {})
+    return ({int(seed): found for seed, found in data["runs"].items()},
+            {seed: said.get(seed, []) for seed in data["runs"]})
+
+
+def _same_run(before: dict[str, Any], now: dict[str, Any]) -> str:
+    """Whether a run repeats the results file's run of the same seed and sampler: its hypervolume after
+    each trial, the same to 1e-9, or the first trial where they part."""
+    for index, (old, new) in enumerate(zip(before["steps_history"], now["steps_history"], strict=False)):
+        if old[1] != new[1] or abs(old[2] - new[2]) > 1e-9:
+            return f"differs from trial {index} (steps {old[1]} -> {new[1]}, hypervolume {old[2]:.6f} -> {new[2]:.6f})"
+    return f"the same, {min(len(before['steps_history']), len(now['steps_history']))} trials"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
@@ -131,7 +159,12 @@ def main() -> None:
     parser.add_argument("--run-dir", default=str(ROOT / "runs" / "quickstart_searches"))
     parser.add_argument("--finished-only", action="store_true",
                         help="run nothing: read the studies that hold their trials already, skip the others")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="a quickstart setting changed for every run (repeatable)")
+    parser.add_argument("--merge", action="store_true",
+                        help="keep the results file's runs of the seeds not run here; compare those run again")
     args = parser.parse_args()
+    earlier, earlier_settings = _earlier_runs() if args.merge else ({}, {})
     from compressor.cli.console import configure_logging
     from compressor.tables import format_table
 
@@ -149,7 +182,7 @@ def main() -> None:
                     continue
             else:
                 study = quickstart_search(args.run_dir, study=name, sampler=sampler, seed=seed, trials=args.trials,
-                                          threads=args.threads)
+                                          threads=args.threads, overrides=args.overrides)
             records = first_trials(study, args.trials)
             found = histories(study, records)
             runs[seed][sampler] = {
@@ -162,7 +195,14 @@ def main() -> None:
             }
             print(f"seed {seed} {LABELS[sampler]}: hypervolume {runs[seed][sampler]['hypervolume']:.4f} after "
                   f"{runs[seed][sampler]['steps']} steps, {runs[seed][sampler]['seconds']:.0f} s", flush=True)
-    summary, rows = summarize(runs, args.samplers)
+            if sampler in earlier.get(seed, {}):
+                print(f"seed {seed} {LABELS[sampler]} against the results file's run: "
+                      f"{_same_run(earlier[seed][sampler], runs[seed][sampler])}", flush=True)
+    for seed, found in earlier.items():  # the earlier seeds not run here, with their settings
+        for sampler, run in found.items():
+            runs.setdefault(seed, {}).setdefault(sampler, run)
+    runs = dict(sorted(runs.items()))
+    summary, rows = summarize(runs, list(dict.fromkeys([*args.samplers, *(s for f in earlier.values() for s in f)])))
     print()
     print(format_table(
         ["sampler", "seeds", "HV at equal steps, median (sampler / random)", "HV / random's at equal steps [95% CI]",
@@ -171,7 +211,9 @@ def main() -> None:
                     "on the seeds both finished"))
     seconds = time.perf_counter() - started
     print(f"{seconds:.0f} s; load average before {load[0]:.2f}, after {os.getloadavg()[0]:.2f}")
-    path = write_json("sampler_choice", {"seeds": args.seeds, "trials": args.trials, "threads": args.threads,
+    settings = {**earlier_settings, **{str(seed): args.overrides for seed in args.seeds}}
+    path = write_json("sampler_choice", {"seeds": sorted(runs), "trials": args.trials, "threads": args.threads,
+                                         "overrides_by_seed": settings,
                                          "runs": {str(seed): value for seed, value in runs.items()},
                                          "summary": summary, "seconds": round(seconds), "load_before": load[0]})
     print(f"wrote {path}")
