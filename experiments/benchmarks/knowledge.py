@@ -23,6 +23,12 @@ differ from a stored job's are refused).
     python experiments/benchmarks/knowledge.py --network unet-r34 --recipes paper --finetune-steps auto \
         --run-dir runs/knowledge-auto --teacher-from runs/knowledge     # fine-tuned to the plateau
     python experiments/benchmarks/knowledge.py --summarize [--markdown]
+    python experiments/benchmarks/knowledge.py --network unet-r34 --methods none,hints,lstsq --threads 1 --restore
+
+``--restore`` starts a run folder that this machine no longer has from the results file's job records (the
+rows of every network, so the file written at the end keeps them all): the networks run now train their
+teacher again, and go on only if it is the stored one (the same steps and scores; a teacher trained on
+1 thread is), so new rows pair with the stored ones.
 
 Writes ``experiments/benchmarks/results/knowledge.json`` (another ``--run-dir``: ``<its name>.json``).
 """
@@ -195,6 +201,8 @@ def run_network(network: str, args: argparse.Namespace) -> None:
             shutil.copyfile(source / "jobs" / "teacher.json", folder / "teacher.json")
     data = experiment(args, seed=0).data.build()
     print(f"{network}: {data.description}", flush=True)
+    if args.restore and (folder.parent / "teacher.stored.json").exists() and not (folder.parent / "teacher.pt").exists():
+        (folder / "teacher.json").unlink(missing_ok=True)  # trained again below, then compared
     for job in jobs(args):
         path = folder / f"{job['job']}.json"
         if path.exists():
@@ -205,6 +213,8 @@ def run_network(network: str, args: argparse.Namespace) -> None:
             continue
         record = run_job(network, job, args, data)
         atomic_write_text(path, json.dumps(record, indent=1) + "\n")
+        if job["kind"] == "teacher" and (folder.parent / "teacher.stored.json").exists():
+            _same_teacher(json.loads((folder.parent / "teacher.stored.json").read_text()), record, folder)
         extra = ""
         if job["kind"] == "compress":
             extra = (f"  inherited {record['inherited']['score']:.3f}  error {record['start_error']} -> {record['output_error']}"
@@ -315,6 +325,49 @@ def print_tables(networks: dict[str, Any], *, markdown: bool) -> None:
             print(format_table(headers, rows, title=title))
 
 
+def results_name(run_dir: str | Path) -> str:
+    """The results file of a run folder: the default one writes knowledge.json; another (e.g.
+    runs/knowledge-auto) knowledge-auto.json."""
+    default = Path(run_dir).resolve() == (ROOT / "runs" / "knowledge").resolve()
+    return "knowledge" if default else f"knowledge-{Path(run_dir).name.removeprefix('knowledge-')}"
+
+
+def restore(run_dir: Path, running: list[str]) -> None:
+    """Writes the results file's job records into ``run_dir`` where it has none: every network's (a
+    ``network (before-x)`` table into that network's ``before-x`` folder), the teachers of the networks
+    in ``running`` kept aside (``<network>/teacher.stored.json``), to be trained again and compared."""
+    path = RESULTS / f"{results_name(run_dir)}.json"
+    if not path.exists():
+        raise SystemExit(f"--restore: no results file {path}")
+    for key, table_ in json.loads(path.read_text())["networks"].items():
+        network, _, before = key.partition(" (")
+        folder = run_dir / network / (before.rstrip(")") if before else "jobs")
+        folder.mkdir(parents=True, exist_ok=True)
+        for job, record in table_["jobs"].items():
+            if before and job == "teacher":
+                continue  # a before- table shares its network's teacher
+            stored_aside = job == "teacher" and network in running
+            target = run_dir / network / "teacher.stored.json" if stored_aside else folder / f"{job}.json"
+            if not target.exists():
+                atomic_write_text(target, json.dumps(record, indent=1) + "\n")
+    print(f"restored the job records of {path.name} into {run_dir}", flush=True)
+
+
+def _same_teacher(stored: dict[str, Any], trained: dict[str, Any], folder: Path) -> None:
+    """Stops the run unless the teacher trained again is the stored one: the rows restored beside it
+    were fine-tuned from that one."""
+    keys = ("steps_done", "best_step")
+    same = all(stored.get(key) == trained.get(key) for key in keys) and all(
+        abs(stored[part]["score"] - trained[part]["score"]) < 1e-9 for part in ("val", "test"))
+    if not same:
+        raise SystemExit(
+            f"{folder.parent.name}: the teacher trained again is not the stored one (steps {trained['steps_done']} "
+            f"against {stored['steps_done']}, test {trained['test']['score']:.4f} against {stored['test']['score']:.4f}); "
+            "the restored rows do not pair with it: run without --restore in another --run-dir")
+    print(f"{folder.parent.name}: the teacher trained again is the stored one (steps {trained['steps_done']}, "
+          f"test {trained['test']['score']:.4f})", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--network", action="append", choices=list(NETWORKS), help="network(s) to run (repeatable)")
@@ -334,17 +387,18 @@ def main() -> None:
     parser.add_argument("--run-dir", default=str(ROOT / "runs" / "knowledge"))
     parser.add_argument("--teacher-from", metavar="RUN_DIR", help="take each network's trained teacher from this run "
                         "directory (e.g. runs/knowledge) instead of training it again")
+    parser.add_argument("--restore", action="store_true", help="start from the results file's job records (this "
+                        "machine lost the run folder); each network run trains its teacher again and must match")
     args = parser.parse_args()
+    if args.restore:
+        restore(Path(args.run_dir), [] if args.summarize else (args.network or ["unet-r18"]))
     if not args.summarize:
         for network in args.network or ["unet-r18"]:
             run_network(network, args)
     networks = summarize(Path(args.run_dir))
     print_tables(networks, markdown=args.markdown)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    # the default run directory writes knowledge.json; another (e.g. runs/knowledge-auto) knowledge-auto.json
-    default = Path(args.run_dir).resolve() == (ROOT / "runs" / "knowledge").resolve()
-    name = "knowledge" if default else f"knowledge-{Path(args.run_dir).name.removeprefix('knowledge-')}"
-    atomic_write_text(RESULTS / f"{name}.json", json.dumps({"machine": machine(), "networks": networks}, indent=1) + "\n")
+    atomic_write_text(RESULTS / f"{results_name(args.run_dir)}.json", json.dumps({"machine": machine(), "networks": networks}, indent=1) + "\n")
 
 
 if __name__ == "__main__":

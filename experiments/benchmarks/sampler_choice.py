@@ -17,13 +17,14 @@ The targets: the default reaches random's final hypervolume with at most half of
 compute, or 1.3x random's hypervolume at equal compute.
 
 Writes ``experiments/benchmarks/results/sampler_choice.json``. ``--merge`` keeps the runs of that file's
-seeds that this run does not run (their studies may be gone with an earlier machine); a run of a seed it
-also holds is compared with it, trial by trial, and said where it differs. ``--set key=value`` changes the
+seeds that this run does not run (their studies may be gone with an earlier machine), but only when this
+run also repeats one of them exactly (the same hypervolume after every trial): a run that differs says
+from which trial, and nothing is written, since rows from two codes or settings would not pair. ``--set key=value`` changes the
 quickstart's settings (``finetune.precision=fp32``: as seeds 0-4 were run, before the quickstart's
 candidates fine-tuned in bf16).
 
     python experiments/benchmarks/sampler_choice.py --seeds 0 1 2 3 4 --trials 24 --threads 1
-    python experiments/benchmarks/sampler_choice.py --seeds 5 6 7 8 9 --samplers random tpe gp --trials 24 \
+    python experiments/benchmarks/sampler_choice.py --seeds 0 5 6 7 8 9 --samplers random tpe gp --trials 24 \
         --threads 1 --set finetune.precision=fp32 --merge
 """
 
@@ -171,6 +172,7 @@ def main() -> None:
     configure_logging()
     started, load = time.perf_counter(), os.getloadavg()
     runs: dict[int, dict[str, Any]] = {}
+    checks: list[bool] = []  # each run of a seed the results file holds: the same as the file's
     for seed in args.seeds:  # seed by seed: a run cut short leaves every sampler with as many seeds
         runs[seed] = {}
         for sampler in args.samplers:
@@ -196,8 +198,13 @@ def main() -> None:
             print(f"seed {seed} {LABELS[sampler]}: hypervolume {runs[seed][sampler]['hypervolume']:.4f} after "
                   f"{runs[seed][sampler]['steps']} steps, {runs[seed][sampler]['seconds']:.0f} s", flush=True)
             if sampler in earlier.get(seed, {}):
-                print(f"seed {seed} {LABELS[sampler]} against the results file's run: "
-                      f"{_same_run(earlier[seed][sampler], runs[seed][sampler])}", flush=True)
+                verdict = _same_run(earlier[seed][sampler], runs[seed][sampler])
+                print(f"seed {seed} {LABELS[sampler]} against the results file's run: {verdict}", flush=True)
+                checks.append(verdict.startswith("the same"))
+    if args.merge and not (checks and all(checks)):
+        raise SystemExit("--merge: " + ("a run differs from the results file's run of its seed (above)" if checks else
+                                        "no seed of the results file was run again to check that the runs pair")
+                         + "; nothing written")
     for seed, found in earlier.items():  # the earlier seeds not run here, with their settings
         for sampler, run in found.items():
             runs.setdefault(seed, {}).setdefault(sampler, run)
