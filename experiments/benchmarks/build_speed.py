@@ -10,7 +10,7 @@ the ratio of the medians over rounds.
 
     python experiments/benchmarks/build_speed.py --against 7522e1a --rounds 3 --threads 1
 
-Writes ``experiments/benchmarks/results/build_speed.json``. Needs the quickstart's study and
+Writes ``experiments/benchmarks/results/build_speed.json`` (``--name``: another file). Needs the quickstart's study and
 parent (``compressor search experiments/quickstart.yaml`` once).
 """
 
@@ -76,6 +76,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2, help="builds of every recipe a process keeps the fastest of")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--run-dir", default=str(ROOT / "runs" / "quickstart"), help="the quickstart's run folder")
+    parser.add_argument("--name", default="build_speed", help="the results file's name (results/<name>.json)")
     args = parser.parse_args()
     load = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as folder:
@@ -95,7 +96,7 @@ def main() -> None:
                 print(f"round {round_ + 1}: {label:<10} {sum(seconds.values()):6.2f} s for {len(seconds)} builds", flush=True)
     ratio = statistics.median(totals[args.against]) / statistics.median(totals["this tree"])
     print(f"{args.against} / this tree: {ratio:.2f}x (medians over {args.rounds} rounds)")
-    write_json("build_speed", {
+    write_json(args.name, {
         "command": "python experiments/benchmarks/" + " ".join([Path(__file__).name, *sys.argv[1:]]),
         "machine": machine(), "threads": args.threads, "load_before": round(load, 2),
         "load_after": round(os.getloadavg()[0], 2), "against": args.against, "totals_seconds": totals,
