@@ -37,8 +37,8 @@ def test_a_kept_factorization_is_the_computed_one_and_is_served_again():
     assert torch.equal(first, computed(weight))
     assert kernel_memo.stats()["misses"] == 1 and kernel_memo.stats()["hits"] == 0
     again = input_gram_eigenvectors(weight.clone())  # another tensor with the same bytes
-    assert again is first
     assert kernel_memo.stats()["hits"] == 1
+    assert torch.equal(again, first) and again is not first
 
 
 def test_a_kernel_changed_in_place_or_reshaped_is_factorized_anew():
@@ -52,6 +52,39 @@ def test_a_kernel_changed_in_place_or_reshaped_is_factorized_anew():
     transposed = weight.reshape(weight.shape[1], weight.shape[0], 3, 3)  # the same bytes, another kernel
     assert input_gram_eigenvectors(transposed).shape == (weight.shape[0], weight.shape[0])
     assert kernel_memo.stats() | {"bytes": 0} == {"hits": 0, "misses": 3, "entries": 3, "bytes": 0}
+
+
+def test_kernels_alike_in_bytes_but_not_in_dtype_layout_or_threads_do_not_share_an_entry():
+    """fp16 and bf16 kernels with the same bits are two kernels; a channels-last kernel is its contiguous
+    copy (factorized from the same layout); another thread count is another entry."""
+    bits = kernel().half()
+    as_bf16 = bits.view(torch.bfloat16)
+    assert torch.equal(input_gram_eigenvectors(bits), computed(bits))
+    assert torch.equal(input_gram_eigenvectors(as_bf16), computed(as_bf16))
+    assert kernel_memo.stats()["misses"] == 2
+    weight = kernel(seed=4)
+    assert torch.equal(input_gram_eigenvectors(weight.to(memory_format=torch.channels_last)), computed(weight))
+    assert torch.equal(input_gram_eigenvectors(weight), computed(weight))
+    assert kernel_memo.stats() | {"bytes": 0} == {"hits": 1, "misses": 3, "entries": 3, "bytes": 0}
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1 if threads != 1 else 2)
+        input_gram_eigenvectors(weight)
+    finally:
+        torch.set_num_threads(threads)
+    assert kernel_memo.stats()["misses"] == 4
+
+
+def test_each_caller_gets_its_own_tensor_whatever_its_mode():
+    weight = kernel()
+    with torch.inference_mode():
+        first = input_gram_eigenvectors(weight)
+    first.mul_(-1)  # a caller changing what it got
+    second = input_gram_eigenvectors(weight)
+    assert kernel_memo.stats()["hits"] == 1
+    assert torch.equal(second, computed(weight)) and not second.is_inference()
+    second.add_(1.0)
+    assert torch.equal(input_gram_eigenvectors(weight), computed(weight))
 
 
 def test_small_kernels_are_not_kept():

@@ -4,11 +4,11 @@ A search builds every candidate from the same trained parent, and each inheritin
 factorizes the parent kernels it replaces again: on the quickstart's U-Net, the eigenvectors of
 the (1024 x 1024) Gram matrix of a bottleneck kernel take most of a second on one core, in every
 trial that keeps all of the down-samplings. :func:`input_gram_eigenvectors` computes them once per kernel
-and hands the same tensor back whenever the same kernel comes again, whoever asks: the key is the
+and hands a copy of them back whenever the same kernel comes again, whoever asks: the key is the
 SHA-256 of the kernel's bytes (with its shape and dtype), so a kernel changed in place, a retrained
-parent or another network never meets a stale entry. A build that meets a kept factorization gives
-bit for bit the network of the build that computed it (the factorization itself can differ in its
-last bits with the number of threads, which a search keeps for all of its trials).
+parent or another network never meets a stale entry. The number of torch threads is part of the key
+too (a matrix product's last bits can depend on it), so a build served from the memo is bit for bit
+what computing it again would give. Each caller gets its own copy of the kept tensor.
 
 The memo holds at most :data:`LIMIT_BYTES` of eigenvectors (the least recently used go first) and
 only kernels on the CPU (on a GPU the factorization is cheap next to the copy that hashing needs).
@@ -25,7 +25,7 @@ import torch
 
 __all__ = ["LIMIT_BYTES", "input_gram_eigenvectors", "clear", "stats"]
 
-#: the most eigenvector bytes kept (the quickstart's U-Net needs about 60 MB for every kernel)
+#: the most eigenvector bytes kept (the quickstart's U-Net, every kernel of it factorized: 22 MB)
 LIMIT_BYTES = 256 * 2**20
 #: kernels smaller than this are factorized each time: hashing them costs about as much
 SMALLEST_KEPT = 2**16
@@ -41,24 +41,28 @@ def input_gram_eigenvectors(kernel: torch.Tensor) -> torch.Tensor:
     along its input channels (``in x out*kh*kw``) in float64: columns, largest eigenvalue first.
 
     They are the left singular vectors of ``U``, far cheaper this way than by an SVD of ``U`` for
-    wide layers. The returned tensor may be shared with earlier and later calls: read it, do not
-    change it.
+    wide layers. Computed from the kernel's values in a contiguous layout, whatever its own, so a
+    channels-last kernel gets what its contiguous copy gets. The tensor returned is the caller's
+    own (a copy of the kept one).
     """
-    kernel = kernel.detach()
-    key = _key(kernel)
+    data = kernel.detach().resolve_conj().resolve_neg().contiguous()
+    key = _key(data)
     if key is not None:
         with _lock:
             found = _entries.get(key)
             if found is not None:
                 _entries.move_to_end(key)
                 _counts["hits"] += 1
-                return found
+        if found is not None:
+            return found.clone()
+        with _lock:
             _counts["misses"] += 1
-    unfolded = kernel.double().transpose(0, 1).reshape(kernel.shape[1], -1)
-    _values, vectors = torch.linalg.eigh(unfolded @ unfolded.T)
-    vectors = vectors.flip(1)
-    if key is not None:
-        _keep(key, vectors)
+    with torch.inference_mode(False), torch.no_grad():  # a plain tensor, whatever mode the caller is in
+        unfolded = data.double().transpose(0, 1).reshape(data.shape[1], -1)
+        _values, vectors = torch.linalg.eigh(unfolded @ unfolded.T)
+        vectors = vectors.flip(1)
+        if key is not None:
+            _keep(key, vectors.clone())
     return vectors
 
 
@@ -77,12 +81,13 @@ def stats() -> dict[str, int]:
         return {**_counts, "entries": len(_entries), "bytes": _held}
 
 
-def _key(kernel: torch.Tensor) -> tuple | None:
-    if kernel.device.type != "cpu" or kernel.numel() < SMALLEST_KEPT:
+def _key(data: torch.Tensor) -> tuple | None:
+    """The entry of a contiguous kernel: its bytes, shape and dtype, and the threads the factorization
+    runs on (a matrix product's last bits can depend on them); None for a kernel not kept."""
+    if data.device.type != "cpu" or data.numel() < SMALLEST_KEPT:
         return None
-    data = kernel.detach().contiguous()
     digest = hashlib.sha256(data.reshape(-1).view(torch.uint8).numpy()).digest()
-    return ("input_gram_eigenvectors", tuple(data.shape), str(data.dtype), digest)
+    return ("input_gram_eigenvectors", tuple(data.shape), str(data.dtype), torch.get_num_threads(), digest)
 
 
 def _keep(key: tuple, vectors: torch.Tensor) -> None:

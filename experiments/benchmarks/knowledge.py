@@ -210,11 +210,13 @@ def run_network(network: str, args: argparse.Namespace) -> None:
             keys = TEACHER_SETTINGS if job["kind"] == "teacher" else SETTINGS
             if {key: value for key, value in stored.items() if key in keys} != settings_of(args, keys):
                 raise SystemExit(f"{path} was run with {stored}, not {settings_of(args)}: use those settings or another --run-dir")
+            if job["kind"] == "teacher":
+                _check_teacher(folder, trained_now=False)
             continue
         record = run_job(network, job, args, data)
         atomic_write_text(path, json.dumps(record, indent=1) + "\n")
-        if job["kind"] == "teacher" and (folder.parent / "teacher.stored.json").exists():
-            _same_teacher(json.loads((folder.parent / "teacher.stored.json").read_text()), record, folder)
+        if job["kind"] == "teacher":
+            _check_teacher(folder, trained_now=True)
         extra = ""
         if job["kind"] == "compress":
             extra = (f"  inherited {record['inherited']['score']:.3f}  error {record['start_error']} -> {record['output_error']}"
@@ -335,11 +337,21 @@ def results_name(run_dir: str | Path) -> str:
 def restore(run_dir: Path, running: list[str]) -> None:
     """Writes the results file's job records into ``run_dir`` where it has none: every network's (a
     ``network (before-x)`` table into that network's ``before-x`` folder), the teachers of the networks
-    in ``running`` kept aside (``<network>/teacher.stored.json``), to be trained again and compared."""
+    in ``running`` kept aside (``<network>/teacher.stored.json``), to be trained again and compared.
+
+    A network whose folder holds a teacher of its own gets the file's records only if that teacher is
+    the file's; otherwise nothing is written, for any network."""
     path = RESULTS / f"{results_name(run_dir)}.json"
     if not path.exists():
         raise SystemExit(f"--restore: no results file {path}")
-    for key, table_ in json.loads(path.read_text())["networks"].items():
+    networks = json.loads(path.read_text())["networks"]
+    for key, table_ in networks.items():
+        local = run_dir / key.partition(" (")[0] / "jobs" / "teacher.json"
+        if " (" not in key and local.exists():
+            reason = _teacher_differs(table_["jobs"]["teacher"], json.loads(local.read_text()))
+            if reason:
+                raise SystemExit(f"--restore: {local} is another teacher than {path.name}'s ({reason}); nothing restored")
+    for key, table_ in networks.items():
         network, _, before = key.partition(" (")
         folder = run_dir / network / (before.rstrip(")") if before else "jobs")
         folder.mkdir(parents=True, exist_ok=True)
@@ -353,18 +365,31 @@ def restore(run_dir: Path, running: list[str]) -> None:
     print(f"restored the job records of {path.name} into {run_dir}", flush=True)
 
 
-def _same_teacher(stored: dict[str, Any], trained: dict[str, Any], folder: Path) -> None:
-    """Stops the run unless the teacher trained again is the stored one: the rows restored beside it
-    were fine-tuned from that one."""
-    keys = ("steps_done", "best_step")
-    same = all(stored.get(key) == trained.get(key) for key in keys) and all(
-        abs(stored[part]["score"] - trained[part]["score"]) < 1e-9 for part in ("val", "test"))
-    if not same:
-        raise SystemExit(
-            f"{folder.parent.name}: the teacher trained again is not the stored one (steps {trained['steps_done']} "
-            f"against {stored['steps_done']}, test {trained['test']['score']:.4f} against {stored['test']['score']:.4f}); "
-            "the restored rows do not pair with it: run without --restore in another --run-dir")
-    print(f"{folder.parent.name}: the teacher trained again is the stored one (steps {trained['steps_done']}, "
+def _teacher_differs(stored: dict[str, Any], trained: dict[str, Any]) -> str | None:
+    """How two teachers' records differ (steps, best step, validation and test scores), or None."""
+    if any(stored.get(key) != trained.get(key) for key in ("steps_done", "best_step")) or any(
+            abs(stored[part]["score"] - trained[part]["score"]) > 1e-9 for part in ("val", "test")):
+        return (f"steps {trained['steps_done']} against {stored['steps_done']}, test {trained['test']['score']:.4f} "
+                f"against {stored['test']['score']:.4f}")
+    return None
+
+
+def _check_teacher(folder: Path, *, trained_now: bool) -> None:
+    """With restored rows beside it (``teacher.stored.json``), the teacher in ``folder`` must be the stored one:
+    the rows were fine-tuned from that one. Checked on every run; a teacher trained now that differs is
+    removed (the run stops, and the next one trains it again), one found there is left as it is."""
+    stored_path = folder.parent / "teacher.stored.json"
+    if not stored_path.exists():
+        return
+    trained = json.loads((folder / "teacher.json").read_text())
+    reason = _teacher_differs(json.loads(stored_path.read_text()), trained)
+    if reason:
+        if trained_now:
+            (folder.parent / "teacher.pt").unlink(missing_ok=True)
+            (folder / "teacher.json").unlink(missing_ok=True)
+        raise SystemExit(f"{folder.parent.name}: the teacher is not the stored one ({reason}); the restored rows do "
+                         "not pair with it: run without --restore in another --run-dir")
+    print(f"{folder.parent.name}: the teacher is the stored one (steps {trained['steps_done']}, "
           f"test {trained['test']['score']:.4f})", flush=True)
 
 

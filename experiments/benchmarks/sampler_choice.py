@@ -130,25 +130,33 @@ def summarize(runs: dict[int, dict[str, Any]], samplers: list[str]) -> tuple[dic
     return summary, rows
 
 
-def _earlier_runs() -> tuple[dict[int, dict[str, Any]], dict[str, list[str]]]:
-    """The runs the results file holds, by seed, and the settings each seed's runs changed (a file that
-    says none: the quickstart's as it was then); nothing without the file."""
+def _earlier_runs(args: argparse.Namespace) -> tuple[dict[int, dict[str, Any]], dict[str, dict[str, list[str]]]]:
+    """The runs the results file holds, by seed, and the settings each run changed (by seed, then sampler; a
+    file that says none: the quickstart's as it was then); nothing without the file. A file of runs with
+    another number of trials or threads cannot be merged with this run's."""
     path = RESULTS / "sampler_choice.json"
     if not path.exists():
         return {}, {}
     data = json.loads(path.read_text())
-    said = data.get("overrides_by_seed", {})
+    if (data.get("trials"), data.get("threads")) != (args.trials, args.threads):
+        raise SystemExit(f"--merge: {path.name} holds runs of {data.get('trials')} trials on {data.get('threads')} "
+                         f"thread(s), this run {args.trials} on {args.threads}; nothing run")
+    said = data.get("overrides_by_run", {})
     return ({int(seed): found for seed, found in data["runs"].items()},
-            {seed: said.get(seed, []) for seed in data["runs"]})
+            {seed: {sampler: said.get(seed, {}).get(sampler, []) for sampler in found}
+             for seed, found in data["runs"].items()})
 
 
 def _same_run(before: dict[str, Any], now: dict[str, Any]) -> str:
-    """Whether a run repeats the results file's run of the same seed and sampler: its hypervolume after
-    each trial, the same to 1e-9, or the first trial where they part."""
-    for index, (old, new) in enumerate(zip(before["steps_history"], now["steps_history"], strict=False)):
+    """Whether a run repeats the results file's run of the same seed and sampler: as many trials, the same
+    steps and hypervolume (to 1e-9) after each; else the first trial where they part."""
+    old_history, new_history = before["steps_history"], now["steps_history"]
+    for index, (old, new) in enumerate(zip(old_history, new_history, strict=False)):
         if old[1] != new[1] or abs(old[2] - new[2]) > 1e-9:
             return f"differs from trial {index} (steps {old[1]} -> {new[1]}, hypervolume {old[2]:.6f} -> {new[2]:.6f})"
-    return f"the same, {min(len(before['steps_history']), len(now['steps_history']))} trials"
+    if len(old_history) != len(new_history) or not old_history:
+        return f"differs: {len(new_history)} trials against {len(old_history)}"
+    return f"the same, {len(new_history)} trials"
 
 
 def main() -> None:
@@ -165,7 +173,7 @@ def main() -> None:
     parser.add_argument("--merge", action="store_true",
                         help="keep the results file's runs of the seeds not run here; compare those run again")
     args = parser.parse_args()
-    earlier, earlier_settings = _earlier_runs() if args.merge else ({}, {})
+    earlier, settings = _earlier_runs(args) if args.merge else ({}, {})
     from compressor.cli.console import configure_logging
     from compressor.tables import format_table
 
@@ -218,9 +226,12 @@ def main() -> None:
                     "on the seeds both finished"))
     seconds = time.perf_counter() - started
     print(f"{seconds:.0f} s; load average before {load[0]:.2f}, after {os.getloadavg()[0]:.2f}")
-    settings = {**earlier_settings, **{str(seed): args.overrides for seed in args.seeds}}
+    for seed, found in runs.items():  # a run made here is labelled with this run's settings
+        for sampler in found:
+            if seed in args.seeds and sampler in args.samplers:
+                settings.setdefault(str(seed), {})[sampler] = args.overrides
     path = write_json("sampler_choice", {"seeds": sorted(runs), "trials": args.trials, "threads": args.threads,
-                                         "overrides_by_seed": settings,
+                                         "overrides_by_run": settings,
                                          "runs": {str(seed): value for seed, value in runs.items()},
                                          "summary": summary, "seconds": round(seconds), "load_before": load[0]})
     print(f"wrote {path}")
