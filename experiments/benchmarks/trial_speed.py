@@ -18,6 +18,7 @@ Writes ``experiments/benchmarks/results/trial_speed.json``.
     python experiments/benchmarks/trial_speed.py --seeds 0 1 2 --threads 1 --variants new bf16 --name trial_speed-bf16
     python experiments/benchmarks/trial_speed.py --seeds 0 1 --threads 1 --variants then new bf16 --name trial_speed-then
     python experiments/benchmarks/trial_speed.py --seeds 0 1 --threads 1 --variants new calibrate1 --name trial_speed-calibrate1
+    python experiments/benchmarks/trial_speed.py --seeds 0 1 --threads 1 --variants before_memo new --name trial_speed-memo
 """
 
 from __future__ import annotations
@@ -46,7 +47,10 @@ THEN = ("train.steps=100", "search.confirm.top=0")
 #: each replaced layer refitted by least squares on one batch while the candidate is built (``finetune.calibrate``:
 #: on the converged U-Net it started the paper's recipe 8 points higher, for a few seconds of building)
 CALIBRATE1 = ("finetune.calibrate=1",)
-SETTINGS = {"old": OLD, "new": (), "bf16": BF16, "then": THEN, "calibrate1": CALIBRATE1}
+SETTINGS = {"old": OLD, "new": (), "bf16": BF16, "then": THEN, "calibrate1": CALIBRATE1, "before_memo": ()}
+#: the variants run by another commit's code (in a subprocess, from ``git archive``): ``before_memo`` is the
+#: quickstart as it is, by the code before each parent kernel's factorization was kept between builds
+COMMITS = {"then": THEN_COMMIT, "before_memo": "f7b76c7"}
 
 
 def run(variant: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
@@ -60,8 +64,8 @@ def run(variant: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
         f"train.threads={args.threads}", *SETTINGS[variant],
     ]
     load = os.getloadavg()[0]
-    if variant == "then":
-        study = run_then(overrides, Path(args.run_dir).resolve(), seed)
+    if variant in COMMITS:
+        study = run_commit(COMMITS[variant], variant, overrides, Path(args.run_dir).resolve(), seed)
     else:
         from compressor.experiment.config import load_experiment
         from compressor.pipeline import run_search
@@ -90,28 +94,30 @@ def run(variant: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def run_then(overrides: list[str], run_dir: Path, seed: int) -> Any:
-    """The quickstart's search as the code of :data:`THEN_COMMIT` ran it (a subprocess importing that
-    code, extracted once under ``run_dir``); returns its study, read by this code."""
+def run_commit(commit: str, variant: str, overrides: list[str], run_dir: Path, seed: int) -> Any:
+    """The quickstart's search as the code of ``commit`` runs it (a subprocess importing that code,
+    extracted once under ``run_dir``); returns its study (in ``run_dir/variant``), read by this code."""
     import shutil
     import subprocess
 
     import optuna
 
-    code = run_dir / f"then-code-{THEN_COMMIT}"
+    code = run_dir / f"then-code-{commit}"
     if not code.is_dir():  # extracted beside it, then renamed: a cut-short extraction is not taken for a whole one
-        partial = run_dir / f"then-code-{THEN_COMMIT}.partial"
+        partial = run_dir / f"then-code-{commit}.partial"
         shutil.rmtree(partial, ignore_errors=True)
         partial.mkdir(parents=True)
-        archive = subprocess.run(["git", "-C", str(ROOT), "archive", THEN_COMMIT, "compressor", "experiments/quickstart.yaml"],
+        archive = subprocess.run(["git", "-C", str(ROOT), "archive", commit, "compressor", "experiments/quickstart.yaml"],
                                  check=True, capture_output=True).stdout
         subprocess.run(["tar", "-x", "-C", str(partial)], input=archive, check=True)
         partial.rename(code)
-    script = ("import sys\nfrom compressor.experiment.config import load_experiment\nfrom compressor.search import run_search\n"
-              "run_search(load_experiment(sys.argv[1], overrides=sys.argv[2:]), echo=lambda line: print(f'[then] {line}', flush=True))")
+    script = ("import sys\nfrom compressor.experiment.config import load_experiment\n"
+              "try:\n    from compressor.search import run_search\n"  # where it was when issue 28 was filed
+              "except ImportError:\n    from compressor.pipeline import run_search\n"
+              f"run_search(load_experiment(sys.argv[1], overrides=sys.argv[2:]), echo=lambda line: print(f'[{variant}] {{line}}', flush=True))")
     subprocess.run([sys.executable, "-c", script, str(code / "experiments" / "quickstart.yaml"),
                     *overrides], check=True, cwd=code, env={**os.environ, "PYTHONPATH": str(code)})
-    storage = f"sqlite:///{run_dir / 'then' / 'search.db'}"
+    storage = f"sqlite:///{run_dir / variant / 'search.db'}"
     return optuna.load_study(study_name=f"speed-s{seed}", storage=storage)
 
 
