@@ -23,9 +23,22 @@ ROOT = Path(__file__).resolve().parents[2]
 def machine() -> dict[str, Any]:
     return {
         "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(), "torch": torch.__version__,
+        "processor": platform.processor() or platform.machine(), "cpu": cpu_model(), "torch": torch.__version__,
         "date": time.strftime("%Y-%m-%d"),
     }
+
+
+def cpu_model() -> str:
+    """The CPU's model name and the vector extensions that decide which kernels torch runs (results can
+    differ in their last bits, and then in a training's path, between machines without the same ones)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return platform.processor() or "unknown"
+    name = next((line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("model name")), "unknown")
+    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
+    kept = [flag for flag in ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_tile") if flag in flags]
+    return f"{name} ({' '.join(kept)})" if kept else name
 
 
 def job_records(folder: Path) -> dict[str, dict[str, Any]]:
