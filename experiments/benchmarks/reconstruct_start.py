@@ -25,6 +25,19 @@ sys.path.insert(0, str(Path(__file__).parent))
 from common import machine, write_json  # noqa: E402
 
 
+def start_metrics(metrics) -> dict[str, float]:
+    """The start's validation score and, on a two-class task, where it predicts the class of interest: its
+    recall, its precision and the share of pixels it gives that class (the teacher's, on the same strip, beside it
+    in the first row's ``teacher_*``)."""
+    found = {"start_val": round(metrics.score, 4)}
+    confusion = metrics.to_dict()["confusion"]  # rows: the truth, columns: the prediction
+    if len(confusion) == 2:
+        (tn, fp), (fn, tp) = confusion
+        found |= {"start_recall": round(tp / max(tp + fn, 1), 4), "start_precision": round(tp / max(tp + fp, 1), 4),
+                  "start_predicted_share": round((tp + fp) / max(tn + fp + fn + tp, 1), 4)}
+    return found
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--network", required=True)
@@ -58,6 +71,9 @@ def main() -> None:
     images = torch.cat(calibration_batches(data, args.batches, batch_size=config.batch_size, seed=0))
     example = torch.zeros(1, data.in_channels, args.patch_size, args.patch_size)
     load, rows = os.getloadavg()[0], []
+    teacher_start = {key.replace("start_", "teacher_"): value
+                     for key, value in start_metrics(evaluate(teacher, data, config)).items()}
+    print("teacher    " + "  ".join(f"{key} {value}" for key, value in teacher_start.items()), flush=True)
     for recipe in args.recipes:
         seed_everything(0)
         student, _ = apply(teacher, knowledge.recipe_of(recipe), example, init="inherit", count_flops=False)
@@ -71,15 +87,17 @@ def main() -> None:
                    "output_error_before": report.output_error_before, "output_error_after": report.output_error_after,
                    "norms_reestimated": report.norms_reestimated, "output_error_as_solved": report.output_error_as_solved,
                    "output_error_reestimated": report.output_error_reestimated,
-                   "start_val": round(evaluate(trained, data, config).score, 4)}
+                   **start_metrics(evaluate(trained, data, config))}
             rows.append(row)
+            where = (f"  recall {row['start_recall']:.3f}  precision {row['start_precision']:.3f}  predicted "
+                     f"{row['start_predicted_share']:.2%}" if "start_recall" in row else "")
             print(f"{recipe:<10} {method:<6} {seconds:6.1f} s  {row['points']} points  output error "
-                  f"{row['output_error_before']:.3f} -> {row['output_error_after']:.3f}  start validation {row['start_val']:.4f}",
-                  flush=True)
+                  f"{row['output_error_before']:.3f} -> {row['output_error_after']:.3f}  start validation "
+                  f"{row['start_val']:.4f}{where}", flush=True)
     write_json(args.name or f"reconstruct_start-{args.network}", {
         "command": "python experiments/benchmarks/" + " ".join([Path(__file__).name, *sys.argv[1:]]),
         "machine": machine(), "load_before": round(load, 2), "load_after": round(os.getloadavg()[0], 2),
-        "calibration_patches": int(images.shape[0]), "rows": rows})
+        "calibration_patches": int(images.shape[0]), "teacher": teacher_start, "rows": rows})
 
 
 if __name__ == "__main__":
