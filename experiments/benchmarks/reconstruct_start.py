@@ -27,8 +27,8 @@ from common import machine, write_json  # noqa: E402
 
 def start_metrics(metrics) -> dict[str, float]:
     """The start's validation score and, on a two-class task, where it predicts the class of interest: its
-    recall, its precision and the share of pixels it gives that class (the teacher's, on the same strip, beside it
-    in the first row's ``teacher_*``)."""
+    recall, its precision and the share of pixels it gives that class (the teacher's own, on the same strip, are
+    the results file's ``teacher``)."""
     found = {"start_val": round(metrics.score, 4)}
     confusion = metrics.to_dict()["confusion"]  # rows: the truth, columns: the prediction
     if len(confusion) == 2:
