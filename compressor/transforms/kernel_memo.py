@@ -52,11 +52,9 @@ def input_gram_eigenvectors(kernel: torch.Tensor) -> torch.Tensor:
             found = _entries.get(key)
             if found is not None:
                 _entries.move_to_end(key)
-                _counts["hits"] += 1
+            _counts["hits" if found is not None else "misses"] += 1
         if found is not None:
             return found.clone()
-        with _lock:
-            _counts["misses"] += 1
     with torch.inference_mode(False), torch.no_grad():  # a plain tensor, whatever mode the caller is in
         unfolded = data.double().transpose(0, 1).reshape(data.shape[1], -1)
         _values, vectors = torch.linalg.eigh(unfolded @ unfolded.T)

@@ -87,10 +87,9 @@ def main() -> None:
         setup.measure(setup.build(recipe))
     profile.disable()
     stats = pstats.Stats(profile).stats
-    profiled = sum(value[3] for key, value in stats.items() if re.search(PARTS["the whole build (apply)"], _label(key)))
-    profiled += sum(value[3] for key, value in stats.items() if re.search(PARTS["fvcore's count at 224x224"], _label(key)))
     parts = {part: sum(value[3] for key, value in stats.items() if re.search(pattern, _label(key)))
              for part, pattern in PARTS.items()}
+    profiled = parts["the whole build (apply)"] + parts["fvcore's count at 224x224"]
     over = [t for t in timings if t["over_budget"]]
     totals = [t["build"] + t["cost"] for t in over]
     summary = {
