@@ -22,13 +22,12 @@ import os
 import statistics
 import subprocess
 import sys
-import tarfile
 import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from common import machine, write_json  # noqa: E402
+from common import commit_code, machine, write_json  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -80,12 +79,7 @@ def main() -> None:
     args = parser.parse_args()
     load = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as folder:
-        other = Path(folder) / "other"
-        other.mkdir()
-        archive = Path(folder) / "other.tar"
-        subprocess.run(["git", "archive", "-o", str(archive), args.against], cwd=ROOT, check=True)
-        with tarfile.open(archive) as tar:
-            tar.extractall(other, filter="data")
+        other = commit_code(args.against, Path(folder) / "other")
         totals: dict[str, list[float]] = {"this tree": [], args.against: []}
         per_trial: dict[str, list[dict[str, float]]] = {"this tree": [], args.against: []}
         for round_ in range(args.rounds):

@@ -41,6 +41,27 @@ def cpu_model() -> str:
     return f"{name} ({' '.join(kept)})" if kept else name
 
 
+def commit_code(commit: str, folder: Path, paths: Sequence[str] = ()) -> Path:
+    """``folder`` holding the files of ``commit`` (``git archive``; only ``paths`` where given), for a
+    subprocess to import that commit's code. Extracted beside it, then renamed, so a cut-short extraction is
+    not taken for a whole one; a folder already there is reused."""
+    import io
+    import shutil
+    import subprocess
+    import tarfile
+
+    if not folder.is_dir():
+        partial = folder.with_name(folder.name + ".partial")
+        shutil.rmtree(partial, ignore_errors=True)
+        partial.mkdir(parents=True)
+        archive = subprocess.run(["git", "-C", str(ROOT), "archive", commit, *paths], check=True,
+                                 capture_output=True).stdout
+        with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+            tar.extractall(partial, filter="data")
+        partial.rename(folder)
+    return folder
+
+
 def job_records(folder: Path) -> dict[str, dict[str, Any]]:
     """The finished jobs' records in a run folder (``<job>.json``), by job name; none when the folder is missing."""
     return {path.stem: json.loads(path.read_text()) for path in sorted(folder.glob("*.json"))} if folder.is_dir() else {}

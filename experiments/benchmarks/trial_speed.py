@@ -31,7 +31,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from common import machine, write_json  # noqa: E402
+from common import commit_code, machine, write_json  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -97,20 +97,11 @@ def run(variant: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
 def run_commit(commit: str, variant: str, overrides: list[str], run_dir: Path, seed: int) -> Any:
     """The quickstart's search as the code of ``commit`` runs it (a subprocess importing that code,
     extracted once under ``run_dir``); returns its study (in ``run_dir/variant``), read by this code."""
-    import shutil
     import subprocess
 
     import optuna
 
-    code = run_dir / f"then-code-{commit}"
-    if not code.is_dir():  # extracted beside it, then renamed: a cut-short extraction is not taken for a whole one
-        partial = run_dir / f"then-code-{commit}.partial"
-        shutil.rmtree(partial, ignore_errors=True)
-        partial.mkdir(parents=True)
-        archive = subprocess.run(["git", "-C", str(ROOT), "archive", commit, "compressor", "experiments/quickstart.yaml"],
-                                 check=True, capture_output=True).stdout
-        subprocess.run(["tar", "-x", "-C", str(partial)], input=archive, check=True)
-        partial.rename(code)
+    code = commit_code(commit, run_dir / f"then-code-{commit}", ("compressor", "experiments/quickstart.yaml"))
     script = ("import sys\nfrom compressor.experiment.config import load_experiment\n"
               "try:\n    from compressor.search import run_search\n"  # where it was when issue 28 was filed
               "except ImportError:\n    from compressor.pipeline import run_search\n"
