@@ -150,3 +150,62 @@ def test_the_small_row_waits_for_a_search_still_running_and_not_for_a_pick_that_
     assert "the search's best at <= 100k" in next(iter(converged.targets(found).values()))
     assert converged.jobs(converged.parsed(["--seeds", "0", "--parents", "1"]), records) == \
         [{"job": "parent-p0", "kind": "parent", "parent": 0, "seed": 0}, {"job": "search-p0", "kind": "search", "parent": 0, "seed": 0}]
+
+
+def _stored(tmp_path, converged, monkeypatch, records: dict) -> Path:
+    """A results file holding ``records`` as the building tile's jobs; the script reads it from ``tmp_path``."""
+    import json
+
+    monkeypatch.setattr(converged, "RESULTS", tmp_path / "results")
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "converged.json").write_text(json.dumps({"tasks": {"spacenet_sample": {"jobs": records}}}))
+    return tmp_path / "runs"
+
+
+def test_restore_writes_the_rows_and_keeps_the_parent_aside_to_be_trained_again(tmp_path, converged, monkeypatch):
+    import json
+
+    records = _records()
+    run_dir = _stored(tmp_path, converged, monkeypatch, records)
+    kept = run_dir / "spacenet_sample" / "jobs" / "recipe-s1.json"
+    kept.parent.mkdir(parents=True)
+    kept.write_text(json.dumps({**records["recipe-s1"], "test": {"score": 0.5}}))  # a row of this machine's own
+    converged.restore(run_dir, ["spacenet_sample"])
+    folder = run_dir / "spacenet_sample"
+    restored = {path.stem for path in (folder / "jobs").glob("*.json")}
+    assert restored == set(records) - {"parent-p0"}  # not the parent: nothing pairs with it before it is trained again
+    assert json.loads((folder / "parent-p0.stored.json").read_text()) == records["parent-p0"]
+    assert json.loads((folder / "jobs" / "recipe-s0.json").read_text()) == records["recipe-s0"]
+    assert json.loads(kept.read_text())["test"]["score"] == 0.5  # a record already there is not overwritten
+
+
+def test_restore_refuses_a_folder_with_another_parent_and_writes_nothing(tmp_path, converged, monkeypatch):
+    import json
+
+    records = _records()
+    run_dir = _stored(tmp_path, converged, monkeypatch, records)
+    local = run_dir / "spacenet_sample" / "jobs" / "parent-p0.json"
+    local.parent.mkdir(parents=True)
+    local.write_text(json.dumps({**records["parent-p0"], "steps_done": 1100}))
+    with pytest.raises(SystemExit, match="another parent.*steps 1100 against 1000.*nothing restored"):
+        converged.restore(run_dir, ["spacenet_sample"])
+    assert [path.name for path in local.parent.iterdir()] == ["parent-p0.json"]
+    assert not (run_dir / "spacenet_sample" / "parent-p0.stored.json").exists()
+    with pytest.raises(SystemExit, match="no job records of spacenet_roads"):
+        converged.restore(run_dir, ["spacenet_roads"])
+
+
+def test_a_parent_trained_again_counts_only_if_it_is_the_stored_one(tmp_path, converged, monkeypatch):
+    records = _records()
+    run_dir = _stored(tmp_path, converged, monkeypatch, records)
+    converged.restore(run_dir, ["spacenet_sample"])
+    folder = run_dir / "spacenet_sample"
+    converged.check_parent(folder, dict(records["parent-p0"]))  # the same steps and scores: goes on
+    leftovers = [folder / "parent-p0.pt", folder / "parent-p0.model.pt", folder / "jobs" / "parent-p0.state"]
+    for changed in ({"best_step": 600}, {"test": {"score": 0.30 + 1e-6}}, {"val": {"score": 0.31}}):
+        for path in leftovers:
+            path.write_bytes(b"weights")
+        with pytest.raises(SystemExit, match="not the stored parent"):
+            converged.check_parent(folder, {**records["parent-p0"], **changed})
+        assert not any(path.exists() for path in leftovers)  # nothing left to fine-tune from
+    assert not (folder / "jobs" / "parent-p0.json").exists()

@@ -41,6 +41,17 @@ def cpu_model() -> str:
     return f"{name} ({' '.join(kept)})" if kept else name
 
 
+def trained_differs(stored: dict[str, Any], trained: dict[str, Any]) -> str | None:
+    """How two records of one network's training differ (steps, best step, validation and test scores), or
+    None. The same code, data and seed on 1 thread train bit for bit the same network, so a network trained
+    again where the run folder was lost must give its stored record before rows stored beside it pair with it."""
+    if any(stored.get(key) != trained.get(key) for key in ("steps_done", "best_step")) or any(
+            abs(stored[part]["score"] - trained[part]["score"]) > 1e-9 for part in ("val", "test")):
+        return (f"steps {trained['steps_done']} against {stored['steps_done']}, test {trained['test']['score']:.4f} "
+                f"against {stored['test']['score']:.4f}")
+    return None
+
+
 def commit_code(commit: str, folder: Path, paths: Sequence[str] = ()) -> Path:
     """``folder`` holding the files of ``commit`` (``git archive``; only ``paths`` where given), for a
     subprocess to import that commit's code. Extracted beside it, then renamed, so a cut-short extraction is

@@ -50,6 +50,11 @@ from, the user's situation) with 95% t-intervals; the targets are judged by the 
 
     python experiments/benchmarks/converged.py --task spacenet_sample [--seeds 5] [--parents 3] [--threads 2]
     python experiments/benchmarks/converged.py --summarize      # the table of every task run so far
+    python experiments/benchmarks/converged.py --task spacenet_sample --threads 1 --restore
+
+``--restore`` starts a task's run folder that this machine no longer has from ``results/converged.json``'s
+job records: the parent is trained again (hours, on 1 thread as it was) and the restored rows are kept only
+if it is the stored one (the same steps and scores), so the further seeds pair with the stored seed 0.
 
 Writes ``experiments/benchmarks/results/converged.json`` and ``converged-<task>.png`` (learning curves).
 """
@@ -69,7 +74,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from common import RESULTS, job_records, machine, show_evaluations  # noqa: E402
+from common import RESULTS, job_records, machine, show_evaluations, trained_differs  # noqa: E402
 
 from compressor.errors import CompressorError, typed_line  # noqa: E402
 from compressor.intervals import WITHIN_POINTS, Estimate, within  # noqa: E402
@@ -409,6 +414,8 @@ def run_task(task: str, args: argparse.Namespace, *, wait: float = 60.0) -> None
                     break
                 try:
                     record = run_job(task, job, args, data)
+                    if job["kind"] == "parent":
+                        check_parent(folder.parent, record)
                 except (CompressorError, RuntimeError) as error:  # this job, not the task: the others go on
                     atomic_write_text(folder / f"{job['job']}.failed", f"{typed_line(error)}\n")
                     print(f"{task} {job['job']}: failed: {typed_line(error)}", flush=True)
@@ -442,6 +449,52 @@ def _finished(folder: Path, job: dict[str, Any], args: argparse.Namespace) -> bo
         raise SystemExit(f"{path} was run with {stored}, not {settings_of(args, job)}: use those settings or "
                          f"another --run-dir (a table mixes no two recipes)")
     return True
+
+
+def restore(run_dir: Path, tasks: list[str]) -> None:
+    """Writes ``results/converged.json``'s job records of ``tasks`` into ``run_dir`` where it has none (this
+    machine lost its run folder: a converged parent is hours of training on 2 cores, its rows days). Each
+    parent's record is kept aside (``<task>/parent-p<j>.stored.json``): the parent is trained again and the
+    restored rows go on only if it is the stored one (:func:`check_parent`), since they were fine-tuned from
+    that one. A task whose folder holds a parent of its own that is not the stored one stops the restore
+    before anything is written, for any task."""
+    path = RESULTS / "converged.json"
+    stored = json.loads(path.read_text())["tasks"] if path.exists() else {}
+    for task in tasks:
+        if not stored.get(task, {}).get("jobs"):
+            raise SystemExit(f"--restore: {path} holds no job records of {task}; nothing restored")
+        for name, record in stored[task]["jobs"].items():
+            local = run_dir / task / "jobs" / f"{name}.json"
+            if record.get("kind") == "parent" and local.exists():
+                reason = trained_differs(record, json.loads(local.read_text()))
+                if reason:
+                    raise SystemExit(f"--restore: {local} is another parent than {path.name}'s ({reason}); "
+                                     "nothing restored")
+    for task in tasks:
+        (run_dir / task / "jobs").mkdir(parents=True, exist_ok=True)
+        for name, record in stored[task]["jobs"].items():
+            aside = record.get("kind") == "parent"
+            target = run_dir / task / (f"{name}.stored.json" if aside else f"jobs/{name}.json")
+            if not target.exists():
+                atomic_write_text(target, json.dumps(record, indent=1) + "\n")
+    print(f"restored the job records of {', '.join(tasks)} from {path.name} into {run_dir}", flush=True)
+
+
+def check_parent(folder: Path, record: dict[str, Any]) -> None:
+    """With restored rows beside it (``<parent>.stored.json`` in the task's ``folder``), a parent trained now
+    must be the stored one (:func:`restore`). One that is not is removed with its state, and the run stops:
+    nothing is fine-tuned from it or paired with the restored rows."""
+    stored_path = folder / f"{record['job']}.stored.json"
+    if not stored_path.exists():
+        return
+    reason = trained_differs(json.loads(stored_path.read_text()), record)
+    if reason:
+        for leftover in (f"{record['job']}.pt", f"{record['job']}.model.pt", f"jobs/{record['job']}.state"):
+            (folder / leftover).unlink(missing_ok=True)
+        raise SystemExit(f"{folder.name} {record['job']}: not the stored parent ({reason}); the restored rows do not "
+                         f"pair with it: remove {folder} or run without --restore in another --run-dir")
+    print(f"{folder.name} {record['job']}: the stored parent (steps {record['steps_done']}, test "
+          f"{record['test']['score']:.4f}); the restored rows pair with it", flush=True)
 
 
 # -- the table ------------------------------------------------------------------------------
@@ -704,6 +757,9 @@ def arguments() -> argparse.ArgumentParser:
     parser.add_argument("--threads", default="auto")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--run-dir", default=str(ROOT / "runs" / "converged"))
+    parser.add_argument("--restore", action="store_true",
+                        help="start the tasks' run folders from results/converged.json's job records (this machine "
+                             "lost them); each parent is trained again and must be the stored one")
     return parser
 
 
@@ -718,6 +774,8 @@ def parsed(argv: list[str] | None = None) -> argparse.Namespace:
 def main() -> None:
     args = parsed()
     show_evaluations()  # each evaluation of a run to its plateau
+    if args.restore:
+        restore(Path(args.run_dir), args.task or list(TASKS))
     if not args.summarize:
         try:
             for task in args.task or list(TASKS):

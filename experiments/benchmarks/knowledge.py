@@ -47,7 +47,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tests"))
 
-from common import RESULTS, job_records, machine  # noqa: E402
+from common import RESULTS, job_records, machine, trained_differs  # noqa: E402
 
 from compressor.intervals import Estimate  # noqa: E402
 from compressor.io import atomic_write_text  # noqa: E402
@@ -348,7 +348,7 @@ def restore(run_dir: Path, running: list[str]) -> None:
     for key, table_ in networks.items():
         local = run_dir / key.partition(" (")[0] / "jobs" / "teacher.json"
         if " (" not in key and local.exists():
-            reason = _teacher_differs(table_["jobs"]["teacher"], json.loads(local.read_text()))
+            reason = trained_differs(table_["jobs"]["teacher"], json.loads(local.read_text()))
             if reason:
                 raise SystemExit(f"--restore: {local} is another teacher than {path.name}'s ({reason}); nothing restored")
     for key, table_ in networks.items():
@@ -365,15 +365,6 @@ def restore(run_dir: Path, running: list[str]) -> None:
     print(f"restored the job records of {path.name} into {run_dir}", flush=True)
 
 
-def _teacher_differs(stored: dict[str, Any], trained: dict[str, Any]) -> str | None:
-    """How two teachers' records differ (steps, best step, validation and test scores), or None."""
-    if any(stored.get(key) != trained.get(key) for key in ("steps_done", "best_step")) or any(
-            abs(stored[part]["score"] - trained[part]["score"]) > 1e-9 for part in ("val", "test")):
-        return (f"steps {trained['steps_done']} against {stored['steps_done']}, test {trained['test']['score']:.4f} "
-                f"against {stored['test']['score']:.4f}")
-    return None
-
-
 def _check_teacher(folder: Path, *, trained_now: bool) -> None:
     """With restored rows beside it (``teacher.stored.json``), the teacher in ``folder`` must be the stored one:
     the rows were fine-tuned from that one. Checked on every run; a teacher trained now that differs is
@@ -382,7 +373,7 @@ def _check_teacher(folder: Path, *, trained_now: bool) -> None:
     if not stored_path.exists():
         return
     trained = json.loads((folder / "teacher.json").read_text())
-    reason = _teacher_differs(json.loads(stored_path.read_text()), trained)
+    reason = trained_differs(json.loads(stored_path.read_text()), trained)
     if reason:
         if trained_now:
             (folder.parent / "teacher.pt").unlink(missing_ok=True)
