@@ -209,3 +209,25 @@ def test_a_parent_trained_again_counts_only_if_it_is_the_stored_one(tmp_path, co
             converged.check_parent(folder, {**records["parent-p0"], **changed})
         assert not any(path.exists() for path in leftovers)  # nothing left to fine-tune from
     assert not (folder / "jobs" / "parent-p0.json").exists()
+
+
+def test_a_parent_trained_again_stops_at_its_first_evaluation_off_the_stored_curve(tmp_path, converged, monkeypatch):
+    from types import SimpleNamespace
+
+    records = _records()
+    records["parent-p0"]["curve"] = [[100, 0.06872], [200, 0.09857]]
+    run_dir = _stored(tmp_path, converged, monkeypatch, records)
+    folder = run_dir / "spacenet_sample"
+    job = {"job": "parent-p0", "kind": "parent", "parent": 0, "seed": 0}
+    assert converged.follows_stored(folder, job) == {}  # nothing stored: an ordinary run
+    converged.restore(run_dir, ["spacenet_sample"])
+    assert converged.follows_stored(folder, {**job, "job": "micronet-s0", "kind": "micronet"}) == {}
+    follow = converged.follows_stored(folder, job)
+    assert follow["evaluate_at"] == [100, 200]  # the plateau rule's own evaluations: the same run
+    assert follow["callback"](100, SimpleNamespace(score=0.068721)) is True  # the stored score, as it was rounded
+    assert follow["callback"](150, SimpleNamespace(score=0.5)) is True  # no stored evaluation there
+    (folder / "jobs" / "parent-p0.state").write_bytes(b"state")
+    (folder / "parent-p0.pt").write_bytes(b"weights")
+    with pytest.raises(SystemExit, match="not the stored parent.*0.06620 at step 100 against 0.06872"):
+        follow["callback"](100, SimpleNamespace(score=0.0662))
+    assert not (folder / "jobs" / "parent-p0.state").exists() and not (folder / "parent-p0.pt").exists()

@@ -251,7 +251,7 @@ def run_job(task: str, job: dict[str, Any], args: argparse.Namespace, data: Any)
     if job["kind"] in ("parent", "micronet", "scratch"):
         model = ModelConfig(name="micronet" if job["kind"] == "micronet" else "unet", args={"norm": "batch"})
         trained = train_model(experiment, model=model, recipe=RECIPE if job["kind"] == "scratch" else None, data=data,
-                              resume=resume)
+                              resume=resume, **follows_stored(folder, job))
         if job["kind"] == "parent":
             torch.save(trained.model.state_dict(), folder / f"parent-p{job['parent']}.pt")
         result, cost, test = trained.result, trained.cost, trained.test_metrics
@@ -489,12 +489,37 @@ def check_parent(folder: Path, record: dict[str, Any]) -> None:
         return
     reason = trained_differs(json.loads(stored_path.read_text()), record)
     if reason:
-        for leftover in (f"{record['job']}.pt", f"{record['job']}.model.pt", f"jobs/{record['job']}.state"):
-            (folder / leftover).unlink(missing_ok=True)
-        raise SystemExit(f"{folder.name} {record['job']}: not the stored parent ({reason}); the restored rows do not "
-                         f"pair with it: remove {folder} or run without --restore in another --run-dir")
+        _not_the_stored_parent(folder, record["job"], reason)
     print(f"{folder.name} {record['job']}: the stored parent (steps {record['steps_done']}, test "
           f"{record['test']['score']:.4f}); the restored rows pair with it", flush=True)
+
+
+def follows_stored(folder: Path, job: dict[str, Any]) -> dict[str, Any]:
+    """``train_model``'s ``evaluate_at`` and ``callback`` for a parent trained again beside its stored record
+    (:func:`restore`): the run stops at its first evaluation whose score is not the stored curve's (rounded as
+    it is stored), not hours later at its end. Nothing for any other job. The evaluations asked for are the
+    plateau rule's own steps, so the run is the same run."""
+    path = folder / f"{job['job']}.stored.json"
+    if job["kind"] != "parent" or not path.exists():
+        return {}
+    curve = {int(step): score for step, score in json.loads(path.read_text())["curve"]}
+
+    def check(step: int, metrics: Any) -> bool:
+        if step in curve and round(metrics.score, 5) != curve[step]:
+            _not_the_stored_parent(folder, job["job"], f"validation {metrics.score:.5f} at step {step} against "
+                                                       f"{curve[step]:.5f}")
+        return True
+
+    return {"evaluate_at": sorted(curve), "callback": check}
+
+
+def _not_the_stored_parent(folder: Path, name: str, reason: str) -> None:
+    """Removes a parent trained again that is not the stored one (its weights and its state: nothing is
+    fine-tuned from it, and the same command does not resume it) and stops the run."""
+    for leftover in (f"{name}.pt", f"{name}.model.pt", f"jobs/{name}.state"):
+        (folder / leftover).unlink(missing_ok=True)
+    raise SystemExit(f"{folder.name} {name}: not the stored parent ({reason}); the restored rows do not pair with "
+                     f"it: remove {folder} or run without --restore in another --run-dir")
 
 
 # -- the table ------------------------------------------------------------------------------
