@@ -158,8 +158,10 @@ def _stored(tmp_path, converged, monkeypatch, records: dict) -> Path:
 
     monkeypatch.setattr(converged, "RESULTS", tmp_path / "results")
     (tmp_path / "results").mkdir()
-    (tmp_path / "results" / "converged.json").write_text(json.dumps({"tasks": {"spacenet_sample": {"jobs": records}}}))
-    return tmp_path / "runs"
+    run_dir = tmp_path / "runs"  # not the default folder: its own results file, converged-runs.json
+    stored = {"tasks": {"spacenet_sample": {"jobs": records}}}
+    (tmp_path / "results" / f"{converged.results_name(run_dir, 'converged')}.json").write_text(json.dumps(stored))
+    return run_dir
 
 
 def test_restore_writes_the_rows_and_keeps_the_parent_aside_to_be_trained_again(tmp_path, converged, monkeypatch):
@@ -231,3 +233,21 @@ def test_a_parent_trained_again_stops_at_its_first_evaluation_off_the_stored_cur
     with pytest.raises(SystemExit, match="not the stored parent.*0.06620 at step 100 against 0.06872"):
         follow["callback"](100, SimpleNamespace(score=0.0662))
     assert not (folder / "jobs" / "parent-p0.state").exists() and not (folder / "parent-p0.pt").exists()
+
+
+def test_only_runs_the_rows_asked_for_and_the_jobs_they_need(converged):
+    args = converged.parsed(["--seeds", "3", "--parents", "2"])
+    planned = converged.jobs(args)
+    names = [job["job"] for job in converged.only(planned, ["recipe"])]
+    assert names == ["parent-p0", "recipe-s0", "recipe-s1", "recipe-s2"]  # no distilled row, no other parent's
+    assert [job["job"] for job in converged.only(planned, ["scratch"])] == ["scratch-s0", "scratch-s1", "scratch-s2"]
+    picks = [job["job"] for job in converged.only(planned, ["pick100k"])]
+    assert picks[:2] == ["parent-p0", "search-p0"] and {"pick1m-s0", "pick300k-s0", "pick100k-s0"} <= set(picks)
+    assert [job["job"] for job in converged.only(planned, ["recipe-p1"])] == ["parent-p1", "recipe-p1-s0"]
+    assert converged.only(planned, None) == planned
+
+
+def test_another_run_folder_writes_its_own_results_file(converged):
+    assert converged.results_name(ROOT / "runs" / "converged", "converged") == "converged"
+    assert converged.results_name(ROOT / "runs" / "converged-b", "converged") == "converged-b"
+    assert converged.results_name("/tmp/second", "converged") == "converged-second"

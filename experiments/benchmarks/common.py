@@ -41,6 +41,15 @@ def cpu_model() -> str:
     return f"{name} ({' '.join(kept)})" if kept else name
 
 
+def results_name(run_dir: str | Path, benchmark: str) -> str:
+    """The results file a benchmark's run folder writes: its default folder (``runs/<benchmark>``) writes
+    ``<benchmark>.json``; another (``runs/<benchmark>-auto``, ``runs/auto``) ``<benchmark>-auto.json``, so a
+    second line of runs never replaces the first one's records."""
+    if Path(run_dir).resolve() == (ROOT / "runs" / benchmark).resolve():
+        return benchmark
+    return f"{benchmark}-{Path(run_dir).name.removeprefix(f'{benchmark}-')}"
+
+
 def trained_differs(stored: dict[str, Any], trained: dict[str, Any]) -> str | None:
     """How two records of one network's training differ (steps, best step, validation and test scores), or
     None. The same code, data and seed on 1 thread train bit for bit the same network, so a network trained

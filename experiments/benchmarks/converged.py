@@ -74,7 +74,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from common import RESULTS, job_records, machine, show_evaluations, trained_differs  # noqa: E402
+from common import RESULTS, job_records, machine, results_name, show_evaluations, trained_differs  # noqa: E402
 
 from compressor.errors import CompressorError, typed_line  # noqa: E402
 from compressor.intervals import WITHIN_POINTS, Estimate, within  # noqa: E402
@@ -394,7 +394,7 @@ def run_task(task: str, args: argparse.Namespace, *, wait: float = 60.0) -> None
     print(f"{task}: {data.description}", flush=True)
     while True:
         failed_jobs = _failed_jobs(folder)
-        planned = jobs(args, job_records(folder), failed=failed_jobs)  # again after each job
+        planned = only(jobs(args, job_records(folder), failed=failed_jobs), args.only)  # again after each job
         failed = {job["job"] for job in planned if job["job"] in failed_jobs}
         blocked = {job["job"] for job in planned if job["job"] in failed or set(needs(job)) & failed}
         left = [job for job in planned if job["job"] not in blocked and not _finished(folder, job, args)]
@@ -430,6 +430,23 @@ def run_task(task: str, args: argparse.Namespace, *, wait: float = 60.0) -> None
             time.sleep(wait)
 
 
+def only(planned: list[dict[str, Any]], rows: list[str] | None) -> list[dict[str, Any]]:
+    """The planned jobs of ``rows`` (``--only``: ``recipe`` is ``recipe-s0``, ``recipe-s1``, ...; see
+    :func:`row_of`) and the jobs they need (their parent; a pick's search and larger picks), in their order;
+    every job when None."""
+    if not rows:
+        return planned
+    by_name = {job["job"]: job for job in planned}
+    kept = {job["job"] for job in planned if row_of(job["job"]) in rows}
+    waiting = list(kept)
+    while waiting:
+        for name in needs(by_name[waiting.pop()]):
+            if name in by_name and name not in kept:
+                kept.add(name)
+                waiting.append(name)
+    return [job for job in planned if job["job"] in kept]
+
+
 def _failed(folder: Path, name: str) -> bool:
     """Whether job ``name`` failed (``<job>.failed``) and has not succeeded since."""
     return (folder / f"{name}.failed").exists() and not (folder / f"{name}.json").exists()
@@ -458,7 +475,7 @@ def restore(run_dir: Path, tasks: list[str]) -> None:
     restored rows go on only if it is the stored one (:func:`check_parent`), since they were fine-tuned from
     that one. A task whose folder holds a parent of its own that is not the stored one stops the restore
     before anything is written, for any task."""
-    path = RESULTS / "converged.json"
+    path = RESULTS / f"{results_name(run_dir, 'converged')}.json"
     stored = json.loads(path.read_text())["tasks"] if path.exists() else {}
     for task in tasks:
         if not stored.get(task, {}).get("jobs"):
@@ -537,9 +554,9 @@ def summarize(run_dir: Path) -> dict[str, Any]:
     return tasks
 
 
-def stored_tasks() -> dict[str, Any]:
-    """The tasks already in ``results/converged.json`` (their run folders may be on another machine)."""
-    path = RESULTS / "converged.json"
+def stored_tasks(name: str = "converged") -> dict[str, Any]:
+    """The tasks already in ``results/<name>.json`` (their run folders may be on another machine)."""
+    path = RESULTS / f"{name}.json"
     stored = json.loads(path.read_text()) if path.exists() else {}
     return {task: {"settings": stored.get("settings"), **found} for task, found in stored.get("tasks", {}).items()}
 
@@ -732,7 +749,7 @@ def print_table(tasks: dict[str, Any], *, markdown: bool = False) -> None:
                   f"{_estimate(found['recipe_minus_scratch_points']).text(digits=1, signed=True)} points)")
 
 
-def plot(tasks: dict[str, Any]) -> None:
+def plot(tasks: dict[str, Any], name: str = "converged") -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -754,7 +771,7 @@ def plot(tasks: dict[str, Any]) -> None:
         axis.set_title(f"{task}: learning curves to the plateau")
         axis.legend(fontsize=8)
         figure.tight_layout()
-        figure.savefig(RESULTS / f"converged-{task}.png", dpi=110)
+        figure.savefig(RESULTS / f"{name}-{task}.png", dpi=110)
         plt.close(figure)
 
 
@@ -782,6 +799,10 @@ def arguments() -> argparse.ArgumentParser:
     parser.add_argument("--threads", default="auto")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--run-dir", default=str(ROOT / "runs" / "converged"))
+    parser.add_argument("--only", type=lambda text: text.split(","), metavar="ROWS",
+                        help="run only these rows' seeds (and the jobs they need: the parent, a pick's search), e.g. "
+                             "recipe,scratch; rows: recipe, recipe-distill, control, small, micronet, pick1m, pick300k, "
+                             "pick100k, scratch, recipe-p1, recipe-p2")
     parser.add_argument("--restore", action="store_true",
                         help="start the tasks' run folders from results/converged.json's job records (this machine "
                              "lost them); each parent is trained again and must be the stored one")
@@ -809,11 +830,12 @@ def main() -> None:
             print("stopped: the finished jobs are kept, and the job cut short goes on from its last evaluation "
                   "when the same command runs again", file=sys.stderr)
             raise SystemExit(130) from None
-    tasks = {**stored_tasks(), **summarize(Path(args.run_dir))}  # a task run on another machine keeps its record
+    name = results_name(args.run_dir, "converged")  # another run folder: another line of runs, its own file
+    tasks = {**stored_tasks(name), **summarize(Path(args.run_dir))}  # a task run on another machine keeps its record
     print_table(tasks, markdown=args.markdown)
-    plot(tasks)
+    plot(tasks, name)
     payload = {"machine": machine(), "tasks": tasks}  # each task has the settings it ran with
-    atomic_write_text(RESULTS / "converged.json", json.dumps(payload, indent=1) + "\n")
+    atomic_write_text(RESULTS / f"{name}.json", json.dumps(payload, indent=1) + "\n")
 
 
 if __name__ == "__main__":

@@ -47,7 +47,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tests"))
 
-from common import RESULTS, job_records, machine, trained_differs  # noqa: E402
+from common import RESULTS, job_records, machine, results_name, trained_differs  # noqa: E402
 
 from compressor.intervals import Estimate  # noqa: E402
 from compressor.io import atomic_write_text  # noqa: E402
@@ -327,13 +327,6 @@ def print_tables(networks: dict[str, Any], *, markdown: bool) -> None:
             print(format_table(headers, rows, title=title))
 
 
-def results_name(run_dir: str | Path) -> str:
-    """The results file of a run folder: the default one writes knowledge.json; another (e.g.
-    runs/knowledge-auto) knowledge-auto.json."""
-    default = Path(run_dir).resolve() == (ROOT / "runs" / "knowledge").resolve()
-    return "knowledge" if default else f"knowledge-{Path(run_dir).name.removeprefix('knowledge-')}"
-
-
 def restore(run_dir: Path, running: list[str]) -> None:
     """Writes the results file's job records into ``run_dir`` where it has none: every network's (a
     ``network (before-x)`` table into that network's ``before-x`` folder), the teachers of the networks
@@ -341,7 +334,7 @@ def restore(run_dir: Path, running: list[str]) -> None:
 
     A network whose folder holds a teacher of its own gets the file's records only if that teacher is
     the file's; otherwise nothing is written, for any network."""
-    path = RESULTS / f"{results_name(run_dir)}.json"
+    path = RESULTS / f"{results_name(run_dir, 'knowledge')}.json"
     if not path.exists():
         raise SystemExit(f"--restore: no results file {path}")
     networks = json.loads(path.read_text())["networks"]
@@ -414,7 +407,7 @@ def main() -> None:
     networks = summarize(Path(args.run_dir))
     print_tables(networks, markdown=args.markdown)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(RESULTS / f"{results_name(args.run_dir)}.json", json.dumps({"machine": machine(), "networks": networks}, indent=1) + "\n")
+    atomic_write_text(RESULTS / f"{results_name(args.run_dir, 'knowledge')}.json", json.dumps({"machine": machine(), "networks": networks}, indent=1) + "\n")
 
 
 if __name__ == "__main__":
