@@ -28,7 +28,7 @@ def converged():
 
 def _record(job: str, kind: str, test: float, *, seed: int | None = None, params: int = 700_000, flops: int = 4_000_000_000,
             val: float | None = None, best_step: int = 500) -> dict:
-    return {"job": job, "kind": kind, "seed": seed, "test": {"score": test}, "val": {"score": test if val is None else val},
+    return {"job": job, "kind": kind, "parent": 0, "seed": seed, "test": {"score": test}, "val": {"score": test if val is None else val},
             "score_name": "building IoU", "params": params, "flops": flops, "steps_done": 1000, "best_step": best_step,
             "converged": True, "train_seconds": 10.0, "curve": [[100, test]]}
 
@@ -191,7 +191,7 @@ def test_restore_refuses_a_folder_with_another_parent_and_writes_nothing(tmp_pat
     local.write_text(json.dumps({**records["parent-p0"], "steps_done": 1100}))
     with pytest.raises(SystemExit, match="another parent.*steps 1100 against 1000.*nothing restored"):
         converged.restore(run_dir, ["spacenet_sample"])
-    assert [path.name for path in local.parent.iterdir()] == ["parent-p0.json"]
+    assert [path.name for path in local.parent.iterdir() if path.suffix != ".lock"] == ["parent-p0.json"]
     assert not (run_dir / "spacenet_sample" / "parent-p0.stored.json").exists()
     with pytest.raises(SystemExit, match="no job records of spacenet_roads"):
         converged.restore(run_dir, ["spacenet_roads"])
@@ -251,3 +251,120 @@ def test_another_run_folder_writes_its_own_results_file(converged):
     assert converged.results_name(ROOT / "runs" / "converged", "converged") == "converged"
     assert converged.results_name(ROOT / "runs" / "converged-b", "converged") == "converged-b"
     assert converged.results_name("/tmp/second", "converged") == "converged-second"
+
+
+def test_restore_refuses_rows_whose_parent_the_file_lacks_or_a_parent_in_training(tmp_path, converged, monkeypatch):
+    records = _records()
+    records["recipe-p1-s0"] = {**_record("recipe-p1-s0", "recipe", 0.3, seed=0), "parent": 1}
+    run_dir = _stored(tmp_path, converged, monkeypatch, records)
+    with pytest.raises(SystemExit, match="recipe-p1-s0 needs parent-p1, which it does not hold; nothing restored"):
+        converged.restore(run_dir, ["spacenet_sample"])
+    del records["recipe-p1-s0"]
+    (tmp_path / "again").mkdir()
+    run_dir = _stored(tmp_path / "again", converged, monkeypatch, records)
+    jobs = run_dir / "spacenet_sample" / "jobs"
+    jobs.mkdir(parents=True)
+    with converged.claimed(jobs, "parent-p0") as mine:  # another process trains the parent
+        assert mine
+        with pytest.raises(SystemExit, match="a process is training spacenet_sample parent-p0"):
+            converged.restore(run_dir, ["spacenet_sample"])
+    assert not any(path.suffix == ".json" for path in run_dir.rglob("*"))
+
+
+def test_restore_writes_the_stored_parent_before_any_row_and_drops_an_unchecked_state(tmp_path, converged, monkeypatch):
+    run_dir = _stored(tmp_path, converged, monkeypatch, _records())
+    state = run_dir / "spacenet_sample" / "jobs" / "parent-p0.state"
+    state.parent.mkdir(parents=True)
+    state.write_bytes(b"evaluations no callback saw")
+    written = []
+    write = converged.atomic_write_text
+    monkeypatch.setattr(converged, "atomic_write_text", lambda path, text: written.append(path.name) or write(path, text))
+    converged.restore(run_dir, ["spacenet_sample"])
+    assert written[0] == "parent-p0.stored.json" and len(written) == len(_records())
+    assert not state.exists()
+    state.write_bytes(b"the restored parent's own run, cut short")
+    converged.restore(run_dir, ["spacenet_sample"])  # again (the next session): its state goes on
+    assert state.exists()
+
+
+def test_a_parent_trained_here_is_checked_on_every_run_and_summary(tmp_path, converged, monkeypatch):
+    import json
+    from types import SimpleNamespace
+
+    records = _records()
+    records["recipe-p1-s0"] = {**_record("recipe-p1-s0", "recipe", 0.3, seed=0), "parent": 1}
+    records["parent-p1"] = {**_record("parent-p1", "parent", 0.29, seed=1, **PARENT), "parent": 1}
+    run_dir = _stored(tmp_path, converged, monkeypatch, records)
+    converged.restore(run_dir, ["spacenet_sample"])
+    folder = run_dir / "spacenet_sample"
+    (folder / "jobs" / "parent-p0.json").write_text(json.dumps(records["parent-p0"]))
+    found = converged.summarize(run_dir)["spacenet_sample"]
+    assert set(found["jobs"]) == set(records)  # parent-p1, not trained again yet, stays beside its row
+    (folder / "jobs" / "parent-p0.json").write_text(json.dumps({**records["parent-p0"], "best_step": 900}))
+    with pytest.raises(SystemExit, match="another parent than the stored one"):
+        converged.summarize(run_dir)
+    monkeypatch.setattr(converged, "experiment_for", lambda *args, **kwargs: SimpleNamespace(
+        data=SimpleNamespace(build=lambda: SimpleNamespace(description="stub"))))
+    args = converged.parsed(["--run-dir", str(run_dir)])
+    with pytest.raises(SystemExit, match="another parent than the stored one"):
+        converged.run_task("spacenet_sample", args)
+
+
+def test_run_task_refuses_and_marks_a_parent_that_is_not_the_stored_one(tmp_path, converged, monkeypatch):
+    from types import SimpleNamespace
+
+    records = _records()
+    run_dir = _stored(tmp_path, converged, monkeypatch, records)
+    converged.restore(run_dir, ["spacenet_sample"])
+    monkeypatch.setattr(converged, "experiment_for", lambda *args, **kwargs: SimpleNamespace(
+        data=SimpleNamespace(build=lambda: SimpleNamespace(description="stub"))))
+    monkeypatch.setattr(converged, "run_job", lambda task, job, args, data: {**records["parent-p0"], "steps_done": 700})
+    args = converged.parsed(["--run-dir", str(run_dir), "--only", "recipe"])
+    with pytest.raises(SystemExit, match="not the stored parent"):
+        converged.run_task("spacenet_sample", args)
+    jobs = run_dir / "spacenet_sample" / "jobs"
+    assert not (jobs / "parent-p0.json").exists() and "steps 700" in (jobs / "parent-p0.failed").read_text()
+
+
+def test_a_parent_trained_again_is_trained_with_the_stored_curve_s_check(tmp_path, converged, monkeypatch):
+    import compressor.experiment
+
+    records = _records()
+    run_dir = _stored(tmp_path, converged, monkeypatch, records)
+    converged.restore(run_dir, ["spacenet_sample"])
+    asked = {}
+
+    class Asked(Exception):
+        pass
+
+    def train_model(*args, **kwargs):
+        asked.update(kwargs)
+        raise Asked
+
+    monkeypatch.setattr(compressor.experiment, "train_model", train_model)
+    args = converged.parsed(["--run-dir", str(run_dir)])
+    with pytest.raises(Asked):
+        converged.run_job("spacenet_sample", {"job": "parent-p0", "kind": "parent", "parent": 0, "seed": 0}, args, None)
+    assert asked["evaluate_at"] == [100] and callable(asked["callback"])
+
+
+def test_another_run_folder_s_summary_writes_its_own_file_and_refuses_a_namesake(tmp_path, converged, monkeypatch):
+    import json
+
+    run_dir = _stored(tmp_path, converged, monkeypatch, _records())
+    (tmp_path / "results" / "converged.json").write_text('{"tasks": {}}')
+    converged.restore(run_dir, ["spacenet_sample"])
+    (run_dir / "spacenet_sample" / "jobs" / "parent-p0.json").write_text(json.dumps(_records()["parent-p0"]))
+    monkeypatch.setattr(sys, "argv", ["converged.py", "--summarize", "--run-dir", str(run_dir)])
+    converged.main()
+    written = json.loads((tmp_path / "results" / "converged-runs.json").read_text())
+    assert written["tasks"]["spacenet_sample"]["jobs"]["recipe-s1"]["test"]["score"] == 0.33
+    assert (tmp_path / "results" / "converged-runs-spacenet_sample.png").exists()
+    assert (tmp_path / "results" / "converged.json").read_text() == '{"tasks": {}}'  # the first line's, untouched
+    namesake = tmp_path / "elsewhere" / "runs"
+    monkeypatch.setattr(sys, "argv", ["converged.py", "--summarize", "--run-dir", str(namesake)])
+    with pytest.raises(SystemExit, match="holds the records of .*name the run folder otherwise"):
+        converged.main()
+    monkeypatch.setattr(sys, "argv", ["converged.py", "--only", "recipes", "--run-dir", str(run_dir)])
+    with pytest.raises(SystemExit, match="--only: no row recipes"):
+        converged.main()

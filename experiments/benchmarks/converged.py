@@ -393,6 +393,7 @@ def run_task(task: str, args: argparse.Namespace, *, wait: float = 60.0) -> None
     data = experiment_for(task, args, seed=0).data.build()
     print(f"{task}: {data.description}", flush=True)
     while True:
+        check_parents(folder.parent)
         failed_jobs = _failed_jobs(folder)
         planned = only(jobs(args, job_records(folder), failed=failed_jobs), args.only)  # again after each job
         failed = {job["job"] for job in planned if job["job"] in failed_jobs}
@@ -469,38 +470,81 @@ def _finished(folder: Path, job: dict[str, Any], args: argparse.Namespace) -> bo
 
 
 def restore(run_dir: Path, tasks: list[str]) -> None:
-    """Writes ``results/converged.json``'s job records of ``tasks`` into ``run_dir`` where it has none (this
+    """Writes the run folder's results file's job records of ``tasks`` into ``run_dir`` where it has none (this
     machine lost its run folder: a converged parent is hours of training on 2 cores, its rows days). Each
-    parent's record is kept aside (``<task>/parent-p<j>.stored.json``): the parent is trained again and the
-    restored rows go on only if it is the stored one (:func:`check_parent`), since they were fine-tuned from
-    that one. A task whose folder holds a parent of its own that is not the stored one stops the restore
-    before anything is written, for any task."""
+    parent's record is kept aside (``<task>/parent-p<j>.stored.json``, written before any row): the parent is
+    trained again and the restored rows go on only if it is the stored one (:func:`follows_stored`,
+    :func:`check_parent`, :func:`check_parents`), since they were fine-tuned from that one.
+
+    Nothing is written, for any task, when a row needs a job the file does not hold, when a task's folder
+    holds a parent that is not the file's, or when a process is training a parent there (each parent's lock
+    is held while checking and writing)."""
     path = RESULTS / f"{results_name(run_dir, 'converged')}.json"
     stored = json.loads(path.read_text())["tasks"] if path.exists() else {}
-    for task in tasks:
-        if not stored.get(task, {}).get("jobs"):
-            raise SystemExit(f"--restore: {path} holds no job records of {task}; nothing restored")
-        for name, record in stored[task]["jobs"].items():
-            local = run_dir / task / "jobs" / f"{name}.json"
-            if record.get("kind") == "parent" and local.exists():
-                reason = trained_differs(record, json.loads(local.read_text()))
-                if reason:
-                    raise SystemExit(f"--restore: {local} is another parent than {path.name}'s ({reason}); "
+    with contextlib.ExitStack() as locks:
+        for task in tasks:
+            records = stored.get(task, {}).get("jobs")
+            if not records:
+                raise SystemExit(f"--restore: {path} holds no job records of {task}; nothing restored")
+            for name, record in records.items():
+                missing = [need for need in needs(record) if need not in records]
+                if missing:
+                    raise SystemExit(f"--restore: {path.name}'s {task} {name} needs {', '.join(missing)}, which it "
+                                     "does not hold; nothing restored")
+            (run_dir / task / "jobs").mkdir(parents=True, exist_ok=True)
+            parents = {name: record for name, record in records.items() if record.get("kind") == "parent"}
+            for name in parents:
+                if not locks.enter_context(claimed(run_dir / task / "jobs", name)):
+                    raise SystemExit(f"--restore: a process is training {task} {name} in {run_dir}: stop it first; "
                                      "nothing restored")
-    for task in tasks:
-        (run_dir / task / "jobs").mkdir(parents=True, exist_ok=True)
-        for name, record in stored[task]["jobs"].items():
-            aside = record.get("kind") == "parent"
-            target = run_dir / task / (f"{name}.stored.json" if aside else f"jobs/{name}.json")
-            if not target.exists():
-                atomic_write_text(target, json.dumps(record, indent=1) + "\n")
+            reason = _parents_differ(run_dir / task, parents)
+            if reason:
+                raise SystemExit(f"--restore: {reason} ({path.name}'s); nothing restored")
+        for task in tasks:
+            folder, records = run_dir / task, stored[task]["jobs"]
+            for name, record in sorted(records.items(), key=lambda item: item[1].get("kind") != "parent"):
+                if record.get("kind") == "parent":  # aside, and first: no row is there without it
+                    target = folder / f"{name}.stored.json"
+                    if not target.exists() and not (folder / "jobs" / f"{name}.json").exists():
+                        (folder / "jobs" / f"{name}.state").unlink(missing_ok=True)  # its evaluations went unchecked
+                else:
+                    target = folder / "jobs" / f"{name}.json"
+                if not target.exists():
+                    atomic_write_text(target, json.dumps(record, indent=1) + "\n")
     print(f"restored the job records of {', '.join(tasks)} from {path.name} into {run_dir}", flush=True)
+
+
+def stored_parents(folder: Path) -> dict[str, dict[str, Any]]:
+    """The parents' records :func:`restore` kept aside in the task's ``folder``, by job name."""
+    return {path.name.removesuffix(".stored.json"): json.loads(path.read_text())
+            for path in sorted(folder.glob("*.stored.json"))}
+
+
+def _parents_differ(folder: Path, parents: dict[str, dict[str, Any]]) -> str | None:
+    """How the first parent trained in the task's ``folder`` differs from its record in ``parents``, or None."""
+    for name, record in parents.items():
+        local = folder / "jobs" / f"{name}.json"
+        if local.exists():
+            reason = trained_differs(record, json.loads(local.read_text()))
+            if reason:
+                return f"{local} is another parent than the stored one: {reason}"
+    return None
+
+
+def check_parents(folder: Path) -> None:
+    """Every parent trained in the task's ``folder`` beside a stored record must be the stored one, on every
+    run and summary (a parent written by a process of older code, or copied in, is caught here): otherwise
+    nothing runs or is summarized from this folder."""
+    reason = _parents_differ(folder, stored_parents(folder))
+    if reason:
+        raise SystemExit(f"{reason}; the restored rows do not pair with it: remove {folder} or run without "
+                         "--restore in another --run-dir")
 
 
 def check_parent(folder: Path, record: dict[str, Any]) -> None:
     """With restored rows beside it (``<parent>.stored.json`` in the task's ``folder``), a parent trained now
-    must be the stored one (:func:`restore`). One that is not is removed with its state, and the run stops:
-    nothing is fine-tuned from it or paired with the restored rows."""
+    must be the stored one (:func:`restore`). One that is not is removed with its state and marked failed, and
+    the run stops: nothing is fine-tuned from it or paired with the restored rows."""
     stored_path = folder / f"{record['job']}.stored.json"
     if not stored_path.exists():
         return
@@ -535,6 +579,7 @@ def _not_the_stored_parent(folder: Path, name: str, reason: str) -> None:
     fine-tuned from it, and the same command does not resume it) and stops the run."""
     for leftover in (f"{name}.pt", f"{name}.model.pt", f"jobs/{name}.state"):
         (folder / leftover).unlink(missing_ok=True)
+    atomic_write_text(folder / "jobs" / f"{name}.failed", f"not the stored parent: {reason}\n")  # not trained again
     raise SystemExit(f"{folder.name} {name}: not the stored parent ({reason}); the restored rows do not pair with "
                      f"it: remove {folder} or run without --restore in another --run-dir")
 
@@ -547,6 +592,10 @@ def summarize(run_dir: Path) -> dict[str, Any]:
         folder = run_dir / task / "jobs"
         records = job_records(folder)
         if "parent-p0" in records:
+            check_parents(folder.parent)
+            # a stored parent not trained again here yet stays in the records its restored rows came with
+            records = {**{name: record for name, record in stored_parents(folder.parent).items() if name not in records},
+                       **records}
             found = table(records, search="search-p0" in records or (folder / "search-p0.lock").exists(),
                           failed=_failed_jobs(folder))
             tasks[task] = {**found, "settings": records["parent-p0"].get("settings"), "targets": targets(found),
@@ -749,7 +798,7 @@ def print_table(tasks: dict[str, Any], *, markdown: bool = False) -> None:
                   f"{_estimate(found['recipe_minus_scratch_points']).text(digits=1, signed=True)} points)")
 
 
-def plot(tasks: dict[str, Any], name: str = "converged") -> None:
+def plot(tasks: dict[str, Any], results: str = "converged") -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -771,7 +820,7 @@ def plot(tasks: dict[str, Any], name: str = "converged") -> None:
         axis.set_title(f"{task}: learning curves to the plateau")
         axis.legend(fontsize=8)
         figure.tight_layout()
-        figure.savefig(RESULTS / f"{name}-{task}.png", dpi=110)
+        figure.savefig(RESULTS / f"{results}-{task}.png", dpi=110)
         plt.close(figure)
 
 
@@ -804,9 +853,28 @@ def arguments() -> argparse.ArgumentParser:
                              "recipe,scratch; rows: recipe, recipe-distill, control, small, micronet, pick1m, pick300k, "
                              "pick100k, scratch, recipe-p1, recipe-p2")
     parser.add_argument("--restore", action="store_true",
-                        help="start the tasks' run folders from results/converged.json's job records (this machine "
-                             "lost them); each parent is trained again and must be the stored one")
+                        help="start the tasks' run folders from their results file's job records (results/converged.json, "
+                             "or converged-<name>.json for another --run-dir; this machine lost them); each parent is "
+                             "trained again and must be the stored one")
     return parser
+
+
+def _run_dir_label(run_dir: Path) -> str:
+    """The run folder as a results file names it: relative to the project where it is inside it."""
+    resolved = run_dir.resolve()
+    return str(resolved.relative_to(ROOT)) if resolved.is_relative_to(ROOT) else str(resolved)
+
+
+def check_results_file(name: str, run_dir: Path) -> None:
+    """Refuses a run folder whose results file (``results/<name>.json``) was written by another run folder of the
+    same name (``runs/converged-b`` and ``/tmp/b`` both write ``converged-b.json``): one line of runs never
+    replaces another's records. The default folder's file is the project's own, wherever the project is."""
+    path = RESULTS / f"{name}.json"
+    if name == "converged" or not path.exists():
+        return
+    written_by = json.loads(path.read_text()).get("run_dir")
+    if written_by is not None and written_by != _run_dir_label(run_dir):
+        raise SystemExit(f"{path} holds the records of {written_by}, not of {run_dir}: name the run folder otherwise")
 
 
 def parsed(argv: list[str] | None = None) -> argparse.Namespace:
@@ -819,6 +887,12 @@ def parsed(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main() -> None:
     args = parsed()
+    name = results_name(args.run_dir, "converged")  # another run folder: another line of runs, its own file
+    check_results_file(name, Path(args.run_dir))
+    if args.only:
+        rows = {row_of(job["job"]) for job in jobs(args)}
+        if set(args.only) - rows:
+            raise SystemExit(f"--only: no row {', '.join(sorted(set(args.only) - rows))}; the rows: {', '.join(sorted(rows))}")
     show_evaluations()  # each evaluation of a run to its plateau
     if args.restore:
         restore(Path(args.run_dir), args.task or list(TASKS))
@@ -830,11 +904,10 @@ def main() -> None:
             print("stopped: the finished jobs are kept, and the job cut short goes on from its last evaluation "
                   "when the same command runs again", file=sys.stderr)
             raise SystemExit(130) from None
-    name = results_name(args.run_dir, "converged")  # another run folder: another line of runs, its own file
     tasks = {**stored_tasks(name), **summarize(Path(args.run_dir))}  # a task run on another machine keeps its record
     print_table(tasks, markdown=args.markdown)
     plot(tasks, name)
-    payload = {"machine": machine(), "tasks": tasks}  # each task has the settings it ran with
+    payload = {"machine": machine(), "run_dir": _run_dir_label(Path(args.run_dir)), "tasks": tasks}  # each task has its settings
     atomic_write_text(RESULTS / f"{name}.json", json.dumps(payload, indent=1) + "\n")
 
 
