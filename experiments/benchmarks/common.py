@@ -61,6 +61,22 @@ def trained_differs(stored: dict[str, Any], trained: dict[str, Any]) -> str | No
     return None
 
 
+def follow_curve(curve: Sequence[Sequence[float]], on_differ: Callable[[str], None]) -> dict[str, Any]:
+    """``train``'s ``evaluate_at`` and ``callback`` for a network trained again beside its stored record: at
+    each of the stored ``curve``'s evaluations (``[step, score]``, the score rounded to 5 digits as records
+    keep it) the score must be the stored one; the first that is not calls ``on_differ(reason)``, which
+    raises to stop the run, so a network that does not repeat is found at its first evaluation, not hours
+    later at its end. The steps asked for are the plateau rule's own evaluations: the run is the same run."""
+    stored = {int(step): score for step, score in curve}
+
+    def check(step: int, metrics: Any) -> bool:
+        if step in stored and round(metrics.score, 5) != stored[step]:
+            on_differ(f"validation {metrics.score:.5f} at step {step} against {stored[step]:.5f}")
+        return True
+
+    return {"evaluate_at": sorted(stored), "callback": check}
+
+
 def commit_code(commit: str, folder: Path, paths: Sequence[str] = ()) -> Path:
     """``folder`` holding the files of ``commit`` (``git archive``; only ``paths`` where given), for a
     subprocess to import that commit's code. Extracted beside it, then renamed, so a cut-short extraction is

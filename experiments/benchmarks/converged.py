@@ -74,7 +74,15 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from common import RESULTS, job_records, machine, results_name, show_evaluations, trained_differs  # noqa: E402
+from common import (  # noqa: E402
+    RESULTS,
+    follow_curve,
+    job_records,
+    machine,
+    results_name,
+    show_evaluations,
+    trained_differs,
+)
 
 from compressor.errors import CompressorError, typed_line  # noqa: E402
 from compressor.intervals import WITHIN_POINTS, Estimate, within  # noqa: E402
@@ -557,21 +565,13 @@ def check_parent(folder: Path, record: dict[str, Any]) -> None:
 
 def follows_stored(folder: Path, job: dict[str, Any]) -> dict[str, Any]:
     """``train_model``'s ``evaluate_at`` and ``callback`` for a parent trained again beside its stored record
-    (:func:`restore`): the run stops at its first evaluation whose score is not the stored curve's (rounded as
-    it is stored), not hours later at its end. Nothing for any other job. The evaluations asked for are the
-    plateau rule's own steps, so the run is the same run."""
+    (:func:`restore`): the run stops at its first evaluation whose score is not the stored curve's
+    (:func:`common.follow_curve`). Nothing for any other job."""
     path = folder / f"{job['job']}.stored.json"
     if job["kind"] != "parent" or not path.exists():
         return {}
-    curve = {int(step): score for step, score in json.loads(path.read_text())["curve"]}
-
-    def check(step: int, metrics: Any) -> bool:
-        if step in curve and round(metrics.score, 5) != curve[step]:
-            _not_the_stored_parent(folder, job["job"], f"validation {metrics.score:.5f} at step {step} against "
-                                                       f"{curve[step]:.5f}")
-        return True
-
-    return {"evaluate_at": sorted(curve), "callback": check}
+    return follow_curve(json.loads(path.read_text())["curve"],
+                        lambda reason: _not_the_stored_parent(folder, job["job"], reason))
 
 
 def _not_the_stored_parent(folder: Path, name: str, reason: str) -> None:

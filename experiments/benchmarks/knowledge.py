@@ -47,7 +47,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tests"))
 
-from common import RESULTS, job_records, machine, results_name, trained_differs  # noqa: E402
+from common import RESULTS, follow_curve, job_records, machine, results_name, trained_differs  # noqa: E402
 
 from compressor.intervals import Estimate  # noqa: E402
 from compressor.io import atomic_write_text  # noqa: E402
@@ -141,7 +141,14 @@ def run_job(network: str, job: dict[str, Any], args: argparse.Namespace, data: A
     teacher = build_network(network, data)
     record: dict[str, Any] = {**job, "settings": settings_of(args)}
     if job["kind"] == "teacher":
-        result = train(teacher, data, settings.train, description=f"{network} teacher")
+        stored = folder / "teacher.stored.json"  # restored rows beside it: the teacher must be that one, checked as it trains
+
+        def not_the_stored_one(reason: str) -> None:
+            raise SystemExit(f"{network}: the teacher is not the stored one ({reason}); the restored rows do not "
+                             "pair with it: run without --restore in another --run-dir")
+
+        follow = follow_curve(json.loads(stored.read_text())["curve"], not_the_stored_one) if stored.exists() else {}
+        result = train(teacher, data, settings.train, description=f"{network} teacher", **follow)
         torch.save(teacher.state_dict(), folder / "teacher.pt")
         cost = measure(teacher, shape)
     else:
