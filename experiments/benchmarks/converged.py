@@ -52,11 +52,20 @@ from, the user's situation) with 95% t-intervals; the targets are judged by the 
     python experiments/benchmarks/converged.py --summarize      # the table of every task run so far
     python experiments/benchmarks/converged.py --task spacenet_sample --threads 1 --restore
 
-``--restore`` starts a task's run folder that this machine no longer has from ``results/converged.json``'s
-job records: the parent is trained again (hours, on 1 thread as it was) and the restored rows are kept only
-if it is the stored one (the same steps and scores), so the further seeds pair with the stored seed 0.
+``--restore`` starts a task's run folder that this machine no longer has from its results file's job
+records: the parent is trained again (hours, on 1 thread as it was) and the restored rows are kept only if it
+is the stored one (the score at every stored evaluation, checked as it trains, then the steps and scores), so
+the further seeds pair with the stored seed 0. On another machine it may not be: the building parent of
+2026-12-06 scored 0.0662 at step 100 on 2026-12-07's machine against the stored 0.06872, with that day's code
+too (BENCHMARKS, "The building parent trained again").
 
-Writes ``experiments/benchmarks/results/converged.json`` and ``converged-<task>.png`` (learning curves).
+    python experiments/benchmarks/converged.py --task spacenet_sample --threads 1 --run-dir runs/converged-b --only recipe,scratch
+
+``--only`` runs some rows' seeds (and the jobs they need); another ``--run-dir`` is another line of runs,
+with its own results file.
+
+Writes ``experiments/benchmarks/results/converged.json`` and ``converged-<task>.png`` (learning curves);
+another ``--run-dir`` ``converged-<its name>.json`` and ``converged-<its name>-<task>.png``.
 """
 
 from __future__ import annotations
