@@ -368,3 +368,15 @@ def test_another_run_folder_s_summary_writes_its_own_file_and_refuses_a_namesake
     monkeypatch.setattr(sys, "argv", ["converged.py", "--only", "recipes", "--run-dir", str(run_dir)])
     with pytest.raises(SystemExit, match="--only: no row recipes"):
         converged.main()
+
+
+def test_a_target_whose_rows_have_not_run_says_so(converged):
+    records = {"parent-p0": _record("parent-p0", "parent", 0.30, seed=0, **PARENT)}
+    for seed, score in enumerate([0.32, 0.33, 0.32]):
+        records[f"recipe-s{seed}"] = _record(f"recipe-s{seed}", "recipe", score, seed=seed)
+    records["recipe-distill-s0"] = {**_record("recipe-distill-s0", "recipe", 0.30, seed=0), "distill": True}
+    verdicts = converged.targets(converged.table(records, search=False))
+    assert verdicts["the paper's recipe within 1 point of the parent"] == "met"  # +2.3 [+0.9, +3.8]
+    assert verdicts["the paper's recipe, distilled, within 1 point of the parent"] == "not settled (fewer than 2 seeds)"
+    assert verdicts["the control within +-1 point of the parent (the parent has converged)"] == "not run"
+    assert verdicts["the paper's recipe dominates Micro-Net"] == "not run"

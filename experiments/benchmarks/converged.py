@@ -711,8 +711,11 @@ def _estimate(data: dict[str, Any] | None) -> Estimate | None:
 
 
 def _verdict_above(difference: Estimate | None, points: float = -1.0) -> str:
-    """``met`` when the whole interval lies above ``points``, ``not met`` when below, else ``not settled``."""
-    if difference is None or not difference.has_interval:
+    """``met`` when the whole interval lies above ``points``, ``not met`` when below, else ``not settled``;
+    ``not run`` for a row with no seed."""
+    if difference is None:
+        return "not run"
+    if not difference.has_interval:
         return "not settled (fewer than 2 seeds)"
     if difference.low > points:
         return "met"
@@ -727,7 +730,9 @@ def targets(found: dict[str, Any]) -> dict[str, str]:
         return _estimate(rows[label]["minus_parent_points"]) if label in rows else None
 
     control = minus("control: the parent fine-tuned the same way")
-    if control is None or not control.has_interval:
+    if control is None:
+        converged = "not run"
+    elif not control.has_interval:
         converged = "not settled (fewer than 2 seeds)"
     elif -1 <= control.low and control.high <= 1:
         converged = "met"
