@@ -159,7 +159,7 @@ def _stored(tmp_path, converged, monkeypatch, records: dict) -> Path:
     monkeypatch.setattr(converged, "RESULTS", tmp_path / "results")
     (tmp_path / "results").mkdir()
     run_dir = tmp_path / "runs"  # not the default folder: its own results file, converged-runs.json
-    stored = {"tasks": {"spacenet_sample": {"jobs": records}}}
+    stored = {"run_dir": converged.run_dir_label(run_dir), "tasks": {"spacenet_sample": {"jobs": records}}}
     (tmp_path / "results" / f"{converged.results_name(run_dir, 'converged')}.json").write_text(json.dumps(stored))
     return run_dir
 
@@ -301,8 +301,7 @@ def test_a_parent_trained_here_is_checked_on_every_run_and_summary(tmp_path, con
     found = converged.summarize(run_dir)["spacenet_sample"]
     assert set(found["jobs"]) == set(records)  # parent-p1, not trained again yet, stays beside its row
     (folder / "jobs" / "parent-p0.json").write_text(json.dumps({**records["parent-p0"], "best_step": 900}))
-    with pytest.raises(SystemExit, match="another parent than the stored one"):
-        converged.summarize(run_dir)
+    assert "spacenet_sample" not in converged.summarize(run_dir)  # not tabled (its file record stays); the others are
     monkeypatch.setattr(converged, "experiment_for", lambda *args, **kwargs: SimpleNamespace(
         data=SimpleNamespace(build=lambda: SimpleNamespace(description="stub"))))
     args = converged.parsed(["--run-dir", str(run_dir)])
@@ -365,6 +364,13 @@ def test_another_run_folder_s_summary_writes_its_own_file_and_refuses_a_namesake
     monkeypatch.setattr(sys, "argv", ["converged.py", "--summarize", "--run-dir", str(namesake)])
     with pytest.raises(SystemExit, match="holds the records of .*name the run folder otherwise"):
         converged.main()
+    monkeypatch.chdir(tmp_path)  # the same folder, named relative to where the command runs: its own file
+    monkeypatch.setattr(sys, "argv", ["converged.py", "--summarize", "--run-dir", "runs"])
+    converged.main()
+    (tmp_path / "results" / "converged-first.json").write_text('{"tasks": {}}')  # records kept as they were
+    monkeypatch.setattr(sys, "argv", ["converged.py", "--summarize", "--run-dir", str(tmp_path / "first")])
+    with pytest.raises(SystemExit, match="holds the records of no named run folder"):
+        converged.main()
     monkeypatch.setattr(sys, "argv", ["converged.py", "--only", "recipes", "--run-dir", str(run_dir)])
     with pytest.raises(SystemExit, match="--only: no row recipes"):
         converged.main()
@@ -380,3 +386,24 @@ def test_a_target_whose_rows_have_not_run_says_so(converged):
     assert verdicts["the paper's recipe, distilled, within 1 point of the parent"] == "not settled (fewer than 2 seeds)"
     assert verdicts["the control within +-1 point of the parent (the parent has converged)"] == "not run"
     assert verdicts["the paper's recipe dominates Micro-Net"] == "not run"
+
+
+def test_a_cut_short_parent_s_state_is_checked_against_the_stored_curve_before_it_resumes(tmp_path, converged, monkeypatch):
+    import torch
+
+    from compressor.train.resume import FORMAT
+
+    records = _records()
+    records["parent-p0"]["curve"] = [[100, 0.06872], [200, 0.09857]]
+    run_dir = _stored(tmp_path, converged, monkeypatch, records)
+    converged.restore(run_dir, ["spacenet_sample"])
+    folder = run_dir / "spacenet_sample"
+    job = {"job": "parent-p0", "kind": "parent", "parent": 0, "seed": 0}
+    state = folder / "jobs" / "parent-p0.state"
+    torch.save({"format": FORMAT, "key": {}, "history": [[100, {"score": 0.068721}]]}, state)
+    assert converged.follows_stored(folder, job)["evaluate_at"] == [100, 200]  # its evaluations are the stored ones
+    assert state.exists()
+    torch.save({"format": FORMAT, "key": {}, "history": [[100, {"score": 0.0662}]]}, state)  # written by older code
+    with pytest.raises(SystemExit, match="0.06620 at step 100 against 0.06872"):
+        converged.follows_stored(folder, job)
+    assert not state.exists() and (folder / "jobs" / "parent-p0.failed").exists()

@@ -58,3 +58,13 @@ def test_a_teacher_trained_again_stops_at_its_first_evaluation_off_the_stored_cu
     assert asked["callback"](100, SimpleNamespace(score=0.25)) is True
     with pytest.raises(SystemExit, match="unet-r18: the teacher is not the stored one .*0.24000 at step 100 against 0.25000"):
         asked["callback"](100, SimpleNamespace(score=0.24))
+
+
+def test_another_run_folder_of_the_same_name_is_refused(tmp_path, knowledge, monkeypatch):
+    monkeypatch.setattr(knowledge, "RESULTS", tmp_path / "results")
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "knowledge-auto.json").write_text(json.dumps({"run_dir": "runs/knowledge-auto", "networks": {}}))
+    monkeypatch.setattr(sys, "argv", ["knowledge.py", "--summarize", "--run-dir", str(tmp_path / "auto")])
+    with pytest.raises(SystemExit, match="holds the records of runs/knowledge-auto, not of .*auto: name the run folder"):
+        knowledge.main()
+    assert json.loads((tmp_path / "results" / "knowledge-auto.json").read_text())["run_dir"] == "runs/knowledge-auto"

@@ -50,6 +50,25 @@ def results_name(run_dir: str | Path, benchmark: str) -> str:
     return f"{benchmark}-{Path(run_dir).name.removeprefix(f'{benchmark}-')}"
 
 
+def run_dir_label(run_dir: Path) -> str:
+    """A run folder as a results file names it: relative to the project where it is inside it."""
+    resolved = Path(run_dir).resolve()
+    return str(resolved.relative_to(ROOT)) if resolved.is_relative_to(ROOT) else str(resolved)
+
+
+def check_results_file(path: Path, run_dir: Path, *, default: bool) -> None:
+    """Refuses a run folder whose results file ``path`` holds another run folder's records (``runs/converged-b``
+    and ``/tmp/b`` both write ``converged-b.json``), or records of no named folder (a file kept as it was,
+    e.g. ``converged-first.json``): one line of runs never replaces another's. The benchmark's ``default``
+    file is the project's own, wherever the project is."""
+    if default or not path.exists():
+        return
+    written_by = json.loads(path.read_text()).get("run_dir")
+    if written_by != run_dir_label(run_dir):
+        raise SystemExit(f"{path} holds the records of {written_by or 'no named run folder'}, not of {run_dir}: "
+                         "name the run folder otherwise")
+
+
 def trained_differs(stored: dict[str, Any], trained: dict[str, Any]) -> str | None:
     """How two records of one network's training differ (steps, best step, validation and test scores), or
     None. The same code, data and seed on 1 thread train bit for bit the same network, so a network trained

@@ -85,10 +85,12 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from common import (  # noqa: E402
     RESULTS,
+    check_results_file,
     follow_curve,
     job_records,
     machine,
     results_name,
+    run_dir_label,
     show_evaluations,
     trained_differs,
 )
@@ -579,8 +581,22 @@ def follows_stored(folder: Path, job: dict[str, Any]) -> dict[str, Any]:
     path = folder / f"{job['job']}.stored.json"
     if job["kind"] != "parent" or not path.exists():
         return {}
-    return follow_curve(json.loads(path.read_text())["curve"],
-                        lambda reason: _not_the_stored_parent(folder, job["job"], reason))
+    follow = follow_curve(json.loads(path.read_text())["curve"],
+                          lambda reason: _not_the_stored_parent(folder, job["job"], reason))
+    state = folder / "jobs" / f"{job['job']}.state"
+    if state.exists():  # a run cut short goes on from its state: the evaluations it holds are checked first
+        from types import SimpleNamespace
+
+        from compressor.errors import CompressorError
+        from compressor.tensor_files import read_tensor_file
+
+        try:
+            history = read_tensor_file(state, what="training state").get("history") or []
+        except (CompressorError, AttributeError):
+            history = []  # not a state train would resume either
+        for step, metrics in history:
+            follow["callback"](int(step), SimpleNamespace(score=metrics["score"]))
+    return follow
 
 
 def _not_the_stored_parent(folder: Path, name: str, reason: str) -> None:
@@ -601,7 +617,11 @@ def summarize(run_dir: Path) -> dict[str, Any]:
         folder = run_dir / task / "jobs"
         records = job_records(folder)
         if "parent-p0" in records:
-            check_parents(folder.parent)
+            try:
+                check_parents(folder.parent)
+            except SystemExit as refused:  # this task is not tabled; the others are, and its file record stays
+                print(f"{task}: not summarized: {refused}", file=sys.stderr, flush=True)
+                continue
             # a stored parent not trained again here yet stays in the records its restored rows came with
             records = {**{name: record for name, record in stored_parents(folder.parent).items() if name not in records},
                        **records}
@@ -873,24 +893,6 @@ def arguments() -> argparse.ArgumentParser:
     return parser
 
 
-def _run_dir_label(run_dir: Path) -> str:
-    """The run folder as a results file names it: relative to the project where it is inside it."""
-    resolved = run_dir.resolve()
-    return str(resolved.relative_to(ROOT)) if resolved.is_relative_to(ROOT) else str(resolved)
-
-
-def check_results_file(name: str, run_dir: Path) -> None:
-    """Refuses a run folder whose results file (``results/<name>.json``) was written by another run folder of the
-    same name (``runs/converged-b`` and ``/tmp/b`` both write ``converged-b.json``): one line of runs never
-    replaces another's records. The default folder's file is the project's own, wherever the project is."""
-    path = RESULTS / f"{name}.json"
-    if name == "converged" or not path.exists():
-        return
-    written_by = json.loads(path.read_text()).get("run_dir")
-    if written_by is not None and written_by != _run_dir_label(run_dir):
-        raise SystemExit(f"{path} holds the records of {written_by}, not of {run_dir}: name the run folder otherwise")
-
-
 def parsed(argv: list[str] | None = None) -> argparse.Namespace:
     """The arguments of ``argv`` (the command line's when None); ``[]``: the defaults, as another benchmark
     that reads this one's runs takes them."""
@@ -902,7 +904,7 @@ def parsed(argv: list[str] | None = None) -> argparse.Namespace:
 def main() -> None:
     args = parsed()
     name = results_name(args.run_dir, "converged")  # another run folder: another line of runs, its own file
-    check_results_file(name, Path(args.run_dir))
+    check_results_file(RESULTS / f"{name}.json", Path(args.run_dir), default=name == "converged")
     if args.only:
         rows = {row_of(job["job"]) for job in jobs(args)}
         if set(args.only) - rows:
@@ -921,7 +923,7 @@ def main() -> None:
     tasks = {**stored_tasks(name), **summarize(Path(args.run_dir))}  # a task run on another machine keeps its record
     print_table(tasks, markdown=args.markdown)
     plot(tasks, name)
-    payload = {"machine": machine(), "run_dir": _run_dir_label(Path(args.run_dir)), "tasks": tasks}  # each task has its settings
+    payload = {"machine": machine(), "run_dir": run_dir_label(Path(args.run_dir)), "tasks": tasks}  # each task has its settings
     atomic_write_text(RESULTS / f"{name}.json", json.dumps(payload, indent=1) + "\n")
 
 

@@ -47,7 +47,16 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tests"))
 
-from common import RESULTS, follow_curve, job_records, machine, results_name, trained_differs  # noqa: E402
+from common import (  # noqa: E402
+    RESULTS,
+    check_results_file,
+    follow_curve,
+    job_records,
+    machine,
+    results_name,
+    run_dir_label,
+    trained_differs,
+)
 
 from compressor.intervals import Estimate  # noqa: E402
 from compressor.io import atomic_write_text  # noqa: E402
@@ -406,6 +415,8 @@ def main() -> None:
     parser.add_argument("--restore", action="store_true", help="start from the results file's job records (this "
                         "machine lost the run folder); each network run trains its teacher again and must match")
     args = parser.parse_args()
+    name = results_name(args.run_dir, "knowledge")
+    check_results_file(RESULTS / f"{name}.json", Path(args.run_dir), default=name == "knowledge")
     if args.restore:
         restore(Path(args.run_dir), [] if args.summarize else (args.network or ["unet-r18"]))
     if not args.summarize:
@@ -414,7 +425,7 @@ def main() -> None:
     networks = summarize(Path(args.run_dir))
     print_tables(networks, markdown=args.markdown)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(RESULTS / f"{results_name(args.run_dir, 'knowledge')}.json", json.dumps({"machine": machine(), "networks": networks}, indent=1) + "\n")
+    atomic_write_text(RESULTS / f"{results_name(args.run_dir, 'knowledge')}.json", json.dumps({"machine": machine(), "run_dir": run_dir_label(Path(args.run_dir)), "networks": networks}, indent=1) + "\n")
 
 
 if __name__ == "__main__":
