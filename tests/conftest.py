@@ -6,6 +6,7 @@ import subprocess
 import sys
 import uuid
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -41,6 +42,23 @@ collect_ignore = ["plugins"]
 
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
+
+
+def benchmark_script(name: str):
+    """Imports ``experiments/benchmarks/<name>.py`` (which puts its folder on the path and imports the
+    benchmarks' ``common``) for a test module's fixture to yield; then the runner's path and modules as
+    they were. A generator: ``yield from benchmark_script("converged")``."""
+    import importlib
+
+    path, modules = list(sys.path), set(sys.modules)
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "experiments" / "benchmarks"))
+    try:
+        yield importlib.import_module(name)
+    finally:
+        sys.path[:] = path
+        for module in set(sys.modules) - modules:
+            if module in (name, "common"):
+                del sys.modules[module]
 
 
 def cli_env(*, plugins: bool = True) -> dict[str, str]:

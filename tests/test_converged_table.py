@@ -3,11 +3,11 @@ with what, and which rows a target may be judged on. Records are made up; the re
 
 from __future__ import annotations
 
-import importlib
 import sys
 from pathlib import Path
 
 import pytest
+from conftest import benchmark_script
 
 ROOT = Path(__file__).resolve().parents[1]
 PARENT = {"params": 31_000_000, "flops": 37_000_000_000}
@@ -15,15 +15,7 @@ PARENT = {"params": 31_000_000, "flops": 37_000_000_000}
 
 @pytest.fixture(scope="module")
 def converged():
-    path, modules = list(sys.path), set(sys.modules)
-    sys.path.insert(0, str(ROOT / "experiments" / "benchmarks"))
-    try:
-        yield importlib.import_module("converged")
-    finally:  # the script puts its folder on the path too: the runner's path and modules as they were
-        sys.path[:] = path
-        for name in set(sys.modules) - modules:
-            if name in ("converged", "common"):
-                del sys.modules[name]
+    yield from benchmark_script("converged")
 
 
 def _record(job: str, kind: str, test: float, *, seed: int | None = None, params: int = 700_000, flops: int = 4_000_000_000,

@@ -3,29 +3,18 @@ stored record is checked at each evaluation as it trains, and stops at the first
 
 from __future__ import annotations
 
-import importlib
 import json
 import sys
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 import torch
-
-ROOT = Path(__file__).resolve().parents[1]
+from conftest import benchmark_script
 
 
 @pytest.fixture(scope="module")
 def knowledge():
-    path, modules = list(sys.path), set(sys.modules)
-    sys.path.insert(0, str(ROOT / "experiments" / "benchmarks"))
-    try:
-        yield importlib.import_module("knowledge")
-    finally:  # the script puts its folder on the path too: the runner's path and modules as they were
-        sys.path[:] = path
-        for name in set(sys.modules) - modules:
-            if name in ("knowledge", "common"):
-                del sys.modules[name]
+    yield from benchmark_script("knowledge")
 
 
 def test_a_teacher_trained_again_stops_at_its_first_evaluation_off_the_stored_curve(tmp_path, knowledge, monkeypatch):
