@@ -71,8 +71,9 @@ def check_results_file(path: Path, run_dir: Path, *, default: bool) -> None:
 
 def trained_differs(stored: dict[str, Any], trained: dict[str, Any]) -> str | None:
     """How two records of one network's training differ (steps, best step, validation and test scores), or
-    None. The same code, data and seed on 1 thread train bit for bit the same network, so a network trained
-    again where the run folder was lost must give its stored record before rows stored beside it pair with it."""
+    None. The same code, data, seed and threads train bit for bit the same network on one machine (not on
+    the next one: BENCHMARKS, "The building parent trained again"), so a network trained again where the run
+    folder was lost must give its stored record before rows stored beside it pair with it."""
     if any(stored.get(key) != trained.get(key) for key in ("steps_done", "best_step")) or any(
             abs(stored[part]["score"] - trained[part]["score"]) > 1e-9 for part in ("val", "test")):
         return (f"steps {trained['steps_done']} against {stored['steps_done']}, test {trained['test']['score']:.4f} "

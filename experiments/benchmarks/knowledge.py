@@ -425,7 +425,7 @@ def main() -> None:
     networks = summarize(Path(args.run_dir))
     print_tables(networks, markdown=args.markdown)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(RESULTS / f"{results_name(args.run_dir, 'knowledge')}.json", json.dumps({"machine": machine(), "run_dir": run_dir_label(Path(args.run_dir)), "networks": networks}, indent=1) + "\n")
+    atomic_write_text(RESULTS / f"{name}.json", json.dumps({"machine": machine(), "run_dir": run_dir_label(Path(args.run_dir)), "networks": networks}, indent=1) + "\n")
 
 
 if __name__ == "__main__":
