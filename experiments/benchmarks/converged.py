@@ -617,14 +617,13 @@ def summarize(run_dir: Path) -> dict[str, Any]:
         folder = run_dir / task / "jobs"
         records = job_records(folder)
         if "parent-p0" in records:
-            try:
-                check_parents(folder.parent)
-            except SystemExit as refused:  # this task is not tabled; the others are, and its file record stays
-                print(f"{task}: not summarized: {refused}", file=sys.stderr, flush=True)
+            parents = stored_parents(folder.parent)
+            reason = _parents_differ(folder.parent, parents)
+            if reason:  # this task is not tabled; the others are, and its file record stays
+                print(f"{task}: not summarized: {reason}", file=sys.stderr, flush=True)
                 continue
             # a stored parent not trained again here yet stays in the records its restored rows came with
-            records = {**{name: record for name, record in stored_parents(folder.parent).items() if name not in records},
-                       **records}
+            records = {**{name: record for name, record in parents.items() if name not in records}, **records}
             found = table(records, search="search-p0" in records or (folder / "search-p0.lock").exists(),
                           failed=_failed_jobs(folder))
             tasks[task] = {**found, "settings": records["parent-p0"].get("settings"), "targets": targets(found),
