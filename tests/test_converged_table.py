@@ -55,6 +55,19 @@ def test_rows_are_paired_by_seed_with_the_control_micronet_and_scratch(converged
     assert scratch["n"] == 2 and scratch["minus_control_points"] is None  # not fine-tuned: nothing to pair with the control
 
 
+def test_the_recipe_against_scratch_is_paired_on_validation_too_and_each_row_shows_its_validation_mean(converged):
+    records = _records()
+    records["scratch-s1"]["val"] = {"score": 0.40}  # ahead of the recipe on validation, behind it on test
+    found = converged.table(records)
+    on_val = found["recipe_minus_scratch_val_points"]
+    assert (on_val["mean"], on_val["n"]) == (pytest.approx(((0.31 - 0.20) + (0.33 - 0.40)) * 50), 2)
+    assert found["recipe_minus_scratch_points"]["mean"] == pytest.approx(10.0)
+    shown = {row[0]: row for row in converged.table_rows(found)}
+    column = converged.HEADERS.index("validation (mean)")
+    assert shown["the paper's recipe's network from scratch (trained to its plateau)"][column] == "0.300"
+    assert all(len(row) == len(converged.HEADERS) for row in shown.values())
+
+
 def test_the_size_target_is_judged_on_rows_compressed_from_the_parent_only(converged):
     tiny = {"params": 100_000, "flops": 1_000_000_000}  # 310x / 37x
     records = _records(**{f"scratch-s{seed}": _record(f"scratch-s{seed}", "scratch", 0.5, seed=seed, val=0.9, **tiny)

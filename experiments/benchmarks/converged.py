@@ -650,10 +650,11 @@ def table(records: dict[str, dict[str, Any]], *, search: bool | None = None, fai
     # the control went through what every fine-tuned row goes through (batch norms re-estimated, then fine-tuned
     # from its start by the same rule), on the same seed: a row minus the control is the transform's own effect
     # (and, for the distilled row, distillation's)
-    def minus_by_seed(found: list[dict[str, Any]], others: list[dict[str, Any]]) -> list[float]:
-        """``found``'s test scores minus ``others``' on the same seed, in points (a seed one of them lacks: left out)."""
-        by_seed = {record["seed"]: record["test"]["score"] for record in others}
-        return [100 * (record["test"]["score"] - by_seed[record["seed"]]) for record in found if record.get("seed") in by_seed]
+    def minus_by_seed(found: list[dict[str, Any]], others: list[dict[str, Any]], split: str = "test") -> list[float]:
+        """``found``'s scores on ``split`` minus ``others``' on the same seed, in points (a seed one of them lacks:
+        left out)."""
+        by_seed = {record["seed"]: record[split]["score"] for record in others}
+        return [100 * (record[split]["score"] - by_seed[record["seed"]]) for record in found if record.get("seed") in by_seed]
 
     controls = rows_of("control-s")
 
@@ -715,6 +716,8 @@ def table(records: dict[str, dict[str, Any]], *, search: bool | None = None, fai
                     "verdict": "met" if smaller and estimate.has_interval and estimate.low > 0 else
                     "not met" if not smaller or (estimate.has_interval and estimate.high <= 0) else "not settled"}
     inherited = minus_by_seed(recipe, rows_of("scratch-s"))
+    # the same pairs on the validation strip: the two strips are small, and a row's lead on one need not hold on the other
+    inherited_val = minus_by_seed(recipe, rows_of("scratch-s"), "val")
     return {"score_name": parent["score_name"], "parent": {"test": base, "val": parent["val"]["score"],
             "steps": parent["steps_done"], "best_step": parent["best_step"], "reached_plateau": parent["converged"],
             "train_seconds": parent["train_seconds"], "curve": parent["curve"], "params": parent["params"], "flops": parent["flops"]},
@@ -722,6 +725,7 @@ def table(records: dict[str, dict[str, Any]], *, search: bool | None = None, fai
                 records, search="search-p0" in records if search is None else search, failed=failed),
             # issue 30's question on a converged teacher: compressed from it against the same network from scratch
             "recipe_minus_scratch_points": Estimate.of(inherited).to_dict() if inherited else None,
+            "recipe_minus_scratch_val_points": Estimate.of(inherited_val).to_dict() if inherited_val else None,
             "curves": {name: record["curve"] for name, record in records.items() if "curve" in record}}
 
 
@@ -783,10 +787,10 @@ def table_rows(found: dict[str, Any]) -> list[list[str]]:
     for row in found["rows"]:
         if "n" not in row:
             again = "-" if row["recipe_test"] is None else f"{row['recipe_test']:.3f} ({row['recipe_minus_parent_points']:+.1f} points)"
-            rows.append([row["label"], "31.04M", "1x", "1x", f"{row['test']:.3f} n=1", "", "", "",
+            rows.append([row["label"], "31.04M", "1x", "1x", f"{row['test']:.3f} n=1", "", "", "", "",
                          f"{row['steps']} steps; the recipe from it: {again}"])
         elif not row["n"]:
-            rows.append([row["label"], "", "", "", "not reached" if row.get("not_reached") else "not run", "", "", "", ""])
+            rows.append([row["label"], "", "", "", "not reached" if row.get("not_reached") else "not run", "", "", "", "", ""])
         else:
             difference = _estimate(row["minus_parent_points"])
             steps = f"{min(row['steps'])}-{max(row['steps'])}" if len(set(row["steps"])) > 1 else f"{row['steps'][0]}"
@@ -794,13 +798,14 @@ def table_rows(found: dict[str, Any]) -> list[list[str]]:
             control = _estimate(row.get("minus_control_points"))
             kept = f"; the start kept on {row['start_kept']} of {row['n']}" if row.get("start_kept") else ""
             rows.append([label, format_count(row["params"]), f"{row['params_ratio']:.1f}x", f"{row['flops_ratio']:.1f}x",
-                         _estimate(row["test"]).text(), "-" if difference is None else difference.text(digits=1, signed=True),
+                         _estimate(row["test"]).text(), f"{row['val_mean']:.3f}",
+                         "-" if difference is None else difference.text(digits=1, signed=True),
                          row["within_1_point"] or "-", "-" if control is None else control.text(digits=1, signed=True),
                          f"{steps} steps, {sum(row['train_seconds']) / len(row['train_seconds']):.0f} s each{kept}"])
     return rows
 
 
-HEADERS = ["row", "params", "params vs U-Net", "FLOPs vs U-Net", "test {metric} [95% CI] n",
+HEADERS = ["row", "params", "params vs U-Net", "FLOPs vs U-Net", "test {metric} [95% CI] n", "validation (mean)",
            "minus parent, points [95% CI]", "within 1 point", "minus control, points (paired by seed)", "training (mean)"]
 
 
@@ -828,7 +833,9 @@ def print_table(tasks: dict[str, Any], *, markdown: bool = False) -> None:
             print(f"  (the recipe against Micro-Net, paired by seed: {_estimate(dominated['minus_micronet_points']).text(digits=1, signed=True)} points)")
         if found.get("recipe_minus_scratch_points"):
             print(f"  (the recipe inherited from the parent against its network from scratch, paired by seed: "
-                  f"{_estimate(found['recipe_minus_scratch_points']).text(digits=1, signed=True)} points)")
+                  f"{_estimate(found['recipe_minus_scratch_points']).text(digits=1, signed=True)} points on test"
+                  + (f", {_estimate(found['recipe_minus_scratch_val_points']).text(digits=1, signed=True)} on validation"
+                     if found.get("recipe_minus_scratch_val_points") else "") + ")")
 
 
 def plot(tasks: dict[str, Any], results: str = "converged") -> None:
