@@ -412,3 +412,19 @@ def test_a_cut_short_parent_s_state_is_checked_against_the_stored_curve_before_i
     with pytest.raises(SystemExit, match="0.06620 at step 100 against 0.06872"):
         converged.follows_stored(folder, job)
     assert not state.exists() and (folder / "jobs" / "parent-p0.failed").exists()
+
+
+def test_a_row_whose_seeds_differ_in_size_is_judged_on_its_largest_and_shows_the_range(converged):
+    records = _records()
+    for seed, params in enumerate((250_000, 270_000)):  # each seed's pruning keeps other channels
+        records[f"small-s{seed}"] = _record(f"small-s{seed}", "small", 0.32, seed=seed, params=params,
+                                            flops=3_000_000_000 + seed * 100_000_000)
+    found = converged.table(records)
+    small = next(row for row in found["rows"] if row.get("row") == "small")
+    assert small["params_ratio"] == pytest.approx(PARENT["params"] / 270_000)
+    assert small["flops_ratio"] == pytest.approx(PARENT["flops"] / 3_100_000_000)
+    shown = {row[0]: row for row in converged.table_rows(found)}[small["label"]]
+    low, high = PARENT["params"] / 270_000, PARENT["params"] / 250_000
+    assert shown[converged.HEADERS.index("params vs U-Net")] == f"{low:.1f}-{high:.1f}x"
+    recipe = {row[0]: row for row in converged.table_rows(found)}["the paper's recipe, inherited, fine-tuned"]
+    assert recipe[converged.HEADERS.index("params vs U-Net")] == f"{PARENT['params'] / 700_000:.1f}x"  # one size: one ratio

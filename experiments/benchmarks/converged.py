@@ -666,10 +666,15 @@ def table(records: dict[str, dict[str, Any]], *, search: bool | None = None, fai
         first = found[0]
         compressed = first["kind"] in COMPRESSED  # fine-tuned from the parent through compress, as the control was
         paired = minus_by_seed(found, controls) if compressed else []
+        # a pruned row's size can differ by seed (the channels each seed's reconstruction ranks): its largest
+        # network is the one the size targets are judged on, and the table shows the range
+        largest = max(found, key=lambda record: (record["params"], record["flops"]))
         return {
             "compressed": compressed, "row": row_of(first["job"]),
-            "label": label, "n": len(found), "params": first["params"], "flops": first["flops"],
-            "params_ratio": parent["params"] / first["params"], "flops_ratio": parent["flops"] / first["flops"],
+            "label": label, "n": len(found), "params": largest["params"], "flops": max(r["flops"] for r in found),
+            "params_ratio": parent["params"] / largest["params"], "flops_ratio": parent["flops"] / max(r["flops"] for r in found),
+            "params_ratio_range": [parent["params"] / max(r["params"] for r in found), parent["params"] / min(r["params"] for r in found)],
+            "flops_ratio_range": [parent["flops"] / max(r["flops"] for r in found), parent["flops"] / min(r["flops"] for r in found)],
             "test": Estimate.of(scores, bounds=(0.0, 1.0)).to_dict(),
             "minus_parent_points": None if difference is None else Estimate.of([100 * value for value in difference.values]).to_dict(),
             "within_1_point": None if difference is None else within(difference, WITHIN_POINTS),
@@ -797,12 +802,18 @@ def table_rows(found: dict[str, Any]) -> list[list[str]]:
             label = row["label"] + (f" ({row['recipe_short']})" if row.get("recipe_short") else "")
             control = _estimate(row.get("minus_control_points"))
             kept = f"; the start kept on {row['start_kept']} of {row['n']}" if row.get("start_kept") else ""
-            rows.append([label, format_count(row["params"]), f"{row['params_ratio']:.1f}x", f"{row['flops_ratio']:.1f}x",
+            rows.append([label, format_count(row["params"]), _ratio_text(row, "params"), _ratio_text(row, "flops"),
                          _estimate(row["test"]).text(), f"{row['val_mean']:.3f}",
                          "-" if difference is None else difference.text(digits=1, signed=True),
                          row["within_1_point"] or "-", "-" if control is None else control.text(digits=1, signed=True),
                          f"{steps} steps, {sum(row['train_seconds']) / len(row['train_seconds']):.0f} s each{kept}"])
     return rows
+
+
+def _ratio_text(row: dict[str, Any], cost: str) -> str:
+    """``42.1x``, or ``115.0-121.9x`` for a row whose seeds differ in size (rows stored before the range: the ratio)."""
+    low, high = row.get(f"{cost}_ratio_range") or (row[f"{cost}_ratio"],) * 2
+    return f"{low:.1f}x" if f"{low:.1f}" == f"{high:.1f}" else f"{low:.1f}-{high:.1f}x"
 
 
 HEADERS = ["row", "params", "params vs U-Net", "FLOPs vs U-Net", "test {metric} [95% CI] n", "validation (mean)",
