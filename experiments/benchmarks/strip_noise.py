@@ -1,0 +1,101 @@
+"""How much of a converged table's test score is the test strip itself: a block bootstrap of the parent's score.
+
+The converged tables' intervals are over training seeds with the test strip fixed, so they leave out the
+strip's own sampling error: another 180x900 strip of the same city would score a network differently.
+This script predicts the test strip once with a task's converged parent (``parent-p0.pt`` of a run folder),
+cuts the strip into ``--blocks`` bands across its long side, and resamples the bands with replacement
+(``--resamples`` times): each resample's score comes from the summed confusion matrices of its bands. The
+2.5th and 97.5th percentiles are the interval a reader should keep in mind beside the seed intervals.
+
+    python experiments/benchmarks/strip_noise.py --run-dir runs/converged-b --task spacenet_sample --threads 1
+
+Writes ``experiments/benchmarks/results/strip_noise.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from common import write_json  # noqa: E402
+
+
+def band_confusions(predicted: np.ndarray, labels: np.ndarray, num_classes: int, blocks: int) -> np.ndarray:
+    """``(blocks, classes, classes)`` confusion matrices (``[true][predicted]``) of ``blocks`` equal bands cut
+    across the longer side of the ``(H, W)`` maps; pixels labelled outside ``[0, classes)`` (ignored) count
+    nowhere."""
+    axis = 0 if labels.shape[0] >= labels.shape[1] else 1
+    found = []
+    for rows in np.array_split(np.arange(labels.shape[axis]), blocks):
+        truth, guess = np.take(labels, rows, axis=axis).ravel(), np.take(predicted, rows, axis=axis).ravel()
+        kept = (truth >= 0) & (truth < num_classes)
+        found.append(np.bincount(truth[kept] * num_classes + guess[kept], minlength=num_classes ** 2)
+                     .reshape(num_classes, num_classes))
+    return np.stack(found)
+
+
+def block_bootstrap(confusions: np.ndarray, score: Any, *, resamples: int = 2000, seed: int = 0) -> dict[str, float]:
+    """``score`` (a function of one confusion matrix) on all bands, and the 95% percentile interval of it over
+    ``resamples`` draws of as many bands with replacement."""
+    generator = np.random.default_rng(seed)
+    count = len(confusions)
+    draws = [score(confusions[generator.integers(0, count, count)].sum(axis=0)) for _ in range(resamples)]
+    low, high = np.nanpercentile(draws, [2.5, 97.5])
+    return {"score": float(score(confusions.sum(axis=0))), "low": float(low), "high": float(high),
+            "blocks": count, "resamples": resamples}
+
+
+def iou_of(index: int):
+    """The IoU of class ``index`` from a confusion matrix (NaN when the class is nowhere)."""
+    def score(confusion: np.ndarray) -> float:
+        union = confusion[index, :].sum() + confusion[:, index].sum() - confusion[index, index]
+        return float(confusion[index, index] / union) if union else float("nan")
+    return score
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--run-dir", default="runs/converged-b")
+    parser.add_argument("--task", default="spacenet_sample")
+    parser.add_argument("--blocks", type=int, default=10)
+    parser.add_argument("--resamples", type=int, default=2000)
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+    import converged
+    import torch
+
+    from compressor.train.evaluation import predict_scene
+
+    torch.set_num_threads(args.threads)
+    settings = converged.parsed(["--task", args.task, "--run-dir", args.run_dir, "--threads", str(args.threads)])
+    experiment = converged.experiment_for(args.task, settings, seed=0)
+    data = experiment.data.build()
+    parent = converged.converged_parent(Path(args.run_dir) / args.task, 0, data).eval()
+    config = experiment.train
+    confusions = []
+    with torch.no_grad():
+        for scene in data.scenes("test"):
+            probabilities = predict_scene(parent, scene, data, window=config.eval_window, overlap=config.eval_overlap,
+                                          batch_size=config.eval_batch_size)
+            confusions.append(band_confusions(probabilities.argmax(axis=0), scene.class_indices(), data.num_classes,
+                                              args.blocks))
+    bands = np.concatenate(confusions)
+    positive = len(data.class_names) - 1  # the building (or road) class: the tables' score on two-class tasks
+    found = block_bootstrap(bands, iou_of(positive), resamples=args.resamples)
+    stored = json.loads((Path(args.run_dir) / args.task / "jobs" / "parent-p0.json").read_text())["test"]["score"]
+    if abs(stored - found["score"]) > 1e-9:  # the bands must add up to the table's own evaluation
+        raise SystemExit(f"the bands score {found['score']:.6f}, the parent's record {stored:.6f}: not the same prediction")
+    print(f"{args.task} parent: test {data.class_names[positive]} IoU {found['score']:.3f}, "
+          f"block bootstrap 95% [{found['low']:.3f}, {found['high']:.3f}] ({args.blocks} bands, {args.resamples} resamples)")
+    write_json("strip_noise", {"run_dir": args.run_dir, "task": args.task, "parent": found})
+
+
+if __name__ == "__main__":
+    main()
