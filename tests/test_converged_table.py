@@ -6,6 +6,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from conftest import benchmark_script
 
@@ -428,3 +429,39 @@ def test_a_row_whose_seeds_differ_in_size_is_judged_on_its_largest_and_shows_the
     assert shown[converged.HEADERS.index("params vs U-Net")] == f"{low:.1f}-{high:.1f}x"
     recipe = {row[0]: row for row in converged.table_rows(found)}["the paper's recipe, inherited, fine-tuned"]
     assert recipe[converged.HEADERS.index("params vs U-Net")] == f"{PARENT['params'] / 700_000:.1f}x"  # one size: one ratio
+
+
+def test_a_row_whose_seeds_and_parent_kept_their_test_bands_gets_the_strips_interval_too(converged):
+    records = _records()
+    bands = [[[900, 20], [30 + 5 * band, 60]] for band in range(10)]
+    records["parent-p0"]["test_bands"] = bands
+    records["parent-p0"]["test"]["iou"] = {"background": 0.9, "building": 0.3}  # the class names it scores by
+    for seed in (0, 1):
+        records[f"recipe-s{seed}"]["test_bands"] = [[[900, 20], [20 + 5 * band, 70]] for band in range(10)]
+    found = converged.table(records)
+    rows = {row["label"]: row for row in found["rows"]}
+    recipe = rows["the paper's recipe, inherited, fine-tuned"]["minus_parent_bands_points"]
+    assert recipe["low"] < recipe["mean"] < recipe["high"] and recipe["mean"] > 0  # 10 more hits in every band
+    assert rows["control: the parent fine-tuned the same way"]["minus_parent_bands_points"] is None  # no bands kept
+    shown = {row[0]: row for row in converged.table_rows(found)}["the paper's recipe, inherited, fine-tuned"]
+    assert f"over the strip's bands [{recipe['low']:+.1f}, {recipe['high']:+.1f}]" in shown[converged.HEADERS.index(
+        "minus parent, points [95% CI]")]
+
+
+def test_a_job_keeps_its_test_bands_only_when_they_add_up_to_its_test_evaluation(converged, capsys):
+    from types import SimpleNamespace
+
+    from compressor.data import SpacenetSampleConfig
+    from compressor.models import micronet
+    from compressor.train.config import TrainConfig
+    from compressor.train.evaluation import evaluate
+
+    data = SpacenetSampleConfig(patch_size=32, val_fraction=0.2, test_fraction=0.2, guard=32).build()
+    network = micronet(in_channels=data.in_channels, num_classes=data.num_classes, base_width=4)
+    experiment = SimpleNamespace(train=TrainConfig(eval_window=256))
+    test = evaluate(network, data, experiment.train, split="test")
+    kept = converged.test_bands_of(network, data, experiment, test, "recipe-s0")
+    assert np.asarray(kept["test_bands"]).sum(axis=0).tolist() == [list(row) for row in test.confusion]
+    other = SimpleNamespace(confusion=np.asarray(test.confusion) + 1)  # evaluated with other windows, say
+    assert converged.test_bands_of(network, data, experiment, other, "recipe-s0") == {}
+    assert "recipe-s0: the test bands do not add up to its test evaluation; not kept" in capsys.readouterr().err

@@ -34,3 +34,30 @@ def test_the_interval_is_a_point_for_alike_bands_and_spreads_for_unlike_ones(noi
     assert found["low"] < found["score"] < found["high"]
     assert found["score"] == pytest.approx(50 / 100)
     assert found["high"] - found["low"] > 0.2
+
+
+def test_a_paired_interval_reads_both_networks_on_the_same_drawn_bands(noise):
+    generator = np.random.default_rng(1)
+    base = np.stack([np.array([[900, 20], [int(count), 60]]) for count in generator.integers(10, 80, 10)])
+    better = base.copy()
+    better[:, 1, 1] += 10  # ten more building pixels found in every band, the same bands: never worse
+    found = noise.paired_band_interval([better, better], [base, base], noise.iou_of(1), resamples=300)
+    whole = 100 * (noise.iou_of(1)(better.sum(axis=0)) - noise.iou_of(1)(base.sum(axis=0)))
+    assert found["mean"] == pytest.approx(whole)
+    assert 0 < found["low"] < found["mean"] < found["high"]
+    alone = noise.block_bootstrap(base, noise.iou_of(1), resamples=300)  # one network's score moves more than the pair
+    assert found["high"] - found["low"] < 100 * (alone["high"] - alone["low"])
+
+
+def test_the_bands_of_a_network_add_up_to_its_test_evaluation(noise):
+    from compressor.data import SpacenetSampleConfig
+    from compressor.models import micronet
+    from compressor.train.config import TrainConfig
+    from compressor.train.evaluation import evaluate
+
+    data = SpacenetSampleConfig(patch_size=32, val_fraction=0.2, test_fraction=0.2, guard=32).build()
+    network = micronet(in_channels=data.in_channels, num_classes=data.num_classes, base_width=4).train()
+    config = TrainConfig(eval_window=256)
+    bands = noise.test_bands(network, data, config, blocks=7)
+    assert bands.shape == (7, data.num_classes, data.num_classes) and network.training  # its mode handed back
+    assert (bands.sum(axis=0) == np.asarray(evaluate(network, data, config, split="test").confusion)).all()

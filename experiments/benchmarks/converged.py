@@ -274,6 +274,7 @@ def run_job(task: str, job: dict[str, Any], args: argparse.Namespace, data: Any)
         if job["kind"] == "parent":
             torch.save(trained.model.state_dict(), folder / f"parent-p{job['parent']}.pt")
         result, cost, test = trained.result, trained.cost, trained.test_metrics
+        network = trained.model
         phases = None
     else:
         parent = converged_parent(folder, job["parent"], data)
@@ -283,6 +284,7 @@ def run_job(task: str, job: dict[str, Any], args: argparse.Namespace, data: Any)
             recipe = {"recipe": RECIPE, "small": SMALL}.get(job["kind"]) or Recipe.of([])
         compressed = compress(parent, recipe, experiment, data=data, distill=job["distill"], resume=resume)  # seeded by job
         result, cost, test = compressed.result, compressed.student_cost, compressed.student_test_metrics
+        network = compressed.student
         phases = {phase: round(seconds, 1) for phase, seconds in compressed.seconds.items()}  # this process's, not a resumed run's
     return {
         **job,
@@ -295,7 +297,22 @@ def run_job(task: str, job: dict[str, Any], args: argparse.Namespace, data: Any)
         "train_seconds": round(result.train_seconds, 1), "eval_seconds": round(result.eval_seconds, 1),
         **({"phases": phases} if phases else {}), "wall_seconds": round(time.perf_counter() - started, 1),
         "device": result.device, "threads": result.threads, "load_before": round(load, 2),
+        **test_bands_of(network, data, experiment, test, job["job"]),
     }
+
+
+def test_bands_of(network: Any, data: Any, experiment: Any, test: Any, name: str) -> dict[str, Any]:
+    """``{"test_bands": ...}``: the test strip's confusion matrix of ``network`` cut into bands
+    (``strip_noise.test_bands``), which a row's band interval against its parent is drawn from; nothing (and
+    a line saying why) when they do not add up to the job's own test evaluation."""
+    import numpy as np
+    from strip_noise import test_bands
+
+    bands = test_bands(network, data, experiment.train)
+    if (bands.sum(axis=0) != np.asarray(test.confusion)).any():
+        print(f"{name}: the test bands do not add up to its test evaluation; not kept", file=sys.stderr, flush=True)
+        return {}
+    return {"test_bands": bands.tolist()}
 
 
 def converged_parent(folder: Path, parent: int, data: Any) -> Any:
@@ -679,6 +696,7 @@ def table(records: dict[str, dict[str, Any]], *, search: bool | None = None, fai
             "minus_parent_points": None if difference is None else Estimate.of([100 * value for value in difference.values]).to_dict(),
             "within_1_point": None if difference is None else within(difference, WITHIN_POINTS),
             "minus_control_points": Estimate.of(paired).to_dict() if paired else None,
+            "minus_parent_bands_points": None if against is None else band_interval(found, parent),
             "start_kept": sum(1 for record in found if record.get("best_step") == 0),
             "val_mean": sum(record["val"]["score"] for record in found) / len(found),
             "steps": [record["steps_done"] for record in found], "best_steps": [record["best_step"] for record in found],
@@ -732,6 +750,23 @@ def table(records: dict[str, dict[str, Any]], *, search: bool | None = None, fai
             "recipe_minus_scratch_points": Estimate.of(inherited).to_dict() if inherited else None,
             "recipe_minus_scratch_val_points": Estimate.of(inherited_val).to_dict() if inherited_val else None,
             "curves": {name: record["curve"] for name, record in records.items() if "curve" in record}}
+
+
+def band_interval(found: list[dict[str, Any]], parent: dict[str, Any]) -> dict[str, float] | None:
+    """The rows' mean test score minus the parent's, in points, with its 95% interval over the test strip's
+    bands drawn with replacement (``strip_noise.paired_band_interval``): the strip's own sampling error, which
+    the seed interval leaves out. None unless the parent and every seed kept their bands."""
+    if "test_bands" not in parent or any("test_bands" not in record for record in found):
+        return None
+    import numpy as np
+    from strip_noise import paired_band_interval
+
+    from compressor.metrics import SegmentationMetrics
+
+    names = list(parent["test"]["iou"])
+    base = np.asarray(parent["test_bands"])
+    return paired_band_interval([np.asarray(record["test_bands"]) for record in found], [base] * len(found),
+                                lambda confusion: SegmentationMetrics.from_confusion(confusion, names).score)
 
 
 def _estimate(data: dict[str, Any] | None) -> Estimate | None:
@@ -802,9 +837,11 @@ def table_rows(found: dict[str, Any]) -> list[list[str]]:
             label = row["label"] + (f" ({row['recipe_short']})" if row.get("recipe_short") else "")
             control = _estimate(row.get("minus_control_points"))
             kept = f"; the start kept on {row['start_kept']} of {row['n']}" if row.get("start_kept") else ""
+            bands = row.get("minus_parent_bands_points")
             rows.append([label, format_count(row["params"]), _ratio_text(row, "params"), _ratio_text(row, "flops"),
                          _estimate(row["test"]).text(), f"{row['val_mean']:.3f}",
-                         "-" if difference is None else difference.text(digits=1, signed=True),
+                         ("-" if difference is None else difference.text(digits=1, signed=True))
+                         + (f"; over the strip's bands [{bands['low']:+.1f}, {bands['high']:+.1f}]" if bands else ""),
                          row["within_1_point"] or "-", "-" if control is None else control.text(digits=1, signed=True),
                          f"{steps} steps, {sum(row['train_seconds']) / len(row['train_seconds']):.0f} s each{kept}"])
     return rows

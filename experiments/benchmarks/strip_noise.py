@@ -26,6 +26,9 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from common import write_json  # noqa: E402
 
+#: bands a test strip is cut into
+BLOCKS = 10
+
 
 def band_confusions(predicted: np.ndarray, labels: np.ndarray, num_classes: int, blocks: int) -> np.ndarray:
     """``(blocks, classes, classes)`` confusion matrices (``[true][predicted]``) of ``blocks`` equal bands cut
@@ -41,6 +44,28 @@ def band_confusions(predicted: np.ndarray, labels: np.ndarray, num_classes: int,
     return np.stack(found)
 
 
+def test_bands(network: Any, data: Any, config: Any, blocks: int = BLOCKS) -> np.ndarray:
+    """The band confusion matrices (:func:`band_confusions`) of ``network`` on every test scene of ``data``,
+    predicted as :func:`compressor.train.evaluation.evaluate` predicts them with ``config``'s windows: together
+    they are the confusion matrix of ``evaluate(network, data, config, split="test")``."""
+    import torch
+
+    from compressor.train.evaluation import predict_scene
+
+    was_training = network.training
+    network.eval()
+    found = []
+    try:
+        with torch.no_grad():
+            for scene in data.scenes("test"):
+                probabilities = predict_scene(network, scene, data, window=config.eval_window, overlap=config.eval_overlap,
+                                              batch_size=config.eval_batch_size)
+                found.append(band_confusions(probabilities.argmax(axis=0), scene.class_indices(), data.num_classes, blocks))
+    finally:
+        network.train(was_training)
+    return np.concatenate(found)
+
+
 def block_bootstrap(confusions: np.ndarray, score: Any, *, resamples: int = 2000, seed: int = 0) -> dict[str, float]:
     """``score`` (a function of one confusion matrix) on all bands, and the 95% percentile interval of it over
     ``resamples`` draws of as many bands with replacement."""
@@ -50,6 +75,24 @@ def block_bootstrap(confusions: np.ndarray, score: Any, *, resamples: int = 2000
     low, high = np.nanpercentile(draws, [2.5, 97.5])
     return {"score": float(score(confusions.sum(axis=0))), "low": float(low), "high": float(high),
             "blocks": count, "resamples": resamples}
+
+
+def paired_band_interval(rows: list[np.ndarray], bases: list[np.ndarray], score: Any, *, resamples: int = 2000,
+                         seed: int = 0) -> dict[str, float]:
+    """The mean over pairs of ``score(row) - score(base)`` in points, every pair's band matrices summed over
+    the whole strip, and its 95% percentile interval over ``resamples`` draws of the bands with replacement,
+    every pair read on the same drawn bands: the test strip's sampling error of a paired difference."""
+    generator = np.random.default_rng(seed)
+    count = len(bases[0])
+
+    def mean_difference(index: Any) -> float:
+        return 100 * float(np.mean([score(row[index].sum(axis=0)) - score(base[index].sum(axis=0))
+                                    for row, base in zip(rows, bases)]))
+
+    draws = [mean_difference(generator.integers(0, count, count)) for _ in range(resamples)]
+    low, high = np.nanpercentile(draws, [2.5, 97.5])
+    return {"mean": mean_difference(slice(None)), "low": float(low), "high": float(high), "blocks": count,
+            "resamples": resamples}
 
 
 def iou_of(index: int):
@@ -64,29 +107,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run-dir", default="runs/converged-b")
     parser.add_argument("--task", default="spacenet_sample")
-    parser.add_argument("--blocks", type=int, default=10)
+    parser.add_argument("--blocks", type=int, default=BLOCKS)
     parser.add_argument("--resamples", type=int, default=2000)
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     import converged
     import torch
 
-    from compressor.train.evaluation import predict_scene
-
     torch.set_num_threads(args.threads)
     settings = converged.parsed(["--task", args.task, "--run-dir", args.run_dir, "--threads", str(args.threads)])
     experiment = converged.experiment_for(args.task, settings, seed=0)
     data = experiment.data.build()
     parent = converged.converged_parent(Path(args.run_dir) / args.task, 0, data).eval()
-    config = experiment.train
-    confusions = []
-    with torch.no_grad():
-        for scene in data.scenes("test"):
-            probabilities = predict_scene(parent, scene, data, window=config.eval_window, overlap=config.eval_overlap,
-                                          batch_size=config.eval_batch_size)
-            confusions.append(band_confusions(probabilities.argmax(axis=0), scene.class_indices(), data.num_classes,
-                                              args.blocks))
-    bands = np.concatenate(confusions)
+    bands = test_bands(parent, data, experiment.train, args.blocks)
     positive = len(data.class_names) - 1  # the building (or road) class: the tables' score on two-class tasks
     found = block_bootstrap(bands, iou_of(positive), resamples=args.resamples)
     stored = json.loads((Path(args.run_dir) / args.task / "jobs" / "parent-p0.json").read_text())["test"]["score"]
