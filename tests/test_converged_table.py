@@ -462,6 +462,26 @@ def test_a_job_keeps_its_test_bands_only_when_they_add_up_to_its_test_evaluation
     test = evaluate(network, data, experiment.train, split="test")
     kept = converged.test_bands_of(network, data, experiment, test, "recipe-s0")
     assert np.asarray(kept["test_bands"]).sum(axis=0).tolist() == [list(row) for row in test.confusion]
+    assert len(kept["test_bands"]) == 10  # the strip in ten bands, as strip_noise.py cuts it
     other = SimpleNamespace(confusion=np.asarray(test.confusion) + 1)  # evaluated with other windows, say
     assert converged.test_bands_of(network, data, experiment, other, "recipe-s0") == {}
     assert "recipe-s0: the test bands do not add up to its test evaluation; not kept" in capsys.readouterr().err
+
+
+def test_a_prediction_that_fails_after_training_costs_the_job_its_bands_not_its_record(converged, capsys):
+    from types import SimpleNamespace
+
+    import torch
+
+    class Broken(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.weight = torch.nn.Parameter(torch.zeros(1))
+
+        def forward(self, images):
+            raise ValueError("cannot read these windows")
+
+    data = SimpleNamespace(scenes=lambda split: [SimpleNamespace()], num_classes=2)
+    experiment = SimpleNamespace(train=SimpleNamespace(eval_window=64, eval_overlap=0, eval_batch_size=1))
+    assert converged.test_bands_of(Broken(), data, experiment, SimpleNamespace(confusion=[[1, 0], [0, 1]]), "small-s3") == {}
+    assert "small-s3: no test bands (" in capsys.readouterr().err

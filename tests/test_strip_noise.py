@@ -61,3 +61,24 @@ def test_the_bands_of_a_network_add_up_to_its_test_evaluation(noise):
     bands = noise.test_bands(network, data, config, blocks=7)
     assert bands.shape == (7, data.num_classes, data.num_classes) and network.training  # its mode handed back
     assert (bands.sum(axis=0) == np.asarray(evaluate(network, data, config, split="test").confusion)).all()
+
+
+def test_a_wide_strip_is_cut_across_its_width_into_equal_bands(noise):
+    labels = np.zeros((18, 90), dtype=np.uint8)
+    labels[:, :10] = 1  # the first band's columns only
+    bands = noise.band_confusions(labels, labels, 2, 9)
+    assert [int(band[1, 1]) for band in bands] == [180] + [0] * 8  # 10 columns x 18 rows each
+
+
+def test_the_paired_interval_averages_over_the_pairs_and_says_when_the_class_is_missing(noise):
+    base = np.stack([np.array([[900, 20], [40, 60]])] * 10)
+    first, second = base.copy(), base.copy()
+    first[:, 1, 1] += 20
+    second[:, 1, 1] -= 10  # one seed better, one worse: the mean, not the first pair
+    found = noise.paired_band_interval([first, second], [base, base], noise.iou_of(1), resamples=50)
+    iou = noise.iou_of(1)
+    expected = 100 * ((iou(first.sum(axis=0)) - iou(base.sum(axis=0))) + (iou(second.sum(axis=0)) - iou(base.sum(axis=0)))) / 2
+    assert found["mean"] == pytest.approx(expected) and found["low"] == pytest.approx(found["high"])  # alike bands
+    empty = np.stack([np.array([[900, 0], [0, 0]])] * 9 + [np.array([[900, 0], [0, 5]])])  # the class in one band
+    spread = noise.block_bootstrap(empty, noise.iou_of(1), resamples=200)
+    assert spread["nan_draws"] > 10 and np.isnan(spread["low"]) and np.isnan(spread["high"])

@@ -74,6 +74,7 @@ import argparse
 import contextlib
 import fcntl
 import json
+import math
 import os
 import sys
 import time
@@ -297,18 +298,25 @@ def run_job(task: str, job: dict[str, Any], args: argparse.Namespace, data: Any)
         "train_seconds": round(result.train_seconds, 1), "eval_seconds": round(result.eval_seconds, 1),
         **({"phases": phases} if phases else {}), "wall_seconds": round(time.perf_counter() - started, 1),
         "device": result.device, "threads": result.threads, "load_before": round(load, 2),
-        **test_bands_of(network, data, experiment, test, job["job"]),
+        **test_bands_of(network, data, experiment, test, job["job"], result.device),
     }
 
 
-def test_bands_of(network: Any, data: Any, experiment: Any, test: Any, name: str) -> dict[str, Any]:
+def test_bands_of(network: Any, data: Any, experiment: Any, test: Any, name: str, device: str = "cpu") -> dict[str, Any]:
     """``{"test_bands": ...}``: the test strip's confusion matrix of ``network`` cut into bands
     (``strip_noise.test_bands``), which a row's band interval against its parent is drawn from; nothing (and
-    a line saying why) when they do not add up to the job's own test evaluation."""
+    a line saying why) when they fail or do not add up to the job's own test evaluation, made on ``device``."""
     import numpy as np
     from strip_noise import test_bands
 
-    bands = test_bands(network, data, experiment.train)
+    try:  # after the job's state is gone: nothing here may cost the job its record
+        network.to(device)  # where its test evaluation ran (a GPU's kernels differ from the CPU's in the last bits)
+        bands = test_bands(network, data, experiment.train)
+    except Exception as error:  # noqa: BLE001 - the bands are optional
+        print(f"{name}: no test bands ({type(error).__name__}: {error}); not kept", file=sys.stderr, flush=True)
+        return {}
+    finally:
+        network.cpu()
     if (bands.sum(axis=0) != np.asarray(test.confusion)).any():
         print(f"{name}: the test bands do not add up to its test evaluation; not kept", file=sys.stderr, flush=True)
         return {}
@@ -841,7 +849,8 @@ def table_rows(found: dict[str, Any]) -> list[list[str]]:
             rows.append([label, format_count(row["params"]), _ratio_text(row, "params"), _ratio_text(row, "flops"),
                          _estimate(row["test"]).text(), f"{row['val_mean']:.3f}",
                          ("-" if difference is None else difference.text(digits=1, signed=True))
-                         + (f"; over the strip's bands [{bands['low']:+.1f}, {bands['high']:+.1f}]" if bands else ""),
+                         + (f"; over the strip's bands [{bands['low']:+.1f}, {bands['high']:+.1f}]"
+                            if bands and math.isfinite(bands["low"]) else ""),
                          row["within_1_point"] or "-", "-" if control is None else control.text(digits=1, signed=True),
                          f"{steps} steps, {sum(row['train_seconds']) / len(row['train_seconds']):.0f} s each{kept}"])
     return rows

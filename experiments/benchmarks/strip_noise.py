@@ -37,7 +37,8 @@ def band_confusions(predicted: np.ndarray, labels: np.ndarray, num_classes: int,
     axis = 0 if labels.shape[0] >= labels.shape[1] else 1
     found = []
     for rows in np.array_split(np.arange(labels.shape[axis]), blocks):
-        truth, guess = np.take(labels, rows, axis=axis).ravel(), np.take(predicted, rows, axis=axis).ravel()
+        truth = np.take(labels, rows, axis=axis).ravel().astype(np.int64)  # uint8 labels would overflow the index
+        guess = np.take(predicted, rows, axis=axis).ravel().astype(np.int64)
         kept = (truth >= 0) & (truth < num_classes)
         found.append(np.bincount(truth[kept] * num_classes + guess[kept], minlength=num_classes ** 2)
                      .reshape(num_classes, num_classes))
@@ -46,12 +47,14 @@ def band_confusions(predicted: np.ndarray, labels: np.ndarray, num_classes: int,
 
 def test_bands(network: Any, data: Any, config: Any, blocks: int = BLOCKS) -> np.ndarray:
     """The band confusion matrices (:func:`band_confusions`) of ``network`` on every test scene of ``data``,
-    predicted as :func:`compressor.train.evaluation.evaluate` predicts them with ``config``'s windows: together
-    they are the confusion matrix of ``evaluate(network, data, config, split="test")``."""
+    predicted as :func:`compressor.train.evaluation.evaluate` predicts them with ``config``'s windows, on the
+    device the network is on: together they are the confusion matrix of ``evaluate(network, data, config,
+    split="test")``."""
     import torch
 
     from compressor.train.evaluation import predict_scene
 
+    device = next((parameter.device for parameter in network.parameters()), torch.device("cpu"))
     was_training = network.training
     network.eval()
     found = []
@@ -59,7 +62,7 @@ def test_bands(network: Any, data: Any, config: Any, blocks: int = BLOCKS) -> np
         with torch.no_grad():
             for scene in data.scenes("test"):
                 probabilities = predict_scene(network, scene, data, window=config.eval_window, overlap=config.eval_overlap,
-                                              batch_size=config.eval_batch_size)
+                                              batch_size=config.eval_batch_size, device=device)
                 found.append(band_confusions(probabilities.argmax(axis=0), scene.class_indices(), data.num_classes, blocks))
     finally:
         network.train(was_training)
@@ -72,9 +75,15 @@ def block_bootstrap(confusions: np.ndarray, score: Any, *, resamples: int = 2000
     generator = np.random.default_rng(seed)
     count = len(confusions)
     draws = [score(confusions[generator.integers(0, count, count)].sum(axis=0)) for _ in range(resamples)]
-    low, high = np.nanpercentile(draws, [2.5, 97.5])
-    return {"score": float(score(confusions.sum(axis=0))), "low": float(low), "high": float(high),
-            "blocks": count, "resamples": resamples}
+    return {"score": float(score(confusions.sum(axis=0))), **_percentiles(draws), "blocks": count, "resamples": resamples}
+
+
+def _percentiles(draws: list[float]) -> dict[str, float]:
+    """The 2.5th and 97.5th percentiles of ``draws``; NaN for both when more than 5% of them are NaN (draws whose
+    bands hold none of the class: the interval would be of the other draws only). ``nan_draws`` says how many."""
+    missing = int(np.isnan(draws).sum())
+    low, high = (np.nanpercentile(draws, [2.5, 97.5]) if missing <= 0.05 * len(draws) else (np.nan, np.nan))
+    return {"low": float(low), "high": float(high), "nan_draws": missing}
 
 
 def paired_band_interval(rows: list[np.ndarray], bases: list[np.ndarray], score: Any, *, resamples: int = 2000,
@@ -90,9 +99,7 @@ def paired_band_interval(rows: list[np.ndarray], bases: list[np.ndarray], score:
                                     for row, base in zip(rows, bases)]))
 
     draws = [mean_difference(generator.integers(0, count, count)) for _ in range(resamples)]
-    low, high = np.nanpercentile(draws, [2.5, 97.5])
-    return {"mean": mean_difference(slice(None)), "low": float(low), "high": float(high), "blocks": count,
-            "resamples": resamples}
+    return {"mean": mean_difference(slice(None)), **_percentiles(draws), "blocks": count, "resamples": resamples}
 
 
 def iou_of(index: int):
