@@ -5,6 +5,8 @@ import numpy as np
 import pytest
 from conftest import benchmark_script
 
+NAMES = ("background", "building")  # two classes: the score is the building IoU
+
 
 @pytest.fixture(scope="module")
 def noise():
@@ -27,10 +29,10 @@ def test_bands_cut_the_long_side_and_their_confusions_add_up_to_the_whole_strip_
 
 def test_the_interval_is_a_point_for_alike_bands_and_spreads_for_unlike_ones(noise):
     alike = np.stack([np.array([[90, 2], [3, 5]])] * 10)
-    found = noise.block_bootstrap(alike, noise.iou_of(1), resamples=200)
+    found = noise.block_bootstrap(alike, noise.score_of(NAMES), resamples=200)
     assert found["low"] == found["high"] == pytest.approx(found["score"]) == pytest.approx(5 / 10)
     unlike = np.stack([np.array([[90, 0], [0, 10]])] * 5 + [np.array([[90, 5], [5, 0]])] * 5)
-    found = noise.block_bootstrap(unlike, noise.iou_of(1), resamples=500)
+    found = noise.block_bootstrap(unlike, noise.score_of(NAMES), resamples=500)
     assert found["low"] < found["score"] < found["high"]
     assert found["score"] == pytest.approx(50 / 100)
     assert found["high"] - found["low"] > 0.2
@@ -41,11 +43,11 @@ def test_a_paired_interval_reads_both_networks_on_the_same_drawn_bands(noise):
     base = np.stack([np.array([[900, 20], [int(count), 60]]) for count in generator.integers(10, 80, 10)])
     better = base.copy()
     better[:, 1, 1] += 10  # ten more building pixels found in every band, the same bands: never worse
-    found = noise.paired_band_interval([better, better], [base, base], noise.iou_of(1), resamples=300)
-    whole = 100 * (noise.iou_of(1)(better.sum(axis=0)) - noise.iou_of(1)(base.sum(axis=0)))
+    found = noise.paired_band_interval([better, better], [base, base], noise.score_of(NAMES), resamples=300)
+    whole = 100 * (noise.score_of(NAMES)(better.sum(axis=0)) - noise.score_of(NAMES)(base.sum(axis=0)))
     assert found["mean"] == pytest.approx(whole)
     assert 0 < found["low"] < found["mean"] < found["high"]
-    alone = noise.block_bootstrap(base, noise.iou_of(1), resamples=300)  # one network's score moves more than the pair
+    alone = noise.block_bootstrap(base, noise.score_of(NAMES), resamples=300)  # one network's score moves more than the pair
     assert found["high"] - found["low"] < 100 * (alone["high"] - alone["low"])
 
 
@@ -75,10 +77,10 @@ def test_the_paired_interval_averages_over_the_pairs_and_says_when_the_class_is_
     first, second = base.copy(), base.copy()
     first[:, 1, 1] += 20
     second[:, 1, 1] -= 10  # one seed better, one worse: the mean, not the first pair
-    found = noise.paired_band_interval([first, second], [base, base], noise.iou_of(1), resamples=50)
-    iou = noise.iou_of(1)
+    found = noise.paired_band_interval([first, second], [base, base], noise.score_of(NAMES), resamples=50)
+    iou = noise.score_of(NAMES)
     expected = 100 * ((iou(first.sum(axis=0)) - iou(base.sum(axis=0))) + (iou(second.sum(axis=0)) - iou(base.sum(axis=0)))) / 2
     assert found["mean"] == pytest.approx(expected) and found["low"] == pytest.approx(found["high"])  # alike bands
     empty = np.stack([np.array([[900, 0], [0, 0]])] * 9 + [np.array([[900, 0], [0, 5]])])  # the class in one band
-    spread = noise.block_bootstrap(empty, noise.iou_of(1), resamples=200)
+    spread = noise.block_bootstrap(empty, noise.score_of(NAMES), resamples=200)
     assert spread["nan_draws"] > 10 and np.isnan(spread["low"]) and np.isnan(spread["high"])

@@ -693,13 +693,13 @@ def table(records: dict[str, dict[str, Any]], *, search: bool | None = None, fai
         paired = minus_by_seed(found, controls) if compressed else []
         # a pruned row's size can differ by seed (the channels each seed's reconstruction ranks): its largest
         # network is the one the size targets are judged on, and the table shows the range
-        largest = max(found, key=lambda record: (record["params"], record["flops"]))
+        params, flops = [record["params"] for record in found], [record["flops"] for record in found]
         return {
             "compressed": compressed, "row": row_of(first["job"]),
-            "label": label, "n": len(found), "params": largest["params"], "flops": max(r["flops"] for r in found),
-            "params_ratio": parent["params"] / largest["params"], "flops_ratio": parent["flops"] / max(r["flops"] for r in found),
-            "params_ratio_range": [parent["params"] / max(r["params"] for r in found), parent["params"] / min(r["params"] for r in found)],
-            "flops_ratio_range": [parent["flops"] / max(r["flops"] for r in found), parent["flops"] / min(r["flops"] for r in found)],
+            "label": label, "n": len(found), "params": max(params), "flops": max(flops),
+            "params_ratio": parent["params"] / max(params), "flops_ratio": parent["flops"] / max(flops),
+            "params_ratio_range": [parent["params"] / max(params), parent["params"] / min(params)],
+            "flops_ratio_range": [parent["flops"] / max(flops), parent["flops"] / min(flops)],
             "test": Estimate.of(scores, bounds=(0.0, 1.0)).to_dict(),
             "minus_parent_points": None if difference is None else Estimate.of([100 * value for value in difference.values]).to_dict(),
             "within_1_point": None if difference is None else within(difference, WITHIN_POINTS),
@@ -767,14 +767,11 @@ def band_interval(found: list[dict[str, Any]], parent: dict[str, Any]) -> dict[s
     if "test_bands" not in parent or any("test_bands" not in record for record in found):
         return None
     import numpy as np
-    from strip_noise import paired_band_interval
+    from strip_noise import paired_band_interval, score_of
 
-    from compressor.metrics import SegmentationMetrics
-
-    names = list(parent["test"]["iou"])
     base = np.asarray(parent["test_bands"])
     return paired_band_interval([np.asarray(record["test_bands"]) for record in found], [base] * len(found),
-                                lambda confusion: SegmentationMetrics.from_confusion(confusion, names).score)
+                                score_of(parent["test"]["iou"]))
 
 
 def _estimate(data: dict[str, Any] | None) -> Estimate | None:

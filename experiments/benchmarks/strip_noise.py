@@ -102,12 +102,13 @@ def paired_band_interval(rows: list[np.ndarray], bases: list[np.ndarray], score:
     return {"mean": mean_difference(slice(None)), **_percentiles(draws), "blocks": count, "resamples": resamples}
 
 
-def iou_of(index: int):
-    """The IoU of class ``index`` from a confusion matrix (NaN when the class is nowhere)."""
-    def score(confusion: np.ndarray) -> float:
-        union = confusion[index, :].sum() + confusion[:, index].sum() - confusion[index, index]
-        return float(confusion[index, index] / union) if union else float("nan")
-    return score
+def score_of(class_names: Any):
+    """The tables' score (:attr:`compressor.metrics.SegmentationMetrics.score`: the foreground IoU of two classes,
+    else the mIoU) of one confusion matrix of ``class_names``; NaN where it has none of the classes scored."""
+    from compressor.metrics import SegmentationMetrics
+
+    names = list(class_names)
+    return lambda confusion: SegmentationMetrics.from_confusion(confusion, names).score
 
 
 def main() -> None:
@@ -127,12 +128,11 @@ def main() -> None:
     data = experiment.data.build()
     parent = converged.converged_parent(Path(args.run_dir) / args.task, 0, data).eval()
     bands = test_bands(parent, data, experiment.train, args.blocks)
-    positive = len(data.class_names) - 1  # the building (or road) class: the tables' score on two-class tasks
-    found = block_bootstrap(bands, iou_of(positive), resamples=args.resamples)
-    stored = json.loads((Path(args.run_dir) / args.task / "jobs" / "parent-p0.json").read_text())["test"]["score"]
-    if abs(stored - found["score"]) > 1e-9:  # the bands must add up to the table's own evaluation
-        raise SystemExit(f"the bands score {found['score']:.6f}, the parent's record {stored:.6f}: not the same prediction")
-    print(f"{args.task} parent: test {data.class_names[positive]} IoU {found['score']:.3f}, "
+    stored = json.loads((Path(args.run_dir) / args.task / "jobs" / "parent-p0.json").read_text())["test"]
+    if (bands.sum(axis=0) != np.asarray(stored["confusion"])).any():  # the bands must add up to the table's own evaluation
+        raise SystemExit("the bands do not add up to the parent's recorded test confusion matrix: not the same prediction")
+    found = block_bootstrap(bands, score_of(data.class_names), resamples=args.resamples)
+    print(f"{args.task} parent: test {stored['score_name']} {found['score']:.3f}, "
           f"block bootstrap 95% [{found['low']:.3f}, {found['high']:.3f}] ({args.blocks} bands, {args.resamples} resamples)")
     write_json("strip_noise", {"run_dir": args.run_dir, "task": args.task, "parent": found})
 
