@@ -84,3 +84,25 @@ def test_the_paired_interval_averages_over_the_pairs_and_says_when_the_class_is_
     empty = np.stack([np.array([[900, 0], [0, 0]])] * 9 + [np.array([[900, 0], [0, 5]])])  # the class in one band
     spread = noise.block_bootstrap(empty, noise.score_of(NAMES), resamples=200)
     assert spread["nan_draws"] > 10 and np.isnan(spread["low"]) and np.isnan(spread["high"])
+
+
+def test_the_parents_bands_are_kept_in_its_record_only_when_they_add_up_and_never_over_other_bands(noise, tmp_path):
+    import json
+
+    bands = np.stack([np.array([[80, 2], [3, 5 + index]]) for index in range(10)])
+    record = tmp_path / "parent-p0.json"
+    record.write_text(json.dumps({"job": "parent-p0", "test": {"confusion": bands.sum(axis=0).tolist()}}))
+    wrong = bands.copy()
+    wrong[0, 1, 1] += 1
+    with pytest.raises(SystemExit, match="do not add up"):
+        noise.keep_bands(record, wrong)
+    assert "test_bands" not in json.loads(record.read_text())
+    assert "kept" in noise.keep_bands(record, bands)
+    kept = json.loads(record.read_text())
+    assert kept["test_bands"] == bands.tolist() and kept["job"] == "parent-p0"
+    assert "already" in noise.keep_bands(record, bands)
+    other = bands.copy()
+    other[[0, 1]] = other[[1, 0]]  # the same sum, other bands
+    with pytest.raises(SystemExit, match="other test bands"):
+        noise.keep_bands(record, other)
+    assert json.loads(record.read_text())["test_bands"] == bands.tolist()

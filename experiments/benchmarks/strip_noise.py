@@ -9,7 +9,9 @@ cuts the strip into ``--blocks`` bands across its long side, and resamples the b
 
     python experiments/benchmarks/strip_noise.py --run-dir runs/converged-b --task spacenet_sample --threads 1
 
-Writes ``experiments/benchmarks/results/strip_noise.json``.
+Writes ``experiments/benchmarks/results/strip_noise.json``. With ``--keep`` the parent's bands also go into its
+job record (``jobs/parent-p0.json``, as ``test_bands``), which a run folder started before jobs kept their bands
+lacks: a row whose seeds all kept theirs then gets its band interval against the parent in the converged table.
 """
 
 from __future__ import annotations
@@ -111,6 +113,22 @@ def score_of(class_names: Any):
     return lambda confusion: SegmentationMetrics.from_confusion(confusion, names).score
 
 
+def keep_bands(record_path: Path, bands: np.ndarray) -> str:
+    """Stores ``bands`` as ``test_bands`` in the job record at ``record_path`` (rewritten whole, atomically), after
+    checking that they add up to its test confusion matrix; a record holding other bands is refused, not changed."""
+    from compressor.io import atomic_write_text
+
+    record = json.loads(record_path.read_text())
+    if (bands.sum(axis=0) != np.asarray(record["test"]["confusion"])).any():
+        raise SystemExit(f"{record_path}: the bands do not add up to its test confusion matrix; not kept")
+    if "test_bands" in record:
+        if np.array_equal(np.asarray(record["test_bands"]), bands):
+            return f"{record_path}: holds these bands already"
+        raise SystemExit(f"{record_path}: holds other test bands; not changed")
+    atomic_write_text(record_path, json.dumps({**record, "test_bands": bands.tolist()}, indent=1) + "\n")
+    return f"{record_path}: its {len(bands)} test bands kept"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run-dir", default="runs/converged-b")
@@ -118,6 +136,7 @@ def main() -> None:
     parser.add_argument("--blocks", type=int, default=BLOCKS)
     parser.add_argument("--resamples", type=int, default=2000)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--keep", action="store_true", help="store the parent's bands in its job record")
     args = parser.parse_args()
     import converged
     import torch
@@ -128,9 +147,14 @@ def main() -> None:
     data = experiment.data.build()
     parent = converged.converged_parent(Path(args.run_dir) / args.task, 0, data).eval()
     bands = test_bands(parent, data, experiment.train, args.blocks)
-    stored = json.loads((Path(args.run_dir) / args.task / "jobs" / "parent-p0.json").read_text())["test"]
+    record_path = Path(args.run_dir) / args.task / "jobs" / "parent-p0.json"
+    stored = json.loads(record_path.read_text())["test"]
     if (bands.sum(axis=0) != np.asarray(stored["confusion"])).any():  # the bands must add up to the table's own evaluation
         raise SystemExit("the bands do not add up to the parent's recorded test confusion matrix: not the same prediction")
+    if args.keep:
+        if args.blocks != BLOCKS:
+            raise SystemExit(f"--keep stores the {BLOCKS} bands every job keeps; leave --blocks out")
+        print(keep_bands(record_path, bands))
     found = block_bootstrap(bands, score_of(data.class_names), resamples=args.resamples)
     print(f"{args.task} parent: test {stored['score_name']} {found['score']:.3f}, "
           f"block bootstrap 95% [{found['low']:.3f}, {found['high']:.3f}] ({args.blocks} bands, {args.resamples} resamples)")
