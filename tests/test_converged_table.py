@@ -485,3 +485,28 @@ def test_a_prediction_that_fails_after_training_costs_the_job_its_bands_not_its_
     experiment = SimpleNamespace(train=SimpleNamespace(eval_window=64, eval_overlap=0, eval_batch_size=1))
     assert converged.test_bands_of(Broken(), data, experiment, SimpleNamespace(confusion=[[1, 0], [0, 1]]), "small-s3") == {}
     assert "small-s3: no test bands (" in capsys.readouterr().err
+
+
+def test_a_model_dominating_micronet_is_the_smaller_row_best_on_validation_paired_by_seed(converged):
+    tiny = {"params": 270_000, "flops": 2_800_000_000}
+    records = _records()  # the recipe (0.7M, 4G) above Micro-Net (1M, 7G) on both seeds: +6.0 points
+    records.update({f"small-s{seed}": _record(f"small-s{seed}", "small", score, seed=seed, val=0.9, **tiny)
+                    for seed, score in enumerate([0.20, 0.22])})  # best on validation, 5 points below Micro-Net on test
+    records["scratch-s0"]["val"] = {"score": 0.99}  # from scratch: not compressed from the parent, never chosen
+    found = converged.table(records)
+    verdicts = converged.targets(found)
+    chosen = found["dominates_micronet"]
+    assert chosen["row"] == "small" and chosen["minus_micronet_points"]["mean"] == pytest.approx(-5.0)
+    assert verdicts["a model dominates Micro-Net (the row best on validation among those smaller than it)"].startswith(
+        "not met (the paper's recipe + prune 0.6")
+    assert verdicts["the paper's recipe dominates Micro-Net"] == "met"  # +6.0 [+6.0, +6.0]: the recipe's own line stays
+    records["small-s0"]["val"] = {"score": 0.1}  # the recipe is now best on seed 0's validation
+    found = converged.table(records)
+    assert found["dominates_micronet"]["row"] == "recipe"
+    assert converged.targets(found)[
+        "a model dominates Micro-Net (the row best on validation among those smaller than it)"].startswith("met")
+    records["micronet-s1"]["params"] = 200_000  # one Micro-Net seed smaller than every row: none is smaller than it
+    found = converged.table(records)
+    assert found["dominates_micronet"] is None
+    assert converged.targets(found)[
+        "a model dominates Micro-Net (the row best on validation among those smaller than it)"] == "not run"

@@ -738,21 +738,38 @@ def table(records: dict[str, dict[str, Any]], *, search: bool | None = None, fai
             rows.append({"label": f"U-Net parent {name[-2:]}", "test": other["test"]["score"], "steps": other["steps_done"],
                          "recipe_test": None if again is None else again["test"]["score"],
                          "recipe_minus_parent_points": None if again is None else 100 * (again["test"]["score"] - other["test"]["score"])})
-    dominate = None
-    paired = minus_by_seed(recipe, micronet)
-    if paired:
+    def against_micronet(found: list[dict[str, Any]]) -> dict[str, Any] | None:
+        """``found`` (a row's seeds) against Micro-Net, paired by seed: smaller in params and FLOPs (its largest
+        seed's network against Micro-Net's smallest), and the score difference with its verdict."""
+        paired = minus_by_seed(found, micronet)
+        if not paired:
+            return None
         estimate = Estimate.of(paired)
-        smaller = recipe[0]["params"] < micronet[0]["params"] and recipe[0]["flops"] < micronet[0]["flops"]
-        dominate = {"smaller": smaller, "minus_micronet_points": estimate.to_dict(),
-                    "verdict": "met" if smaller and estimate.has_interval and estimate.low > 0 else
-                    "not met" if not smaller or (estimate.has_interval and estimate.high <= 0) else "not settled"}
+        smaller = (max(r["params"] for r in found) < min(r["params"] for r in micronet)
+                   and max(r["flops"] for r in found) < min(r["flops"] for r in micronet))
+        return {"smaller": smaller, "minus_micronet_points": estimate.to_dict(),
+                "verdict": "met" if smaller and estimate.has_interval and estimate.low > 0 else
+                "not met" if not smaller or (estimate.has_interval and estimate.high <= 0) else "not settled"}
+
+    dominate = against_micronet(recipe)
+    # the issue asks for *a* model that dominates Micro-Net: among the rows compressed from the parent that are
+    # smaller than it, the one best on seed 0's validation score (no test score chooses it), paired by seed
+    smaller_rows = [(records[f"{found['row']}-s0"]["val"]["score"], index) for index, found in enumerate(rows)
+                    if found.get("compressed") and f"{found['row']}-s0" in records and micronet
+                    and found["params"] < min(r["params"] for r in micronet)
+                    and found["flops"] < min(r["flops"] for r in micronet)]
+    dominating = None
+    if smaller_rows:
+        chosen = rows[max(smaller_rows)[1]]
+        seeds = [record for name, record in records.items() if row_of(name) == chosen["row"] and not record.get("not_reached")]
+        dominating = {"label": chosen["label"], "row": chosen["row"], **(against_micronet(seeds) or {})}
     inherited = minus_by_seed(recipe, rows_of("scratch-s"))
     # the same pairs on the validation strip: the two strips are small, and a row's lead on one need not hold on the other
     inherited_val = minus_by_seed(recipe, rows_of("scratch-s"), "val")
     return {"score_name": parent["score_name"], "parent": {"test": base, "val": parent["val"]["score"],
             "steps": parent["steps_done"], "best_step": parent["best_step"], "reached_plateau": parent["converged"],
             "train_seconds": parent["train_seconds"], "curve": parent["curve"], "params": parent["params"], "flops": parent["flops"]},
-            "rows": rows, "recipe_dominates_micronet": dominate, "size_target": size_target_job(
+            "rows": rows, "recipe_dominates_micronet": dominate, "dominates_micronet": dominating, "size_target": size_target_job(
                 records, search="search-p0" in records if search is None else search, failed=failed),
             # issue 30's question on a converged teacher: compressed from it against the same network from scratch
             "recipe_minus_scratch_points": Estimate.of(inherited).to_dict() if inherited else None,
@@ -809,6 +826,7 @@ def targets(found: dict[str, Any]) -> dict[str, str]:
     else:
         converged = "not settled"
     dominate = found.get("recipe_dominates_micronet") or {}
+    dominating = found.get("dominates_micronet") or {}  # absent from tables summarized before it was judged
     # the model this target is judged on is chosen on seed 0's validation among the rows compressed from the parent
     # that are small enough (the search's picks, the fixed recipe + prune 0.6: size_target_job, as the runs chose
     # which row gains seeds first); its test interval then decides
@@ -821,6 +839,8 @@ def targets(found: dict[str, Any]) -> dict[str, str]:
         "the paper's recipe, distilled, within 1 point of the parent":
             _verdict_above(minus("the paper's recipe, inherited, fine-tuned, distilled")),
         "the paper's recipe dominates Micro-Net": dominate.get("verdict", "not run"),
+        "a model dominates Micro-Net (the row best on validation among those smaller than it)":
+            "not run" if not dominating.get("verdict") else f"{dominating['verdict']} ({dominating['label']})",
         "the control within +-1 point of the parent (the parent has converged)": converged,
     }
 
@@ -885,6 +905,10 @@ def print_table(tasks: dict[str, Any], *, markdown: bool = False) -> None:
         if found["recipe_dominates_micronet"]:
             dominated = found["recipe_dominates_micronet"]
             print(f"  (the recipe against Micro-Net, paired by seed: {_estimate(dominated['minus_micronet_points']).text(digits=1, signed=True)} points)")
+        chosen = found.get("dominates_micronet") or {}
+        if chosen.get("minus_micronet_points") and chosen.get("row") != "recipe":
+            print(f"  ({chosen['label']} against Micro-Net, paired by seed: "
+                  f"{_estimate(chosen['minus_micronet_points']).text(digits=1, signed=True)} points)")
         if found.get("recipe_minus_scratch_points"):
             print(f"  (the recipe inherited from the parent against its network from scratch, paired by seed: "
                   f"{_estimate(found['recipe_minus_scratch_points']).text(digits=1, signed=True)} points on test"
