@@ -487,26 +487,62 @@ def test_a_prediction_that_fails_after_training_costs_the_job_its_bands_not_its_
     assert "small-s3: no test bands (" in capsys.readouterr().err
 
 
-def test_a_model_dominating_micronet_is_the_smaller_row_best_on_validation_paired_by_seed(converged):
+def test_a_model_dominating_micronet_is_the_smaller_row_best_on_validation_once_every_candidate_has_seed_zero(converged):
+    target = "a model dominates Micro-Net (the row best on validation among those smaller than it)"
     tiny = {"params": 270_000, "flops": 2_800_000_000}
     records = _records()  # the recipe (0.7M, 4G) above Micro-Net (1M, 7G) on both seeds: +6.0 points
     records.update({f"small-s{seed}": _record(f"small-s{seed}", "small", score, seed=seed, val=0.9, **tiny)
                     for seed, score in enumerate([0.20, 0.22])})  # best on validation, 5 points below Micro-Net on test
     records["scratch-s0"]["val"] = {"score": 0.99}  # from scratch: not compressed from the parent, never chosen
+    records["parent-p1"] = _record("parent-p1", "parent", 0.30, seed=1, **PARENT)
+    records["recipe-p1-s0"] = {**_record("recipe-p1-s0", "recipe", 0.99, seed=0, val=0.99), "parent": 1}  # another parent's
     found = converged.table(records)
-    verdicts = converged.targets(found)
+    assert found["dominates_micronet"] == {"reason": "waiting for seed 0 of recipe-distill"}  # it may still be the best
+    assert converged.targets(found)[target] == "not settled (waiting for seed 0 of recipe-distill)"
+    assert converged.micronet_target_job(records, search=False) is None
+    assert converged.micronet_target_job(records, search=False, failed={"recipe-distill-s0"}) == "small"
+    # the distilled row: fewer params than Micro-Net but more FLOPs, and best on validation: not smaller, no candidate
+    records.update({f"recipe-distill-s{seed}": {**_record(f"recipe-distill-s{seed}", "recipe", 0.5, seed=seed, val=0.95,
+                                                          flops=8_000_000_000), "distill": True} for seed in (0, 1)})
+    found = converged.table(records)
     chosen = found["dominates_micronet"]
     assert chosen["row"] == "small" and chosen["minus_micronet_points"]["mean"] == pytest.approx(-5.0)
-    assert verdicts["a model dominates Micro-Net (the row best on validation among those smaller than it)"].startswith(
-        "not met (the paper's recipe + prune 0.6")
-    assert verdicts["the paper's recipe dominates Micro-Net"] == "met"  # +6.0 [+6.0, +6.0]: the recipe's own line stays
+    assert chosen["minus_micronet_points"]["n"] == 2  # its own two seeds, nothing of the other parent's or rows'
+    assert converged.targets(found)[target].startswith("not met (the paper's recipe + prune 0.6")
+    assert converged.targets(found)["the paper's recipe dominates Micro-Net"] == "met"  # +6.0 on both seeds: its own line stays
     records["small-s0"]["val"] = {"score": 0.1}  # the recipe is now best on seed 0's validation
     found = converged.table(records)
-    assert found["dominates_micronet"]["row"] == "recipe"
-    assert converged.targets(found)[
-        "a model dominates Micro-Net (the row best on validation among those smaller than it)"].startswith("met")
-    records["micronet-s1"]["params"] = 200_000  # one Micro-Net seed smaller than every row: none is smaller than it
+    assert found["dominates_micronet"]["row"] == "recipe" and converged.targets(found)[target].startswith("met")
+    records["recipe-s1"]["params"] = 1_200_000  # chosen on seed 0's size; a larger seed makes it "not smaller"
+    assert converged.targets(converged.table(records))[target].startswith("not met (the paper's recipe, inherited")
+    records["recipe-s1"]["params"] = 700_000
+    del records["micronet-s1"]  # one pair: no interval
+    assert converged.targets(converged.table(records))[target] == "not settled (the paper's recipe, inherited, fine-tuned)"
+    records["micronet-s0"]["params"] = 200_000  # Micro-Net smaller than every row
     found = converged.table(records)
-    assert found["dominates_micronet"] is None
-    assert converged.targets(found)[
-        "a model dominates Micro-Net (the row best on validation among those smaller than it)"] == "not run"
+    assert converged.targets(found)[target] == "not met (no row compressed from the parent is smaller than Micro-Net)"
+    del records["micronet-s0"]
+    assert converged.targets(converged.table(records))[target] == "not run (Micro-Net's seed 0 has not run)"
+
+
+def test_a_search_pick_dominating_micronet_is_the_larger_pick_of_a_shared_trial_and_never_one_not_reached(converged):
+    records = {**_records(), **_search_records(converged, small=0.30, pick1m=0.35, pick100k=0.32)}
+    records["recipe-distill-s0"] = {**_record("recipe-distill-s0", "recipe", 0.3, seed=0, val=0.2), "distill": True}
+    found = converged.table(records)
+    assert found["dominates_micronet"]["row"] == "pick1m"  # pick300k is the same run, with the same validation score
+    records["pick100k-s0"] = {"job": "pick100k-s0", "kind": "pick", "seed": 0, "not_reached": True}
+    records["pick1m-s0"]["val"] = {"score": 0.1}
+    records["pick300k-s0"]["val"] = {"score": 0.1}
+    records["recipe-s0"]["val"] = {"score": 0.1}
+    assert converged.table(records)["dominates_micronet"]["row"] == "small"  # 0.30 on validation; pick100k not reached
+
+
+def test_a_table_summarized_before_the_new_targets_reads_not_run_and_prints(converged, capsys):
+    found = converged.table(_records())
+    old = {**found, "rows": [{key: value for key, value in row.items() if key not in ("row", "val_mean")} for row in found["rows"]]}
+    del old["size_target"], old["dominates_micronet"]  # what results files of earlier days hold
+    verdicts = converged.targets(old)
+    assert next(iter(verdicts.values())) == "not run"  # no row is taken for the chosen one
+    assert verdicts["a model dominates Micro-Net (the row best on validation among those smaller than it)"] == "not run"
+    converged.print_table({"spacenet_sample": {**old, "targets": verdicts}}, markdown=True)
+    assert "| the paper's recipe, inherited, fine-tuned |" in capsys.readouterr().out

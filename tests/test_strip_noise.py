@@ -106,3 +106,21 @@ def test_the_parents_bands_are_kept_in_its_record_only_when_they_add_up_and_neve
     with pytest.raises(SystemExit, match="other test bands"):
         noise.keep_bands(record, other)
     assert json.loads(record.read_text())["test_bands"] == bands.tolist()
+
+
+@pytest.mark.parametrize("shape", ["one band", "a 2-D matrix", "other classes", "floats"])
+def test_bands_not_shaped_as_every_job_keeps_them_are_refused_and_the_record_is_unchanged(noise, tmp_path, shape):
+    import json
+
+    bands = np.stack([np.array([[80, 2], [3, 5 + index]]) for index in range(10)])
+    whole = bands.sum(axis=0)
+    record = tmp_path / "parent-p0.json"
+    record.write_text(json.dumps({"job": "parent-p0", "test": {"confusion": whole.tolist()}}))
+    wrong = {"one band": whole[None], "a 2-D matrix": whole, "floats": bands.astype(float),
+             "other classes": np.stack([np.pad(band, ((0, 1), (0, 1))) for band in bands])}[shape]
+    with pytest.raises(SystemExit, match="not 10 integer confusion matrices"):
+        noise.keep_bands(record, wrong)
+    assert "test_bands" not in json.loads(record.read_text())
+    record.write_text(json.dumps({"job": "parent-p0"}))
+    with pytest.raises(SystemExit, match="no test confusion matrix"):
+        noise.keep_bands(record, bands)

@@ -115,11 +115,18 @@ def score_of(class_names: Any):
 
 def keep_bands(record_path: Path, bands: np.ndarray) -> str:
     """Stores ``bands`` as ``test_bands`` in the job record at ``record_path`` (rewritten whole, atomically), after
-    checking that they add up to its test confusion matrix; a record holding other bands is refused, not changed."""
+    checking that they are :data:`BLOCKS` integer confusion matrices of the record's classes that add up to its test
+    confusion matrix; a record holding other bands is refused, not changed."""
     from compressor.io import atomic_write_text
 
     record = json.loads(record_path.read_text())
-    if (bands.sum(axis=0) != np.asarray(record["test"]["confusion"])).any():
+    confusion = np.asarray((record.get("test") or {}).get("confusion", []))
+    if confusion.ndim != 2:
+        raise SystemExit(f"{record_path}: no test confusion matrix to check the bands against; not kept")
+    if bands.ndim != 3 or bands.shape != (BLOCKS, *confusion.shape) or not np.issubdtype(bands.dtype, np.integer):
+        raise SystemExit(f"{record_path}: bands shaped {bands.shape} ({bands.dtype}), not {BLOCKS} integer confusion "
+                         f"matrices {confusion.shape}; not kept")
+    if (bands.sum(axis=0) != confusion).any():
         raise SystemExit(f"{record_path}: the bands do not add up to its test confusion matrix; not kept")
     if "test_bands" in record:
         if np.array_equal(np.asarray(record["test_bands"]), bands):
@@ -141,6 +148,8 @@ def main() -> None:
     import converged
     import torch
 
+    if args.keep and args.blocks != BLOCKS:
+        raise SystemExit(f"--keep stores the {BLOCKS} bands every job keeps; leave --blocks out")
     torch.set_num_threads(args.threads)
     settings = converged.parsed(["--task", args.task, "--run-dir", args.run_dir, "--threads", str(args.threads)])
     experiment = converged.experiment_for(args.task, settings, seed=0)
@@ -151,10 +160,11 @@ def main() -> None:
     stored = json.loads(record_path.read_text())["test"]
     if (bands.sum(axis=0) != np.asarray(stored["confusion"])).any():  # the bands must add up to the table's own evaluation
         raise SystemExit("the bands do not add up to the parent's recorded test confusion matrix: not the same prediction")
-    if args.keep:
-        if args.blocks != BLOCKS:
-            raise SystemExit(f"--keep stores the {BLOCKS} bands every job keeps; leave --blocks out")
-        print(keep_bands(record_path, bands))
+    if args.keep:  # under the parent's lock: no process trains or restores it while its record is rewritten
+        with converged.claimed(record_path.parent, "parent-p0") as held:
+            if not held:
+                raise SystemExit(f"{record_path}: a process holds this parent (training or restoring it); not kept")
+            print(keep_bands(record_path, bands))
     found = block_bootstrap(bands, score_of(data.class_names), resamples=args.resamples)
     print(f"{args.task} parent: test {stored['score_name']} {found['score']:.3f}, "
           f"block bootstrap 95% [{found['low']:.3f}, {found['high']:.3f}] ({args.blocks} bands, {args.resamples} resamples)")
