@@ -510,6 +510,11 @@ def test_a_model_dominating_micronet_is_the_smaller_row_best_on_validation_once_
     assert chosen["minus_micronet_points"]["n"] == 2  # its own two seeds, nothing of the other parent's or rows'
     assert converged.targets(found)[target].startswith("not met (the paper's recipe + prune 0.6")
     assert converged.targets(found)["the paper's recipe dominates Micro-Net"] == "met"  # +6.0 on both seeds: its own line stays
+    for seed in (0, 1):
+        records[f"small-s{seed}"]["params"] = 400_000  # 78x: no longer the size target's row, still under Micro-Net
+    assert converged.size_target_job(records, search=False) is None
+    order = [job["job"] for job in converged.jobs(converged.parsed(["--search-trials", "0"]), records)]
+    assert order.index("small-s4") < order.index("control-s1")  # the chosen row's seeds come with the judged rows'
     records["small-s0"]["val"] = {"score": 0.1}  # the recipe is now best on seed 0's validation
     found = converged.table(records)
     assert found["dominates_micronet"]["row"] == "recipe" and converged.targets(found)[target].startswith("met")
