@@ -219,9 +219,13 @@ def micronet_target_job(records: dict[str, dict[str, Any]], *, search: bool, fai
     micronet = records.get("micronet-s0")
     if records.get("parent-p0") is None or micronet is None:
         return None
-    rows = ["recipe", "recipe-distill", "small"] + ([f"pick{size}" for size in PICKS] if search else [])
-    return chosen_on_validation(records, rows, lambda record: record["params"] < micronet["params"]
+    return chosen_on_validation(records, micronet_candidates(search), lambda record: record["params"] < micronet["params"]
                                 and record["flops"] < micronet["flops"], search=search, failed=failed)
+
+
+def micronet_candidates(search: bool) -> list[str]:
+    """The rows that may be the model dominating Micro-Net: those compressed from the parent."""
+    return ["recipe", "recipe-distill", "small"] + ([f"pick{size}" for size in PICKS] if search else [])
 
 
 def waiting_for(records: dict[str, dict[str, Any]], rows: list[str], *, search: bool,
@@ -335,8 +339,7 @@ def test_bands_of(network: Any, data: Any, experiment: Any, test: Any, name: str
     """``{"test_bands": ...}``: the test strip's confusion matrix of ``network`` cut into bands
     (``strip_noise.test_bands``), which a row's band interval against its parent is drawn from; nothing (and
     a line saying why) when they fail or do not add up to the job's own test evaluation, made on ``device``."""
-    import numpy as np
-    from strip_noise import test_bands
+    from strip_noise import bands_add_up, test_bands
 
     try:  # after the job's state is gone: nothing here may cost the job its record
         network.to(device)  # where its test evaluation ran (a GPU's kernels differ from the CPU's in the last bits)
@@ -346,7 +349,7 @@ def test_bands_of(network: Any, data: Any, experiment: Any, test: Any, name: str
         return {}
     finally:
         network.cpu()
-    if (bands.sum(axis=0) != np.asarray(test.confusion)).any():
+    if not bands_add_up(bands, test.confusion):
         print(f"{name}: the test bands do not add up to its test evaluation; not kept", file=sys.stderr, flush=True)
         return {}
     return {"test_bands": bands.tolist()}
@@ -793,8 +796,7 @@ def table(records: dict[str, dict[str, Any]], *, search: bool | None = None, fai
     elif "micronet-s0" not in records:
         dominating = {"verdict": "not run", "reason": "Micro-Net's seed 0 has not run"}
     else:
-        waiting = waiting_for(records, ["recipe", "recipe-distill", "small"] + [f"pick{size}" for size in PICKS],
-                              search=searched, failed=failed)
+        waiting = waiting_for(records, micronet_candidates(searched), search=searched, failed=failed)
         dominating = {"reason": f"waiting for seed 0 of {', '.join(waiting)}"} if waiting else {
             "verdict": "not met", "reason": "no row compressed from the parent is smaller than Micro-Net"}
     inherited = minus_by_seed(recipe, rows_of("scratch-s"))

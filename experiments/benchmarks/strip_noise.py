@@ -113,6 +113,13 @@ def score_of(class_names: Any):
     return lambda confusion: SegmentationMetrics.from_confusion(confusion, names).score
 
 
+def bands_add_up(bands: np.ndarray, confusion: Any) -> bool:
+    """Whether the band matrices ``bands`` add up, cell by cell, to the whole strip's ``confusion`` matrix: the
+    same prediction as the evaluation that recorded it."""
+    confusion = np.asarray(confusion)
+    return bands.shape[1:] == confusion.shape and bool((bands.sum(axis=0) == confusion).all())
+
+
 def keep_bands(record_path: Path, bands: np.ndarray) -> str:
     """Stores ``bands`` as ``test_bands`` in the job record at ``record_path`` (rewritten whole, atomically), after
     checking that they are :data:`BLOCKS` integer confusion matrices of the record's classes that add up to its test
@@ -126,7 +133,7 @@ def keep_bands(record_path: Path, bands: np.ndarray) -> str:
     if bands.ndim != 3 or bands.shape != (BLOCKS, *confusion.shape) or not np.issubdtype(bands.dtype, np.integer):
         raise SystemExit(f"{record_path}: bands shaped {bands.shape} ({bands.dtype}), not {BLOCKS} integer confusion "
                          f"matrices {confusion.shape}; not kept")
-    if (bands.sum(axis=0) != confusion).any():
+    if not bands_add_up(bands, confusion):
         raise SystemExit(f"{record_path}: the bands do not add up to its test confusion matrix; not kept")
     if "test_bands" in record:
         if np.array_equal(np.asarray(record["test_bands"]), bands):
@@ -158,7 +165,7 @@ def main() -> None:
     bands = test_bands(parent, data, experiment.train, args.blocks)
     record_path = Path(args.run_dir) / args.task / "jobs" / "parent-p0.json"
     stored = json.loads(record_path.read_text())["test"]
-    if (bands.sum(axis=0) != np.asarray(stored["confusion"])).any():  # the bands must add up to the table's own evaluation
+    if not bands_add_up(bands, stored["confusion"]):  # the bands must add up to the table's own evaluation
         raise SystemExit("the bands do not add up to the parent's recorded test confusion matrix: not the same prediction")
     if args.keep:  # under the parent's lock: no process trains or restores it while its record is rewritten
         with converged.claimed(record_path.parent, "parent-p0") as held:
