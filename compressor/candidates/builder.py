@@ -93,6 +93,6 @@ def build_candidate(
         recipe = with_calibration(recipe, experiment.finetune.calibrate)
     network, _records = apply(  # the records are not shown: no layer or output errors measured for them
         base, recipe, example, count_flops=False, init=init,
-        calibration=calibration, diagnostics=False,
+        calibration=calibration, diagnostics=False, check_each_step=False,
     )
     return network

@@ -35,6 +35,7 @@ def apply(
     init: str | None = None,
     calibration: torch.Tensor | Sequence[torch.Tensor] | None = None,
     diagnostics: bool = True,
+    check_each_step: bool = True,
 ) -> tuple[nn.Module, list[TransformRecord]]:
     """Applies every step of ``recipe`` to a copy of ``model``.
 
@@ -60,6 +61,13 @@ def apply(
             ``compress``). A search, which shows none, turns them off: they cost more than the
             transforms themselves (5.3 s of 6.5 s for the paper's recipe on U-Net at 64x64, one
             thread); the records then have no errors.
+        check_each_step: run the network after each step to check that its output shape is kept. A
+            search turns this off: the output is then checked after the last step, and after a step
+            that runs the network anyway (diagnostics, calibration, FLOPs, an ``optional`` step). Each
+            check is a forward pass of a network near the input model's size (18% of building a
+            quickstart candidate). When a step fails, or the last check does, after unchecked steps,
+            the recipe is applied again from the same random state with every check, so the error
+            names the step at fault, as with this on.
 
     Returns:
         ``(new_model, records)``; ``new_model`` is in the input model's train/eval mode.
@@ -83,6 +91,36 @@ def apply(
     if not isinstance(recipe, Recipe):
         recipe = Recipe.of(recipe) if _is_specs(recipe) else Recipe.from_data(recipe)
     example = _example_tensor(model, example_input)
+    settings = {"count_flops": count_flops, "init": init, "calibration": calibration, "diagnostics": diagnostics}
+    if check_each_step:
+        return _apply_steps(model, recipe, example, check_each_step=True, **settings)
+    random_state = torch.random.get_rng_state()
+    try:
+        return _apply_steps(model, recipe, example, check_each_step=False, **settings)
+    except _Unchecked as unchecked:
+        failure = unchecked.error
+    # a step failed, or the last check did, after steps whose output went unchecked: the same run again, from the
+    # same random state, with every check, so that the error names the step at fault as it does with them
+    with torch.random.fork_rng(devices=[]):
+        torch.random.set_rng_state(random_state)
+        _apply_steps(model, recipe, example, check_each_step=True, **settings)
+    raise failure  # the checked run did not fail (a step that is not deterministic): the error as it came
+
+
+class _Unchecked(Exception):
+    """A step failed, or the last check did, after a step whose output shape went unchecked (``error``)."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+def _apply_steps(
+    model: nn.Module, recipe: Recipe, example: torch.Tensor, *, count_flops: bool, init: str | None,
+    calibration: torch.Tensor | Sequence[torch.Tensor] | None, diagnostics: bool, check_each_step: bool,
+) -> tuple[nn.Module, list[TransformRecord]]:
+    """:func:`apply`'s steps, on the resolved recipe and example; with ``check_each_step`` off, an error after a
+    step whose output shape went unchecked comes as :class:`_Unchecked`."""
     shape = tuple(example.shape)
     was_training = model.training
     reference_shape = _output_shape(model, example, "the input model")
@@ -92,68 +130,80 @@ def apply(
     images = _error_images(calibration, example)
     records: list[TransformRecord] = []
     origin = origin_of(model)
-    for index, spec in enumerate(recipe.steps):
-        step = f"step {index + 1} ({spec.name})"
-        transform = _with_init(spec, init).build(where=step)
-        batches = getattr(transform, "calibrate", 0)
-        if batches and calibration is None:
-            raise ConfigError(
-                f"{step}: calibrate: {batches} needs real images, which compressor compress and a search with "
-                "search.init: inherit take from the training patches (from Python: apply(..., calibration=images))"
+    unchecked = False  # a step's output shape not checked yet (check_each_step off)
+    try:
+        for index, spec in enumerate(recipe.steps):
+            step = f"step {index + 1} ({spec.name})"
+            transform = _with_init(spec, init).build(where=step)
+            batches = getattr(transform, "calibrate", 0)
+            if batches and calibration is None:
+                raise ConfigError(
+                    f"{step}: calibrate: {batches} needs real images, which compressor compress and a search with "
+                    "search.init: inherit take from the training patches (from Python: apply(..., calibration=images))"
+                )
+            # the network before the step is kept where something reads it: the input model (never modified), the
+            # diagnostics and the calibration (which compare the two), an optional step (skipped if it fails)
+            keep_before = current is model or diagnostics or batches or spec.optional
+            candidate = (copy.deepcopy(current) if keep_before else current).eval()
+            try:
+                transform.check(candidate, example)
+                candidate, change = transform.transform(candidate, example)
+            except TransformError as error:
+                if not spec.optional:
+                    raise TransformError(f"{step}: {error}") from None
+                records.append(_skipped(spec, transform, current_cost, str(error)))
+                continue
+            declare_output(candidate, declared_output(model))  # a traced graph does not carry it
+            if check_each_step or spec.optional or batches or diagnostics or count_flops:  # else after the last
+                output_shape = _output_shape(candidate, example, step)
+                if output_shape != reference_shape:
+                    reason = f"output shape changed from {reference_shape} to {output_shape}; refusing"
+                    if not spec.optional:
+                        raise TransformError(f"{step}: {reason}")
+                    records.append(_skipped(spec, transform, current_cost, f"{spec.name}: {reason}"))
+                    continue
+                unchecked = False
+            else:
+                unchecked = True
+            counterparts = counterparts_of(change.changed, change.counterparts)
+            if batches:
+                calibration_images = batches_of(calibration, batches).to(example.device)
+                refitted = calibrate(current, candidate, counterparts, calibration_images)
+                change.notes.append(
+                    f"calibrated {len(refitted)} of {len(counterparts)} changed layers by least squares "
+                    f"on {calibration_images.shape[0]} images"
+                )
+            errors = layer_errors(current, candidate, counterparts, images) if diagnostics else {}
+            network_error = output_error(current, candidate, images) if diagnostics else None
+            cost = cost_of(candidate)
+            if count_flops and cost.flops > current_cost.flops:
+                change.notes.append(f"FLOPs rose {cost.flops / max(current_cost.flops, 1) - 1:.1%} with this step")
+            records.append(
+                TransformRecord(
+                    transform=spec.name,
+                    params=plain_params(transform.params),
+                    changed=list(change.changed),
+                    removed=list(change.removed),
+                    skipped=dict(change.skipped),
+                    notes=list(change.notes),
+                    params_before=current_cost.params,
+                    params_after=cost.params,
+                    flops_before=current_cost.flops,
+                    flops_after=cost.flops,
+                    errors=errors,
+                    output_error=None if network_error is None else round(network_error, 6),
+                )
             )
-        # the network before the step is kept where something reads it: the input model (never modified), the
-        # diagnostics and the calibration (which compare the two), an optional step (skipped if it fails)
-        keep_before = current is model or diagnostics or batches or spec.optional
-        candidate = (copy.deepcopy(current) if keep_before else current).eval()
-        try:
-            transform.check(candidate, example)
-            candidate, change = transform.transform(candidate, example)
-        except TransformError as error:
-            if not spec.optional:
-                raise TransformError(f"{step}: {error}") from None
-            records.append(_skipped(spec, transform, current_cost, str(error)))
-            continue
-        declare_output(candidate, declared_output(model))  # a traced graph does not carry it
-        output_shape = _output_shape(candidate, example, step)
-        if output_shape != reference_shape:
-            reason = f"output shape changed from {reference_shape} to {output_shape}; refusing"
-            if not spec.optional:
-                raise TransformError(f"{step}: {reason}")
-            records.append(_skipped(spec, transform, current_cost, f"{spec.name}: {reason}"))
-            continue
-        counterparts = counterparts_of(change.changed, change.counterparts)
-        if batches:
-            calibration_images = batches_of(calibration, batches).to(example.device)
-            refitted = calibrate(current, candidate, counterparts, calibration_images)
-            change.notes.append(
-                f"calibrated {len(refitted)} of {len(counterparts)} changed layers by least squares "
-                f"on {calibration_images.shape[0]} images"
-            )
-        errors = layer_errors(current, candidate, counterparts, images) if diagnostics else {}
-        network_error = output_error(current, candidate, images) if diagnostics else None
-        cost = cost_of(candidate)
-        if count_flops and cost.flops > current_cost.flops:
-            change.notes.append(f"FLOPs rose {cost.flops / max(current_cost.flops, 1) - 1:.1%} with this step")
-        records.append(
-            TransformRecord(
-                transform=spec.name,
-                params=plain_params(transform.params),
-                changed=list(change.changed),
-                removed=list(change.removed),
-                skipped=dict(change.skipped),
-                notes=list(change.notes),
-                params_before=current_cost.params,
-                params_after=cost.params,
-                flops_before=current_cost.flops,
-                flops_after=cost.flops,
-                errors=errors,
-                output_error=None if network_error is None else round(network_error, 6),
-            )
-        )
-        current, current_cost = candidate, cost
-        if origin is not None:
-            step_data = {"name": spec.name, **plain_params(transform.params), **transform.replay(candidate)}
-            origin = origin.then(step_data, shape)
+            current, current_cost = candidate, cost
+            if origin is not None:
+                step_data = {"name": spec.name, **plain_params(transform.params), **transform.replay(candidate)}
+                origin = origin.then(step_data, shape)
+        if unchecked and _output_shape(current, example, "the last step") != reference_shape:
+            raise TransformError("the output shape changed")  # the checked run names the step
+    except Exception as error:  # noqa: BLE001 - whatever a step raised, after an unchecked one: the checked run
+        if unchecked:
+            raise _Unchecked(error) from None
+        raise
     if current is model:
         current = copy.deepcopy(model)
     current.train(was_training)
