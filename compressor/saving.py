@@ -39,7 +39,7 @@ from compressor.train.checkpoints import weights_mismatch
 from compressor.transforms import TRANSFORMS, apply
 from compressor.units import parse_shape
 
-__all__ = ["SavedModel", "save_model", "load_model", "load_saved", "is_model_file", "TRUSTED_MODEL_PACKAGES"]
+__all__ = ["SavedModel", "save_model", "load_model", "load_saved", "load_hint", "is_model_file", "TRUSTED_MODEL_PACKAGES"]
 
 _FORMAT = "compressor.model/2"
 #: the largest example input a file's steps are traced again at without trust (1x4x512x512; compressor
@@ -174,6 +174,21 @@ def load_model(path: str | Path, *, map_location: str | torch.device = "cpu", tr
     return load_saved(path, map_location=map_location, trust=trust).model
 
 
+def load_hint(path: str | Path) -> str:
+    """How the file ``path`` (just written by :func:`save_model`) loads, for the line that says where it
+    went: ``compressor.load_model(PATH)``, or with ``trust=True`` where loading it runs code the file
+    names (a builder of the user's own, a pickle). Decided by loading it without trust."""
+    call = f"compressor.load_model({str(path)!r}"
+    try:
+        load_saved(path)
+    except UntrustedModelError:
+        return (f"load with {call}, trust=True) or --trust: it is built by code of yours, which a file is "
+                "allowed to run only when you say you trust it")
+    except CompressorError:  # what save_model wrote loads: whatever this is, the load will say it
+        pass
+    return f"load with {call})"
+
+
 def _load_pickle(path: Path, map_location: str | torch.device) -> Any:
     try:
         return torch.load(path, map_location=map_location, weights_only=False)
@@ -265,7 +280,8 @@ def _architecture(base: nn.Module, origin: Origin) -> nn.Module:
     steps = [{**_recorded_before(step), **step,
               **{key: value for key, value in (("init", "random"), ("calibrate", 0)) if key in step}}
              for step in origin.steps]
-    model, _ = apply(base, steps, origin.input_shape, count_flops=False)
+    # only the architecture is wanted: no layer errors (half the time of building again), one output check
+    model, _ = apply(base, steps, origin.input_shape, count_flops=False, diagnostics=False, check_each_step=False)
     return model
 
 

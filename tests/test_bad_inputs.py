@@ -216,6 +216,7 @@ def _check_nan_search(root: Path, result) -> None:
 def _check_written_safe(root: Path, result) -> None:
     # its result holds no architecture as data either: a pickle, said so, loading only when trusted
     assert "legacy_small.pt is a pickle too" in result.stdout
+    assert "legacy_small.pt', trust=True) or --trust" in result.stdout  # how it loads, said where it was saved
     student = compressor.load_model(root / "legacy_small.pt", trust=True)
     assert student(torch.zeros(1, 3, 32, 32)).shape == (1, 2, 32, 32)
     with pytest.raises(compressor.errors.UntrustedModelError):

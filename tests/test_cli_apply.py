@@ -1,8 +1,10 @@
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
+import pytest
 import torch
 from conftest import assert_refusal
 
@@ -19,6 +21,7 @@ def test_the_papers_recipe_makes_unet_at_least_25x_smaller(tmp_path, capsys):
     (final,) = [line for line in text.splitlines() if line.startswith("4. ")]  # the recipe's last step
     ratio = float(re.findall(r"([0-9.]+)x", final)[0])
     assert final.startswith("4. dilation") and ratio >= 25
+    assert f"saved to {out} (load with compressor.load_model({str(out)!r}))" in text  # a registered model: no trust
     saved = compressor.load_saved(out)
     assert saved.recipe == compressor.Recipe.load(RECIPE).to_data() and saved.base == "unet"
     params = sum(p.numel() for p in saved.model.parameters())
@@ -31,6 +34,18 @@ def test_transform_options_on_a_users_own_factory(cli, tmp_path):
                  "--transform", "prune:ratio=0.3", "--input-shape", "1,3,32,32")
     assert result.returncode == 0, result.stderr
     assert "1. dilation" in result.stdout and "2. prune" in result.stdout and "not saved" in result.stdout
+
+
+def test_a_users_own_network_saved_says_it_loads_only_with_trust(cli, tmp_path):
+    """The line after --out tells how the file loads: a builder of the user's own runs only when trusted."""
+    out = tmp_path / "small.pt"
+    result = cli("apply", "networks:ResidualStridedNet", "--transform", "prune:ratio=0.3", "--input-shape",
+                 "1,3,32,32", "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    assert f"saved to {out} (load with compressor.load_model({str(out)!r}, trust=True) or --trust" in result.stdout
+    with pytest.raises(compressor.errors.UntrustedModelError):
+        compressor.load_model(out)
+    assert compressor.load_model(out, trust=True)(torch.zeros(1, 3, 32, 32)).shape[0] == 1
 
 
 def test_a_transform_that_does_not_apply_is_one_line_and_exit_2(cli):
@@ -59,3 +74,32 @@ def test_transforms_lists_the_registry_with_defaults(cli):
         assert re.search(rf"^{name}: ", result.stdout, re.MULTILINE)
     assert "squeeze_ratio (number; default 0.25)" in result.stdout
     assert "rates (list of integers; default [1, 1, 2, 3])" in result.stdout
+
+
+def test_apply_and_cost_take_a_model_file_with_its_weights(cli, tmp_path):
+    """A file saved by compressor is a MODEL for apply and cost as for compress: its network and weights,
+    so a further step starts from what the file holds."""
+    first, second = tmp_path / "fire.pt", tmp_path / "dilated.pt"
+    assert main(["apply", "unet", "--model-arg", "base_width=8", "--transform", "fire", "--input-shape", "1,3,32,32",
+                 "--out", str(first)]) == 0
+    result = cli("apply", str(first), "--transform", "dilation:rates=[1,2]", "--input-shape", "1,3,32,32",
+                 "--out", str(second))
+    assert result.returncode == 0, result.stderr
+    assert "1. dilation" in result.stdout and f"saved to {second}" in result.stdout
+    before, after = compressor.load_model(first).state_dict(), compressor.load_model(second).state_dict()
+    assert before.keys() == after.keys() and all(torch.equal(before[key], after[key]) for key in before)
+    cost = cli("cost", str(second), "--json")
+    assert cost.returncode == 0, cost.stderr
+    assert json.loads(cost.stdout)["params"] == sum(value.numel() for value in compressor.load_model(second).parameters())
+    assert_refusal(cli("cost", str(second), "--model-arg", "base_width=4"), "cost", str(second),
+                   "is a model file", "drop --model-arg")
+
+
+def test_a_model_file_that_runs_code_needs_trust_in_apply_and_cost(cli, tmp_path):
+    out = tmp_path / "own.pt"
+    assert cli("apply", "networks:ResidualStridedNet", "--transform", "prune:ratio=0.3", "--input-shape", "1,3,32,32",
+               "--out", str(out)).returncode == 0
+    assert_refusal(cli("cost", str(out)), "cost", str(out), "networks:ResidualStridedNet", "trust")
+    trusted = cli("cost", str(out), "--trust", "--json")
+    assert trusted.returncode == 0, trusted.stderr
+    assert json.loads(trusted.stdout)["params"] == sum(p.numel() for p in compressor.load_model(out, trust=True).parameters())

@@ -23,6 +23,14 @@ def test_cost_against_a_baseline_prints_the_ratio(capsys):
     assert "aten::max_pool2d" in out  # uncounted ops are shown
 
 
+def test_a_baseline_is_built_for_the_models_input_channels(capsys):
+    """A 1-band model (the quickstart's data) against U-Net: U-Net is built for 1 channel, not its default 3."""
+    assert main(["cost", "micronet", "--model-arg", "in_channels=1", "--baseline", "unet", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["input_shape"] == [1, 1, 224, 224]
+    assert data["baseline"]["params"] == 31_024_960 - 2 * 64 * 9  # U-Net's first conv reads 1 channel, not 3
+
+
 def test_model_args_and_inferred_input_channels(capsys):
     assert main(["cost", "unet", "--model-arg", "in_channels=1", "--model-arg", "base_width=8", "--json"]) == 0
     data = json.loads(capsys.readouterr().out)

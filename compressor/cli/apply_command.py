@@ -9,7 +9,7 @@ from compressor.bounds import output_argument
 from compressor.cli.common import add_model_arguments, input_shape_from_args, model_from_args
 from compressor.cli.recipe_args import add_recipe_arguments, recipe_from_args, record_notes, records_table
 from compressor.cost import FLOP_CONVENTION
-from compressor.saving import save_model
+from compressor.saving import load_hint, save_model
 from compressor.transforms import apply
 
 COMMAND = {"name": "apply", "help": "apply transforms to a model",
@@ -39,8 +39,7 @@ def run(args: argparse.Namespace) -> int:
     print(records_table(args.model, shape, records))
     for line in record_notes(records):
         print(line)
-    print(f"saved to {args.out} (load with compressor.load_model({args.out!r}))" if args.out
-          else "not saved (use --out PATH)")
+    print(f"saved to {args.out} ({load_hint(args.out)})" if args.out else "not saved (use --out PATH)")
     return 0
 
 

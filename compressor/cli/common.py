@@ -8,9 +8,11 @@ from pathlib import Path
 
 from torch import nn
 
+from compressor.errors import ConfigError
 from compressor.experiment import ModelConfig
 from compressor.models import build_model, parse_model_args
 from compressor.outputs import declare_output, parse_output_key
+from compressor.saving import load_saved
 from compressor.units import parse_shape
 
 __all__ = [
@@ -23,13 +25,17 @@ def add_model_arguments(parser: argparse.ArgumentParser, *, positional: bool = T
     if positional:
         parser.add_argument(
             "model", metavar="MODEL",
-            help="'unet', 'micronet', or an import path 'package.module:callable'",
+            help="'unet', 'micronet', an import path 'package.module:callable', or a model file compressor "
+                 "saved (.pt: train, apply --out, compress, export)",
         )
     add_builder_arguments(parser)
     parser.add_argument(
         "--input-shape", metavar="N,C,H,W", default=None,
         help="input shape to measure at (default: 1,C,224,224 with C read from the first conv)",
     )
+    parser.add_argument("--trust", action="store_true",
+                        help="let a model file run code to load (a pickle, or a network built by a function of "
+                             "your own); only for a file you trust")
 
 
 def add_builder_arguments(parser: argparse.ArgumentParser) -> None:
@@ -72,8 +78,15 @@ def model_config_from_args(args: argparse.Namespace, default: ModelConfig) -> Mo
 
 
 def model_from_args(args: argparse.Namespace, spec: str | None = None) -> nn.Module:
-    model = build_model(spec or args.model, parse_model_args(args.model_arg))
-    return declare_output(model, parse_output_key(args.model_output))
+    """The network MODEL names: built by its builder with ``--model-arg``, or loaded from a model file."""
+    name = spec or args.model
+    if not names_a_file(name):
+        return declare_output(build_model(name, parse_model_args(args.model_arg)), parse_output_key(args.model_output))
+    if args.model_arg:
+        raise ConfigError(f"{name} is a model file: it carries its builder's arguments; drop --model-arg")
+    model = load_saved(name, trust=getattr(args, "trust", False)).model
+    output = parse_output_key(args.model_output)
+    return model if output is None else declare_output(model, output)
 
 
 def default_input_shape(model: nn.Module, size: int = 224) -> tuple[int, int, int, int]:

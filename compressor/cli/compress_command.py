@@ -20,7 +20,7 @@ from compressor.io import check_writable
 from compressor.models import build_model, parse_model_args
 from compressor.origin import origin_of
 from compressor.outputs import declare_output, parse_output_key
-from compressor.saving import load_saved, save_model
+from compressor.saving import load_hint, load_saved, save_model
 from compressor.tensor_files import read_tensor_file
 from compressor.train import load_weights
 from compressor.transforms.reconstruct import METHODS
@@ -98,10 +98,9 @@ def run(args: argparse.Namespace) -> int:
     print(result.table(f"teacher ({label})"))
     for line in result.knowledge_lines():
         print(line)
-    print(f"saved to {out} (load with compressor.load_model({str(out)!r}))")
+    print(f"saved to {out} ({load_hint(out)})")
     if as_pickle:
-        print(f"  {label} holds no architecture as data (an older pickle), so {out} is a pickle too: it loads with "
-              "compressor.load_model(PATH, trust=True) or --trust")
+        print(f"  {label} holds no architecture as data (an older pickle), so {out} is a pickle too")
     return status
 
 

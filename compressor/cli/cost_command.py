@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
+
+from torch import nn
 
 from compressor.bounds import COUNT, threads_argument
 from compressor.cli.common import add_model_arguments, input_shape_from_args, model_from_args
 from compressor.cost import FLOP_CONVENTION, Cost, measure
 from compressor.latency import RUNTIMES, LatencyConfig
 from compressor.models import build_model
+from compressor.models.loading import resolve_builder
 from compressor.tables import format_table
 from compressor.threads import timing_threads
 from compressor.units import format_bytes, format_count
@@ -20,7 +24,9 @@ COMMAND = {"name": "cost", "help": "count params and FLOPs of a model",
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_model_arguments(parser)
-    parser.add_argument("--baseline", metavar="MODEL", help="model to compare against (built with default arguments)")
+    parser.add_argument("--baseline", metavar="MODEL",
+                        help="model to compare against (built with default arguments, and the input's channels "
+                             "where it takes in_channels)")
     parser.add_argument("--latency-runs", type=COUNT.argument("--latency-runs"), default=0, metavar="N", help="time N forward passes, report the median")
     parser.add_argument("--threads", type=threads_argument("--threads"), default=None, help="threads while timing")
     parser.add_argument("--runtime", choices=RUNTIMES, default=None,
@@ -40,12 +46,22 @@ def run(args: argparse.Namespace) -> int:
     cost = measure(model, shape, **timing)
     baseline = None
     if args.baseline:
-        baseline = measure(build_model(args.baseline), shape, **timing)
+        baseline = measure(baseline_model(args.baseline, shape), shape, **timing)
     if args.json:
         print(json.dumps(cost_json(args.model, cost, args.baseline, baseline), indent=2))
     else:
         print(cost_text(args.model, cost, args.baseline, baseline))
     return 0
+
+
+def baseline_model(spec: str, shape: tuple[int, ...]) -> nn.Module:
+    """``spec`` built with its defaults, for input ``shape``'s channels where the builder takes ``in_channels``
+    (U-Net's default of 3 would not run on a 1-band model's input)."""
+    try:
+        takes = "in_channels" in inspect.signature(resolve_builder(spec)).parameters
+    except (TypeError, ValueError):  # no signature to read: built as it is
+        takes = False
+    return build_model(spec, {"in_channels": shape[1]} if takes and len(shape) > 1 else {})
 
 
 def cost_json(name: str, cost: Cost, baseline_name: str | None, baseline: Cost | None) -> dict:
