@@ -70,6 +70,8 @@ class SearchSpace:
         describe: ``choices -> str``: a short line for tables (default: the recipe's own).
         model: the base network the space is written for (None: any network).
         description: one line for listings.
+        legend: how to read the short lines of ``describe`` (stored on each study, printed under its tables);
+            empty where they read as they are.
     """
 
     name: str
@@ -79,6 +81,7 @@ class SearchSpace:
     describe_choices: Callable[[Mapping[str, Any]], str] | None = None
     model: str | None = None
     description: str = ""
+    legend: str = ""
 
     def __call__(self, trial: optuna.trial.BaseTrial, context: SearchContext) -> Recipe:
         return self.sample(trial, context)
@@ -110,6 +113,7 @@ def register_space(
     starts: Callable[[SearchContext], list[Mapping[str, Any]]] | None = None,
     describe: Callable[[Mapping[str, Any]], str] | None = None,
     model: str | None = None,
+    legend: str = "",
 ) -> Callable[[Sampler], Sampler]:
     """Registers ``sample`` as the search space ``name`` (its docstring's first line describes it)."""
 
@@ -117,7 +121,7 @@ def register_space(
         description = (sample.__doc__ or "").strip().splitlines()[0] if sample.__doc__ else ""
         space = SearchSpace(
             name=name, sample=sample, smallest=smallest, starts=starts or (lambda context: []),
-            describe_choices=describe, model=model, description=description,
+            describe_choices=describe, model=model, description=description, legend=legend,
         )
         SPACES.register(name)(space)
         return sample

@@ -184,7 +184,7 @@ def auto_threads(*, cgroup_root: Path = _CGROUP, stat: Path = _PROC_STAT, fresh:
     if threads != previous and (threads < allowed or previous is not None):
         log.info("threads: auto: %d of the %d cores this process may use (%s)", threads, allowed,
                  "no other program keeps one busy" if threads == allowed
-                 else f"other programs keep the rest busy; {free:.1f} free")
+                 else f"other programs keep the cores busy: {free:.1f} of {allowed} free, and one thread at the least")
     _last_reading = (now, where, threads)
     return threads
 

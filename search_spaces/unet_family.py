@@ -88,7 +88,14 @@ def _starts(context: SearchContext) -> list[dict[str, Any]]:
     return [MICRONET_CHOICES] if _depth(context) == 4 else []
 
 
-@register_space("unet_family", smallest=_smallest, starts=_starts, describe=_describe, model="unet")
+#: how to read :func:`_describe`'s lines, under every table of a study of this space
+LEGEND = ("recipe: cut N = the N deepest resolution levels removed; add / concat = skips added (as Micro-Net) or "
+          "concatenated; convs = one letter per level from the top: S standard, D depthwise-separable, F fire "
+          "(fire squeeze ratio / 3x3 share); dil = the dilation rates of a stage's convs; prune = the share of "
+          "params pruned")
+
+
+@register_space("unet_family", smallest=_smallest, starts=_starts, describe=_describe, model="unet", legend=LEGEND)
 def unet_family(trial: optuna.trial.BaseTrial, context: SearchContext) -> Recipe:
     """The paper's axes on the reference U-Net: depth, conv type per level, dilation, skips, pruning."""
     depth = _depth(context)

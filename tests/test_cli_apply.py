@@ -58,8 +58,11 @@ def test_unknown_transform_lists_the_valid_ones(cli):
     result = cli("apply", "unet", "--transform", "squeeze")
     # every registered transform, the plugin installed for the tests (tests/plugins) included
     assert_refusal(result, "apply",
-                   "unknown transform 'squeeze'; valid names: dilation, downsample_depth, fire, grouped, low_rank, prune, "
-                   "separable, skip_fusion")
+                   "--transform squeeze: unknown transform 'squeeze'; valid names: dilation, downsample_depth, fire, "
+                   "grouped, low_rank, prune, separable, skip_fusion")
+    # the option as typed, not a recipe file's "transforms[0]" that the user never wrote
+    assert_refusal(cli("apply", "unet", "--transform", "fire:squeez=0.3"), "apply",
+                   "--transform fire:squeez=0.3: unknown key 'squeez'; valid keys:")
 
 
 def test_nothing_to_apply_is_an_error(cli):

@@ -14,6 +14,7 @@ from search_helpers import write_tiny_experiment
 
 from compressor.saving import load_saved
 from compressor.study import trial_records
+from search_spaces.unet_family import LEGEND
 
 
 def test_search_prints_a_line_per_trial_and_the_pareto_table_then_exports(cli, tmp_path):
@@ -23,6 +24,7 @@ def test_search_prints_a_line_per_trial_and_the_pareto_table_then_exports(cli, t
     lines = result.stdout.splitlines()
     assert [line.split()[1] for line in lines if line.startswith("trial ")] == ["0/2", "1/2"]
     assert "Pareto front of study tiny" in result.stdout and "one multiply-add = one flop" in result.stdout
+    assert LEGEND in lines  # how to read the recipe column, under the front (the space's, kept on the study)
     assert "study 'tiny': 2 trials" in result.stdout
     study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{tmp_path / 'run' / 'search.db'}")
     best = next(r for r in trial_records(study) if r.weights)

@@ -41,6 +41,21 @@ def test_train_prints_metrics_and_writes_results(tmp_path, capsys):
     saved = load_saved(folder / "model.pt")
     assert saved.base == "unet" and saved.metadata["metrics"] == metrics["metrics"]
     assert sum(p.numel() for p in saved.model.parameters()) == metrics["cost"]["params"]
+    # whether it learned anything, by the floor a search and compress judge by, and said when it did not
+    assert metrics["learned"] == (metrics["metrics"]["score"] > metrics["floor"]["threshold"])
+    assert ("learned nothing" in out) == (not metrics["learned"])
+
+
+def test_train_says_when_a_model_is_not_above_the_floor(tmp_path, capsys):
+    """A margin no score reaches: the model is at the floor, and train says so in one line (it still saves it)."""
+    assert main(["train", str(_experiment(tmp_path)), "--threads", "1", "--set", "search.min_gain=0.99", "--json"]) == 0
+    metrics = json.loads(capsys.readouterr().out)
+    assert metrics["learned"] is False and metrics["floor"]["threshold"] > 0.99
+    assert main(["train", str(_experiment(tmp_path)), "--threads", "1", "--set", "search.min_gain=0.99",
+                 "--overwrite"]) == 0
+    line = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("learned nothing"))
+    assert line.startswith(f"learned nothing: building IoU {metrics['metrics']['score']:.3f} is not above the floor (all ")
+    assert "(margin 0.990)" in line and line.endswith("train longer (train.steps, or auto), or check the data")
 
 
 def test_train_another_model_with_a_recipe(tmp_path, capsys):

@@ -105,6 +105,25 @@ def no_drawing(monkeypatch):
     skip_drawing(monkeypatch)
 
 
+def test_the_spaces_legend_follows_the_front_in_every_table(tmp_path, no_drawing):
+    """The study carries its space's legend of the recipe column; the terminal table, summary.md and the page
+    print it under the front (a study stored before it was kept has none, and prints none: ``stored``)."""
+    import dataclasses
+
+    from compressor.report import front_table
+
+    legend = "recipe: cut N = the N deepest levels removed & more"
+    study = make_study(dataclasses.replace(study_info(), recipe_legend=legend))
+    add(study, params=500_000, flops=4 * 10**9, metric=0.2)
+    built = build_report(study, tmp_path / "report")
+    lines = front_table(study).splitlines()
+    assert lines[lines.index(legend) - 1].startswith("ref ")  # right under the table's last row
+    assert "Recipe: cut N = the N deepest levels removed &amp; more." in built.paths["summary.md"].read_text()
+    assert "<p class=\"note\">Recipe: cut N = the N deepest levels removed &amp; more.</p>" in built.paths["index.html"].read_text()
+    report = build_report(realistic_study(), tmp_path / "old")
+    assert "cut N" not in report.paths["summary.md"].read_text() and "cut N" not in report.paths["index.html"].read_text()
+
+
 def test_a_failure_leaves_the_previous_report_intact(tmp_path, monkeypatch, no_drawing):
     study = make_study()
     add(study, params=500_000, flops=4 * 10**9, metric=0.2)

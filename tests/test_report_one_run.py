@@ -43,7 +43,7 @@ def _row(table: str, label: str) -> str:
 def test_a_reference_at_the_floor_is_said_in_words_and_the_table_is_one_run():
     table = front_table(_study(micronet_metric=0.005))
     title = table.splitlines()[0]
-    assert title.startswith("Pareto front of study quickstart: 2 trial(s), one training run each (seed 0);")
+    assert title.startswith("Pareto front of study quickstart: 2 trial(s), smallest first, one training run each (seed 0);")
     assert _row(table, "Micro-Net").rstrip().endswith("(reference, at the floor: learned nothing)")
     assert _row(table, "U-Net").rstrip().endswith("(reference)")  # 0.257: above the floor
     lines = table.splitlines()

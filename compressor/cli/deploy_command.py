@@ -29,7 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "calibration patches for --int8 and validation scenes for the scores")
     parser.add_argument("--set", action="append", default=[], dest="overrides", metavar="KEY=VALUE",
                         help="override a setting of the experiment file (repeatable), e.g. data.labels=multiclass")
-    parser.add_argument("--cache-dir", metavar="DIR", help="download cache (default: $COMPRESSOR_CACHE_DIR or ~/.cache/compressor)")
+    parser.add_argument("--cache-dir", metavar="DIR", help="download cache (default: $COMPRESSOR_CACHE_DIR, else $XDG_CACHE_HOME/compressor, else ~/.cache/compressor)")
     parser.add_argument("--trust", action="store_true",
                         help="also load a MODEL file that runs code when loaded (a pickle); only for a file you trust")
     add_deploy_arguments(parser)

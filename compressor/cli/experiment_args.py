@@ -18,7 +18,7 @@ def add_experiment_arguments(parser: argparse.ArgumentParser) -> None:
         help="override a setting of the file (repeatable), e.g. train.steps=50",
     )
     parser.add_argument("--threads", type=threads_argument("--threads"), metavar="N", help="torch CPU threads, a count or auto (same as --set train.threads=N)")
-    parser.add_argument("--cache-dir", metavar="DIR", help="download cache (default: $COMPRESSOR_CACHE_DIR or ~/.cache/compressor)")
+    parser.add_argument("--cache-dir", metavar="DIR", help="download cache (default: $COMPRESSOR_CACHE_DIR, else $XDG_CACHE_HOME/compressor, else ~/.cache/compressor)")
 
 
 def experiment_from_args(args: argparse.Namespace) -> Experiment:

@@ -24,7 +24,10 @@ def add_recipe_arguments(parser: argparse.ArgumentParser) -> None:
 
 def recipe_from_args(recipe_path: str | None, transform_options: list[str]) -> Recipe:
     steps = list(Recipe.load(recipe_path).steps) if recipe_path else []
-    steps += [parse_transform_option(option) for option in transform_options]
+    for option in transform_options:
+        step = parse_transform_option(option)
+        step.build(where=f"--transform {option}")  # checked here, so the error names the option as typed
+        steps.append(step)
     if not steps:
         raise ConfigError("nothing to apply: give --recipe FILE or --transform NAME")
     return Recipe.of(steps)

@@ -66,6 +66,11 @@ def report(trained: TrainedModel) -> str:
         lines.append(f"validation {result.metrics.score_name} by step: {curve}")
     lines += ["", *(["validation:"] if trained.test_metrics is not None else []), result.metrics.table(),
               result.metrics.summary()]
+    if trained.learned is False:  # as compress and a search say it: a score a constant prediction gets
+        label = result.metrics.score_name
+        lines.append(f"learned nothing: {label} {result.metrics.score:.3f} is not above the floor "
+                     f"({trained.floor.describe(label) or f'a model needs {label} above 0'}); train longer (train.steps, "
+                     "or auto), or check the data")
     if trained.test_metrics is not None:
         lines += ["", "test (held out; chose nothing):", trained.test_metrics.table(), trained.test_metrics.summary()]
     if trained.output_dir is not None:

@@ -8,7 +8,9 @@ import inspect
 
 from compressor.transforms import TRANSFORMS, network_traits
 
-COMMAND = {"name": "transforms", "help": "list transforms and their parameters"}
+COMMAND = {"name": "transforms", "help": "list transforms and their parameters",
+           "description": "List every registered transform (plugins included) with its parameters, their types and defaults, "
+                          "an example and what it refuses."}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -19,6 +19,7 @@ from compressor.intervals import format_interval
 from compressor.report.styles import point_category, status_color
 from compressor.report.tables import ratio_label_of
 from compressor.report.text import (
+    as_sentence,
     empty_front_reason,
     format_confirmed,
     format_metric,
@@ -341,7 +342,8 @@ def _pareto_html(pareto: pd.DataFrame, references: pd.DataFrame, overview: Mappi
     table = _table(headers, rows, text_columns=(0,), recipe_column=len(headers) - 1, row_classes=row_classes)
     if pareto.empty:
         return f'<p class="empty">The Pareto front is empty: {_e(empty_front_reason(overview))}.</p>' + table
-    return table
+    legend = overview.get("recipe_legend")
+    return table + (f'<p class="note">{_e(as_sentence(legend))}</p>' if legend else "")
 
 
 def _figures_html(images: Mapping[str, bytes]) -> str:

@@ -26,7 +26,8 @@ def study_overview(study: optuna.Study | StudySnapshot) -> dict[str, Any]:
     ``trials`` (total), ``by_status`` (every status, 0 included), ``wall_seconds`` (sum over
     finished trials), ``train_seconds`` (likewise), ``phase_seconds`` (:func:`phase_seconds`), ``first_start`` and ``last_complete`` (ISO
     text or None), ``span_seconds`` (from the first start to the last completion), ``input_shape``,
-    ``confirmed`` (a confirmation is stored), ``seed`` and ``steps`` (the search's training).
+    ``confirmed`` (a confirmation is stored), ``seed`` and ``steps`` (the search's training),
+    ``recipe_legend`` (how to read the recipe column; may be empty).
     """
     snapshot = read_study(study)
     counts = Counter(record.status for record in snapshot.records)
@@ -60,6 +61,7 @@ def study_overview(study: optuna.Study | StudySnapshot) -> dict[str, Any]:
         "steps": train.get("steps"),
         "reference_label": snapshot.ratio_label,
         "latency": asks_latency(snapshot),
+        "recipe_legend": snapshot.info.recipe_legend,
     }
 
 

@@ -213,9 +213,11 @@ def pareto_text(
     headers[-1] = headers[-1].ljust(width)
     rows = [[*row[:-1], row[-1].ljust(width)] for row in rows]
     runs = "" if overview.get("confirmed") else f", one training run each (seed {overview.get('seed', 0)})"
-    title = (f"Pareto front of study {overview['study']}: {len(pareto)} trial(s){runs}; ratio = {ratio_label_of(references)} "
+    title = (f"Pareto front of study {overview['study']}: {len(pareto)} trial(s), smallest first{runs}; ratio = {ratio_label_of(references)} "
              "/ trial (how many times smaller); FLOPs: one multiply-add = one flop")
     text = format_table(headers, rows, title=title)
+    if overview.get("recipe_legend") and not pareto.empty:
+        text += f"\n{overview['recipe_legend']}"
     if pareto.empty:
         text += "\nthe Pareto front is empty: " + empty_front_reason(overview)
     if overview.get("floor"):
@@ -285,6 +287,7 @@ def summary_markdown(
     lines += [
         markdown_table(headers, rows),
         "",
+        *([markdown_text(as_sentence(overview["recipe_legend"])), ""] if overview.get("recipe_legend") else []),
         *(["What the confirmation supports (mean of the further seeds and folds, 95% t-intervals; the "
            f"difference to {markdown_text(ratio_label_of(references))} paired on the same repeats):", "",
            *(f"- {markdown_text(claim)}" for claim in overview["claims"]), ""] if overview.get("claims") else []),

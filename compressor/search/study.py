@@ -134,7 +134,7 @@ def open_search_study(
         ),
         init=setup.init.name, parent=str(setup.parent.weights_path.resolve()) if setup.parent is not None else "",
         floor=setup.floor.to_dict(),
-        ratio_to=setup.references[0], parent_subject=setup.parent_subject,
+        ratio_to=setup.references[0], parent_subject=setup.parent_subject, recipe_legend=setup.space.legend,
     )
     for name, value in {**info.to_attrs(), "experiment_key": key, **version_attrs()}.items():
         study.set_user_attr(name, value)

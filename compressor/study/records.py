@@ -77,6 +77,8 @@ class StudyInfo:
             study stored before it was kept (then derived from ``references`` and ``model``).
         ratio_to: the reference the report's ratios (x times smaller) are against:
             ``unet``, or ``base`` for a search on another network.
+        recipe_legend: how to read the recipes' short lines (the space's ``legend``; ``""``: none, or
+            a study stored before it was kept).
     """
 
     experiment: dict[str, Any]
@@ -95,6 +97,7 @@ class StudyInfo:
     floor: dict[str, Any] = field(default_factory=dict)
     ratio_to: str = "unet"
     parent_subject: str = ""
+    recipe_legend: str = ""
 
     @property
     def threshold(self) -> float:
