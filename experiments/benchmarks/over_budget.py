@@ -51,6 +51,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--cold", action="store_true", help="no first pass: the kernel memo starts empty")
     parser.add_argument("--run-dir", default=str(ROOT / "runs" / "quickstart"))
+    parser.add_argument("--name", default="over_budget", help="results file name (results/NAME.json)")
     args = parser.parse_args()
     import optuna
     import torch
@@ -115,7 +116,7 @@ def main() -> None:
                        title="where the time goes, every recipe (profiled)"))
     load_after = os.getloadavg()[0]
     print(f"load average {load_before:.2f} before, {load_after:.2f} after; memo {kernel_memo.stats()}")
-    path = write_json("over_budget", {"recipes": args.recipes, "seed": args.seed, "threads": args.threads,
+    path = write_json(args.name, {"recipes": args.recipes, "seed": args.seed, "threads": args.threads,
                                       "cold": args.cold, "load_before": load_before, "load_after": load_after,
                                       "timings": timings, "summary": summary,
                                       "profiled_seconds_per_recipe": {part: seconds / len(drawn)
