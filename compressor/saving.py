@@ -181,12 +181,15 @@ def load_hint(path: str | Path) -> str:
     call = f"compressor.load_model({str(path)!r}"
     try:
         load_saved(path)
+    except ConstructionLimitError as error:  # a size or time beyond a file's limits: said as it is
+        reason = first_line(error)
     except UntrustedModelError:
-        return (f"load with {call}, trust=True) or --trust: it is built by code of yours, which a file is "
-                "allowed to run only when you say you trust it")
-    except CompressorError:  # what save_model wrote loads: whatever this is, the load will say it
-        pass
-    return f"load with {call})"
+        reason = "it runs code of yours (a builder of your own, or a pickle), which a file does only when trusted"
+    except CompressorError as error:  # an input shape beyond what a file's steps are traced again at, say
+        reason = first_line(error)
+    else:
+        return f"load with {call})"
+    return f"load with {call}, trust=True) or --trust: {reason}"
 
 
 def _load_pickle(path: Path, map_location: str | torch.device) -> Any:

@@ -162,3 +162,32 @@ def test_a_search_builds_its_candidates_checking_the_last_network_only(tmp_path,
     network = build_candidate(experiment, experiment.model, recipe, in_channels=3, num_classes=2)
     assert len(recipe.steps) == 4 and checks == ["the input model", "the last step"]
     assert network(torch.zeros(1, 3, 32, 32)).shape == (1, 2, 32, 32)
+
+
+class Refuses(Transform):
+    """Always refuses, and counts how often it ran (a prune that runs into its time limit, say)."""
+
+    name = "refuses"
+    runs = 0
+    error = TransformError("refuses: never")
+
+    def transform(self, model, example_input):
+        type(self).runs += 1
+        raise self.error
+
+
+def test_a_failing_step_is_not_run_again_and_a_wrapped_ctrl_c_stops_at_once(checks, monkeypatch):
+    """The run again with every check stops before the step that failed; a Ctrl-C that torch wrapped in a
+    RuntimeError is not followed by any run again."""
+    monkeypatch.setitem(TRANSFORMS._items, "refuses", Refuses)
+    monkeypatch.setattr(Refuses, "runs", 0)
+    with pytest.raises(TransformError, match=r"^step 3 \(refuses\): refuses: never$"):
+        apply(small_network(), [{"name": "touch"}, {"name": "touch"}, {"name": "refuses"}], (1, 3, 16, 16),
+              count_flops=False, diagnostics=False, check_each_step=False)
+    assert Refuses.runs == 1
+    checks.clear()
+    monkeypatch.setattr(Refuses, "error", RuntimeError("KeyboardInterrupt: caught in a C++ callback"))
+    with pytest.raises(RuntimeError, match="KeyboardInterrupt"):
+        apply(small_network(), [{"name": "touch"}, {"name": "refuses"}], (1, 3, 16, 16),
+              count_flops=False, diagnostics=False, check_each_step=False)
+    assert checks == ["the input model"] and Refuses.runs == 2

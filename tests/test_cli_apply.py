@@ -63,6 +63,8 @@ def test_unknown_transform_lists_the_valid_ones(cli):
     # the option as typed, not a recipe file's "transforms[0]" that the user never wrote
     assert_refusal(cli("apply", "unet", "--transform", "fire:squeez=0.3"), "apply",
                    "--transform fire:squeez=0.3: unknown key 'squeez'; valid keys:")
+    assert_refusal(cli("apply", "unet", "--transform", "prune:ratio=2"), "apply",
+                   "--transform prune:ratio=2: prune: ratio must be in [0, 1), got 2.0")
 
 
 def test_nothing_to_apply_is_an_error(cli):
@@ -96,6 +98,20 @@ def test_apply_and_cost_take_a_model_file_with_its_weights(cli, tmp_path):
     assert json.loads(cost.stdout)["params"] == sum(value.numel() for value in compressor.load_model(second).parameters())
     assert_refusal(cli("cost", str(second), "--model-arg", "base_width=4"), "cost", str(second),
                    "is a model file", "drop --model-arg")
+
+
+def test_a_file_whose_steps_ran_at_a_large_input_says_it_loads_with_trust(tmp_path, capsys):
+    """Beyond the input size a file's steps are traced again at untrusted, the line after --out says trust=True,
+    and why (not "loads" when it does not)."""
+    out = tmp_path / "big.pt"
+    assert main(["apply", "unet", "--model-arg", "base_width=4", "--transform", "fire", "--input-shape", "1,3,600,600",
+                 "--out", str(out)]) == 0
+    line = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("saved to"))
+    assert line.startswith(f"saved to {out} (load with compressor.load_model({str(out)!r}, trust=True) or --trust: ")
+    assert "more than the 1,048,576 values a file's steps are traced again at" in line
+    with pytest.raises(compressor.errors.ConfigError):
+        compressor.load_model(out)
+    assert compressor.load_model(out, trust=True)(torch.zeros(1, 3, 64, 64)).shape == (1, 2, 64, 64)
 
 
 def test_a_model_file_that_runs_code_needs_trust_in_apply_and_cost(cli, tmp_path):

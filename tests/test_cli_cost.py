@@ -31,6 +31,18 @@ def test_a_baseline_is_built_for_the_models_input_channels(capsys):
     assert data["baseline"]["params"] == 31_024_960 - 2 * 64 * 9  # U-Net's first conv reads 1 channel, not 3
 
 
+def test_a_baseline_is_a_model_file_too_and_its_errors_name_it(tmp_path, capsys):
+    saved = tmp_path / "fire.pt"
+    assert main(["apply", "unet", "--model-arg", "base_width=8", "--transform", "fire", "--input-shape", "1,3,32,32",
+                 "--out", str(saved)]) == 0
+    capsys.readouterr()
+    assert main(["cost", "unet", "--model-arg", "base_width=8", "--baseline", str(saved), "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["baseline"]["model"] == str(saved) and data["baseline"]["params"] < data["params"]
+    assert main(["cost", "unet", "--baseline", "no.such.module:fn"]) == 2
+    assert capsys.readouterr().err.startswith("compressor cost: error: --baseline no.such.module:fn: cannot import")
+
+
 def test_model_args_and_inferred_input_channels(capsys):
     assert main(["cost", "unet", "--model-arg", "in_channels=1", "--model-arg", "base_width=8", "--json"]) == 0
     data = json.loads(capsys.readouterr().out)

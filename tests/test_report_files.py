@@ -122,6 +122,11 @@ def test_the_spaces_legend_follows_the_front_in_every_table(tmp_path, no_drawing
     assert "<p class=\"note\">Recipe: cut N = the N deepest levels removed &amp; more.</p>" in built.paths["index.html"].read_text()
     report = build_report(realistic_study(), tmp_path / "old")
     assert "cut N" not in report.paths["summary.md"].read_text() and "cut N" not in report.paths["index.html"].read_text()
+    # a study is data: a legend that is not text is none, not a crash
+    odd = make_study(dataclasses.replace(study_info(), recipe_legend={"0": "x"}), name="odd")
+    add(odd, params=500_000, flops=4 * 10**9, metric=0.2)
+    assert build_report(odd, tmp_path / "odd").paths["summary.md"].read_text().count("Recipe:") == 0
+    assert front_table(odd).splitlines()[-1].startswith("not confirmed")
 
 
 def test_a_failure_leaves_the_previous_report_intact(tmp_path, monkeypatch, no_drawing):

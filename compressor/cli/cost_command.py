@@ -9,11 +9,13 @@ import json
 from torch import nn
 
 from compressor.bounds import COUNT, threads_argument
-from compressor.cli.common import add_model_arguments, input_shape_from_args, model_from_args
+from compressor.cli.common import add_model_arguments, input_shape_from_args, model_from_args, names_a_file
 from compressor.cost import FLOP_CONVENTION, Cost, measure
+from compressor.errors import CompressorError, ConfigError
 from compressor.latency import RUNTIMES, LatencyConfig
 from compressor.models import build_model
 from compressor.models.loading import resolve_builder
+from compressor.saving import load_saved
 from compressor.tables import format_table
 from compressor.threads import timing_threads
 from compressor.units import format_bytes, format_count
@@ -25,8 +27,8 @@ COMMAND = {"name": "cost", "help": "count params and FLOPs of a model",
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_model_arguments(parser)
     parser.add_argument("--baseline", metavar="MODEL",
-                        help="model to compare against (built with default arguments, and the input's channels "
-                             "where it takes in_channels)")
+                        help="model to compare against, as MODEL (a builder with its default arguments, and the "
+                             "input's channels where it names in_channels; or a model file)")
     parser.add_argument("--latency-runs", type=COUNT.argument("--latency-runs"), default=0, metavar="N", help="time N forward passes, report the median")
     parser.add_argument("--threads", type=threads_argument("--threads"), default=None, help="threads while timing")
     parser.add_argument("--runtime", choices=RUNTIMES, default=None,
@@ -46,7 +48,10 @@ def run(args: argparse.Namespace) -> int:
     cost = measure(model, shape, **timing)
     baseline = None
     if args.baseline:
-        baseline = measure(baseline_model(args.baseline, shape), shape, **timing)
+        try:
+            baseline = measure(baseline_model(args.baseline, shape, trust=args.trust), shape, **timing)
+        except CompressorError as error:
+            raise ConfigError(f"--baseline {args.baseline}: {error}") from None
     if args.json:
         print(json.dumps(cost_json(args.model, cost, args.baseline, baseline), indent=2))
     else:
@@ -54,9 +59,11 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def baseline_model(spec: str, shape: tuple[int, ...]) -> nn.Module:
-    """``spec`` built with its defaults, for input ``shape``'s channels where the builder takes ``in_channels``
-    (U-Net's default of 3 would not run on a 1-band model's input)."""
+def baseline_model(spec: str, shape: tuple[int, ...], *, trust: bool = False) -> nn.Module:
+    """``spec`` built with its defaults, for input ``shape``'s channels where the builder names ``in_channels``
+    (U-Net's default of 3 would not run on a 1-band model's input); a model file as it is."""
+    if names_a_file(spec):
+        return load_saved(spec, trust=trust).model
     try:
         takes = "in_channels" in inspect.signature(resolve_builder(spec)).parameters
     except (TypeError, ValueError):  # no signature to read: built as it is

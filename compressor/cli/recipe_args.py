@@ -26,7 +26,11 @@ def recipe_from_args(recipe_path: str | None, transform_options: list[str]) -> R
     steps = list(Recipe.load(recipe_path).steps) if recipe_path else []
     for option in transform_options:
         step = parse_transform_option(option)
-        step.build(where=f"--transform {option}")  # checked here, so the error names the option as typed
+        try:  # checked here, so the error names the option as typed
+            step.build(where=f"--transform {option}")
+        except ConfigError as error:  # a value its transform refuses says only the transform's name
+            message = str(error)
+            raise ConfigError(message if message.startswith("--transform ") else f"--transform {option}: {message}") from None
         steps.append(step)
     if not steps:
         raise ConfigError("nothing to apply: give --recipe FILE or --transform NAME")

@@ -143,7 +143,8 @@ def train_model(
     if loaded_recipe is not None:  # a network trained from scratch: new layers keep PyTorch's initialization
         example = torch.zeros(1, data.in_channels, experiment.data.patch_size, experiment.data.patch_size)
         # the records are not shown: no layer errors measured (the same network, the random state alike, 1.6x faster)
-        network, _records = apply(network, loaded_recipe, example, init="random", diagnostics=False, check_each_step=False)
+        network, _records = apply(network, loaded_recipe, example, init="random", count_flops=False, diagnostics=False,
+                                  check_each_step=False)
     label = label or model_label(model_config, recipe)
     result = train(
         network, data, experiment.train, evaluate_at=evaluate_at, callback=callback, description=label, teacher=teacher,

@@ -61,7 +61,8 @@ def study_overview(study: optuna.Study | StudySnapshot) -> dict[str, Any]:
         "steps": train.get("steps"),
         "reference_label": snapshot.ratio_label,
         "latency": asks_latency(snapshot),
-        "recipe_legend": snapshot.info.recipe_legend,
+        # a study is data: a legend that is not text is none
+        "recipe_legend": legend if isinstance(legend := snapshot.info.recipe_legend, str) else "",
     }
 
 

@@ -287,7 +287,8 @@ def summary_markdown(
     lines += [
         markdown_table(headers, rows),
         "",
-        *([markdown_text(as_sentence(overview["recipe_legend"])), ""] if overview.get("recipe_legend") else []),
+        *([markdown_text(as_sentence(overview["recipe_legend"])), ""]
+          if overview.get("recipe_legend") and not pareto.empty else []),
         *(["What the confirmation supports (mean of the further seeds and folds, 95% t-intervals; the "
            f"difference to {markdown_text(ratio_label_of(references))} paired on the same repeats):", "",
            *(f"- {markdown_text(claim)}" for claim in overview["claims"]), ""] if overview.get("claims") else []),

@@ -66,8 +66,10 @@ def apply(
             that runs the network anyway (diagnostics, calibration, FLOPs, an ``optional`` step). Each
             check is a forward pass of a network near the input model's size (18% of building a
             quickstart candidate). When a step fails, or the last check does, after unchecked steps,
-            the recipe is applied again from the same random state with every check, so the error
-            names the step at fault, as with this on.
+            the steps before the failing one are applied again from the same random state with every
+            check, so the error names the step at fault, as with this on. (A step that changes the
+            output's shape and a later one that puts it back pass unchecked; no built-in transform
+            can put it back.)
 
     Returns:
         ``(new_model, records)``; ``new_model`` is in the input model's train/eval mode.
@@ -98,29 +100,40 @@ def apply(
     try:
         return _apply_steps(model, recipe, example, check_each_step=False, **settings)
     except _Unchecked as unchecked:
-        failure = unchecked.error
-    # a step failed, or the last check did, after steps whose output went unchecked: the same run again, from the
-    # same random state, with every check, so that the error names the step at fault as it does with them
+        failure, failed_at = unchecked.error, unchecked.step
+    if _is_interrupt(failure):  # a Ctrl-C that torch wrapped: stop now
+        raise failure
+    # a step failed, or the last check did, after steps whose output went unchecked: the steps before it again,
+    # from the same random state, with every check, so that the error names the step at fault as it does with
+    # them (the failing step itself is not run again: it may be slow, a prune to its time limit)
     with torch.random.fork_rng(devices=[]):
         torch.random.set_rng_state(random_state)
-        _apply_steps(model, recipe, example, check_each_step=True, **settings)
-    raise failure  # the checked run did not fail (a step that is not deterministic): the error as it came
+        _apply_steps(model, recipe, example, check_each_step=True, stop_before=failed_at, **settings)
+    raise failure  # the steps before it were fine: the error as it came
 
 
 class _Unchecked(Exception):
-    """A step failed, or the last check did, after a step whose output shape went unchecked (``error``)."""
+    """Step ``step`` (0-based; the number of steps: the last check) failed with ``error`` after a step whose
+    output shape went unchecked."""
 
-    def __init__(self, error: Exception) -> None:
+    def __init__(self, error: Exception, step: int) -> None:
         super().__init__(str(error))
-        self.error = error
+        self.error, self.step = error, step
+
+
+def _is_interrupt(error: BaseException) -> bool:
+    """A Ctrl-C that torch wrapped in another error (a Python callback interrupted in C++)."""
+    return "KeyboardInterrupt" in str(error) or isinstance(error.__cause__ or error.__context__, KeyboardInterrupt)
 
 
 def _apply_steps(
     model: nn.Module, recipe: Recipe, example: torch.Tensor, *, count_flops: bool, init: str | None,
     calibration: torch.Tensor | Sequence[torch.Tensor] | None, diagnostics: bool, check_each_step: bool,
+    stop_before: int | None = None,
 ) -> tuple[nn.Module, list[TransformRecord]]:
     """:func:`apply`'s steps, on the resolved recipe and example; with ``check_each_step`` off, an error after a
-    step whose output shape went unchecked comes as :class:`_Unchecked`."""
+    step whose output shape went unchecked comes as :class:`_Unchecked`. ``stop_before``: only the steps before
+    that one (0-based) run."""
     shape = tuple(example.shape)
     was_training = model.training
     reference_shape = _output_shape(model, example, "the input model")
@@ -131,8 +144,12 @@ def _apply_steps(
     records: list[TransformRecord] = []
     origin = origin_of(model)
     unchecked = False  # a step's output shape not checked yet (check_each_step off)
+    reached = 0
     try:
         for index, spec in enumerate(recipe.steps):
+            reached = index
+            if stop_before is not None and index >= stop_before:
+                break
             step = f"step {index + 1} ({spec.name})"
             transform = _with_init(spec, init).build(where=step)
             batches = getattr(transform, "calibrate", 0)
@@ -198,11 +215,12 @@ def _apply_steps(
             if origin is not None:
                 step_data = {"name": spec.name, **plain_params(transform.params), **transform.replay(candidate)}
                 origin = origin.then(step_data, shape)
+        reached = len(recipe.steps)
         if unchecked and _output_shape(current, example, "the last step") != reference_shape:
             raise TransformError("the output shape changed")  # the checked run names the step
     except Exception as error:  # noqa: BLE001 - whatever a step raised, after an unchecked one: the checked run
         if unchecked:
-            raise _Unchecked(error) from None
+            raise _Unchecked(error, reached) from None
         raise
     if current is model:
         current = copy.deepcopy(model)
