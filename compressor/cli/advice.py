@@ -30,7 +30,7 @@ ADVICE: dict[type[CompressorError], str | dict[str, str]] = {
     },
     OutputChoiceError: "declare it with --model-output KEY (model.output in an experiment)",
     UntrustedModelError: {
-        **dict.fromkeys(("compress", "deploy", "search"),
+        **dict.fromkeys(("compress", "deploy", "search", "apply", "cost"),
                         "pass --trust to load it anyway, if you trust where the file came from"),
         **dict.fromkeys(("worker", "export", "confirm"),
                         "pass --trust to build it anyway, if you trust everyone who can write to the study's storage"),
