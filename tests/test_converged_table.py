@@ -366,6 +366,11 @@ def test_another_run_folder_s_summary_writes_its_own_file_and_refuses_a_namesake
     assert written["tasks"]["spacenet_sample"]["jobs"]["recipe-s1"]["test"]["score"] == 0.33
     assert (tmp_path / "results" / "converged-runs-spacenet_sample.png").exists()
     assert (tmp_path / "results" / "converged.json").read_text() == '{"tasks": {}}'  # the first line's, untouched
+    assert written["machine"] == converged.machine()  # a new file: this machine
+    stored = {**written, "machine": {"platform": "the machine the rows ran on"}}
+    (tmp_path / "results" / "converged-runs.json").write_text(json.dumps(stored))
+    converged.main()  # the table made again keeps the machine its file names
+    assert json.loads((tmp_path / "results" / "converged-runs.json").read_text())["machine"] == stored["machine"]
     namesake = tmp_path / "elsewhere" / "runs"
     monkeypatch.setattr(sys, "argv", ["converged.py", "--summarize", "--run-dir", str(namesake)])
     with pytest.raises(SystemExit, match="holds the records of .*name the run folder otherwise"):

@@ -1054,7 +1054,10 @@ def main() -> None:
     tasks = {**stored_tasks(name), **summarize(Path(args.run_dir))}  # a task run on another machine keeps its record
     print_table(tasks, markdown=args.markdown)
     plot(tasks, name)
-    payload = {"machine": machine(), "run_dir": run_dir_label(Path(args.run_dir)), "tasks": tasks}  # each task has its settings
+    stored_file = RESULTS / f"{name}.json"
+    # a table made again (--summarize) keeps the machine the file names: its rows may have run on another
+    ran_here = machine() if not args.summarize or not stored_file.exists() else json.loads(stored_file.read_text()).get("machine", machine())
+    payload = {"machine": ran_here, "run_dir": run_dir_label(Path(args.run_dir)), "tasks": tasks}  # each task has its settings
     atomic_write_text(RESULTS / f"{name}.json", json.dumps(payload, indent=1) + "\n")
 
 
