@@ -70,3 +70,15 @@ def test_user_mistakes_give_one_line_and_exit_2(cli, args, message):
 def test_help_lists_subcommands(cli):
     result = cli("--help")
     assert result.returncode == 0 and "cost" in result.stdout
+
+
+def test_a_registered_model_is_built_even_beside_a_file_of_its_name(tmp_path, monkeypatch, capsys):
+    """MODEL names a file when it ends in .pt/.pth or is a file, but never when it is a registered model's
+    name or an import path: a stray file called `unet` in the working folder does not shadow U-Net."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "unet").write_text("not a model")
+    assert main(["cost", "unet", "--json", "--input-shape", "1,3,64,64"]) == 0
+    assert json.loads(capsys.readouterr().out)["params"] == 31_024_960
+    (tmp_path / "mine").write_text("not a model")  # a file, named as no builder: read as one, and refused
+    assert main(["cost", "mine"]) == 2
+    assert capsys.readouterr().err == "compressor cost: error: mine: not a model file: a text file, not a PyTorch file\n"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import re
 from pathlib import Path
 
 from torch import nn
@@ -11,6 +12,7 @@ from torch import nn
 from compressor.errors import ConfigError
 from compressor.experiment import ModelConfig
 from compressor.models import build_model, parse_model_args
+from compressor.models.loading import MODELS
 from compressor.outputs import declare_output, parse_output_key
 from compressor.saving import load_saved
 from compressor.units import parse_shape
@@ -57,9 +59,13 @@ def add_base_model_arguments(parser: argparse.ArgumentParser, help_model: str) -
 
 
 def names_a_file(model: str) -> bool:
-    """Whether MODEL is a model file (``.pt``/``.pth``, or a file that exists) rather than a builder."""
+    """Whether MODEL is a model file (``.pt``/``.pth``, or a file that exists) rather than a builder; a registered
+    model's name or an import path (``package.module:callable``) is the builder even beside a file of that name."""
     path = Path(model)
-    return path.suffix in (".pt", ".pth") or path.is_file()
+    if path.suffix in (".pt", ".pth"):
+        return True
+    builder = model in MODELS.names() or re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*", model) is not None
+    return not builder and path.is_file()
 
 
 def model_config_from_args(args: argparse.Namespace, default: ModelConfig) -> ModelConfig:
