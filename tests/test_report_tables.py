@@ -240,6 +240,7 @@ def test_importance_needs_four_feasible_complete_trials_with_varying_parameters(
     add(study, params=400, flops=1, metric=0.4)
     importance = drivers.importance_frame(study)
     assert not importance.skipped and importance.trials == 4
+    assert "on 4 feasible complete trials (fewer than 20: a first look, which a few more trials can overturn)" in importance.note
     for _, group in importance.frame.groupby("objective"):
         assert group["importance"].sum() == pytest.approx(1.0)
     assert set(importance.frame["objective"]) == {"metric", "params"}

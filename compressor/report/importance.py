@@ -15,6 +15,8 @@ from compressor.study import StudySnapshot, read_study
 __all__ = ["Importance", "importance_frame", "MIN_IMPORTANCE_TRIALS"]
 
 MIN_IMPORTANCE_TRIALS = 4
+#: below this many trials the importances are said to be a first look (a quickstart has 4)
+FEW_IMPORTANCE_TRIALS = 20
 
 
 @dataclass
@@ -96,7 +98,9 @@ def importance_frame(study: optuna.Study | StudySnapshot) -> Importance:
             )
         rows.extend({"param": name, "objective": objective, "importance": value} for name, value in importances.items())
     frame = pd.DataFrame(rows, columns=empty.columns) if rows else empty
+    few = (f" (fewer than {FEW_IMPORTANCE_TRIALS}: a first look, which a few more trials can overturn)"
+           if len(selected) < FEW_IMPORTANCE_TRIALS else "")
     return Importance(
-        frame, f"PED-ANOVA (Optuna) on {len(selected)} feasible complete trials, top {quantile:.0%} quantile",
+        frame, f"PED-ANOVA (Optuna) on {len(selected)} feasible complete trials{few}, top {quantile:.0%} quantile",
         len(selected),
     )
