@@ -120,6 +120,8 @@ def test_a_model_file_that_runs_code_needs_trust_in_apply_and_cost(cli, tmp_path
                "--out", str(out)).returncode == 0
     assert_refusal(cli("cost", str(out)), "cost", str(out), "networks:ResidualStridedNet",
                    "; pass --trust to load it anyway, if you trust where the file came from")
+    assert_refusal(cli("cost", "micronet", "--baseline", str(out)), "cost", f"--baseline {out}: {out}: ",
+                   "; pass --trust to load it anyway")  # as a baseline too, named, with the same advice
     trusted = cli("cost", str(out), "--trust", "--json")
     assert trusted.returncode == 0, trusted.stderr
     assert json.loads(trusted.stdout)["params"] == sum(p.numel() for p in compressor.load_model(out, trust=True).parameters())

@@ -11,7 +11,7 @@ from torch import nn
 from compressor.bounds import COUNT, threads_argument
 from compressor.cli.common import add_model_arguments, input_shape_from_args, model_from_args, names_a_file
 from compressor.cost import FLOP_CONVENTION, Cost, measure
-from compressor.errors import CompressorError, ConfigError
+from compressor.errors import CompressorError, ConfigError, UntrustedModelError
 from compressor.latency import RUNTIMES, LatencyConfig
 from compressor.models import build_model
 from compressor.models.loading import resolve_builder
@@ -50,8 +50,9 @@ def run(args: argparse.Namespace) -> int:
     if args.baseline:
         try:
             baseline = measure(baseline_model(args.baseline, shape, trust=args.trust), shape, **timing)
-        except CompressorError as error:
-            raise ConfigError(f"--baseline {args.baseline}: {error}") from None
+        except CompressorError as error:  # named; a file that needs --trust keeps its kind, and so its advice
+            kind = UntrustedModelError if isinstance(error, UntrustedModelError) else ConfigError
+            raise kind(f"--baseline {args.baseline}: {error}") from None
     if args.json:
         print(json.dumps(cost_json(args.model, cost, args.baseline, baseline), indent=2))
     else:
