@@ -13,6 +13,7 @@ __all__ = [
     "CompressorError", "ConfigError", "ModelLoadError", "BudgetError", "MissingStorageError", "StudyMismatchError",
     "NoWeightsError", "NothingToRepeatError", "OutputChoiceError", "ClassCountError", "UntrustedModelError",
     "RunFailedError", "InputSizeError", "ExportError", "MissingExtraError", "first_line", "typed_line",
+    "is_wrapped_interrupt",
 ]
 
 
@@ -107,3 +108,8 @@ def typed_line(error: BaseException) -> str:
     """
     text = first_line(error)
     return text if text == type(error).__name__ else f"{type(error).__name__}: {text}"
+
+
+def is_wrapped_interrupt(error: BaseException) -> bool:
+    """Whether ``error`` is a Ctrl-C that torch wrapped in another error (a Python callback interrupted in C++)."""
+    return "KeyboardInterrupt" in str(error) or isinstance(error.__cause__ or error.__context__, KeyboardInterrupt)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import re
 from pathlib import Path
 
 from torch import nn
@@ -64,7 +63,7 @@ def names_a_file(model: str) -> bool:
     path = Path(model)
     if path.suffix in (".pt", ".pth"):
         return True
-    builder = model in MODELS.names() or re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*", model) is not None
+    builder = model in MODELS or ":" in model  # resolve_builder's own rule for a builder
     return not builder and path.is_file()
 
 

@@ -10,7 +10,7 @@ import optuna
 from optuna.trial import TrialState
 
 from compressor.candidates.setup import SearchSetup, start_candidate, start_metrics
-from compressor.errors import CompressorError, RunFailedError, first_line, typed_line
+from compressor.errors import CompressorError, RunFailedError, first_line, is_wrapped_interrupt, typed_line
 from compressor.metrics import SegmentationMetrics
 from compressor.search.fidelity import rung_key, should_stop
 from compressor.search.twins import wait_for_twin
@@ -245,7 +245,7 @@ def _cannot_go_on(trial: optuna.Trial, error: OSError) -> RunFailedError:
 
 def _reraise_interrupt(error: RuntimeError) -> None:
     """A Ctrl-C that torch wrapped in a RuntimeError (a Python callback interrupted in C++) is still a Ctrl-C."""
-    if "KeyboardInterrupt" in str(error) or isinstance(error.__cause__ or error.__context__, KeyboardInterrupt):
+    if is_wrapped_interrupt(error):
         raise KeyboardInterrupt from error
 
 

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from compressor.cost import Cost, measure
-from compressor.errors import ConfigError, first_line
+from compressor.errors import ConfigError, first_line, is_wrapped_interrupt
 from compressor.origin import origin_of, set_origin
 from compressor.outputs import declare_output, declared_output, primary_output
 from compressor.registry import UnknownNameError
@@ -101,7 +101,7 @@ def apply(
         return _apply_steps(model, recipe, example, check_each_step=False, **settings)
     except _Unchecked as unchecked:
         failure, failed_at = unchecked.error, unchecked.step
-    if _is_interrupt(failure):  # a Ctrl-C that torch wrapped: stop now
+    if is_wrapped_interrupt(failure):  # a Ctrl-C that torch wrapped: stop now
         raise failure
     # a step failed, or the last check did, after steps whose output went unchecked: the steps before it again,
     # from the same random state, with every check, so that the error names the step at fault as it does with
@@ -119,11 +119,6 @@ class _Unchecked(Exception):
     def __init__(self, error: Exception, step: int) -> None:
         super().__init__(str(error))
         self.error, self.step = error, step
-
-
-def _is_interrupt(error: BaseException) -> bool:
-    """A Ctrl-C that torch wrapped in another error (a Python callback interrupted in C++)."""
-    return "KeyboardInterrupt" in str(error) or isinstance(error.__cause__ or error.__context__, KeyboardInterrupt)
 
 
 def _apply_steps(

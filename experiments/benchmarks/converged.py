@@ -1035,7 +1035,8 @@ def parsed(argv: list[str] | None = None) -> argparse.Namespace:
 def main() -> None:
     args = parsed()
     name = results_name(args.run_dir, "converged")  # another run folder: another line of runs, its own file
-    check_results_file(RESULTS / f"{name}.json", Path(args.run_dir), default=name == "converged")
+    path = RESULTS / f"{name}.json"
+    check_results_file(path, Path(args.run_dir), default=name == "converged")
     if args.only:
         rows = {row_of(job["job"]) for job in jobs(args)}
         if set(args.only) - rows:
@@ -1054,11 +1055,10 @@ def main() -> None:
     tasks = {**stored_tasks(name), **summarize(Path(args.run_dir))}  # a task run on another machine keeps its record
     print_table(tasks, markdown=args.markdown)
     plot(tasks, name)
-    stored_file = RESULTS / f"{name}.json"
     # a table made again (--summarize) keeps the machine the file names: its rows may have run on another
-    ran_here = machine() if not args.summarize or not stored_file.exists() else json.loads(stored_file.read_text()).get("machine", machine())
-    payload = {"machine": ran_here, "run_dir": run_dir_label(Path(args.run_dir)), "tasks": tasks}  # each task has its settings
-    atomic_write_text(RESULTS / f"{name}.json", json.dumps(payload, indent=1) + "\n")
+    stored_machine = json.loads(path.read_text()).get("machine") if args.summarize and path.exists() else None
+    payload = {"machine": stored_machine or machine(), "run_dir": run_dir_label(Path(args.run_dir)), "tasks": tasks}
+    atomic_write_text(path, json.dumps(payload, indent=1) + "\n")
 
 
 if __name__ == "__main__":
