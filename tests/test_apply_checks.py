@@ -9,7 +9,7 @@ import torch
 from search_helpers import tiny_experiment
 from torch import nn
 
-from compressor.candidates.builder import build_candidate
+from compressor.candidates.builder import CandidateBuilder, Init, build_candidate
 from compressor.models import unet
 from compressor.transforms import TRANSFORMS, Change, Transform, TransformError, apply, engine
 from search_spaces import SPACES, SearchContext
@@ -162,6 +162,30 @@ def test_a_search_builds_its_candidates_checking_the_last_network_only(tmp_path,
     network = build_candidate(experiment, experiment.model, recipe, in_channels=3, num_classes=2)
     assert len(recipe.steps) == 4 and checks == ["the input model", "the last step"]
     assert network(torch.zeros(1, 3, 32, 32)).shape == (1, 2, 32, 32)
+
+
+def test_a_builder_runs_its_base_once_for_every_build(tmp_path, checks):
+    """Every candidate of a study starts from one base: its output shape is found at the first build only,
+    and a second builder finds it again (nothing kept between studies)."""
+    experiment = tiny_experiment(tmp_path)
+    base = unet(base_width=8)
+    context = SearchContext(base, torch.zeros(1, 3, 64, 64), "unet")
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1))
+    recipes = [SPACES.get("unet_family")(study.ask(), context) for _ in range(3)]
+    builder = CandidateBuilder(experiment, experiment.model, in_channels=3, num_classes=2, base=base, init=Init("inherit"))
+    networks = [builder.build(recipe) for recipe in recipes]
+    assert checks == ["the input model"] + ["the last step"] * 3
+    assert all(network(torch.zeros(1, 3, 64, 64)).shape == (1, 2, 64, 64) for network in networks)
+    checks.clear()
+    CandidateBuilder(experiment, experiment.model, in_channels=3, num_classes=2, base=base).build(recipes[0])
+    assert checks == ["the input model", "the last step"]
+
+
+def test_a_known_output_shape_is_what_every_step_is_checked_against():
+    with pytest.raises(TransformError, match=r"^step 1 \(touch\): output shape changed from \(1, 4, 16, 16\) to "
+                                             r"\(1, 2, 16, 16\); refusing$"):
+        apply(small_network(), [{"name": "touch"}], (1, 3, 16, 16), count_flops=False, diagnostics=False,
+              known_output_shape=(1, 4, 16, 16))
 
 
 class Refuses(Transform):

@@ -8,7 +8,7 @@ import torch
 
 from compressor import apply, unet
 from compressor.transforms import kernel_memo
-from compressor.transforms.kernel_memo import input_gram_eigenvectors
+from compressor.transforms.kernel_memo import input_channel_svd, input_gram_eigenvectors
 
 
 @pytest.fixture(autouse=True)
@@ -109,12 +109,30 @@ def test_the_memo_forgets_the_least_recently_used_beyond_its_limit(monkeypatch):
     assert kernel_memo.stats()["hits"] == hits + 1  # b was forgotten: computed again
 
 
-def test_a_build_that_meets_kept_factorizations_is_the_build_that_computed_them():
-    """Two builds of the same fire recipe from one trained network: the second is served from the memo,
+def test_separable_triplets_are_the_svds_cut_to_the_rank_and_each_rank_is_its_own_entry():
+    weight = kernel(out_channels=64, in_channels=128)
+    slices = weight.double().permute(1, 0, 2, 3).reshape(128, 64, 9)
+    u, s, vh = torch.linalg.svd(slices, full_matrices=False)
+    for rank, kept in ((1, 1), (2, 2), (20, 9)):  # at most min(out, k*k) triplets
+        got = input_channel_svd(weight, rank)
+        assert [tuple(t.shape) for t in got] == [(128, 64, kept), (128, kept), (128, kept, 9)]
+        assert all(torch.equal(a, b) for a, b in zip(got, (u[:, :, :kept], s[:, :kept], vh[:, :kept]), strict=True))
+    assert kernel_memo.stats() | {"bytes": 0} == {"hits": 0, "misses": 3, "entries": 3, "bytes": 0}
+    served = input_channel_svd(weight.to(memory_format=torch.channels_last), 2)
+    served[0].mul_(-1)  # the caller's own copy
+    assert kernel_memo.stats()["hits"] == 1
+    assert torch.equal(input_channel_svd(weight, 2)[0], u[:, :, :2])
+    assert input_gram_eigenvectors(weight).shape == (128, 128)  # the same kernel, another factorization
+    assert kernel_memo.stats()["misses"] == 4
+
+
+@pytest.mark.parametrize("recipe", [[{"name": "fire", "squeeze_ratio": 0.25}], [{"name": "separable"}]],
+                         ids=["fire", "separable"])
+def test_a_build_that_meets_kept_factorizations_is_the_build_that_computed_them(recipe):
+    """Two builds of the same recipe from one trained network: the second is served from the memo,
     and both are bit for bit the same network."""
     torch.manual_seed(0)
     parent = unet(in_channels=1, num_classes=2, base_width=16, norm="batch").eval()
-    recipe = [{"name": "fire", "squeeze_ratio": 0.25}]
     torch.manual_seed(1)  # the new layers' random parts (squeeze channels beyond the rank) alike, as a search seeds
     first, _ = apply(parent, recipe, (1, 1, 32, 32), init="inherit", count_flops=False, diagnostics=False)
     misses = kernel_memo.stats()["misses"]

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -13,8 +13,9 @@ from compressor.experiment import Experiment, ModelConfig
 from compressor.finetune import with_calibration
 from compressor.train import seed_everything
 from compressor.transforms import Recipe, apply
+from compressor.transforms.engine import input_output_shape
 
-__all__ = ["Init", "CandidateBuilder", "build_candidate"]
+__all__ = ["Init", "CandidateBuilder", "build_candidate", "candidate_example"]
 
 
 @dataclass(frozen=True)
@@ -60,19 +61,30 @@ class CandidateBuilder:
     init: Init = Init()
     calibration: list[torch.Tensor] | None = None
     build_version: int = BUILD_VERSION
+    #: the base network's output shape at the build's example, found at the first build (every build starts from it)
+    _base_output: dict[str, tuple[int, ...]] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def build(self, recipe: Recipe) -> nn.Module:
         """The candidate of ``recipe`` (:func:`build_candidate`, by the rules of the study's version:
         :func:`~compressor.candidates.versions.as_built_for`)."""
+        if self.base is not None and "shape" not in self._base_output:
+            self._base_output["shape"] = input_output_shape(self.base, candidate_example(self.experiment, self.in_channels))
         return build_candidate(
             self.experiment, self.model_config, as_built_for(recipe, self.build_version), in_channels=self.in_channels,
             num_classes=self.num_classes, base=self.base, init=self.init.weights, calibration=self.calibration,
+            base_output_shape=self._base_output.get("shape"),
         )
+
+
+def candidate_example(experiment: Experiment, in_channels: int) -> torch.Tensor:
+    """The input a candidate is built at (traced, checked): one patch of zeros."""
+    return torch.zeros(1, in_channels, experiment.data.patch_size, experiment.data.patch_size)
 
 
 def build_candidate(
     experiment: Experiment, model_config: ModelConfig, recipe: Recipe | None, *, in_channels: int, num_classes: int,
     base: nn.Module | None = None, init: str = "random", calibration: list[torch.Tensor] | None = None,
+    base_output_shape: tuple[int, ...] | None = None,
 ) -> nn.Module:
     """The candidate network exactly as a search builds it: seeded base, then the seeded recipe.
 
@@ -80,7 +92,8 @@ def build_candidate(
     the very architecture (and pruned channels) that was trained. ``base`` is the trained
     parent when candidates inherit (``init`` ``inherit``, :attr:`Init.weights`): pruning then ranks
     the parent's trained channels, so export needs that parent too. ``calibration`` images are
-    given to the steps that ask for calibration.
+    given to the steps that ask for calibration. ``base_output_shape``: ``base``'s output shape at the
+    build's example where the caller knows it (:attr:`CandidateBuilder.build` finds it once).
     """
     if base is None:
         seed_everything(experiment.train.seed)
@@ -88,11 +101,11 @@ def build_candidate(
     if recipe is None or not len(recipe):
         return base
     seed_everything(experiment.train.seed)
-    example = torch.zeros(1, in_channels, experiment.data.patch_size, experiment.data.patch_size)
+    example = candidate_example(experiment, in_channels)
     if calibration:
         recipe = with_calibration(recipe, experiment.finetune.calibrate)
     network, _records = apply(  # the records are not shown: no layer or output errors measured for them
         base, recipe, example, count_flops=False, init=init,
-        calibration=calibration, diagnostics=False, check_each_step=False,
+        calibration=calibration, diagnostics=False, check_each_step=False, known_output_shape=base_output_shape,
     )
     return network

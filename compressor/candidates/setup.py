@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import time
 from collections.abc import Callable
@@ -13,7 +14,7 @@ import torch
 from torch import nn
 
 from compressor.budget import Budget
-from compressor.candidates.builder import CandidateBuilder, Init
+from compressor.candidates.builder import CandidateBuilder, Init, candidate_example
 from compressor.candidates.parents import load_parent, load_parent_file, shown_path
 from compressor.candidates.versions import (
     BUILD_VERSION,
@@ -131,9 +132,10 @@ class SearchSetup:
     def directions(self) -> list[str]:
         return directions(self.config.objectives)
 
-    @property
+    @functools.cached_property
     def builder(self) -> CandidateBuilder:
-        """How this study builds its candidates (:class:`CandidateBuilder`)."""
+        """How this study builds its candidates (:class:`CandidateBuilder`; one for the process, which keeps
+        what every build reads the same)."""
         return CandidateBuilder(
             self.experiment, self.model_config, in_channels=self.data.in_channels, num_classes=self.data.num_classes,
             base=self.context.model, init=self.init, calibration=self.calibration, build_version=self.build_version,
@@ -325,8 +327,7 @@ def prepare(
                  f"{parent.weights_path}): "
                  f"{SegmentationMetrics.from_dict(parent.metrics).summary() if parent.metrics else ''}")
         base = parent.model
-    example = torch.zeros(1, data.in_channels, experiment.data.patch_size, experiment.data.patch_size)
-    context = SearchContext(base, example, model_config.name)
+    context = SearchContext(base, candidate_example(experiment, data.in_channels), model_config.name)
     wants_latency = experiment.budget.needs_latency or "latency_ms" in config.objectives
     storage_url, study_name = study_location(experiment)
     database = sqlite_path(storage_url)

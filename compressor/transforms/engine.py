@@ -23,7 +23,7 @@ from compressor.transforms.calibration import (
 )
 from compressor.transforms.recipe import Recipe, TransformSpec, plain_params
 
-__all__ = ["apply"]
+__all__ = ["apply", "input_output_shape"]
 
 
 def apply(
@@ -36,6 +36,7 @@ def apply(
     calibration: torch.Tensor | Sequence[torch.Tensor] | None = None,
     diagnostics: bool = True,
     check_each_step: bool = True,
+    known_output_shape: tuple[int, ...] | None = None,
 ) -> tuple[nn.Module, list[TransformRecord]]:
     """Applies every step of ``recipe`` to a copy of ``model``.
 
@@ -70,6 +71,10 @@ def apply(
             check, so the error names the step at fault, as with this on. (A step that changes the
             output's shape and a later one that puts it back pass unchecked; no built-in transform
             can put it back.)
+        known_output_shape: ``model``'s output shape at ``example_input`` (:func:`input_output_shape`),
+            which every step's output is checked against, where the caller has it: a search builds
+            every candidate from one parent, so it runs the parent once for it, not once a build.
+            None: ``model`` is run to find it.
 
     Returns:
         ``(new_model, records)``; ``new_model`` is in the input model's train/eval mode.
@@ -93,7 +98,8 @@ def apply(
     if not isinstance(recipe, Recipe):
         recipe = Recipe.of(recipe) if _is_specs(recipe) else Recipe.from_data(recipe)
     example = _example_tensor(model, example_input)
-    settings = {"count_flops": count_flops, "init": init, "calibration": calibration, "diagnostics": diagnostics}
+    settings = {"count_flops": count_flops, "init": init, "calibration": calibration, "diagnostics": diagnostics,
+                "known_output_shape": known_output_shape}
     if check_each_step:
         return _apply_steps(model, recipe, example, check_each_step=True, **settings)
     random_state = torch.random.get_rng_state()
@@ -124,14 +130,16 @@ class _Unchecked(Exception):
 def _apply_steps(
     model: nn.Module, recipe: Recipe, example: torch.Tensor, *, count_flops: bool, init: str | None,
     calibration: torch.Tensor | Sequence[torch.Tensor] | None, diagnostics: bool, check_each_step: bool,
-    stop_before: int | None = None,
+    known_output_shape: tuple[int, ...] | None, stop_before: int | None = None,
 ) -> tuple[nn.Module, list[TransformRecord]]:
     """:func:`apply`'s steps, on the resolved recipe and example; with ``check_each_step`` off, an error after a
     step whose output shape went unchecked comes as :class:`_Unchecked`. ``stop_before``: only the steps before
     that one (0-based) run."""
     shape = tuple(example.shape)
     was_training = model.training
-    reference_shape = _output_shape(model, example, "the input model")
+    reference_shape = (
+        tuple(known_output_shape) if known_output_shape is not None else _output_shape(model, example, "the input model")
+    )
     current = model
     cost_of = (lambda network: measure(network, shape)) if count_flops else _params_only
     current_cost = cost_of(current)
@@ -221,6 +229,15 @@ def _apply_steps(
         current = copy.deepcopy(model)
     current.train(was_training)
     return set_origin(current, origin), records
+
+
+def input_output_shape(model: nn.Module, example_input: torch.Tensor | tuple[int, ...]) -> tuple[int, ...]:
+    """The shape of ``model``'s output at ``example_input`` that :func:`apply` keeps (its declared output's).
+
+    Raises:
+        ConfigError: the model does not run on the example, or its output has no single segmentation tensor.
+    """
+    return _output_shape(model, _example_tensor(model, example_input), "the input model")
 
 
 def _skipped(spec: TransformSpec, transform, cost: Cost, reason: str) -> TransformRecord:

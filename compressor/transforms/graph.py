@@ -9,10 +9,11 @@ import math
 import torch
 import torch.fx
 from torch import nn
-from torch.fx.passes.shape_prop import ShapeProp
+from torch.fx.node import map_aggregate, map_arg
+from torch.fx.passes.shape_prop import _extract_tensor_metadata
 
 from compressor.annotations import NETWORK_NAME, annotate, network_name
-from compressor.errors import ConfigError, first_line
+from compressor.errors import ConfigError
 from compressor.outputs import declare_output, declared_output, primary_output
 from compressor.transforms.base import TransformError
 from compressor.transforms.capture import CaptureError, capture
@@ -48,23 +49,19 @@ def trace_with_shapes(model: nn.Module, example_input: torch.Tensor, *, transfor
     graph_module.meta["branches"] = list(captured.branches)
     declare_output(graph_module, declared_output(model))
     annotate(graph_module, NETWORK_NAME, name)
+    # each node's shape is the one its value had while capturing (the graph records that run, op for op, so running
+    # it again would give the same values: torch.fx's ShapeProp was that second run); the model's own forward is
+    # what tells whether the graph stands for it (a branch on isinstance, state the graph cannot hold)
+    _record_shapes(graph_module, captured.values)
     was_training = model.training
     model.eval()
-    graph_module.eval()
     try:
         with torch.no_grad(), contextlib.redirect_stderr(io.StringIO()):
             expected = model(example_input)
-            try:
-                traced = ShapeProp(graph_module).propagate(example_input)
-            except Exception as error:  # noqa: BLE001 - the captured graph is not the model
-                raise TransformError(
-                    f"{transform}: the captured graph of {name} does not run "
-                    f"({first_line(error.__cause__ or error)}); refusing to rewrite it"
-                ) from None
     finally:
         model.train(was_training)
-        graph_module.train(was_training)
-    if not _same_output(expected, traced, declared_output(model)):
+    graph_module.train(was_training)
+    if not _same_output(expected, _output_value(graph_module, captured.values), declared_output(model)):
         raise TransformError(
             f"{transform}: the captured graph of {name} computes something else than the model "
             "(its forward() depends on something the graph cannot hold); refusing to rewrite it"
@@ -127,6 +124,31 @@ def module_of(graph_module: torch.fx.GraphModule, node: torch.fx.Node) -> nn.Mod
     """The submodule a ``call_module`` node calls, else None."""
     return graph_module.get_submodule(node.target) if node.op == "call_module" else None
 
+
+
+def _record_shapes(graph_module: torch.fx.GraphModule, values: dict[torch.fx.Node, object]) -> None:
+    """``node.meta["tensor_meta"]`` (and ``["type"]``) from each node's captured value, as ShapeProp records them."""
+    for node in graph_module.graph.nodes:
+        value = _output_value(graph_module, values) if node.op == "output" else values.get(node)
+        found = False
+
+        def tensor_meta(obj: object) -> object:
+            nonlocal found
+            if isinstance(obj, torch.Tensor):
+                found = True
+                return _extract_tensor_metadata(obj)
+            return obj
+
+        meta = map_aggregate(value, tensor_meta)
+        if found:
+            node.meta["tensor_meta"] = meta
+        node.meta["type"] = type(value)
+
+
+def _output_value(graph_module: torch.fx.GraphModule, values: dict[torch.fx.Node, object]) -> object:
+    """What the captured graph returned on the example: its output node's arguments, valued."""
+    output = next(node for node in graph_module.graph.nodes if node.op == "output")
+    return map_arg(output.args[0], lambda node: values.get(node))
 
 
 def _same_output(expected: object, traced: object, key: str | int | None) -> bool:

@@ -42,7 +42,7 @@ import torch
 from torch import nn
 
 from compressor.models.blocks import Fire, SeparableConv2d
-from compressor.transforms.kernel_memo import input_gram_eigenvectors
+from compressor.transforms.kernel_memo import input_channel_svd, input_gram_eigenvectors
 
 __all__ = ["inherit_separable", "inherit_fire", "inherit_fused", "group_average", "identity_like"]
 
@@ -59,10 +59,10 @@ def inherit_separable(conv: nn.Conv2d, separable: SeparableConv2d) -> None:
     weight = conv.weight.detach().double()
     out_channels, in_channels, kh, kw = weight.shape
     multiplier = separable.depthwise.out_channels // in_channels
-    slices = weight.permute(1, 0, 2, 3).reshape(in_channels, out_channels, kh * kw)
-    u, s, vh = torch.linalg.svd(slices, full_matrices=False)  # (I, O, r), (I, r), (I, r, k*k)
-    rank = min(multiplier, s.shape[1])
-    root = s[:, :rank].sqrt()
+    # the leading triplets, kept for the next build of the same kernel (a search's next candidate from the parent)
+    u, s, vh = input_channel_svd(conv.weight, multiplier)  # (I, O, r), (I, r), (I, r, k*k)
+    rank = s.shape[1]
+    root = s.sqrt()
     # Filters beyond the kernel's rank keep their random start and are read with weight 0: the
     # output is unchanged, and both sides still get gradients (zeros on both would never train).
     depthwise = separable.depthwise.weight.detach().double().reshape(in_channels, multiplier, kh * kw).clone()
