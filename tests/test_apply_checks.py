@@ -11,7 +11,7 @@ from torch import nn
 
 from compressor.candidates.builder import CandidateBuilder, Init, build_candidate
 from compressor.models import unet
-from compressor.transforms import TRANSFORMS, Change, Transform, TransformError, apply, engine
+from compressor.transforms import TRANSFORMS, Change, Recipe, Transform, TransformError, apply, engine
 from search_spaces import SPACES, SearchContext
 from search_spaces.unet_family import MICRONET_CHOICES
 
@@ -177,7 +177,9 @@ def test_a_builder_runs_its_base_once_for_every_build(tmp_path, checks):
     assert checks == ["the input model"] + ["the last step"] * 3
     assert all(network(torch.zeros(1, 3, 64, 64)).shape == (1, 2, 64, 64) for network in networks)
     checks.clear()
-    CandidateBuilder(experiment, experiment.model, in_channels=3, num_classes=2, base=base).build(recipes[0])
+    fresh = CandidateBuilder(experiment, experiment.model, in_channels=3, num_classes=2, base=base)
+    assert fresh.build(Recipe(())) is base and checks == []  # an empty recipe runs nothing
+    fresh.build(recipes[0])
     assert checks == ["the input model", "the last step"]
 
 

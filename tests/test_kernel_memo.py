@@ -118,9 +118,11 @@ def test_separable_triplets_are_the_svds_cut_to_the_rank_and_each_rank_is_its_ow
         assert [tuple(t.shape) for t in got] == [(128, 64, kept), (128, kept), (128, kept, 9)]
         assert all(torch.equal(a, b) for a, b in zip(got, (u[:, :, :kept], s[:, :kept], vh[:, :kept]), strict=True))
     assert kernel_memo.stats() | {"bytes": 0} == {"hits": 0, "misses": 3, "entries": 3, "bytes": 0}
+    assert input_channel_svd(weight, 12)[1].shape == (128, 9)  # a rank beyond the kernel's reads rank 9's entry
+    assert kernel_memo.stats()["hits"] == 1 and kernel_memo.stats()["entries"] == 3
     served = input_channel_svd(weight.to(memory_format=torch.channels_last), 2)
     served[0].mul_(-1)  # the caller's own copy
-    assert kernel_memo.stats()["hits"] == 1
+    assert kernel_memo.stats()["hits"] == 2
     assert torch.equal(input_channel_svd(weight, 2)[0], u[:, :, :2])
     assert input_gram_eigenvectors(weight).shape == (128, 128)  # the same kernel, another factorization
     assert kernel_memo.stats()["misses"] == 4

@@ -67,7 +67,7 @@ class CandidateBuilder:
     def build(self, recipe: Recipe) -> nn.Module:
         """The candidate of ``recipe`` (:func:`build_candidate`, by the rules of the study's version:
         :func:`~compressor.candidates.versions.as_built_for`)."""
-        if self.base is not None and "shape" not in self._base_output:
+        if self.base is not None and len(recipe) and "shape" not in self._base_output:  # an empty recipe runs nothing
             self._base_output["shape"] = input_output_shape(self.base, candidate_example(self.experiment, self.in_channels))
         return build_candidate(
             self.experiment, self.model_config, as_built_for(recipe, self.build_version), in_channels=self.in_channels,

@@ -30,10 +30,12 @@ from typing import Any
 import torch
 import torch.fx
 from torch import nn
+from torch.fx.node import map_aggregate
+from torch.fx.passes.shape_prop import _extract_tensor_metadata
 
 from compressor.errors import first_line
 
-__all__ = ["CaptureError", "Captured", "capture"]
+__all__ = ["CaptureError", "Captured", "capture", "tensor_meta"]
 
 _TORCH_DIR = str(Path(torch.__file__).parent)
 
@@ -48,11 +50,21 @@ class CaptureError(Exception):
 
 @dataclass
 class Captured:
-    """A captured graph, the real value of each node on the example, and the branches followed."""
+    """A captured graph, the real value of each node on the example, and the branches followed.
+
+    Attributes:
+        meta: each node's ``(tensor_meta, type)`` as torch.fx's ``ShapeProp`` records them, taken when the
+            node's value was made (an in-place op later in ``forward`` does not change it), the tensors the
+            graph reads as attributes (buffers, constants) included.
+        mutated: the attributes the graph reads whose tensors were changed in place while tracing (by an
+            op the graph holds or not): its values then need not be what running the graph gives.
+    """
 
     graph_module: torch.fx.GraphModule
     values: dict[torch.fx.Node, Any]
     branches: list[str] = field(default_factory=list)
+    meta: dict[torch.fx.Node, tuple[Any, type]] = field(default_factory=dict)
+    mutated: list[str] = field(default_factory=list)
 
 
 class _ConcreteTracer(torch.fx.Tracer):
@@ -62,7 +74,22 @@ class _ConcreteTracer(torch.fx.Tracer):
         super().__init__()
         self.example_inputs = list(example_inputs)
         self.values: dict[torch.fx.Node, Any] = {}
+        self.meta: dict[torch.fx.Node, tuple[Any, type]] = {}
+        self.versions: dict[torch.fx.Node, int] = {}  # of the tensors the graph reads as attributes
         self.branches: list[str] = []
+
+    def _record(self, node: torch.fx.Node, value: Any) -> None:
+        self.values[node] = value
+        self.meta[node] = (tensor_meta(value), type(value))
+        if node.op == "get_attr" and isinstance(value, torch.Tensor):
+            version = _version(value)
+            if version is not None:
+                self.versions[node] = version
+
+    def mutated(self) -> list[str]:
+        """The attributes read by the graph whose tensors changed in place since they were read."""
+        return [str(node.target) for node, version in self.versions.items()
+                if _version(self.values[node]) != version]
 
     # -- values -----------------------------------------------------------------------
     def _real(self, argument: Any) -> Any:
@@ -84,8 +111,15 @@ class _ConcreteTracer(torch.fx.Tracer):
         real_args, real_kwargs = self._real(tuple(args)), self._real(dict(kwargs))
         with _unpatched():
             value = self._compute(kind, target, args, real_args, real_kwargs)
-        self.values[proxy.node] = value
+        self._record(proxy.node, value)
         return proxy
+
+    def create_node(self, kind, target, args, kwargs, name=None, type_expr=None):
+        node = super().create_node(kind, target, args, kwargs, name, type_expr)
+        if kind == "get_attr":  # a buffer or a tensor constant, which torch.fx adds without a proxy
+            with _unpatched():
+                self._record(node, _fetch(self.root, target))
+        return node
 
     def _compute(self, kind: str, target: Any, args: tuple, real_args: tuple, real_kwargs: dict) -> Any:
         if kind == "placeholder":
@@ -150,7 +184,31 @@ def capture(model: nn.Module, example_input: torch.Tensor) -> Captured:
     graph._tracer_cls = torch.fx.Tracer
     graph_module = torch.fx.GraphModule(tracer.root, graph, name)
     values = {node: tracer.values.get(node) for node in graph_module.graph.nodes}
-    return Captured(graph_module, values, tracer.branches)
+    meta = {node: tracer.meta[node] for node in graph_module.graph.nodes if node in tracer.meta}
+    return Captured(graph_module, values, tracer.branches, meta, tracer.mutated())
+
+
+def tensor_meta(value: Any) -> Any:
+    """``value``'s metadata as torch.fx's ShapeProp records it in ``node.meta["tensor_meta"]`` (each tensor's
+    shape, dtype, strides...; a tuple or dict of them for a tuple or dict), None where it holds no tensor."""
+    found = False
+
+    def extract(obj: Any) -> Any:
+        nonlocal found
+        if isinstance(obj, torch.Tensor):
+            found = True
+            return _extract_tensor_metadata(obj)
+        return obj
+
+    meta = map_aggregate(value, extract)
+    return meta if found else None
+
+
+def _version(tensor: torch.Tensor) -> int | None:
+    try:
+        return tensor._version
+    except RuntimeError:  # an inference tensor keeps no version: it cannot be changed in place outside inference mode
+        return None
 
 
 def _unpatched() -> contextlib.AbstractContextManager:

@@ -9,14 +9,14 @@ import math
 import torch
 import torch.fx
 from torch import nn
-from torch.fx.node import map_aggregate, map_arg
-from torch.fx.passes.shape_prop import _extract_tensor_metadata
+from torch.fx.node import map_arg
+from torch.fx.passes.shape_prop import ShapeProp
 
 from compressor.annotations import NETWORK_NAME, annotate, network_name
-from compressor.errors import ConfigError
+from compressor.errors import ConfigError, first_line
 from compressor.outputs import declare_output, declared_output, primary_output
 from compressor.transforms.base import TransformError
-from compressor.transforms.capture import CaptureError, capture
+from compressor.transforms.capture import Captured, CaptureError, capture, tensor_meta
 from compressor.transforms.input_sizes import keep_input_handling, size_rule
 
 __all__ = ["trace_with_shapes", "branch_note", "node_shape", "resolution_levels", "finish_graph", "module_of"]
@@ -34,6 +34,7 @@ def trace_with_shapes(model: nn.Module, example_input: torch.Tensor, *, transfor
             graph cannot be captured or does not compute what the model computes.
     """
     name = network_name(model)
+    random_state = _random_state(example_input)
     try:
         captured = capture(model, example_input)
     except CaptureError as error:
@@ -49,19 +50,34 @@ def trace_with_shapes(model: nn.Module, example_input: torch.Tensor, *, transfor
     graph_module.meta["branches"] = list(captured.branches)
     declare_output(graph_module, declared_output(model))
     annotate(graph_module, NETWORK_NAME, name)
-    # each node's shape is the one its value had while capturing (the graph records that run, op for op, so running
-    # it again would give the same values: torch.fx's ShapeProp was that second run); the model's own forward is
-    # what tells whether the graph stands for it (a branch on isinstance, state the graph cannot hold)
-    _record_shapes(graph_module, captured.values)
+    # each node's shape is the one its value had when the capture made it (the graph records that run op for op, so
+    # running it again gives the same values: torch.fx's ShapeProp was that second run); the model's own forward is
+    # what tells whether the graph stands for it (a branch on isinstance, state the graph cannot hold). Where a
+    # tensor the graph reads as an attribute changed in place while tracing, the graph may not give what the trace
+    # saw: it is run, as ShapeProp, and that run is what the model is compared with. So it is where forward() draws
+    # random numbers, so that the random state after the capture is the one running it leaves.
+    replay = bool(captured.mutated) or not _same_state(random_state, _random_state(example_input))
     was_training = model.training
     model.eval()
+    graph_module.eval()
     try:
         with torch.no_grad(), contextlib.redirect_stderr(io.StringIO()):
             expected = model(example_input)
+            if replay:
+                try:
+                    traced = ShapeProp(graph_module).propagate(example_input)
+                except Exception as error:  # noqa: BLE001 - the captured graph is not the model
+                    raise TransformError(
+                        f"{transform}: the captured graph of {name} does not run "
+                        f"({first_line(error.__cause__ or error)}); refusing to rewrite it"
+                    ) from None
+            else:
+                _record_shapes(graph_module, captured)
+                traced = _output_value(graph_module, captured.values)
     finally:
         model.train(was_training)
-    graph_module.train(was_training)
-    if not _same_output(expected, _output_value(graph_module, captured.values), declared_output(model)):
+        graph_module.train(was_training)
+    if not _same_output(expected, traced, declared_output(model)):
         raise TransformError(
             f"{transform}: the captured graph of {name} computes something else than the model "
             "(its forward() depends on something the graph cannot hold); refusing to rewrite it"
@@ -126,23 +142,29 @@ def module_of(graph_module: torch.fx.GraphModule, node: torch.fx.Node) -> nn.Mod
 
 
 
-def _record_shapes(graph_module: torch.fx.GraphModule, values: dict[torch.fx.Node, object]) -> None:
-    """``node.meta["tensor_meta"]`` (and ``["type"]``) from each node's captured value, as ShapeProp records them."""
+def _record_shapes(graph_module: torch.fx.GraphModule, captured: Captured) -> None:
+    """``node.meta["tensor_meta"]`` and ``["type"]`` of every node as ShapeProp records them, from the capture's."""
     for node in graph_module.graph.nodes:
-        value = _output_value(graph_module, values) if node.op == "output" else values.get(node)
-        found = False
-
-        def tensor_meta(obj: object) -> object:
-            nonlocal found
-            if isinstance(obj, torch.Tensor):
-                found = True
-                return _extract_tensor_metadata(obj)
-            return obj
-
-        meta = map_aggregate(value, tensor_meta)
-        if found:
+        if node.op == "output":
+            value = _output_value(graph_module, captured.values)
+            meta, kind = tensor_meta(value), type(value)
+        else:
+            meta, kind = captured.meta.get(node, (None, type(None)))
+        if meta is not None:
             node.meta["tensor_meta"] = meta
-        node.meta["type"] = type(value)
+        node.meta["type"] = kind
+
+
+def _random_state(example: torch.Tensor) -> list[torch.Tensor]:
+    """The random states a forward pass on ``example`` can draw from: the CPU's, and its GPU's."""
+    states = [torch.random.get_rng_state()]
+    if example.device.type == "cuda":
+        states.append(torch.cuda.get_rng_state(example.device))
+    return states
+
+
+def _same_state(before: list[torch.Tensor], after: list[torch.Tensor]) -> bool:
+    return all(torch.equal(one, two) for one, two in zip(before, after, strict=True))
 
 
 def _output_value(graph_module: torch.fx.GraphModule, values: dict[torch.fx.Node, object]) -> object:

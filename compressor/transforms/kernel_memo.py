@@ -68,10 +68,10 @@ def input_channel_svd(kernel: torch.Tensor, rank: int) -> tuple[torch.Tensor, to
         out_channels, in_channels, kh, kw = data.shape
         slices = data.double().permute(1, 0, 2, 3).reshape(in_channels, out_channels, kh * kw)
         u, s, vh = torch.linalg.svd(slices, full_matrices=False)  # (I, O, m), (I, m), (I, m, k*k)
-        kept = min(rank, s.shape[1])
         return u[:, :, :kept].contiguous(), s[:, :kept].contiguous(), vh[:, :kept].contiguous()
 
-    u, s, vh = _memoized(f"input_channel_svd:{rank}", kernel, triplets)
+    kept = min(rank, kernel.shape[0], kernel.shape[2] * kernel.shape[3])  # ranks beyond it keep the same triplets
+    u, s, vh = _memoized(f"input_channel_svd:{kept}", kernel, triplets)
     return u, s, vh
 
 
