@@ -35,7 +35,7 @@ from torch import nn
 from compressor.cost import Cost, measure
 from compressor.data.base import SegmentationData
 from compressor.errors import ConfigError
-from compressor.experiment import Experiment, without_finetuning
+from compressor.experiment import Experiment, load_experiment, without_finetuning
 from compressor.finetune import calibration_batches, with_calibration
 from compressor.floor import Floor
 from compressor.metrics import SegmentationMetrics
@@ -53,6 +53,7 @@ from compressor.train import (
 )
 from compressor.train.precision import resolve_precision
 from compressor.transforms import Recipe, TransformRecord, apply
+from compressor.transforms.engine import as_recipe
 from compressor.transforms.reconstruct import Reconstruction, output_gap, reconstruct
 from compressor.units import format_count
 
@@ -78,7 +79,10 @@ class CompressResult:
         teacher_test_metrics, student_test_metrics: teacher and fine-tuned student on the
             data's test region, evaluated once at the end (None: the data has none).
         start_error: the student's output error against the teacher (relative, on the
-            calibration patches) after the recipe, before any reconstruction.
+            calibration patches) after the recipe and the batch norms' re-estimation, before any
+            reconstruction.
+        bn_reestimated: the batches the student's batch norms were re-estimated on after the recipe
+            (``finetune.bn_reestimate``; 0: none, or a student without batch norms).
         reconstruction: what the reconstruction did (None: ``finetune.reconstruct: none``).
         max_start_error: above this output error after reconstruction the student "does
             not start close" (``finetune.max_start_error``).
@@ -101,6 +105,7 @@ class CompressResult:
     teacher_test_metrics: SegmentationMetrics | None = None
     student_test_metrics: SegmentationMetrics | None = None
     start_error: float | None = None
+    bn_reestimated: int = 0
     reconstruction: Reconstruction | None = None
     max_start_error: float = 1.0
     scratch: TrainResult | None = None
@@ -143,6 +148,8 @@ class CompressResult:
         lines = [self.verdict_line()]
         if self.start_error is not None:
             line = f"output error against the teacher: {self.start_error:.3f} after the recipe"
+            if self.bn_reestimated:  # part of where the student starts from, not of the recipe
+                line += f" and its batch norms re-estimated ({self.bn_reestimated} batches)"
             if self.reconstruction is not None and self.reconstruction.output_error_after is not None:
                 rec = self.reconstruction
                 steps = "closed form" if rec.method == "lstsq" else f"{rec.steps} steps"  # lstsq takes no Adam step
@@ -186,15 +193,16 @@ class CompressResult:
         floor = self.floor.describe(metric) or f"a model needs {metric} above 0"
         if not self.learned:
             line = (f"the student learned nothing: {metric} {student:.3f} is not above the floor ({floor}); "
-                    "it is saved, but it is no model")
+                    "it is no model")
             if not self.floor.passes(teacher):
                 return line + f"; the teacher ({teacher:.3f}) is not above it either: train it longer first"
             advice = [] if self.reconstruction is not None else ["finetune.reconstruct: hints"]
             line += "; try " + " or ".join([*advice, "more fine-tuning steps (--steps auto)", "a milder recipe"])
             return line + ("" if self.scratch is not None else
                            "; --compare-scratch shows whether this architecture learns at all in as many steps")
-        gain = teacher - self.floor.constant
-        kept = f", {(student - self.floor.constant) / gain:.0%} of the teacher's gain over the floor" if gain > 0 else ""
+        # the share of the teacher's gain it kept, where the teacher has one (a teacher at the floor would make it 47000%)
+        kept = (f", {(student - self.floor.constant) / (teacher - self.floor.constant):.0%} of the teacher's gain over "
+                "the floor" if self.floor.passes(teacher) else f"; the teacher ({teacher:.3f}) is not above the floor")
         words = {"kept": "kept the teacher's score", "lost": "is a model, below the teacher"}[self.verdict]
         line = f"the student {words}: {metric} {student:.3f} against {teacher:.3f}{kept} (floor: {floor})"
         if self.verdict == "lost" and self.scratch is None:
@@ -246,6 +254,7 @@ class CompressResult:
             **({"test": {"teacher": self.teacher_test_metrics.to_dict(), "student": self.student_test_metrics.to_dict()}}
                if self.teacher_test_metrics is not None and self.student_test_metrics is not None else {}),
             "start_error": self.start_error,
+            "bn_reestimated": self.bn_reestimated,
             "output_error": self.output_error,
             "starts_close": self.starts_close,
             **({"reconstruction": self.reconstruction.to_dict()} if self.reconstruction is not None else {}),
@@ -264,7 +273,7 @@ class CompressResult:
 def compress(
     model: nn.Module,
     recipe: Recipe | list | str | Path,
-    experiment: Experiment,
+    experiment: Experiment | str | Path,
     *,
     data: SegmentationData | None = None,
     distill: bool = True,
@@ -277,10 +286,11 @@ def compress(
 
     Args:
         model: the trained network (never modified); it is the distillation teacher.
-        recipe: a :class:`Recipe`, its plain data, or a recipe file.
+        recipe: a :class:`Recipe`, its plain data, a recipe file, or one step in the command line's form
+            (``"fire"``; :func:`~compressor.transforms.engine.as_recipe`).
         experiment: the data, the training recipe (batch size, loss, evaluation) and the
             ``finetune:`` settings (steps, learning rate, batch-norm re-estimation,
-            calibration, distillation weight and temperature).
+            calibration, distillation weight and temperature): an :class:`Experiment` or its file.
         data: already built data (default: built from ``experiment.data``).
         distill: distill from ``model`` while fine-tuning.
         cache_dir: the download cache.
@@ -294,10 +304,12 @@ def compress(
         ConfigError: the model does not fit the data (input channels, classes), a bad recipe.
         TransformError: a step does not apply to this network.
     """
-    if isinstance(recipe, (str, Path)):
-        recipe = Recipe.load(recipe)
-    elif not isinstance(recipe, Recipe):
-        recipe = Recipe.from_data(recipe)
+    recipe = as_recipe(recipe)
+    if isinstance(experiment, (str, Path)):
+        experiment = load_experiment(experiment)
+    elif not isinstance(experiment, Experiment):
+        raise ConfigError(f"compress: experiment must be an Experiment or the path of an experiment file, got "
+                          f"{type(experiment).__name__}")
     data = data or experiment.data.build(cache_dir=cache_dir)
     settings = experiment.finetune
     if settings.feature_weight and not distill:
@@ -319,8 +331,8 @@ def compress(
         teacher, with_calibration(recipe, settings.calibrate), example, init="inherit",
         calibration=calibration,
     )
-    if settings.bn_reestimate:
-        reestimate_batchnorm(student, data, batches=settings.bn_reestimate, batch_size=config.batch_size, seed=config.seed)
+    reestimated = settings.bn_reestimate if settings.bn_reestimate and reestimate_batchnorm(
+        student, data, batches=settings.bn_reestimate, batch_size=config.batch_size, seed=config.seed) else 0
     seconds["transform"] = time.perf_counter() - started
     started = time.perf_counter()
     images = torch.cat(calibration_batches(data, settings.reconstruct_batches, batch_size=config.batch_size, seed=config.seed))
@@ -366,6 +378,7 @@ def compress(
         distilled=distill, seconds=seconds, example_shape=tuple(example.shape),
         teacher_test_metrics=tests[0], student_test_metrics=tests[1],
         start_error=None if start_error is None else round(start_error, 6), reconstruction=reconstruction,
+        bn_reestimated=reestimated,
         max_start_error=settings.max_start_error, scratch=scratch, scratch_test_metrics=scratch_test, floor=floor,
     )
 

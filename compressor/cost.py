@@ -92,7 +92,7 @@ class Cost:
 
 def measure(
     model: nn.Module,
-    input_shape: tuple[int, ...] | str = (1, 3, 224, 224),
+    input_shape: tuple[int, ...] | str | torch.Tensor = (1, 3, 224, 224),
     *,
     latency_runs: int = 0,
     warmup_runs: int = 2,
@@ -107,7 +107,7 @@ def measure(
 
     Args:
         model: any ``nn.Module`` taking one tensor.
-        input_shape: ``(N, C, H, W)`` or a string ``"1,3,224,224"``.
+        input_shape: ``(N, C, H, W)``, a string ``"1,3,224,224"``, or an example input (its shape).
         latency_runs: if > 0, time this many forward passes after ``warmup_runs`` and
             report the median in milliseconds.
         warmup_runs: untimed passes before timing.
@@ -127,6 +127,8 @@ def measure(
         >>> measure(unet(), (1, 3, 224, 224)).params
         31024960
     """
+    if isinstance(input_shape, torch.Tensor):  # an example input: its shape (apply takes a tensor too)
+        input_shape = tuple(input_shape.shape)
     shape = parse_shape(input_shape) if isinstance(input_shape, str) else tuple(input_shape)
     parse_shape(shape)
     device = _device_of(model)

@@ -27,6 +27,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from compressor.annotations import network_name
 from compressor.errors import CompressorError, ConfigError, UntrustedModelError, first_line
 from compressor.io import atomic_write
 from compressor.models import build_model
@@ -97,11 +98,18 @@ def save_model(
         return atomic_write(path, lambda file: torch.save(payload, file))
     origin = origin_of(model)
     if origin is None:
+        kind, name = type(model), network_name(model)
+        specs = "(a registered name, a model class or a factory's import path)"
+        pickle = "save it as a pickle (pickle=True), which loads only with trust=True"
+        if isinstance(model, torch.fx.GraphModule):  # a network compressor changed, from one it did not build
+            raise ConfigError(
+                f"cannot save {name} as data: it is a transformed {name}, which compressor did not build; build "
+                f"{name} with compressor.build_model(SPEC, ARGS) {specs}, load its weights and transform that; or "
+                f"{pickle}")
         raise ConfigError(
-            f"cannot save {type(model).__name__} as data: compressor does not know how it was built; build it with "
-            "compressor.build_model(SPEC, ARGS) (a registered name, a model class or a factory's import path), "
-            "or save it as a pickle (pickle=True), which loads only with trust=True"
-        )
+            f"cannot save {kind.__name__} as data: compressor does not know how it was built; build it with "
+            f"compressor.build_model('{kind.__module__}:{kind.__qualname__}', ARGS) {specs} and load its weights; "
+            f"or {pickle}")
     try:  # the architecture must be plain data too, or the file would not load with weights_only
         json.dumps(origin.to_dict())
     except (TypeError, ValueError) as error:

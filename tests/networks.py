@@ -131,7 +131,7 @@ TRAITS = {
     "unet": set(),
     "micronet": {"concat-into-other"},  # its only cats are inside fire modules, feeding a ReLU
     "residual_strided": set(),
-    "grouped_instance": {"no-concat"},
+    "grouped_instance": {"no-concat", "one-level"},
     "classifier": {"no-concat", "no-resolution-pair", "no-conv-run"},
     "monai_basic_unet": set(),
     "monai_unet": {"concat-into-other"},  # its up-sampling (a transposed conv) reads the cat

@@ -236,7 +236,9 @@ def test_compress_reconstructs_by_default_and_says_whether_knowledge_survived(te
     assert result.output_error < result.start_error
     verdict, *lines = result.knowledge_lines()
     assert verdict == result.verdict_line() and result.learned == (result.student_metrics.score > result.floor.threshold)
-    assert lines[0].startswith(f"output error against the teacher: {result.start_error:.3f} after the recipe, "
+    assert result.bn_reestimated == 16  # the default, on a student with batch norms: said, since it is no step of the recipe
+    assert lines[0].startswith(f"output error against the teacher: {result.start_error:.3f} after the recipe and its "
+                               "batch norms re-estimated (16 batches), "
                                f"{result.output_error:.3f} after reconstruction (hints")
     assert f"{result.student_metrics.score - result.teacher_metrics.score:+.3f}" in lines[-1]
     assert result.scratch is not None and result.scratch.steps_done == result.result.steps_done == 3
@@ -566,7 +568,8 @@ def test_compress_with_lstsq_says_it_solved_layers_in_closed_form(teacher, data)
     rec = result.reconstruction
     assert rec is not None and rec.method == "lstsq" and result.output_error < result.start_error
     _, line, *_ = result.knowledge_lines()
-    assert line.startswith(f"output error against the teacher: {result.start_error:.3f} after the recipe, "
+    assert line.startswith(f"output error against the teacher: {result.start_error:.3f} after the recipe and its "
+                           "batch norms re-estimated (16 batches), "
                            f"{result.output_error:.3f} after reconstruction (lstsq, {len(rec.points)} changed layers, "
                            "closed form, ")
     assert rec.norms_reestimated is not None  # this U-Net has batch norms: one way or the other, said

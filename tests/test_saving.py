@@ -106,9 +106,18 @@ def test_a_file_naming_an_arbitrary_function_as_builder_is_refused_unless_truste
 
 
 def test_what_cannot_be_saved_or_loaded_is_one_clear_error(small, tmp_path):
-    with pytest.raises(ConfigError, match=r"cannot save Conv2d as data: compressor does not know how it was built"):
+    with pytest.raises(ConfigError) as refused:
         compressor.save_model(tmp_path / "conv.pt", nn.Conv2d(3, 2, 1))
+    assert str(refused.value).startswith("cannot save Conv2d as data: compressor does not know how it was built; build "
+                                         "it with compressor.build_model('torch.nn.modules.conv:Conv2d', ARGS) (")
     assert not (tmp_path / "conv.pt").exists()
+    # a network compressed from one compressor did not build: the message names that one, the one to build
+    plain = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(4, 4, 3, padding=1),
+                          nn.Upsample(scale_factor=2), nn.Conv2d(4, 2, 1))
+    student, _ = compressor.apply(plain, [{"name": "downsample_depth", "levels": 1, "all_levels": True}], (1, 3, 16, 16))
+    with pytest.raises(ConfigError, match=r"^cannot save Sequential as data: it is a transformed Sequential, which "
+                                          r"compressor did not build; build Sequential with compressor.build_model"):
+        compressor.save_model(tmp_path / "student.pt", student)
     # a layer changed behind the recipe's back: the file would not load, so it is not written
     changed = compressor.unet(base_width=4)
     changed.head = nn.Conv2d(4, 2, 3, padding=1)

@@ -60,7 +60,7 @@ def test_compress_says_when_the_student_learned_nothing(compressed):
     line = between.verdict_line()
     assert line.startswith(f"the student learned nothing: {metric} {student:.3f} is not above the floor "
                            f"(all background scores {metric} {student:.3f}")
-    assert "it is saved, but it is no model; try finetune.reconstruct: hints or more fine-tuning steps" in line
+    assert "; it is no model; try finetune.reconstruct: hints or more fine-tuning steps" in line
     assert between.knowledge_lines()[0] == line and between.to_dict()["verdict"] == "below floor"
     # a floor above both: the teacher itself has learned nothing to keep
     above = dataclasses.replace(compressed, floor=Floor(constant=teacher, constant_class="background", margin=0.01))
@@ -69,6 +69,14 @@ def test_compress_says_when_the_student_learned_nothing(compressed):
     under = dataclasses.replace(compressed, floor=Floor(constant=0.0, constant_class="background", margin=0.0))
     assert under.learned and under.verdict == ("kept" if student >= teacher else "lost")
     assert f"{student / teacher:.0%} of the teacher's gain over the floor" in under.verdict_line()
+    # a teacher at the floor and a student above it (the two swapped): no share of a gain the teacher does not have
+    level = dataclasses.replace(compressed, teacher_metrics=compressed.student_metrics,
+                                result=dataclasses.replace(compressed.result, metrics=compressed.teacher_metrics),
+                                floor=Floor(constant=student, constant_class="background", margin=0.0))
+    assert level.learned and level.verdict == "kept"
+    assert level.verdict_line() == (f"the student kept the teacher's score: {metric} {teacher:.3f} against {student:.3f}; "
+                                    f"the teacher ({student:.3f}) is not above the floor (floor: "
+                                    f"{level.floor.describe(metric)})")
 
 
 def test_compress_cli_exits_3_and_says_so_when_the_student_is_below_the_floor(cli, tmp_path):

@@ -17,7 +17,9 @@ they were trained. A new study stores
    (:data:`RECONSTRUCTS_IN_PRECISION`: in fp32 whatever ``finetune.precision`` said);
 6. before ``lstsq`` kept the batch norms as its solve left them where re-estimating them all took the
    output further from the parent (:data:`LSTSQ_CHOOSES_NORMS`: always re-estimated);
-7. now.
+7. before ``downsample_depth`` refused to cut every level of a network (``all_levels``; the same
+   networks wherever a recipe leaves a level, as on the project's U-Net);
+8. now.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ __all__ = ["BUILD_VERSION", "COUNTS_START", "RECONSTRUCTS_IN_PRECISION", "LSTSQ_
            "version_attrs"]
 
 #: How this version of compressor builds recipes.
-BUILD_VERSION = 7
+BUILD_VERSION = 8
 #: The first version whose inheriting candidates, fine-tuned to the plateau, count the network they start
 #: from as the evaluation at step 0 (a study made before keeps its trials' rule: no two rules in one study).
 COUNTS_START = 5
@@ -49,11 +51,13 @@ VERSION_KEY = "build_version"
 KEEPS_RATES = "dilation_keeps_rates"
 
 #: what each version before the current one set where a recipe says nothing
+_ALL_LEVELS = {"downsample_depth": {"all_levels": True}}
 _LEGACY: dict[int, dict[str, dict[str, Any]]] = {
     1: {"skip_fusion": {"init": "inherit"}, "prune": {"importance": "l1"}, "dilation": {"overwrite": True},
-        "fire": {"head": True}},
-    2: {"dilation": {"overwrite": True}, "fire": {"head": True}},
-    3: {"fire": {"head": True}},
+        "fire": {"head": True}, **_ALL_LEVELS},
+    2: {"dilation": {"overwrite": True}, "fire": {"head": True}, **_ALL_LEVELS},
+    3: {"fire": {"head": True}, **_ALL_LEVELS},
+    4: _ALL_LEVELS, 5: _ALL_LEVELS, 6: _ALL_LEVELS, 7: _ALL_LEVELS,
 }
 
 

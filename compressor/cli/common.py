@@ -6,12 +6,15 @@ import argparse
 import dataclasses
 from pathlib import Path
 
+import torch
+import torch.fx
 from torch import nn
 
 from compressor.errors import ConfigError
 from compressor.experiment import ModelConfig
 from compressor.models import build_model, parse_model_args
 from compressor.models.loading import MODELS
+from compressor.origin import origin_of
 from compressor.outputs import declare_output, parse_output_key
 from compressor.saving import load_saved
 from compressor.units import parse_shape
@@ -95,7 +98,21 @@ def model_from_args(args: argparse.Namespace, spec: str | None = None) -> nn.Mod
 
 
 def default_input_shape(model: nn.Module, size: int = 224) -> tuple[int, int, int, int]:
-    """``(1, C, size, size)`` with ``C`` the input channels of the model's first conv (3 if none)."""
+    """``(1, C, size, size)``, ``C`` the model's input channels: those its recipe's steps were applied at (a
+    network compressor built records them), else those of the conv that reads the input of a captured graph,
+    else those of its first conv (3 if none). (The first conv registered is not always the first run: a
+    1x1 bridge that ``downsample_depth`` adds comes after the layers it skips.)"""
+    origin = origin_of(model)
+    if origin is not None and origin.input_shape and len(origin.input_shape) > 1:
+        return (1, int(origin.input_shape[1]), size, size)
+    if isinstance(model, torch.fx.GraphModule):
+        for node in model.graph.nodes:
+            if node.op == "placeholder":
+                readers = [model.get_submodule(user.target) for user in node.users if user.op == "call_module"]
+                convs = [reader for reader in readers if isinstance(reader, (nn.Conv1d, nn.Conv2d, nn.Conv3d))]
+                if convs:
+                    return (1, convs[0].in_channels, size, size)
+                break
     for module in model.modules():
         if isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Conv3d)):
             return (1, module.in_channels, size, size)

@@ -34,6 +34,7 @@ NETWORK_TRAITS = {
     "no-conv-run": "no stride-1 k x k conv that shares its resolution with another",
     "no-dense-conv": "no dense (groups=1) k x k conv: only depthwise and 1 x 1 convs",
     "grouped-conv": "grouped (not depthwise) convs coupled to every layer prune could narrow",
+    "one-level": "a single down-sampling level (cutting it would leave nothing at a coarser resolution)",
 }
 
 

@@ -67,10 +67,18 @@ class DownsampleDepth(Transform):
         calibrate: batches of real images on which the bridges are refitted; 0: none.
             (Flattened levels run at another resolution than before: nothing there is
             compared with the input model, measured or refitted.)
+        all_levels: cut every level when ``levels`` is the network's depth (what is left is its
+            layers at full resolution and a 1x1 bridge: the Micro-Net recipe's ``levels: 2`` on a
+            2-level network keeps 45 of 12k params of a MONAI UNet). Off: refused, so a recipe
+            with ``strict: false`` skips the step there.
     """
 
     example = {"levels": 1}
-    refuses = {"no-resolution-pair": r"nothing to pair.*stride_to_dilation"}
+    refuses = {"no-resolution-pair": r"nothing to pair.*stride_to_dilation",
+               "one-level": r"removing all of them would leave .* remove at most 0 \(or set all_levels=true\)"}
+    omit_when_default = ("all_levels",)
+    #: a file saved before the refusal was built with it allowed
+    recorded_before = {"all_levels": True}
     search_order = 10
     #: the most levels a search cuts
     MAX_LEVELS = 3
@@ -103,6 +111,7 @@ class DownsampleDepth(Transform):
         stride_to_dilation: bool = False,
         init: Literal["inherit", "random"] = "inherit",
         calibrate: int = 0,
+        all_levels: bool = False,
     ) -> None:
         super().__init__()
         if levels < 1:
@@ -113,6 +122,7 @@ class DownsampleDepth(Transform):
         self.calibrate = calibrate
         self.levels = levels
         self.stride_to_dilation = stride_to_dilation
+        self.all_levels = all_levels
 
     def transform(self, model: nn.Module, example_input: torch.Tensor) -> tuple[nn.Module, Change]:
         graph_module = trace_with_shapes(model, example_input, transform=self.name)
@@ -124,6 +134,13 @@ class DownsampleDepth(Transform):
             raise TransformError(
                 f"{self.name}: {network_name(model)} has {deepest} down-sampling level(s) at input "
                 f"{tuple(example_input.shape)}; cannot remove {self.levels}"
+            )
+        if self.levels == deepest and not self.stride_to_dilation and not self.all_levels:
+            raise TransformError(
+                f"{self.name}: {network_name(model)} has {deepest} down-sampling level(s) at input "
+                f"{tuple(example_input.shape)}; removing all of them would leave its first and last layers "
+                f"and a 1x1 bridge, nothing at a coarser resolution; remove at most {deepest - 1} (or set "
+                "all_levels=true)"
             )
         keep = deepest - self.levels
         region = {node for node, level in levels.items() if level > keep}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -21,14 +22,14 @@ from compressor.transforms.calibration import (
     layer_errors,
     output_error,
 )
-from compressor.transforms.recipe import Recipe, TransformSpec, plain_params
+from compressor.transforms.recipe import Recipe, TransformSpec, parse_transform_option, plain_params
 
-__all__ = ["apply", "input_output_shape"]
+__all__ = ["apply", "as_recipe", "input_output_shape"]
 
 
 def apply(
     model: nn.Module,
-    recipe: Recipe | Transform | Iterable[TransformSpec | Transform] | list,
+    recipe: Recipe | Transform | Iterable[TransformSpec | Transform] | list | str | Path,
     example_input: torch.Tensor | tuple[int, ...],
     *,
     count_flops: bool = True,
@@ -49,7 +50,9 @@ def apply(
     Args:
         model: any ``nn.Module`` taking one tensor; never modified.
         recipe: a :class:`Recipe`, a configured :class:`Transform` (``Separable(mid_activation=True)``)
-            or a list of them, or plain data accepted by :meth:`Recipe.from_data`.
+            or a list of them, plain data accepted by :meth:`Recipe.from_data`, a recipe file, or one
+            step as the command line's ``--transform`` writes it (``"fire"``, ``"prune:ratio=0.5"``):
+            :func:`as_recipe`.
         example_input: a tensor, or its shape, used for tracing, shapes and costs.
         count_flops: count FLOPs with fvcore before and after each step (a search, which
             measures the result anyway, turns this off; the records then have FLOPs 0).
@@ -93,10 +96,7 @@ def apply(
         >>> records[0].params_after < records[0].params_before
         True
     """
-    if isinstance(recipe, Transform):
-        recipe = [recipe]
-    if not isinstance(recipe, Recipe):
-        recipe = Recipe.of(recipe) if _is_specs(recipe) else Recipe.from_data(recipe)
+    recipe = as_recipe(recipe)
     example = _example_tensor(model, example_input)
     settings = {"count_flops": count_flops, "init": init, "calibration": calibration, "diagnostics": diagnostics,
                 "known_output_shape": known_output_shape}
@@ -116,6 +116,34 @@ def apply(
         torch.random.set_rng_state(random_state)
         _apply_steps(model, recipe, example, check_each_step=True, stop_before=failed_at, **settings)
     raise failure  # the steps before it were fine: the error as it came
+
+
+def as_recipe(recipe: Recipe | Transform | Iterable[TransformSpec | Transform] | list | str | Path) -> Recipe:
+    """A :class:`Recipe` from any form :func:`apply` and :func:`~compressor.compress` take: a recipe, a configured
+    transform, a list of specs or transforms, plain data (:meth:`Recipe.from_data`), the path of a recipe file
+    (``.yaml``, ``.yml``, ``.json``, or any file that exists), or one step in the command line's form.
+
+    Example:
+        >>> as_recipe("prune:ratio=0.5").steps[0].params
+        {'ratio': 0.5}
+
+    Raises:
+        ConfigError: a file that cannot be read, a malformed step or recipe (naming it).
+    """
+    if isinstance(recipe, Recipe):
+        return recipe
+    if isinstance(recipe, Transform):
+        return Recipe.of([recipe])
+    if isinstance(recipe, Path) or (isinstance(recipe, str) and (
+            Path(recipe).suffix.lower() in RECIPE_SUFFIXES or Path(recipe).is_file())):
+        return Recipe.load(recipe)
+    if isinstance(recipe, str):
+        return Recipe.of([parse_transform_option(recipe)])
+    return Recipe.of(recipe) if _is_specs(recipe) else Recipe.from_data(recipe)
+
+
+#: what makes a string a recipe file's path rather than a step (``fire``, ``prune:ratio=0.5``)
+RECIPE_SUFFIXES = (".yaml", ".yml", ".json")
 
 
 class _Unchecked(Exception):
@@ -196,6 +224,8 @@ def _apply_steps(
             errors = layer_errors(current, candidate, counterparts, images) if diagnostics else {}
             network_error = output_error(current, candidate, images) if diagnostics else None
             cost = cost_of(candidate)
+            if cost.params > current_cost.params:  # fire at squeeze_ratio 2, say: allowed, and said
+                change.notes.append(f"params rose {cost.params / max(current_cost.params, 1) - 1:.1%} with this step")
             if count_flops and cost.flops > current_cost.flops:
                 change.notes.append(f"FLOPs rose {cost.flops / max(current_cost.flops, 1) - 1:.1%} with this step")
             records.append(
