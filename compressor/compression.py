@@ -291,7 +291,8 @@ def compress(
         experiment: the data, the training recipe (batch size, loss, evaluation) and the
             ``finetune:`` settings (steps, learning rate, batch-norm re-estimation,
             calibration, distillation weight and temperature): an :class:`Experiment` or its file.
-        data: already built data (default: built from ``experiment.data``).
+        data: already built data (default: built from ``experiment.data``), such as images held in memory
+            (:func:`compressor.data.from_arrays`); the recipe is then applied at its patch size.
         distill: distill from ``model`` while fine-tuning.
         cache_dir: the download cache.
         compare_scratch: also train the student's architecture from random weights, with
@@ -325,7 +326,8 @@ def compress(
     seconds["evaluate"] = time.perf_counter() - started
     started = time.perf_counter()
     calibration = calibration_batches(data, max(1, settings.calibrate), batch_size=config.batch_size, seed=config.seed)
-    example = torch.zeros(1, data.in_channels, experiment.data.patch_size, experiment.data.patch_size)
+    size = getattr(data.train, "patch_size", experiment.data.patch_size)  # data given in memory: its own patches
+    example = torch.zeros(1, data.in_channels, size, size)
     seed_everything(config.seed)  # the new layers' random parts: the same for a seed, whatever ran before
     student, records = apply(
         teacher, with_calibration(recipe, settings.calibrate), example, init="inherit",

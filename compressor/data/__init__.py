@@ -17,6 +17,7 @@ from compressor.lazy import lazy_exports
 _PUBLIC = {
     **dict.fromkeys(["DATASETS", "IGNORE_INDEX", "DataConfig", "DataError", "Normalization", "Scene",
                      "SegmentationData", "register_dataset"], "compressor.data.base"),
+    **dict.fromkeys(["from_arrays"], "compressor.data.arrays"),
     **dict.fromkeys(["CACHE_ENV", "PinnedWheel", "cache_dir", "fetch_wheel"], "compressor.data.cache"),
     **dict.fromkeys(["FolderConfig", "PRESETS"], "compressor.data.folder"),
     **dict.fromkeys(["SpacenetSampleConfig", "SpacenetRoadsConfig", "TileSource", "SOLARIS_SAMPLE", "SOLARIS_ROADS",
