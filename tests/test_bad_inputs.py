@@ -265,6 +265,8 @@ CASES = [
     Case("compressor search tiny.yaml --model builtins:dict", ("'builtins:dict'", "not a torch.nn.Module")),
     Case("compressor apply networks:TinyClassifier --transform downsample_depth --out small.pt",
          ("downsample_depth", "nothing to pair", "stride_to_dilation")),
+    Case("compressor apply networks:GroupedInstanceNet --transform downsample_depth --out small.pt",
+         ("GroupedInstanceNet has 1 down-sampling level", "remove at most 0", "all_levels=true")),
     Case("compressor search tiny.yaml --study nan --set train.lr=1e12 --n-trials 1 --seed 5",
          may_change=("run/search.db", "run/artifacts"), check=_check_nan_search, process=True),
     Case("compressor train tiny.yaml --set train.distill.teacher=teacher3.pt",
