@@ -106,10 +106,11 @@ def save_model(
                 f"cannot save {name} as data: it is a transformed {name}, which compressor did not build; build "
                 f"{name} with compressor.build_model(SPEC, ARGS) {specs}, load its weights and transform that; or "
                 f"{pickle}")
+        spec = "SPEC" if "<locals>" in kind.__qualname__ or kind.__module__ == "__main__" else (
+            f"'{kind.__module__}:{kind.__qualname__}'")  # a class in a script or a function has no import path
         raise ConfigError(
             f"cannot save {kind.__name__} as data: compressor does not know how it was built; build it with "
-            f"compressor.build_model('{kind.__module__}:{kind.__qualname__}', ARGS) {specs} and load its weights; "
-            f"or {pickle}")
+            f"compressor.build_model({spec}, ARGS) {specs} and load its weights; or {pickle}")
     try:  # the architecture must be plain data too, or the file would not load with weights_only
         json.dumps(origin.to_dict())
     except (TypeError, ValueError) as error:

@@ -33,11 +33,15 @@ class SearchContext:
         model: the base network (never modified).
         example: an input it accepts (shape ``(1, C, H, W)``).
         model_name: how the base network was named (``unet``, an import path).
+        as_built: the study's own rules for a recipe (:func:`compressor.candidates.versions.as_built_for` at
+            its build version), so a study made by an earlier version probes what its trials were built by
+            (where a transform refuses more now, its space stays the one the study was made with).
     """
 
     model: nn.Module
     example: torch.Tensor
     model_name: str = ""
+    as_built: Callable[[Recipe], Recipe] | None = field(default=None, repr=False)
     _probes: dict[str, bool] = field(default_factory=dict, repr=False)
 
     def applies(self, name: str, **params: Any) -> bool:
@@ -49,7 +53,9 @@ class SearchContext:
         if key not in self._probes:
             try:
                 # whether it refuses is all a probe asks: no FLOPs counted, no errors measured
-                apply(self.model, Recipe.of([(name, params)]), self.example, count_flops=False, diagnostics=False)
+                probe = Recipe.of([(name, params)])
+                probe = self.as_built(probe) if self.as_built is not None else probe
+                apply(self.model, probe, self.example, count_flops=False, diagnostics=False)
                 self._probes[key] = True
             except TransformError:
                 self._probes[key] = False

@@ -32,10 +32,25 @@ def test_apply_takes_a_step_as_the_command_line_writes_it_or_a_recipe_file(tmp_p
     assert params(str(path)) == params(path) == params([{"name": "separable"}, {"name": "prune", "ratio": 0.3}])
 
 
+def test_a_step_is_a_step_whatever_file_sits_beside_and_a_file_is_read_by_any_suffix(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "fire").write_text("not a recipe")  # a script named like the transform does not shadow it
+    assert params("fire") == params([{"name": "fire"}])
+    assert params(["separable", "prune:ratio=0.3"]) == params([{"name": "separable"}, {"name": "prune", "ratio": 0.3}])
+    (tmp_path / "mine").write_text(yaml.safe_dump({"transforms": [{"name": "separable"}]}))  # no suffix: a file
+    (tmp_path / "MINE.YAML").write_text(yaml.safe_dump({"transforms": [{"name": "separable"}]}))
+    assert params("mine") == params("MINE.YAML") == params([{"name": "separable"}])
+    long_step = "fire:include=[" + ",".join(f"encoder.{index}.conv" for index in range(40)) + "]"
+    assert len(long_step) > 255 and compressor.transforms.engine.as_recipe(long_step).steps[0].name == "fire"
+
+
 @pytest.mark.parametrize(("recipe", "message"), [
-    ("missing.yaml", "missing.yaml"),
-    ("firee", "firee"),
-    ("prune:ratio", "prune:ratio"),
+    ("missing.yaml", r"missing.yaml"),
+    ("firee", r"^recipe 'firee': no such recipe file, and no transform of that name; valid names: dilation, "),
+    ("recipes/mine", r"^recipe 'recipes/mine': no such recipe file"),
+    (".", r"^recipe '.' is a folder, not a recipe file$"),
+    ("x" * 300, r"no such recipe file"),
+    ("prune:ratio", r"prune:ratio"),
 ])
 def test_a_recipe_given_as_text_that_is_no_recipe_is_refused_by_name(recipe, message):
     with pytest.raises(ConfigError, match=message):
@@ -133,5 +148,26 @@ def test_the_cli_reads_a_networks_input_channels_from_where_its_input_goes():
     assert isinstance(student, torch.fx.GraphModule)
     assert next(m for m in student.modules() if isinstance(m, torch.nn.Conv2d)).in_channels == 8
     assert default_input_shape(student) == (1, 1, 224, 224)
-    built, _ = compressor.apply(compressor.unet(base_width=4, in_channels=5), "fire", (1, 5, 32, 32))
-    assert default_input_shape(built, 64) == (1, 5, 64, 64)  # from the record of its steps
+    normed = torch.nn.Sequential(torch.nn.BatchNorm2d(1), StridedFirst())  # the input reaches a norm first
+    student, _ = compressor.apply(normed, [{"name": "downsample_depth", "levels": 1, "all_levels": True}], (1, 1, 32, 32))
+    assert default_input_shape(student) == (1, 1, 224, 224)
+    # a network compressor built records the shape its steps were applied at: that comes first
+    from compressor.origin import Origin, set_origin
+
+    recorded = set_origin(torch.nn.Sequential(torch.nn.Conv2d(3, 2, 1)), Origin("unet", {}, (), (1, 7, 32, 32)))
+    assert default_input_shape(recorded, 64) == (1, 7, 64, 64)
+
+
+def test_a_study_made_before_the_refusal_keeps_its_space():
+    """The space of a study of an earlier build version is probed by its own rules: on a 2-level network its cut
+    still goes to 2 levels, where a new study's stops at 1."""
+    import functools
+
+    from compressor.candidates.versions import as_built_for
+    from compressor.spaces import SearchContext
+    from compressor.transforms.downsample_depth import DownsampleDepth
+
+    network, example = compressor.unet(base_width=4, depth=2), torch.zeros(SHAPE)
+    assert DownsampleDepth.applicability(SearchContext(network, example, "unet")) == 1
+    old = SearchContext(network, example, "unet", as_built=functools.partial(as_built_for, version=7))
+    assert DownsampleDepth.applicability(old) == 2

@@ -111,6 +111,12 @@ def test_what_cannot_be_saved_or_loaded_is_one_clear_error(small, tmp_path):
     assert str(refused.value).startswith("cannot save Conv2d as data: compressor does not know how it was built; build "
                                          "it with compressor.build_model('torch.nn.modules.conv:Conv2d', ARGS) (")
     assert not (tmp_path / "conv.pt").exists()
+
+    class Local(nn.Conv2d):  # no import path to suggest: a class inside a function
+        pass
+
+    with pytest.raises(ConfigError, match=r"build it with compressor.build_model\(SPEC, ARGS\)"):
+        compressor.save_model(tmp_path / "local.pt", Local(3, 2, 1))
     # a network compressed from one compressor did not build: the message names that one, the one to build
     plain = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(4, 4, 3, padding=1),
                           nn.Upsample(scale_factor=2), nn.Conv2d(4, 2, 1))

@@ -21,6 +21,7 @@ from compressor.candidates.versions import (
     COUNTS_START,
     LSTSQ_CHOOSES_NORMS,
     RECONSTRUCTS_IN_PRECISION,
+    as_built_for,
 )
 from compressor.cost import Cost, measure
 from compressor.data.base import SegmentationData
@@ -327,7 +328,8 @@ def prepare(
                  f"{parent.weights_path}): "
                  f"{SegmentationMetrics.from_dict(parent.metrics).summary() if parent.metrics else ''}")
         base = parent.model
-    context = SearchContext(base, candidate_example(experiment, data.in_channels), model_config.name)
+    context = SearchContext(base, candidate_example(experiment, data.in_channels), model_config.name,
+                            as_built=functools.partial(as_built_for, version=build_version))
     wants_latency = experiment.budget.needs_latency or "latency_ms" in config.objectives
     storage_url, study_name = study_location(experiment)
     database = sqlite_path(storage_url)

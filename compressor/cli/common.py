@@ -105,14 +105,17 @@ def default_input_shape(model: nn.Module, size: int = 224) -> tuple[int, int, in
     origin = origin_of(model)
     if origin is not None and origin.input_shape and len(origin.input_shape) > 1:
         return (1, int(origin.input_shape[1]), size, size)
-    if isinstance(model, torch.fx.GraphModule):
-        for node in model.graph.nodes:
-            if node.op == "placeholder":
-                readers = [model.get_submodule(user.target) for user in node.users if user.op == "call_module"]
-                convs = [reader for reader in readers if isinstance(reader, (nn.Conv1d, nn.Conv2d, nn.Conv3d))]
-                if convs:
-                    return (1, convs[0].in_channels, size, size)
-                break
+    if isinstance(model, torch.fx.GraphModule):  # the first conv the input reaches (through a norm, a pad...)
+        queue = [node for node in model.graph.nodes if node.op == "placeholder"][:1]
+        seen = set(queue)
+        while queue:
+            node = queue.pop(0)
+            module = model.get_submodule(node.target) if node.op == "call_module" else None
+            if isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Conv3d)):
+                return (1, module.in_channels, size, size)
+            fresh = [user for user in node.users if user not in seen]
+            seen.update(fresh)
+            queue.extend(fresh)
     for module in model.modules():
         if isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Conv3d)):
             return (1, module.in_channels, size, size)

@@ -118,32 +118,48 @@ def apply(
     raise failure  # the steps before it were fine: the error as it came
 
 
-def as_recipe(recipe: Recipe | Transform | Iterable[TransformSpec | Transform] | list | str | Path) -> Recipe:
+def as_recipe(recipe: Recipe | Transform | Iterable[TransformSpec | Transform | str] | list | str | Path) -> Recipe:
     """A :class:`Recipe` from any form :func:`apply` and :func:`~compressor.compress` take: a recipe, a configured
-    transform, a list of specs or transforms, plain data (:meth:`Recipe.from_data`), the path of a recipe file
-    (``.yaml``, ``.yml``, ``.json``, or any file that exists), or one step in the command line's form.
+    transform, a list of specs or transforms, plain data (:meth:`Recipe.from_data`), one step in the command
+    line's form (``"fire"``, ``"prune:ratio=0.5"``: a string that starts with a transform's name) or a list of
+    them, or the path of a recipe file (any other string: ``.yaml``, ``.yml``, ``.json``, or a file that exists).
 
     Example:
         >>> as_recipe("prune:ratio=0.5").steps[0].params
         {'ratio': 0.5}
 
     Raises:
-        ConfigError: a file that cannot be read, a malformed step or recipe (naming it).
+        ConfigError: a file that cannot be read, a string that names neither a transform nor a file, a
+            malformed step or recipe (naming it).
     """
     if isinstance(recipe, Recipe):
         return recipe
     if isinstance(recipe, Transform):
         return Recipe.of([recipe])
-    if isinstance(recipe, Path) or (isinstance(recipe, str) and (
-            Path(recipe).suffix.lower() in RECIPE_SUFFIXES or Path(recipe).is_file())):
-        return Recipe.load(recipe)
-    if isinstance(recipe, str):
-        return Recipe.of([parse_transform_option(recipe)])
+    if isinstance(recipe, str) and recipe.partition(":")[0].strip() in TRANSFORMS.names():
+        return Recipe.of([parse_transform_option(recipe)])  # a step, whatever file of that name sits here
+    if isinstance(recipe, (str, Path)):
+        path = Path(recipe)
+        if path.suffix.lower() in RECIPE_SUFFIXES or _exists(path, "is_file"):
+            return Recipe.load(path)
+        if _exists(path, "is_dir"):
+            raise ConfigError(f"recipe {str(recipe)!r} is a folder, not a recipe file")
+        raise ConfigError(f"recipe {str(recipe)!r}: no such recipe file, and no transform of that name; valid names: "
+                          f"{', '.join(TRANSFORMS.names())}")
+    if isinstance(recipe, (list, tuple)) and recipe and all(isinstance(item, str) for item in recipe):
+        return Recipe.of([parse_transform_option(item) for item in recipe])  # steps as the command line writes them
     return Recipe.of(recipe) if _is_specs(recipe) else Recipe.from_data(recipe)
 
 
 #: what makes a string a recipe file's path rather than a step (``fire``, ``prune:ratio=0.5``)
 RECIPE_SUFFIXES = (".yaml", ".yml", ".json")
+
+
+def _exists(path: Path, kind: str) -> bool:
+    try:
+        return getattr(path, kind)()
+    except OSError:  # a name too long for the file system: no such file
+        return False
 
 
 class _Unchecked(Exception):
