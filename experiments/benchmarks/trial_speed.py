@@ -101,7 +101,8 @@ def run_commit(commit: str, variant: str, overrides: list[str], run_dir: Path, s
 
     import optuna
 
-    code = commit_code(commit, run_dir / f"then-code-{commit}", ("compressor", "experiments/quickstart.yaml"))
+    # the commit's own search spaces too: the entry point would load this tree's, which may ask for more of compressor
+    code = commit_code(commit, run_dir / f"code-{commit}", ("compressor", "search_spaces", "experiments/quickstart.yaml"))
     script = ("import sys\nfrom compressor.experiment.config import load_experiment\n"
               "try:\n    from compressor.search import run_search\n"  # where it was when issue 28 was filed
               "except ImportError:\n    from compressor.pipeline import run_search\n"
