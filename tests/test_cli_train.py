@@ -116,7 +116,9 @@ def test_ctrl_c_during_a_run_to_the_plateau_then_the_same_command_goes_on_from_i
 
     from conftest import cli_env
 
-    config = _experiment(tmp_path, train={"steps": "auto", "schedule": "plateau", "max_steps": 200, "eval_every": 20,
+    # max_steps leaves the interruption a few seconds to land in the training (once, on idle cores in a full run, the run
+    # had ended its 200 steps before the signal came)
+    config = _experiment(tmp_path, train={"steps": "auto", "schedule": "plateau", "max_steps": 400, "eval_every": 20,
                                           "patience": 50, "batch_size": 2, "eval_window": 48, "progress": False,
                                           "threads": 1})
     command = [sys.executable, "-m", "compressor", "train", str(config)]

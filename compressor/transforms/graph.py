@@ -54,8 +54,8 @@ def trace_with_shapes(model: nn.Module, example_input: torch.Tensor, *, transfor
     # running it again gives the same values: torch.fx's ShapeProp was that second run); the model's own forward is
     # what tells whether the graph stands for it (a branch on isinstance, state the graph cannot hold). Where a
     # tensor the graph reads as an attribute changed in place while tracing, the graph may not give what the trace
-    # saw: it is run, as ShapeProp, and that run is what the model is compared with. So it is where forward() draws
-    # random numbers, so that the random state after the capture is the one running it leaves.
+    # saw: it is run, as ShapeProp, and that run is what the model is compared with. It is run too where forward()
+    # draws random numbers, so that the random state after the capture is the one running the graph leaves.
     replay = bool(captured.mutated) or not _same_state(random_state, _random_state(example_input))
     was_training = model.training
     model.eval()
