@@ -122,15 +122,19 @@ def test_ctrl_c_during_a_run_to_the_plateau_then_the_same_command_goes_on_from_i
                                           "patience": 50, "batch_size": 2, "eval_window": 48, "progress": False,
                                           "threads": 1})
     command = [sys.executable, "-m", "compressor", "train", str(config)]
-    state = tmp_path / "run" / "train" / "unet-base_width=8-depth=2" / "train.state"
+    runs = tmp_path / "run" / "train"
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_env())
     deadline = time.monotonic() + 120
-    while not state.exists() and process.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.1)
+    while not list(runs.glob("*/train.state")) and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    ended_first = process.poll() is not None
     process.send_signal(signal.SIGINT)
-    _, stderr = process.communicate(timeout=120)
+    stdout, stderr = process.communicate(timeout=120)
+    kept = sorted(str(path.relative_to(tmp_path)) for path in tmp_path.rglob("*") if path.is_file())
+    assert not ended_first, f"the run ended before it kept a state: {kept}\n{stdout}\n{stderr}"
     assert process.returncode == 130 and "Traceback" not in stderr, stderr
-    assert state.is_file()
+    (state,) = runs.glob("*/train.state")
+    assert state.parent.name == "unet-base_width=8-depth=2"
     again = subprocess.run(command, capture_output=True, text=True, env=cli_env(), timeout=300)
     assert again.returncode == 0, again.stderr
     resumed = [line for line in again.stderr.splitlines() if ": resumed at step " in line]
