@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import subprocess
 import sys
 import uuid
@@ -66,6 +67,13 @@ def cli_env(*, plugins: bool = True) -> dict[str, str]:
     installed for the session added to ``PYTHONPATH``."""
     return {**os.environ,
             "PYTHONPATH": os.pathsep.join(filter(None, [TESTS, PLUGINS if plugins else "", os.environ.get("PYTHONPATH")]))}
+
+
+def ctrl_c_as_in_a_shell() -> None:
+    """``preexec_fn`` of a CLI process a test presses Ctrl-C in: SIGINT as a shell leaves it (default, unblocked),
+    whatever the test runner's process left it as (a full run once handed its children SIGINT ignored)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
 
 
 def run_cli(*args: str, timeout: float = 300, plugins: bool = True) -> subprocess.CompletedProcess:

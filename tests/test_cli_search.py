@@ -8,7 +8,7 @@ import sys
 
 import optuna
 import pytest
-from conftest import assert_refusal, cli_env
+from conftest import assert_refusal, cli_env, ctrl_c_as_in_a_shell
 from optuna.trial import TrialState
 from search_helpers import write_tiny_experiment
 
@@ -60,7 +60,8 @@ def test_bad_options_and_missing_studies_are_one_line_errors(cli, tmp_path):
 def test_ctrl_c_keeps_finished_trials_and_the_same_command_resumes(tmp_path):
     config = write_tiny_experiment(tmp_path / "tiny.yaml", tmp_path / "run", n_trials=30)
     command = [sys.executable, "-m", "compressor", "search", str(config)]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_env())
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_env(),
+                               preexec_fn=ctrl_c_as_in_a_shell)
     seen = []
     for line in process.stdout:  # wait for a finished trial, then press Ctrl-C during the next one
         seen.append(line)

@@ -114,7 +114,7 @@ def test_ctrl_c_during_a_run_to_the_plateau_then_the_same_command_goes_on_from_i
     import sys
     import time
 
-    from conftest import cli_env
+    from conftest import cli_env, ctrl_c_as_in_a_shell
 
     # max_steps leaves the interruption a few seconds to land in the training (once, on idle cores in a full run, the run
     # had ended its 200 steps before the signal came)
@@ -123,7 +123,8 @@ def test_ctrl_c_during_a_run_to_the_plateau_then_the_same_command_goes_on_from_i
                                           "threads": 1})
     command = [sys.executable, "-m", "compressor", "train", str(config)]
     runs = tmp_path / "run" / "train"
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_env())
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_env(),
+                               preexec_fn=ctrl_c_as_in_a_shell)
     deadline = time.monotonic() + 120
     while not list(runs.glob("*/train.state")) and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
