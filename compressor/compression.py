@@ -333,8 +333,9 @@ def compress(
         teacher, with_calibration(recipe, settings.calibrate), example, init="inherit",
         calibration=calibration,
     )
-    reestimated = settings.bn_reestimate if settings.bn_reestimate and reestimate_batchnorm(
-        student, data, batches=settings.bn_reestimate, batch_size=config.batch_size, seed=config.seed) else 0
+    norms = reestimate_batchnorm(student, data, batches=settings.bn_reestimate, batch_size=config.batch_size,
+                                 seed=config.seed)  # 0 where bn_reestimate is 0 or the student has none
+    reestimated = settings.bn_reestimate if norms else 0
     seconds["transform"] = time.perf_counter() - started
     started = time.perf_counter()
     images = torch.cat(calibration_batches(data, settings.reconstruct_batches, batch_size=config.batch_size, seed=config.seed))

@@ -111,15 +111,18 @@ def default_input_shape(model: nn.Module, size: int = 224) -> tuple[int, int, in
         while queue:
             node = queue.pop(0)
             module = model.get_submodule(node.target) if node.op == "call_module" else None
-            if isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Conv3d)):
+            if isinstance(module, _CONVS):
                 return (1, module.in_channels, size, size)
             fresh = [user for user in node.users if user not in seen]
             seen.update(fresh)
             queue.extend(fresh)
     for module in model.modules():
-        if isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Conv3d)):
+        if isinstance(module, _CONVS):
             return (1, module.in_channels, size, size)
     return (1, 3, size, size)
+
+
+_CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
 
 def input_shape_from_args(args: argparse.Namespace, model: nn.Module) -> tuple[int, ...]:

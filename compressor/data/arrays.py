@@ -85,12 +85,12 @@ def from_arrays(
         raise DataError(f"from_arrays needs at least one training and one validation image, got "
                         f"{len(splits['train'])} and {len(splits['val'])}")
     scenes = splits["train"] + splits["val"] + splits["test"]
-    first = {}
+    first: dict[int, str] = {}  # each channel count, and the pair that has it first
     for scene in scenes:
         first.setdefault(scene.channels, scene.name)
     if len(first) > 1:
         raise DataError("the images have different channel counts: " + ", ".join(
-            f"{count} ({name} first)" for count, name in sorted(first.items())))
+            f"{count} ({where} first)" for count, where in sorted(first.items())))
     for scene in splits["val"] + splits["test"]:  # a score needs labelled pixels
         if not (np.asarray(scene.labels) != IGNORE_INDEX).any():
             raise DataError(f"{scene.name}: no labelled pixel (every mask value is {IGNORE_INDEX}): it would score nothing")

@@ -72,8 +72,8 @@ def trace_with_shapes(model: nn.Module, example_input: torch.Tensor, *, transfor
                         f"({first_line(error.__cause__ or error)}); refusing to rewrite it"
                     ) from None
             else:
-                _record_shapes(graph_module, captured)
                 traced = _output_value(graph_module, captured.values)
+                _record_shapes(graph_module, captured, traced)
     finally:
         model.train(was_training)
         graph_module.train(was_training)
@@ -142,12 +142,12 @@ def module_of(graph_module: torch.fx.GraphModule, node: torch.fx.Node) -> nn.Mod
 
 
 
-def _record_shapes(graph_module: torch.fx.GraphModule, captured: Captured) -> None:
-    """``node.meta["tensor_meta"]`` and ``["type"]`` of every node as ShapeProp records them, from the capture's."""
+def _record_shapes(graph_module: torch.fx.GraphModule, captured: Captured, output: object) -> None:
+    """``node.meta["tensor_meta"]`` and ``["type"]`` of every node as ShapeProp records them, from the capture's
+    (``output``: what the graph returned, :func:`_output_value`)."""
     for node in graph_module.graph.nodes:
         if node.op == "output":
-            value = _output_value(graph_module, captured.values)
-            meta, kind = tensor_meta(value), type(value)
+            meta, kind = tensor_meta(output), type(output)
         else:
             meta, kind = captured.meta.get(node, (None, type(None)))
         if meta is not None:
