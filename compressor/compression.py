@@ -32,6 +32,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from compressor.api_inputs import as_network, check_data
 from compressor.cost import Cost, measure
 from compressor.data.base import SegmentationData
 from compressor.errors import ConfigError
@@ -305,6 +306,9 @@ def compress(
         ConfigError: the model does not fit the data (input channels, classes), a bad recipe.
         TransformError: a step does not apply to this network.
     """
+    model = as_network(model, "compress")  # before the data is built: a slip costs no download
+    if data is not None:
+        check_data(data, "compress")
     recipe = as_recipe(recipe)
     if isinstance(experiment, (str, Path)):
         experiment = load_experiment(experiment)

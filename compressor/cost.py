@@ -15,6 +15,7 @@ import torch
 from fvcore.nn import FlopCountAnalysis, parameter_count
 from torch import nn
 
+from compressor.api_inputs import as_network
 from compressor.errors import ConfigError, first_line
 from compressor.latency import LatencyConfig, measure_latency
 from compressor.outputs import returned_tensors
@@ -127,6 +128,7 @@ def measure(
         >>> measure(unet(), (1, 3, 224, 224)).params
         31024960
     """
+    model = as_network(model, "measure")
     if isinstance(input_shape, torch.Tensor):  # an example input: its shape (apply takes a tensor too)
         input_shape = tuple(input_shape.shape)
     shape = parse_shape(input_shape) if isinstance(input_shape, str) else tuple(input_shape)

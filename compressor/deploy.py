@@ -22,6 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from compressor.api_inputs import as_network, check_data
 from compressor.data.base import SegmentationData
 from compressor.errors import ConfigError, ExportError, first_line
 from compressor.finetune import calibration_batches
@@ -155,6 +156,9 @@ def deploy(
             or an export whose logits differ from PyTorch's beyond ``tolerance``;
             nothing is written then.
     """
+    network = as_network(network, "deploy", argument="network")
+    if data is not None:
+        check_data(data, "deploy")
     out = Path(out)
     if int8 and data is None:
         raise ConfigError("int8 quantization needs calibration data (training patches): give the network's "

@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from compressor.annotations import network_name
+from compressor.api_inputs import as_network
 from compressor.errors import CompressorError, ConfigError, UntrustedModelError, first_line
 from compressor.io import atomic_write
 from compressor.models import build_model
@@ -86,6 +87,12 @@ def save_model(
     Raises:
         ConfigError: ``model`` has no origin (compressor did not build it) and ``pickle`` is off.
     """
+    if isinstance(path, nn.Module) and isinstance(model, (str, Path)):
+        raise ConfigError(f"save_model: the path comes first, save_model({str(model)!r}, network) (torch.save's "
+                          "order is the other way round)")
+    if not isinstance(path, (str, Path)):
+        raise ConfigError(f"save_model: path is a {type(path).__name__}, not a file path")
+    model = as_network(model, "save_model")
     if recipe is not None and hasattr(recipe, "to_data"):
         recipe = recipe.to_data()
     record = {

@@ -171,3 +171,50 @@ def test_a_study_made_before_the_refusal_keeps_its_space():
     assert DownsampleDepth.applicability(SearchContext(network, example, "unet")) == 1
     old = SearchContext(network, example, "unet", as_built=functools.partial(as_built_for, version=7))
     assert DownsampleDepth.applicability(old) == 2
+
+
+PAIR_HINT = ("not a network: apply returns (network, records); pass the network: network, records = "
+             "compressor.apply(...)")
+
+
+def test_the_usual_slips_in_handing_a_network_over_are_named_with_their_fix(tmp_path):
+    from compressor.deploy import deploy
+    from compressor.train import train
+
+    network = small()
+    pair = compressor.apply(network, "fire", SHAPE, count_flops=False, diagnostics=False)
+    slips = {  # each call, the whole message it must give
+        "measure": (lambda: compressor.measure(pair, SHAPE), f"measure: model is a tuple (UNet, list), {PAIR_HINT}"),
+        "apply": (lambda: compressor.apply(pair, "fire", SHAPE), f"apply: model is a tuple (UNet, list), {PAIR_HINT}"),
+        # the model is looked at before the experiment file is read or its data fetched
+        "compress": (lambda: compressor.compress(pair, "fire", tmp_path / "nope.yaml"),
+                     f"compress: model is a tuple (UNet, list), {PAIR_HINT}"),
+        "evaluate": (lambda: compressor.evaluate(pair, None), f"evaluate: model is a tuple (UNet, list), {PAIR_HINT}"),
+        "deploy": (lambda: deploy(pair, tmp_path / "n.onnx", in_channels=3),
+                   f"deploy: network is a tuple (UNet, list), {PAIR_HINT}"),
+        "save_model": (lambda: compressor.save_model(tmp_path / "n.pt", pair),
+                       f"save_model: model is a tuple (UNet, list), {PAIR_HINT}"),
+        "a path": (lambda: compressor.measure("student.pt", SHAPE),
+                   "measure: model is the path 'student.pt', not a network: load the file first, network = "
+                   "compressor.load_model('student.pt')"),
+        "a state_dict": (lambda: compressor.apply(network.state_dict(), "fire", SHAPE),
+                         "apply: model is an OrderedDict, not a network: a state_dict holds weights, not the network; "
+                         "build the network and load_state_dict into it"),
+        "a checkpoint": (lambda: compressor.measure({"state_dict": network.state_dict(), "step": 3}, SHAPE),
+                         "measure: model is a dict, not a network: a checkpoint holds weights, not the network; build "
+                         "the network and load_state_dict(checkpoint['state_dict']) into it"),
+        "torch.save's order": (lambda: compressor.save_model(network, tmp_path / "n.pt"),
+                               f"save_model: the path comes first, save_model({str(tmp_path / 'n.pt')!r}, network) "
+                               "(torch.save's order is the other way round)"),
+        "no data": (lambda: compressor.evaluate(network, None),
+                    "evaluate: data is None, not a dataset: build it with compressor.data.from_arrays(...) or "
+                    "load_experiment(FILE).data.build()"),
+        "data as a list": (lambda: train(network, [(torch.zeros(3, 8, 8), torch.zeros(8, 8))]),
+                           "train: data is a list, not a dataset: build it with compressor.data.from_arrays(...) or "
+                           "load_experiment(FILE).data.build()"),
+    }
+    for name, (call, message) in slips.items():
+        with pytest.raises(ConfigError) as raised:
+            call()
+        assert str(raised.value) == message, name
+    assert not list(tmp_path.iterdir())  # nothing written by any of them

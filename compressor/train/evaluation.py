@@ -8,6 +8,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from compressor.api_inputs import as_network, check_data
 from compressor.data.base import Scene, SegmentationData
 from compressor.data.tiling import window_starts
 from compressor.errors import ConfigError, InputSizeError, first_line
@@ -201,6 +202,8 @@ def evaluate(
     Raises:
         DataError: ``split="test"`` on data without a test region.
     """
+    model = as_network(model, "evaluate")
+    check_data(data, "evaluate")
     config = config or TrainConfig()
     scenes = data.scenes(split)
     device = next((parameter.device for parameter in model.parameters()), torch.device("cpu"))

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from compressor.api_inputs import as_network, check_data
 from compressor.batchnorm import reestimate_on
 from compressor.data.base import SegmentationData
 from compressor.errors import CompressorError, ConfigError, first_line
@@ -191,6 +192,8 @@ def train(
         >>> [step for step, _ in result.history], result.steps_done
         ([1, 2], 2)
     """
+    model = as_network(model, "train")
+    check_data(data, "train")
     config = config or TrainConfig()
     device = resolve_device(config.device)
     limit = config.step_limit

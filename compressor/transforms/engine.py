@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from compressor.api_inputs import as_network
 from compressor.cost import Cost, measure
 from compressor.errors import ConfigError, first_line, is_wrapped_interrupt
 from compressor.origin import origin_of, set_origin
@@ -96,6 +97,7 @@ def apply(
         >>> records[0].params_after < records[0].params_before
         True
     """
+    model = as_network(model, "apply")
     recipe = as_recipe(recipe)
     example = _example_tensor(model, example_input)
     settings = {"count_flops": count_flops, "init": init, "calibration": calibration, "diagnostics": diagnostics,
