@@ -143,3 +143,22 @@ def test_what_cannot_be_saved_or_loaded_is_one_clear_error(small, tmp_path):
     (tmp_path / "junk.pt").write_bytes(b"not a model\n")
     with pytest.raises(ConfigError, match=r"junk.pt: "):
         compressor.load_model(tmp_path / "junk.pt")
+
+
+def test_loading_a_model_file_does_not_import_torch_dynamo(tmp_path):
+    """The construction budget's dispatch mode is not wrapped in dynamo's ``disable`` (whose first call imports
+    torch._dynamo: 1.3 s of every command that loads a file, for a mode nothing compiles under)."""
+    import subprocess
+    import sys
+
+    from conftest import cli_env
+
+    torch.manual_seed(0)
+    path = compressor.save_model(tmp_path / "small.pt", compressor.apply(compressor.unet(base_width=8), "fire",
+                                                                         (1, 3, 32, 32))[0])
+    code = ("import sys; from compressor.saving import load_model; load_model(sys.argv[1]); "
+            "print(sorted(m for m in sys.modules if m.startswith('torch._dynamo'))[:1])")
+    result = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, env=cli_env(),
+                            timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"

@@ -47,6 +47,12 @@ class _Budget(TorchDispatchMode):
         self.seconds, self.live = seconds, 0
         self.storages: list[tuple[StorageWeakRef, int]] = []
 
+    @classmethod
+    def _should_skip_dynamo(cls) -> bool:
+        """No ``torch._dynamo.disable`` around :meth:`__torch_dispatch__`: nothing built under this mode is
+        compiled, and the wrapper's first call imports torch._dynamo, 1.6 s of every model file's loading."""
+        return False
+
     def __torch_dispatch__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
         kwargs = kwargs or {}
         if time.monotonic() > self.deadline:
