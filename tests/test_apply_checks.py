@@ -217,3 +217,34 @@ def test_a_failing_step_is_not_run_again_and_a_wrapped_ctrl_c_stops_at_once(chec
         apply(small_network(), [{"name": "touch"}, {"name": "refuses"}], (1, 3, 16, 16),
               count_flops=False, diagnostics=False, check_each_step=False)
     assert checks == ["the input model"] and Refuses.runs == 2
+
+
+def test_without_check_output_only_a_step_that_needs_the_check_runs_the_network(checks):
+    """``check_output=False`` (a model file's rebuild): no run before the first step or after the last; an
+    optional step still runs the network, against the input model's shape found then, and is skipped as
+    with every check on. ``check_each_step`` overrides it."""
+    network, _ = apply(small_network(), [{"name": "touch"}, {"name": "touch"}], (1, 3, 16, 16), count_flops=False,
+                       diagnostics=False, check_each_step=False, check_output=False)
+    assert checks == [] and network(torch.zeros(1, 3, 16, 16)).shape == (1, 2, 16, 16)
+    network, records = apply(small_network(), [{"name": "touch"}, {"name": "widen", "optional": True}],
+                             (1, 3, 16, 16), count_flops=False, diagnostics=False, check_each_step=False,
+                             check_output=False)
+    assert checks == ["step 2 (widen)", "the input model"]
+    assert records[1].skipped_step == "widen: output shape changed from (1, 2, 16, 16) to (1, 4, 16, 16); refusing"
+    checks.clear()
+    apply(small_network(), [{"name": "touch"}], (1, 3, 16, 16), count_flops=False, diagnostics=False,
+          check_output=False)
+    assert checks == ["the input model", "step 1 (touch)"]
+
+
+def test_a_model_file_is_rebuilt_without_running_its_network(tmp_path, checks):
+    import compressor
+
+    torch.manual_seed(0)
+    network, _ = compressor.apply(unet(base_width=8), ["fire", "prune:ratio=0.3"], (1, 3, 32, 32), diagnostics=False)
+    path = compressor.save_model(tmp_path / "small.pt", network)
+    checks.clear()
+    loaded = compressor.load_model(path)
+    assert checks == []
+    example = torch.randn(1, 3, 32, 32)
+    assert torch.equal(loaded(example), network.eval()(example))

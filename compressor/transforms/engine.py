@@ -39,6 +39,7 @@ def apply(
     diagnostics: bool = True,
     check_each_step: bool = True,
     known_output_shape: tuple[int, ...] | None = None,
+    check_output: bool = True,
 ) -> tuple[nn.Module, list[TransformRecord]]:
     """Applies every step of ``recipe`` to a copy of ``model``.
 
@@ -79,6 +80,11 @@ def apply(
             which every step's output is checked against, where the caller has it: a search builds
             every candidate from one parent, so it runs the parent once for it, not once a build.
             None: ``model`` is run to find it.
+        check_output: with this off (and ``check_each_step`` off), the output shape is checked only after a step
+            that runs the network anyway (calibration, diagnostics, FLOPs, an ``optional`` step): not before the
+            first step nor after the last. Loading a model file turns it off, since the weights it then loads
+            must fit the rebuilt network tensor for tensor: two forward passes at the file's input shape (1.6 s
+            of loading a U-Net-based file at 224x224) that would refuse nothing more.
 
     Returns:
         ``(new_model, records)``; ``new_model`` is in the input model's train/eval mode.
@@ -101,7 +107,7 @@ def apply(
     recipe = as_recipe(recipe)
     example = _example_tensor(model, example_input)
     settings = {"count_flops": count_flops, "init": init, "calibration": calibration, "diagnostics": diagnostics,
-                "known_output_shape": known_output_shape}
+                "known_output_shape": known_output_shape, "check_output": check_output or check_each_step}
     if check_each_step:
         return _apply_steps(model, recipe, example, check_each_step=True, **settings)
     random_state = torch.random.get_rng_state()
@@ -176,16 +182,22 @@ class _Unchecked(Exception):
 def _apply_steps(
     model: nn.Module, recipe: Recipe, example: torch.Tensor, *, count_flops: bool, init: str | None,
     calibration: torch.Tensor | Sequence[torch.Tensor] | None, diagnostics: bool, check_each_step: bool,
-    known_output_shape: tuple[int, ...] | None, stop_before: int | None = None,
+    known_output_shape: tuple[int, ...] | None, check_output: bool = True, stop_before: int | None = None,
 ) -> tuple[nn.Module, list[TransformRecord]]:
     """:func:`apply`'s steps, on the resolved recipe and example; with ``check_each_step`` off, an error after a
     step whose output shape went unchecked comes as :class:`_Unchecked`. ``stop_before``: only the steps before
     that one (0-based) run."""
     shape = tuple(example.shape)
     was_training = model.training
-    reference_shape = (
-        tuple(known_output_shape) if known_output_shape is not None else _output_shape(model, example, "the input model")
-    )
+    found: list[tuple[int, ...]] = [tuple(known_output_shape)] if known_output_shape is not None else []
+
+    def reference_shape() -> tuple[int, ...]:  # the input model's output shape, found when first needed
+        if not found:
+            found.append(_output_shape(model, example, "the input model"))
+        return found[0]
+
+    if check_output:
+        reference_shape()  # before any step: a model that does not run on the example says so first
     current = model
     cost_of = (lambda network: measure(network, shape)) if count_flops else _params_only
     current_cost = cost_of(current)
@@ -222,15 +234,15 @@ def _apply_steps(
             declare_output(candidate, declared_output(model))  # a traced graph does not carry it
             if check_each_step or spec.optional or batches or diagnostics or count_flops:  # else after the last
                 output_shape = _output_shape(candidate, example, step)
-                if output_shape != reference_shape:
-                    reason = f"output shape changed from {reference_shape} to {output_shape}; refusing"
+                if output_shape != reference_shape():
+                    reason = f"output shape changed from {reference_shape()} to {output_shape}; refusing"
                     if not spec.optional:
                         raise TransformError(f"{step}: {reason}")
                     records.append(_skipped(spec, transform, current_cost, f"{spec.name}: {reason}"))
                     continue
                 unchecked = False
             else:
-                unchecked = True
+                unchecked = check_output
             counterparts = counterparts_of(change.changed, change.counterparts)
             if batches:
                 calibration_images = batches_of(calibration, batches).to(example.device)
@@ -267,7 +279,7 @@ def _apply_steps(
                 step_data = {"name": spec.name, **plain_params(transform.params), **transform.replay(candidate)}
                 origin = origin.then(step_data, shape)
         reached = len(recipe.steps)
-        if unchecked and _output_shape(current, example, "the last step") != reference_shape:
+        if unchecked and _output_shape(current, example, "the last step") != reference_shape():
             raise TransformError("the output shape changed")  # the checked run names the step
     except Exception as error:  # noqa: BLE001 - whatever a step raised, after an unchecked one: the checked run
         if unchecked:
