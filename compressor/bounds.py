@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import math
 import os
+import reprlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -139,8 +140,46 @@ def shown(value: Any, limit: int = 40) -> str:
         digits = int(value.bit_length() * math.log10(2)) + 1  # repr() refuses more than 4300 digits
         digits -= abs(value) < 10 ** (digits - 1)
         return f"an integer of {digits} digits"
-    text = repr(value)
+    # never the whole of a container: a pickle may share one list 2**60 times over
+    text = _SHORT.repr(value) if isinstance(value, (list, tuple, dict, set, frozenset)) else repr(value)
     return text if len(text) <= limit else f"{text[:limit - 3]}..."
+
+
+def check_plain_size(value: Any, where: str, *, limit: int = 1 << 16, depth: int = 16) -> None:
+    """Refuses plain data (mappings, lists, values) of more than ``limit`` values or nested deeper than ``depth``,
+    counting every visit: a pickle may share one list so that a 2 KB file holds 2**60 of them, which anything that
+    walks it (a check, a message, a copy) would take forever over.
+
+    Raises:
+        ConfigError: ``"<where> holds more than <limit> values"``, or is nested too deep.
+    """
+    left = [limit]
+
+    def visit(item: Any, level: int) -> None:
+        left[0] -= 1
+        if left[0] < 0:
+            raise ConfigError(f"{where} holds more than {limit:,} values")
+        if level > depth:
+            raise ConfigError(f"{where} is nested deeper than {depth} levels")
+        if isinstance(item, dict):
+            for key, inner in item.items():
+                visit(key, level + 1)
+                visit(inner, level + 1)
+        elif isinstance(item, (list, tuple, set, frozenset)):
+            for inner in item:
+                visit(inner, level + 1)
+
+    visit(value, 0)
+
+
+def _short_repr() -> reprlib.Repr:
+    short = reprlib.Repr()
+    short.maxlevel, short.maxstring, short.maxother, short.maxlong = 3, 2 * 40, 2 * 40, 2 * 40
+    short.maxlist = short.maxtuple = short.maxdict = short.maxset = short.maxfrozenset = short.maxdeque = 8
+    return short
+
+
+_SHORT = _short_repr()
 
 
 def _number(value: float) -> str:

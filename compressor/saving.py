@@ -29,6 +29,7 @@ from torch import nn
 
 from compressor.annotations import network_name
 from compressor.api_inputs import as_network
+from compressor.bounds import check_plain_size, shown
 from compressor.errors import CompressorError, ConfigError, UntrustedModelError, first_line
 from compressor.io import atomic_write
 from compressor.models import build_model
@@ -219,17 +220,27 @@ def _rebuild(path: Path, payload: dict[str, Any], *, trust: bool) -> nn.Module:
     """The network a format-2 file describes, with its weights; built under the policy of
     :mod:`compressor.models.policy` unless ``trust``."""
     origin_data, state, output = payload.get("origin"), payload.get("state_dict"), payload.get("output")
+    try:  # before anything walks or prints them
+        check_plain_size([origin_data, output], "its architecture")
+    except ConfigError as error:
+        raise ConfigError(f"{path}: a damaged model file ({error})") from None
     if not isinstance(origin_data, dict) or not isinstance(origin_data.get("base"), str):
         raise ConfigError(f"{path}: a damaged model file (its architecture is not a mapping naming a builder)")
     if not isinstance(state, dict) or not all(isinstance(key, str) and isinstance(value, torch.Tensor)
                                               and value.device.type != "meta" for key, value in state.items()):
         raise ConfigError(f"{path}: a damaged model file (its state_dict is not a mapping of names to tensors)")
+    odd = next((key for key, value in state.items()
+                if value.layout != torch.strided or value.is_nested or value.is_quantized), None)
+    if odd is not None:  # a network's weights are dense tensors; torch's errors on the others are tracebacks
+        raise ConfigError(f"{path}: a damaged model file (its weight {shown(odd, 60)} is a "
+                          f"{'nested' if state[odd].is_nested else 'quantized' if state[odd].is_quantized else 'sparse'}"
+                          " tensor, not a dense one)")
     if output is not None and (isinstance(output, bool) or not isinstance(output, (str, int))):
-        raise ConfigError(f"{path}: a damaged model file (its declared output {output!r} is not a key or an index)")
+        raise ConfigError(f"{path}: a damaged model file (its declared output {shown(output)} is not a key or an index)")
     shape = origin_data.get("input_shape")
     if shape is not None and (not isinstance(shape, (list, tuple)) or
                               not all(isinstance(size, int) and not isinstance(size, bool) for size in shape)):
-        raise ConfigError(f"{path}: a damaged model file (its input shape {str(shape)[:40]!r} is not a list of sizes)")
+        raise ConfigError(f"{path}: a damaged model file (its input shape {shown(shape)} is not a list of sizes)")
     try:
         origin = Origin.from_dict(origin_data)
     except (KeyError, TypeError, ValueError) as error:
@@ -254,7 +265,10 @@ def _rebuild(path: Path, payload: dict[str, Any], *, trust: bool) -> nn.Module:
             with contextlib.nullcontext() if trust or not origin.steps else steps_budget(str(path)):
                 model = _architecture(base, origin)
         except CompressorError as error:  # the budget, raised inside a transform and named as its failure
-            raise next((cause for cause in _causes(error) if isinstance(cause, ConstructionLimitError)), error) from None
+            limit = next((cause for cause in _causes(error) if isinstance(cause, ConstructionLimitError)), None)
+            if limit is not None:
+                raise limit from None
+            raise type(error)(f"{path}: {error}") from None  # a step the file recorded that does not apply
     mismatch = weights_mismatch(model.state_dict(), state)
     if mismatch:
         raise ConfigError(f"{path}: its weights do not fit the network rebuilt from its architecture: {mismatch}")
@@ -279,7 +293,7 @@ def _input_shape(path: Path, shape: Any) -> tuple[int, ...] | None:
     if not shape:
         return None
     if not isinstance(shape, (list, tuple)):
-        raise ConfigError(f"{path}: a damaged model file (its input shape is {shape!r}, not a list of sizes)")
+        raise ConfigError(f"{path}: a damaged model file (its input shape is {shown(shape)}, not a list of sizes)")
     return parse_shape(tuple(shape), what=f"{path}: its input shape")
 
 

@@ -9,6 +9,8 @@ with exit code 2, before anything is built: the marker files stay absent and an 
 
 from __future__ import annotations
 
+import contextlib
+import resource
 import shutil
 import time
 import urllib.error
@@ -21,6 +23,7 @@ import third_party
 import torch
 from conftest import refused_in_process as refused
 from search_helpers import tiny_experiment, write_tiny_experiment
+from torch import nn
 
 import compressor
 from compressor.cli import main
@@ -433,7 +436,7 @@ def test_a_list_shared_many_times_in_the_pickle_is_counted_as_often(tmp_path, ca
     assert (tmp_path / "nest.pt").stat().st_size < 10_000
     started = time.perf_counter()
     line = refused(capfd, ["deploy", str(tmp_path / "nest.pt"), "--out", str(tmp_path / "o.onnx")],
-                   "more than 4,096 values in all")
+                   "a damaged model file (its architecture holds more than 65,536 values)")
     assert len(line) < 400 and time.perf_counter() - started < 10
 
 
@@ -448,3 +451,93 @@ def test_a_searchs_own_confirmation_trusts_only_the_experiment_it_was_given(made
     assert _made_from(prepare(tiny_experiment(made_study / "run", n_trials=1), echo=lambda line: None), study)
     other = tiny_experiment(made_study / "run", ("model.args.base_width=4",), n_trials=1)
     assert not _made_from(prepare(other, echo=lambda line: None), study)
+
+
+def _rewrite_recipe(db: Path, recipe: list) -> None:
+    """A finished trial's stored recipe changed in the storage itself (Optuna updates only running trials)."""
+    import json
+    import sqlite3
+
+    with contextlib.closing(sqlite3.connect(db)) as connection, connection:
+        assert connection.execute("update trial_user_attributes set value_json=? where key='recipe'",
+                                  (json.dumps(recipe),)).rowcount >= 1
+
+
+def test_a_studys_recipe_is_built_under_a_files_budget(study_copy, world, capfd, monkeypatch):
+    # export rebuilds a stored trial's recipe: a separable convolution of depth multiplier 400000 asked for
+    # 5 GB here and ended in a traceback, a pruning of a million steps without a time limit never ended
+    monkeypatch.setattr(policy, "STEPS_BYTES", 64 << 20)
+    _rewrite_recipe(study_copy, [{"name": "separable", "depth_multiplier": 400000}])
+    refused(capfd, [*STUDY_COMMANDS["export"], "--untrained"], "study 'tiny'", "transform steps asks for more than 0.1 GiB")
+    monkeypatch.setattr(policy, "STEPS_SECONDS", 2.0)
+    _rewrite_recipe(study_copy, [{"name": "prune", "ratio": 0.9, "steps": 1000000, "time_limit": 0}])
+    started = time.perf_counter()
+    refused(capfd, [*STUDY_COMMANDS["export"], "--untrained"], "study 'tiny'", "transform steps took more than 2 s")
+    assert time.perf_counter() - started < 60 and not Path("t.pt").exists()
+
+
+def test_a_studys_patch_size_is_bounded(study_copy, world, capfd):
+    experiment = _stored(study_copy, "experiment")
+    _rewrite(study_copy, experiment={**experiment, "data": {**experiment["data"], "patch_size": 8192}})
+    refused(capfd, STUDY_COMMANDS["export"], "study 'tiny': its patch size 8192 is more than the 1024 a study's "
+                                             "candidates are built at")
+
+
+def test_one_op_that_would_make_a_huge_tensor_is_refused_before_it_allocates(tmp_path):
+    # a 1x1 convolution to 16000 channels at 512x512: 16.8 GB in one output, from a 1.5 KB file; the budget
+    # used to count it only once it was allocated (and written)
+    from compressor.models.construction import construction_budget
+    from compressor.models.policy import DataSource
+
+    conv, image = nn.Conv2d(4, 16000, 1), torch.zeros(1, 4, 512, 512)
+    started = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(UntrustedModelError, match="asks for more than 1.0 GiB of tensors"):
+        with construction_budget("t", DataSource("t.pt"), max_bytes=1 << 30):
+            conv(image)
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - started < 200_000  # KiB: nothing near 16 GB taken
+    with construction_budget("t", DataSource("t.pt"), max_bytes=1 << 30):  # the ops whose size is worked out
+        row, column = torch.zeros(1, 20000), torch.zeros(20000, 1)
+        with pytest.raises(UntrustedModelError, match="asks for more than 1.0 GiB"):
+            row + column  # noqa: B018 - 1.6 GB from two 80 kB tensors
+        assert torch.cat([row, row]).shape == (2, 20000) and (row * 2).shape == (1, 20000)
+
+
+@pytest.mark.parametrize("where", ["input_shape", "include", "output", "weights"])
+def test_a_list_shared_so_that_it_holds_2_to_the_60_values_is_refused_at_once(where, tmp_path, capfd):
+    shared: list = ["x"]
+    for _ in range(60):
+        shared = [shared, shared]
+    origin = {"base": "unet", "args": {"base_width": 4}, "steps": [], "input_shape": None}
+    fields = {}
+    if where == "input_shape":
+        origin["input_shape"] = [1, 3, shared]
+    elif where == "include":
+        origin.update(steps=[{"name": "fire", "include": shared}], input_shape=[1, 3, 32, 32])
+    elif where == "output":
+        fields["output"] = shared
+    else:
+        origin["args"] = {"base_width": 4, "weights": shared}
+    path = tmp_path / f"{where}.pt"
+    torch.save({"format": "compressor.model/2", "origin": origin, "output": None, "state_dict": {}, **fields}, path)
+    started = time.perf_counter()
+    line = refused(capfd, ["cost", str(path)], f"{path}: a damaged model file (its architecture is nested deeper "
+                                               "than 16 levels)")
+    assert len(line) < 300 and time.perf_counter() - started < 10
+
+
+def test_a_steps_patterns_and_integers_are_bounded_and_odd_tensors_refused(tmp_path, capfd):
+    wide = craft(tmp_path / "many.pt", "unet", {"base_width": 4, "depth": 2})
+    payload = torch.load(wide, weights_only=True)
+    payload["origin"].update(steps=[{"name": "fire", "include": [f"p{index}" for index in range(5000)] + ["*"]}],
+                             input_shape=[1, 3, 32, 32])
+    torch.save(payload, wide)
+    refused(capfd, ["cost", str(wide)], f"{wide}: fire: include has 5,001 patterns, more than 4,096")
+    payload["origin"].update(steps=[{"name": "separable", "depth_multiplier": 10**30}])
+    torch.save(payload, wide)
+    refused(capfd, ["cost", str(wide)], f"{wide}: ", "depth_multiplier: 1000000000000000000000000000000 is out of range")
+    state = compressor.unet(base_width=4, depth=2).state_dict()
+    first = next(iter(state))
+    for kind, tensor in (("sparse", state[first].to_sparse()),
+                         ("nested", torch.nested.nested_tensor([torch.zeros(2), torch.zeros(3)]))):
+        odd = craft(tmp_path / f"{kind}.pt", "unet", {"base_width": 4, "depth": 2}, state={**state, first: tensor})
+        refused(capfd, ["cost", str(odd)], f"a damaged model file (its weight '{first}' is a {kind} tensor, not a dense one)")

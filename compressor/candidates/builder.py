@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 
 import torch
@@ -11,6 +12,8 @@ from torch import nn
 from compressor.candidates.versions import BUILD_VERSION, as_built_for
 from compressor.experiment import Experiment, ModelConfig
 from compressor.finetune import with_calibration
+from compressor.models.construction import steps_budget
+from compressor.models.policy import current_source
 from compressor.train import seed_everything
 from compressor.transforms import Recipe, apply
 from compressor.transforms.engine import input_output_shape
@@ -104,8 +107,10 @@ def build_candidate(
     example = candidate_example(experiment, in_channels)
     if calibration:
         recipe = with_calibration(recipe, experiment.finetune.calibrate)
-    network, _records = apply(  # the records are not shown: no layer or output errors measured for them
-        base, recipe, example, count_flops=False, init=init,
-        calibration=calibration, diagnostics=False, check_each_step=False, known_output_shape=base_output_shape,
-    )
+    source = current_source()  # a study read as data (export, confirm, a worker): its recipe under a file's budget
+    with contextlib.nullcontext() if source is None else steps_budget(source.name):
+        network, _records = apply(  # the records are not shown: no layer or output errors measured for them
+            base, recipe, example, count_flops=False, init=init,
+            calibration=calibration, diagnostics=False, check_each_step=False, known_output_shape=base_output_shape,
+        )
     return network

@@ -24,6 +24,7 @@ from collections.abc import Iterator
 from pathlib import PurePath
 from typing import Any
 
+from compressor.bounds import shown
 from compressor.errors import ConfigError, UntrustedModelError
 from compressor.experiment import Experiment
 from compressor.models.loading import allowed
@@ -34,6 +35,8 @@ from compressor.units import parse_shape
 __all__ = ["stored_experiment", "building_study", "check_study", "check_study_models"]
 
 _INITS = ("random", "inherit", "distill")
+#: the largest patch a study's candidates are built at without trust (a 1024x1024 patch: 2**20 values a band)
+MAX_STUDY_PATCH = 1024
 
 
 def check_study(study_name: str, info: StudyInfo, *, trust: bool) -> None:
@@ -59,14 +62,14 @@ def check_study(study_name: str, info: StudyInfo, *, trust: bool) -> None:
     if info.artifacts:
         _inside(info.artifacts, where, "artifacts folder")
         if PurePath(info.artifacts).name != "artifacts":
-            raise _untrusted(where, f"its artifacts folder {info.artifacts!r} is not a folder named 'artifacts' "
+            raise _untrusted(where, f"its artifacts folder {shown(info.artifacts, 80)} is not a folder named 'artifacts' "
                                     "(where compressor keeps a study's weights)")
     stored_parent = (info.experiment.get("search") or {}).get("parent")  # a search from a trained file
     for parent in filter(None, (info.parent, stored_parent)):
         _expect(isinstance(parent, str), where, "parent", "a file", parent)
         _inside(parent, where, "parent")
         if PurePath(parent).suffix not in (".pt", ".pth"):
-            raise _untrusted(where, f"its parent {parent!r} is not a .pt weights file")
+            raise _untrusted(where, f"its parent {shown(parent, 80)} is not a .pt weights file")
 
 
 def stored_experiment(study_name: str, info: StudyInfo, *, trust: bool, threads: int | str | None = None) -> Experiment:
@@ -86,6 +89,9 @@ def stored_experiment(study_name: str, info: StudyInfo, *, trust: bool, threads:
     experiment = Experiment.from_dict(data, source=f"study {study_name!r}")
     if not trust:
         _inside(str(experiment.run_path), f"study {study_name!r}", "run folder")
+        if experiment.data.patch_size > MAX_STUDY_PATCH:  # every candidate is built (traced, run) at one patch
+            raise _untrusted(f"study {study_name!r}", f"its patch size {experiment.data.patch_size} is more than the "
+                                                      f"{MAX_STUDY_PATCH} a study's candidates are built at")
         check_study_models(study_name, info, experiment, trust=trust)
     return experiment
 
@@ -118,12 +124,12 @@ def building_study(study_name: str, info: StudyInfo, *, trust: bool) -> Iterator
 
 def _inside(path: str, where: str, what: str) -> None:
     if ".." in PurePath(path).parts:
-        raise _untrusted(where, f"its {what} {path!r} goes through '..'")
+        raise _untrusted(where, f"its {what} {shown(path, 80)} goes through '..'")
 
 
 def _expect(ok: bool, where: str, key: str, kind: str, value: Any) -> None:
     if not ok:
-        raise ConfigError(f"{where}: its stored {key} is not {kind} ({type(value).__name__} {str(value)[:60]!r}); "
+        raise ConfigError(f"{where}: its stored {key} is not {kind} ({type(value).__name__} {shown(value, 60)}); "
                           "the study was not written by compressor search")
 
 

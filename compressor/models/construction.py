@@ -58,7 +58,7 @@ class _Budget(TorchDispatchMode):
         if time.monotonic() > self.deadline:
             raise refusal(self.source, f"{self.what} took more than {self.seconds:.0f} s to build",
                           kind=ConstructionLimitError)
-        self._admit(_requested_bytes(func, args, kwargs))
+        self._admit(_requested_bytes(func, args, kwargs) or _predicted_bytes(func, args, kwargs))
         output = func(*args, **kwargs)
         given = {_storage_key(value) for value in pytree.tree_leaves((args, kwargs)) if isinstance(value, torch.Tensor)}
         for value in pytree.tree_leaves(output):
@@ -101,6 +101,43 @@ def _requested_bytes(func: Any, args: tuple, kwargs: dict) -> int:
         return 0
     dtype = kwargs.get("dtype") or torch.get_default_dtype()
     return count * (dtype.itemsize if isinstance(dtype, torch.dtype) else 4)
+
+
+def _predicted_bytes(func: Any, args: tuple, kwargs: dict) -> int:
+    """The bytes of the new tensors any other op will return, found by running it on ``meta`` copies of its tensors
+    first (shapes only: nothing computed, nothing allocated), so that one op (a convolution to 65,536 channels) is
+    refused before it allocates, not after; 0 where the op cannot run on ``meta`` (its output's size depends on its
+    values): that op is counted right after it runs, as before."""
+    leaves = pytree.tree_leaves((args, kwargs))
+    if not any(isinstance(value, torch.Tensor) and value.device.type != "meta" for value in leaves):
+        return 0
+    returns = getattr(getattr(func, "_schema", None), "returns", None)
+    if returns is not None and not any("Tensor" in str(value.type) and value.alias_info is None for value in returns):
+        return 0  # no new tensor: a number (allclose), a view, an in-place op
+    # Worked out for the ops whose meta kernel is Python code that would import torch._dynamo (1.3 s of a load):
+    tensors = [value for value in leaves if isinstance(value, torch.Tensor)]
+    if getattr(func, "__name__", "").startswith(("cat.", "stack.")):  # the inputs' bytes
+        return sum(value.numel() * value.element_size() for value in tensors)
+    if torch.Tag.pointwise in getattr(func, "tags", ()):  # the inputs broadcast together (a row plus a column: more)
+        try:
+            return math.prod(torch.broadcast_shapes(*(value.shape for value in tensors))) * max(
+                max(value.element_size() for value in tensors), 4)
+        except RuntimeError:  # shapes that do not broadcast: the op itself says so
+            return 0
+    try:
+        meta_args, meta_kwargs = pytree.tree_map_only(torch.Tensor, _on_meta, (args, kwargs))
+        output = func(*meta_args, **meta_kwargs)
+    except Exception:  # noqa: BLE001 - no meta kernel, or a value-dependent size
+        return 0
+    given = {_storage_key(value) for value in pytree.tree_leaves((meta_args, meta_kwargs))
+             if isinstance(value, torch.Tensor)}
+    new = {_storage_key(value): value.untyped_storage().nbytes() for value in pytree.tree_leaves(output)
+           if isinstance(value, torch.Tensor) and _storage_key(value) not in given}
+    return sum(new.values())
+
+
+def _on_meta(tensor: torch.Tensor) -> torch.Tensor:
+    return tensor if tensor.device.type == "meta" else tensor.to("meta")
 
 
 _FACTORIES = ("empty", "zeros", "ones", "full", "rand", "randn", "randint", "new_empty", "new_zeros", "new_ones",

@@ -56,6 +56,7 @@ from typing import Any
 
 from torch import nn
 
+from compressor.bounds import shown
 from compressor.errors import ModelLoadError, UntrustedModelError, first_line
 
 __all__ = [
@@ -273,7 +274,7 @@ def checked_args(
             raise refusal(source, f"{where} is not a keyword")
         if name in WEIGHT_ARGS:
             if value not in (None, False):
-                raise refusal(source, f"{where} is {value!r}, which loads weights; a network is built from a file or "
+                raise refusal(source, f"{where} is {shown(value)}, which loads weights; a network is built from a file or "
                                       f"a study with them off ({name}={WEIGHT_ARGS[name]})")
             build_args[name] = WEIGHT_ARGS[name]  # the library's own off value (smp reads False as "load")
             continue
@@ -348,7 +349,7 @@ def _checked_value(value: Any, where: str, source: DataSource, depth: int = 0, *
         if len(value) > _MAX_WORD:
             raise refusal(source, f"{where}: a string of {len(value)} characters (at most {_MAX_WORD})")
         if value and not _WORD.fullmatch(value) or value.startswith("."):
-            raise refusal(source, f"{where}: {value!r} is a path or a URL; a model file or a study holds the "
+            raise refusal(source, f"{where}: {shown(value)} is a path or a URL; a model file or a study holds the "
                                   "architecture as plain values")
         return value
     if isinstance(value, (list, tuple)):
@@ -361,7 +362,7 @@ def _checked_value(value: Any, where: str, source: DataSource, depth: int = 0, *
         checked = {}
         for key, item in value.items():
             if not isinstance(key, str) or not key.isidentifier():
-                raise refusal(source, f"{where}: key {key!r} is not a name")
+                raise refusal(source, f"{where}: key {shown(key)} is not a name")
             if key in WEIGHT_ARGS and item in (None, False):
                 checked[key] = WEIGHT_ARGS[key]
                 continue

@@ -12,6 +12,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from compressor.bounds import shown
 from compressor.errors import CompressorError, ConfigError
 from compressor.registry import Registry
 from compressor.schema import Parameter, check_arguments, parameters_of
@@ -26,6 +27,9 @@ __all__ = [
 #: in :attr:`Transform.refuses` (with the refusal's message) and the traits its output has in
 #: :attr:`Transform.produces`; the contract suite expects exactly those refusals on networks
 #: that have the traits, and success everywhere else.
+#: the largest integer a transform parameter takes (2**53: exact as a float, far past any count or width)
+MAX_INTEGER = 1 << 53
+
 NETWORK_TRAITS = {
     "no-concat": "no torch.cat in its forward pass",
     "concat-into-other": "a concatenation feeds something other than a plain dense Conv2d "
@@ -254,7 +258,11 @@ class Transform(abc.ABC):
     @classmethod
     def from_params(cls, params: dict[str, Any], *, where: str | None = None) -> Transform:
         """Builds the transform after checking ``params`` against :meth:`parameters`."""
-        checked = check_arguments(cls.parameters(), params, where=where or f"transform {cls.name!r}")
+        where = where or f"transform {cls.name!r}"
+        checked = check_arguments(cls.parameters(), params, where=where)
+        for key, value in checked.items():  # a count, a width, a rank: far below this (Python's ints have no end)
+            if isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_INTEGER:
+                raise ConfigError(f"{where}: {key}: {shown(value)} is out of range (at most {MAX_INTEGER:,} in size)")
         instance = cls(**checked)
         instance.params = checked
         return instance

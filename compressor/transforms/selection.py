@@ -11,7 +11,10 @@ from compressor.annotations import network_name
 from compressor.errors import ConfigError
 from compressor.transforms.base import Change, Transform, TransformError
 
-__all__ = ["LayerTransform", "replace_submodule", "conv_channels"]
+__all__ = ["LayerTransform", "replace_submodule", "conv_channels", "MAX_PATTERNS"]
+
+#: the most include or exclude globs a step takes (each is matched against every layer's name)
+MAX_PATTERNS = 4096
 
 
 def conv_channels(module: nn.Module) -> tuple[int, int]:
@@ -50,6 +53,9 @@ class LayerTransform(Transform):
         self.calibrate = calibrate
         self.include = [include] if isinstance(include, str) else list(include)
         self.exclude = [exclude] if isinstance(exclude, str) else list(exclude or [])
+        for key, patterns in (("include", self.include), ("exclude", self.exclude)):
+            if len(patterns) > MAX_PATTERNS:  # each is matched against every layer's name
+                raise ConfigError(f"{self.name}: {key} has {len(patterns):,} patterns, more than {MAX_PATTERNS:,}")
         self.min_channels = min_channels
         self.strict = strict
 
