@@ -541,3 +541,20 @@ def test_a_steps_patterns_and_integers_are_bounded_and_odd_tensors_refused(tmp_p
                          ("nested", torch.nested.nested_tensor([torch.zeros(2), torch.zeros(3)]))):
         odd = craft(tmp_path / f"{kind}.pt", "unet", {"base_width": 4, "depth": 2}, state={**state, first: tensor})
         refused(capfd, ["cost", str(odd)], f"a damaged model file (its weight '{first}' is a {kind} tensor, not a dense one)")
+
+
+def test_a_trial_enqueued_with_a_value_outside_the_space_is_not_built(study_copy, world, capfd):
+    # anyone who can write a study's storage can enqueue a trial; Optuna takes its fixed values even out of
+    # range (with a warning), and a worker's own draws are built without a file's budget
+    study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{study_copy}")
+    name, distribution = next((name, distribution) for name, distribution in study.trials[0].distributions.items()
+                              if isinstance(distribution, (optuna.distributions.FloatDistribution,
+                                                           optuna.distributions.IntDistribution)))
+    value = type(distribution.high)(distribution.high * 1000 + 1)
+    study.enqueue_trial({**study.trials[0].params, name: value}, skip_if_exists=False)
+    main(["worker", "--storage", "sqlite:///run/search.db", "--study", "tiny", "--n-trials", "2"])
+    capfd.readouterr()
+    last = next(trial for trial in optuna.load_study(study_name="tiny", storage=f"sqlite:///{study_copy}").trials
+                if trial.params.get(name) == value)
+    assert last.state == optuna.trial.TrialState.FAIL, last
+    assert last.user_attrs["failure"] == f"parameter {name}={value!r} is outside the space's range; not built"

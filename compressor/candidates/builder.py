@@ -67,15 +67,17 @@ class CandidateBuilder:
     #: the base network's output shape at the build's example, found at the first build (every build starts from it)
     _base_output: dict[str, tuple[int, ...]] = field(default_factory=dict, init=False, repr=False, compare=False)
 
-    def build(self, recipe: Recipe) -> nn.Module:
+    def build(self, recipe: Recipe, *, sampled: bool = False) -> nn.Module:
         """The candidate of ``recipe`` (:func:`build_candidate`, by the rules of the study's version:
-        :func:`~compressor.candidates.versions.as_built_for`)."""
+        :func:`~compressor.candidates.versions.as_built_for`). ``sampled``: drawn here from the space, every
+        parameter within its distribution, so not built under a file's budget even for a study read as data
+        (the budget doubles a build's time)."""
         if self.base is not None and len(recipe) and "shape" not in self._base_output:  # an empty recipe runs nothing
             self._base_output["shape"] = input_output_shape(self.base, candidate_example(self.experiment, self.in_channels))
         return build_candidate(
             self.experiment, self.model_config, as_built_for(recipe, self.build_version), in_channels=self.in_channels,
             num_classes=self.num_classes, base=self.base, init=self.init.weights, calibration=self.calibration,
-            base_output_shape=self._base_output.get("shape"),
+            base_output_shape=self._base_output.get("shape"), budget=not sampled,
         )
 
 
@@ -87,7 +89,7 @@ def candidate_example(experiment: Experiment, in_channels: int) -> torch.Tensor:
 def build_candidate(
     experiment: Experiment, model_config: ModelConfig, recipe: Recipe | None, *, in_channels: int, num_classes: int,
     base: nn.Module | None = None, init: str = "random", calibration: list[torch.Tensor] | None = None,
-    base_output_shape: tuple[int, ...] | None = None,
+    base_output_shape: tuple[int, ...] | None = None, budget: bool = True,
 ) -> nn.Module:
     """The candidate network exactly as a search builds it: seeded base, then the seeded recipe.
 
@@ -107,7 +109,8 @@ def build_candidate(
     example = candidate_example(experiment, in_channels)
     if calibration:
         recipe = with_calibration(recipe, experiment.finetune.calibrate)
-    source = current_source()  # a study read as data (export, confirm, a worker): its recipe under a file's budget
+    # a study read as data (export, confirm, report): a recipe it stored is built under a file's budget
+    source = current_source() if budget else None
     with contextlib.nullcontext() if source is None else steps_budget(source.name):
         network, _records = apply(  # the records are not shown: no layer or output errors measured for them
             base, recipe, example, count_flops=False, init=init,

@@ -142,11 +142,11 @@ class SearchSetup:
             base=self.context.model, init=self.init, calibration=self.calibration, build_version=self.build_version,
         )
 
-    def build(self, recipe: Recipe) -> nn.Module:
+    def build(self, recipe: Recipe, *, sampled: bool = False) -> nn.Module:
         """The candidate of ``recipe`` exactly as this study builds it: a search trial, its
         confirmation and the budget check all go through here (and ``compressor export`` through
-        the same :class:`CandidateBuilder`)."""
-        return self.builder.build(recipe)
+        the same :class:`CandidateBuilder`). ``sampled``: :meth:`CandidateBuilder.build`."""
+        return self.builder.build(recipe, sampled=sampled)
 
     def measure(self, network: nn.Module) -> Cost:
         return measure(network, self.input_shape, latency_runs=self.latency_runs, latency=self.latency)

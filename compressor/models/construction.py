@@ -17,7 +17,6 @@ from typing import Any
 import torch
 from torch import nn
 from torch.multiprocessing.reductions import StorageWeakRef
-from torch.utils import _pytree as pytree
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from compressor.errors import UntrustedModelError
@@ -58,11 +57,12 @@ class _Budget(TorchDispatchMode):
         if time.monotonic() > self.deadline:
             raise refusal(self.source, f"{self.what} took more than {self.seconds:.0f} s to build",
                           kind=ConstructionLimitError)
-        self._admit(_requested_bytes(func, args, kwargs) or _predicted_bytes(func, args, kwargs))
+        inputs = list(_tensors((args, kwargs)))
+        self._admit(_requested_bytes(func, args, kwargs) or _predicted_bytes(func, args, kwargs, inputs))
         output = func(*args, **kwargs)
-        given = {_storage_key(value) for value in pytree.tree_leaves((args, kwargs)) if isinstance(value, torch.Tensor)}
-        for value in pytree.tree_leaves(output):
-            if isinstance(value, torch.Tensor) and _storage_key(value) not in given:
+        given = {_storage_key(value) for value in inputs}
+        for value in _tensors(output):
+            if _storage_key(value) not in given:
                 storage = value.untyped_storage()
                 given.add(_storage_key(value))
                 self.storages.append((StorageWeakRef(storage), storage.nbytes()))
@@ -103,41 +103,79 @@ def _requested_bytes(func: Any, args: tuple, kwargs: dict) -> int:
     return count * (dtype.itemsize if isinstance(dtype, torch.dtype) else 4)
 
 
-def _predicted_bytes(func: Any, args: tuple, kwargs: dict) -> int:
+def _tensors(value: Any) -> Iterator[torch.Tensor]:
+    """The tensors in an op's arguments or output (tuples, lists and mappings of them), in order."""
+    if isinstance(value, torch.Tensor):
+        yield value
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            yield from _tensors(item)
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from _tensors(item)
+
+
+def _on_meta(value: Any) -> Any:
+    """``value`` with every tensor replaced by a ``meta`` tensor of its shape, dtype and strides."""
+    if isinstance(value, torch.Tensor):
+        return value if value.device.type == "meta" else value.to("meta")
+    if isinstance(value, (list, tuple)) and not hasattr(value, "_fields"):
+        return type(value)(_on_meta(item) for item in value)
+    if isinstance(value, dict):
+        return {key: _on_meta(item) for key, item in value.items()}
+    return value
+
+
+_KINDS: dict[Any, str] = {}  # op -> how its output is sized: none, inputs, broadcast, meta
+
+
+def _kind(func: Any) -> str:
+    kind = _KINDS.get(func)
+    if kind is None:
+        returns = getattr(getattr(func, "_schema", None), "returns", None)
+        if returns is not None and not any("Tensor" in str(value.type) and value.alias_info is None for value in returns):
+            kind = "none"  # no new tensor: a number (allclose), a view, an in-place op
+        elif getattr(func, "__name__", "").startswith(("cat.", "stack.")):
+            kind = "inputs"
+        elif torch.Tag.pointwise in getattr(func, "tags", ()):
+            kind = "broadcast"
+        else:
+            kind = "meta"
+        _KINDS[func] = kind
+    return kind
+
+
+def _predicted_bytes(func: Any, args: tuple, kwargs: dict, tensors: list[torch.Tensor]) -> int:
     """The bytes of the new tensors any other op will return, found by running it on ``meta`` copies of its tensors
     first (shapes only: nothing computed, nothing allocated), so that one op (a convolution to 65,536 channels) is
     refused before it allocates, not after; 0 where the op cannot run on ``meta`` (its output's size depends on its
     values): that op is counted right after it runs, as before."""
-    leaves = pytree.tree_leaves((args, kwargs))
-    if not any(isinstance(value, torch.Tensor) and value.device.type != "meta" for value in leaves):
+    if not tensors or all(value.device.type == "meta" for value in tensors):
         return 0
-    returns = getattr(getattr(func, "_schema", None), "returns", None)
-    if returns is not None and not any("Tensor" in str(value.type) and value.alias_info is None for value in returns):
-        return 0  # no new tensor: a number (allclose), a view, an in-place op
+    kind = _kind(func)
+    if kind == "none":
+        return 0
     # Worked out for the ops whose meta kernel is Python code that would import torch._dynamo (1.3 s of a load):
-    tensors = [value for value in leaves if isinstance(value, torch.Tensor)]
-    if getattr(func, "__name__", "").startswith(("cat.", "stack.")):  # the inputs' bytes
+    if kind == "inputs":  # cat, stack: the inputs' bytes
         return sum(value.numel() * value.element_size() for value in tensors)
-    if torch.Tag.pointwise in getattr(func, "tags", ()):  # the inputs broadcast together (a row plus a column: more)
+    if kind == "broadcast":  # the inputs broadcast together (a row plus a column: far more than either)
+        size = max(max(value.element_size() for value in tensors), 4)
+        shapes = {value.shape for value in tensors}
+        if len(shapes) == 1:
+            return tensors[0].numel() * size
         try:
-            return math.prod(torch.broadcast_shapes(*(value.shape for value in tensors))) * max(
-                max(value.element_size() for value in tensors), 4)
+            return math.prod(torch.broadcast_shapes(*shapes)) * size
         except RuntimeError:  # shapes that do not broadcast: the op itself says so
             return 0
     try:
-        meta_args, meta_kwargs = pytree.tree_map_only(torch.Tensor, _on_meta, (args, kwargs))
+        meta_args, meta_kwargs = _on_meta((args, kwargs))
         output = func(*meta_args, **meta_kwargs)
     except Exception:  # noqa: BLE001 - no meta kernel, or a value-dependent size
         return 0
-    given = {_storage_key(value) for value in pytree.tree_leaves((meta_args, meta_kwargs))
-             if isinstance(value, torch.Tensor)}
-    new = {_storage_key(value): value.untyped_storage().nbytes() for value in pytree.tree_leaves(output)
-           if isinstance(value, torch.Tensor) and _storage_key(value) not in given}
+    given = {_storage_key(value) for value in _tensors((meta_args, meta_kwargs))}
+    new = {_storage_key(value): value.untyped_storage().nbytes() for value in _tensors(output)
+           if _storage_key(value) not in given}
     return sum(new.values())
-
-
-def _on_meta(tensor: torch.Tensor) -> torch.Tensor:
-    return tensor if tensor.device.type == "meta" else tensor.to("meta")
 
 
 _FACTORIES = ("empty", "zeros", "ones", "full", "rand", "randn", "randint", "new_empty", "new_zeros", "new_ones",

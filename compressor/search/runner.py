@@ -9,6 +9,7 @@ from collections.abc import Iterator, Mapping
 import optuna
 from optuna.trial import TrialState
 
+from compressor.bounds import shown
 from compressor.candidates.setup import SearchSetup, start_candidate, start_metrics
 from compressor.errors import CompressorError, RunFailedError, first_line, is_wrapped_interrupt, typed_line
 from compressor.metrics import SegmentationMetrics
@@ -82,9 +83,12 @@ class TrialRunner:
                                  max_wait=self.twin_wait)
         if twin is not None:
             return self._reuse(trial, record, twin, started)
+        outside = _outside_the_space(trial)
+        if outside:  # an enqueued trial's fixed value: Optuna takes it with a warning
+            return self._fail(trial, record, started, f"parameter {outside} is outside the space's range; not built")
         try:
             with clock("build"):
-                network = setup.build(recipe)
+                network = setup.build(recipe, sampled=True)
             with clock("cost"):
                 cost = setup.measure(network)
         except CompressorError as error:
@@ -247,6 +251,22 @@ def _reraise_interrupt(error: RuntimeError) -> None:
     """A Ctrl-C that torch wrapped in a RuntimeError (a Python callback interrupted in C++) is still a Ctrl-C."""
     if is_wrapped_interrupt(error):
         raise KeyboardInterrupt from error
+
+
+def _outside_the_space(trial: optuna.Trial) -> str | None:
+    """The first parameter of ``trial`` outside its distribution, as ``name=value``, or None. A trial enqueued in
+    the study (by anyone who can write its storage) fixes values Optuna takes even out of range."""
+    for name, value in trial.params.items():
+        distribution = trial.distributions.get(name)
+        if isinstance(distribution, optuna.distributions.CategoricalDistribution):
+            inside = value in distribution.choices
+        elif isinstance(distribution, (optuna.distributions.FloatDistribution, optuna.distributions.IntDistribution)):
+            inside = isinstance(value, (int, float)) and distribution.low <= value <= distribution.high
+        else:
+            inside = True
+        if not inside:
+            return f"{name}={shown(value)}"
+    return None
 
 
 def _set_constraints(trial: optuna.Trial, values: Mapping[str, float]) -> None:
