@@ -38,6 +38,7 @@ from compressor.data.base import SegmentationData
 from compressor.errors import ConfigError
 from compressor.experiment import Experiment, load_experiment, without_finetuning
 from compressor.finetune import calibration_batches, with_calibration
+from compressor.models.construction import check_runs_within
 from compressor.floor import Floor
 from compressor.metrics import SegmentationMetrics
 from compressor.outputs import check_fits
@@ -322,6 +323,10 @@ def compress(
                           "(drop --no-distill, or set finetune.feature_weight: 0)")
     config = settings.train_config(experiment.train, distill=distill)
     teacher = copy.deepcopy(model).cpu().eval()
+    patch = getattr(data.train, "patch_size", experiment.data.patch_size)
+    for shape in ((config.batch_size, data.in_channels, patch, patch),  # a teacher read from a file without trust:
+                  (config.eval_batch_size, data.in_channels, config.eval_window, config.eval_window)):  # its memory
+        check_runs_within(teacher, shape)
     check_fits(teacher, data)
     floor = Floor.by_rule(experiment.search.floor, data, "score", margin=experiment.search.min_gain)
     seconds: dict[str, float] = {}

@@ -18,6 +18,7 @@ from torch import nn
 from compressor.api_inputs import as_network
 from compressor.errors import ConfigError, first_line
 from compressor.latency import LatencyConfig, measure_latency
+from compressor.models.construction import check_runs_within
 from compressor.outputs import returned_tensors
 from compressor.threads import timing_threads
 from compressor.units import parse_shape
@@ -133,6 +134,7 @@ def measure(
         input_shape = tuple(input_shape.shape)
     shape = parse_shape(input_shape) if isinstance(input_shape, str) else tuple(input_shape)
     parse_shape(shape)
+    check_runs_within(model, shape)  # a network read from a file without trust: its memory at this shape first
     device = _device_of(model)
     example = torch.zeros(shape, device=device)
     was_training = model.training

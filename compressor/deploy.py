@@ -29,6 +29,7 @@ from compressor.finetune import calibration_batches
 from compressor.io import atomic_write_text, check_writable
 from compressor.latency import Latency, LatencyConfig, forward_runner, time_interleaved
 from compressor.metrics import SegmentationMetrics
+from compressor.models.construction import check_runs_within
 from compressor.outputs import model_output
 from compressor.runtime.int8 import quantize_int8
 from compressor.runtime.onnx_export import DEFAULT_OPSET, OnnxModel, to_onnx
@@ -165,6 +166,8 @@ def deploy(
                           "data (an experiment file); nothing was written")
     check_writable(out)
     network = network.cpu().eval()
+    largest = input_size + input_size // 2  # the largest input the check runs it at (_check)
+    check_runs_within(network, (2, in_channels, largest, largest))  # a file read without trust: its memory first
     exported = to_onnx(network, (1, in_channels, input_size, input_size), opset=opset)
     echo(f"exported: {exported.describe()}")
     checks, refused = _check(exported, network, in_channels, input_size, data, tolerance or Tolerance())

@@ -27,13 +27,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from compressor.annotations import network_name
+from compressor.annotations import annotate, network_name
 from compressor.api_inputs import as_network
 from compressor.bounds import check_plain_size, shown
 from compressor.errors import CompressorError, ConfigError, UntrustedModelError, first_line
 from compressor.io import atomic_write
 from compressor.models import build_model
-from compressor.models.construction import ConstructionLimitError, steps_budget
+from compressor.models.construction import UNTRUSTED_FILE, ConstructionLimitError, steps_budget
 from compressor.models.policy import TRUSTED_MODEL_PACKAGES, building_from
 from compressor.origin import Origin, origin_of, set_origin
 from compressor.outputs import declare_output, declared_output
@@ -277,7 +277,8 @@ def _rebuild(path: Path, payload: dict[str, Any], *, trust: bool) -> nn.Module:
     except RuntimeError as error:
         raise ConfigError(f"{path}: its weights do not load into the network rebuilt from its architecture: "
                           f"{first_line(error)}") from None
-    return set_origin(model.eval(), origin)
+    model = set_origin(model.eval(), origin)
+    return model if trust else annotate(model, UNTRUSTED_FILE, str(path))  # run once on meta before it runs
 
 
 def _causes(error: BaseException) -> list[BaseException]:

@@ -21,6 +21,7 @@ import optuna
 import pytest
 import third_party
 import torch
+from conftest import cli_in_process
 from conftest import refused_in_process as refused
 from search_helpers import tiny_experiment, write_tiny_experiment
 from torch import nn
@@ -558,3 +559,22 @@ def test_a_trial_enqueued_with_a_value_outside_the_space_is_not_built(study_copy
                 if trial.params.get(name) == value)
     assert last.state == optuna.trial.TrialState.FAIL, last
     assert last.user_attrs["failure"] == f"parameter {name}={value!r} is outside the space's range; not built"
+
+
+def test_a_file_whose_network_would_need_too_much_memory_to_run_is_refused_before_it_runs(tmp_path, capfd,
+                                                                                          monkeypatch):
+    # unet with 65,536 classes: a 1.5 MB file whose one forward pass at 224x224 asks for 13 GB; run first on the
+    # meta device at the shape asked for (here with the limit lowered to 64 MiB, for 512 classes)
+    from compressor.models import construction
+
+    monkeypatch.setattr(construction, "RUN_BYTES", 64 << 20)
+    args = {"base_width": 4, "depth": 2, "num_classes": 512}
+    path = craft(tmp_path / "classes.pt", "unet", args, state=build_model("unet", args).state_dict())
+    refused(capfd, ["cost", str(path)], f"{path}: its network at input (1, 3, 224, 224) asks for more than 0.1 GiB of "
+                                        "tensors while it runs")
+    refused(capfd, ["deploy", str(path), "--out", str(tmp_path / "c.onnx")],
+            "its network at input (2, 3, 384, 384) asks for more than 0.1 GiB")
+    assert not (tmp_path / "c.onnx").exists()
+    trusted = cli_in_process(capfd, "cost", str(path), "--trust")  # trusted: it runs, as any network of your own
+    assert trusted.returncode == 0 and "activation memory" in trusted.stdout
+    assert compressor.measure(compressor.load_model(path, trust=True), (1, 3, 32, 32)).params > 0

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import tempfile
 import threading
 import time
@@ -23,7 +24,8 @@ from compressor.errors import UntrustedModelError
 from compressor.models import policy  # its limits are read when used (the tests lower them)
 from compressor.models.policy import DataSource, refusal
 
-__all__ = ["ConstructionLimitError", "construction_budget", "steps_budget", "check_size", "no_downloads"]
+__all__ = ["ConstructionLimitError", "construction_budget", "steps_budget", "check_size", "no_downloads",
+           "check_runs_within", "RUN_BYTES", "UNTRUSTED_FILE"]
 
 
 class ConstructionLimitError(UntrustedModelError):
@@ -40,9 +42,10 @@ class _Budget(TorchDispatchMode):
     can overshoot by its own output (which torch refuses to allocate when it exceeds the machine).
     """
 
-    def __init__(self, max_bytes: int, seconds: float, what: str, source: DataSource) -> None:
+    def __init__(self, max_bytes: int, seconds: float, what: str, source: DataSource, doing: str = "build") -> None:
         super().__init__()
         self.max_bytes, self.deadline, self.what, self.source = max_bytes, time.monotonic() + seconds, what, source
+        self.doing = doing
         self.seconds, self.live = seconds, 0
         self.storages: list[tuple[StorageWeakRef, int]] = []
 
@@ -55,7 +58,7 @@ class _Budget(TorchDispatchMode):
     def __torch_dispatch__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
         kwargs = kwargs or {}
         if time.monotonic() > self.deadline:
-            raise refusal(self.source, f"{self.what} took more than {self.seconds:.0f} s to build",
+            raise refusal(self.source, f"{self.what} took more than {self.seconds:.0f} s to {self.doing}",
                           kind=ConstructionLimitError)
         inputs = list(_tensors((args, kwargs)))
         self._admit(_requested_bytes(func, args, kwargs) or _predicted_bytes(func, args, kwargs, inputs))
@@ -77,7 +80,8 @@ class _Budget(TorchDispatchMode):
         self.live = sum(size for _, size in self.storages)
         if self.live + upcoming > self.max_bytes:
             raise refusal(self.source, f"{self.what} asks for more than {self.max_bytes / 2**30:.1f} GiB of tensors "
-                                       "while it is built", kind=ConstructionLimitError)
+                                       f"while it {'is built' if self.doing == 'build' else 'runs'}",
+                          kind=ConstructionLimitError)
 
 
 def _storage_key(tensor: torch.Tensor) -> int:
@@ -184,13 +188,45 @@ _FACTORIES = ("empty", "zeros", "ones", "full", "rand", "randn", "randint", "new
 
 @contextlib.contextmanager
 def construction_budget(what: str, source: DataSource, *, max_bytes: int | None = None,
-                        seconds: float | None = None) -> Iterator[None]:
+                        seconds: float | None = None, doing: str = "build") -> Iterator[None]:
     """While inside, the live tensors may hold at most ``max_bytes`` (default ``4 x source.max_params``
     plus 64 MiB) and the work take at most ``seconds`` (default :data:`BUILD_SECONDS`); past either
     it stops with :class:`ConstructionLimitError`."""
     limit = 4 * source.max_params + (64 << 20) if max_bytes is None else max_bytes
-    with _Budget(limit, policy.BUILD_SECONDS if seconds is None else seconds, what, source):
+    with _Budget(limit, policy.BUILD_SECONDS if seconds is None else seconds, what, source, doing):
         yield
+
+
+#: what a network read from a file may hold in tensors while it runs once: 8 GiB, at most half this machine's memory
+RUN_BYTES = min(8 << 30, (os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")) // 2)
+
+#: the annotation a network read from a file without trust carries: the file's name
+UNTRUSTED_FILE = "compressor_untrusted_file"
+
+
+def check_runs_within(model: nn.Module, shape: tuple[int, ...], *, max_bytes: int | None = None) -> None:
+    """For a network read from a model file without trust (:data:`UNTRUSTED_FILE`): runs it once on the ``meta``
+    device at ``shape`` (shapes only: nothing computed, nothing allocated) and refuses it when its tensors would
+    hold more than ``max_bytes`` (:data:`RUN_BYTES`) at once: a file's arguments (65,536 classes) can make one
+    forward pass need tens of GB. Any other network, or one that cannot run on ``meta``, is left as it is.
+
+    Raises:
+        ConstructionLimitError: it would need more.
+    """
+    name = vars(model).get(UNTRUSTED_FILE)
+    if name is None:
+        return
+    state = {key: value.to("meta") for key, value in [*model.named_parameters(remove_duplicate=False),
+                                                      *model.named_buffers(remove_duplicate=False)]}
+    limit = RUN_BYTES if max_bytes is None else max_bytes
+    try:
+        with construction_budget(f"its network at input {tuple(shape)}", DataSource(name), max_bytes=limit,
+                                 seconds=policy.STEPS_SECONDS, doing="run"), torch.no_grad():
+            torch.func.functional_call(model, state, (torch.empty(shape, device="meta"),))
+    except ConstructionLimitError:
+        raise
+    except Exception:  # noqa: BLE001 - a forward that reads its values (or a constant not on meta): not decided here
+        return
 
 
 def steps_budget(path: str) -> contextlib.AbstractContextManager[None]:
