@@ -145,7 +145,7 @@ def shown(value: Any, limit: int = 40) -> str:
     return text if len(text) <= limit else f"{text[:limit - 3]}..."
 
 
-def check_plain_size(value: Any, where: str, *, limit: int = 1 << 16, depth: int = 16) -> None:
+def check_plain_size(value: Any, where: str, *, limit: int = 1 << 16, depth: int = 16, longest: int = 1024) -> None:
     """Refuses plain data (mappings, lists, values) of more than ``limit`` values or nested deeper than ``depth``,
     counting every visit: a pickle may share one list so that a 2 KB file holds 2**60 of them, which anything that
     walks it (a check, a message, a copy) would take forever over.
@@ -161,6 +161,8 @@ def check_plain_size(value: Any, where: str, *, limit: int = 1 << 16, depth: int
             raise ConfigError(f"{where} holds more than {limit:,} values")
         if level > depth:
             raise ConfigError(f"{where} is nested deeper than {depth} levels")
+        if isinstance(item, str) and len(item) > longest:  # a name, a pattern: each message would carry it whole
+            raise ConfigError(f"{where} holds a string of {len(item):,} characters (at most {longest:,})")
         if isinstance(item, dict):
             for key, inner in item.items():
                 visit(key, level + 1)

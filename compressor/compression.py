@@ -38,9 +38,9 @@ from compressor.data.base import SegmentationData
 from compressor.errors import ConfigError
 from compressor.experiment import Experiment, load_experiment, without_finetuning
 from compressor.finetune import calibration_batches, with_calibration
-from compressor.models.construction import check_runs_within
 from compressor.floor import Floor
 from compressor.metrics import SegmentationMetrics
+from compressor.models.construction import check_runs_within
 from compressor.outputs import check_fits
 from compressor.tables import format_table
 from compressor.threads import torch_threads
@@ -324,9 +324,9 @@ def compress(
     config = settings.train_config(experiment.train, distill=distill)
     teacher = copy.deepcopy(model).cpu().eval()
     patch = getattr(data.train, "patch_size", experiment.data.patch_size)
-    for shape in ((config.batch_size, data.in_channels, patch, patch),  # a teacher read from a file without trust:
-                  (config.eval_batch_size, data.in_channels, config.eval_window, config.eval_window)):  # its memory
-        check_runs_within(teacher, shape)
+    # a teacher read from a file without trust: its memory training (gradients kept) and evaluating, first
+    check_runs_within(teacher, (config.batch_size, data.in_channels, patch, patch), training=True)
+    check_runs_within(teacher, (config.eval_batch_size, data.in_channels, config.eval_window, config.eval_window))
     check_fits(teacher, data)
     floor = Floor.by_rule(experiment.search.floor, data, "score", margin=experiment.search.min_gain)
     seconds: dict[str, float] = {}

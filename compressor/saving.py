@@ -229,6 +229,9 @@ def _rebuild(path: Path, payload: dict[str, Any], *, trust: bool) -> nn.Module:
     if not isinstance(state, dict) or not all(isinstance(key, str) and isinstance(value, torch.Tensor)
                                               and value.device.type != "meta" for key, value in state.items()):
         raise ConfigError(f"{path}: a damaged model file (its state_dict is not a mapping of names to tensors)")
+    long = next((key for key in state if len(key) > 1024), None)
+    if long is not None:
+        raise ConfigError(f"{path}: a damaged model file (a weight's name of {len(long):,} characters)")
     odd = next((key for key, value in state.items()
                 if value.layout != torch.strided or value.is_nested or value.is_quantized), None)
     if odd is not None:  # a network's weights are dense tensors; torch's errors on the others are tracebacks

@@ -27,6 +27,7 @@ from search_helpers import tiny_experiment, write_tiny_experiment
 from torch import nn
 
 import compressor
+from compressor.annotations import annotate
 from compressor.cli import main
 from compressor.errors import ConfigError, UntrustedModelError
 from compressor.models import build_model, policy
@@ -477,11 +478,15 @@ def test_a_studys_recipe_is_built_under_a_files_budget(study_copy, world, capfd,
     assert time.perf_counter() - started < 60 and not Path("t.pt").exists()
 
 
-def test_a_studys_patch_size_is_bounded(study_copy, world, capfd):
+@pytest.mark.parametrize(("section", "key", "value"), [
+    ("data", "patch_size", 8192), ("cost", "input_size", 9000), ("finetune", "calibrate", 1000000),
+    ("train", "eval_window", 10000)])
+def test_a_studys_sizes_are_bounded(section, key, value, study_copy, world, capfd):
+    # each makes a worker or a confirmation allocate without end: candidates costed at 9000x9000, a million
+    # calibration batches stacked
     experiment = _stored(study_copy, "experiment")
-    _rewrite(study_copy, experiment={**experiment, "data": {**experiment["data"], "patch_size": 8192}})
-    refused(capfd, STUDY_COMMANDS["export"], "study 'tiny': its patch size 8192 is more than the 1024 a study's "
-                                             "candidates are built at")
+    _rewrite(study_copy, experiment={**experiment, section: {**(experiment.get(section) or {}), key: value}})
+    refused(capfd, STUDY_COMMANDS["worker"], f"study 'tiny': its {section}.{key} {value} is more than the")
 
 
 def test_one_op_that_would_make_a_huge_tensor_is_refused_before_it_allocates(tmp_path):
@@ -578,3 +583,59 @@ def test_a_file_whose_network_would_need_too_much_memory_to_run_is_refused_befor
     trusted = cli_in_process(capfd, "cost", str(path), "--trust")  # trusted: it runs, as any network of your own
     assert trusted.returncode == 0 and "activation memory" in trusted.stdout
     assert compressor.measure(compressor.load_model(path, trust=True), (1, 3, 32, 32)).params > 0
+
+
+def test_the_run_check_covers_tied_weights_values_read_in_forward_gradients_and_apply(tmp_path, capfd, monkeypatch):
+    from compressor.models import construction
+
+    class Tied(nn.Module):  # one weight under two names: functional_call refuses both names
+        def __init__(self):
+            super().__init__()
+            self.first, self.second = nn.Conv2d(3, 512, 1), nn.Conv2d(3, 512, 1)
+            self.second.weight = self.first.weight
+
+        def forward(self, x):
+            return self.first(x) + self.second(x)
+
+    class ReadsItself(nn.Module):  # a value read in forward: it cannot run on meta
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 512, 1)
+
+        def forward(self, x):
+            return self.conv(x) * (2.0 if x.sum().item() > 0 else 1.0)
+
+    class Deep(nn.Module):  # without gradients each output is freed at once; with them all 40 are kept
+        def __init__(self):
+            super().__init__()
+            self.layers = nn.Sequential(*[nn.Conv2d(64, 64, 3, padding=1) for _ in range(40)])
+
+        def forward(self, x):
+            return self.layers(x)
+
+    monkeypatch.setattr(construction, "RUN_BYTES", 64 << 20)
+    for network in (Tied(), ReadsItself()):  # 512 x 128 x 128 x 4 bytes: 32 MiB an output
+        annotated = annotate(network, construction.UNTRUSTED_FILE, "net.pt")
+        with pytest.raises(UntrustedModelError, match="net.pt: its network at input .1, 3, 256, 256. asks for more"):
+            construction.check_runs_within(annotated, (1, 3, 256, 256))
+        construction.check_runs_within(annotated, (1, 3, 16, 16))  # small enough: nothing said
+    deep = annotate(Deep(), construction.UNTRUSTED_FILE, "deep.pt")
+    construction.check_runs_within(deep, (2, 64, 64, 64))  # 2 MiB an output: 4 MiB at once without gradients
+    with pytest.raises(UntrustedModelError, match="deep.pt: its network at input .2, 64, 64, 64. asks for more"):
+        construction.check_runs_within(deep, (2, 64, 64, 64), training=True)  # 40 outputs kept: 80 MiB
+    with pytest.raises(UntrustedModelError, match="net.pt: its network at input .1, 3, 256, 256."):
+        compressor.apply(annotate(Tied(), construction.UNTRUSTED_FILE, "net.pt"), "fire",
+                         (1, 3, 256, 256))
+
+
+def test_a_steps_long_pattern_and_a_files_long_strings_are_refused_short(tmp_path, capfd):
+    wide = craft(tmp_path / "long.pt", "unet", {"base_width": 4, "depth": 2})
+    payload = torch.load(wide, weights_only=True)
+    payload["origin"].update(steps=[{"name": "fire", "include": ["*" * 300]}], input_shape=[1, 3, 32, 32])
+    torch.save(payload, wide)
+    refused(capfd, ["cost", str(wide)], f"{wide}: fire: include has a pattern of 300 characters, more than 256")
+    payload["origin"].update(steps=[{"name": "fire", "include": ["x" * 100_000]}])
+    torch.save(payload, wide)
+    line = refused(capfd, ["cost", str(wide)], f"{wide}: a damaged model file (its architecture holds a string of "
+                                               "100,000 characters (at most 1,024))")
+    assert len(line) < 400

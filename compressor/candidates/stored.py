@@ -89,9 +89,7 @@ def stored_experiment(study_name: str, info: StudyInfo, *, trust: bool, threads:
     experiment = Experiment.from_dict(data, source=f"study {study_name!r}")
     if not trust:
         _inside(str(experiment.run_path), f"study {study_name!r}", "run folder")
-        if experiment.data.patch_size > MAX_STUDY_PATCH:  # every candidate is built (traced, run) at one patch
-            raise _untrusted(f"study {study_name!r}", f"its patch size {experiment.data.patch_size} is more than the "
-                                                      f"{MAX_STUDY_PATCH} a study's candidates are built at")
+        _within_bounds(f"study {study_name!r}", experiment)
         check_study_models(study_name, info, experiment, trust=trust)
     return experiment
 
@@ -120,6 +118,20 @@ def building_study(study_name: str, info: StudyInfo, *, trust: bool) -> Iterator
     """
     with building_from(f"study {study_name!r}", trust=trust, replaces_weights=info.init != "random"):
         yield
+
+
+#: the largest value a study read without trust may set, by setting: what its commands allocate grows with each
+STUDY_BOUNDS = {"data.patch_size": MAX_STUDY_PATCH, "data.val_size": 8192, "data.val_images": 256,
+                "data.train_images": 1 << 20, "cost.input_size": 2048, "finetune.calibrate": 64,
+                "train.batch_size": 512, "train.eval_window": 4096, "train.eval_batch_size": 64}
+
+
+def _within_bounds(where: str, experiment: Experiment) -> None:
+    for key, bound in STUDY_BOUNDS.items():
+        section, _, name = key.partition(".")
+        value = getattr(getattr(experiment, section), name, None)
+        if isinstance(value, int) and not isinstance(value, bool) and value > bound:
+            raise _untrusted(where, f"its {key} {value} is more than the {bound} a study read as data may set")
 
 
 def _inside(path: str, where: str, what: str) -> None:

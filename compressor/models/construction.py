@@ -204,11 +204,14 @@ RUN_BYTES = min(8 << 30, (os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE
 UNTRUSTED_FILE = "compressor_untrusted_file"
 
 
-def check_runs_within(model: nn.Module, shape: tuple[int, ...], *, max_bytes: int | None = None) -> None:
+def check_runs_within(model: nn.Module, shape: tuple[int, ...], *, training: bool = False,
+                      max_bytes: int | None = None) -> None:
     """For a network read from a model file without trust (:data:`UNTRUSTED_FILE`): runs it once on the ``meta``
     device at ``shape`` (shapes only: nothing computed, nothing allocated) and refuses it when its tensors would
     hold more than ``max_bytes`` (:data:`RUN_BYTES`) at once: a file's arguments (65,536 classes) can make one
-    forward pass need tens of GB. Any other network, or one that cannot run on ``meta``, is left as it is.
+    forward pass need tens of GB. ``training``: with gradients, so the activations a backward pass keeps count
+    too. A network that cannot run on ``meta`` (its forward reads a value) runs once for real under the same
+    budget, each op sized before it runs. Any other network is left as it is; a shape checked once is not again.
 
     Raises:
         ConstructionLimitError: it would need more.
@@ -216,17 +219,33 @@ def check_runs_within(model: nn.Module, shape: tuple[int, ...], *, max_bytes: in
     name = vars(model).get(UNTRUSTED_FILE)
     if name is None:
         return
-    state = {key: value.to("meta") for key, value in [*model.named_parameters(remove_duplicate=False),
-                                                      *model.named_buffers(remove_duplicate=False)]}
+    checked = vars(model).setdefault(_CHECKED, set())
+    if (tuple(shape), training) in checked:
+        return
     limit = RUN_BYTES if max_bytes is None else max_bytes
+    state = {key: value.to("meta") for key, value in [*model.named_parameters(), *model.named_buffers()]}
+    budget = construction_budget(f"its network at input {tuple(shape)}", DataSource(name), max_bytes=limit,
+                                 seconds=policy.STEPS_SECONDS, doing="run")
+    was_training = model.training
     try:
-        with construction_budget(f"its network at input {tuple(shape)}", DataSource(name), max_bytes=limit,
-                                 seconds=policy.STEPS_SECONDS, doing="run"), torch.no_grad():
-            torch.func.functional_call(model, state, (torch.empty(shape, device="meta"),))
+        with budget, torch.set_grad_enabled(training):
+            try:
+                torch.func.functional_call(model, state, (torch.empty(shape, device="meta"),))
+            except ConstructionLimitError:
+                raise
+            except Exception:  # noqa: BLE001 - a forward that reads its values: once for real, each op sized first
+                model.eval()
+                model(torch.zeros(shape))
     except ConstructionLimitError:
         raise
-    except Exception:  # noqa: BLE001 - a forward that reads its values (or a constant not on meta): not decided here
+    except Exception:  # noqa: BLE001 - it does not run at this shape: the command that runs it says why
         return
+    finally:
+        model.train(was_training)
+    checked.add((tuple(shape), training))
+
+
+_CHECKED = "compressor_checked_shapes"
 
 
 def steps_budget(path: str) -> contextlib.AbstractContextManager[None]:

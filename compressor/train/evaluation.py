@@ -13,6 +13,7 @@ from compressor.data.base import Scene, SegmentationData
 from compressor.data.tiling import window_starts
 from compressor.errors import ConfigError, InputSizeError, first_line
 from compressor.metrics import IGNORE_INDEX, ConfusionMatrix, SegmentationMetrics
+from compressor.models.construction import check_runs_within
 from compressor.outputs import model_output
 from compressor.train.config import TrainConfig
 
@@ -205,6 +206,7 @@ def evaluate(
     model = as_network(model, "evaluate")
     check_data(data, "evaluate")
     config = config or TrainConfig()
+    check_runs_within(model, (config.eval_batch_size, data.in_channels, config.eval_window, config.eval_window))
     scenes = data.scenes(split)
     device = next((parameter.device for parameter in model.parameters()), torch.device("cpu"))
     was_training = model.training

@@ -22,6 +22,7 @@ from compressor.batchnorm import reestimate_on
 from compressor.data.base import SegmentationData
 from compressor.errors import CompressorError, ConfigError, first_line
 from compressor.metrics import SegmentationMetrics
+from compressor.models.construction import check_runs_within
 from compressor.outputs import model_output
 from compressor.threads import torch_threads
 from compressor.train.checkpoints import save_checkpoint
@@ -195,6 +196,9 @@ def train(
     model = as_network(model, "train")
     check_data(data, "train")
     config = config or TrainConfig()
+    if data.train is not None and hasattr(data.train, "patch_size"):  # a network read from a file without trust
+        check_runs_within(model, (config.batch_size, data.in_channels, data.train.patch_size, data.train.patch_size),
+                          training=True)
     device = resolve_device(config.device)
     limit = config.step_limit
     checkpoints = evaluation_steps(limit, evaluate_at)  # the caller's: the callback is asked there

@@ -12,6 +12,7 @@ from torch import nn
 from compressor.api_inputs import as_network
 from compressor.cost import Cost, measure
 from compressor.errors import ConfigError, first_line, is_wrapped_interrupt
+from compressor.models.construction import check_runs_within
 from compressor.origin import origin_of, set_origin
 from compressor.outputs import declare_output, declared_output, primary_output
 from compressor.registry import UnknownNameError
@@ -106,6 +107,7 @@ def apply(
     model = as_network(model, "apply")
     recipe = as_recipe(recipe)
     example = _example_tensor(model, example_input)
+    check_runs_within(model, tuple(example.shape))  # a network read from a file without trust: its memory first
     settings = {"count_flops": count_flops, "init": init, "calibration": calibration, "diagnostics": diagnostics,
                 "known_output_shape": known_output_shape, "check_output": check_output or check_each_step}
     if check_each_step:

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from torch import nn
 
 from compressor.annotations import network_name
+from compressor.bounds import shown
 from compressor.errors import ConfigError
 from compressor.transforms.base import Change, Transform, TransformError
 
@@ -56,6 +57,9 @@ class LayerTransform(Transform):
         for key, patterns in (("include", self.include), ("exclude", self.exclude)):
             if len(patterns) > MAX_PATTERNS:  # each is matched against every layer's name
                 raise ConfigError(f"{self.name}: {key} has {len(patterns):,} patterns, more than {MAX_PATTERNS:,}")
+            long = next((pattern for pattern in patterns if isinstance(pattern, str) and len(pattern) > 256), None)
+            if long is not None:  # compiled by fnmatch: a dotted layer name is far shorter
+                raise ConfigError(f"{self.name}: {key} has a pattern of {len(long):,} characters, more than 256")
         self.min_channels = min_channels
         self.strict = strict
 
@@ -75,9 +79,9 @@ class LayerTransform(Transform):
         return chosen
 
     def describe_selection(self) -> str:
-        parts = [f"include={self.include}"]
+        parts = [f"include={shown(self.include, 200)}"]
         if self.exclude:
-            parts.append(f"exclude={self.exclude}")
+            parts.append(f"exclude={shown(self.exclude, 200)}")
         if self.min_channels:
             parts.append(f"min_channels={self.min_channels}")
         return " ".join(parts)
