@@ -223,6 +223,22 @@ def quickstart_setup(run_dir: str, threads: int, overrides: Sequence[str] = ()) 
     return prepare(experiment)
 
 
+def drawn_recipes(setup: Any, count: int, *, seed: int) -> list[tuple[str, Any]]:
+    """``(short description, recipe)`` of ``count`` recipes of ``setup``'s space drawn by a random sampler
+    seeded with ``seed`` (each trial told failed: only the draws are wanted)."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(directions=setup.directions, sampler=optuna.samplers.RandomSampler(seed=seed))
+    drawn = []
+    for _ in range(count):
+        trial = study.ask()
+        recipe = setup.space(trial, setup.context)
+        drawn.append((setup.space.describe(trial.params, recipe), recipe))
+        study.tell(trial, state=optuna.trial.TrialState.FAIL)
+    return drawn
+
+
 def feasible_candidates(setup: Any, *, seed: int, threads: int) -> Iterator[tuple[Any, Any, Any, Any, Any]]:
     """``(study, trial, recipe, network, cost)`` for each candidate of ``setup``'s space that a random
     sampler seeded with ``seed`` draws within the budget, built and measured on ``threads``; the

@@ -29,7 +29,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from common import ROOT, quickstart_setup, write_json  # noqa: E402
+from common import ROOT, drawn_recipes, quickstart_setup, write_json  # noqa: E402
 
 #: the parts of a build and a cost, by the function that does each (file:function of the profile)
 PARTS = {
@@ -63,13 +63,7 @@ def main() -> None:
     load_before = os.getloadavg()[0]
     setup = quickstart_setup(args.run_dir, args.threads)
     torch.set_num_threads(args.threads)
-    study = optuna.create_study(directions=setup.directions, sampler=optuna.samplers.RandomSampler(seed=args.seed))
-    drawn = []
-    for _ in range(args.recipes):
-        trial = study.ask()
-        recipe = setup.space(trial, setup.context)
-        drawn.append((setup.space.describe(trial.params, recipe), recipe))
-        study.tell(trial, state=optuna.trial.TrialState.FAIL)
+    drawn = drawn_recipes(setup, args.recipes, seed=args.seed)
     if not args.cold:
         for _, recipe in drawn:
             setup.build(recipe)
