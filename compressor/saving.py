@@ -271,6 +271,8 @@ def _rebuild(path: Path, payload: dict[str, Any], *, trust: bool) -> nn.Module:
             limit = next((cause for cause in _causes(error) if isinstance(cause, ConstructionLimitError)), None)
             if limit is not None:
                 raise limit from None
+            if str(error).startswith(f"{path}:"):
+                raise
             raise type(error)(f"{path}: {error}") from None  # a step the file recorded that does not apply
     mismatch = weights_mismatch(model.state_dict(), state)
     if mismatch:
