@@ -323,9 +323,9 @@ def compress(
                           "(drop --no-distill, or set finetune.feature_weight: 0)")
     config = settings.train_config(experiment.train, distill=distill)
     teacher = copy.deepcopy(model).cpu().eval()
-    patch = getattr(data.train, "patch_size", experiment.data.patch_size)
+    size = getattr(data.train, "patch_size", experiment.data.patch_size)  # data given in memory: its own patches
     # a teacher read from a file without trust: its memory training (gradients kept) and evaluating, first
-    check_runs_within(teacher, (config.batch_size, data.in_channels, patch, patch), training=True)
+    check_runs_within(teacher, (config.batch_size, data.in_channels, size, size), training=True)
     check_runs_within(teacher, (config.eval_batch_size, data.in_channels, config.eval_window, config.eval_window))
     check_fits(teacher, data)
     floor = Floor.by_rule(experiment.search.floor, data, "score", margin=experiment.search.min_gain)
@@ -335,7 +335,6 @@ def compress(
     seconds["evaluate"] = time.perf_counter() - started
     started = time.perf_counter()
     calibration = calibration_batches(data, max(1, settings.calibrate), batch_size=config.batch_size, seed=config.seed)
-    size = getattr(data.train, "patch_size", experiment.data.patch_size)  # data given in memory: its own patches
     example = torch.zeros(1, data.in_channels, size, size)
     seed_everything(config.seed)  # the new layers' random parts: the same for a seed, whatever ran before
     student, records = apply(

@@ -12,6 +12,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+import weakref
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
@@ -52,7 +53,7 @@ class _Budget(TorchDispatchMode):
     @classmethod
     def _should_skip_dynamo(cls) -> bool:
         """No ``torch._dynamo.disable`` around :meth:`__torch_dispatch__`: nothing built under this mode is
-        compiled, and the wrapper's first call imports torch._dynamo, 1.6 s of every model file's loading."""
+        compiled, and the wrapper's first call imports torch._dynamo, about 1.3 s of every model file's loading."""
         return False
 
     def __torch_dispatch__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
@@ -219,7 +220,7 @@ def check_runs_within(model: nn.Module, shape: tuple[int, ...], *, training: boo
     name = vars(model).get(UNTRUSTED_FILE)
     if name is None:
         return
-    checked = vars(model).setdefault(_CHECKED, set())
+    checked = _CHECKED.setdefault(model, set())
     if (tuple(shape), training) in checked:
         return
     limit = RUN_BYTES if max_bytes is None else max_bytes
@@ -245,7 +246,9 @@ def check_runs_within(model: nn.Module, shape: tuple[int, ...], *, training: boo
     checked.add((tuple(shape), training))
 
 
-_CHECKED = "compressor_checked_shapes"
+#: the shapes each network was checked at, by the network itself: not kept on it, where a deep copy, and a network
+#: ``apply`` makes from it, would carry shapes checked for another architecture
+_CHECKED: weakref.WeakKeyDictionary[nn.Module, set[tuple[tuple[int, ...], bool]]] = weakref.WeakKeyDictionary()
 
 
 def steps_budget(path: str) -> contextlib.AbstractContextManager[None]:
