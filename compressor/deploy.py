@@ -12,6 +12,7 @@ latency setting it times them side by side (interleaved, same threads, medians).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import json
 from collections.abc import Callable
@@ -141,7 +142,8 @@ def deploy(
         opset: the ONNX opset.
         data: the network's data: real inputs for the check, calibration patches for int8 and
             validation scenes for the scores. None: random inputs only, and no int8.
-        train_config: the evaluation's window and overlap (default: training's defaults).
+        train_config: the evaluation's window and overlap (default: training's defaults); every form is
+            scored in fp32, whatever its ``eval_precision``, so the scores compare the exports alone.
         int8: also write ``<out stem>.int8.onnx``, quantized with ``calibration`` batches of
             training patches.
         evaluate_metrics: score every form on the validation scenes (needs ``data``).
@@ -187,9 +189,10 @@ def deploy(
         forms = {"PyTorch": network, "ONNX Runtime fp32": OnnxRuntimeModule(exported.data, threads=threads)}
         if quantized is not None:
             forms["ONNX Runtime int8"] = OnnxRuntimeModule(quantized.data, threads=threads)
+        scoring = dataclasses.replace(train_config or TrainConfig(), eval_precision="fp32")
         for name, model in forms.items():
             echo(f"scoring {name} on the validation scenes")
-            deployment.metrics[name] = evaluate(model, data, train_config)
+            deployment.metrics[name] = evaluate(model, data, scoring)
     if latency is not None:
         shape = latency.input_shape(in_channels, input_size)
         runners = {"torch": forward_runner(network, "torch", shape, threads=latency.threads),

@@ -76,7 +76,9 @@ class FinetuneConfig:
         precision: the fine-tuning's forward passes (``fp32``, ``bf16`` or ``auto``, as
             ``train.precision``; null: the ``train:`` section's), and the reconstruction's in ``compress`` and
             a search (the student's passes while it trains; every error it reports, in fp32; a study made
-            before build version 6 reconstructs in fp32 still). A search's parent and references
+            before build version 6 reconstructs in fp32 still), and the evaluations' unless
+            ``train.eval_precision`` says otherwise (a study made before build version 9 evaluates in
+            fp32). A search's parent and references
             train by the ``train:`` section, so ``bf16`` here speeds the inheriting candidates alone
             (with ``search.init: random`` candidates train by the ``train:`` section too).
     """

@@ -293,3 +293,23 @@ def test_an_export_that_differs_from_pytorch_beyond_the_tolerance_is_refused_and
         deploy_module.deploy(network, tmp_path / "m.onnx", in_channels=3, input_size=32, tolerance=strict)
     assert "tolerance max(1e-12, 0 x the largest logit)" in str(error.value) and "nothing was written" in str(error.value)
     assert [p.name for p in tmp_path.iterdir()] == ["m.onnx"] and (tmp_path / "m.onnx").read_bytes() == b"an older export"
+
+
+def test_every_form_is_scored_in_fp32_whatever_the_evaluation_precision(tmp_path, monkeypatch):
+    """An experiment whose evaluations run in bf16 does not make deploy score PyTorch in bf16 against
+    ONNX Runtime in fp32: every form is scored in fp32, so the scores compare the exports alone."""
+    import compressor.deploy as deploy_module
+    from compressor.train import TrainConfig
+
+    data = tiny_experiment(tmp_path / "run").data.build()
+    asked = []
+    scored = deploy_module.evaluate
+
+    def evaluate(model, data, config):
+        asked.append(config.evaluation_precision)
+        return scored(model, data, config)
+
+    monkeypatch.setattr(deploy_module, "evaluate", evaluate)
+    deployment = deploy_module.deploy(_fire_unet(), tmp_path / "m.onnx", in_channels=3, input_size=32, data=data,
+                                      train_config=TrainConfig(precision="bf16", eval_window=32, eval_overlap=8))
+    assert asked == ["fp32", "fp32"] and set(deployment.metrics) == {"PyTorch", "ONNX Runtime fp32"}

@@ -266,7 +266,7 @@ def test_a_study_made_before_dilation_kept_rates_rebuilds_with_overwrite():
 
     recipe = Recipe.from_data([{"name": "dilation", "rates": [1, 2, 5]}, {"name": "fire"}])
     assert build_version({"init": "inherit"}) == 2 and build_version({}) == 1  # read from what older studies stored
-    assert build_version({"init": "inherit", "dilation_keeps_rates": True}) == 3 and BUILD_VERSION == 8
+    assert build_version({"init": "inherit", "dilation_keeps_rates": True}) == 3 and BUILD_VERSION == 9
     assert build_version(None) == build_version(version_attrs()) == BUILD_VERSION  # a new study, and what it stores
     with pytest.raises(StudyMismatchError, match=f"made by a newer compressor \\(build version {BUILD_VERSION + 1}"):
         build_version({VERSION_KEY: BUILD_VERSION + 1})  # its rules are unknown here: not resumed, joined or rebuilt

@@ -98,3 +98,64 @@ def test_finetune_precision_speeds_the_candidates_and_leaves_the_parent_and_old_
     assert to_data(tuned.finetune)["precision"] == "bf16"
     with pytest.raises(ConfigError, match=r"finetune.precision: expected one of 'fp32', 'bf16', 'auto' or null, got 'half'"):
         Experiment.from_dict({"finetune": {"precision": "half"}})
+
+
+class _DtypeProbe(torch.nn.Module):
+    """A 1x1 convolution to two classes that records the dtype of every output it makes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 2, 1)
+        self.seen: list[torch.dtype] = []
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        logits = self.conv(images)
+        self.seen.append(logits.dtype)
+        return logits
+
+
+@pytest.mark.parametrize(("settings", "dtype"), [
+    ({}, torch.float32),
+    ({"precision": "bf16"}, torch.bfloat16),  # null: as the training
+    ({"precision": "bf16", "eval_precision": "fp32"}, torch.float32),
+    ({"eval_precision": "bf16"}, torch.bfloat16),
+])
+def test_evaluation_runs_in_the_training_precision_unless_told(buildings, settings, dtype):
+    from compressor.train import evaluate
+
+    probe = _DtypeProbe()
+    config = dataclasses.replace(FAST, **settings)
+    metrics = evaluate(probe, buildings, config)
+    assert probe.seen and set(probe.seen) == {dtype}
+    full = evaluate(probe, buildings, dataclasses.replace(config, eval_precision="fp32"))
+    assert metrics.accuracy == pytest.approx(full.accuracy, abs=0.02)  # rounding moves a pixel's class, and no more
+
+
+def test_eval_precision_is_checked_and_stays_out_of_stored_keys():
+    assert "eval_precision" not in train_key(Experiment.from_dict({}).train)
+    assert train_key(Experiment.from_dict({"train": {"eval_precision": "fp32"}}).train)["eval_precision"] == "fp32"
+    with pytest.raises(ConfigError, match=r"train.eval_precision: expected one of 'fp32', 'bf16', 'auto' or null, got 'half'"):
+        Experiment.from_dict({"train": {"eval_precision": "half"}})
+    with pytest.raises(ConfigError, match=r"train.eval_precision must be fp32, bf16 or auto \(or null: as train.precision\), got 'half'"):
+        dataclasses.replace(FAST, eval_precision="half")
+    tuned = Experiment.from_dict({"train": {"eval_precision": "fp32"}, "finetune": {"precision": "bf16"}})
+    candidates = tuned.finetune.train_config(tuned.train, distill=False)
+    assert (candidates.precision, candidates.evaluation_precision) == ("bf16", "fp32")  # the train section's word holds
+
+
+def test_a_study_made_before_scores_its_candidates_in_fp32():
+    """Candidates of a study made before build version 9 were evaluated in fp32 whatever they fine-tuned in;
+    resumed, confirmed or exported, its trials keep that rule, and a new study's follow their precision."""
+    from compressor.candidates.setup import SearchSetup
+    from compressor.candidates.versions import EVALUATES_IN_PRECISION
+    from compressor.candidates.builder import Init
+
+    required = {field.name: None for field in dataclasses.fields(SearchSetup)
+                if field.init and field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING}
+    experiment = Experiment.from_dict({"finetune": {"precision": "bf16"}})
+    for init in ("inherit", "random"):
+        def setup(version, init=init):
+            return SearchSetup(**{**required, "experiment": experiment, "init": Init(init)}, build_version=version)
+        assert setup(EVALUATES_IN_PRECISION - 1).train_config.evaluation_precision == "fp32"
+        now = setup(EVALUATES_IN_PRECISION).train_config
+        assert now.evaluation_precision == now.precision == ("bf16" if init == "inherit" else "fp32")

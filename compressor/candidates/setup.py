@@ -19,6 +19,7 @@ from compressor.candidates.parents import load_parent, load_parent_file, shown_p
 from compressor.candidates.versions import (
     BUILD_VERSION,
     COUNTS_START,
+    EVALUATES_IN_PRECISION,
     LSTSQ_CHOOSES_NORMS,
     RECONSTRUCTS_IN_PRECISION,
     as_built_for,
@@ -110,9 +111,11 @@ class SearchSetup:
     @property
     def train_config(self) -> TrainConfig:
         """How candidates are trained: the ``train:`` section, or the fine-tuning one when they inherit."""
-        if not self.init.inherits:
-            return self.experiment.train
-        return self.experiment.finetune.train_config(self.experiment.train, distill=self.init.distills)
+        config = (self.experiment.finetune.train_config(self.experiment.train, distill=self.init.distills)
+                  if self.init.inherits else self.experiment.train)
+        if self.build_version < EVALUATES_IN_PRECISION:  # a study made before keeps scoring its trials in fp32
+            config = dataclasses.replace(config, eval_precision="fp32")
+        return config
 
     @property
     def start_config(self) -> TrainConfig:

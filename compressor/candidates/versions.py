@@ -1,8 +1,8 @@
 """How a study's recipes are built, by the version of compressor that made the study.
 
-The transforms changed their defaults three times, and how a trial starts and fine-tunes twice; a
-study keeps the rules it was made with, so its trials rebuild (export, confirmation) and resume as
-they were trained. A new study stores
+The transforms changed their defaults three times, how a trial starts and fine-tunes twice, and how
+it is scored once; a study keeps the rules it was made with, so its trials rebuild (export,
+confirmation) and resume as they were trained. A new study stores
 :data:`BUILD_VERSION`; older ones are read by the attributes they had:
 
 1. before weight inheritance (no ``init`` attribute): ``skip_fusion`` started from the mean of
@@ -19,7 +19,9 @@ they were trained. A new study stores
    output further from the parent (:data:`LSTSQ_CHOOSES_NORMS`: always re-estimated);
 7. before ``downsample_depth`` refused to cut every level of a network (``all_levels``; the same
    networks wherever a recipe leaves a level, as on the project's U-Net);
-8. now.
+8. before a candidate's evaluations ran in its fine-tuning's precision (:data:`EVALUATES_IN_PRECISION`:
+   in fp32 whatever ``finetune.precision`` said; the same networks, scores within 0.05 points);
+9. now.
 """
 
 from __future__ import annotations
@@ -30,11 +32,12 @@ from typing import Any
 from compressor.errors import StudyMismatchError
 from compressor.transforms import Recipe, TransformSpec
 
-__all__ = ["BUILD_VERSION", "COUNTS_START", "RECONSTRUCTS_IN_PRECISION", "LSTSQ_CHOOSES_NORMS", "VERSION_KEY", "KEEPS_RATES", "build_version", "as_built_for", "as_built_before_inheritance",
+__all__ = ["BUILD_VERSION", "COUNTS_START", "RECONSTRUCTS_IN_PRECISION", "LSTSQ_CHOOSES_NORMS", "EVALUATES_IN_PRECISION",
+           "VERSION_KEY", "KEEPS_RATES", "build_version", "as_built_for", "as_built_before_inheritance",
            "version_attrs"]
 
 #: How this version of compressor builds recipes.
-BUILD_VERSION = 8
+BUILD_VERSION = 9
 #: The first version whose inheriting candidates, fine-tuned to the plateau, count the network they start
 #: from as the evaluation at step 0 (a study made before keeps its trials' rule: no two rules in one study).
 COUNTS_START = 5
@@ -44,6 +47,9 @@ RECONSTRUCTS_IN_PRECISION = 6
 #: The first version whose ``lstsq`` reconstruction keeps the batch norms as its solve left them when that is
 #: closer to the parent than all of them re-estimated (``reconstruct(..., choose_norms=True)``).
 LSTSQ_CHOOSES_NORMS = 7
+#: The first version whose candidates are evaluated in their training's precision (``train.eval_precision``, null:
+#: as ``finetune.precision``); a study made before evaluates its trials in fp32 (one rule in one study).
+EVALUATES_IN_PRECISION = 9
 #: The study attribute that holds it.
 VERSION_KEY = "build_version"
 #: The attribute of version 2 studies made after ``dilation`` kept existing rates (stored still,

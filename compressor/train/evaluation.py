@@ -16,6 +16,7 @@ from compressor.metrics import IGNORE_INDEX, ConfusionMatrix, SegmentationMetric
 from compressor.models.construction import check_runs_within
 from compressor.outputs import model_output
 from compressor.train.config import TrainConfig
+from compressor.train.precision import autocast, resolve_precision
 
 __all__ = ["predict_scene", "evaluate", "window_corners", "scene_share"]
 
@@ -198,7 +199,9 @@ def evaluate(
     the pixels they cover: a cheaper estimate, what a search's rungs compare trials by. A scene
     whose share of windows would miss a class its labels hold is read whole (:func:`scene_share`:
     decided by the labels alone, so again the same for every model). The model is evaluated in
-    eval mode and returned to the mode it was in.
+    eval mode and returned to the mode it was in, its forward passes in ``config``'s
+    :attr:`~.TrainConfig.evaluation_precision` (bf16 autocast, or fp32; probabilities and the
+    confusion matrix always in float32).
 
     Raises:
         DataError: ``split="test"`` on data without a test region.
@@ -209,22 +212,24 @@ def evaluate(
     check_runs_within(model, (config.eval_batch_size, data.in_channels, config.eval_window, config.eval_window))
     scenes = data.scenes(split)
     device = next((parameter.device for parameter in model.parameters()), torch.device("cpu"))
+    precision = resolve_precision(config.evaluation_precision, device)
     was_training = model.training
     model.eval()
     matrix = ConfusionMatrix(data.num_classes)
     try:
-        for scene in scenes:
-            labels = scene.class_indices()
-            read = scene_share(scene, labels, config.eval_window, config.eval_overlap, share)
-            total, hits = _summed_probabilities(
-                model, scene, data, window=config.eval_window, overlap=config.eval_overlap,
-                batch_size=config.eval_batch_size, device=device, share=read,
-            )
-            predicted = total.argmax(axis=0)  # the argmax of the sum: of the mean
-            if read < 1.0:
-                covered = hits > 0
-                predicted, labels = predicted[covered], labels[covered]
-            matrix.update(predicted, labels)
+        with autocast(device, precision):
+            for scene in scenes:
+                labels = scene.class_indices()
+                read = scene_share(scene, labels, config.eval_window, config.eval_overlap, share)
+                total, hits = _summed_probabilities(
+                    model, scene, data, window=config.eval_window, overlap=config.eval_overlap,
+                    batch_size=config.eval_batch_size, device=device, share=read,
+                )
+                predicted = total.argmax(axis=0)  # the argmax of the sum: of the mean
+                if read < 1.0:
+                    covered = hits > 0
+                    predicted, labels = predicted[covered], labels[covered]
+                matrix.update(predicted, labels)
     finally:
         model.train(was_training)
     return matrix.compute(data.class_names)

@@ -6,7 +6,8 @@ weights, the optimizer and the losses in float32. On a CPU with AVX-512 BF16 (or
 runs those in hardware, U-Net's training step about 1.7x faster on this project's machine
 (BENCHMARKS.md, "Training precision"); on one without, bfloat16 is emulated and slower, so
 ``auto`` takes bf16 only where the hardware has it (a CUDA GPU that supports bfloat16 without
-emulation; a CPU whose flags name bfloat16) and fp32 elsewhere. Evaluation always runs in fp32.
+emulation; a CPU whose flags name bfloat16) and fp32 elsewhere. Evaluation runs in the training's
+precision unless ``train.eval_precision`` says otherwise (:attr:`.TrainConfig.evaluation_precision`).
 """
 
 from __future__ import annotations
