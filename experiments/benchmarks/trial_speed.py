@@ -19,6 +19,7 @@ Writes ``experiments/benchmarks/results/trial_speed.json``.
     python experiments/benchmarks/trial_speed.py --seeds 0 1 --threads 1 --variants then new bf16 --name trial_speed-then
     python experiments/benchmarks/trial_speed.py --seeds 0 1 --threads 1 --variants new calibrate1 --name trial_speed-calibrate1
     python experiments/benchmarks/trial_speed.py --seeds 0 1 --threads 1 --variants before_memo new --name trial_speed-memo
+    python experiments/benchmarks/trial_speed.py --seeds 0 1 --threads 1 --variants then before_eval new --name trial_speed-eval
 """
 
 from __future__ import annotations
@@ -47,10 +48,12 @@ THEN = ("train.steps=100", "search.confirm.top=0")
 #: each replaced layer refitted by least squares on one batch while the candidate is built (``finetune.calibrate``:
 #: on the converged U-Net it started the paper's recipe 8 points higher, for a few seconds of building)
 CALIBRATE1 = ("finetune.calibrate=1",)
-SETTINGS = {"old": OLD, "new": (), "bf16": BF16, "then": THEN, "calibrate1": CALIBRATE1, "before_memo": ()}
+SETTINGS = {"old": OLD, "new": (), "bf16": BF16, "then": THEN, "calibrate1": CALIBRATE1, "before_memo": (),
+            "before_eval": ()}
 #: the variants run by another commit's code (in a subprocess, from ``git archive``): ``before_memo`` is the
-#: quickstart as it is, by the code before each parent kernel's factorization was kept between builds
-COMMITS = {"then": THEN_COMMIT, "before_memo": "f7b76c7"}
+#: quickstart as it is, by the code before each parent kernel's factorization was kept between builds;
+#: ``before_eval`` by the code before evaluations ran in the training's precision (bf16 candidates scored in fp32)
+COMMITS = {"then": THEN_COMMIT, "before_memo": "f7b76c7", "before_eval": "4a75071"}
 
 
 def run(variant: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
