@@ -378,6 +378,7 @@ def compress(
         seed_everything(experiment.train.seed)
         plain = without_finetuning(experiment).train  # as a network is trained from scratch: no teacher
         fresh = from_scratch(student)
+        plain = dataclasses.replace(plain, eval_precision=config.evaluation_precision)  # scored as the student is
         scratch = train(fresh, data, plain.with_steps(result.steps_done), description="from scratch")
         scratch_test = evaluate(fresh, data, config, split="test") if data.test else None
         seconds["scratch"] = time.perf_counter() - started

@@ -230,6 +230,27 @@ def _experiment(**finetune):
     })
 
 
+def test_compress_scores_the_teacher_the_student_and_the_scratch_network_in_one_precision(teacher, data, monkeypatch):
+    """With the fine-tuning in bf16, every score compress compares is taken in bf16: the teacher, the student
+    as inherited and fine-tuned, and the same architecture from scratch (which trains by the train section)."""
+    import compressor.compression as compression
+    import compressor.train.loop as loop
+
+    asked = []
+
+    def spying(evaluate):
+        def spy(model, data, config, **kwargs):
+            asked.append(config.evaluation_precision)
+            return evaluate(model, data, config, **kwargs)
+        return spy
+
+    monkeypatch.setattr(compression, "evaluate", spying(compression.evaluate))
+    monkeypatch.setattr(loop, "evaluate", spying(loop.evaluate))
+    compress(teacher, [{"name": "separable"}], _experiment(reconstruct="none", precision="bf16"), data=data,
+             compare_scratch=True)
+    assert len(asked) >= 4 and set(asked) == {"bf16"}
+
+
 def test_compress_reconstructs_by_default_and_says_whether_knowledge_survived(teacher, data):
     result = compress(teacher, [{"name": "fire", "squeeze_ratio": 0.5}], _experiment(), data=data, compare_scratch=True)
     assert result.reconstruction is not None and result.reconstruction.method == "hints"

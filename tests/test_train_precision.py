@@ -133,7 +133,6 @@ def test_evaluation_runs_in_the_training_precision_unless_told(buildings, settin
 
 def test_eval_precision_is_checked_and_stays_out_of_stored_keys():
     assert "eval_precision" not in train_key(Experiment.from_dict({}).train)
-    assert train_key(Experiment.from_dict({"train": {"eval_precision": "fp32"}}).train)["eval_precision"] == "fp32"
     with pytest.raises(ConfigError, match=r"train.eval_precision: expected one of 'fp32', 'bf16', 'auto' or null, got 'half'"):
         Experiment.from_dict({"train": {"eval_precision": "half"}})
     with pytest.raises(ConfigError, match=r"train.eval_precision must be fp32, bf16 or auto \(or null: as train.precision\), got 'half'"):
@@ -146,9 +145,9 @@ def test_eval_precision_is_checked_and_stays_out_of_stored_keys():
 def test_a_study_made_before_scores_its_candidates_in_fp32():
     """Candidates of a study made before build version 9 were evaluated in fp32 whatever they fine-tuned in;
     resumed, confirmed or exported, its trials keep that rule, and a new study's follow their precision."""
+    from compressor.candidates.builder import Init
     from compressor.candidates.setup import SearchSetup
     from compressor.candidates.versions import EVALUATES_IN_PRECISION
-    from compressor.candidates.builder import Init
 
     required = {field.name: None for field in dataclasses.fields(SearchSetup)
                 if field.init and field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING}
@@ -159,3 +158,47 @@ def test_a_study_made_before_scores_its_candidates_in_fp32():
         assert setup(EVALUATES_IN_PRECISION - 1).train_config.evaluation_precision == "fp32"
         now = setup(EVALUATES_IN_PRECISION).train_config
         assert now.evaluation_precision == now.precision == ("bf16" if init == "inherit" else "fp32")
+
+
+def test_keys_tell_a_result_scored_in_bf16_from_one_scored_in_fp32_and_keep_the_old_ones():
+    """Baselines, studies and resumable states stored before evaluations followed the training's precision
+    were scored in fp32: their keys stay where the scores would be fp32, and change where they would not."""
+    from compressor.search.keys import experiment_key
+    from compressor.train.resume import state_key
+
+    def key(**train):
+        return train_key(Experiment.from_dict({"train": train}).train)
+
+    assert key() == key(eval_precision="fp32") and "eval_precision" not in key()  # plain fp32: the key as before
+    assert key(precision="bf16", eval_precision="fp32") == {**key(), "precision": "bf16"}  # trained in bf16, scored in fp32: as before
+    assert key(precision="bf16")["eval_precision"] == "bf16" and key(eval_precision="bf16")["eval_precision"] == "bf16"
+    # a study's key says how its candidates are scored when the train section sets it (else: their fine-tuning's precision)
+    plain = experiment_key(Experiment.from_dict({"finetune": {"precision": "bf16"}}))
+    told = experiment_key(Experiment.from_dict({"finetune": {"precision": "bf16"}, "train": {"eval_precision": "fp32"}}))
+    assert "eval_precision" not in plain["train"] and told["train"]["eval_precision"] == "fp32"
+    model = _small_model(seed=1)
+    data = SyntheticConfig(labels="binary", patch_size=16, val_images=1, val_size=32).build()
+    fp32 = state_key(FAST, model, data, device="cpu", precision="bf16")
+    assert "eval_precision" not in fp32["settings"] and fp32["run"] == ["cpu", "bf16"]  # states written before: still resumed
+    assert state_key(dataclasses.replace(FAST, eval_precision="fp32"), model, data, device="cpu", precision="bf16") == fp32
+    assert state_key(FAST, model, data, device="cpu", precision="bf16", evaluation="bf16")["run"] != fp32["run"]
+
+
+def test_a_users_parent_file_is_scored_as_the_study_was_made(tmp_path, monkeypatch):
+    """A search from a trained file scores that parent once, by the train section; a study made before build
+    version 9 keeps the fp32 score it stored even where the train section now says bf16."""
+    from search_helpers import tiny_experiment
+
+    import compressor
+    import compressor.candidates.setup as setup_module
+    from compressor.candidates.versions import EVALUATES_IN_PRECISION
+
+    path = compressor.save_model(tmp_path / "parent.pt", compressor.unet(in_channels=3, base_width=4, norm="batch"))
+    experiment = tiny_experiment(tmp_path / "run", ("train.precision=bf16",), parent=str(path), init="inherit")
+    asked = []
+    scored = setup_module.evaluate
+    monkeypatch.setattr(setup_module, "evaluate",
+                        lambda model, data, config: asked.append(config.evaluation_precision) or scored(model, data, config))
+    for version in (EVALUATES_IN_PRECISION - 1, EVALUATES_IN_PRECISION):
+        setup_module.prepare(experiment, build_version=version, check_budget=False, echo=lambda line: None)
+    assert asked == ["fp32", "bf16"]

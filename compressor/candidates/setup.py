@@ -317,7 +317,9 @@ def prepare(
         check_fits(base, data, what=f"model {model_config.name}")  # before any training
     parent = None
     if from_file is not None:  # the user's trained network, as it is: evaluated here, never retrained
-        metrics = evaluate(from_file.model, data, experiment.train)
+        scoring = experiment.train if build_version >= EVALUATES_IN_PRECISION else \
+            dataclasses.replace(experiment.train, eval_precision="fp32")  # a study made before scored it in fp32
+        metrics = evaluate(from_file.model, data, scoring)
         parent = dataclasses.replace(from_file, metrics=metrics.to_dict())
         echo(f"parent {shown_path(config.parent)} (a trained file, not retrained): {metrics.summary()}")
     elif config.init != "random":  # a parent exists exactly when candidates inherit (SearchSetup.init)

@@ -94,13 +94,18 @@ def train_key(config: TrainConfig) -> dict[str, Any]:
 
     Threads, progress bars and the device change how fast, not what, and are left out; so
     are settings at the value that means "off" (no batch-norm re-estimation, no
-    distillation), so results stored before those settings existed keep their keys.
+    distillation, evaluations in fp32), so results stored before those settings existed keep their keys.
+    The evaluations' precision is keyed as it resolves from ``precision`` and ``eval_precision``: a result
+    scored in bf16 is another result than one scored in fp32, which every stored one before it was.
     """
     settings = {key: value for key, value in to_data(config).items() if key not in ("threads", "progress", "device")}
     if not config.bn_reestimate:
         settings.pop("bn_reestimate")
     if not config.distill.active:
         settings.pop("distill")
+    settings.pop("eval_precision", None)
+    if config.evaluation_precision != "fp32":  # scored in bf16: results stored before that were scored in fp32
+        settings["eval_precision"] = config.evaluation_precision
     return settings
 
 

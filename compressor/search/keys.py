@@ -15,6 +15,8 @@ __all__ = ["experiment_key", "check_joinable", "with_search"]
 def experiment_key(experiment: Experiment) -> dict[str, Any]:
     """What must not change when a study is resumed: data, model, training, cost, budget, space."""
     train = train_key(experiment.train)
+    if experiment.train.eval_precision is not None:  # also how the candidates are scored (else their fine-tuning's precision)
+        train["eval_precision"] = experiment.train.eval_precision
     search = to_data(experiment.search)
     key = {
         "data": to_data(experiment.data), "train": train, "cost": to_data(experiment.cost),

@@ -220,6 +220,7 @@ def train(
         key = stored = None
         if resume is not None:  # keyed by the weights it starts from, before anything changes them
             key = state_key(config, model, data, device=device.type, precision=precision,
+                            evaluation=resolve_precision(config.evaluation_precision, device),
                             teacher=teacher if distill is not None else None,
                             start=start.score if start is not None and plateau is not None else None)
             stored = load_state(resume, key)

@@ -40,6 +40,8 @@ FORMAT = "compressor-train-state-1"
 _RUN_ONLY = ("threads", "progress", "device", "eval_batch_size")
 #: settings added after states were written: part of the key only when not at their default
 _ADDED_LATER = ("lr_patience",)
+#: settings the key holds as they resolve on the device instead (:func:`state_key`'s ``run``)
+_RESOLVED = ("eval_precision",)
 
 
 def settings_key(config: Any) -> str:
@@ -48,22 +50,24 @@ def settings_key(config: Any) -> str:
     is not at its default, so the states written before it stay valid."""
     defaults = {item.name: item.default for item in dataclasses.fields(config)}
     settings = {key: value for key, value in dataclasses.asdict(config).items()
-                if key not in _RUN_ONLY and not (key in _ADDED_LATER and value == defaults[key])}
+                if key not in _RUN_ONLY + _RESOLVED and not (key in _ADDED_LATER and value == defaults[key])}
     return repr(sorted(settings.items()))
 
 
 def state_key(
     config: Any, model: nn.Module, data: Any, *, device: str, precision: str, teacher: nn.Module | None = None,
-    start: float | None = None,
+    start: float | None = None, evaluation: str = "fp32",
 ) -> dict[str, Any]:
     """What a resumed run must share with the one that wrote the state: the training settings (not
-    how fast it runs), the kind of device and the precision it resolved to, the network it started
+    how fast it runs), the kind of device and the precisions its training and its evaluations resolved to
+    (``evaluation`` only where bf16: every state written before evaluations followed the training's
+    precision scored in fp32), the network it started
     from (its layers and its weights: a recipe, a reconstruction or an initialization that differ
     start another run), the teacher it distills from, and the data (its description, sizes, class
     shares and a fingerprint of its first and last training patches and of its validation scenes)."""
     key = {
         "settings": settings_key(config),
-        "run": [device, precision],
+        "run": [device, precision, *(["scored in bf16"] if evaluation == "bf16" else [])],
         "layers": [[name, list(value.shape)] for name, value in model.state_dict().items()],
         "start": weights_digest(model),
         "teacher": None if teacher is None else weights_digest(teacher),
