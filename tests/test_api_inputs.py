@@ -105,7 +105,7 @@ def test_downsample_depth_refuses_to_remove_every_level_and_says_how_many_it_can
 def test_files_and_studies_made_before_the_refusal_rebuild_as_they_were(tmp_path):
     """A saved file whose step cut every level, recorded before ``all_levels`` existed, loads; a study of an
     earlier build version rebuilds such a recipe; the recipe's hash does not change."""
-    from compressor.candidates.versions import BUILD_VERSION, as_built_for
+    from compressor.candidates.versions import BUILD_VERSION, REFUSES_ALL_LEVELS, as_built_for
     from compressor.transforms import Recipe
 
     network = compressor.unet(base_width=4, depth=2)
@@ -119,9 +119,10 @@ def test_files_and_studies_made_before_the_refusal_rebuild_as_they_were(tmp_path
     assert torch.equal(loaded(torch.ones(SHAPE)), built(torch.ones(SHAPE)))
     recipe = Recipe.from_data([{"name": "downsample_depth", "levels": 2}])
     assert recipe.hash() == Recipe.from_data([{"name": "downsample_depth", "levels": 2, "all_levels": False}]).hash()
-    for version in range(1, BUILD_VERSION):
+    for version in range(1, REFUSES_ALL_LEVELS):
         assert dict(as_built_for(recipe, version).steps[0].params) == {"levels": 2, "all_levels": True}
-    assert as_built_for(recipe, BUILD_VERSION) is recipe
+    for version in range(REFUSES_ALL_LEVELS, BUILD_VERSION + 1):
+        assert as_built_for(recipe, version) is recipe
 
 
 class StridedFirst(torch.nn.Module):

@@ -32,9 +32,9 @@ from typing import Any
 from compressor.errors import StudyMismatchError
 from compressor.transforms import Recipe, TransformSpec
 
-__all__ = ["BUILD_VERSION", "COUNTS_START", "RECONSTRUCTS_IN_PRECISION", "LSTSQ_CHOOSES_NORMS", "EVALUATES_IN_PRECISION",
-           "VERSION_KEY", "KEEPS_RATES", "build_version", "as_built_for", "as_built_before_inheritance",
-           "version_attrs"]
+__all__ = ["BUILD_VERSION", "COUNTS_START", "RECONSTRUCTS_IN_PRECISION", "LSTSQ_CHOOSES_NORMS", "REFUSES_ALL_LEVELS",
+           "EVALUATES_IN_PRECISION", "VERSION_KEY", "KEEPS_RATES", "build_version", "as_built_for",
+           "as_built_before_inheritance", "version_attrs"]
 
 #: How this version of compressor builds recipes.
 BUILD_VERSION = 9
@@ -47,6 +47,8 @@ RECONSTRUCTS_IN_PRECISION = 6
 #: The first version whose ``lstsq`` reconstruction keeps the batch norms as its solve left them when that is
 #: closer to the parent than all of them re-estimated (``reconstruct(..., choose_norms=True)``).
 LSTSQ_CHOOSES_NORMS = 7
+#: The first version whose ``downsample_depth`` refuses to cut every level unless a recipe says ``all_levels``.
+REFUSES_ALL_LEVELS = 8
 #: The first version whose candidates are evaluated in their training's precision (``train.eval_precision``, null:
 #: as ``finetune.precision``); a study made before evaluates its trials in fp32 (one rule in one study).
 EVALUATES_IN_PRECISION = 9
