@@ -202,3 +202,20 @@ def test_a_users_parent_file_is_scored_as_the_study_was_made(tmp_path, monkeypat
     for version in (EVALUATES_IN_PRECISION - 1, EVALUATES_IN_PRECISION):
         setup_module.prepare(experiment, build_version=version, check_budget=False, echo=lambda line: None)
     assert asked == ["fp32", "bf16"]
+
+
+def test_a_search_records_the_precision_its_trials_were_scored_in_and_its_table_says_so(tmp_path):
+    from search_helpers import tiny_experiment
+
+    from compressor.pipeline import run_search
+    from compressor.report import front_table
+
+    scored = {}
+    for precision in ("bf16", "fp32"):
+        experiment = tiny_experiment(tmp_path / precision, (f"finetune.precision={precision}",), n_trials=2, init="inherit")
+        run = run_search(experiment, echo=lambda line: None)
+        trained = [record for record in run.records if record.trained]
+        assert trained and {record.scored_in for record in trained} == {precision}
+        scored[precision] = front_table(run.study)
+    assert "the trials were scored in bf16, their fine-tuning's precision" in scored["bf16"]
+    assert "scored in bf16" not in scored["fp32"]

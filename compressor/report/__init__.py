@@ -49,6 +49,7 @@ from compressor.report.text import (
     confirm_command,
     floor_references_note,
     pareto_text,
+    precision_note,
     summary_markdown,
 )
 from compressor.study import (
@@ -234,6 +235,9 @@ def _notes(
     at_floor = floor_references_note(references, overview)
     if at_floor:
         notes.append(as_sentence(at_floor))
+    scored = precision_note(overview)
+    if scored:
+        notes.append(as_sentence(scored))
     untrained = references[~references["trained"]]
     if len(untrained):
         builtin = [str(name) for name in untrained["model"] if name in REFERENCE_MODELS]

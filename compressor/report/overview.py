@@ -27,7 +27,8 @@ def study_overview(study: optuna.Study | StudySnapshot) -> dict[str, Any]:
     finished trials), ``train_seconds`` (likewise), ``phase_seconds`` (:func:`phase_seconds`), ``first_start`` and ``last_complete`` (ISO
     text or None), ``span_seconds`` (from the first start to the last completion), ``input_shape``,
     ``confirmed`` (a confirmation is stored), ``seed`` and ``steps`` (the search's training),
-    ``recipe_legend`` (how to read the recipe column; may be empty).
+    ``recipe_legend`` (how to read the recipe column; may be empty), ``scored_in`` (the precisions the
+    trained trials' evaluations ran in, sorted: ``bf16``, ``fp32``; empty where none recorded one).
     """
     snapshot = read_study(study)
     counts = Counter(record.status for record in snapshot.records)
@@ -63,6 +64,8 @@ def study_overview(study: optuna.Study | StudySnapshot) -> dict[str, Any]:
         "latency": asks_latency(snapshot),
         # a study is data: a legend that is not text is none
         "recipe_legend": legend if isinstance(legend := snapshot.info.recipe_legend, str) else "",
+        "scored_in": sorted({record.scored_in for record in snapshot.records
+                             if record.trained and record.scored_in in ("bf16", "fp32")}),  # a study is data
     }
 
 

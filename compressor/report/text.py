@@ -27,6 +27,7 @@ __all__ = [
     "pareto_text",
     "unconfirmed_note",
     "floor_references_note",
+    "precision_note",
     "as_sentence",
     "markdown_table",
     "markdown_text",
@@ -160,6 +161,17 @@ def unconfirmed_note(overview: dict[str, Any], storage: str | None = None) -> st
             "trials and the references on 2 more seeds and gives means with 95% intervals")
 
 
+def precision_note(overview: dict[str, Any]) -> str:
+    """What a table says under it when trials were scored in bf16 (their fine-tuning's precision), "" otherwise."""
+    scored = overview.get("scored_in") or []
+    if "bf16" not in scored:
+        return ""
+    which = "the trials" if scored == ["bf16"] else "some trials"
+    return (f"{which} were scored in bf16, their fine-tuning's precision (the references as they trained, fp32 by "
+            "default): a score moves by about 0.06 points against fp32's; train.eval_precision: fp32 scores every "
+            "network in fp32")
+
+
 def as_sentence(note: str) -> str:
     """A note as a sentence of its own: capital first letter, full stop."""
     return note[0].upper() + note[1:] + "."
@@ -222,7 +234,8 @@ def pareto_text(
         text += "\nthe Pareto front is empty: " + empty_front_reason(overview)
     if overview.get("floor"):
         text += f"\nfloor: {overview['floor']}"
-    for note in (floor_references_note(references, overview), "" if pareto.empty else unconfirmed_note(overview, storage)):
+    for note in (floor_references_note(references, overview), "" if pareto.empty else precision_note(overview),
+                 "" if pareto.empty else unconfirmed_note(overview, storage)):
         if note:
             text += f"\n{note}"
     for claim in overview.get("claims", []):
@@ -293,7 +306,8 @@ def summary_markdown(
            f"difference to {markdown_text(ratio_label_of(references))} paired on the same repeats):", "",
            *(f"- {markdown_text(claim)}" for claim in overview["claims"]), ""] if overview.get("claims") else []),
         *([f"Floor: {markdown_text(overview['floor'])}.", ""] if overview.get("floor") else []),
-        *(line for note in (floor_references_note(references, overview), "" if pareto.empty else unconfirmed_note(overview, storage))
+        *(line for note in (floor_references_note(references, overview), "" if pareto.empty else precision_note(overview),
+                            "" if pareto.empty else unconfirmed_note(overview, storage))
           if note for line in (markdown_text(as_sentence(note)), "")),
         f"Ratios: {markdown_text(ratio_label_of(references))}'s value divided by the trial's (how many times smaller). "
         "FLOPs: fvcore count, one multiply-add = one flop.",

@@ -27,6 +27,8 @@ from compressor.study import (
 from compressor.study.liveness import PROCESS_KEY, process_identity
 from compressor.threads import torch_threads
 from compressor.train import train
+from compressor.train.determinism import resolve_device
+from compressor.train.precision import resolve_precision
 
 __all__ = ["TrialFailed", "TrialRunner"]
 
@@ -136,6 +138,7 @@ class TrialRunner:
             return self._fail(trial, record, started, f"training failed: {typed_line(error)}")
         record.metric = setup.metric(result.metrics)
         record.metrics = result.metrics.to_dict()
+        record.scored_in = resolve_precision(setup.start_config.evaluation_precision, resolve_device(setup.start_config.device))
         record.curve = [[step, round(setup.metric(metrics), 5)] for step, metrics in result.history]
         # a run that ended by itself (its steps done, or its plateau with steps: auto) is complete
         record.fidelity = round(result.steps_done / setup.train_config.step_limit, 4) if result.stopped_early else 1.0

@@ -172,6 +172,8 @@ class TrialRecord:
             start error), ``train`` (optimizer steps, data included), ``evaluate`` (the start, when a
             fine-tuning to the plateau counts it, the rungs and the final evaluation), ``store`` (weights and records), and the ``total``); the phases a
             trial did not reach are absent. None for a trial stored before it was recorded.
+        scored_in: the precision its evaluations ran in, ``bf16`` (autocast, its fine-tuning's
+            precision) or ``fp32``; None for a trial stored before it was recorded (fp32).
     """
 
     number: int
@@ -204,13 +206,14 @@ class TrialRecord:
     reconstruct_seconds: float | None = None
     timing: dict[str, float] | None = None
     rung_share: float | None = None
+    scored_in: str | None = None
 
     # Attributes stored on the Optuna trial; the rest comes from the trial itself.
     STORED = (
         "status", "recipe", "recipe_short", "recipe_hash", "params", "flops", "latency_ms", "activation_bytes",
         "feasible", "constraints", "metric", "metrics", "fidelity", "rung_metrics", "build_seconds", "train_seconds",
         "wall_seconds", "failure", "weights", "duplicate_of", "curve", "start_error", "starts_close",
-        "reconstruct_seconds", "timing", "steps", "rung_share",
+        "reconstruct_seconds", "timing", "steps", "rung_share", "scored_in",
     )
 
     @classmethod
