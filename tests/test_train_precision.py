@@ -207,8 +207,12 @@ def test_a_users_parent_file_is_scored_as_the_study_was_made(tmp_path, monkeypat
 def test_a_search_records_the_precision_its_trials_were_scored_in_and_its_table_says_so(tmp_path):
     from search_helpers import tiny_experiment
 
+    from compressor import load_saved
     from compressor.pipeline import run_search
     from compressor.report import front_table
+    from compressor.search.export import export_trial
+    from compressor.search.weights import WeightStore
+    from compressor.study import trial_records
 
     scored = {}
     for precision in ("bf16", "fp32"):
@@ -217,5 +221,11 @@ def test_a_search_records_the_precision_its_trials_were_scored_in_and_its_table_
         trained = [record for record in run.records if record.trained]
         assert trained and {record.scored_in for record in trained} == {precision}
         scored[precision] = front_table(run.study)
+        # an exported trial's file says its metrics were taken in that precision
+        storage = f"sqlite:///{experiment.run_path / 'search.db'}"
+        front = [record for record in trial_records(run.study)
+                 if WeightStore(tmp_path / precision / "artifacts", create=False).has(record.weights)]  # weights kept
+        exported = export_trial(storage, run.study.study_name, front[0].number, tmp_path / f"{precision}.pt")
+        assert load_saved(exported.path).metadata["scored_in"] == precision
     assert "the trials were scored in bf16, their fine-tuning's precision" in scored["bf16"]
     assert "scored in bf16" not in scored["fp32"]

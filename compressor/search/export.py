@@ -100,6 +100,7 @@ def export_trial(
             "study": study_name, "trial": number, "trained": exported.trained, "metric": record.metric,
             "metric_name": info.metric_label, "metrics": record.metrics, "params": record.params,
             "flops": record.flops, "model_args": info.model_args,
+            **({"scored_in": record.scored_in} if record.scored_in else {}),  # bf16: its metrics were taken in bf16
         },
     )
     return exported
