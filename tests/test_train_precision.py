@@ -163,6 +163,8 @@ def test_a_study_made_before_scores_its_candidates_in_fp32():
 def test_keys_tell_a_result_scored_in_bf16_from_one_scored_in_fp32_and_keep_the_old_ones():
     """Baselines, studies and resumable states stored before evaluations followed the training's precision
     were scored in fp32: their keys stay where the scores would be fp32, and change where they would not."""
+    from compressor.candidates.setup import scored_as_built
+    from compressor.candidates.versions import EVALUATES_IN_PRECISION
     from compressor.search.keys import experiment_key
     from compressor.train.resume import state_key
 
@@ -174,8 +176,15 @@ def test_keys_tell_a_result_scored_in_bf16_from_one_scored_in_fp32_and_keep_the_
     assert key(precision="bf16")["eval_precision"] == "bf16" and key(eval_precision="bf16")["eval_precision"] == "bf16"
     # a study's key says how its candidates are scored when the train section sets it (else: their fine-tuning's precision)
     plain = experiment_key(Experiment.from_dict({"finetune": {"precision": "bf16"}}))
-    told = experiment_key(Experiment.from_dict({"finetune": {"precision": "bf16"}, "train": {"eval_precision": "fp32"}}))
-    assert "eval_precision" not in plain["train"] and told["train"]["eval_precision"] == "fp32"
+    told = Experiment.from_dict({"finetune": {"precision": "bf16"}, "train": {"eval_precision": "fp32"}})
+    assert "eval_precision" not in plain["train"] and experiment_key(told)["train"]["eval_precision"] == "fp32"
+    # a study made before with train.precision bf16 keeps its key: it scores in fp32 by its build version, and its
+    # parent and references are found under the keys they were stored with (scored in fp32)
+    before = Experiment.from_dict({"train": {"precision": "bf16"}})
+    assert experiment_key(before)["train"] == {**experiment_key(Experiment.from_dict({}))["train"], "precision": "bf16"}
+    old, new = scored_as_built(before, EVALUATES_IN_PRECISION - 1), scored_as_built(before, EVALUATES_IN_PRECISION)
+    assert train_key(old.train) == {**key(), "precision": "bf16"} and new is before
+    assert scored_as_built(told, EVALUATES_IN_PRECISION - 1) is told  # what the section sets, it keeps
     model = _small_model(seed=1)
     data = SyntheticConfig(labels="binary", patch_size=16, val_images=1, val_size=32).build()
     fp32 = state_key(FAST, model, data, device="cpu", precision="bf16")
@@ -210,6 +219,7 @@ def test_a_search_records_the_precision_its_trials_were_scored_in_and_its_table_
     from compressor import load_saved
     from compressor.pipeline import run_search
     from compressor.report import front_table
+    from compressor.report.text import precision_note
     from compressor.search.export import export_trial
     from compressor.search.weights import WeightStore
     from compressor.study import trial_records
@@ -227,5 +237,26 @@ def test_a_search_records_the_precision_its_trials_were_scored_in_and_its_table_
                  if WeightStore(tmp_path / precision / "artifacts", create=False).has(record.weights)]  # weights kept
         exported = export_trial(storage, run.study.study_name, front[0].number, tmp_path / f"{precision}.pt")
         assert load_saved(exported.path).metadata["scored_in"] == precision
-    assert "the trials were scored in bf16, their fine-tuning's precision" in scored["bf16"]
+    assert "the trials were scored in bf16, as they trained" in scored["bf16"]
     assert "scored in bf16" not in scored["fp32"]
+    # a study resumed after it was recorded: some of its trials were scored in fp32 (those before: not recorded)
+    assert precision_note({"scored_in": ["bf16", "fp32"]}).startswith("some trials were scored in bf16")
+    assert precision_note({"scored_in": ["fp32"]}) == precision_note({}) == ""
+
+
+def test_a_resumable_training_is_keyed_by_the_precision_it_scores_in(buildings, monkeypatch, tmp_path):
+    """train() hands state_key the precision its evaluations resolve to, so a state scored in fp32 is not
+    resumed by a run that scores in bf16."""
+    import compressor.train.loop as loop
+
+    asked = []
+    keyed = loop.state_key
+
+    def spy(*args, **kwargs):
+        asked.append(kwargs.get("evaluation"))
+        return keyed(*args, **kwargs)
+
+    monkeypatch.setattr(loop, "state_key", spy)
+    for settings in ({}, {"precision": "bf16"}, {"precision": "bf16", "eval_precision": "fp32"}):
+        train(_small_model(seed=3), buildings, dataclasses.replace(FAST, steps=1, **settings), resume=tmp_path / "state")
+    assert asked == ["fp32", "bf16", "fp32"]

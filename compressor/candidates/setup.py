@@ -61,7 +61,7 @@ from compressor.units import format_count
 
 __all__ = [
     "SearchSetup", "prepare", "metric_value", "metric_label", "base_model_config", "Start",
-    "start_candidate", "start_metrics", "study_location",
+    "start_candidate", "start_metrics", "study_location", "scored_as_built",
 ]
 
 
@@ -317,9 +317,7 @@ def prepare(
         check_fits(base, data, what=f"model {model_config.name}")  # before any training
     parent = None
     if from_file is not None:  # the user's trained network, as it is: evaluated here, never retrained
-        scoring = experiment.train if build_version >= EVALUATES_IN_PRECISION else \
-            dataclasses.replace(experiment.train, eval_precision="fp32")  # a study made before scored it in fp32
-        metrics = evaluate(from_file.model, data, scoring)
+        metrics = evaluate(from_file.model, data, scored_as_built(experiment, build_version).train)
         parent = dataclasses.replace(from_file, metrics=metrics.to_dict())
         echo(f"parent {shown_path(config.parent)} (a trained file, not retrained): {metrics.summary()}")
     elif config.init != "random":  # a parent exists exactly when candidates inherit (SearchSetup.init)
@@ -327,7 +325,8 @@ def prepare(
             parent = load_parent(model_config, parent_weights, in_channels=data.in_channels,
                                  num_classes=data.num_classes)
         else:
-            parent = ensure_parent(experiment, model_config, steps=experiment.finetune.parent_steps, data=data,
+            parent = ensure_parent(scored_as_built(experiment, build_version), model_config,
+                                   steps=experiment.finetune.parent_steps, data=data,
                                    cache_dir=cache_dir)
             echo(f"parent {model_config.name} ({parent.steps} steps, {'stored' if parent.reused else 'trained now'}: "
                  f"{parent.weights_path}): "
@@ -356,6 +355,15 @@ def prepare(
     if check_budget and not experiment.budget.is_empty:
         check_smallest(setup)
     return setup
+
+
+def scored_as_built(experiment: Experiment, build_version: int) -> Experiment:
+    """``experiment`` as a study of ``build_version`` scores its parent and references: a study made before
+    build version 9 scored every network in fp32 (``train.eval_precision: fp32`` unless the section sets it), so
+    its stored parent and references are found under the keys they were stored with and score as its trials."""
+    if build_version >= EVALUATES_IN_PRECISION or experiment.train.eval_precision is not None:
+        return experiment
+    return dataclasses.replace(experiment, train=dataclasses.replace(experiment.train, eval_precision="fp32"))
 
 
 def study_location(experiment: Experiment) -> tuple[str, str]:

@@ -31,7 +31,7 @@ import optuna
 from optuna.trial import TrialState
 
 from compressor.candidates.parents import check_parent_unchanged
-from compressor.candidates.setup import SearchSetup, prepare, start_candidate, start_metrics
+from compressor.candidates.setup import SearchSetup, prepare, scored_as_built, start_candidate, start_metrics
 from compressor.candidates.stored import building_study, stored_experiment
 from compressor.candidates.versions import build_version
 from compressor.confirm.plan import check_trials, choose_top, describe_repeats, merge_plan, plan_repeats
@@ -311,7 +311,7 @@ class _JobRunner:
         """A reference on this repeat: U-Net or Micro-Net trained as their baselines are; ``base``
         (the search's own network) trained with the experiment's recipe as the search trained it,
         or, when the search started from a trained file, that file evaluated on this repeat's data."""
-        variant = self._variant(repeat)
+        variant = scored_as_built(self._variant(repeat), build_version(self.study_attrs))  # scored as its trials are
         if name in BASELINE_MODELS:
             (record,) = ensure_baselines(variant, models=[name], cache_dir=self.cache_dir, need_weights=True)
             metrics = SegmentationMetrics.from_dict(record.metrics)

@@ -28,7 +28,8 @@ def study_overview(study: optuna.Study | StudySnapshot) -> dict[str, Any]:
     text or None), ``span_seconds`` (from the first start to the last completion), ``input_shape``,
     ``confirmed`` (a confirmation is stored), ``seed`` and ``steps`` (the search's training),
     ``recipe_legend`` (how to read the recipe column; may be empty), ``scored_in`` (the precisions the
-    trained trials' evaluations ran in, sorted: ``bf16``, ``fp32``; empty where none recorded one).
+    trained trials' evaluations ran in, sorted: ``bf16``, ``fp32``, the second for trials stored before they
+    recorded it).
     """
     snapshot = read_study(study)
     counts = Counter(record.status for record in snapshot.records)
@@ -64,8 +65,9 @@ def study_overview(study: optuna.Study | StudySnapshot) -> dict[str, Any]:
         "latency": asks_latency(snapshot),
         # a study is data: a legend that is not text is none
         "recipe_legend": legend if isinstance(legend := snapshot.info.recipe_legend, str) else "",
-        "scored_in": sorted({record.scored_in for record in snapshot.records
-                             if record.trained and record.scored_in in ("bf16", "fp32")}),  # a study is data
+        # a trial stored before trials recorded it was scored in fp32; a value no compressor writes is left out
+        "scored_in": sorted({record.scored_in or "fp32" for record in snapshot.records
+                             if record.trained and record.scored_in in ("bf16", "fp32", None)}),
     }
 
 

@@ -162,14 +162,14 @@ def unconfirmed_note(overview: dict[str, Any], storage: str | None = None) -> st
 
 
 def precision_note(overview: dict[str, Any]) -> str:
-    """What a table says under it when trials were scored in bf16 (their fine-tuning's precision), "" otherwise."""
+    """What a table says under it when trials were scored in bf16 (as they trained), "" otherwise."""
     scored = overview.get("scored_in") or []
     if "bf16" not in scored:
         return ""
     which = "the trials" if scored == ["bf16"] else "some trials"
-    return (f"{which} were scored in bf16, their fine-tuning's precision (the references as they trained, fp32 by "
-            "default): a score moves by about 0.06 points against fp32's; train.eval_precision: fp32 scores every "
-            "network in fp32")
+    return (f"{which} were scored in bf16, as they trained (about 0.06 points from an fp32 score on average), the "
+            "references by the train section (fp32 unless train.precision or train.eval_precision says otherwise); "
+            "a new study with train.eval_precision: fp32 scores every network in fp32")
 
 
 def as_sentence(note: str) -> str:

@@ -24,7 +24,7 @@ import optuna
 import torch
 from optuna.trial import TrialState
 
-from compressor.candidates.setup import SearchSetup, prepare, study_location
+from compressor.candidates.setup import SearchSetup, prepare, scored_as_built, study_location
 from compressor.candidates.stored import building_study, stored_experiment
 from compressor.candidates.versions import build_version
 from compressor.experiment import BASELINE_MODELS, Experiment, TrainedNetwork, ensure_baselines, ensure_parent
@@ -118,7 +118,7 @@ def run_trials(
     if setup.config.baselines:
         builtin = [name for name in setup.references if name in BASELINE_MODELS]
         if builtin:
-            ensure_baselines(experiment, models=builtin, cache_dir=cache_dir)
+            ensure_baselines(scored_as_built(experiment, setup.build_version), models=builtin, cache_dir=cache_dir)
         if "base" in setup.references and base is None:
             base = _train_base_reference(setup, cache_dir=cache_dir)
     study.set_user_attr("references", references(setup, base))
@@ -129,8 +129,8 @@ def run_trials(
 
 def _train_base_reference(setup: SearchSetup, *, cache_dir: str | Path | None) -> TrainedNetwork:
     """The search's own base network trained with the experiment's recipe (once; stored), as U-Net is."""
-    base = ensure_parent(setup.experiment, setup.model_config, steps=setup.experiment.train.steps, data=setup.data,
-                         cache_dir=cache_dir)
+    base = ensure_parent(scored_as_built(setup.experiment, setup.build_version), setup.model_config,
+                         steps=setup.experiment.train.steps, data=setup.data, cache_dir=cache_dir)
     summary = SegmentationMetrics.from_dict(base.metrics).summary() if base.metrics else "no metrics stored"
     setup.echo(f"reference {setup.model_config.name} ({base.steps} steps, "
                f"{'stored' if base.reused else 'trained now'}: {base.weights_path}): {summary}")

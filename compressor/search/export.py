@@ -100,7 +100,15 @@ def export_trial(
             "study": study_name, "trial": number, "trained": exported.trained, "metric": record.metric,
             "metric_name": info.metric_label, "metrics": record.metrics, "params": record.params,
             "flops": record.flops, "model_args": info.model_args,
-            **({"scored_in": record.scored_in} if record.scored_in else {}),  # bf16: its metrics were taken in bf16
+            **({"scored_in": _scored_in(record)} if exported.trained and _scored_in(record) else {}),
         },
     )
     return exported
+
+
+def _scored_in(record: TrialRecord) -> str | None:
+    """The precision a trial's metrics were taken in: as it recorded it, fp32 for a trial stored before trials
+    recorded it (every evaluation was fp32 then), None for a value no compressor writes (a study is data)."""
+    if record.scored_in is None:
+        return "fp32"
+    return record.scored_in if record.scored_in in ("bf16", "fp32") else None

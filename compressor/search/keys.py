@@ -14,8 +14,11 @@ __all__ = ["experiment_key", "check_joinable", "with_search"]
 
 def experiment_key(experiment: Experiment) -> dict[str, Any]:
     """What must not change when a study is resumed: data, model, training, cost, budget, space."""
-    train = train_key(experiment.train)
-    if experiment.train.eval_precision is not None:  # also how the candidates are scored (else their fine-tuning's precision)
+    # The evaluations' precision as the section sets it, not as it resolves: a study made before build version 9
+    # with train.precision bf16 keeps its key (it scores in fp32 by its version), and a set eval_precision also
+    # says how the candidates are scored (else as their fine-tuning's precision, which the finetune key holds).
+    train = {key: value for key, value in train_key(experiment.train).items() if key != "eval_precision"}
+    if experiment.train.eval_precision is not None:
         train["eval_precision"] = experiment.train.eval_precision
     search = to_data(experiment.search)
     key = {

@@ -108,9 +108,9 @@ class TrainConfig:
             (bf16 where the hardware runs it, see :mod:`compressor.train.precision`).
         eval_precision: the evaluations' forward passes: null (the default) as ``precision``,
             or ``fp32``, ``bf16``, ``auto`` whatever the training ran in. bf16 evaluates a
-            candidate 1.7-1.9x faster on a CPU that runs it, its score within 0.05 points of fp32's
-            (BENCHMARKS.md, "Evaluation in the training's precision"); ``fp32`` for scores read
-            in full precision.
+            candidate 1.7-1.9x faster on a CPU that runs it; the quickstart's trials scored -0.06
+            [-0.18, +0.05] points from fp32 (paired; BENCHMARKS.md, "Evaluation in the training's
+            precision"); ``fp32`` for scores read in full precision.
 
     The six ``steps: auto`` settings, ``precision`` and ``eval_precision`` are left out of the plain
     data while at their defaults, so results stored before they existed keep their keys.
