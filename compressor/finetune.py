@@ -80,9 +80,10 @@ class FinetuneConfig:
             ``train.eval_precision`` says otherwise (a study made before build version 9 evaluates in
             fp32). The parent and the references are scored by the ``train:`` section (fp32 by default),
             so a candidate's difference to them holds the two precisions' gap (-0.06 [-0.18, +0.05] points
-            on the quickstart's trials); ``train.eval_precision`` set scores every network alike. A search's parent and references
-            train by the ``train:`` section, so ``bf16`` here speeds the inheriting candidates alone
-            (with ``search.init: random`` candidates train by the ``train:`` section too).
+            on the quickstart's trials); ``train.eval_precision`` set scores every network alike. A
+            search's parent and references train by the ``train:`` section, so ``bf16`` here speeds the
+            inheriting candidates alone (with ``search.init: random`` candidates train by the ``train:``
+            section too).
     """
 
     steps: int | Literal["auto"] | None = None

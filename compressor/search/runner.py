@@ -138,7 +138,8 @@ class TrialRunner:
             return self._fail(trial, record, started, f"training failed: {typed_line(error)}")
         record.metric = setup.metric(result.metrics)
         record.metrics = result.metrics.to_dict()
-        record.scored_in = resolve_precision(setup.start_config.evaluation_precision, resolve_device(setup.start_config.device))
+        scoring = setup.start_config
+        record.scored_in = resolve_precision(scoring.evaluation_precision, resolve_device(scoring.device))
         record.curve = [[step, round(setup.metric(metrics), 5)] for step, metrics in result.history]
         # a run that ended by itself (its steps done, or its plateau with steps: auto) is complete
         record.fidelity = round(result.steps_done / setup.train_config.step_limit, 4) if result.stopped_early else 1.0
