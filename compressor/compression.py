@@ -376,9 +376,9 @@ def compress(
     if compare_scratch:
         started = time.perf_counter()
         seed_everything(experiment.train.seed)
-        plain = without_finetuning(experiment).train  # as a network is trained from scratch: no teacher
+        # as a network is trained from scratch (no teacher), scored as the student is
+        plain = dataclasses.replace(without_finetuning(experiment).train, eval_precision=config.evaluation_precision)
         fresh = from_scratch(student)
-        plain = dataclasses.replace(plain, eval_precision=config.evaluation_precision)  # scored as the student is
         scratch = train(fresh, data, plain.with_steps(result.steps_done), description="from scratch")
         scratch_test = evaluate(fresh, data, config, split="test") if data.test else None
         seconds["scratch"] = time.perf_counter() - started

@@ -111,11 +111,10 @@ class SearchSetup:
     @property
     def train_config(self) -> TrainConfig:
         """How candidates are trained: the ``train:`` section, or the fine-tuning one when they inherit."""
-        config = (self.experiment.finetune.train_config(self.experiment.train, distill=self.init.distills)
-                  if self.init.inherits else self.experiment.train)
-        if self.build_version < EVALUATES_IN_PRECISION:  # a study made before keeps scoring its trials in fp32
-            config = dataclasses.replace(config, eval_precision="fp32")
-        return config
+        experiment = scored_as_built(self.experiment, self.build_version)  # a study made before scores in fp32
+        if not self.init.inherits:
+            return experiment.train
+        return experiment.finetune.train_config(experiment.train, distill=self.init.distills)
 
     @property
     def start_config(self) -> TrainConfig:

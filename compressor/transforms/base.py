@@ -23,13 +23,13 @@ __all__ = [
     "Trait", "network_traits", "traits_found",
 ]
 
+#: the largest integer a transform parameter takes (2**53: exact as a float, far past any count or width)
+MAX_INTEGER = 1 << 53
+
 #: What in a network can make a transform refuse it. A transform lists the traits it refuses
 #: in :attr:`Transform.refuses` (with the refusal's message) and the traits its output has in
 #: :attr:`Transform.produces`; the contract suite expects exactly those refusals on networks
 #: that have the traits, and success everywhere else.
-#: the largest integer a transform parameter takes (2**53: exact as a float, far past any count or width)
-MAX_INTEGER = 1 << 53
-
 NETWORK_TRAITS = {
     "no-concat": "no torch.cat in its forward pass",
     "concat-into-other": "a concatenation feeds something other than a plain dense Conv2d "
